@@ -1,0 +1,87 @@
+"""The one error tree of ppo-dr.
+
+    DRError                      anything ppo-dr raises on purpose
+    ├── TransientError           may succeed if tried again (timeouts, resets, throttling)
+    └── PermanentError           will fail again the same way: do not retry
+        ├── InventoryError       fleet.yaml breaks a rule (carries every violation)
+        ├── UnsafeInputError     a hostile or malformed id/path, refused before any I/O
+        ├── PlacementConflict    another run moved the client first (compare-and-set lost)
+        └── LabError             the embedded lab cannot do what was asked
+
+Library errors are translated at the boundary (``raise TransientError(...) from exc``),
+so task retry conditions only need :func:`is_retryable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class DRError(Exception):
+    """Base of every error ppo-dr raises on purpose."""
+
+
+class TransientError(DRError):
+    """A failure that may go away if the same call is tried again."""
+
+
+class PermanentError(DRError):
+    """A failure that will repeat: retrying only delays the page."""
+
+
+class UnsafeInputError(PermanentError):
+    """An id or path that could escape its place (shell, filesystem) was refused."""
+
+
+class LabError(PermanentError):
+    """The embedded lab fleet cannot carry out a request."""
+
+
+class PlacementConflict(PermanentError):
+    """A compare-and-set on a client's placement lost to another writer."""
+
+    def __init__(self, client_id: str, expected_version: int, actual_version: int | None) -> None:
+        self.client_id = client_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        found = "no placement" if actual_version is None else f"version {actual_version}"
+        super().__init__(
+            f"placement of client {client_id!r} changed under us: expected version "
+            f"{expected_version}, found {found}; another run moved it first (re-plan, do not retry)"
+        )
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule in an inventory file: where, which rule, and what was found."""
+
+    file: str
+    path: str
+    rule: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        at = self.path or "(top level)"
+        return f"{where}: {at}: {self.message} [rule: {self.rule}]"
+
+
+class InventoryError(PermanentError):
+    """fleet.yaml is unreadable or breaks one or more rules; lists them all."""
+
+    def __init__(self, file: str, violations: Sequence[Violation]) -> None:
+        self.file = file
+        self.violations = list(violations)
+        lines = "\n".join(f"  {v}" for v in self.violations)
+        super().__init__(f"{file}: {len(self.violations)} violation(s)\n{lines}")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for errors worth another try: ours marked transient, and raw OS timeouts."""
+    if isinstance(exc, PermanentError):
+        return False
+    if isinstance(exc, TransientError):
+        return True
+    return isinstance(exc, TimeoutError | ConnectionError)
