@@ -41,7 +41,7 @@ def relative_path_problem(value: str) -> str | None:
     parts = PurePosixPath(value).parts
     if any(part == ".." for part in parts):
         return "must not contain '..' (it would leave the data root)"
-    if any(part in {".", ""} for part in value.split("/")[:-1]) or value.endswith("/."):
+    if value in {".", "./"} or any(part in {".", ""} for part in value.rstrip("/").split("/")):
         return "must be normalised (no '.' or empty components)"
     if "\\" in value:
         return "must use '/' as separator, not '\\'"

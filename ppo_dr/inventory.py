@@ -12,6 +12,7 @@ variable or a Prefect Secret block name), which the runbooks resolve at send tim
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -84,6 +85,8 @@ def _country(value: str) -> str:
 
 def _relative(value: str) -> str:
     problem = relative_path_problem(value)
+    if problem is None and value.rstrip("/") == ".":
+        problem = "must name a directory inside the data root, not the root itself"
     if problem:
         raise _broken("relative path inside the data root", f"{value!r} {problem}")
     return value.rstrip("/")
@@ -98,10 +101,10 @@ def _absolute(value: str) -> str:
 
 def _url(value: str) -> str:
     parts = urlsplit(value)
+    if parts.password:  # checked first: the message below would echo the password
+        raise _broken("http(s) URL", "a URL must not carry a password; use a secret reference")
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise _broken("http(s) URL", f"{value!r} is not an http(s) URL")
-    if parts.password:
-        raise _broken("http(s) URL", "a URL must not carry a password; use a secret reference")
     return value
 
 
@@ -142,8 +145,10 @@ HttpUrl = Annotated[str, AfterValidator(_url)]
 HostKey = Annotated[str, AfterValidator(_host_key)]
 Email = Annotated[str, AfterValidator(_email)]
 Phone = Annotated[str, AfterValidator(_phone)]
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]  # strict: `port: yes` is not 1
 Channel = Literal["sms", "email", "x"]
+# A DNS name or an IP address; never starting with "-", which ssh would read as an option.
+_HOST = r"^[A-Za-z0-9.:\[\]][A-Za-z0-9.:\-\[\]]*$"
 
 
 class _Model(BaseModel):
@@ -170,6 +175,18 @@ class SecretRef(_Model):
         return f"env:{self.env}" if self.env else f"block:{self.block}"
 
 
+def _not_a_literal_secret(value: Any) -> Any:
+    if isinstance(value, str):  # never echo it: it may be the secret itself
+        raise _broken(
+            "secrets are references",
+            "write a reference such as {env: VAR} or {block: name}, never the secret itself",
+        )
+    return value
+
+
+Secret = Annotated[SecretRef, BeforeValidator(_not_a_literal_secret)]
+
+
 class DataCentre(_Model):
     id: Id
     name: str = ""
@@ -179,14 +196,14 @@ class DataCentre(_Model):
 
 
 class SshEndpoint(_Model):
-    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\-\[\]]+$")
+    host: str = Field(min_length=1, max_length=253, pattern=_HOST)
     port: Port = 22
     user: Id = "ppo"
     host_key: HostKey
 
 
 class HttpEndpoint(_Model):
-    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\-\[\]]+$")
+    host: str = Field(min_length=1, max_length=253, pattern=_HOST)
     port: Port = 80
 
 
@@ -257,22 +274,22 @@ class Timing(_Model):
 class EmailChannel(_Model):
     provider: Literal["sendgrid", "outbox"] = "outbox"
     sender: Email = "noc@example.com"
-    api_key: SecretRef | None = None
+    api_key: Secret | None = None
 
 
 class SmsChannel(_Model):
     provider: Literal["sns", "outbox"] = "outbox"
     region: str | None = None
-    access_key_id: SecretRef | None = None
-    secret_access_key: SecretRef | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
 
 
 class XChannel(_Model):
     provider: Literal["x", "outbox"] = "outbox"
-    consumer_key: SecretRef | None = None
-    consumer_secret: SecretRef | None = None
-    access_token: SecretRef | None = None
-    access_token_secret: SecretRef | None = None
+    consumer_key: Secret | None = None
+    consumer_secret: Secret | None = None
+    access_token: Secret | None = None
+    access_token_secret: Secret | None = None
 
 
 class Channels(_Model):
@@ -282,18 +299,17 @@ class Channels(_Model):
     outbox: str | None = None
 
 
-class StoreConfig(_Model):
-    url: str | None = None
-    url_secret: SecretRef | None = None
+def _store_url(value: str) -> str:
+    if re.search(r"://[^/@]*:[^/@]*@", value):
+        raise _broken(
+            "secrets are references", "store.url must not carry a password; use store.url_secret"
+        )
+    return value
 
-    @model_validator(mode="after")
-    def _no_password(self) -> StoreConfig:
-        if self.url and re.search(r"://[^/@]*:[^/@]*@", self.url):
-            raise _broken(
-                "secrets are references",
-                "store.url must not carry a password; use store.url_secret",
-            )
-        return self
+
+class StoreConfig(_Model):
+    url: Annotated[str, AfterValidator(_store_url)] | None = None
+    url_secret: Secret | None = None
 
 
 class Fleet(_Model):
@@ -397,6 +413,7 @@ _RULE_OF_PYDANTIC = {
     "greater_than_equal": "range",
     "less_than_equal": "range",
     "too_short": "not empty",
+    "string_too_short": "not empty",
     "string_pattern_mismatch": "syntax",
 }
 
@@ -414,7 +431,7 @@ def _line_map(text: str) -> dict[tuple[str | int, ...], int]:
     lines: dict[tuple[str | int, ...], int] = {}
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return lines
 
     def walk(node: yaml.Node, loc: tuple[str | int, ...]) -> None:
@@ -429,7 +446,8 @@ def _line_map(text: str) -> dict[tuple[str | int, ...], int]:
                 walk(item, (*loc, index))
 
     if root is not None:
-        walk(root, ())
+        with contextlib.suppress(RecursionError):  # lines are a courtesy, not a rule
+            walk(root, ())
     return lines
 
 
@@ -470,7 +488,14 @@ def check_fleet_text(text: str, file: str = "fleet.yaml") -> tuple[Fleet | None,
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        check.found.append(Violation(file, "", "YAML syntax", str(exc).splitlines()[0], line))
+        problem, context = getattr(exc, "problem", None), getattr(exc, "context", None)
+        message = problem or str(exc).splitlines()[0]
+        if problem and context:
+            message += f" ({context})"
+        check.found.append(Violation(file, "", "YAML syntax", message, line))
+        return None, check.found
+    except RecursionError:
+        check.found.append(Violation(file, "", "YAML syntax", "the document is nested too deeply"))
         return None, check.found
     if not isinstance(data, dict):
         check.add(
@@ -478,11 +503,12 @@ def check_fleet_text(text: str, file: str = "fleet.yaml") -> tuple[Fleet | None,
         )
         return None, check.found
 
+    # Only well-formed ids label a path; a hostile one is shown by its index.
     check.ids = {
         (section, i): item["id"]
         for section in _SECTIONS
         for i, item in enumerate(data.get(section) or [])
-        if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]
+        if isinstance(item, dict) and is_valid_id(item.get("id"))
     }
 
     # Each list item is validated alone, so one bad server does not hide the others.
@@ -506,14 +532,25 @@ def check_fleet_text(text: str, file: str = "fleet.yaml") -> tuple[Fleet | None,
                     check.add((section, index, *error["loc"]), _rule_for(error), error["msg"])
         cleaned[section] = good
 
+    fleet: Fleet | None
     try:
-        fleet = Fleet.model_validate(cleaned)
+        fleet = checked = Fleet.model_validate(cleaned)
     except ValidationError as exc:
+        fleet = None
         for error in exc.errors():
             check.add(tuple(error["loc"]), _rule_for(error), error["msg"])
-        return None, check.found
+        # Leave the broken settings out (reported above) and check the items against
+        # each other anyway, so a bad setting does not hide a topology mistake.
+        for error in exc.errors():
+            if error["loc"]:
+                cleaned.pop(str(error["loc"][0]), None)
+        cleaned.setdefault("name", "unnamed")
+        try:
+            checked = Fleet.model_validate(cleaned)
+        except ValidationError:
+            return None, check.found
 
-    for loc, rule, message in _topology_problems(fleet, data):
+    for loc, rule, message in _topology_problems(checked, data):
         check.add(loc, rule, message)
     return fleet, check.found
 
@@ -576,7 +613,7 @@ def _topology_problems(fleet: Fleet, data: dict[str, Any]) -> Iterator[Problem]:
             yield (
                 at("servers", s.id, "mirrors"),
                 "mirrors belong to app servers",
-                (f"a {s.role} server has no mirrors of its own"),
+                (f"{_a(s.role)} server has no mirrors of its own"),
             )
 
     paths: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -594,7 +631,7 @@ def _topology_problems(fleet: Fleet, data: dict[str, Any]) -> Iterator[Problem]:
             yield (
                 at("clients", c.id, "server"),
                 "clients sit on app servers",
-                (f"server {c.server!r} is a {home.role} server"),
+                (f"server {c.server!r} is {_a(home.role)} server"),
             )
         for other_id, other_path in paths[c.server]:
             if _overlaps(c.data_path, other_path):
@@ -680,7 +717,7 @@ def _mirror_problems(
             yield (
                 at("servers", app.id, "mirrors", i),
                 "mirrors are mirror servers",
-                (f"{mirror_id!r} is a {mirror.role} server"),
+                (f"{mirror_id!r} is {_a(mirror.role)} server"),
             )
         (onsite if mirror.dc == app.dc else offsite).append(mirror_id)
     if len(onsite) != 1:
@@ -737,3 +774,8 @@ def summary(fleet: Fleet) -> str:
     spares = [s.id for s in fleet.servers_by_role("spare")]
     lines.append(f"spares: {', '.join(spares) or 'none'}")
     return "\n".join(lines)
+
+
+def _a(word: str) -> str:
+    """'an app', 'a mirror': messages an operator reads should read right."""
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"

@@ -1,0 +1,1 @@
+"""Schedules, triggers and the ``ppo-dr`` entry point: the outermost layer."""

@@ -1,0 +1,75 @@
+"""Prefect tasks, grouped by concern: thin wrappers over :mod:`ppo_dr`.
+
+Shared here, for every task module:
+
+- :func:`retry_condition_fn` — the one retry condition. It retries only what
+  :func:`ppo_dr.errors.is_retryable` calls transient (timeouts, resets, throttling);
+  a :class:`~ppo_dr.errors.PermanentError` (bad inventory, auth, missing path) fails
+  at once, so the page goes out now instead of after the back-off.
+- :data:`RETRY_DELAYS` and :data:`RETRY_JITTER` — the back-off for tasks that do I/O.
+- :func:`label_flow_run` — rename and tag the current flow run once a runbook knows
+  what it acts on (so the UI filters by fleet, DC, server, client, incident).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from prefect import Task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import TaskRun
+from prefect.context import FlowRunContext
+from prefect.states import State
+
+from ppo_dr.errors import is_retryable
+
+__all__ = ["RETRY_DELAYS", "RETRY_JITTER", "label_flow_run", "retry_condition_fn"]
+
+#: Back-off between attempts of a task that does I/O, in seconds (three retries).
+RETRY_DELAYS: list[float] = [1, 4, 15]
+#: Each delay varies by up to this factor, so retries from many runs do not align.
+RETRY_JITTER: float = 0.5
+
+_log = logging.getLogger(__name__)
+
+
+def retry_condition_fn(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry a failed task run only if its exception is transient.
+
+    Prefect passes a ``Failed`` state carrying the exception; ``state.result()``
+    re-raises it, which is how we get at it (see PREFECT-NOTES: Retries). A state
+    that does not raise has nothing we can classify, so it is not retried.
+    """
+    try:
+        state.result()
+    except Exception as exc:
+        retry = is_retryable(exc)
+        _log.debug(
+            "task %s attempt %s failed with %s: %s",
+            task.name,
+            task_run.run_count,
+            type(exc).__name__,
+            "retrying" if retry else "permanent, not retrying",
+        )
+        return retry
+    return False
+
+
+def label_flow_run(name: str | None = None, tags: Iterable[str] = ()) -> None:
+    """Rename the current flow run and add *tags* to it; a no-op outside a flow run.
+
+    Runbooks call this as soon as they know what they act on (a fleet file is only
+    read inside the run), so the run history reads like an incident record.
+    """
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    run = context.flow_run
+    merged = list(dict.fromkeys([*(run.tags or []), *tags]))
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(run.id, name=name, tags=merged)
+    run.tags = merged
+    if name is not None:
+        run.name = name
