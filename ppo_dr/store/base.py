@@ -1,0 +1,257 @@
+"""The store's plumbing: lifecycle, schema check, one short transaction per call, input checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from alembic import command
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from ppo_dr.config import default_store_url
+from ppo_dr.errors import DRError, PermanentError, TransientError
+from ppo_dr.store.engine import (
+    UPGRADE_LOCK_KEY,
+    VERSION_TABLE,
+    WRITE_OPTION,
+    alembic_config,
+    head_revision,
+    known_revisions,
+    make_engine,
+    normalise_url,
+)
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R", bound="DataclassInstance")
+
+
+class StoreBase:
+    """Lifecycle and transactions; the record-specific methods live in the mixins."""
+
+    def __init__(self, url: str) -> None:
+        self._url = normalise_url(url)
+        self._engine = make_engine(self._url)
+        self._schema_ok = False
+
+    @classmethod
+    def open(cls, url: str | None = None) -> Self:
+        """The store at *url*, or at ``PPO_DR_DB_URL`` / the SQLite file in ``PPO_DR_HOME``."""
+        return cls(url or default_store_url())
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password masked (safe to log)."""
+        return self._url.render_as_string(hide_password=True)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for instrumentation and tests, not for queries)."""
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        """Close pooled connections; the store can be used again afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    # -- schema -----------------------------------------------------------------------
+
+    def upgrade(self) -> str:
+        """Bring the schema to the head revision (``alembic upgrade head``); returns it.
+
+        Idempotent, and safe if two processes do it at once (SQLite: the write lock;
+        PostgreSQL: an advisory lock). The whole upgrade is one transaction.
+        """
+        config = alembic_config()
+        with self._translate("upgrading the schema of"), self._engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_KEY}
+                    )
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        self._schema_ok = False
+        revision = self.current_revision()
+        if revision != head_revision():  # pragma: no cover - alembic would have raised
+            raise PermanentError(f"upgrade of {self.url} ended at {revision}, not at head")
+        return revision
+
+    def current_revision(self) -> str | None:
+        """The schema revision of the database, or None for an empty database."""
+        with self._translate("reading the schema revision of"), self._engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            return context.get_current_revision()
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ok:
+            return
+        current = self.current_revision()
+        head = head_revision()
+        if current == head:
+            self._schema_ok = True
+            return
+        if current is None:
+            raise PermanentError(
+                f"state store {self.url} has no schema yet: run `ppo-dr db upgrade` first"
+            )
+        if current not in known_revisions():
+            raise PermanentError(
+                f"state store {self.url} is at schema revision {current}, which this ppo-dr "
+                f"does not know (it expects {head}): a newer ppo-dr upgraded it; upgrade ppo-dr"
+            )
+        raise PermanentError(
+            f"state store {self.url} is at schema revision {current}, this ppo-dr needs "
+            f"{head}: run `ppo-dr db upgrade`"
+        )
+
+    # -- transactions -----------------------------------------------------------------
+
+    @contextmanager
+    def _translate(self, doing: str) -> Iterator[None]:
+        """Turn driver errors into the ppo-dr error tree (messages never carry parameters)."""
+        try:
+            yield
+        except DRError:
+            raise
+        except (OperationalError, InterfaceError) as exc:
+            raise TransientError(
+                f"state store {self.url} unavailable or busy while {doing} it: "
+                f"{type(exc.orig).__name__}: {_first_line(exc.orig)}"
+            ) from exc
+        except DBAPIError as exc:
+            raise PermanentError(
+                f"state store {self.url} refused a statement while {doing} it: "
+                f"{type(exc.orig).__name__}: {_first_line(exc.orig)}"
+            ) from exc
+
+    @contextmanager
+    def _tx(self, *, write: bool) -> Iterator[Session]:
+        """One short transaction: committed on success, rolled back on any error."""
+        self._ensure_schema()
+        with (
+            self._translate("writing to" if write else "reading"),
+            Session(self._engine, expire_on_commit=False, autoflush=True) as session,
+            session.begin(),
+        ):
+            session.connection(execution_options={WRITE_OPTION: write})
+            yield session
+
+    @staticmethod
+    def _insert(session: Session) -> Any:
+        """The dialect's ``insert`` (it has ``on_conflict_do_nothing`` / ``_do_update``)."""
+        return (
+            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        )
+
+
+# -- helpers shared by the mixins ---------------------------------------------------------
+
+
+def now() -> datetime:
+    """The current time, aware UTC."""
+    return datetime.now(UTC)
+
+
+def utc(value: datetime | None, what: str = "time") -> datetime:
+    """*value* (default now) in UTC; a naive datetime is refused."""
+    if value is None:
+        return now()
+    if not isinstance(value, datetime):
+        raise PermanentError(f"{what} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise PermanentError(
+            f"{what} {value.isoformat()} has no time zone: pass an aware datetime (UTC)"
+        )
+    return value.astimezone(UTC)
+
+
+def check_text(value: object, what: str, max_len: int, *, empty_ok: bool = False) -> str:
+    """*value* if it is a str of at most *max_len* characters (and non-empty unless allowed)."""
+    if not isinstance(value, str):
+        raise PermanentError(f"{what} must be a string, got {type(value).__name__}")
+    if not value and not empty_ok:
+        raise PermanentError(f"{what} must not be empty")
+    if len(value) > max_len:
+        raise PermanentError(f"{what} is {len(value)} characters long, at most {max_len} allowed")
+    if "\x00" in value:
+        raise PermanentError(f"{what} must not contain a NUL byte")
+    return value
+
+
+def check_run_id(value: str | None) -> str | None:
+    """A flow run id (or None)."""
+    return None if value is None else check_text(value, "flow run id", 100)
+
+
+def check_count(value: object, what: str) -> int:
+    """A non-negative int (bool is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PermanentError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def check_incident_id(value: object) -> int:
+    """A positive int incident id (bool is not an id)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PermanentError(f"incident id must be a positive integer, got {value!r}")
+    return value
+
+
+def check_json(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
+    """A plain JSON object copied from *value* (so later changes by the caller don't leak in)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise PermanentError(f"{what} must be a mapping, got {type(value).__name__}")
+    try:
+        copied = json.loads(json.dumps(dict(value)))
+    except (TypeError, ValueError) as exc:
+        raise PermanentError(f"{what} is not JSON-serialisable: {exc}") from None
+    assert isinstance(copied, dict)
+    return copied
+
+
+def to_record(cls: type[R], row: object) -> R:
+    """Copy the fields of dataclass *cls* from an ORM row (detached, plain values)."""
+    return cls(**{f.name: _plain(getattr(row, f.name)) for f in dataclasses.fields(cls)})
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, dict):
+        return json.loads(json.dumps(value))  # deep copy: the record owns its data
+    return value
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text_ = str(exc).strip()
+    return text_.splitlines()[0] if text_ else "(no message)"

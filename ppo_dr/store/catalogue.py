@@ -1,0 +1,192 @@
+"""The snapshot catalogue (what each mirror holds, and what verification found) and drills."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import select
+
+from ppo_dr.errors import PermanentError
+from ppo_dr.ids import check_id
+from ppo_dr.store.base import StoreBase, check_count, check_run_id, check_text, to_record, utc
+from ppo_dr.store.records import SNAPSHOT_STATUSES, Drill, Snapshot
+from ppo_dr.store.schema import DrillRow, SnapshotRow
+
+_SNAPSHOT_ID_LEN: Final = 128
+_DETAIL_LEN: Final = 100_000
+
+
+class CatalogueMixin(StoreBase):
+    def record_snapshot(
+        self,
+        *,
+        server_id: str,
+        client_id: str,
+        mirror_id: str,
+        snapshot_id: str,
+        taken_at: datetime,
+        files: int,
+        bytes: int,  # shadows the builtin on purpose: the column is called bytes
+        new_bytes: int,
+        status: str = "complete",
+        flow_run_id: str | None = None,
+    ) -> Snapshot:
+        """Record (or re-record) a snapshot, keyed by (mirror, client, snapshot id).
+
+        Re-recording updates sizes, status and run id but keeps ``verified_at``: a
+        retried mirror run does not forget an earlier verification.
+        """
+        values = {
+            "server_id": check_id(server_id, "server id"),
+            "client_id": check_id(client_id, "client id"),
+            "mirror_id": check_id(mirror_id, "mirror id"),
+            "snapshot_id": check_text(snapshot_id, "snapshot id", _SNAPSHOT_ID_LEN),
+            "taken_at": utc(taken_at, "taken_at"),
+            "files": check_count(files, "files"),
+            "bytes": check_count(bytes, "bytes"),
+            "new_bytes": check_count(new_bytes, "new_bytes"),
+            "status": _check_status(status),
+            "flow_run_id": check_run_id(flow_run_id),
+        }
+        key = ("mirror_id", "client_id", "snapshot_id")
+        with self._tx(write=True) as session:
+            insert = self._insert(session)(SnapshotRow).values(verified_at=None, **values)
+            session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=list(key),
+                    set_={name: insert.excluded[name] for name in values if name not in key},
+                )
+            )
+            row = session.scalars(
+                select(SnapshotRow)
+                .where(*(getattr(SnapshotRow, name) == values[name] for name in key))
+                .execution_options(populate_existing=True)
+            ).one()
+            return to_record(Snapshot, row)
+
+    def mark_snapshot_verified(
+        self, mirror_id: str, client_id: str, snapshot_id: str, at: datetime, ok: bool
+    ) -> Snapshot:
+        """Record a verification at *at*: ``ok`` → complete, otherwise damaged."""
+        mirror = check_id(mirror_id, "mirror id")
+        client = check_id(client_id, "client id")
+        snap = check_text(snapshot_id, "snapshot id", _SNAPSHOT_ID_LEN)
+        when = utc(at, "verification time")
+        if not isinstance(ok, bool):
+            raise PermanentError(f"ok must be a bool, got {ok!r}")
+        with self._tx(write=True) as session:
+            row = session.scalars(
+                select(SnapshotRow)
+                .where(
+                    SnapshotRow.mirror_id == mirror,
+                    SnapshotRow.client_id == client,
+                    SnapshotRow.snapshot_id == snap,
+                )
+                .with_for_update()
+            ).one_or_none()
+            if row is None:
+                raise PermanentError(
+                    f"no snapshot {snap!r} of client {client!r} on mirror {mirror!r} catalogued"
+                )
+            row.verified_at = when
+            row.status = "complete" if ok else "damaged"
+            return to_record(Snapshot, row)
+
+    def snapshots(
+        self, client_id: str | None = None, mirror_id: str | None = None
+    ) -> list[Snapshot]:
+        """Catalogued snapshots, oldest first, optionally of one client and/or one mirror."""
+        stmt = select(SnapshotRow).order_by(SnapshotRow.taken_at, SnapshotRow.id)
+        if client_id is not None:
+            stmt = stmt.where(SnapshotRow.client_id == check_id(client_id, "client id"))
+        if mirror_id is not None:
+            stmt = stmt.where(SnapshotRow.mirror_id == check_id(mirror_id, "mirror id"))
+        with self._tx(write=False) as session:
+            return [to_record(Snapshot, row) for row in session.scalars(stmt)]
+
+    def latest_verified_snapshot(
+        self, client_id: str, mirror_id: str | None = None
+    ) -> Snapshot | None:
+        """The newest snapshot of *client_id* verified complete (on *mirror_id*, or any mirror)."""
+        stmt = (
+            select(SnapshotRow)
+            .where(
+                SnapshotRow.client_id == check_id(client_id, "client id"),
+                SnapshotRow.status == "complete",
+                SnapshotRow.verified_at.is_not(None),
+            )
+            .order_by(SnapshotRow.taken_at.desc(), SnapshotRow.id.desc())
+            .limit(1)
+        )
+        if mirror_id is not None:
+            stmt = stmt.where(SnapshotRow.mirror_id == check_id(mirror_id, "mirror id"))
+        with self._tx(write=False) as session:
+            row = session.scalars(stmt).first()
+            return None if row is None else to_record(Snapshot, row)
+
+    # -- drills -----------------------------------------------------------------------
+
+    def record_drill(
+        self,
+        *,
+        client_id: str,
+        mirror_id: str,
+        snapshot_id: str,
+        started_at: datetime,
+        finished_at: datetime,
+        ok: bool,
+        restore_seconds: float,
+        snapshot_age_seconds: float,
+        detail: str = "",
+        flow_run_id: str | None = None,
+    ) -> Drill:
+        """Record the result of one DR drill (restore of a client from a mirror snapshot)."""
+        start = utc(started_at, "started_at")
+        end = utc(finished_at, "finished_at")
+        if end < start:
+            raise PermanentError(f"drill finished ({end}) before it started ({start})")
+        if not isinstance(ok, bool):
+            raise PermanentError(f"ok must be a bool, got {ok!r}")
+        row = DrillRow(
+            client_id=check_id(client_id, "client id"),
+            mirror_id=check_id(mirror_id, "mirror id"),
+            snapshot_id=check_text(snapshot_id, "snapshot id", _SNAPSHOT_ID_LEN),
+            started_at=start,
+            finished_at=end,
+            ok=ok,
+            restore_seconds=_seconds(restore_seconds, "restore_seconds"),
+            snapshot_age_seconds=_seconds(snapshot_age_seconds, "snapshot_age_seconds"),
+            detail=check_text(detail, "detail", _DETAIL_LEN, empty_ok=True),
+            flow_run_id=check_run_id(flow_run_id),
+        )
+        with self._tx(write=True) as session:
+            session.add(row)
+            session.flush()
+            return to_record(Drill, row)
+
+    def drills(self, client_id: str | None = None) -> list[Drill]:
+        """Drill results, oldest first, optionally of one client."""
+        stmt = select(DrillRow).order_by(DrillRow.started_at, DrillRow.id)
+        if client_id is not None:
+            stmt = stmt.where(DrillRow.client_id == check_id(client_id, "client id"))
+        with self._tx(write=False) as session:
+            return [to_record(Drill, row) for row in session.scalars(stmt)]
+
+
+def _check_status(status: str) -> str:
+    if status not in SNAPSHOT_STATUSES:
+        raise PermanentError(f"snapshot status {status!r} unknown: use one of {SNAPSHOT_STATUSES}")
+    return status
+
+
+def _seconds(value: object, what: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise PermanentError(f"{what} must be a non-negative number, got {value!r}")
+    return float(value)

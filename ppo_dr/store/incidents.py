@@ -1,0 +1,355 @@
+"""Incidents and their timelines: opened once per dedupe key, moved through legal states.
+
+States and transitions (anything else is refused or a no-op, never a silent rewrite)::
+
+    open ──acknowledge──► acknowledged ──mark_recovered──► recovered ──resolve──► resolved
+      └────────────mark_recovered─────────────────────────►┘    (resolve from any state)
+
+* ``acknowledge`` on a recovered incident records who acknowledged (late ack); on an
+  acknowledged one it is a no-op; on a resolved one it raises :class:`PermanentError`.
+* ``mark_recovered`` and ``resolve`` are no-ops when the incident is already there or past.
+* ``annotate`` (cause, measures, prevention) works in every state, resolved included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ppo_dr.errors import PermanentError
+from ppo_dr.ids import check_id
+from ppo_dr.store.base import (
+    StoreBase,
+    check_incident_id,
+    check_json,
+    check_run_id,
+    check_text,
+    to_record,
+    utc,
+)
+from ppo_dr.store.records import INCIDENT_STATES, Incident, TimelineEntry
+from ppo_dr.store.schema import KEY_LEN, TARGET_LEN, IncidentRow, TimelineRow
+
+_TEXT_LEN: Final = 100_000
+_OPEN_ATTEMPTS: Final = 5
+
+
+class IncidentsMixin(StoreBase):
+    def open_incident(
+        self,
+        kind: str,
+        dedupe_key: str,
+        title: str,
+        scope: Mapping[str, Any],
+        *,
+        severity: str = "major",
+        paging: bool = True,
+        flow_run_id: str | None = None,
+        at: datetime | None = None,
+    ) -> tuple[Incident, bool]:
+        """Open an incident unless one with *dedupe_key* is still unresolved.
+
+        Returns ``(incident, created)``. Race-safe across processes: a partial unique
+        index allows one unresolved incident per key, and the loser of a race re-reads
+        the winner's incident. Once resolved, the same key opens a new incident.
+        """
+        kind = check_id(kind, "incident kind")
+        key = check_text(dedupe_key, "dedupe key", KEY_LEN)
+        title = check_text(title, "title", _TEXT_LEN)
+        scope_data = check_json(scope, "scope")
+        severity = check_text(severity, "severity", 32)
+        if not isinstance(paging, bool):
+            raise PermanentError(f"paging must be a bool, got {paging!r}")
+        run_id = check_run_id(flow_run_id)
+        when = utc(at, "opening time")
+        for _attempt in range(_OPEN_ATTEMPTS):
+            with self._tx(write=True) as session:
+                existing = self._open_by_key(session, key)
+                if existing is not None:
+                    return to_record(Incident, existing), False
+                row = IncidentRow(
+                    kind=kind,
+                    dedupe_key=key,
+                    state="open",
+                    title=title,
+                    scope=scope_data,
+                    severity=severity,
+                    paging=paging,
+                    opened_at=when,
+                    flow_run_id=run_id,
+                )
+                try:
+                    with session.begin_nested():
+                        session.add(row)
+                        session.flush()
+                except IntegrityError:
+                    continue  # another process opened it between our read and insert: re-read
+                self._timeline_row(
+                    session,
+                    row.id,
+                    "opened",
+                    f"{kind} opened: {title}",
+                    run_id,
+                    when,
+                    {
+                        "dedupe_key": key,
+                        "severity": severity,
+                        "paging": paging,
+                        "scope": scope_data,
+                    },
+                )
+                return to_record(Incident, row), True
+        raise PermanentError(  # pragma: no cover - needs a key opened and resolved in a loop
+            f"could not open or find an incident for dedupe key {key!r} after "
+            f"{_OPEN_ATTEMPTS} attempts; the key is being opened and resolved concurrently"
+        )
+
+    def incident(self, incident_id: int) -> Incident | None:
+        """The incident with id *incident_id*, or None."""
+        incident_id = check_incident_id(incident_id)
+        with self._tx(write=False) as session:
+            row = session.get(IncidentRow, incident_id)
+            return None if row is None else to_record(Incident, row)
+
+    def incidents(
+        self, states: Iterable[str] | None = None, kind: str | None = None
+    ) -> list[Incident]:
+        """Incidents in any of *states* (default: all) and of *kind*, oldest first."""
+        wanted: list[str] | None = None
+        if states is not None:
+            wanted = [states] if isinstance(states, str) else list(states)
+            unknown = sorted(set(wanted) - set(INCIDENT_STATES))
+            if unknown:
+                raise PermanentError(f"unknown incident state(s) {unknown}: use {INCIDENT_STATES}")
+        stmt = select(IncidentRow).order_by(IncidentRow.opened_at, IncidentRow.id)
+        if wanted is not None:
+            stmt = stmt.where(IncidentRow.state.in_(wanted))
+        if kind is not None:
+            stmt = stmt.where(IncidentRow.kind == check_id(kind, "incident kind"))
+        with self._tx(write=False) as session:
+            return [to_record(Incident, row) for row in session.scalars(stmt)]
+
+    def acknowledge(
+        self,
+        incident_id: int,
+        by: str,
+        note: str = "",
+        flow_run_id: str | None = None,
+        *,
+        at: datetime | None = None,
+    ) -> Incident:
+        """Record that *by* has taken the incident; paging for it stops escalating."""
+        incident_id = check_incident_id(incident_id)
+        who = check_text(by, "acknowledged by", TARGET_LEN)
+        note = check_text(note, "note", _TEXT_LEN, empty_ok=True)
+        run_id = check_run_id(flow_run_id)
+        when = utc(at, "acknowledgement time")
+        with self._tx(write=True) as session:
+            row = self._locked(session, incident_id)
+            if row.state == "resolved":
+                raise PermanentError(
+                    f"incident {row.id} is already resolved; it cannot be acknowledged"
+                )
+            if row.acknowledged_at is not None:
+                return to_record(Incident, row)
+            if row.state == "open":
+                row.state = "acknowledged"
+            row.acknowledged_at = when
+            row.acknowledged_by = who
+            self._timeline_row(
+                session,
+                row.id,
+                "acknowledged",
+                _with_note(f"acknowledged by {who}", note),
+                run_id,
+                when,
+                {"by": who, "note": note},
+            )
+            return to_record(Incident, row)
+
+    def mark_recovered(
+        self, incident_id: int, at: datetime | None = None, flow_run_id: str | None = None
+    ) -> Incident:
+        """Record that service is back (the probe sees the scope up again)."""
+        incident_id = check_incident_id(incident_id)
+        run_id = check_run_id(flow_run_id)
+        when = utc(at, "recovery time")
+        with self._tx(write=True) as session:
+            row = self._locked(session, incident_id)
+            if row.state in ("recovered", "resolved"):
+                return to_record(Incident, row)
+            row.state = "recovered"
+            row.recovered_at = when
+            self._timeline_row(session, row.id, "recovered", "service recovered", run_id, when, {})
+            return to_record(Incident, row)
+
+    def resolve(
+        self,
+        incident_id: int,
+        by: str = "",
+        note: str = "",
+        flow_run_id: str | None = None,
+        *,
+        at: datetime | None = None,
+    ) -> Incident:
+        """Close the incident; resolving a resolved incident returns it unchanged."""
+        incident_id = check_incident_id(incident_id)
+        who = check_text(by, "resolved by", TARGET_LEN, empty_ok=True)
+        note = check_text(note, "note", _TEXT_LEN, empty_ok=True)
+        run_id = check_run_id(flow_run_id)
+        when = utc(at, "resolution time")
+        with self._tx(write=True) as session:
+            row = self._locked(session, incident_id)
+            if row.state == "resolved":
+                return to_record(Incident, row)
+            row.state = "resolved"
+            row.resolved_at = when
+            row.resolved_by = who or None
+            message = f"resolved by {who}" if who else "resolved"
+            self._timeline_row(
+                session,
+                row.id,
+                "resolved",
+                _with_note(message, note),
+                run_id,
+                when,
+                {"by": who, "note": note},
+            )
+            return to_record(Incident, row)
+
+    def annotate(
+        self,
+        incident_id: int,
+        cause: str | None = None,
+        measures: str | None = None,
+        prevention: str | None = None,
+        *,
+        flow_run_id: str | None = None,
+        at: datetime | None = None,
+    ) -> Incident:
+        """Set the post-mortem fields given (None leaves a field as it is), in any state."""
+        incident_id = check_incident_id(incident_id)
+        given = {
+            name: check_text(value, name, _TEXT_LEN, empty_ok=True)
+            for name, value in (
+                ("cause", cause),
+                ("measures", measures),
+                ("prevention", prevention),
+            )
+            if value is not None
+        }
+        run_id = check_run_id(flow_run_id)
+        when = utc(at, "annotation time")
+        with self._tx(write=True) as session:
+            row = self._locked(session, incident_id)
+            changed = {name: value for name, value in given.items() if getattr(row, name) != value}
+            if not changed:
+                return to_record(Incident, row)
+            for name, value in changed.items():
+                setattr(row, name, value)
+            self._timeline_row(
+                session,
+                row.id,
+                "annotated",
+                f"annotated: {', '.join(changed)}",
+                run_id,
+                when,
+                changed,
+            )
+            return to_record(Incident, row)
+
+    # -- timeline ---------------------------------------------------------------------
+
+    def add_timeline(
+        self,
+        incident_id: int,
+        kind: str,
+        message: str,
+        *,
+        flow_run_id: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> TimelineEntry:
+        """Append an entry to an incident's timeline (e.g. ``first-failure``, ``notice-sent``)."""
+        incident_id = check_incident_id(incident_id)
+        kind = check_text(kind, "timeline kind", 64)
+        message = check_text(message, "timeline message", _TEXT_LEN, empty_ok=True)
+        payload = check_json(data, "timeline data")
+        run_id = check_run_id(flow_run_id)
+        when = utc(at, "timeline time")
+        with self._tx(write=True) as session:
+            row = self._get(session, incident_id)
+            entry = self._timeline_row(session, row.id, kind, message, run_id, when, payload)
+            return to_record(TimelineEntry, entry)
+
+    def timeline(self, incident_id: int) -> list[TimelineEntry]:
+        """An incident's timeline, in time order (ties in insertion order)."""
+        incident_id = check_incident_id(incident_id)
+        with self._tx(write=False) as session:
+            self._get(session, incident_id)
+            rows = session.scalars(
+                select(TimelineRow)
+                .where(TimelineRow.incident_id == incident_id)
+                .order_by(TimelineRow.at, TimelineRow.id)
+            )
+            return [to_record(TimelineEntry, row) for row in rows]
+
+    # -- helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    def _open_by_key(session: Session, key: str) -> IncidentRow | None:
+        return session.scalars(
+            select(IncidentRow).where(
+                IncidentRow.dedupe_key == key, IncidentRow.state != "resolved"
+            )
+        ).one_or_none()
+
+    @staticmethod
+    def _get(session: Session, incident_id: int) -> IncidentRow:
+        row = session.get(IncidentRow, check_incident_id(incident_id))
+        if row is None:
+            raise PermanentError(f"no incident with id {incident_id}")
+        return row
+
+    @staticmethod
+    def _locked(session: Session, incident_id: int) -> IncidentRow:
+        """The incident row, locked for this transaction (PostgreSQL: FOR UPDATE)."""
+        row = session.scalars(
+            select(IncidentRow)
+            .where(IncidentRow.id == check_incident_id(incident_id))
+            .with_for_update()
+        ).one_or_none()
+        if row is None:
+            raise PermanentError(f"no incident with id {incident_id}")
+        return row
+
+    @staticmethod
+    def _timeline_row(
+        session: Session,
+        incident_id: int,
+        kind: str,
+        message: str,
+        run_id: str | None,
+        at: datetime,
+        data: dict[str, Any],
+    ) -> TimelineRow:
+        entry = TimelineRow(
+            incident_id=incident_id,
+            at=at,
+            kind=kind,
+            message=message,
+            flow_run_id=run_id,
+            data=data,
+        )
+        session.add(entry)
+        session.flush()
+        return entry
+
+
+def _with_note(message: str, note: str) -> str:
+    return f"{message}: {note}" if note else message

@@ -1,0 +1,143 @@
+"""Notices: every message to a person or the public, recorded under an idempotency key
+*before* it is sent, so a retried task finds the record and never sends twice.
+
+Status: ``pending`` → ``sent`` | ``failed`` (→ ``sent`` on a later attempt) | ``skipped``.
+``attempts`` counts send attempts, successful or not. Bodies are stored (they are the
+evidence of what people were told) but never logged: they are hidden from reprs and
+from error messages. Keeping secrets out of them is the caller's job.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ppo_dr.errors import PermanentError
+from ppo_dr.store.base import StoreBase, check_incident_id, check_text, to_record, utc
+from ppo_dr.store.records import Notice
+from ppo_dr.store.schema import KEY_LEN, IncidentRow, NoticeRow
+
+_BODY_LEN: Final = 100_000
+_ERROR_LEN: Final = 4000
+
+
+class NoticesMixin(StoreBase):
+    def record_notice(
+        self,
+        key: str,
+        *,
+        incident_id: int | None,
+        step: str,
+        channel: str,
+        recipient: str,
+        subject: str,
+        body: str,
+        at: datetime | None = None,
+    ) -> tuple[Notice, bool]:
+        """Record a notice as ``pending`` unless *key* is known; returns ``(notice, created)``.
+
+        Race-safe: the unique idempotency key decides, so two tasks recording the same
+        notice get the same row and exactly one of them sees ``created=True``.
+        """
+        key = check_text(key, "idempotency key", KEY_LEN)
+        step = check_text(step, "step", 64)
+        channel = check_text(channel, "channel", 32)
+        recipient = check_text(recipient, "recipient", KEY_LEN)
+        subject = check_text(subject, "subject", _BODY_LEN, empty_ok=True)
+        body = check_text(body, "body", _BODY_LEN, empty_ok=True)
+        when = utc(at, "notice time")
+        if incident_id is not None:
+            check_incident_id(incident_id)
+        with self._tx(write=True) as session:
+            if incident_id is not None and session.get(IncidentRow, incident_id) is None:
+                raise PermanentError(f"notice {key!r}: no incident with id {incident_id}")
+            stmt = (
+                self._insert(session)(NoticeRow)
+                .values(
+                    idempotency_key=key,
+                    incident_id=incident_id,
+                    step=step,
+                    channel=channel,
+                    recipient=recipient,
+                    subject=subject,
+                    body=body,
+                    status="pending",
+                    attempts=0,
+                    receipt=None,
+                    error=None,
+                    created_at=when,
+                    sent_at=None,
+                )
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(NoticeRow.id)
+            )
+            created = session.execute(stmt).scalar_one_or_none() is not None
+            return to_record(Notice, self._by_key(session, key)), created
+
+    def notice(self, key: str) -> Notice | None:
+        """The notice recorded under *key*, or None."""
+        key = check_text(key, "idempotency key", KEY_LEN)
+        with self._tx(write=False) as session:
+            row = session.scalars(select(NoticeRow).where(NoticeRow.idempotency_key == key)).first()
+            return None if row is None else to_record(Notice, row)
+
+    def mark_notice_sent(self, key: str, receipt: str, *, at: datetime | None = None) -> Notice:
+        """The provider accepted the notice; *receipt* is its message id. Idempotent."""
+        key = check_text(key, "idempotency key", KEY_LEN)
+        receipt = check_text(receipt, "receipt", KEY_LEN, empty_ok=True)
+        when = utc(at, "sent time")
+        with self._tx(write=True) as session:
+            row = self._by_key(session, key)
+            if row.status == "sent":
+                return to_record(Notice, row)
+            row.status = "sent"
+            row.receipt = receipt
+            row.sent_at = when
+            row.error = None
+            row.attempts += 1
+            return to_record(Notice, row)
+
+    def mark_notice_failed(self, key: str, error: str) -> Notice:
+        """A send attempt failed: count it, keep the (truncated) error. A sent notice stays sent."""
+        key = check_text(key, "idempotency key", KEY_LEN)
+        error = check_text(error, "error", 10**9, empty_ok=True)[:_ERROR_LEN]
+        with self._tx(write=True) as session:
+            row = self._by_key(session, key)
+            if row.status in ("sent", "skipped"):
+                return to_record(Notice, row)
+            row.status = "failed"
+            row.error = error
+            row.attempts += 1
+            return to_record(Notice, row)
+
+    def mark_notice_skipped(self, key: str, reason: str) -> Notice:
+        """Decided not to send (e.g. incident resolved meanwhile). A sent notice stays sent."""
+        key = check_text(key, "idempotency key", KEY_LEN)
+        reason = check_text(reason, "reason", _ERROR_LEN, empty_ok=True)
+        with self._tx(write=True) as session:
+            row = self._by_key(session, key)
+            if row.status == "sent":
+                return to_record(Notice, row)
+            row.status = "skipped"
+            row.error = reason or None
+            return to_record(Notice, row)
+
+    def notices(self, incident_id: int | None = None) -> list[Notice]:
+        """All notices, or those of one incident, in the order they were recorded."""
+        stmt = select(NoticeRow).order_by(NoticeRow.created_at, NoticeRow.id)
+        if incident_id is not None:
+            stmt = stmt.where(NoticeRow.incident_id == check_incident_id(incident_id))
+        with self._tx(write=False) as session:
+            return [to_record(Notice, row) for row in session.scalars(stmt)]
+
+    @staticmethod
+    def _by_key(session: Session, key: str) -> NoticeRow:
+        row = session.scalars(
+            select(NoticeRow).where(NoticeRow.idempotency_key == key).with_for_update()
+        ).first()
+        if row is None:
+            raise PermanentError(f"no notice with idempotency key {key!r}")
+        return row

@@ -1,0 +1,179 @@
+"""What the store hands back: plain frozen dataclasses, never ORM rows bound to a session.
+
+Every datetime is timezone-aware UTC. Field names match the columns of the table the
+record comes from (see :mod:`ppo_dr.store.schema`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+INCIDENT_STATES: Final = ("open", "acknowledged", "recovered", "resolved")
+NOTICE_STATUSES: Final = ("pending", "sent", "failed", "skipped")
+SNAPSHOT_STATUSES: Final = ("complete", "missing", "damaged")
+MAINTENANCE_SCOPES: Final = ("server", "dc", "client")
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a client lives now; ``version`` grows by one with every move (compare-and-set)."""
+
+    client_id: str
+    server_id: str
+    version: int
+    updated_at: datetime
+    flow_run_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementMove:
+    """One change of a client's home; the seed row has ``from_server=None`` and version 1."""
+
+    id: int
+    client_id: str
+    from_server: str | None
+    to_server: str
+    version: int
+    at: datetime
+    flow_run_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """An outage or other trouble, from opening to resolution, with its post-mortem fields."""
+
+    id: int
+    kind: str
+    dedupe_key: str
+    state: str
+    title: str
+    scope: dict[str, Any]
+    severity: str
+    paging: bool
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    recovered_at: datetime | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    cause: str | None
+    measures: str | None
+    prevention: str | None
+    flow_run_id: str | None
+
+    @property
+    def is_open(self) -> bool:
+        """True until the incident is resolved."""
+        return self.state != "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One line of an incident's timeline, joined to Prefect by ``flow_run_id``."""
+
+    id: int
+    incident_id: int
+    at: datetime
+    kind: str
+    message: str
+    flow_run_id: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A message to a person or the public, recorded before it is sent (idempotency key)."""
+
+    id: int
+    idempotency_key: str
+    incident_id: int | None
+    step: str
+    channel: str
+    recipient: str
+    subject: str
+    body: str = field(repr=False)  # message text stays out of logs and tracebacks
+    status: str
+    attempts: int
+    receipt: str | None
+    error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTransition:
+    """A change of a probe target's outage state (up, suspect, down, recovering)."""
+
+    id: int
+    target: str
+    from_state: str
+    to_state: str
+    at: datetime
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeMinute:
+    """Probe counts for one target in one UTC minute: the raw material of SLA reports."""
+
+    target: str
+    minute: datetime
+    checks: int
+    failures: int
+    latency_ms_max: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """Planned work on a server, data centre or client; open-ended while ``ends_at`` is None."""
+
+    id: int
+    scope_kind: str
+    scope_id: str
+    starts_at: datetime
+    ends_at: datetime | None
+    reason: str
+    created_by: str
+
+    def is_active(self, at: datetime) -> bool:
+        """True if *at* falls inside the window (start inclusive, end exclusive)."""
+        return self.starts_at <= at and (self.ends_at is None or at < self.ends_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One client's snapshot on one mirror, and what verification last found."""
+
+    id: int
+    server_id: str
+    client_id: str
+    mirror_id: str
+    snapshot_id: str
+    taken_at: datetime
+    files: int
+    bytes: int
+    new_bytes: int
+    verified_at: datetime | None
+    status: str
+    flow_run_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Drill:
+    """A DR drill: one client restored from one mirror snapshot, how long and how fresh."""
+
+    id: int
+    client_id: str
+    mirror_id: str
+    snapshot_id: str
+    started_at: datetime
+    finished_at: datetime
+    ok: bool
+    restore_seconds: float
+    snapshot_age_seconds: float
+    detail: str
+    flow_run_id: str | None
