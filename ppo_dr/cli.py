@@ -10,7 +10,6 @@ something we anticipated.
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -19,6 +18,7 @@ import typer
 
 from ppo_dr import config
 from ppo_dr.errors import DRError, InventoryError
+from ppo_dr.lab.cli import lab_app
 
 app = typer.Typer(
     name="ppo-dr",
@@ -28,9 +28,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 inventory_app = typer.Typer(help="Check the fleet inventory (fleet.yaml).", no_args_is_help=True)
-db_app = typer.Typer(help="Manage the state store (placements, incidents, notices).", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Manage the state store (placements, incidents, notices).", no_args_is_help=True
+)
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(db_app, name="db")
+app.add_typer(lab_app, name="lab")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -113,8 +116,7 @@ def db_upgrade(fleet: FleetOption = None) -> None:
         after = store.current_revision()
     finally:
         store.close()
-    shown = url.split("@")[-1] if "@" in url else url  # never echo credentials
-    typer.echo(f"store {shown}: {before or 'empty'} -> {after}")
+    typer.echo(f"store {store.url}: {before or 'empty'} -> {after}")  # url is password-masked
 
 
 def main() -> None:
@@ -123,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,0 +1,175 @@
+"""``ppo-dr lab``: bring the embedded lab fleet up, look at it, break it, heal it, stop it.
+
+Mounted by :mod:`ppo_dr.cli` as ``ppo-dr lab``; also runnable alone as
+``python -m ppo_dr.lab.cli``. Errors are one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+
+import typer
+
+from ppo_dr import config
+from ppo_dr.errors import DRError
+
+if TYPE_CHECKING:
+    from ppo_dr.lab.supervisor import ComponentStatus, Lab
+
+lab_app = typer.Typer(
+    name="lab",
+    help="The embedded lab fleet on 127.0.0.1: up, status, break, heal, down.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir", "-d", help="Lab directory (default: $PPO_DR_HOME/lab).", show_default=False
+    ),
+]
+
+
+def _reports_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Our own errors become one clear line and exit code 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except DRError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _lab(directory: Path | None) -> Lab:
+    from ppo_dr.lab.supervisor import Lab
+
+    return Lab(directory or config.lab_dir())
+
+
+def status_table(rows: Sequence[ComponentStatus]) -> str:
+    """The status as a fixed-width table: name, DC, role, pid, ports, state, health, detail."""
+    header = ("NAME", "DC", "ROLE", "PID", "PORT", "STATE", "HEALTHY", "DETAIL")
+    lines = [header]
+    for row in rows:
+        ports = "-" if row.port is None else str(row.port)
+        if row.http_port is not None:
+            ports += f",{row.http_port}"
+        lines.append(
+            (
+                row.name,
+                row.dc or "-",
+                row.role or row.kind,
+                str(row.pid) if row.pid else "-",
+                ports,
+                row.state,
+                "yes" if row.healthy else "NO",
+                row.detail,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True))
+        + "  "
+        + line[-1]
+        for line in lines
+    ).rstrip()
+
+
+@lab_app.command("up")
+@_reports_errors
+def up(
+    directory: DirOption = None,
+    clients: Annotated[int, typer.Option("--clients", min=1, help="Number of clients.")] = 20,
+    size: Annotated[int, typer.Option("--size", min=0, help="Client data in all, in MiB.")] = 200,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Compressed timings (mirror every minute, 20 s outage).")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated client data.")] = 1,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait until everything is healthy.")
+    ] = 15.0,
+) -> None:
+    """Start the lab fleet in the background and wait until it is healthy."""
+    lab = _lab(directory)
+    started = time.monotonic()
+    lab.up(
+        clients=clients,
+        size_mb=size,
+        fast=fast,
+        seed=seed,
+        timeout=timeout,
+        progress=lambda message: typer.echo(f"  {message}"),
+    )
+    typer.echo(status_table(lab.status()))
+    typer.echo(
+        f"lab up in {time.monotonic() - started:.1f} s; fleet {lab.fleet_file}, "
+        f"known_hosts {lab.known_hosts}, operator key {lab.operator_key}"
+    )
+
+
+@lab_app.command("status")
+@_reports_errors
+def status(directory: DirOption = None) -> None:
+    """Show every lab process, its ports, and whether it answers through the network."""
+    lab = _lab(directory)
+    rows = lab.status()
+    typer.echo(status_table(rows))
+    unhealthy = [row.name for row in rows if not row.healthy]
+    summary = "all healthy" if not unhealthy else f"unhealthy: {', '.join(unhealthy)}"
+    typer.echo(f"lab {lab.directory}: {summary}")
+
+
+@lab_app.command("break")
+@_reports_errors
+def break_(
+    target: Annotated[str, typer.Argument(help="A server id or a data centre id.")],
+    fault: Annotated[
+        str, typer.Option("--fault", help="power | hang | disk | network", show_default=False)
+    ],
+    directory: DirOption = None,
+) -> None:
+    """Inject a fault into a server or every server of a data centre."""
+    lab = _lab(directory)
+    affected = lab.break_(target, fault)
+    typer.echo(f"{fault} fault on: {', '.join(affected) or 'nothing (no server it applies to)'}")
+
+
+@lab_app.command("heal")
+@_reports_errors
+def heal(
+    target: Annotated[str, typer.Argument(help="A server id or a data centre id.")],
+    directory: DirOption = None,
+) -> None:
+    """Undo every fault on a server or a data centre and wait until it answers again."""
+    lab = _lab(directory)
+    healed = lab.heal(target)
+    typer.echo(f"healed: {', '.join(healed)}" if healed else f"{target}: no faults to heal")
+
+
+@lab_app.command("down")
+@_reports_errors
+def down(directory: DirOption = None) -> None:
+    """Stop every process of the lab (its files stay for a post-mortem)."""
+    lab = _lab(directory)
+    stopped = lab.down()
+    if stopped:
+        typer.echo(f"stopped {len(stopped)}: {', '.join(stopped)}")
+    else:
+        typer.echo(f"lab {lab.directory}: nothing running")
+
+
+if __name__ == "__main__":
+    lab_app()

@@ -1,0 +1,282 @@
+"""The lab's front door: the one URL users know, routed to each client's current server.
+
+``python -m ppo_dr.lab.frontdoor --config DIR/frontdoor.json`` (docs/lab.md).
+
+In production a load balancer or DNS decides which server answers for a client; in
+the lab this process does, from the placements in the state store, which is exactly
+what a failover changes. A moved client therefore becomes reachable on its new
+server within a second of the compare-and-set (placements are cached for at most
+:data:`PLACEMENT_MAX_AGE_S`), with no restart and no fleet.yaml edit.
+
+``/c/<client>/<rest>`` is proxied to ``http://<server.http>/c/<client>/<rest>``, where
+the server endpoint is the *public* one from fleet.yaml (through netsim, so network
+cuts apply). Method, query, body and end-to-end headers are passed on, responses are
+streamed back, and every routed response carries ``X-PPO-Route: <client> -> <server>``.
+When the server does not answer the front door says so plainly, as JSON naming the
+client and server: 502 when the connection is refused or reset (power loss), 504
+when nothing comes back within :data:`UPSTREAM_TIMEOUT_S` (hang, network cut). A
+client without a placement is 404. ``/health`` is the front door's own health;
+``/routes`` lists client -> server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from ppo_dr.errors import DRError, LabError
+from ppo_dr.ids import is_valid_id
+from ppo_dr.lab.procutil import FleetWatch, LabConfig, read_config, run_component, stop_event
+
+log = logging.getLogger("ppo_dr.lab.frontdoor")
+
+PLACEMENT_MAX_AGE_S: Final = 0.5
+UPSTREAM_TIMEOUT_S: Final = 5.0
+ROUTE_HEADER: Final = "X-PPO-Route"
+MAX_BODY: Final = 16 << 20
+SHUTDOWN_GRACE_S: Final = 3.0
+
+# Headers that describe one hop, not the request (RFC 9110 7.6.1), plus those the
+# HTTP libraries recompute for the next hop.
+HOP_BY_HOP: Final = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
+    )
+)
+
+
+class FrontdoorConfig(LabConfig):
+    """``frontdoor.json``."""
+
+    lab_dir: Path | None = None
+    port: int
+    fleet: Path
+    store_url: str
+    upstream_timeout: float = UPSTREAM_TIMEOUT_S
+
+
+class PlacementLike(Protocol):
+    """The two fields of a :class:`ppo_dr.store.Placement` the front door reads."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def server_id(self) -> str: ...
+
+
+class PlacementSource(Protocol):
+    """What the front door needs from the store (``ppo_dr.store.Store`` is one)."""
+
+    def placements(self) -> Sequence[PlacementLike]: ...
+
+
+class PlacementCache:
+    """Every client's server, read from the store at most every *max_age* seconds.
+
+    One query for all clients (not one per request), shared by concurrent requests;
+    store calls are blocking SQLAlchemy, so they run in a worker thread.
+    """
+
+    def __init__(self, store: PlacementSource, max_age: float = PLACEMENT_MAX_AGE_S) -> None:
+        self._store = store
+        self._max_age = max_age
+        self._routes: dict[str, str] = {}
+        self._read_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def routes(self) -> dict[str, str]:
+        """client id -> server id; raises the store's :class:`DRError` if it cannot answer."""
+        loop = asyncio.get_running_loop()
+        if self._fresh(loop.time()):
+            return self._routes
+        async with self._lock:
+            if not self._fresh(loop.time()):
+                started = loop.time()
+                rows = await loop.run_in_executor(None, self._store.placements)
+                routes = {p.client_id: p.server_id for p in rows}
+                for client, server in routes.items():
+                    old = self._routes.get(client)
+                    if old is not None and old != server:
+                        log.info("route of %s changed: %s -> %s", client, old, server)
+                self._routes, self._read_at = routes, started
+        return self._routes
+
+    def _fresh(self, now: float) -> bool:
+        return self._read_at is not None and now - self._read_at < self._max_age
+
+
+class Frontdoor:
+    """The proxy: placement -> server -> public HTTP endpoint -> streamed answer."""
+
+    def __init__(
+        self,
+        placements: PlacementCache,
+        fleet: FleetWatch,
+        session: aiohttp.ClientSession,
+        upstream_timeout: float = UPSTREAM_TIMEOUT_S,
+    ) -> None:
+        self.placements = placements
+        self.fleet = fleet
+        self.session = session
+        self.upstream_timeout = upstream_timeout
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/routes", self.routes)
+        app.router.add_route("*", "/c/{client}", self.proxy)
+        app.router.add_route("*", "/c/{client}/{rest:.*}", self.proxy)
+        return app
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"frontdoor": True, "ok": True})
+
+    async def routes(self, _request: web.Request) -> web.Response:
+        try:
+            routes = await self.placements.routes()
+        except DRError as exc:
+            return web.json_response({"error": f"state store: {exc}"}, status=503)
+        return web.json_response(dict(sorted(routes.items())))
+
+    async def proxy(self, request: web.Request) -> web.StreamResponse:
+        client = request.match_info["client"]
+        if not is_valid_id(client):
+            return web.json_response({"error": "unknown client", "client": client}, status=404)
+        try:
+            server_id = (await self.placements.routes()).get(client)
+        except DRError as exc:
+            log.warning("state store cannot answer: %s", exc)
+            return web.json_response({"error": f"state store: {exc}", "client": client}, status=503)
+        if server_id is None:
+            return web.json_response({"error": "unknown client", "client": client}, status=404)
+        route = f"{client} -> {server_id}"
+
+        def failure(status: int, error: str) -> web.Response:
+            body = {"error": error, "client": client, "server": server_id}
+            return web.json_response(body, status=status, headers={ROUTE_HEADER: route})
+
+        endpoint = self._endpoint(server_id)
+        if endpoint is None:
+            return failure(502, f"server {server_id} has no HTTP endpoint in the fleet")
+        # encoded=True: pass path and query on byte for byte (no re-quoting of %2F etc.)
+        url = URL(f"http://{endpoint}{request.rel_url.raw_path_qs}", encoded=True)
+        headers = _forward_headers(request.headers)
+        headers["X-Forwarded-For"] = request.remote or ""
+        headers["X-Forwarded-Host"] = request.host
+        headers[ROUTE_HEADER] = route
+        body = await request.read()
+        try:
+            async with asyncio.timeout(self.upstream_timeout):
+                upstream = await self.session.request(
+                    request.method, url, headers=headers, data=body or None, allow_redirects=False
+                )
+        except TimeoutError:
+            return failure(504, f"no answer from {server_id} within {self.upstream_timeout:g} s")
+        except aiohttp.ClientError as exc:
+            return failure(502, f"{server_id} refused or dropped the connection: {exc}")
+        try:
+            return await self._stream_back(request, upstream, route)
+        finally:
+            upstream.release()
+
+    def _endpoint(self, server_id: str) -> str | None:
+        fleet = self.fleet.current()
+        if fleet is None:
+            return None
+        try:
+            http = fleet.server(server_id).http
+        except KeyError:
+            return None
+        return None if http is None else f"{http.host}:{http.port}"
+
+    async def _stream_back(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, route: str
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in upstream.headers.items():
+            if name.lower() not in HOP_BY_HOP:
+                response.headers.add(name, value)
+        response.headers[ROUTE_HEADER] = route
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Headers are gone already: all we can do is cut the response short.
+            log.warning("%s: upstream failed mid-body: %s", route, exc)
+            raise
+        await response.write_eof()
+        return response
+
+
+def _forward_headers(headers: Any) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in HOP_BY_HOP:
+            out.add(name, value)
+    return out
+
+
+async def serve(config: FrontdoorConfig, stop: asyncio.Event) -> None:
+    """Run the front door until *stop*."""
+    from ppo_dr.store import Store
+
+    store = Store(config.store_url)
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=config.upstream_timeout, sock_read=config.upstream_timeout
+    )
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+    ) as session:
+        door = Frontdoor(
+            PlacementCache(store), FleetWatch(config.fleet), session, config.upstream_timeout
+        )
+        runner = web.AppRunner(door.app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+        await runner.setup()
+        try:
+            try:
+                await web.TCPSite(runner, "127.0.0.1", config.port, reuse_address=True).start()
+            except OSError as exc:
+                raise LabError(f"front door cannot listen on port {config.port}: {exc}") from exc
+            log.info("front door ready on 127.0.0.1:%d, store %s", config.port, store.url)
+            await stop.wait()
+            log.info("front door stopping")
+        finally:
+            await runner.cleanup()
+            await asyncio.get_running_loop().run_in_executor(None, store.close)
+
+
+async def main(config_path: Path) -> None:
+    """Entry point body: read the config, keep alembic's schema check out of the log, serve."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    await serve(read_config(config_path, FrontdoorConfig), stop_event())
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_component("frontdoor", main))

@@ -1,0 +1,49 @@
+"""Fixtures shared by the whole suite: the embedded lab fleet.
+
+``lab`` is one small lab for the session (6 clients, 12 MiB of data, fast timings) in
+a temporary directory; ``down()`` always runs at teardown, so no process outlives the
+tests. Tests that inject faults must heal them before they end (``healed_lab`` checks
+that and heals whatever was left). Every test using these fixtures is marked ``lab``
+automatically, so ``pytest -m "not lab"`` runs without starting processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ppo_dr.lab.supervisor import Lab
+
+# Fixtures that live in their own modules: a real Prefect API, a real OpenSSH sshd.
+pytest_plugins = ["tests.prefect_fixtures", "tests.sshd"]
+
+LAB_CLIENTS = 6
+LAB_SIZE_MB = 12
+LAB_FIXTURES = {"lab", "healed_lab"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A running lab: 10 servers in 3 DCs, netsim, front door, workload; down at the end."""
+    lab = Lab(Path(tmp_path_factory.mktemp("lab")) / "lab")
+    try:
+        lab.up(clients=LAB_CLIENTS, size_mb=LAB_SIZE_MB, fast=True, timeout=30.0)
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def healed_lab(lab: Lab) -> Iterator[Lab]:
+    """The session lab for a test that breaks it: whatever it leaves broken is healed."""
+    yield lab
+    for target in ("jhb1", "cpt1", "lon1"):
+        lab.heal(target)
