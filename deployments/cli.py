@@ -41,8 +41,11 @@ def serve_command(
         ),
     ] = False,
 ) -> None:
-    """Serve every runbook on its schedule, with a local Prefect server unless
-    PREFECT_API_URL names one. Ctrl-C stops serving and the server."""
+    """Serve every runbook on its schedule; Ctrl-C stops serving and the server.
+
+    Starts a local Prefect server (database under the ppo-dr home) unless
+    PREFECT_API_URL names one, and creates the runbooks' concurrency limits first.
+    """
     from deployments.serve import run_serve
 
     code = run_serve(port=port, fleet=Path(fleet) if fleet else None, check=check, echo=typer.echo)
@@ -53,3 +56,7 @@ def serve_command(
 def main() -> None:
     """Run the ``ppo-dr`` command."""
     app()
+
+
+if __name__ == "__main__":
+    main()

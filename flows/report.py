@@ -1,0 +1,71 @@
+"""Reports: the fleet report (now); incident reports and SLA tables (later issues).
+
+**Fleet report** — what an operator reads to know what the runbooks will act on:
+load and validate the fleet file, publish its summary as a markdown artifact and
+one table row per app server (DC, clients, capacity, on-site mirror, off-site
+mirrors). The run is named ``fleet-report-<fleet>-<UTC time>`` and tagged
+``fleet:<fleet>`` as soon as the file has been read; a run whose file could not be
+read keeps the name ``fleet-report-<UTC time>`` and fails with every violation in
+its log, without retries (a broken file does not fix itself).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.runtime import flow_run
+
+from ppo_dr import config
+from tasks import label_flow_run
+from tasks.inventory import load_fleet_task, summarise_fleet, tabulate_app_servers
+
+#: Global concurrency limit every report runbook holds a slot of while it works.
+#: Reports read the run history in bulk; on a small server a burst of them would
+#: slow the API the probe and escalation depend on. ``ppo-dr serve`` creates it.
+REPORTS_LIMIT = "reports"
+REPORTS_SLOTS = 2
+
+
+def run_stamp() -> str:
+    """This run's scheduled start in UTC, as used in run names: ``2026-11-30T060000Z``."""
+    return flow_run.scheduled_start_time.astimezone(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+
+
+def _first_run_name() -> str:
+    return f"fleet-report-{run_stamp()}"
+
+
+@flow(name="fleet-report", flow_run_name=_first_run_name, timeout_seconds=600)
+def fleet_report(fleet_file: Path | None = None) -> str:
+    """Fleet report: validate the fleet file, publish its summary and app-server table.
+
+    Args:
+        fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's, chosen when
+            the run starts (so a deployment follows the environment it runs in).
+    """
+    path = fleet_file or config.fleet_file()
+    fleet = load_fleet_task(path)
+    label_flow_run(f"fleet-report-{fleet.name}-{run_stamp()}", tags=[f"fleet:{fleet.name}"])
+
+    with concurrency(REPORTS_LIMIT, strict=True, timeout_seconds=300):
+        text = summarise_fleet(fleet)
+        rows = tabulate_app_servers(fleet)
+        create_markdown_artifact(
+            key=f"fleet-report-{fleet.name}",
+            markdown=(
+                f"# Fleet report: {fleet.name}\n\n"
+                f"Fleet file `{path}`, run `{flow_run.name}`.\n\n"
+                f"```text\n{text}\n```\n"
+            ),
+            description=f"Summary of fleet {fleet.name}",
+        )
+        create_table_artifact(
+            key=f"fleet-app-servers-{fleet.name}",
+            table=rows,
+            description=f"App servers of fleet {fleet.name} and their mirrors",
+        )
+    return text

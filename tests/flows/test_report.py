@@ -1,0 +1,213 @@
+"""The fleet report runbook, run for real on Prefect's test harness.
+
+Evidence is read back through the Prefect client, as an operator would see it in the
+UI: run name and tags, the markdown and table artifacts, task run states.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import pytest
+from prefect import flow, task
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.objects import Artifact, TaskRun
+from prefect.states import Completed, Failed, State
+
+from flows.report import fleet_report
+from ppo_dr.errors import InventoryError, PermanentError, TransientError
+from ppo_dr.inventory import load_fleet
+from tasks import retry_condition_fn
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "fleet.yaml"
+STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], timeout: float = 30.0) -> T:
+    """Poll *probe* until it returns something truthy (Prefect records task runs late)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout} s: {probe}")
+        time.sleep(0.2)
+
+
+def flow_run_id(state: State[Any]) -> UUID:
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    return run_id
+
+
+def artifacts_of(client: SyncPrefectClient, run_id: UUID) -> dict[str, Artifact]:
+    found = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+    )
+    return {a.key or str(a.id): a for a in found}
+
+
+def task_runs_of(client: SyncPrefectClient, run_id: UUID) -> list[TaskRun]:
+    return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+
+
+def test_fleet_report_names_tags_and_publishes_artifacts(prefect_api: str) -> None:
+    state = fleet_report(EXAMPLE, return_state=True)
+
+    assert state.is_completed(), state.message
+    fleet = load_fleet(EXAMPLE)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id(state))
+        assert re.fullmatch(rf"fleet-report-ppo-prod-{STAMP}", run.name), run.name
+        assert "fleet:ppo-prod" in run.tags
+
+        artifacts = artifacts_of(client, run.id)
+        assert set(artifacts) == {"fleet-report-ppo-prod", "fleet-app-servers-ppo-prod"}
+
+        report = artifacts["fleet-report-ppo-prod"]
+        assert report.type == "markdown"
+        assert isinstance(report.data, str)
+        assert "fleet ppo-prod: 3 data centres, 9 servers, 5 clients" in report.data
+        assert run.name in report.data
+
+        table = artifacts["fleet-app-servers-ppo-prod"]
+        assert table.type == "table"
+        rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+        assert isinstance(rows, list)
+        assert [r["server"] for r in rows] == [s.id for s in fleet.servers_by_role("app")]
+        assert rows[0] == {
+            "server": "app-jhb1-1",
+            "dc": "jhb1",
+            "country": "ZA",
+            "clients": len(fleet.clients_on("app-jhb1-1")),
+            "capacity": 40,
+            "on_site_mirror": "mirror-jhb1-1",
+            "off_site_mirrors": "mirror-cpt1-1",
+        }
+
+
+def test_a_broken_fleet_fails_the_run_at_once_without_retries(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    broken = tmp_path / "fleet.yaml"
+    broken.write_text(
+        EXAMPLE.read_text(encoding="utf-8").replace("port: 22,", "port: 70000,", 1),
+        encoding="utf-8",
+    )
+
+    started = time.monotonic()
+    state = fleet_report(broken, return_state=True)
+    took = time.monotonic() - started
+
+    assert state.is_failed()
+    with pytest.raises(InventoryError, match="port range"):
+        state.result()
+    # The first retry alone would wait RETRY_DELAYS[0] = 1 s more; the flow overhead
+    # is ~1.1 s (PREFECT-NOTES), so a retried run cannot finish this fast.
+    assert took < 5, took
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id(state))
+        assert re.fullmatch(rf"fleet-report-{STAMP}", run.name), run.name  # never labelled
+        assert not any(t.startswith("fleet:") for t in run.tags)
+
+        def failed_load() -> TaskRun | None:
+            runs = task_runs_of(client, run.id)
+            done = [r for r in runs if r.state is not None and r.state.is_final()]
+            return done[0] if done and len(runs) == 1 else None
+
+        load = eventually(failed_load)
+        assert load.name == "load-fleet-fleet.yaml"
+        assert load.run_count == 1
+        states = eventually(lambda: client.read_task_run_states(load.id))
+        assert [s.name for s in states] == ["Pending", "Running", "Failed"]
+        # Prefect stores the failed run's exception as a keyless result artifact.
+        assert [a.key for a in artifacts_of(client, run.id).values() if a.key] == []
+
+
+def test_the_default_fleet_file_is_chosen_when_the_run_starts(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging = tmp_path / "staging.yaml"
+    staging.write_text(
+        EXAMPLE.read_text(encoding="utf-8").replace("name: ppo-prod", "name: ppo-staging", 1),
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("PPO_DR_FLEET", str(staging))  # set after flows.report was imported
+
+    state = fleet_report(return_state=True)
+
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id(state))
+    assert "fleet:ppo-staging" in run.tags
+    assert run.parameters == {"fleet_file": None}
+
+
+# --------------------------------------------------------------------------- retry condition
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (TransientError("connection reset"), True),
+        (TimeoutError("read timed out"), True),
+        (ConnectionResetError("reset by peer"), True),
+        (PermanentError("auth failed"), False),
+        (InventoryError("fleet.yaml", []), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_retry_condition_retries_only_transient_errors(error: Exception, retried: bool) -> None:
+    assert retry_condition_fn(_task, _task_run(), Failed(data=error)) is retried
+
+
+def test_retry_condition_does_not_retry_a_state_without_an_error() -> None:
+    assert retry_condition_fn(_task, _task_run(), Completed(data=1)) is False
+
+
+def test_prefect_applies_the_retry_condition(prefect_api: str) -> None:
+    attempts: list[str] = []
+
+    @task(retries=3, retry_delay_seconds=0, retry_condition_fn=retry_condition_fn)
+    def flaky(kind: str) -> str:
+        attempts.append(kind)
+        if len(attempts) == 1 or kind == "permanent":
+            raise (TransientError if kind == "transient" else PermanentError)(kind)
+        return "ok"
+
+    @flow
+    def runbook(kind: str) -> str:
+        return flaky(kind)
+
+    assert runbook("transient") == "ok"
+    assert attempts == ["transient", "transient"]
+
+    attempts.clear()
+    with pytest.raises(PermanentError):
+        runbook("permanent")
+    assert attempts == ["permanent"]
+
+
+@task
+def _task() -> None:
+    """A stand-in task for calling the retry condition directly."""
+
+
+def _task_run() -> TaskRun:
+    return TaskRun(name="stand-in", task_key="stand-in", dynamic_key="0", run_count=1)

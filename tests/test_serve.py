@@ -1,0 +1,352 @@
+"""``ppo-dr serve``, run as the operator runs it: a subprocess, real Prefect servers.
+
+What must hold: ``--check`` starts a server, creates the concurrency limits,
+registers the deployments and leaves no server behind; Ctrl-C (and SIGTERM) stop
+serving and the server ``serve`` started; with ``PREFECT_API_URL`` set, ``serve``
+starts no server of its own, its deployment runs for real, and the server it was
+given outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from deployments.serve import api_is_healthy, free_port
+from tests.prefect_fixtures import isolated_env, using_api
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "fleet.yaml"
+STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
+_SCRIPT = Path(sys.executable).with_name("ppo-dr")
+PPO_DR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "deployments.cli"]
+
+# Every test here starts (or needs) a real Prefect server: slow, so `-m "not prefect"` skips.
+pytestmark = pytest.mark.prefect
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def alive(pid: int) -> bool:
+    """True if *pid* is a live (not zombie) process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def prefect_servers_on(port: int) -> list[int]:
+    """Pids of live processes running ``prefect server start ... --port <port>``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = [a.decode(errors="replace") for a in argv]
+        if "prefect" in text and "server" in text and str(port) in text and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def server_pid(output: str) -> int:
+    match = re.search(r"Prefect server: starting on [\d.]+:\d+ \(pid (\d+)\)", output)
+    assert match, output
+    return int(match.group(1))
+
+
+def read_db(home: Path, sql: str) -> list[tuple[object, ...]]:
+    """Query the Prefect server's SQLite database that serve left in *home*."""
+    with sqlite3.connect(home / "prefect" / "prefect.db") as db:
+        return db.execute(sql).fetchall()
+
+
+def deployments_in(home: Path) -> list[tuple[object, ...]]:
+    return read_db(
+        home,
+        "SELECT f.name, d.name, d.paused FROM deployment d JOIN flow f ON d.flow_id = f.id",
+    )
+
+
+class Served:
+    """``ppo-dr serve`` as a subprocess whose output is collected line by line."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [*PPO_DR, "serve", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        assert self.process.stdout is not None
+        threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    @property
+    def output(self) -> str:
+        while not self._queue.empty():
+            line = self._queue.get_nowait()
+            if line is not None:
+                self.lines.append(line)
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in "".join(self.lines):
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {text!r} after {timeout} s:\n{self.output}") from None
+            if line is None:
+                raise AssertionError(f"serve exited before {text!r}:\n{self.output}")
+            self.lines.append(line)
+
+    def stop(self, signum: int = signal.SIGINT, timeout: float = 60.0) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def serve_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One PPO_DR_HOME for this module's own-server tests: cold first, warm after."""
+    return tmp_path_factory.mktemp("ppo-dr-home")
+
+
+@pytest.fixture
+def served() -> Iterator[list[Served]]:
+    """Collects the serve processes a test starts; kills any still running at the end."""
+    started: list[Served] = []
+    yield started
+    for item in started:
+        item.kill()
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_check_registers_everything_and_leaves_no_server(serve_home: Path) -> None:
+    env = isolated_env(PPO_DR_HOME=str(serve_home))
+    timings = []
+    for attempt in ("cold", "warm"):
+        port = free_port()
+        started = time.monotonic()
+        done = subprocess.run(
+            [*PPO_DR, "serve", "--check", "--fleet", str(EXAMPLE), "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        timings.append(f"{attempt} {time.monotonic() - started:.1f} s")
+        assert done.returncode == 0, done.stdout + done.stderr
+        pid = server_pid(done.stdout)
+        assert not alive(pid), f"prefect server pid {pid} outlived serve --check"
+        assert prefect_servers_on(port) == []
+        assert f"Prefect server: stopped (pid {pid})" in done.stdout
+        assert "fleet-report/fleet-report: cron '0 6 * * *'" in done.stdout
+        assert "check: OK, 1 deployment(s) registered" in done.stdout
+        expected = "created" if attempt == "cold" else "unchanged"
+        assert f"reports: 2 slot(s) ({expected})" in done.stdout
+
+    print(f"\nserve --check: {', '.join(timings)}")
+    # What the server recorded, read from the database it left in our home.
+    assert deployments_in(serve_home) == [("fleet-report", "fleet-report", 1)]
+    # Prefect keeps a deployment's own limit as a "deployment:<id>" row beside ours.
+    limits = read_db(serve_home, 'SELECT name, "limit", active FROM concurrency_limit_v2')
+    ours = [r for r in limits if not str(r[0]).startswith("deployment:")]
+    assert ours == [("reports", 2, 1)]
+    assert [r[1:] for r in limits if r not in ours] == [(1, 1)]
+    log = (serve_home / "logs" / "prefect-server.log").read_text()
+    assert log.count("--- ppo-dr serve (pid") == 2
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_signal_stops_serving_and_the_server(
+    serve_home: Path, served: list[Served], signum: int
+) -> None:
+    port = free_port()
+    serve = Served("--port", str(port), env=isolated_env(PPO_DR_HOME=str(serve_home)))
+    served.append(serve)
+    serve.wait_for("serving; Ctrl-C stops")
+    pid = server_pid(serve.output)
+    assert alive(pid)
+    assert f"Prefect UI: http://127.0.0.1:{port}" in serve.output
+    state = serve_home / "prefect" / "serve.json"
+    assert f'"api_url": "http://127.0.0.1:{port}/api"' in state.read_text()
+
+    # A second serve on the same home would share the database: refused.
+    second = subprocess.run(
+        [*PPO_DR, "serve", "--check", "--port", str(free_port())],
+        env=isolated_env(PPO_DR_HOME=str(serve_home)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 2
+    assert f"ppo-dr serve (pid {serve.process.pid}) already runs a Prefect server" in second.stderr
+
+    started = time.monotonic()
+    code = serve.stop(signum)
+    took = time.monotonic() - started
+
+    assert code == 0, serve.output
+    assert not alive(pid), f"prefect server pid {pid} outlived serve"
+    assert prefect_servers_on(port) == []
+    assert not state.exists()
+    assert f"Prefect server: stopped (pid {pid})" in serve.output
+    # Prefect's runner paused the deployment before the server went away.
+    assert deployments_in(serve_home) == [("fleet-report", "fleet-report", 1)]
+    print(f"\nserve stopped by {signal.Signals(signum).name} in {took:.1f} s")
+
+
+def test_a_killed_serve_takes_its_server_with_it(serve_home: Path, served: list[Served]) -> None:
+    port = free_port()
+    serve = Served("--port", str(port), env=isolated_env(PPO_DR_HOME=str(serve_home)))
+    served.append(serve)
+    serve.wait_for("Prefect server: healthy")
+    pid = server_pid(serve.output)
+
+    serve.process.kill()  # no clean-up runs: the kernel tells the server (PDEATHSIG)
+    serve.process.wait(timeout=10)
+
+    deadline = time.monotonic() + 20
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(pid), f"prefect server pid {pid} outlived a killed serve"
+    assert prefect_servers_on(port) == []
+
+
+def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    env = isolated_env(
+        PPO_DR_HOME=str(tmp_path),
+        PREFECT_SERVER_DATABASE_CONNECTION_URL="postgresql+asyncpg://ppo@127.0.0.1:1/none",
+    )
+    port = free_port()
+    done = subprocess.run(
+        [*PPO_DR, "serve", "--check", "--port", str(port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "error: the Prefect server exited with code" in done.stderr
+    assert "last lines of" in done.stderr and "prefect-server.log" in done.stderr
+    assert "Traceback" not in done.stderr.split("last lines of")[0]  # ours is one line
+    assert not alive(server_pid(done.stdout))
+    assert prefect_servers_on(port) == []
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*PPO_DR, "serve", "--check", "--port", str(port)],
+            env=isolated_env(PPO_DR_HOME=str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert f"error: port {port} on 127.0.0.1 is in use" in done.stderr
+    assert "Prefect server: starting" not in done.stdout
+
+
+def test_serve_on_a_given_api_runs_the_deployment_and_leaves_the_server(
+    prefect_server: str, served: list[Served], tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import FlowRun, StateType
+    from prefect.deployments import run_deployment
+
+    env = isolated_env(
+        PPO_DR_HOME=str(tmp_path),
+        PREFECT_API_URL=prefect_server,
+        PREFECT_RUNNER_POLL_FREQUENCY="2",  # default 10 s: how soon an ad-hoc run starts
+    )
+    serve = Served("--fleet", str(EXAMPLE), env=env)
+    served.append(serve)
+    serve.wait_for("serving; Ctrl-C stops")
+    assert "Prefect server: starting" not in serve.output
+    assert f"Prefect UI: {prefect_server.removesuffix('/api')}" in serve.output
+
+    with using_api(prefect_server), get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name("reports")
+        assert (limit.limit, limit.active) == (2, True)
+
+        # The served deployment runs for real, in a process the runner starts.
+        started = time.monotonic()
+        run = run_deployment("fleet-report/fleet-report", timeout=120, poll_interval=1)
+        took = time.monotonic() - started
+        assert isinstance(run, FlowRun)
+        assert run.state is not None and run.state.is_completed(), (run.state, serve.output)
+        assert re.fullmatch(rf"fleet-report-ppo-prod-{STAMP}", run.name), run.name
+        assert {"fleet:ppo-prod", "ppo-dr", "report"} <= set(run.tags)
+
+        # The server's scheduler has put the next 06:00 UTC runs on the calendar.
+        def scheduled() -> list[FlowRun]:
+            return client.read_flow_runs(
+                deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=["fleet-report"])
+                ),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])
+                    )
+                ),
+            )
+
+        deadline = time.monotonic() + 30
+        while not scheduled() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        upcoming = scheduled()
+        assert upcoming, "no scheduled fleet-report runs"
+        assert all(r.expected_start_time and r.expected_start_time.hour == 6 for r in upcoming)
+
+        assert serve.stop(signal.SIGINT) == 0, serve.output
+        deployment = client.read_deployment_by_name("fleet-report/fleet-report")
+        assert deployment.paused
+
+    assert api_is_healthy(prefect_server), "serve stopped a server it did not start"
+    print(f"\nserved fleet-report run completed in {took:.1f} s (run_deployment)")
+    assert os.environ.get("PREFECT_API_URL") != prefect_server  # nothing leaked into us
