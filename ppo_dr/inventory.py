@@ -312,11 +312,32 @@ class StoreConfig(_Model):
     url_secret: Secret | None = None
 
 
+class Access(_Model):
+    """How the runbooks log in to the servers.
+
+    Host keys are pinned per server in ``servers[].ssh.host_key`` (never learnt on
+    first use); this names the operator's private key: a file (relative paths are
+    relative to the fleet file) or a Prefect Secret block / variable holding it.
+    """
+
+    key_file: str | None = Field(default=None, min_length=1)
+    key_secret: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> Access:
+        if self.key_file is not None and self.key_secret is not None:
+            raise _broken("secret reference", "name key_file or key_secret, not both")
+        if self.key_file is not None and "\x00" in self.key_file:
+            raise _broken("absolute path", "key_file must not contain a NUL byte")
+        return self
+
+
 class Fleet(_Model):
     """A validated fleet; build it with :func:`load_fleet` or :func:`parse_fleet`."""
 
     version: Literal[1] = 1
     name: Id
+    access: Access = Access()
     store: StoreConfig = StoreConfig()
     timing: Timing = Timing()
     channels: Channels = Channels()
@@ -464,6 +485,10 @@ def parse_fleet(text: str, file: str = "fleet.yaml") -> Fleet:
     fleet, violations = check_fleet_text(text, file)
     if fleet is None or violations:
         raise InventoryError(file, violations)
+    key_file = fleet.access.key_file
+    if key_file is not None and not Path(key_file).is_absolute():
+        resolved = str(Path(file).resolve().parent / key_file)
+        fleet = fleet.model_copy(update={"access": Access(key_file=resolved)})
     return fleet
 
 

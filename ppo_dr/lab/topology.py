@@ -355,6 +355,7 @@ def fleet_document(
     return {
         "version": 1,
         "name": FLEET_NAME,
+        "access": {"key_file": "keys/operator_ed25519"},
         "store": {"url": f"sqlite:///{lab_dir / 'state.db'}"},
         "timing": _timing(fast),
         "channels": {

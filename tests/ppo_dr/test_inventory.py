@@ -429,6 +429,7 @@ CASES: list[Case] = [
     bad("channels.email.api_key", {}, SECRET, "exactly one"),
     bad("channels.email.api_key", {"env": "K", "block": "k"}, SECRET, "exactly one"),
     bad("store.url_secret", {}, SECRET),
+    bad("access", {"key_file": "keys/id", "key_secret": {"env": "K"}}, SECRET, "not both"),
     *[
         bad(
             "channels.sms.access_key_id",
@@ -900,3 +901,11 @@ def test_fleet_lookups() -> None:
     assert fleet.channels.email.api_key.describe() == "block:sendgrid-api-key"
     with pytest.raises(KeyError):
         fleet.server("nope")
+
+
+def test_access_key_file_is_relative_to_the_fleet_file(tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    data["access"] = {"key_file": "keys/operator_ed25519"}
+    target = tmp_path / "fleet.yaml"
+    target.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert load_fleet(target).access.key_file == str(tmp_path / "keys" / "operator_ed25519")
