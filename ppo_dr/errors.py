@@ -6,7 +6,10 @@
         ├── InventoryError       fleet.yaml breaks a rule (carries every violation)
         ├── UnsafeInputError     a hostile or malformed id/path, refused before any I/O
         ├── PlacementConflict    another run moved the client first (compare-and-set lost)
-        └── LabError             the embedded lab cannot do what was asked
+        ├── LabError             the embedded lab cannot do what was asked
+        ├── HostKeyError         a server's host key is unknown or changed (never auto-accepted)
+        ├── AuthError            a server refused our credentials, or they cannot be loaded
+        └── RemotePathError      a remote path is missing, forbidden or refused by the server
 
 Library errors are translated at the boundary (``raise TransientError(...) from exc``),
 so task retry conditions only need :func:`is_retryable`.
@@ -85,3 +88,15 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, TransientError):
         return True
     return isinstance(exc, TimeoutError | ConnectionError)
+
+
+class HostKeyError(PermanentError):
+    """A server's host key is not in our known_hosts, or differs from it (possible MITM)."""
+
+
+class AuthError(PermanentError):
+    """A server refused our key, or the key cannot be loaded: fix config, do not retry."""
+
+
+class RemotePathError(PermanentError):
+    """A remote path is missing, not permitted, or the server refused the operation on it."""

@@ -1,0 +1,46 @@
+"""Reaching servers: one :class:`Remote` interface, an SSH/SFTP implementation.
+
+The base types import nothing heavy; ``SshRemote``/``SshPool`` load paramiko on
+first use, so code that only needs the types (or the S3 backend) does not pay for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ppo_dr.transport.base import (
+    AtomicWriter,
+    EntryType,
+    ExecResult,
+    Remote,
+    RemoteReader,
+    RemoteStat,
+    build_command,
+    is_temp_name,
+    temp_path_for,
+)
+
+if TYPE_CHECKING:
+    from ppo_dr.transport.ssh import SshPool, SshRemote
+
+__all__ = [
+    "AtomicWriter",
+    "EntryType",
+    "ExecResult",
+    "Remote",
+    "RemoteReader",
+    "RemoteStat",
+    "SshPool",
+    "SshRemote",
+    "build_command",
+    "is_temp_name",
+    "temp_path_for",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in {"SshPool", "SshRemote"}:
+        from ppo_dr.transport import ssh
+
+        return getattr(ssh, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

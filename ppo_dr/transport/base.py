@@ -1,0 +1,242 @@
+"""The one interface the mirror, restore and failover code use to touch a server.
+
+Everything above this layer speaks :class:`Remote`; SSH/SFTP (paramiko) and object
+storage implement it. The contract every implementation keeps:
+
+- Paths are POSIX strings; names may hold spaces, newlines and any Unicode (names
+  that are not UTF-8 on the server come back with surrogate escapes and round-trip).
+- :meth:`Remote.stat` and :meth:`Remote.walk` never follow symlinks: a mirror must
+  record a link, not copy what it points to (which may be outside the data root).
+- Writes are atomic: data goes to a temporary sibling created exclusively, then is
+  renamed over the final name, so a reader (or an interrupted run) sees the old file
+  or the new one, never half of one. Temporary names are recognisable
+  (:func:`is_temp_name`) so a later run can sweep what a crash left behind.
+- Commands are argv lists quoted with :func:`shlex.join` (:func:`build_command`);
+  a string is never concatenated into a shell line.
+- Only :mod:`ppo_dr.errors` types leave an implementation: TransientError (retry) or
+  a PermanentError such as HostKeyError, AuthError, RemotePathError.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import secrets
+import shlex
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Protocol, Self
+
+from ppo_dr.errors import UnsafeInputError
+
+TEMP_MARKER = ".ppo-tmp-"
+NAME_MAX = 255
+
+
+class EntryType(StrEnum):
+    """What a directory entry is; the value is what manifests store."""
+
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    OTHER = "other"  # device, fifo, socket: recorded, never copied
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStat:
+    """Metadata of one remote entry, as the quick check and the manifests need it.
+
+    ``path`` is the path as asked for (:meth:`Remote.stat`, :meth:`Remote.listdir`)
+    or relative to the walk root (:meth:`Remote.walk`). ``mode`` holds the permission
+    bits only; ``mtime`` is whole seconds (SFTP v3 carries no more).
+    """
+
+    path: str
+    type: EntryType
+    mode: int
+    mtime: int
+    size: int
+    link_target: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The last path component."""
+        return posixpath.basename(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """What a remote command did. A non-zero status is a result, not an exception."""
+
+    exit_status: int  # -1 if the command died from a signal or the server sent none
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        """True if the command exited with status 0."""
+        return self.exit_status == 0
+
+
+class RemoteReader(Protocol):
+    """A remote file opened for sequential reading."""
+
+    def read(self, size: int = -1) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class AtomicWriter(Protocol):
+    """A remote file being written under a temporary name.
+
+    Leaving the ``with`` block normally commits (rename into place); leaving it with
+    an exception aborts (the temporary file is removed, the final name untouched).
+    """
+
+    final_path: str
+    temp_path: str
+
+    def write(self, data: bytes) -> int: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class Remote(Protocol):
+    """A server (or bucket) the DR runbooks read from and write to."""
+
+    @property
+    def label(self) -> str:
+        """Who this is, for messages and logs (``user@host:port``); never secret."""
+        ...
+
+    def stat(self, path: str) -> RemoteStat | None:
+        """Metadata of *path* without following a symlink; None if it does not exist."""
+        ...
+
+    def listdir(self, path: str) -> list[RemoteStat]:
+        """The entries of directory *path* (not ``.``/``..``), sorted by name."""
+        ...
+
+    def walk(self, root: str) -> Iterator[RemoteStat]:
+        """Every entry below *root*, parents before children, paths relative to *root*.
+
+        Symlinks are reported, not followed. A directory that vanishes mid-walk is
+        skipped (it was deleted; the next run sees that).
+        """
+        ...
+
+    def open_read(self, path: str) -> RemoteReader:
+        """Open *path* for reading front to back (read-ahead is on)."""
+        ...
+
+    def open_write(self, path: str, mode: int = 0o644) -> AtomicWriter:
+        """Start an atomic write of *path*; see :class:`AtomicWriter`."""
+        ...
+
+    def rename_into_place(self, temp_path: str, final_path: str) -> None:
+        """Atomically replace *final_path* by *temp_path* (POSIX rename semantics)."""
+        ...
+
+    def read_bytes(self, path: str) -> bytes:
+        """The whole content of *path*."""
+        ...
+
+    def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Write *data* to *path* atomically (temporary name, then rename into place)."""
+        ...
+
+    def mkdir_p(self, path: str, mode: int = 0o755) -> None:
+        """Create *path* and missing parents; an existing directory is success."""
+        ...
+
+    def remove(self, path: str) -> None:
+        """Delete a file or symlink."""
+        ...
+
+    def rmdir(self, path: str) -> None:
+        """Delete an empty directory."""
+        ...
+
+    def rename(self, src: str, dst: str) -> None:
+        """Rename *src* to *dst*; fails if *dst* exists (never clobbers)."""
+        ...
+
+    def symlink(self, target: str, path: str) -> None:
+        """Create symlink *path* pointing at *target* (stored verbatim)."""
+        ...
+
+    def readlink(self, path: str) -> str:
+        """The target of symlink *path*, verbatim."""
+        ...
+
+    def chmod(self, path: str, mode: int) -> None:
+        """Set the permission bits of *path*."""
+        ...
+
+    def utime(self, path: str, mtime: int, atime: int | None = None) -> None:
+        """Set the modification (and access) time of *path*, in whole seconds."""
+        ...
+
+    def exec(self, command: Sequence[str], timeout: float) -> ExecResult:
+        """Run argv *command* on the server; TransientError if it outlives *timeout* s."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection; further calls fail."""
+        ...
+
+
+def build_command(command: Sequence[str]) -> str:
+    """Quote argv *command* into one POSIX shell line; refuse what cannot be quoted.
+
+    SSH hands the server a single string that the login shell parses, so every
+    element is quoted by :func:`shlex.join`: ``"a; touch x"`` stays one argument.
+    """
+    if isinstance(command, str | bytes):
+        raise UnsafeInputError("command must be an argv list, not a string")
+    if not command:
+        raise UnsafeInputError("command must not be empty")
+    for arg in command:
+        if not isinstance(arg, str):
+            raise UnsafeInputError(f"command argument {arg!r} is not a str")
+        if "\x00" in arg:
+            raise UnsafeInputError("command argument contains a NUL byte")
+    return shlex.join(command)
+
+
+def temp_path_for(final_path: str) -> str:
+    """A fresh hidden sibling of *final_path* (same directory, so rename is atomic)."""
+    head, tail = posixpath.split(final_path)
+    if not tail:
+        raise UnsafeInputError(f"cannot write to a directory path {final_path!r}")
+    prefix = f"{TEMP_MARKER}{secrets.token_hex(8)}."
+    # Stay within NAME_MAX (255 bytes): the tail is only a hint for a human reading ls.
+    room = NAME_MAX - len(prefix)
+    tail = tail.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return posixpath.join(head, prefix + tail)
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a name :func:`temp_path_for` made: leftovers of an interrupted write."""
+    return posixpath.basename(name).startswith(TEMP_MARKER)
