@@ -209,14 +209,20 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
-    """A real OpenSSH sshd on 127.0.0.1:<free port>, key auth for the current user."""
-    binary = next((c for c in SSHD_CANDIDATES if Path(c).exists()), None) or shutil.which("sshd")
+def find_sshd() -> str | None:
+    """The sshd binary, or None when openssh-server is not installed."""
+    return next((c for c in SSHD_CANDIDATES if Path(c).exists()), None) or shutil.which("sshd")
+
+
+@contextlib.contextmanager
+def running_sshd(base: Path, binary: str | None = None) -> Iterator[SshdServer]:
+    """Run a real OpenSSH sshd on 127.0.0.1 with keys and config under *base*.
+
+    Usable outside pytest (the benchmarks in bench/ run their peers through it).
+    """
+    binary = binary or find_sshd()
     if binary is None:
-        pytest.skip("sshd not found: install openssh-server")
-    if shutil.which("ssh-keygen") is None:
-        pytest.skip("ssh-keygen not found: install openssh-client")
+        raise RuntimeError("sshd not found: install openssh-server")
     # Privilege separation directory: sshd refuses to start as root without it.
     try:
         Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -224,14 +230,14 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
         if os.geteuid() == 0:
             raise
 
-    base = tmp_path_factory.mktemp("sshd")
+    base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o700)
     user = pwd.getpwuid(os.geteuid()).pw_name
     host_pub = _keygen(base / "ssh_host_ed25519_key", "ppo-dr-test-host")
     client_pub = _keygen(base / "client_ed25519", "ppo-dr-test-client")
     (base / "authorized_keys").write_text(client_pub + "\n")
     data_root = base / "data"
-    data_root.mkdir()
+    data_root.mkdir(exist_ok=True)
     log_path = base / "sshd.log"
 
     proc = None
@@ -242,7 +248,9 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
         if proc is not None:
             break
     if proc is None:
-        pytest.fail(f"sshd did not start; log:\n{log_path.read_text(errors='replace')[-2000:]}")
+        raise RuntimeError(
+            f"sshd did not start; log:\n{log_path.read_text(errors='replace')[-2000:]}"
+        )
 
     host_key_type, host_key_b64 = host_pub.split()[:2]
     known_hosts = base / "known_hosts"
@@ -261,3 +269,18 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
         )
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+    """A real OpenSSH sshd on 127.0.0.1:<free port>, key auth for the current user."""
+    binary = find_sshd()
+    if binary is None:
+        pytest.skip("sshd not found: install openssh-server")
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen not found: install openssh-client")
+    try:
+        with running_sshd(tmp_path_factory.mktemp("sshd"), binary) as server:
+            yield server
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
