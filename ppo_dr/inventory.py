@@ -269,6 +269,21 @@ class Timing(_Model):
     probe_timeout: Duration = 5
     outage_threshold: Duration = 180
     recovery_successes: int = Field(ge=1, le=100, default=3)
+    # An answer slower than this is a failed check (a hung page is an outage to users).
+    latency_budget_ms: int | None = Field(default=None, ge=1, le=600_000)
+
+    @model_validator(mode="after")
+    def _budget_within_timeout(self) -> Timing:
+        if (
+            self.latency_budget_ms is not None
+            and self.latency_budget_ms > self.probe_timeout * 1000
+        ):
+            raise _broken(
+                "latency budget within probe timeout",
+                f"latency_budget_ms {self.latency_budget_ms} exceeds probe_timeout "
+                f"({self.probe_timeout} s): the check would time out before it is slow",
+            )
+        return self
 
 
 class EmailChannel(_Model):

@@ -369,6 +369,15 @@ CASES: list[Case] = [
     bad("escalation.ack_timeout", 0, "duration"),
     bad("timing.mirror_cron", "hourly", "syntax"),
     bad("timing.recovery_successes", 0, "range"),
+    bad("timing.latency_budget_ms", 0, "range"),
+    bad("timing.latency_budget_ms", "2s", "field type"),
+    bad(
+        "timing.latency_budget_ms",
+        5001,
+        "latency budget within probe timeout",
+        "exceeds probe_timeout (5 s)",
+        at="timing",
+    ),
     # ---- e-mail and phone
     *each(
         "people[sipho].email",
@@ -609,6 +618,8 @@ def test_durations_accept_seconds_and_suffixes(written: Any, seconds: int) -> No
         ("servers[app-jhb1-1].id", "a" * 63),
         ("store.url", "postgresql://ppo@db.ppo.example/ppo"),
         ("channels.email.api_key", {"env": "SENDGRID_API_KEY"}),
+        ("timing.latency_budget_ms", 5000),
+        ("timing.latency_budget_ms", None),
     ],
 )
 def test_valid_values_pass(where: str, value: Any) -> None:
