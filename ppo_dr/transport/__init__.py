@@ -19,6 +19,7 @@ from ppo_dr.transport.base import (
     is_temp_name,
     temp_path_for,
 )
+from ppo_dr.transport.local import LocalRemote
 
 if TYPE_CHECKING:
     from ppo_dr.transport.ssh import SshPool, SshRemote
@@ -27,6 +28,7 @@ __all__ = [
     "AtomicWriter",
     "EntryType",
     "ExecResult",
+    "LocalRemote",
     "Remote",
     "RemoteReader",
     "RemoteStat",

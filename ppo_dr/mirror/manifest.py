@@ -1,0 +1,172 @@
+"""Snapshot manifests: what one client's tree looked like at one UTC second.
+
+A manifest is plain JSON a person can read (docs/repository.md): one entry per path
+with its type, mode, mtime, size, symlink target and the ids of the blobs that make
+up its content, in order. It is the last thing a snapshot writes, so a manifest
+never names a blob that is not already stored and indexed.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ppo_dr.errors import UnsafeInputError
+from ppo_dr.mirror.errors import RepositoryError
+from ppo_dr.transport.base import EntryType
+
+MANIFEST_VERSION = 1
+SNAPSHOT_ID_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
+SNAPSHOT_ID_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$")
+
+
+def snapshot_id_for(taken_at: datetime) -> str:
+    """The id of a snapshot taken at *taken_at* (UTC, to the second)."""
+    if taken_at.tzinfo is None:
+        raise ValueError("taken_at must be timezone-aware")
+    return taken_at.astimezone(UTC).strftime(SNAPSHOT_ID_FORMAT)
+
+
+def snapshot_time(snapshot_id: str) -> datetime:
+    """Inverse of :func:`snapshot_id_for`."""
+    return datetime.strptime(snapshot_id, SNAPSHOT_ID_FORMAT).replace(tzinfo=UTC)
+
+
+def check_snapshot_id(value: object) -> str:
+    """*value* if it is a snapshot id (safe as a file name), else UnsafeInputError."""
+    if not isinstance(value, str) or not SNAPSHOT_ID_RE.fullmatch(value):
+        raise UnsafeInputError(f"snapshot id {value!r} refused: expected {SNAPSHOT_ID_FORMAT}")
+    return value
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One path of a client's tree; *chunks* only for files."""
+
+    path: str
+    type: EntryType
+    mode: int
+    mtime: int
+    size: int = 0
+    target: str | None = None
+    chunks: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "path": self.path,
+            "type": self.type.value,
+            "mode": f"{self.mode:04o}",
+            "mtime": self.mtime,
+        }
+        if self.type is EntryType.FILE:
+            out["size"] = self.size
+            out["chunks"] = list(self.chunks)
+        if self.target is not None:
+            out["target"] = self.target
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Entry:
+        return cls(
+            path=str(raw["path"]),
+            type=EntryType(raw["type"]),
+            mode=int(raw["mode"], 8),
+            mtime=int(raw["mtime"]),
+            size=int(raw.get("size", 0)),
+            target=raw.get("target"),
+            chunks=tuple(raw.get("chunks", ())),
+        )
+
+
+@dataclass
+class Manifest:
+    """A client's snapshot: entries (parents before children) and run statistics."""
+
+    client_id: str
+    snapshot_id: str
+    app_server: str
+    entries: list[Entry]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def files(self) -> int:
+        return sum(1 for e in self.entries if e.type is EntryType.FILE)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries if e.type is EntryType.FILE)
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "version": MANIFEST_VERSION,
+            "client_id": self.client_id,
+            "snapshot_id": self.snapshot_id,
+            "taken_at": snapshot_time(self.snapshot_id).isoformat(),
+            "app_server": self.app_server,
+            "summary": {"files": self.files, "bytes": self.total_bytes},
+            "stats": self.stats,
+            "entries": [e.to_json() for e in self.entries],
+        }
+        # surrogateescape'd names (non-UTF-8 on disk) survive as \udcXX escapes.
+        return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, what: str) -> Manifest:
+        try:
+            doc = json.loads(data)
+            if doc.get("version") != MANIFEST_VERSION:
+                raise RepositoryError(f"{what}: manifest version {doc.get('version')!r} unknown")
+            return cls(
+                client_id=str(doc["client_id"]),
+                snapshot_id=str(doc["snapshot_id"]),
+                app_server=str(doc["app_server"]),
+                entries=[Entry.from_json(e) for e in doc["entries"]],
+                stats=dict(doc.get("stats", {})),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RepositoryError(f"{what}: manifest unreadable ({exc})") from None
+
+
+def path_problem(path: str) -> str | None:
+    """Why *path* cannot be a manifest path, or None. Backslashes, newlines and any
+    Unicode are legal file names on POSIX; only escape routes are refused."""
+    if not path:
+        return "is empty"
+    if "\x00" in path:
+        return "contains a NUL byte"
+    if path.startswith("/"):
+        return "is absolute"
+    parts = path.split("/")
+    if ".." in parts:
+        return "contains '..'"
+    if any(part in {"", "."} for part in parts):
+        return "is not normalised (empty or '.' component)"
+    return None
+
+
+def check_restorable(entries: list[Entry]) -> None:
+    """Refuse a manifest that could write outside the restore target.
+
+    Every path must be relative, normalised, free of ``..``, and every parent must be
+    a directory entry of the same manifest (so no path runs through a symlink that
+    the restore itself creates). Raises UnsafeInputError naming the path.
+    """
+    dirs: set[str] = set()
+    seen: set[str] = set()
+    for entry in entries:
+        path = entry.path
+        problem = path_problem(path)
+        if problem is None and path in seen:
+            problem = "appears twice"
+        parent = posixpath.dirname(path)
+        if problem is None and parent and parent not in dirs:
+            problem = "its parent is not a directory of this snapshot"
+        if problem is not None:
+            raise UnsafeInputError(f"restore refused: manifest path {path!r} {problem}")
+        seen.add(path)
+        if entry.type is EntryType.DIR:
+            dirs.add(path)

@@ -1,0 +1,460 @@
+"""One mirror repository: config, packs, index files and manifests on a Remote.
+
+Layout under ``<repo_path>`` (docs/repository.md has the byte-level detail)::
+
+    config.json                     format, chunker, compression, encryption descriptor
+    packs/<2 hex>/<pack id>         blobs back to back, then a trailer listing them
+    index/<index id>.json           which blob sits where in which pack
+    snapshots/<client>/<id>.json    one manifest per client per snapshot
+    locks/lock                      the writer's lock (see lock.py)
+
+Everything but config and lock is named by the sha256 of its stored bytes (packs,
+index) or by client and UTC second (manifests), written once to a temporary name and
+renamed into place. Write order is packs -> index -> manifest; a crash leaves
+unreferenced garbage at worst, never a reference to something missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import secrets
+import struct
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ppo_dr.errors import RemotePathError
+from ppo_dr.ids import check_id, is_valid_id
+from ppo_dr.mirror.codec import Codec, key_check
+from ppo_dr.mirror.errors import DamagedDataError, RepositoryError, WrongKeyError
+from ppo_dr.mirror.manifest import Manifest, check_snapshot_id
+from ppo_dr.transport.base import EntryType, Remote, is_temp_name
+
+REPO_FORMAT = "ppo-dr-mirror"
+REPO_VERSION = 1
+INDEX_VERSION = 1
+PACK_TARGET_BYTES = 16 * 1024 * 1024
+TRAILER_LEN = struct.Struct(">I")  # the last 4 bytes of a pack: trailer length
+CDC_MIN = 64 * 1024
+CDC_AVG = 256 * 1024  # FastCDC's real mean is avg + min, ~320 KiB
+CDC_MAX = 2 * 1024 * 1024
+SMALL_FILE_LIMIT = 256 * 1024  # files up to this size are one blob
+CHUNKER: dict[str, Any] = {
+    "algorithm": "fastcdc-2020 (pyfastcdc), normalized_chunking=1, seed=0",
+    "min_size": CDC_MIN,
+    "avg_size": CDC_AVG,
+    "max_size": CDC_MAX,
+    "small_file_limit": SMALL_FILE_LIMIT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BlobLocation:
+    """Where a blob's stored bytes are, and how to turn them back into plaintext."""
+
+    pack_id: str
+    offset: int
+    length: int
+    raw_length: int
+    compressed: bool
+
+
+def _blob_row(blob_id: str, loc: BlobLocation) -> list[Any]:
+    return [blob_id, loc.offset, loc.length, loc.raw_length, "zstd" if loc.compressed else "none"]
+
+
+def _parse_rows(pack_id: str, rows: list[list[Any]]) -> dict[str, BlobLocation]:
+    return {
+        str(r[0]): BlobLocation(pack_id, int(r[1]), int(r[2]), int(r[3]), r[4] == "zstd")
+        for r in rows
+    }
+
+
+@dataclass
+class FinishedPack:
+    """A pack ready to upload: its id, its bytes (as parts, to avoid copying 16 MiB
+    around) and the blobs inside."""
+
+    pack_id: str
+    parts: list[bytes]
+    blobs: dict[str, BlobLocation]
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+
+@dataclass
+class PackBuilder:
+    """Collects encoded blobs until the pack reaches its target size."""
+
+    parts: list[bytes] = field(default_factory=list)
+    rows: list[tuple[str, int, int, int, bool]] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, blob_id: str, stored: bytes, raw_length: int, compressed: bool) -> None:
+        self.rows.append((blob_id, self.size, len(stored), raw_length, compressed))
+        self.parts.append(stored)
+        self.size += len(stored)
+
+    def finish(self, codec: Codec) -> FinishedPack:
+        """Append the trailer (so a pack describes itself) and name the pack."""
+        rows = [[b, o, n, r, "zstd" if c else "none"] for b, o, n, r, c in self.rows]
+        trailer = codec.seal(json.dumps({"version": 1, "blobs": rows}).encode())
+        parts = [*self.parts, trailer, TRAILER_LEN.pack(len(trailer))]
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
+        pack_id = digest.hexdigest()
+        return FinishedPack(pack_id, parts, _parse_rows(pack_id, rows))
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """config.json: how to read this repository. Never holds the key."""
+
+    app_server: str
+    compression: str
+    encryption: dict[str, str] | None
+    chunker: dict[str, Any]
+    created: str
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "format": REPO_FORMAT,
+            "version": REPO_VERSION,
+            "app_server": self.app_server,
+            "created": self.created,
+            "hash": "sha256" if self.encryption is None else "hmac-sha256",
+            "chunker": self.chunker,
+            "pack_target_bytes": PACK_TARGET_BYTES,
+            "compression": self.compression,
+            "encryption": self.encryption,
+        }
+        return json.dumps(doc, indent=2).encode() + b"\n"
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> RepoConfig:
+        try:
+            doc = json.loads(data)
+            if doc.get("format") != REPO_FORMAT or doc.get("version") != REPO_VERSION:
+                raise RepositoryError(
+                    f"{where}: not a {REPO_FORMAT} v{REPO_VERSION} repository "
+                    f"(format {doc.get('format')!r} version {doc.get('version')!r})"
+                )
+            return cls(
+                app_server=str(doc["app_server"]),
+                compression=str(doc["compression"]),
+                encryption=doc.get("encryption"),
+                chunker=dict(doc["chunker"]),
+                created=str(doc.get("created", "")),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RepositoryError(f"{where}: config.json unreadable ({exc})") from None
+
+
+def _codec_for(config: RepoConfig, key: bytes | None, where: str) -> Codec:
+    """The codec for *config* if *key* is the right one; WrongKeyError otherwise."""
+    enc = config.encryption
+    if enc is None:
+        if key is not None:
+            raise WrongKeyError(f"{where}: repository is not encrypted but a key was given")
+        return Codec(config.compression)
+    if key is None:
+        raise WrongKeyError(f"{where}: repository is encrypted (AES-256-GCM); no key given")
+    codec = Codec(config.compression, key)
+    if key_check(key, bytes.fromhex(enc["salt"])) != enc["key_check"]:
+        raise WrongKeyError(f"{where}: the key given is not this repository's key")
+    return codec
+
+
+class Repository:
+    """A repository on one mirror, opened with (or without) its key."""
+
+    def __init__(
+        self, remote: Remote, path: str, mirror_id: str, config: RepoConfig, codec: Codec
+    ) -> None:
+        self.remote = remote
+        self.path = path.rstrip("/") or "/"
+        self.mirror_id = mirror_id
+        self.config = config
+        self.codec = codec
+        self.where = f"mirror {mirror_id} ({remote.label}:{self.path})"
+        self._dirs: set[str] = set()
+
+    # ----- opening ---------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        remote: Remote,
+        path: str,
+        mirror_id: str,
+        key: bytes | None,
+        *,
+        app_server: str | None = None,
+    ) -> Repository:
+        """Open an existing repository; RepositoryError if absent or not ours."""
+        where = f"mirror {mirror_id} ({remote.label}:{path})"
+        try:
+            raw = remote.read_bytes(posixpath.join(path, "config.json"))
+        except RemotePathError as exc:
+            raise RepositoryError(f"{where}: no repository here ({exc})") from exc
+        config = RepoConfig.from_bytes(raw, where)
+        if app_server is not None and config.app_server != app_server:
+            raise RepositoryError(
+                f"{where}: repository belongs to app server {config.app_server!r}, "
+                f"not {app_server!r}"
+            )
+        return cls(remote, path, mirror_id, config, _codec_for(config, key, where))
+
+    @classmethod
+    def open_or_init(
+        cls,
+        remote: Remote,
+        path: str,
+        mirror_id: str,
+        *,
+        app_server: str,
+        key: bytes | None,
+        compression: str = "auto",
+    ) -> Repository:
+        """Open the repository, creating it first if there is none (two creators
+        racing: the second one's no-clobber rename fails and it opens the first's)."""
+        check_id(app_server, "app server id")
+        if remote.stat(posixpath.join(path, "config.json")) is None:
+            Codec(compression, key)  # validate arguments before creating anything
+            encryption = None
+            if key is not None:
+                salt = secrets.token_bytes(16)
+                encryption = {
+                    "algorithm": "AES-256-GCM",
+                    "kdf": "HMAC-SHA256(key, label)",
+                    "salt": salt.hex(),
+                    "key_check": key_check(key, salt),
+                }
+            config = RepoConfig(
+                app_server=app_server,
+                compression=compression,
+                encryption=encryption,
+                chunker=dict(CHUNKER),
+                created=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            for sub in ("packs", "index", "snapshots", "locks"):
+                remote.mkdir_p(posixpath.join(path, sub), 0o700)
+            temp = posixpath.join(path, f".ppo-tmp-{secrets.token_hex(8)}.config.json")
+            remote.write_bytes(temp, config.to_bytes(), 0o600)
+            try:
+                remote.rename(temp, posixpath.join(path, "config.json"))
+            except RemotePathError:
+                remote.remove(temp)  # someone else initialised it first: use theirs
+        return cls.open(remote, path, mirror_id, key, app_server=app_server)
+
+    # ----- paths -----------------------------------------------------------------------
+
+    def _p(self, *parts: str) -> str:
+        return posixpath.join(self.path, *parts)
+
+    def pack_path(self, pack_id: str) -> str:
+        return self._p("packs", pack_id[:2], pack_id)
+
+    def manifest_path(self, client_id: str, snapshot_id: str) -> str:
+        check_id(client_id, "client id")
+        check_snapshot_id(snapshot_id)
+        return self._p("snapshots", client_id, f"{snapshot_id}.json")
+
+    def _ensure_dir(self, path: str) -> None:
+        if path not in self._dirs:
+            self.remote.mkdir_p(path, 0o700)
+            self._dirs.add(path)
+
+    # ----- index -----------------------------------------------------------------------
+
+    def index_files(self) -> list[str]:
+        """Names of the index files (temporary leftovers excluded)."""
+        return [
+            s.name
+            for s in self.remote.listdir(self._p("index"))
+            if s.type is EntryType.FILE and not is_temp_name(s.name) and s.name.endswith(".json")
+        ]
+
+    def read_index_file(self, name: str) -> dict[str, tuple[int, dict[str, BlobLocation]]]:
+        """One index file: pack id -> (pack size, blobs)."""
+        where = f"{self.where}: index/{name}"
+        stored = self.remote.read_bytes(self._p("index", name))
+        if hashlib.sha256(stored).hexdigest() != name.removesuffix(".json"):
+            raise DamagedDataError(f"{where}: content does not match its name (damaged)")
+        try:
+            doc = json.loads(self.codec.open_document(stored, where))
+            return {
+                str(p["id"]): (int(p["size"]), _parse_rows(str(p["id"]), p["blobs"]))
+                for p in doc["packs"]
+            }
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RepositoryError(f"{where}: unreadable ({exc})") from None
+
+    def load_index(self) -> Index:
+        """Every index file merged: which blob is in which pack."""
+        index = Index()
+        for name in self.index_files():
+            for pack_id, (size, blobs) in self.read_index_file(name).items():
+                index.add_pack(pack_id, size, blobs)
+            index.files.append(name)
+        return index
+
+    def write_index(
+        self, packs: list[FinishedPack] | dict[str, tuple[int, dict[str, BlobLocation]]]
+    ) -> tuple[str, int]:
+        """Write one index file describing *packs*; returns its name and size."""
+        if isinstance(packs, list):
+            packs = {p.pack_id: (p.size, p.blobs) for p in packs}
+        doc = {
+            "version": INDEX_VERSION,
+            "packs": [
+                {"id": pid, "size": size, "blobs": [_blob_row(b, loc) for b, loc in blobs.items()]}
+                for pid, (size, blobs) in packs.items()
+            ],
+        }
+        stored = self.codec.seal_document(json.dumps(doc, separators=(",", ":")).encode())
+        name = hashlib.sha256(stored).hexdigest() + ".json"
+        self.remote.write_bytes(self._p("index", name), stored, 0o600)
+        return name, len(stored)
+
+    def remove_index_file(self, name: str) -> None:
+        self.remote.remove(self._p("index", name))
+
+    # ----- packs -----------------------------------------------------------------------
+
+    def write_pack(self, pack: FinishedPack) -> int:
+        """Upload a finished pack (temporary name, size checked, renamed into place)."""
+        path = self.pack_path(pack.pack_id)
+        self._ensure_dir(posixpath.dirname(path))
+        with self.remote.open_write(path, 0o600) as writer:
+            for part in pack.parts:
+                writer.write(part)
+        return pack.size
+
+    def read_pack(self, pack_id: str) -> bytes:
+        return self.remote.read_bytes(self.pack_path(pack_id))
+
+    def remove_pack(self, pack_id: str) -> None:
+        self.remote.remove(self.pack_path(pack_id))
+
+    def list_packs(self) -> dict[str, int]:
+        """Every pack file on the mirror (indexed or not) with its size."""
+        found: dict[str, int] = {}
+        for sub in self.remote.listdir(self._p("packs")):
+            if sub.type is not EntryType.DIR:
+                continue
+            for st in self.remote.listdir(sub.path):
+                if st.type is EntryType.FILE and not is_temp_name(st.name):
+                    found[st.name] = st.size
+        return found
+
+    def extract_blob(self, pack_data: bytes, blob_id: str, loc: BlobLocation) -> bytes:
+        """The verified plaintext of *blob_id* from a pack's bytes; DamagedDataError if
+        it is cut short, fails authentication, or does not hash to its id."""
+        what = f"{self.where}: pack {loc.pack_id} blob {blob_id}"
+        stored = memoryview(pack_data)[loc.offset : loc.offset + loc.length]
+        if len(stored) != loc.length:
+            raise DamagedDataError(
+                f"{what}: pack is truncated", pack_id=loc.pack_id, blob_id=blob_id
+            )
+        try:
+            plain = self.codec.decode_blob(stored, loc.compressed, loc.raw_length, what)
+        except DamagedDataError as exc:
+            raise DamagedDataError(str(exc), pack_id=loc.pack_id, blob_id=blob_id) from None
+        if len(plain) != loc.raw_length or self.codec.blob_id(plain) != blob_id:
+            raise DamagedDataError(
+                f"{what}: content does not match its hash (damaged)",
+                pack_id=loc.pack_id,
+                blob_id=blob_id,
+            )
+        return plain
+
+    def pack_trailer(self, pack_data: bytes, pack_id: str) -> dict[str, BlobLocation]:
+        """The blob list a pack carries at its end (for rebuilding a lost index)."""
+        what = f"{self.where}: pack {pack_id} trailer"
+        try:
+            (n,) = TRAILER_LEN.unpack(pack_data[-TRAILER_LEN.size :])
+            raw = pack_data[-TRAILER_LEN.size - n : -TRAILER_LEN.size]
+            doc = json.loads(self.codec.unseal(raw, what))
+            return _parse_rows(pack_id, doc["blobs"])
+        except (ValueError, KeyError, TypeError, struct.error) as exc:
+            raise DamagedDataError(f"{what}: unreadable ({exc})", pack_id=pack_id) from None
+
+    # ----- manifests -------------------------------------------------------------------
+
+    def list_clients(self) -> list[str]:
+        """Clients with a snapshot folder (names that are not valid ids are ignored:
+        nothing we write has one, and they must never reach a path or a shell)."""
+        return sorted(
+            s.name
+            for s in self.remote.listdir(self._p("snapshots"))
+            if s.type is EntryType.DIR and is_valid_id(s.name)
+        )
+
+    def sweep_temporaries(self) -> int:
+        """Delete what interrupted writes left (call only while holding the lock)."""
+        swept = 0
+        folders = [self._p("index"), self._p("snapshots"), self._p("packs"), self.path]
+        folders += [
+            s.path for s in self.remote.listdir(self._p("packs")) if s.type is EntryType.DIR
+        ]
+        folders += [posixpath.join(self._p("snapshots"), c) for c in self.list_clients()]
+        for folder in folders:
+            for st in self.remote.listdir(folder):
+                if st.type is EntryType.FILE and is_temp_name(st.name):
+                    self.remote.remove(st.path)
+                    swept += 1
+        return swept
+
+    def list_snapshot_ids(self, client_id: str) -> list[str]:
+        """Snapshot ids of *client_id*, oldest first."""
+        check_id(client_id, "client id")
+        folder = self._p("snapshots", client_id)
+        if self.remote.stat(folder) is None:
+            return []
+        return sorted(
+            s.name.removesuffix(".json")
+            for s in self.remote.listdir(folder)
+            if s.name.endswith(".json") and not is_temp_name(s.name)
+        )
+
+    def read_manifest(self, client_id: str, snapshot_id: str) -> Manifest:
+        path = self.manifest_path(client_id, snapshot_id)
+        where = f"{self.where}: snapshot {client_id}/{snapshot_id}"
+        stored = self.remote.read_bytes(path)
+        return Manifest.from_bytes(self.codec.open_document(stored, where), where)
+
+    def write_manifest(self, manifest: Manifest) -> int:
+        """Write the manifest last, atomically; returns the bytes written."""
+        path = self.manifest_path(manifest.client_id, manifest.snapshot_id)
+        self._ensure_dir(posixpath.dirname(path))
+        stored = self.codec.seal_document(manifest.to_bytes())
+        self.remote.write_bytes(path, stored, 0o600)
+        return len(stored)
+
+    def remove_manifest(self, client_id: str, snapshot_id: str) -> None:
+        self.remote.remove(self.manifest_path(client_id, snapshot_id))
+
+
+@dataclass
+class Index:
+    """The merged index of a repository (blob id -> location, pack id -> size)."""
+
+    blobs: dict[str, BlobLocation] = field(default_factory=dict)
+    packs: dict[str, int] = field(default_factory=dict)
+    pack_blobs: dict[str, dict[str, BlobLocation]] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    def add_pack(self, pack_id: str, size: int, blobs: dict[str, BlobLocation]) -> None:
+        self.packs[pack_id] = size
+        self.pack_blobs[pack_id] = blobs
+        for blob_id, loc in blobs.items():
+            self.blobs.setdefault(blob_id, loc)
+
+    def __contains__(self, blob_id: object) -> bool:
+        return blob_id in self.blobs

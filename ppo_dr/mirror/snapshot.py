@@ -1,0 +1,410 @@
+"""Taking a snapshot: read each changed file once, store its blobs on every mirror.
+
+The pipeline, and why:
+
+- One thread walks the client's directory on the app server, quick-checks each file
+  (type, size, mtime) against the previous manifest on every mirror, and reads the
+  files that changed, once, cutting large ones with FastCDC and hashing every chunk.
+  Blob ids do not depend on the mirror, so each blob is encoded (compressed,
+  encrypted) once and handed to every mirror that lacks it.
+- Each mirror has a :class:`MirrorSink`: the pack it is filling and an uploader that
+  writes finished packs, and an index file per pack, while the reader goes on: a
+  thread, or (when the target can open its own connection) a separate process, which
+  is what lets two mirrors upload in parallel (PERF-NOTES; ppo_dr.mirror.uploader).
+  A crash therefore loses at most the packs in flight; the next run sees everything
+  before them in the index and skips it.
+- A mirror that fails (its Remote raises) is dropped for the rest of the run and
+  reports ok=False; the other goes on. Its previous manifests are untouched because
+  a manifest is only written after all its blobs are stored and indexed.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pyfastcdc import FastCDC
+
+from ppo_dr.errors import DRError, RemotePathError, UnsafeInputError
+from ppo_dr.ids import absolute_path_problem, check_id
+from ppo_dr.mirror.codec import Codec
+from ppo_dr.mirror.errors import RepositoryError
+from ppo_dr.mirror.lock import RepositoryLock
+from ppo_dr.mirror.manifest import Entry, Manifest, snapshot_id_for
+from ppo_dr.mirror.repository import (
+    CDC_AVG,
+    CDC_MAX,
+    CDC_MIN,
+    PACK_TARGET_BYTES,
+    SMALL_FILE_LIMIT,
+    FinishedPack,
+    PackBuilder,
+    Repository,
+)
+from ppo_dr.mirror.results import ClientSnapshotResult, ClientSource, MirrorOutcome, MirrorTarget
+from ppo_dr.mirror.uploader import UploadProcess
+from ppo_dr.transport.base import EntryType, Remote, RemoteStat
+
+log = logging.getLogger(__name__)
+
+READ_ATTEMPTS = 3  # the first read and up to 2 re-reads of a file that changed under us
+UPLOAD_QUEUE_PACKS = 2  # finished packs waiting per mirror (memory bound ~3 x 16 MiB)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class MirrorSink:
+    """One mirror's side of a run: the blobs it has, the pack being filled, an uploader."""
+
+    def __init__(self, target: MirrorTarget, repo: Repository, lock: RepositoryLock) -> None:
+        self.target = target
+        self.repo = repo
+        self.lock = lock
+        self.known: set[str] = set(repo.load_index().blobs)
+        self.error: str | None = None
+        self.previous: dict[str, Entry] = {}
+        self.bytes_sent = 0
+        self.new_chunks = 0
+        self._builder = PackBuilder()
+        self._child = (
+            UploadProcess(target.connect, target.repo_path, target.mirror_id, repo.codec.key)
+            if target.connect is not None
+            else None
+        )
+        self._queue: queue.Queue[PackBuilder | None] = queue.Queue(UPLOAD_QUEUE_PACKS)
+        self._thread = threading.Thread(
+            target=self._upload_loop, daemon=True, name=f"upload-{target.mirror_id}"
+        )
+        self._thread.start()
+
+    @property
+    def codec(self) -> Codec:
+        return self.repo.codec
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = _describe(exc)
+            log.error("mirror %s failed: %s", self.target.mirror_id, self.error)
+
+    def begin_client(self, client_id: str) -> None:
+        """Reset the per-client counters and load the client's newest manifest."""
+        self.bytes_sent = 0
+        self.new_chunks = 0
+        self.previous = {}
+        if self.error is not None:
+            return
+        try:
+            ids = self.repo.list_snapshot_ids(client_id)
+            if ids:
+                manifest = self.repo.read_manifest(client_id, ids[-1])
+                self.previous = {e.path: e for e in manifest.entries}
+        except RepositoryError as exc:  # damaged or foreign manifest: read everything
+            log.warning("mirror %s: previous manifest unusable: %s", self.target.mirror_id, exc)
+        except DRError as exc:
+            self.fail(exc)
+
+    def unchanged(self, st: RemoteStat) -> tuple[str, ...] | None:
+        """The stored chunk list if *st* passes the quick check here, else None."""
+        prev = self.previous.get(st.path)
+        if (
+            prev is None
+            or prev.type is not EntryType.FILE
+            or prev.size != st.size
+            or prev.mtime != st.mtime
+            or not all(c in self.known for c in prev.chunks)
+        ):
+            return None
+        return prev.chunks
+
+    def add(self, blob_id: str, stored: bytes, raw_length: int, compressed: bool) -> None:
+        """Queue a blob for this mirror (the caller checked it is not known here)."""
+        self.known.add(blob_id)
+        self.new_chunks += 1
+        self._builder.add(blob_id, stored, raw_length, compressed)
+        if self._builder.size >= PACK_TARGET_BYTES:
+            self._ship()
+
+    def _ship(self) -> None:
+        builder, self._builder = self._builder, PackBuilder()
+        if self.error is None:
+            self._queue.put(builder)
+
+    def flush(self) -> None:
+        """Ship the partial pack and wait until every pack is stored and indexed."""
+        if self._builder.rows:
+            self._ship()
+        self._queue.join()
+
+    def _upload_loop(self) -> None:
+        while True:
+            builder = self._queue.get()
+            try:
+                if builder is None:
+                    return
+                if self.error is None and self._child is not None:
+                    self.bytes_sent += self._child.upload(builder)
+                elif self.error is None:
+                    pack: FinishedPack = builder.finish(self.codec)
+                    self.bytes_sent += self.repo.write_pack(pack)
+                    self.bytes_sent += self.repo.write_index([pack])[1]
+            except Exception as exc:  # any failure drops this mirror, never the run
+                self.fail(exc)
+            finally:
+                self._queue.task_done()
+
+    def write_manifest(self, manifest: Manifest) -> bool:
+        if self.error is not None:
+            return False
+        try:
+            self.bytes_sent += self.repo.write_manifest(manifest)
+            return True
+        except DRError as exc:
+            self.fail(exc)
+            return False
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=600)
+        if self._child is not None:
+            self._child.close()
+        self.lock.release()
+
+
+@dataclass
+class FileRead:
+    """The outcome of reading one file: its chunk ids and whether it held still."""
+
+    chunks: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    stat: RemoteStat | None = None
+    stable: bool = True
+
+
+class ClientReader:
+    """Reads files of the app server and feeds each new blob to the sinks lacking it."""
+
+    def __init__(self, source: Remote, sinks: list[MirrorSink]) -> None:
+        self.source = source
+        self.sinks = sinks
+        self.cdc = FastCDC(CDC_AVG, min_size=CDC_MIN, max_size=CDC_MAX)
+
+    def _store(self, data: bytes | memoryview) -> str:
+        live = [s for s in self.sinks if s.error is None]
+        blob_id = live[0].codec.blob_id(data) if live else ""
+        encoded: dict[Codec, tuple[bytes, bool]] = {}
+        for sink in live:
+            if blob_id in sink.known:
+                continue
+            if sink.codec not in encoded:
+                encoded[sink.codec] = sink.codec.encode_blob(data)
+            stored, compressed = encoded[sink.codec]
+            sink.add(blob_id, stored, len(data), compressed)
+        return blob_id
+
+    def _read_once(self, path: str, st: RemoteStat) -> FileRead:
+        out = FileRead()
+        with self.source.open_read(path) as reader:
+            if st.size <= SMALL_FILE_LIMIT:
+                data = reader.read()
+                out.bytes_read = len(data)
+                if len(data) > SMALL_FILE_LIMIT:  # grew since the walk
+                    out.chunks = [self._store(c.data) for c in self.cdc.cut_buf(data)]
+                elif data:
+                    out.chunks.append(self._store(data))
+            else:
+                for chunk in self.cdc.cut_stream(reader):
+                    out.chunks.append(self._store(chunk.data))
+                    out.bytes_read += chunk.length
+        return out
+
+    def read(self, path: str, st: RemoteStat) -> FileRead | None:
+        """Read *path* until two stats around a read agree (at most READ_ATTEMPTS)."""
+        total = 0
+        for _attempt in range(READ_ATTEMPTS):
+            try:
+                result = self._read_once(path, st)
+            except RemotePathError:
+                if self.source.stat(path) is None:
+                    return None  # deleted since the walk
+                raise
+            total += result.bytes_read
+            after = self.source.stat(path)
+            if after is None:
+                return None
+            if (
+                after.type is EntryType.FILE
+                and (after.size, after.mtime) == (st.size, st.mtime)
+                and result.bytes_read == after.size
+            ):
+                result.stat, result.bytes_read = after, total
+                return result
+            st = after
+        # Still moving: keep the last read, but record the stat from BEFORE it, so the
+        # next run's quick check sees a difference and reads the file again.
+        result.stat, result.bytes_read, result.stable = st, total, False
+        return result
+
+
+def _entry(st: RemoteStat, chunks: Sequence[str] = (), path: str | None = None) -> Entry:
+    return Entry(
+        path=st.path if path is None else path,
+        type=st.type,
+        mode=st.mode,
+        mtime=st.mtime,
+        size=st.size if st.type is EntryType.FILE else 0,
+        target=st.link_target,
+        chunks=tuple(chunks),
+    )
+
+
+def snapshot_client(
+    source: Remote,
+    app_server: str,
+    client: ClientSource,
+    sinks: list[MirrorSink],
+    snapshot_id: str,
+    hook: Callable[[str], None] | None,
+    progress: Callable[[str], None] | None,
+) -> ClientSnapshotResult:
+    """One client to every live mirror; see the module docstring."""
+    started = time.monotonic()
+    errors: dict[str, str] = {}
+    live = [s for s in sinks if s.error is None]
+    for sink in sinks:
+        if sink.error is not None:
+            errors[sink.target.mirror_id] = sink.error
+    if hook is not None:
+        try:
+            hook(client.client_id)
+        except Exception as exc:  # a failed pre-snapshot command skips this client only
+            for sink in live:
+                errors[sink.target.mirror_id] = f"pre-snapshot hook failed: {_describe(exc)}"
+            live = []
+    for sink in live:
+        sink.begin_client(client.client_id)
+    reader = ClientReader(source, live)
+    entries: list[Entry] = []
+    changed_during_read: list[str] = []
+    unreadable: list[str] = []
+    scanned = changed = bytes_read = 0
+    try:
+        for st in source.walk(client.path) if live else iter(()):
+            if st.type is not EntryType.FILE:
+                entries.append(_entry(st))
+                continue
+            scanned += 1
+            kept = [s.unchanged(st) for s in live if s.error is None]
+            if kept and all(c is not None for c in kept) and len(set(kept)) == 1:
+                entries.append(_entry(st, kept[0] or ()))
+                continue
+            changed += 1
+            try:
+                result = reader.read(posixpath.join(client.path, st.path), st)
+            except RemotePathError as exc:
+                log.warning("%s: %s unreadable: %s", client.client_id, st.path, exc)
+                unreadable.append(st.path)
+                continue
+            if result is None or result.stat is None:
+                continue
+            bytes_read += result.bytes_read
+            if not result.stable:
+                changed_during_read.append(st.path)
+            entries.append(_entry(result.stat, result.chunks, path=st.path))
+    except DRError as exc:  # the app server failed us: no manifest for this client
+        for sink in live:
+            errors[sink.target.mirror_id] = f"reading {source.label}: {_describe(exc)}"
+        live = []
+    for sink in sinks:
+        if sink.error is None:
+            sink.flush()  # packs already read are stored either way; the next run reuses them
+    stats = {
+        "files_scanned": scanned,
+        "files_changed": changed,
+        "bytes_read": bytes_read,
+        "changed_during_read": changed_during_read,
+        "unreadable": unreadable,
+        "duration_s": round(time.monotonic() - started, 3),
+    }
+    manifest = Manifest(client.client_id, snapshot_id, app_server, entries, stats)
+    outcomes: dict[str, MirrorOutcome] = {}
+    for sink in sinks:
+        mid = sink.target.mirror_id
+        if sink in live and sink.write_manifest(manifest):
+            outcomes[mid] = MirrorOutcome(True, None, sink.bytes_sent, sink.new_chunks, True)
+        else:
+            error = errors.get(mid) or sink.error or "mirror failed"
+            outcomes[mid] = MirrorOutcome(False, error, sink.bytes_sent, sink.new_chunks, False)
+    if progress is not None:
+        progress(f"{client.client_id}: {scanned} files, {changed} read, {bytes_read} bytes")
+    return ClientSnapshotResult(
+        client_id=client.client_id,
+        snapshot_id=snapshot_id,
+        per_mirror=outcomes,
+        files_scanned=scanned,
+        files_changed=changed,
+        bytes_read=bytes_read,
+        duration_s=time.monotonic() - started,
+        changed_during_read=changed_during_read,
+    )
+
+
+def open_sink(target: MirrorTarget, app_server: str, key: bytes | None) -> MirrorSink | str:
+    """A locked, index-loaded sink for *target*, or the error text if it cannot be."""
+    try:
+        repo = Repository.open_or_init(
+            target.remote, target.repo_path, target.mirror_id, app_server=app_server, key=key
+        )
+        lock = RepositoryLock(target.remote, target.repo_path, "snapshot", owner=app_server)
+        lock.acquire()
+    except DRError as exc:
+        return _describe(exc)
+    try:
+        return MirrorSink(target, repo, lock)
+    except DRError as exc:
+        lock.release()
+        return _describe(exc)
+
+
+def snapshot_server(
+    source: Remote,
+    app_server: str,
+    clients: Sequence[ClientSource],
+    targets: Sequence[MirrorTarget],
+    *,
+    key: bytes | None = None,
+    taken_at: datetime,
+    hook: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[ClientSnapshotResult]:
+    """Snapshot every client of *app_server* to every target; see the module doc."""
+    check_id(app_server, "app server id")
+    for client in clients:
+        check_id(client.client_id, "client id")
+        problem = absolute_path_problem(client.path)
+        if problem is not None:
+            raise UnsafeInputError(f"client {client.client_id} path {client.path!r}: {problem}")
+    for target in targets:
+        check_id(target.mirror_id, "mirror id")
+    snapshot_id = snapshot_id_for(taken_at)
+    opened = {t.mirror_id: open_sink(t, app_server, key) for t in targets}
+    sinks = [s for s in opened.values() if isinstance(s, MirrorSink)]
+    down = {mid: s for mid, s in opened.items() if isinstance(s, str)}
+    results: list[ClientSnapshotResult] = []
+    try:
+        for client in clients:
+            result = snapshot_client(source, app_server, client, sinks, snapshot_id, hook, progress)
+            for mid, error in down.items():
+                result.per_mirror[mid] = MirrorOutcome(False, error, 0, 0, False)
+            results.append(result)
+    finally:
+        for sink in sinks:
+            sink.close()
+    return results

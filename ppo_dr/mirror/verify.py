@@ -1,0 +1,129 @@
+"""Checking a repository: structure always, stored data on request.
+
+Quick (the default): config and key, every index file, every indexed pack present
+with its recorded size, every manifest readable and every blob it names indexed.
+``read_data``: also download packs and re-hash every blob (all packs, or with
+``subset=(n, m)`` the n-th of m slices by pack id, as restic's
+``--read-data-subset n/m``, so m runs cover everything once). A damaged blob is
+reported once per file that uses it, naming mirror, client, snapshot and path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable
+
+from ppo_dr.errors import DRError
+from ppo_dr.ids import check_id
+from ppo_dr.mirror.errors import DamagedDataError, WrongKeyError
+from ppo_dr.mirror.repository import BlobLocation, Index, Repository
+from ppo_dr.mirror.results import MirrorTarget, Problem, VerifyReport
+
+Ref = tuple[str, str, str]  # client, snapshot, path
+
+
+def in_subset(pack_id: str, subset: tuple[int, int] | None) -> bool:
+    """True if *pack_id* falls in slice n of m (1-based), or no subset is asked."""
+    if subset is None:
+        return True
+    n, m = subset
+    if not (m >= 1 and 1 <= n <= m):
+        raise ValueError(f"subset must be (n, m) with 1 <= n <= m, got {subset}")
+    return int(pack_id[:8], 16) % m == n - 1
+
+
+def verify(
+    target: MirrorTarget,
+    *,
+    key: bytes | None = None,
+    client_id: str | None = None,
+    read_data: bool = False,
+    subset: tuple[int, int] | None = None,
+) -> VerifyReport:
+    """Check *target*'s repository; see the module docstring."""
+    mid = check_id(target.mirror_id, "mirror id")
+    if client_id is not None:
+        check_id(client_id, "client id")
+    report = VerifyReport(ok=True)
+
+    def problem(client: str, snap: str, path: str, detail: str) -> None:
+        report.problems.append(Problem(mid, client, snap, path, detail))
+
+    try:
+        repo = Repository.open(target.remote, target.repo_path, mid, key)
+    except WrongKeyError:
+        raise
+    except DRError as exc:
+        problem("", "", "", str(exc))
+        report.ok = False
+        return report
+
+    index = Index()
+    for name in repo.index_files():
+        try:
+            for pack_id, (size, blobs) in repo.read_index_file(name).items():
+                index.add_pack(pack_id, size, blobs)
+        except DRError as exc:
+            problem("", "", "", str(exc))
+
+    on_disk = repo.list_packs()
+    for pack_id, size in index.packs.items():
+        if pack_id not in on_disk:
+            problem("", "", "", f"pack {pack_id} is indexed but missing")
+        elif on_disk[pack_id] != size:
+            problem("", "", "", f"pack {pack_id} has {on_disk[pack_id]} bytes, index says {size}")
+        report.packs_checked += 0 if read_data else 1
+
+    refs: dict[str, list[Ref]] = defaultdict(list)
+    clients = [client_id] if client_id is not None else repo.list_clients()
+    for client in clients:
+        for snap in repo.list_snapshot_ids(client):
+            try:
+                manifest = repo.read_manifest(client, snap)
+            except DRError as exc:
+                problem(client, snap, "", str(exc))
+                continue
+            for entry in manifest.entries:
+                for blob_id in entry.chunks:
+                    if blob_id not in index:
+                        problem(client, snap, entry.path, f"blob {blob_id} is not in the index")
+                    refs[blob_id].append((client, snap, entry.path))
+
+    if read_data:
+        for pack_id, blobs in index.pack_blobs.items():
+            if pack_id not in on_disk or not in_subset(pack_id, subset):
+                continue
+            if client_id is not None and not any(b in refs for b in blobs):
+                continue
+            _check_pack(repo, pack_id, blobs, refs, problem, report)
+    report.ok = not report.problems
+    return report
+
+
+def _check_pack(
+    repo: Repository,
+    pack_id: str,
+    blobs: dict[str, BlobLocation],
+    refs: dict[str, list[Ref]],
+    problem: Callable[[str, str, str, str], None],
+    report: VerifyReport,
+) -> None:
+    """Download one pack and re-hash each of its blobs."""
+    try:
+        data = repo.read_pack(pack_id)
+    except DRError as exc:
+        problem("", "", "", f"pack {pack_id}: {exc}")
+        return
+    report.packs_checked += 1
+    report.bytes_checked += len(data)
+    damaged = 0
+    for blob_id, loc in blobs.items():
+        try:
+            repo.extract_blob(data, blob_id, loc)
+        except DamagedDataError as exc:
+            damaged += 1
+            for client, snap, path in refs.get(blob_id, [("", "", "")]):
+                problem(client, snap, path, str(exc))
+    if not damaged and hashlib.sha256(data).hexdigest() != pack_id:
+        problem("", "", "", f"pack {pack_id}: damaged outside its blobs (trailer)")
