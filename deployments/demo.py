@@ -3,9 +3,11 @@
 What it shows today (the foundation): a fleet of 3 data centres in 2 countries comes up
 on 127.0.0.1; its inventory passes the checks; a client is served through the front
 door while the workload writes to every client; an app server loses power and its
-clients go dark; it is healed and they come back; the lab is torn down with no
-process left behind. The runbooks (mirror, probe, escalation, failover) join this
-script as they land.
+clients go dark; it is healed and they come back; every app server is mirrored to
+its on-site and off-site mirrors, the workload writes, an incremental mirror sends
+only the changes (per-client table: bytes, time, RPO on each mirror) and one
+snapshot is verified by re-reading its data; the lab is torn down with no process
+left behind. The other runbooks (probe, escalation, failover) join as they land.
 """
 
 from __future__ import annotations
@@ -17,11 +19,26 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ppo_dr import config
-from ppo_dr.inventory import load_fleet, summary
+from ppo_dr.fleet_access import FleetAccess, mirror_targets
+from ppo_dr.inventory import Fleet, load_fleet, summary
 from ppo_dr.lab.supervisor import Lab
+from ppo_dr.mirror.api import verify
+from ppo_dr.mirror_runbook import (
+    ServerSnapshot,
+    client_rows,
+    human_bytes,
+    record_in_catalogue,
+    snapshot_app_server,
+    store_url,
+    total_sent,
+    verify_new_snapshots,
+)
+from ppo_dr.mirror_status import client_statuses, format_age, stale_after
+from ppo_dr.store import Store
 
 
 def say(step: str, text: str = "") -> None:
@@ -98,7 +115,7 @@ def main() -> int:
     try:
         return walk_through(lab, lab_dir)
     finally:
-        say("6. Tear the lab down", "every process it started is stopped, by pid")
+        say("10. Tear the lab down", "every process it started is stopped, by pid")
         stopped = lab.down()
         print(f"stopped {len(stopped)} processes; nothing of the lab is running")
 
@@ -144,7 +161,102 @@ def walk_through(lab: Lab, lab_dir: Path) -> int:
         f"GET {url} -> 200 again after {took:.1f} s; its clients take writes again "
         f"({after - before} acknowledged in 2.5 s)"
     )
-    return 0
+    return mirror_walk_through(lab, fleet)
+
+
+def mirror_table(runs: list[ServerSnapshot], store: Store, fleet: Fleet) -> None:
+    """Per client: bytes read, bytes sent to each mirror, time, RPO on each mirror."""
+    threshold = stale_after(fleet.timing.mirror_cron)
+    print(
+        f"{'client':22} {'server':11} {'read':>9} {'to on-site':>10} {'to off-site':>11} "
+        f"{'time':>6}  RPO on-site / off-site"
+    )
+    for run in runs:
+        statuses = client_statuses(
+            [s for c in run.clients for s in store.snapshots(client_id=c)],
+            run.clients,
+            run.mirror_ids,
+            now=datetime.now(UTC),
+            threshold=threshold,
+        )
+        for row, status in zip(client_rows(run), statuses, strict=True):
+            onsite, offsite = run.mirror_ids[0], run.mirror_ids[1]
+            rpo = " / ".join(format_age(status.per_mirror[m].rpo) for m in (onsite, offsite))
+            print(
+                f"{row['client']:22} {run.server_id:11} {human_bytes(row['bytes_read']):>9} "
+                f"{_sent(row[f'sent_{onsite}']):>10} {_sent(row[f'sent_{offsite}']):>11} "
+                f"{row['duration_s']:>5.2f}s  {rpo}" + ("  STALE" if status.stale else "")
+            )
+
+
+def _sent(value: object) -> str:
+    return human_bytes(value) if isinstance(value, int) else str(value)
+
+
+def mirror_every_app_server(
+    access: FleetAccess, store: Store, fleet: Fleet
+) -> list[ServerSnapshot]:
+    """One mirror run per app server (what the mirror-fleet flow does each hour)."""
+    runs = []
+    for app in fleet.servers_by_role("app"):
+        run = snapshot_app_server(access, app.id)
+        record_in_catalogue(store, run)
+        checks = verify_new_snapshots(access, store, run)
+        sent = total_sent(run)
+        print(
+            f"  {app.id}: {len(run.clients)} client(s) in {run.duration_s:.1f} s; "
+            + ", ".join(f"{m} {human_bytes(b)}" for m, b in sent.items())
+            + "; verified "
+            + ", ".join(f"{c.mirror_id} {'ok' if c.ok else 'PROBLEMS'}" for c in checks)
+        )
+        runs.append(run)
+    return runs
+
+
+def mirror_walk_through(lab: Lab, fleet: Fleet) -> int:
+    """Steps 6-9: first mirror, workload writes, incremental mirror, verify a snapshot."""
+    with FleetAccess(fleet) as access, Store.open(store_url(fleet)) as store:
+        say(
+            "6. First mirror of every app server",
+            "each client to its on-site mirror (same DC) and its off-site mirror, over SSH\n"
+            "(host keys pinned in fleet.yaml); each changed file read once, chunks sent to both",
+        )
+        started = time.monotonic()
+        first = mirror_every_app_server(access, store, fleet)
+        took_first = time.monotonic() - started
+        sent_first = sum(sum(total_sent(r).values()) for r in first)
+        print(f"first mirror: {took_first:.1f} s, {human_bytes(sent_first)} sent")
+
+        say("7. Let the workload write", "it appends to every client's journal each second")
+        time.sleep(5)
+
+        say("8. Incremental mirror", "only what changed since the first run is read and sent")
+        started = time.monotonic()
+        second = mirror_every_app_server(access, store, fleet)
+        took_second = time.monotonic() - started
+        sent_second = sum(sum(total_sent(r).values()) for r in second)
+        print(
+            f"incremental mirror: {took_second:.1f} s, {human_bytes(sent_second)} sent "
+            f"({100 * sent_second / max(sent_first, 1):.1f} % of the first)\n"
+        )
+        mirror_table(second, store, fleet)
+
+        run = second[0]
+        client = run.clients[0]
+        mirror_id = run.mirror_ids[1]
+        say(
+            f"9. Verify one snapshot: {client} on {mirror_id} (off-site)",
+            "re-read and re-hash every pack it uses",
+        )
+        target = mirror_targets(fleet, run.server_id, access, mirrors=[mirror_id]).targets[0]
+        report = verify(target, client_id=client, read_data=True)
+        print(
+            f"snapshot {run.snapshot_id(client)}: {'OK' if report.ok else 'PROBLEMS'}; "
+            f"{report.packs_checked} pack(s), {human_bytes(report.bytes_checked)} re-hashed"
+        )
+        for problem in report.problems:
+            print(f"  {problem}")
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":

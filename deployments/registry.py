@@ -19,7 +19,11 @@ from collections.abc import Callable
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
+from flows.mirror import mirror_fleet, mirror_limits, mirror_server
 from flows.report import REPORTS_LIMIT, REPORTS_SLOTS, fleet_report
+from ppo_dr import config
+from ppo_dr.errors import DRError
+from ppo_dr.inventory import Fleet, load_fleet
 
 #: Tag on every deployment (and so every run) of ppo-dr, for filtering in the UI.
 TAG = "ppo-dr"
@@ -45,12 +49,73 @@ def fleet_report_deployment() -> RunnerDeployment:
     return deployment
 
 
+#: The mirror's schedule when no fleet file can be read: hourly at minute 0.
+DEFAULT_MIRROR_CRON = "0 * * * *"
+
+
+def _current_fleet() -> Fleet | None:
+    """The fleet of ``$PPO_DR_FLEET`` (or the lab's), if it exists and is valid."""
+    path = config.fleet_file()
+    if not path.exists():
+        return None
+    try:
+        return load_fleet(path)
+    except DRError:
+        return None
+
+
+def mirror_fleet_deployment() -> RunnerDeployment:
+    """Every app server mirrored on ``fleet.timing.mirror_cron``; a run due while one
+    still runs is cancelled, not queued."""
+    fleet = _current_fleet()
+    cron = fleet.timing.mirror_cron if fleet else DEFAULT_MIRROR_CRON
+    deployment = mirror_fleet.to_deployment(
+        "mirror-fleet",
+        cron=cron,
+        tags=[TAG, "mirror"],
+        concurrency_limit=ONE_AT_A_TIME,
+        description=(
+            "Snapshot every app server's clients to its on-site and off-site mirrors, "
+            "verify, record the catalogue, raise mirror-stale."
+        ),
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
+
+
+def mirror_server_deployment() -> RunnerDeployment:
+    """One app server (optionally some of its clients), on demand from the UI or CLI.
+
+    No schedule. One run per server at a time: the flow takes the server's
+    ``mirror-server-<id>`` slot and a run that finds it taken is cancelled (skipped).
+    """
+    deployment = mirror_server.to_deployment(
+        "mirror-server",
+        tags=[TAG, "mirror"],
+        description="Mirror one app server now: parameters server_id and (optional) clients.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
+
+
+def _mirror_limits() -> dict[str, int]:
+    """The mirror's limits for the fleet in use at import (the flows create any missing
+    ones too, so a fleet that changed since still runs throttled)."""
+    fleet = _current_fleet()
+    return mirror_limits(fleet) if fleet else {}
+
+
 #: Builders of every deployment ``ppo-dr serve`` serves, in the order shown.
 DEPLOYMENTS: list[Callable[[], RunnerDeployment]] = [
     fleet_report_deployment,
+    mirror_fleet_deployment,
+    mirror_server_deployment,
 ]
 
 #: Global concurrency limits (name -> slots) the runbooks take slots of.
 CONCURRENCY_LIMITS: dict[str, int] = {
     REPORTS_LIMIT: REPORTS_SLOTS,
+    **_mirror_limits(),  # mirror-server-<id>: 1, mirror-dc-<dc>: 2
 }

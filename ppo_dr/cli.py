@@ -119,6 +119,11 @@ def db_upgrade(fleet: FleetOption = None) -> None:
     typer.echo(f"store {store.url}: {before or 'empty'} -> {after}")  # url is password-masked
 
 
+from ppo_dr.mirror_cli import mirror_app  # noqa: E402 (it uses reports_errors, above)
+
+app.add_typer(mirror_app, name="mirror")
+
+
 def main() -> None:
     """Console entry point for the domain-only command set."""
     app()

@@ -30,6 +30,12 @@ from tests.prefect_fixtures import isolated_env, using_api
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
+#: (flow, deployment, paused) of every deployment serve registers, sorted.
+SERVED = [
+    ("fleet-report", "fleet-report", 1),
+    ("mirror-fleet", "mirror-fleet", 1),
+    ("mirror-server", "mirror-server", 1),
+]
 STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
 _SCRIPT = Path(sys.executable).with_name("ppo-dr")
 PPO_DR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "deployments.cli"]
@@ -175,18 +181,23 @@ def test_check_registers_everything_and_leaves_no_server(serve_home: Path) -> No
         assert prefect_servers_on(port) == []
         assert f"Prefect server: stopped (pid {pid})" in done.stdout
         assert "fleet-report/fleet-report: cron '0 6 * * *'" in done.stdout
-        assert "check: OK, 1 deployment(s) registered" in done.stdout
+        assert "mirror-fleet/mirror-fleet: cron '0 * * * *'" in done.stdout
+        assert "check: OK, 3 deployment(s) registered" in done.stdout
         expected = "created" if attempt == "cold" else "unchanged"
         assert f"reports: 2 slot(s) ({expected})" in done.stdout
 
     print(f"\nserve --check: {', '.join(timings)}")
     # What the server recorded, read from the database it left in our home.
-    assert deployments_in(serve_home) == [("fleet-report", "fleet-report", 1)]
+    assert sorted(deployments_in(serve_home)) == SERVED
     # Prefect keeps a deployment's own limit as a "deployment:<id>" row beside ours.
     limits = read_db(serve_home, 'SELECT name, "limit", active FROM concurrency_limit_v2')
-    ours = [r for r in limits if not str(r[0]).startswith("deployment:")]
-    assert ours == [("reports", 2, 1)]
-    assert [r[1:] for r in limits if r not in ours] == [(1, 1)]
+    ours = sorted(r for r in limits if not str(r[0]).startswith("deployment:"))
+    mirror = [(f"mirror-dc-{dc}", 2, 1) for dc in ("cpt1", "jhb1", "lon1")] + [
+        (f"mirror-server-app-{s}", 1, 1) for s in ("cpt1-1", "jhb1-1", "jhb1-2", "lon1-1")
+    ]
+    assert ours == sorted([("reports", 2, 1), *mirror])
+    # One-at-a-time deployments: fleet-report and mirror-fleet.
+    assert [r[1:] for r in limits if r not in ours] == [(1, 1), (1, 1)]
     log = (serve_home / "logs" / "prefect-server.log").read_text()
     assert log.count("--- ppo-dr serve (pid") == 2
 
@@ -226,7 +237,7 @@ def test_a_stop_signal_stops_serving_and_the_server(
     assert not state.exists()
     assert f"Prefect server: stopped (pid {pid})" in serve.output
     # Prefect's runner paused the deployment before the server went away.
-    assert deployments_in(serve_home) == [("fleet-report", "fleet-report", 1)]
+    assert sorted(deployments_in(serve_home)) == SERVED
     print(f"\nserve stopped by {signal.Signals(signum).name} in {took:.1f} s")
 
 

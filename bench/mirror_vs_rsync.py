@@ -1,0 +1,279 @@
+"""Benchmark: our mirror to TWO mirrors vs `rsync -a --delete` run once per mirror.
+
+Both tools read the same local tree (the worker runs on the app server, as rsync
+does) and write through real OpenSSH sshd processes on 127.0.0.1, one per mirror,
+with the same cipher (aes128-gcm). Three phases, each timed for both, in one run:
+
+  (a) first full run        targets: ours <= 1.0x rsync's two runs
+  (b) hourly incremental    after changing ~1 % of files (edits in place, appends
+                            to large files, new and deleted files);
+                            targets: <= 0.7x their time, <= 1.2x their bytes sent
+  (c) restore of everything from one mirror to an empty local directory;
+                            target: <= 1.2x rsync's time
+
+"bytes sent" is each tool's own payload count (rsync --stats "Total bytes sent",
+ours: bytes written into the repositories), before SSH encryption for both.
+
+    .venv/bin/python bench/mirror_vs_rsync.py [--size-mb 1000] [--rounds 3]
+
+Not run by CI: it needs ~4x the dataset in free disk and a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ppo_dr.mirror.api import ClientSource, MirrorTarget, restore, snapshot_server
+from ppo_dr.transport import LocalRemote
+from ppo_dr.transport.ssh import SshRemote
+from tests.sshd import SshdServer, running_sshd
+
+CIPHER = "aes128-gcm@openssh.com"
+LINE = "2026-11-30T05:00:{s:02d}Z INFO app[{pid}]: GET /c/{c}/orders/{o} 200 {ms}ms user={u}\n"
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def make_dataset(root: Path, size_mb: int, seed: int = 7) -> None:
+    """2,000 files scaled to *size_mb*: many 4-64 KiB, some 1-10 MiB, 2 big; half random."""
+    rng = random.Random(seed)
+    scale = size_mb / 1060
+    plan = (
+        [rng.randint(4, 64) * 1024 for _ in range(1858)]
+        + [int(rng.randint(1, 10) * 1024 * 1024 * scale) or 4096 for _ in range(140)]
+        + [int(100 * 1024 * 1024 * scale)] * 2
+    )
+    text_block = "".join(
+        LINE.format(s=i % 60, pid=1000 + i % 7, c=i % 20, o=i * 7, ms=i % 300, u=f"u{i % 97}")
+        for i in range(20000)
+    ).encode()
+    for i, size in enumerate(plan):
+        path = root / f"dir{i % 23}" / f"sub{i % 5}" / f"file {i:04d}.{'log' if i % 2 else 'bin'}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if i % 2:
+            reps = size // len(text_block) + 1
+            data = (text_block * reps)[:size]
+        else:
+            data = rng.randbytes(size)
+        path.write_bytes(data)
+
+
+def change_one_percent(root: Path, seed: int = 11) -> int:
+    """Edit ~1 % of files the ways an hour of use does; return bytes changed."""
+    rng = random.Random(seed)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    changed = 0
+    picked = rng.sample(files, max(4, len(files) // 100))
+    for n, path in enumerate(picked):
+        size = path.stat().st_size
+        if n % 4 == 0:  # append to a file (logs grow)
+            extra = rng.randbytes(64 * 1024)
+            with path.open("ab") as handle:
+                handle.write(extra)
+            changed += len(extra)
+        elif n % 4 == 1 and size > 8192:  # edit in place at a random offset
+            offset = rng.randrange(0, size - 4096)
+            with path.open("r+b") as handle:
+                handle.seek(offset)
+                handle.write(rng.randbytes(4096))
+            changed += 4096
+        elif n % 4 == 2:  # a new file
+            new = path.with_name(f"new {n}.bin")
+            new.write_bytes(rng.randbytes(32 * 1024))
+            changed += 32 * 1024
+        else:  # a deleted file
+            path.unlink()
+    # The big files get appended to as well (a growing database file / log).
+    for big in sorted(files, key=lambda p: p.stat().st_size if p.exists() else 0)[-2:]:
+        with big.open("ab") as handle:
+            handle.write(rng.randbytes(1024 * 1024))
+        changed += 1024 * 1024
+    future = time.time() + 2  # make sure the quick check sees the change
+    for path in picked:
+        if path.exists():
+            os.utime(path, (future, future))
+    return changed
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def ssh_command(server: SshdServer) -> str:
+    return (
+        f"ssh -c {CIPHER} -i {server.client_key} -p {server.port} "
+        f"-o UserKnownHostsFile={server.known_hosts} -o StrictHostKeyChecking=yes "
+        "-o BatchMode=yes -o Compression=no"
+    )
+
+
+def rsync(src: str, dest: str, server: SshdServer) -> int:
+    """Run rsync -a --delete over ssh; return its 'Total bytes sent'."""
+    out = subprocess.run(
+        ["rsync", "-a", "--delete", "--stats", "-e", ssh_command(server), src, dest],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    match = re.search(r"Total bytes sent: ([\d,]+)", out)
+    return int(match.group(1).replace(",", "")) if match else 0
+
+
+def timed(fn: Callable[[], int]) -> tuple[float, int]:
+    start = time.perf_counter()
+    sent = fn()
+    return time.perf_counter() - start, sent
+
+
+def drop_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_round(
+    rnd: int,
+    src: Path,
+    work: Path,
+    mirrors: list[SshdServer],
+    record: Callable[[str, str, float, int], None],
+) -> None:
+    """One round of the three phases on a fresh copy of the dataset, both tools."""
+    state = work / f"round{rnd}"
+    work_src = state / "src"
+    shutil.copytree(src, work_src, symlinks=True)
+    rsync_dirs = [m.data_root / f"rsync{rnd}" for m in mirrors]
+    repo_dirs = [m.data_root / f"repo{rnd}" for m in mirrors]
+
+    remotes = [
+        SshRemote.connect(m.host, m.port, m.user, m.client_key, m.known_hosts) for m in mirrors
+    ]
+    targets = [
+        MirrorTarget(f"mirror-{i}", remote, str(repo))
+        for i, (remote, repo) in enumerate(zip(remotes, repo_dirs, strict=True))
+    ]
+    source = LocalRemote()
+    clients = [ClientSource("bench", str(work_src))]
+    taken = datetime(2026, 11, 30, 5, 0, tzinfo=UTC) + timedelta(days=rnd)
+
+    def ours(when: datetime) -> int:
+        results = snapshot_server(source, "bench-app", clients, targets, taken_at=when)
+        failed = [f"{m}: {o.error}" for r in results for m, o in r.per_mirror.items() if not o.ok]
+        if failed:
+            raise SystemExit(f"mirror failed: {failed}")
+        return sum(o.bytes_sent for r in results for o in r.per_mirror.values())
+
+    def theirs() -> int:
+        return sum(
+            rsync(f"{work_src}/", f"{m.user}@{m.host}:{d}/", m)
+            for m, d in zip(mirrors, rsync_dirs, strict=True)
+        )
+
+    # (a) first full run; order alternates so neither always gets a warm cache
+    first = [("rsync", theirs), ("ours", lambda: ours(taken))]
+    for who, fn in first if rnd % 2 == 0 else reversed(first):
+        record("a full", who, *timed(fn))
+
+    # (b) incremental after ~1 % of files changed
+    change_one_percent(work_src, seed=100 + rnd)
+    later = taken + timedelta(hours=1)
+    second = [("rsync", theirs), ("ours", lambda: ours(later))]
+    for who, fn in second if rnd % 2 == 0 else reversed(second):
+        record("b incremental", who, *timed(fn))
+
+    # (c) restore everything from mirror 0 into an empty local directory
+    out_rsync = state / "restore-rsync"
+    out_ours = state / "restore-ours"
+
+    def restore_theirs() -> int:
+        m = mirrors[0]
+        return rsync(f"{m.user}@{m.host}:{rsync_dirs[0]}/", f"{out_rsync}/", m)
+
+    def restore_ours() -> int:
+        result = restore(targets[:1], "bench", "latest", LocalRemote(), str(out_ours), parallel=4)
+        return result.bytes
+
+    third = [("rsync", restore_theirs), ("ours", restore_ours)]
+    for who, fn in third if rnd % 2 == 0 else reversed(third):
+        record("c restore", who, *timed(fn))
+    same = subprocess.run(
+        ["diff", "-r", "--no-dereference", str(out_rsync), str(out_ours)],
+        capture_output=True,
+    )
+    if same.returncode != 0:
+        print("  WARNING: restored trees differ", same.stdout[:500])
+
+    for remote in remotes:
+        remote.close()
+    drop_tree(state)
+    for d in rsync_dirs + repo_dirs:
+        drop_tree(d)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    if shutil.which("rsync") is None:
+        print("rsync not found: apt-get install rsync", file=sys.stderr)
+        return 2
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="ppo-bench-"))
+    src = work / "app" / "clients" / "bench"
+    src.mkdir(parents=True, exist_ok=True)
+    print(f"dataset: {args.size_mb} MB in {work} ...", flush=True)
+    make_dataset(src, args.size_mb)
+    total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    nfiles = sum(1 for p in src.rglob("*") if p.is_file())
+    print(f"  {nfiles} files, {total / 1e6:.0f} MB")
+
+    rows: dict[str, dict[str, list[float]]] = {}
+
+    def record(phase: str, who: str, seconds: float, sent: int) -> None:
+        rows.setdefault(phase, {}).setdefault(f"{who}_s", []).append(seconds)
+        rows[phase].setdefault(f"{who}_bytes", []).append(sent)
+
+    with running_sshd(work / "sshd-a") as mirror_a, running_sshd(work / "sshd-b") as mirror_b:
+        for rnd in range(args.rounds):
+            run_round(rnd, src, work, [mirror_a, mirror_b], record)
+            print(f"  round {rnd + 1}/{args.rounds} done", flush=True)
+
+    print(
+        f"\nmedians of {args.rounds} rounds; {nfiles} files, {total / 1e6:.0f} MB; "
+        f"two mirrors via OpenSSH sshd on 127.0.0.1, {CIPHER}"
+    )
+    print(
+        f"{'phase':15} {'rsync s':>8} {'ours s':>8} {'time ratio':>10} "
+        f"{'rsync MB':>9} {'ours MB':>8} {'bytes ratio':>11}"
+    )
+    for phase, data in rows.items():
+        rs, os_ = statistics.median(data["rsync_s"]), statistics.median(data["ours_s"])
+        rb, ob = statistics.median(data["rsync_bytes"]), statistics.median(data["ours_bytes"])
+        bytes_ratio = f"{ob / rb:.2f}x" if rb and not phase.startswith("c") else "-"
+        print(
+            f"{phase:15} {rs:8.2f} {os_:8.2f} {os_ / rs:9.2f}x "
+            f"{rb / 1e6:9.1f} {ob / 1e6:8.1f} {bytes_ratio:>11}"
+        )
+    drop_tree(work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

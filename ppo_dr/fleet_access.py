@@ -1,0 +1,292 @@
+"""Reaching the fleet's servers over SSH, with the host keys fleet.yaml pins.
+
+Nothing here trusts the machine it runs on: the only host keys accepted are the
+``servers[].ssh.host_key`` entries of the fleet file, written into a private
+known_hosts file under the state directory (``<home>/fleet-access/<fleet>/``), named
+by the hash of its content so concurrent runs never see a half-written one and a
+changed fleet gets a new file. ``~/.ssh`` is never read and nothing is auto-accepted:
+a server offering another key fails with :class:`~ppo_dr.errors.HostKeyError`
+(permanent, never retried) before our key is offered.
+
+The operator's private key comes from ``access.key_file`` or, for ``access.key_secret``
+with ``env``, from that environment variable (copied to a 0600 file in the same
+private directory, because paramiko loads keys from files). A ``block`` secret is a
+Prefect object; the task layer resolves it and hands the text in (``key_text``).
+
+:class:`FleetAccess` holds one :class:`~ppo_dr.transport.SshPool` for a fleet:
+``remote(server_id)`` returns a live pooled connection. Also here, pure: where each
+app server's clients live (:func:`client_sources`) and where its repositories are on
+its mirrors (:func:`mirror_plan`, and :func:`mirror_targets` with connections).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from ppo_dr import config
+from ppo_dr.errors import AuthError, PermanentError, TransientError
+from ppo_dr.ids import check_id
+
+if TYPE_CHECKING:
+    from ppo_dr.inventory import Fleet, Server
+    from ppo_dr.mirror.api import ClientSource, MirrorTarget
+    from ppo_dr.transport import Remote
+    from ppo_dr.transport.ssh import SshPool
+
+DEFAULT_PORT = 22
+CONNECT_TIMEOUT_S = 10.0
+IO_TIMEOUT_S = 60.0
+REPOS_DIR = "repos"
+
+
+# --------------------------------------------------------------------------- pure look-ups
+
+
+def app_server(fleet: Fleet, server_id: str) -> Server:
+    """The app server *server_id* (validated id); PermanentError if unknown or not an app."""
+    sid = check_id(server_id, "server id")
+    try:
+        server = fleet.server(sid)
+    except KeyError:
+        raise PermanentError(f"no server {sid!r} in fleet {fleet.name}") from None
+    if server.role != "app":
+        raise PermanentError(f"server {sid!r} is {server.role!r}, not an app server")
+    return server
+
+
+def client_ids_on(fleet: Fleet, server_id: str, wanted: Iterable[str] | None = None) -> list[str]:
+    """The clients of app server *server_id*, or those of *wanted* (each validated and
+    checked to live there), in fleet order."""
+    app = app_server(fleet, server_id)
+    on_server = [c.id for c in fleet.clients_on(app.id)]
+    if wanted is None:
+        return on_server
+    chosen = {check_id(c, "client id") for c in wanted}
+    strangers = sorted(chosen - set(on_server))
+    if strangers:
+        raise PermanentError(
+            f"client(s) {', '.join(strangers)} not on server {app.id} "
+            f"(its clients: {', '.join(on_server) or 'none'})"
+        )
+    return [c for c in on_server if c in chosen]
+
+
+def client_path(fleet: Fleet, client_id: str) -> str:
+    """Absolute directory of *client_id*'s data on its app server."""
+    client = fleet.client(check_id(client_id, "client id"))
+    root = fleet.server(client.server).data_root
+    return posixpath.join(root, client.data_path)
+
+
+def client_sources(
+    fleet: Fleet, app_server_id: str, clients: Iterable[str] | None = None
+) -> list[ClientSource]:
+    """What to snapshot on *app_server_id*: each client and its absolute data directory."""
+    from ppo_dr.mirror.api import ClientSource
+
+    return [
+        ClientSource(client_id=c, path=client_path(fleet, c))
+        for c in client_ids_on(fleet, app_server_id, clients)
+    ]
+
+
+def repo_path(mirror: Server, app_server_id: str) -> str:
+    """``<mirror.data_root>/repos/<app-server-id>``: one repository per app server."""
+    return posixpath.join(mirror.data_root, REPOS_DIR, check_id(app_server_id, "server id"))
+
+
+def mirror_plan(fleet: Fleet, app_server_id: str) -> list[tuple[Server, str]]:
+    """(mirror, repository path) for every mirror of *app_server_id*: on-site first."""
+    app = app_server(fleet, app_server_id)
+    mirrors = [fleet.onsite_mirror(app.id), *fleet.offsite_mirrors(app.id)]
+    return [(m, repo_path(m, app.id)) for m in mirrors]
+
+
+def known_hosts_line(host: str, port: int, host_key: str) -> str:
+    """One known_hosts line for a pinned key (``[host]:port type base64``)."""
+    name = host if port == DEFAULT_PORT else f"[{host}]:{port}"
+    key_type, key_b64 = host_key.split()[:2]
+    return f"{name} {key_type} {key_b64}"
+
+
+def known_hosts_text(fleet: Fleet) -> str:
+    """known_hosts content for every server of *fleet*, from its pinned keys only."""
+    return "".join(
+        known_hosts_line(s.ssh.host, s.ssh.port, s.ssh.host_key) + "\n" for s in fleet.servers
+    )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _write_once(directory: Path, stem: str, data: bytes, mode: int) -> Path:
+    """``<directory>/<stem>-<sha256[:16]>``, written atomically if it is not there yet."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    final = directory / f"{stem}-{digest}"
+    if final.exists() and final.read_bytes() == data:
+        return final
+    temp = directory / f".{stem}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        temp.replace(final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def write_known_hosts(fleet: Fleet, directory: Path) -> Path:
+    """The fleet's pinned host keys as a known_hosts file in *directory*; its path."""
+    return _write_once(
+        _private_dir(directory), "known_hosts", known_hosts_text(fleet).encode("ascii"), 0o600
+    )
+
+
+def operator_key_file(fleet: Fleet, directory: Path, key_text: str | None = None) -> Path:
+    """The operator's private key file: *key_text* if given, else from ``fleet.access``.
+
+    Raises AuthError (permanent) when the fleet names no key, the file is missing, or
+    the secret it names is not set. The key's content is never put in a message.
+    """
+    access = fleet.access
+    if key_text is None and access.key_secret is not None:
+        ref = access.key_secret
+        if ref.env is None:
+            raise AuthError(
+                f"access.key_secret {ref.describe()} is a Prefect Secret block: it is "
+                "resolved by the flows; on the command line set access.key_file or an env secret"
+            )
+        key_text = os.environ.get(ref.env)
+        if not key_text:
+            raise AuthError(f"access.key_secret names ${ref.env}, which is not set")
+    if key_text is not None:
+        data = key_text.encode("utf-8")
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        return _write_once(_private_dir(directory), "operator_key", data, 0o600)
+    if access.key_file is None:
+        raise AuthError("fleet.yaml names no operator key: set access.key_file or key_secret")
+    path = Path(access.key_file)
+    if not path.is_file():
+        raise AuthError(f"access.key_file {path} does not exist or is not a file")
+    return path
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class FleetAccess:
+    """Pooled SSH connections to a fleet's servers, host keys pinned by the fleet file.
+
+    Thread-safe (the pool is). Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        state_dir: Path | None = None,
+        key_text: str | None = None,
+        timeout: float = CONNECT_TIMEOUT_S,
+        io_timeout: float = IO_TIMEOUT_S,
+    ) -> None:
+        from ppo_dr.transport.ssh import SshPool
+
+        self.fleet = fleet
+        directory = (state_dir or config.home()) / "fleet-access" / check_id(fleet.name, "fleet")
+        self.known_hosts = write_known_hosts(fleet, directory)
+        self.key_file = operator_key_file(fleet, directory, key_text)
+        self.pool: SshPool = SshPool(
+            self.key_file, self.known_hosts, timeout=timeout, io_timeout=io_timeout
+        )
+
+    def server(self, server_id: str) -> Server:
+        """The server *server_id* (validated); PermanentError if the fleet has none."""
+        sid = check_id(server_id, "server id")
+        try:
+            return self.fleet.server(sid)
+        except KeyError:
+            raise PermanentError(f"no server {sid!r} in fleet {self.fleet.name}") from None
+
+    def remote(self, server_id: str) -> Remote:
+        """A live connection to *server_id* (pooled; reconnects after a transient error)."""
+        ssh = self.server(server_id).ssh
+        return self.pool.get(ssh.host, ssh.port, ssh.user)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.pool.close_all()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class ConnectedMirrors:
+    """The mirrors of one app server we could reach, and why the others failed."""
+
+    targets: list[MirrorTarget]
+    unreachable: dict[str, str]  # mirror id -> the transient error's message
+
+    @property
+    def mirror_ids(self) -> list[str]:
+        return [t.mirror_id for t in self.targets] + list(self.unreachable)
+
+
+def mirror_targets(
+    fleet: Fleet, app_server_id: str, access: FleetAccess, mirrors: Sequence[str] | None = None
+) -> ConnectedMirrors:
+    """Connect to each mirror of *app_server_id* (or those in *mirrors*).
+
+    A mirror that cannot be reached for now (TransientError) is reported in
+    ``unreachable`` and the others are returned, so one mirror down does not stop the
+    other. A permanent error (changed host key, refused key) is raised: that is not
+    a mirror to write to, and nothing must be written anywhere until it is fixed.
+    """
+    from ppo_dr.mirror.api import MirrorTarget
+
+    wanted = None if mirrors is None else {check_id(m, "mirror id") for m in mirrors}
+    targets: list[MirrorTarget] = []
+    unreachable: dict[str, str] = {}
+    for mirror, path in mirror_plan(fleet, app_server_id):
+        if wanted is not None and mirror.id not in wanted:
+            continue
+        try:
+            remote = access.remote(mirror.id)
+        except TransientError as exc:
+            unreachable[mirror.id] = str(exc)
+            continue
+        targets.append(MirrorTarget(mirror_id=mirror.id, remote=remote, repo_path=path))
+    if wanted is not None:
+        unknown = wanted - {m.id for m, _ in mirror_plan(fleet, app_server_id)}
+        if unknown:
+            raise PermanentError(
+                f"mirror(s) {', '.join(sorted(unknown))} do not mirror server {app_server_id}"
+            )
+    return ConnectedMirrors(targets, unreachable)

@@ -1,0 +1,236 @@
+"""Tasks of the mirror runbook: thin wrappers over :mod:`ppo_dr.mirror_runbook`.
+
+Each networked task has a timeout and retries with back-off, and only a transient
+error is retried (the shared :func:`tasks.retry_condition_fn`): a changed host key,
+a refused key or a hostile id fails at once. Every task is safe to rerun: a retried
+snapshot reuses the chunks the failed attempt stored, and re-recording a snapshot
+updates its catalogue row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.events import emit_event
+
+from ppo_dr.errors import AuthError
+from ppo_dr.fleet_access import FleetAccess, client_ids_on, mirror_plan
+from ppo_dr.inventory import Fleet
+from ppo_dr.mirror_runbook import (
+    ServerSnapshot,
+    VerifyOutcome,
+    human_bytes,
+    record_in_catalogue,
+    snapshot_app_server,
+    total_sent,
+    verify_new_snapshots,
+)
+from ppo_dr.mirror_status import (
+    STALE_KIND,
+    ClientStatus,
+    client_statuses,
+    stale_after,
+    stale_dedupe_key,
+    stale_title,
+)
+from ppo_dr.store import Store
+from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn
+
+#: Event every mirror run emits, whatever its outcome; a Proactive automation on it
+#: notices a mirror job that silently stopped running.
+HEARTBEAT_EVENT = "ppo-dr.mirror.heartbeat"
+
+_RETRIES: dict[str, Any] = {
+    "retries": len(RETRY_DELAYS),
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_jitter_factor": RETRY_JITTER,
+    "retry_condition_fn": retry_condition_fn,
+}
+
+
+def heartbeat_resource(name: str) -> str:
+    """``ppo-dr.mirror.<server id>`` (or ``fleet``): what the heartbeat is about."""
+    return f"ppo-dr.mirror.{name}"
+
+
+@task(name="ensure-mirror-limits", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def ensure_mirror_limits(limits: Mapping[str, int]) -> list[str]:
+    """Create the mirror's global concurrency limits that do not exist yet.
+
+    ``ppo-dr serve`` creates them at start-up for the fleet it knows; a fleet that
+    gained a server or DC since (or a run outside serve) gets them here, because our
+    flows take slots with ``strict=True``. Existing limits are never resized.
+    """
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    created: list[str] = []
+    with get_client(sync_client=True) as client:
+        for name, slots in limits.items():
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+                continue
+            except ObjectNotFound:
+                pass
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=slots)
+                )
+                created.append(name)
+            except ObjectAlreadyExists:
+                pass  # another run created it between our read and create
+    if created:
+        get_run_logger().info("created concurrency limits: %s", ", ".join(created))
+    return created
+
+
+@task(name="mirror-slot-taken", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def slot_taken(limit_name: str) -> bool:
+    """True if every slot of global concurrency limit *limit_name* is taken right now."""
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(limit_name)
+    return bool(limit.active_slots >= limit.limit)
+
+
+@task(name="operator-key", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def operator_key_text(fleet: Fleet) -> str | None:
+    """The operator key from a Prefect Secret block, if the fleet names one (else None)."""
+    ref = fleet.access.key_secret
+    if ref is None or ref.block is None:
+        return None
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(ref.block).get()  # never logged: Prefect does not mask it
+    except ValueError as exc:
+        raise AuthError(f"access.key_secret: Secret block {ref.block!r} not found") from exc
+    return str(value)
+
+
+@task(
+    name="snapshot-server",
+    task_run_name="snapshot-{server_id}",
+    cache_policy=NO_CACHE,
+    timeout_seconds=4 * 3600,
+    **_RETRIES,
+)
+def take_snapshots(
+    access: FleetAccess, server_id: str, clients: list[str], hook: bool = True
+) -> ServerSnapshot:
+    """Snapshot the clients of an app server to each of its reachable mirrors."""
+    log = get_run_logger()
+    run = snapshot_app_server(access, server_id, clients, hook=hook, progress=None)
+    sent = total_sent(run)
+    log.info(
+        "%s: %d client(s) in %.1f s; sent %s",
+        server_id,
+        len(run.clients),
+        run.duration_s,
+        ", ".join(f"{m} {human_bytes(b)}" for m, b in sent.items()),
+    )
+    for mirror_id, why in run.unreachable.items():
+        log.warning(
+            "%s: mirror %s unreachable, its snapshots are missing: %s", server_id, mirror_id, why
+        )
+    return run
+
+
+@task(name="record-snapshots", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
+def record_snapshots(
+    store_url: str, run: ServerSnapshot, flow_run_id: str | None
+) -> dict[str, int]:
+    """Record each (client, mirror) of the run in the catalogue: complete or missing."""
+    with Store.open(store_url) as store:
+        rows = record_in_catalogue(store, run, flow_run_id=flow_run_id)
+    counts = {"complete": 0, "missing": 0}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    get_run_logger().info("catalogue: %s", counts)
+    return counts
+
+
+@task(name="verify-snapshots", cache_policy=NO_CACHE, timeout_seconds=3600, **_RETRIES)
+def verify_snapshots(
+    access: FleetAccess, store_url: str, run: ServerSnapshot
+) -> list[VerifyOutcome]:
+    """Quick-verify the mirrors that took snapshots; mark the snapshots verified."""
+    log = get_run_logger()
+    with Store.open(store_url) as store:
+        outcomes = verify_new_snapshots(access, store, run)
+    for outcome in outcomes:
+        if outcome.error:
+            log.warning("verify %s not done: %s", outcome.mirror_id, outcome.error)
+        for problem in outcome.problems:
+            log.error("verify: %s", problem)
+    return outcomes
+
+
+@task(name="assess-rpo", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
+def assess_rpo(
+    store_url: str, fleet: Fleet, server_id: str, now: datetime | None = None
+) -> list[ClientStatus]:
+    """RPO of each client of the server on each of its mirrors, and who is stale."""
+    clients = client_ids_on(fleet, server_id)
+    mirrors = [m.id for m, _ in mirror_plan(fleet, server_id)]
+    with Store.open(store_url) as store:
+        snapshots = [s for c in clients for s in store.snapshots(client_id=c)]
+    return client_statuses(
+        snapshots,
+        clients,
+        mirrors,
+        now=now or datetime.now(UTC),
+        threshold=stale_after(fleet.timing.mirror_cron),
+    )
+
+
+@task(name="raise-stale-alerts", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
+def raise_stale_alerts(
+    store_url: str,
+    statuses: list[ClientStatus],
+    server_id: str,
+    dc: str,
+    flow_run_id: str | None,
+) -> list[int]:
+    """Open a non-paging ``mirror-stale`` incident per stale client (once per client)."""
+    log = get_run_logger()
+    opened: list[int] = []
+    with Store.open(store_url) as store:
+        for status in statuses:
+            if not status.stale:
+                continue
+            incident, created = store.open_incident(
+                STALE_KIND,
+                stale_dedupe_key(status.client_id),
+                stale_title(status),
+                {
+                    "client": status.client_id,
+                    "server": server_id,
+                    "dc": dc,
+                    "newest_verified": (
+                        status.newest_verified.isoformat() if status.newest_verified else None
+                    ),
+                    "threshold_s": int(status.threshold.total_seconds()),
+                },
+                severity="minor",
+                paging=False,
+                flow_run_id=flow_run_id,
+            )
+            if created:
+                log.warning("incident %s opened: %s", incident.id, incident.title)
+            opened.append(incident.id)
+    return opened
+
+
+@task(name="mirror-heartbeat", cache_policy=NO_CACHE, timeout_seconds=30)
+def emit_heartbeat(name: str, payload: dict[str, Any]) -> None:
+    """Emit the heartbeat event of the mirror of *name* (a server id, or ``fleet``)."""
+    emit_event(
+        HEARTBEAT_EVENT,
+        resource={"prefect.resource.id": heartbeat_resource(name)},
+        payload=payload,
+    )

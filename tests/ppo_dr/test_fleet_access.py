@@ -1,0 +1,199 @@
+"""Reaching fleet servers with the host keys fleet.yaml pins (pure parts, then the lab)."""
+
+from __future__ import annotations
+
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from ppo_dr.errors import AuthError, HostKeyError, PermanentError, UnsafeInputError, is_retryable
+from ppo_dr.fleet_access import (
+    FleetAccess,
+    client_ids_on,
+    client_path,
+    known_hosts_text,
+    mirror_plan,
+    mirror_targets,
+    operator_key_file,
+    write_known_hosts,
+)
+from ppo_dr.inventory import Access, Fleet, SecretRef, load_fleet
+from ppo_dr.lab.supervisor import Lab
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "fleet.yaml"
+
+
+@pytest.fixture(scope="module")
+def example() -> Fleet:
+    return load_fleet(EXAMPLE)
+
+
+def with_key_file(fleet: Fleet, path: Path) -> Fleet:
+    return fleet.model_copy(update={"access": Access(key_file=str(path))})
+
+
+def with_host_key(fleet: Fleet, server_id: str, host_key: str) -> Fleet:
+    servers = tuple(
+        s.model_copy(update={"ssh": s.ssh.model_copy(update={"host_key": host_key})})
+        if s.id == server_id
+        else s
+        for s in fleet.servers
+    )
+    return fleet.model_copy(update={"servers": servers})
+
+
+# --------------------------------------------------------------------------- pure
+
+
+def test_known_hosts_lists_every_pinned_key_and_nothing_else(
+    example: Fleet, tmp_path: Path
+) -> None:
+    text = known_hosts_text(example)
+    lines = text.splitlines()
+    assert len(lines) == len(example.servers)
+    for server, line in zip(example.servers, lines, strict=True):
+        name = (
+            server.ssh.host if server.ssh.port == 22 else f"[{server.ssh.host}]:{server.ssh.port}"
+        )
+        assert line == f"{name} {server.ssh.host_key}"
+    path = write_known_hosts(example, tmp_path / "access")
+    assert path.read_text() == text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    # Content-named: the same fleet gives the same file, a changed key a new one.
+    assert write_known_hosts(example, tmp_path / "access") == path
+    changed = with_host_key(example, example.servers[0].id, example.servers[1].ssh.host_key)
+    assert write_known_hosts(changed, tmp_path / "access") != path
+
+
+def test_the_operator_key_comes_from_the_file_or_an_env_secret(
+    example: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The example names a Prefect Secret block: only the flows can resolve it.
+    with pytest.raises(AuthError, match="Prefect Secret block"):
+        operator_key_file(example, tmp_path)
+    got = operator_key_file(example, tmp_path, key_text="-----BEGIN KEY-----\nabc")
+    assert got.read_text() == "-----BEGIN KEY-----\nabc\n"
+    assert stat.S_IMODE(got.stat().st_mode) == 0o600
+
+    from_env = example.model_copy(
+        update={"access": Access(key_secret=SecretRef(env="PPO_TEST_KEY"))}
+    )
+    monkeypatch.delenv("PPO_TEST_KEY", raising=False)
+    with pytest.raises(AuthError, match=r"\$PPO_TEST_KEY, which is not set"):
+        operator_key_file(from_env, tmp_path)
+    monkeypatch.setenv("PPO_TEST_KEY", "secret-key-text\n")
+    assert operator_key_file(from_env, tmp_path).read_text() == "secret-key-text\n"
+
+    with pytest.raises(AuthError, match="does not exist"):
+        operator_key_file(with_key_file(example, tmp_path / "nope"), tmp_path)
+    (tmp_path / "k").write_text("key")
+    assert operator_key_file(with_key_file(example, tmp_path / "k"), tmp_path) == tmp_path / "k"
+    nothing = example.model_copy(update={"access": Access()})
+    with pytest.raises(AuthError, match="names no operator key"):
+        operator_key_file(nothing, tmp_path)
+
+
+def test_sources_and_repositories_follow_the_fleet(example: Fleet) -> None:
+    app = example.servers_by_role("app")[0]
+    clients = client_ids_on(example, app.id)
+    assert clients == [c.id for c in example.clients_on(app.id)]
+    first = example.client(clients[0])
+    assert client_path(example, first.id) == f"{app.data_root}/{first.data_path}"
+    plan = mirror_plan(example, app.id)
+    assert [m.id for m, _ in plan] == [
+        example.onsite_mirror(app.id).id,
+        *(m.id for m in example.offsite_mirrors(app.id)),
+    ]
+    for mirror, repo in plan:
+        assert repo == f"{mirror.data_root}/repos/{app.id}"
+    assert client_ids_on(example, app.id, [clients[-1]]) == [clients[-1]]
+
+
+@pytest.mark.parametrize(
+    ("server", "clients", "error", "match"),
+    [
+        ("../etc", None, UnsafeInputError, "server id"),
+        ("app; rm -rf /", None, UnsafeInputError, "server id"),
+        ("no-such-server", None, PermanentError, "no server"),
+        ("MIRROR", None, UnsafeInputError, "server id"),
+        (None, ["$(reboot)"], UnsafeInputError, "client id"),
+        (None, ["no-such-client"], PermanentError, "not on server"),
+    ],
+)
+def test_ids_are_checked_before_use(
+    example: Fleet,
+    server: str | None,
+    clients: list[str] | None,
+    error: type[Exception],
+    match: str,
+) -> None:
+    server = server or example.servers_by_role("app")[0].id
+    with pytest.raises(error, match=match):
+        client_ids_on(example, server, clients)
+
+
+def test_a_mirror_is_not_an_app_server(example: Fleet) -> None:
+    mirror = example.servers_by_role("mirror")[0]
+    with pytest.raises(PermanentError, match="not an app server"):
+        mirror_plan(example, mirror.id)
+
+
+# --------------------------------------------------------------------------- on the lab
+
+
+def test_connects_with_the_pinned_keys(lab: Lab, tmp_path: Path) -> None:
+    fleet = load_fleet(lab.fleet_file)
+    app = fleet.servers_by_role("app")[0]
+    with FleetAccess(fleet, state_dir=tmp_path, timeout=5) as access:
+        remote = access.remote(app.id)
+        assert access.remote(app.id) is remote  # pooled
+        result = remote.exec(["health"], timeout=10)
+        assert result.ok, result.stderr
+        connected = mirror_targets(fleet, app.id, access)
+        assert [t.mirror_id for t in connected.targets] == [
+            m.id for m, _ in mirror_plan(fleet, app.id)
+        ]
+        assert connected.unreachable == {}
+        assert connected.targets[0].repo_path.endswith(f"/repos/{app.id}")
+    assert access.known_hosts.is_relative_to(tmp_path)
+
+
+def test_a_changed_host_key_is_refused_at_once(lab: Lab, tmp_path: Path) -> None:
+    fleet = load_fleet(lab.fleet_file)
+    app, other = fleet.servers_by_role("app")[:2]
+    forged = with_host_key(fleet, app.id, other.ssh.host_key)
+    with FleetAccess(forged, state_dir=tmp_path, timeout=5) as access:
+        with pytest.raises(HostKeyError, match="host key changed") as caught:
+            access.remote(app.id)
+        assert not is_retryable(caught.value)
+        # A mirror with a changed key is not "unreachable": it stops the whole run.
+        mirror = fleet.onsite_mirror(app.id)
+        forged_mirror = with_host_key(fleet, mirror.id, other.ssh.host_key)
+    with (
+        FleetAccess(forged_mirror, state_dir=tmp_path, timeout=5) as access,
+        pytest.raises(HostKeyError),
+    ):
+        mirror_targets(forged_mirror, app.id, access)
+
+
+def test_a_cut_mirror_is_reported_unreachable_and_the_other_is_returned(
+    lab: Lab, tmp_path: Path
+) -> None:
+    fleet = load_fleet(lab.fleet_file)
+    app = fleet.servers_by_role("app")[0]
+    onsite = fleet.onsite_mirror(app.id)
+    lab.break_(onsite.id, "network")
+    try:
+        started = time.monotonic()
+        with FleetAccess(fleet, state_dir=tmp_path, timeout=2) as access:
+            connected = mirror_targets(fleet, app.id, access)
+        took = time.monotonic() - started
+    finally:
+        lab.heal(onsite.id)
+    assert list(connected.unreachable) == [onsite.id]
+    assert [t.mirror_id for t in connected.targets] == [m.id for m in fleet.offsite_mirrors(app.id)]
+    assert took < 10
