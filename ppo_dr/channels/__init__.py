@@ -1,0 +1,167 @@
+"""Channels: how a notice reaches people (e-mail, SMS) and the public (X).
+
+One module per provider, each a class with the :class:`Channel` shape (``name`` and
+``send(message) -> Receipt``, the only I/O), its client built once in the constructor
+from a pydantic settings model whose credentials are ``SecretStr``:
+
+``email_sendgrid``  :class:`SendGridEmail`  SendGrid v3 mail/send (``sendgrid`` library)
+``sms_sns``         :class:`SnsSms`         Amazon SNS Publish to a phone number (boto3)
+``x_tweepy``        :class:`XStatus`        X posts, ``tweepy.Client.create_tweet``
+``outbox``          :class:`Outbox`         a JSON-lines file (the lab's default)
+
+Errors (see :mod:`.base`): :class:`ChannelTransientError` (retry with back-off,
+``retry_after`` when given) and :class:`ChannelPermanentError` (fall back now), both
+in the :mod:`ppo_dr.errors` tree, so the one task retry condition reads them.
+
+Credentials are :class:`~ppo_dr.inventory.SecretRef` in fleet.yaml, resolved by
+:func:`resolve_secret` (``env:`` here, ``block:`` through the resolver the Prefect task
+layer passes). :func:`build_channels` turns ``fleet.channels`` into the channel for
+each kind of message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ppo_dr import config
+from ppo_dr.channels.base import (
+    MESSAGE_CHANNELS,
+    Channel,
+    ChannelPermanentError,
+    ChannelTransientError,
+    MessageChannel,
+    OutboundMessage,
+    Receipt,
+)
+from ppo_dr.channels.email_sendgrid import SendGridEmail, SendGridSettings
+from ppo_dr.channels.outbox import Outbox, read_outbox
+from ppo_dr.channels.secrets import REDACTOR, SecretResolver, resolve_secret
+from ppo_dr.channels.sms_sns import SnsSettings, SnsSms
+from ppo_dr.channels.x_tweepy import XSettings, XStatus, x_length
+from ppo_dr.inventory import Fleet, SecretRef
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where the providers are, when not their public hosts (stand-ins, private links)."""
+
+    sendgrid_host: str | None = None
+    sns_endpoint_url: str | None = None
+
+
+def build_channels(
+    fleet: Fleet,
+    secret_resolver: SecretResolver | None = None,
+    *,
+    endpoints: Endpoints = Endpoints(),
+) -> dict[MessageChannel, Channel]:
+    """The channel for ``email``, ``sms`` and ``x`` as ``fleet.channels`` configures them.
+
+    Secrets are resolved now, so a missing one fails the run at start-up (naming its
+    reference) rather than at the first page. Outbox channels share one file:
+    ``channels.outbox``, else ``outbox.jsonl`` in the state directory.
+    """
+    cfg = fleet.channels
+
+    def secret(ref: SecretRef | None, what: str) -> SecretRef:
+        if ref is None:
+            raise ChannelPermanentError("config", f"channels.{what} is not set")
+        return ref
+
+    outbox: Outbox | None = None
+
+    def the_outbox() -> Outbox:
+        nonlocal outbox
+        if outbox is None:
+            outbox = Outbox(Path(cfg.outbox) if cfg.outbox else config.home() / "outbox.jsonl")
+        return outbox
+
+    channels: dict[MessageChannel, Channel] = {}
+    if cfg.email.provider == "sendgrid":
+        channels["email"] = SendGridEmail(
+            SendGridSettings(
+                api_key=resolve_secret(secret(cfg.email.api_key, "email.api_key"), secret_resolver),
+                sender=cfg.email.sender,
+                **({"host": endpoints.sendgrid_host} if endpoints.sendgrid_host else {}),
+            )
+        )
+    else:
+        channels["email"] = the_outbox()
+
+    if cfg.sms.provider == "sns":
+        sms = cfg.sms
+        channels["sms"] = SnsSms(
+            SnsSettings(
+                region=sms.region or "",
+                access_key_id=(
+                    resolve_secret(sms.access_key_id, secret_resolver)
+                    if sms.access_key_id
+                    else None
+                ),
+                secret_access_key=(
+                    resolve_secret(sms.secret_access_key, secret_resolver)
+                    if sms.secret_access_key
+                    else None
+                ),
+                endpoint_url=endpoints.sns_endpoint_url,
+            )
+        )
+    else:
+        channels["sms"] = the_outbox()
+
+    if cfg.x.provider == "x":
+        x = cfg.x
+        channels["x"] = XStatus(
+            XSettings(
+                consumer_key=resolve_secret(
+                    secret(x.consumer_key, "x.consumer_key"), secret_resolver
+                ),
+                consumer_secret=resolve_secret(
+                    secret(x.consumer_secret, "x.consumer_secret"), secret_resolver
+                ),
+                access_token=resolve_secret(
+                    secret(x.access_token, "x.access_token"), secret_resolver
+                ),
+                access_token_secret=resolve_secret(
+                    secret(x.access_token_secret, "x.access_token_secret"), secret_resolver
+                ),
+            )
+        )
+    else:
+        channels["x"] = the_outbox()
+    return channels
+
+
+def describe_channels(channels: Mapping[MessageChannel, Channel]) -> str:
+    """``email=sendgrid sms=outbox x=outbox``: safe to log (names only)."""
+    return " ".join(
+        f"{kind}={channels[kind].name}" for kind in MESSAGE_CHANNELS if kind in channels
+    )
+
+
+__all__ = [
+    "MESSAGE_CHANNELS",
+    "REDACTOR",
+    "Channel",
+    "ChannelPermanentError",
+    "ChannelTransientError",
+    "Endpoints",
+    "MessageChannel",
+    "OutboundMessage",
+    "Outbox",
+    "Receipt",
+    "SecretResolver",
+    "SendGridEmail",
+    "SendGridSettings",
+    "SnsSettings",
+    "SnsSms",
+    "XSettings",
+    "XStatus",
+    "build_channels",
+    "describe_channels",
+    "read_outbox",
+    "resolve_secret",
+    "x_length",
+]
