@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from ppo_dr.cli import FleetOption, app, reports_errors
+from ppo_dr.cli import app
+from ppo_dr.cli_support import FleetOption, reports_errors
 
 
 @app.command("serve")

@@ -6,16 +6,15 @@ Mounted by :mod:`ppo_dr.cli` as ``ppo-dr lab``; also runnable alone as
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ppo_dr import config
-from ppo_dr.errors import DRError
+from ppo_dr.cli_support import reports_errors
 
 if TYPE_CHECKING:
     from ppo_dr.lab.supervisor import ComponentStatus, Lab
@@ -28,8 +27,6 @@ lab_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 DirOption = Annotated[
     Path | None,
@@ -37,20 +34,6 @@ DirOption = Annotated[
         "--dir", "-d", help="Lab directory (default: $PPO_DR_HOME/lab).", show_default=False
     ),
 ]
-
-
-def _reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Our own errors become one clear line and exit code 2, never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except DRError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 def _lab(directory: Path | None) -> Lab:
@@ -89,7 +72,7 @@ def status_table(rows: Sequence[ComponentStatus]) -> str:
 
 
 @lab_app.command("up")
-@_reports_errors
+@reports_errors
 def up(
     directory: DirOption = None,
     clients: Annotated[int, typer.Option("--clients", min=1, help="Number of clients.")] = 20,
@@ -121,7 +104,7 @@ def up(
 
 
 @lab_app.command("status")
-@_reports_errors
+@reports_errors
 def status(directory: DirOption = None) -> None:
     """Show every lab process, its ports, and whether it answers through the network."""
     lab = _lab(directory)
@@ -133,7 +116,7 @@ def status(directory: DirOption = None) -> None:
 
 
 @lab_app.command("break")
-@_reports_errors
+@reports_errors
 def break_(
     target: Annotated[str, typer.Argument(help="A server id or a data centre id.")],
     fault: Annotated[
@@ -148,7 +131,7 @@ def break_(
 
 
 @lab_app.command("heal")
-@_reports_errors
+@reports_errors
 def heal(
     target: Annotated[str, typer.Argument(help="A server id or a data centre id.")],
     directory: DirOption = None,
@@ -160,7 +143,7 @@ def heal(
 
 
 @lab_app.command("down")
-@_reports_errors
+@reports_errors
 def down(directory: DirOption = None) -> None:
     """Stop every process of the lab (its files stay for a post-mortem)."""
     lab = _lab(directory)
