@@ -336,7 +336,7 @@ class Access(_Model):
     """
 
     key_file: str | None = Field(default=None, min_length=1)
-    key_secret: SecretRef | None = None
+    key_secret: Secret | None = None
 
     @model_validator(mode="after")
     def _at_most_one(self) -> Access:
@@ -347,6 +347,24 @@ class Access(_Model):
         return self
 
 
+class MirrorPolicy(_Model):
+    """How the mirror runbook stores snapshots.
+
+    ``encryption_key`` encrypts repositories at rest (AES-256-GCM): a reference to 32
+    bytes written as 64 hex digits or base64, never the key itself. Without it the
+    repositories are readable by whoever can read the mirror's disk (SSH still
+    encrypts everything in transit).
+    """
+
+    encryption_key: Secret | None = None
+    compression: Literal["auto", "zstd", "none"] = "auto"
+    pre_snapshot_hook: bool = True
+    keep_last: int = Field(ge=1, le=1000, default=1)
+    keep_hourly: int = Field(ge=0, le=10000, default=24)
+    keep_daily: int = Field(ge=0, le=10000, default=7)
+    keep_weekly: int = Field(ge=0, le=10000, default=4)
+
+
 class Fleet(_Model):
     """A validated fleet; build it with :func:`load_fleet` or :func:`parse_fleet`."""
 
@@ -355,6 +373,7 @@ class Fleet(_Model):
     access: Access = Access()
     store: StoreConfig = StoreConfig()
     timing: Timing = Timing()
+    mirror: MirrorPolicy = MirrorPolicy()
     channels: Channels = Channels()
     data_centres: tuple[DataCentre, ...]
     servers: tuple[Server, ...]

@@ -61,9 +61,9 @@ from ppo_dr.channels.base import (
     Receipt,
     clip,
 )
-from ppo_dr.channels.secrets import REDACTOR
 from ppo_dr.errors import DRError, PermanentError, TransientError
 from ppo_dr.inventory import Person
+from ppo_dr.secret_refs import REDACTOR
 from ppo_dr.store import Notice, Store
 
 _log = logging.getLogger(__name__)

@@ -37,10 +37,10 @@ from ppo_dr.channels.base import (
 )
 from ppo_dr.channels.email_sendgrid import SendGridEmail, SendGridSettings
 from ppo_dr.channels.outbox import Outbox, read_outbox
-from ppo_dr.channels.secrets import REDACTOR, SecretResolver, resolve_secret
 from ppo_dr.channels.sms_sns import SnsSettings, SnsSms
 from ppo_dr.channels.x_tweepy import XSettings, XStatus, x_length
 from ppo_dr.inventory import Fleet, SecretRef
+from ppo_dr.secret_refs import REDACTOR, SecretResolver, resolve_secret
 
 
 @dataclass(frozen=True, slots=True)

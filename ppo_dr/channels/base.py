@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, Literal, Protocol, runtime_checkable
 
-from ppo_dr.channels.secrets import REDACTOR
 from ppo_dr.errors import PermanentError, TransientError
+from ppo_dr.secret_refs import REDACTOR
 
 MessageChannel = Literal["email", "sms", "x"]
 MESSAGE_CHANNELS: Final[tuple[MessageChannel, ...]] = ("email", "sms", "x")

@@ -32,7 +32,7 @@ from ppo_dr.channels.base import (
     clip,
     parse_retry_after,
 )
-from ppo_dr.channels.secrets import REDACTOR
+from ppo_dr.secret_refs import REDACTOR
 
 _log = logging.getLogger(__name__)
 

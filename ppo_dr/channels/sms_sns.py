@@ -37,7 +37,7 @@ from ppo_dr.channels.base import (
     StatusRule,
     clip,
 )
-from ppo_dr.channels.secrets import REDACTOR
+from ppo_dr.secret_refs import REDACTOR
 
 _log = logging.getLogger(__name__)
 

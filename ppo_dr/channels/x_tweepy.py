@@ -33,7 +33,7 @@ from ppo_dr.channels.base import (
     Receipt,
     StatusRule,
 )
-from ppo_dr.channels.secrets import REDACTOR
+from ppo_dr.secret_refs import REDACTOR
 
 _log = logging.getLogger(__name__)
 

@@ -369,6 +369,9 @@ CASES: list[Case] = [
     bad("escalation.ack_timeout", 0, "duration"),
     bad("timing.mirror_cron", "hourly", "syntax"),
     bad("timing.recovery_successes", 0, "range"),
+    bad("mirror.keep_last", 0, "range"),
+    bad("mirror.compression", "lz4", "allowed values"),
+    bad("mirror.encryption_key", "0123abcd" * 8, REFERENCES),
     bad("timing.latency_budget_ms", 0, "range"),
     bad("timing.latency_budget_ms", "2s", "field type"),
     bad(

@@ -1,4 +1,4 @@
-"""Channel credentials: resolve a :class:`~ppo_dr.inventory.SecretRef`, keep it out of logs.
+"""Secrets: resolve a :class:`~ppo_dr.inventory.SecretRef`, keep the value out of logs.
 
 fleet.yaml holds references only (``{env: SENDGRID_API_KEY}`` or ``{block: sendgrid}``).
 ``env:`` is read here; ``block:`` needs Prefect, which this package never imports, so
