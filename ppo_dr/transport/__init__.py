@@ -1,7 +1,8 @@
-"""Reaching servers: one :class:`Remote` interface, an SSH/SFTP implementation.
+"""Reaching servers: one :class:`Remote` interface; SSH/SFTP and S3 implementations.
 
-The base types import nothing heavy; ``SshRemote``/``SshPool`` load paramiko on
-first use, so code that only needs the types (or the S3 backend) does not pay for it.
+The base types import nothing heavy; ``SshRemote``/``SshPool`` load paramiko and
+``S3Remote`` loads boto3 on first use, so code that only needs the types (or one
+backend) does not pay for the other.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ppo_dr.transport.base import (
 from ppo_dr.transport.local import LocalRemote
 
 if TYPE_CHECKING:
+    from ppo_dr.transport.s3 import S3Remote
     from ppo_dr.transport.ssh import SshPool, SshRemote
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "Remote",
     "RemoteReader",
     "RemoteStat",
+    "S3Remote",
     "SshPool",
     "SshRemote",
     "build_command",
@@ -45,4 +48,8 @@ def __getattr__(name: str) -> Any:
         from ppo_dr.transport import ssh
 
         return getattr(ssh, name)
+    if name == "S3Remote":
+        from ppo_dr.transport import s3
+
+        return s3.S3Remote
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

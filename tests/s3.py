@@ -1,0 +1,230 @@
+"""pytest plugin: S3 for transport and mirror tests, on 127.0.0.1 only.
+
+Register it with ``pytest_plugins = [..., "tests.s3"]`` in the top-level conftest.
+
+- ``s3_loopback_only``: any name lookup or connection to a host that is not loopback
+  fails the test at once with ``pytest.fail`` (a BaseException, so neither botocore's
+  retry loop nor an ``except Exception`` in our translation can swallow it), and again
+  at teardown if something swallowed it anyway. Not autouse: a plugin's autouse
+  fixture would apply to the whole suite; every S3 fixture below requests it.
+- ``moto_s3_endpoint``: moto's standalone server (threaded, 127.0.0.1, a free port),
+  one per session, for the real boto3 client.
+- ``s3_bucket`` / ``make_s3_remote``: a fresh bucket per test and a factory of
+  :class:`~ppo_dr.transport.s3.S3Remote` on it, with dummy credentials passed as
+  arguments. The developer's AWS environment and config files are hidden, so nothing
+  from ``~/.aws`` (a profile, a real endpoint, real keys) can leak into a test.
+- ``s3_error_endpoint``: a stand-in S3 endpoint answering every request with the AWS
+  error XML (or status) a test sets: 403 InvalidAccessKeyId, 503 SlowDown, a hang.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ppo_dr.transport.s3 import S3Remote
+
+#: Dummy credentials: moto accepts any; these must never appear in a message or log.
+S3_KEY_ID = "AKIAS3SENTINELKEY7Q2X"
+S3_SECRET = "s3/sentinel/secret+key/7Q2x9KQmZZ"
+S3_REGION = "eu-west-1"
+
+# --------------------------------------------------------------------------- loopback guard
+
+
+def _is_loopback(host: Any) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host is None or host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture
+def s3_loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[str]]:
+    """Refuse, loudly, any lookup or connection beyond 127.0.0.1 / ::1; hide ~/.aws."""
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    attempts: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def refuse(what: str) -> None:
+        attempts.append(what)
+        pytest.fail(f"a client tried to reach {what}: tests stay on 127.0.0.1", pytrace=True)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _is_loopback(host):
+            refuse(f"name lookup {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def check(address: Any) -> None:
+        if isinstance(address, tuple) and not _is_loopback(address[0]):
+            refuse(f"connection to {address[0]!r}")
+
+    def connect(self: socket.socket, address: Any) -> None:
+        check(address)
+        return real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        check(address)
+        return real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    yield attempts
+    if attempts:
+        pytest.fail(f"non-loopback network use (even if swallowed): {attempts}")
+
+
+# --------------------------------------------------------------------------- moto S3
+
+
+@pytest.fixture(scope="session")
+def moto_s3_endpoint() -> Iterator[str]:
+    """moto's standalone server on 127.0.0.1 and a free port; its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+RemoteFactory = Callable[..., S3Remote]
+
+
+@pytest.fixture
+def make_s3_remote(s3_loopback_only: list[str], moto_s3_endpoint: str) -> Iterator[RemoteFactory]:
+    """``make_s3_remote(bucket, **overrides)``: an S3Remote on moto, closed at teardown."""
+    made: list[S3Remote] = []
+
+    def make(bucket: str, **overrides: Any) -> S3Remote:
+        args: dict[str, Any] = {
+            "region": S3_REGION,
+            "endpoint_url": moto_s3_endpoint,
+            "access_key_id": S3_KEY_ID,
+            "secret_access_key": S3_SECRET,
+            "connect_timeout": 2.0,
+            "read_timeout": 10.0,
+        }
+        args.update(overrides)
+        remote = S3Remote(bucket, **args)
+        made.append(remote)
+        return remote
+
+    yield make
+    for remote in made:
+        remote.close()
+
+
+@pytest.fixture
+def s3_bucket(make_s3_remote: RemoteFactory, moto_s3_endpoint: str) -> Iterator[str]:
+    """A fresh, empty bucket on moto (unique name); moto is reset at teardown."""
+    name = f"ppo-dr-test-{uuid.uuid4().hex[:12]}"
+    remote = make_s3_remote(name)
+    remote._client.create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": S3_REGION}
+    )
+    yield name
+    # Frees moto's memory; every bucket name is unique, so no test sees another's data.
+    reset = urllib.request.Request(f"{moto_s3_endpoint}/moto-api/reset", method="POST")  # noqa: S310
+    with urllib.request.urlopen(reset, timeout=10):  # noqa: S310
+        pass
+
+
+# --------------------------------------------------------------------------- error stand-in
+
+
+@dataclass
+class S3ErrorEndpoint:
+    """A local endpoint that answers every request with ``status``/``code`` (or hangs)."""
+
+    url: str
+    status: int = 503
+    code: str = "SlowDown"
+    hang: bool = False
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+def _error_xml(code: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>stand-in says {code}</Message>"
+        "<RequestId>4442587FB7D0A2F9</RequestId><HostId>stand-in</HostId></Error>"
+    ).encode()
+
+
+@pytest.fixture
+def s3_error_endpoint(s3_loopback_only: list[str]) -> Iterator[S3ErrorEndpoint]:
+    """An S3 endpoint on 127.0.0.1 that only ever answers with an AWS error."""
+    state: S3ErrorEndpoint
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+            pass
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            state.requests.append((self.command, self.path))
+            if state.hang:
+                state.release.wait(10)
+                return
+            body = b"" if self.command == "HEAD" else _error_xml(state.code)
+            self.send_response(state.status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _answer  # noqa: N815
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state = S3ErrorEndpoint(url=f"http://127.0.0.1:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
