@@ -27,7 +27,7 @@ from ppo_dr.fleet_access import FleetAccess, mirror_targets
 from ppo_dr.inventory import Fleet, load_fleet, summary
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.mirror.api import verify
-from ppo_dr.mirror_runbook import (
+from ppo_dr.mirror.runbook import (
     ServerSnapshot,
     client_rows,
     human_bytes,
@@ -37,7 +37,7 @@ from ppo_dr.mirror_runbook import (
     total_sent,
     verify_new_snapshots,
 )
-from ppo_dr.mirror_status import client_statuses, format_age, stale_after
+from ppo_dr.mirror.status import client_statuses, format_age, stale_after
 from ppo_dr.store import Store
 
 

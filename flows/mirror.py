@@ -41,7 +41,7 @@ from ppo_dr.errors import PermanentError
 from ppo_dr.fleet_access import FleetAccess, app_server, client_ids_on, mirror_plan
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.inventory import Fleet
-from ppo_dr.mirror_runbook import (
+from ppo_dr.mirror.runbook import (
     ServerSnapshot,
     VerifyOutcome,
     client_rows,
@@ -49,7 +49,7 @@ from ppo_dr.mirror_runbook import (
     store_url,
     total_sent,
 )
-from ppo_dr.mirror_status import ClientStatus, format_age, rpo_markdown, stale_after
+from ppo_dr.mirror.status import ClientStatus, format_age, rpo_markdown, stale_after
 from tasks import label_flow_run
 from tasks.inventory import load_fleet_task
 from tasks.mirror import (

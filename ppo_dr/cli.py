@@ -119,7 +119,7 @@ def db_upgrade(fleet: FleetOption = None) -> None:
     typer.echo(f"store {store.url}: {before or 'empty'} -> {after}")  # url is password-masked
 
 
-from ppo_dr.mirror_cli import mirror_app  # noqa: E402 (it uses reports_errors, above)
+from ppo_dr.mirror.cli import mirror_app  # noqa: E402
 
 app.add_typer(mirror_app, name="mirror")
 

@@ -14,18 +14,22 @@ private directory, because paramiko loads keys from files). A ``block`` secret i
 Prefect object; the task layer resolves it and hands the text in (``key_text``).
 
 :class:`FleetAccess` holds one :class:`~ppo_dr.transport.SshPool` for a fleet:
-``remote(server_id)`` returns a live pooled connection. Also here, pure: where each
-app server's clients live (:func:`client_sources`) and where its repositories are on
-its mirrors (:func:`mirror_plan`, and :func:`mirror_targets` with connections).
+``remote(server_id)`` returns a live pooled connection, and ``connector(server_id)`` a
+picklable factory for a NEW connection with the same pinned host keys and key
+(:func:`connect_ssh`), which the mirror hands to its upload and restore processes.
+Also here, pure: where each app server's clients live (:func:`client_sources`) and
+where its repositories are on its mirrors (:func:`mirror_plan`, and
+:func:`mirror_targets` with connections).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import posixpath
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -193,6 +197,27 @@ def operator_key_file(fleet: Fleet, directory: Path, key_text: str | None = None
 # --------------------------------------------------------------------------- connections
 
 
+def connect_ssh(
+    host: str,
+    port: int,
+    user: str,
+    key_file: str,
+    known_hosts: str,
+    timeout: float = CONNECT_TIMEOUT_S,
+    io_timeout: float = IO_TIMEOUT_S,
+) -> Remote:
+    """A new SSH connection, host key checked against *known_hosts* only.
+
+    Module-level (so a ``functools.partial`` of it pickles by reference): another
+    process calls it to open its own connection. Paramiko loads in that process.
+    """
+    from ppo_dr.transport.ssh import SshRemote
+
+    return SshRemote.connect(
+        host, port, user, key_file, known_hosts, timeout=timeout, io_timeout=io_timeout
+    )
+
+
 class FleetAccess:
     """Pooled SSH connections to a fleet's servers, host keys pinned by the fleet file.
 
@@ -214,6 +239,8 @@ class FleetAccess:
         directory = (state_dir or config.home()) / "fleet-access" / check_id(fleet.name, "fleet")
         self.known_hosts = write_known_hosts(fleet, directory)
         self.key_file = operator_key_file(fleet, directory, key_text)
+        self.timeout = timeout
+        self.io_timeout = io_timeout
         self.pool: SshPool = SshPool(
             self.key_file, self.known_hosts, timeout=timeout, io_timeout=io_timeout
         )
@@ -230,6 +257,21 @@ class FleetAccess:
         """A live connection to *server_id* (pooled; reconnects after a transient error)."""
         ssh = self.server(server_id).ssh
         return self.pool.get(ssh.host, ssh.port, ssh.user)
+
+    def connector(self, server_id: str) -> Callable[[], Remote]:
+        """A picklable factory opening a NEW connection to *server_id* (not pooled)
+        with this fleet's pinned known_hosts and operator key: for another process."""
+        ssh = self.server(server_id).ssh
+        return functools.partial(
+            connect_ssh,
+            ssh.host,
+            ssh.port,
+            ssh.user,
+            str(self.key_file),
+            str(self.known_hosts),
+            timeout=self.timeout,
+            io_timeout=self.io_timeout,
+        )
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -264,6 +306,8 @@ def mirror_targets(
 ) -> ConnectedMirrors:
     """Connect to each mirror of *app_server_id* (or those in *mirrors*).
 
+    Each target carries ``connect`` (:meth:`FleetAccess.connector`), so snapshots
+    upload, and restores read, from separate processes with their own connections.
     A mirror that cannot be reached for now (TransientError) is reported in
     ``unreachable`` and the others are returned, so one mirror down does not stop the
     other. A permanent error (changed host key, refused key) is raised: that is not
@@ -282,7 +326,14 @@ def mirror_targets(
         except TransientError as exc:
             unreachable[mirror.id] = str(exc)
             continue
-        targets.append(MirrorTarget(mirror_id=mirror.id, remote=remote, repo_path=path))
+        targets.append(
+            MirrorTarget(
+                mirror_id=mirror.id,
+                remote=remote,
+                repo_path=path,
+                connect=access.connector(mirror.id),
+            )
+        )
     if wanted is not None:
         unknown = wanted - {m.id for m, _ in mirror_plan(fleet, app_server_id)}
         if unknown:

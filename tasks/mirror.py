@@ -1,4 +1,4 @@
-"""Tasks of the mirror runbook: thin wrappers over :mod:`ppo_dr.mirror_runbook`.
+"""Tasks of the mirror runbook: thin wrappers over :mod:`ppo_dr.mirror.runbook`.
 
 Each networked task has a timeout and retries with back-off, and only a transient
 error is retried (the shared :func:`tasks.retry_condition_fn`): a changed host key,
@@ -21,7 +21,7 @@ from prefect.events import emit_event
 from ppo_dr.errors import AuthError
 from ppo_dr.fleet_access import FleetAccess, client_ids_on, mirror_plan
 from ppo_dr.inventory import Fleet
-from ppo_dr.mirror_runbook import (
+from ppo_dr.mirror.runbook import (
     ServerSnapshot,
     VerifyOutcome,
     human_bytes,
@@ -30,7 +30,7 @@ from ppo_dr.mirror_runbook import (
     total_sent,
     verify_new_snapshots,
 )
-from ppo_dr.mirror_status import (
+from ppo_dr.mirror.status import (
     STALE_KIND,
     ClientStatus,
     client_statuses,

@@ -119,10 +119,10 @@ class Codec:
         return self.seal(zstandard.ZstdCompressor(level=DOCUMENT_ZSTD_LEVEL).compress(text))
 
     def open_document(self, stored: bytes, what: str) -> bytes:
-        """Inverse of :meth:`seal_document`; plain JSON (no zstd magic) is accepted too."""
+        """Inverse of :meth:`seal_document`; DamagedDataError if it is not one."""
         payload = self.unseal(stored, what)
         if not payload.startswith(ZSTD_MAGIC):
-            return payload
+            raise DamagedDataError(f"{what}: not a zstd frame (damaged)")
         try:
             return _zstd_d().decompress(payload)
         except zstandard.ZstdError as exc:

@@ -2,11 +2,16 @@
 
 Layout under ``<repo_path>`` (docs/repository.md has the byte-level detail)::
 
-    config.json                     format, chunker, compression, encryption descriptor
-    packs/<2 hex>/<pack id>         blobs back to back, then a trailer listing them
-    index/<index id>.json           which blob sits where in which pack
-    snapshots/<client>/<id>.json    one manifest per client per snapshot
-    locks/lock                      the writer's lock (see lock.py)
+    config.json                         format, chunker, compression, encryption descriptor
+    packs/<2 hex>/<pack id>             blobs back to back, then a trailer listing them
+    index/<index id>.json.zst           which blob sits where in which pack
+    snapshots/<client>/<id>.json.zst    one manifest per client per snapshot
+    locks/lock                          the writer's lock (see lock.py)
+
+Index files and manifests are zstd-compressed JSON, so they are named ``.json.zst``;
+in an encrypted repository they are then sealed (AES-256-GCM) and named
+``.json.zst.enc``: read the extensions right to left to open one (decrypt,
+decompress, parse).
 
 Everything but config and lock is named by the sha256 of its stored bytes (packs,
 index) or by client and UTC second (manifests), written once to a temporary name and
@@ -41,6 +46,8 @@ CDC_MIN = 64 * 1024
 CDC_AVG = 256 * 1024  # FastCDC's real mean is avg + min, ~320 KiB
 CDC_MAX = 2 * 1024 * 1024
 SMALL_FILE_LIMIT = 256 * 1024  # files up to this size are one blob
+DOCUMENT_SUFFIX = ".json.zst"  # index files and manifests: zstd-compressed JSON
+SEALED_SUFFIX = ".enc"  # appended when the repository is encrypted (AES-256-GCM)
 CHUNKER: dict[str, Any] = {
     "algorithm": "fastcdc-2020 (pyfastcdc), normalized_chunking=1, seed=0",
     "min_size": CDC_MIN,
@@ -182,6 +189,7 @@ class Repository:
         self.config = config
         self.codec = codec
         self.where = f"mirror {mirror_id} ({remote.label}:{self.path})"
+        self.suffix = DOCUMENT_SUFFIX + (SEALED_SUFFIX if codec.encrypted else "")
         self._dirs: set[str] = set()
 
     # ----- opening ---------------------------------------------------------------------
@@ -263,7 +271,7 @@ class Repository:
     def manifest_path(self, client_id: str, snapshot_id: str) -> str:
         check_id(client_id, "client id")
         check_snapshot_id(snapshot_id)
-        return self._p("snapshots", client_id, f"{snapshot_id}.json")
+        return self._p("snapshots", client_id, f"{snapshot_id}{self.suffix}")
 
     def _ensure_dir(self, path: str) -> None:
         if path not in self._dirs:
@@ -277,14 +285,16 @@ class Repository:
         return [
             s.name
             for s in self.remote.listdir(self._p("index"))
-            if s.type is EntryType.FILE and not is_temp_name(s.name) and s.name.endswith(".json")
+            if s.type is EntryType.FILE
+            and not is_temp_name(s.name)
+            and s.name.endswith(self.suffix)
         ]
 
     def read_index_file(self, name: str) -> dict[str, tuple[int, dict[str, BlobLocation]]]:
         """One index file: pack id -> (pack size, blobs)."""
         where = f"{self.where}: index/{name}"
         stored = self.remote.read_bytes(self._p("index", name))
-        if hashlib.sha256(stored).hexdigest() != name.removesuffix(".json"):
+        if hashlib.sha256(stored).hexdigest() != name.removesuffix(self.suffix):
             raise DamagedDataError(f"{where}: content does not match its name (damaged)")
         try:
             doc = json.loads(self.codec.open_document(stored, where))
@@ -318,7 +328,7 @@ class Repository:
             ],
         }
         stored = self.codec.seal_document(json.dumps(doc, separators=(",", ":")).encode())
-        name = hashlib.sha256(stored).hexdigest() + ".json"
+        name = hashlib.sha256(stored).hexdigest() + self.suffix
         self.remote.write_bytes(self._p("index", name), stored, 0o600)
         return name, len(stored)
 
@@ -418,9 +428,9 @@ class Repository:
         if self.remote.stat(folder) is None:
             return []
         return sorted(
-            s.name.removesuffix(".json")
+            s.name.removesuffix(self.suffix)
             for s in self.remote.listdir(folder)
-            if s.name.endswith(".json") and not is_temp_name(s.name)
+            if s.name.endswith(self.suffix) and not is_temp_name(s.name)
         )
 
     def read_manifest(self, client_id: str, snapshot_id: str) -> Manifest:

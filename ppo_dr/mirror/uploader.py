@@ -27,11 +27,15 @@ from ppo_dr.transport.base import Remote
 _CONTEXT: Any = None
 
 
-def _context() -> Any:
+def process_context() -> Any:
+    """The multiprocessing context for upload and restore workers: a forkserver that
+    has the mirror and paramiko imported already (so a worker starts in milliseconds)."""
     global _CONTEXT
     if _CONTEXT is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["ppo_dr.mirror.uploader", "ppo_dr.transport.ssh"])
+        ctx.set_forkserver_preload(
+            ["ppo_dr.mirror.uploader", "ppo_dr.mirror.restore", "ppo_dr.transport.ssh"]
+        )
         _CONTEXT = ctx
     return _CONTEXT
 
@@ -81,7 +85,7 @@ class UploadProcess:
     def __init__(
         self, connect: Callable[[], Remote], repo_path: str, mirror_id: str, key: bytes | None
     ) -> None:
-        ctx = _context()
+        ctx = process_context()
         self._conn, child_end = ctx.Pipe()
         self._proc = ctx.Process(
             target=_serve,

@@ -87,7 +87,8 @@ def _fsname(name: str) -> bytes:
 
 
 class LocalAtomicWriter:
-    """Writes a temporary sibling created with O_EXCL; commit fsyncs and renames it."""
+    """Writes a temporary sibling created with O_EXCL; commit fsyncs (unless the
+    remote was made with ``fsync=False``) and renames it."""
 
     def __init__(self, remote: LocalRemote, final_path: str, mode: int) -> None:
         self._remote = remote
@@ -111,7 +112,8 @@ class LocalAtomicWriter:
         try:
             with self._remote._op("write", self.temp_path):
                 self._file.flush()
-                os.fsync(self._file.fileno())
+                if self._remote.fsync:
+                    os.fsync(self._file.fileno())
                 os.fchmod(self._file.fileno(), self._mode)
                 self._file.close()
             self._remote.rename_into_place(self.temp_path, self.final_path)
@@ -180,9 +182,18 @@ class LocalReader:
 class LocalRemote:
     """This machine's file system (optionally below *root*) behind the Remote contract."""
 
-    def __init__(self, root: str | None = None) -> None:
+    def __init__(self, root: str | None = None, *, fsync: bool = True) -> None:
+        """*fsync*: flush each written file to disk before renaming it into place
+        (the default). ``fsync=False`` leaves that to the kernel, as rsync and cp do:
+        for a restore of many files, where the caller can sync once at the end."""
         self._root = os.path.abspath(root) if root is not None else None
         self._label = f"local:{self._root or '/'}"
+        self.fsync = fsync
+
+    @property
+    def root(self) -> str | None:
+        """The directory paths are confined to, or None for the whole file system."""
+        return self._root
 
     @property
     def label(self) -> str:

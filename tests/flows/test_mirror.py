@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -154,6 +155,8 @@ def test_first_run_then_an_incremental_one(
     # Only the workload's appends (and new manifests) go over the wire the second time.
     assert 0 < sent(two) < trees / 20
     assert sent(two) < sent(one) or not fresh
+    # Packs went up from upload processes (fleet_access passes ``connect``); none outlives its run.
+    assert not [p.name for p in multiprocessing.active_children() if p.name.startswith("ppo-dr-")]
     newest = {r.client_id: r for r in store.snapshots() if r.flow_run_id == str(run_id_of(second))}
     assert set(newest) == set(clients)
     assert all(r.new_bytes < r.bytes for r in newest.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import stat
 import time
 from pathlib import Path
@@ -159,6 +160,17 @@ def test_connects_with_the_pinned_keys(lab: Lab, tmp_path: Path) -> None:
         ]
         assert connected.unreachable == {}
         assert connected.targets[0].repo_path.endswith(f"/repos/{app.id}")
+        # Each target can open a NEW connection in another process: a picklable factory
+        # with the fleet's pinned known_hosts and key, never the pooled connection.
+        for target in connected.targets:
+            assert target.connect is not None
+            factory = pickle.loads(pickle.dumps(target.connect))  # noqa: S301 (our own bytes)
+            fresh = factory()
+            try:
+                assert fresh is not target.remote and fresh.label == target.remote.label
+                assert fresh.stat("/") is not None
+            finally:
+                fresh.close()
     assert access.known_hosts.is_relative_to(tmp_path)
 
 
@@ -170,6 +182,8 @@ def test_a_changed_host_key_is_refused_at_once(lab: Lab, tmp_path: Path) -> None
         with pytest.raises(HostKeyError, match="host key changed") as caught:
             access.remote(app.id)
         assert not is_retryable(caught.value)
+        with pytest.raises(HostKeyError):  # the factory other processes use checks it too
+            access.connector(app.id)()
         # A mirror with a changed key is not "unreachable": it stops the whole run.
         mirror = fleet.onsite_mirror(app.id)
         forged_mirror = with_host_key(fleet, mirror.id, other.ssh.host_key)

@@ -183,7 +183,7 @@ def test_encrypted_repository_needs_its_key(tmp_path: Path) -> None:
     )
     config = json.loads(Path(target.repo_path, "config.json").read_text())
     assert config["encryption"]["algorithm"] == "AES-256-GCM" and key.hex() not in str(config)
-    manifest = next(Path(target.repo_path, "snapshots").rglob("*.json")).read_bytes()
+    manifest = next(Path(target.repo_path, "snapshots").rglob("*.json.zst.enc")).read_bytes()
     assert b"notes.txt" not in manifest and not manifest.startswith(b"\x28\xb5\x2f\xfd")
     for wrong in (None, os.urandom(32)):
         with pytest.raises(WrongKeyError) as err:

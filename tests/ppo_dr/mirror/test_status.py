@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ppo_dr.errors import PermanentError
-from ppo_dr.mirror_status import (
+from ppo_dr.mirror.status import (
     client_statuses,
     cron_interval,
     format_age,

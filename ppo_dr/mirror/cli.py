@@ -14,7 +14,7 @@ get its snapshot, verify found problems, restore refused files); 2 error.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ppo_dr import config
-from ppo_dr.cli import FleetOption, reports_errors
+from ppo_dr.cli_support import FleetOption, reports_errors
 from ppo_dr.errors import DRError, PermanentError, UnsafeInputError
 from ppo_dr.fleet_access import (
     FleetAccess,
@@ -36,7 +36,7 @@ from ppo_dr.ids import check_id, is_valid_id
 if TYPE_CHECKING:
     from ppo_dr.inventory import Fleet
     from ppo_dr.mirror.api import MirrorTarget
-    from ppo_dr.mirror_runbook import ServerSnapshot
+    from ppo_dr.mirror.runbook import ServerSnapshot
 
 mirror_app = typer.Typer(
     help="Point-in-time mirrors of the app servers: run, ls, verify, restore, prune.",
@@ -118,7 +118,7 @@ def _subset(text: str | None) -> tuple[int, int] | None:
 
 
 def _print_run(run: ServerSnapshot) -> None:
-    from ppo_dr.mirror_runbook import human_bytes
+    from ppo_dr.mirror.runbook import human_bytes
 
     typer.echo(
         f"{run.server_id} [{run.dc}]: snapshot {run.taken_at:%Y-%m-%dT%H:%M:%SZ}, "
@@ -160,13 +160,13 @@ def run_command(
     fleet: FleetOption = None,
 ) -> None:
     """Snapshot clients to their mirrors now, record and verify (what a scheduled run does)."""
-    from ppo_dr.mirror_runbook import (
+    from ppo_dr.mirror.runbook import (
         record_in_catalogue,
         snapshot_app_server,
         store_url,
         verify_new_snapshots,
     )
-    from ppo_dr.mirror_status import client_statuses, rpo_markdown, stale_after
+    from ppo_dr.mirror.status import client_statuses, rpo_markdown, stale_after
     from ppo_dr.store import Store
 
     flt = _fleet(fleet)
@@ -208,7 +208,7 @@ def ls_command(
 ) -> None:
     """List the snapshots the mirrors hold (read from the mirrors themselves)."""
     from ppo_dr.mirror.api import list_snapshots
-    from ppo_dr.mirror_runbook import human_bytes, store_url
+    from ppo_dr.mirror.runbook import human_bytes, store_url
     from ppo_dr.store import Store
 
     flt = _fleet(fleet)
@@ -264,7 +264,7 @@ def verify_command(
 ) -> None:
     """Check the repositories (structure and index; --read-data re-hashes the data)."""
     from ppo_dr.mirror.api import verify
-    from ppo_dr.mirror_runbook import human_bytes, store_url
+    from ppo_dr.mirror.runbook import human_bytes, store_url
     from ppo_dr.store import Store
 
     flt = _fleet(fleet)
@@ -342,7 +342,7 @@ def restore_command(
 ) -> None:
     """Restore CLIENT's snapshot to a server or a local directory, from its mirrors."""
     from ppo_dr.mirror.api import restore
-    from ppo_dr.mirror_runbook import human_bytes, store_url
+    from ppo_dr.mirror.runbook import human_bytes, store_url
     from ppo_dr.transport import LocalRemote, Remote
 
     flt = _fleet(fleet)
@@ -351,6 +351,7 @@ def restore_command(
     snapshot_id, server_of_repo = _choose_snapshot(flt, store_url(flt), cid, snapshot, home)
     with FleetAccess(flt) as access:
         dest: Remote
+        dest_connect: Callable[[], Remote] | None = None
         if is_valid_id(to) and to in {s.id for s in flt.servers}:
             target = flt.server(to)
             if path is None and to == home:
@@ -360,6 +361,7 @@ def restore_command(
                 )
             dest_path = path or f"{target.data_root}/{flt.client(cid).data_path}"
             dest = access.remote(to)
+            dest_connect = access.connector(to)  # restore workers open their own
         else:
             if is_valid_id(to) and "/" not in to and not to.startswith("."):
                 raise PermanentError(
@@ -376,7 +378,15 @@ def restore_command(
         if not connected.targets:
             raise PermanentError(f"no mirror of {server_of_repo} reachable")
         typer.echo(f"restoring {cid} snapshot {snapshot_id} to {dest.label} {dest_path} ...")
-        result = restore(connected.targets, cid, snapshot_id, dest, dest_path, parallel=parallel)
+        result = restore(
+            connected.targets,
+            cid,
+            snapshot_id,
+            dest,
+            dest_path,
+            parallel=parallel,
+            dest_connect=dest_connect,
+        )
     served = ", ".join(f"{m}: {n}" for m, n in result.served_by.items())
     typer.echo(
         f"restored {result.files} file(s), {human_bytes(result.bytes)} "
@@ -423,7 +433,7 @@ def prune_command(
 ) -> None:
     """Delete snapshots beyond the retention policy and the data only they used."""
     from ppo_dr.mirror.api import prune
-    from ppo_dr.mirror_runbook import human_bytes
+    from ppo_dr.mirror.runbook import human_bytes
 
     flt = _fleet(fleet)
     mid = _mirror_filter(flt, mirror)
