@@ -249,7 +249,7 @@ def mirror_walk_through(lab: Lab, fleet: Fleet) -> int:
             "re-read and re-hash every pack it uses",
         )
         target = mirror_targets(fleet, run.server_id, access, mirrors=[mirror_id]).targets[0]
-        report = verify(target, client_id=client, read_data=True)
+        report = verify(target, key=access.mirror_key, client_id=client, read_data=True)
         print(
             f"snapshot {run.snapshot_id(client)}: {'OK' if report.ok else 'PROBLEMS'}; "
             f"{report.packs_checked} pack(s), {human_bytes(report.bytes_checked)} re-hashed"

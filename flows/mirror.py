@@ -50,7 +50,7 @@ from ppo_dr.mirror.runbook import (
     total_sent,
 )
 from ppo_dr.mirror.status import ClientStatus, format_age, rpo_markdown, stale_after
-from tasks import label_flow_run
+from tasks import label_flow_run, secret_from_block
 from tasks.inventory import load_fleet_task
 from tasks.mirror import (
     assess_rpo,
@@ -230,7 +230,9 @@ def mirror_server(
             concurrency(dc_limit(app.dc), timeout_seconds=DC_SLOT_WAIT_S, strict=True)
         )
         try:
-            with FleetAccess(fleet, key_text=operator_key_text(fleet)) as access:
+            with FleetAccess(
+                fleet, key_text=operator_key_text(fleet), secret_resolver=secret_from_block
+            ) as access:
                 run = take_snapshots(access, sid, chosen, hook)
                 record_snapshots(url, run, run_id)
                 checks = verify_snapshots(access, url, run)

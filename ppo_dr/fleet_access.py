@@ -24,6 +24,7 @@ where its repositories are on its mirrors (:func:`mirror_plan`, and
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import os
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Self
 from ppo_dr import config
 from ppo_dr.errors import AuthError, PermanentError, TransientError
 from ppo_dr.ids import check_id
+from ppo_dr.secret_refs import SecretResolver, resolve_secret
 
 if TYPE_CHECKING:
     from ppo_dr.inventory import Fleet, Server
@@ -218,6 +220,20 @@ def connect_ssh(
     )
 
 
+def parse_repository_key(text: str, where: str) -> bytes:
+    """32 key bytes from 64 hex digits or base64; the error names *where*, never the value."""
+    value = text.strip()
+    try:
+        key = bytes.fromhex(value) if len(value) == 64 else base64.b64decode(value, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise PermanentError(
+            f"mirror encryption key from {where} is not 32 bytes as 64 hex digits or base64"
+        )
+    return key
+
+
 class FleetAccess:
     """Pooled SSH connections to a fleet's servers, host keys pinned by the fleet file.
 
@@ -230,6 +246,7 @@ class FleetAccess:
         *,
         state_dir: Path | None = None,
         key_text: str | None = None,
+        secret_resolver: SecretResolver | None = None,
         timeout: float = CONNECT_TIMEOUT_S,
         io_timeout: float = IO_TIMEOUT_S,
     ) -> None:
@@ -244,6 +261,23 @@ class FleetAccess:
         self.pool: SshPool = SshPool(
             self.key_file, self.known_hosts, timeout=timeout, io_timeout=io_timeout
         )
+        self._secret_resolver = secret_resolver
+        self._mirror_key: bytes | None = None
+
+    @property
+    def mirror_key(self) -> bytes | None:
+        """The repositories' at-rest key named by ``fleet.mirror.encryption_key``.
+
+        Resolved on first use (environment, or a Secret block through the resolver the
+        task layer passes) and kept in memory only; None when the fleet names none.
+        """
+        ref = self.fleet.mirror.encryption_key
+        if ref is None:
+            return None
+        if self._mirror_key is None:
+            secret = resolve_secret(ref, self._secret_resolver)
+            self._mirror_key = parse_repository_key(secret.get_secret_value(), ref.describe())
+        return self._mirror_key
 
     def server(self, server_id: str) -> Server:
         """The server *server_id* (validated); PermanentError if the fleet has none."""

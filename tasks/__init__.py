@@ -23,9 +23,15 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.context import FlowRunContext
 from prefect.states import State
 
-from ppo_dr.errors import is_retryable
+from ppo_dr.errors import PermanentError, is_retryable
 
-__all__ = ["RETRY_DELAYS", "RETRY_JITTER", "label_flow_run", "retry_condition_fn"]
+__all__ = [
+    "RETRY_DELAYS",
+    "RETRY_JITTER",
+    "label_flow_run",
+    "retry_condition_fn",
+    "secret_from_block",
+]
 
 #: Back-off between attempts of a task that does I/O, in seconds (three retries).
 RETRY_DELAYS: list[float] = [1, 4, 15]
@@ -73,3 +79,17 @@ def label_flow_run(name: str | None = None, tags: Iterable[str] = ()) -> None:
     run.tags = merged
     if name is not None:
         run.name = name
+
+
+def secret_from_block(name: str) -> str:
+    """A Prefect Secret block's value, the resolver :mod:`ppo_dr.secret_refs` is given.
+
+    Never log what it returns: Prefect does not mask secrets in logs.
+    """
+    from prefect.blocks.system import Secret
+
+    try:
+        block: Any = Secret.load(name)  # the sync form here; typed as either
+        return str(block.get())
+    except ValueError as exc:
+        raise PermanentError(f"Secret block {name!r} not found") from exc

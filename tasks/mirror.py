@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 
-from ppo_dr.errors import AuthError
+from ppo_dr.errors import AuthError, PermanentError
 from ppo_dr.fleet_access import FleetAccess, client_ids_on, mirror_plan
 from ppo_dr.inventory import Fleet
 from ppo_dr.mirror.runbook import (
@@ -39,7 +39,7 @@ from ppo_dr.mirror.status import (
     stale_title,
 )
 from ppo_dr.store import Store
-from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn
+from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn, secret_from_block
 
 #: Event every mirror run emits, whatever its outcome; a Proactive automation on it
 #: notices a mirror job that silently stopped running.
@@ -103,13 +103,10 @@ def operator_key_text(fleet: Fleet) -> str | None:
     ref = fleet.access.key_secret
     if ref is None or ref.block is None:
         return None
-    from prefect.blocks.system import Secret
-
     try:
-        value = Secret.load(ref.block).get()  # never logged: Prefect does not mask it
-    except ValueError as exc:
-        raise AuthError(f"access.key_secret: Secret block {ref.block!r} not found") from exc
-    return str(value)
+        return secret_from_block(ref.block)
+    except PermanentError as exc:
+        raise AuthError(f"access.key_secret: {exc}") from exc
 
 
 @task(

@@ -232,7 +232,7 @@ def ls_command(
             for client_id in each:
                 if client_id is not None and _client_server(flt, client_id) != sid:
                     continue
-                for info in list_snapshots(target, client_id):
+                for info in list_snapshots(target, client_id, key=access.mirror_key):
                     row = verified.get((target.mirror_id, info.client_id, info.snapshot_id))
                     state = "-" if row is None else row.status
                     if row is not None and row.verified_at is not None:
@@ -281,6 +281,7 @@ def verify_command(
                     continue
                 report = verify(
                     target,
+                    key=access.mirror_key,
                     client_id=client_id,
                     read_data=read_data or part is not None,
                     subset=part,
@@ -384,6 +385,7 @@ def restore_command(
             snapshot_id,
             dest,
             dest_path,
+            key=access.mirror_key,
             parallel=parallel,
             dest_connect=dest_connect,
         )
@@ -425,13 +427,14 @@ def _choose_snapshot(
 def prune_command(
     server: ServerOption = None,
     mirror: MirrorOption = None,
-    keep_last: Annotated[int, typer.Option("--keep-last", min=1)] = 1,
-    keep_hourly: Annotated[int, typer.Option("--keep-hourly", min=0)] = 24,
-    keep_daily: Annotated[int, typer.Option("--keep-daily", min=0)] = 7,
-    keep_weekly: Annotated[int, typer.Option("--keep-weekly", min=0)] = 4,
+    keep_last: Annotated[int | None, typer.Option("--keep-last", min=1)] = None,
+    keep_hourly: Annotated[int | None, typer.Option("--keep-hourly", min=0)] = None,
+    keep_daily: Annotated[int | None, typer.Option("--keep-daily", min=0)] = None,
+    keep_weekly: Annotated[int | None, typer.Option("--keep-weekly", min=0)] = None,
     fleet: FleetOption = None,
 ) -> None:
-    """Delete snapshots beyond the retention policy and the data only they used."""
+    """Delete snapshots beyond the retention policy (the fleet's mirror policy unless
+    given here) and the data only they used."""
     from ppo_dr.mirror.api import prune
     from ppo_dr.mirror.runbook import human_bytes
 
@@ -440,12 +443,14 @@ def prune_command(
     servers = _servers_for(flt, server, None)
     with FleetAccess(flt) as access:
         for sid, target in _targets(access, servers, mid):
+            policy = flt.mirror
             result = prune(
                 target,
-                keep_last=keep_last,
-                keep_hourly=keep_hourly,
-                keep_daily=keep_daily,
-                keep_weekly=keep_weekly,
+                key=access.mirror_key,
+                keep_last=policy.keep_last if keep_last is None else keep_last,
+                keep_hourly=policy.keep_hourly if keep_hourly is None else keep_hourly,
+                keep_daily=policy.keep_daily if keep_daily is None else keep_daily,
+                keep_weekly=policy.keep_weekly if keep_weekly is None else keep_weekly,
             )
             typer.echo(
                 f"{sid} on {target.mirror_id}: kept {len(result.kept)}, removed "

@@ -135,7 +135,7 @@ class ServerSnapshot:
 
 
 def _prepare_targets(
-    targets: Sequence[MirrorTarget], server_id: str, key: bytes | None
+    targets: Sequence[MirrorTarget], server_id: str, key: bytes | None, compression: str
 ) -> tuple[list[MirrorTarget], dict[str, str]]:
     from ppo_dr.mirror.api import ensure_repository
 
@@ -143,7 +143,7 @@ def _prepare_targets(
     failed: dict[str, str] = {}
     for target in targets:
         try:
-            ensure_repository(target, app_server=server_id, key=key)
+            ensure_repository(target, app_server=server_id, key=key, compression=compression)
         except TransientError as exc:
             failed[target.mirror_id] = str(exc)
         else:
@@ -158,14 +158,15 @@ def snapshot_app_server(
     *,
     hook: bool = True,
     hook_timeout: float = HOOK_TIMEOUT_S,
-    key: bytes | None = None,
     taken_at: datetime | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ServerSnapshot:
     """Snapshot the clients of *server_id* (all, or *clients*) to every reachable mirror.
 
     Raises PermanentError (bad ids, changed host key, refused key) before anything is
-    written; TransientError if the app server or every mirror is unreachable.
+    written; TransientError if the app server or every mirror is unreachable. The
+    fleet's mirror policy decides encryption, compression and whether the pre-snapshot
+    hook runs (*hook* can only turn it off).
     """
     from ppo_dr.mirror.api import snapshot_server
 
@@ -174,11 +175,13 @@ def snapshot_app_server(
     chosen = client_ids_on(fleet, app.id, clients)
     sources = client_sources(fleet, app.id, chosen)
     taken = (taken_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    key = access.mirror_key
+    hook = hook and fleet.mirror.pre_snapshot_hook
     started = time.monotonic()
     # Every connection first, so a bad host key anywhere stops the run before a write.
     source = access.remote(app.id)
     connected = mirror_targets(fleet, app.id, access)
-    targets, not_ready = _prepare_targets(connected.targets, app.id, key)
+    targets, not_ready = _prepare_targets(connected.targets, app.id, key, fleet.mirror.compression)
     unreachable = {**connected.unreachable, **not_ready}
     mirror_ids = [m.id for m, _ in mirror_plan(fleet, app.id)]
     if not targets:
@@ -285,7 +288,6 @@ def verify_new_snapshots(
     store: Store,
     run: ServerSnapshot,
     *,
-    key: bytes | None = None,
     now: datetime | None = None,
 ) -> list[VerifyOutcome]:
     """Quick-verify each mirror that took snapshots in *run*; mark them in the store.
@@ -296,6 +298,7 @@ def verify_new_snapshots(
     """
     from ppo_dr.mirror.api import verify
 
+    key = access.mirror_key
     outcomes: list[VerifyOutcome] = []
     for mirror_id in run.mirror_ids:
         written = [c for c in run.clients if run.outcome(c, mirror_id)[0] == "complete"]

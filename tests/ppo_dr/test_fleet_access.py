@@ -18,6 +18,7 @@ from ppo_dr.fleet_access import (
     mirror_plan,
     mirror_targets,
     operator_key_file,
+    parse_repository_key,
     write_known_hosts,
 )
 from ppo_dr.inventory import Access, Fleet, SecretRef, load_fleet
@@ -211,3 +212,46 @@ def test_a_cut_mirror_is_reported_unreachable_and_the_other_is_returned(
     assert list(connected.unreachable) == [onsite.id]
     assert [t.mirror_id for t in connected.targets] == [m.id for m in fleet.offsite_mirrors(app.id)]
     assert took < 10
+
+
+# ---- the repositories' encryption key (fleet.mirror.encryption_key)
+
+KEY_HEX = "5e" * 32
+
+
+@pytest.mark.parametrize(
+    "text",
+    [KEY_HEX, KEY_HEX.upper(), f"  {KEY_HEX}\n", "Xl5eXl5eXl5eXl5eXl5eXl5eXl5eXl5eXl5eXl5eXl4="],
+)
+def test_repository_key_reads_hex_and_base64(text: str) -> None:
+    assert parse_repository_key(text, "env:K") == bytes.fromhex(KEY_HEX)
+
+
+@pytest.mark.parametrize("text", ["", "5e" * 16, "5e" * 33, "not a key at all", "zz" * 32])
+def test_repository_key_of_the_wrong_size_is_refused_without_echoing_it(text: str) -> None:
+    with pytest.raises(PermanentError, match="env:K") as info:
+        parse_repository_key(text, "env:K")
+    assert text.strip() == "" or text not in str(info.value)
+
+
+def test_mirror_key_comes_from_the_reference_and_stays_unset_without_one(
+    example: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file = tmp_path / "operator"
+    key_file.write_text("not used here")
+    fleet = with_key_file(example, key_file)
+    plain = fleet.model_copy(
+        update={"mirror": fleet.mirror.model_copy(update={"encryption_key": None})}
+    )
+    with FleetAccess(plain, state_dir=tmp_path) as access:
+        assert access.mirror_key is None
+    policy = plain.mirror.model_copy(
+        update={"encryption_key": SecretRef(env="PPO_TEST_MIRROR_KEY")}
+    )
+    keyed = plain.model_copy(update={"mirror": policy})
+    monkeypatch.setenv("PPO_TEST_MIRROR_KEY", KEY_HEX)
+    with FleetAccess(keyed, state_dir=tmp_path) as access:
+        assert access.mirror_key == bytes.fromhex(KEY_HEX)
+    monkeypatch.delenv("PPO_TEST_MIRROR_KEY")
+    with FleetAccess(keyed, state_dir=tmp_path) as access, pytest.raises(PermanentError):
+        _ = access.mirror_key
