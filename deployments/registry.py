@@ -19,7 +19,9 @@ from collections.abc import Callable
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
+from flows.escalation import escalation
 from flows.mirror import mirror_fleet, mirror_limits, mirror_server
+from flows.probe import probe_fleet, probe_period_s, probe_watchdog, watchdog_interval_s
 from flows.report import REPORTS_LIMIT, REPORTS_SLOTS, fleet_report
 from ppo_dr import config
 from ppo_dr.errors import DRError
@@ -100,6 +102,24 @@ def mirror_server_deployment() -> RunnerDeployment:
     return deployment
 
 
+def escalation_deployment() -> RunnerDeployment:
+    """One incident's escalation, started by the probe (``escalation/escalation`` with
+    ``incident_id``, idempotency key ``escalation-<id>``) or by hand from the UI with
+    ``test=true`` for a test page (level 1 only). No schedule, no concurrency limit:
+    incidents are escalated in parallel."""
+    deployment = escalation.to_deployment(
+        "escalation",
+        tags=[TAG, "escalation"],
+        description=(
+            "Page, escalate, post status and e-mail clients until the incident is resolved; "
+            "acknowledge by resuming the paused run. test=true pages level 1 as a test."
+        ),
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
+
+
 def _mirror_limits() -> dict[str, int]:
     """The mirror's limits for the fleet in use at import (the flows create any missing
     ones too, so a fleet that changed since still runs throttled)."""
@@ -107,11 +127,51 @@ def _mirror_limits() -> dict[str, int]:
     return mirror_limits(fleet) if fleet else {}
 
 
+def probe_fleet_deployment() -> RunnerDeployment:
+    """The probe: one long-running run per period (10 min, or 2 min with fast timings),
+    started by an interval schedule; a run due while one still runs is cancelled."""
+    fleet = _current_fleet()
+    period = probe_period_s(fleet.timing) if fleet else 600.0
+    deployment = probe_fleet.to_deployment(
+        "probe-fleet",
+        interval=period,
+        parameters={"period_s": period},
+        tags=[TAG, "probe"],
+        concurrency_limit=ONE_AT_A_TIME,
+        description=(
+            "Check every app server and client every probe interval for one period; "
+            "record transitions, declare outages, start their escalation."
+        ),
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
+
+
+def probe_watchdog_deployment() -> RunnerDeployment:
+    """Pages (probe-silent incident) when the probe has not heartbeated for two periods."""
+    fleet = _current_fleet()
+    every = watchdog_interval_s(fleet.timing) if fleet else 120.0
+    deployment = probe_watchdog.to_deployment(
+        "probe-watchdog",
+        interval=every,
+        tags=[TAG, "probe"],
+        concurrency_limit=ONE_AT_A_TIME,
+        description="Open a paging probe-silent incident if the probe stopped heartbeating.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
+
+
 #: Builders of every deployment ``ppo-dr serve`` serves, in the order shown.
 DEPLOYMENTS: list[Callable[[], RunnerDeployment]] = [
     fleet_report_deployment,
     mirror_fleet_deployment,
     mirror_server_deployment,
+    escalation_deployment,
+    probe_fleet_deployment,
+    probe_watchdog_deployment,
 ]
 
 #: Global concurrency limits (name -> slots) the runbooks take slots of.

@@ -1,6 +1,6 @@
 """The ``ppo-dr`` command: the domain commands that need no Prefect API.
 
-Commands that orchestrate (``serve``, and later acknowledging or approving runs) are
+Commands that orchestrate (``serve``, ``incident ack`` which resumes a paused run) are
 added by :mod:`deployments.cli`, which is the console entry point, so this package
 stays free of Prefect. Every command turns a :class:`~ppo_dr.errors.DRError` into a
 one-line message and exit code 2: an operator at 3 a.m. never sees a traceback for
@@ -9,16 +9,18 @@ something we anticipated.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 
 from ppo_dr import config
-from ppo_dr.errors import DRError, InventoryError
+from ppo_dr.cli_support import FleetOption, reports_errors
+from ppo_dr.errors import InventoryError
+from ppo_dr.incident_cli import incident_app
 from ppo_dr.lab.cli import lab_app
+from ppo_dr.maintenance_cli import maintenance_app
+from ppo_dr.mirror.cli import mirror_app
 
 app = typer.Typer(
     name="ppo-dr",
@@ -34,34 +36,9 @@ db_app = typer.Typer(
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(db_app, name="db")
 app.add_typer(lab_app, name="lab")
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print *message* to stderr and return the Exit to raise."""
-    typer.echo(message, err=True)
-    return typer.Exit(code)
-
-
-def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn our own errors into a clear message and exit code 2, never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except DRError as exc:
-            raise fail(f"error: {exc}") from None
-
-    return wrapper
-
-
-FleetOption = Annotated[
-    Path | None,
-    typer.Option("--fleet", "-f", help="Fleet file (default: $PPO_DR_FLEET or the lab's)."),
-]
+app.add_typer(mirror_app, name="mirror")
+app.add_typer(incident_app, name="incident")
+app.add_typer(maintenance_app, name="maintenance")
 
 
 @inventory_app.command("check")
@@ -117,11 +94,6 @@ def db_upgrade(fleet: FleetOption = None) -> None:
     finally:
         store.close()
     typer.echo(f"store {store.url}: {before or 'empty'} -> {after}")  # url is password-masked
-
-
-from ppo_dr.mirror.cli import mirror_app  # noqa: E402
-
-app.add_typer(mirror_app, name="mirror")
 
 
 def main() -> None:

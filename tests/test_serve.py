@@ -32,9 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
 #: (flow, deployment, paused) of every deployment serve registers, sorted.
 SERVED = [
+    ("escalation", "escalation", 1),
     ("fleet-report", "fleet-report", 1),
     ("mirror-fleet", "mirror-fleet", 1),
     ("mirror-server", "mirror-server", 1),
+    ("probe-fleet", "probe-fleet", 1),
+    ("probe-watchdog", "probe-watchdog", 1),
 ]
 STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
 _SCRIPT = Path(sys.executable).with_name("ppo-dr")
@@ -182,7 +185,7 @@ def test_check_registers_everything_and_leaves_no_server(serve_home: Path) -> No
         assert f"Prefect server: stopped (pid {pid})" in done.stdout
         assert "fleet-report/fleet-report: cron '0 6 * * *'" in done.stdout
         assert "mirror-fleet/mirror-fleet: cron '0 * * * *'" in done.stdout
-        assert "check: OK, 3 deployment(s) registered" in done.stdout
+        assert "check: OK, 6 deployment(s) registered" in done.stdout
         expected = "created" if attempt == "cold" else "unchanged"
         assert f"reports: 2 slot(s) ({expected})" in done.stdout
 
@@ -196,8 +199,8 @@ def test_check_registers_everything_and_leaves_no_server(serve_home: Path) -> No
         (f"mirror-server-app-{s}", 1, 1) for s in ("cpt1-1", "jhb1-1", "jhb1-2", "lon1-1")
     ]
     assert ours == sorted([("reports", 2, 1), *mirror])
-    # One-at-a-time deployments: fleet-report and mirror-fleet.
-    assert [r[1:] for r in limits if r not in ours] == [(1, 1), (1, 1)]
+    # One-at-a-time deployments: fleet-report, mirror-fleet, probe-fleet, probe-watchdog.
+    assert [r[1:] for r in limits if r not in ours] == [(1, 1)] * 4
     log = (serve_home / "logs" / "prefect-server.log").read_text()
     assert log.count("--- ppo-dr serve (pid") == 2
 

@@ -1,0 +1,275 @@
+"""The escalation runbook: page people until someone takes the incident, keep users and
+key clients informed while it lasts, tell everyone when it is over.
+
+**escalation(incident_id)** -- one incident, as the on-call lead would run it:
+
+1. read the fleet and the escalation policy; name the run ``escalation-incident-<id>``
+   and tag it ``incident:<id>``;
+2. loop: read the incident, its acknowledgements and the notices already sent from
+   the store; :func:`ppo_dr.escalation.decide` says which notices are due now and when
+   to look again; each notice is sent by a ``send-notice`` task (recorded under its
+   key first, so a retried task or a restarted flow never sends twice; transient
+   errors retried with back-off, then the person's other channel);
+3. between decisions the run **pauses for input** (:class:`Ack`: who, note; see
+   :func:`wait_for_ack`) until the
+   next wake-up, at most :data:`RECHECK_S` seconds: acknowledge in the Prefect UI
+   ("Resume" on the paused run) or with ``ppo-dr incident ack ID --by NAME``, which
+   records the ack and resumes this run. A pause that times out simply loops: the
+   decision escalates if the deadline passed. An ack, a resolve or a recovery recorded
+   in the store by anyone is seen at the next wake-up;
+4. **recovery**: once the probe marks the incident recovered, paging stops and the
+   public status says "monitoring" (the pure decision); after a settle period of
+   ``min(public_every, 300 s)`` without anyone resolving it, this flow resolves it
+   ("auto-resolved after recovery"), which sends the resolved notices;
+5. when the incident is resolved (``ppo-dr incident resolve``, auto-resolution) the
+   last notices go out, the incident report is published as a markdown artifact
+   (``incident-<id>-report``) and the run ends.
+
+**A test page**: ``escalation(test=True)`` (the deployment from the UI, no incident id)
+opens an incident of kind ``test`` and pages **level 1 only**, no public post and no
+client e-mail; it waits for an ack until the level's deadline, then resolves the test
+incident (the people paged get the resolved notice, which shows the loop works).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, cast
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+from pydantic import Field
+
+from ppo_dr import config
+from ppo_dr.errors import PermanentError
+from ppo_dr.escalation import Decision, NoticeIntent, decide, fallback
+from ppo_dr.inventory import EscalationPolicy, Fleet
+from ppo_dr.mirror.runbook import store_url
+from tasks import label_flow_run
+from tasks.escalation import (
+    address_of,
+    give_up_notice,
+    note_timeline,
+    open_channels,
+    open_test_incident,
+    read_incident,
+    record_ack_task,
+    render_report,
+    resolve_incident,
+    send_notice,
+)
+from tasks.inventory import load_fleet_task
+
+#: Longest pause between two looks at the store: a resolve, a recovery or an ack
+#: recorded without resuming this run (API down) is noticed within this time.
+RECHECK_S: int = 30
+#: How often a paused run asks the API whether it was resumed (PREFECT-NOTES).
+POLL_S: Final = 2
+#: The server-side pause outlasts our wait by this much (see :func:`wait_for_ack`).
+PAUSE_GRACE_S: Final = 300
+#: Longest settle after recovery before the flow resolves the incident itself.
+MAX_SETTLE_S: Final = 300
+#: "Far away" for a test page's public and client notices (never reached).
+_NEVER_S: Final = 10 * 365 * 86400
+
+
+class Ack(RunInput):
+    """Acknowledge the incident: you take it; paging stops (the UI shows this form)."""
+
+    by: str = Field(min_length=1, max_length=200, description="Who takes the incident")
+    note: str = Field(default="", max_length=2000, description="What you are doing about it")
+
+
+def _run_name() -> str:
+    incident_id = flow_run.parameters.get("incident_id")
+    if isinstance(incident_id, int) and incident_id > 0:
+        return f"escalation-incident-{incident_id}"
+    return "escalation-test-page"
+
+
+def settle_seconds(policy: EscalationPolicy) -> int:
+    """How long a recovered incident stays ``monitoring`` before the flow resolves it."""
+    return min(policy.public_every, MAX_SETTLE_S)
+
+
+def test_policy(policy: EscalationPolicy) -> EscalationPolicy:
+    """Level 1 only, once, with no public post and no client e-mail."""
+    return policy.model_copy(
+        update={
+            "levels": policy.levels[:1],
+            "repeat": 0,
+            "public_after": _NEVER_S,
+            "clients_after": _NEVER_S,
+        }
+    )
+
+
+def _send(url: str, fleet: Fleet, channels: Any, intent: NoticeIntent, incident_id: int) -> str:
+    """Send one notice, falling back to the person's other channel once; its status."""
+    people = {p.id: p for p in fleet.people}
+    current: NoticeIntent | None = intent
+    hops = 0
+    status = "failed"
+    while current is not None:
+        try:
+            address = address_of(current, fleet)
+        except PermanentError as exc:
+            state_error: str = str(exc)
+        else:
+            state = send_notice(url, current, channels, address, incident_id, return_state=True)
+            if state.is_completed():
+                return str(state.result().status)
+            error = state.result(raise_on_failure=False)
+            state_error = str(error) if isinstance(error, BaseException) else str(state.message)
+        person = people.get(current.recipient)
+        other = fallback(current, current.channel, person) if person and hops == 0 else None
+        current = give_up_notice(url, current, state_error, incident_id, other)
+        hops += 1
+    return status
+
+
+def _pause_seconds(decision: Decision, now: datetime, extra: list[datetime]) -> int:
+    wakes = [w for w in (decision.next_wake, *extra) if w is not None]
+    until = min(wakes) if wakes else now + timedelta(seconds=RECHECK_S)
+    seconds = math.ceil((until - now).total_seconds())
+    return max(1, min(seconds, RECHECK_S))
+
+
+def wait_for_ack(timeout: int, key: str) -> Ack | None:
+    """Pause this run for an :class:`Ack` for up to *timeout* seconds; None if none came.
+
+    What ``pause_flow_run(wait_for_input=Ack, timeout=..., poll_interval=2, key=...)``
+    does, except at the end of the wait: there the run is Paused on the server and the
+    server's pause-expiration service fails it as soon as the pause expires, so a flow
+    that catches ``FlowPauseTimeout`` to loop may find itself Failed (measured here:
+    "Run is already in terminal state FAILED" at the next pause). So the server-side
+    pause lasts :data:`PAUSE_GRACE_S` longer than the wait, and at the end of the wait
+    the run takes itself back to Running. A resume arriving in that instant is kept
+    (its input is read after the switch).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.input.actions import read_flow_run_input
+    from prefect.input.run_input import keyset_from_paused_state
+    from prefect.states import Paused, Running, State
+    from prefect.utilities.engine import propose_state_sync
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        raise PermanentError("wait_for_ack runs only inside a flow run")
+    run_id = context.flow_run.id
+    proposed: State[Any] = Paused(
+        timeout_seconds=timeout + PAUSE_GRACE_S, reschedule=False, pause_key=key
+    )
+    keyset = keyset_from_paused_state(proposed)
+    proposed.state_details.run_input_keyset = cast(dict[str, str], keyset)
+
+    def received() -> Ack | None:
+        value: Any = read_flow_run_input(keyset["response"], flow_run_id=run_id)
+        return Ack(**value) if value else None
+
+    with get_client(sync_client=True) as client:
+        state = propose_state_sync(client, proposed, flow_run_id=run_id)
+        if state.is_running():  # this pause happened before and was resumed
+            return received()
+        if not state.is_paused():
+            raise PermanentError(f"the escalation run cannot pause: {state.type.value}")
+        Ack.save(keyset, flow_run_id=run_id)  # the UI shows the form from this
+        deadline = time.monotonic() + timeout
+        while True:
+            time.sleep(max(0.1, min(POLL_S, deadline - time.monotonic())))
+            run = client.read_flow_run(run_id)
+            if run.state is not None and run.state.is_running():
+                return received()
+            if time.monotonic() >= deadline:
+                break
+        propose_state_sync(client, Running(), flow_run_id=run_id, force=True)
+        return received()
+
+
+@flow(name="escalation", flow_run_name=_run_name)
+def escalation(
+    incident_id: int = 0, test: bool = False, fleet_file: Path | None = None
+) -> dict[str, Any]:
+    """Page, escalate, inform users and clients until the incident is resolved.
+
+    Args:
+        incident_id: the incident to escalate (the probe starts one run per incident).
+        test: open a ``test`` incident and page level 1 only (leave incident_id at 0).
+        fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
+    """
+    log = get_run_logger()
+    fleet = load_fleet_task(fleet_file or config.fleet_file())
+    if fleet.escalation is None:
+        raise PermanentError(f"fleet {fleet.name} has no escalation policy")
+    url = store_url(fleet)
+    run_id = str(flow_run.id) if flow_run.id else None
+    policy = fleet.escalation
+    if test:
+        if incident_id:
+            raise PermanentError("a test page opens its own incident: leave incident_id at 0")
+        incident_id = open_test_incident(url, run_id)
+        policy = test_policy(policy)
+    elif incident_id <= 0:
+        raise PermanentError("incident_id is required (or test=true for a test page)")
+    label_flow_run(
+        f"escalation-incident-{incident_id}",
+        tags=[f"incident:{incident_id}", f"fleet:{fleet.name}"] + (["test"] if test else []),
+    )
+    people = {p.id: p for p in fleet.people}
+    channels = open_channels(fleet)
+    note_timeline(url, incident_id, "escalation-started", "escalation flow started", run_id)
+
+    sent: dict[str, int] = {}
+    pauses = 0
+    while True:
+        incident, view = read_incident(url, fleet, incident_id)
+        now = datetime.now(UTC)
+        decision = decide(policy, view, now, people)
+        for intent in decision.notices:
+            status = _send(url, fleet, channels, intent, incident_id)
+            sent[status] = sent.get(status, 0) + 1
+        if decision.done:
+            break
+        extra: list[datetime] = []
+        if incident.recovered_at is not None:
+            settle_at = incident.recovered_at + timedelta(seconds=settle_seconds(policy))
+            if now >= settle_at:
+                resolve_incident(url, incident_id, "", "auto-resolved after recovery", run_id)
+                continue
+            extra.append(settle_at)
+        if test:
+            deadline = incident.opened_at + timedelta(seconds=policy.levels[0].ack_deadline)
+            if incident.acknowledged_at is not None or now >= deadline:
+                resolve_incident(url, incident_id, "", "test page ended", run_id)
+                continue
+            extra.append(deadline)
+        timeout = _pause_seconds(decision, now, extra)
+        pauses += 1
+        paused_at = datetime.now(UTC)
+        log.info("waiting up to %d s for an acknowledgement (Resume in the UI)", timeout)
+        ack = wait_for_ack(timeout, key=f"wait-{pauses}")
+        if ack is None:
+            continue
+        if incident.resolved_at is None:
+            try:
+                # The CLI records the ack before it resumes us: count any ack this recent.
+                since = paused_at - timedelta(seconds=RECHECK_S)
+                record_ack_task(url, incident_id, ack.by, ack.note, run_id, since)
+            except Exception as exc:  # a late ack on a resolved incident: nothing to stop
+                log.warning("ack not recorded: %s", exc)
+
+    markdown = render_report(url, fleet, incident_id)
+    create_markdown_artifact(
+        key=f"incident-{incident_id}-report",
+        markdown=markdown,
+        description=f"Incident {incident_id}: timeline, times, impact, notices",
+    )
+    note_timeline(url, incident_id, "escalation-ended", "escalation flow ended", run_id)
+    log.info("incident %s resolved; notices this run: %s", incident_id, sent)
+    return {"incident_id": incident_id, "notices": sent, "pauses": pauses}

@@ -1,0 +1,274 @@
+"""The off-site probe: ONE long-running flow run per period that loops over check cycles.
+
+**probe_fleet(period_s)** — started by its deployment's schedule every period (10 min
+with production timings, 2 min with the lab's ``--fast`` ones; at most one run at a
+time, a run due while one still runs is cancelled). Until the period is nearly over,
+every ``timing.probe_interval``:
+
+1. one check cycle over every app server's ``/health`` and every client's health page
+   (through the front door: the path users take), concurrently, one aiohttp session
+   for the whole run;
+2. :class:`~ppo_dr.probe.runner.ProbeRunner` feeds the state machine, records every
+   transition and per-minute counts, derives outages with inhibition, opens each new
+   outage's incident idempotently and marks recovered ones;
+3. each new paging incident gets its escalation started exactly once
+   (``run_deployment("escalation/escalation", idempotency_key="escalation-<id>")``);
+   a missing escalation deployment is logged as a warning and put on the incident's
+   timeline, and the probe carries on;
+4. a heartbeat: the event ``ppo-dr.probe.heartbeat`` and a check counted for the
+   pseudo-target ``probe:heartbeat`` in the store.
+
+The run stops a margin before the next one is due, so CANCEL_NEW never cancels the
+successor; the next run resumes from the store (outages in progress, their incidents,
+escalations not yet started), so a restart never opens a second incident or starts a
+second escalation.
+
+**probe_watchdog()** — on a short schedule, independent of the probe's runs: if the
+store has no probe heartbeat for two probe periods, it opens the paging
+``probe-silent`` incident and starts its escalation (a Proactive automation would need
+the event pipeline of the same server and has no incident to page for; see the
+module :mod:`deployments.registry`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.runtime import flow_run
+
+from ppo_dr import config
+from ppo_dr.errors import DRError
+from ppo_dr.inventory import Fleet, Timing
+from ppo_dr.mirror.runbook import store_url
+from ppo_dr.probe.checks import Prober
+from ppo_dr.probe.runner import ESCALATION_STARTED, ProbeRunner
+from ppo_dr.store import Store
+from tasks import label_flow_run
+from tasks.inventory import load_fleet_task
+from tasks.probe import emit_probe_heartbeat, probe_silence_check, start_escalation
+
+#: Longest and shortest probe period (one flow run each).
+MAX_PERIOD_S: Final = 600.0
+MIN_PERIOD_S: Final = 60.0
+#: Failed cycles in a row (store errors) after which the run fails; the next run resumes.
+MAX_CYCLE_ERRORS: Final = 10
+#: How often the placements (clients move on failover) are re-read, in seconds.
+GRAPH_REFRESH_S: Final = 60.0
+
+
+def probe_period_s(timing: Timing) -> float:
+    """One run per 60 probe intervals, between 1 and 10 minutes (10 min at 10 s, 2 min
+    at the lab's fast 2 s)."""
+    return max(MIN_PERIOD_S, min(MAX_PERIOD_S, 60.0 * float(timing.probe_interval)))
+
+
+def stop_margin_s(period_s: float, interval_s: float) -> float:
+    """How long before the period ends a run stops: room for its final flush and for
+    the successor to start late, but well inside the state machine's gap."""
+    return min(30.0, max(2.0 * interval_s, 0.05 * period_s), period_s / 2)
+
+
+def watchdog_interval_s(timing: Timing) -> float:
+    return max(60.0, probe_period_s(timing) / 5)
+
+
+def _stamp() -> str:
+    start = flow_run.scheduled_start_time or datetime.now(UTC)
+    return start.astimezone(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+
+
+def _probe_run_name() -> str:
+    return f"probe-{_stamp()}"
+
+
+async def _escalate(runner: ProbeRunner, incident_id: int) -> None:
+    """Start the incident's escalation; never let a failure stop the probe."""
+    log = get_run_logger()
+    try:
+        run_id, why = await start_escalation(incident_id)
+    except Exception as exc:  # the API was unreachable through every retry
+        why = f"could not start the escalation: {type(exc).__name__}: {exc}"
+        log.error("incident %s: %s", incident_id, why)
+        runner.escalation_unavailable(incident_id, why)
+        return
+    if run_id is not None:
+        runner.escalation_started(incident_id, run_id)
+    else:
+        runner.escalation_unavailable(incident_id, why)
+
+
+def _summary_markdown(fleet: Fleet, stats: dict[str, Any]) -> str:
+    lines = [
+        f"# Probe of {fleet.name}",
+        "",
+        f"{stats['cycles']} cycle(s) over {stats['targets']} target(s), every "
+        f"{fleet.timing.probe_interval} s; slowest cycle {stats['slowest_cycle_s']:.2f} s.",
+        f"Transitions recorded: {stats['transitions']}.",
+        "",
+    ]
+    if stats["declared"]:
+        lines += ["Incidents declared this run:", ""]
+        lines += [f"- #{i}: {title}" for i, title in stats["declared"]]
+    if stats["recovered"]:
+        lines += ["", "Recovered this run: " + ", ".join(f"#{i}" for i in stats["recovered"])]
+    if stats["open"]:
+        lines += [
+            "",
+            "Still open at the end: " + ", ".join(f"{k} (#{i})" for k, i in stats["open"]),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="probe-fleet", flow_run_name=_probe_run_name, timeout_seconds=2 * 3600)
+async def probe_fleet(
+    period_s: float | None = None,
+    fleet_file: Path | None = None,
+    front_door: str | None = None,
+) -> dict[str, Any]:
+    """Probe every app server and client every probe interval for one period.
+
+    Args:
+        period_s: how long this run probes (default from the fleet's timing: 60 probe
+            intervals, 1-10 min); the deployment's schedule starts the next one.
+        fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
+        front_door: check clients at ``<front_door>/c/<client>/health`` (the lab's
+            front door) instead of ``<client url>/health``.
+    """
+    log = get_run_logger()
+    path = fleet_file or config.fleet_file()
+    fleet = load_fleet_task(path)
+    timing = fleet.timing
+    interval = float(timing.probe_interval)
+    period = float(period_s) if period_s else probe_period_s(timing)
+    label_flow_run(f"probe-{fleet.name}-{_stamp()}", tags=[f"fleet:{fleet.name}", "probe"])
+    run_id = str(flow_run.id) if flow_run.id else None
+    started = time.monotonic()
+    deadline = started + period - stop_margin_s(period, interval)
+    stats: dict[str, Any] = {
+        "cycles": 0,
+        "targets": 0,
+        "transitions": 0,
+        "slowest_cycle_s": 0.0,
+        "declared": [],
+        "recovered": [],
+        "open": [],
+    }
+    with Store(store_url(fleet)) as store:
+        runner = ProbeRunner(fleet, store, flow_run_id=run_id, front_door=front_door)
+        runner.seed()
+        if runner.open_outages:
+            log.info("resuming with open outage(s): %s", runner.open_outages)
+        for incident in runner.pending_escalations():
+            log.warning("incident %s has no escalation recorded yet: starting it", incident.id)
+            await _escalate(runner, incident.id)
+        checks = runner.checks()
+        refreshed = time.monotonic()
+        errors = 0
+        try:
+            async with Prober(timeout_s=float(timing.probe_timeout)) as prober:
+                while True:
+                    cycle_start = time.monotonic()
+                    if cycle_start - refreshed >= GRAPH_REFRESH_S:
+                        runner.refresh_graph()
+                        checks = runner.checks()
+                        refreshed = cycle_start
+                    observations = await prober.run_cycle(checks)
+                    try:
+                        result = runner.cycle(observations)
+                        errors = 0
+                    except DRError as exc:  # e.g. the store busy: the next cycle retries
+                        errors += 1
+                        log.error("cycle failed (%s in a row): %s", errors, exc)
+                        if errors >= MAX_CYCLE_ERRORS:
+                            raise
+                        await asyncio.sleep(interval)
+                        continue
+                    took = time.monotonic() - cycle_start
+                    stats["cycles"] += 1
+                    stats["targets"] = len(checks)
+                    stats["transitions"] += len(result.transitions)
+                    stats["slowest_cycle_s"] = max(stats["slowest_cycle_s"], took)
+                    for t in result.transitions:
+                        log.info(
+                            "%s: %s -> %s (%s)", t.target_id, t.from_state, t.to_state, t.reason
+                        )
+                    for d in result.declared:
+                        note = (
+                            f" (suppressed by maintenance window {d.window.id})" if d.window else ""
+                        )
+                        log.warning(
+                            "incident #%s %s: %s%s",
+                            d.incident.id,
+                            "opened" if d.created else "found open",
+                            d.incident.title,
+                            note,
+                        )
+                        if d.created:
+                            stats["declared"].append((d.incident.id, d.incident.title))
+                        if d.escalate:
+                            await _escalate(runner, d.incident.id)
+                    for incident in result.recovered:
+                        log.info("incident #%s recovered: %s", incident.id, incident.title)
+                        stats["recovered"].append(incident.id)
+                    runner.heartbeat()
+                    emit_probe_heartbeat(
+                        fleet.name,
+                        {
+                            "cycle": stats["cycles"],
+                            "targets": len(checks),
+                            "failing": len(result.down),
+                            "cycle_s": round(took, 3),
+                            "open_outages": len(runner.open_outages),
+                        },
+                    )
+                    next_at = cycle_start + interval
+                    if next_at >= deadline:
+                        break
+                    await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        finally:
+            runner.flush_minutes()
+            stats["open"] = sorted(runner.open_outages.items())
+    await acreate_markdown_artifact(
+        key=f"probe-{fleet.name}",
+        markdown=_summary_markdown(fleet, stats),
+        description=f"Probe run of {fleet.name}: cycles, incidents declared and recovered",
+    )
+    return stats
+
+
+def _watchdog_run_name() -> str:
+    return f"probe-watchdog-{_stamp()}"
+
+
+@flow(name="probe-watchdog", flow_run_name=_watchdog_run_name, timeout_seconds=300)
+async def probe_watchdog(
+    silent_after_s: float | None = None, fleet_file: Path | None = None
+) -> dict[str, Any]:
+    """Page (``probe-silent`` incident + escalation) if the probe stopped heartbeating.
+
+    Args:
+        silent_after_s: silence that pages; default two probe periods.
+        fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
+    """
+    log = get_run_logger()
+    path = fleet_file or config.fleet_file()
+    fleet = load_fleet_task(path)
+    silent_after = float(silent_after_s) if silent_after_s else 2 * probe_period_s(fleet.timing)
+    run_id = str(flow_run.id) if flow_run.id else None
+    url = store_url(fleet)
+    incident_id, created = probe_silence_check(url, silent_after, run_id)
+    if incident_id is None:
+        return {"silent": False}
+    log.error("the probe has not heartbeated for %.0f s: incident #%s", silent_after, incident_id)
+    with Store(url) as store:
+        runner = ProbeRunner(fleet, store, flow_run_id=run_id)
+        started = any(e.kind == ESCALATION_STARTED for e in store.timeline(incident_id))
+        if not started:
+            await _escalate(runner, incident_id)
+    return {"silent": True, "incident_id": incident_id, "created": created}

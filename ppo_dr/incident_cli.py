@@ -1,0 +1,181 @@
+"""``ppo-dr incident ...``: read, annotate, resolve and report incidents (no Prefect).
+
+``ack`` needs the Prefect API (it resumes the paused escalation run), so it is added
+to :data:`incident_app` by :mod:`deployments.incident_cli`. ``resolve`` only writes
+the store: the escalation run sees it at its next wake-up (at most 30 s) and sends
+the resolved notices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ppo_dr import config
+from ppo_dr.cli_support import FleetOption, reports_errors
+from ppo_dr.errors import PermanentError
+
+if TYPE_CHECKING:
+    from ppo_dr.inventory import Fleet
+    from ppo_dr.store import Store
+
+incident_app = typer.Typer(
+    help="Incidents: list, show, acknowledge, resolve, annotate, report.", no_args_is_help=True
+)
+
+IdArgument = Annotated[int, typer.Argument(min=1, help="The incident id (see `incident ls`).")]
+
+
+def _fleet(fleet_file: Path | None) -> Fleet | None:
+    """The fleet if its file exists (names and contacts in reports), else None."""
+    from ppo_dr.inventory import load_fleet
+
+    path = fleet_file or config.fleet_file()
+    return load_fleet(path) if path.exists() else None
+
+
+def open_store(fleet_file: Path | None) -> Store:
+    """The state store the escalation flow uses (``$PPO_DR_DB_URL``, the fleet's, default)."""
+    from ppo_dr.cli import store_url_for
+    from ppo_dr.store import Store
+
+    return Store.open(store_url_for(fleet_file))
+
+
+def _when(value: object) -> str:
+    from ppo_dr.reports import time_text
+
+    return time_text(value)  # type: ignore[arg-type]
+
+
+@incident_app.command("ls")
+@reports_errors
+def incident_ls(
+    fleet: FleetOption = None,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Resolved ones too.")] = False,
+) -> None:
+    """List open incidents (all with --all), oldest first."""
+    states = None if all_ else ("open", "acknowledged", "recovered")
+    with open_store(fleet) as store:
+        rows = store.incidents(states)
+    if not rows:
+        typer.echo("no incidents" if all_ else "no open incidents (--all for resolved ones)")
+        return
+    typer.echo(f"{'id':>5}  {'state':<12}  {'opened (UTC)':<20}  {'kind':<12}  title")
+    for inc in rows:
+        typer.echo(
+            f"{inc.id:>5}  {inc.state:<12}  {_when(inc.opened_at):<20}  {inc.kind:<12}  {inc.title}"
+        )
+
+
+@incident_app.command("show")
+@reports_errors
+def incident_show(incident_id: IdArgument, fleet: FleetOption = None) -> None:
+    """State, scope, affected clients, timeline (with flow-run ids) and notices."""
+    with open_store(fleet) as store:
+        inc = store.incident(incident_id)
+        if inc is None:
+            raise PermanentError(f"no incident with id {incident_id}")
+        timeline = store.timeline(incident_id)
+        notices = store.notices(incident_id)
+    scope = inc.scope or {}
+    typer.echo(f"incident {inc.id}: {inc.title}")
+    typer.echo(f"  state:    {inc.state} ({inc.kind}, {inc.severity})")
+    typer.echo(f"  opened:   {_when(inc.opened_at)}")
+    if inc.acknowledged_at:
+        typer.echo(f"  acked:    {_when(inc.acknowledged_at)} by {inc.acknowledged_by}")
+    if inc.recovered_at:
+        typer.echo(f"  recovered: {_when(inc.recovered_at)}")
+    if inc.resolved_at:
+        who = f" by {inc.resolved_by}" if inc.resolved_by else ""
+        typer.echo(f"  resolved: {_when(inc.resolved_at)}{who}")
+    for name in ("dc", "server", "client"):
+        if scope.get(name):
+            typer.echo(f"  {name + ':':<9} {scope[name]}")
+    clients = scope.get("clients") or []
+    typer.echo(f"  clients:  {', '.join(clients) if clients else '-'}")
+    typer.echo("timeline:")
+    for entry in timeline:
+        run = f"  [run {entry.flow_run_id}]" if entry.flow_run_id else ""
+        typer.echo(f"  {_when(entry.at)}  {entry.kind:<20} {entry.message}{run}")
+    typer.echo(f"notices ({len(notices)}):")
+    for n in notices:
+        detail = n.error or n.receipt or ""
+        typer.echo(
+            f"  {_when(n.created_at)}  {n.status:<7} {n.channel:<5} {n.step:<18} "
+            f"{n.recipient}  {detail}"
+        )
+
+
+@incident_app.command("resolve")
+@reports_errors
+def incident_resolve(
+    incident_id: IdArgument,
+    by: Annotated[str, typer.Option("--by", help="Who resolves it.")] = "",
+    note: Annotated[str, typer.Option("--note", help="Why it is over.")] = "",
+    fleet: FleetOption = None,
+) -> None:
+    """Resolve the incident; its escalation run sends the resolved notices and ends."""
+    with open_store(fleet) as store:
+        inc = store.resolve(incident_id, by, note)
+    typer.echo(f"incident {inc.id} resolved at {_when(inc.resolved_at)}")
+
+
+@incident_app.command("annotate")
+@reports_errors
+def incident_annotate(
+    incident_id: IdArgument,
+    cause: Annotated[str | None, typer.Option("--cause", help="What caused it.")] = None,
+    measures: Annotated[
+        str | None, typer.Option("--measures", help="What was done to restore service.")
+    ] = None,
+    prevention: Annotated[
+        str | None, typer.Option("--prevention", help="What will keep it from happening again.")
+    ] = None,
+    fleet: FleetOption = None,
+) -> None:
+    """Record the post-mortem: cause, measures taken, prevention (any state)."""
+    if cause is None and measures is None and prevention is None:
+        raise PermanentError("give at least one of --cause, --measures, --prevention")
+    with open_store(fleet) as store:
+        store.annotate(incident_id, cause, measures, prevention)
+    typer.echo(f"incident {incident_id} annotated")
+
+
+@incident_app.command("report")
+@reports_errors
+def incident_report(
+    incident_id: IdArgument,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write here (HTML if it ends in .html)."),
+    ] = None,
+    fleet: FleetOption = None,
+) -> None:
+    """The incident report: Markdown on stdout, or a file (.html for HTML)."""
+    from ppo_dr.reports import build_report, report_html, report_markdown
+
+    flt = _fleet(fleet)
+    with open_store(fleet) as store:
+        inc = store.incident(incident_id)
+        if inc is None:
+            raise PermanentError(f"no incident with id {incident_id}")
+        report = build_report(
+            inc,
+            store.timeline(incident_id),
+            store.notices(incident_id),
+            client_names={c.id: c.name for c in flt.clients} if flt else None,
+            client_contacts=(
+                {c.id: [k.email for k in c.contacts] for c in flt.clients} if flt else None
+            ),
+        )
+    if output is None:
+        typer.echo(report_markdown(report), nl=False)
+        return
+    html = output.suffix.lower() in (".html", ".htm")
+    text = report_html(report) if html else report_markdown(report)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"report written to {output}")

@@ -1,0 +1,566 @@
+"""The probe's bookkeeping: observations in, transitions, aggregates and incidents out.
+
+No Prefect here (the flow in ``flows/probe.py`` drives it), no network (the flow runs
+the checks with :class:`~ppo_dr.probe.checks.Prober` and hands the observations in),
+so every rule below is tested with a real store and synthetic observations.
+
+One :class:`ProbeRunner` lives for one probe flow run (one period). Per cycle
+(:meth:`ProbeRunner.cycle`):
+
+1. feed the observations to the :class:`~ppo_dr.probe.state.OutageTracker`;
+2. record **every** transition in the store (``probe_transitions``);
+3. add the observations to per-(target, minute) counts kept in memory, and write a
+   minute's counts once the minute is over (``probe_minutes``; not every observation);
+4. derive the outages with inhibition (:func:`~ppo_dr.probe.graph.outages`); a NEW
+   outage opens its incident idempotently (kind ``outage``, dedupe key = the outage
+   key) -- unless an outage already open covers all its targets (a DC outage whose
+   first server came back must not page again for the second server);
+5. an open outage whose targets are all ``up`` again is marked recovered. If the same
+   outage comes back before anyone resolved the recovered incident, that one is
+   resolved by the probe and a new incident (a relapse, paged anew) is opened.
+
+Exactly once, across restarts: a new runner (the next period's run, or a run after a
+crash) seeds the tracker from the store's transitions (targets in ``down`` or
+``recovering`` stay in outage, with their first-failure time) and its known outages
+from the store's unrecovered ``outage`` incidents, so it re-derives the same keys and
+finds the same incidents. An escalation is started only for an incident whose timeline
+has no ``escalation-started`` entry; the flow's ``run_deployment`` idempotency key
+(``escalation-<incident id>``) covers the crash between the two.
+
+Maintenance windows (server, DC or client; :meth:`Store.active_maintenance`) suppress
+paging: the incident is still opened (``paging=False``) with a timeline entry saying
+which window, and no escalation is asked for.
+
+The probe's own liveness: :meth:`ProbeRunner.heartbeat` adds one check per cycle to
+the per-minute counts of the pseudo-target :data:`HEARTBEAT_TARGET`;
+:func:`check_probe_silence` (the watchdog flow) opens a paging ``probe-silent``
+incident when that target has had no check for the silence threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from ppo_dr.inventory import Fleet
+from ppo_dr.probe import fleet_checks
+from ppo_dr.probe.checks import Check, HttpCheck
+from ppo_dr.probe.graph import FleetGraph, Outage, client_target, outages, server_target
+from ppo_dr.probe.state import (
+    Observation,
+    OutagePolicy,
+    OutageTracker,
+    TargetState,
+    TargetStatus,
+    Transition,
+)
+from ppo_dr.store import Incident, MaintenanceWindow, ProbeTransition, Store
+
+#: Incident kind of an outage the probe declared.
+OUTAGE_KIND: Final = "outage"
+#: Incident kind (and dedupe key) of a probe that stopped heartbeating.
+SILENT_KIND: Final = "probe-silent"
+#: Pseudo-target whose per-minute counts are the probe's heartbeat.
+HEARTBEAT_TARGET: Final = "probe:heartbeat"
+#: Timeline kinds the runner writes.
+ESCALATION_STARTED: Final = "escalation-started"
+ESCALATION_MISSING: Final = "escalation-unavailable"
+#: A probe with no heartbeat at all in this long has not run here: the watchdog is quiet.
+WATCH_LOOKBACK: Final = timedelta(days=1)
+#: How far back a restarted probe looks for the transitions of an outage in progress.
+SEED_LOOKBACK: Final = timedelta(days=14)
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def client_health_url(url: str) -> str:
+    """A client's health URL from its public URL: ``<url>/health`` (``/c/<id>/health``
+    on the lab's front door)."""
+    return url.rstrip("/") + "/health"
+
+
+def probe_checks(
+    fleet: Fleet, placements: Mapping[str, str], front_door: str | None = None
+) -> list[Check]:
+    """Every app server's ``/health`` and every client's health page, through the
+    front door when given, else under the client's public URL."""
+    checks = fleet_checks(fleet, front_door=front_door, placements=placements)
+    if front_door is not None:
+        return checks
+    urls = {client_target(c.id): client_health_url(c.url) for c in fleet.clients}
+    return [
+        replace(c, url=urls[c.target_id]) if isinstance(c, HttpCheck) and c.target_id in urls else c
+        for c in checks
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """An outage this cycle opened (or found open) an incident for."""
+
+    outage: Outage
+    incident: Incident
+    created: bool
+    #: True: the flow must start the escalation for this incident now.
+    escalate: bool
+    #: The maintenance window that suppressed paging, if any.
+    window: MaintenanceWindow | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    """What one cycle did, for the flow's logs and summary."""
+
+    at: datetime
+    transitions: list[Transition]
+    declared: list[Declared]
+    recovered: list[Incident]
+    down: list[str]
+
+    @property
+    def failures(self) -> int:
+        return len(self.down)
+
+
+@dataclass
+class _Minute:
+    checks: int = 0
+    failures: int = 0
+    latency_ms_max: float | None = None
+
+
+@dataclass
+class _Known:
+    """An outage incident the runner watches until every one of its targets is up."""
+
+    incident_id: int
+    targets: frozenset[str]
+
+
+@dataclass
+class ProbeRunner:
+    """One probe period's state: tracker, pending minute counts, outages being watched."""
+
+    fleet: Fleet
+    store: Store
+    flow_run_id: str | None = None
+    front_door: str | None = None
+    hold_window: timedelta = timedelta(seconds=60)
+    policy: OutagePolicy = field(init=False)
+    graph: FleetGraph = field(init=False)
+    tracker: OutageTracker = field(init=False)
+    _minutes: dict[tuple[str, datetime], _Minute] = field(init=False, default_factory=dict)
+    _known: dict[str, _Known] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.policy = OutagePolicy.from_timing(self.fleet.timing)
+        self.refresh_graph()
+        self.tracker = OutageTracker(self.policy)
+
+    # -- set-up -------------------------------------------------------------------
+
+    def placements(self) -> dict[str, str]:
+        return {p.client_id: p.server_id for p in self.store.placements()}
+
+    def refresh_graph(self) -> None:
+        """Re-read placements (clients move on failover) and rebuild the graph."""
+        self.graph = FleetGraph.from_fleet(self.fleet, self.placements())
+
+    def checks(self) -> list[Check]:
+        return probe_checks(self.fleet, self.placements(), self.front_door)
+
+    def seed(self, now: datetime | None = None) -> None:
+        """Resume from the store: targets in outage, and the outage incidents still open.
+
+        A target whose newest transition left it ``down`` or ``recovering`` is seeded
+        as ``down`` with the start of its failure run (its last ``up → pending``). A
+        ``pending`` target is resumed only if the previous run's newest heartbeat
+        minute ended within the policy's ``max_gap`` (else continuity across the
+        restart is unknown and the failure run starts again, as after any gap).
+        """
+        now = now or datetime.now(UTC)
+        last: dict[str, ProbeTransition] = {}
+        run_start: dict[str, datetime] = {}
+        for t in self.store.probe_transitions(since=now - SEED_LOOKBACK):
+            last[t.target] = t
+            if t.to_state == TargetState.PENDING and t.from_state == TargetState.UP:
+                run_start[t.target] = t.at
+        statuses: dict[str, TargetStatus] = {}
+        # The previous run's last cycle was at most a minute after its newest heartbeat
+        # minute: if that is within the state machine's gap, a pending failure run is
+        # carried over (the usual case: the next period's run starts seconds later).
+        beat = last_heartbeat(self.store, now, lookback=timedelta(minutes=5))
+        gap = self.policy.max_gap or timedelta(0)
+        resume_pending = beat is not None and now - beat <= gap
+        for target, t in last.items():
+            if t.to_state == TargetState.PENDING and resume_pending:
+                statuses[target] = TargetStatus(
+                    target,
+                    state=TargetState.PENDING,
+                    since=t.at,
+                    first_failure_at=run_start.get(target, t.at),
+                    last_reason=t.detail,
+                )
+            elif t.to_state in (TargetState.DOWN, TargetState.RECOVERING):
+                statuses[target] = TargetStatus(
+                    target,
+                    state=TargetState.DOWN,
+                    since=t.at,
+                    first_failure_at=run_start.get(target, t.at),
+                    last_at=None,
+                    last_reason=t.detail,
+                )
+        self.tracker = OutageTracker(self.policy, statuses)
+        self._known = {}
+        for incident in self.store.incidents(states=("open", "acknowledged"), kind=OUTAGE_KIND):
+            self._known[incident.dedupe_key] = _Known(incident.id, _scope_targets(incident.scope))
+
+    # -- one cycle ----------------------------------------------------------------
+
+    def cycle(
+        self, observations: Sequence[Observation], now: datetime | None = None
+    ) -> CycleResult:
+        """Feed one cycle's observations; persist, declare and recover (see the module)."""
+        at = now or max((o.at for o in observations), default=datetime.now(UTC))
+        transitions = self.tracker.feed(observations)
+        for t in transitions:
+            self.store.record_probe_transition(
+                t.target_id, t.from_state.value, t.to_state.value, at=t.at, detail=t.reason
+            )
+        self._count(observations, at)
+        statuses = self.tracker.statuses
+        declared = [self._declare(o, at) for o in self._new_outages(statuses)]
+        recovered = self._recoveries(statuses, at)
+        down = sorted(o.target_id for o in observations if not o.ok)
+        return CycleResult(at, transitions, [d for d in declared if d], recovered, down)
+
+    def _new_outages(self, statuses: Mapping[str, TargetStatus]) -> list[Outage]:
+        found = outages(statuses, self.graph, hold_window=self.hold_window)
+        new: list[Outage] = []
+        for outage in found:
+            if outage.key in self._known:
+                continue
+            targets = self._targets(outage)
+            if any(targets <= k.targets for k in self._known.values()):
+                continue  # named in an outage still open (e.g. what is left of a DC outage)
+            new.append(outage)
+        return new
+
+    def _targets(self, outage: Outage) -> frozenset[str]:
+        return _scope_targets(self.scope(outage))
+
+    def scope(self, outage: Outage) -> dict[str, Any]:
+        """The incident scope: level, subject and the clients, servers and DCs affected."""
+        if outage.level == "dc":
+            servers = list(self.graph.dc_servers.get(outage.subject_id, ()))
+        elif outage.level == "server":
+            servers = [outage.subject_id]
+        else:
+            servers = [self.graph.client_server[outage.subject_id]]
+        dcs = sorted({self.graph.server_dc[s] for s in servers if s in self.graph.server_dc})
+        return {
+            "level": outage.level,
+            "subject": outage.subject_id,
+            "clients": list(outage.clients),
+            "servers": sorted(servers),
+            "dcs": dcs,
+            "since": outage.since.isoformat(),
+        }
+
+    def _window_for(self, scope: Mapping[str, Any], at: datetime) -> MaintenanceWindow | None:
+        """The maintenance window covering the outage: its subject, server(s) or DC(s)."""
+        windows = self.store.active_maintenance(at)
+        if not windows:
+            return None
+        level, subject = scope["level"], scope["subject"]
+        covered: dict[tuple[str, str], MaintenanceWindow] = {}
+        for w in windows:
+            covered.setdefault((w.scope_kind, w.scope_id), w)
+
+        def dc(dc_id: str) -> MaintenanceWindow | None:
+            return covered.get(("dc", dc_id))
+
+        def server(server_id: str) -> MaintenanceWindow | None:
+            return covered.get(("server", server_id)) or dc(self.graph.server_dc.get(server_id, ""))
+
+        if level == "dc":
+            return dc(subject)
+        if level == "server":
+            return server(subject)
+        return covered.get(("client", subject)) or server(self.graph.client_server.get(subject, ""))
+
+    def _declare(self, outage: Outage, at: datetime) -> Declared | None:
+        scope = self.scope(outage)
+        window = self._window_for(scope, at)
+        title = _title(outage)
+        incident, created = self.store.open_incident(
+            OUTAGE_KIND,
+            outage.key,
+            title,
+            scope,
+            paging=window is None,
+            flow_run_id=self.flow_run_id,
+            at=at,
+        )
+        relapse_of: int | None = None
+        if not created and incident.state == "recovered":
+            # Down again after recovery, before anyone resolved it: that incident is
+            # over (resolving it ends its escalation); this is a new one, paged anew.
+            relapse_of = incident.id
+            self.store.resolve(
+                incident.id,
+                by="probe",
+                note=f"down again at {_iso(at)}: continued in a new incident",
+                flow_run_id=self.flow_run_id,
+                at=at,
+            )
+            incident, created = self.store.open_incident(
+                OUTAGE_KIND,
+                outage.key,
+                title,
+                scope,
+                paging=window is None,
+                flow_run_id=self.flow_run_id,
+                at=at,
+            )
+        self._known[outage.key] = _Known(incident.id, _scope_targets(incident.scope))
+        if created and relapse_of is not None:
+            self.store.add_timeline(
+                incident.id,
+                "relapse",
+                f"relapse of incident {relapse_of} (recovered, then down again)",
+                flow_run_id=self.flow_run_id,
+                data={"relapse_of": relapse_of},
+                at=at,
+            )
+        if created:
+            self.store.add_timeline(
+                incident.id,
+                "first-failure",
+                f"first failure at {_iso(outage.since)}",
+                flow_run_id=self.flow_run_id,
+                data={"at": outage.since.isoformat()},
+                at=outage.since,
+            )
+            self.store.add_timeline(
+                incident.id,
+                "declared",
+                f"declared by probe flow run {self.flow_run_id or '(none)'}: {title}",
+                flow_run_id=self.flow_run_id,
+                data={"key": outage.key, "threshold_s": self.policy.threshold.total_seconds()},
+                at=at,
+            )
+            if window is not None:
+                self.store.add_timeline(
+                    incident.id,
+                    "suppressed",
+                    f"suppressed by maintenance window {window.id} "
+                    f"({window.scope_kind} {window.scope_id}"
+                    f"{': ' + window.reason if window.reason else ''}): no paging",
+                    flow_run_id=self.flow_run_id,
+                    data={"window": window.id},
+                    at=at,
+                )
+        escalate = incident.paging and not self._escalation_recorded(incident.id)
+        return Declared(outage, incident, created, escalate, window)
+
+    def _escalation_recorded(self, incident_id: int) -> bool:
+        return any(e.kind == ESCALATION_STARTED for e in self.store.timeline(incident_id))
+
+    def _recoveries(self, statuses: Mapping[str, TargetStatus], at: datetime) -> list[Incident]:
+        done: list[Incident] = []
+        for key, known in list(self._known.items()):
+            if any(
+                (s := statuses.get(t)) is not None and s.state is not TargetState.UP
+                for t in known.targets
+            ):
+                continue
+            # Seeded targets are down; a target never seen is up: needs a real recovery.
+            incident = self.store.mark_recovered(
+                known.incident_id, at=at, flow_run_id=self.flow_run_id
+            )
+            self.store.add_timeline(
+                incident.id,
+                "probe-recovered",
+                f"all {len(known.targets)} target(s) up again "
+                f"({self.policy.recovery_successes} successes in a row)",
+                flow_run_id=self.flow_run_id,
+                data={"targets": sorted(known.targets)},
+                at=at,
+            )
+            del self._known[key]
+            done.append(incident)
+        return done
+
+    # -- escalation hand-over -------------------------------------------------------
+
+    def pending_escalations(self) -> list[Incident]:
+        """Paging outage incidents being watched whose escalation was never recorded as
+        started (the previous run crashed in between, or the escalation deployment did
+        not exist yet): the flow asks again, under the same idempotency key."""
+        out: list[Incident] = []
+        for known in self._known.values():
+            incident = self.store.incident(known.incident_id)
+            if (
+                incident is not None
+                and incident.paging
+                and incident.state in ("open", "acknowledged")
+                and not self._escalation_recorded(incident.id)
+            ):
+                out.append(incident)
+        return out
+
+    def escalation_started(
+        self, incident_id: int, flow_run_id: str, at: datetime | None = None
+    ) -> None:
+        self.store.add_timeline(
+            incident_id,
+            ESCALATION_STARTED,
+            f"escalation started: flow run {flow_run_id}",
+            flow_run_id=self.flow_run_id,
+            data={"escalation_flow_run_id": flow_run_id},
+            at=at,
+        )
+
+    def escalation_unavailable(
+        self, incident_id: int, reason: str, at: datetime | None = None
+    ) -> None:
+        self.store.add_timeline(
+            incident_id,
+            ESCALATION_MISSING,
+            f"escalation NOT started: {reason}",
+            flow_run_id=self.flow_run_id,
+            data={"reason": reason},
+            at=at,
+        )
+
+    # -- aggregates and heartbeat ---------------------------------------------------
+
+    def _count(self, observations: Iterable[Observation], at: datetime) -> None:
+        for o in observations:
+            minute = o.at.astimezone(UTC).replace(second=0, microsecond=0)
+            m = self._minutes.setdefault((o.target_id, minute), _Minute())
+            m.checks += 1
+            m.failures += 0 if o.ok else 1
+            if m.latency_ms_max is None or o.latency_ms > m.latency_ms_max:
+                m.latency_ms_max = o.latency_ms
+        self.flush_minutes(before=at.astimezone(UTC).replace(second=0, microsecond=0))
+
+    def flush_minutes(self, before: datetime | None = None) -> int:
+        """Write the counts of minutes before *before* (all of them if None); rows written."""
+        written = 0
+        for key in sorted(self._minutes, key=lambda k: (k[1], k[0])):
+            target, minute = key
+            if before is not None and minute >= before:
+                continue
+            m = self._minutes.pop(key)
+            self.store.record_probe_minute(target, minute, m.checks, m.failures, m.latency_ms_max)
+            written += 1
+        return written
+
+    def heartbeat(self, at: datetime | None = None) -> None:
+        """Record that the probe completed a cycle (the watchdog reads it)."""
+        self.store.record_probe_minute(HEARTBEAT_TARGET, at or datetime.now(UTC), 1, 0)
+
+    @property
+    def open_outages(self) -> dict[str, int]:
+        """Outage key → incident id of the outages being watched for recovery."""
+        return {k: v.incident_id for k, v in self._known.items()}
+
+
+def _scope_targets(scope: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(
+        [server_target(s) for s in scope.get("servers", [])]
+        + [client_target(c) for c in scope.get("clients", [])]
+    )
+
+
+def _title(outage: Outage) -> str:
+    clients = len(outage.clients)
+    what = {"dc": "data centre", "server": "app server", "client": "client"}[outage.level]
+    return f"{what} {outage.subject_id} down ({clients} client(s) affected)"
+
+
+# --------------------------------------------------------------------------- watchdog
+
+
+def last_heartbeat(store: Store, now: datetime, lookback: timedelta) -> datetime | None:
+    """The end of the newest minute the probe heartbeated in, within *lookback*."""
+    rows = store.probe_minutes(HEARTBEAT_TARGET, since=now - lookback)
+    rows = [r for r in rows if r.checks > 0]
+    return (max(r.minute for r in rows) + timedelta(minutes=1)) if rows else None
+
+
+def check_probe_silence(
+    store: Store,
+    silent_after: timedelta,
+    *,
+    now: datetime | None = None,
+    flow_run_id: str | None = None,
+) -> tuple[Incident | None, bool]:
+    """Open (idempotently) a paging ``probe-silent`` incident if the probe has not
+    heartbeated for *silent_after*; mark it recovered once it heartbeats again.
+
+    Returns ``(incident, created)``; ``(None, False)`` when the probe is alive and no
+    such incident is open. Heartbeats are per minute (a minute of slack).
+
+    No heartbeat at all in the last :data:`WATCH_LOOKBACK` means the probe has not
+    run against this store (a fresh install, whose watchdog may run before the first
+    probe run): nothing to watch, no page. A silence that began within the lookback
+    pages, and that incident stays open until someone resolves it. A recovered but
+    unresolved ``probe-silent`` incident is resolved when the probe falls silent
+    again, and a new one pages.
+    """
+    now = now or datetime.now(UTC)
+    last = last_heartbeat(store, now, lookback=max(WATCH_LOOKBACK, 2 * silent_after))
+    if last is None:
+        return None, False
+    silent = now - last > silent_after
+    if not silent:
+        for incident in store.incidents(states=("open", "acknowledged"), kind=SILENT_KIND):
+            store.mark_recovered(incident.id, at=now, flow_run_id=flow_run_id)
+            store.add_timeline(
+                incident.id,
+                "probe-recovered",
+                f"probe heartbeating again (last {_iso(last)})",
+                flow_run_id=flow_run_id,
+                at=now,
+            )
+        return None, False
+    since = _iso(last)
+
+    def open_() -> tuple[Incident, bool]:
+        return store.open_incident(
+            SILENT_KIND,
+            SILENT_KIND,
+            f"probe silent: no heartbeat for {int(silent_after.total_seconds())} s",
+            {"level": "probe", "subject": "probe", "last_heartbeat": since},
+            severity="major",
+            paging=True,
+            flow_run_id=flow_run_id,
+            at=now,
+        )
+
+    incident, created = open_()
+    if not created and incident.state == "recovered":
+        store.resolve(
+            incident.id,
+            by="probe-watchdog",
+            note="silent again: continued in a new incident",
+            flow_run_id=flow_run_id,
+            at=now,
+        )
+        incident, created = open_()
+    if created:
+        store.add_timeline(
+            incident.id,
+            "declared",
+            f"no probe heartbeat since {since}: outages are not being detected",
+            flow_run_id=flow_run_id,
+            at=now,
+        )
+    return incident, created

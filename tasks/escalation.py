@@ -1,0 +1,280 @@
+"""Tasks of the escalation runbook: thin wrappers over :mod:`ppo_dr.escalation`,
+:mod:`ppo_dr.notify` and the store.
+
+The helpers without ``@task`` (:func:`incident_view`, :func:`record_ack`) are shared
+with ``ppo-dr incident ack`` (:mod:`deployments.incident_cli`), so an ack typed in a
+terminal and one given in the Prefect UI are recorded the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
+
+from ppo_dr.channels import Channel, MessageChannel, build_channels, describe_channels
+from ppo_dr.errors import PermanentError, TransientError
+from ppo_dr.escalation import IncidentView, NoticeIntent, contacts_of
+from ppo_dr.inventory import Fleet
+from ppo_dr.notify import address_for, deliver, give_up, retry_delay
+from ppo_dr.reports import build_report, report_markdown
+from ppo_dr.store import Incident, Store
+from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn, secret_from_block
+
+#: A notice recorded but not yet sent this recently is being sent by another run (two
+#: escalation runs of one incident): a third party leaves it alone. An older pending
+#: notice is a send that died half-way, and is sent again.
+IN_FLIGHT_S = 60.0
+#: Timeline kind of every acknowledgement (the store's own, and re-acks after a re-trigger).
+ACK_KIND = "acknowledged"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def acknowledgements(store: Store, incident_id: int) -> list[datetime]:
+    """Every acknowledgement time of the incident, oldest first (from its timeline)."""
+    return [e.at for e in store.timeline(incident_id) if e.kind == ACK_KIND]
+
+
+def incident_view(store: Store, fleet: Fleet, incident_id: int) -> tuple[Incident, IncidentView]:
+    """The incident and what :func:`~ppo_dr.escalation.decide` needs to know of it."""
+    incident = store.incident(incident_id)
+    if incident is None:
+        raise PermanentError(f"no incident with id {incident_id}")
+    sent = [n.idempotency_key for n in store.notices(incident_id) if n.status != "pending"]
+    view = IncidentView.from_record(
+        incident,
+        sent=sent,
+        contacts=contacts_of(fleet.clients, (incident.scope or {}).get("clients", ())),
+        acknowledgements=acknowledgements(store, incident_id),
+    )
+    return incident, view
+
+
+def record_ack(
+    store: Store,
+    incident_id: int,
+    by: str,
+    note: str = "",
+    *,
+    flow_run_id: str | None = None,
+    since: datetime | None = None,
+) -> bool:
+    """Record an acknowledgement unless one was recorded at or after *since*.
+
+    The first ack goes through ``store.acknowledge``; a later one (paging re-triggered
+    after ``ack_timeout``) is a timeline entry of the same kind, which the decision
+    reads as a new acknowledgement. Returns True if this call recorded it.
+    """
+    incident = store.incident(incident_id)
+    if incident is None:
+        raise PermanentError(f"no incident with id {incident_id}")
+    if since is not None and any(t >= since for t in acknowledgements(store, incident_id)):
+        return False
+    if incident.acknowledged_at is None:
+        store.acknowledge(incident_id, by, note, flow_run_id)
+    else:
+        message = f"acknowledged again by {by}" + (f": {note}" if note else "")
+        store.add_timeline(
+            incident_id,
+            ACK_KIND,
+            message,
+            flow_run_id=flow_run_id,
+            data={"by": by, "note": note},
+        )
+    return True
+
+
+# --------------------------------------------------------------------------- tasks
+
+_RETRIES: dict[str, Any] = {
+    "retries": len(RETRY_DELAYS),
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_jitter_factor": RETRY_JITTER,
+    "retry_condition_fn": retry_condition_fn,
+}
+
+
+@task(name="open-channels", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def open_channels(fleet: Fleet) -> dict[MessageChannel, Channel]:
+    """Build the e-mail, SMS and X channels; credentials come from Prefect Secret blocks."""
+    channels = build_channels(fleet, secret_from_block)
+    get_run_logger().info("channels: %s", describe_channels(channels))
+    return channels
+
+
+@task(name="read-incident", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def read_incident(store_url: str, fleet: Fleet, incident_id: int) -> tuple[Incident, IncidentView]:
+    """The incident, its acknowledgements and the notices already sent or given up."""
+    with Store.open(store_url) as store:
+        return incident_view(store, fleet, incident_id)
+
+
+@task(name="open-test-incident", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def open_test_incident(store_url: str, flow_run_id: str | None) -> int:
+    """Open an incident of kind ``test`` (a test page: level 1 only, nobody else)."""
+    now = datetime.now(UTC)
+    with Store.open(store_url) as store:
+        incident, _ = store.open_incident(
+            "test",
+            f"test-page/{flow_run_id or now.isoformat()}",
+            "TEST page from the escalation deployment: please acknowledge",
+            {"test": True},
+            severity="minor",
+            flow_run_id=flow_run_id,
+            at=now,
+        )
+    get_run_logger().info("test incident %s opened", incident.id)
+    return incident.id
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one notice: ``sent`` (now), ``already`` (earlier) or the error."""
+
+    key: str
+    status: str
+    error: str | None = None
+
+
+@task(
+    name="send-notice",
+    task_run_name="send-{intent.step}-{intent.channel}-{intent.recipient}",
+    cache_policy=NO_CACHE,
+    timeout_seconds=60,
+    **_RETRIES,
+)
+def send_notice(
+    store_url: str,
+    intent: NoticeIntent,
+    channels: Mapping[MessageChannel, Channel],
+    address: str,
+    incident_id: int,
+) -> Outcome:
+    """Record the notice under its key, send it once, store the receipt.
+
+    Already sent: success, nothing sent. A transient error is retried by Prefect with
+    back-off; when the provider asked for a longer wait (Retry-After) the task waits
+    the difference before failing, and a wait longer than we accept fails permanently
+    (the flow falls back to the person's other channel instead of paging late).
+    """
+    log = get_run_logger()
+    with Store.open(store_url) as store:
+        notice, created = store.record_notice(
+            intent.key,
+            incident_id=incident_id,
+            step=intent.step,
+            channel=intent.channel,
+            recipient=intent.recipient,
+            subject=intent.subject,
+            body=intent.body,
+        )
+        first_try = (task_run.run_count or 1) <= 1
+        age = (datetime.now(UTC) - notice.created_at).total_seconds()
+        if not created and notice.status == "pending" and first_try and age < IN_FLIGHT_S:
+            # Recorded moments ago by another run of this incident, which is sending it:
+            # leave it to that run (the next decision sees it sent, or pending and old).
+            log.info("%s is being sent by another run; not sending", intent.key)
+            return Outcome(intent.key, "in-flight")
+        try:
+            result = deliver(store, intent, channels, incident_id=incident_id, address=address)
+        except TransientError as exc:
+            attempt = max(0, (task_run.run_count or 1) - 1)
+            planned = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+            wait = retry_delay(exc, planned)
+            if wait is None:
+                raise PermanentError(
+                    f"notice {intent.key}: provider asks to wait too long; falling back"
+                ) from exc
+            if wait > planned:
+                time.sleep(wait - planned)
+            raise
+    if result.sent_now:
+        log.info("sent %s via %s: %s", intent.key, intent.channel, result.receipt)
+        return Outcome(intent.key, "sent")
+    log.info("%s already %s", intent.key, result.notice.status)
+    return Outcome(intent.key, "already")
+
+
+@task(name="give-up-notice", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def give_up_notice(
+    store_url: str,
+    intent: NoticeIntent,
+    error: str,
+    incident_id: int,
+    fallback: NoticeIntent | None,
+) -> NoticeIntent | None:
+    """Mark the notice failed (shown on the incident); the fallback if still worth sending."""
+    with Store.open(store_url) as store:
+        chosen = give_up(store, intent, error, incident_id=incident_id, fallback=fallback)
+    get_run_logger().warning(
+        "notice %s failed; %s",
+        intent.key,
+        f"falling back to {chosen.channel}" if chosen else "no fallback",
+    )
+    return chosen
+
+
+def address_of(intent: NoticeIntent, fleet: Fleet) -> str:
+    """Where the notice goes (a person's e-mail or phone, else the recipient as is)."""
+    return address_for(intent, {p.id: p for p in fleet.people})
+
+
+@task(name="record-ack", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def record_ack_task(
+    store_url: str,
+    incident_id: int,
+    by: str,
+    note: str,
+    flow_run_id: str | None,
+    since: datetime,
+) -> bool:
+    """Record the acknowledgement given to the paused run (unless the CLI already did)."""
+    with Store.open(store_url) as store:
+        recorded = record_ack(store, incident_id, by, note, flow_run_id=flow_run_id, since=since)
+    get_run_logger().info(
+        "incident %s acknowledged by %s%s", incident_id, by, "" if recorded else " (recorded)"
+    )
+    return recorded
+
+
+@task(name="resolve-incident", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def resolve_incident(
+    store_url: str, incident_id: int, by: str, note: str, flow_run_id: str | None
+) -> Incident:
+    """Resolve the incident (idempotent)."""
+    with Store.open(store_url) as store:
+        return store.resolve(incident_id, by, note, flow_run_id)
+
+
+@task(name="note-timeline", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def note_timeline(
+    store_url: str, incident_id: int, kind: str, message: str, flow_run_id: str | None
+) -> None:
+    """Add an entry to the incident's timeline, with this flow run's id."""
+    with Store.open(store_url) as store:
+        store.add_timeline(incident_id, kind, message, flow_run_id=flow_run_id)
+
+
+@task(name="render-report", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def render_report(store_url: str, fleet: Fleet, incident_id: int) -> str:
+    """The incident report in Markdown (cause, measures, timeline, times, notices)."""
+    with Store.open(store_url) as store:
+        incident = store.incident(incident_id)
+        if incident is None:
+            raise PermanentError(f"no incident with id {incident_id}")
+        report = build_report(
+            incident,
+            store.timeline(incident_id),
+            store.notices(incident_id),
+            client_names={c.id: c.name for c in fleet.clients},
+            client_contacts={c.id: [k.email for k in c.contacts] for c in fleet.clients},
+        )
+    return report_markdown(report)

@@ -1,0 +1,101 @@
+"""Tasks of the probe: the rare, visible steps (start an escalation, watch the probe).
+
+The check cycles themselves are NOT tasks: a cycle every few seconds for a whole period
+would be hundreds of task runs per flow run (PREFECT-NOTES: a 5 s schedule grew the
+Prefect DB to ~100 MB in 20 minutes). They run inside the flow; what they find is in
+the store (transitions, per-minute counts, incidents) and in the run's logs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Final
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.deployments.flow_runs import arun_deployment
+from prefect.events import emit_event
+from prefect.exceptions import ObjectNotFound
+
+from ppo_dr.probe.runner import check_probe_silence
+from ppo_dr.store import Store
+from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn
+
+#: The escalation runbook's deployment (``flows/escalation.py``, parameter incident_id).
+ESCALATION_DEPLOYMENT: Final = "escalation/escalation"
+#: Event the probe emits after every cycle.
+HEARTBEAT_EVENT: Final = "ppo-dr.probe.heartbeat"
+
+_RETRIES: dict[str, Any] = {
+    "retries": len(RETRY_DELAYS),
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_jitter_factor": RETRY_JITTER,
+    "retry_condition_fn": retry_condition_fn,
+}
+
+
+def escalation_key(incident_id: int) -> str:
+    """The idempotency key of an incident's escalation run: one run per incident, ever."""
+    return f"escalation-{incident_id}"
+
+
+def heartbeat_resource(fleet_name: str) -> str:
+    """``ppo-dr.probe.<fleet>``: the resource the probe's heartbeat is about."""
+    return f"ppo-dr.probe.{fleet_name}"
+
+
+@task(
+    name="start-escalation",
+    task_run_name="start-escalation-{incident_id}",
+    cache_policy=NO_CACHE,
+    timeout_seconds=60,
+    **_RETRIES,
+)
+async def start_escalation(incident_id: int) -> tuple[str | None, str]:
+    """Start the escalation flow run of *incident_id* (exactly once: idempotency key).
+
+    Returns ``(flow run id, "")``, or ``(None, why)`` when the escalation deployment
+    does not exist (yet): the probe records that on the incident and carries on.
+    """
+    log = get_run_logger()
+    try:
+        run = await arun_deployment(
+            ESCALATION_DEPLOYMENT,
+            parameters={"incident_id": incident_id},
+            timeout=0,
+            idempotency_key=escalation_key(incident_id),
+            tags=[f"incident:{incident_id}"],
+        )
+    except ObjectNotFound:
+        why = (
+            f"deployment {ESCALATION_DEPLOYMENT!r} not found: nobody is paged for "
+            f"incident {incident_id} until it is served (ppo-dr serve)"
+        )
+        log.warning(why)
+        return None, why
+    log.info("escalation of incident %s: flow run %s (%s)", incident_id, run.id, run.name)
+    return str(run.id), ""
+
+
+def emit_probe_heartbeat(fleet_name: str, payload: dict[str, Any]) -> None:
+    """Emit :data:`HEARTBEAT_EVENT` (what a Proactive automation would watch)."""
+    emit_event(
+        HEARTBEAT_EVENT,
+        resource={"prefect.resource.id": heartbeat_resource(fleet_name)},
+        payload=payload,
+    )
+
+
+@task(name="probe-silence-check", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def probe_silence_check(
+    store_url: str, silent_after_s: float, flow_run_id: str | None
+) -> tuple[int | None, bool]:
+    """Open (or find) the ``probe-silent`` incident if the probe stopped heartbeating.
+
+    Returns ``(incident id or None, created)``.
+    """
+    with Store(store_url) as store:
+        incident, created = check_probe_silence(
+            store, timedelta(seconds=silent_after_s), flow_run_id=flow_run_id
+        )
+    return (incident.id if incident else None), created

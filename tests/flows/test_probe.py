@@ -1,0 +1,201 @@
+"""The probe flow, run for real: the session lab (fast timings: probe every 2 s, outage
+after 20 s, 2 successes to recover) and Prefect's test harness.
+
+The flow runs in the test's thread; the faults are injected from a helper thread that
+ALWAYS heals in ``finally``. Each test has its own state store (``PPO_DR_DB_URL``).
+A stand-in ``escalation/escalation`` deployment (no runner: its runs stay scheduled)
+lets the test count the escalation runs the probe started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.events.filters import EventFilter, EventNameFilter
+from prefect.exceptions import ObjectNotFound
+
+from flows.probe import probe_fleet, probe_watchdog
+from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.lab.supervisor import Lab
+from ppo_dr.probe.runner import ESCALATION_STARTED, HEARTBEAT_TARGET, SILENT_KIND
+from ppo_dr.store import Incident, Store
+from tasks.probe import HEARTBEAT_EVENT
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("PPO_DR_DB_URL", url)
+    with Store(url) as opened:
+        opened.upgrade()
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def fleet(lab: Lab) -> Fleet:
+    return load_fleet(lab.fleet_file)
+
+
+@pytest.fixture
+def escalation_deployment(prefect_api: str) -> UUID:
+    """A deployment named like the real escalation one, without a runner."""
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_deployment_by_name("escalation/escalation").id
+        except ObjectNotFound:
+            flow_id = client.create_flow_from_name("escalation")
+            return client.create_deployment(flow_id=flow_id, name="escalation")
+
+
+def escalation_runs(client: SyncPrefectClient, deployment_id: UUID, incident_id: int) -> list[Any]:
+    runs = client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    )
+    return [r for r in runs if r.parameters.get("incident_id") == incident_id]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    return predicate()
+
+
+class Scenario(threading.Thread):
+    """Break *target* after *delay*, wait for an incident (at most *wait*), heal no
+    earlier than *heal_at* s after the start; always heal."""
+
+    def __init__(
+        self, lab: Lab, store: Store, target: str, delay: float, wait: float, heal_at: float = 0
+    ) -> None:
+        super().__init__(daemon=True)
+        self.lab, self.store, self.target = lab, store, target
+        self.delay, self.wait, self.heal_at = delay, wait, heal_at
+        self.fault_at: datetime | None = None
+        self.incidents: list[Incident] = []
+        self.healed_at: datetime | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            time.sleep(self.delay)
+            self.fault_at = datetime.now(UTC)
+            self.lab.break_(self.target, "power")
+            self.incidents = wait_for(lambda: self.store.incidents(), self.wait)
+            time.sleep(max(2.0, self.heal_at - (time.monotonic() - started)))
+            self.incidents = self.store.incidents()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.lab.heal(self.target)
+            self.healed_at = datetime.now(UTC)
+
+
+def latency(incident: Incident, fault_at: datetime, fleet: Fleet) -> float:
+    """Declared minus fault time minus threshold, in seconds."""
+    return (incident.opened_at - fault_at).total_seconds() - fleet.timing.outage_threshold
+
+
+def test_power_kill_is_one_incident_and_a_restart_adds_nothing(
+    lab: Lab, fleet: Fleet, store: Store, prefect_api: str, escalation_deployment: UUID
+) -> None:
+    server = "app-cpt1-1"
+    clients = sorted(c.id for c in fleet.clients if c.server == server)
+    assert clients
+    # Run 1 declares; the heal comes only once run 2 runs (a restart mid-outage).
+    scenario = Scenario(lab, store, server, delay=4.0, wait=40.0, heal_at=42.0)
+    scenario.start()
+    try:
+        first = asyncio.run(probe_fleet(period_s=38, fleet_file=lab.fleet_file))
+    except BaseException:
+        scenario.join(timeout=90)
+        raise
+    assert first["cycles"] >= 10
+    incidents = store.incidents()
+    assert len(incidents) == 1, incidents
+    incident = incidents[0]
+    assert incident.dedupe_key == f"outage:server:{server}"
+    assert incident.scope["clients"] == clients and incident.scope["servers"] == [server]
+    assert scenario.fault_at is not None
+    measured = latency(incident, scenario.fault_at, fleet)
+    print(f"\ndetection latency (server {server}): {measured:.1f} s over the threshold")
+    assert measured <= 10.0
+    # Run 2: a restart mid-outage finds the same incident, sees the heal.
+    try:
+        second = asyncio.run(probe_fleet(period_s=24, fleet_file=lab.fleet_file))
+    finally:
+        scenario.join(timeout=90)
+    assert scenario.error is None, scenario.error
+    assert len(store.incidents()) == 1
+    after = store.incident(incident.id)
+    assert after is not None and after.state == "recovered", (after, second)
+    kinds = [e.kind for e in store.timeline(incident.id)]
+    assert kinds.count(ESCALATION_STARTED) == 1, kinds
+    assert {"first-failure", "declared", "recovered", "probe-recovered"} <= set(kinds)
+    with get_client(sync_client=True) as client:
+        assert len(escalation_runs(client, escalation_deployment, incident.id)) == 1
+        page = client.read_events(
+            filter=EventFilter(event=EventNameFilter(name=[HEARTBEAT_EVENT])), limit=50
+        )
+        assert page is not None and page.events
+    assert store.probe_transitions(f"server:{server}")
+    assert store.probe_minutes(f"server:{server}")
+
+
+def test_whole_dc_is_one_incident(
+    lab: Lab, fleet: Fleet, store: Store, prefect_api: str, escalation_deployment: UUID
+) -> None:
+    dc = "jhb1"
+    apps = sorted(s.id for s in fleet.servers if s.dc == dc and s.role == "app")
+    assert len(apps) >= 2
+    clients = sorted(c.id for c in fleet.clients if c.server in apps)
+    scenario = Scenario(lab, store, dc, delay=4.0, wait=32.0)
+    scenario.start()
+    try:
+        asyncio.run(probe_fleet(period_s=46, fleet_file=lab.fleet_file))
+    finally:
+        scenario.join(timeout=60)
+    assert scenario.error is None, scenario.error
+    incidents = store.incidents()
+    assert [i.dedupe_key for i in incidents] == [f"outage:dc:{dc}"], incidents
+    assert incidents[0].scope["clients"] == clients
+    assert incidents[0].scope["servers"] == apps
+    assert scenario.fault_at is not None
+    print(f"\ndetection latency (dc {dc}): {latency(incidents[0], scenario.fault_at, fleet):.1f} s")
+    assert incidents[0].state == "recovered", store.timeline(incidents[0].id)
+    assert timedelta(0) < incidents[0].opened_at - scenario.fault_at
+
+
+def test_watchdog_pages_once_when_the_probe_is_silent(
+    store: Store, prefect_api: str, escalation_deployment: UUID
+) -> None:
+    """No heartbeat for 9 minutes: a paging probe-silent incident, one escalation run,
+    however often the watchdog runs."""
+    fleet_file = Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml"
+    store.record_probe_minute(HEARTBEAT_TARGET, datetime.now(UTC) - timedelta(minutes=9), 1, 0)
+    first = asyncio.run(probe_watchdog(silent_after_s=240, fleet_file=fleet_file))
+    again = asyncio.run(probe_watchdog(silent_after_s=240, fleet_file=fleet_file))
+    assert first["silent"] and first["created"] and not again["created"]
+    assert first["incident_id"] == again["incident_id"]
+    (incident,) = store.incidents()
+    assert incident.kind == SILENT_KIND and incident.paging
+    with get_client(sync_client=True) as client:
+        assert len(escalation_runs(client, escalation_deployment, incident.id)) == 1
+    kinds = [e.kind for e in store.timeline(incident.id)]
+    assert kinds.count(ESCALATION_STARTED) == 1
