@@ -19,8 +19,6 @@ Register it with ``pytest_plugins = [..., "tests.s3"]`` in the top-level conftes
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import threading
 import urllib.request
 import uuid
@@ -33,6 +31,7 @@ from typing import Any
 import pytest
 
 from ppo_dr.transport.s3 import S3Remote
+from tests.netguard import loopback_guard
 
 #: Dummy credentials: moto accepts any; these must never appear in a message or log.
 S3_KEY_ID = "AKIAS3SENTINELKEY7Q2X"
@@ -40,17 +39,6 @@ S3_SECRET = "s3/sentinel/secret+key/7Q2x9KQmZZ"
 S3_REGION = "eu-west-1"
 
 # --------------------------------------------------------------------------- loopback guard
-
-
-def _is_loopback(host: Any) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode()
-    if host is None or host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @pytest.fixture
@@ -72,38 +60,8 @@ def s3_loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterato
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
-    attempts: list[str] = []
-    real_getaddrinfo = socket.getaddrinfo
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-
-    def refuse(what: str) -> None:
-        attempts.append(what)
-        pytest.fail(f"a client tried to reach {what}: tests stay on 127.0.0.1", pytrace=True)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _is_loopback(host):
-            refuse(f"name lookup {host!r}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    def check(address: Any) -> None:
-        if isinstance(address, tuple) and not _is_loopback(address[0]):
-            refuse(f"connection to {address[0]!r}")
-
-    def connect(self: socket.socket, address: Any) -> None:
-        check(address)
-        return real_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: Any) -> int:
-        check(address)
-        return real_connect_ex(self, address)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    yield attempts
-    if attempts:
-        pytest.fail(f"non-loopback network use (even if swallowed): {attempts}")
+    with loopback_guard(monkeypatch) as attempts:
+        yield attempts
 
 
 # --------------------------------------------------------------------------- moto S3

@@ -14,9 +14,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import socket
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from ppo_dr.store import Store
+from tests.netguard import loopback_guard
 
 #: Secret values the tests hand to the channels; none may ever be printed.
 SENTINELS = {
@@ -51,52 +50,11 @@ def assert_no_secret(text: str) -> None:
 # --------------------------------------------------------------------------- loopback guard
 
 
-def _is_loopback(host: Any) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode()
-    if host is None or host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Refuse, loudly, any lookup or connection beyond 127.0.0.1 / ::1."""
-    attempts: list[str] = []
-    real_getaddrinfo = socket.getaddrinfo
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-
-    def refuse(what: str) -> None:
-        attempts.append(what)
-        pytest.fail(f"a client tried to reach {what}: tests stay on 127.0.0.1", pytrace=True)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _is_loopback(host):
-            refuse(f"name lookup {host!r}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    def check(address: Any) -> None:
-        if isinstance(address, tuple) and not _is_loopback(address[0]):
-            refuse(f"connection to {address[0]!r}")
-
-    def connect(self: socket.socket, address: Any) -> None:
-        check(address)
-        return real_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: Any) -> int:
-        check(address)
-        return real_connect_ex(self, address)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    yield attempts
-    if attempts:
-        pytest.fail(f"non-loopback network use (even if swallowed): {attempts}")
+    with loopback_guard(monkeypatch) as attempts:
+        yield attempts
 
 
 # --------------------------------------------------------------------------- SendGrid stand-in
