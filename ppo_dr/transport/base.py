@@ -19,6 +19,7 @@ storage implement it. The contract every implementation keeps:
 
 from __future__ import annotations
 
+import abc
 import posixpath
 import secrets
 import shlex
@@ -120,6 +121,33 @@ class AtomicWriter(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+class CommitOnExit(abc.ABC):
+    """The ``with`` behaviour every :class:`AtomicWriter` shares: leaving the block
+    normally commits, leaving it with an exception aborts."""
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Make the written data visible under the final name."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Drop what was written; the final name stays untouched."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
 
 
 class Remote(Protocol):

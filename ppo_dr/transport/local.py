@@ -35,6 +35,7 @@ from ppo_dr.errors import (
     UnsafeInputError,
 )
 from ppo_dr.transport.base import (
+    CommitOnExit,
     EntryType,
     ExecResult,
     Remote,
@@ -86,7 +87,7 @@ def _fsname(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
-class LocalAtomicWriter:
+class LocalAtomicWriter(CommitOnExit):
     """Writes a temporary sibling created with O_EXCL; commit fsyncs (unless the
     remote was made with ``fsync=False``) and renames it."""
 
@@ -131,20 +132,6 @@ class LocalAtomicWriter:
             self._file.close()
         with contextlib.suppress(OSError):
             os.unlink(self._real_temp)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 class LocalReader:

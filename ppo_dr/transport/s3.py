@@ -90,7 +90,7 @@ from ppo_dr.errors import (
     TransientError,
     UnsafeInputError,
 )
-from ppo_dr.transport.base import EntryType, ExecResult, Remote, RemoteStat
+from ppo_dr.transport.base import CommitOnExit, EntryType, ExecResult, Remote, RemoteStat
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class S3Reader:
         self.close()
 
 
-class S3AtomicWriter:
+class S3AtomicWriter(CommitOnExit):
     """Spools what is written to a local temporary file; commit uploads it in one go.
 
     The upload is a single PUT below the multipart threshold, else a multipart upload
@@ -289,20 +289,6 @@ class S3AtomicWriter:
         if not self._done:
             self._done = True
             self._spool.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 class S3Remote:

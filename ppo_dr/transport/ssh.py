@@ -76,6 +76,7 @@ from ppo_dr.errors import (
     TransientError,
 )
 from ppo_dr.transport.base import (
+    CommitOnExit,
     EntryType,
     ExecResult,
     Remote,
@@ -407,7 +408,7 @@ class SshReader(io.RawIOBase):
                 super().close()
 
 
-class SshAtomicWriter:
+class SshAtomicWriter(CommitOnExit):
     """Writes to an exclusively created temporary sibling; commit renames it into place.
 
     Pipelined on paramiko's request layer: the permission change and every write are
@@ -514,20 +515,6 @@ class SshAtomicWriter:
                 sftp.remove(_b(self.temp_path))
         except Exception:
             log.debug("could not remove %s on %s", self.temp_path, self._remote.label)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 class SshRemote:
