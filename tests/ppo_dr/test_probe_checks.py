@@ -183,11 +183,13 @@ def test_tls_errors_are_failures(tmp_path: Path) -> None:
 
 
 def test_slot_wait_is_not_blamed_on_the_target() -> None:
-    """With 2 slots and 6 checks of 0.4 s, each check still gets its whole timeout."""
+    """With 2 slots and 10 checks of 0.4 s (five waves, 2 s in all), each check still
+    gets its whole 1.2 s timeout: a clock started before the slot would fail the last
+    waves. The margin per check (0.8 s) keeps a loaded CI machine from failing it."""
 
     async def go() -> list[Observation]:
-        async with server() as base, Prober(timeout_s=0.6, concurrency=2) as prober:
-            return await prober.run_cycle([HttpCheck(f"s{i}", f"{base}/slow") for i in range(6)])
+        async with server() as base, Prober(timeout_s=1.2, concurrency=2) as prober:
+            return await prober.run_cycle([HttpCheck(f"s{i}", f"{base}/slow") for i in range(10)])
 
     assert all(o.ok for o in run(go))
 
