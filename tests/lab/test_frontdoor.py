@@ -238,6 +238,6 @@ def test_a_server_that_hangs_is_a_504_after_five_seconds(door: Door) -> None:
     finally:
         hung.close()
     assert status == 504
-    assert 4.5 < elapsed < 8
+    assert 4.5 < elapsed < 15  # the 5 s upstream timeout, not an early or a missing one
     assert headers["X-PPO-Route"] == "acme -> app-jhb1-1"
     assert json.loads(body)["server"] == "app-jhb1-1"

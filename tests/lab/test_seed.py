@@ -102,4 +102,5 @@ def test_content_generation_is_fast() -> None:
         total += len(content.binary(MIB))
     elapsed = time.perf_counter() - started
     assert total == 40 * MIB
-    assert elapsed < 1.5, f"40 MiB took {elapsed:.2f} s"
+    # A generous bound: it catches a per-byte Python loop (tens of seconds), not noise.
+    assert elapsed < 10, f"40 MiB took {elapsed:.2f} s"

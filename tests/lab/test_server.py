@@ -447,7 +447,7 @@ def test_a_lab_of_servers_starts_quickly(rt_fresh_minilab: MiniLab) -> None:
         for port in ports.values():
             wait_for_port(port, procs[sid], lab.procs.logs / f"{sid}.log")
     elapsed = time.monotonic() - started
-    assert elapsed < 10, f"{len(procs)} servers took {elapsed:.1f} s"
+    assert elapsed < 30, f"{len(procs)} servers took {elapsed:.1f} s"
     mirror = json.loads(lab.ssh("mirror-jhb1-1", "health").stdout)
     assert mirror == {"server": "mirror-jhb1-1", "role": "mirror", "data_root_ok": True}
     assert "http none" in lab.procs.log_of("mirror-jhb1-1")

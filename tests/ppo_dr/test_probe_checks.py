@@ -217,4 +217,5 @@ def test_a_cycle_over_many_targets_reuses_the_session() -> None:
 
     took, obs = run(go)
     assert all(o.ok for o in obs) and len(obs) == 300
-    assert took < 3.0
+    # The figure is bench/probe_cycle.py's; this only catches checks run one by one.
+    assert took < 10.0
