@@ -33,10 +33,10 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from ppo_dr import config
+from ppo_dr.closing import ClosesOnExit
 from ppo_dr.errors import AuthError, PermanentError, TransientError
 from ppo_dr.ids import check_id
 from ppo_dr.secret_refs import SecretResolver, resolve_secret
@@ -234,7 +234,7 @@ def parse_repository_key(text: str, where: str) -> bytes:
     return key
 
 
-class FleetAccess:
+class FleetAccess(ClosesOnExit):
     """Pooled SSH connections to a fleet's servers, host keys pinned by the fleet file.
 
     Thread-safe (the pool is). Use as a context manager, or call :meth:`close`.
@@ -310,17 +310,6 @@ class FleetAccess:
     def close(self) -> None:
         """Close every pooled connection."""
         self.pool.close_all()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from alembic import command
@@ -17,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from ppo_dr.closing import ClosesOnExit
 from ppo_dr.config import default_store_url
 from ppo_dr.errors import DRError, PermanentError, TransientError
 from ppo_dr.store.engine import (
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound="DataclassInstance")
 
 
-class StoreBase:
+class StoreBase(ClosesOnExit):
     """Lifecycle and transactions; the record-specific methods live in the mixins."""
 
     def __init__(self, url: str) -> None:
@@ -67,17 +67,6 @@ class StoreBase:
     def close(self) -> None:
         """Close pooled connections; the store can be used again afterwards."""
         self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

@@ -24,9 +24,9 @@ import stat as stat_mod
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
+from ppo_dr.closing import ClosesOnExit
 from ppo_dr.errors import (
     DRError,
     PermanentError,
@@ -134,7 +134,7 @@ class LocalAtomicWriter(CommitOnExit):
             os.unlink(self._real_temp)
 
 
-class LocalReader:
+class LocalReader(ClosesOnExit):
     """A local file read front to back; errors come out translated."""
 
     def __init__(self, remote: LocalRemote, path: str) -> None:
@@ -154,19 +154,8 @@ class LocalReader:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class LocalRemote:
+class LocalRemote(ClosesOnExit):
     """This machine's file system (optionally below *root*) behind the Remote contract."""
 
     def __init__(self, root: str | None = None, *, fsync: bool = True) -> None:
@@ -376,17 +365,6 @@ class LocalRemote:
 
     def close(self) -> None:
         """Nothing to release."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _is_a_remote(remote: LocalRemote) -> Remote:  # mypy proves the protocol is met

@@ -64,8 +64,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import boto3
 from botocore.config import Config
@@ -82,6 +81,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from ppo_dr.closing import ClosesOnExit
 from ppo_dr.errors import (
     AuthError,
     DRError,
@@ -202,7 +202,7 @@ def _sort_key(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
-class S3Reader:
+class S3Reader(ClosesOnExit):
     """An object (or a byte range of one) streamed from a GET; errors translated."""
 
     def __init__(self, remote: S3Remote, path: str, body: Any) -> None:
@@ -229,17 +229,6 @@ class S3Reader:
             if self._body is not None:
                 with contextlib.suppress(Exception):
                     self._body.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class S3AtomicWriter(CommitOnExit):
@@ -291,7 +280,7 @@ class S3AtomicWriter(CommitOnExit):
             self._spool.close()
 
 
-class S3Remote:
+class S3Remote(ClosesOnExit):
     """A bucket (below *prefix*) behind the Remote contract; see the module docstring.
 
     Credentials come from the arguments, else from boto3's default chain (instance
@@ -409,17 +398,6 @@ class S3Remote:
         if self._own_client:
             with contextlib.suppress(Exception):
                 self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ----- metadata ----------------------------------------------------------------
 

@@ -67,6 +67,7 @@ from paramiko.sftp import (
 from paramiko.sftp_attr import SFTPAttributes
 from paramiko.sftp_client import SFTPError
 
+from ppo_dr.closing import ClosesOnExit
 from ppo_dr.errors import (
     AuthError,
     DRError,
@@ -517,7 +518,7 @@ class SshAtomicWriter(CommitOnExit):
             log.debug("could not remove %s on %s", self.temp_path, self._remote.label)
 
 
-class SshRemote:
+class SshRemote(ClosesOnExit):
     """One authenticated SSH connection with one SFTP session; see the module doc.
 
     Safe to share between threads: SFTP calls are serialised by a lock, because
@@ -649,17 +650,6 @@ class SshRemote:
             self._sftp.close()
         finally:
             self._transport.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ----- metadata ----------------------------------------------------------------
 
