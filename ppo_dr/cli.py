@@ -17,6 +17,7 @@ import typer
 from ppo_dr import config
 from ppo_dr.cli_support import FleetOption, reports_errors
 from ppo_dr.errors import InventoryError
+from ppo_dr.failover.cli import failover_app
 from ppo_dr.incident_cli import incident_app
 from ppo_dr.lab.cli import lab_app
 from ppo_dr.maintenance_cli import maintenance_app
@@ -39,6 +40,7 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(mirror_app, name="mirror")
 app.add_typer(incident_app, name="incident")
 app.add_typer(maintenance_app, name="maintenance")
+app.add_typer(failover_app, name="failover")
 
 
 @inventory_app.command("check")
