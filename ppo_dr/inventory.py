@@ -187,12 +187,75 @@ def _not_a_literal_secret(value: Any) -> Any:
 Secret = Annotated[SecretRef, BeforeValidator(_not_a_literal_secret)]
 
 
+def _aws_region(value: str) -> str:
+    if not re.fullmatch(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}", value):
+        raise _broken("AWS region", f"{value!r} is not an AWS region such as 'af-south-1'")
+    return value
+
+
+def _launch_template(value: str) -> str:
+    # An id (lt-0abc...) or a name, as EC2 spells them; "lt-" always means an id.
+    if not re.fullmatch(r"lt-[0-9a-f]{8,17}|(?!lt-)[A-Za-z0-9().\-/_]{3,128}", value):
+        raise _broken(
+            "launch template",
+            f"{value!r} is neither a launch template id (lt-0123abcd...) nor a template name",
+        )
+    return value
+
+
+def _hosted_zone(value: str) -> str:
+    if not re.fullmatch(r"[A-Z0-9]{1,32}", value):
+        raise _broken(
+            "hosted zone id", f"{value!r} is not a Route53 hosted zone id such as 'Z1D633PJN98FT9'"
+        )
+    return value
+
+
 class DataCentre(_Model):
+    """A data centre and how new servers appear in it.
+
+    ``provider: aws`` DCs provision app servers from an EC2 launch template in
+    ``region`` and route clients with Route53 records in ``hosted_zone_id`` (optional:
+    without it routing is left to whatever reads the placements). Credentials are
+    references (``access_key_id`` + ``secret_access_key``); without them boto3's
+    standard chain (environment, instance role) is used. The aws-only fields are
+    refused elsewhere, so a setting never silently does nothing.
+    """
+
     id: Id
     name: str = ""
     country: Country
     provider: Literal["lab", "aws", "static"] = "static"
-    region: str | None = None
+    region: Annotated[str, AfterValidator(_aws_region)] | None = None
+    launch_template: Annotated[str, AfterValidator(_launch_template)] | None = None
+    launch_template_version: str = Field(default="$Default", pattern=r"^(\$Default|\$Latest|\d+)$")
+    hosted_zone_id: Annotated[str, AfterValidator(_hosted_zone)] | None = None
+    dns_ttl: int = Field(default=60, ge=1, le=86400)
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+
+    @model_validator(mode="after")
+    def _aws_settings(self) -> DataCentre:
+        aws_only = ("launch_template", "hosted_zone_id", "access_key_id", "secret_access_key")
+        if self.provider != "aws":
+            named = [name for name in aws_only if getattr(self, name) is not None]
+            if named:
+                raise _broken(
+                    "aws settings need provider aws",
+                    f"{', '.join(named)} only apply to provider aws (this one is {self.provider})",
+                )
+            return self
+        missing = [name for name in ("region", "launch_template") if getattr(self, name) is None]
+        if missing:
+            raise _broken(
+                "aws data centres name region and launch template",
+                f"provider aws needs {' and '.join(missing)}",
+            )
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise _broken(
+                "secret reference", "name both access_key_id and secret_access_key, or neither"
+            )
+        return self
 
 
 class SshEndpoint(_Model):
@@ -200,6 +263,55 @@ class SshEndpoint(_Model):
     port: Port = 22
     user: Id = "ppo"
     host_key: HostKey
+
+
+def _s3_bucket(value: str) -> str:
+    # S3's naming rules; also keeps the name safe in a URL path (path-style endpoints).
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value) or ".." in value:
+        raise _broken(
+            "S3 bucket name",
+            f"{value!r} is not an S3 bucket name (3-63 of a-z 0-9 . -, starting and ending "
+            "with a letter or digit)",
+        )
+    return value
+
+
+def _s3_prefix(value: str) -> str:
+    parts = value.strip("/").split("/") if value.strip("/") else []
+    bad_part = any(p in {"", ".", ".."} for p in parts)
+    if (
+        value.startswith("/")
+        or bad_part
+        or not re.fullmatch(r"[A-Za-z0-9!_.*'()/ -]{0,512}", value)
+    ):
+        raise _broken(
+            "S3 prefix",
+            f"{value!r} is not a key prefix such as 'ppo-dr/prod' (relative, no '.' or '..' "
+            "parts, letters, digits and !_.*'()- /)",
+        )
+    return value.strip("/")
+
+
+class S3Location(_Model):
+    """An off-site mirror in object storage: repositories live at
+    ``s3://<bucket>/<prefix>/repos/<app-server-id>/``. ``endpoint_url`` is for an
+    S3-compatible store (or a test server); credentials are references, and without
+    them boto3's standard chain (environment, instance role) is used."""
+
+    bucket: Annotated[str, AfterValidator(_s3_bucket)]
+    prefix: Annotated[str, AfterValidator(_s3_prefix)] = ""
+    region: Annotated[str, AfterValidator(_aws_region)]
+    endpoint_url: HttpUrl | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+
+    @model_validator(mode="after")
+    def _both_keys(self) -> S3Location:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise _broken(
+                "secret reference", "name both access_key_id and secret_access_key, or neither"
+            )
+        return self
 
 
 class HttpEndpoint(_Model):
@@ -216,7 +328,8 @@ class Server(_Model):
     id: Id
     dc: Id
     role: Literal["app", "mirror", "spare"]
-    ssh: SshEndpoint
+    ssh: SshEndpoint | None = None  # required, except for a mirror in S3 (then ``s3``)
+    s3: S3Location | None = None
     http: HttpEndpoint | None = None
     data_root: AbsolutePath = "/srv/ppo"
     capacity: Capacity = Capacity()
@@ -263,14 +376,34 @@ class EscalationPolicy(_Model):
     auto_failover: bool = False
 
 
+class Vantage(_Model):
+    """A network path the probe checks from: direct (no proxy) or through an HTTP(S)
+    proxy in another network. With two or more, an outage needs a majority of them."""
+
+    id: Id
+    proxy: HttpUrl | None = None
+
+
 class Timing(_Model):
     mirror_cron: str = Field(default="0 * * * *", pattern=r"^\S+( \S+){4}$")
+    # The scheduled DR drill (flows/drill.py): restore a few canary clients, daily.
+    drill_cron: str = Field(default="30 3 * * *", pattern=r"^\S+( \S+){4}$")
     probe_interval: Duration = 10
     probe_timeout: Duration = 5
     outage_threshold: Duration = 180
     recovery_successes: int = Field(ge=1, le=100, default=3)
     # An answer slower than this is a failed check (a hung page is an outage to users).
     latency_budget_ms: int | None = Field(default=None, ge=1, le=600_000)
+    # Several vantages: a target is failing only if a majority of them see it fail.
+    vantages: tuple[Vantage, ...] = Field(default=(), max_length=9)
+
+    @model_validator(mode="after")
+    def _vantage_ids_unique(self) -> Timing:
+        ids = [v.id for v in self.vantages]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise _broken("unique ids", f"vantage id(s) used more than once: {', '.join(twice)}")
+        return self
 
     @model_validator(mode="after")
     def _budget_within_timeout(self) -> Timing:
@@ -653,6 +786,7 @@ def _topology_problems(fleet: Fleet, data: dict[str, Any]) -> Iterator[Problem]:
     for s in fleet.servers:
         if s.dc not in in_file["data_centres"]:
             yield at("servers", s.id, "dc"), "known reference", f"unknown data centre {s.dc!r}"
+        yield from _reach_problems(s, at)
         for kind, endpoint in (("ssh", s.ssh), ("http", s.http)):
             if endpoint is None:
                 continue
@@ -747,6 +881,37 @@ def _topology_problems(fleet: Fleet, data: dict[str, Any]) -> Iterator[Problem]:
                     )
 
     yield from _channel_problems(fleet)
+
+
+def _reach_problems(s: Server, at: Any) -> Iterator[Problem]:
+    """How a server is reached: ``ssh``, or for a mirror an S3 bucket (``s3``)."""
+    if s.s3 is None:
+        if s.ssh is None:
+            yield (
+                at("servers", s.id, "ssh"),
+                "required field",
+                "'ssh' is required"
+                + (" (or 's3' for a mirror in object storage)" if s.role == "mirror" else ""),
+            )
+        return
+    if s.role != "mirror":
+        yield (
+            at("servers", s.id, "s3"),
+            "s3 is for mirror servers",
+            f"only a mirror can be an S3 bucket; this is {_a(s.role)} server",
+        )
+    elif s.ssh is not None:
+        yield (
+            at("servers", s.id, "s3"),
+            "ssh or s3",
+            "a mirror is reached over ssh or is an S3 bucket, not both",
+        )
+    elif "data_root" in s.model_fields_set:
+        yield (
+            at("servers", s.id, "data_root"),
+            "ssh or s3",
+            "an S3 mirror keeps its repositories below s3.prefix; data_root does not apply",
+        )
 
 
 def _mirror_problems(

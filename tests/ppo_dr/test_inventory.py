@@ -381,6 +381,22 @@ CASES: list[Case] = [
         "exceeds probe_timeout (5 s)",
         at="timing",
     ),
+    bad("timing.vantages", [{"id": "eu"}, {"id": "eu"}], "unique ids", "eu", at="timing"),
+    bad("timing.vantages", [{"id": "EU"}], ID_RULE, at="timing.vantages[0].id"),
+    bad(
+        "timing.vantages",
+        [{"id": "eu", "proxy": "socks5://p:1080"}],
+        "http(s) URL",
+        at="timing.vantages[0].proxy",
+    ),
+    bad(
+        "timing.vantages",
+        [{"id": "eu", "proxy": "http://u:pw@p:3128"}],
+        "http(s) URL",
+        "must not carry a password",
+        at="timing.vantages[0].proxy",
+    ),
+    bad("timing.vantages", [{"id": "eu", "via": "x"}], UNKNOWN, at="timing.vantages[0].via"),
     # ---- e-mail and phone
     *each(
         "people[sipho].email",
@@ -478,6 +494,83 @@ CASES: list[Case] = [
     ),
     bad("escalation.levels", [], "not empty"),
     bad("escalation.levels[0].notify", [], "not empty"),
+    # ---- aws data centres (provisioning and routing settings)
+    bad(
+        "data_centres[jhb1].launch_template",
+        DELETE,
+        "aws data centres name region and launch template",
+        "needs launch_template",
+        at="data_centres[jhb1]",
+    ),
+    bad(
+        "data_centres[lon1].region",
+        DELETE,
+        "aws data centres name region and launch template",
+        "needs region",
+        at="data_centres[lon1]",
+    ),
+    bad(
+        "data_centres[cpt1].launch_template",
+        "ppo-app-server",
+        "aws settings need provider aws",
+        "launch_template only apply to provider aws",
+        at="data_centres[cpt1]",
+    ),
+    bad(
+        "data_centres[jhb1].access_key_id",
+        {"env": "PPO_AWS_KEY_ID"},
+        SECRET,
+        "or neither",
+        at="data_centres[jhb1]",
+    ),
+    bad("data_centres[jhb1].secret_access_key", "wJalrXUtnFEMI/K7MDENG", REFERENCES),
+    *each("data_centres[jhb1].region", ["Africa", "af_south_1", "af-south", ""], "AWS region"),
+    *each(
+        "data_centres[jhb1].launch_template",
+        ["lt-XYZ", "a", "tmpl;rm -rf /", "x" * 129],
+        "launch template",
+    ),
+    *each("data_centres[jhb1].hosted_zone_id", ["z123", "/hostedzone/Z1", "Z 1"], "hosted zone id"),
+    bad("data_centres[jhb1].dns_ttl", 0, "range"),
+    bad("data_centres[jhb1].launch_template_version", "latest", "syntax"),
+]
+
+# ---- S3 mirrors: a mirror server may be a bucket (`s3`) instead of `ssh`
+S3M = "servers[mirror-s3-af1]"
+S3_SPEC = {"bucket": "ppo-dr-mirror-af1", "prefix": "prod", "region": "af-south-1"}
+S3_MIRROR = {"id": "mirror-s3-af1", "dc": "jhb1", "role": "mirror", "s3": S3_SPEC}
+
+
+def s3_case(
+    field: str, value: Any, rule: str, says: str | None = None, at: str | None = None
+) -> Case:
+    """The S3 mirror added as an off-site mirror of app-cpt1-1, with *field* set."""
+    mutate = both(
+        append("servers", S3_MIRROR),
+        put("servers[app-cpt1-1].mirrors", ["mirror-cpt1-1", "mirror-s3-af1"]),
+        put(f"{S3M}.{field}", value),
+    )
+    shown = "(deleted)" if value is DELETE else repr(value)
+    return Case(f"{S3M}.{field} = {shown}", mutate, rule, at or f"{S3M}.{field}", says)
+
+
+CASES += [
+    *[s3_case("s3.bucket", v, "S3 bucket name") for v in ["ab", "Bad_Bucket", "a..b", "-x-", ""]],
+    *[
+        s3_case("s3.prefix", v, "S3 prefix")
+        for v in ["/abs", "a/../b", "a//b", "./a", "x;rm -rf", "a\nb"]
+    ],
+    s3_case("s3.region", "Africa", "AWS region"),
+    s3_case("s3.region", DELETE, REQUIRED),
+    s3_case("s3.endpoint_url", "ftp://127.0.0.1:9000", "http(s) URL"),
+    s3_case("s3.access_key_id", {"env": "PPO_S3_KEY_ID"}, SECRET, "or neither", at=f"{S3M}.s3"),
+    s3_case("s3.secret_access_key", "wJalrXUtnFEMI/K7MDENG", REFERENCES),
+    s3_case("s3.acl", "public-read", UNKNOWN),
+    s3_case("s3", DELETE, REQUIRED, "or 's3' for a mirror", at=f"{S3M}.ssh"),
+    s3_case("ssh", NEW_MIRROR["ssh"], "ssh or s3", "not both", at=f"{S3M}.s3"),
+    s3_case("data_root", "/srv/x", "ssh or s3", "data_root does not apply"),
+    bad(f"{S1}.s3", S3_SPEC, "s3 is for mirror servers", "this is an app server"),
+    bad("servers[spare-jhb1-1].s3", S3_SPEC, "s3 is for mirror servers"),
 ]
 
 # ---- id syntax, for every kind of id, with hostile values
@@ -623,6 +716,7 @@ def test_durations_accept_seconds_and_suffixes(written: Any, seconds: int) -> No
         ("channels.email.api_key", {"env": "SENDGRID_API_KEY"}),
         ("timing.latency_budget_ms", 5000),
         ("timing.latency_budget_ms", None),
+        ("timing.vantages", [{"id": "direct"}, {"id": "eu", "proxy": "http://px.example:3128"}]),
     ],
 )
 def test_valid_values_pass(where: str, value: Any) -> None:
@@ -663,6 +757,7 @@ def test_secrets_are_never_echoed() -> None:
         put("store.url", "postgresql://ppo:sup3rs3cret@db/ppo"),
         put("clients[acme-mining].url", "ftp://admin:sup3rs3cret@acme.example/"),
         put("clients[acme-mining].url", "https://admin:sup3rs3cret@acme.example/"),
+        put("data_centres[jhb1].secret_access_key", "sup3rs3cret"),
     ]:
         _, _, _, violations = check(mutation)
         assert violations
@@ -923,3 +1018,55 @@ def test_access_key_file_is_relative_to_the_fleet_file(tmp_path: Path) -> None:
     target = tmp_path / "fleet.yaml"
     target.write_text(yaml.safe_dump(data), encoding="utf-8")
     assert load_fleet(target).access.key_file == str(tmp_path / "keys" / "operator_ed25519")
+
+
+def _s3_example_block() -> str:
+    """The commented S3 mirror of examples/fleet.yaml, uncommented."""
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "# - id: mirror-s3-af1")
+    block = []
+    for line in lines[start:]:
+        if not line.strip().startswith("#"):
+            break
+        block.append(line.replace("# ", "", 1))
+    return "\n".join(block)
+
+
+def test_the_commented_s3_mirror_of_the_example_is_valid() -> None:
+    """The example tells operators how to declare an S3 mirror: it must stay valid."""
+    (server,) = yaml.safe_load(_s3_example_block())
+    _, _, fleet, violations = check(
+        both(
+            append("servers", server),
+            put("servers[app-cpt1-1].mirrors", ["mirror-cpt1-1", "mirror-jhb1-1", "mirror-s3-af1"]),
+        )
+    )
+    assert violations == [], "\n".join(map(str, violations))
+    assert fleet is not None
+    mirror = fleet.server("mirror-s3-af1")
+    assert mirror.ssh is None and mirror.s3 is not None
+    assert (mirror.s3.bucket, mirror.s3.prefix, mirror.s3.region) == (
+        "ppo-dr-mirror-af1",
+        "prod",
+        "af-south-1",
+    )
+    assert mirror.s3.access_key_id is not None
+    assert mirror.s3.access_key_id.describe() == "block:ppo-dr-s3-key-id"
+    assert [m.id for m in fleet.offsite_mirrors("app-cpt1-1")] == ["mirror-jhb1-1", "mirror-s3-af1"]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "stored"), [("", ""), ("prod/", "prod"), ("ppo dr/prod-1", "ppo dr/prod-1")]
+)
+def test_s3_prefix_forms(prefix: str, stored: str) -> None:
+    _, _, fleet, violations = check(
+        both(
+            append("servers", S3_MIRROR | {"s3": S3_SPEC | {"prefix": prefix}}),
+            put("servers[app-cpt1-1].mirrors", ["mirror-cpt1-1", "mirror-s3-af1"]),
+            put(f"{S3M}.s3.endpoint_url", "http://127.0.0.1:9000"),
+        )
+    )
+    assert violations == [], "\n".join(map(str, violations))
+    assert fleet is not None
+    s3 = fleet.server("mirror-s3-af1").s3
+    assert s3 is not None and s3.prefix == stored
