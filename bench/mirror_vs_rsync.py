@@ -263,6 +263,9 @@ def main() -> int:
     def record(phase: str, who: str, seconds: float, sent: int) -> None:
         rows.setdefault(phase, {}).setdefault(f"{who}_s", []).append(seconds)
         rows[phase].setdefault(f"{who}_bytes", []).append(sent)
+        # Every measurement, not only the medians: the spread between rounds matters
+        # (which files the 1 % change hits decides the incremental bytes).
+        print(f"    {phase:15} {who:5} {seconds:7.2f} s {sent / 1e6:9.2f} MB", flush=True)
 
     with running_sshd(work / "sshd-a") as mirror_a, running_sshd(work / "sshd-b") as mirror_b:
         for rnd in range(args.rounds):

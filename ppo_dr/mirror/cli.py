@@ -355,6 +355,10 @@ def restore_command(
         dest_connect: Callable[[], Remote] | None = None
         if is_valid_id(to) and to in {s.id for s in flt.servers}:
             target = flt.server(to)
+            if target.ssh is None:
+                raise PermanentError(
+                    f"{to} is an S3 mirror, not a server: restore to a server or a local directory"
+                )
             if path is None and to == home:
                 raise PermanentError(
                     f"{to} is {cid}'s current server: restoring over its live data needs an "

@@ -26,6 +26,7 @@ import json
 import posixpath
 import secrets
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,14 +47,25 @@ CDC_MIN = 64 * 1024
 CDC_AVG = 256 * 1024  # FastCDC's real mean is avg + min, ~320 KiB
 CDC_MAX = 2 * 1024 * 1024
 SMALL_FILE_LIMIT = 256 * 1024  # files up to this size are one blob
+# A chunk rewritten in place is cut again into small chunks (mean ~20 KiB), so the next
+# write to the same region (a database's hot pages) costs ~20 KiB, not ~320 KiB.
+REWRITE_MIN = 4 * 1024
+REWRITE_AVG = 16 * 1024
+REWRITE_MAX = 64 * 1024
 DOCUMENT_SUFFIX = ".json.zst"  # index files and manifests: zstd-compressed JSON
 SEALED_SUFFIX = ".enc"  # appended when the repository is encrypted (AES-256-GCM)
+# Ranged reads (restore, a client's verify): a pack is read by ranges only when at most
+# this share of it is needed, and blobs closer than RANGE_GAP share one request (a
+# request's latency costs more than reading the gap). Figures: docs/repository.md.
+RANGED_MAX_SHARE = 0.5
+RANGE_GAP = 256 * 1024
 CHUNKER: dict[str, Any] = {
     "algorithm": "fastcdc-2020 (pyfastcdc), normalized_chunking=1, seed=0",
     "min_size": CDC_MIN,
     "avg_size": CDC_AVG,
     "max_size": CDC_MAX,
     "small_file_limit": SMALL_FILE_LIMIT,
+    "rewritten_chunks": {"min_size": REWRITE_MIN, "avg_size": REWRITE_AVG, "max_size": REWRITE_MAX},
 }
 
 
@@ -77,6 +89,49 @@ def _parse_rows(pack_id: str, rows: list[list[Any]]) -> dict[str, BlobLocation]:
         str(r[0]): BlobLocation(pack_id, int(r[1]), int(r[2]), int(r[3]), r[4] == "zstd")
         for r in rows
     }
+
+
+def plan_ranges(locs: Iterable[BlobLocation], gap: int = RANGE_GAP) -> list[tuple[int, int]]:
+    """(offset, length) byte ranges of one pack covering *locs*, in order, neighbours
+    less than *gap* apart merged into one range."""
+    ranges: list[list[int]] = []
+    for loc in sorted(locs, key=lambda x: x.offset):
+        end = loc.offset + loc.length
+        if ranges and loc.offset - ranges[-1][1] < gap:
+            ranges[-1][1] = max(ranges[-1][1], end)
+        else:
+            ranges.append([loc.offset, end])
+    return [(start, end - start) for start, end in ranges]
+
+
+def wants_ranges(pack_size: int, needed: Iterable[BlobLocation]) -> bool:
+    """True if reading only *needed* (by ranges) beats reading the whole pack."""
+    return sum(loc.length for loc in needed) <= pack_size * RANGED_MAX_SHARE
+
+
+@dataclass(frozen=True)
+class PackSlices:
+    """Ranges of one pack as a ranged read fetched them: (offset, asked, bytes); the
+    bytes are shorter than asked only where the pack ended early (damage)."""
+
+    pack_id: str
+    parts: tuple[tuple[int, int, bytes], ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(data) for _, _, data in self.parts)
+
+    def covers(self, loc: BlobLocation) -> bool:
+        return any(o <= loc.offset and loc.offset + loc.length <= o + n for o, n, _ in self.parts)
+
+    def stored(self, loc: BlobLocation) -> memoryview:
+        """The stored bytes of *loc* (cut short if the pack was); KeyError if no range
+        covers it."""
+        for offset, asked, data in self.parts:
+            if offset <= loc.offset and loc.offset + loc.length <= offset + asked:
+                start = loc.offset - offset
+                return memoryview(data)[start : start + loc.length]
+        raise KeyError(f"pack {self.pack_id}: bytes {loc.offset}+{loc.length} were not read")
 
 
 @dataclass
@@ -349,6 +404,18 @@ class Repository:
     def read_pack(self, pack_id: str) -> bytes:
         return self.remote.read_bytes(self.pack_path(pack_id))
 
+    def read_pack_ranges(self, pack_id: str, locs: Iterable[BlobLocation]) -> PackSlices:
+        """Only the stored bytes of *locs* from pack *pack_id*, one request per range
+        of :func:`plan_ranges` (an S3 Range GET, an SFTP read at an offset)."""
+        path = self.pack_path(pack_id)
+        return PackSlices(
+            pack_id,
+            tuple(
+                (offset, length, self.remote.read_range(path, offset, length))
+                for offset, length in plan_ranges(locs)
+            ),
+        )
+
     def remove_pack(self, pack_id: str) -> None:
         self.remote.remove(self.pack_path(pack_id))
 
@@ -363,11 +430,15 @@ class Repository:
                     found[st.name] = st.size
         return found
 
-    def extract_blob(self, pack_data: bytes, blob_id: str, loc: BlobLocation) -> bytes:
-        """The verified plaintext of *blob_id* from a pack's bytes; DamagedDataError if
-        it is cut short, fails authentication, or does not hash to its id."""
+    def extract_blob(self, pack_data: bytes | PackSlices, blob_id: str, loc: BlobLocation) -> bytes:
+        """The verified plaintext of *blob_id* from a pack's bytes (whole, or the ranges
+        a ranged read fetched); DamagedDataError if it is cut short, fails
+        authentication, or does not hash to its id."""
         what = f"{self.where}: pack {loc.pack_id} blob {blob_id}"
-        stored = memoryview(pack_data)[loc.offset : loc.offset + loc.length]
+        if isinstance(pack_data, PackSlices):
+            stored = pack_data.stored(loc)
+        else:
+            stored = memoryview(pack_data)[loc.offset : loc.offset + loc.length]
         if len(stored) != loc.length:
             raise DamagedDataError(
                 f"{what}: pack is truncated", pack_id=loc.pack_id, blob_id=blob_id

@@ -10,9 +10,11 @@ path through anything but a directory of the snapshot refuses the restore.
 Order: directories (owner-only while we fill them), files in parallel (each written
 to a temporary name and renamed into place, then its mtime set), symlinks (targets
 verbatim, created last so nothing is written through one), then directory modes and
-mtimes deepest first. Several files are in flight at once; packs are read whole and
-kept in a small per-worker cache, since files restored in manifest order mostly use
-the packs the snapshot wrote them into.
+mtimes deepest first. Several files are in flight at once; packs are kept in a small
+per-worker cache, since files restored in manifest order mostly use the packs the
+snapshot wrote them into. A pack is read whole, or — when the worker's files need at
+most half of it (an old pack after many incrementals, a restore of one client or of
+part of the files) — only the ranges holding the blobs they need.
 
 Two ways to pull the files, with the same results (``served_by``, ``refused``, the
 fallback to the next source):
@@ -48,7 +50,15 @@ from ppo_dr.errors import DRError, UnsafeInputError
 from ppo_dr.ids import absolute_path_problem, check_id
 from ppo_dr.mirror.errors import DamagedDataError, RepositoryError, WrongKeyError
 from ppo_dr.mirror.manifest import Entry, Manifest, check_restorable, check_snapshot_id
-from ppo_dr.mirror.repository import BlobLocation, Index, Repository
+from ppo_dr.mirror.repository import (
+    CDC_MAX,
+    PACK_TARGET_BYTES,
+    BlobLocation,
+    Index,
+    PackSlices,
+    Repository,
+    wants_ranges,
+)
 from ppo_dr.mirror.results import MirrorTarget, RestoreResult
 from ppo_dr.mirror.uploader import process_context
 from ppo_dr.transport.base import EntryType, Remote
@@ -57,6 +67,10 @@ from ppo_dr.transport.local import LocalRemote
 log = logging.getLogger(__name__)
 
 PACKS_CACHED_PER_WORKER = 3
+# The pack cache is bounded by bytes (3 whole packs' worth: a pack overshoots its target
+# by at most one chunk), so the ranges read of many packs stay cached together instead of
+# being read again request by request.
+PACK_CACHE_BYTES = PACKS_CACHED_PER_WORKER * (PACK_TARGET_BYTES + CDC_MAX)
 REUSED_BLOBS_BYTES = 64 * 1024 * 1024  # per worker thread: plaintext of blobs needed again
 RESTORE_PROCESSES = 2  # PERF-NOTES: 2 processes on 2 cores doubled throughput; 4 were worse
 # One thread per worker process: measured on 1 GB, 2 processes x 1 thread restored in
@@ -114,6 +128,10 @@ def load_manifest(opened: list[OpenSource], client_id: str, snapshot_id: str) ->
     )
 
 
+def _cached_size(data: bytes | PackSlices) -> int:
+    return data.size if isinstance(data, PackSlices) else len(data)
+
+
 class BlobFetcher:
     """Fetches verified blobs for one worker, with a small cache of whole packs.
 
@@ -133,7 +151,8 @@ class BlobFetcher:
         self._opened = opened
         self._served = served
         self._lock = lock
-        self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], bytes | PackSlices] = OrderedDict()
+        self._cache_bytes = 0
         self._uses = uses if uses is not None else Counter()
         self._reused: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._reused_bytes = 0
@@ -155,16 +174,31 @@ class BlobFetcher:
             _, (_, dropped) = self._reused.popitem(last=False)
             self._reused_bytes -= len(dropped)
 
-    def _pack(self, source: OpenSource, pack_id: str) -> bytes:
-        key = (source.repo.mirror_id, pack_id)
+    def _pack(self, source: OpenSource, blob_id: str, loc: BlobLocation) -> bytes | PackSlices:
+        """The pack holding *loc*: cached, else read whole, or only the ranges holding
+        the blobs this worker still needs from it when those are at most half of it
+        (the rest of an old pack is mostly blobs of files since changed or deleted, or
+        of another worker's files)."""
+        key = (source.repo.mirror_id, loc.pack_id)
         data = self._cache.get(key)
-        if data is None:
-            data = source.repo.read_pack(pack_id)
-            self._cache[key] = data
-            while len(self._cache) > PACKS_CACHED_PER_WORKER:
-                self._cache.popitem(last=False)
-        else:
+        if data is not None and (not isinstance(data, PackSlices) or data.covers(loc)):
             self._cache.move_to_end(key)
+            return data
+        in_pack = source.index.pack_blobs.get(loc.pack_id, {})
+        needed = [x for b, x in in_pack.items() if b in self._uses or b == blob_id] or [loc]
+        size = source.index.packs.get(loc.pack_id, 0)
+        if self._uses and wants_ranges(size, needed):
+            data = source.repo.read_pack_ranges(loc.pack_id, needed)
+        else:
+            data = source.repo.read_pack(loc.pack_id)
+        old = self._cache.pop(key, None)
+        if old is not None:
+            self._cache_bytes -= _cached_size(old)
+        self._cache[key] = data
+        self._cache_bytes += _cached_size(data)
+        while self._cache_bytes > PACK_CACHE_BYTES and len(self._cache) > 1:
+            _, dropped = self._cache.popitem(last=False)
+            self._cache_bytes -= _cached_size(dropped)
         return data
 
     def fetch(self, blob_id: str) -> bytes | None:
@@ -180,7 +214,8 @@ class BlobFetcher:
             if loc is None:
                 continue
             try:
-                data = source.repo.extract_blob(self._pack(source, loc.pack_id), blob_id, loc)
+                pack = self._pack(source, blob_id, loc)
+                data = source.repo.extract_blob(pack, blob_id, loc)
             except DamagedDataError as exc:
                 log.warning("restore: %s; trying the next source", exc)
                 continue
@@ -275,6 +310,14 @@ class _SourceSpec:
     repo_path: str
     connect: Callable[[], Remote]
     blobs: dict[str, BlobLocation]
+    pack_sizes: dict[str, int]  # of the packs holding *blobs*: to choose ranged reads
+
+    def index(self) -> Index:
+        """The part of the source's index this worker needs."""
+        index = Index(blobs=self.blobs, packs=self.pack_sizes)
+        for blob_id, loc in self.blobs.items():
+            index.pack_blobs.setdefault(loc.pack_id, {})[blob_id] = loc
+        return index
 
 
 def _worker(
@@ -301,7 +344,7 @@ def _worker(
             except DRError as exc:
                 log.warning("restore worker: source %s unusable: %s", spec.mirror_id, exc)
                 continue
-            opened.append(OpenSource(repo, Index(blobs=spec.blobs)))
+            opened.append(OpenSource(repo, spec.index()))
         if not opened:
             raise RepositoryError("restore worker: no source could be opened")
         dest = dest_connect()
@@ -356,9 +399,16 @@ def _restore_in_processes(
             for source in opened:
                 assert source.target is not None and source.target.connect is not None
                 blobs = {b: loc for b in wanted if (loc := source.index.blobs.get(b)) is not None}
+                sizes = {
+                    loc.pack_id: source.index.packs.get(loc.pack_id, 0) for loc in blobs.values()
+                }
                 specs.append(
                     _SourceSpec(
-                        source.repo.mirror_id, source.target.repo_path, source.target.connect, blobs
+                        source.repo.mirror_id,
+                        source.target.repo_path,
+                        source.target.connect,
+                        blobs,
+                        sizes,
                     )
                 )
             future = pool.submit(_worker, specs, key, dest_connect, dest_path, run, threads)

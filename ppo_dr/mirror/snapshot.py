@@ -7,6 +7,16 @@ The pipeline, and why:
   files that changed, once, cutting large ones with FastCDC and hashing every chunk.
   Blob ids do not depend on the mirror, so each blob is encoded (compressed,
   encrypted) once and handed to every mirror that lacks it.
+- A changed file is first cut where its previous version was cut (the old chunks'
+  lengths), reusing every chunk whose hash still matches, because the commonest
+  changes are appends and in-place writes: an append then costs the new bytes, not
+  the old tail chunk again, and an in-place write costs the chunks it touched. At
+  the first chunk that differs in a file whose size changed, FastCDC takes over, so
+  an insertion still resynchronises at the next content-defined cut. (Measured on
+  the bench's 1 % change: -0.33 MB of 3.5 MB per mirror; see :func:`reuse_plan`.)
+  A chunk rewritten in place next to unchanged ones is stored cut small (FastCDC
+  4-64 KiB): the first write there costs the old chunk's size as before, but pages
+  written every hour then cost ~20 KiB each time instead of ~320 KiB.
 - Each mirror has a :class:`MirrorSink`: the pack it is filling and an uploader that
   writes finished packs, and an index file per pack, while the reader goes on: a
   thread, or (when the target can open its own connection) a separate process, which
@@ -42,6 +52,9 @@ from ppo_dr.mirror.repository import (
     CDC_MAX,
     CDC_MIN,
     PACK_TARGET_BYTES,
+    REWRITE_AVG,
+    REWRITE_MAX,
+    REWRITE_MIN,
     SMALL_FILE_LIMIT,
     FinishedPack,
     PackBuilder,
@@ -49,12 +62,69 @@ from ppo_dr.mirror.repository import (
 )
 from ppo_dr.mirror.results import ClientSnapshotResult, ClientSource, MirrorOutcome, MirrorTarget
 from ppo_dr.mirror.uploader import UploadProcess
-from ppo_dr.transport.base import EntryType, Remote, RemoteStat
+from ppo_dr.transport.base import EntryType, Remote, RemoteReader, RemoteStat
 
 log = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 3  # the first read and up to 2 re-reads of a file that changed under us
 UPLOAD_QUEUE_PACKS = 2  # finished packs waiting per mirror (memory bound ~3 x 16 MiB)
+
+
+def reuse_plan(
+    previous: Sequence[tuple[str, int]], previous_size: int, size: int
+) -> list[tuple[str, int]]:
+    """Which of a file's previous chunks (id, length) to try at their old offsets.
+
+    All of them when the size is unchanged (in-place writes keep every boundary); when
+    the file grew, all but a last chunk shorter than the chunker's minimum, which is
+    cut again together with the appended bytes, so a log that grows a little every run
+    does not splinter into tiny chunks (its chunks stay within FastCDC's 64 KiB-2 MiB
+    but for the last); when it shrank, the chunks that still fit.
+    """
+    plan = list(previous)
+    if size == previous_size:
+        return plan
+    if size > previous_size:
+        if plan and plan[-1][1] < CDC_MIN:
+            plan.pop()
+        return plan
+    out: list[tuple[str, int]] = []
+    end = 0
+    for blob_id, length in plan:
+        end += length
+        if end > size:
+            break
+        out.append((blob_id, length))
+    return out
+
+
+def _read_exact(reader: RemoteReader, n: int) -> bytes:
+    """Up to *n* bytes, fewer only at the end of the file."""
+    parts: list[bytes] = []
+    while n > 0:
+        data = reader.read(n)
+        if not data:
+            break
+        parts.append(data)
+        n -= len(data)
+    return b"".join(parts)
+
+
+class _Prepended:
+    """A stream that yields *head* first, then the rest of *reader* (for FastCDC)."""
+
+    def __init__(self, head: bytes, reader: RemoteReader) -> None:
+        self._head = memoryview(head)
+        self._reader = reader
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            head, self._head = bytes(self._head), memoryview(b"")
+            return head + self._reader.read(-1)
+        if self._head:
+            out, self._head = self._head[:n], self._head[n:]
+            return bytes(out)
+        return self._reader.read(n)
 
 
 def _describe(exc: BaseException) -> str:
@@ -68,7 +138,11 @@ class MirrorSink:
         self.target = target
         self.repo = repo
         self.lock = lock
-        self.known: set[str] = set(repo.load_index().blobs)
+        # blob id -> plaintext length: what this mirror stores, and where the previous
+        # version of a file was cut (see reuse_plan)
+        self.known: dict[str, int] = {
+            b: loc.raw_length for b, loc in repo.load_index().blobs.items()
+        }
         self.error: str | None = None
         self.previous: dict[str, Entry] = {}
         self.bytes_sent = 0
@@ -124,9 +198,20 @@ class MirrorSink:
             return None
         return prev.chunks
 
+    def layout(self, path: str) -> tuple[list[tuple[str, int]], int] | None:
+        """The previous version of *path* as (chunk id, length) pairs and its size, if
+        this mirror has it whole; None otherwise."""
+        prev = self.previous.get(path)
+        if prev is None or prev.type is not EntryType.FILE:
+            return None
+        lengths = [self.known.get(c) for c in prev.chunks]
+        if any(n is None for n in lengths) or sum(n or 0 for n in lengths) != prev.size:
+            return None
+        return [(c, n or 0) for c, n in zip(prev.chunks, lengths, strict=True)], prev.size
+
     def add(self, blob_id: str, stored: bytes, raw_length: int, compressed: bool) -> None:
         """Queue a blob for this mirror (the caller checked it is not known here)."""
-        self.known.add(blob_id)
+        self.known[blob_id] = raw_length
         self.new_chunks += 1
         self._builder.add(blob_id, stored, raw_length, compressed)
         if self._builder.size >= PACK_TARGET_BYTES:
@@ -195,10 +280,16 @@ class ClientReader:
         self.source = source
         self.sinks = sinks
         self.cdc = FastCDC(CDC_AVG, min_size=CDC_MIN, max_size=CDC_MAX)
+        self.fine_cdc = FastCDC(REWRITE_AVG, min_size=REWRITE_MIN, max_size=REWRITE_MAX)
 
-    def _store(self, data: bytes | memoryview) -> str:
+    def _blob_id(self, data: bytes | memoryview) -> str:
         live = [s for s in self.sinks if s.error is None]
-        blob_id = live[0].codec.blob_id(data) if live else ""
+        return live[0].codec.blob_id(data) if live else ""
+
+    def _store(self, data: bytes | memoryview, blob_id: str | None = None) -> str:
+        live = [s for s in self.sinks if s.error is None]
+        if blob_id is None:
+            blob_id = live[0].codec.blob_id(data) if live else ""
         encoded: dict[Codec, tuple[bytes, bool]] = {}
         for sink in live:
             if blob_id in sink.known:
@@ -209,28 +300,93 @@ class ClientReader:
             sink.add(blob_id, stored, len(data), compressed)
         return blob_id
 
-    def _read_once(self, path: str, st: RemoteStat) -> FileRead:
+    def _read_once(
+        self, path: str, st: RemoteStat, previous: tuple[list[tuple[str, int]], int] | None
+    ) -> FileRead:
         out = FileRead()
         with self.source.open_read(path) as reader:
-            if st.size <= SMALL_FILE_LIMIT:
-                data = reader.read()
-                out.bytes_read = len(data)
+            head = b""
+            if previous is not None:
+                head = self._reuse(reader, out, previous[0], previous[1], st.size)
+            # FastCDC reads the file itself (readinto, no copy) unless bytes wait ahead.
+            rest: RemoteReader | _Prepended = _Prepended(head, reader) if head else reader
+            if st.size - out.bytes_read <= SMALL_FILE_LIMIT:  # the rest is one blob
+                data = rest.read(-1)
+                out.bytes_read += len(data)
                 if len(data) > SMALL_FILE_LIMIT:  # grew since the walk
-                    out.chunks = [self._store(c.data) for c in self.cdc.cut_buf(data)]
+                    out.chunks += [self._store(c.data) for c in self.cdc.cut_buf(data)]
                 elif data:
                     out.chunks.append(self._store(data))
             else:
-                for chunk in self.cdc.cut_stream(reader):
+                for chunk in self.cdc.cut_stream(rest):
                     out.chunks.append(self._store(chunk.data))
                     out.bytes_read += chunk.length
         return out
 
-    def read(self, path: str, st: RemoteStat) -> FileRead | None:
-        """Read *path* until two stats around a read agree (at most READ_ATTEMPTS)."""
+    def _reuse(
+        self,
+        reader: RemoteReader,
+        out: FileRead,
+        previous: list[tuple[str, int]],
+        previous_size: int,
+        size: int,
+    ) -> bytes:
+        """Read the file at the previous version's cuts (see :func:`reuse_plan`),
+        appending chunk ids and bytes read to *out*; returns the bytes read but not
+        chunked (from the first chunk that differs), which are cut with the rest.
+
+        In a file of unchanged size a chunk that differs is kept at its cuts, and cut
+        small if a neighbour still matches (a local rewrite: a page written again next
+        hour then costs a small chunk); a run of rewritten chunks keeps its large ones
+        inside, and a file rewritten whole keeps its cuts, so it does not splinter.
+        """
+        keep_cuts = size == previous_size
+        left_matched = False
+        pending: tuple[bytes, str, bool] | None = None  # (data, id, left neighbour matched)
+        for old_id, length in reuse_plan(previous, previous_size, size):
+            data = _read_exact(reader, length)
+            blob_id = self._blob_id(data) if len(data) == length else ""
+            matched = blob_id == old_id
+            if len(data) < length or (not matched and not keep_cuts):
+                self._put_rewritten(out, pending, right_matched=False)
+                return data  # FastCDC cuts it with the rest (a short read: re-read decides)
+            self._put_rewritten(out, pending, right_matched=matched)
+            pending = None
+            if matched:
+                out.chunks.append(self._store(data, old_id))
+                out.bytes_read += length
+            else:
+                pending = (data, blob_id, left_matched)
+            left_matched = matched
+        self._put_rewritten(out, pending, right_matched=False)
+        return b""
+
+    def _put_rewritten(
+        self, out: FileRead, pending: tuple[bytes, str, bool] | None, *, right_matched: bool
+    ) -> None:
+        """Store a chunk rewritten in place: cut small next to an unchanged neighbour."""
+        if pending is None:
+            return
+        data, blob_id, left_matched = pending
+        if (left_matched or right_matched) and len(data) > REWRITE_MAX:
+            out.chunks += [self._store(c.data) for c in self.fine_cdc.cut_buf(data)]
+        else:
+            out.chunks.append(self._store(data, blob_id))
+        out.bytes_read += len(data)
+
+    def read(
+        self,
+        path: str,
+        st: RemoteStat,
+        previous: tuple[list[tuple[str, int]], int] | None = None,
+    ) -> FileRead | None:
+        """Read *path* until two stats around a read agree (at most READ_ATTEMPTS).
+        *previous*: the file's last stored version as (chunk id, length) pairs and its
+        size, whose cuts are tried first."""
         total = 0
         for _attempt in range(READ_ATTEMPTS):
             try:
-                result = self._read_once(path, st)
+                result = self._read_once(path, st, previous)
             except RemotePathError:
                 if self.source.stat(path) is None:
                     return None  # deleted since the walk
@@ -306,8 +462,10 @@ def snapshot_client(
                 entries.append(_entry(st, kept[0] or ()))
                 continue
             changed += 1
+            layouts = (s.layout(st.path) for s in live if s.error is None)
+            previous = next((lay for lay in layouts if lay is not None), None)
             try:
-                result = reader.read(posixpath.join(client.path, st.path), st)
+                result = reader.read(posixpath.join(client.path, st.path), st, previous)
             except RemotePathError as exc:
                 log.warning("%s: %s unreadable: %s", client.client_id, st.path, exc)
                 unreadable.append(st.path)

@@ -29,6 +29,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Protocol, Self
 
+from ppo_dr.closing import ClosesOnExit
 from ppo_dr.errors import UnsafeInputError
 
 TEMP_MARKER = ".ppo-tmp-"
@@ -190,6 +191,11 @@ class Remote(Protocol):
         """The whole content of *path*."""
         ...
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """*length* bytes of *path* from *offset* (fewer at its end): the blobs of a
+        pack a restore or a client's verify needs, without the rest of the pack."""
+        ...
+
     def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
         """Write *data* to *path* atomically (temporary name, then rename into place)."""
         ...
@@ -233,6 +239,35 @@ class Remote(Protocol):
     def close(self) -> None:
         """Release the connection; further calls fail."""
         ...
+
+
+class RemoteBase(ClosesOnExit):
+    """What every backend builds the same way on top of its own ``open_read`` and
+    ``open_write`` (one implementation instead of one per backend)."""
+
+    @abc.abstractmethod
+    def open_read(self, path: str) -> RemoteReader:
+        """Open *path* for reading front to back."""
+
+    @abc.abstractmethod
+    def open_write(self, path: str, mode: int = 0o644) -> AtomicWriter:
+        """Start an atomic write of *path*."""
+
+    def read_bytes(self, path: str) -> bytes:
+        """The whole of *path*."""
+        with self.open_read(path) as reader:
+            return reader.read()
+
+    def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Write *data* to *path* atomically (temporary name, then rename into place)."""
+        with self.open_write(path, mode) as writer:
+            writer.write(data)
+
+
+def check_range(label: str, path: str, offset: int, length: int) -> None:
+    """Refuse a negative offset or length before it reaches a server."""
+    if offset < 0 or length < 0:
+        raise UnsafeInputError(f"{label}: read {path!r}: negative offset or length")
 
 
 def build_command(command: Sequence[str]) -> str:

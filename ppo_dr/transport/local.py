@@ -39,8 +39,10 @@ from ppo_dr.transport.base import (
     EntryType,
     ExecResult,
     Remote,
+    RemoteBase,
     RemoteStat,
     build_command,
+    check_range,
     temp_path_for,
 )
 
@@ -155,7 +157,7 @@ class LocalReader(ClosesOnExit):
         self._file.close()
 
 
-class LocalRemote(ClosesOnExit):
+class LocalRemote(RemoteBase):
     """This machine's file system (optionally below *root*) behind the Remote contract."""
 
     def __init__(self, root: str | None = None, *, fsync: bool = True) -> None:
@@ -261,19 +263,16 @@ class LocalRemote(ClosesOnExit):
         """Open *path* for reading (the OS does the read-ahead)."""
         return LocalReader(self, path)
 
-    def read_bytes(self, path: str) -> bytes:
-        """The whole of *path*."""
-        with self.open_read(path) as reader:
-            return reader.read()
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """*length* bytes of *path* from *offset* (fewer at its end)."""
+        check_range(self._label, path, offset, length)
+        with self._op("read", path), open(self._real(path), "rb") as f:
+            f.seek(offset)
+            return f.read(length)
 
     def open_write(self, path: str, mode: int = 0o644) -> LocalAtomicWriter:
         """Atomic write of *path*: temporary sibling (O_EXCL), then rename."""
         return LocalAtomicWriter(self, path, mode)
-
-    def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        """Write *data* to *path* atomically."""
-        with self.open_write(path, mode) as writer:
-            writer.write(data)
 
     def rename_into_place(self, temp_path: str, final_path: str) -> None:
         """rename(2): replaces *final_path* atomically."""

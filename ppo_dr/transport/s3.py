@@ -90,7 +90,14 @@ from ppo_dr.errors import (
     TransientError,
     UnsafeInputError,
 )
-from ppo_dr.transport.base import CommitOnExit, EntryType, ExecResult, Remote, RemoteStat
+from ppo_dr.transport.base import (
+    CommitOnExit,
+    EntryType,
+    ExecResult,
+    Remote,
+    RemoteBase,
+    RemoteStat,
+)
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +287,7 @@ class S3AtomicWriter(CommitOnExit):
             self._spool.close()
 
 
-class S3Remote(ClosesOnExit):
+class S3Remote(RemoteBase):
     """A bucket (below *prefix*) behind the Remote contract; see the module docstring.
 
     Credentials come from the arguments, else from boto3's default chain (instance
@@ -576,11 +583,6 @@ class S3Remote(ClosesOnExit):
         with self.open_read(path, offset=offset, length=length) as reader:
             return reader.read()
 
-    def read_bytes(self, path: str) -> bytes:
-        """The whole of *path* (one GET; botocore checks the length received)."""
-        with self.open_read(path) as reader:
-            return reader.read()
-
     def open_write(
         self, path: str, mode: int = 0o644, *, exclusive: bool = False
     ) -> S3AtomicWriter:
@@ -594,7 +596,8 @@ class S3Remote(ClosesOnExit):
     def write_bytes(
         self, path: str, data: bytes, mode: int = 0o644, *, exclusive: bool = False
     ) -> None:
-        """Write *data* to *path* atomically: one PUT (multipart if large)."""
+        """Write *data* to *path* atomically: one PUT (multipart if large). Not the
+        base's: *exclusive* (``If-None-Match: *``) is S3's alone."""
         with self.open_write(path, mode, exclusive=exclusive) as writer:
             writer.write(data)
 

@@ -288,6 +288,23 @@ def test_open_read_streams_in_chunks(remote: SshRemote, root: Path) -> None:
     assert remote.read_bytes(str(root / "blob")) == data  # the session is still in step
 
 
+def test_read_range_reads_only_its_range(remote: SshRemote, root: Path) -> None:
+    data = os.urandom(3_000_001)
+    path = str(root / "pack")
+    (root / "pack").write_bytes(data)
+    for offset, length in [(0, 10), (5, 1_500_000), (2_999_000, 1), (1_234_567, 765_433)]:
+        assert remote.read_range(path, offset, length) == data[offset : offset + length]
+    assert remote.read_range(path, 2_999_990, 100) == data[2_999_990:]  # short at the end
+    assert remote.read_range(path, 4_000_000, 10) == b""  # wholly past the end
+    assert remote.read_range(path, 7, 0) == b""
+    with pytest.raises(UnsafeInputError, match="negative"):
+        remote.read_range(path, -1, 10)
+    with pytest.raises(RemotePathError):
+        remote.read_range(str(root / "missing"), 0, 10)
+    # No request strayed past a range: the session is in step for the next read.
+    assert remote.read_bytes(path) == data
+
+
 ODD_NAMES = ["with space", "ünïcødé-文件", "new\nline", "-leading-dash", "quote'\"$(x)`y`"]
 
 

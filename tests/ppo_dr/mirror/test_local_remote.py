@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,17 @@ def test_exec_runs_argv_without_a_shell_and_times_out(tmp_path: Path) -> None:
         remote.exec("echo hi", timeout=5)  # type: ignore[arg-type]
     with pytest.raises(TransientError):
         remote.exec(["sleep", "5"], timeout=0.2)
+
+
+def test_read_range_and_whole_file_helpers(tmp_path: Path) -> None:
+    remote = LocalRemote(str(tmp_path))
+    data = os.urandom(100_000)
+    remote.write_bytes("/f", data, 0o600)
+    assert remote.read_bytes("/f") == data
+    assert remote.read_range("/f", 10, 20) == data[10:30]
+    assert remote.read_range("/f", 99_990, 100) == data[99_990:]
+    assert remote.read_range("/f", 200_000, 1) == b""
+    with pytest.raises(UnsafeInputError):
+        remote.read_range("/f", 0, -1)
+    with pytest.raises(RemotePathError):
+        remote.read_range("/missing", 0, 1)

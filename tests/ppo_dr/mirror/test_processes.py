@@ -11,8 +11,11 @@ from pathlib import Path
 
 from ppo_dr.errors import TransientError
 from ppo_dr.mirror.api import ClientSource, MirrorTarget, restore, snapshot_server, verify
+from ppo_dr.mirror.restore import PROCESS_MIN_BYTES
 from ppo_dr.transport import LocalRemote, Remote
+from ppo_dr.transport.ssh import SshRemote
 from tests.ppo_dr.mirror.helpers import T0, tree_state
+from tests.sshd import SshdServer
 
 
 def _target(base: Path, mirror_id: str, connect: object = LocalRemote) -> MirrorTarget:
@@ -90,4 +93,50 @@ def test_a_worker_that_cannot_connect_leaves_its_files_to_the_threads(tmp_path: 
     result = restore([broken], "c1", "latest", LocalRemote(), str(dest), processes=2)
     assert result.refused == [] and result.files == 50
     assert tree_state(dest) == tree_state(src)
+    assert multiprocessing.active_children() == []
+
+
+def _connect_and_note(note_dir: str, sshd: SshdServer) -> Remote:
+    """A worker's destination factory: opens its own SSH connection, and leaves a
+    note naming its process, so the test sees the worker processes really ran."""
+    (Path(note_dir) / f"worker-{os.getpid()}").touch()
+    return SshRemote.connect(
+        sshd.host, sshd.port, sshd.user, sshd.client_key, sshd.known_hosts, timeout=10.0
+    )
+
+
+def test_a_large_restore_to_a_server_over_ssh_runs_in_two_processes(
+    sshd: SshdServer, tmp_path: Path
+) -> None:
+    """Above PROCESS_MIN_BYTES, with ``dest_connect``, restore picks the process path on
+    its own: two workers, each with its own SSH connection to the destination server."""
+    src = _tree(tmp_path)
+    for i in range(8):  # ~72 MB in all: big files, half of them compressible
+        data = os.urandom(9_000_000) if i % 2 else (b"log line %d\n" % i) * 900_000
+        (src / "d1" / f"big{i}.dat").write_bytes(data[:9_000_000])
+        (src / "d1" / f"big{i}.dat").chmod(0o600 + 0o40 * (i % 2))
+        os.utime(src / "d1" / f"big{i}.dat", (1_700_000_000 + i, 1_700_000_000 + i))
+    assert sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) > PROCESS_MIN_BYTES
+    targets = [_target(tmp_path, "m1"), _target(tmp_path, "m2")]
+    snapshot_server(LocalRemote(), "app1", [ClientSource("c1", str(src))], targets, taken_at=T0)
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    dest_path = sshd.data_root / "restored-c1"
+    with SshRemote.connect(
+        sshd.host, sshd.port, sshd.user, sshd.client_key, sshd.known_hosts, timeout=10.0
+    ) as dest:
+        result = restore(
+            targets,
+            "c1",
+            "latest",
+            dest,
+            str(dest_path),
+            dest_connect=functools.partial(_connect_and_note, str(notes), sshd),
+        )
+    assert result.refused == [] and result.files == 58
+    assert result.served_by["m1"] > 0 and result.served_by["m2"] == 0
+    workers = {p.name for p in notes.iterdir()}
+    assert len(workers) == 2 and f"worker-{os.getpid()}" not in workers
+    assert tree_state(dest_path) == tree_state(src)  # bytes, modes, mtimes, links, empty dir
     assert multiprocessing.active_children() == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-import threading
+import subprocess
+import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -48,16 +50,23 @@ def test_a_file_that_keeps_changing_is_reread_then_flagged(tmp_path: Path) -> No
     busy = src / "growing.log"
     busy.write_bytes(os.urandom(2_000_000))
     (src / "calm").write_bytes(b"calm")
-    stop = threading.Event()
-
-    def keep_writing() -> None:
-        with busy.open("ab", buffering=0) as f:
-            while not stop.is_set():
-                f.write(b"x" * 512)
-
-    writer = threading.Thread(target=keep_writing)
-    writer.start()
+    # A writer in another process (a thread would share the GIL with the reader and,
+    # on a loaded machine, could sit still for a whole read and make the file look calm).
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "with open(sys.argv[1], 'ab', buffering=0) as f:\n"
+            "    while True:\n"
+            "        f.write(b'x' * 512)\n",
+            str(busy),
+        ]
+    )
     try:
+        deadline = time.monotonic() + 30
+        while busy.stat().st_size == 2_000_000 and time.monotonic() < deadline:
+            time.sleep(0.01)  # writing has started
         result = snapshot_server(
             LocalRemote(),
             "app1",
@@ -66,8 +75,8 @@ def test_a_file_that_keeps_changing_is_reread_then_flagged(tmp_path: Path) -> No
             taken_at=T0,
         )[0]
     finally:
-        stop.set()
-        writer.join()
+        writer.kill()
+        writer.wait()
     assert result.changed_during_read == ["growing.log"]
     assert result.per_mirror["m1"].ok
     assert result.bytes_read > 3 * 2_000_000  # read three times
