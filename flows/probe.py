@@ -7,7 +7,7 @@ every ``timing.probe_interval``:
 
 1. one check cycle over every app server's ``/health`` and every client's health page
    (through the front door: the path users take), concurrently, one aiohttp session
-   for the whole run;
+   per vantage for the whole run;
 2. :class:`~ppo_dr.probe.runner.ProbeRunner` feeds the state machine, records every
    transition and per-minute counts, derives outages with inhibition, opens each new
    outage's incident idempotently and marks recovered ones;
@@ -18,21 +18,35 @@ every ``timing.probe_interval``:
 4. a heartbeat: the event ``ppo-dr.probe.heartbeat`` and a check counted for the
    pseudo-target ``probe:heartbeat`` in the store.
 
+**Vantages and quorum** (``timing.vantages``): a vantage is a network path out of
+the probe: ``direct``, or through an HTTP(S) proxy placed in another network (another
+cloud region, another ISP). Every vantage checks every target each cycle; with two or
+more, a target counts as failing only if a strict majority of ALL vantages saw it fail
+(:func:`~ppo_dr.probe.state.quorum_observation`), so one broken path (a dead proxy,
+a bad route from one network) never declares an outage on its own. What it does NOT
+cover: every vantage shares this probe process and its host's network, so the host
+losing its own uplink fails all of them (that is what running the probe off-site, and
+the heartbeat watchdog, are for). Without ``vantages`` the probe checks directly.
+
 The run stops a margin before the next one is due, so CANCEL_NEW never cancels the
 successor; the next run resumes from the store (outages in progress, their incidents,
 escalations not yet started), so a restart never opens a second incident or starts a
 second escalation.
 
-**probe_watchdog()** — on a short schedule, independent of the probe's runs: if the
-store has no probe heartbeat for two probe periods, it opens the paging
-``probe-silent`` incident and starts its escalation (a Proactive automation would need
-the event pipeline of the same server and has no incident to page for; see the
-module :mod:`deployments.registry`).
+**probe_watchdog()** — if the store has no probe heartbeat for two probe periods, it
+opens the paging ``probe-silent`` incident and starts its escalation. Two paths run
+it, neither depending on the probe: its own short schedule, and a Proactive Prefect
+automation that ``ppo-dr serve`` creates (:func:`deployments.serve.
+probe_heartbeat_automation`): no ``ppo-dr.probe.heartbeat`` event for two periods →
+the server runs this deployment with ``silent_after_s`` of one period (the events
+already showed the silence; the store's heartbeat is per minute, so up to a minute
+newer). The incident is idempotent, so the two paths page once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +99,14 @@ def _stamp() -> str:
 
 def _probe_run_name() -> str:
     return f"probe-{_stamp()}"
+
+
+def _probers(fleet: Fleet) -> list[Prober]:
+    """One prober per vantage of ``timing.vantages`` (one direct prober if none)."""
+    timeout = float(fleet.timing.probe_timeout)
+    if not fleet.timing.vantages:
+        return [Prober(timeout_s=timeout)]
+    return [Prober(timeout_s=timeout, vantage=v.id, proxy=v.proxy) for v in fleet.timing.vantages]
 
 
 async def _escalate(runner: ProbeRunner, incident_id: int) -> None:
@@ -171,14 +193,16 @@ async def probe_fleet(
         refreshed = time.monotonic()
         errors = 0
         try:
-            async with Prober(timeout_s=float(timing.probe_timeout)) as prober:
+            async with contextlib.AsyncExitStack() as stack:
+                probers = [await stack.enter_async_context(p) for p in _probers(fleet)]
                 while True:
                     cycle_start = time.monotonic()
                     if cycle_start - refreshed >= GRAPH_REFRESH_S:
                         runner.refresh_graph()
                         checks = runner.checks()
                         refreshed = cycle_start
-                    observations = await prober.run_cycle(checks)
+                    batches = await asyncio.gather(*(p.run_cycle(checks) for p in probers))
+                    observations = [o for batch in batches for o in batch]
                     try:
                         result = runner.cycle(observations)
                         errors = 0

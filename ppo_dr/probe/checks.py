@@ -93,6 +93,10 @@ def _over_budget(check: Check, latency_ms: float) -> str | None:
 class Prober:
     """Runs check cycles over one shared :class:`aiohttp.ClientSession`.
 
+    *vantage* names where the checks are made from (it tags every observation);
+    *proxy* sends every HTTP(S) check through that proxy, so one probe process can
+    look from several networks (TCP checks cannot go through it).
+
     Keep one open for the life of the probe flow: re-using keep-alive connections is
     what makes a 1,000-target cycle cheap. Use as ``async with Prober(...) as p``.
     """
@@ -103,6 +107,7 @@ class Prober:
         timeout_s: float,
         concurrency: int = DEFAULT_CONCURRENCY,
         vantage: str = "default",
+        proxy: str | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         if timeout_s <= 0:
@@ -112,6 +117,7 @@ class Prober:
         self.timeout_s = timeout_s
         self.concurrency = concurrency
         self.vantage = vantage
+        self.proxy = proxy
         self._clock = clock or (lambda: datetime.now(UTC))
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -154,6 +160,12 @@ class Prober:
         """Run one check; never raises for a failing target (only on cancellation)."""
         if self._session is None or self._slots is None:
             raise RuntimeError("use the Prober inside 'async with'")
+        if self.proxy is not None and isinstance(check, TcpCheck):
+            # Checking directly would be a different vantage than the one named.
+            raise ValueError(
+                f"vantage {self.vantage!r} goes through an HTTP proxy: it cannot run the "
+                f"TCP check of {check.target_id}"
+            )
         async with self._slots:
             at = self._clock()
             started = time.perf_counter()
@@ -192,7 +204,9 @@ class Prober:
     async def _http(self, check: HttpCheck) -> str | None:
         assert self._session is not None
         tls: ssl.SSLContext | bool = True if check.verify_tls else self._tls_unverified
-        async with self._session.get(check.url, ssl=tls, allow_redirects=False) as response:
+        async with self._session.get(
+            check.url, ssl=tls, allow_redirects=False, proxy=self.proxy
+        ) as response:
             if response.status not in check.expect_status:
                 return f"HTTP {response.status}"
             body = await _read_head(response)  # read, so the connection can be re-used
@@ -227,10 +241,13 @@ async def run_cycle(
     timeout_s: float,
     concurrency: int = DEFAULT_CONCURRENCY,
     vantage: str = "default",
+    proxy: str | None = None,
 ) -> list[Observation]:
     """One cycle with a fresh session: for one-off checks and tests.
 
     A long-running probe keeps a :class:`Prober` open instead, to re-use connections.
     """
-    async with Prober(timeout_s=timeout_s, concurrency=concurrency, vantage=vantage) as prober:
+    async with Prober(
+        timeout_s=timeout_s, concurrency=concurrency, vantage=vantage, proxy=proxy
+    ) as prober:
         return await prober.run_cycle(checks)

@@ -10,7 +10,8 @@ One :class:`ProbeRunner` lives for one probe flow run (one period). Per cycle
 1. feed the observations to the :class:`~ppo_dr.probe.state.OutageTracker`;
 2. record **every** transition in the store (``probe_transitions``);
 3. add the observations to per-(target, minute) counts kept in memory, and write a
-   minute's counts once the minute is over (``probe_minutes``; not every observation);
+   minute's counts once the minute is over, every target's in one transaction
+   (``probe_minutes``; not every observation, and one write per minute, not per cycle);
 4. derive the outages with inhibition (:func:`~ppo_dr.probe.graph.outages`); a NEW
    outage opens its incident idempotently (kind ``outage``, dedupe key = the outage
    key) -- unless an outage already open covers all its targets (a DC outage whose
@@ -55,6 +56,7 @@ from ppo_dr.probe.state import (
     TargetState,
     TargetStatus,
     Transition,
+    quorum_observation,
 )
 from ppo_dr.store import Incident, MaintenanceWindow, ProbeTransition, Store
 
@@ -155,6 +157,7 @@ class ProbeRunner:
     tracker: OutageTracker = field(init=False)
     _minutes: dict[tuple[str, datetime], _Minute] = field(init=False, default_factory=dict)
     _known: dict[str, _Known] = field(init=False, default_factory=dict)
+    _latest: dict[str, dict[str, Observation]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.policy = OutagePolicy.from_timing(self.fleet.timing)
@@ -221,10 +224,57 @@ class ProbeRunner:
 
     # -- one cycle ----------------------------------------------------------------
 
+    @property
+    def vantages(self) -> tuple[str, ...]:
+        """The fleet's vantage ids (``timing.vantages``); empty: one direct vantage."""
+        return tuple(v.id for v in self.fleet.timing.vantages)
+
+    @property
+    def quorum_freshness(self) -> timedelta:
+        """How old a vantage's latest observation may be and still count: two probe
+        intervals and a timeout (every vantage checks every target each cycle)."""
+        timing = self.fleet.timing
+        return timedelta(seconds=2 * timing.probe_interval + timing.probe_timeout)
+
+    def combine(self, observations: Sequence[Observation]) -> list[Observation]:
+        """One observation per target from several vantages' (quorum); unchanged with
+        fewer than two vantages.
+
+        A target counts as failing only if a strict majority of ALL configured
+        vantages saw it fail recently (:func:`~ppo_dr.probe.state.quorum_observation`):
+        one vantage whose own path broke never declares an outage on its own.
+        """
+        names = self.vantages
+        if len(names) < 2:
+            return list(observations)
+        newest: dict[str, datetime] = {}
+        for o in observations:
+            if o.vantage not in names:
+                raise ValueError(f"observation from unknown vantage {o.vantage!r}: {names}")
+            seen = self._latest.setdefault(o.target_id, {})
+            if o.vantage not in seen or seen[o.vantage].at <= o.at:
+                seen[o.vantage] = o
+            newest[o.target_id] = max(o.at, newest.get(o.target_id, o.at))
+        return [
+            quorum_observation(
+                target,
+                self._latest[target],
+                at,
+                vantages=names,
+                freshness=self.quorum_freshness,
+            )
+            for target, at in newest.items()
+        ]
+
     def cycle(
         self, observations: Sequence[Observation], now: datetime | None = None
     ) -> CycleResult:
-        """Feed one cycle's observations; persist, declare and recover (see the module)."""
+        """Feed one cycle's observations; persist, declare and recover (see the module).
+
+        With several vantages, *observations* holds each vantage's; they are combined
+        by :meth:`combine` first.
+        """
+        observations = self.combine(observations)
         at = now or max((o.at for o in observations), default=datetime.now(UTC))
         transitions = self.tracker.feed(observations)
         for t in transitions:
@@ -451,20 +501,40 @@ class ProbeRunner:
         self.flush_minutes(before=at.astimezone(UTC).replace(second=0, microsecond=0))
 
     def flush_minutes(self, before: datetime | None = None) -> int:
-        """Write the counts of minutes before *before* (all of them if None); rows written."""
-        written = 0
-        for key in sorted(self._minutes, key=lambda k: (k[1], k[0])):
-            target, minute = key
-            if before is not None and minute >= before:
-                continue
-            m = self._minutes.pop(key)
-            self.store.record_probe_minute(target, minute, m.checks, m.failures, m.latency_ms_max)
-            written += 1
+        """Write the counts of minutes before *before* (all of them if None), every
+        target's in one transaction; rows written.
+
+        Called each cycle with the current minute, it writes once per minute, not once
+        per cycle or per target; the flow calls it without *before* as the run ends.
+        Counts are dropped from memory only once written: a failed write (store busy)
+        is retried at the next flush.
+        """
+        due = sorted(
+            (k for k in self._minutes if before is None or k[1] < before),
+            key=lambda k: (k[1], k[0]),
+        )
+        if not due:
+            return 0
+        rows = [
+            (target, minute, m.checks, m.failures, m.latency_ms_max)
+            for target, minute in due
+            for m in (self._minutes[(target, minute)],)
+        ]
+        written = self.store.record_probe_minutes(rows)
+        for key in due:
+            del self._minutes[key]
         return written
 
     def heartbeat(self, at: datetime | None = None) -> None:
-        """Record that the probe completed a cycle (the watchdog reads it)."""
-        self.store.record_probe_minute(HEARTBEAT_TARGET, at or datetime.now(UTC), 1, 0)
+        """Count a completed cycle for the pseudo-target :data:`HEARTBEAT_TARGET`.
+
+        Written with the other per-minute counts (once the minute is over, or as the
+        run ends): the watchdog reads heartbeats per minute anyway, with a minute of
+        slack, so a write per cycle would buy nothing.
+        """
+        when = at or datetime.now(UTC)
+        minute = when.astimezone(UTC).replace(second=0, microsecond=0)
+        self._minutes.setdefault((HEARTBEAT_TARGET, minute), _Minute()).checks += 1
 
     @property
     def open_outages(self) -> dict[str, int]:

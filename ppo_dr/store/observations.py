@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import and_, case, or_, select
 from sqlalchemy.orm import Session
@@ -75,44 +76,64 @@ class ObservationsMixin(StoreBase):
         An upsert that adds (never overwrites), so several flushes for the same minute,
         from one probe or several, sum up. The maximum latency is kept.
         """
-        target = check_text(target, "probe target", TARGET_LEN)
-        start = utc(minute, "minute").replace(second=0, microsecond=0)
-        checks = check_count(checks, "checks")
-        failures = check_count(failures, "failures")
-        if failures > checks:
-            raise PermanentError(f"failures ({failures}) cannot exceed checks ({checks})")
-        if latency_ms_max is not None:
-            if isinstance(latency_ms_max, bool) or not isinstance(latency_ms_max, int | float):
-                raise PermanentError(f"latency_ms_max must be a number, got {latency_ms_max!r}")
-            latency_ms_max = float(latency_ms_max)
-        table = ProbeMinuteRow.__table__
+        values = _minute_values(target, minute, checks, failures, latency_ms_max)
         with self._tx(write=True) as session:
-            insert = self._insert(session)(ProbeMinuteRow).values(
-                target=target,
-                minute=start,
-                checks=checks,
-                failures=failures,
-                latency_ms_max=latency_ms_max,
+            session.connection().execute(self._minute_upsert(session), values)
+            row = session.get(
+                ProbeMinuteRow, (values["target"], values["minute"]), populate_existing=True
             )
-            old, new = table.c.latency_ms_max, insert.excluded.latency_ms_max
-            stmt = insert.on_conflict_do_update(
-                index_elements=["target", "minute"],
-                set_={
-                    "checks": table.c.checks + insert.excluded.checks,
-                    "failures": table.c.failures + insert.excluded.failures,
-                    # max() that ignores NULL, on both backends
-                    "latency_ms_max": case(
-                        (old.is_(None), new),
-                        (new.is_(None), old),
-                        (new > old, new),
-                        else_=old,
-                    ),
-                },
-            )
-            session.execute(stmt)
-            row = session.get(ProbeMinuteRow, (target, start), populate_existing=True)
             assert row is not None
             return to_record(ProbeMinute, row)
+
+    def record_probe_minutes(self, counts: Iterable[MinuteCount]) -> int:
+        """Add many ``(target, minute, checks, failures, latency_ms_max)`` counts in ONE
+        transaction and one statement; the number of rows written.
+
+        This is the probe's per-minute flush: one write per minute for all its
+        targets, not one per target. Counts for the same target and minute are merged
+        first (PostgreSQL refuses to upsert a row twice in one statement).
+        """
+        merged: dict[tuple[str, datetime], dict[str, Any]] = {}
+        for count in counts:
+            values = _minute_values(*count)
+            key = (values["target"], values["minute"])
+            if key not in merged:
+                merged[key] = values
+                continue
+            into = merged[key]
+            into["checks"] += values["checks"]
+            into["failures"] += values["failures"]
+            if into["latency_ms_max"] is None or (
+                values["latency_ms_max"] is not None
+                and values["latency_ms_max"] > into["latency_ms_max"]
+            ):
+                into["latency_ms_max"] = values["latency_ms_max"]
+        if not merged:
+            return 0
+        with self._tx(write=True) as session:
+            # Core, not ORM: ORM bulk inserts split the batch where a value is None.
+            session.connection().execute(self._minute_upsert(session), list(merged.values()))
+        return len(merged)
+
+    def _minute_upsert(self, session: Session) -> Any:
+        """INSERT ... ON CONFLICT that adds the counts and keeps the larger latency."""
+        table = ProbeMinuteRow.__table__
+        insert = self._insert(session)(table)
+        old, new = table.c.latency_ms_max, insert.excluded.latency_ms_max
+        return insert.on_conflict_do_update(
+            index_elements=["target", "minute"],
+            set_={
+                "checks": table.c.checks + insert.excluded.checks,
+                "failures": table.c.failures + insert.excluded.failures,
+                # max() that ignores NULL, on both backends
+                "latency_ms_max": case(
+                    (old.is_(None), new),
+                    (new.is_(None), old),
+                    (new > old, new),
+                    else_=old,
+                ),
+            },
+        )
 
     def probe_minutes(
         self,
@@ -206,3 +227,31 @@ class ObservationsMixin(StoreBase):
         if row is None:
             raise PermanentError(f"no maintenance window with id {window_id}")
         return row
+
+
+#: ``(target, minute, checks, failures, latency_ms_max)``: one count for
+#: :meth:`ObservationsMixin.record_probe_minutes`.
+MinuteCount = tuple[str, datetime, int, int, float | None]
+
+
+def _minute_values(
+    target: str, minute: datetime, checks: int, failures: int, latency_ms_max: float | None
+) -> dict[str, Any]:
+    """One probe-minute row's values, checked (bad input raises PermanentError)."""
+    target = check_text(target, "probe target", TARGET_LEN)
+    start = utc(minute, "minute").replace(second=0, microsecond=0)
+    checks = check_count(checks, "checks")
+    failures = check_count(failures, "failures")
+    if failures > checks:
+        raise PermanentError(f"failures ({failures}) cannot exceed checks ({checks})")
+    if latency_ms_max is not None:
+        if isinstance(latency_ms_max, bool) or not isinstance(latency_ms_max, int | float):
+            raise PermanentError(f"latency_ms_max must be a number, got {latency_ms_max!r}")
+        latency_ms_max = float(latency_ms_max)
+    return {
+        "target": target,
+        "minute": start,
+        "checks": checks,
+        "failures": failures,
+        "latency_ms_max": latency_ms_max,
+    }

@@ -12,22 +12,34 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
+import yaml
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.exceptions import ObjectNotFound
 
+from deployments.serve import free_port
 from flows.probe import probe_fleet, probe_watchdog
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
-from ppo_dr.probe.runner import ESCALATION_STARTED, HEARTBEAT_TARGET, SILENT_KIND
+from ppo_dr.probe.checks import run_cycle
+from ppo_dr.probe.runner import (
+    ESCALATION_STARTED,
+    HEARTBEAT_TARGET,
+    SILENT_KIND,
+    probe_checks,
+)
 from ppo_dr.store import Incident, Store
 from tasks.probe import HEARTBEAT_EVENT
 
@@ -199,3 +211,95 @@ def test_watchdog_pages_once_when_the_probe_is_silent(
         assert len(escalation_runs(client, escalation_deployment, incident.id)) == 1
     kinds = [e.kind for e in store.timeline(incident.id)]
     assert kinds.count(ESCALATION_STARTED) == 1
+
+
+class _ForwardProxy(ThreadingHTTPServer):
+    """A plain HTTP forward proxy on 127.0.0.1 that relays GETs to loopback only."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.requests = 0
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _ForwardProxy
+
+    def do_GET(self) -> None:
+        self.server.requests += 1
+        if urllib.parse.urlsplit(self.path).hostname != "127.0.0.1":
+            self._answer(403, b"loopback only")
+            return
+        try:
+            with self.server.opener.open(self.path, timeout=2) as upstream:
+                self._answer(upstream.status, upstream.read())
+        except urllib.error.HTTPError as exc:
+            self._answer(exc.code, exc.read())
+        except OSError as exc:
+            self._answer(502, str(exc).encode())
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # quiet: pytest shows what matters
+
+
+@pytest.fixture
+def forward_proxy() -> Iterator[_ForwardProxy]:
+    proxy = _ForwardProxy()
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(timeout=10)
+
+
+def test_one_vantage_failing_alone_never_declares(
+    lab: Lab,
+    store: Store,
+    prefect_api: str,
+    forward_proxy: _ForwardProxy,
+    tmp_path: Path,
+) -> None:
+    """Three vantages: direct, through a working proxy, through a dead one. The dead
+    vantage fails every check for longer than the threshold; 1 of 3 is no majority."""
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    doc = yaml.safe_load(lab.fleet_file.read_text(encoding="utf-8"))
+    doc["timing"]["vantages"] = [
+        {"id": "direct"},
+        {"id": "via-proxy", "proxy": forward_proxy.url},
+        {"id": "broken", "proxy": dead},
+    ]
+    fleet_file = lab.directory / f"fleet-vantages-{tmp_path.name}.yaml"  # keys/ beside it
+    fleet_file.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    try:
+        fleet = load_fleet(fleet_file)
+        checks = probe_checks(fleet, {})
+        broken = asyncio.run(run_cycle(checks, timeout_s=1.0, vantage="broken", proxy=dead))
+        assert broken and not any(o.ok for o in broken), broken  # the vantage really fails
+        result = asyncio.run(probe_fleet(period_s=30, fleet_file=fleet_file))
+    finally:
+        fleet_file.unlink(missing_ok=True)
+    assert result["cycles"] * fleet.timing.probe_interval > fleet.timing.outage_threshold
+    assert store.incidents() == []
+    moves = store.probe_transitions()
+    assert not [m for m in moves if m.to_state == "down"], moves
+    # Anything that went pending had a second vantage failing too (a slow answer
+    # through the proxy on a loaded machine): the broken vantage alone never counts.
+    assert all(m.detail.startswith(("2/3", "3/3")) for m in moves if m.to_state == "pending")
+    # The proxied vantage really went through its proxy, every target every cycle.
+    assert forward_proxy.requests >= result["cycles"] * len(checks)

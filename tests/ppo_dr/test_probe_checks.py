@@ -219,3 +219,42 @@ def test_a_cycle_over_many_targets_reuses_the_session() -> None:
     assert all(o.ok for o in obs) and len(obs) == 300
     # The figure is bench/probe_cycle.py's; this only catches checks run one by one.
     assert took < 10.0
+
+
+def test_a_proxied_vantage_checks_through_its_proxy_and_refuses_tcp() -> None:
+    """The proxy is our own aiohttp app answering every absolute-form request it gets,
+    so an answer proves the check went through it; a dead proxy fails every check."""
+    seen: list[str] = []
+
+    async def proxy_handler(request: web.Request) -> web.Response:
+        seen.append(str(request.url))
+        return web.Response(text="via proxy")
+
+    async def go() -> tuple[list[Observation], list[Observation]]:
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", proxy_handler)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            target = f"http://127.0.0.1:{free_port()}/health"  # nobody listens: direct fails
+            check = HttpCheck("t", target, body_contains="via proxy")
+            via = await run_cycle(
+                [check], timeout_s=2.0, vantage="eu", proxy=f"http://127.0.0.1:{port}"
+            )
+            dead = await run_cycle(
+                [check], timeout_s=2.0, vantage="x", proxy=f"http://127.0.0.1:{free_port()}"
+            )
+            async with Prober(timeout_s=1.0, vantage="eu", proxy="http://127.0.0.1:9") as p:
+                with pytest.raises(ValueError, match="cannot run the TCP check of tcp"):
+                    await p.check(TcpCheck("tcp", "127.0.0.1", port))
+        finally:
+            await runner.cleanup()
+        return via, dead
+
+    via, dead = run(go)
+    assert via[0].ok and via[0].vantage == "eu", via
+    assert seen and seen[0].endswith("/health")
+    assert not dead[0].ok and dead[0].vantage == "x"

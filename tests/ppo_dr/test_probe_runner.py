@@ -12,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
-from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.errors import PermanentError
+from ppo_dr.inventory import Fleet, Vantage, load_fleet
 from ppo_dr.probe.checks import HttpCheck
 from ppo_dr.probe.graph import client_target, server_target
 from ppo_dr.probe.runner import (
@@ -245,13 +247,17 @@ def test_heartbeat_and_watchdog(store: Store) -> None:
     silent_after = timedelta(minutes=4)
     # Never heartbeated here: a fresh install, nothing to watch yet.
     assert check_probe_silence(store, silent_after, now=T0) == (None, False)
-    runner(store).heartbeat(T0 - timedelta(minutes=10))
+    first = runner(store)
+    first.heartbeat(T0 - timedelta(minutes=10))
+    assert store.probe_minutes(HEARTBEAT_TARGET) == []  # counted; written per minute
+    assert first.flush_minutes() == 1
     incident, created = check_probe_silence(store, silent_after, now=T0)
     assert created and incident is not None and incident.kind == SILENT_KIND and incident.paging
     again, created = check_probe_silence(store, silent_after, now=T0 + timedelta(minutes=1))
     assert again is not None and again.id == incident.id and not created
     r = runner(store)
     r.heartbeat(T0 + timedelta(minutes=2))
+    r.flush_minutes()
     assert store.probe_minutes(HEARTBEAT_TARGET)[0].checks == 1
     none, created = check_probe_silence(store, silent_after, now=T0 + timedelta(minutes=3))
     assert none is None and not created
@@ -306,3 +312,143 @@ def test_a_relapse_after_recovery_is_a_new_incident(store: Store) -> None:
     old = store.incident(first.incident.id)
     assert old is not None and old.state == "resolved" and old.resolved_by == "probe"
     assert "relapse" in [e.kind for e in store.timeline(second.incident.id)]
+
+
+# --------------------------------------------------------------------------- quorum
+
+
+def with_vantages(*names: str) -> Fleet:
+    timing = FLEET.timing.model_copy(update={"vantages": tuple(Vantage(id=n) for n in names)})
+    return FLEET.model_copy(update={"timing": timing})
+
+
+def run_vantages(
+    r: ProbeRunner, start: datetime, seconds: float, failing: dict[str, set[str]]
+) -> list[CycleResult]:
+    """Cycles every interval; vantage *v* sees the targets ``failing[v]`` fail."""
+    out = []
+    now = start
+    while now < start + timedelta(seconds=seconds):
+        obs = [
+            Observation(t, t not in failing.get(v, set()), 5.0, "refused", now, vantage=v)
+            for v in r.vantages
+            for t in targets(FLEET)
+        ]
+        out.append(r.cycle(obs, now=now))
+        now += STEP
+    return out
+
+
+def quorum_runner(store: Store, *names: str) -> ProbeRunner:
+    r = ProbeRunner(with_vantages(*names), store)
+    r.seed(now=T0)
+    return r
+
+
+@pytest.mark.parametrize("names", [("a", "b"), ("a", "b", "c")])
+def test_one_vantage_failing_alone_never_declares(store: Store, names: tuple[str, ...]) -> None:
+    r = quorum_runner(store, *names)
+    everything = set(targets(FLEET))
+    results = run_vantages(r, T0, FLEET.timing.outage_threshold * 3, {names[-1]: everything})
+    assert store.incidents() == []
+    assert [t for res in results for t in res.transitions] == []
+    assert all(res.down == [] for res in results)
+
+
+def test_a_majority_of_vantages_declares_naming_them(store: Store) -> None:
+    r = quorum_runner(store, "a", "b", "c")
+    down = affected(["app-jhb1-1"])
+    results = run_vantages(r, T0, FLEET.timing.outage_threshold + 30, {"a": down, "b": down})
+    (found,) = declared(results)
+    assert found.incident.dedupe_key == "outage:server:app-jhb1-1"
+    assert found.incident.scope["clients"] == ["acme-mining", "karoo-logistics"]
+    (first, *_) = store.probe_transitions("server:app-jhb1-1")
+    assert first.detail.startswith("2/3 vantages failing: a: refused; b: refused")
+
+
+def test_a_silent_vantage_does_not_count_as_failing(store: Store) -> None:
+    """Vantage c has no observations at all (its cycle never finished): a and b decide."""
+    r = quorum_runner(store, "a", "b", "c")
+    down = affected(["app-cpt1-1"])
+    obs_at = T0
+    results = []
+    while obs_at < T0 + timedelta(seconds=FLEET.timing.outage_threshold + 30):
+        obs = [
+            Observation(t, not (v == "a" and t in down), 5.0, "refused", obs_at, vantage=v)
+            for v in ("a", "b")
+            for t in targets(FLEET)
+        ]
+        results.append(r.cycle(obs, now=obs_at))
+        obs_at += STEP
+    assert declared(results) == []  # 1 of 3 failing: no majority, whoever is silent
+
+
+def test_observations_of_an_unknown_vantage_are_refused(store: Store) -> None:
+    r = quorum_runner(store, "a", "b")
+    stray = Observation("server:app-jhb1-1", True, 1.0, "ok", T0, vantage="z")
+    with pytest.raises(ValueError, match="unknown vantage 'z'"):
+        r.cycle([stray], now=T0)
+
+
+def test_counts_are_written_once_per_minute_in_one_transaction(store: Store) -> None:
+    """Two minutes of cycles over every target plus the heartbeat: one write (one
+    statement, all targets) per finished minute, whatever the targets and cycles."""
+    commits: list[str] = []
+
+    def on_execute(_c: object, _cur: object, statement: str, *_a: object) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            commits.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", on_execute)
+    r = runner(store)
+    clock = Clock(r)
+    for _ in range(12):  # 2 minutes of cycles, every 10 s, from 06:00:00
+        clock.run(STEP.total_seconds())
+        r.heartbeat(clock.now - STEP)
+    assert len(commits) == 1  # 06:00 written once 06:01 began; 06:01 still open
+    assert r.flush_minutes() == len(targets(FLEET)) + 1  # the run ends: 06:01
+    assert len(commits) == 2
+    minutes = store.probe_minutes(HEARTBEAT_TARGET)
+    assert [m.checks for m in minutes] == [6, 6]
+    assert sum(m.checks for m in store.probe_minutes("server:app-jhb1-1")) == 12
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh store on SQLite, and on PostgreSQL when PPO_DR_TEST_POSTGRES_URL is set."""
+    from tests.ppo_dr.test_store import POSTGRES_URL, _fresh_postgres_database
+
+    if request.param == "sqlite":
+        with Store(f"sqlite:///{tmp_path / 'state.db'}") as opened:
+            opened.upgrade()
+            yield opened
+        return
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL backend: set PPO_DR_TEST_POSTGRES_URL=postgresql://...")
+    for url in _fresh_postgres_database(POSTGRES_URL):
+        with Store(url) as opened:
+            opened.upgrade()
+            yield opened
+
+
+def test_minute_batch_merges_adds_and_keeps_the_largest_latency(any_store: Store) -> None:
+    store = any_store
+    minute = T0.replace(second=0)
+    store.record_probe_minute("a", minute, 6, 1, 50.0)
+    written = store.record_probe_minutes(
+        [
+            ("a", minute + timedelta(seconds=30), 6, 0, None),  # None keeps the maximum
+            ("a", minute + timedelta(seconds=40), 1, 1, 70.0),  # same row twice: merged
+            ("b", minute, 3, 3, None),
+            (HEARTBEAT_TARGET, minute, 6, 0, None),
+        ]
+    )
+    assert written == 3
+    rows = {(m.target, m.minute): m for m in store.probe_minutes(since=minute)}
+    a = rows[("a", minute)]
+    assert (a.checks, a.failures, a.latency_ms_max) == (13, 2, 70.0)
+    assert (rows[("b", minute)].checks, rows[("b", minute)].latency_ms_max) == (3, None)
+    assert store.record_probe_minutes([]) == 0
+    with pytest.raises(PermanentError, match="cannot exceed"):
+        store.record_probe_minutes([("c", minute, 1, 2, None)])
+    assert ("c", minute) not in {(m.target, m.minute) for m in store.probe_minutes()}
