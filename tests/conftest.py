@@ -17,7 +17,7 @@ import pytest
 from ppo_dr.lab.supervisor import Lab
 
 # Fixtures that live in their own modules: a real Prefect API, a real OpenSSH sshd.
-pytest_plugins = ["tests.prefect_fixtures", "tests.sshd", "tests.s3"]
+pytest_plugins = ["tests.prefect_fixtures", "tests.sshd", "tests.s3", "tests.aws"]
 
 LAB_CLIENTS = 6
 LAB_SIZE_MB = 12

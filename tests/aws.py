@@ -1,0 +1,128 @@
+"""pytest plugin: EC2 and Route53 for the AWS provider tests, on 127.0.0.1 only.
+
+Register it with ``pytest_plugins = [..., "tests.aws"]`` in the top-level conftest.
+Builds on :mod:`tests.s3`: the same loopback guard (``s3_loopback_only``, which also
+hides ``~/.aws`` and the AWS environment) and the same session moto server, which
+serves EC2 and Route53 as well as S3.
+
+- ``moto_aws``: the moto endpoint, dummy credentials in the environment variables the
+  test fleet's secret references name, and boto3 clients for the test's own set-up;
+  moto is reset at teardown so no test sees another's instances or zones.
+- ``aws_error_endpoint``: a stand-in answering every EC2 or Route53 request with the
+  AWS error (status and code) a test sets, in each service's own XML shape.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import boto3
+import pytest
+
+#: Dummy credentials: moto accepts any; these must never appear in a message or log.
+AWS_KEY_ID = "AKIAEC2SENTINELKEY9Z"
+AWS_SECRET = "ec2/sentinel/secret+key/9Zq8"
+AWS_KEY_ENV = "PPO_TEST_AWS_KEY_ID"
+AWS_SECRET_ENV = "PPO_TEST_AWS_SECRET"
+
+
+@dataclass
+class MotoAws:
+    """moto's endpoint and set-up clients in *region* (the test's data centre)."""
+
+    endpoint: str
+    region: str
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            region_name=self.region,
+            endpoint_url=self.endpoint,
+            aws_access_key_id=AWS_KEY_ID,
+            aws_secret_access_key=AWS_SECRET,
+        )
+
+
+@pytest.fixture
+def moto_aws(
+    s3_loopback_only: list[str], moto_s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[MotoAws]:
+    """moto for EC2/Route53 in af-south-1; credentials only behind secret references."""
+    monkeypatch.setenv(AWS_KEY_ENV, AWS_KEY_ID)
+    monkeypatch.setenv(AWS_SECRET_ENV, AWS_SECRET)
+    yield MotoAws(moto_s3_endpoint, "af-south-1")
+    reset = urllib.request.Request(f"{moto_s3_endpoint}/moto-api/reset", method="POST")  # noqa: S310
+    with urllib.request.urlopen(reset, timeout=10):  # noqa: S310
+        pass
+
+
+@dataclass
+class AwsErrorEndpoint:
+    """Answers every request with ``status``/``code``; records (method, path)."""
+
+    url: str
+    status: int = 503
+    code: str = "RequestLimitExceeded"
+    requests: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _error_body(path: str, code: str) -> bytes:
+    if path.startswith("/2013-04-01/"):  # Route53 (REST-XML)
+        return (
+            '<?xml version="1.0"?>\n<ErrorResponse xmlns="https://route53.amazonaws.com/'
+            f'doc/2013-04-01/"><Error><Type>Sender</Type><Code>{code}</Code>'
+            f"<Message>stand-in says {code}</Message></Error>"
+            "<RequestId>5f1c2d3e</RequestId></ErrorResponse>"
+        ).encode()
+    return (  # EC2 (query protocol)
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+        f"<Message>stand-in says {code}</Message></Error></Errors>"
+        "<RequestID>5f1c2d3e</RequestID></Response>"
+    ).encode()
+
+
+@pytest.fixture
+def aws_error_endpoint(
+    s3_loopback_only: list[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AwsErrorEndpoint]:
+    """An EC2/Route53 endpoint on 127.0.0.1 that only ever answers with an AWS error."""
+    monkeypatch.setenv(AWS_KEY_ENV, AWS_KEY_ID)
+    monkeypatch.setenv(AWS_SECRET_ENV, AWS_SECRET)
+    state: AwsErrorEndpoint
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+            pass
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            state.requests.append((self.command, self.path))
+            body = _error_body(self.path, state.code)
+            self.send_response(state.status)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer  # noqa: N815
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state = AwsErrorEndpoint(url=f"http://127.0.0.1:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
