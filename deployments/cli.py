@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+import deployments.failover_cli  # adds `failover run|approve`
 import deployments.incident_cli  # noqa: F401  (adds `incident ack`)
 from ppo_dr.cli import app
 from ppo_dr.cli_support import FleetOption, reports_errors

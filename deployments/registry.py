@@ -19,6 +19,7 @@ from collections.abc import Callable
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
+from flows.drill import DRILL_LIMIT, DRILL_SLOTS, dr_drill
 from flows.escalation import escalation
 from flows.mirror import mirror_fleet, mirror_limits, mirror_server
 from flows.probe import probe_fleet, probe_period_s, probe_watchdog, watchdog_interval_s
@@ -164,6 +165,52 @@ def probe_watchdog_deployment() -> RunnerDeployment:
     return deployment
 
 
+#: The drill's schedule when no fleet file can be read: daily at 03:30 UTC.
+DEFAULT_DRILL_CRON = "30 3 * * *"
+
+
+def dr_drill_deployment() -> RunnerDeployment:
+    """The DR drill on ``fleet.timing.drill_cron`` (daily; every few minutes in the fast
+    lab); a run due while one still runs is cancelled, not queued."""
+    fleet = _current_fleet()
+    cron = fleet.timing.drill_cron if fleet else DEFAULT_DRILL_CRON
+    deployment = dr_drill.to_deployment(
+        "dr-drill",
+        cron=cron,
+        tags=[TAG, "drill"],
+        concurrency_limit=ONE_AT_A_TIME,
+        description=(
+            "Restore today's canary clients from the on-site/off-site mirror (alternately) "
+            "to a scratch server, verify bytes and app health, record RTO/RPO, tear down."
+        ),
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
+
+
+def failover_deployment() -> RunnerDeployment:
+    """Failover or planned migration of a scope of clients, on demand (UI, ``ppo-dr
+    failover run``, or the escalation runbook). One run at a time: a second one waits
+    in the queue (never cancelled: it may be the one that finishes a crashed plan)."""
+    from flows.failover import failover
+
+    deployment = failover.to_deployment(
+        "failover",
+        tags=[TAG, "failover"],
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
+        description=(
+            "Plan, approve, provision, restore, verify, switch and re-mirror a scope of "
+            "clients (emergency, or planned with freeze and final sync); rerun finishes a plan."
+        ),
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
+
+
 #: Builders of every deployment ``ppo-dr serve`` serves, in the order shown.
 DEPLOYMENTS: list[Callable[[], RunnerDeployment]] = [
     fleet_report_deployment,
@@ -172,10 +219,13 @@ DEPLOYMENTS: list[Callable[[], RunnerDeployment]] = [
     escalation_deployment,
     probe_fleet_deployment,
     probe_watchdog_deployment,
+    dr_drill_deployment,
+    failover_deployment,
 ]
 
 #: Global concurrency limits (name -> slots) the runbooks take slots of.
 CONCURRENCY_LIMITS: dict[str, int] = {
     REPORTS_LIMIT: REPORTS_SLOTS,
+    DRILL_LIMIT: DRILL_SLOTS,
     **_mirror_limits(),  # mirror-server-<id>: 1, mirror-dc-<dc>: 2
 }

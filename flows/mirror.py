@@ -38,7 +38,7 @@ from prefect.states import Cancelled, Failed, State
 
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
-from ppo_dr.fleet_access import FleetAccess, app_server, client_ids_on, mirror_plan
+from ppo_dr.fleet_access import FleetAccess, client_ids_on, home_server, homes, mirror_plan
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.inventory import Fleet
 from ppo_dr.mirror.runbook import (
@@ -54,6 +54,7 @@ from tasks import label_flow_run, secret_from_block
 from tasks.inventory import load_fleet_task
 from tasks.mirror import (
     assess_rpo,
+    current_placements,
     emit_heartbeat,
     ensure_mirror_limits,
     operator_key_text,
@@ -85,9 +86,22 @@ def dc_limit(dc_id: str) -> str:
     return f"mirror-dc-{check_id(dc_id, 'data centre id')}"
 
 
+def mirrored_servers(fleet: Fleet, placements: dict[str, str] | None = None) -> list[str]:
+    """Every server to mirror: the app servers, and spares the placements made homes."""
+    hosting = set(homes(fleet, placements).values())
+    return [
+        s.id for s in fleet.servers if s.role == "app" or (s.role == "spare" and s.id in hosting)
+    ]
+
+
 def mirror_limits(fleet: Fleet, server_ids: list[str] | None = None) -> dict[str, int]:
-    """The concurrency limits (name -> slots) the mirror of *fleet* (or some servers) uses."""
-    apps = [s for s in fleet.servers_by_role("app") if server_ids is None or s.id in server_ids]
+    """The concurrency limits (name -> slots) the mirror of *fleet* (or some servers) uses:
+    every app server's, or those of *server_ids* (a spare turned home included)."""
+    apps = [
+        s
+        for s in fleet.servers
+        if (s.role == "app" and server_ids is None) or (server_ids and s.id in server_ids)
+    ]
     limits = {server_limit(s.id): MIRROR_SERVER_SLOTS for s in apps}
     limits.update({dc_limit(s.dc): MIRROR_DC_SLOTS for s in apps})
     return limits
@@ -118,9 +132,10 @@ def summary_markdown(
     checks: list[VerifyOutcome],
     statuses: list[ClientStatus],
     failure: str | None,
+    placements: dict[str, str] | None = None,
 ) -> str:
     """The run's Markdown summary: what moved, what is missing, RPO per client and mirror."""
-    mirrors = [m.id for m, _ in mirror_plan(fleet, server_id)]
+    mirrors = [m.id for m, _ in mirror_plan(fleet, server_id, placements)]
     threshold = stale_after(fleet.timing.mirror_cron)
     lines = [f"# Mirror of {server_id}", ""]
     if run is not None:
@@ -164,6 +179,7 @@ def _publish(
     checks: list[VerifyOutcome],
     statuses: list[ClientStatus],
     failure: str | None,
+    placements: dict[str, str] | None = None,
 ) -> None:
     if run is not None:
         create_table_artifact(
@@ -173,7 +189,7 @@ def _publish(
         )
     create_markdown_artifact(
         key=f"mirror-summary-{server_id}",
-        markdown=summary_markdown(fleet, server_id, run, checks, statuses, failure),
+        markdown=summary_markdown(fleet, server_id, run, checks, statuses, failure, placements),
         description=f"Mirror run of {server_id}: what moved, RPO per client on each mirror",
     )
 
@@ -199,14 +215,15 @@ def mirror_server(
     log = get_run_logger()
     sid = check_id(server_id, "server id")
     fleet = load_fleet_task(fleet_file or config.fleet_file())
-    app = app_server(fleet, sid)
-    chosen = client_ids_on(fleet, sid, clients)
+    url = store_url(fleet)
+    placed = current_placements(url)
+    app = home_server(fleet, sid, placed)
+    chosen = client_ids_on(fleet, sid, clients, placed)
     label_flow_run(
         f"mirror-{sid}-{hour_stamp()}",
         tags=[f"fleet:{fleet.name}", f"dc:{app.dc}", f"server:{sid}"]
         + [f"client:{c}" for c in chosen],
     )
-    url = store_url(fleet)
     run_id = str(flow_run.id) if flow_run.id else None
     ensure_mirror_limits(mirror_limits(fleet, [sid]))
     heartbeat: dict[str, Any] = {"server": sid, "dc": app.dc, "clients": len(chosen)}
@@ -233,16 +250,16 @@ def mirror_server(
             with FleetAccess(
                 fleet, key_text=operator_key_text(fleet), secret_resolver=secret_from_block
             ) as access:
-                run = take_snapshots(access, sid, chosen, hook)
+                run = take_snapshots(access, sid, chosen, hook, placed)
                 record_snapshots(url, run, run_id)
                 checks = verify_snapshots(access, url, run)
         except Exception as exc:
             failure = f"{type(exc).__name__}: {exc}"
             log.error("mirror of %s failed: %s", sid, failure)
 
-    statuses = assess_rpo(url, fleet, sid)
+    statuses = assess_rpo(url, fleet, sid, placements=placed)
     raise_stale_alerts(url, statuses, sid, app.dc, run_id)
-    _publish(fleet, sid, run, checks, statuses, failure)
+    _publish(fleet, sid, run, checks, statuses, failure, placed)
     stale = [s.client_id for s in statuses if s.stale]
     missing = run.missing if run else [(c, "*") for c in chosen]
     summary: dict[str, Any] = {
@@ -285,8 +302,8 @@ def mirror_fleet(fleet_file: Path | None = None, hook: bool = True) -> dict[str,
     path = fleet_file or config.fleet_file()
     fleet = load_fleet_task(path)
     label_flow_run(f"mirror-fleet-{fleet.name}-{hour_stamp()}", tags=[f"fleet:{fleet.name}"])
-    ensure_mirror_limits(mirror_limits(fleet))
-    servers = [s.id for s in fleet.servers_by_role("app")]
+    servers = mirrored_servers(fleet, current_placements(store_url(fleet)))
+    ensure_mirror_limits(mirror_limits(fleet, servers))
     futures = mirror_server_run.map(servers, unmapped(path), unmapped(hook))
     outcomes: dict[str, dict[str, Any]] = {}
     for server, future in zip(servers, futures, strict=True):

@@ -17,9 +17,12 @@ Prefect object; the task layer resolves it and hands the text in (``key_text``).
 ``remote(server_id)`` returns a live pooled connection, and ``connector(server_id)`` a
 picklable factory for a NEW connection with the same pinned host keys and key
 (:func:`connect_ssh`), which the mirror hands to its upload and restore processes.
-Also here, pure: where each app server's clients live (:func:`client_sources`) and
-where its repositories are on its mirrors (:func:`mirror_plan`, and
-:func:`mirror_targets` with connections).
+A mirror declared as an S3 bucket (``servers[].s3``) gets an S3Remote instead, and an
+:class:`S3Connector` (credentials resolved from their references, never shown).
+Also here, pure: where each client lives now (:func:`homes`: the store's placements,
+which win over fleet.yaml's initial homes), what to snapshot on a server
+(:func:`client_sources`) and where its repositories are on its mirrors
+(:func:`mirror_plan`, and :func:`mirror_targets` with connections).
 """
 
 from __future__ import annotations
@@ -30,19 +33,22 @@ import hashlib
 import os
 import posixpath
 import secrets
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
 
 from ppo_dr import config
 from ppo_dr.closing import ClosesOnExit
 from ppo_dr.errors import AuthError, PermanentError, TransientError
 from ppo_dr.ids import check_id
-from ppo_dr.secret_refs import SecretResolver, resolve_secret
+from ppo_dr.secret_refs import REDACTOR, SecretResolver, resolve_secret
 
 if TYPE_CHECKING:
-    from ppo_dr.inventory import Fleet, Server
+    from ppo_dr.inventory import Fleet, Server, SshEndpoint
     from ppo_dr.mirror.api import ClientSource, MirrorTarget
     from ppo_dr.transport import Remote
     from ppo_dr.transport.ssh import SshPool
@@ -68,52 +74,142 @@ def app_server(fleet: Fleet, server_id: str) -> Server:
     return server
 
 
-def client_ids_on(fleet: Fleet, server_id: str, wanted: Iterable[str] | None = None) -> list[str]:
-    """The clients of app server *server_id*, or those of *wanted* (each validated and
-    checked to live there), in fleet order."""
-    app = app_server(fleet, server_id)
-    on_server = [c.id for c in fleet.clients_on(app.id)]
+def homes(fleet: Fleet, placements: Mapping[str, str] | None = None) -> dict[str, str]:
+    """client -> the server it lives on now: the store's *placements* where they name a
+    client of the fleet, else fleet.yaml's initial ``clients[].server``.
+
+    The store is the truth once a client has moved (failover, migration); fleet.yaml
+    only says where a client started. Placements of clients the fleet no longer lists
+    are ignored.
+    """
+    found = {c.id: c.server for c in fleet.clients}
+    for client, server in (placements or {}).items():
+        if client in found:
+            found[client] = check_id(server, "server id")
+    return found
+
+
+def home_server(
+    fleet: Fleet, server_id: str, placements: Mapping[str, str] | None = None
+) -> Server:
+    """The server *server_id* as a home of clients (something to mirror).
+
+    An app server always qualifies; a spare only while the placements put clients on
+    it (a spare turned home by a failover). A mirror never does. PermanentError
+    otherwise, naming the role.
+    """
+    sid = check_id(server_id, "server id")
+    try:
+        server = fleet.server(sid)
+    except KeyError:
+        raise PermanentError(f"no server {sid!r} in fleet {fleet.name}") from None
+    if server.role == "app":
+        return server
+    if server.role == "spare" and sid in homes(fleet, placements).values():
+        return server
+    raise PermanentError(
+        f"server {sid!r} is {server.role!r}, not an app server"
+        + (" (and no client is placed on it)" if server.role == "spare" else "")
+    )
+
+
+def client_ids_on(
+    fleet: Fleet,
+    server_id: str,
+    wanted: Iterable[str] | None = None,
+    placements: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The clients living on *server_id* (per *placements*, else fleet.yaml), or those of
+    *wanted* (each validated and checked to live there), in fleet order."""
+    home = home_server(fleet, server_id, placements)
+    where = homes(fleet, placements)
+    on_server = [c.id for c in fleet.clients if where[c.id] == home.id]
     if wanted is None:
         return on_server
     chosen = {check_id(c, "client id") for c in wanted}
     strangers = sorted(chosen - set(on_server))
     if strangers:
         raise PermanentError(
-            f"client(s) {', '.join(strangers)} not on server {app.id} "
+            f"client(s) {', '.join(strangers)} not on server {home.id} "
             f"(its clients: {', '.join(on_server) or 'none'})"
         )
     return [c for c in on_server if c in chosen]
 
 
-def client_path(fleet: Fleet, client_id: str) -> str:
-    """Absolute directory of *client_id*'s data on its app server."""
+def client_path(
+    fleet: Fleet,
+    client_id: str,
+    placements: Mapping[str, str] | None = None,
+    *,
+    server_id: str | None = None,
+) -> str:
+    """Absolute directory of *client_id*'s data: ``<data_root>/<data_path>`` of
+    *server_id* if given, else of the server it lives on now (*placements*)."""
     client = fleet.client(check_id(client_id, "client id"))
-    root = fleet.server(client.server).data_root
+    if server_id is None:
+        server_id = homes(fleet, placements)[client.id]
+    try:
+        root = fleet.server(check_id(server_id, "server id")).data_root
+    except KeyError:
+        raise PermanentError(f"no server {server_id!r} in fleet {fleet.name}") from None
     return posixpath.join(root, client.data_path)
 
 
 def client_sources(
-    fleet: Fleet, app_server_id: str, clients: Iterable[str] | None = None
+    fleet: Fleet,
+    app_server_id: str,
+    clients: Iterable[str] | None = None,
+    placements: Mapping[str, str] | None = None,
 ) -> list[ClientSource]:
-    """What to snapshot on *app_server_id*: each client and its absolute data directory."""
+    """What to snapshot on *app_server_id*: each client living there and its absolute
+    data directory on it."""
     from ppo_dr.mirror.api import ClientSource
 
     return [
-        ClientSource(client_id=c, path=client_path(fleet, c))
-        for c in client_ids_on(fleet, app_server_id, clients)
+        ClientSource(client_id=c, path=client_path(fleet, c, server_id=app_server_id))
+        for c in client_ids_on(fleet, app_server_id, clients, placements)
     ]
 
 
 def repo_path(mirror: Server, app_server_id: str) -> str:
-    """``<mirror.data_root>/repos/<app-server-id>``: one repository per app server."""
-    return posixpath.join(mirror.data_root, REPOS_DIR, check_id(app_server_id, "server id"))
+    """``<mirror.data_root>/repos/<app-server-id>``: one repository per app server; on
+    an S3 mirror ``/repos/<app-server-id>`` below the bucket's prefix."""
+    root = "/" if mirror.s3 is not None else mirror.data_root
+    return posixpath.join(root, REPOS_DIR, check_id(app_server_id, "server id"))
 
 
-def mirror_plan(fleet: Fleet, app_server_id: str) -> list[tuple[Server, str]]:
+def mirror_ids_of(
+    fleet: Fleet, server_id: str, placements: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """The mirrors of home server *server_id*, on-site first: the ones fleet.yaml
+    declares, else the pair :func:`ppo_dr.failover.plan.mirrors_for` derives (the same
+    rule the failover planner uses), within the countries every client living there
+    allows."""
+    home = home_server(fleet, server_id, placements)
+    if home.mirrors:
+        declared = [fleet.server(m) for m in home.mirrors]
+        onsite = [m.id for m in declared if m.dc == home.dc]
+        return (*onsite, *(m.id for m in declared if m.dc != home.dc))
+    from ppo_dr.failover.plan import mirrors_for
+
+    where = homes(fleet, placements)
+    allowed: set[str] | None = None
+    for client in fleet.clients:
+        if where[client.id] == home.id:
+            allowed = set(client.countries) if allowed is None else allowed & set(client.countries)
+    countries = None if allowed is None else sorted(allowed)
+    return tuple(mirrors_for(fleet, home.id, countries=countries))
+
+
+def mirror_plan(
+    fleet: Fleet, app_server_id: str, placements: Mapping[str, str] | None = None
+) -> list[tuple[Server, str]]:
     """(mirror, repository path) for every mirror of *app_server_id*: on-site first."""
-    app = app_server(fleet, app_server_id)
-    mirrors = [fleet.onsite_mirror(app.id), *fleet.offsite_mirrors(app.id)]
-    return [(m, repo_path(m, app.id)) for m in mirrors]
+    home = home_server(fleet, app_server_id, placements)
+    return [
+        (m, repo_path(m, home.id))
+        for m in map(fleet.server, mirror_ids_of(fleet, home.id, placements))
+    ]
 
 
 def known_hosts_line(host: str, port: int, host_key: str) -> str:
@@ -126,7 +222,9 @@ def known_hosts_line(host: str, port: int, host_key: str) -> str:
 def known_hosts_text(fleet: Fleet) -> str:
     """known_hosts content for every server of *fleet*, from its pinned keys only."""
     return "".join(
-        known_hosts_line(s.ssh.host, s.ssh.port, s.ssh.host_key) + "\n" for s in fleet.servers
+        known_hosts_line(s.ssh.host, s.ssh.port, s.ssh.host_key) + "\n"
+        for s in fleet.servers
+        if s.ssh is not None  # S3 mirrors have no host key
     )
 
 
@@ -220,6 +318,47 @@ def connect_ssh(
     )
 
 
+@dataclass(frozen=True)
+class S3Connector:
+    """A picklable factory of :class:`~ppo_dr.transport.s3.S3Remote` for one S3 mirror
+    (``MirrorTarget.connect``: upload and restore processes build their own client).
+    The credentials are resolved already and never shown: ``repr`` omits them and
+    SecretStr masks them anywhere else."""
+
+    bucket: str
+    prefix: str
+    region: str
+    endpoint_url: str | None = None
+    access_key_id: SecretStr | None = field(default=None, repr=False)
+    secret_access_key: SecretStr | None = field(default=None, repr=False)
+    timeout: float = CONNECT_TIMEOUT_S
+    io_timeout: float = IO_TIMEOUT_S
+
+    def __call__(self) -> Remote:
+        from ppo_dr.transport.s3 import S3Remote
+
+        key_id, secret = _plain(self.access_key_id), _plain(self.secret_access_key)
+        for value in (key_id, secret):  # also in a worker process: its own redactor
+            if value:
+                REDACTOR.protect(value)
+        remote = S3Remote(
+            self.bucket,
+            prefix=self.prefix,
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            access_key_id=key_id,
+            secret_access_key=secret,
+            connect_timeout=self.timeout,
+            read_timeout=self.io_timeout,
+        )
+        REDACTOR.install()  # botocore's loggers exist now; it logs the key id at DEBUG
+        return remote
+
+
+def _plain(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()
+
+
 def parse_repository_key(text: str, where: str) -> bytes:
     """32 key bytes from 64 hex digits or base64; the error names *where*, never the value."""
     value = text.strip()
@@ -263,6 +402,8 @@ class FleetAccess(ClosesOnExit):
         )
         self._secret_resolver = secret_resolver
         self._mirror_key: bytes | None = None
+        self._s3: dict[str, Remote] = {}  # server id -> S3Remote (boto3 clients pool)
+        self._s3_lock = threading.Lock()
 
     @property
     def mirror_key(self) -> bytes | None:
@@ -288,14 +429,52 @@ class FleetAccess(ClosesOnExit):
             raise PermanentError(f"no server {sid!r} in fleet {self.fleet.name}") from None
 
     def remote(self, server_id: str) -> Remote:
-        """A live connection to *server_id* (pooled; reconnects after a transient error)."""
-        ssh = self.server(server_id).ssh
+        """A live connection to *server_id* (pooled; reconnects after a transient error);
+        for an S3 mirror its bucket, one client per mirror for this object's life."""
+        server = self.server(server_id)
+        if server.s3 is not None:
+            with self._s3_lock:
+                if server.id not in self._s3:
+                    self._s3[server.id] = self.s3_connector(server.id)()
+                return self._s3[server.id]
+        ssh = self._ssh(server)
         return self.pool.get(ssh.host, ssh.port, ssh.user)
+
+    def _ssh(self, server: Server) -> SshEndpoint:
+        if server.ssh is None:
+            raise PermanentError(f"server {server.id!r} has no ssh endpoint in fleet.yaml")
+        return server.ssh
+
+    def s3_connector(self, server_id: str) -> S3Connector:
+        """The factory of S3 mirror *server_id*'s remote, credentials resolved from
+        their references (environment, or Secret blocks through the resolver)."""
+        server = self.server(server_id)
+        loc = server.s3
+        if loc is None:
+            raise PermanentError(f"server {server.id!r} is not an S3 mirror")
+        keys = [
+            None if ref is None else resolve_secret(ref, self._secret_resolver)
+            for ref in (loc.access_key_id, loc.secret_access_key)
+        ]
+        return S3Connector(
+            loc.bucket,
+            loc.prefix,
+            loc.region,
+            loc.endpoint_url,
+            keys[0],
+            keys[1],
+            timeout=self.timeout,
+            io_timeout=self.io_timeout,
+        )
 
     def connector(self, server_id: str) -> Callable[[], Remote]:
         """A picklable factory opening a NEW connection to *server_id* (not pooled)
-        with this fleet's pinned known_hosts and operator key: for another process."""
-        ssh = self.server(server_id).ssh
+        with this fleet's pinned known_hosts and operator key (for an S3 mirror, its
+        bucket and credentials): for another process."""
+        server = self.server(server_id)
+        if server.s3 is not None:
+            return self.s3_connector(server.id)
+        ssh = self._ssh(server)
         return functools.partial(
             connect_ssh,
             ssh.host,
@@ -308,8 +487,12 @@ class FleetAccess(ClosesOnExit):
         )
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (and S3 client)."""
         self.pool.close_all()
+        with self._s3_lock:
+            remotes, self._s3 = list(self._s3.values()), {}
+        for remote in remotes:
+            remote.close()
 
 
 @dataclass(frozen=True)
@@ -325,7 +508,11 @@ class ConnectedMirrors:
 
 
 def mirror_targets(
-    fleet: Fleet, app_server_id: str, access: FleetAccess, mirrors: Sequence[str] | None = None
+    fleet: Fleet,
+    app_server_id: str,
+    access: FleetAccess,
+    mirrors: Sequence[str] | None = None,
+    placements: Mapping[str, str] | None = None,
 ) -> ConnectedMirrors:
     """Connect to each mirror of *app_server_id* (or those in *mirrors*).
 
@@ -341,7 +528,8 @@ def mirror_targets(
     wanted = None if mirrors is None else {check_id(m, "mirror id") for m in mirrors}
     targets: list[MirrorTarget] = []
     unreachable: dict[str, str] = {}
-    for mirror, path in mirror_plan(fleet, app_server_id):
+    plan = mirror_plan(fleet, app_server_id, placements)
+    for mirror, path in plan:
         if wanted is not None and mirror.id not in wanted:
             continue
         try:
@@ -358,7 +546,7 @@ def mirror_targets(
             )
         )
     if wanted is not None:
-        unknown = wanted - {m.id for m, _ in mirror_plan(fleet, app_server_id)}
+        unknown = wanted - {m.id for m, _ in plan}
         if unknown:
             raise PermanentError(
                 f"mirror(s) {', '.join(sorted(unknown))} do not mirror server {app_server_id}"

@@ -109,6 +109,13 @@ def operator_key_text(fleet: Fleet) -> str | None:
         raise AuthError(f"access.key_secret: {exc}") from exc
 
 
+@task(name="current-placements", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def current_placements(store_url: str) -> dict[str, str]:
+    """client -> server from the store's placements (the truth once a client moved)."""
+    with Store.open(store_url) as store:
+        return {p.client_id: p.server_id for p in store.placements()}
+
+
 @task(
     name="snapshot-server",
     task_run_name="snapshot-{server_id}",
@@ -117,11 +124,17 @@ def operator_key_text(fleet: Fleet) -> str | None:
     **_RETRIES,
 )
 def take_snapshots(
-    access: FleetAccess, server_id: str, clients: list[str], hook: bool = True
+    access: FleetAccess,
+    server_id: str,
+    clients: list[str],
+    hook: bool = True,
+    placements: Mapping[str, str] | None = None,
 ) -> ServerSnapshot:
     """Snapshot the clients of an app server to each of its reachable mirrors."""
     log = get_run_logger()
-    run = snapshot_app_server(access, server_id, clients, hook=hook, progress=None)
+    run = snapshot_app_server(
+        access, server_id, clients, hook=hook, progress=None, placements=placements
+    )
     sent = total_sent(run)
     log.info(
         "%s: %d client(s) in %.1f s; sent %s",
@@ -169,11 +182,15 @@ def verify_snapshots(
 
 @task(name="assess-rpo", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
 def assess_rpo(
-    store_url: str, fleet: Fleet, server_id: str, now: datetime | None = None
+    store_url: str,
+    fleet: Fleet,
+    server_id: str,
+    now: datetime | None = None,
+    placements: Mapping[str, str] | None = None,
 ) -> list[ClientStatus]:
     """RPO of each client of the server on each of its mirrors, and who is stale."""
-    clients = client_ids_on(fleet, server_id)
-    mirrors = [m.id for m, _ in mirror_plan(fleet, server_id)]
+    clients = client_ids_on(fleet, server_id, placements=placements)
+    mirrors = [m.id for m, _ in mirror_plan(fleet, server_id, placements)]
     with Store.open(store_url) as store:
         snapshots = [s for c in clients for s in store.snapshots(client_id=c)]
     return client_statuses(

@@ -32,7 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
 #: (flow, deployment, paused) of every deployment serve registers, sorted.
 SERVED = [
+    ("dr-drill", "dr-drill", 1),
     ("escalation", "escalation", 1),
+    ("failover", "failover", 1),
     ("fleet-report", "fleet-report", 1),
     ("mirror-fleet", "mirror-fleet", 1),
     ("mirror-server", "mirror-server", 1),
@@ -40,6 +42,8 @@ SERVED = [
     ("probe-watchdog", "probe-watchdog", 1),
 ]
 STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
+#: The heartbeat automation serve creates for the example fleet (ppo-prod).
+AUTOMATION = "ppo-dr probe heartbeat: ppo-prod"
 _SCRIPT = Path(sys.executable).with_name("ppo-dr")
 PPO_DR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "deployments.cli"]
 
@@ -185,22 +189,26 @@ def test_check_registers_everything_and_leaves_no_server(serve_home: Path) -> No
         assert f"Prefect server: stopped (pid {pid})" in done.stdout
         assert "fleet-report/fleet-report: cron '0 6 * * *'" in done.stdout
         assert "mirror-fleet/mirror-fleet: cron '0 * * * *'" in done.stdout
-        assert "check: OK, 6 deployment(s) registered" in done.stdout
+        assert f"check: OK, {len(SERVED)} deployment(s) registered" in done.stdout
         expected = "created" if attempt == "cold" else "unchanged"
         assert f"reports: 2 slot(s) ({expected})" in done.stdout
+        assert f"automation: {AUTOMATION} ({expected})" in done.stdout
 
     print(f"\nserve --check: {', '.join(timings)}")
     # What the server recorded, read from the database it left in our home.
     assert sorted(deployments_in(serve_home)) == SERVED
+    # The heartbeat automation exists, off like the deployments (nothing serves them).
+    assert read_db(serve_home, "SELECT name, enabled FROM automation") == [(AUTOMATION, 0)]
     # Prefect keeps a deployment's own limit as a "deployment:<id>" row beside ours.
     limits = read_db(serve_home, 'SELECT name, "limit", active FROM concurrency_limit_v2')
     ours = sorted(r for r in limits if not str(r[0]).startswith("deployment:"))
     mirror = [(f"mirror-dc-{dc}", 2, 1) for dc in ("cpt1", "jhb1", "lon1")] + [
         (f"mirror-server-app-{s}", 1, 1) for s in ("cpt1-1", "jhb1-1", "jhb1-2", "lon1-1")
     ]
-    assert ours == sorted([("reports", 2, 1), *mirror])
-    # One-at-a-time deployments: fleet-report, mirror-fleet, probe-fleet, probe-watchdog.
-    assert [r[1:] for r in limits if r not in ours] == [(1, 1)] * 4
+    assert ours == sorted([("dr-drill", 1, 1), ("reports", 2, 1), *mirror])
+    # One-at-a-time deployments: fleet-report, mirror-fleet, probe-fleet, probe-watchdog,
+    # dr-drill (these cancel a new run), failover (it queues).
+    assert [r[1:] for r in limits if r not in ours] == [(1, 1)] * 6
     log = (serve_home / "logs" / "prefect-server.log").read_text()
     assert log.count("--- ppo-dr serve (pid") == 2
 
@@ -327,6 +335,8 @@ def test_serve_on_a_given_api_runs_the_deployment_and_leaves_the_server(
     with using_api(prefect_server), get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name("reports")
         assert (limit.limit, limit.active) == (2, True)
+        [automation] = client.read_automations_by_name(AUTOMATION)
+        assert automation.enabled, serve.output
 
         # The served deployment runs for real, in a process the runner starts.
         started = time.monotonic()
@@ -360,7 +370,90 @@ def test_serve_on_a_given_api_runs_the_deployment_and_leaves_the_server(
         assert serve.stop(signal.SIGINT) == 0, serve.output
         deployment = client.read_deployment_by_name("fleet-report/fleet-report")
         assert deployment.paused
+        [automation] = client.read_automations_by_name(AUTOMATION)
+        assert not automation.enabled, "nobody serves probe-watchdog: the automation is off"
 
     assert api_is_healthy(prefect_server), "serve stopped a server it did not start"
     print(f"\nserved fleet-report run completed in {took:.1f} s (run_deployment)")
     assert os.environ.get("PREFECT_API_URL") != prefect_server  # nothing leaked into us
+
+
+def test_probe_heartbeat_automation_is_idempotent_and_fires_when_heartbeats_stop(
+    prefect_server: str,
+) -> None:
+    """The automation ``serve`` creates, against a real server: created once, updated
+    in place; quiet while heartbeats arrive; runs probe-watchdog once they stop.
+
+    A 5 s probe period gives Prefect's shortest window (10 s); the fleet name is unique,
+    so nothing else on the session's server heartbeats for it.
+    """
+    import asyncio
+    import uuid
+    from datetime import UTC, datetime
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.events import Event
+    from prefect.events.clients import PrefectEventsClient
+    from prefect.events.schemas.automations import Posture
+    from prefect.exceptions import ObjectNotFound
+
+    from deployments.serve import ensure_automation, probe_heartbeat_automation
+    from tasks.probe import HEARTBEAT_EVENT, heartbeat_resource
+
+    fleet = f"auto-{uuid.uuid4().hex[:8]}"
+
+    async def heartbeat() -> None:
+        async with PrefectEventsClient(api_url=prefect_server) as events:
+            await events.emit(
+                Event(
+                    occurred=datetime.now(UTC),
+                    event=HEARTBEAT_EVENT,
+                    resource={"prefect.resource.id": heartbeat_resource(fleet)},
+                    payload={"cycle": 1},
+                )
+            )
+
+    with using_api(prefect_server), get_client(sync_client=True) as client:
+        try:
+            watchdog = client.read_deployment_by_name("probe-watchdog/probe-watchdog").id
+        except ObjectNotFound:  # a stand-in without a runner: its runs stay scheduled
+            flow_id = client.create_flow_from_name("probe-watchdog")
+            watchdog = client.create_deployment(flow_id=flow_id, name="probe-watchdog")
+
+        def runs() -> list[object]:
+            found = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[watchdog]))
+            )
+            return [r for r in found if r.parameters.get("silent_after_s") == 5.0]
+
+        assert ensure_automation(probe_heartbeat_automation(fleet, 60, watchdog)) == "created"
+        try:
+            automation = probe_heartbeat_automation(fleet, 5, watchdog)
+            assert ensure_automation(automation) == "updated"
+            assert ensure_automation(automation) == "unchanged"
+            [stored] = client.read_automations_by_name(automation.name)
+            trigger = stored.trigger
+            assert trigger.posture == Posture.Proactive  # type: ignore[union-attr]
+            assert trigger.expect == {HEARTBEAT_EVENT}  # type: ignore[union-attr]
+            assert trigger.within.total_seconds() == 10  # type: ignore[union-attr]
+            [action] = stored.actions
+            assert action.deployment_id == watchdog  # type: ignore[union-attr]
+            before = len(runs())
+
+            # Heartbeats every 2 s for three windows: the server stays quiet.
+            for _ in range(15):
+                asyncio.run(heartbeat())
+                time.sleep(2)
+            assert len(runs()) == before, "fired while the probe was heartbeating"
+
+            # Silence: the server runs the watchdog (within a window and its ~2 s lag).
+            started = time.monotonic()
+            deadline = started + 90
+            while len(runs()) == before and time.monotonic() < deadline:
+                time.sleep(1)
+            assert len(runs()) > before, "no probe-watchdog run after 90 s of silence"
+            print(f"\nautomation fired {time.monotonic() - started:.1f} s after the last beat")
+        finally:
+            for found in client.read_automations_by_name(f"ppo-dr probe heartbeat: {fleet}"):
+                client.delete_automation(found.id)

@@ -1,7 +1,9 @@
 """Failover and planned migration: the pure planner (:mod:`.plan`) and its public names.
 
-The planner decides (residency, capacity, which mirror to restore from); the steps and
-the Prefect flow carry the plan out.
+The planner decides (residency, capacity, which mirror to restore from); the steps
+(:mod:`.steps`, run through the store's ledger by :mod:`.ledger`) and the Prefect flow
+carry the plan out. The scheduled DR drill's decisions (canary
+rotation, mirror alternation, scratch placement, trend) are in :mod:`.drill`.
 """
 
 from ppo_dr.failover.plan import (
@@ -20,6 +22,21 @@ from ppo_dr.failover.plan import (
     plan_failover,
     template_capacity,
 )
+from ppo_dr.failover.steps import (
+    Restored,
+    Verified,
+    VerifyMismatch,
+    app_health,
+    final_sync,
+    freeze,
+    lost_writes,
+    restore_client,
+    rollback,
+    seed_new_home,
+    switch,
+    unfreeze,
+    verify_restored,
+)
 
 __all__ = [
     "MODES",
@@ -30,10 +47,23 @@ __all__ = [
     "PlanError",
     "ProvisionRequest",
     "Refusal",
+    "Restored",
     "Scope",
     "SnapshotInfo",
     "Target",
+    "Verified",
+    "VerifyMismatch",
+    "app_health",
+    "final_sync",
+    "freeze",
+    "lost_writes",
     "mirrors_for",
     "plan_failover",
+    "restore_client",
+    "rollback",
+    "seed_new_home",
+    "switch",
     "template_capacity",
+    "unfreeze",
+    "verify_restored",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -28,9 +28,9 @@ from ppo_dr import config
 from ppo_dr.errors import DRError, PermanentError, TransientError
 from ppo_dr.fleet_access import (
     FleetAccess,
-    app_server,
     client_ids_on,
     client_sources,
+    home_server,
     mirror_plan,
     mirror_targets,
 )
@@ -102,6 +102,7 @@ class ServerSnapshot:
     unreachable: dict[str, str] = field(default_factory=dict)  # mirror id -> why
     duration_s: float = 0.0
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # client -> (files, bytes)
+    placements: dict[str, str] = field(default_factory=dict)  # the store's, when given
 
     def outcome(self, client_id: str, mirror_id: str) -> tuple[str, str, int, int]:
         """(status, error, bytes sent, new chunks) of *client_id* on *mirror_id*."""
@@ -160,8 +161,14 @@ def snapshot_app_server(
     hook_timeout: float = HOOK_TIMEOUT_S,
     taken_at: datetime | None = None,
     progress: Callable[[str], None] | None = None,
+    placements: Mapping[str, str] | None = None,
 ) -> ServerSnapshot:
     """Snapshot the clients of *server_id* (all, or *clients*) to every reachable mirror.
+
+    Which clients live there comes from *placements* (the store's, client -> server)
+    where given, else from fleet.yaml: after a failover the new home picks a client up
+    and the old one no longer does. A spare turned home is mirrored to the mirror pair
+    :func:`ppo_dr.fleet_access.mirror_plan` derives for it.
 
     Raises PermanentError (bad ids, changed host key, refused key) before anything is
     written; TransientError if the app server or every mirror is unreachable. The
@@ -171,19 +178,20 @@ def snapshot_app_server(
     from ppo_dr.mirror.api import snapshot_server
 
     fleet = access.fleet
-    app = app_server(fleet, server_id)
-    chosen = client_ids_on(fleet, app.id, clients)
-    sources = client_sources(fleet, app.id, chosen)
+    homes = dict(placements or {})
+    app = home_server(fleet, server_id, homes)
+    chosen = client_ids_on(fleet, app.id, clients, homes)
+    sources = client_sources(fleet, app.id, chosen, homes)
     taken = (taken_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     key = access.mirror_key
     hook = hook and fleet.mirror.pre_snapshot_hook
     started = time.monotonic()
     # Every connection first, so a bad host key anywhere stops the run before a write.
     source = access.remote(app.id)
-    connected = mirror_targets(fleet, app.id, access)
+    connected = mirror_targets(fleet, app.id, access, placements=homes)
     targets, not_ready = _prepare_targets(connected.targets, app.id, key, fleet.mirror.compression)
     unreachable = {**connected.unreachable, **not_ready}
-    mirror_ids = [m.id for m, _ in mirror_plan(fleet, app.id)]
+    mirror_ids = [m.id for m, _ in mirror_plan(fleet, app.id, homes)]
     if not targets:
         raise TransientError(
             f"no mirror of {app.id} reachable: "
@@ -208,6 +216,7 @@ def snapshot_app_server(
         results=list(results),
         unreachable=unreachable,
         duration_s=time.monotonic() - started,
+        placements=homes,
     )
     run.sizes.update(_tree_sizes(run, targets, key))
     return run
@@ -305,11 +314,14 @@ def verify_new_snapshots(
         if not written:
             continue
         try:
-            connected = mirror_targets(access.fleet, run.server_id, access, mirrors=[mirror_id])
+            connected = mirror_targets(
+                access.fleet, run.server_id, access, mirrors=[mirror_id], placements=run.placements
+            )
             if not connected.targets:
                 raise TransientError(connected.unreachable.get(mirror_id, "unreachable"))
             target = connected.targets[0]
-            if set(written) == set(client_ids_on(access.fleet, run.server_id)):
+            living = client_ids_on(access.fleet, run.server_id, placements=run.placements)
+            if set(written) == set(living):
                 reports = [verify(target, key=key)]
             else:
                 reports = [verify(target, key=key, client_id=c) for c in written]

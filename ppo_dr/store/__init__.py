@@ -24,6 +24,9 @@ Tables, and why each exists:
 ``snapshots``           the snapshot catalogue: what each mirror holds per client, and
                         what the last verification found (restore picks from here)
 ``drills``              DR drill results: restore time and snapshot age (RTO/RPO)
+``failovers``           the failover ledger: one row per plan run (mode, incident, plan,
+``failover_steps``      placement versions read at start), its steps per client (so a
+``failover_results``    rerun skips what is done) and per-client RTO, RPO, writes lost
 
 Code layout: :mod:`.schema` (tables), :mod:`.records` (returned types), :mod:`.engine`
 (connections, migrations), :mod:`.base` (lifecycle, transactions) and one mixin module
@@ -33,16 +36,23 @@ per group of tables, combined into :class:`Store` here.
 from __future__ import annotations
 
 from ppo_dr.store.catalogue import CatalogueMixin
+from ppo_dr.store.failovers import FailoverMixin
 from ppo_dr.store.incidents import IncidentsMixin
 from ppo_dr.store.notices import NoticesMixin
 from ppo_dr.store.observations import ObservationsMixin
 from ppo_dr.store.placements import PlacementsMixin
 from ppo_dr.store.records import (
+    FAILOVER_MODES,
+    FAILOVER_STATES,
     INCIDENT_STATES,
     MAINTENANCE_SCOPES,
     NOTICE_STATUSES,
     SNAPSHOT_STATUSES,
+    STEP_STATES,
     Drill,
+    Failover,
+    FailoverResult,
+    FailoverStep,
     Incident,
     MaintenanceWindow,
     Notice,
@@ -55,7 +65,14 @@ from ppo_dr.store.records import (
 )
 
 
-class Store(PlacementsMixin, IncidentsMixin, NoticesMixin, ObservationsMixin, CatalogueMixin):
+class Store(
+    PlacementsMixin,
+    IncidentsMixin,
+    NoticesMixin,
+    ObservationsMixin,
+    CatalogueMixin,
+    FailoverMixin,
+):
     """The ppo-dr state store. ``Store.open()`` for the configured one; ``upgrade()`` first.
 
     Safe to share between threads and processes; each method is its own transaction.
@@ -63,11 +80,17 @@ class Store(PlacementsMixin, IncidentsMixin, NoticesMixin, ObservationsMixin, Ca
 
 
 __all__ = [
+    "FAILOVER_MODES",
+    "FAILOVER_STATES",
     "INCIDENT_STATES",
     "MAINTENANCE_SCOPES",
     "NOTICE_STATUSES",
     "SNAPSHOT_STATUSES",
+    "STEP_STATES",
     "Drill",
+    "Failover",
+    "FailoverResult",
+    "FailoverStep",
     "Incident",
     "MaintenanceWindow",
     "Notice",

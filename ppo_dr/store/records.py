@@ -14,6 +14,9 @@ INCIDENT_STATES: Final = ("open", "acknowledged", "recovered", "resolved")
 NOTICE_STATUSES: Final = ("pending", "sent", "failed", "skipped")
 SNAPSHOT_STATUSES: Final = ("complete", "missing", "damaged")
 MAINTENANCE_SCOPES: Final = ("server", "dc", "client")
+FAILOVER_MODES: Final = ("emergency", "planned")
+FAILOVER_STATES: Final = ("running", "done", "partial", "failed")
+STEP_STATES: Final = ("pending", "running", "done", "failed", "rolled-back")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,4 +179,75 @@ class Drill:
     restore_seconds: float
     snapshot_age_seconds: float
     detail: str
+    flow_run_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """One failover or planned migration, keyed by its plan's id (a rerun finds it again).
+
+    ``placement_versions`` are the placement versions read when the run first began:
+    the switch compares against them, so a rerun can never move a client someone else
+    moved meanwhile.
+    """
+
+    plan_id: str
+    mode: str
+    incident_id: int | None
+    plan: dict[str, Any]
+    placement_versions: dict[str, Any]
+    state: str
+    declared_at: datetime
+    started_at: datetime
+    finished_at: datetime | None
+    flow_run_id: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverStep:
+    """One step of one client in a failover; ``attempts`` counts how often it began."""
+
+    id: int
+    plan_id: str
+    client_id: str
+    step: str
+    state: str
+    attempts: int
+    detail: str
+    data: dict[str, Any]
+    started_at: datetime | None
+    finished_at: datetime | None
+    flow_run_id: str | None
+
+    @property
+    def done(self) -> bool:
+        """True when the step completed in an earlier attempt: skip it."""
+        return self.state == "done"
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverResult:
+    """What a failover did for one client: where from and to, and the RTO/RPO evidence.
+
+    ``rto_seconds`` = declaration to healthy through the front door; ``rpo_seconds`` =
+    age of the restored snapshot at declaration; ``lost_writes`` = acknowledged writes
+    missing from the restored journal (measured in the lab only, else None).
+    """
+
+    plan_id: str
+    client_id: str
+    from_server: str
+    to_server: str
+    source_mirror: str | None
+    snapshot_id: str | None
+    outcome: str
+    rto_seconds: float | None
+    rpo_seconds: float | None
+    lost_writes: int | None
+    restored_bytes: int | None
+    restored_files: int | None
+    restore_seconds: float | None
+    detail: str
+    updated_at: datetime
     flow_run_id: str | None

@@ -31,16 +31,21 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from ppo_dr.store.records import (
+    FAILOVER_MODES,
+    FAILOVER_STATES,
     INCIDENT_STATES,
     MAINTENANCE_SCOPES,
     NOTICE_STATUSES,
     SNAPSHOT_STATUSES,
+    STEP_STATES,
 )
 
 ID_LEN = 63  # fleet ids: ppo_dr.ids.ID_PATTERN
 RUN_ID_LEN = 100  # Prefect flow run ids are UUIDs; room to spare
 TARGET_LEN = 200
 KEY_LEN = 300
+PLAN_ID_LEN = 64
+STEP_LEN = 32
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -262,4 +267,68 @@ class DrillRow(Base):
     restore_seconds: Mapped[float] = mapped_column(Float)
     snapshot_age_seconds: Mapped[float] = mapped_column(Float)
     detail: Mapped[str] = mapped_column(Text)
+    flow_run_id: Mapped[str | None] = mapped_column(String(RUN_ID_LEN))
+
+
+class FailoverRow(Base):
+    __tablename__ = "failovers"
+    __table_args__ = (
+        CheckConstraint(_in("mode", FAILOVER_MODES), name="mode"),
+        CheckConstraint(_in("state", FAILOVER_STATES), name="state"),
+        Index(None, "incident_id"),
+    )
+
+    plan_id: Mapped[str] = mapped_column(String(PLAN_ID_LEN), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
+    plan: Mapped[dict[str, Any]]
+    placement_versions: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))
+    declared_at: Mapped[datetime]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    flow_run_id: Mapped[str | None] = mapped_column(String(RUN_ID_LEN))
+    detail: Mapped[str] = mapped_column(Text, server_default="")
+
+
+class FailoverStepRow(Base):
+    __tablename__ = "failover_steps"
+    __table_args__ = (
+        UniqueConstraint("plan_id", "client_id", "step"),
+        CheckConstraint(_in("state", STEP_STATES), name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    plan_id: Mapped[str] = mapped_column(String(PLAN_ID_LEN), ForeignKey("failovers.plan_id"))
+    client_id: Mapped[str] = mapped_column(String(ID_LEN))
+    step: Mapped[str] = mapped_column(String(STEP_LEN))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text, server_default="")
+    data: Mapped[dict[str, Any]]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    flow_run_id: Mapped[str | None] = mapped_column(String(RUN_ID_LEN))
+
+
+class FailoverResultRow(Base):
+    __tablename__ = "failover_results"
+
+    plan_id: Mapped[str] = mapped_column(
+        String(PLAN_ID_LEN), ForeignKey("failovers.plan_id"), primary_key=True
+    )
+    client_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    from_server: Mapped[str] = mapped_column(String(ID_LEN))
+    to_server: Mapped[str] = mapped_column(String(ID_LEN))
+    source_mirror: Mapped[str | None] = mapped_column(String(ID_LEN))
+    snapshot_id: Mapped[str | None] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(16))
+    rto_seconds: Mapped[float | None] = mapped_column(Float)
+    rpo_seconds: Mapped[float | None] = mapped_column(Float)
+    lost_writes: Mapped[int | None] = mapped_column(Integer)
+    restored_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    restored_files: Mapped[int | None] = mapped_column(BigInteger)
+    restore_seconds: Mapped[float | None] = mapped_column(Float)
+    detail: Mapped[str] = mapped_column(Text, server_default="")
+    updated_at: Mapped[datetime]
     flow_run_id: Mapped[str | None] = mapped_column(String(RUN_ID_LEN))

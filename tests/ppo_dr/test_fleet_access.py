@@ -14,6 +14,9 @@ from ppo_dr.fleet_access import (
     FleetAccess,
     client_ids_on,
     client_path,
+    client_sources,
+    home_server,
+    homes,
     known_hosts_text,
     mirror_plan,
     mirror_targets,
@@ -144,6 +147,57 @@ def test_a_mirror_is_not_an_app_server(example: Fleet) -> None:
         mirror_plan(example, mirror.id)
 
 
+def test_placements_decide_where_a_client_is_mirrored(example: Fleet) -> None:
+    moved = "acme-mining"
+    old = example.client(moved).server
+    new = "app-cpt1-1"
+    placed = {moved: new, "no-longer-in-fleet": "app-lon1-1"}
+    assert homes(example, placed)[moved] == new
+    assert "no-longer-in-fleet" not in homes(example, placed)
+    # The old home's run no longer picks the client up; the new home's does.
+    assert moved in client_ids_on(example, old)
+    assert moved not in client_ids_on(example, old, placements=placed)
+    assert moved in client_ids_on(example, new, placements=placed)
+    with pytest.raises(PermanentError, match="not on server"):
+        client_ids_on(example, old, [moved], placed)
+    sources = {s.client_id: s.path for s in client_sources(example, new, placements=placed)}
+    root = example.server(new).data_root
+    assert sources[moved] == f"{root}/{example.client(moved).data_path}"
+    assert client_path(example, moved, placed) == sources[moved]
+    assert client_path(example, moved, server_id=old).startswith(example.server(old).data_root)
+    # Clients without a placement stay where fleet.yaml puts them.
+    other = next(c for c in example.clients if c.id != moved)
+    assert homes(example, placed)[other.id] == other.server
+
+
+def test_a_spare_is_a_home_only_while_clients_are_placed_on_it(example: Fleet) -> None:
+    spare = "spare-jhb1-1"
+    with pytest.raises(PermanentError, match="no client is placed on it"):
+        home_server(example, spare)
+    with pytest.raises(PermanentError, match="not an app server"):
+        home_server(example, example.servers_by_role("mirror")[0].id)
+    placed = {"acme-mining": spare}
+    assert home_server(example, spare, placed).id == spare
+    assert client_ids_on(example, spare, placements=placed) == ["acme-mining"]
+    with pytest.raises(UnsafeInputError, match="server id"):
+        homes(example, {"acme-mining": "../etc"})
+
+
+def test_a_spare_turned_home_gets_the_planners_mirror_pair(example: Fleet) -> None:
+    from ppo_dr.failover.plan import mirrors_for
+
+    spare = "spare-jhb1-1"
+    placed = {"acme-mining": spare}
+    plan = mirror_plan(example, spare, placed)
+    expected = mirrors_for(
+        example, spare, countries=sorted(example.client("acme-mining").countries)
+    )
+    assert [m.id for m, _ in plan] == list(expected)
+    assert plan[0][0].dc == example.server(spare).dc  # on-site first
+    for mirror, repo in plan:
+        assert repo == f"{mirror.data_root}/repos/{spare}"
+
+
 # --------------------------------------------------------------------------- on the lab
 
 
@@ -255,3 +309,57 @@ def test_mirror_key_comes_from_the_reference_and_stays_unset_without_one(
     monkeypatch.delenv("PPO_TEST_MIRROR_KEY")
     with FleetAccess(keyed, state_dir=tmp_path) as access, pytest.raises(PermanentError):
         _ = access.mirror_key
+
+
+def _with_s3_offsite(fleet: Fleet, **s3: object) -> Fleet:
+    """*fleet* with app-cpt1-1's off-site mirror an S3 bucket in jhb1."""
+    from ppo_dr.inventory import S3Location, Server
+
+    bucket = Server(
+        id="mirror-s3-af1",
+        dc="jhb1",
+        role="mirror",
+        s3=S3Location.model_validate(
+            {"bucket": "ppo-dr-af1", "prefix": "prod", "region": "af-south-1", **s3}
+        ),
+    )
+    servers = tuple(
+        s.model_copy(update={"mirrors": ("mirror-cpt1-1", "mirror-s3-af1")})
+        if s.id == "app-cpt1-1"
+        else s
+        for s in fleet.servers
+    )
+    return fleet.model_copy(update={"servers": (*servers, bucket)})
+
+
+def test_an_s3_mirror_gets_a_bucket_target_and_no_host_key(
+    example: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_id, secret = "AKIAFLEETTESTKEY0001", "fleet/test/secret+value"
+    monkeypatch.setenv("PPO_T_KEY_ID", key_id)
+    monkeypatch.setenv("PPO_T_SECRET", secret)
+    fleet = _with_s3_offsite(
+        with_key_file(example, tmp_path / "operator"),
+        endpoint_url="http://127.0.0.1:9",
+        access_key_id={"env": "PPO_T_KEY_ID"},
+        secret_access_key={"env": "PPO_T_SECRET"},
+    )
+    (tmp_path / "operator").write_text("not used here")
+    assert dict((m.id, p) for m, p in mirror_plan(fleet, "app-cpt1-1")) == {
+        "mirror-cpt1-1": "/srv/ppo-mirror/repos/app-cpt1-1",
+        "mirror-s3-af1": "/repos/app-cpt1-1",  # below the bucket's prefix
+    }
+    assert "mirror-s3-af1" not in known_hosts_text(fleet)
+    assert len(known_hosts_text(fleet).splitlines()) == len(example.servers)
+    with FleetAccess(fleet, state_dir=tmp_path) as access:
+        connect = access.connector("mirror-s3-af1")
+        assert key_id not in repr(connect) and secret not in repr(connect)
+        assert pickle.loads(pickle.dumps(connect)) == connect  # noqa: S301 (our own bytes)
+        remote = access.remote("mirror-s3-af1")
+        assert remote is access.remote("mirror-s3-af1")  # one client per mirror
+        assert remote.label == "s3://ppo-dr-af1/prod"
+    monkeypatch.delenv("PPO_T_SECRET")
+    with FleetAccess(fleet, state_dir=tmp_path) as access:
+        with pytest.raises(PermanentError, match="env:PPO_T_SECRET") as info:
+            access.connector("mirror-s3-af1")
+        assert secret not in str(info.value)

@@ -1,0 +1,441 @@
+"""The failover runbook: move a scope of clients to other servers, from the mirrors.
+
+**failover(scope..., target..., mode="emergency", incident_id=None, plan_json=None,
+approve=False)** — as an operator would do it at 3 a.m.:
+
+1. read the fleet; see which servers answer SSH (the others are *down* for the plan);
+2. plan (residency, capacity, freshest verified snapshot on a reachable mirror), or take
+   the approved ``plan_json``; the plan is an artifact; refused clients are reported;
+3. unless ``approve`` or the policy's ``auto_failover``: **pause for approval**
+   (:class:`Approval`: approve yes/no, by, note) from the UI or
+   ``ppo-dr failover approve``;
+4. provision the planned servers (provider of their DC; idempotent by server id);
+5. per client, mapped, at most :data:`tasks.failover.TARGET_SLOTS` per target server:
+   [planned: freeze, final sync] → restore → verify → [planned: lift the freeze on the
+   target] → app health on the target → switch (placement compare-and-set) → route →
+   health through the front door → (lab) acknowledged writes lost. A failing client is
+   rolled back (routing back, restored data removed, source unfrozen) and reported; the
+   others go on. After a planned move the source copy stays frozen: it is stale, and
+   the freeze keeps anyone reaching that server directly from writing to it;
+6. re-establish mirroring: each new home's repositories are seeded with the restored
+   snapshot, then the new home is mirrored (the ``mirror-server`` flow, incremental);
+7. provisioned servers no client ended up on are released;
+8. RTO/RPO/writes lost per client in the ledger, the incident's timeline (with this run's
+   id), a table and a Markdown summary as artifacts.
+
+Every step goes through the store's ledger, keyed by the plan id: rerunning the same
+plan after a crash skips what was done (no client is restored twice, no placement flips
+back) and finishes the rest.
+
+**migrate(...)** — the same in planned mode, inside a maintenance window on the scope.
+
+One failover at a time is the deployment's concurrency limit (queued, never cancelled).
+No Prefect global concurrency limit is taken: its slot would leak when the orchestrator
+is killed (until a server service reaps the lease) and stall the rerun that must finish
+the crashed plan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
+from pydantic import Field
+
+from flows.mirror import mirror_server
+from ppo_dr import config
+from ppo_dr.errors import PermanentError
+from ppo_dr.failover.plan import Plan, Scope, Target
+from ppo_dr.ids import check_id, is_valid_id
+from ppo_dr.mirror.runbook import human_bytes, store_url
+from tasks import label_flow_run
+from tasks.failover import (
+    ClientOutcome,
+    begin_failover,
+    close_maintenance,
+    fail_over_client,
+    finish_failover,
+    make_plan,
+    note_timeline,
+    observe_reachability,
+    open_maintenance,
+    provision,
+    release,
+    seed_new_home,
+)
+from tasks.inventory import load_fleet_task
+
+#: How long a run waits for an operator's approval before it gives up (nothing done).
+APPROVAL_TIMEOUT_S: Final = 3600
+#: How often the paused run asks whether it was resumed (PREFECT-NOTES: default 10 s).
+APPROVAL_POLL_S: Final = 2
+
+
+class Approval(RunInput):
+    """Approve (or refuse) the failover plan shown in this run's artifacts."""
+
+    approve: bool = Field(description="Carry out the plan?")
+    by: str = Field(min_length=1, max_length=200, description="Who decides")
+    note: str = Field(default="", max_length=2000, description="Why, or anything to add")
+
+
+def _run_name() -> str:
+    params = flow_run.parameters
+    mode = "migrate" if params.get("mode") == "planned" else "failover"
+    for key in ("server", "dc"):
+        value = params.get(key)
+        if value:
+            return f"{mode}-{key}-{value if is_valid_id(value) else 'invalid'}"
+    clients = params.get("clients") or []
+    if clients:
+        first = clients[0] if is_valid_id(clients[0]) else "invalid"
+        return f"{mode}-clients-{first}" + (f"-and-{len(clients) - 1}" if len(clients) > 1 else "")
+    return f"{mode}-plan"
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def client_table(plan: Plan, outcomes: list[ClientOutcome]) -> list[dict[str, Any]]:
+    """One row per client of the plan: from, to, mirror, snapshot, bytes, times, result."""
+    by_client = {o.client_id: o for o in outcomes}
+    rows: list[dict[str, Any]] = []
+    for move in plan.moves:
+        o = by_client.get(move.client_id)
+        rows.append(
+            {
+                "client": move.client_id,
+                "from": move.from_server,
+                "to": move.to_server,
+                "mirror": (o.source_mirror if o else None) or move.source_mirror or "-",
+                "snapshot": (o.snapshot_id if o else None) or move.snapshot_id or "-",
+                "snapshot_age": _age(o.rpo_seconds if o else None),
+                "bytes": human_bytes(o.restored_bytes) if o and o.restored_bytes else "-",
+                "restore_s": round(o.restore_seconds, 1) if o and o.restore_seconds else "-",
+                "rto_s": round(o.rto_seconds, 1) if o and o.rto_seconds is not None else "-",
+                "rpo_s": round(o.rpo_seconds, 1) if o and o.rpo_seconds is not None else "-",
+                "lost_writes": o.lost_writes if o and o.lost_writes is not None else "-",
+                "result": (o.outcome if o else "not run")
+                + (f": {o.detail}" if o and o.detail else ""),
+            }
+        )
+    for refusal in plan.refusals:
+        rows.append({"client": refusal.client_id, "result": f"REFUSED: {refusal.reason}"})
+    return rows
+
+
+def summary_markdown(
+    plan: Plan,
+    outcomes: list[ClientOutcome],
+    released: list[str],
+    mirrored: dict[str, str],
+) -> str:
+    """The run's summary: what moved where, RTO/RPO, what failed and was rolled back."""
+    ok = [o for o in outcomes if o.outcome == "ok"]
+    failed = [o for o in outcomes if o.outcome != "ok"]
+    lines = [
+        f"# {'Migration' if plan.mode == 'planned' else 'Failover'} {plan.plan_id}",
+        "",
+        f"Scope: {plan.scope.describe()}; target: {plan.target.describe()}; mode {plan.mode}.",
+        f"**{len(ok)} of {len(plan.moves)} client(s) moved**"
+        + (f", {len(plan.refusals)} refused" if plan.refusals else "")
+        + (f", {len(failed)} failed and rolled back" if failed else "")
+        + ".",
+        "",
+    ]
+    if ok:
+        worst = max(o.rto_seconds or 0.0 for o in ok)
+        lost = sum(o.lost_writes or 0 for o in ok)
+        lines.append(f"Longest RTO {worst:.1f} s; acknowledged writes lost in total: {lost}.")
+    for o in failed:
+        lines.append(f"- **{o.client_id}** failed: {o.detail}; rolled back: "
+                     f"{', '.join(o.rolled_back) or 'nothing to undo'}")  # fmt: skip
+    for refusal in plan.refusals:
+        lines.append(f"- **{refusal.client_id}** refused: {refusal.reason}")
+    if mirrored:
+        lines += ["", "Mirroring of the new homes:"]
+        lines += [f"- {server}: {outcome}" for server, outcome in mirrored.items()]
+    if released:
+        lines += ["", f"Released unused servers: {', '.join(released)}"]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- approval
+
+
+def wait_for_approval(plan: Plan) -> Approval:
+    """Pause until an operator approves or refuses; PermanentError on timeout."""
+    from prefect.exceptions import FlowPauseTimeout
+
+    try:
+        answer = pause_flow_run(
+            wait_for_input=Approval,
+            timeout=APPROVAL_TIMEOUT_S,
+            poll_interval=APPROVAL_POLL_S,
+            key=f"approve-{plan.plan_id}",
+        )
+    except FlowPauseTimeout:
+        raise PermanentError(
+            f"plan {plan.plan_id} was not approved within {APPROVAL_TIMEOUT_S} s: nothing done"
+        ) from None
+    assert isinstance(answer, Approval)
+    return answer
+
+
+# --------------------------------------------------------------------------- the flow
+
+
+@flow(name="failover", flow_run_name=_run_name, timeout_seconds=6 * 3600)
+def failover(
+    clients: list[str] | None = None,
+    server: str | None = None,
+    dc: str | None = None,
+    to_server: str | None = None,
+    to_dc: str | None = None,
+    to_country: str | None = None,
+    mode: Literal["emergency", "planned"] = "emergency",
+    incident_id: int | None = None,
+    plan_json: str | None = None,
+    approve: bool = False,
+    fleet_file: Path | None = None,
+) -> dict[str, Any] | State[Any]:
+    """Move a scope of clients to other servers, restoring from the mirrors.
+
+    Args:
+        clients: move these clients (or name server or dc instead).
+        server: move every client on this server.
+        dc: move every client in this data centre.
+        to_server: only to this server (or to_dc / to_country; none = automatic).
+        to_dc: only to servers in this data centre.
+        to_country: only to this country (two letters, e.g. GB).
+        mode: emergency (restore from the mirrors) or planned (freeze, final sync, no loss).
+        incident_id: the incident this failover answers (timeline entries, RTO from its
+            declaration).
+        plan_json: an approved plan (``ppo-dr failover plan -o``) to carry out as is;
+            the scope, target and mode parameters are then ignored.
+        approve: run without pausing for approval (the plan is already approved).
+        fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
+    """
+    log = get_run_logger()
+    path = Path(fleet_file or config.fleet_file())
+    fleet = load_fleet_task(path)
+    url = store_url(fleet)
+    run_id = str(flow_run.id) if flow_run.id else None
+    if plan_json:
+        plan = Plan.from_json(plan_json)
+    else:
+        scope = Scope(
+            clients=tuple(check_id(c, "client id") for c in clients or ()), server=server, dc=dc
+        )
+        target = Target(server=to_server, dc=to_dc, country=to_country)
+        down = observe_reachability(fleet)
+        plan = make_plan(path, scope, target, mode, sorted(down))
+    kind = "migration" if plan.mode == "planned" else "failover"
+    label_flow_run(
+        f"{'migrate' if plan.mode == 'planned' else 'failover'}-{plan.plan_id[:12]}",
+        tags=[f"fleet:{fleet.name}", f"plan:{plan.plan_id}", f"mode:{plan.mode}"]
+        + ([f"incident:{incident_id}"] if incident_id else [])
+        + [f"client:{m.client_id}" for m in plan.moves]
+        + sorted({f"server:{s}" for m in plan.moves for s in (m.from_server, m.to_server)}),
+    )
+    create_markdown_artifact(
+        key=f"failover-plan-{plan.plan_id}",
+        markdown=f"# Plan {plan.plan_id}\n\n```\n{plan.render()}\n```\n",
+        description=f"The {kind} plan: per client from, to, mirror, snapshot",
+    )
+    if incident_id:
+        note_timeline(
+            url,
+            incident_id,
+            f"{kind}-planned",
+            f"{kind} plan {plan.plan_id}: {len(plan.moves)} client(s) to move, "
+            f"{len(plan.refusals)} refused",
+            run_id,
+            {"plan_id": plan.plan_id, "refusals": [r.client_id for r in plan.refusals]},
+        )
+    if not plan.moves:
+        detail = "; ".join(f"{r.client_id}: {r.reason}" for r in plan.refusals) or "no client"
+        return Failed(message=f"{kind} plan {plan.plan_id} moves nobody: {detail}")
+
+    auto = fleet.escalation is not None and fleet.escalation.auto_failover
+    if not approve and not auto:
+        log.info("plan %s waits for approval (UI or `ppo-dr failover approve`)", plan.plan_id)
+        answer = wait_for_approval(plan)
+        if incident_id:
+            note_timeline(
+                url,
+                incident_id,
+                f"{kind}-approval",
+                f"plan {plan.plan_id} {'approved' if answer.approve else 'refused'} by "
+                f"{answer.by}" + (f": {answer.note}" if answer.note else ""),
+                run_id,
+            )
+        if not answer.approve:
+            return Completed(message=f"plan {plan.plan_id} refused by {answer.by}: nothing done")
+
+    return _carry_out(path, url, plan, incident_id, run_id, kind)
+
+
+def _carry_out(
+    path: Path, url: str, plan: Plan, incident_id: int | None, run_id: str | None, kind: str
+) -> dict[str, Any] | State[Any]:
+    log = get_run_logger()
+    fleet = load_fleet_task(path)
+    record = begin_failover(url, fleet, plan, incident_id, run_id)
+    declared_at = record.declared_at
+    windows = [
+        open_maintenance(url, scope_kind, scope_id, f"{kind} {plan.plan_id}")
+        for scope_kind, scope_id in (_maintenance_scopes(plan) if plan.mode == "planned" else [])
+    ]
+
+    for request in plan.provisions:
+        provision(path, url, request)
+    acks = path.parent / "workload" / "acks.jsonl"
+    versions = record.placement_versions
+    futures = fail_over_client.map(
+        unmapped(path),
+        unmapped(url),
+        unmapped(plan.plan_id),
+        list(plan.moves),
+        unmapped(plan.mode),
+        [int(versions[m.client_id]) for m in plan.moves],
+        unmapped(declared_at),
+        unmapped(run_id),
+        unmapped(acks if acks.exists() else None),
+    )
+    outcomes: list[ClientOutcome] = []
+    for move, future in zip(plan.moves, futures, strict=True):
+        future.wait()
+        if future.state.is_completed():
+            outcomes.append(future.result())
+        else:
+            outcomes.append(
+                ClientOutcome(
+                    move.client_id, move.from_server, move.to_server, "failed",
+                    detail=str(future.state.message),
+                )
+            )  # fmt: skip
+    ok = [o for o in outcomes if o.outcome == "ok"]
+
+    # Re-establish mirroring for each new home: seed, then a mirror run (incremental).
+    moved = {m.client_id: m for m in plan.moves}
+    mirrored: dict[str, str] = {}
+    for o in ok:
+        seed = seed_new_home(path, url, plan.plan_id, moved[o.client_id], run_id, return_state=True)
+        if not seed.is_completed():
+            log.warning("seed of %s failed: %s (its first mirror run is a full one)",
+                        o.client_id, seed.message)  # fmt: skip
+    for home in sorted({o.to_server for o in ok}):
+        run = mirror_server(home, fleet_file=path, return_state=True)
+        mirrored[home] = "ok" if run.is_completed() else f"{run.name}: {run.message}"
+
+    released: list[str] = []
+    used = {o.to_server for o in ok}
+    for request in plan.provisions:
+        if request.server_id not in used:
+            done = release(path, url, request.server_id, request.dc, return_state=True)
+            if done.is_completed():
+                released.append(request.server_id)
+    for window in windows:
+        close_maintenance(url, window)
+
+    if incident_id:
+        for o in outcomes:
+            note_timeline(
+                url,
+                incident_id,
+                f"{kind}-client",
+                (
+                    f"{o.client_id} serving from {o.to_server} (RTO {o.rto_seconds:.0f} s, "
+                    f"snapshot age {o.rpo_seconds or 0:.0f} s, writes lost {o.lost_writes})"
+                    if o.outcome == "ok" and o.rto_seconds is not None
+                    else f"{o.client_id} NOT moved to {o.to_server}: {o.detail}"
+                ),
+                run_id,
+                {"client": o.client_id, "to": o.to_server, "outcome": o.outcome,
+                 "rto_s": o.rto_seconds, "rpo_s": o.rpo_seconds, "lost_writes": o.lost_writes},
+            )  # fmt: skip
+    create_table_artifact(
+        key=f"failover-clients-{plan.plan_id}",
+        table=client_table(plan, outcomes),
+        description=f"{kind} {plan.plan_id}: per client from, to, mirror, RTO, RPO, writes lost",
+    )
+    create_markdown_artifact(
+        key=f"failover-summary-{plan.plan_id}",
+        markdown=summary_markdown(plan, outcomes, released, mirrored),
+        description=f"{kind} {plan.plan_id}: what moved, what failed, mirroring",
+    )
+    failed = [o for o in outcomes if o.outcome != "ok"]
+    state = "done" if not failed and not plan.refusals else ("partial" if ok else "failed")
+    detail = "; ".join(f"{o.client_id}: {o.detail}" for o in failed)
+    finish_failover(url, plan.plan_id, state, detail)
+    if incident_id:
+        note_timeline(url, incident_id, f"{kind}-finished",
+                      f"{kind} {plan.plan_id} {state}: {len(ok)} of {len(plan.moves)} moved",
+                      run_id)  # fmt: skip
+    summary: dict[str, Any] = {
+        "plan_id": plan.plan_id,
+        "state": state,
+        "moved": {o.client_id: o.to_server for o in ok},
+        "failed": {o.client_id: o.detail for o in failed},
+        "refused": {r.client_id: r.reason for r in plan.refusals},
+        "rto_s": {o.client_id: o.rto_seconds for o in ok},
+        "lost_writes": {o.client_id: o.lost_writes for o in ok},
+        "released": released,
+        "mirrored": mirrored,
+    }
+    if not ok:
+        return Failed(message=f"{kind} {plan.plan_id} moved no client: {detail}", data=summary)
+    return summary
+
+
+def _maintenance_scopes(plan: Plan) -> list[tuple[str, str]]:
+    """The maintenance windows a planned migration opens: its DC, else each source server."""
+    if plan.scope.dc:
+        return [("dc", plan.scope.dc)]
+    return [("server", s) for s in sorted({m.from_server for m in plan.moves})]
+
+
+@flow(name="migrate", flow_run_name=_run_name, timeout_seconds=6 * 3600)
+def migrate(
+    clients: list[str] | None = None,
+    server: str | None = None,
+    dc: str | None = None,
+    to_server: str | None = None,
+    to_dc: str | None = None,
+    to_country: str | None = None,
+    plan_json: str | None = None,
+    approve: bool = False,
+    fleet_file: Path | None = None,
+) -> dict[str, Any] | State[Any]:
+    """Planned migration: maintenance window, freeze, final sync, restore, switch; no loss.
+
+    The failover runbook in planned mode (see :func:`failover` for the parameters).
+    """
+    return failover(
+        clients=clients,
+        server=server,
+        dc=dc,
+        to_server=to_server,
+        to_dc=to_dc,
+        to_country=to_country,
+        mode="planned",
+        plan_json=plan_json,
+        approve=approve,
+        fleet_file=fleet_file,
+    )
+
+
+__all__ = ["Approval", "client_table", "failover", "migrate", "summary_markdown"]

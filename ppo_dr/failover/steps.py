@@ -1,0 +1,752 @@
+"""The steps of a failover for one client, without Prefect (the flow wraps each in a task).
+
+Every step is safe to run again: the ledger (:mod:`ppo_dr.store.failovers`) skips the
+ones that finished, and each step copes with what a crashed attempt left behind.
+
+=================  =====================================================================
+step               what it does, and why it is safe to repeat
+=================  =====================================================================
+freeze/unfreeze    ``freeze CLIENT`` on an app server: the app answers writes with 503
+                   (planned mode), so the final sync holds every acknowledged write
+final_sync         a mirror run of just that client on its current home, while frozen
+restore_client     the snapshot from the planned mirror (falling back to the others)
+                   into ``<data_root>/.ppo-staging/<client>`` on the target, then renamed
+                   to ``<data_root>/<data_path>``: the app never serves a half-restored
+                   client, and a rerun starts from an empty staging directory
+verify_restored    every restored entry re-read on the target over SFTP and compared with
+                   the manifest: type, size, mode, mtime, and the content chunk by chunk
+                   against the chunk ids; the first mismatch is named
+app_health         ``/c/<client>/health`` on the target, then through the front door
+                   (the client's public URL) with ``X-PPO-Server`` = the target
+switch             the placement compare-and-set with the version read when the failover
+                   began; someone else's move fails this client (never retried), our own
+                   earlier move (crash before the ledger noted it) counts as done
+rollback           placement back if we switched it, staging and restored data removed
+                   from the target, source unfrozen in planned mode
+seed_new_home      the restored snapshot copied into the new home's repositories
+                   (:mod:`ppo_dr.mirror.copy`), so its first mirror run is incremental
+lost_writes        lab only: acknowledged writes missing from the journal on the new home
+=================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import posixpath
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from ppo_dr.errors import (
+    DRError,
+    PermanentError,
+    PlacementConflict,
+    RemotePathError,
+    TransientError,
+)
+from ppo_dr.fleet_access import FleetAccess, client_path, mirror_plan, repo_path
+from ppo_dr.ids import check_id
+from ppo_dr.mirror.manifest import Manifest, check_snapshot_id, snapshot_time
+from ppo_dr.transport.base import EntryType, Remote
+
+if TYPE_CHECKING:
+    from ppo_dr.inventory import Fleet
+    from ppo_dr.mirror.copy import CopyResult
+    from ppo_dr.mirror.results import MirrorTarget
+    from ppo_dr.mirror.runbook import ServerSnapshot
+    from ppo_dr.store import Placement, Store
+
+log = logging.getLogger(__name__)
+
+STAGING_DIR: Final = ".ppo-staging"
+EXEC_TIMEOUT_S: Final = 30.0
+HEALTH_TIMEOUT_S: Final = 30.0  # how long app_health keeps asking before it gives up
+HEALTH_REQUEST_TIMEOUT_S: Final = 3.0
+HEALTH_POLL_S: Final = 0.25
+JOURNAL: Final = "journal/journal.log"
+SERVER_HEADER: Final = "X-PPO-Server"
+_READ_BLOCK: Final = 1 << 20
+
+
+class MoveLike(Protocol):
+    """What the steps need of a :class:`ppo_dr.failover.plan.ClientMove`."""
+
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def from_server(self) -> str: ...
+    @property
+    def to_server(self) -> str: ...
+    @property
+    def source_mirror(self) -> str | None: ...
+    @property
+    def snapshot_id(self) -> str | None: ...
+    @property
+    def fallback_mirrors(self) -> tuple[str, ...]: ...
+    @property
+    def new_mirrors(self) -> tuple[str, ...]: ...
+
+
+class VerifyMismatch(PermanentError):
+    """A restored file differs from its snapshot (names the file and what differs)."""
+
+    def __init__(self, client_id: str, server_id: str, path: str, why: str) -> None:
+        self.path = path
+        super().__init__(f"restored {client_id} on {server_id}: {path!r} {why}")
+
+
+def switch_reason(plan_id: str) -> str:
+    """The placement reason a failover writes: how a rerun recognises its own move."""
+    return f"failover {plan_id}"
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def staging_path(fleet: Fleet, server_id: str, client_id: str) -> str:
+    """``<data_root>/.ppo-staging/<client>`` on *server_id*: where a restore is filled."""
+    server = fleet.server(check_id(server_id, "server id"))
+    return posixpath.join(server.data_root, STAGING_DIR, check_id(client_id, "client id"))
+
+
+def remove_tree(remote: Remote, path: str) -> int:
+    """Delete *path* and everything under it on *remote*; returns entries removed.
+
+    Directories are made writable first (a restore sets their snapshot modes, which
+    may forbid deleting their children). Symlinks are removed, never followed.
+    """
+    top = remote.stat(path)
+    if top is None:
+        return 0
+    if top.type is not EntryType.DIR:
+        remote.remove(path)
+        return 1
+    remote.chmod(path, 0o700)
+    entries = list(remote.walk(path))
+    for entry in entries:
+        if entry.type is EntryType.DIR:
+            remote.chmod(posixpath.join(path, entry.path), 0o700)
+    removed = 0
+    for entry in reversed(entries):  # children before parents
+        full = posixpath.join(path, entry.path)
+        if entry.type is EntryType.DIR:
+            remote.rmdir(full)
+        else:
+            remote.remove(full)
+        removed += 1
+    remote.rmdir(path)
+    return removed + 1
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def source_targets(
+    access: FleetAccess, move: MoveLike, mirrors: Sequence[str] | None = None
+) -> list[MirrorTarget]:
+    """The mirrors to restore *move*'s client from, best first: *mirrors* if given, else
+    the planned source then its fallbacks (else every mirror of the old home). Each is
+    the old home's repository. Unreachable ones are left out; none reachable is
+    transient."""
+    from ppo_dr.mirror.results import MirrorTarget
+
+    fleet = access.fleet
+    wanted = list(mirrors or [])
+    if not wanted:
+        wanted = [m for m in (move.source_mirror, *move.fallback_mirrors) if m]
+    if not wanted:
+        wanted = [
+            m.id
+            for m, _ in mirror_plan(fleet, move.from_server, {move.client_id: move.from_server})
+        ]
+    targets: list[MirrorTarget] = []
+    problems: list[str] = []
+    for mirror_id in dict.fromkeys(wanted):
+        mirror = access.server(mirror_id)
+        try:
+            remote = access.remote(mirror.id)
+        except TransientError as exc:
+            problems.append(f"{mirror.id}: {exc}")
+            continue
+        targets.append(
+            MirrorTarget(
+                mirror_id=mirror.id,
+                remote=remote,
+                repo_path=repo_path(mirror, move.from_server),
+                connect=access.connector(mirror.id),
+            )
+        )
+    if not targets:
+        raise TransientError(
+            f"no mirror holding {move.client_id} is reachable: {'; '.join(problems)}"
+        )
+    return targets
+
+
+# --------------------------------------------------------------------------- freeze
+
+
+def _exec(access: FleetAccess, server_id: str, command: list[str], timeout: float) -> str:
+    remote = access.remote(server_id)
+    result = remote.exec(command, timeout=timeout)
+    if not result.ok:
+        detail = (result.stderr or result.stdout).decode("utf-8", "replace").strip()
+        raise PermanentError(
+            f"{server_id}: {' '.join(command)} exited {result.exit_status}: "
+            f"{detail.splitlines()[0] if detail else 'no output'}"
+        )
+    return result.stdout.decode("utf-8", "replace")
+
+
+def freeze(
+    access: FleetAccess, client_id: str, server_id: str, timeout: float = EXEC_TIMEOUT_S
+) -> None:
+    """Make *server_id*'s app refuse writes for *client_id* (503); idempotent. Once it
+    returns, every write the app acknowledged is in the client's journal."""
+    _exec(access, server_id, ["freeze", check_id(client_id, "client id")], timeout)
+
+
+def unfreeze(
+    access: FleetAccess, client_id: str, server_id: str, timeout: float = EXEC_TIMEOUT_S
+) -> None:
+    """Let *server_id*'s app accept writes for *client_id* again; idempotent."""
+    _exec(access, server_id, ["unfreeze", check_id(client_id, "client id")], timeout)
+
+
+def final_sync(
+    access: FleetAccess,
+    client_id: str,
+    server_id: str,
+    placements: Mapping[str, str] | None = None,
+) -> tuple[str, list[str], ServerSnapshot]:
+    """Snapshot just *client_id* on its current home while it is frozen.
+
+    Returns (snapshot id, mirrors holding it complete, the run). TransientError if no
+    mirror took it (the task retries; the client stays frozen meanwhile).
+    """
+    from ppo_dr.mirror.runbook import snapshot_app_server
+
+    run = snapshot_app_server(
+        access, server_id, [check_id(client_id, "client id")], placements=placements
+    )
+    complete = [m for m in run.mirror_ids if run.outcome(client_id, m)[0] == "complete"]
+    if not complete:
+        why = "; ".join(f"{m}: {run.outcome(client_id, m)[1]}" for m in run.mirror_ids)
+        raise TransientError(f"final sync of {client_id} on {server_id} reached no mirror: {why}")
+    return run.snapshot_id(client_id), complete, run
+
+
+# --------------------------------------------------------------------------- restore
+
+
+@dataclass(frozen=True)
+class Restored:
+    """One client's restore on its new home."""
+
+    client_id: str
+    server_id: str
+    path: str
+    snapshot_id: str
+    files: int
+    bytes: int
+    duration_s: float
+    served_by: dict[str, int] = field(default_factory=dict)  # mirror -> files served
+
+    @property
+    def source_mirror(self) -> str | None:
+        """The mirror that served the most files."""
+        busy = [(n, m) for m, n in self.served_by.items() if n]
+        return max(busy)[1] if busy else None
+
+
+def restore_client(
+    access: FleetAccess,
+    move: MoveLike,
+    snapshot_id: str | None = None,
+    *,
+    mirrors: Sequence[str] | None = None,
+    processes: int | None = None,
+) -> Restored:
+    """Restore *move*'s client onto its target: staging directory first, then a rename.
+
+    *snapshot_id* defaults to the planned one. Whatever a crashed attempt left in the
+    staging directory is removed first. If the final directory exists (an earlier
+    attempt of this step that crashed after its rename, or stale data of a former
+    home), it is moved aside and removed after the swap; the client is not placed on
+    the target yet, so no write can have landed there.
+    """
+    from ppo_dr.mirror.restore import restore
+
+    sid = snapshot_id or move.snapshot_id
+    if not sid:
+        raise PermanentError(f"no snapshot to restore {move.client_id} from: plan names none")
+    check_snapshot_id(sid)
+    client = check_id(move.client_id, "client id")
+    fleet = access.fleet
+    target = access.server(move.to_server)
+    if target.id == move.from_server:
+        raise PermanentError(f"{client}: target {target.id} is its current home")
+    sources = source_targets(access, move, mirrors)
+    dest = access.remote(target.id)
+    staging = staging_path(fleet, target.id, client)
+    final = client_path(fleet, client, server_id=target.id)
+    started = time.monotonic()
+    if dest.stat(target.data_root) is None:  # never recreate a vanished disk's root
+        raise TransientError(f"{target.id}: data root {target.data_root} is missing")
+    remove_tree(dest, staging)
+    dest.mkdir_p(posixpath.dirname(staging), 0o700)
+    result = restore(
+        sources,
+        client,
+        sid,
+        dest,
+        staging,
+        key=access.mirror_key,
+        processes=processes,
+        dest_connect=access.connector(target.id),
+    )
+    if result.refused:
+        raise TransientError(
+            f"restore of {client} onto {target.id}: {len(result.refused)} file(s) no mirror "
+            f"could serve intact, first {result.refused[0]!r}"
+        )
+    dest.mkdir_p(posixpath.dirname(final))
+    aside = None
+    if dest.stat(final) is not None:
+        aside = f"{staging}.old-{int(time.time())}"
+        dest.rename(final, aside)
+    dest.rename(staging, final)
+    if aside is not None:
+        remove_tree(dest, aside)
+    return Restored(
+        client_id=client,
+        server_id=target.id,
+        path=final,
+        snapshot_id=sid,
+        files=result.files,
+        bytes=result.bytes,
+        duration_s=time.monotonic() - started,
+        served_by=dict(result.served_by),
+    )
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What verify_restored compared: entries, files and bytes re-read."""
+
+    client_id: str
+    server_id: str
+    snapshot_id: str
+    entries: int
+    files: int
+    bytes: int
+
+
+def _load_snapshot(
+    access: FleetAccess, move: MoveLike, snapshot_id: str, mirrors: Sequence[str] | None
+) -> tuple[Manifest, dict[str, int], Callable[[bytes], str]]:
+    """The manifest, each chunk's plaintext length, and the blob-id function."""
+    from ppo_dr.mirror.restore import load_manifest, open_sources
+
+    opened = open_sources(source_targets(access, move, mirrors), access.mirror_key)
+    manifest = load_manifest(opened, move.client_id, snapshot_id)
+    lengths: dict[str, int] = {}
+    for source in opened:
+        for blob_id, loc in source.index.blobs.items():
+            lengths.setdefault(blob_id, loc.raw_length)
+    return manifest, lengths, opened[0].repo.codec.blob_id
+
+
+def verify_restored(
+    access: FleetAccess,
+    move: MoveLike,
+    snapshot_id: str,
+    *,
+    mirrors: Sequence[str] | None = None,
+) -> Verified:
+    """Re-read the restored client on its target and compare it with the manifest.
+
+    Type, size, permission bits and mtime of every entry; each file's content read
+    back chunk by chunk (the lengths from the repository index) and hashed to the
+    chunk ids the manifest lists; symlink targets; and nothing on the target that the
+    snapshot lacks. :class:`VerifyMismatch` names the first difference.
+    """
+    client = check_id(move.client_id, "client id")
+    sid = check_snapshot_id(snapshot_id)
+    manifest, lengths, blob_id = _load_snapshot(access, move, sid, mirrors)
+    dest = access.remote(move.to_server)
+    root = client_path(access.fleet, client, server_id=move.to_server)
+
+    def mismatch(path: str, why: str) -> VerifyMismatch:
+        return VerifyMismatch(client, move.to_server, path, why)
+
+    if dest.stat(root) is None:
+        raise mismatch(".", "is missing: nothing restored at " + root)
+    files = total = 0
+    expected = {e.path for e in manifest.entries}
+    for entry in manifest.entries:
+        full = posixpath.join(root, entry.path)
+        st = dest.stat(full)
+        if st is None:
+            raise mismatch(entry.path, "is missing")
+        if entry.type is EntryType.OTHER:
+            continue
+        if st.type is not entry.type:
+            raise mismatch(
+                entry.path, f"is a {st.type.value}, the snapshot has a {entry.type.value}"
+            )
+        if entry.type is EntryType.SYMLINK:
+            if dest.readlink(full) != (entry.target or ""):
+                raise mismatch(entry.path, "points elsewhere than in the snapshot")
+            continue
+        if st.mode != entry.mode:
+            raise mismatch(entry.path, f"has mode {st.mode:04o}, the snapshot {entry.mode:04o}")
+        if st.mtime != entry.mtime:
+            raise mismatch(entry.path, f"has mtime {st.mtime}, the snapshot {entry.mtime}")
+        if entry.type is not EntryType.FILE:
+            continue
+        if st.size != entry.size:
+            raise mismatch(entry.path, f"has {st.size} bytes, the snapshot {entry.size}")
+        offset = 0
+        with dest.open_read(full) as reader:
+            for chunk in entry.chunks:
+                length = lengths.get(chunk)
+                if length is None:
+                    raise PermanentError(
+                        f"snapshot {client}/{sid}: chunk {chunk} of {entry.path!r} is in no index"
+                    )
+                data = _read_exact(reader, length)
+                if len(data) != length or blob_id(data) != chunk:
+                    raise mismatch(entry.path, f"differs from the snapshot at byte {offset}")
+                offset += length
+            if reader.read(1):
+                raise mismatch(entry.path, f"is longer than the snapshot ({offset} bytes)")
+        files += 1
+        total += entry.size
+    for st in dest.walk(root):
+        if st.path not in expected:
+            raise mismatch(st.path, "is not in the snapshot")
+    return Verified(client, move.to_server, sid, len(manifest.entries), files, total)
+
+
+def _read_exact(reader: Any, n: int) -> bytes:
+    parts: list[bytes] = []
+    left = n
+    while left > 0:
+        data = reader.read(min(left, _READ_BLOCK))
+        if not data:
+            break
+        parts.append(data)
+        left -= len(data)
+    return b"".join(parts)
+
+
+# --------------------------------------------------------------------------- health
+
+
+@dataclass(frozen=True)
+class Health:
+    """A healthy answer: which URL, which server answered, after how long."""
+
+    url: str
+    server: str
+    seconds: float
+    attempts: int
+
+
+def health_url(fleet: Fleet, client_id: str, server_id: str | None = None) -> str:
+    """The client's health URL: on *server_id* directly, or (None) through the front door."""
+    client = fleet.client(check_id(client_id, "client id"))
+    if server_id is None:
+        base = str(client.url)
+        return urllib.parse.urljoin(base if base.endswith("/") else base + "/", "health")
+    server = fleet.server(check_id(server_id, "server id"))
+    if server.http is None:
+        raise PermanentError(f"server {server.id} serves no HTTP: it cannot host {client.id}")
+    return f"http://{server.http.host}:{server.http.port}/c/{client.id}/health"
+
+
+def _get(url: str, timeout: float) -> tuple[int, str, dict[str, Any]]:
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise PermanentError(f"health URL {url!r} refused: only http and https are fetched")
+    request = urllib.request.Request(url, headers={"User-Agent": "ppo-dr-failover"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            status, headers, body = response.status, response.headers, response.read(65536)
+    except urllib.error.HTTPError as exc:
+        status, headers, body = exc.code, exc.headers, exc.read(65536)
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = {}
+    return status, str(headers.get(SERVER_HEADER) or ""), doc if isinstance(doc, dict) else {}
+
+
+def app_health(
+    fleet: Fleet,
+    client_id: str,
+    server_id: str,
+    *,
+    front_door: bool = False,
+    timeout: float = HEALTH_TIMEOUT_S,
+) -> Health:
+    """Wait until *client_id* is healthy on *server_id* (200, not frozen, answered by it).
+
+    Directly at the server, or (*front_door*) at the client's public URL, where
+    ``X-PPO-Server`` must name *server_id*: the route was switched, not just the data
+    put in place. Asks again until *timeout* (the front door caches placements
+    briefly); TransientError with the last answer if it never became healthy.
+    """
+    url = health_url(fleet, client_id, None if front_door else server_id)
+    started = time.monotonic()
+    attempts = 0
+    last = "no answer"
+    while True:
+        attempts += 1
+        try:
+            status, answered_by, doc = _get(url, HEALTH_REQUEST_TIMEOUT_S)
+            if status != 200:
+                last = f"HTTP {status} {doc.get('error', '')}".strip()
+            elif answered_by != server_id:
+                last = f"answered by {answered_by or 'an unnamed server'}, not {server_id}"
+            elif doc.get("frozen"):
+                last = "the client is still frozen there"
+            else:
+                return Health(url, answered_by, time.monotonic() - started, attempts)
+        except (OSError, urllib.error.URLError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() - started >= timeout:
+            raise TransientError(
+                f"{client_id} not healthy on {server_id} at {url} after {timeout:.0f} s: {last}"
+            )
+        time.sleep(HEALTH_POLL_S)
+
+
+# --------------------------------------------------------------------------- switch
+
+
+def switch(
+    store: Store,
+    move: MoveLike,
+    expected_version: int,
+    *,
+    plan_id: str,
+    flow_run_id: str | None = None,
+) -> Placement:
+    """Move the client's placement to the target if it is still at *expected_version*.
+
+    Someone else's move in between is a :class:`PlacementConflict` (fail the client; do
+    not retry). If the placement is already on the target by this plan's own earlier
+    move (a crash between the move and the ledger), that placement is returned.
+    """
+    reason = switch_reason(plan_id)
+    try:
+        return store.move_client(
+            move.client_id,
+            move.to_server,
+            expected_version,
+            flow_run_id=flow_run_id,
+            reason=reason,
+        )
+    except PlacementConflict:
+        now = store.placement(move.client_id)
+        if (
+            now is not None
+            and now.server_id == move.to_server
+            and now.reason == reason
+            and now.version == expected_version + 1
+        ):
+            return now
+        raise
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+def rollback(
+    access: FleetAccess,
+    store: Store,
+    move: MoveLike,
+    *,
+    plan_id: str,
+    planned: bool,
+    flow_run_id: str | None = None,
+) -> list[str]:
+    """Undo what this plan did for *move*'s client; returns what was undone, in words.
+
+    Routing first (only a placement this plan made is moved back, with a
+    compare-and-set), then the target's staging and restored directories (only while
+    the client is not placed there), then, in planned mode, the source is unfrozen so
+    the client takes writes again where it always lived. If routing had been switched,
+    the target may have acknowledged writes since: its copy is then kept (renamed into
+    the staging area, where the app does not serve it) for an operator to reconcile,
+    never deleted. A step that cannot be done now (the target is gone) is reported, not
+    raised: the rest still happens.
+    """
+    done: list[str] = []
+    client = check_id(move.client_id, "client id")
+    now = store.placement(client)
+    switched = (
+        now is not None and now.server_id == move.to_server and now.reason == switch_reason(plan_id)
+    )
+    if switched:
+        assert now is not None
+        store.move_client(
+            client,
+            move.from_server,
+            now.version,
+            flow_run_id=flow_run_id,
+            reason=f"rollback of failover {plan_id}",
+        )
+        done.append(f"placement back to {move.from_server}")
+        now = store.placement(client)
+    if now is None or now.server_id != move.to_server:
+        try:
+            dest = access.remote(move.to_server)
+            staging = staging_path(access.fleet, move.to_server, client)
+            final = client_path(access.fleet, client, server_id=move.to_server)
+            removed = remove_tree(dest, staging)
+            if switched and dest.stat(final) is not None:
+                kept = f"{staging}.kept-{int(time.time())}"
+                dest.rename(final, kept)
+                done.append(f"{move.to_server}'s copy kept at {kept} (it served after the switch)")
+            else:
+                removed += remove_tree(dest, final)
+            if removed:
+                done.append(f"restored data removed from {move.to_server}")
+        except DRError as exc:
+            done.append(f"could not clean {move.to_server}: {exc}")
+    if planned:
+        try:
+            unfreeze(access, client, move.from_server)
+            done.append(f"unfrozen on {move.from_server}")
+        except DRError as exc:
+            done.append(f"could not unfreeze on {move.from_server}: {exc}")
+    return done
+
+
+# --------------------------------------------------------------------------- new home
+
+
+def seed_new_home(
+    access: FleetAccess,
+    move: MoveLike,
+    snapshot_id: str,
+    *,
+    source_mirrors: Sequence[str] | None = None,
+    new_mirrors: Sequence[str] | None = None,
+) -> list[CopyResult]:
+    """Copy the restored snapshot into the new home's repository on each of its mirrors
+    (planned pair, else what :func:`mirror_plan` says), from the first source mirror
+    that works. A new mirror that cannot be reached is skipped (its first mirror run
+    is then a full one); the copies that happened are returned."""
+    from ppo_dr.mirror.copy import copy_snapshot
+    from ppo_dr.mirror.errors import RepositoryLocked
+    from ppo_dr.mirror.results import MirrorTarget
+
+    fleet = access.fleet
+    sources = source_targets(access, move, source_mirrors)
+    placed = {move.client_id: move.to_server}
+    wanted = list(new_mirrors or move.new_mirrors) or [
+        m.id for m, _ in mirror_plan(fleet, move.to_server, placed)
+    ]
+    results: list[CopyResult] = []
+    for mirror_id in wanted:
+        mirror = access.server(mirror_id)
+        try:
+            dest = MirrorTarget(
+                mirror.id, access.remote(mirror.id), repo_path(mirror, move.to_server)
+            )
+        except TransientError as exc:
+            log.warning("seed of %s on %s skipped: %s", move.client_id, mirror.id, exc)
+            continue
+        problems: list[str] = []
+        for source in sources:
+            try:
+                results.append(
+                    copy_snapshot(
+                        source,
+                        dest,
+                        move.client_id,
+                        snapshot_id,
+                        dest_app_server=move.to_server,
+                        key=access.mirror_key,
+                        compression=fleet.mirror.compression,
+                    )
+                )
+                break
+            except RepositoryLocked:
+                raise  # the new home's mirror run holds it: the task retries later
+            except DRError as exc:
+                problems.append(f"{source.mirror_id}: {exc}")
+        else:
+            log.warning("seed of %s on %s failed: %s", move.client_id, mirror.id, problems)
+    return results
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+def rpo_seconds(snapshot_id: str, declared_at: datetime) -> float:
+    """Age of snapshot *snapshot_id* at *declared_at* (0 for one taken after it)."""
+    return max(0.0, (declared_at - snapshot_time(check_snapshot_id(snapshot_id))).total_seconds())
+
+
+def lost_writes(access: FleetAccess, move: MoveLike, acks_path: Path) -> list[int]:
+    """Lab only: acknowledged writes of the client missing from its journal on the new home.
+
+    Writes the new home acknowledged itself cannot be lost there; leaving them out also
+    keeps an ack recorded after the journal was read from counting as lost.
+    """
+    from ppo_dr.lab.workload import lost_writes as missing_from
+    from ppo_dr.lab.workload import read_acks
+
+    client = check_id(move.client_id, "client id")
+    remote = access.remote(move.to_server)
+    journal = posixpath.join(client_path(access.fleet, client, server_id=move.to_server), JOURNAL)
+    with contextlib.suppress(RemotePathError):
+        lines = remote.read_bytes(journal).splitlines()
+        new_home = {
+            a["seq"]
+            for a in read_acks(acks_path)
+            if a.get("client") == client and a.get("server") == move.to_server
+        }
+        return [seq for seq in missing_from(acks_path, client, lines) if seq not in new_home]
+    raise PermanentError(f"{client}: no journal at {journal} on {move.to_server}")
+
+
+__all__ = [
+    "STAGING_DIR",
+    "Health",
+    "MoveLike",
+    "Restored",
+    "Verified",
+    "VerifyMismatch",
+    "app_health",
+    "final_sync",
+    "freeze",
+    "health_url",
+    "lost_writes",
+    "remove_tree",
+    "restore_client",
+    "rollback",
+    "rpo_seconds",
+    "seed_new_home",
+    "source_targets",
+    "staging_path",
+    "switch",
+    "switch_reason",
+    "unfreeze",
+    "verify_restored",
+]

@@ -1,0 +1,520 @@
+"""The failover runbook, run for real: a lab of its own per test (it kills servers), the
+lab's SSH servers, front door and workload, and Prefect's test harness.
+
+Each test starts a small lab (6 clients, a few MB, fast timings), mirrors every app
+server once, breaks something, runs the flow and checks the outcome through the front
+door, the lab's workload log and the store's ledger. Everything stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.failover import failover, migrate
+from ppo_dr.failover.cli import fleet_state
+from ppo_dr.failover.plan import Plan, Scope, Target, plan_failover
+from ppo_dr.failover.steps import JOURNAL, switch_reason
+from ppo_dr.fleet_access import FleetAccess, client_ids_on, client_path
+from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.lab.supervisor import Lab
+from ppo_dr.lab.workload import lost_writes, read_acks
+from ppo_dr.mirror.runbook import record_in_catalogue, snapshot_app_server, verify_new_snapshots
+from ppo_dr.store import Store
+from tests.prefect_fixtures import isolated_env
+
+pytestmark = pytest.mark.timeout(300)
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB_CLIENTS = 6
+LAB_SIZE_MB = 6
+
+
+@pytest.fixture
+def own_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
+    """A lab of this test's own, with every app server mirrored once; down at the end."""
+    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PPO_DR_DB_URL", raising=False)
+    lab = Lab(tmp_path / "lab")
+    try:
+        lab.up(clients=LAB_CLIENTS, size_mb=LAB_SIZE_MB, fast=True, timeout=30.0)
+        time.sleep(2.0)  # a few acknowledged writes before the first snapshot
+        mirror_all(lab)
+        yield lab
+    finally:
+        lab.down()
+
+
+def mirror_all(lab: Lab) -> None:
+    """One mirror run of every app server, recorded and verified (the hourly mirror)."""
+    fleet = load_fleet(lab.fleet_file)
+    with FleetAccess(fleet) as access, Store.open(lab.store_url) as store:
+        placements = {p.client_id: p.server_id for p in store.placements()}
+        for app in fleet.servers_by_role("app"):
+            run = snapshot_app_server(access, app.id, placements=placements)
+            record_in_catalogue(store, run)
+            verify_new_snapshots(access, store, run)
+
+
+def front_door(fleet: Fleet, client_id: str) -> tuple[int, str]:
+    """(status, X-PPO-Server) of the client's health through the front door."""
+    url = str(fleet.client(client_id).url).rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
+            return response.status, response.headers.get("X-PPO-Server", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("X-PPO-Server", "")
+
+
+def make_plan(lab: Lab, scope: Scope, target: Target, mode: str, down: tuple[str, ...]) -> Plan:
+    state = fleet_state(lab.fleet_file, down, datetime.now(UTC))
+    return plan_failover(state, scope, target, "planned" if mode == "planned" else "emergency")
+
+
+def journal_on(lab: Lab, fleet: Fleet, client_id: str, server_id: str) -> list[bytes]:
+    """The client's journal lines as the server's disk holds them."""
+    path = client_path(fleet, client_id, server_id=server_id).lstrip("/")
+    return (lab.server_dir(server_id) / "fs" / path / JOURNAL).read_bytes().splitlines()
+
+
+def clients_on(lab: Lab, server_id: str) -> list[str]:
+    with Store.open(lab.store_url) as store:
+        return [p.client_id for p in store.placements() if p.server_id == server_id]
+
+
+# --------------------------------------------------------------------------- emergency
+
+
+@pytest.mark.lab
+def test_power_loss_of_an_app_server_fails_its_clients_over(prefect_api: str, own_lab: Lab) -> None:
+    lost_server = "app-jhb1-1"
+    victims = clients_on(own_lab, lost_server)
+    assert victims
+    own_lab.break_(lost_server, "power")
+    with Store.open(own_lab.store_url) as store:
+        incident, _ = store.open_incident(
+            "outage", f"server:{lost_server}", f"{lost_server} down", {"server": lost_server}
+        )
+    started = time.monotonic()
+    result = failover(
+        server=lost_server, incident_id=incident.id, approve=True, fleet_file=own_lab.fleet_file
+    )
+    took = time.monotonic() - started
+    assert isinstance(result, dict), result
+    assert result["state"] == "done" and set(result["moved"]) == set(victims)
+
+    fleet = load_fleet(own_lab.fleet_file)  # may list a provisioned server now
+    with Store.open(own_lab.store_url) as store:
+        results = {r.client_id: r for r in store.failover_results(result["plan_id"])}
+        timeline = store.timeline(incident.id)
+        steps = store.failover_steps(result["plan_id"])
+        for client in victims:
+            home = result["moved"][client]
+            assert home != lost_server
+            assert store.placement(client).server_id == home  # type: ignore[union-attr]
+            assert front_door(fleet, client) == (200, home)
+            r = results[client]
+            assert r.outcome == "ok" and r.rto_seconds is not None
+            assert 0 < r.rto_seconds <= took + 5  # from the incident's declaration
+            assert r.rpo_seconds is not None and r.lost_writes is not None
+            # The restored data is the snapshot: every file re-read and compared.
+            verify = next(s for s in steps if s.client_id == client and s.step == "verify")
+            assert verify.done and verify.data["files"] > 0
+            # Writes the lost server acknowledged after the snapshot are the loss, and
+            # the ledger's count agrees with the workload's own log.
+            acks = own_lab.directory / "workload" / "acks.jsonl"
+            journal = journal_on(own_lab, fleet, client, home)
+            by_new_home = {
+                a["seq"] for a in read_acks(acks) if a["client"] == client and a["server"] == home
+            }
+            independent = [s for s in lost_writes(acks, client, journal) if s not in by_new_home]
+            assert r.lost_writes == len(independent)
+    kinds = [e.kind for e in timeline]
+    assert "failover-planned" in kinds and "failover-finished" in kinds
+    assert all(e.flow_run_id for e in timeline if e.kind.startswith("failover"))
+    assert kinds.count("failover-client") == len(victims)
+    assert result["mirrored"] and all(v == "ok" for v in result["mirrored"].values())
+
+
+# --------------------------------------------------------------------------- planned
+
+
+@pytest.mark.lab
+def test_planned_migration_to_another_country_loses_no_acknowledged_write(
+    prefect_api: str, own_lab: Lab
+) -> None:
+    source = "app-lon1-1"  # GB; its clients also allow ZA
+    movers = clients_on(own_lab, source)
+    assert movers
+    result = migrate(server=source, to_country="ZA", approve=True, fleet_file=own_lab.fleet_file)
+    assert isinstance(result, dict), result
+    assert result["state"] == "done", result
+    fleet = load_fleet(own_lab.fleet_file)
+    time.sleep(3.0)  # the workload keeps writing through the front door to the new homes
+    acks = own_lab.directory / "workload" / "acks.jsonl"
+    with Store.open(own_lab.store_url) as store:
+        results = {r.client_id: r for r in store.failover_results(result["plan_id"])}
+        windows = store.active_maintenance()
+    for client in movers:
+        home = result["moved"][client]
+        assert fleet.dc(fleet.server(home).dc).country == "ZA"
+        assert front_door(fleet, client) == (200, home)
+        assert results[client].lost_writes == 0
+        # Independently: every write acknowledged so far is in the new home's journal
+        # (except ones acknowledged after we read it).
+        journal = journal_on(own_lab, fleet, client, home)
+        newest = max(json.loads(line)["seq"] for line in journal)
+        assert [s for s in lost_writes(acks, client, journal) if s <= newest] == []
+    assert windows == []  # the maintenance window closed at the end
+    # Mirroring follows the placements: the new homes took the clients' snapshots, and
+    # the old home's mirror no longer picks them up.
+    with Store.open(own_lab.store_url) as store:
+        placed = {p.client_id: p.server_id for p in store.placements()}
+        for client in movers:
+            homes = {s.server_id for s in store.snapshots(client_id=client)}
+            assert result["moved"][client] in homes
+    assert client_ids_on(fleet, source, placements=placed) == []
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+@pytest.mark.lab
+def test_a_target_that_fails_mid_restore_is_rolled_back(prefect_api: str, own_lab: Lab) -> None:
+    source, target = "app-cpt1-1", "spare-jhb1-1"
+    movers = clients_on(own_lab, source)
+    plan = make_plan(own_lab, Scope(server=source), Target(server=target), "emergency", ())
+    assert [m.to_server for m in plan.moves] == [target] * len(movers)
+    with Store.open(own_lab.store_url) as store:
+        before = {c: store.placement(c) for c in movers}
+
+    def kill_target_once_restoring() -> None:
+        deadline = time.monotonic() + 120
+        with Store.open(own_lab.store_url) as store:
+            while time.monotonic() < deadline:
+                if store.failover(plan.plan_id) is not None and any(
+                    s.step == "restore" for s in store.failover_steps(plan.plan_id)
+                ):
+                    own_lab.break_(target, "power")
+                    return
+                time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_target_once_restoring)
+    killer.start()
+    try:
+        state = failover(
+            plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file, return_state=True
+        )
+    finally:
+        killer.join()
+    assert state.is_failed()
+    fleet = load_fleet(own_lab.fleet_file)
+    with Store.open(own_lab.store_url) as store:
+        for client in movers:
+            assert store.placement(client).server_id == source  # type: ignore[union-attr]
+            assert front_door(fleet, client) == (200, source)
+            start = before[client]
+            assert start is not None
+            moves = [h for h in store.placement_history(client) if h.version > start.version]
+            # Any switch that happened was undone: back to the source each time.
+            assert len(moves) % 2 == 0 and all(h.to_server == source for h in moves[1::2])
+        results = store.failover_results(plan.plan_id)
+        assert {r.client_id for r in results} == set(movers)
+        assert {r.outcome for r in results} == {"rolled-back"}
+        record = store.failover(plan.plan_id)
+        assert record is not None and record.state == "failed"
+        steps = store.failover_steps(plan.plan_id)
+        assert {s.state for s in steps} <= {"failed", "rolled-back"}
+    own_lab.heal(target)
+
+
+# --------------------------------------------------------------------------- crash
+
+
+@pytest.mark.lab
+def test_a_killed_failover_reruns_to_completion_without_restoring_twice(
+    prefect_api: str, own_lab: Lab, tmp_path: Path
+) -> None:
+    lost_server = "app-jhb1-1"
+    own_lab.break_(lost_server, "power")
+    plan = make_plan(own_lab, Scope(dc="jhb1"), Target(dc="cpt1"), "emergency", (lost_server,))
+    assert len(plan.moves) >= 2, plan.render()
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan.to_json())
+    code = (
+        "import sys; from pathlib import Path; from flows.failover import failover\n"
+        "if __name__ == '__main__':\n"
+        "    failover(plan_json=Path(sys.argv[1]).read_text(), approve=True,"
+        " fleet_file=Path(sys.argv[2]))\n"
+    )
+    env = isolated_env(PREFECT_API_URL=prefect_api, PPO_DR_HOME=os.environ["PPO_DR_HOME"])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(plan_file), str(own_lab.fleet_file)],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first_switched: str | None = None
+    try:
+        deadline = time.monotonic() + 180
+        with Store.open(own_lab.store_url) as store:
+            while first_switched is None and time.monotonic() < deadline:
+                assert proc.poll() is None, "the run ended before any client switched"
+                if store.failover(plan.plan_id) is not None:
+                    done = [
+                        s.client_id
+                        for s in store.failover_steps(plan.plan_id)
+                        if s.step == "switch" and s.done
+                    ]
+                    first_switched = done[0] if done else None
+                time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the orchestrator dies mid-failover
+        proc.wait(timeout=30)
+    assert first_switched is not None, "no client switched within the time limit"
+    with Store.open(own_lab.store_url) as store:
+        finished_before = {
+            s.client_id: s.finished_at
+            for s in store.failover_steps(plan.plan_id)
+            if s.step == "restore" and s.done
+        }
+        assert store.failover(plan.plan_id).state == "running"  # type: ignore[union-attr]
+
+    result = failover(plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file)
+    assert isinstance(result, dict), result
+    assert result["state"] == "done", result
+    fleet = load_fleet(own_lab.fleet_file)
+    with Store.open(own_lab.store_url) as store:
+        steps = store.failover_steps(plan.plan_id)
+        for move in plan.moves:
+            client = move.client_id
+            restore = [s for s in steps if s.client_id == client and s.step == "restore"]
+            assert len(restore) == 1 and restore[0].done
+            if client in finished_before:  # restored before the kill: not again
+                assert restore[0].finished_at == finished_before[client]
+                assert restore[0].attempts == 1
+            # One move per client, by this plan, never back and forth.
+            moves = [
+                h
+                for h in store.placement_history(client)
+                if h.reason == switch_reason(plan.plan_id)
+            ]
+            assert [(h.from_server, h.to_server) for h in moves] == [
+                (move.from_server, move.to_server)
+            ]
+            assert front_door(fleet, client) == (200, move.to_server)
+    assert result["moved"][first_switched] == next(
+        m.to_server for m in plan.moves if m.client_id == first_switched
+    )
+
+
+# --------------------------------------------------------------------------- approval
+
+
+@pytest.mark.lab
+def test_a_run_waits_for_approval_from_the_terminal(
+    prefect_api: str, own_lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)  # for the CLI
+    client = clients_on(own_lab, "app-jhb1-2")[0]
+    plan = make_plan(
+        own_lab, Scope(clients=(client,)), Target(server="spare-cpt1-1"), "emergency", ()
+    )
+    cli = CliRunner()
+
+    def run_in_thread() -> tuple[threading.Thread, list[Any]]:
+        outcome: list[Any] = []
+        context = contextvars.copy_context()
+        thread = threading.Thread(
+            target=lambda: outcome.append(
+                context.run(
+                    failover,
+                    plan_json=plan.to_json(),
+                    fleet_file=own_lab.fleet_file,
+                    return_state=True,
+                )
+            ),
+            daemon=True,
+        )
+        thread.start()
+        return thread, outcome
+
+    def wait_paused() -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+        wanted = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"plan:{plan.plan_id}"]))
+        deadline = time.monotonic() + 60
+        with get_client(sync_client=True) as prefect:
+            while time.monotonic() < deadline:
+                runs = prefect.read_flow_runs(flow_run_filter=wanted)
+                if any(r.state is not None and r.state.is_paused() for r in runs):
+                    return
+                time.sleep(0.2)
+        raise AssertionError("the failover run never paused for approval")
+
+    # Refused: the run ends having done nothing.
+    thread, outcome = run_in_thread()
+    wait_paused()
+    refused = cli.invoke(app, ["failover", "approve", plan.plan_id, "--by", "bob", "--refuse"])
+    thread.join(timeout=120)
+    assert refused.exit_code == 0, refused.output
+    assert "refused, resume accept" in refused.output
+    assert outcome and outcome[0].is_completed() and "refused by bob" in outcome[0].message
+    with Store.open(own_lab.store_url) as store:
+        assert store.placement(client).server_id == "app-jhb1-2"  # type: ignore[union-attr]
+        assert store.failover(plan.plan_id) is None
+
+    # Approved: it carries the plan out.
+    thread, outcome = run_in_thread()
+    wait_paused()
+    approved = cli.invoke(
+        app, ["failover", "approve", plan.plan_id, "--by", "anna", "--note", "go"]
+    )
+    thread.join(timeout=240)
+    assert approved.exit_code == 0, approved.output
+    assert outcome and outcome[0].is_completed(), outcome
+    fleet = load_fleet(own_lab.fleet_file)
+    assert front_door(fleet, client) == (200, "spare-cpt1-1")
+    # Nobody waits for plan ids that do not exist.
+    none = cli.invoke(app, ["failover", "approve", "0123456789abcdef", "--by", "anna"])
+    assert none.exit_code == 2 and "no failover run is waiting" in none.output
+
+
+# --------------------------------------------------------------------------- provisioning
+
+
+@pytest.mark.lab
+def test_a_client_moves_to_a_server_provisioned_for_the_plan(
+    prefect_api: str, own_lab: Lab
+) -> None:
+    client = clients_on(own_lab, "app-jhb1-2")[0]
+    # The existing servers of cpt1 count as down: the plan asks for a new one there.
+    plan = make_plan(
+        own_lab,
+        Scope(clients=(client,)),
+        Target(dc="cpt1"),
+        "emergency",
+        ("app-cpt1-1", "spare-cpt1-1"),
+    )
+    assert len(plan.provisions) == 1, plan.render()
+    new = plan.provisions[0].server_id
+    assert [m.to_server for m in plan.moves] == [new]
+    result = failover(plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file)
+    assert isinstance(result, dict), result
+    assert result["moved"] == {client: new} and result["released"] == []
+    fleet = load_fleet(own_lab.fleet_file)
+    assert fleet.server(new).dc == "cpt1" and fleet.server(new).role == "app"
+    assert front_door(fleet, client) == (200, new)
+    assert result["mirrored"] == {new: "ok"}
+    # A rerun of the finished plan provisions nothing new and moves nobody again.
+    again = failover(plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file)
+    assert isinstance(again, dict) and again["moved"] == {client: new}
+    with Store.open(own_lab.store_url) as store:
+        history = store.placement_history(client)
+    assert [h.to_server for h in history] == ["app-jhb1-2", new]
+
+
+# --------------------------------------------------------------------------- a whole DC
+
+
+@pytest.mark.lab
+def test_loss_of_a_whole_data_centre_restores_from_the_off_site_mirror(
+    prefect_api: str, own_lab: Lab
+) -> None:
+    victims = [c for s in ("app-jhb1-1", "app-jhb1-2") for c in clients_on(own_lab, s)]
+    own_lab.break_("jhb1", "power")  # both app servers, the on-site mirror and the spare
+    result = failover(dc="jhb1", approve=True, fleet_file=own_lab.fleet_file)
+    assert isinstance(result, dict), result
+    assert set(result["moved"]) == set(victims) and result["state"] == "done"
+    fleet = load_fleet(own_lab.fleet_file)
+    with Store.open(own_lab.store_url) as store:
+        results = {r.client_id: r for r in store.failover_results(result["plan_id"])}
+    for client in victims:
+        home = result["moved"][client]
+        assert fleet.server(home).dc != "jhb1"
+        assert fleet.dc(fleet.server(home).dc).country in fleet.client(client).countries
+        assert results[client].source_mirror == "mirror-cpt1-1"  # jhb1's own mirror is gone
+        assert front_door(fleet, client) == (200, home)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_failover_run_refuses_bad_input_before_reaching_any_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
+    cli = CliRunner()
+    edited = tmp_path / "plan.json"
+    edited.write_text('{"format": "ppo-dr-failover-plan", "version": 1, "plan_id": "x"}')
+    cases = [
+        (["failover", "run", "--plan", str(edited)], "plan"),
+        (["failover", "run", "--plan", str(tmp_path / "missing.json")], "cannot read plan"),
+        (["failover", "run", "--server", "a", "--dc", "b"], "exactly one scope"),
+        (["failover", "run", "--server", "app-1", "--mode", "yolo"], "--mode 'yolo' unknown"),
+        (["failover", "run", "--server", "app-1"], "no Prefect API known"),
+        (["failover", "approve", "../../etc", "--by", "x"], "plan id"),
+    ]
+    for argv, message in cases:
+        result = cli.invoke(app, argv)
+        assert result.exit_code == 2, (argv, result.output)
+        assert message in result.output, (argv, result.output)
+
+
+@pytest.mark.lab
+def test_a_server_provisioned_for_a_client_that_failed_is_released(
+    prefect_api: str, own_lab: Lab
+) -> None:
+    client = clients_on(own_lab, "app-jhb1-2")[0]
+    plan = make_plan(
+        own_lab,
+        Scope(clients=(client,)),
+        Target(dc="cpt1"),
+        "emergency",
+        ("app-cpt1-1", "spare-cpt1-1"),
+    )
+    assert len(plan.provisions) == 1, plan.render()
+    new = plan.provisions[0].server_id
+    # Every mirror holding the client is lost after planning: the restore cannot succeed.
+    mirrors = {m for move in plan.moves for m in (move.source_mirror, *move.fallback_mirrors)}
+    for mirror in sorted(m for m in mirrors if m):
+        own_lab.break_(mirror, "power")
+    try:
+        state = failover(
+            plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file, return_state=True
+        )
+    finally:
+        for mirror in sorted(m for m in mirrors if m):
+            own_lab.heal(mirror)
+    assert state.is_failed()
+    fleet = load_fleet(own_lab.fleet_file)
+    assert new not in {s.id for s in fleet.servers}  # provisioned, unused, released
+    assert front_door(fleet, client) == (200, "app-jhb1-2")
+    with Store.open(own_lab.store_url) as store:
+        (result,) = store.failover_results(plan.plan_id)
+        assert result.outcome == "rolled-back" and "mirror" in result.detail

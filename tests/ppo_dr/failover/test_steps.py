@@ -1,0 +1,323 @@
+"""The failover steps one by one, on a lab of this module's own (they move clients and
+touch servers' disks), and the ledger that makes them safe to rerun."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ppo_dr.errors import PermanentError, PlacementConflict, UnsafeInputError
+from ppo_dr.failover import steps
+from ppo_dr.failover.ledger import (
+    placement_versions,
+    roll_back_steps,
+    run_step,
+    ssh_reachable,
+    unreachable_servers,
+)
+from ppo_dr.failover.plan import ClientMove
+from ppo_dr.fleet_access import FleetAccess, client_path, mirror_plan
+from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.lab.supervisor import Lab
+from ppo_dr.mirror.runbook import record_in_catalogue, snapshot_app_server, verify_new_snapshots
+from ppo_dr.store import Store
+from ppo_dr.transport import LocalRemote
+
+pytestmark = pytest.mark.timeout(180)
+
+PLAN = "feedfacecafe0001"
+
+
+@pytest.fixture(scope="module")
+def mod_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A small lab for this module, every app server mirrored once; down at the end."""
+    home = tmp_path_factory.mktemp("steps-home")
+    saved = os.environ.get("PPO_DR_HOME")
+    os.environ["PPO_DR_HOME"] = str(home)
+    lab = Lab(tmp_path_factory.mktemp("steps") / "lab")
+    try:
+        lab.up(clients=6, size_mb=4, fast=True, timeout=30.0)
+        fleet = load_fleet(lab.fleet_file)
+        with FleetAccess(fleet) as access, Store.open(lab.store_url) as store:
+            for app in fleet.servers_by_role("app"):
+                run = snapshot_app_server(access, app.id)
+                record_in_catalogue(store, run)
+                verify_new_snapshots(access, store, run)
+        yield lab
+    finally:
+        lab.down()
+        if saved is None:
+            os.environ.pop("PPO_DR_HOME", None)
+        else:
+            os.environ["PPO_DR_HOME"] = saved
+
+
+@pytest.fixture(scope="module")
+def fleet(mod_lab: Lab) -> Fleet:
+    return load_fleet(mod_lab.fleet_file)
+
+
+def move_for(fleet: Fleet, store: Store, client: str, to_server: str) -> ClientMove:
+    """A move of *client* to *to_server* from its newest verified snapshot (as planned)."""
+    home = store.placement(client)
+    assert home is not None
+    mirrors = [m.id for m, _ in mirror_plan(fleet, home.server_id)]
+    snap = store.latest_verified_snapshot(client, mirrors[0])
+    assert snap is not None
+    return ClientMove(
+        client_id=client,
+        from_server=home.server_id,
+        to_server=to_server,
+        source_mirror=mirrors[0],
+        snapshot_id=snap.snapshot_id,
+        snapshot_at=snap.taken_at,
+        fallback_mirrors=tuple(mirrors[1:]),
+        new_mirrors=(),
+        size_bytes=snap.bytes,
+    )
+
+
+def on_disk(lab: Lab, fleet: Fleet, server: str, visible: str) -> Path:
+    return lab.server_dir(server) / "fs" / visible.lstrip("/")
+
+
+# --------------------------------------------------------------------------- restore+verify
+
+
+@pytest.mark.lab
+def test_restore_goes_through_staging_and_verify_names_the_first_difference(
+    mod_lab: Lab, fleet: Fleet
+) -> None:
+    client, target = fleet.clients[0].id, "spare-lon1-1"
+    with FleetAccess(fleet) as access, Store.open(mod_lab.store_url) as store:
+        move = move_for(fleet, store, client, target)
+        assert move.snapshot_id is not None
+        # A crashed earlier attempt left junk in staging: it is cleared first.
+        junk = on_disk(mod_lab, fleet, target, steps.staging_path(fleet, target, client))
+        junk.mkdir(parents=True)
+        (junk / "half-written").write_bytes(b"x")
+        restored = steps.restore_client(access, move)
+        final = on_disk(mod_lab, fleet, target, client_path(fleet, client, server_id=target))
+        assert restored.path == client_path(fleet, client, server_id=target)
+        assert not junk.exists() and final.is_dir()
+        assert restored.files > 0 and restored.source_mirror == move.source_mirror
+        checked = steps.verify_restored(access, move, move.snapshot_id)
+        assert (checked.files, checked.bytes) == (restored.files, restored.bytes)
+
+        # Same size, same mtime, one byte different: found by content, and named.
+        victim = max((p for p in final.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        st = victim.stat()
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        victim.write_bytes(bytes(data))
+        os.utime(victim, (st.st_atime, st.st_mtime))
+        rel = str(victim.relative_to(final))
+        with pytest.raises(steps.VerifyMismatch, match="differs from the snapshot at byte") as e:
+            steps.verify_restored(access, move, move.snapshot_id)
+        assert e.value.path == rel
+
+        # Restoring again replaces the whole directory (the earlier one is moved aside).
+        (final / "stray-file").write_text("not in the snapshot")
+        steps.restore_client(access, move)
+        steps.verify_restored(access, move, move.snapshot_id)
+        (final / "stray-file").write_text("not in the snapshot")
+        with pytest.raises(steps.VerifyMismatch, match="not in the snapshot"):
+            steps.verify_restored(access, move, move.snapshot_id)
+        (final / "stray-file").unlink()
+        # The app serves the restored client from the target itself.
+        health = steps.app_health(fleet, client, target)
+        assert health.server == target and health.url.endswith(f"/c/{client}/health")
+
+
+@pytest.mark.lab
+def test_a_restore_never_recreates_a_vanished_data_root(mod_lab: Lab, fleet: Fleet) -> None:
+    client, target = fleet.clients[1].id, "spare-cpt1-1"
+    with FleetAccess(fleet) as access, Store.open(mod_lab.store_url) as store:
+        move = move_for(fleet, store, client, target)
+        mod_lab.break_(target, "disk")
+        try:
+            with pytest.raises(Exception, match=r"data root .* is missing"):
+                steps.restore_client(access, move)
+        finally:
+            mod_lab.heal(target)
+        root = on_disk(mod_lab, fleet, target, fleet.server(target).data_root)
+        assert not (root / steps.STAGING_DIR / client).exists()
+
+
+# --------------------------------------------------------------------------- switch+rollback
+
+
+@pytest.mark.lab
+def test_switch_is_a_compare_and_set_and_rollback_undoes_it(mod_lab: Lab, fleet: Fleet) -> None:
+    client, target = fleet.clients[2].id, "spare-jhb1-1"
+    with FleetAccess(fleet) as access, Store.open(mod_lab.store_url) as store:
+        move = move_for(fleet, store, client, target)
+        version = placement_versions(store, fleet, [client])[client]
+        steps.restore_client(access, move)
+        with pytest.raises(PlacementConflict):
+            steps.switch(store, move, version + 5, plan_id=PLAN)
+        placed = steps.switch(store, move, version, plan_id=PLAN)
+        assert (placed.server_id, placed.version) == (target, version + 1)
+        # A rerun after a crash between the move and the ledger: our own move, done.
+        assert steps.switch(store, move, version, plan_id=PLAN) == placed
+        # Someone else's plan finds the placement moved: a conflict, not a retry.
+        with pytest.raises(PlacementConflict):
+            steps.switch(store, move, version, plan_id="0000000000000000")
+        assert steps.app_health(fleet, client, target, front_door=True).server == target
+
+        undone = steps.rollback(access, store, move, plan_id=PLAN, planned=True)
+        assert undone[0] == f"placement back to {move.from_server}"
+        assert any("unfrozen" in u for u in undone)
+        assert store.placement(client).server_id == move.from_server  # type: ignore[union-attr]
+        # Routing had switched: writes may have landed there, so the copy is kept aside
+        # (not served), never deleted.
+        final = on_disk(mod_lab, fleet, target, client_path(fleet, client, server_id=target))
+        assert not final.exists()
+        staging = on_disk(mod_lab, fleet, target, steps.staging_path(fleet, target, client))
+        kept = list(staging.parent.glob(f"{client}.kept-*"))
+        assert len(kept) == 1 and any(str(kept[0].name) in u for u in undone)
+        assert steps.app_health(fleet, client, move.from_server, front_door=True).server == (
+            move.from_server
+        )
+        # Rolling back again finds nothing of ours to undo and leaves routing alone.
+        again = steps.rollback(access, store, move, plan_id=PLAN, planned=False)
+        assert not any(u.startswith("placement") for u in again)
+
+
+# --------------------------------------------------------------------------- freeze
+
+
+def _write(fleet: Fleet, client: str, seq: int) -> int:
+    url = str(fleet.client(client).url).rstrip("/") + "/journal"
+    body = json.dumps({"seq": seq, "ts": datetime.now(UTC).isoformat(), "writer": "test"})
+    request = urllib.request.Request(url, data=body.encode(), method="POST")  # noqa: S310
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.lab
+def test_freeze_makes_the_app_refuse_writes_until_unfrozen(mod_lab: Lab, fleet: Fleet) -> None:
+    client = fleet.clients[3].id
+    with FleetAccess(fleet) as access, Store.open(mod_lab.store_url) as store:
+        home = store.placement(client).server_id  # type: ignore[union-attr]
+        steps.freeze(access, client, home)
+        steps.freeze(access, client, home)  # idempotent
+        try:
+            assert _write(fleet, client, 10_000_001) == 503
+            with pytest.raises(Exception, match="still frozen"):
+                steps.app_health(fleet, client, home, timeout=0.5)
+        finally:
+            steps.unfreeze(access, client, home)
+        assert _write(fleet, client, 10_000_002) == 200
+        with pytest.raises(PermanentError, match="unfreeze"):
+            steps.unfreeze(access, client, "spare-lon1-1")  # no data of it there
+
+
+# --------------------------------------------------------------------------- input
+
+
+@pytest.mark.lab
+def test_hostile_ids_are_refused_before_any_io(fleet: Fleet) -> None:
+    good = ClientMove("x", "app-jhb1-1", "spare-jhb1-1", None, None, None, (), (), 0)
+    for bad in ("../etc", "a;reboot", "A B", ""):
+        with pytest.raises(UnsafeInputError):
+            steps.staging_path(fleet, "spare-jhb1-1", bad)
+        with pytest.raises(UnsafeInputError):
+            steps.health_url(fleet, bad)
+        with pytest.raises(UnsafeInputError):
+            steps.freeze(None, bad, "app-jhb1-1")  # type: ignore[arg-type]
+    with pytest.raises(UnsafeInputError):
+        steps.rpo_seconds("../../2026", datetime.now(UTC))
+    with pytest.raises(PermanentError, match="no snapshot"):
+        steps.restore_client(None, good)  # type: ignore[arg-type]
+    bad_move = dataclasses.replace(good, client_id="../x", snapshot_id="2026-11-30T05-00-00Z")
+    with pytest.raises(UnsafeInputError):
+        steps.restore_client(None, bad_move)  # type: ignore[arg-type]
+
+
+def test_remove_tree_clears_read_only_directories_and_keeps_link_targets(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    root = tmp_path / "tree"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "f").write_text("x")
+    (root / "link").symlink_to(outside)
+    (root / "a" / "b").chmod(0o500)
+    (root / "a").chmod(0o500)
+    assert steps.remove_tree(LocalRemote(), str(root)) == 5
+    assert not root.exists() and outside.read_text() == "keep me"
+    assert steps.remove_tree(LocalRemote(), str(root)) == 0
+
+
+def test_rpo_is_the_snapshot_age_at_declaration() -> None:
+    declared = datetime(2026, 11, 30, 5, 10, tzinfo=UTC)
+    assert steps.rpo_seconds("2026-11-30T05-00-00Z", declared) == 600.0
+    assert steps.rpo_seconds("2026-11-30T05-20-00Z", declared) == 0.0  # final sync
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+def test_run_step_skips_done_steps_and_records_failures(tmp_path: Path) -> None:
+    with Store(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        store.upgrade()
+        store.begin_failover(PLAN, "emergency", {"moves": []})
+        calls: list[str] = []
+
+        def restore() -> dict[str, int]:
+            calls.append("restore")
+            return {"bytes": 42}
+
+        first = run_step(store, PLAN, "acme", "restore", restore, flow_run_id="run-1")
+        second = run_step(store, PLAN, "acme", "restore", restore, flow_run_id="run-2")
+        assert calls == ["restore"]
+        assert (first.skipped, second.skipped, second.data) == (False, True, {"bytes": 42})
+
+        def broken() -> None:
+            raise PermanentError("disk on fire")
+
+        with pytest.raises(PermanentError, match="disk on fire"):
+            run_step(store, PLAN, "acme", "verify", broken)
+        verify = store.failover_steps(PLAN, "acme")[1]
+        assert verify.state == "failed" and "disk on fire" in verify.detail
+        assert roll_back_steps(store, PLAN, "acme", "target lost") == ["restore"]
+        # Rolled back: a rerun of the plan restores again.
+        run_step(store, PLAN, "acme", "restore", restore)
+        assert calls == ["restore", "restore"]
+
+
+@pytest.mark.lab
+def test_reachability_needs_an_ssh_banner(mod_lab: Lab, fleet: Fleet) -> None:
+    ssh = fleet.server("mirror-lon1-1").ssh
+    assert ssh is not None
+    assert ssh_reachable(ssh.host, ssh.port) is None
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert ssh_reachable("127.0.0.1", port, timeout=1.0) is not None
+    mod_lab.break_("mirror-lon1-1", "hang")  # accepts, never speaks
+    try:
+        down = unreachable_servers(fleet, timeout=1.0)
+    finally:
+        mod_lab.heal("mirror-lon1-1")
+    assert set(down) == {"mirror-lon1-1"}
+    assert unreachable_servers(fleet, probe=lambda host, port, timeout: "cut") == {
+        s.id: "cut" for s in fleet.servers
+    }
+    # A mirror in object storage has no SSH to probe: never reported down for that.
+    s3_only = fleet.model_copy(update={"servers": fleet.servers[:1]})
+    bucket = s3_only.servers[0].model_copy(update={"ssh": None})
+    assert unreachable_servers(s3_only.model_copy(update={"servers": (bucket,)})) == {}
