@@ -277,6 +277,7 @@ def _timing(fast: bool) -> dict[str, Any]:
     if fast:
         return {
             "mirror_cron": "* * * * *",
+            "drill_cron": "*/5 * * * *",
             "probe_interval": "2s",
             "probe_timeout": "1s",
             "outage_threshold": "20s",
@@ -284,6 +285,7 @@ def _timing(fast: bool) -> dict[str, Any]:
         }
     return {
         "mirror_cron": "0 * * * *",
+        "drill_cron": "30 3 * * *",
         "probe_interval": "10s",
         "probe_timeout": "5s",
         "outage_threshold": "3m",
