@@ -11,13 +11,12 @@ then pauses for approval unless ``--approve`` is given or the policy says
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from deployments.incident_cli import _api, api_url
+from deployments.prefect_api import api_url, resume_paused, use_api
 from ppo_dr.cli_support import FleetOption, fail, reports_errors
 from ppo_dr.errors import PermanentError
 from ppo_dr.failover.cli import _ids, failover_app
@@ -88,7 +87,7 @@ def failover_run(
         parameters["incident_id"] = incident
     if fleet is not None:
         parameters["fleet_file"] = str(fleet)
-    with _api(_require_api()):
+    with use_api(_require_api()):
         run = run_deployment(DEPLOYMENT, parameters=parameters, timeout=0)
     assert isinstance(run, FlowRun)  # the sync form, not a coroutine
     typer.echo(f"failover run {run.name} started (id {run.id})")
@@ -98,35 +97,7 @@ def failover_run(
 
 def resume_failover(plan_id: str, run_input: dict[str, Any]) -> list[tuple[str, str]]:
     """Resume every paused failover run of *plan_id* with *run_input*: (run, outcome)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    wanted = FlowRunFilter(
-        tags=FlowRunFilterTags(all_=[f"plan:{plan_id}"]),
-        state=FlowRunFilterState(
-            type=FlowRunFilterStateType(any_=[StateType.PAUSED, StateType.RUNNING])
-        ),
-    )
-    outcomes: list[tuple[str, str]] = []
-    deadline = time.monotonic() + PAUSE_WAIT_S
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_flow_runs(flow_run_filter=wanted)
-            paused = [r for r in runs if r.state is not None and r.state.is_paused()]
-            for run in paused:
-                result = client.resume_flow_run(run.id, run_input=run_input)
-                reason = getattr(result.details, "reason", None)
-                status = result.status.value.lower()
-                outcomes.append((run.name, f"{status}: {reason}" if reason else status))
-            if paused or time.monotonic() > deadline:
-                return outcomes
-            time.sleep(0.5)
+    return resume_paused(f"plan:{plan_id}", run_input, wait_s=PAUSE_WAIT_S, every_run=False)
 
 
 @failover_app.command("approve")
@@ -143,7 +114,7 @@ def failover_approve(
     from ppo_dr.store.failovers import check_plan_id
 
     check_plan_id(plan_id)
-    with _api(_require_api()):
+    with use_api(_require_api()):
         outcomes = resume_failover(plan_id, {"approve": not refuse, "by": by, "note": note})
     if not outcomes:
         raise fail(f"no failover run is waiting for approval of plan {plan_id}")

@@ -7,53 +7,22 @@ the store at its next wake-up (at most ``flows.escalation.RECHECK_S``). Then eve
 paused run tagged ``incident:<id>`` is resumed with the typed input
 (:class:`flows.escalation.Ack`), so paging stops at once.
 
-The API is the one ``PREFECT_API_URL`` names, else the one ``ppo-dr serve`` wrote to
-``<home>/prefect/serve.json`` while serving.
+The API is found as :func:`deployments.prefect_api.api_url` says.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
-from ppo_dr import config
+from deployments.prefect_api import api_url, resume_paused, use_api
 from ppo_dr.cli_support import FleetOption, reports_errors
 from ppo_dr.incident_cli import IdArgument, incident_app, open_store
 
 #: How long to wait for a run that is between two pauses to pause again.
 PAUSE_WAIT_S = 6.0
-
-
-def api_url() -> str | None:
-    """``PREFECT_API_URL``, else the API ``ppo-dr serve`` is serving on, else None."""
-    named = os.environ.get("PREFECT_API_URL")
-    if named:
-        return named
-    state = config.home() / "prefect" / "serve.json"
-    try:
-        data = json.loads(state.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    url = data.get("api_url") if isinstance(data, dict) else None
-    return str(url) if url else None
-
-
-@contextlib.contextmanager
-def _api(url: str | None) -> Iterator[None]:
-    if url is None or os.environ.get("PREFECT_API_URL"):
-        yield
-        return
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings(updates={PREFECT_API_URL: url}):
-        yield
 
 
 def resume_escalation(incident_id: int, run_input: dict[str, Any]) -> list[tuple[str, str]]:
@@ -62,40 +31,7 @@ def resume_escalation(incident_id: int, run_input: dict[str, Any]) -> list[tuple
     Returns ``(run name, outcome)`` pairs; a run between two pauses is waited for
     up to :data:`PAUSE_WAIT_S`. No run found: an empty list.
     """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    wanted = FlowRunFilter(
-        tags=FlowRunFilterTags(all_=[f"incident:{incident_id}"]),
-        state=FlowRunFilterState(
-            type=FlowRunFilterStateType(any_=[StateType.PAUSED, StateType.RUNNING])
-        ),
-    )
-    outcomes: list[tuple[str, str]] = []
-    deadline = time.monotonic() + PAUSE_WAIT_S
-    done: set[str] = set()
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = [
-                r for r in client.read_flow_runs(flow_run_filter=wanted) if str(r.id) not in done
-            ]
-            paused = [r for r in runs if r.state is not None and r.state.is_paused()]
-            for run in paused:
-                result = client.resume_flow_run(run.id, run_input=run_input)
-                reason = getattr(result.details, "reason", None)
-                status = result.status.value.lower()
-                outcomes.append((run.name, f"{status}: {reason}" if reason else status))
-                done.add(str(run.id))
-            waiting = [r for r in runs if r not in paused]
-            if not waiting or time.monotonic() > deadline:
-                return outcomes
-            time.sleep(0.5)
+    return resume_paused(f"incident:{incident_id}", run_input, wait_s=PAUSE_WAIT_S, every_run=True)
 
 
 @incident_app.command("ack")
@@ -117,7 +53,7 @@ def incident_ack(
         typer.echo("no Prefect API known: the escalation run will see the ack at its next wake-up")
         return
     try:
-        with _api(url):
+        with use_api(url):
             outcomes = resume_escalation(incident_id, {"by": by, "note": note})
     except Exception as exc:  # the ack is recorded; the run will see it anyway
         typer.echo(

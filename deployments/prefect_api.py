@@ -1,0 +1,91 @@
+"""The Prefect API as the CLI commands reach it, and resuming runs that wait on a pause.
+
+``ppo-dr incident ack`` and ``ppo-dr failover approve`` both answer a paused run with
+typed input; they find the API the same way and resume the same way, here.
+
+The API is the one ``PREFECT_API_URL`` names, else the one ``ppo-dr serve`` wrote to
+``<home>/prefect/serve.json`` while serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ppo_dr import config
+
+
+def api_url() -> str | None:
+    """``PREFECT_API_URL``, else the API ``ppo-dr serve`` is serving on, else None."""
+    named = os.environ.get("PREFECT_API_URL")
+    if named:
+        return named
+    state = config.home() / "prefect" / "serve.json"
+    try:
+        data = json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    url = data.get("api_url") if isinstance(data, dict) else None
+    return str(url) if url else None
+
+
+@contextlib.contextmanager
+def use_api(url: str | None) -> Iterator[None]:
+    """Point the Prefect client at *url* for the block (unless PREFECT_API_URL is set)."""
+    if url is None or os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
+def resume_paused(
+    tag: str, run_input: dict[str, Any], *, wait_s: float, every_run: bool
+) -> list[tuple[str, str]]:
+    """Resume the paused runs tagged *tag* with *run_input*: ``(run name, outcome)`` pairs.
+
+    A run of the tag that is running, not paused (still planning, or between two
+    pauses), is waited for up to *wait_s*: with *every_run* until each such run has
+    been resumed once, else until the first paused run is found. None found: [].
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    wanted = FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[tag]),
+        state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=[StateType.PAUSED, StateType.RUNNING])
+        ),
+    )
+    outcomes: list[tuple[str, str]] = []
+    deadline = time.monotonic() + wait_s
+    done: set[str] = set()
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = [
+                r for r in client.read_flow_runs(flow_run_filter=wanted) if str(r.id) not in done
+            ]
+            paused = [r for r in runs if r.state is not None and r.state.is_paused()]
+            for run in paused:
+                result = client.resume_flow_run(run.id, run_input=run_input)
+                reason = getattr(result.details, "reason", None)
+                status = result.status.value.lower()
+                outcomes.append((run.name, f"{status}: {reason}" if reason else status))
+                done.add(str(run.id))
+            waiting = [r for r in runs if r not in paused]
+            finished = not waiting if every_run else bool(paused)
+            if finished or time.monotonic() > deadline:
+                return outcomes
+            time.sleep(0.5)
