@@ -113,7 +113,8 @@ def escalation_deployment() -> RunnerDeployment:
         tags=[TAG, "escalation"],
         description=(
             "Page, escalate, post status and e-mail clients until the incident is resolved; "
-            "acknowledge by resuming the paused run. test=true pages level 1 as a test."
+            "start the failover of a lost server or DC; acknowledge by resuming the paused "
+            "run. test=true pages level 1 as a test."
         ),
         entrypoint_type=EntrypointType.MODULE_PATH,
     )

@@ -25,6 +25,20 @@ key clients informed while it lasts, tell everyone when it is over.
    last notices go out, the incident report is published as a markdown artifact
    (``incident-<id>-report``) and the run ends.
 
+**Failover** (an outage of a whole server or DC: :func:`ppo_dr.escalation.failover_scope`):
+right after level 1 has been paged, in the same wake-up, the run starts the ``failover``
+deployment for the incident's server or DC, exactly once (idempotency key
+``failover-<id>``), and records it on the timeline. After the page, not before it: the
+page is what gets a person moving and must not wait on another API call; but in the
+same wake-up, so the plan (which needs a few seconds of SSH checks) is ready by the time
+someone reads the page, and no minute of RTO is spent waiting for an ack. Not once the
+service is back (recovered) or resolved. The failover run plans, then runs at once
+(``auto_failover``) or pauses for approval; the escalation reads its timeline entries
+and tells the on-call (:func:`ppo_dr.escalation.failover_notices`): clients the plan
+refused and why, the plan waiting for approval with the command and the UI page, or the
+automatic failover under way. A missing failover deployment is a warning on the
+timeline, not a crash.
+
 **A test page**: ``escalation(test=True)`` (the deployment from the UI, no incident id)
 opens an incident of kind ``test`` and pages **level 1 only**, no public post and no
 client e-mail; it waits for an ack until the level's deadline, then resolves the test
@@ -46,8 +60,16 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from ppo_dr import config
-from ppo_dr.errors import PermanentError
-from ppo_dr.escalation import Decision, NoticeIntent, decide, fallback
+from ppo_dr.errors import DRError, PermanentError
+from ppo_dr.escalation import (
+    Decision,
+    FailoverView,
+    NoticeIntent,
+    decide,
+    failover_notices,
+    failover_scope,
+    fallback,
+)
 from ppo_dr.inventory import EscalationPolicy, Fleet
 from ppo_dr.mirror.runbook import store_url
 from tasks import label_flow_run
@@ -57,11 +79,13 @@ from tasks.escalation import (
     note_timeline,
     open_channels,
     open_test_incident,
+    read_failover,
     read_incident,
     record_ack_task,
     render_report,
     resolve_incident,
     send_notice,
+    start_failover,
 )
 from tasks.inventory import load_fleet_task
 
@@ -74,6 +98,9 @@ POLL_S: Final = 2
 PAUSE_GRACE_S: Final = 300
 #: Longest settle after recovery before the flow resolves the incident itself.
 MAX_SETTLE_S: Final = 300
+#: How soon to look again while a started failover has not planned yet: its plan (and
+#: the approval notice) should reach the on-call seconds after it exists.
+FAILOVER_RECHECK_S: Final = 5
 #: "Far away" for a test page's public and client notices (never reached).
 _NEVER_S: Final = 10 * 365 * 86400
 
@@ -227,6 +254,16 @@ def escalation(
 
     sent: dict[str, int] = {}
     pauses = 0
+    first, _ = read_incident(url, fleet, incident_id)
+    failover = FailoverView()
+    try:
+        scope = None if test else failover_scope(first.kind, first.scope or {})
+    except DRError as exc:  # a hostile or broken scope: page anyway, say why not failover
+        scope = None
+        if not read_failover(url, incident_id).unavailable:
+            note_timeline(url, incident_id, "failover-unavailable", f"no failover: {exc}", run_id)
+    if scope:
+        failover = read_failover(url, incident_id)  # a restarted run: started already?
     while True:
         incident, view = read_incident(url, fleet, incident_id)
         now = datetime.now(UTC)
@@ -234,6 +271,22 @@ def escalation(
         for intent in decision.notices:
             status = _send(url, fleet, channels, intent, incident_id)
             sent[status] = sent.get(status, 0) + 1
+        if scope and not failover.started and incident.recovered_at is None and not decision.done:
+            started = start_failover(
+                url, incident_id, scope, str(fleet_file) if fleet_file else None, run_id,
+                return_state=True,
+            )  # fmt: skip
+            if started.is_completed():
+                failover = started.result()
+            else:  # the API failed through every retry: page on, try again next wake-up
+                log.warning("failover not started (next wake-up tries again): %s",
+                            started.message)  # fmt: skip
+        if scope and failover.run_id:
+            failover = read_failover(url, incident_id)
+            incident, view = read_incident(url, fleet, incident_id)  # what was sent just now
+            for intent in failover_notices(policy, view, failover, people):
+                status = _send(url, fleet, channels, intent, incident_id)
+                sent[status] = sent.get(status, 0) + 1
         if decision.done:
             break
         extra: list[datetime] = []
@@ -243,6 +296,8 @@ def escalation(
                 resolve_incident(url, incident_id, "", "auto-resolved after recovery", run_id)
                 continue
             extra.append(settle_at)
+        if scope and failover.run_id and failover.plan_id is None:
+            extra.append(now + timedelta(seconds=FAILOVER_RECHECK_S))
         if test:
             deadline = incident.opened_at + timedelta(seconds=policy.levels[0].ack_deadline)
             if incident.acknowledged_at is not None or now >= deadline:

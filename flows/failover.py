@@ -261,9 +261,17 @@ def failover(
             incident_id,
             f"{kind}-planned",
             f"{kind} plan {plan.plan_id}: {len(plan.moves)} client(s) to move, "
-            f"{len(plan.refusals)} refused",
+            f"{len(plan.refusals)} refused"
+            + "".join(f"; REFUSED {r.client_id}: {r.reason}" for r in plan.refusals),
             run_id,
-            {"plan_id": plan.plan_id, "refusals": [r.client_id for r in plan.refusals]},
+            {
+                "plan_id": plan.plan_id,
+                "moves": len(plan.moves),
+                "refusals": [r.client_id for r in plan.refusals],
+                "refusal_reasons": [
+                    {"client": r.client_id, "reason": r.reason} for r in plan.refusals
+                ],
+            },
         )
     if not plan.moves:
         detail = "; ".join(f"{r.client_id}: {r.reason}" for r in plan.refusals) or "no client"
@@ -281,6 +289,7 @@ def failover(
                 f"plan {plan.plan_id} {'approved' if answer.approve else 'refused'} by "
                 f"{answer.by}" + (f": {answer.note}" if answer.note else ""),
                 run_id,
+                {"plan_id": plan.plan_id, "approve": answer.approve, "by": answer.by},
             )
         if not answer.approve:
             return Completed(message=f"plan {plan.plan_id} refused by {answer.by}: nothing done")
@@ -301,7 +310,12 @@ def _carry_out(
     ]
 
     for request in plan.provisions:
-        provision(path, url, request)
+        made = provision(path, url, request)
+        if incident_id:
+            note_timeline(url, incident_id, f"{kind}-provisioned",
+                          f"server {made['server']} in {request.dc} "
+                          f"{'provisioned' if made['created'] else 'found'} ({made['provider']})",
+                          run_id, made)  # fmt: skip
     acks = path.parent / "workload" / "acks.jsonl"
     versions = record.placement_versions
     futures = fail_over_client.map(
@@ -350,6 +364,12 @@ def _carry_out(
                 released.append(request.server_id)
     for window in windows:
         close_maintenance(url, window)
+    if incident_id and (mirrored or released):
+        note_timeline(url, incident_id, f"{kind}-mirrored",
+                      "mirroring of the new homes: "
+                      + (", ".join(f"{h} {o}" for h, o in mirrored.items()) or "none")
+                      + (f"; released unused: {', '.join(released)}" if released else ""),
+                      run_id, {"mirrored": mirrored, "released": released})  # fmt: skip
 
     if incident_id:
         for o in outcomes:

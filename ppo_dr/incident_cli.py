@@ -50,6 +50,14 @@ def _when(value: object) -> str:
     return time_text(value)  # type: ignore[arg-type]
 
 
+def _seconds(value: float | None) -> str:
+    from datetime import timedelta
+
+    from ppo_dr.reports import duration_text
+
+    return duration_text(None if value is None else timedelta(seconds=value))
+
+
 @incident_app.command("ls")
 @reports_errors
 def incident_ls(
@@ -80,6 +88,10 @@ def incident_show(incident_id: IdArgument, fleet: FleetOption = None) -> None:
             raise PermanentError(f"no incident with id {incident_id}")
         timeline = store.timeline(incident_id)
         notices = store.notices(incident_id)
+        failovers = [
+            (f, store.failover_results(f.plan_id))
+            for f in reversed(store.failovers(incident_id=incident_id))
+        ]
     scope = inc.scope or {}
     typer.echo(f"incident {inc.id}: {inc.title}")
     typer.echo(f"  state:    {inc.state} ({inc.kind}, {inc.severity})")
@@ -100,6 +112,19 @@ def incident_show(incident_id: IdArgument, fleet: FleetOption = None) -> None:
     for entry in timeline:
         run = f"  [run {entry.flow_run_id}]" if entry.flow_run_id else ""
         typer.echo(f"  {_when(entry.at)}  {entry.kind:<20} {entry.message}{run}")
+    if failovers:
+        typer.echo("failovers:")
+    for failover, results in failovers:
+        typer.echo(
+            f"  plan {failover.plan_id} ({failover.mode}): {failover.state}  "
+            f"[run {failover.flow_run_id or '-'}]"
+        )
+        for r in results:
+            typer.echo(
+                f"    {r.client_id}: {r.from_server} -> {r.to_server}  {r.outcome}  "
+                f"RTO {_seconds(r.rto_seconds)}  RPO {_seconds(r.rpo_seconds)}  "
+                f"writes lost {'-' if r.lost_writes is None else r.lost_writes}"
+            )
     typer.echo(f"notices ({len(notices)}):")
     for n in notices:
         detail = n.error or n.receipt or ""
@@ -154,23 +179,13 @@ def incident_report(
     ] = None,
     fleet: FleetOption = None,
 ) -> None:
-    """The incident report: Markdown on stdout, or a file (.html for HTML)."""
-    from ppo_dr.reports import build_report, report_html, report_markdown
+    """The incident report: Markdown on stdout, or a file (.html for HTML); with RTO,
+    RPO and data lost per client when clients were failed over."""
+    from ppo_dr.reports import report_for_incident, report_html, report_markdown
 
     flt = _fleet(fleet)
     with open_store(fleet) as store:
-        inc = store.incident(incident_id)
-        if inc is None:
-            raise PermanentError(f"no incident with id {incident_id}")
-        report = build_report(
-            inc,
-            store.timeline(incident_id),
-            store.notices(incident_id),
-            client_names={c.id: c.name for c in flt.clients} if flt else None,
-            client_contacts=(
-                {c.id: [k.email for k in c.contacts] for c in flt.clients} if flt else None
-            ),
-        )
+        report = report_for_incident(store, incident_id, flt)
     if output is None:
         typer.echo(report_markdown(report), nl=False)
         return

@@ -1,7 +1,14 @@
-"""The incident report: what happened, how fast we saw it, who was told, what we changed.
+"""The incident report: what happened, how fast we saw it, who was told, what we changed,
+and -- when clients were failed over -- what each client's recovery cost.
 
-Pure: built from what the store holds (the incident, its timeline, its notices) and,
-optionally, the fleet's client names. Two renderings of one :class:`IncidentReport`:
+Pure: built from what the store holds (the incident, its timeline, its notices, the
+ledger of its failovers) and, optionally, the fleet's client names;
+:func:`report_for_incident` reads all of it from a store. Per client moved by a
+failover of the incident: from/to server, mirror and snapshot restored, RPO (age of the
+snapshot at the declaration), RTO (declaration to healthy through the front door),
+acknowledged writes lost (measured in the lab) and the result, with the ledger's steps
+and their flow-run ids; "Data lost" says in plain words what each client lost.
+Two renderings of one :class:`IncidentReport`:
 
 * :func:`report_markdown` -- for ``ppo-dr incident report`` and the Prefect markdown
   artifact the escalation flow publishes when it ends;
@@ -20,9 +27,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from ppo_dr.store import Incident, Notice, TimelineEntry
+from ppo_dr.errors import PermanentError
+from ppo_dr.store import FailoverResult, FailoverStep, Incident, Notice, TimelineEntry
+
+if TYPE_CHECKING:
+    from ppo_dr.inventory import Fleet
+    from ppo_dr.store import Store
 
 NOT_YET: Final = "-"
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~])")
@@ -36,6 +48,61 @@ class ClientImpact:
     name: str
     outage: timedelta | None  # None while still out
     contacts_emailed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecovery:
+    """One client a failover of the incident moved (or tried to): the evidence.
+
+    ``rpo`` is the age of the restored snapshot at the declaration (what could be
+    lost); ``rto`` the time from the declaration to healthy through the front door;
+    ``lost_writes`` the acknowledged writes missing after the move (lab: from the
+    workload's log; None where nothing measures it).
+    """
+
+    client_id: str
+    name: str
+    plan_id: str
+    from_server: str
+    to_server: str
+    source_mirror: str | None
+    snapshot_id: str | None
+    rpo: timedelta | None
+    rto: timedelta | None
+    lost_writes: int | None
+    outcome: str  # ok | rolled-back
+    detail: str
+    flow_run_id: str | None
+
+    @property
+    def moved(self) -> bool:
+        """True when the client serves from its new server."""
+        return self.outcome == "ok"
+
+    def data_lost(self) -> str:
+        """What the client lost, in a sentence an account manager can forward."""
+        window = duration_text(self.rpo) if self.rpo is not None else None
+        if not self.moved:
+            return (
+                "not failed over (the attempt was rolled back: no data changed); "
+                "its data is still on the lost server"
+            )
+        if self.lost_writes is None:
+            return (
+                f"not measured; at most the writes of the last {window} before the "
+                "declaration (the restored snapshot's age)"
+                if window
+                else "not measured"
+            )
+        if self.lost_writes == 0:
+            return "nothing: no acknowledged write lost" + (
+                f" (restored snapshot {window} old)" if window else ""
+            )
+        return f"{self.lost_writes} acknowledged write(s) lost" + (
+            f": made after the restored snapshot ({window} old at the declaration)"
+            if window
+            else ""
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +120,8 @@ class IncidentReport:
     time_to_recover: timedelta | None
     time_to_resolve: timedelta | None
     flow_runs: tuple[str, ...]
+    recoveries: tuple[ClientRecovery, ...] = ()
+    failover_steps: tuple[FailoverStep, ...] = ()
 
 
 def build_report(
@@ -62,9 +131,12 @@ def build_report(
     *,
     client_names: Mapping[str, str] | None = None,
     client_contacts: Mapping[str, Sequence[str]] | None = None,
+    failover_results: Iterable[FailoverResult] = (),
+    failover_steps: Iterable[FailoverStep] = (),
 ) -> IncidentReport:
     """The report of *incident*; *client_names* and *client_contacts* (client id ->
-    e-mail addresses) come from the fleet when it is at hand."""
+    e-mail addresses) come from the fleet when it is at hand; *failover_results* and
+    *failover_steps* from the ledger of the incident's failovers."""
     entries = tuple(timeline)
     sent = tuple(notices)
     opened = incident.opened_at
@@ -82,7 +154,31 @@ def build_report(
         )
         for client in (incident.scope or {}).get("clients", ())
     )
-    runs = tuple(dict.fromkeys(e.flow_run_id for e in entries if e.flow_run_id))
+    recoveries = tuple(
+        ClientRecovery(
+            client_id=r.client_id,
+            name=names.get(r.client_id, r.client_id),
+            plan_id=r.plan_id,
+            from_server=r.from_server,
+            to_server=r.to_server,
+            source_mirror=r.source_mirror,
+            snapshot_id=r.snapshot_id,
+            rpo=_seconds(r.rpo_seconds),
+            rto=_seconds(r.rto_seconds),
+            lost_writes=r.lost_writes,
+            outcome=r.outcome,
+            detail=r.detail,
+            flow_run_id=r.flow_run_id,
+        )
+        for r in sorted(failover_results, key=lambda r: (r.client_id, r.updated_at))
+    )
+    steps = tuple(sorted(failover_steps, key=lambda s: (s.client_id, s.id)))
+    runs = tuple(
+        dict.fromkeys(
+            [e.flow_run_id for e in entries if e.flow_run_id]
+            + [s.flow_run_id for s in steps if s.flow_run_id]
+        )
+    )
     return IncidentReport(
         incident=incident,
         timeline=entries,
@@ -95,7 +191,39 @@ def build_report(
         time_to_recover=_since(first_failure or opened, incident.recovered_at),
         time_to_resolve=_since(opened, incident.resolved_at),
         flow_runs=runs,
+        recoveries=recoveries,
+        failover_steps=steps,
     )
+
+
+def report_for_incident(
+    store: Store, incident_id: int, fleet: Fleet | None = None
+) -> IncidentReport:
+    """The report of incident *incident_id* from *store*: timeline, notices and the
+    ledger of every failover run for it; names and contacts from *fleet* if given."""
+    incident = store.incident(incident_id)
+    if incident is None:
+        raise PermanentError(f"no incident with id {incident_id}")
+    results: list[FailoverResult] = []
+    steps: list[FailoverStep] = []
+    for failover in reversed(store.failovers(incident_id=incident_id)):
+        results += store.failover_results(failover.plan_id)
+        steps += store.failover_steps(failover.plan_id)
+    return build_report(
+        incident,
+        store.timeline(incident_id),
+        store.notices(incident_id),
+        client_names={c.id: c.name for c in fleet.clients} if fleet else None,
+        client_contacts=(
+            {c.id: [k.email for k in c.contacts] for c in fleet.clients} if fleet else None
+        ),
+        failover_results=results,
+        failover_steps=steps,
+    )
+
+
+def _seconds(value: float | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=value)
 
 
 def _first_failure(incident: Incident, timeline: Sequence[TimelineEntry]) -> datetime | None:
@@ -200,6 +328,7 @@ def report_markdown(report: IncidentReport) -> str:
             )
     else:
         lines.append("No client named in the incident's scope.")
+    lines += _recovery_markdown(report)
     lines += [
         "",
         "## Cause",
@@ -244,6 +373,89 @@ def report_markdown(report: IncidentReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _writes(value: int | None) -> str:
+    return "not measured" if value is None else str(value)
+
+
+def recovery_rows(report: IncidentReport) -> list[tuple[str, ...]]:
+    """One row per client failed over: both renderings (and the artifact) show these."""
+    return [
+        (
+            r.client_id,
+            r.from_server,
+            r.to_server,
+            r.source_mirror or NOT_YET,
+            r.snapshot_id or NOT_YET,
+            duration_text(r.rpo),
+            duration_text(r.rto),
+            _writes(r.lost_writes),
+            "moved" if r.moved else f"rolled back: {r.detail}" if r.detail else "rolled back",
+        )
+        for r in report.recoveries
+    ]
+
+
+RECOVERY_HEAD: Final = (
+    "client",
+    "from",
+    "to",
+    "mirror",
+    "snapshot restored",
+    "RPO (snapshot age)",
+    "RTO",
+    "acked writes lost",
+    "result",
+)
+STEP_HEAD: Final = ("client", "step", "state", "started (UTC)", "took", "attempts", "flow run")
+
+
+def step_rows(report: IncidentReport) -> list[tuple[str, ...]]:
+    """The failover ledger's steps, per client, with the flow run that did each."""
+    return [
+        (
+            s.client_id,
+            s.step,
+            s.state + (f": {s.detail}" if s.detail and s.state != "done" else ""),
+            time_text(s.started_at),
+            duration_text(s.finished_at - s.started_at)
+            if s.started_at is not None and s.finished_at is not None
+            else NOT_YET,
+            str(s.attempts),
+            s.flow_run_id or NOT_YET,
+        )
+        for s in report.failover_steps
+    ]
+
+
+def _md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _recovery_markdown(report: IncidentReport) -> list[str]:
+    if not report.recoveries:
+        return []
+    lines = [
+        "",
+        "## Recovery per client (failover)",
+        "",
+        "RPO: age of the restored snapshot at the declaration. RTO: declaration to healthy "
+        "through the front door.",
+        "",
+        *_md_table(RECOVERY_HEAD, recovery_rows(report)),
+        "",
+        "## Data lost",
+        "",
+    ]
+    lines += [
+        f"- **{md(r.client_id)}** ({md(r.name)}): {md(r.data_lost())}" for r in report.recoveries
+    ]
+    if report.failover_steps:
+        lines += ["", "### Failover steps", "", *_md_table(STEP_HEAD, step_rows(report))]
+    return lines
+
+
 # --------------------------------------------------------------------------- HTML
 
 
@@ -269,6 +481,27 @@ _CSS: Final = (
     "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;"
     "padding:.25rem .5rem;text-align:left;vertical-align:top}th{background:#f4f4f4}"
 )
+
+
+def _recovery_html(report: IncidentReport) -> list[str]:
+    if not report.recoveries:
+        return []
+    parts = [
+        "<h2>Recovery per client (failover)</h2>",
+        "<p>RPO: age of the restored snapshot at the declaration. RTO: declaration to "
+        "healthy through the front door.</p>",
+        _table(RECOVERY_HEAD, recovery_rows(report)),
+        "<h2>Data lost</h2>",
+        "<ul>",
+        *(
+            f"<li><strong>{_h(r.client_id)}</strong> ({_h(r.name)}): {_h(r.data_lost())}</li>"
+            for r in report.recoveries
+        ),
+        "</ul>",
+    ]
+    if report.failover_steps:
+        parts += ["<h3>Failover steps</h3>", _table(STEP_HEAD, step_rows(report))]
+    return parts
 
 
 def report_html(report: IncidentReport) -> str:
@@ -336,6 +569,7 @@ def report_html(report: IncidentReport) -> str:
         _table(("client", "name", "outage", "contacts e-mailed"), impact)
         if impact
         else "<p>No client named in the incident's scope.</p>",
+        *_recovery_html(report),
         "<h2>Cause</h2>",
         _html_block(inc.cause),
         "<h2>Measures taken</h2>",
@@ -352,13 +586,19 @@ def report_html(report: IncidentReport) -> str:
 
 
 __all__ = [
+    "RECOVERY_HEAD",
+    "STEP_HEAD",
     "ClientImpact",
+    "ClientRecovery",
     "IncidentReport",
     "build_report",
     "duration_text",
     "md",
     "notice_counts",
+    "recovery_rows",
+    "report_for_incident",
     "report_html",
     "report_markdown",
+    "step_rows",
     "time_text",
 ]

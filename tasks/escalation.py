@@ -20,10 +20,18 @@ from prefect.runtime import task_run
 
 from ppo_dr.channels import Channel, MessageChannel, build_channels, describe_channels
 from ppo_dr.errors import PermanentError, TransientError
-from ppo_dr.escalation import IncidentView, NoticeIntent, contacts_of
+from ppo_dr.escalation import (
+    FAILOVER_STARTED,
+    FAILOVER_UNAVAILABLE,
+    FailoverView,
+    IncidentView,
+    NoticeIntent,
+    contacts_of,
+    failover_view,
+)
 from ppo_dr.inventory import Fleet
 from ppo_dr.notify import address_for, deliver, give_up, retry_delay
-from ppo_dr.reports import build_report, report_markdown
+from ppo_dr.reports import report_for_incident, report_markdown
 from ppo_dr.store import Incident, Store
 from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn, secret_from_block
 
@@ -33,6 +41,13 @@ from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn, secret_from_bl
 IN_FLIGHT_S = 60.0
 #: Timeline kind of every acknowledgement (the store's own, and re-acks after a re-trigger).
 ACK_KIND = "acknowledged"
+#: The failover runbook's deployment (``flows/failover.py``), served by ``ppo-dr serve``.
+FAILOVER_DEPLOYMENT = "failover/failover"
+
+
+def failover_key(incident_id: int) -> str:
+    """The idempotency key of an incident's failover run: one run per incident, ever."""
+    return f"failover-{incident_id}"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -265,16 +280,86 @@ def note_timeline(
 
 @task(name="render-report", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
 def render_report(store_url: str, fleet: Fleet, incident_id: int) -> str:
-    """The incident report in Markdown (cause, measures, timeline, times, notices)."""
+    """The incident report in Markdown (cause, measures, timeline, times, notices,
+    RTO/RPO and data lost per client of its failovers)."""
     with Store.open(store_url) as store:
-        incident = store.incident(incident_id)
-        if incident is None:
-            raise PermanentError(f"no incident with id {incident_id}")
-        report = build_report(
-            incident,
-            store.timeline(incident_id),
-            store.notices(incident_id),
-            client_names={c.id: c.name for c in fleet.clients},
-            client_contacts={c.id: [k.email for k in c.contacts] for c in fleet.clients},
-        )
+        report = report_for_incident(store, incident_id, fleet)
     return report_markdown(report)
+
+
+# --------------------------------------------------------------------------- failover
+
+
+@task(name="read-failover", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+def read_failover(store_url: str, incident_id: int) -> FailoverView:
+    """What the incident's timeline says of the failover this escalation started."""
+    with Store.open(store_url) as store:
+        return failover_view(store.timeline(incident_id))
+
+
+@task(
+    name="start-failover",
+    task_run_name="start-failover-{incident_id}",
+    cache_policy=NO_CACHE,
+    timeout_seconds=60,
+    **_RETRIES,
+)
+def start_failover(
+    store_url: str,
+    incident_id: int,
+    scope: Mapping[str, str],
+    fleet_file: str | None,
+    flow_run_id: str | None,
+) -> FailoverView:
+    """Start the failover run of the incident (once: idempotency key), record it.
+
+    The run plans at once and then runs or pauses for approval, as the policy says.
+    A restarted escalation gets the same run back (same key) and records nothing twice.
+    A missing deployment is a warning on the timeline, not a failure: paging goes on,
+    and the on-call can start it by hand (``ppo-dr failover run``).
+    """
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    log = get_run_logger()
+    (level, subject), *_ = scope.items()
+    parameters: dict[str, Any] = {level: subject, "incident_id": incident_id}
+    if fleet_file is not None:
+        parameters["fleet_file"] = fleet_file
+    with Store.open(store_url) as store:
+        try:
+            run = run_deployment(
+                FAILOVER_DEPLOYMENT,
+                parameters=parameters,
+                timeout=0,
+                idempotency_key=failover_key(incident_id),
+                tags=[f"incident:{incident_id}"],
+            )
+        except ObjectNotFound:
+            why = (
+                f"deployment {FAILOVER_DEPLOYMENT!r} not found: no failover for {level} "
+                f"{subject} until it is served (ppo-dr serve), or start one by hand: "
+                f"ppo-dr failover run --{level} {subject} --incident {incident_id}"
+            )
+            log.warning(why)
+            if not any(e.kind == FAILOVER_UNAVAILABLE for e in store.timeline(incident_id)):
+                store.add_timeline(
+                    incident_id, FAILOVER_UNAVAILABLE, why, flow_run_id=flow_run_id,
+                    data={"scope": dict(scope)},
+                )  # fmt: skip
+            return failover_view(store.timeline(incident_id))
+        assert isinstance(run, FlowRun)  # the sync form, not a coroutine
+        log.info("failover of incident %s: flow run %s (%s)", incident_id, run.id, run.name)
+        if not any(
+            e.kind == FAILOVER_STARTED and e.data.get("failover_run_id") == str(run.id)
+            for e in store.timeline(incident_id)
+        ):
+            store.add_timeline(
+                incident_id,
+                FAILOVER_STARTED,
+                f"failover of {level} {subject} started: flow run {run.name} ({run.id})",
+                flow_run_id=flow_run_id,
+                data={"failover_run_id": str(run.id), "run_name": run.name, "scope": dict(scope)},
+            )
+        return failover_view(store.timeline(incident_id))

@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from ppo_dr.reports import build_report, duration_text, md, report_html, report_markdown
-from ppo_dr.store import Incident, Notice, TimelineEntry
+import pytest
+
+from ppo_dr.errors import PermanentError
+from ppo_dr.reports import (
+    build_report,
+    duration_text,
+    md,
+    report_for_incident,
+    report_html,
+    report_markdown,
+)
+from ppo_dr.store import FailoverResult, Incident, Notice, Store, TimelineEntry
 
 T0 = datetime(2026, 11, 30, 7, 31, 12, tzinfo=UTC)
 HOSTILE = '<script>alert("x")</script> **bold** [link](http://evil) | pipe & `code`'
@@ -156,3 +167,156 @@ def test_md_escapes_markdown_and_html() -> None:
     assert md("<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;"
     assert md("two\nlines") == "two lines"
     assert duration_text(timedelta(hours=1, minutes=2, seconds=5)) == "1h 02m 05s"
+
+
+# --------------------------------------------------------------------------- failover
+
+PLAN = "a1b2c3d4e5f60718"
+
+
+def failed_over_store(tmp_path: Path) -> tuple[Store, int]:
+    """A store with an outage incident and the real ledger rows of its failover: acme
+    moved (3 writes lost), karoo moved (none lost), zulu rolled back."""
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    store.upgrade()
+    inc, _ = store.open_incident(
+        "outage",
+        "server:app-jhb1-1",
+        "app server app-jhb1-1 down (3 clients)",
+        {"level": "server", "subject": "app-jhb1-1", "clients": ["acme", "karoo", "zulu"]},
+        at=T0,
+    )
+    store.begin_failover(
+        PLAN, "emergency", {"plan_id": PLAN}, incident_id=inc.id, flow_run_id="run-fo-1", at=at(20)
+    )
+    for client in ("acme", "karoo"):
+        for i, step in enumerate(("restore", "verify", "switch", "health-front-door")):
+            store.begin_step(PLAN, client, step, flow_run_id="run-fo-1", at=at(30 + 10 * i))
+            store.finish_step(PLAN, client, step, at=at(35 + 10 * i))
+    store.begin_step(PLAN, "zulu", "restore", flow_run_id="run-fo-1", at=at(30))
+    store.finish_step(PLAN, "zulu", "restore", "rolled-back", "disk full", at=at(40))
+    store.record_failover_result(
+        PLAN, "acme", from_server="app-jhb1-1", to_server="app-cpt1-1", outcome="ok",
+        source_mirror="mirror-jhb1-1", snapshot_id="2026-11-30T072900Z", rto_seconds=95.0,
+        rpo_seconds=132.0, lost_writes=3, flow_run_id="run-fo-1",
+    )  # fmt: skip
+    store.record_failover_result(
+        PLAN, "karoo", from_server="app-jhb1-1", to_server="app-cpt1-1", outcome="ok",
+        source_mirror="mirror-cpt1-1", snapshot_id="2026-11-30T073000Z", rto_seconds=80.0,
+        rpo_seconds=72.0, lost_writes=0, flow_run_id="run-fo-1",
+    )  # fmt: skip
+    store.record_failover_result(
+        PLAN, "zulu", from_server="app-jhb1-1", to_server="app-cpt1-1", outcome="rolled-back",
+        detail="PermanentError: disk full", flow_run_id="run-fo-1",
+    )  # fmt: skip
+    store.add_timeline(inc.id, "failover-finished", "failover partial", flow_run_id="run-fo-1")
+    return store, inc.id
+
+
+def test_the_report_gives_rto_rpo_and_data_lost_per_client(tmp_path: Path) -> None:
+    store, incident_id = failed_over_store(tmp_path)
+    with store:
+        report = report_for_incident(store, incident_id)
+    by_client = {r.client_id: r for r in report.recoveries}
+    assert list(by_client) == ["acme", "karoo", "zulu"]
+    acme = by_client["acme"]
+    assert (acme.from_server, acme.to_server, acme.source_mirror) == (
+        "app-jhb1-1",
+        "app-cpt1-1",
+        "mirror-jhb1-1",
+    )
+    assert acme.rto == timedelta(seconds=95) and acme.rpo == timedelta(seconds=132)
+    assert acme.data_lost() == (
+        "3 acknowledged write(s) lost: made after the restored snapshot (2m 12s old at the "
+        "declaration)"
+    )
+    assert by_client["karoo"].data_lost().startswith("nothing: no acknowledged write lost")
+    assert "not failed over" in by_client["zulu"].data_lost()
+    assert "run-fo-1" in report.flow_runs
+    assert [(s.client_id, s.step) for s in report.failover_steps][:2] == [
+        ("acme", "restore"),
+        ("acme", "verify"),
+    ]
+
+    text = report_markdown(report)
+    assert "## Recovery per client (failover)" in text and "## Data lost" in text
+    row = next(line for line in text.splitlines() if line.startswith("| acme | app-jhb1-1"))
+    cells = [c.strip() for c in row.strip("|").split(" | ")]
+    assert cells == [
+        "acme", "app-jhb1-1", "app-cpt1-1", "mirror-jhb1-1",
+        "2026-11-30T072900Z", "2m 12s", "1m 35s", "3", "moved",
+    ]  # fmt: skip
+    assert "rolled back: PermanentError: disk full" in text
+    assert "### Failover steps" in text and "rolled-back: disk full" in text
+    page = report_html(report)
+    assert "<h2>Recovery per client (failover)</h2>" in page and "<h2>Data lost</h2>" in page
+    assert "<td>1m 35s</td>" in page and "<td>2m 12s</td>" in page
+
+
+def test_unmeasured_loss_is_said_as_the_rpo_window() -> None:
+    report = build_report(
+        incident(),
+        [],
+        [],
+        failover_results=[
+            FailoverResult(
+                plan_id=PLAN,
+                client_id="acme",
+                from_server="app-jhb1-1",
+                to_server="app-cpt1-1",
+                source_mirror="mirror-jhb1-1",
+                snapshot_id="snap",
+                outcome="ok",
+                rto_seconds=40.0,
+                rpo_seconds=600.0,
+                lost_writes=None,
+                restored_bytes=10,
+                restored_files=1,
+                restore_seconds=1.0,
+                detail="",
+                updated_at=at(50),
+                flow_run_id="run-fo-1",
+            )
+        ],
+    )
+    (acme,) = report.recoveries
+    assert acme.data_lost() == (
+        "not measured; at most the writes of the last 10m 00s before the declaration "
+        "(the restored snapshot's age)"
+    )
+    assert "not measured" in report_markdown(report)
+
+
+def test_a_report_without_failover_has_no_recovery_section(tmp_path: Path) -> None:
+    report = build_report(incident(), TIMELINE, NOTICES)
+    assert report.recoveries == () and "Recovery per client" not in report_markdown(report)
+    with Store(f"sqlite:///{tmp_path / 'db.sqlite'}") as store:
+        store.upgrade()
+        with pytest.raises(PermanentError, match="no incident with id 42"):
+            report_for_incident(store, 42)
+
+
+def test_incident_show_and_report_cli_give_the_failover_per_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from ppo_dr.incident_cli import incident_app
+
+    store, incident_id = failed_over_store(tmp_path)
+    store.close()
+    monkeypatch.setenv("PPO_DR_DB_URL", f"sqlite:///{tmp_path / 'state.db'}")
+    monkeypatch.setenv("PPO_DR_FLEET", str(tmp_path / "no-fleet.yaml"))
+    shown = CliRunner().invoke(incident_app, ["show", str(incident_id)])
+    assert shown.exit_code == 0, shown.output
+    assert f"plan {PLAN} (emergency): running  [run run-fo-1]" in shown.output
+    assert (
+        "acme: app-jhb1-1 -> app-cpt1-1  ok  RTO 1m 35s  RPO 2m 12s  writes lost 3" in shown.output
+    )
+    assert (
+        "zulu: app-jhb1-1 -> app-cpt1-1  rolled-back  RTO -  RPO -  writes lost -" in shown.output
+    )
+    page = tmp_path / "report.html"
+    out = CliRunner().invoke(incident_app, ["report", str(incident_id), "-o", str(page)])
+    assert out.exit_code == 0, out.output
+    assert "3 acknowledged write(s) lost" in page.read_text(encoding="utf-8")
