@@ -317,7 +317,12 @@ def end_scratch_maintenance(url: str, window_id: int, at: datetime) -> None:
 )
 def restore_canary(fleet_file: Path, plan: CanaryPlan, server: Server) -> dict[str, Any]:
     """Restore the canary's snapshot from its one mirror into the scratch server (the
-    failover's restore: staging directory, then a rename)."""
+    failover's restore: staging directory, then a rename).
+
+    Damaged data on that mirror raises DamagedDataError, which is permanent: the drill
+    fails at once instead of re-reading the same bad bytes through the retries (finding
+    that damage is the drill's point; the failover would fall back to the other mirror).
+    """
     fleet = with_server(load_fleet(fleet_file), server)
     move = plan.move(server.id)
     with drill_access(fleet) as access:

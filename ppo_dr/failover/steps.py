@@ -54,6 +54,7 @@ from ppo_dr.errors import (
 )
 from ppo_dr.fleet_access import FleetAccess, client_path, mirror_plan, repo_path
 from ppo_dr.ids import check_id
+from ppo_dr.mirror.errors import DamagedDataError
 from ppo_dr.mirror.manifest import Manifest, check_snapshot_id, snapshot_time
 from ppo_dr.transport.base import EntryType, Remote
 
@@ -149,6 +150,19 @@ def remove_tree(remote: Remote, path: str) -> int:
 # --------------------------------------------------------------------------- sources
 
 
+def wanted_mirrors(fleet: Fleet, move: MoveLike, mirrors: Sequence[str] | None) -> list[str]:
+    """The mirrors to restore *move*'s client from, best first, reachable or not."""
+    wanted = list(mirrors or [])
+    if not wanted:
+        wanted = [m for m in (move.source_mirror, *move.fallback_mirrors) if m]
+    if not wanted:
+        wanted = [
+            m.id
+            for m, _ in mirror_plan(fleet, move.from_server, {move.client_id: move.from_server})
+        ]
+    return list(dict.fromkeys(wanted))
+
+
 def source_targets(
     access: FleetAccess, move: MoveLike, mirrors: Sequence[str] | None = None
 ) -> list[MirrorTarget]:
@@ -158,18 +172,9 @@ def source_targets(
     transient."""
     from ppo_dr.mirror.results import MirrorTarget
 
-    fleet = access.fleet
-    wanted = list(mirrors or [])
-    if not wanted:
-        wanted = [m for m in (move.source_mirror, *move.fallback_mirrors) if m]
-    if not wanted:
-        wanted = [
-            m.id
-            for m, _ in mirror_plan(fleet, move.from_server, {move.client_id: move.from_server})
-        ]
     targets: list[MirrorTarget] = []
     problems: list[str] = []
-    for mirror_id in dict.fromkeys(wanted):
+    for mirror_id in wanted_mirrors(access.fleet, move, mirrors):
         mirror = access.server(mirror_id)
         try:
             remote = access.remote(mirror.id)
@@ -282,6 +287,11 @@ def restore_client(
     attempt of this step that crashed after its rename, or stale data of a former
     home), it is moved aside and removed after the swap; the client is not placed on
     the target yet, so no write can have landed there.
+
+    Blobs damaged on one mirror come from the next one given. A file that no mirror
+    could serve raises DamagedDataError (permanent: do not retry) when every mirror
+    was read and had it damaged, else TransientError (a mirror could not be read for
+    now, so a retry may find it).
     """
     from ppo_dr.mirror.restore import restore
 
@@ -314,10 +324,18 @@ def restore_client(
         dest_connect=access.connector(target.id),
     )
     if result.refused:
-        raise TransientError(
-            f"restore of {client} onto {target.id}: {len(result.refused)} file(s) no mirror "
-            f"could serve intact, first {result.refused[0]!r}"
+        why = (
+            f"restore of {client} onto {target.id} from {', '.join(t.mirror_id for t in sources)}: "
+            f"{len(result.refused)} file(s) no mirror could serve intact, "
+            f"first {result.refused[0]!r}"
         )
+        read = set(result.served_by)  # the sources restore could open
+        if len(result.damaged) == len(result.refused) and read >= set(
+            wanted_mirrors(fleet, move, mirrors)
+        ):
+            # Every mirror was read and every copy is damaged: again gives the same bytes.
+            raise DamagedDataError(why + " (damaged on every mirror)")
+        raise TransientError(why)  # a mirror could not be read now: it may come back
     dest.mkdir_p(posixpath.dirname(final))
     aside = None
     if dest.stat(final) is not None:
@@ -749,4 +767,5 @@ __all__ = [
     "switch_reason",
     "unfreeze",
     "verify_restored",
+    "wanted_mirrors",
 ]

@@ -4,8 +4,11 @@ These commands talk to the servers directly (SSH, host keys pinned by the fleet
 file) and to the state store; they never need Prefect. ``run`` does what one
 scheduled ``mirror-server`` run does (snapshot, catalogue, verify) for an operator
 at a terminal; the schedule, the artifacts and the mirror-stale alerts belong to
-the flows. Ids are checked before anything is touched; errors are one line and
-exit code 2, never a traceback.
+the flows. Like the flows, every command finds a client where the store's placements
+put it (fleet.yaml only says where it started): after a failover, ``run`` mirrors the
+client from its new home (a spare turned home included) and no longer from the old.
+Ids are checked before anything is touched; errors are one line and exit code 2,
+never a traceback.
 
 Exit codes: 0 done; 1 done, but something is missing or damaged (a mirror did not
 get its snapshot, verify found problems, restore refused files); 2 error.
@@ -26,8 +29,9 @@ from ppo_dr.cli_support import FleetOption, reports_errors
 from ppo_dr.errors import DRError, PermanentError, UnsafeInputError
 from ppo_dr.fleet_access import (
     FleetAccess,
-    app_server,
     client_ids_on,
+    home_server,
+    homes,
     mirror_plan,
     mirror_targets,
 )
@@ -61,21 +65,37 @@ def _fleet(path: Path | None) -> Fleet:
     return load_fleet(Path(path) if path else config.fleet_file())
 
 
-def _client_server(fleet: Fleet, client_id: str) -> str:
+def _placements(fleet: Fleet) -> dict[str, str]:
+    """client -> server from the store's placements (empty for a store never written)."""
+    from ppo_dr.mirror.runbook import store_url
+    from ppo_dr.store import Store
+
+    with Store.open(store_url(fleet)) as store:
+        return {p.client_id: p.server_id for p in store.placements()}
+
+
+def _client_server(fleet: Fleet, client_id: str, placements: dict[str, str]) -> str:
+    """The server *client_id* lives on now (placements, else fleet.yaml)."""
     cid = check_id(client_id, "client id")
-    try:
-        return fleet.client(cid).server
-    except KeyError:
-        raise PermanentError(f"no client {cid!r} in fleet {fleet.name}") from None
+    where = homes(fleet, placements)
+    if cid not in where:
+        raise PermanentError(f"no client {cid!r} in fleet {fleet.name}")
+    return where[cid]
 
 
-def _servers_for(fleet: Fleet, server: str | None, clients: list[str] | None) -> list[str]:
-    """App servers to act on: *server*, else those of *clients*, else every app server."""
+def _servers_for(
+    fleet: Fleet, server: str | None, clients: list[str] | None, placements: dict[str, str]
+) -> list[str]:
+    """Homes to act on: *server*, else those of *clients*, else every app server and
+    every spare the placements made a home (what the hourly mirror covers)."""
     if server is not None:
-        return [app_server(fleet, server).id]
+        return [home_server(fleet, server, placements).id]
     if clients:
-        return list(dict.fromkeys(_client_server(fleet, c) for c in clients))
-    return [s.id for s in fleet.servers_by_role("app")]
+        return list(dict.fromkeys(_client_server(fleet, c, placements) for c in clients))
+    hosting = set(homes(fleet, placements).values())
+    return [
+        s.id for s in fleet.servers if s.role == "app" or (s.role == "spare" and s.id in hosting)
+    ]
 
 
 def _mirror_filter(fleet: Fleet, mirror: str | None) -> str | None:
@@ -92,16 +112,18 @@ def _mirror_filter(fleet: Fleet, mirror: str | None) -> str | None:
 
 
 def _targets(
-    access: FleetAccess, servers: list[str], mirror: str | None
+    access: FleetAccess, servers: list[str], mirror: str | None, placements: dict[str, str]
 ) -> Iterator[tuple[str, MirrorTarget]]:
-    """(app server, target) for each reachable mirror; unreachable ones are reported."""
+    """(home, target) for each reachable mirror; unreachable ones are reported."""
     for server in servers:
-        mirrors = [m.id for m, _ in mirror_plan(access.fleet, server)]
+        mirrors = [m.id for m, _ in mirror_plan(access.fleet, server, placements)]
         if mirror is not None:
             if mirror not in mirrors:
                 continue
             mirrors = [mirror]
-        connected = mirror_targets(access.fleet, server, access, mirrors=mirrors)
+        connected = mirror_targets(
+            access.fleet, server, access, mirrors=mirrors, placements=placements
+        )
         for mid, why in connected.unreachable.items():
             typer.echo(f"warning: {server} on {mid}: unreachable ({why})", err=True)
         for target in connected.targets:
@@ -170,13 +192,16 @@ def run_command(
     from ppo_dr.store import Store
 
     flt = _fleet(fleet)
-    servers = _servers_for(flt, server, client)
+    placed = _placements(flt)
+    servers = _servers_for(flt, server, client, placed)
     incomplete = False
     with FleetAccess(flt) as access, Store.open(store_url(flt)) as store:
         for sid in servers:
-            wanted = [c for c in client if _client_server(flt, c) == sid] if client else None
-            chosen = client_ids_on(flt, sid, wanted)
-            run = snapshot_app_server(access, sid, chosen, hook=hook)
+            wanted = (
+                [c for c in client if _client_server(flt, c, placed) == sid] if client else None
+            )
+            chosen = client_ids_on(flt, sid, wanted, placed)
+            run = snapshot_app_server(access, sid, chosen, hook=hook, placements=placed)
             record_in_catalogue(store, run)
             checks = verify_new_snapshots(access, store, run)
             _print_run(run)
@@ -213,7 +238,8 @@ def ls_command(
 
     flt = _fleet(fleet)
     mid = _mirror_filter(flt, mirror)
-    servers = _servers_for(flt, server, client)
+    placed = _placements(flt)
+    servers = _servers_for(flt, server, client, placed)
     wanted = [check_id(c, "client id") for c in client] if client else None
     each: list[str | None] = list(wanted) if wanted else [None]
     with Store.open(store_url(flt)) as store:
@@ -228,9 +254,9 @@ def ls_command(
     )
     count = 0
     with FleetAccess(flt) as access:
-        for sid, target in _targets(access, servers, mid):
+        for sid, target in _targets(access, servers, mid, placed):
             for client_id in each:
-                if client_id is not None and _client_server(flt, client_id) != sid:
+                if client_id is not None and _client_server(flt, client_id, placed) != sid:
                     continue
                 for info in list_snapshots(target, client_id, key=access.mirror_key):
                     row = verified.get((target.mirror_id, info.client_id, info.snapshot_id))
@@ -270,14 +296,15 @@ def verify_command(
     flt = _fleet(fleet)
     mid = _mirror_filter(flt, mirror)
     part = _subset(subset)
-    servers = _servers_for(flt, server, client)
+    placed = _placements(flt)
+    servers = _servers_for(flt, server, client, placed)
     wanted: list[str | None] = [check_id(c, "client id") for c in client] if client else [None]
     bad = 0
     checked = 0
     with FleetAccess(flt) as access, Store.open(store_url(flt)) as store:
-        for sid, target in _targets(access, servers, mid):
+        for sid, target in _targets(access, servers, mid, placed):
             for client_id in wanted:
-                if client_id is not None and _client_server(flt, client_id) != sid:
+                if client_id is not None and _client_server(flt, client_id, placed) != sid:
                     continue
                 report = verify(
                     target,
@@ -348,7 +375,8 @@ def restore_command(
 
     flt = _fleet(fleet)
     cid = check_id(client, "client id")
-    home = _client_server(flt, cid)
+    placed = _placements(flt)
+    home = _client_server(flt, cid, placed)  # where its live data is now
     snapshot_id, server_of_repo = _choose_snapshot(flt, store_url(flt), cid, snapshot, home)
     with FleetAccess(flt) as access:
         dest: Remote
@@ -377,7 +405,7 @@ def restore_command(
                 raise UnsafeInputError("--path is for a server; for a local restore give --to DIR")
             dest_path = str(Path(to).expanduser().resolve())
             dest = LocalRemote()
-        connected = mirror_targets(flt, server_of_repo, access)
+        connected = mirror_targets(flt, server_of_repo, access, placements=placed)
         for mid, why in connected.unreachable.items():
             typer.echo(f"warning: mirror {mid} unreachable ({why})", err=True)
         if not connected.targets:
@@ -444,9 +472,10 @@ def prune_command(
 
     flt = _fleet(fleet)
     mid = _mirror_filter(flt, mirror)
-    servers = _servers_for(flt, server, None)
+    placed = _placements(flt)
+    servers = _servers_for(flt, server, None, placed)
     with FleetAccess(flt) as access:
-        for sid, target in _targets(access, servers, mid):
+        for sid, target in _targets(access, servers, mid, placed):
             policy = flt.mirror
             result = prune(
                 target,

@@ -156,6 +156,10 @@ class BlobFetcher:
         self._uses = uses if uses is not None else Counter()
         self._reused: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._reused_bytes = 0
+        # Why the last fetch came back empty: True if every source failed it for the
+        # data itself (damaged, or missing from the repository), False if a source
+        # could not be read, so trying again later might get it.
+        self.last_miss_damaged = False
 
     def _remember(self, blob_id: str, mirror_id: str, data: bytes) -> None:
         """Keep *data* if the blob is needed again (oldest dropped beyond the budget)."""
@@ -202,13 +206,15 @@ class BlobFetcher:
         return data
 
     def fetch(self, blob_id: str) -> bytes | None:
-        """The blob's plaintext from the first source with an intact copy, or None."""
+        """The blob's plaintext from the first source with an intact copy, or None
+        (then :attr:`last_miss_damaged` says whether only damage was found)."""
         kept = self._reused.get(blob_id)
         if kept is not None:
             self._remember(blob_id, kept[0], kept[1])
             with self._lock:
                 self._served[kept[0]] += 1
             return kept[1]
+        unreachable = False
         for source in self._opened:
             loc = source.index.blobs.get(blob_id)
             if loc is None:
@@ -225,12 +231,14 @@ class BlobFetcher:
                     source.repo.mirror_id,
                     exc,
                 )
+                unreachable = True
                 continue
             if blob_id in self._uses:
                 self._remember(blob_id, source.repo.mirror_id, data)
             with self._lock:
                 self._served[source.repo.mirror_id] += 1
             return data
+        self.last_miss_damaged = not unreachable
         return None
 
 
@@ -257,6 +265,7 @@ class _Tally:
     files: int = 0
     bytes: int = 0
     refused: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # refused for damage alone
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -287,6 +296,8 @@ def _restore_files(
             if not intact:
                 with tally.lock:
                     tally.refused.append(entry.path)
+                    if fetcher.last_miss_damaged:
+                        tally.damaged.append(entry.path)
                 continue
             dest.utime(path, entry.mtime)
             with tally.lock:
@@ -504,4 +515,5 @@ def restore(
         duration_s=time.monotonic() - started,
         served_by=tally.served,
         refused=sorted(tally.refused),
+        damaged=sorted(tally.damaged),
     )

@@ -92,13 +92,19 @@ class VerifyReport:
 
 @dataclass
 class RestoreResult:
-    """What restore wrote, and which mirror served how many blobs."""
+    """What restore wrote, and which mirror served how many blobs.
+
+    ``refused``: files no source could serve intact (not written). ``damaged``: those of
+    them every source holding them had damaged or lost (permanent, unlike a source that
+    could not be read for now).
+    """
 
     files: int
     bytes: int
     duration_s: float
     served_by: dict[str, int]
     refused: list[str]
+    damaged: list[str] = field(default_factory=list)
 
 
 @dataclass

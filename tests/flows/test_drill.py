@@ -20,7 +20,12 @@ from uuid import UUID
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from prefect.states import State
 
 from flows.drill import dr_drill
@@ -218,6 +223,14 @@ def test_a_corrupted_mirror_fails_the_drill_loudly_and_still_tears_down(
     scratch = result["scratch"][0] if isinstance(result, dict) else None
     assert scratch is not None, result
     assert_torn_down(own_lab, scratch, processes_before)
+    # Damage is permanent: the restore failed at its first attempt, with no retry waits.
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id_of(state)]))
+        )
+    (restore_run,) = [r for r in runs if r.name == f"restore-{canary}"]
+    assert restore_run.run_count == 1, restore_run
+    assert "damaged on every mirror" in (restore_run.state.message or "")  # type: ignore[union-attr]
     print(f"\ncorrupted-mirror drill failed and tore down in {time.monotonic() - started:.1f} s")
 
     # The next drill of that client reads the other (off-site) mirror, passes, and

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from flows.failover import failover, migrate
 from ppo_dr.failover.cli import fleet_state
@@ -31,6 +32,7 @@ from ppo_dr.failover.steps import JOURNAL, switch_reason
 from ppo_dr.fleet_access import FleetAccess, client_ids_on, client_path
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
+from ppo_dr.lab.topology import write_yaml
 from ppo_dr.lab.workload import lost_writes, read_acks
 from ppo_dr.mirror.runbook import record_in_catalogue, snapshot_app_server, verify_new_snapshots
 from ppo_dr.store import Store
@@ -455,6 +457,90 @@ def test_loss_of_a_whole_data_centre_restores_from_the_off_site_mirror(
         assert fleet.dc(fleet.server(home).dc).country in fleet.client(client).countries
         assert results[client].source_mirror == "mirror-cpt1-1"  # jhb1's own mirror is gone
         assert front_door(fleet, client) == (200, home)
+
+
+@pytest.mark.lab
+def test_clients_whose_only_country_has_no_surviving_data_centre_are_refused(
+    prefect_api: str, own_lab: Lab
+) -> None:
+    """jhb1 lost and cpt1 left with only its mirror (static: nothing can be started
+    there): the jhb1 clients' data is on mirror-cpt1-1, but they allow only ZA and ZA can
+    host nobody, so they are refused for residency. Then cpt1's mirror goes too: refused
+    again, now because no mirror holding them is left."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    data = yaml.safe_load(own_lab.fleet_file.read_text(encoding="utf-8"))
+    for dc in data["data_centres"]:
+        if dc["id"] == "cpt1":
+            dc["provider"] = "static"
+    write_yaml(own_lab.fleet_file, data)
+    fleet = load_fleet(own_lab.fleet_file)
+    on_jhb1 = sorted(c for s in ("app-jhb1-1", "app-jhb1-2") for c in clients_on(own_lab, s))
+    londoner = next(c.id for c in fleet.clients if c.server == "app-lon1-1")
+    assert on_jhb1 and all(tuple(fleet.client(c).countries) == ("ZA",) for c in on_jhb1)
+    assert set(fleet.client(londoner).countries) == {"GB", "ZA"}
+    with Store.open(own_lab.store_url) as store:
+        before = {c.id: store.placement(c.id) for c in fleet.clients}
+        incident, _ = store.open_incident("outage", "dc:jhb1", "jhb1 down", {"dc": "jhb1"})
+    own_lab.break_("jhb1", "power")
+    own_lab.break_("app-cpt1-1", "power")
+    own_lab.break_("spare-cpt1-1", "power")
+
+    def refuse_all(expected: str) -> tuple[str, str]:
+        """Fail over jhb1: nobody moves; (plan id, the run's message), checked."""
+        state = failover(
+            dc="jhb1", incident_id=incident.id, approve=True, fleet_file=own_lab.fleet_file,
+            return_state=True,
+        )  # fmt: skip
+        assert state.is_failed(), state
+        message = state.message or ""
+        assert "moves nobody" in message, message
+        for client in on_jhb1:
+            assert f"{client}: {expected}" in message, message
+        return message.split("plan ", 1)[1].split()[0], message
+
+    plan_id, message = refuse_all("no allowed target (allowed countries: ZA)")
+    assert "app-cpt1-1 is down" in message and "spare-cpt1-1 is down" in message
+    assert "data centre cpt1 (static) cannot provision" in message
+    with get_client(sync_client=True) as prefect:
+        (artifact,) = prefect.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"failover-plan-{plan_id}"]))
+        )
+    assert "refused (escalate):" in str(artifact.data)
+    assert all(f"  {c}: no allowed target" in str(artifact.data) for c in on_jhb1)
+    with Store.open(own_lab.store_url) as store:
+        assert store.failover(plan_id) is None  # nothing begun, nothing restored
+        assert store.failover_steps(plan_id) == []
+        (planned,) = [e for e in store.timeline(incident.id) if e.kind == "failover-planned"]
+        assert planned.flow_run_id
+        assert sorted(planned.data["refusals"]) == on_jhb1
+        for client in on_jhb1:
+            assert f"{client}: no allowed target" in planned.message, planned.message
+        assert {c.id: store.placement(c.id) for c in fleet.clients} == before
+
+    # A scope that mixes them: the Londoner (GB or ZA) moves within GB; the ZA client
+    # is refused, and only the Londoner is restored anywhere.
+    za_client = on_jhb1[0]
+    result = failover(clients=[za_client, londoner], approve=True, fleet_file=own_lab.fleet_file)
+    assert isinstance(result, dict), result
+    assert result["state"] == "partial", result
+    assert set(result["moved"]) == {londoner}
+    assert load_fleet(own_lab.fleet_file).server(result["moved"][londoner]).dc == "lon1"
+    assert list(result["refused"]) == [za_client]
+    assert "allowed countries: ZA" in result["refused"][za_client]
+    with Store.open(own_lab.store_url) as store:
+        assert {s.client_id for s in store.failover_steps(result["plan_id"])} == {londoner}
+        assert store.placement(za_client) == before[za_client]
+
+    # The rest of cpt1 goes too: no mirror holding the jhb1 clients is left either.
+    own_lab.break_("mirror-cpt1-1", "power")
+    _, message = refuse_all("no verified snapshot on a reachable mirror")
+    assert "mirror-cpt1-1 is down" in message and "mirror-jhb1-1 is down" in message
+    with Store.open(own_lab.store_url) as store:
+        assert all(store.placement(c) == before[c] for c in on_jhb1)
+    own_lab.heal("jhb1")
+    own_lab.heal("cpt1")
 
 
 # --------------------------------------------------------------------------- the CLI

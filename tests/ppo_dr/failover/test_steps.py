@@ -10,12 +10,14 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
-from ppo_dr.errors import PermanentError, PlacementConflict, UnsafeInputError
+from ppo_dr.errors import PermanentError, PlacementConflict, TransientError, UnsafeInputError
 from ppo_dr.failover import steps
 from ppo_dr.failover.ledger import (
     placement_versions,
@@ -25,12 +27,14 @@ from ppo_dr.failover.ledger import (
     unreachable_servers,
 )
 from ppo_dr.failover.plan import ClientMove
-from ppo_dr.fleet_access import FleetAccess, client_path, mirror_plan
-from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.fleet_access import FleetAccess, client_path, mirror_plan, repo_path
+from ppo_dr.inventory import Fleet, load_fleet, parse_fleet
 from ppo_dr.lab.supervisor import Lab
+from ppo_dr.mirror.errors import DamagedDataError
 from ppo_dr.mirror.runbook import record_in_catalogue, snapshot_app_server, verify_new_snapshots
 from ppo_dr.store import Store
 from ppo_dr.transport import LocalRemote
+from tests.ppo_dr.failover.fleets import lab_like_data
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -151,6 +155,62 @@ def test_a_restore_never_recreates_a_vanished_data_root(mod_lab: Lab, fleet: Fle
             mod_lab.heal(target)
         root = on_disk(mod_lab, fleet, target, fleet.server(target).data_root)
         assert not (root / steps.STAGING_DIR / client).exists()
+
+
+@contextmanager
+def damaged_repository(lab: Lab, fleet: Fleet, mirror_id: str, home: str) -> Iterator[None]:
+    """Every byte of every pack of *home*'s repository on *mirror_id* flipped (so every
+    blob fails its hash), put back as it was on exit."""
+    repo = on_disk(lab, fleet, mirror_id, repo_path(fleet.server(mirror_id), home))
+    saved = {
+        p: (p.read_bytes(), p.stat().st_mode) for p in (repo / "packs").rglob("*") if p.is_file()
+    }
+    assert saved, f"no packs in {repo}"
+    for pack, (data, _) in saved.items():
+        pack.chmod(0o600)
+        pack.write_bytes(bytes(b ^ 0xFF for b in data))
+    try:
+        yield
+    finally:
+        for pack, (data, mode) in saved.items():
+            pack.write_bytes(data)
+            pack.chmod(mode)
+
+
+@pytest.mark.lab
+def test_damage_falls_back_to_the_next_mirror_and_damage_everywhere_is_permanent(
+    mod_lab: Lab, fleet: Fleet
+) -> None:
+    client, target = fleet.clients[2].id, "spare-lon1-1"
+    with FleetAccess(fleet) as access, Store.open(mod_lab.store_url) as store:
+        move = move_for(fleet, store, client, target)
+        assert move.snapshot_id is not None and move.source_mirror is not None
+        onsite, offsite = move.source_mirror, move.fallback_mirrors[0]
+        with damaged_repository(mod_lab, fleet, onsite, move.from_server):
+            # The failover's restore: the planned mirror is damaged, the next one serves.
+            restored = steps.restore_client(access, move)
+            assert restored.served_by == {onsite: 0, offsite: restored.served_by[offsite]}
+            assert restored.served_by[offsite] > 0
+            steps.verify_restored(access, move, move.snapshot_id)
+            # The drill's restore, from that one mirror: permanent at once, named.
+            with pytest.raises(
+                DamagedDataError, match=rf"from {onsite}: .*\(damaged on every mirror\)"
+            ):
+                steps.restore_client(access, move, mirrors=[onsite])
+            with (
+                damaged_repository(mod_lab, fleet, offsite, move.from_server),
+                pytest.raises(DamagedDataError, match="damaged on every mirror"),
+            ):
+                steps.restore_client(access, move)
+            # Damaged here and the other mirror unreachable now: it may come back, so
+            # the error is transient (a retry may succeed), not permanent.
+            mod_lab.break_(offsite, "power")
+            try:
+                with pytest.raises(TransientError) as raised:
+                    steps.restore_client(access, move)
+                assert not isinstance(raised.value, PermanentError)
+            finally:
+                mod_lab.heal(offsite)
 
 
 # --------------------------------------------------------------------------- switch+rollback
@@ -321,3 +381,28 @@ def test_reachability_needs_an_ssh_banner(mod_lab: Lab, fleet: Fleet) -> None:
     s3_only = fleet.model_copy(update={"servers": fleet.servers[:1]})
     bucket = s3_only.servers[0].model_copy(update={"ssh": None})
     assert unreachable_servers(s3_only.model_copy(update={"servers": (bucket,)})) == {}
+
+
+def test_reachability_leaves_an_s3_mirror_of_the_fleet_out() -> None:
+    """A fleet whose off-site mirror is a bucket: the SSH servers are probed, the bucket
+    (no SSH endpoint) is not, and is never reported down for that."""
+    data = lab_like_data()
+    data["servers"].append(
+        {"id": "mirror-s3-1", "dc": "cpt1", "role": "mirror",
+         "s3": {"bucket": "ppo-offsite", "prefix": "lab", "region": "af-south-1"}}
+    )  # fmt: skip
+    for server in data["servers"]:
+        if server["id"] == "app-lon1-1":
+            server["mirrors"] = ["mirror-lon1-1", "mirror-s3-1"]
+    fleet = parse_fleet(yaml.safe_dump(data), "fleet.yaml")
+    assert fleet.server("mirror-s3-1").ssh is None
+    asked: list[str] = []
+
+    def probe(host: str, port: int, timeout: float) -> str | None:
+        asked.append(host)
+        return "refused" if host == "mirror-lon1-1.example" else None
+
+    assert unreachable_servers(fleet, probe=probe) == {"mirror-lon1-1": "refused"}
+    assert sorted(asked) == sorted(
+        f"{s.id}.example" for s in fleet.servers if s.id != "mirror-s3-1"
+    )
