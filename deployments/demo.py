@@ -8,15 +8,26 @@ its on-site and off-site mirrors, the workload writes, an incremental mirror sen
 only the changes (per-client table: bytes, time, RPO on each mirror) and one
 snapshot is verified by re-reading its data.
 
-Then the outage story, the probe and escalation runbooks for real (:data:`OUTAGE_STEPS`,
-one function per step): ``ppo-dr serve`` starts a local Prefect server and serves every
-deployment; an app server loses power; the probe flow declares ONE incident naming its
-clients; the escalation flow pages level 1 (SMS and e-mail, from the outbox), escalates
-to level 2, posts the public status on X and e-mails the clients' contacts; the server
-is healed, the probe sees it recover, the escalation resolves the incident and sends
-the resolved notices; the incident report is written (Markdown and HTML) and its path
-printed. Each step names the Prefect UI page to open. Finally ``serve`` (and the server
-it started) and the lab are stopped, with no process left behind.
+Then the outage story, the runbooks for real (:data:`OUTAGE_STEPS`, one function per
+step, each naming the Prefect UI page to open): ``ppo-dr serve`` starts a local Prefect
+server and serves every deployment; in this story Cape Town's servers are full, so a
+failover there needs a new server; an app server in Johannesburg loses power; the probe
+declares ONE incident naming its clients; the escalation pages level 1 (SMS and e-mail,
+from the outbox) and starts the failover runbook (else the demo starts it, under the
+same idempotency key), escalates to level 2, posts on X and e-mails the clients'
+contacts; the failover plans and pauses; the on-call approves with
+``ppo-dr failover approve``; the run provisions a new app server in Cape Town through
+the lab provider, restores every client from its freshest verified snapshot, verifies,
+switches and re-mirrors; each client answers through the front door from its new home
+(``X-PPO-Server`` before and after); an incremental mirror of the new home follows the
+placements. The dead server never comes back by itself, so the probe cannot call the
+incident recovered: the on-call puts the server under maintenance and resolves the
+incident; the escalation sends the resolved notices; the report is written (RTO,
+snapshot age and acknowledged writes lost per client, printed). Then the server is
+repaired and the clients go home by a planned migration, checked against the
+workload log for zero lost acknowledged writes, and the stop-gap server is released.
+Finally ``serve`` (and the server it started) and the lab are stopped, with no process
+left behind.
 """
 
 from __future__ import annotations
@@ -40,9 +51,11 @@ from typing import Any
 from ppo_dr import config
 from ppo_dr.channels import read_outbox
 from ppo_dr.escalation import parse_key
-from ppo_dr.fleet_access import FleetAccess, mirror_targets
+from ppo_dr.failover.steps import JOURNAL
+from ppo_dr.fleet_access import FleetAccess, client_path, mirror_targets
 from ppo_dr.inventory import Fleet, load_fleet, summary
 from ppo_dr.lab.supervisor import Lab
+from ppo_dr.lab.workload import acked_seqs, lost_writes
 from ppo_dr.mirror.api import verify
 from ppo_dr.mirror.runbook import (
     ServerSnapshot,
@@ -55,8 +68,8 @@ from ppo_dr.mirror.runbook import (
     verify_new_snapshots,
 )
 from ppo_dr.mirror.status import client_statuses, format_age, stale_after
-from ppo_dr.reports import build_report, report_html, report_markdown
-from ppo_dr.store import Incident, Store
+from ppo_dr.providers.lab import LabProvider
+from ppo_dr.store import FailoverResult, Incident, Store
 
 
 def say(step: str, text: str = "") -> None:
@@ -213,17 +226,22 @@ def _sent(value: object) -> str:
 
 
 def mirror_every_app_server(
-    access: FleetAccess, store: Store, fleet: Fleet
+    access: FleetAccess, store: Store, fleet: Fleet, only: list[str] | None = None
 ) -> list[ServerSnapshot]:
-    """One mirror run per app server (what the mirror-fleet flow does each hour)."""
+    """One mirror run per server that hosts clients (what the mirror-fleet flow does each
+    hour), or of the servers in *only*. Where a client lives is the store's placement
+    (a failover moves clients), not fleet.yaml's first home."""
+    placements = {p.client_id: p.server_id for p in store.placements()}
+    homes = {c.id: placements.get(c.id, c.server) for c in fleet.clients}
+    hosting = [s.id for s in fleet.servers if s.id in set(homes.values())]
     runs = []
-    for app in fleet.servers_by_role("app"):
-        run = snapshot_app_server(access, app.id)
+    for server_id in only if only is not None else hosting:
+        run = snapshot_app_server(access, server_id, placements=placements)
         record_in_catalogue(store, run)
         checks = verify_new_snapshots(access, store, run)
         sent = total_sent(run)
         print(
-            f"  {app.id}: {len(run.clients)} client(s) in {run.duration_s:.1f} s; "
+            f"  {server_id}: {len(run.clients)} client(s) in {run.duration_s:.1f} s; "
             + ", ".join(f"{m} {human_bytes(b)}" for m, b in sent.items())
             + "; verified "
             + ", ".join(f"{c.mirror_id} {'ok' if c.ok else 'PROBLEMS'}" for c in checks)
@@ -288,6 +306,8 @@ SERVE_TIMEOUT_S = 180.0
 DECLARE_TIMEOUT_S = 120.0
 NOTICE_TIMEOUT_S = 120.0
 RESOLVE_TIMEOUT_S = 180.0
+FAILOVER_TIMEOUT_S = 300.0
+APPROVAL_NOTICE_TIMEOUT_S = 30.0
 
 
 def _next_step() -> int:
@@ -313,6 +333,11 @@ class OutageDemo:
     fault_at: datetime | None = None
     escalation_run_id: str = ""
     shown: set[str] = field(default_factory=set)
+    served_by: dict[str, str] = field(default_factory=dict)  # before the power cut
+    failover_run_id: str = ""
+    plan_id: str = ""
+    new_home: str = ""
+    window_id: str = ""  # the maintenance window of the dead server's repair
 
     @property
     def ui_url(self) -> str:
@@ -459,12 +484,25 @@ def start_serve(demo: OutageDemo) -> None:
     demo.ui(f"Runs -> probe-fleet / {run.name}", demo.run_url(str(run.id)))
 
 
+def set_scene(demo: OutageDemo) -> None:
+    """Make Cape Town full, so the failover shows provisioning, not just a spare."""
+    full = make_cape_town_full(demo)
+    demo.step(
+        "The scene: Cape Town has no room left",
+        f"the demo sets capacity.clients in fleet.yaml to what each server holds ({full}),\n"
+        "so a failover to Cape Town must provision a new server (the planner takes existing\n"
+        "servers with room first)",
+    )
+
+
 def power_kill(demo: OutageDemo) -> None:
     demo.step(
         f"Power loss on {demo.victim} (kill -9)",
         f"its clients: {', '.join(demo.clients)}; the outage threshold is "
         f"{demo.fleet.timing.outage_threshold} s of continuous failure",
     )
+    for client_id in demo.clients:
+        demo.served_by[client_id] = get(demo.fleet.client(client_id).url.rstrip("/") + "/health")[1]
     demo.fault_at = datetime.now(UTC)
     demo.lab.break_(demo.victim, "power")
     print(f"killed at {demo.fault_at:%H:%M:%S} UTC")
@@ -557,27 +595,307 @@ def emails_clients(demo: OutageDemo) -> None:
     )
 
 
-def heal(demo: OutageDemo) -> None:
-    demo.step(f"Heal {demo.victim} (power restored, same disk)")
-    demo.lab.heal(demo.victim)
+def start_failover(demo: OutageDemo) -> None:
+    """The failover run of the incident: the one the escalation started (it does so
+    for a server or DC outage, right after paging level 1), else the demo starts it,
+    under the same idempotency key, so there is only ever one. The lab's policy has
+    ``auto_failover: false``: the run plans, then pauses for a person's approval."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
 
-    def recovered() -> bool:
-        now = demo.store.incident(demo.incident_id)
-        return now is not None and now.recovered_at is not None
+    with _api(demo.api_url) as client:
+        run = _failover_run_of(client, demo.incident_id)
+        by_escalation = run is not None
+        if by_escalation:
+            who = "the escalation started it right after paging level 1"
+        else:
+            who = (
+                "the escalation started none, so the demo starts it, as\n"
+                f"`ppo-dr failover run --server {demo.victim} --incident {demo.incident_id}`"
+                " would"
+            )
+            run = run_deployment(
+                "failover/failover",
+                timeout=0,
+                parameters={
+                    "server": demo.victim,
+                    "incident_id": demo.incident_id,
+                    "fleet_file": str(demo.lab.fleet_file),
+                },
+                idempotency_key=f"failover-{demo.incident_id}",
+                tags=[f"incident:{demo.incident_id}"],
+            )
+            assert isinstance(run, FlowRun)  # the sync form, not a coroutine
+        demo.failover_run_id = str(run.id)
+        demo.step(
+            f"The failover runbook for incident #{demo.incident_id}: it plans, then waits",
+            f"{who};\nthe lab's policy has auto_failover off, so a person approves the plan",
+        )
 
-    started = time.monotonic()
-    _await("the recovery", recovered, NOTICE_TIMEOUT_S)
+        def paused() -> Any:
+            now = client.read_flow_run(run.id)
+            if now.state is not None and now.state.is_final():
+                raise SystemExit(f"demo: the failover run ended early: {now.state.message}")
+            tags = [t for t in now.tags if t.startswith("plan:")]
+            return now if now.state is not None and now.state.is_paused() and tags else None
+
+        now = _await("the failover run to pause for approval", paused, FAILOVER_TIMEOUT_S)
+    demo.plan_id = next(t for t in now.tags if t.startswith("plan:")).removeprefix("plan:")
+    print(f"failover run {now.name}: planned, paused for approval of plan {demo.plan_id[:12]}")
+    print(plan_text(demo))
+    demo.ui(
+        f"Runs -> {now.name} (Paused; 'Resume' is the approval form)", demo.run_url(str(now.id))
+    )
+    demo.ui(f"Artifacts -> failover-plan-{demo.plan_id} (the plan above)", "/artifacts")
+    if by_escalation:  # it tells the on-call the plan waits (a bonus: not waited for long)
+        deadline = time.monotonic() + APPROVAL_NOTICE_TIMEOUT_S
+        while not demo.show_new(lambda s: s.startswith("failover")):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+
+
+def _failover_run_of(client: Any, incident_id: int) -> Any:
+    """The failover deployment's run for *incident_id* (tag ``incident:<id>``), if any."""
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterTags,
+    )
+
+    runs = client.read_flow_runs(
+        deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["failover"])),
+        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"incident:{incident_id}"])),
+    )
+    return runs[0] if runs else None
+
+
+def make_cape_town_full(demo: OutageDemo) -> str:
+    """Set capacity.clients of cpt1's app and spare servers to what they hold now, so
+    the planner (existing servers before new ones) has to provision a new server there."""
+    import yaml
+
+    from ppo_dr.lab.topology import FLEET_HEADER, write_yaml
+
+    path = demo.lab.fleet_file
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    placed = {p.client_id: p.server_id for p in demo.store.placements()}
+    homes = {c.id: placed.get(c.id, c.server) for c in demo.fleet.clients}
+    full = []
+    for entry in data["servers"]:
+        if entry["dc"] == "cpt1" and entry["role"] in ("app", "spare"):
+            held = sum(1 for home in homes.values() if home == entry["id"])
+            entry["capacity"]["clients"] = held
+            full.append(f"{entry['id']} {held}/{held}")
+    tmp = path.with_name(".fleet.demo.yaml")
+    write_yaml(tmp, data, FLEET_HEADER)
+    load_fleet(tmp)  # still a valid fleet
+    tmp.replace(path)
+    return ", ".join(full)
+
+
+def plan_text(demo: OutageDemo) -> str:
+    """The plan as ``ppo-dr failover plan`` prints it, from the run's artifact."""
+    with _api(demo.api_url) as client:
+        artifact = client.read_latest_artifacts(
+            artifact_filter=_artifact_key(f"failover-plan-{demo.plan_id}")
+        )
+    if not artifact:
+        return "(the plan artifact is not readable yet)"
+    body = str(artifact[0].data or "")
+    inner = body.split("```", 2)[1] if body.count("```") >= 2 else body
+    return "\n".join("   " + line for line in inner.strip().splitlines())
+
+
+def _artifact_key(key: str) -> Any:
+    from prefect.client.schemas.filters import (
+        ArtifactCollectionFilter,
+        ArtifactCollectionFilterKey,
+    )
+
+    return ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key]))
+
+
+def ppo(demo: OutageDemo, *args: str) -> str:
+    """Run one ``ppo-dr`` command as an operator would, print it and its output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PPO_DR_"))}
+    env |= {"PPO_DR_HOME": str(demo.home), "PPO_DR_FLEET": str(demo.lab.fleet_file)}
+    print(f"   $ ppo-dr {' '.join(_quote(a) for a in args)}")
+    done = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    out = (done.stdout + done.stderr).strip()
+    for line in out.splitlines():
+        print(f"     {line}")
+    if done.returncode != 0:
+        raise SystemExit(f"demo: `ppo-dr {' '.join(args)}` failed (exit {done.returncode})")
+    return out
+
+
+def _quote(arg: str) -> str:
+    return f"'{arg}'" if " " in arg else arg
+
+
+def approve_failover(demo: OutageDemo) -> None:
+    demo.step(
+        "The on-call approves the plan from the terminal",
+        "the same answer as the UI's Resume form: approve, by whom, a note; the run goes on\n"
+        "while the escalation keeps users and clients informed",
+    )
+    ppo(
+        demo,
+        "failover",
+        "approve",
+        demo.plan_id,
+        "--by",
+        "sipho",
+        "--note",
+        f"{demo.victim} lost power; restore its clients in Cape Town",
+    )
+
+
+def failover_done(demo: OutageDemo) -> None:
+    demo.step(
+        "The failover runs: provision, restore, verify, switch, re-mirror",
+        "a new app server in cpt1 from the lab provider; each client restored from its\n"
+        "freshest verified snapshot, verified against the manifest, checked on the new\n"
+        "server, switched (placement compare-and-set), checked through the front door",
+    )
+    with _api(demo.api_url) as client:
+
+        def finished() -> Any:
+            now = client.read_flow_run(demo.failover_run_id)
+            return now if now.state is not None and now.state.is_final() else None
+
+        run = _await("the failover", finished, FAILOVER_TIMEOUT_S)
+    record = demo.store.failover(demo.plan_id)
+    if record is None or record.state != "done" or record.finished_at is None:
+        detail = record.detail if record else run.state.message
+        raise SystemExit(f"demo: the failover did not complete: {detail}")
+    approved = [e for e in demo.store.timeline(demo.incident_id) if e.kind == "failover-approval"]
+    since = approved[0].at if approved else record.started_at
     print(
-        f"{time.monotonic() - started:.0f} s later the probe has seen "
-        f"{demo.fleet.timing.recovery_successes} successes in a row: incident "
-        f"#{demo.incident_id} recovered (paging stops; the public status says 'monitoring')"
+        f"failover run {run.name}: {run.state.name}, "
+        f"{(record.finished_at - since).total_seconds():.0f} s after the approval"
+    )
+    rows = failover_rows(demo)
+    demo.new_home = rows[0].to_server
+    print_failover_table(rows)
+    demo.ui(
+        f"Runs -> {run.name}: its task runs and subflows (mirror-server)",
+        demo.run_url(demo.failover_run_id),
+    )
+    demo.ui(f"Artifacts -> failover-clients-{demo.plan_id} / failover-summary-...", "/artifacts")
+
+
+def failover_rows(demo: OutageDemo) -> list[FailoverResult]:
+    """Per client moved by the incident's failover: the ledger's result row."""
+    return [r for r in demo.store.failover_results(demo.plan_id) if r.outcome == "ok"]
+
+
+def print_failover_table(rows: list[FailoverResult]) -> None:
+    """RTO (declaration to healthy through the front door), age of the restored
+    snapshot at the declaration, and the acknowledged writes lost (the lab's workload
+    log against the restored journal)."""
+    print(
+        f"   {'client':22} {'now on':24} {'restored from':14} {'RTO':>6} "
+        f"{'snapshot age':>12} {'acked writes lost':>17}"
+    )
+    for r in rows:
+        rto = f"{r.rto_seconds:.0f}s" if r.rto_seconds is not None else "-"
+        rpo = f"{r.rpo_seconds:.0f}s" if r.rpo_seconds is not None else "-"
+        print(
+            f"   {r.client_id:22} {r.to_server:24} {r.source_mirror or '-':14} {rto:>6} "
+            f"{rpo:>12} {r.lost_writes if r.lost_writes is not None else '-':>17}"
+        )
+
+
+def clients_healthy(demo: OutageDemo) -> None:
+    demo.step(
+        "Every client is healthy again, through the front door",
+        "the X-PPO-Server header names the server that answered",
+    )
+    fleet = load_fleet(demo.lab.fleet_file)
+    for client_id in demo.clients:
+        url = fleet.client(client_id).url.rstrip("/") + "/health"
+        status, server = get(url)
+        print(
+            f"   {client_id:22} before: {demo.served_by.get(client_id, '?'):12} "
+            f"now: {status} from {server}"
+        )
+        if status != 200 or server != demo.new_home:
+            raise SystemExit(f"demo: {client_id} is not served by {demo.new_home}: {status}")
+
+
+def mirror_new_home(demo: OutageDemo) -> None:
+    demo.step(
+        f"Mirroring follows the placements: {demo.new_home} is mirrored",
+        "its repositories were seeded from the restored snapshots, so this hourly run is\n"
+        "incremental (the failover's mirror-server subflow made the first one)",
+    )
+    fleet = load_fleet(demo.lab.fleet_file)
+    with FleetAccess(fleet) as access:
+        runs = mirror_every_app_server(access, demo.store, fleet, only=[demo.new_home])
+        mirror_table(runs, demo.store, fleet)
+
+
+def operator_resolves(demo: OutageDemo) -> None:
+    demo.step(
+        f"The on-call resolves incident #{demo.incident_id}; {demo.victim} goes to repair",
+        f"the probe cannot call it recovered: it watches {demo.victim} too, and that stays\n"
+        "dead until someone fixes it. The service is back (every client answers from its\n"
+        "new home), so a person resolves the incident, and puts the dead server under\n"
+        "maintenance so its repair pages nobody",
+    )
+    opened = ppo(
+        demo,
+        "maintenance",
+        "start",
+        "--server",
+        demo.victim,
+        "--for",
+        "2h",
+        "--reason",
+        "power supply repair after the outage",
+        "--by",
+        "sipho",
+    )
+    demo.window_id = opened.split(":", 1)[0].rsplit(" ", 1)[-1]
+    ppo(
+        demo,
+        "incident",
+        "annotate",
+        str(demo.incident_id),
+        "--cause",
+        f"power loss of {demo.victim}",
+        "--measures",
+        f"clients failed over to {demo.new_home} (cpt1) from the mirrors",
+        "--prevention",
+        "dual power feeds for the jhb1 app servers",
+    )
+    ppo(
+        demo,
+        "incident",
+        "resolve",
+        str(demo.incident_id),
+        "--by",
+        "sipho",
+        "--note",
+        f"every client serving from {demo.new_home}",
     )
 
 
 def resolved_notices(demo: OutageDemo) -> None:
     demo.step(
-        "The escalation resolves the incident and tells everyone",
-        "after a settle period without a relapse; paging stopped at the recovery",
+        "The escalation ends and tells everyone it is over",
+        "it sees the resolution at its next wake-up: the resolved notices, the report artifact",
     )
 
     def resolved() -> bool:
@@ -591,44 +909,167 @@ def resolved_notices(demo: OutageDemo) -> None:
 
     _await("the resolved notices", resolved_sent, NOTICE_TIMEOUT_S)
     time.sleep(3)  # every recipient's
-    demo.show_new(lambda s: True)  # the public updates since, then the resolved ones
+    demo.show_new(lambda s: "resolved" in s)
 
 
 def write_report(demo: OutageDemo) -> None:
-    demo.step("The incident report", "timeline, detection/ack/resolution times, notices")
-    inc = demo.store.incident(demo.incident_id)
-    assert inc is not None
-    report = build_report(
-        inc,
-        demo.store.timeline(inc.id),
-        demo.store.notices(inc.id),
-        client_names={c.id: c.name for c in demo.fleet.clients},
-        client_contacts={c.id: [k.email for k in c.contacts] for c in demo.fleet.clients},
+    demo.step(
+        "The incident report, as the on-call writes it",
+        "cause, measures, prevention, timeline, detection/ack/resolution times, notices and,\n"
+        "per client, where it went, RTO, snapshot age and the acknowledged writes lost",
     )
     out = demo.lab.directory / "reports"
     out.mkdir(parents=True, exist_ok=True)
-    markdown, html = out / f"incident-{inc.id}.md", out / f"incident-{inc.id}.html"
-    markdown.write_text(report_markdown(report), encoding="utf-8")
-    html.write_text(report_html(report), encoding="utf-8")
+    markdown, html = (
+        out / f"incident-{demo.incident_id}.md",
+        out / f"incident-{demo.incident_id}.html",
+    )
+    for path in (markdown, html):
+        ppo(demo, "incident", "report", str(demo.incident_id), "-o", str(path))
     print(f"report written: {markdown}\n                {html}")
+    print("\nper client (the failover ledger the report reads):")
+    print_failover_table(failover_rows(demo))
+    record = demo.store.failover(demo.plan_id)
+    approved = [e for e in demo.store.timeline(demo.incident_id) if e.kind == "failover-approval"]
+    if record is not None and approved:
+        waited = (approved[0].at - record.declared_at).total_seconds()
+        print(f"   (each RTO includes the {waited:.0f} s from the declaration to the approval)")
     demo.ui(
-        f"Artifacts -> incident-{inc.id}-report (published by the escalation run)", "/artifacts"
+        f"Artifacts -> incident-{demo.incident_id}-report (published by the escalation run)",
+        "/artifacts",
     )
 
 
-#: The outage story, in order. A step is a function of the shared :class:`OutageDemo`;
-#: insert new ones where they belong (a failover goes between ``escalates`` and ``heal``).
+def heal_for_migration(demo: OutageDemo) -> None:
+    demo.step(
+        f"{demo.victim} is repaired (power restored, same disk)",
+        f"the operator's choice: move the clients back to {demo.victim} rather than keep them\n"
+        "on the stop-gap server. Johannesburg is where they were placed (near their users,\n"
+        "next to their on-site mirror), and the stop-gap server can then be released",
+    )
+    started = time.monotonic()
+    demo.lab.heal(demo.victim)
+    url = f"http://127.0.0.1:{demo.fleet.server(demo.victim).http.port}/health"  # type: ignore[union-attr]
+    wait_for(lambda: get(url)[0] == 200, 30, f"{demo.victim} answering")
+    took = time.monotonic() - started
+    print(f"{demo.victim} answers again after {took:.1f} s; it serves no client yet")
+    ppo(demo, "maintenance", "end", demo.window_id)
+
+
+def migrate_back(demo: OutageDemo) -> None:
+    demo.step(
+        f"Planned migration back: {demo.new_home} -> {demo.victim}, no acknowledged write lost",
+        "maintenance window on, each client frozen (its app refuses writes with a clear 503),\n"
+        "final incremental sync, restore, verify, switch, unfreeze; pre-approved (--approve)",
+    )
+    acks = demo.lab.directory / "workload" / "acks.jsonl"
+    fleet = load_fleet(demo.lab.fleet_file)
+    lost_before = {
+        c: set(journal_losses(demo, fleet, acks, c, demo.new_home)) for c in demo.clients
+    }
+    acked_before = {c: len(acked_seqs(acks, c)) for c in demo.clients}
+    refused_before = workload_counts(demo.lab.directory)
+    known = {r.plan_id for r in demo.store.failovers()}
+    ppo(
+        demo,
+        "failover",
+        "run",
+        "--mode",
+        "planned",
+        "--server",
+        demo.new_home,
+        "--to-server",
+        demo.victim,
+        "--approve",
+    )
+    started = time.monotonic()
+
+    def finished() -> Any:
+        fresh = [r for r in demo.store.failovers() if r.plan_id not in known]
+        return fresh[0] if fresh and fresh[0].finished_at is not None else None
+
+    record = _await("the migration", finished, FAILOVER_TIMEOUT_S)
+    print(
+        f"migration {record.plan_id[:12]}: {record.state} after {time.monotonic() - started:.0f} s"
+    )
+    if record.state != "done":
+        raise SystemExit(f"demo: the migration did not complete: {record.detail}")
+    fleet = load_fleet(demo.lab.fleet_file)
+    refused_after = workload_counts(demo.lab.directory)
+    print(
+        f"\n   {'client':22} {'served by':12} {'acked during':>12} {'refused (frozen)':>16} "
+        f"{'lost by the move':>16}"
+    )
+    new_losses = 0
+    for client_id in demo.clients:
+        status, server = get(fleet.client(client_id).url.rstrip("/") + "/health")
+        lost = (
+            set(journal_losses(demo, fleet, acks, client_id, demo.victim)) - lost_before[client_id]
+        )
+        new_losses += len(lost)
+        acked = len(acked_seqs(acks, client_id)) - acked_before[client_id]
+        refused = total(refused_after, "failures", [client_id]) - total(
+            refused_before, "failures", [client_id]
+        )
+        print(f"   {client_id:22} {server:12} {acked:>12} {refused:>16} {len(lost):>16}")
+        if status != 200 or server != demo.victim:
+            raise SystemExit(f"demo: {client_id} is not served by {demo.victim}: {status}")
+    print(
+        f"checked against the workload log: {new_losses} acknowledged write(s) lost by the "
+        "migration (every write the app acknowledged is in the journal on "
+        f"{demo.victim})"
+    )
+    if new_losses:
+        raise SystemExit("demo: the planned migration lost acknowledged writes")
+    runs = [r for r in demo.store.failovers() if r.plan_id == record.plan_id]
+    if runs and runs[0].flow_run_id:
+        demo.ui(
+            f"Runs -> migrate-{record.plan_id[:12]} (the planned run; tag mode:planned)",
+            demo.run_url(runs[0].flow_run_id),
+        )
+
+
+def journal_losses(
+    demo: OutageDemo, fleet: Fleet, acks: Path, client_id: str, server_id: str
+) -> list[int]:
+    """The client's acknowledged writes missing from its journal on *server_id*'s disk."""
+    path = client_path(fleet, client_id, server_id=server_id).lstrip("/")
+    journal = demo.lab.server_dir(server_id) / "fs" / path / JOURNAL
+    return lost_writes(acks, client_id, journal.read_bytes().splitlines())
+
+
+def release_temporary_server(demo: OutageDemo) -> None:
+    demo.step(
+        f"Release {demo.new_home}: no client lives there any more",
+        "the lab provider stops it and forgets it (front door route, known_hosts, fleet.yaml)",
+    )
+    dc = load_fleet(demo.lab.fleet_file).server(demo.new_home).dc
+    LabProvider(dc, lab_dir=demo.lab.directory).release(demo.new_home)
+    left = [s.id for s in load_fleet(demo.lab.fleet_file).servers if s.id == demo.new_home]
+    print(f"{demo.new_home} {'STILL LISTED' if left else 'released'}")
+
+
+#: The outage story, in order. A step is a function of the shared :class:`OutageDemo`.
 OUTAGE_STEPS: list[Callable[[OutageDemo], None]] = [
     start_serve,
+    set_scene,
     power_kill,
     probe_declares,
     level_one_paged,
     escalates,
+    start_failover,
+    approve_failover,
     posts_to_x,
     emails_clients,
-    heal,
+    failover_done,
+    clients_healthy,
+    mirror_new_home,
+    operator_resolves,
     resolved_notices,
     write_report,
+    heal_for_migration,
+    migrate_back,
+    release_temporary_server,
 ]
 
 
