@@ -31,13 +31,13 @@ from prefect.states import State
 from flows.drill import dr_drill
 from ppo_dr.failover.drill import DRILL_FAILED_KIND, failed_dedupe_key, is_scratch_server
 from ppo_dr.failover.plan import ProvisionRequest
-from ppo_dr.fleet_access import FleetAccess, mirror_plan, repo_path
+from ppo_dr.fleet_access import mirror_plan, repo_path
 from ppo_dr.inventory import load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.lab.topology import write_yaml
-from ppo_dr.mirror.runbook import record_in_catalogue, snapshot_app_server, verify_new_snapshots
 from ppo_dr.providers import provider_for
 from ppo_dr.store import Store
+from tests.labs import own_lab as own_lab_of
 from tests.ppo_dr.failover.fleets import lab_like_data
 
 pytestmark = pytest.mark.timeout(300)
@@ -51,18 +51,8 @@ def own_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     """A lab of this test's own, every app server mirrored and verified once."""
     monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PPO_DR_DB_URL", raising=False)
-    lab = Lab(tmp_path / "lab")
-    try:
-        lab.up(clients=LAB_CLIENTS, size_mb=LAB_SIZE_MB, fast=True, timeout=30.0)
-        fleet = load_fleet(lab.fleet_file)
-        with FleetAccess(fleet) as access, Store.open(lab.store_url) as store:
-            for app in fleet.servers_by_role("app"):
-                run = snapshot_app_server(access, app.id)
-                record_in_catalogue(store, run)
-                verify_new_snapshots(access, store, run)
+    with own_lab_of(tmp_path / "lab", clients=LAB_CLIENTS, size_mb=LAB_SIZE_MB) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def placements(lab: Lab) -> dict[str, tuple[str, int]]:

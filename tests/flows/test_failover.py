@@ -29,13 +29,13 @@ from flows.failover import failover, migrate
 from ppo_dr.failover.cli import fleet_state
 from ppo_dr.failover.plan import Plan, Scope, Target, plan_failover
 from ppo_dr.failover.steps import JOURNAL, switch_reason
-from ppo_dr.fleet_access import FleetAccess, client_ids_on, client_path
+from ppo_dr.fleet_access import client_ids_on, client_path
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.lab.topology import write_yaml
 from ppo_dr.lab.workload import lost_writes, read_acks
-from ppo_dr.mirror.runbook import record_in_catalogue, snapshot_app_server, verify_new_snapshots
 from ppo_dr.store import Store
+from tests.labs import own_lab as own_lab_of
 from tests.prefect_fixtures import isolated_env
 
 pytestmark = pytest.mark.timeout(300)
@@ -50,25 +50,10 @@ def own_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     """A lab of this test's own, with every app server mirrored once; down at the end."""
     monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PPO_DR_DB_URL", raising=False)
-    lab = Lab(tmp_path / "lab")
-    try:
-        lab.up(clients=LAB_CLIENTS, size_mb=LAB_SIZE_MB, fast=True, timeout=30.0)
-        time.sleep(2.0)  # a few acknowledged writes before the first snapshot
-        mirror_all(lab)
+    with own_lab_of(
+        tmp_path / "lab", clients=LAB_CLIENTS, size_mb=LAB_SIZE_MB, settle_s=2.0
+    ) as lab:
         yield lab
-    finally:
-        lab.down()
-
-
-def mirror_all(lab: Lab) -> None:
-    """One mirror run of every app server, recorded and verified (the hourly mirror)."""
-    fleet = load_fleet(lab.fleet_file)
-    with FleetAccess(fleet) as access, Store.open(lab.store_url) as store:
-        placements = {p.client_id: p.server_id for p in store.placements()}
-        for app in fleet.servers_by_role("app"):
-            run = snapshot_app_server(access, app.id, placements=placements)
-            record_in_catalogue(store, run)
-            verify_new_snapshots(access, store, run)
 
 
 def front_door(fleet: Fleet, client_id: str) -> tuple[int, str]:

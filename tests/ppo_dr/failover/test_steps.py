@@ -31,9 +31,9 @@ from ppo_dr.fleet_access import FleetAccess, client_path, mirror_plan, repo_path
 from ppo_dr.inventory import Fleet, load_fleet, parse_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.mirror.errors import DamagedDataError
-from ppo_dr.mirror.runbook import record_in_catalogue, snapshot_app_server, verify_new_snapshots
 from ppo_dr.store import Store
 from ppo_dr.transport import LocalRemote
+from tests.labs import own_lab
 from tests.ppo_dr.failover.fleets import lab_like_data
 
 pytestmark = pytest.mark.timeout(180)
@@ -47,18 +47,10 @@ def mod_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     home = tmp_path_factory.mktemp("steps-home")
     saved = os.environ.get("PPO_DR_HOME")
     os.environ["PPO_DR_HOME"] = str(home)
-    lab = Lab(tmp_path_factory.mktemp("steps") / "lab")
     try:
-        lab.up(clients=6, size_mb=4, fast=True, timeout=30.0)
-        fleet = load_fleet(lab.fleet_file)
-        with FleetAccess(fleet) as access, Store.open(lab.store_url) as store:
-            for app in fleet.servers_by_role("app"):
-                run = snapshot_app_server(access, app.id)
-                record_in_catalogue(store, run)
-                verify_new_snapshots(access, store, run)
-        yield lab
+        with own_lab(tmp_path_factory.mktemp("steps") / "lab", clients=6, size_mb=4) as lab:
+            yield lab
     finally:
-        lab.down()
         if saved is None:
             os.environ.pop("PPO_DR_HOME", None)
         else:

@@ -1,0 +1,49 @@
+"""Labs of a test's own, for the tests that kill servers (the session ``lab`` is shared).
+
+:func:`own_lab` brings a small ``--fast`` lab up, lets the workload write for a moment,
+mirrors every app server once (recorded and verified, as the hourly mirror would) and
+always takes it down. :func:`mirror_all` is that mirror run, usable again later (it
+follows the store's placements, so after a failover it mirrors the new homes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ppo_dr.fleet_access import FleetAccess
+from ppo_dr.inventory import load_fleet
+from ppo_dr.lab.supervisor import Lab
+from ppo_dr.mirror.runbook import record_in_catalogue, snapshot_app_server, verify_new_snapshots
+from ppo_dr.store import Store
+
+
+def mirror_all(lab: Lab) -> None:
+    """One mirror run of every app server, recorded and verified (the hourly mirror)."""
+    fleet = load_fleet(lab.fleet_file)
+    with FleetAccess(fleet) as access, Store.open(lab.store_url) as store:
+        placements = {p.client_id: p.server_id for p in store.placements()}
+        for app in fleet.servers_by_role("app"):
+            run = snapshot_app_server(access, app.id, placements=placements)
+            record_in_catalogue(store, run)
+            verify_new_snapshots(access, store, run)
+
+
+@contextlib.contextmanager
+def own_lab(
+    directory: Path, *, clients: int, size_mb: int, settle_s: float = 0.0, mirrored: bool = True
+) -> Iterator[Lab]:
+    """A ``--fast`` lab in *directory*: up, *settle_s* of workload writes, mirrored once
+    unless *mirrored* is False; down at the end, whatever happened."""
+    lab = Lab(directory)
+    try:
+        lab.up(clients=clients, size_mb=size_mb, fast=True, timeout=30.0)
+        if settle_s:
+            time.sleep(settle_s)  # a few acknowledged writes before the first snapshot
+        if mirrored:
+            mirror_all(lab)
+        yield lab
+    finally:
+        lab.down()
