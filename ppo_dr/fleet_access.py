@@ -45,6 +45,7 @@ from ppo_dr import config
 from ppo_dr.closing import ClosesOnExit
 from ppo_dr.errors import AuthError, PermanentError, TransientError
 from ppo_dr.ids import check_id
+from ppo_dr.placement import mirrors_for
 from ppo_dr.secret_refs import REDACTOR, SecretResolver, resolve_secret
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ def mirror_ids_of(
     fleet: Fleet, server_id: str, placements: Mapping[str, str] | None = None
 ) -> tuple[str, ...]:
     """The mirrors of home server *server_id*, on-site first: the ones fleet.yaml
-    declares, else the pair :func:`ppo_dr.failover.plan.mirrors_for` derives (the same
+    declares, else the pair :func:`ppo_dr.placement.mirrors_for` derives (the same
     rule the failover planner uses), within the countries every client living there
     allows."""
     home = home_server(fleet, server_id, placements)
@@ -190,8 +191,6 @@ def mirror_ids_of(
         declared = [fleet.server(m) for m in home.mirrors]
         onsite = [m.id for m in declared if m.dc == home.dc]
         return (*onsite, *(m.id for m in declared if m.dc != home.dc))
-    from ppo_dr.failover.plan import mirrors_for
-
     where = homes(fleet, placements)
     allowed: set[str] | None = None
     for client in fleet.clients:

@@ -1,69 +1,10 @@
-"""Failover and planned migration: the pure planner (:mod:`.plan`) and its public names.
+"""Failover and planned migration: the pure planner (:mod:`.plan`), the steps, the drill.
 
 The planner decides (residency, capacity, which mirror to restore from); the steps
 (:mod:`.steps`, run through the store's ledger by :mod:`.ledger`) and the Prefect flow
 carry the plan out. The scheduled DR drill's decisions (canary
 rotation, mirror alternation, scratch placement, trend) are in :mod:`.drill`.
+
+Import from the modules themselves: this package imports nothing, so reading a plan
+(:mod:`.plan`, :mod:`.model`) never drags in the steps and their SSH and mirror code.
 """
-
-from ppo_dr.failover.plan import (
-    MODES,
-    ClientMove,
-    FleetState,
-    Mode,
-    Plan,
-    PlanError,
-    ProvisionRequest,
-    Refusal,
-    Scope,
-    SnapshotInfo,
-    Target,
-    mirrors_for,
-    plan_failover,
-    template_capacity,
-)
-from ppo_dr.failover.steps import (
-    Restored,
-    Verified,
-    VerifyMismatch,
-    app_health,
-    final_sync,
-    freeze,
-    lost_writes,
-    restore_client,
-    rollback,
-    seed_new_home,
-    switch,
-    unfreeze,
-    verify_restored,
-)
-
-__all__ = [
-    "MODES",
-    "ClientMove",
-    "FleetState",
-    "Mode",
-    "Plan",
-    "PlanError",
-    "ProvisionRequest",
-    "Refusal",
-    "Restored",
-    "Scope",
-    "SnapshotInfo",
-    "Target",
-    "Verified",
-    "VerifyMismatch",
-    "app_health",
-    "final_sync",
-    "freeze",
-    "lost_writes",
-    "mirrors_for",
-    "plan_failover",
-    "restore_client",
-    "rollback",
-    "seed_new_home",
-    "switch",
-    "template_capacity",
-    "unfreeze",
-    "verify_restored",
-]

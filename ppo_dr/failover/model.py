@@ -1,18 +1,16 @@
-"""The failover plan's vocabulary: scope, target, what is known, and the plan itself.
+"""The failover plan's vocabulary: scope, target, what is known, and a plan's parts.
 
-Plain frozen dataclasses, shared by the planner (:mod:`.plan`), its JSON form and
-rendering (:mod:`.plan_json`), the steps and the flows. No logic beyond describing.
+Plain frozen dataclasses, shared by the planner (:mod:`.plan`), the plan itself and its
+JSON form (:mod:`.plan_json`), the steps and the flows. No logic beyond describing.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal, get_args
 
-from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import Fleet
 
 Mode = Literal["emergency", "planned"]
@@ -23,11 +21,6 @@ PROVISION_TEMPLATE: Final = "app"
 GB: Final = 10**9  # capacity.disk_gb is decimal gigabytes, like the disks it describes
 PLAN_ID_LEN: Final = 16
 SNAPSHOT_ID_MAX_LEN: Final = 128
-COUNTRY_RE: Final = re.compile(r"[A-Z]{2}")
-
-
-class PlanError(PermanentError):
-    """The request cannot be planned at all (unknown ids, contradictory scope or target)."""
 
 
 @dataclass(frozen=True)
@@ -115,40 +108,3 @@ class Refusal:
 
     client_id: str
     reason: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A failover plan, printable for approval and stored as JSON with the run."""
-
-    plan_id: str
-    mode: Mode
-    scope: Scope
-    target: Target
-    created_at: datetime
-    moves: tuple[ClientMove, ...]
-    provisions: tuple[ProvisionRequest, ...]
-    refusals: tuple[Refusal, ...]
-
-    def to_json(self) -> str:
-        """The plan as JSON (stable key order; what `failover plan -o` writes)."""
-        from ppo_dr.failover.plan_json import plan_to_json
-
-        return plan_to_json(self)
-
-    @classmethod
-    def from_json(cls, text: str) -> Plan:
-        """Parse and check a plan; :class:`PlanError` names the field and what is wrong.
-
-        The plan id is recomputed: a plan edited after it was made (and approved) is
-        refused rather than run.
-        """
-        from ppo_dr.failover.plan_json import plan_from_json
-
-        return plan_from_json(text)
-
-    def render(self) -> str:
-        """A table an operator reads before approving (and the flow's artifact)."""
-        from ppo_dr.failover.plan_json import render_plan
-
-        return render_plan(self)

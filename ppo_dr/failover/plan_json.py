@@ -1,4 +1,5 @@
-"""A failover plan as JSON (content-addressed, checked on the way in) and as a table.
+"""The failover plan (:class:`Plan`), its JSON form (content addressed, checked on the
+way in) and its table.
 
 ``plan_id`` hashes everything a plan decides but its creation time, so the same inputs
 give the same id and :func:`plan_from_json` refuses a plan edited after approval.
@@ -12,12 +13,11 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from ppo_dr.failover.model import (
-    COUNTRY_RE,
     MODES,
     PLAN_FORMAT,
     PLAN_ID_LEN,
@@ -25,14 +25,44 @@ from ppo_dr.failover.model import (
     SNAPSHOT_ID_MAX_LEN,
     ClientMove,
     Mode,
-    Plan,
-    PlanError,
     ProvisionRequest,
     Refusal,
     Scope,
     Target,
 )
 from ppo_dr.ids import is_valid_id
+from ppo_dr.placement import COUNTRY_RE, PlanError
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A failover plan, printable for approval and stored as JSON with the run."""
+
+    plan_id: str
+    mode: Mode
+    scope: Scope
+    target: Target
+    created_at: datetime
+    moves: tuple[ClientMove, ...]
+    provisions: tuple[ProvisionRequest, ...]
+    refusals: tuple[Refusal, ...]
+
+    def to_json(self) -> str:
+        """The plan as JSON (stable key order; what `failover plan -o` writes)."""
+        return plan_to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        """Parse and check a plan; :class:`PlanError` names the field and what is wrong.
+
+        The plan id is recomputed: a plan edited after it was made (and approved) is
+        refused rather than run.
+        """
+        return plan_from_json(text)
+
+    def render(self) -> str:
+        """A table an operator reads before approving (and the flow's artifact)."""
+        return render_plan(self)
 
 
 def plan_to_json(plan: Plan) -> str:

@@ -26,6 +26,7 @@ from ppo_dr.fleet_access import (
 )
 from ppo_dr.inventory import Access, Fleet, SecretRef, load_fleet
 from ppo_dr.lab.supervisor import Lab
+from ppo_dr.placement import mirrors_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
@@ -184,8 +185,6 @@ def test_a_spare_is_a_home_only_while_clients_are_placed_on_it(example: Fleet) -
 
 
 def test_a_spare_turned_home_gets_the_planners_mirror_pair(example: Fleet) -> None:
-    from ppo_dr.failover.plan import mirrors_for
-
     spare = "spare-jhb1-1"
     placed = {"acme-mining": spare}
     plan = mirror_plan(example, spare, placed)

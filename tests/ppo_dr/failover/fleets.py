@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ppo_dr.failover import SnapshotInfo
+from ppo_dr.failover.model import SnapshotInfo
 from ppo_dr.inventory import Fleet, parse_fleet
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAqMAs4x6rw0A/zZ6GQySsLwhOFhtvJXpcAZYwsNwBsM"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ppo_dr.errors import PermanentError, UnsafeInputError
-from ppo_dr.failover import (
+from ppo_dr.failover.plan import (
     ClientMove,
     FleetState,
     Plan,

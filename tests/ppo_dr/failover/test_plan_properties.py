@@ -15,7 +15,8 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ppo_dr.failover import (
+from ppo_dr.failover.plan import (
+    GB,
     FleetState,
     Mode,
     Plan,
@@ -24,8 +25,8 @@ from ppo_dr.failover import (
     SnapshotInfo,
     Target,
     plan_failover,
+    template_capacity,
 )
-from ppo_dr.failover.plan import GB, template_capacity
 from ppo_dr.inventory import Fleet
 from tests.ppo_dr.failover.fleets import NOW, fleet_data, fleet_from, snap
 
