@@ -52,11 +52,12 @@ from ppo_dr import config
 from ppo_dr.channels import read_outbox
 from ppo_dr.escalation import parse_key
 from ppo_dr.failover.steps import JOURNAL
-from ppo_dr.fleet_access import FleetAccess, client_path, mirror_targets
+from ppo_dr.fleet_access import FleetAccess, client_path
 from ppo_dr.inventory import Fleet, load_fleet, summary
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.lab.workload import acked_seqs, lost_writes
 from ppo_dr.mirror.api import verify
+from ppo_dr.mirror.fleet_targets import mirror_targets
 from ppo_dr.mirror.runbook import (
     ServerSnapshot,
     client_rows,

@@ -20,9 +20,9 @@ picklable factory for a NEW connection with the same pinned host keys and key
 A mirror declared as an S3 bucket (``servers[].s3``) gets an S3Remote instead, and an
 :class:`S3Connector` (credentials resolved from their references, never shown).
 Also here, pure: where each client lives now (:func:`homes`: the store's placements,
-which win over fleet.yaml's initial homes), what to snapshot on a server
-(:func:`client_sources`) and where its repositories are on its mirrors
-(:func:`mirror_plan`, and :func:`mirror_targets` with connections).
+which win over fleet.yaml's initial homes) and where its repositories are on its
+mirrors (:func:`mirror_plan`). What to snapshot and the connected mirror targets are
+the mirror's (:mod:`ppo_dr.mirror.fleet_targets`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import os
 import posixpath
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,14 +43,13 @@ from pydantic import SecretStr
 
 from ppo_dr import config
 from ppo_dr.closing import ClosesOnExit
-from ppo_dr.errors import AuthError, PermanentError, TransientError
+from ppo_dr.errors import AuthError, PermanentError
 from ppo_dr.ids import check_id
 from ppo_dr.placement import mirrors_for
 from ppo_dr.secret_refs import REDACTOR, SecretResolver, resolve_secret
 
 if TYPE_CHECKING:
     from ppo_dr.inventory import Fleet, Server, SshEndpoint
-    from ppo_dr.mirror.api import ClientSource, MirrorTarget
     from ppo_dr.transport import Remote
     from ppo_dr.transport.ssh import SshPool
 
@@ -154,22 +153,6 @@ def client_path(
     except KeyError:
         raise PermanentError(f"no server {server_id!r} in fleet {fleet.name}") from None
     return posixpath.join(root, client.data_path)
-
-
-def client_sources(
-    fleet: Fleet,
-    app_server_id: str,
-    clients: Iterable[str] | None = None,
-    placements: Mapping[str, str] | None = None,
-) -> list[ClientSource]:
-    """What to snapshot on *app_server_id*: each client living there and its absolute
-    data directory on it."""
-    from ppo_dr.mirror.api import ClientSource
-
-    return [
-        ClientSource(client_id=c, path=client_path(fleet, c, server_id=app_server_id))
-        for c in client_ids_on(fleet, app_server_id, clients, placements)
-    ]
 
 
 def repo_path(mirror: Server, app_server_id: str) -> str:
@@ -492,62 +475,3 @@ class FleetAccess(ClosesOnExit):
             remotes, self._s3 = list(self._s3.values()), {}
         for remote in remotes:
             remote.close()
-
-
-@dataclass(frozen=True)
-class ConnectedMirrors:
-    """The mirrors of one app server we could reach, and why the others failed."""
-
-    targets: list[MirrorTarget]
-    unreachable: dict[str, str]  # mirror id -> the transient error's message
-
-    @property
-    def mirror_ids(self) -> list[str]:
-        return [t.mirror_id for t in self.targets] + list(self.unreachable)
-
-
-def mirror_targets(
-    fleet: Fleet,
-    app_server_id: str,
-    access: FleetAccess,
-    mirrors: Sequence[str] | None = None,
-    placements: Mapping[str, str] | None = None,
-) -> ConnectedMirrors:
-    """Connect to each mirror of *app_server_id* (or those in *mirrors*).
-
-    Each target carries ``connect`` (:meth:`FleetAccess.connector`), so snapshots
-    upload, and restores read, from separate processes with their own connections.
-    A mirror that cannot be reached for now (TransientError) is reported in
-    ``unreachable`` and the others are returned, so one mirror down does not stop the
-    other. A permanent error (changed host key, refused key) is raised: that is not
-    a mirror to write to, and nothing must be written anywhere until it is fixed.
-    """
-    from ppo_dr.mirror.api import MirrorTarget
-
-    wanted = None if mirrors is None else {check_id(m, "mirror id") for m in mirrors}
-    targets: list[MirrorTarget] = []
-    unreachable: dict[str, str] = {}
-    plan = mirror_plan(fleet, app_server_id, placements)
-    for mirror, path in plan:
-        if wanted is not None and mirror.id not in wanted:
-            continue
-        try:
-            remote = access.remote(mirror.id)
-        except TransientError as exc:
-            unreachable[mirror.id] = str(exc)
-            continue
-        targets.append(
-            MirrorTarget(
-                mirror_id=mirror.id,
-                remote=remote,
-                repo_path=path,
-                connect=access.connector(mirror.id),
-            )
-        )
-    if wanted is not None:
-        unknown = wanted - {m.id for m, _ in plan}
-        if unknown:
-            raise PermanentError(
-                f"mirror(s) {', '.join(sorted(unknown))} do not mirror server {app_server_id}"
-            )
-    return ConnectedMirrors(targets, unreachable)

@@ -33,9 +33,9 @@ from ppo_dr.fleet_access import (
     home_server,
     homes,
     mirror_plan,
-    mirror_targets,
 )
 from ppo_dr.ids import check_id, is_valid_id
+from ppo_dr.mirror.fleet_targets import mirror_targets
 
 if TYPE_CHECKING:
     from ppo_dr.inventory import Fleet

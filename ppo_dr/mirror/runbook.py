@@ -29,11 +29,10 @@ from ppo_dr.errors import DRError, PermanentError, TransientError
 from ppo_dr.fleet_access import (
     FleetAccess,
     client_ids_on,
-    client_sources,
     home_server,
     mirror_plan,
-    mirror_targets,
 )
+from ppo_dr.mirror.fleet_targets import client_sources, mirror_targets
 
 if TYPE_CHECKING:
     from ppo_dr.inventory import Fleet

@@ -14,18 +14,17 @@ from ppo_dr.fleet_access import (
     FleetAccess,
     client_ids_on,
     client_path,
-    client_sources,
     home_server,
     homes,
     known_hosts_text,
     mirror_plan,
-    mirror_targets,
     operator_key_file,
     parse_repository_key,
     write_known_hosts,
 )
 from ppo_dr.inventory import Access, Fleet, SecretRef, load_fleet
 from ppo_dr.lab.supervisor import Lab
+from ppo_dr.mirror.fleet_targets import client_sources, mirror_targets
 from ppo_dr.placement import mirrors_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,10 +15,11 @@ import yaml
 from typer.testing import CliRunner
 
 from ppo_dr.cli import app
-from ppo_dr.fleet_access import FleetAccess, S3Connector, mirror_plan, mirror_targets
+from ppo_dr.fleet_access import FleetAccess, S3Connector, mirror_plan
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.mirror.api import list_snapshots, restore, verify
+from ppo_dr.mirror.fleet_targets import mirror_targets
 from ppo_dr.mirror.runbook import snapshot_app_server
 from ppo_dr.transport import LocalRemote
 from ppo_dr.transport.s3 import S3Remote
