@@ -124,9 +124,10 @@ class DeliveryResult:
         return self.notice.status == "sent"
 
 
-def _record(
+def record_intent(
     store: Store, intent: NoticeLike, incident_id: int | None, at: datetime | None = None
 ) -> tuple[Notice, bool]:
+    """Record *intent* under its key (before sending); True when this call created it."""
     return store.record_notice(
         intent.key,
         incident_id=incident_id,
@@ -149,7 +150,7 @@ def deliver(
     at: datetime | None = None,
 ) -> DeliveryResult:
     """Record, then send once, then store the receipt. Errors propagate (module doc)."""
-    notice, created = _record(store, intent, incident_id, at)
+    notice, created = record_intent(store, intent, incident_id, at)
     if notice.status in ("sent", "skipped"):
         _log.info("notice %s already %s; not sending again", intent.key, notice.status)
         return DeliveryResult(notice, sent_now=False)
@@ -180,7 +181,7 @@ def give_up(
     sending (its notice is new or pending), else None."""
     text = error_text(error)
     if store.notice(intent.key) is None:  # failed before it could be recorded
-        _record(store, intent, incident_id)
+        record_intent(store, intent, incident_id)
     notice = store.mark_notice_failed(intent.key, text)
     if notice.status == "sent":
         return None  # another attempt got through after all

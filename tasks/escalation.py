@@ -30,7 +30,7 @@ from ppo_dr.escalation import (
     failover_view,
 )
 from ppo_dr.inventory import Fleet
-from ppo_dr.notify import address_for, deliver, give_up, retry_delay
+from ppo_dr.notify import address_for, deliver, give_up, record_intent, retry_delay
 from ppo_dr.reports import report_for_incident, report_markdown
 from ppo_dr.store import Incident, Store
 from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn, secret_from_block
@@ -182,15 +182,7 @@ def send_notice(
     """
     log = get_run_logger()
     with Store.open(store_url) as store:
-        notice, created = store.record_notice(
-            intent.key,
-            incident_id=incident_id,
-            step=intent.step,
-            channel=intent.channel,
-            recipient=intent.recipient,
-            subject=intent.subject,
-            body=intent.body,
-        )
+        notice, created = record_intent(store, intent, incident_id)
         first_try = (task_run.run_count or 1) <= 1
         age = (datetime.now(UTC) - notice.created_at).total_seconds()
         if not created and notice.status == "pending" and first_try and age < IN_FLIGHT_S:
