@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from ppo_dr.errors import PermanentError
 from ppo_dr.ids import check_id
+from ppo_dr.mirror.status import SnapshotRef
 
 if TYPE_CHECKING:
     from ppo_dr.inventory import Fleet, Server
@@ -164,15 +165,9 @@ def pick_canaries(
     return tuple(picked)
 
 
-class DrillLike(Protocol):
+class DrillLike(SnapshotRef, Protocol):
     """What the rotation and the trend read of a recorded drill (``ppo_dr.store.Drill``)."""
 
-    @property
-    def client_id(self) -> str: ...
-    @property
-    def mirror_id(self) -> str: ...
-    @property
-    def snapshot_id(self) -> str: ...
     @property
     def started_at(self) -> datetime: ...
     @property

@@ -164,8 +164,9 @@ def stale_after(expression: str) -> timedelta:
 # --------------------------------------------------------------------------- RPO
 
 
-class CatalogueEntry(Protocol):
-    """What this module reads of a catalogued snapshot (:class:`ppo_dr.store.Snapshot`)."""
+class SnapshotRef(Protocol):
+    """Which snapshot of which client on which mirror: what every record of one carries
+    (a catalogued snapshot, a drill that restored it)."""
 
     @property
     def client_id(self) -> str: ...
@@ -173,6 +174,11 @@ class CatalogueEntry(Protocol):
     def mirror_id(self) -> str: ...
     @property
     def snapshot_id(self) -> str: ...
+
+
+class CatalogueEntry(SnapshotRef, Protocol):
+    """What this module reads of a catalogued snapshot (:class:`ppo_dr.store.Snapshot`)."""
+
     @property
     def taken_at(self) -> datetime: ...
     @property

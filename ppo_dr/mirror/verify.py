@@ -20,7 +20,7 @@ from collections.abc import Callable
 from ppo_dr.errors import DRError
 from ppo_dr.ids import check_id
 from ppo_dr.mirror.errors import DamagedDataError, WrongKeyError
-from ppo_dr.mirror.repository import BlobLocation, Index, Repository, wants_ranges
+from ppo_dr.mirror.repository import BlobLocation, Index, PackSlices, Repository, wants_ranges
 from ppo_dr.mirror.results import MirrorTarget, Problem, VerifyReport
 
 Ref = tuple[str, str, str]  # client, snapshot, path
@@ -126,12 +126,7 @@ def _check_ranges(
         return
     report.packs_checked += 1
     report.bytes_checked += slices.size
-    for blob_id, loc in wanted.items():
-        try:
-            repo.extract_blob(slices, blob_id, loc)
-        except DamagedDataError as exc:
-            for client, snap, path in refs.get(blob_id, [("", "", "")]):
-                problem(client, snap, path, str(exc))
+    _rehash_blobs(repo, slices, wanted, refs, problem)
 
 
 def _check_pack(
@@ -150,13 +145,26 @@ def _check_pack(
         return
     report.packs_checked += 1
     report.bytes_checked += len(data)
+    damaged = _rehash_blobs(repo, data, blobs, refs, problem)
+    if not damaged and hashlib.sha256(data).hexdigest() != pack_id:
+        problem("", "", "", f"pack {pack_id}: damaged outside its blobs (trailer)")
+
+
+def _rehash_blobs(
+    repo: Repository,
+    pack_data: bytes | PackSlices,
+    blobs: dict[str, BlobLocation],
+    refs: dict[str, list[Ref]],
+    problem: Callable[[str, str, str, str], None],
+) -> int:
+    """Re-hash each of *blobs* from a pack's bytes; report every damaged one against
+    each snapshot file that refers to it. Returns how many were damaged."""
     damaged = 0
     for blob_id, loc in blobs.items():
         try:
-            repo.extract_blob(data, blob_id, loc)
+            repo.extract_blob(pack_data, blob_id, loc)
         except DamagedDataError as exc:
             damaged += 1
             for client, snap, path in refs.get(blob_id, [("", "", "")]):
                 problem(client, snap, path, str(exc))
-    if not damaged and hashlib.sha256(data).hexdigest() != pack_id:
-        problem("", "", "", f"pack {pack_id}: damaged outside its blobs (trailer)")
+    return damaged

@@ -347,15 +347,19 @@ class ProbeRunner:
         scope = self.scope(outage)
         window = self._window_for(scope, at)
         title = _title(outage)
-        incident, created = self.store.open_incident(
-            OUTAGE_KIND,
-            outage.key,
-            title,
-            scope,
-            paging=window is None,
-            flow_run_id=self.flow_run_id,
-            at=at,
-        )
+
+        def open_incident() -> tuple[Incident, bool]:
+            return self.store.open_incident(
+                OUTAGE_KIND,
+                outage.key,
+                title,
+                scope,
+                paging=window is None,
+                flow_run_id=self.flow_run_id,
+                at=at,
+            )
+
+        incident, created = open_incident()
         relapse_of: int | None = None
         if not created and incident.state == "recovered":
             # Down again after recovery, before anyone resolved it: that incident is
@@ -368,15 +372,7 @@ class ProbeRunner:
                 flow_run_id=self.flow_run_id,
                 at=at,
             )
-            incident, created = self.store.open_incident(
-                OUTAGE_KIND,
-                outage.key,
-                title,
-                scope,
-                paging=window is None,
-                flow_run_id=self.flow_run_id,
-                at=at,
-            )
+            incident, created = open_incident()
         self._known[outage.key] = _Known(incident.id, _scope_targets(incident.scope))
         if created and relapse_of is not None:
             self.store.add_timeline(
