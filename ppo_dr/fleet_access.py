@@ -45,6 +45,7 @@ from ppo_dr import config
 from ppo_dr.closing import ClosesOnExit
 from ppo_dr.errors import AuthError, PermanentError
 from ppo_dr.ids import check_id
+from ppo_dr.local_files import replace_with
 from ppo_dr.placement import mirrors_for
 from ppo_dr.secret_refs import REDACTOR, SecretResolver, resolve_secret
 
@@ -225,17 +226,7 @@ def _write_once(directory: Path, stem: str, data: bytes, mode: int) -> Path:
     final = directory / f"{stem}-{digest}"
     if final.exists() and final.read_bytes() == data:
         return final
-    temp = directory / f".{stem}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        temp.replace(final)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    replace_with(final, directory / f".{stem}.{secrets.token_hex(6)}.tmp", data, mode=mode)
     return final
 
 

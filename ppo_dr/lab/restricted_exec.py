@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ppo_dr.errors import LabError, UnsafeInputError
 from ppo_dr.ids import absolute_path_problem, check_id
+from ppo_dr.local_files import replace_with
 
 if TYPE_CHECKING:
     from ppo_dr.lab.procutil import FleetWatch
@@ -231,15 +232,7 @@ class ServerDisk:
             except FileNotFoundError:
                 data = b""
             data = data[: data.rfind(b"\n") + 1]
-            try:
-                with tmp.open("wb") as out:
-                    out.write(data)
-                    out.flush()
-                    os.fsync(out.fileno())
-                tmp.replace(dump)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            replace_with(dump, tmp, data, exclusive=False)
             _fsync_dir(dump.parent)
         return dump, data.count(b"\n"), len(data)
 
