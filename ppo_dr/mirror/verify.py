@@ -102,31 +102,11 @@ def verify(
                 if not wanted:
                     continue
                 if wants_ranges(index.packs[pack_id], wanted.values()):
-                    _check_ranges(repo, pack_id, wanted, refs, problem, report)
+                    _check_pack(repo, pack_id, wanted, refs, problem, report, ranged=True)
                     continue
             _check_pack(repo, pack_id, blobs, refs, problem, report)
     report.ok = not report.problems
     return report
-
-
-def _check_ranges(
-    repo: Repository,
-    pack_id: str,
-    wanted: dict[str, BlobLocation],
-    refs: dict[str, list[Ref]],
-    problem: Callable[[str, str, str, str], None],
-    report: VerifyReport,
-) -> None:
-    """Download only the ranges of one pack holding *wanted* and re-hash those blobs
-    (a client's check; the pack's own hash needs all of it and is left to a full one)."""
-    try:
-        slices = repo.read_pack_ranges(pack_id, wanted.values())
-    except DRError as exc:
-        problem("", "", "", f"pack {pack_id}: {exc}")
-        return
-    report.packs_checked += 1
-    report.bytes_checked += slices.size
-    _rehash_blobs(repo, slices, wanted, refs, problem)
 
 
 def _check_pack(
@@ -136,35 +116,32 @@ def _check_pack(
     refs: dict[str, list[Ref]],
     problem: Callable[[str, str, str, str], None],
     report: VerifyReport,
+    *,
+    ranged: bool = False,
 ) -> None:
-    """Download one pack and re-hash each of its blobs."""
+    """Download one pack and re-hash each of *blobs* in it; report every damaged one
+    against each snapshot file that refers to it.
+
+    *ranged* (a client's check) downloads only the ranges holding *blobs*; the pack's
+    own hash needs all of it, so that is left to a full check.
+    """
+    data: bytes | PackSlices
     try:
-        data = repo.read_pack(pack_id)
+        data = repo.read_pack_ranges(pack_id, blobs.values()) if ranged else repo.read_pack(pack_id)
     except DRError as exc:
         problem("", "", "", f"pack {pack_id}: {exc}")
         return
     report.packs_checked += 1
-    report.bytes_checked += len(data)
-    damaged = _rehash_blobs(repo, data, blobs, refs, problem)
-    if not damaged and hashlib.sha256(data).hexdigest() != pack_id:
-        problem("", "", "", f"pack {pack_id}: damaged outside its blobs (trailer)")
-
-
-def _rehash_blobs(
-    repo: Repository,
-    pack_data: bytes | PackSlices,
-    blobs: dict[str, BlobLocation],
-    refs: dict[str, list[Ref]],
-    problem: Callable[[str, str, str, str], None],
-) -> int:
-    """Re-hash each of *blobs* from a pack's bytes; report every damaged one against
-    each snapshot file that refers to it. Returns how many were damaged."""
+    report.bytes_checked += data.size if isinstance(data, PackSlices) else len(data)
     damaged = 0
     for blob_id, loc in blobs.items():
         try:
-            repo.extract_blob(pack_data, blob_id, loc)
+            repo.extract_blob(data, blob_id, loc)
         except DamagedDataError as exc:
             damaged += 1
             for client, snap, path in refs.get(blob_id, [("", "", "")]):
                 problem(client, snap, path, str(exc))
-    return damaged
+    if isinstance(data, PackSlices) or damaged:
+        return
+    if hashlib.sha256(data).hexdigest() != pack_id:
+        problem("", "", "", f"pack {pack_id}: damaged outside its blobs (trailer)")
