@@ -17,7 +17,7 @@ from prefect.deployments.flow_runs import arun_deployment
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
-from ppo_dr.probe.runner import check_probe_silence
+from ppo_dr.probe.watchdog import check_probe_silence
 from ppo_dr.store import Store
 from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn
 

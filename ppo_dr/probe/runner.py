@@ -34,13 +34,13 @@ which window, and no escalation is asked for.
 
 The probe's own liveness: :meth:`ProbeRunner.heartbeat` adds one check per cycle to
 the per-minute counts of the pseudo-target :data:`HEARTBEAT_TARGET`;
-:func:`check_probe_silence` (the watchdog flow) opens a paging ``probe-silent``
-incident when that target has had no check for the silence threshold.
+:func:`~ppo_dr.probe.watchdog.check_probe_silence` (the watchdog flow) opens a paging
+``probe-silent`` incident when that target has had no check for the silence threshold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -62,20 +62,17 @@ from ppo_dr.store import Incident, MaintenanceWindow, ProbeTransition, Store
 
 #: Incident kind of an outage the probe declared.
 OUTAGE_KIND: Final = "outage"
-#: Incident kind (and dedupe key) of a probe that stopped heartbeating.
-SILENT_KIND: Final = "probe-silent"
 #: Pseudo-target whose per-minute counts are the probe's heartbeat.
 HEARTBEAT_TARGET: Final = "probe:heartbeat"
 #: Timeline kinds the runner writes.
 ESCALATION_STARTED: Final = "escalation-started"
 ESCALATION_MISSING: Final = "escalation-unavailable"
-#: A probe with no heartbeat at all in this long has not run here: the watchdog is quiet.
-WATCH_LOOKBACK: Final = timedelta(days=1)
 #: How far back a restarted probe looks for the transitions of an outage in progress.
 SEED_LOOKBACK: Final = timedelta(days=14)
 
 
-def _iso(at: datetime) -> str:
+def utc_stamp(at: datetime) -> str:
+    """*at* in UTC as ``2026-11-30T05:00:00Z`` (timeline wording)."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -359,20 +356,14 @@ class ProbeRunner:
                 at=at,
             )
 
-        incident, created = open_incident()
-        relapse_of: int | None = None
-        if not created and incident.state == "recovered":
-            # Down again after recovery, before anyone resolved it: that incident is
-            # over (resolving it ends its escalation); this is a new one, paged anew.
-            relapse_of = incident.id
-            self.store.resolve(
-                incident.id,
-                by="probe",
-                note=f"down again at {_iso(at)}: continued in a new incident",
-                flow_run_id=self.flow_run_id,
-                at=at,
-            )
-            incident, created = open_incident()
+        incident, created, relapse_of = open_or_relapse(
+            self.store,
+            open_incident,
+            by="probe",
+            note=f"down again at {utc_stamp(at)}: continued in a new incident",
+            flow_run_id=self.flow_run_id,
+            at=at,
+        )
         self._known[outage.key] = _Known(incident.id, _scope_targets(incident.scope))
         if created and relapse_of is not None:
             self.store.add_timeline(
@@ -387,7 +378,7 @@ class ProbeRunner:
             self.store.add_timeline(
                 incident.id,
                 "first-failure",
-                f"first failure at {_iso(outage.since)}",
+                f"first failure at {utc_stamp(outage.since)}",
                 flow_run_id=self.flow_run_id,
                 data={"at": outage.since.isoformat()},
                 at=outage.since,
@@ -551,7 +542,27 @@ def _title(outage: Outage) -> str:
     return f"{what} {outage.subject_id} down ({clients} client(s) affected)"
 
 
-# --------------------------------------------------------------------------- watchdog
+def open_or_relapse(
+    store: Store,
+    open_incident: Callable[[], tuple[Incident, bool]],
+    *,
+    by: str,
+    note: str,
+    flow_run_id: str | None,
+    at: datetime,
+) -> tuple[Incident, bool, int | None]:
+    """Open an incident idempotently (*open_incident*), or continue a relapse.
+
+    Down again after recovery, before anyone resolved it: that incident is over
+    (resolving it, by *by* with *note*, ends its escalation) and a new one is opened,
+    paged anew. Returns (incident, created, the id of the incident it continues or None).
+    """
+    incident, created = open_incident()
+    if created or incident.state != "recovered":
+        return incident, created, None
+    store.resolve(incident.id, by=by, note=note, flow_run_id=flow_run_id, at=at)
+    again, created = open_incident()
+    return again, created, incident.id
 
 
 def last_heartbeat(store: Store, now: datetime, lookback: timedelta) -> datetime | None:
@@ -559,74 +570,3 @@ def last_heartbeat(store: Store, now: datetime, lookback: timedelta) -> datetime
     rows = store.probe_minutes(HEARTBEAT_TARGET, since=now - lookback)
     rows = [r for r in rows if r.checks > 0]
     return (max(r.minute for r in rows) + timedelta(minutes=1)) if rows else None
-
-
-def check_probe_silence(
-    store: Store,
-    silent_after: timedelta,
-    *,
-    now: datetime | None = None,
-    flow_run_id: str | None = None,
-) -> tuple[Incident | None, bool]:
-    """Open (idempotently) a paging ``probe-silent`` incident if the probe has not
-    heartbeated for *silent_after*; mark it recovered once it heartbeats again.
-
-    Returns ``(incident, created)``; ``(None, False)`` when the probe is alive and no
-    such incident is open. Heartbeats are per minute (a minute of slack).
-
-    No heartbeat at all in the last :data:`WATCH_LOOKBACK` means the probe has not
-    run against this store (a fresh install, whose watchdog may run before the first
-    probe run): nothing to watch, no page. A silence that began within the lookback
-    pages, and that incident stays open until someone resolves it. A recovered but
-    unresolved ``probe-silent`` incident is resolved when the probe falls silent
-    again, and a new one pages.
-    """
-    now = now or datetime.now(UTC)
-    last = last_heartbeat(store, now, lookback=max(WATCH_LOOKBACK, 2 * silent_after))
-    if last is None:
-        return None, False
-    silent = now - last > silent_after
-    if not silent:
-        for incident in store.incidents(states=("open", "acknowledged"), kind=SILENT_KIND):
-            store.mark_recovered(incident.id, at=now, flow_run_id=flow_run_id)
-            store.add_timeline(
-                incident.id,
-                "probe-recovered",
-                f"probe heartbeating again (last {_iso(last)})",
-                flow_run_id=flow_run_id,
-                at=now,
-            )
-        return None, False
-    since = _iso(last)
-
-    def open_() -> tuple[Incident, bool]:
-        return store.open_incident(
-            SILENT_KIND,
-            SILENT_KIND,
-            f"probe silent: no heartbeat for {int(silent_after.total_seconds())} s",
-            {"level": "probe", "subject": "probe", "last_heartbeat": since},
-            severity="major",
-            paging=True,
-            flow_run_id=flow_run_id,
-            at=now,
-        )
-
-    incident, created = open_()
-    if not created and incident.state == "recovered":
-        store.resolve(
-            incident.id,
-            by="probe-watchdog",
-            note="silent again: continued in a new incident",
-            flow_run_id=flow_run_id,
-            at=now,
-        )
-        incident, created = open_()
-    if created:
-        store.add_timeline(
-            incident.id,
-            "declared",
-            f"no probe heartbeat since {since}: outages are not being detected",
-            flow_run_id=flow_run_id,
-            at=now,
-        )
-    return incident, created

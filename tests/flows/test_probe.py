@@ -37,9 +37,9 @@ from ppo_dr.probe.checks import run_cycle
 from ppo_dr.probe.runner import (
     ESCALATION_STARTED,
     HEARTBEAT_TARGET,
-    SILENT_KIND,
     probe_checks,
 )
+from ppo_dr.probe.watchdog import SILENT_KIND
 from ppo_dr.store import Incident, Store
 from tasks.probe import HEARTBEAT_EVENT
 

@@ -22,14 +22,13 @@ from ppo_dr.probe.runner import (
     ESCALATION_STARTED,
     HEARTBEAT_TARGET,
     OUTAGE_KIND,
-    SILENT_KIND,
     CycleResult,
     Declared,
     ProbeRunner,
-    check_probe_silence,
     probe_checks,
 )
 from ppo_dr.probe.state import Observation
+from ppo_dr.probe.watchdog import SILENT_KIND, check_probe_silence
 from ppo_dr.store import Store
 
 FLEET = load_fleet(Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml")
