@@ -134,7 +134,7 @@ def test_the_same_intent_delivered_twice_sends_once(
     assert first.sent_now and first.delivered
     assert not again.sent_now and again.delivered
     assert len(sendgrid_server.requests) == 1
-    assert sendgrid_server.requests[0]["json"]["personalizations"][0]["to"] == [
+    assert sendgrid_server.requests[0].json()["personalizations"][0]["to"] == [
         {"email": ALICE.email}
     ]
     notice = store.notice(intent.key)

@@ -49,8 +49,8 @@ def test_a_mail_is_sent_with_the_v3_payload_and_the_message_id_is_the_receipt(
     assert str(receipt) == "sendgrid:sg-1"
     assert sendgrid_server.problems == []
     (seen,) = sendgrid_server.requests
-    assert seen["headers"]["Authorization"] == f"Bearer {SENTINELS['sendgrid']}"
-    payload = seen["json"]
+    assert seen.headers["Authorization"] == f"Bearer {SENTINELS['sendgrid']}"
+    payload = seen.json()
     assert payload["from"] == {"email": "noc@example.com"}
     assert payload["personalizations"][0]["to"] == [{"email": "alice@example.org"}]
     assert payload["subject"] == MAIL.subject
