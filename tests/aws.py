@@ -16,14 +16,14 @@ serves EC2 and Route53 as well as S3.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
 
 from tests.s3 import reset_moto
-from tests.standin import Reply, Request, serve
+from tests.standin import Reply, Request, StandIn, serve
 
 #: Dummy credentials: moto accepts any; these must never appear in a message or log.
 AWS_KEY_ID = "AKIAEC2SENTINELKEY9Z"
@@ -61,13 +61,11 @@ def moto_aws(
 
 
 @dataclass
-class AwsErrorEndpoint:
+class AwsErrorEndpoint(StandIn):
     """Answers every request with ``status``/``code`` in the service's XML shape."""
 
     status: int = 503
     code: str = "RequestLimitExceeded"
-    url: str = ""
-    requests: list[Request] = field(default_factory=list)
 
     def respond(self, request: Request) -> Reply:
         code = self.code

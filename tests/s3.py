@@ -22,7 +22,7 @@ from __future__ import annotations
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import pytest
 
 from ppo_dr.transport.s3 import S3Remote
 from tests.netguard import loopback_guard
-from tests.standin import HANG, Reply, Request, serve
+from tests.standin import Reply, Request, StandIn, serve
 
 #: Dummy credentials: moto accepts any; these must never appear in a message or log.
 S3_KEY_ID = "AKIAS3SENTINELKEY7Q2X"
@@ -134,18 +134,13 @@ def s3_bucket(make_s3_remote: RemoteFactory, moto_s3_endpoint: str) -> Iterator[
 
 
 @dataclass
-class S3ErrorEndpoint:
+class S3ErrorEndpoint(StandIn):
     """A local endpoint that answers every request with ``status``/``code`` (or hangs)."""
 
     status: int = 503
     code: str = "SlowDown"
-    hang: bool = False
-    url: str = ""
-    requests: list[Request] = field(default_factory=list)
 
     def respond(self, request: Request) -> Reply:
-        if self.hang:
-            return HANG
         if request.method == "HEAD":  # a HEAD error has no body to say why
             return Reply(self.status, headers={"Content-Type": "application/xml"})
         return Reply(

@@ -1,8 +1,8 @@
 """One stand-in HTTP server for the third-party APIs in tests (SendGrid, SNS, X, S3, AWS).
 
-A test describes a vendor as a small state object (what it saw, how it answers) with a
+A test describes a vendor as a :class:`StandIn` (what it saw, how it answers) with a
 ``respond(request) -> Reply`` method; :func:`serve` runs it on 127.0.0.1 and a free
-port in a thread, records every request on ``state.requests`` and sends the scripted
+port in a thread, records every request on ``requests`` and sends the scripted
 reply: a status with body and headers, after a ``delay``, or never (``HANG``, so the
 client's own time-out fires). Hung and delayed handlers are released when the test
 ends, so no thread outlives it. moto still plays AWS for real behaviour; a stand-in
@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True)
@@ -65,16 +66,20 @@ class Reply:
 HANG = Reply(hang=True)
 
 
-class Vendor(Protocol):
-    """A vendor's stand-in state: where it listens, what it saw, how it answers."""
+@dataclass
+class StandIn(ABC):
+    """A vendor's stand-in: where it listens, what it saw, how it answers."""
 
-    url: str
-    requests: list[Request]
+    url: str = ""
+    requests: list[Request] = field(default_factory=list)
+    hang: bool = False  # answer nothing at all, whatever ``respond`` would say
 
-    def respond(self, request: Request) -> Reply: ...
+    @abstractmethod
+    def respond(self, request: Request) -> Reply:
+        """The answer to *request* (already recorded on ``requests``)."""
 
 
-V = TypeVar("V", bound=Vendor)
+V = TypeVar("V", bound=StandIn)
 
 
 @contextlib.contextmanager
@@ -94,7 +99,7 @@ def serve(vendor: V) -> Iterator[V]:
             request = Request(self.command, self.path, dict(self.headers), self.rfile.read(length))
             with lock:
                 vendor.requests.append(request)
-            reply = vendor.respond(request)
+            reply = HANG if vendor.hang else vendor.respond(request)
             if reply.hang or (reply.delay and released.wait(reply.delay)):
                 released.wait(30)
                 self.close_connection = True

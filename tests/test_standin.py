@@ -9,16 +9,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.standin import HANG, Reply, Request, serve
+from tests.standin import HANG, Reply, Request, StandIn, serve
 
 
 @dataclass
-class Scripted:
+class Scripted(StandIn):
     """Answers with the script's replies in order."""
 
-    script: list[Reply]
-    url: str = ""
-    requests: list[Request] = field(default_factory=list)
+    script: list[Reply] = field(default_factory=list)
 
     def respond(self, request: Request) -> Reply:
         return self.script.pop(0)
@@ -34,7 +32,7 @@ def call(url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int
 
 def test_requests_are_recorded_and_replies_sent_in_order() -> None:
     script = [Reply.json(429, {"e": 1}, {"Retry-After": "7"}), Reply(202)]
-    with serve(Scripted(script)) as stand_in:
+    with serve(Scripted(script=script)) as stand_in:
         assert call(f"{stand_in.url}/v3/mail/send", b'{"to": "a"}') == (429, b'{"e": 1}', "7")
         assert call(f"{stand_in.url}/again") == (202, b"", "")
     first, second = stand_in.requests
@@ -43,7 +41,7 @@ def test_requests_are_recorded_and_replies_sent_in_order() -> None:
 
 
 def test_a_delay_answers_late_and_a_hang_never_answers() -> None:
-    with serve(Scripted([Reply(200, b"late", delay=0.4), HANG])) as stand_in:
+    with serve(Scripted(script=[Reply(200, b"late", delay=0.4), HANG])) as stand_in:
         started = time.monotonic()
         assert call(stand_in.url)[:2] == (200, b"late")
         assert time.monotonic() - started >= 0.4

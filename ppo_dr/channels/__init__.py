@@ -1,8 +1,11 @@
 """Channels: how a notice reaches people (e-mail, SMS) and the public (X).
 
 One module per provider, each a class with the :class:`Channel` shape (``name`` and
-``send(message) -> Receipt``, the only I/O), its client built once in the constructor
-from a pydantic settings model whose credentials are ``SecretStr``:
+``send(message) -> Receipt``), its client built once in the constructor from a
+pydantic settings model whose credentials are ``SecretStr``. Each derives from
+:class:`~.base.ProviderChannel`, whose ``send`` does what every provider shares
+(refuse another kind of message, log and return the receipt) around the vendor's
+``publish``, the only I/O:
 
 ``email_sendgrid``  :class:`SendGridEmail`  SendGrid v3 mail/send (``sendgrid`` library)
 ``sms_sns``         :class:`SnsSms`         Amazon SNS Publish to a phone number (boto3)
@@ -24,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from ppo_dr import config
 from ppo_dr.channels.base import (
@@ -65,10 +70,13 @@ def build_channels(
     """
     cfg = fleet.channels
 
-    def secret(ref: SecretRef | None, what: str) -> SecretRef:
+    def required(ref: SecretRef | None, what: str) -> SecretStr:
         if ref is None:
             raise ChannelPermanentError("config", f"channels.{what} is not set")
-        return ref
+        return resolve_secret(ref, secret_resolver)
+
+    def optional(ref: SecretRef | None) -> SecretStr | None:
+        return None if ref is None else resolve_secret(ref, secret_resolver)
 
     outbox: Outbox | None = None
 
@@ -82,7 +90,7 @@ def build_channels(
     if cfg.email.provider == "sendgrid":
         channels["email"] = SendGridEmail(
             SendGridSettings(
-                api_key=resolve_secret(secret(cfg.email.api_key, "email.api_key"), secret_resolver),
+                api_key=required(cfg.email.api_key, "email.api_key"),
                 sender=cfg.email.sender,
                 **({"host": endpoints.sendgrid_host} if endpoints.sendgrid_host else {}),
             )
@@ -95,16 +103,8 @@ def build_channels(
         channels["sms"] = SnsSms(
             SnsSettings(
                 region=sms.region or "",
-                access_key_id=(
-                    resolve_secret(sms.access_key_id, secret_resolver)
-                    if sms.access_key_id
-                    else None
-                ),
-                secret_access_key=(
-                    resolve_secret(sms.secret_access_key, secret_resolver)
-                    if sms.secret_access_key
-                    else None
-                ),
+                access_key_id=optional(sms.access_key_id),
+                secret_access_key=optional(sms.secret_access_key),
                 endpoint_url=endpoints.sns_endpoint_url,
             )
         )
@@ -115,18 +115,10 @@ def build_channels(
         x = cfg.x
         channels["x"] = XStatus(
             XSettings(
-                consumer_key=resolve_secret(
-                    secret(x.consumer_key, "x.consumer_key"), secret_resolver
-                ),
-                consumer_secret=resolve_secret(
-                    secret(x.consumer_secret, "x.consumer_secret"), secret_resolver
-                ),
-                access_token=resolve_secret(
-                    secret(x.access_token, "x.access_token"), secret_resolver
-                ),
-                access_token_secret=resolve_secret(
-                    secret(x.access_token_secret, "x.access_token_secret"), secret_resolver
-                ),
+                consumer_key=required(x.consumer_key, "x.consumer_key"),
+                consumer_secret=required(x.consumer_secret, "x.consumer_secret"),
+                access_token=required(x.access_token, "x.access_token"),
+                access_token_secret=required(x.access_token_secret, "x.access_token_secret"),
             )
         )
     else:

@@ -23,7 +23,7 @@ import pytest
 from ppo_dr.store import Store
 from tests.netguard import loopback_guard
 from tests.s3 import reset_moto
-from tests.standin import HANG, Reply, Request, serve
+from tests.standin import HANG, Reply, Request, StandIn, serve
 
 #: Secret values the tests hand to the channels; none may ever be printed.
 SENTINELS = {
@@ -69,14 +69,12 @@ SENDGRID_ERRORS = {
 
 
 @dataclass
-class SendGridStandIn:
+class SendGridStandIn(StandIn):
     """What the stand-in saw, and how it answers the next requests."""
 
     answer: str = "202"  # 202 | 400 | 401 | 429 | 500 | hang (any other status: a 5xx body)
     answers: list[str] = field(default_factory=list)  # consumed first, one per request
     problems: list[str] = field(default_factory=list)
-    url: str = ""
-    requests: list[Request] = field(default_factory=list)
 
     def respond(self, request: Request) -> Reply:
         """Check the mail/send contract, then answer as scripted."""

@@ -139,3 +139,12 @@ def test_the_real_host_is_never_contacted_in_tests(loopback_only: list[str]) -> 
 def test_repr_and_settings_do_not_show_the_key(sendgrid_server: SendGridStandIn) -> None:
     sg = channel(sendgrid_server.url)
     assert_no_secret(repr(sg) + repr(sg.settings) + str(sg.settings))
+
+
+def test_a_message_of_another_kind_is_refused_before_any_request(
+    sendgrid_server: SendGridStandIn,
+) -> None:
+    sms = OutboundMessage(MAIL.key, "sms", "+27821234567", "", MAIL.body)
+    with pytest.raises(ChannelPermanentError, match="sendgrid: cannot carry a sms message"):
+        channel(sendgrid_server.url).send(sms)
+    assert sendgrid_server.requests == []

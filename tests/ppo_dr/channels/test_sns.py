@@ -21,7 +21,7 @@ from ppo_dr.channels import (
     SnsSms,
 )
 from ppo_dr.errors import is_retryable
-from tests.standin import HANG, Reply, Request, serve
+from tests.standin import Reply, Request, StandIn, serve
 
 from .conftest import SENTINELS, assert_no_secret
 
@@ -80,20 +80,15 @@ def test_a_body_over_1600_bytes_is_refused_before_sending(moto_sns: str) -> None
 
 
 @dataclass
-class AwsStandIn:
+class AwsStandIn(StandIn):
     """Answers every Publish with one AWS query-protocol error (or hangs)."""
 
     status: int = 400
     code: str = "Throttling"
     message: str = "Rate exceeded"
     headers: dict[str, str] = field(default_factory=dict)
-    hang: bool = False
-    url: str = ""
-    requests: list[Request] = field(default_factory=list)
 
     def respond(self, request: Request) -> Reply:
-        if self.hang:
-            return HANG
         kind = "Receiver" if self.status >= 500 else "Sender"
         return Reply.xml(
             self.status,

@@ -25,7 +25,7 @@ from ppo_dr.channels import (
     x_length,
 )
 from ppo_dr.errors import is_retryable
-from tests.standin import HANG, Reply, Request, serve
+from tests.standin import HANG, Reply, Request, StandIn, serve
 
 from .conftest import SENTINELS, assert_no_secret
 
@@ -54,13 +54,11 @@ X_ERRORS = {
 
 
 @dataclass
-class XStandIn:
+class XStandIn(StandIn):
     """A local ``POST /2/tweets`` that checks the OAuth 1.0a header and the JSON body."""
 
     answer: str = "201"  # 201 | 401 | 403-duplicate | 429 | 500 | hang
     problems: list[str] = field(default_factory=list)
-    url: str = ""
-    requests: list[Request] = field(default_factory=list)
 
     def respond(self, request: Request) -> Reply:
         payload = request.json()
