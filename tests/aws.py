@@ -22,8 +22,8 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.s3 import reset_moto
-from tests.standin import Reply, Request, StandIn, serve
+from tests.s3 import AwsErrors, reset_moto
+from tests.standin import Request, serve
 
 #: Dummy credentials: moto accepts any; these must never appear in a message or log.
 AWS_KEY_ID = "AKIAEC2SENTINELKEY9Z"
@@ -61,27 +61,24 @@ def moto_aws(
 
 
 @dataclass
-class AwsErrorEndpoint(StandIn):
-    """Answers every request with ``status``/``code`` in the service's XML shape."""
+class AwsErrorEndpoint(AwsErrors):
+    """EC2 and Route53 answering every request with ``status``/``code``."""
 
-    status: int = 503
     code: str = "RequestLimitExceeded"
 
-    def respond(self, request: Request) -> Reply:
+    def error_xml(self, request: Request) -> str:
         code = self.code
         if request.path.startswith("/2013-04-01/"):  # Route53 (REST-XML)
-            return Reply.xml(
-                self.status,
+            return (
                 '<?xml version="1.0"?>\n<ErrorResponse xmlns="https://route53.amazonaws.com/'
                 f'doc/2013-04-01/"><Error><Type>Sender</Type><Code>{code}</Code>'
                 f"<Message>stand-in says {code}</Message></Error>"
-                "<RequestId>5f1c2d3e</RequestId></ErrorResponse>",
+                "<RequestId>5f1c2d3e</RequestId></ErrorResponse>"
             )
-        return Reply.xml(  # EC2 (query protocol)
-            self.status,
+        return (  # EC2 (query protocol)
             f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
             f"<Message>stand-in says {code}</Message></Error></Errors>"
-            "<RequestID>5f1c2d3e</RequestID></Response>",
+            "<RequestID>5f1c2d3e</RequestID></Response>"
         )
 
 

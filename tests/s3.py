@@ -22,7 +22,7 @@ from __future__ import annotations
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -134,28 +134,29 @@ def s3_bucket(make_s3_remote: RemoteFactory, moto_s3_endpoint: str) -> Iterator[
 
 
 @dataclass
-class S3ErrorEndpoint(StandIn):
-    """A local endpoint that answers every request with ``status``/``code`` (or hangs)."""
+class AwsErrors(StandIn):
+    """Answers every request with one AWS error, ``status`` and ``code`` (and ``headers``),
+    in the service's own XML; this base speaks S3's REST-XML."""
 
     status: int = 503
     code: str = "SlowDown"
+    headers: dict[str, str] = field(default_factory=dict)
 
     def respond(self, request: Request) -> Reply:
-        if request.method == "HEAD":  # a HEAD error has no body to say why
-            return Reply(self.status, headers={"Content-Type": "application/xml"})
-        return Reply(
-            self.status,
-            (
-                '<?xml version="1.0" encoding="UTF-8"?>\n'
-                f"<Error><Code>{self.code}</Code><Message>stand-in says {self.code}</Message>"
-                "<RequestId>4442587FB7D0A2F9</RequestId><HostId>stand-in</HostId></Error>"
-            ).encode(),
-            {"Content-Type": "application/xml"},
+        body = b"" if request.method == "HEAD" else self.error_xml(request).encode()
+        return Reply(self.status, body, {"Content-Type": "text/xml", **self.headers})
+
+    def error_xml(self, request: Request) -> str:
+        """The error document; a HEAD error has no body to say why."""
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{self.code}</Code><Message>stand-in says {self.code}</Message>"
+            "<RequestId>4442587FB7D0A2F9</RequestId><HostId>stand-in</HostId></Error>"
         )
 
 
 @pytest.fixture
-def s3_error_endpoint(s3_loopback_only: list[str]) -> Iterator[S3ErrorEndpoint]:
+def s3_error_endpoint(s3_loopback_only: list[str]) -> Iterator[AwsErrors]:
     """An S3 endpoint on 127.0.0.1 that only ever answers with an AWS error."""
-    with serve(S3ErrorEndpoint()) as endpoint:
+    with serve(AwsErrors()) as endpoint:
         yield endpoint

@@ -24,7 +24,7 @@ each kind of message.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,34 +86,28 @@ def build_channels(
             outbox = Outbox(Path(cfg.outbox) if cfg.outbox else config.home() / "outbox.jsonl")
         return outbox
 
-    channels: dict[MessageChannel, Channel] = {}
-    if cfg.email.provider == "sendgrid":
-        channels["email"] = SendGridEmail(
+    def sendgrid() -> Channel:
+        return SendGridEmail(
             SendGridSettings(
                 api_key=required(cfg.email.api_key, "email.api_key"),
                 sender=cfg.email.sender,
                 **({"host": endpoints.sendgrid_host} if endpoints.sendgrid_host else {}),
             )
         )
-    else:
-        channels["email"] = the_outbox()
 
-    if cfg.sms.provider == "sns":
-        sms = cfg.sms
-        channels["sms"] = SnsSms(
+    def sns() -> Channel:
+        return SnsSms(
             SnsSettings(
-                region=sms.region or "",
-                access_key_id=optional(sms.access_key_id),
-                secret_access_key=optional(sms.secret_access_key),
+                region=cfg.sms.region or "",
+                access_key_id=optional(cfg.sms.access_key_id),
+                secret_access_key=optional(cfg.sms.secret_access_key),
                 endpoint_url=endpoints.sns_endpoint_url,
             )
         )
-    else:
-        channels["sms"] = the_outbox()
 
-    if cfg.x.provider == "x":
+    def x_status() -> Channel:
         x = cfg.x
-        channels["x"] = XStatus(
+        return XStatus(
             XSettings(
                 consumer_key=required(x.consumer_key, "x.consumer_key"),
                 consumer_secret=required(x.consumer_secret, "x.consumer_secret"),
@@ -121,9 +115,13 @@ def build_channels(
                 access_token_secret=required(x.access_token_secret, "x.access_token_secret"),
             )
         )
-    else:
-        channels["x"] = the_outbox()
-    return channels
+
+    vendors: dict[MessageChannel, Callable[[], Channel] | None] = {
+        "email": sendgrid if cfg.email.provider == "sendgrid" else None,
+        "sms": sns if cfg.sms.provider == "sns" else None,
+        "x": x_status if cfg.x.provider == "x" else None,
+    }
+    return {kind: build() if build else the_outbox() for kind, build in vendors.items()}
 
 
 def describe_channels(channels: Mapping[MessageChannel, Channel]) -> str:

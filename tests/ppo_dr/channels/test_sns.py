@@ -7,7 +7,7 @@ import logging
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from moto.sns.models import sns_backends
@@ -21,7 +21,8 @@ from ppo_dr.channels import (
     SnsSms,
 )
 from ppo_dr.errors import is_retryable
-from tests.standin import Reply, Request, StandIn, serve
+from tests.s3 import AwsErrors
+from tests.standin import Request, serve
 
 from .conftest import SENTINELS, assert_no_secret
 
@@ -80,23 +81,20 @@ def test_a_body_over_1600_bytes_is_refused_before_sending(moto_sns: str) -> None
 
 
 @dataclass
-class AwsStandIn(StandIn):
+class AwsStandIn(AwsErrors):
     """Answers every Publish with one AWS query-protocol error (or hangs)."""
 
     status: int = 400
     code: str = "Throttling"
     message: str = "Rate exceeded"
-    headers: dict[str, str] = field(default_factory=dict)
 
-    def respond(self, request: Request) -> Reply:
+    def error_xml(self, request: Request) -> str:
         kind = "Receiver" if self.status >= 500 else "Sender"
-        return Reply.xml(
-            self.status,
+        return (
             '<ErrorResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">'
             f"<Error><Type>{kind}</Type><Code>{self.code}</Code>"
             f"<Message>{self.message}</Message></Error>"
-            "<RequestId>4f2b0c8e-0000-0000-0000-000000000000</RequestId></ErrorResponse>",
-            self.headers,
+            "<RequestId>4f2b0c8e-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
         )
 
 
