@@ -8,21 +8,22 @@ serves EC2 and Route53 as well as S3.
 - ``moto_aws``: the moto endpoint, dummy credentials in the environment variables the
   test fleet's secret references name, and boto3 clients for the test's own set-up;
   moto is reset at teardown so no test sees another's instances or zones.
-- ``aws_error_endpoint``: a stand-in answering every EC2 or Route53 request with the
-  AWS error (status and code) a test sets, in each service's own XML shape.
+- ``aws_error_endpoint``: a :mod:`tests.standin` server answering every EC2 or
+  Route53 request with the AWS error (status and code) a test sets, in each
+  service's own XML shape.
 """
 
 from __future__ import annotations
 
-import threading
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
+
+from tests.s3 import AwsErrors, reset_moto
+from tests.standin import Request, serve
 
 #: Dummy credentials: moto accepts any; these must never appear in a message or log.
 AWS_KEY_ID = "AKIAEC2SENTINELKEY9Z"
@@ -56,34 +57,29 @@ def moto_aws(
     monkeypatch.setenv(AWS_KEY_ENV, AWS_KEY_ID)
     monkeypatch.setenv(AWS_SECRET_ENV, AWS_SECRET)
     yield MotoAws(moto_s3_endpoint, "af-south-1")
-    reset = urllib.request.Request(f"{moto_s3_endpoint}/moto-api/reset", method="POST")  # noqa: S310
-    with urllib.request.urlopen(reset, timeout=10):  # noqa: S310
-        pass
+    reset_moto(moto_s3_endpoint)
 
 
 @dataclass
-class AwsErrorEndpoint:
-    """Answers every request with ``status``/``code``; records (method, path)."""
+class AwsErrorEndpoint(AwsErrors):
+    """EC2 and Route53 answering every request with ``status``/``code``."""
 
-    url: str
-    status: int = 503
     code: str = "RequestLimitExceeded"
-    requests: list[tuple[str, str]] = field(default_factory=list)
 
-
-def _error_body(path: str, code: str) -> bytes:
-    if path.startswith("/2013-04-01/"):  # Route53 (REST-XML)
-        return (
-            '<?xml version="1.0"?>\n<ErrorResponse xmlns="https://route53.amazonaws.com/'
-            f'doc/2013-04-01/"><Error><Type>Sender</Type><Code>{code}</Code>'
-            f"<Message>stand-in says {code}</Message></Error>"
-            "<RequestId>5f1c2d3e</RequestId></ErrorResponse>"
-        ).encode()
-    return (  # EC2 (query protocol)
-        f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
-        f"<Message>stand-in says {code}</Message></Error></Errors>"
-        "<RequestID>5f1c2d3e</RequestID></Response>"
-    ).encode()
+    def error_xml(self, request: Request) -> str:
+        code = self.code
+        if request.path.startswith("/2013-04-01/"):  # Route53 (REST-XML)
+            return (
+                '<?xml version="1.0"?>\n<ErrorResponse xmlns="https://route53.amazonaws.com/'
+                f'doc/2013-04-01/"><Error><Type>Sender</Type><Code>{code}</Code>'
+                f"<Message>stand-in says {code}</Message></Error>"
+                "<RequestId>5f1c2d3e</RequestId></ErrorResponse>"
+            )
+        return (  # EC2 (query protocol)
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+            f"<Message>stand-in says {code}</Message></Error></Errors>"
+            "<RequestID>5f1c2d3e</RequestID></Response>"
+        )
 
 
 @pytest.fixture
@@ -93,36 +89,5 @@ def aws_error_endpoint(
     """An EC2/Route53 endpoint on 127.0.0.1 that only ever answers with an AWS error."""
     monkeypatch.setenv(AWS_KEY_ENV, AWS_KEY_ID)
     monkeypatch.setenv(AWS_SECRET_ENV, AWS_SECRET)
-    state: AwsErrorEndpoint
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-            pass
-
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            state.requests.append((self.command, self.path))
-            body = _error_body(self.path, state.code)
-            self.send_response(state.status)
-            self.send_header("Content-Type", "text/xml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = _answer  # noqa: N815
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state = AwsErrorEndpoint(url=f"http://127.0.0.1:{server.server_address[1]}")
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve(AwsErrorEndpoint()) as endpoint:
+        yield endpoint

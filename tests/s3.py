@@ -13,18 +13,16 @@ Register it with ``pytest_plugins = [..., "tests.s3"]`` in the top-level conftes
   :class:`~ppo_dr.transport.s3.S3Remote` on it, with dummy credentials passed as
   arguments. The developer's AWS environment and config files are hidden, so nothing
   from ``~/.aws`` (a profile, a real endpoint, real keys) can leak into a test.
-- ``s3_error_endpoint``: a stand-in S3 endpoint answering every request with the AWS
+- ``s3_error_endpoint``: a :mod:`tests.standin` S3 endpoint answering every request with the AWS
   error XML (or status) a test sets: 403 InvalidAccessKeyId, 503 SlowDown, a hang.
 """
 
 from __future__ import annotations
 
-import threading
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ import pytest
 
 from ppo_dr.transport.s3 import S3Remote
 from tests.netguard import loopback_guard
+from tests.standin import Reply, Request, StandIn, serve
 
 #: Dummy credentials: moto accepts any; these must never appear in a message or log.
 S3_KEY_ID = "AKIAS3SENTINELKEY7Q2X"
@@ -69,7 +68,10 @@ def s3_loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterato
 
 @pytest.fixture(scope="session")
 def moto_s3_endpoint() -> Iterator[str]:
-    """moto's standalone server on 127.0.0.1 and a free port; its endpoint URL."""
+    """moto's standalone server on 127.0.0.1 and a free port; its endpoint URL.
+
+    One per session; it serves every AWS service the tests use (S3, EC2, Route53, SNS).
+    """
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -79,6 +81,13 @@ def moto_s3_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+def reset_moto(endpoint: str) -> None:
+    """Empty every moto backend (buckets, instances, zones, sent SMS)."""
+    reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310
+    with urllib.request.urlopen(reset, timeout=10) as answer:  # noqa: S310
+        assert answer.status == 200
 
 
 RemoteFactory = Callable[..., S3Remote]
@@ -118,71 +127,36 @@ def s3_bucket(make_s3_remote: RemoteFactory, moto_s3_endpoint: str) -> Iterator[
     )
     yield name
     # Frees moto's memory; every bucket name is unique, so no test sees another's data.
-    reset = urllib.request.Request(f"{moto_s3_endpoint}/moto-api/reset", method="POST")  # noqa: S310
-    with urllib.request.urlopen(reset, timeout=10):  # noqa: S310
-        pass
+    reset_moto(moto_s3_endpoint)
 
 
 # --------------------------------------------------------------------------- error stand-in
 
 
 @dataclass
-class S3ErrorEndpoint:
-    """A local endpoint that answers every request with ``status``/``code`` (or hangs)."""
+class AwsErrors(StandIn):
+    """Answers every request with one AWS error, ``status`` and ``code`` (and ``headers``),
+    in the service's own XML; this base speaks S3's REST-XML."""
 
-    url: str
     status: int = 503
     code: str = "SlowDown"
-    hang: bool = False
-    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
-    release: threading.Event = field(default_factory=threading.Event)
+    headers: dict[str, str] = field(default_factory=dict)
 
+    def respond(self, request: Request) -> Reply:
+        body = b"" if request.method == "HEAD" else self.error_xml(request).encode()
+        return Reply(self.status, body, {"Content-Type": "text/xml", **self.headers})
 
-def _error_xml(code: str) -> bytes:
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{code}</Code><Message>stand-in says {code}</Message>"
-        "<RequestId>4442587FB7D0A2F9</RequestId><HostId>stand-in</HostId></Error>"
-    ).encode()
+    def error_xml(self, request: Request) -> str:
+        """The error document; a HEAD error has no body to say why."""
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{self.code}</Code><Message>stand-in says {self.code}</Message>"
+            "<RequestId>4442587FB7D0A2F9</RequestId><HostId>stand-in</HostId></Error>"
+        )
 
 
 @pytest.fixture
-def s3_error_endpoint(s3_loopback_only: list[str]) -> Iterator[S3ErrorEndpoint]:
+def s3_error_endpoint(s3_loopback_only: list[str]) -> Iterator[AwsErrors]:
     """An S3 endpoint on 127.0.0.1 that only ever answers with an AWS error."""
-    state: S3ErrorEndpoint
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-            pass
-
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            state.requests.append((self.command, self.path))
-            if state.hang:
-                state.release.wait(10)
-                return
-            body = b"" if self.command == "HEAD" else _error_xml(state.code)
-            self.send_response(state.status)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _answer  # noqa: N815
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state = S3ErrorEndpoint(url=f"http://127.0.0.1:{server.server_address[1]}")
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        state.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve(AwsErrors()) as endpoint:
+        yield endpoint

@@ -78,50 +78,36 @@ def test_check_bad_file_lists_every_violation_and_exits_2(tmp_path: Path) -> Non
     assert isinstance(result.exception, SystemExit)
 
 
-def test_check_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
-    path = tmp_path / "broken.yaml"
-    path.write_text("version: 1\nname: x\n  servers: [\n", encoding="utf-8")
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (
+            "broken.yaml",
+            b"version: 1\nname: x\n  servers: [\n",
+            ["{path}:3: (top level): ", "[rule: YAML syntax]"],
+        ),
+        ("nowhere.yaml", None, ["{path}", "No such file or directory", "[rule: readable file]"]),
+        (
+            "latin1.yaml",
+            "name: Société Générale\n".encode("latin-1"),
+            ["{path}", "utf-8", "[rule: readable file]"],
+        ),
+        ("", None, ["[rule: readable file]"]),  # tmp_path itself: a directory
+        ("list.yaml", b"- a\n- b\n", ["[rule: document shape]"]),
+    ],
+    ids=["yaml-syntax", "missing", "not-utf8", "directory", "not-a-mapping"],
+)
+def test_a_file_that_is_no_fleet_exits_2_naming_the_rule(
+    tmp_path: Path, name: str, content: bytes | None, expected: list[str]
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
     result = runner.invoke(app, ["inventory", "check", str(path)])
     assert result.exit_code == 2
-    assert f"{path}:3: (top level): " in result.stderr
-    assert "[rule: YAML syntax]" in result.stderr
+    for text in expected:
+        assert text.format(path=path) in result.stderr
     assert "Traceback" not in result.output
-
-
-def test_check_missing_file(tmp_path: Path) -> None:
-    path = tmp_path / "nowhere.yaml"
-    result = runner.invoke(app, ["inventory", "check", str(path)])
-    assert result.exit_code == 2
-    assert str(path) in result.stderr
-    assert "No such file or directory" in result.stderr
-    assert "[rule: readable file]" in result.stderr
-    assert "Traceback" not in result.output
-
-
-def test_check_file_that_is_not_utf8(tmp_path: Path) -> None:
-    path = tmp_path / "latin1.yaml"
-    path.write_bytes("name: Société Générale\n".encode("latin-1"))
-    result = runner.invoke(app, ["inventory", "check", str(path)])
-    assert result.exit_code == 2
-    assert str(path) in result.stderr
-    assert "utf-8" in result.stderr
-    assert "[rule: readable file]" in result.stderr
-    assert "Traceback" not in result.output
-
-
-def test_check_a_directory(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["inventory", "check", str(tmp_path)])
-    assert result.exit_code == 2
-    assert "[rule: readable file]" in result.stderr
-    assert "Traceback" not in result.output
-
-
-def test_check_not_a_mapping(tmp_path: Path) -> None:
-    path = tmp_path / "list.yaml"
-    path.write_text("- a\n- b\n", encoding="utf-8")
-    result = runner.invoke(app, ["inventory", "check", str(path)])
-    assert result.exit_code == 2
-    assert "[rule: document shape]" in result.stderr
 
 
 # ----------------------------------------------------------------------------- the real command
@@ -135,14 +121,14 @@ def ppo_dr_command() -> Path:
     return command
 
 
+def installed_check(path: Path) -> subprocess.CompletedProcess[str]:
+    """``ppo-dr inventory check PATH`` run as an operator would, in its own process."""
+    command = [str(ppo_dr_command()), "inventory", "check", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_installed_command_checks_the_example() -> None:
-    done = subprocess.run(
-        [str(ppo_dr_command()), "inventory", "check", str(EXAMPLE)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = installed_check(EXAMPLE)
     assert done.returncode == 0, done.stderr
     assert "on-site mirror-jhb1-1" in done.stdout
     assert f"{EXAMPLE}: OK" in done.stdout
@@ -157,13 +143,7 @@ def test_installed_command_fails_cleanly(tmp_path: Path, kind: str) -> None:
     else:
         path = tmp_path / "latin1.yaml"
         path.write_bytes("name: caf\xe9\n".encode("latin-1"))
-    done = subprocess.run(
-        [str(ppo_dr_command()), "inventory", "check", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = installed_check(path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr + done.stdout
     assert str(path) in done.stderr

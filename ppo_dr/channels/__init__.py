@@ -1,8 +1,11 @@
 """Channels: how a notice reaches people (e-mail, SMS) and the public (X).
 
 One module per provider, each a class with the :class:`Channel` shape (``name`` and
-``send(message) -> Receipt``, the only I/O), its client built once in the constructor
-from a pydantic settings model whose credentials are ``SecretStr``:
+``send(message) -> Receipt``), its client built once in the constructor from a
+pydantic settings model whose credentials are ``SecretStr``. Each derives from
+:class:`~.base.ProviderChannel`, whose ``send`` does what every provider shares
+(refuse another kind of message, log and return the receipt) around the vendor's
+``publish``, the only I/O:
 
 ``email_sendgrid``  :class:`SendGridEmail`  SendGrid v3 mail/send (``sendgrid`` library)
 ``sms_sns``         :class:`SnsSms`         Amazon SNS Publish to a phone number (boto3)
@@ -21,9 +24,11 @@ each kind of message.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from ppo_dr import config
 from ppo_dr.channels.base import (
@@ -65,10 +70,13 @@ def build_channels(
     """
     cfg = fleet.channels
 
-    def secret(ref: SecretRef | None, what: str) -> SecretRef:
+    def required(ref: SecretRef | None, what: str) -> SecretStr:
         if ref is None:
             raise ChannelPermanentError("config", f"channels.{what} is not set")
-        return ref
+        return resolve_secret(ref, secret_resolver)
+
+    def optional(ref: SecretRef | None) -> SecretStr | None:
+        return None if ref is None else resolve_secret(ref, secret_resolver)
 
     outbox: Outbox | None = None
 
@@ -78,60 +86,42 @@ def build_channels(
             outbox = Outbox(Path(cfg.outbox) if cfg.outbox else config.home() / "outbox.jsonl")
         return outbox
 
-    channels: dict[MessageChannel, Channel] = {}
-    if cfg.email.provider == "sendgrid":
-        channels["email"] = SendGridEmail(
+    def sendgrid() -> Channel:
+        return SendGridEmail(
             SendGridSettings(
-                api_key=resolve_secret(secret(cfg.email.api_key, "email.api_key"), secret_resolver),
+                api_key=required(cfg.email.api_key, "email.api_key"),
                 sender=cfg.email.sender,
                 **({"host": endpoints.sendgrid_host} if endpoints.sendgrid_host else {}),
             )
         )
-    else:
-        channels["email"] = the_outbox()
 
-    if cfg.sms.provider == "sns":
-        sms = cfg.sms
-        channels["sms"] = SnsSms(
+    def sns() -> Channel:
+        return SnsSms(
             SnsSettings(
-                region=sms.region or "",
-                access_key_id=(
-                    resolve_secret(sms.access_key_id, secret_resolver)
-                    if sms.access_key_id
-                    else None
-                ),
-                secret_access_key=(
-                    resolve_secret(sms.secret_access_key, secret_resolver)
-                    if sms.secret_access_key
-                    else None
-                ),
+                region=cfg.sms.region or "",
+                access_key_id=optional(cfg.sms.access_key_id),
+                secret_access_key=optional(cfg.sms.secret_access_key),
                 endpoint_url=endpoints.sns_endpoint_url,
             )
         )
-    else:
-        channels["sms"] = the_outbox()
 
-    if cfg.x.provider == "x":
+    def x_status() -> Channel:
         x = cfg.x
-        channels["x"] = XStatus(
+        return XStatus(
             XSettings(
-                consumer_key=resolve_secret(
-                    secret(x.consumer_key, "x.consumer_key"), secret_resolver
-                ),
-                consumer_secret=resolve_secret(
-                    secret(x.consumer_secret, "x.consumer_secret"), secret_resolver
-                ),
-                access_token=resolve_secret(
-                    secret(x.access_token, "x.access_token"), secret_resolver
-                ),
-                access_token_secret=resolve_secret(
-                    secret(x.access_token_secret, "x.access_token_secret"), secret_resolver
-                ),
+                consumer_key=required(x.consumer_key, "x.consumer_key"),
+                consumer_secret=required(x.consumer_secret, "x.consumer_secret"),
+                access_token=required(x.access_token, "x.access_token"),
+                access_token_secret=required(x.access_token_secret, "x.access_token_secret"),
             )
         )
-    else:
-        channels["x"] = the_outbox()
-    return channels
+
+    vendors: dict[MessageChannel, Callable[[], Channel] | None] = {
+        "email": sendgrid if cfg.email.provider == "sendgrid" else None,
+        "sms": sns if cfg.sms.provider == "sns" else None,
+        "x": x_status if cfg.x.provider == "x" else None,
+    }
+    return {kind: build() if build else the_outbox() for kind, build in vendors.items()}
 
 
 def describe_channels(channels: Mapping[MessageChannel, Channel]) -> str:

@@ -18,12 +18,16 @@ keeps it, logs do not).
 
 from __future__ import annotations
 
+import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, Literal, Protocol, runtime_checkable
 
 from ppo_dr.errors import PermanentError, TransientError
 from ppo_dr.secret_refs import REDACTOR
+
+_log = logging.getLogger(__name__)
 
 MessageChannel = Literal["email", "sms", "x"]
 MESSAGE_CHANNELS: Final[tuple[MessageChannel, ...]] = ("email", "sms", "x")
@@ -125,6 +129,11 @@ COMMON_STATUS_TABLE: Final[Mapping[int, StatusRule]] = {
 }
 
 
+def refusals(reasons: Mapping[int, str]) -> Mapping[int, StatusRule]:
+    """The common table, with a provider's own words for the statuses it refuses."""
+    return {**COMMON_STATUS_TABLE, **{s: StatusRule(False, r) for s, r in reasons.items()}}
+
+
 class HttpStatusMapping:
     """Mixin: turn a provider's HTTP status into the right typed error through a table.
 
@@ -147,6 +156,31 @@ class HttpStatusMapping:
         if rule.transient:
             return ChannelTransientError(cls.name, reason, status=status, retry_after=retry_after)
         return ChannelPermanentError(cls.name, reason, status=status)
+
+
+class ProviderChannel(HttpStatusMapping, ABC):
+    """One vendor's adapter: what every provider's ``send()`` does around its one call.
+
+    ``send()`` refuses a message of another kind before any I/O, hands the message to
+    :meth:`publish` (the vendor call, and the only I/O) and turns the provider's id into
+    the receipt, logged by idempotency key, never by body.
+    """
+
+    #: The kind of message this provider carries.
+    carries: ClassVar[MessageChannel]
+
+    def send(self, message: OutboundMessage) -> Receipt:
+        """Hand *message* to the provider; raise a channel error if it was not accepted."""
+        if message.channel != self.carries:
+            raise ChannelPermanentError(self.name, f"cannot carry a {message.channel} message")
+        # Accepted without an id: record that rather than invent one.
+        message_id = self.publish(message) or "accepted-without-id"
+        _log.info("%s accepted %s as %s", self.name, message.key, message_id)
+        return Receipt(self.name, message_id)
+
+    @abstractmethod
+    def publish(self, message: OutboundMessage) -> str | None:
+        """Make the vendor call for *message*; the provider's id for it, if it gave one."""
 
 
 def clip(text: str, limit: int = _DETAIL_LEN) -> str:

@@ -10,11 +10,10 @@ retries of its own, so the Prefect task's back-off is the only retry policy.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import urllib.error
 from http.client import HTTPException as HttpClientError
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from python_http_client.exceptions import HTTPError as SendGridHTTPError
@@ -22,21 +21,28 @@ from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import Mail
 
 from ppo_dr.channels.base import (
-    COMMON_STATUS_TABLE,
     ChannelPermanentError,
     ChannelTransientError,
-    HttpStatusMapping,
     OutboundMessage,
-    Receipt,
-    StatusRule,
+    ProviderChannel,
     clip,
     parse_retry_after,
+    refusals,
 )
 from ppo_dr.secret_refs import REDACTOR
 
-_log = logging.getLogger(__name__)
-
 SENDGRID_HOST: Final = "https://api.sendgrid.com"
+
+
+#: How this provider's HTTP statuses read (the common table, in its own words).
+SENDGRID_STATUSES: Final = refusals(
+    {
+        400: "message refused (from, to, subject or content invalid)",
+        401: "API key refused",
+        403: "API key lacks mail.send permission or sender is not verified",
+        413: "message too large",
+    }
+)
 
 
 class SendGridSettings(BaseModel):
@@ -50,19 +56,12 @@ class SendGridSettings(BaseModel):
     timeout: float = Field(default=10.0, gt=0, le=120)
 
 
-class SendGridEmail(HttpStatusMapping):
+class SendGridEmail(ProviderChannel):
     """E-mail to one person per message; the API client is built once, here."""
 
-    name: ClassVar[str] = "sendgrid"
-    carries: ClassVar[str] = "email"
-    status_table: ClassVar[dict[int, StatusRule]] = {
-        **COMMON_STATUS_TABLE,
-        400: StatusRule(False, "message refused (from, to, subject or content invalid)"),
-        401: StatusRule(False, "API key refused"),
-        403: StatusRule(False, "API key lacks mail.send permission or sender is not verified"),
-        413: StatusRule(False, "message too large"),
-        429: StatusRule(True, "rate limited"),
-    }
+    name = "sendgrid"
+    carries = "email"
+    status_table = SENDGRID_STATUSES
 
     def __init__(self, settings: SendGridSettings) -> None:
         key = settings.api_key.get_secret_value()
@@ -78,10 +77,8 @@ class SendGridEmail(HttpStatusMapping):
     def __repr__(self) -> str:
         return f"SendGridEmail(host={self.settings.host!r}, sender={self.settings.sender!r})"
 
-    def send(self, message: OutboundMessage) -> Receipt:
+    def publish(self, message: OutboundMessage) -> str | None:
         """POST one mail; the ``X-Message-Id`` of the 202 is the receipt."""
-        if message.channel != "email":
-            raise ChannelPermanentError(self.name, f"cannot carry a {message.channel} message")
         mail = Mail(
             from_email=self.settings.sender,
             to_emails=message.recipient,
@@ -116,12 +113,7 @@ class SendGridEmail(HttpStatusMapping):
         status = int(response.status_code)
         if status not in (200, 202):
             raise self.error_for_status(status)
-        message_id = response.headers.get("X-Message-Id") or ""
-        if not message_id:
-            # Accepted, but we cannot prove it: record that rather than invent an id.
-            message_id = "accepted-without-id"
-        _log.info("sendgrid accepted %s as %s", message.key, message_id)
-        return Receipt(self.name, message_id)
+        return response.headers.get("X-Message-Id") or None
 
 
 def _first_error(body: Any) -> str | None:

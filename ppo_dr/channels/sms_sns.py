@@ -10,8 +10,7 @@ task's back-off is the one retry policy, and retries inside retries multiply.
 
 from __future__ import annotations
 
-import logging
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 import boto3
 from botocore.config import Config
@@ -28,18 +27,14 @@ from botocore.exceptions import (
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ppo_dr.channels.base import (
-    COMMON_STATUS_TABLE,
     ChannelPermanentError,
     ChannelTransientError,
-    HttpStatusMapping,
     OutboundMessage,
-    Receipt,
-    StatusRule,
+    ProviderChannel,
     clip,
+    refusals,
 )
 from ppo_dr.secret_refs import REDACTOR
-
-_log = logging.getLogger(__name__)
 
 #: SNS refuses SMS bodies over 1,600 bytes; checked before sending.
 SMS_MAX_BYTES: Final = 1600
@@ -72,6 +67,12 @@ _PERMANENT_CODES: Final[dict[str, str]] = {
 }
 
 
+#: How this provider's HTTP statuses read (the common table, in its own words).
+SNS_STATUSES: Final = refusals(
+    {400: "request refused", 403: "credentials refused or lack permission"}
+)
+
+
 class SnsSettings(BaseModel):
     """What the SNS channel needs; both keys are SecretStr and never printed."""
 
@@ -86,16 +87,12 @@ class SnsSettings(BaseModel):
     read_timeout: float = Field(default=10.0, gt=0, le=120)
 
 
-class SnsSms(HttpStatusMapping):
+class SnsSms(ProviderChannel):
     """One SMS per message; the boto3 client is built once, here."""
 
-    name: ClassVar[str] = "sns"
-    carries: ClassVar[str] = "sms"
-    status_table: ClassVar[dict[int, StatusRule]] = {
-        **COMMON_STATUS_TABLE,
-        400: StatusRule(False, "request refused"),
-        403: StatusRule(False, "credentials refused or lack permission"),
-    }
+    name = "sns"
+    carries = "sms"
+    status_table = SNS_STATUSES
 
     def __init__(self, settings: SnsSettings) -> None:
         if (settings.access_key_id is None) != (settings.secret_access_key is None):
@@ -128,10 +125,8 @@ class SnsSms(HttpStatusMapping):
         where = self.settings.endpoint_url or "aws"
         return f"SnsSms(region={self.settings.region!r}, endpoint={where!r})"
 
-    def send(self, message: OutboundMessage) -> Receipt:
+    def publish(self, message: OutboundMessage) -> str | None:
         """Publish one SMS; SNS's ``MessageId`` is the receipt."""
-        if message.channel != "sms":
-            raise ChannelPermanentError(self.name, f"cannot carry a {message.channel} message")
         text = message.body
         size = len(text.encode("utf-8"))
         if size > SMS_MAX_BYTES:
@@ -168,9 +163,7 @@ class SnsSms(HttpStatusMapping):
             raise ChannelTransientError(
                 self.name, f"transport error ({type(exc).__name__})"
             ) from None
-        message_id = str(answer.get("MessageId") or "accepted-without-id")
-        _log.info("sns accepted %s as %s", message.key, message_id)
-        return Receipt(self.name, message_id)
+        return str(answer.get("MessageId") or "") or None
 
     @classmethod
     def error_for_client_error(

@@ -14,10 +14,9 @@ the API host: the seam tests use to intercept the HTTP layer (as httpx's
 
 from __future__ import annotations
 
-import logging
 import re
 import time
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 import requests
 import tweepy
@@ -25,17 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from requests.adapters import BaseAdapter
 
 from ppo_dr.channels.base import (
-    COMMON_STATUS_TABLE,
     ChannelPermanentError,
     ChannelTransientError,
-    HttpStatusMapping,
     OutboundMessage,
-    Receipt,
-    StatusRule,
+    ProviderChannel,
+    refusals,
 )
 from ppo_dr.secret_refs import REDACTOR
-
-_log = logging.getLogger(__name__)
 
 X_MAX_WEIGHTED: Final = 280
 #: Hosts tweepy talks to; an adapter given for tests is mounted on each.
@@ -54,6 +49,16 @@ def x_length(text: str) -> int:
             code = ord(char)
             total += 1 if any(lo <= code <= hi for lo, hi in _LIGHT_RANGES) else 2
     return total + _URL_WEIGHT * len(_URL.findall(text))
+
+
+#: How this provider's HTTP statuses read (the common table, in its own words).
+X_STATUSES: Final = refusals(
+    {
+        400: "post refused",
+        401: "credentials refused",
+        403: "forbidden (app lacks write access, or duplicate text)",
+    }
+)
 
 
 class XSettings(BaseModel):
@@ -80,18 +85,12 @@ class _TimeoutSession(requests.Session):
         return super().request(*args, **kwargs)
 
 
-class XStatus(HttpStatusMapping):
+class XStatus(ProviderChannel):
     """Posts the public status text; the tweepy client is built once, here."""
 
-    name: ClassVar[str] = "x"
-    carries: ClassVar[str] = "x"
-    status_table: ClassVar[dict[int, StatusRule]] = {
-        **COMMON_STATUS_TABLE,
-        400: StatusRule(False, "post refused"),
-        401: StatusRule(False, "credentials refused"),
-        403: StatusRule(False, "forbidden (app lacks write access, or duplicate text)"),
-        429: StatusRule(True, "rate limited"),
-    }
+    name = "x"
+    carries = "x"
+    status_table = X_STATUSES
 
     def __init__(self, settings: XSettings, *, adapter: BaseAdapter | None = None) -> None:
         values = {
@@ -114,10 +113,8 @@ class XStatus(HttpStatusMapping):
     def __repr__(self) -> str:
         return "XStatus()"
 
-    def send(self, message: OutboundMessage) -> Receipt:
+    def publish(self, message: OutboundMessage) -> str | None:
         """Post the body as a status; the new post's id is the receipt."""
-        if message.channel != "x":
-            raise ChannelPermanentError(self.name, f"cannot carry a {message.channel} message")
         length = x_length(message.body)
         if not message.body.strip():
             raise ChannelPermanentError(self.name, "the status text is empty")
@@ -153,6 +150,4 @@ class XStatus(HttpStatusMapping):
                 self.name, f"unexpected answer ({type(exc).__name__})"
             ) from None
         data = getattr(response, "data", None) or {}
-        post_id = str(data.get("id") or "accepted-without-id")
-        _log.info("x accepted %s as %s", message.key, post_id)
-        return Receipt(self.name, post_id)
+        return str(data.get("id") or "") or None

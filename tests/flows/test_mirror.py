@@ -24,13 +24,10 @@ import pytest
 import yaml
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
     FlowRunFilter,
-    FlowRunFilterId,
     FlowRunFilterParentTaskRunId,
 )
-from prefect.client.schemas.objects import Artifact, TaskRun
+from prefect.client.schemas.objects import TaskRun
 from prefect.concurrency.sync import concurrency
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.states import State
@@ -40,6 +37,7 @@ from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.store import Store
 from tasks.mirror import HEARTBEAT_EVENT, ensure_mirror_limits
+from tests.flows.runs import artifacts_of, eventually, flow_run_id, task_runs_of
 from tests.prefect_fixtures import isolated_env
 
 pytestmark = pytest.mark.timeout(240)
@@ -66,34 +64,6 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
 @pytest.fixture(scope="module")
 def fleet(lab: Lab) -> Fleet:
     return load_fleet(lab.fleet_file)
-
-
-def run_id_of(state: State[Any]) -> UUID:
-    run_id = state.state_details.flow_run_id
-    assert run_id is not None
-    return run_id
-
-
-def artifacts_of(client: SyncPrefectClient, run_id: UUID) -> dict[str, Artifact]:
-    found = client.read_artifacts(
-        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-    )
-    return {a.key or str(a.id): a for a in found}
-
-
-def task_runs_of(client: SyncPrefectClient, run_id: UUID) -> list[TaskRun]:
-    return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-
-
-def eventually(probe: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout} s: {probe}")
-        time.sleep(0.3)
 
 
 def sent(summary: dict[str, Any]) -> int:
@@ -138,7 +108,7 @@ def test_first_run_then_an_incremental_one(
     assert {(r.client_id, r.mirror_id) for r in rows} == {(c, m) for c in clients for m in mirrors}
     assert all(r.status == "complete" and r.verified_at is not None for r in rows)
     assert all(r.files > 0 and r.bytes > 0 for r in rows)
-    assert {r.flow_run_id for r in rows} == {str(run_id_of(first))}
+    assert {r.flow_run_id for r in rows} == {str(flow_run_id(first))}
 
     time.sleep(2.5)  # the workload appends to every client's journal each second
     second, took_second = run_server(lab, server)
@@ -157,12 +127,14 @@ def test_first_run_then_an_incremental_one(
     assert sent(two) < sent(one) or not fresh
     # Packs went up from upload processes (fleet_access passes ``connect``); none outlives its run.
     assert not [p.name for p in multiprocessing.active_children() if p.name.startswith("ppo-dr-")]
-    newest = {r.client_id: r for r in store.snapshots() if r.flow_run_id == str(run_id_of(second))}
+    newest = {
+        r.client_id: r for r in store.snapshots() if r.flow_run_id == str(flow_run_id(second))
+    }
     assert set(newest) == set(clients)
     assert all(r.new_bytes < r.bytes for r in newest.values())
 
     with get_client(sync_client=True) as client:
-        run = client.read_flow_run(run_id_of(second))
+        run = client.read_flow_run(flow_run_id(second))
         assert re.fullmatch(rf"mirror-{server}-{HOUR}", run.name), run.name
         assert {"dc:jhb1", f"server:{server}", *(f"client:{c}" for c in clients)} <= set(run.tags)
         artifacts = artifacts_of(client, run.id)
@@ -222,7 +194,7 @@ def test_a_cut_mirror_is_recorded_missing_and_filled_next_run(
     assert after["outcome"] == "ok"
     # The healed mirror catches up: it is sent what the other got last run and now.
     assert after["sent"][offsite] > after["sent"][onsite]
-    latest = [r for r in store.snapshots() if r.flow_run_id == str(run_id_of(healed))]
+    latest = [r for r in store.snapshots() if r.flow_run_id == str(flow_run_id(healed))]
     assert {(r.client_id, r.mirror_id, r.status) for r in latest} == {
         (c, m, "complete") for c in clients for m in (onsite, offsite)
     }
@@ -269,7 +241,7 @@ def test_a_changed_host_key_fails_at_once_and_writes_nothing(
     assert [files_under(d) for d in repo_dirs(lab, fleet, server)] == before
     assert store.snapshots() == []
     with get_client(sync_client=True) as client:
-        run_id = run_id_of(state)
+        run_id = flow_run_id(state)
 
         def snapshot_task() -> TaskRun | None:
             runs = [r for r in task_runs_of(client, run_id) if r.name == f"snapshot-{server}"]
@@ -308,7 +280,7 @@ def test_mirror_fleet_mirrors_every_app_server(
     assert {r.client_id for r in rows} == {c.id for c in fleet.clients}
     print(f"\nmirror_fleet of {len(servers)} servers: {took:.1f} s")
     with get_client(sync_client=True) as client:
-        children = eventually(lambda: _children(client, run_id_of(state), len(servers)))
+        children = eventually(lambda: _children(client, flow_run_id(state), len(servers)))
     assert sorted(re.sub(rf"-{HOUR}$", "", c.name) for c in children) == sorted(
         f"mirror-{s}" for s in servers
     )

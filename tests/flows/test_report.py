@@ -8,63 +8,23 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-from uuid import UUID
 
 import pytest
 from prefect import flow, task
-from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    FlowRunFilter,
-    FlowRunFilterId,
-)
-from prefect.client.schemas.objects import Artifact, TaskRun
-from prefect.states import Completed, Failed, State
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import Completed, Failed
 
 from flows.report import fleet_report
 from ppo_dr.errors import InventoryError, PermanentError, TransientError
 from ppo_dr.inventory import load_fleet
 from tasks import retry_condition_fn
+from tests.flows.runs import artifacts_of, eventually, flow_run_id, task_runs_of
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
 STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
-
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    """Poll *probe* until it returns something truthy (Prefect records task runs late)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout} s: {probe}")
-        time.sleep(0.2)
-
-
-def flow_run_id(state: State[Any]) -> UUID:
-    run_id = state.state_details.flow_run_id
-    assert run_id is not None
-    return run_id
-
-
-def artifacts_of(client: SyncPrefectClient, run_id: UUID) -> dict[str, Artifact]:
-    found = client.read_artifacts(
-        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-    )
-    return {a.key or str(a.id): a for a in found}
-
-
-def task_runs_of(client: SyncPrefectClient, run_id: UUID) -> list[TaskRun]:
-    return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
 
 
 def test_fleet_report_names_tags_and_publishes_artifacts(prefect_api: str) -> None:

@@ -34,7 +34,7 @@ from ppo_dr.errors import (
 )
 from ppo_dr.transport import EntryType, LocalRemote
 from ppo_dr.transport.s3 import S3Remote
-from tests.s3 import S3_KEY_ID, S3_REGION, S3_SECRET, RemoteFactory, S3ErrorEndpoint
+from tests.s3 import S3_KEY_ID, S3_REGION, S3_SECRET, AwsErrors, RemoteFactory
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -318,7 +318,7 @@ def test_missing_key_and_missing_bucket_are_path_errors(
         assert not is_retryable(caught.value)
 
 
-def stand_in(endpoint: S3ErrorEndpoint, **overrides: Any) -> S3Remote:
+def stand_in(endpoint: AwsErrors, **overrides: Any) -> S3Remote:
     args: dict[str, Any] = {
         "region": S3_REGION,
         "endpoint_url": endpoint.url,
@@ -342,7 +342,7 @@ def assert_no_credentials(exc: BaseException) -> None:
     [(403, "InvalidAccessKeyId"), (403, "SignatureDoesNotMatch"), (403, "AccessDenied")],
 )
 def test_refused_credentials_are_auth_errors_without_the_key(
-    s3_error_endpoint: S3ErrorEndpoint, status: int, code: str, caplog: pytest.LogCaptureFixture
+    s3_error_endpoint: AwsErrors, status: int, code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     s3_error_endpoint.status, s3_error_endpoint.code = status, code
@@ -366,7 +366,7 @@ def test_refused_credentials_are_auth_errors_without_the_key(
     [(503, "SlowDown"), (500, "InternalError"), (400, "RequestTimeout"), (400, "Throttling")],
 )
 def test_throttling_and_server_errors_are_transient(
-    s3_error_endpoint: S3ErrorEndpoint, status: int, code: str
+    s3_error_endpoint: AwsErrors, status: int, code: str
 ) -> None:
     s3_error_endpoint.status, s3_error_endpoint.code = status, code
     remote = stand_in(s3_error_endpoint)
@@ -378,7 +378,7 @@ def test_throttling_and_server_errors_are_transient(
 
 
 def test_botocore_retries_a_slowdown_a_few_times_then_gives_up(
-    s3_error_endpoint: S3ErrorEndpoint,
+    s3_error_endpoint: AwsErrors,
 ) -> None:
     remote = stand_in(s3_error_endpoint, max_attempts=2)
     with pytest.raises(TransientError):
@@ -386,7 +386,7 @@ def test_botocore_retries_a_slowdown_a_few_times_then_gives_up(
     assert len(s3_error_endpoint.requests) == 2
 
 
-def test_a_hung_endpoint_times_out_as_transient(s3_error_endpoint: S3ErrorEndpoint) -> None:
+def test_a_hung_endpoint_times_out_as_transient(s3_error_endpoint: AwsErrors) -> None:
     s3_error_endpoint.hang = True
     remote = stand_in(s3_error_endpoint, read_timeout=0.5)
     started = time.monotonic()

@@ -7,9 +7,9 @@ import logging
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from ppo_dr.channels import (
     Channel,
@@ -17,15 +17,12 @@ from ppo_dr.channels import (
     ChannelTransientError,
     MessageChannel,
     Outbox,
-    SendGridEmail,
-    SendGridSettings,
-    SnsSettings,
-    SnsSms,
     read_outbox,
 )
 from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import Person
 from ppo_dr.notify import (
+    DeliveryResult,
     address_for,
     deliver,
     deliver_or_fall_back,
@@ -34,7 +31,9 @@ from ppo_dr.notify import (
 )
 from ppo_dr.store import Store
 
-from .conftest import SENTINELS, SendGridStandIn, assert_no_secret
+from .conftest import SendGridStandIn, assert_no_secret
+from .test_sendgrid import channel as sendgrid_channel
+from .test_sns import channel as sns_channel
 from .test_sns import sent_sms
 
 ALICE = Person(id="alice", name="Alice", email="alice@example.org", sms="+27821234567")
@@ -71,27 +70,39 @@ def page(incident_id: int, channel: MessageChannel, step: str = "level-1") -> In
     return Intent(key, step, channel, "alice", SUBJECT, BODY)
 
 
-def live_channels(
-    sendgrid_url: str, moto_url: str, *, timeout: float = 0.5
-) -> dict[MessageChannel, Channel]:
-    return {
-        "email": SendGridEmail(
-            SendGridSettings(
-                api_key=SecretStr(SENTINELS["sendgrid"]),
-                sender="noc@example.com",
-                host=sendgrid_url,
-                timeout=timeout,
-            )
-        ),
-        "sms": SnsSms(
-            SnsSettings(
-                region="eu-west-1",
-                access_key_id=SecretStr(SENTINELS["aws_key_id"]),
-                secret_access_key=SecretStr(SENTINELS["aws_secret"]),
-                endpoint_url=moto_url,
-            )
-        ),
-    }
+Channels = dict[MessageChannel, Channel]
+
+
+def live_channels(sendgrid_url: str, moto_url: str, *, timeout: float = 0.5) -> Channels:
+    return {"email": sendgrid_channel(sendgrid_url, timeout), "sms": sns_channel(moto_url)}
+
+
+@pytest.fixture
+def channels(sendgrid_server: SendGridStandIn, moto_sns: str) -> Channels:
+    """E-mail and SMS through the real clients, to the SendGrid stand-in and moto."""
+    return live_channels(sendgrid_server.url, moto_sns)
+
+
+def page_alice(
+    store: Store,
+    inc: int,
+    channels: Channels,
+    first: MessageChannel = "email",
+    then: MessageChannel | None = "sms",
+    **policy: Any,
+) -> DeliveryResult:
+    """Page Alice on *first*, on *then* if that cannot go (by default the e-mail, then SMS)."""
+    fallback = None if then is None else page(inc, then)
+    return deliver_or_fall_back(
+        store,
+        page(inc, first),
+        channels,
+        incident_id=inc,
+        address=address_for(page(inc, first), PEOPLE),
+        fallback=fallback,
+        fallback_address=None if fallback is None else address_for(fallback, PEOPLE),
+        **policy,
+    )
 
 
 # --------------------------------------------------------------------------- addresses
@@ -111,30 +122,20 @@ def test_addresses_come_from_the_person_for_their_channel() -> None:
 
 
 def test_the_same_intent_delivered_twice_sends_once(
-    store: Store, sendgrid_server: SendGridStandIn, moto_sns: str
+    store: Store, sendgrid_server: SendGridStandIn, channels: Channels
 ) -> None:
     inc = incident(store)
     intent = page(inc, "email")
-    first = deliver(
-        store,
-        intent,
-        live_channels(sendgrid_server.url, moto_sns),
-        incident_id=inc,
-        address=ALICE.email,
-    )
-    # A restarted flow: new process, new clients, same store and key.
-    again = deliver(
-        store,
-        intent,
-        live_channels(sendgrid_server.url, moto_sns),
-        incident_id=inc,
-        address=ALICE.email,
-    )
+
+    def run_flow() -> DeliveryResult:  # each run a new process: new clients, same store
+        return deliver(store, intent, channels, incident_id=inc, address=ALICE.email)
+
+    first, again = run_flow(), run_flow()  # the second is the flow restarted
 
     assert first.sent_now and first.delivered
     assert not again.sent_now and again.delivered
     assert len(sendgrid_server.requests) == 1
-    assert sendgrid_server.requests[0]["json"]["personalizations"][0]["to"] == [
+    assert sendgrid_server.requests[0].json()["personalizations"][0]["to"] == [
         {"email": ALICE.email}
     ]
     notice = store.notice(intent.key)
@@ -144,11 +145,10 @@ def test_the_same_intent_delivered_twice_sends_once(
 
 
 def test_a_transient_failure_then_success_sends_once_and_records_the_receipt(
-    store: Store, sendgrid_server: SendGridStandIn, moto_sns: str
+    store: Store, sendgrid_server: SendGridStandIn, channels: Channels
 ) -> None:
     inc = incident(store)
     intent = page(inc, "email")
-    channels = live_channels(sendgrid_server.url, moto_sns)
     sendgrid_server.answers = ["500"]
     with pytest.raises(ChannelTransientError, match="sendgrid 500"):
         deliver(store, intent, channels, incident_id=inc, address=ALICE.email)
@@ -163,11 +163,10 @@ def test_a_transient_failure_then_success_sends_once_and_records_the_receipt(
 
 
 def test_a_permanent_failure_is_recorded_and_falls_back_to_sms(
-    store: Store, sendgrid_server: SendGridStandIn, moto_sns: str
+    store: Store, sendgrid_server: SendGridStandIn, channels: Channels
 ) -> None:
     inc = incident(store)
     intent, other = page(inc, "email"), page(inc, "sms")
-    channels = live_channels(sendgrid_server.url, moto_sns)
     sendgrid_server.answer = "401"
     with pytest.raises(ChannelPermanentError) as caught:
         deliver(store, intent, channels, incident_id=inc, address=ALICE.email)
@@ -187,11 +186,10 @@ def test_a_permanent_failure_is_recorded_and_falls_back_to_sms(
 
 
 def test_a_fallback_to_a_channel_the_step_already_used_is_not_sent_again(
-    store: Store, sendgrid_server: SendGridStandIn, moto_sns: str
+    store: Store, sendgrid_server: SendGridStandIn, channels: Channels
 ) -> None:
     inc = incident(store)
     email, sms = page(inc, "email"), page(inc, "sms")
-    channels = live_channels(sendgrid_server.url, moto_sns)
     deliver(store, sms, channels, incident_id=inc, address=ALICE.sms)
     sendgrid_server.answer = "400"
     with pytest.raises(ChannelPermanentError) as caught:
@@ -229,22 +227,13 @@ def test_no_channel_configured_is_permanent(store: Store) -> None:
 
 
 def test_throttling_and_5xx_are_retried_with_backoff_then_sms(
-    store: Store, sendgrid_server: SendGridStandIn, moto_sns: str
+    store: Store, sendgrid_server: SendGridStandIn, channels: Channels
 ) -> None:
     inc = incident(store)
     sendgrid_server.answers = ["429", "500", "503"]
     sendgrid_server.answer = "500"
     waits: list[float] = []
-    result = deliver_or_fall_back(
-        store,
-        page(inc, "email"),
-        live_channels(sendgrid_server.url, moto_sns),
-        incident_id=inc,
-        address=ALICE.email,
-        fallback=page(inc, "sms"),
-        fallback_address=ALICE.sms,
-        sleep=waits.append,
-    )
+    result = page_alice(store, inc, channels, sleep=waits.append)
     assert waits == [7.0, 4.0, 15.0]  # Retry-After 7 honoured, then the back-off
     assert len(sendgrid_server.requests) == 4
     assert result.delivered and result.notice.channel == "sms"
@@ -258,65 +247,29 @@ def test_a_hanging_provider_times_out_and_falls_back(
 ) -> None:
     inc = incident(store)
     sendgrid_server.answer = "hang"
-    result = deliver_or_fall_back(
-        store,
-        page(inc, "email"),
-        live_channels(sendgrid_server.url, moto_sns, timeout=0.2),
-        incident_id=inc,
-        address=ALICE.email,
-        fallback=page(inc, "sms"),
-        fallback_address=ALICE.sms,
-        delays=(0.0,),
-        sleep=lambda _: None,
-    )
+    channels = live_channels(sendgrid_server.url, moto_sns, timeout=0.2)
+    result = page_alice(store, inc, channels, delays=(0.0,), sleep=lambda _: None)
     assert result.delivered and result.notice.channel == "sms"
     assert result.failed[0].error == "sendgrid: no answer within 0.2 s"
 
 
 def test_a_transient_recovery_inside_the_policy_sends_once(
-    store: Store, sendgrid_server: SendGridStandIn, moto_sns: str
+    store: Store, sendgrid_server: SendGridStandIn, channels: Channels
 ) -> None:
     inc = incident(store)
     sendgrid_server.answers = ["500"]
-    result = deliver_or_fall_back(
-        store,
-        page(inc, "email"),
-        live_channels(sendgrid_server.url, moto_sns),
-        incident_id=inc,
-        address=ALICE.email,
-        fallback=page(inc, "sms"),
-        fallback_address=ALICE.sms,
-        sleep=lambda _: None,
-    )
+    result = page_alice(store, inc, channels, sleep=lambda _: None)
     assert result.delivered and result.notice.channel == "email" and result.failed == ()
     assert sent_sms() == {}
 
 
 def test_both_channels_failing_ends_failed_without_ping_pong(
-    store: Store, sendgrid_server: SendGridStandIn, moto_sns: str
+    store: Store, sendgrid_server: SendGridStandIn, channels: Channels
 ) -> None:
     inc = incident(store)
-    channels = live_channels(sendgrid_server.url, moto_sns)
-    channels["sms"] = SnsSms(
-        SnsSettings(
-            region="eu-west-1",
-            access_key_id=SecretStr(SENTINELS["aws_key_id"]),
-            secret_access_key=SecretStr(SENTINELS["aws_secret"]),
-            endpoint_url="http://127.0.0.1:9",  # nothing listens there
-        )
-    )
+    channels["sms"] = sns_channel("http://127.0.0.1:9")  # nothing listens there
     sendgrid_server.answer = "401"
-    result = deliver_or_fall_back(
-        store,
-        page(inc, "sms"),
-        channels,
-        incident_id=inc,
-        address=ALICE.sms,
-        fallback=page(inc, "email"),
-        fallback_address=ALICE.email,
-        delays=(0.0,),
-        sleep=lambda _: None,
-    )
+    result = page_alice(store, inc, channels, "sms", "email", delays=(0.0,), sleep=lambda _: None)
     assert not result.delivered
     assert [(n.channel, n.status) for n in result.failed] == [
         ("sms", "failed"),
@@ -334,7 +287,7 @@ def test_a_long_retry_after_falls_back_at_once() -> None:
 def test_secrets_never_reach_logs_errors_or_the_store(
     store: Store,
     sendgrid_server: SendGridStandIn,
-    moto_sns: str,
+    channels: Channels,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -343,23 +296,10 @@ def test_secrets_never_reach_logs_errors_or_the_store(
     sendgrid_server.answers = ["401"]
     errors: list[str] = []
     try:
-        deliver(
-            store,
-            intent,
-            live_channels(sendgrid_server.url, moto_sns),
-            incident_id=inc,
-            address=ALICE.email,
-        )
+        deliver(store, intent, channels, incident_id=inc, address=ALICE.email)
     except ChannelPermanentError as exc:
         errors.append("".join(traceback.format_exception(exc)))
-    result = deliver_or_fall_back(
-        store,
-        intent,
-        live_channels(sendgrid_server.url, moto_sns),
-        incident_id=inc,
-        address=ALICE.email,
-        sleep=lambda _: None,
-    )
+    result = page_alice(store, inc, channels, "email", None, sleep=lambda _: None)
     assert result.delivered
     stored = " ".join(f"{n.error} {n.receipt}" for n in store.notices())
     assert_no_secret(caplog.text + " ".join(errors) + stored)

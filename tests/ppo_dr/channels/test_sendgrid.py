@@ -49,8 +49,8 @@ def test_a_mail_is_sent_with_the_v3_payload_and_the_message_id_is_the_receipt(
     assert str(receipt) == "sendgrid:sg-1"
     assert sendgrid_server.problems == []
     (seen,) = sendgrid_server.requests
-    assert seen["headers"]["Authorization"] == f"Bearer {SENTINELS['sendgrid']}"
-    payload = seen["json"]
+    assert seen.headers["Authorization"] == f"Bearer {SENTINELS['sendgrid']}"
+    payload = seen.json()
     assert payload["from"] == {"email": "noc@example.com"}
     assert payload["personalizations"][0]["to"] == [{"email": "alice@example.org"}]
     assert payload["subject"] == MAIL.subject
@@ -139,3 +139,12 @@ def test_the_real_host_is_never_contacted_in_tests(loopback_only: list[str]) -> 
 def test_repr_and_settings_do_not_show_the_key(sendgrid_server: SendGridStandIn) -> None:
     sg = channel(sendgrid_server.url)
     assert_no_secret(repr(sg) + repr(sg.settings) + str(sg.settings))
+
+
+def test_a_message_of_another_kind_is_refused_before_any_request(
+    sendgrid_server: SendGridStandIn,
+) -> None:
+    sms = OutboundMessage(MAIL.key, "sms", "+27821234567", "", MAIL.body)
+    with pytest.raises(ChannelPermanentError, match="sendgrid: cannot carry a sms message"):
+        channel(sendgrid_server.url).send(sms)
+    assert sendgrid_server.requests == []

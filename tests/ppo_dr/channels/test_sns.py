@@ -4,13 +4,10 @@ AWS query-protocol errors (throttling, server errors, refused credentials, a han
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from dataclasses import dataclass
 
 import pytest
 from moto.sns.models import sns_backends
@@ -24,6 +21,8 @@ from ppo_dr.channels import (
     SnsSms,
 )
 from ppo_dr.errors import is_retryable
+from tests.s3 import AwsErrors
+from tests.standin import Request, serve
 
 from .conftest import SENTINELS, assert_no_secret
 
@@ -82,59 +81,28 @@ def test_a_body_over_1600_bytes_is_refused_before_sending(moto_sns: str) -> None
 
 
 @dataclass
-class AwsStandIn:
-    url: str
+class AwsStandIn(AwsErrors):
+    """Answers every Publish with one AWS query-protocol error (or hangs)."""
+
     status: int = 400
     code: str = "Throttling"
     message: str = "Rate exceeded"
-    headers: dict[str, str] = field(default_factory=dict)
-    hang: bool = False
-    release: threading.Event = field(default_factory=threading.Event)
-    bodies: list[str] = field(default_factory=list)
+
+    def error_xml(self, request: Request) -> str:
+        kind = "Receiver" if self.status >= 500 else "Sender"
+        return (
+            '<ErrorResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">'
+            f"<Error><Type>{kind}</Type><Code>{self.code}</Code>"
+            f"<Message>{self.message}</Message></Error>"
+            "<RequestId>4f2b0c8e-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+        )
 
 
 @pytest.fixture
 def aws_errors() -> Iterator[AwsStandIn]:
     """A local endpoint answering every Publish with one AWS query-protocol error."""
-    state: AwsStandIn
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            state.bodies.append(self.rfile.read(length).decode())
-            if state.hang:
-                state.release.wait(10)
-                return
-            kind = "Receiver" if state.status >= 500 else "Sender"
-            data = (
-                '<ErrorResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">'
-                f"<Error><Type>{kind}</Type><Code>{state.code}</Code>"
-                f"<Message>{state.message}</Message></Error>"
-                "<RequestId>4f2b0c8e-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
-            ).encode()
-            self.send_response(state.status)
-            for name, value in state.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "text/xml")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state = AwsStandIn(url=f"http://127.0.0.1:{server.server_address[1]}")
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        state.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve(AwsStandIn()) as stand_in:
+        yield stand_in
 
 
 @pytest.mark.parametrize(
@@ -167,8 +135,8 @@ def test_aws_errors_map_by_code_then_status(
 
     assert getattr(caught.value, "retry_after", None) == retry_after
     assert is_retryable(caught.value) is (error is ChannelTransientError)
-    assert len(aws_errors.bodies) == 1, "botocore's own retries must be off: one attempt"
-    assert "PhoneNumber=%2B27821234567" in aws_errors.bodies[0]
+    assert len(aws_errors.requests) == 1, "botocore's own retries must be off: one attempt"
+    assert b"PhoneNumber=%2B27821234567" in aws_errors.requests[0].body
     assert_no_secret("".join(traceback.format_exception(caught.value)) + caplog.text)
 
 

@@ -3,14 +3,11 @@ that forwards ``api.twitter.com`` to a local stand-in of ``POST /2/tweets``."""
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +25,7 @@ from ppo_dr.channels import (
     x_length,
 )
 from ppo_dr.errors import is_retryable
+from tests.standin import HANG, Reply, Request, StandIn, serve
 
 from .conftest import SENTINELS, assert_no_secret
 
@@ -43,85 +41,54 @@ POST = OutboundMessage(
 )
 
 
+#: X's answers by name, as API v2 words them.
+X_ERRORS = {
+    "401": {"title": "Unauthorized", "detail": "Unauthorized", "status": 401},
+    "403-duplicate": {
+        "detail": "You are not allowed to create a Tweet with duplicate content.",
+        "type": "about:blank",
+        "title": "Forbidden",
+        "status": 403,
+    },
+}
+
+
 @dataclass
-class XStandIn:
-    url: str
+class XStandIn(StandIn):
+    """A local ``POST /2/tweets`` that checks the OAuth 1.0a header and the JSON body."""
+
     answer: str = "201"  # 201 | 401 | 403-duplicate | 429 | 500 | hang
-    requests: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
+
+    def respond(self, request: Request) -> Reply:
+        payload = request.json()
+        auth = request.headers.get("Authorization", "")
+        if request.path != "/2/tweets":
+            self.problems.append(f"path {request.path}")
+        if not auth.startswith("OAuth ") or "oauth_signature=" not in auth:
+            self.problems.append("no OAuth 1.0a signature")
+        if f'oauth_consumer_key="{SENTINELS["x_consumer_key"]}"' not in auth:
+            self.problems.append("wrong consumer key")
+        if f'oauth_token="{SENTINELS["x_access_token"]}"' not in auth:
+            self.problems.append("wrong access token")
+        if not isinstance(payload, dict) or set(payload) != {"text"}:
+            self.problems.append("body is not {'text': ...}")
+        if self.answer == "hang":
+            return HANG
+        if self.answer == "201":
+            return Reply.json(201, {"data": {"id": "1862000000000000001", "text": payload["text"]}})
+        if self.answer == "429":
+            reset = str(int(time.time()) + 30)
+            return Reply.json(429, {"title": "Too Many Requests"}, {"x-rate-limit-reset": reset})
+        body = X_ERRORS.get(self.answer, {"title": "Internal Server Error"})
+        return Reply.json(int(self.answer.split("-")[0]), body)
 
 
 @pytest.fixture
 def x_server() -> Iterator[XStandIn]:
     """A local ``POST /2/tweets`` that checks the OAuth 1.0a header and the JSON body."""
-    state: XStandIn
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            payload = json.loads(raw or b"null")
-            auth = self.headers.get("Authorization", "")
-            state.requests.append({"path": self.path, "json": payload, "auth": auth})
-            if self.path != "/2/tweets":
-                state.problems.append(f"path {self.path}")
-            if not auth.startswith("OAuth ") or "oauth_signature=" not in auth:
-                state.problems.append("no OAuth 1.0a signature")
-            if f'oauth_consumer_key="{SENTINELS["x_consumer_key"]}"' not in auth:
-                state.problems.append("wrong consumer key")
-            if f'oauth_token="{SENTINELS["x_access_token"]}"' not in auth:
-                state.problems.append("wrong access token")
-            if not isinstance(payload, dict) or set(payload) != {"text"}:
-                state.problems.append("body is not {'text': ...}")
-            answer = state.answer
-            if answer == "hang":
-                state.release.wait(10)
-                return
-            if answer == "201":
-                self._reply(201, {"data": {"id": "1862000000000000001", "text": payload["text"]}})
-            elif answer == "401":
-                self._reply(401, {"title": "Unauthorized", "detail": "Unauthorized", "status": 401})
-            elif answer == "403-duplicate":
-                self._reply(
-                    403,
-                    {
-                        "detail": "You are not allowed to create a Tweet with duplicate content.",
-                        "type": "about:blank",
-                        "title": "Forbidden",
-                        "status": 403,
-                    },
-                )
-            elif answer == "429":
-                reset = str(int(time.time()) + 30)
-                self._reply(429, {"title": "Too Many Requests"}, {"x-rate-limit-reset": reset})
-            else:
-                self._reply(int(answer), {"title": "Internal Server Error"})
-
-        def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state = XStandIn(url=f"http://127.0.0.1:{server.server_address[1]}")
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        state.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve(XStandIn()) as stand_in:
+        yield stand_in
 
 
 class ForwardToStandIn(HTTPAdapter):
@@ -161,7 +128,7 @@ def test_a_status_is_posted_with_oauth1_and_the_post_id_is_the_receipt(
     assert str(receipt) == "x:1862000000000000001"
     assert adapter.intercepted == ["POST https://api.twitter.com/2/tweets"]
     assert x_server.problems == []
-    assert x_server.requests[0]["json"] == {"text": POST.body}
+    assert x_server.requests[0].json() == {"text": POST.body}
     # requests-oauthlib logs the consumer key and token at DEBUG; tweepy logs bodies.
     assert_no_secret(caplog.text)
 

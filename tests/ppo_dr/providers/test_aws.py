@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,28 @@ def test_an_unknown_launch_template_is_permanent(
     assert not isinstance(caught.value, TransientError)
 
 
+@dataclass
+class FailingAws:
+    """A provider whose EC2 and Route53 are the error stand-in."""
+
+    endpoint: AwsErrorEndpoint
+    provider: AwsProvider
+
+    def answering(self, status: int, code: str) -> AwsProvider:
+        """The provider, every AWS call now answered with *status* / *code*."""
+        self.endpoint.status, self.endpoint.code = status, code
+        return self.provider
+
+
+@pytest.fixture
+def failing_aws(
+    aws_error_endpoint: AwsErrorEndpoint, store_url: str, sshd: SshdServer
+) -> FailingAws:
+    endpoint = MotoAws(aws_error_endpoint.url, "af-south-1")
+    provider = make_provider(endpoint, store_url, sshd, "Z0123456789ABCDEFGHIJ", max_attempts=1)
+    return FailingAws(aws_error_endpoint, provider)
+
+
 @pytest.mark.parametrize(
     ("request_", "error"),
     [
@@ -248,18 +271,11 @@ def test_an_unknown_launch_template_is_permanent(
     ],
 )
 def test_bad_requests_are_refused_before_any_call(
-    aws_error_endpoint: AwsErrorEndpoint,
-    store_url: str,
-    sshd: SshdServer,
-    request_: ProvisionRequest,
-    error: type[Exception],
+    failing_aws: FailingAws, request_: ProvisionRequest, error: type[Exception]
 ) -> None:
-    provider = make_provider(
-        MotoAws(aws_error_endpoint.url, "af-south-1"), store_url, sshd, "Z0123456789ABCDEFGHIJ"
-    )
     with pytest.raises(error):
-        provider.provision(request_)
-    assert aws_error_endpoint.requests == []
+        failing_aws.provider.provision(request_)
+    assert failing_aws.endpoint.requests == []
 
 
 # --------------------------------------------------------------------------- errors
@@ -277,28 +293,16 @@ def test_bad_requests_are_refused_before_any_call(
     ],
 )
 def test_ec2_errors_are_classified(
-    aws_error_endpoint: AwsErrorEndpoint,
-    store_url: str,
-    sshd: SshdServer,
-    status: int,
-    code: str,
-    error: type[Exception],
+    failing_aws: FailingAws, status: int, code: str, error: type[Exception]
 ) -> None:
-    aws_error_endpoint.status, aws_error_endpoint.code = status, code
-    provider = make_provider(
-        MotoAws(aws_error_endpoint.url, "af-south-1"),
-        store_url,
-        sshd,
-        "Z0123456789ABCDEFGHIJ",
-        max_attempts=1,
-    )
+    provider = failing_aws.answering(status, code)
     with pytest.raises(error) as caught:
         provider.provision(REQUEST)
     if error is PermanentError:
         assert not isinstance(caught.value, TransientError | AuthError)
     assert code in str(caught.value)
     assert AWS_KEY_ID not in str(caught.value) and AWS_SECRET not in str(caught.value)
-    assert aws_error_endpoint.requests  # it did ask (through the stand-in)
+    assert failing_aws.endpoint.requests  # it did ask (through the stand-in)
 
 
 @pytest.mark.parametrize(
@@ -306,26 +310,14 @@ def test_ec2_errors_are_classified(
     [(400, "Throttling", TransientError), (403, "AccessDenied", AuthError)],
 )
 def test_route53_errors_are_classified(
-    aws_error_endpoint: AwsErrorEndpoint,
-    store_url: str,
-    sshd: SshdServer,
-    status: int,
-    code: str,
-    error: type[Exception],
+    failing_aws: FailingAws, status: int, code: str, error: type[Exception]
 ) -> None:
-    aws_error_endpoint.status, aws_error_endpoint.code = status, code
-    provider = make_provider(
-        MotoAws(aws_error_endpoint.url, "af-south-1"),
-        store_url,
-        sshd,
-        "Z0123456789ABCDEFGHIJ",
-        max_attempts=1,
-    )
+    provider = failing_aws.answering(status, code)
     with pytest.raises(error, match=code):
         provider.route("acme-mining", "app-jhb1-2")
     # A fleet server's address needs no EC2 call: only Route53 was asked.
-    assert aws_error_endpoint.requests
-    assert all(path.startswith("/2013-04-01/") for _method, path in aws_error_endpoint.requests)
+    assert failing_aws.endpoint.requests
+    assert all(seen.path.startswith("/2013-04-01/") for seen in failing_aws.endpoint.requests)
 
 
 def test_unset_credentials_are_named_not_guessed(
