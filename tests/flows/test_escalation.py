@@ -25,6 +25,8 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
     FlowRunFilter,
     FlowRunFilterTags,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun
 from typer.testing import CliRunner
@@ -254,3 +256,49 @@ def test_recovery_stops_paging_and_resolves_after_the_settle(
     assert resolved == LEVEL_1
     ended = [e for e in env.store.timeline(incident_id) if e.kind == "resolved"]
     assert ended and "auto-resolved after recovery" in ended[0].message
+
+
+def run_log(run_id: Any) -> list[str]:
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
+        )
+    return [entry.message for entry in logs]
+
+
+def test_an_ack_from_the_ui_shows_acknowledged_and_never_asks_again(env: Env) -> None:
+    incident_id = env.open()
+    env.start(incident_id=incident_id)
+    wait_for("a paused run", lambda: bool(paused_runs(incident_id)), timeout=20)
+    [run] = paused_runs(incident_id)
+    with get_client(sync_client=True) as client:
+        accepted = client.resume_flow_run(run.id, run_input={"by": "anna", "note": "on it"})
+    assert accepted.status.value == "ACCEPT"
+
+    def read() -> FlowRun:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(run.id)
+
+    def state_name() -> str | None:
+        state = read().state
+        return state.name if state else None
+
+    wait_for("the Acknowledged state", lambda: state_name() == "Acknowledged", timeout=15)
+    acked = read()
+    assert acked.state is not None and acked.state.is_running()
+    assert "anna" in str(acked.state.message)
+    # Several wake-ups later (RECHECK_S is 3 s here) it has not paused for input again.
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        state = read().state
+        assert state is not None and not state.is_paused(), "paused for an ack again"
+        time.sleep(0.5)
+    wait_for("the log", lambda: any("acknowledged by anna" in m for m in run_log(run.id)))
+    messages = run_log(run.id)
+    said = next(i for i, m in enumerate(messages) if "acknowledged by anna" in m)
+    assert not any("for an acknowledgement" in m for m in messages[said:]), messages[said:]
+
+    env.store.resolve(incident_id, "fixed")
+    env.threads[0].join(timeout=30)
+    done = read()
+    assert done.state is not None and done.state.is_completed()
