@@ -95,6 +95,7 @@ from tasks.escalation import (
     start_failover,
 )
 from tasks.inventory import load_fleet_task
+from tasks.runs import escalation_run_name, run_stamp
 
 #: Longest pause between two looks at the store: a resolve, a recovery or an ack
 #: recorded without resuming this run (API down) is noticed within this time.
@@ -124,8 +125,8 @@ class Ack(RunInput):
 def _run_name() -> str:
     incident_id = flow_run.parameters.get("incident_id")
     if isinstance(incident_id, int) and incident_id > 0:
-        return f"escalation-incident-{incident_id}"
-    return "escalation-test-page"
+        return escalation_run_name(incident_id)
+    return f"escalation-test-page-{run_stamp()}"  # renamed once its incident exists
 
 
 def settle_seconds(policy: EscalationPolicy) -> int:
@@ -292,7 +293,7 @@ def escalation(
     elif incident_id <= 0:
         raise PermanentError("incident_id is required (or test=true for a test page)")
     label_flow_run(
-        f"escalation-incident-{incident_id}",
+        escalation_run_name(incident_id),
         tags=[f"incident:{incident_id}", f"fleet:{fleet.name}"] + (["test"] if test else []),
     )
     people = {p.id: p for p in fleet.people}

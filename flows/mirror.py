@@ -2,8 +2,9 @@
 
 **mirror_server(server_id, clients=None)** — one app server, as an operator would do it:
 
-1. read the fleet; check the server and client ids; name the run
-   ``mirror-<server>-<UTC hour>`` and tag it ``dc:``, ``server:``, ``client:``;
+1. read the fleet; check the server and client ids; the run is named
+   ``mirror-<server>-<start>-<short id>`` (unique: :func:`tasks.runs.run_stamp`) from
+   its start and tagged ``dc:``, ``server:``, ``client:``;
 2. take the server's slot (``mirror-server-<id>``, 1 slot): if another run of this
    server holds it, this run is **skipped** (Cancelled, with the reason), not queued;
    then a slot of its DC (``mirror-dc-<dc>``, 2 slots), which it waits for;
@@ -25,7 +26,6 @@ server, run concurrently within the per-server and per-DC limits); emits the
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ from tasks.mirror import (
     take_snapshots,
     verify_snapshots,
 )
+from tasks.runs import run_stamp
 
 #: Slots of each app server's limit: one mirror run per server at a time.
 MIRROR_SERVER_SLOTS = 1
@@ -107,19 +108,14 @@ def mirror_limits(fleet: Fleet, server_ids: list[str] | None = None) -> dict[str
     return limits
 
 
-def hour_stamp() -> str:
-    """This run's scheduled start, to the UTC hour: ``2026-11-30T05``."""
-    start = flow_run.scheduled_start_time or datetime.now(UTC)
-    return start.astimezone(UTC).strftime("%Y-%m-%dT%H")
-
-
 def _server_run_name() -> str:
+    """``mirror-<server>-<start>-<short id>``: the run's one name (unique, see run_stamp)."""
     server = flow_run.parameters.get("server_id")
-    return f"mirror-{server if is_valid_id(server) else 'invalid-server'}-{hour_stamp()}"
+    return f"mirror-{server if is_valid_id(server) else 'invalid-server'}-{run_stamp()}"
 
 
 def _fleet_run_name() -> str:
-    return f"mirror-fleet-{hour_stamp()}"
+    return f"mirror-fleet-{run_stamp()}"
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -220,7 +216,6 @@ def mirror_server(
     app = home_server(fleet, sid, placed)
     chosen = client_ids_on(fleet, sid, clients, placed)
     label_flow_run(
-        f"mirror-{sid}-{hour_stamp()}",
         tags=[f"fleet:{fleet.name}", f"dc:{app.dc}", f"server:{sid}"]
         + [f"client:{c}" for c in chosen],
     )
@@ -301,7 +296,7 @@ def mirror_fleet(fleet_file: Path | None = None, hook: bool = True) -> dict[str,
     log = get_run_logger()
     path = fleet_file or config.fleet_file()
     fleet = load_fleet_task(path)
-    label_flow_run(f"mirror-fleet-{fleet.name}-{hour_stamp()}", tags=[f"fleet:{fleet.name}"])
+    label_flow_run(tags=[f"fleet:{fleet.name}"])
     servers = mirrored_servers(fleet, current_placements(store_url(fleet)))
     ensure_mirror_limits(mirror_limits(fleet, servers))
     futures = mirror_server_run.map(servers, unmapped(path), unmapped(hook))

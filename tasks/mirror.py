@@ -39,18 +39,11 @@ from ppo_dr.mirror.status import (
     stale_title,
 )
 from ppo_dr.store import Store
-from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn, secret_from_block
+from tasks import IO_RETRIES, secret_from_block
 
 #: Event every mirror run emits, whatever its outcome; a Proactive automation on it
 #: notices a mirror job that silently stopped running.
 HEARTBEAT_EVENT = "ppo-dr.mirror.heartbeat"
-
-_RETRIES: dict[str, Any] = {
-    "retries": len(RETRY_DELAYS),
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_jitter_factor": RETRY_JITTER,
-    "retry_condition_fn": retry_condition_fn,
-}
 
 
 def heartbeat_resource(name: str) -> str:
@@ -58,7 +51,7 @@ def heartbeat_resource(name: str) -> str:
     return f"ppo-dr.mirror.{name}"
 
 
-@task(name="ensure-mirror-limits", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="ensure-mirror-limits", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def ensure_mirror_limits(limits: Mapping[str, int]) -> list[str]:
     """Create the mirror's global concurrency limits that do not exist yet.
 
@@ -89,7 +82,7 @@ def ensure_mirror_limits(limits: Mapping[str, int]) -> list[str]:
     return created
 
 
-@task(name="mirror-slot-taken", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="mirror-slot-taken", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def slot_taken(limit_name: str) -> bool:
     """True if every slot of global concurrency limit *limit_name* is taken right now."""
     with get_client(sync_client=True) as client:
@@ -97,7 +90,7 @@ def slot_taken(limit_name: str) -> bool:
     return bool(limit.active_slots >= limit.limit)
 
 
-@task(name="operator-key", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="operator-key", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def operator_key_text(fleet: Fleet) -> str | None:
     """The operator key from a Prefect Secret block, if the fleet names one (else None)."""
     ref = fleet.access.key_secret
@@ -109,7 +102,7 @@ def operator_key_text(fleet: Fleet) -> str | None:
         raise AuthError(f"access.key_secret: {exc}") from exc
 
 
-@task(name="current-placements", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="current-placements", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def current_placements(store_url: str) -> dict[str, str]:
     """client -> server from the store's placements (the truth once a client moved)."""
     with Store.open(store_url) as store:
@@ -121,7 +114,7 @@ def current_placements(store_url: str) -> dict[str, str]:
     task_run_name="snapshot-{server_id}",
     cache_policy=NO_CACHE,
     timeout_seconds=4 * 3600,
-    **_RETRIES,
+    **IO_RETRIES,
 )
 def take_snapshots(
     access: FleetAccess,
@@ -150,7 +143,7 @@ def take_snapshots(
     return run
 
 
-@task(name="record-snapshots", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
+@task(name="record-snapshots", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
 def record_snapshots(
     store_url: str, run: ServerSnapshot, flow_run_id: str | None
 ) -> dict[str, int]:
@@ -164,7 +157,7 @@ def record_snapshots(
     return counts
 
 
-@task(name="verify-snapshots", cache_policy=NO_CACHE, timeout_seconds=3600, **_RETRIES)
+@task(name="verify-snapshots", cache_policy=NO_CACHE, timeout_seconds=3600, **IO_RETRIES)
 def verify_snapshots(
     access: FleetAccess, store_url: str, run: ServerSnapshot
 ) -> list[VerifyOutcome]:
@@ -180,7 +173,7 @@ def verify_snapshots(
     return outcomes
 
 
-@task(name="assess-rpo", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
+@task(name="assess-rpo", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
 def assess_rpo(
     store_url: str,
     fleet: Fleet,
@@ -202,7 +195,7 @@ def assess_rpo(
     )
 
 
-@task(name="raise-stale-alerts", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
+@task(name="raise-stale-alerts", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
 def raise_stale_alerts(
     store_url: str,
     statuses: list[ClientStatus],

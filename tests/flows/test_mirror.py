@@ -45,7 +45,7 @@ from tests.prefect_fixtures import isolated_env
 pytestmark = pytest.mark.timeout(240)
 
 ROOT = Path(__file__).resolve().parents[2]
-HOUR = r"\d{4}-\d{2}-\d{2}T\d{2}"
+STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z-[0-9a-f]{8}"  # start to the second, short id
 PPO_DR = [sys.executable, "-m", "deployments.cli"]
 
 
@@ -163,7 +163,9 @@ def test_first_run_then_an_incremental_one(
 
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id_of(second))
-        assert re.fullmatch(rf"mirror-{server}-{HOUR}", run.name), run.name
+        assert re.fullmatch(rf"mirror-{server}-{STAMP}", run.name), run.name
+        assert run.name.endswith(str(run.id)[:8])  # unique, even within one second
+        assert run.name.endswith(str(run.id)[:8])  # unique, even within one second
         assert {"dc:jhb1", f"server:{server}", *(f"client:{c}" for c in clients)} <= set(run.tags)
         artifacts = artifacts_of(client, run.id)
         table = artifacts[f"mirror-clients-{server}"]
@@ -309,7 +311,7 @@ def test_mirror_fleet_mirrors_every_app_server(
     print(f"\nmirror_fleet of {len(servers)} servers: {took:.1f} s")
     with get_client(sync_client=True) as client:
         children = eventually(lambda: _children(client, run_id_of(state), len(servers)))
-    assert sorted(re.sub(rf"-{HOUR}$", "", c.name) for c in children) == sorted(
+    assert sorted(re.sub(rf"-{STAMP}$", "", c.name) for c in children) == sorted(
         f"mirror-{s}" for s in servers
     )
     assert all(c.state is not None and c.state.is_completed() for c in children)
