@@ -415,6 +415,10 @@ def check_moved_and_reported(lab: Any, env: Env, incident_id: int, victims: list
                  "failover-finished"):  # fmt: skip
         assert kind in kinds, kinds
     assert {r.client_id for r in report.recoveries} == set(victims)
+    # Still open, the dead server still down: each client's outage ended when it answered
+    # through the front door again (the failover's health check), and the service is back.
+    assert all(i.outage is not None for i in report.impact), report.impact
+    assert report.incident.recovered_at is None and report.service_back_at is not None
     for r in report.recoveries:
         assert r.moved and r.rto is not None and r.rpo is not None and r.lost_writes is not None
         assert r.data_lost().startswith(("nothing", f"{r.lost_writes} acknowledged"))
