@@ -14,7 +14,8 @@
 4. record each (client, mirror) snapshot in the store's catalogue and quick-verify
    it; verified snapshots count for the RPO;
 5. RPO of each client on each mirror; a client whose newest verified snapshot is older
-   than twice the mirror interval opens a (non-paging) ``mirror-stale`` incident;
+   than twice the mirror interval opens a (non-paging) ``mirror-stale`` incident, and
+   a fresh one resolves the client's open one;
 6. artifacts: a table per client and a Markdown summary; a heartbeat event
    (``ppo-dr.mirror.<server>``) on every run, failed or skipped ones included.
 
@@ -58,10 +59,10 @@ from tasks.mirror import (
     emit_heartbeat,
     ensure_mirror_limits,
     operator_key_text,
-    raise_stale_alerts,
     record_snapshots,
     slot_taken,
     take_snapshots,
+    update_stale_alerts,
     verify_snapshots,
 )
 from tasks.runs import run_stamp
@@ -253,7 +254,7 @@ def mirror_server(
             log.error("mirror of %s failed: %s", sid, failure)
 
     statuses = assess_rpo(url, fleet, sid, placements=placed)
-    raise_stale_alerts(url, statuses, sid, app.dc, run_id)
+    update_stale_alerts(url, statuses, sid, app.dc, run_id)
     _publish(fleet, sid, run, checks, statuses, failure, placed)
     stale = [s.client_id for s in statuses if s.stale]
     missing = run.missing if run else [(c, "*") for c in chosen]

@@ -34,6 +34,7 @@ from ppo_dr.mirror.status import (
     STALE_KIND,
     ClientStatus,
     client_statuses,
+    fresh_note,
     stale_after,
     stale_dedupe_key,
     stale_title,
@@ -195,20 +196,31 @@ def assess_rpo(
     )
 
 
-@task(name="raise-stale-alerts", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
-def raise_stale_alerts(
+@task(name="stale-alerts", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
+def update_stale_alerts(
     store_url: str,
     statuses: list[ClientStatus],
     server_id: str,
     dc: str,
     flow_run_id: str | None,
 ) -> list[int]:
-    """Open a non-paging ``mirror-stale`` incident per stale client (once per client)."""
+    """Open a non-paging ``mirror-stale`` incident per stale client (once per client),
+    and resolve the open one of each client that is fresh again -- whichever server it
+    was stale on (a client failed over is mirrored from its new home). The ids opened
+    or still open."""
     log = get_run_logger()
     opened: list[int] = []
     with Store.open(store_url) as store:
+        still_open = {
+            i.dedupe_key: i
+            for i in store.incidents(states=("open", "acknowledged"), kind=STALE_KIND)
+        }
         for status in statuses:
             if not status.stale:
+                stale = still_open.get(stale_dedupe_key(status.client_id))
+                if stale is not None:
+                    store.resolve(stale.id, "mirror", fresh_note(status, server_id), flow_run_id)
+                    log.info("incident %s resolved: %s", stale.id, fresh_note(status, server_id))
                 continue
             incident, created = store.open_incident(
                 STALE_KIND,

@@ -244,6 +244,14 @@ def test_a_stale_client_opens_exactly_one_incident(
         (f"mirror-stale:{left_out}", False, "open")
     ]
     assert left_out in incidents[0].title
+    # Mirrored with the rest, the client is fresh again: the run resolves its incident.
+    state, _took = run_server(lab, server)
+    assert state.is_completed(), state.message
+    assert state.result()["stale"] == []
+    [done] = store.incidents(kind="mirror-stale")
+    assert (done.state, done.resolved_by) == ("resolved", "mirror")
+    [note] = [e.message for e in store.timeline(done.id) if e.kind == "resolved"]
+    assert f"fresh again: verified snapshot of {left_out} from {server}" in note
 
 
 def test_a_changed_host_key_fails_at_once_and_writes_nothing(
