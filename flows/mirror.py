@@ -169,15 +169,8 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _publish(
-    fleet: Fleet,
-    server_id: str,
-    run: ServerSnapshot | None,
-    checks: list[VerifyOutcome],
-    statuses: list[ClientStatus],
-    failure: str | None,
-    placements: dict[str, str] | None = None,
-) -> None:
+def _publish(server_id: str, run: ServerSnapshot | None, summary: str) -> None:
+    """The run's artifacts: the per-client table (if it snapshotted) and *summary*."""
     if run is not None:
         create_table_artifact(
             key=f"mirror-clients-{server_id}",
@@ -186,7 +179,7 @@ def _publish(
         )
     create_markdown_artifact(
         key=f"mirror-summary-{server_id}",
-        markdown=summary_markdown(fleet, server_id, run, checks, statuses, failure, placements),
+        markdown=summary,
         description=f"Mirror run of {server_id}: what moved, RPO per client on each mirror",
     )
 
@@ -255,7 +248,7 @@ def mirror_server(
 
     statuses = assess_rpo(url, fleet, sid, placements=placed)
     update_stale_alerts(url, statuses, sid, app.dc, run_id)
-    _publish(fleet, sid, run, checks, statuses, failure, placed)
+    _publish(sid, run, summary_markdown(fleet, sid, run, checks, statuses, failure, placed))
     stale = [s.client_id for s in statuses if s.stale]
     missing = run.missing if run else [(c, "*") for c in chosen]
     summary: dict[str, Any] = {
