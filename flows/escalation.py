@@ -16,7 +16,11 @@ key clients informed while it lasts, tell everyone when it is over.
    ("Resume" on the paused run) or with ``ppo-dr incident ack ID --by NAME``, which
    records the ack and resumes this run. A pause that times out simply loops: the
    decision escalates if the deadline passed. An ack, a resolve or a recovery recorded
-   in the store by anyone is seen at the next wake-up;
+   in the store by anyone is seen at the next wake-up. Once acknowledged the run does
+   not pause again: its state is Running named **Acknowledged** (with who took it), its
+   log says so, and it watches the store until the incident is resolved -- unless the
+   ack is older than ``ack_timeout`` without a resolution: then paging starts again
+   (a new epoch, :mod:`ppo_dr.escalation`) and the run pauses for a new ack;
 4. **recovery**: once the probe marks the incident recovered, paging stops and the
    public status says "monitoring" (the pure decision); after a settle period of
    ``min(public_every, 300 s)`` without anyone resolving it, this flow resolves it
@@ -52,11 +56,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.input import RunInput
 from prefect.runtime import flow_run
+from prefect.states import State
 from pydantic import Field
 
 from ppo_dr import config
@@ -64,6 +70,7 @@ from ppo_dr.errors import DRError, PermanentError
 from ppo_dr.escalation import (
     Decision,
     FailoverView,
+    IncidentView,
     NoticeIntent,
     decide,
     failover_notices,
@@ -88,6 +95,7 @@ from tasks.escalation import (
     start_failover,
 )
 from tasks.inventory import load_fleet_task
+from tasks.runs import escalation_run_name, run_stamp
 
 #: Longest pause between two looks at the store: a resolve, a recovery or an ack
 #: recorded without resuming this run (API down) is noticed within this time.
@@ -101,6 +109,8 @@ MAX_SETTLE_S: Final = 300
 #: How soon to look again while a started failover has not planned yet: its plan (and
 #: the approval notice) should reach the on-call seconds after it exists.
 FAILOVER_RECHECK_S: Final = 5
+#: Name of the run's state while an acknowledgement holds paging off (a Running state).
+ACKNOWLEDGED: Final = "Acknowledged"
 #: "Far away" for a test page's public and client notices (never reached).
 _NEVER_S: Final = 10 * 365 * 86400
 
@@ -115,8 +125,8 @@ class Ack(RunInput):
 def _run_name() -> str:
     incident_id = flow_run.parameters.get("incident_id")
     if isinstance(incident_id, int) and incident_id > 0:
-        return f"escalation-incident-{incident_id}"
-    return "escalation-test-page"
+        return escalation_run_name(incident_id)
+    return f"escalation-test-page-{run_stamp()}"  # renamed once its incident exists
 
 
 def settle_seconds(policy: EscalationPolicy) -> int:
@@ -167,6 +177,31 @@ def _pause_seconds(decision: Decision, now: datetime, extra: list[datetime]) -> 
     return max(1, min(seconds, RECHECK_S))
 
 
+def _set_run_state(run_id: UUID, state: State[Any], force: bool = False) -> State[Any]:
+    """Ask the API to put this run in *state*; the state the run is in afterwards.
+
+    Public client API only (``set_flow_run_state``): WAIT is honoured, ABORT is an error.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas import SetStateStatus
+
+    with get_client(sync_client=True) as client:
+        result = client.set_flow_run_state(run_id, state, force=force)
+        while result.status == SetStateStatus.WAIT:
+            time.sleep(getattr(result.details, "delay_seconds", POLL_S) or POLL_S)
+            result = client.set_flow_run_state(run_id, state, force=force)
+    if result.status == SetStateStatus.ABORT or result.state is None:
+        reason = getattr(result.details, "reason", "") or result.status.value
+        raise PermanentError(f"the escalation run cannot enter {state.name}: {reason}")
+    return result.state
+
+
+def _this_run_id() -> UUID:
+    if flow_run.id is None:
+        raise PermanentError("the escalation waits for an ack only inside its flow run")
+    return UUID(str(flow_run.id))
+
+
 def wait_for_ack(timeout: int, key: str) -> Ack | None:
     """Pause this run for an :class:`Ack` for up to *timeout* seconds; None if none came.
 
@@ -177,19 +212,16 @@ def wait_for_ack(timeout: int, key: str) -> Ack | None:
     "Run is already in terminal state FAILED" at the next pause). So the server-side
     pause lasts :data:`PAUSE_GRACE_S` longer than the wait, and at the end of the wait
     the run takes itself back to Running. A resume arriving in that instant is kept
-    (its input is read after the switch).
+    (its input is read after the switch). Only Prefect's public API is used: the
+    client's ``set_flow_run_state`` and ``read_flow_run``, and :mod:`prefect.input`
+    (the keyset the UI's Resume form writes to); tests/flows/test_escalation.py pins
+    the behaviour (UI form refused without a name, accepted with one, timeout loops).
     """
     from prefect.client.orchestration import get_client
-    from prefect.context import FlowRunContext
-    from prefect.input.actions import read_flow_run_input
-    from prefect.input.run_input import keyset_from_paused_state
-    from prefect.states import Paused, Running, State
-    from prefect.utilities.engine import propose_state_sync
+    from prefect.input import keyset_from_paused_state, read_flow_run_input
+    from prefect.states import Paused, Running
 
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        raise PermanentError("wait_for_ack runs only inside a flow run")
-    run_id = context.flow_run.id
+    run_id = _this_run_id()
     proposed: State[Any] = Paused(
         timeout_seconds=timeout + PAUSE_GRACE_S, reschedule=False, pause_key=key
     )
@@ -200,14 +232,14 @@ def wait_for_ack(timeout: int, key: str) -> Ack | None:
         value: Any = read_flow_run_input(keyset["response"], flow_run_id=run_id)
         return Ack(**value) if value else None
 
+    state = _set_run_state(run_id, proposed)
+    if state.is_running():  # this pause happened before and was resumed
+        return received()
+    if not state.is_paused():
+        raise PermanentError(f"the escalation run cannot pause: {state.type.value}")
+    Ack.save(keyset, flow_run_id=run_id)  # the UI shows the form from this
+    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        state = propose_state_sync(client, proposed, flow_run_id=run_id)
-        if state.is_running():  # this pause happened before and was resumed
-            return received()
-        if not state.is_paused():
-            raise PermanentError(f"the escalation run cannot pause: {state.type.value}")
-        Ack.save(keyset, flow_run_id=run_id)  # the UI shows the form from this
-        deadline = time.monotonic() + timeout
         while True:
             time.sleep(max(0.1, min(POLL_S, deadline - time.monotonic())))
             run = client.read_flow_run(run_id)
@@ -215,8 +247,24 @@ def wait_for_ack(timeout: int, key: str) -> Ack | None:
                 return received()
             if time.monotonic() >= deadline:
                 break
-        propose_state_sync(client, Running(), flow_run_id=run_id, force=True)
-        return received()
+    _set_run_state(run_id, Running(), force=True)
+    return received()
+
+
+def ack_in_force(view: IncidentView, policy: EscalationPolicy, now: datetime) -> bool:
+    """True while an acknowledgement holds paging off (the latest is under ``ack_timeout``
+    old; after that the pure decision re-triggers paging and a new ack is needed)."""
+    acks = [a for a in (*view.acknowledgements, view.acknowledged_at) if a is not None]
+    return any(now - timedelta(seconds=policy.ack_timeout) < a <= now for a in acks)
+
+
+def show_acknowledged(by: str) -> None:
+    """Put the run in a Running state named :data:`ACKNOWLEDGED`: the UI shows it, with
+    who took the incident, instead of a Paused run with a Resume button."""
+    from prefect.states import Running
+
+    message = f"acknowledged by {by}: paging stopped, watching until resolved"
+    _set_run_state(_this_run_id(), Running(name=ACKNOWLEDGED, message=message), force=True)
 
 
 @flow(name="escalation", flow_run_name=_run_name)
@@ -245,7 +293,7 @@ def escalation(
     elif incident_id <= 0:
         raise PermanentError("incident_id is required (or test=true for a test page)")
     label_flow_run(
-        f"escalation-incident-{incident_id}",
+        escalation_run_name(incident_id),
         tags=[f"incident:{incident_id}", f"fleet:{fleet.name}"] + (["test"] if test else []),
     )
     people = {p.id: p for p in fleet.people}
@@ -254,6 +302,7 @@ def escalation(
 
     sent: dict[str, int] = {}
     pauses = 0
+    shown_ack: datetime | None = None  # the ack the run's state and log announce
     first, _ = read_incident(url, fleet, incident_id)
     failover = FailoverView()
     try:
@@ -305,6 +354,21 @@ def escalation(
                 continue
             extra.append(deadline)
         timeout = _pause_seconds(decision, now, extra)
+        if ack_in_force(view, policy, now):
+            # Taken: no Resume form to fill in again, the state and the log say so.
+            latest = max(a for a in (*view.acknowledgements, view.acknowledged_at) if a)
+            if latest != shown_ack:
+                by = incident.acknowledged_by or "someone"
+                show_acknowledged(by)
+                log.info("acknowledged by %s: paging stopped; watching the incident until "
+                         "it is resolved (paging starts again if it is not resolved within "
+                         "%d s of the ack)", by, policy.ack_timeout)  # fmt: skip
+                shown_ack = latest
+            time.sleep(timeout)
+            continue
+        if shown_ack is not None:
+            log.info("the acknowledgement expired (ack_timeout): paging again")
+            shown_ack = None
         pauses += 1
         paused_at = datetime.now(UTC)
         log.info("waiting up to %d s for an acknowledgement (Resume in the UI)", timeout)

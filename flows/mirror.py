@@ -2,8 +2,9 @@
 
 **mirror_server(server_id, clients=None)** — one app server, as an operator would do it:
 
-1. read the fleet; check the server and client ids; name the run
-   ``mirror-<server>-<UTC hour>`` and tag it ``dc:``, ``server:``, ``client:``;
+1. read the fleet; check the server and client ids; the run is named
+   ``mirror-<server>-<start>-<short id>`` (unique: :func:`tasks.runs.run_stamp`) from
+   its start and tagged ``dc:``, ``server:``, ``client:``;
 2. take the server's slot (``mirror-server-<id>``, 1 slot): if another run of this
    server holds it, this run is **skipped** (Cancelled, with the reason), not queued;
    then a slot of its DC (``mirror-dc-<dc>``, 2 slots), which it waits for;
@@ -13,7 +14,8 @@
 4. record each (client, mirror) snapshot in the store's catalogue and quick-verify
    it; verified snapshots count for the RPO;
 5. RPO of each client on each mirror; a client whose newest verified snapshot is older
-   than twice the mirror interval opens a (non-paging) ``mirror-stale`` incident;
+   than twice the mirror interval opens a (non-paging) ``mirror-stale`` incident, and
+   a fresh one resolves the client's open one;
 6. artifacts: a table per client and a Markdown summary; a heartbeat event
    (``ppo-dr.mirror.<server>``) on every run, failed or skipped ones included.
 
@@ -25,7 +27,6 @@ server, run concurrently within the per-server and per-DC limits); emits the
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,13 @@ from tasks.mirror import (
     emit_heartbeat,
     ensure_mirror_limits,
     operator_key_text,
-    raise_stale_alerts,
     record_snapshots,
     slot_taken,
     take_snapshots,
+    update_stale_alerts,
     verify_snapshots,
 )
+from tasks.runs import run_stamp
 
 #: Slots of each app server's limit: one mirror run per server at a time.
 MIRROR_SERVER_SLOTS = 1
@@ -107,19 +109,14 @@ def mirror_limits(fleet: Fleet, server_ids: list[str] | None = None) -> dict[str
     return limits
 
 
-def hour_stamp() -> str:
-    """This run's scheduled start, to the UTC hour: ``2026-11-30T05``."""
-    start = flow_run.scheduled_start_time or datetime.now(UTC)
-    return start.astimezone(UTC).strftime("%Y-%m-%dT%H")
-
-
 def _server_run_name() -> str:
+    """``mirror-<server>-<start>-<short id>``: the run's one name (unique, see run_stamp)."""
     server = flow_run.parameters.get("server_id")
-    return f"mirror-{server if is_valid_id(server) else 'invalid-server'}-{hour_stamp()}"
+    return f"mirror-{server if is_valid_id(server) else 'invalid-server'}-{run_stamp()}"
 
 
 def _fleet_run_name() -> str:
-    return f"mirror-fleet-{hour_stamp()}"
+    return f"mirror-fleet-{run_stamp()}"
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -172,15 +169,8 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _publish(
-    fleet: Fleet,
-    server_id: str,
-    run: ServerSnapshot | None,
-    checks: list[VerifyOutcome],
-    statuses: list[ClientStatus],
-    failure: str | None,
-    placements: dict[str, str] | None = None,
-) -> None:
+def _publish(server_id: str, run: ServerSnapshot | None, summary: str) -> None:
+    """The run's artifacts: the per-client table (if it snapshotted) and *summary*."""
     if run is not None:
         create_table_artifact(
             key=f"mirror-clients-{server_id}",
@@ -189,7 +179,7 @@ def _publish(
         )
     create_markdown_artifact(
         key=f"mirror-summary-{server_id}",
-        markdown=summary_markdown(fleet, server_id, run, checks, statuses, failure, placements),
+        markdown=summary,
         description=f"Mirror run of {server_id}: what moved, RPO per client on each mirror",
     )
 
@@ -220,7 +210,6 @@ def mirror_server(
     app = home_server(fleet, sid, placed)
     chosen = client_ids_on(fleet, sid, clients, placed)
     label_flow_run(
-        f"mirror-{sid}-{hour_stamp()}",
         tags=[f"fleet:{fleet.name}", f"dc:{app.dc}", f"server:{sid}"]
         + [f"client:{c}" for c in chosen],
     )
@@ -258,8 +247,8 @@ def mirror_server(
             log.error("mirror of %s failed: %s", sid, failure)
 
     statuses = assess_rpo(url, fleet, sid, placements=placed)
-    raise_stale_alerts(url, statuses, sid, app.dc, run_id)
-    _publish(fleet, sid, run, checks, statuses, failure, placed)
+    update_stale_alerts(url, statuses, sid, app.dc, run_id)
+    _publish(sid, run, summary_markdown(fleet, sid, run, checks, statuses, failure, placed))
     stale = [s.client_id for s in statuses if s.stale]
     missing = run.missing if run else [(c, "*") for c in chosen]
     summary: dict[str, Any] = {
@@ -301,7 +290,7 @@ def mirror_fleet(fleet_file: Path | None = None, hook: bool = True) -> dict[str,
     log = get_run_logger()
     path = fleet_file or config.fleet_file()
     fleet = load_fleet_task(path)
-    label_flow_run(f"mirror-fleet-{fleet.name}-{hour_stamp()}", tags=[f"fleet:{fleet.name}"])
+    label_flow_run(tags=[f"fleet:{fleet.name}"])
     servers = mirrored_servers(fleet, current_placements(store_url(fleet)))
     ensure_mirror_limits(mirror_limits(fleet, servers))
     futures = mirror_server_run.map(servers, unmapped(path), unmapped(hook))

@@ -48,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -66,6 +65,7 @@ from ppo_dr.store import Store
 from tasks import label_flow_run
 from tasks.inventory import load_fleet_task
 from tasks.probe import emit_probe_heartbeat, probe_silence_check, start_escalation
+from tasks.runs import run_stamp
 
 #: Longest and shortest probe period (one flow run each).
 MAX_PERIOD_S: Final = 600.0
@@ -92,13 +92,8 @@ def watchdog_interval_s(timing: Timing) -> float:
     return max(60.0, probe_period_s(timing) / 5)
 
 
-def _stamp() -> str:
-    start = flow_run.scheduled_start_time or datetime.now(UTC)
-    return start.astimezone(UTC).strftime("%Y-%m-%dT%H%M%SZ")
-
-
 def _probe_run_name() -> str:
-    return f"probe-{_stamp()}"
+    return f"probe-{run_stamp()}"
 
 
 def _probers(fleet: Fleet) -> list[Prober]:
@@ -168,7 +163,7 @@ async def probe_fleet(
     timing = fleet.timing
     interval = float(timing.probe_interval)
     period = float(period_s) if period_s else probe_period_s(timing)
-    label_flow_run(f"probe-{fleet.name}-{_stamp()}", tags=[f"fleet:{fleet.name}", "probe"])
+    label_flow_run(tags=[f"fleet:{fleet.name}", "probe"])
     run_id = str(flow_run.id) if flow_run.id else None
     started = time.monotonic()
     deadline = started + period - stop_margin_s(period, interval)
@@ -267,7 +262,7 @@ async def probe_fleet(
 
 
 def _watchdog_run_name() -> str:
-    return f"probe-watchdog-{_stamp()}"
+    return f"probe-watchdog-{run_stamp()}"
 
 
 @flow(name="probe-watchdog", flow_run_name=_watchdog_run_name, timeout_seconds=300)

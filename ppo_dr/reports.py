@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
+from ppo_dr.client_outage import clients_back, healthy_after_failover
 from ppo_dr.errors import PermanentError
+from ppo_dr.probe.graph import client_target
 from ppo_dr.store import FailoverResult, FailoverStep, Incident, Notice, TimelineEntry
 
 if TYPE_CHECKING:
@@ -122,6 +124,9 @@ class IncidentReport:
     flow_runs: tuple[str, ...]
     recoveries: tuple[ClientRecovery, ...] = ()
     failover_steps: tuple[FailoverStep, ...] = ()
+    #: The incident's recovery, else when its last client answered again (its server
+    #: may stay down after a failover; the service is back): None while any is out.
+    service_back_at: datetime | None = None
 
 
 def build_report(
@@ -133,10 +138,13 @@ def build_report(
     client_contacts: Mapping[str, Sequence[str]] | None = None,
     failover_results: Iterable[FailoverResult] = (),
     failover_steps: Iterable[FailoverStep] = (),
+    clients_back: Mapping[str, datetime] | None = None,
 ) -> IncidentReport:
     """The report of *incident*; *client_names* and *client_contacts* (client id ->
     e-mail addresses) come from the fleet when it is at hand; *failover_results* and
-    *failover_steps* from the ledger of the incident's failovers."""
+    *failover_steps* from the ledger of the incident's failovers; *clients_back* (client
+    id -> when it answered again, :mod:`ppo_dr.client_outage`) ends each client's
+    outage there instead of at the incident's recovery or resolution."""
     entries = tuple(timeline)
     sent = tuple(notices)
     opened = incident.opened_at
@@ -145,15 +153,21 @@ def build_report(
     emailed = {n.recipient.lower() for n in sent if n.step == "clients" and n.status == "sent"}
     names = client_names or {}
     contacts = client_contacts or {}
+    back = clients_back or {}
+    clients = list((incident.scope or {}).get("clients", ()))
+    start = first_failure or opened
     impact = tuple(
         ClientImpact(
             client_id=client,
             name=names.get(client, client),
-            outage=(ended - (first_failure or opened)) if ended else None,
+            outage=_since(start, back.get(client) or ended),
             contacts_emailed=sum(1 for e in contacts.get(client, ()) if e.lower() in emailed),
         )
-        for client in (incident.scope or {}).get("clients", ())
+        for client in clients
     )
+    service_back = incident.recovered_at
+    if service_back is None and clients and all(c in back for c in clients):
+        service_back = max(back[c] for c in clients)
     recoveries = tuple(
         ClientRecovery(
             client_id=r.client_id,
@@ -188,11 +202,12 @@ def build_report(
         first_failure_at=first_failure,
         time_to_detect=(opened - first_failure) if first_failure else None,
         time_to_ack=_since(opened, incident.acknowledged_at),
-        time_to_recover=_since(first_failure or opened, incident.recovered_at),
+        time_to_recover=_since(start, service_back),
         time_to_resolve=_since(opened, incident.resolved_at),
         flow_runs=runs,
         recoveries=recoveries,
         failover_steps=steps,
+        service_back_at=service_back,
     )
 
 
@@ -206,9 +221,17 @@ def report_for_incident(
         raise PermanentError(f"no incident with id {incident_id}")
     results: list[FailoverResult] = []
     steps: list[FailoverStep] = []
+    healthy: dict[str, datetime] = {}
     for failover in reversed(store.failovers(incident_id=incident_id)):
-        results += store.failover_results(failover.plan_id)
+        these = store.failover_results(failover.plan_id)
+        results += these
         steps += store.failover_steps(failover.plan_id)
+        healthy.update(healthy_after_failover(these, failover.declared_at))
+    clients = list((incident.scope or {}).get("clients", ()))
+    since = _first_failure(incident, store.timeline(incident_id)) or incident.opened_at
+    moves = {
+        client_target(c): store.probe_transitions(client_target(c), since=since) for c in clients
+    }
     return build_report(
         incident,
         store.timeline(incident_id),
@@ -219,6 +242,7 @@ def report_for_incident(
         ),
         failover_results=results,
         failover_steps=steps,
+        clients_back=clients_back(clients, moves, healthy),
     )
 
 
@@ -288,6 +312,16 @@ def _md_block(text: str | None) -> str:
     return "\n".join(md(line) if line.strip() else "" for line in text.strip().splitlines())
 
 
+def _recovered_cells(report: IncidentReport) -> tuple[str, str]:
+    """The "recovered" row: when, and how long the outage was (blank while it lasts)."""
+    if report.time_to_recover is None:
+        return time_text(report.service_back_at), NOT_YET
+    after = f"{duration_text(report.time_to_recover)} of outage"
+    if report.incident.recovered_at is None:
+        after += " (every client answering again)"
+    return time_text(report.service_back_at), after
+
+
 def report_markdown(report: IncidentReport) -> str:
     """The report as Markdown (also the Prefect artifact)."""
     inc = report.incident
@@ -307,8 +341,7 @@ def report_markdown(report: IncidentReport) -> str:
         f"| acknowledged | {time_text(inc.acknowledged_at)} | "
         f"{duration_text(report.time_to_ack)} to acknowledge"
         f"{' by ' + md(inc.acknowledged_by) if inc.acknowledged_by else ''} |",
-        f"| recovered | {time_text(inc.recovered_at)} | "
-        f"{duration_text(report.time_to_recover)} of outage |",
+        "| recovered | {} | {} |".format(*_recovered_cells(report)),
         f"| resolved | {time_text(inc.resolved_at)} | "
         f"{duration_text(report.time_to_resolve)} to resolve"
         f"{' by ' + md(inc.resolved_by) if inc.resolved_by else ''} |",
@@ -521,11 +554,7 @@ def report_html(report: IncidentReport) -> str:
             f"{duration_text(report.time_to_ack)} to acknowledge"
             + (f" by {inc.acknowledged_by}" if inc.acknowledged_by else ""),
         ),
-        (
-            "recovered",
-            time_text(inc.recovered_at),
-            f"{duration_text(report.time_to_recover)} of outage",
-        ),
+        ("recovered", *_recovered_cells(report)),
         (
             "resolved",
             time_text(inc.resolved_at),

@@ -6,7 +6,8 @@ Shared here, for every task module:
   :func:`ppo_dr.errors.is_retryable` calls transient (timeouts, resets, throttling);
   a :class:`~ppo_dr.errors.PermanentError` (bad inventory, auth, missing path) fails
   at once, so the page goes out now instead of after the back-off.
-- :data:`RETRY_DELAYS` and :data:`RETRY_JITTER` — the back-off for tasks that do I/O.
+- :data:`RETRY_DELAYS` and :data:`RETRY_JITTER` — the back-off for tasks that do I/O;
+  :data:`IO_RETRIES` — both with the retry condition, as ``@task(**IO_RETRIES)`` takes them.
 - :func:`label_flow_run` — rename and tag the current flow run once a runbook knows
   what it acts on (so the UI filters by fleet, DC, server, client, incident).
 """
@@ -26,6 +27,7 @@ from prefect.states import State
 from ppo_dr.errors import PermanentError, is_retryable
 
 __all__ = [
+    "IO_RETRIES",
     "RETRY_DELAYS",
     "RETRY_JITTER",
     "label_flow_run",
@@ -61,6 +63,15 @@ def retry_condition_fn(task: Task[Any, Any], task_run: TaskRun, state: State[Any
         )
         return retry
     return False
+
+
+#: ``@task`` keyword arguments of a task that does I/O: back-off, jitter, the condition.
+IO_RETRIES: dict[str, Any] = {
+    "retries": len(RETRY_DELAYS),
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_jitter_factor": RETRY_JITTER,
+    "retry_condition_fn": retry_condition_fn,
+}
 
 
 def label_flow_run(name: str | None = None, tags: Iterable[str] = ()) -> None:

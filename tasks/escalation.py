@@ -33,7 +33,8 @@ from ppo_dr.inventory import Fleet
 from ppo_dr.notify import address_for, deliver, give_up, record_intent, retry_delay
 from ppo_dr.reports import report_for_incident, report_markdown
 from ppo_dr.store import Incident, Store
-from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn, secret_from_block
+from tasks import IO_RETRIES, RETRY_DELAYS, secret_from_block
+from tasks.runs import top_level_run
 
 #: A notice recorded but not yet sent this recently is being sent by another run (two
 #: escalation runs of one incident): a third party leaves it alone. An older pending
@@ -109,15 +110,8 @@ def record_ack(
 
 # --------------------------------------------------------------------------- tasks
 
-_RETRIES: dict[str, Any] = {
-    "retries": len(RETRY_DELAYS),
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_jitter_factor": RETRY_JITTER,
-    "retry_condition_fn": retry_condition_fn,
-}
 
-
-@task(name="open-channels", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="open-channels", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def open_channels(fleet: Fleet) -> dict[MessageChannel, Channel]:
     """Build the e-mail, SMS and X channels; credentials come from Prefect Secret blocks."""
     channels = build_channels(fleet, secret_from_block)
@@ -125,14 +119,14 @@ def open_channels(fleet: Fleet) -> dict[MessageChannel, Channel]:
     return channels
 
 
-@task(name="read-incident", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="read-incident", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def read_incident(store_url: str, fleet: Fleet, incident_id: int) -> tuple[Incident, IncidentView]:
     """The incident, its acknowledgements and the notices already sent or given up."""
     with Store.open(store_url) as store:
         return incident_view(store, fleet, incident_id)
 
 
-@task(name="open-test-incident", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="open-test-incident", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def open_test_incident(store_url: str, flow_run_id: str | None) -> int:
     """Open an incident of kind ``test`` (a test page: level 1 only, nobody else)."""
     now = datetime.now(UTC)
@@ -164,7 +158,7 @@ class Outcome:
     task_run_name="send-{intent.step}-{intent.channel}-{intent.recipient}",
     cache_policy=NO_CACHE,
     timeout_seconds=60,
-    **_RETRIES,
+    **IO_RETRIES,
 )
 def send_notice(
     store_url: str,
@@ -210,7 +204,7 @@ def send_notice(
     return Outcome(intent.key, "already")
 
 
-@task(name="give-up-notice", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="give-up-notice", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def give_up_notice(
     store_url: str,
     intent: NoticeIntent,
@@ -234,7 +228,7 @@ def address_of(intent: NoticeIntent, fleet: Fleet) -> str:
     return address_for(intent, {p.id: p for p in fleet.people})
 
 
-@task(name="record-ack", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="record-ack", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def record_ack_task(
     store_url: str,
     incident_id: int,
@@ -252,7 +246,7 @@ def record_ack_task(
     return recorded
 
 
-@task(name="resolve-incident", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="resolve-incident", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def resolve_incident(
     store_url: str, incident_id: int, by: str, note: str, flow_run_id: str | None
 ) -> Incident:
@@ -261,7 +255,7 @@ def resolve_incident(
         return store.resolve(incident_id, by, note, flow_run_id)
 
 
-@task(name="note-timeline", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="note-timeline", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def note_timeline(
     store_url: str, incident_id: int, kind: str, message: str, flow_run_id: str | None
 ) -> None:
@@ -270,7 +264,7 @@ def note_timeline(
         store.add_timeline(incident_id, kind, message, flow_run_id=flow_run_id)
 
 
-@task(name="render-report", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="render-report", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def render_report(store_url: str, fleet: Fleet, incident_id: int) -> str:
     """The incident report in Markdown (cause, measures, timeline, times, notices,
     RTO/RPO and data lost per client of its failovers)."""
@@ -282,7 +276,7 @@ def render_report(store_url: str, fleet: Fleet, incident_id: int) -> str:
 # --------------------------------------------------------------------------- failover
 
 
-@task(name="read-failover", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="read-failover", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def read_failover(store_url: str, incident_id: int) -> FailoverView:
     """What the incident's timeline says of the failover this escalation started."""
     with Store.open(store_url) as store:
@@ -294,7 +288,7 @@ def read_failover(store_url: str, incident_id: int) -> FailoverView:
     task_run_name="start-failover-{incident_id}",
     cache_policy=NO_CACHE,
     timeout_seconds=60,
-    **_RETRIES,
+    **IO_RETRIES,
 )
 def start_failover(
     store_url: str,
@@ -305,7 +299,10 @@ def start_failover(
 ) -> FailoverView:
     """Start the failover run of the incident (once: idempotency key), record it.
 
-    The run plans at once and then runs or pauses for approval, as the policy says.
+    The run plans at once and then runs or pauses for approval, as the policy says. It
+    is a top-level run (not a subflow of the escalation) and is quoted by its id here:
+    the failover flow names it after its plan (``failover-<plan>``), the name the
+    notices use, which does not exist yet.
     A restarted escalation gets the same run back (same key) and records nothing twice.
     A missing deployment is a warning on the timeline, not a failure: paging goes on,
     and the on-call can start it by hand (``ppo-dr failover run``).
@@ -324,9 +321,7 @@ def start_failover(
             run = run_deployment(
                 FAILOVER_DEPLOYMENT,
                 parameters=parameters,
-                timeout=0,
-                idempotency_key=failover_key(incident_id),
-                tags=[f"incident:{incident_id}"],
+                **top_level_run(failover_key(incident_id), [f"incident:{incident_id}"]),
             )
         except ObjectNotFound:
             why = (
@@ -342,7 +337,7 @@ def start_failover(
                 )  # fmt: skip
             return failover_view(store.timeline(incident_id))
         assert isinstance(run, FlowRun)  # the sync form, not a coroutine
-        log.info("failover of incident %s: flow run %s (%s)", incident_id, run.id, run.name)
+        log.info("failover of incident %s: flow run %s", incident_id, run.id)
         if not any(
             e.kind == FAILOVER_STARTED and e.data.get("failover_run_id") == str(run.id)
             for e in store.timeline(incident_id)
@@ -350,8 +345,8 @@ def start_failover(
             store.add_timeline(
                 incident_id,
                 FAILOVER_STARTED,
-                f"failover of {level} {subject} started: flow run {run.name} ({run.id})",
+                f"failover of {level} {subject} started: flow run {run.id}",
                 flow_run_id=flow_run_id,
-                data={"failover_run_id": str(run.id), "run_name": run.name, "scope": dict(scope)},
+                data={"failover_run_id": str(run.id), "scope": dict(scope)},
             )
         return failover_view(store.timeline(incident_id))

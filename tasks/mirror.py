@@ -34,23 +34,17 @@ from ppo_dr.mirror.status import (
     STALE_KIND,
     ClientStatus,
     client_statuses,
+    fresh_note,
     stale_after,
     stale_dedupe_key,
     stale_title,
 )
 from ppo_dr.store import Store
-from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn, secret_from_block
+from tasks import IO_RETRIES, secret_from_block
 
 #: Event every mirror run emits, whatever its outcome; a Proactive automation on it
 #: notices a mirror job that silently stopped running.
 HEARTBEAT_EVENT = "ppo-dr.mirror.heartbeat"
-
-_RETRIES: dict[str, Any] = {
-    "retries": len(RETRY_DELAYS),
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_jitter_factor": RETRY_JITTER,
-    "retry_condition_fn": retry_condition_fn,
-}
 
 
 def heartbeat_resource(name: str) -> str:
@@ -58,7 +52,7 @@ def heartbeat_resource(name: str) -> str:
     return f"ppo-dr.mirror.{name}"
 
 
-@task(name="ensure-mirror-limits", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="ensure-mirror-limits", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def ensure_mirror_limits(limits: Mapping[str, int]) -> list[str]:
     """Create the mirror's global concurrency limits that do not exist yet.
 
@@ -89,7 +83,7 @@ def ensure_mirror_limits(limits: Mapping[str, int]) -> list[str]:
     return created
 
 
-@task(name="mirror-slot-taken", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="mirror-slot-taken", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def slot_taken(limit_name: str) -> bool:
     """True if every slot of global concurrency limit *limit_name* is taken right now."""
     with get_client(sync_client=True) as client:
@@ -97,7 +91,7 @@ def slot_taken(limit_name: str) -> bool:
     return bool(limit.active_slots >= limit.limit)
 
 
-@task(name="operator-key", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="operator-key", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def operator_key_text(fleet: Fleet) -> str | None:
     """The operator key from a Prefect Secret block, if the fleet names one (else None)."""
     ref = fleet.access.key_secret
@@ -109,7 +103,7 @@ def operator_key_text(fleet: Fleet) -> str | None:
         raise AuthError(f"access.key_secret: {exc}") from exc
 
 
-@task(name="current-placements", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="current-placements", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def current_placements(store_url: str) -> dict[str, str]:
     """client -> server from the store's placements (the truth once a client moved)."""
     with Store.open(store_url) as store:
@@ -121,7 +115,7 @@ def current_placements(store_url: str) -> dict[str, str]:
     task_run_name="snapshot-{server_id}",
     cache_policy=NO_CACHE,
     timeout_seconds=4 * 3600,
-    **_RETRIES,
+    **IO_RETRIES,
 )
 def take_snapshots(
     access: FleetAccess,
@@ -150,7 +144,7 @@ def take_snapshots(
     return run
 
 
-@task(name="record-snapshots", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
+@task(name="record-snapshots", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
 def record_snapshots(
     store_url: str, run: ServerSnapshot, flow_run_id: str | None
 ) -> dict[str, int]:
@@ -164,7 +158,7 @@ def record_snapshots(
     return counts
 
 
-@task(name="verify-snapshots", cache_policy=NO_CACHE, timeout_seconds=3600, **_RETRIES)
+@task(name="verify-snapshots", cache_policy=NO_CACHE, timeout_seconds=3600, **IO_RETRIES)
 def verify_snapshots(
     access: FleetAccess, store_url: str, run: ServerSnapshot
 ) -> list[VerifyOutcome]:
@@ -180,7 +174,7 @@ def verify_snapshots(
     return outcomes
 
 
-@task(name="assess-rpo", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
+@task(name="assess-rpo", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
 def assess_rpo(
     store_url: str,
     fleet: Fleet,
@@ -202,20 +196,31 @@ def assess_rpo(
     )
 
 
-@task(name="raise-stale-alerts", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
-def raise_stale_alerts(
+@task(name="stale-alerts", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
+def update_stale_alerts(
     store_url: str,
     statuses: list[ClientStatus],
     server_id: str,
     dc: str,
     flow_run_id: str | None,
 ) -> list[int]:
-    """Open a non-paging ``mirror-stale`` incident per stale client (once per client)."""
+    """Open a non-paging ``mirror-stale`` incident per stale client (once per client),
+    and resolve the open one of each client that is fresh again -- whichever server it
+    was stale on (a client failed over is mirrored from its new home). The ids opened
+    or still open."""
     log = get_run_logger()
     opened: list[int] = []
     with Store.open(store_url) as store:
+        still_open = {
+            i.dedupe_key: i
+            for i in store.incidents(states=("open", "acknowledged"), kind=STALE_KIND)
+        }
         for status in statuses:
             if not status.stale:
+                stale = still_open.get(stale_dedupe_key(status.client_id))
+                if stale is not None:
+                    store.resolve(stale.id, "mirror", fresh_note(status, server_id), flow_run_id)
+                    log.info("incident %s resolved: %s", stale.id, fresh_note(status, server_id))
                 continue
             incident, created = store.open_incident(
                 STALE_KIND,

@@ -19,19 +19,13 @@ from prefect.exceptions import ObjectNotFound
 
 from ppo_dr.probe.watchdog import check_probe_silence
 from ppo_dr.store import Store
-from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn
+from tasks import IO_RETRIES
+from tasks.runs import escalation_run_name, top_level_run
 
 #: The escalation runbook's deployment (``flows/escalation.py``, parameter incident_id).
 ESCALATION_DEPLOYMENT: Final = "escalation/escalation"
 #: Event the probe emits after every cycle.
 HEARTBEAT_EVENT: Final = "ppo-dr.probe.heartbeat"
-
-_RETRIES: dict[str, Any] = {
-    "retries": len(RETRY_DELAYS),
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_jitter_factor": RETRY_JITTER,
-    "retry_condition_fn": retry_condition_fn,
-}
 
 
 def escalation_key(incident_id: int) -> str:
@@ -49,10 +43,13 @@ def heartbeat_resource(fleet_name: str) -> str:
     task_run_name="start-escalation-{incident_id}",
     cache_policy=NO_CACHE,
     timeout_seconds=60,
-    **_RETRIES,
+    **IO_RETRIES,
 )
 async def start_escalation(incident_id: int) -> tuple[str | None, str]:
     """Start the escalation flow run of *incident_id* (exactly once: idempotency key).
+
+    A top-level run named :func:`~tasks.runs.escalation_run_name` from its creation,
+    not a subflow of the probe: the UI's "Hide subflows" must not hide a page.
 
     Returns ``(flow run id, "")``, or ``(None, why)`` when the escalation deployment
     does not exist (yet): the probe records that on the incident and carries on.
@@ -62,9 +59,11 @@ async def start_escalation(incident_id: int) -> tuple[str | None, str]:
         run = await arun_deployment(
             ESCALATION_DEPLOYMENT,
             parameters={"incident_id": incident_id},
-            timeout=0,
-            idempotency_key=escalation_key(incident_id),
-            tags=[f"incident:{incident_id}"],
+            **top_level_run(
+                escalation_key(incident_id),
+                [f"incident:{incident_id}"],
+                name=escalation_run_name(incident_id),
+            ),
         )
     except ObjectNotFound:
         why = (
@@ -86,7 +85,7 @@ def emit_probe_heartbeat(fleet_name: str, payload: dict[str, Any]) -> None:
     )
 
 
-@task(name="probe-silence-check", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="probe-silence-check", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def probe_silence_check(
     store_url: str, silent_after_s: float, flow_run_id: str | None
 ) -> tuple[int | None, bool]:

@@ -296,6 +296,15 @@ def stale_dedupe_key(client_id: str) -> str:
     return f"{STALE_KIND}:{client_id}"
 
 
+def fresh_note(status: ClientStatus, server_id: str) -> str:
+    """Why a client's mirror-stale incident is resolved: its fresh verified snapshot."""
+    when = f"{status.newest_verified:%Y-%m-%d %H:%M:%S}Z" if status.newest_verified else "?"
+    return (
+        f"fresh again: verified snapshot of {status.client_id} from {server_id} taken {when} "
+        f"({format_age(status.rpo)} old, limit {format_age(status.threshold)})"
+    )
+
+
 def stale_title(status: ClientStatus) -> str:
     """The incident title for a stale client, in the operator's words."""
     if status.newest_verified is None:

@@ -291,11 +291,20 @@ class ProbeRunner:
         for outage in found:
             if outage.key in self._known:
                 continue
-            targets = self._targets(outage)
-            if any(targets <= k.targets for k in self._known.values()):
-                continue  # named in an outage still open (e.g. what is left of a DC outage)
+            if self._covered(outage):
+                continue
             new.append(outage)
         return new
+
+    def _covered(self, outage: Outage) -> bool:
+        """Named in an outage still open: every target of a server or DC outage (what is
+        left of a DC outage), or the client of a client outage wherever it is placed now
+        -- a client a failover moved during the outage is still that incident's, not a
+        new "client down" while it comes back on its new home."""
+        targets = self._targets(outage)
+        if outage.level == "client":
+            targets = frozenset({client_target(outage.subject_id)})
+        return any(targets <= k.targets for k in self._known.values())
 
     def _targets(self, outage: Outage) -> frozenset[str]:
         return _scope_targets(self.scope(outage))

@@ -9,71 +9,37 @@ their pauses poll every 2 s.
 
 from __future__ import annotations
 
-import contextvars
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterKey,
     FlowRunFilter,
     FlowRunFilterTags,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun
 from typer.testing import CliRunner
 
 import flows.escalation as escalation_module
 from deployments.cli import app
-from flows.escalation import escalation
-from ppo_dr.channels import read_outbox
-from ppo_dr.store import Store
+from tests.flows.escalation_env import EscalationEnv, escalation_env, example_fleet, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
-ROOT = Path(__file__).resolve().parents[2]
 AFFECTED = ["acme-mining", "karoo-logistics"]
 CONTACTS = {"it@acme-mining.example", "pieter@karoo.example"}
 LEVEL_1 = {"+27820000001", "+27820000002", "sipho@ppo.example", "anna@ppo.example"}
 LEVEL_2 = {"+447700900003", "james@ppo.example"}
 
 
-@dataclass
-class Env:
-    fleet_file: Path
-    outbox: Path
-    url: str
-    store: Store
-    threads: list[threading.Thread] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-
-    def outbox_lines(self) -> list[dict[str, Any]]:
-        return read_outbox(self.outbox)
-
-    def keys(self) -> list[str]:
-        return [line["key"] for line in self.outbox_lines()]
-
-    def start(self, **params: Any) -> threading.Thread:
-        """Run the escalation flow in a thread that sees this context (the harness)."""
-        context = contextvars.copy_context()
-
-        def run() -> None:
-            try:
-                context.run(escalation, fleet_file=self.fleet_file, **params)
-            except BaseException as exc:  # reported by the test
-                self.errors.append(exc)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        self.threads.append(thread)
-        return thread
-
+class Env(EscalationEnv):
     def open(self) -> int:
         incident, _ = self.store.open_incident(
             "outage",
@@ -84,48 +50,24 @@ class Env:
         return incident.id
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
+POLICY = {
+    "levels": [
+        {"name": "first line", "notify": ["sipho", "anna"], "ack_deadline": 5},
+        {"name": "second line", "notify": ["james"], "ack_deadline": 5},
+    ],
+    "repeat": 1,
+    "ack_timeout": 300,
+    "public_after": 6,
+    "public_every": 60,
+    "clients_after": 7,
+}
 
 
 @pytest.fixture
 def env(prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    doc = yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text(encoding="utf-8"))
-    outbox = tmp_path / "outbox.jsonl"
-    doc["channels"] = {"outbox": str(outbox)}
-    doc["escalation"] = {
-        "levels": [
-            {"name": "first line", "notify": ["sipho", "anna"], "ack_deadline": 5},
-            {"name": "second line", "notify": ["james"], "ack_deadline": 5},
-        ],
-        "repeat": 1,
-        "ack_timeout": 300,
-        "public_after": 6,
-        "public_every": 60,
-        "clients_after": 7,
-    }
-    doc.pop("store", None)
-    fleet_file = tmp_path / "fleet.yaml"
-    fleet_file.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    monkeypatch.setenv("PPO_DR_DB_URL", url)
-    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
+    fleet_file, outbox, url = example_fleet(tmp_path, monkeypatch, POLICY)
     monkeypatch.setenv("PREFECT_API_URL", prefect_api)  # for the CLI's ack
-    monkeypatch.setattr(escalation_module, "RECHECK_S", 3)
-    with Store(url) as store:
-        store.upgrade()
-        env = Env(fleet_file, outbox, url, store)
-        yield env
-        for left in store.incidents(("open", "acknowledged", "recovered")):
-            store.resolve(left.id, "test teardown")  # so a failed test's runs end too
-        for thread in env.threads:
-            thread.join(timeout=30)
-        assert not any(t.is_alive() for t in env.threads), "an escalation run did not end"
-        assert not env.errors, env.errors
+    yield from escalation_env(fleet_file, outbox, url, Env)
 
 
 def runs_of(incident_id: int) -> list[FlowRun]:
@@ -157,10 +99,10 @@ def test_pages_escalates_informs_and_stops_on_ack_then_resolves(env: Env) -> Non
     assert f"incident:{incident_id}" in first.tags
 
     # A second run of the same incident ("restart mid-incident"): it sends nothing again.
-    before = env.keys()
+    before = env.notice_keys()
     env.start(incident_id=incident_id)
     wait_for("two paused runs", lambda: len(paused_runs(incident_id)) == 2)
-    assert env.keys() == before
+    assert env.notice_keys() == before
 
     # No ack within 5 s: level 2.
     wait_for("level 2", lambda: sent_to(env) >= LEVEL_2, timeout=15)
@@ -180,14 +122,14 @@ def test_pages_escalates_informs_and_stops_on_ack_then_resolves(env: Env) -> Non
     wait_for("client e-mails", lambda: sent_to(env) >= CONTACTS, timeout=15)
     # The ladder would have repeated 10 s after opening: the ack stopped it.
     time.sleep(max(0.0, 11 - (time.time() - acked.opened_at.timestamp())))
-    assert not any(".r1." in k or ".e1." in k for k in env.keys()), env.keys()  # noqa: SIM118
+    assert not any(".r1." in k or ".e1." in k for k in env.notice_keys()), env.notice_keys()
 
     # Resolve from the terminal: the runs send the resolved notices and end.
     result = cli.invoke(app, ["incident", "resolve", str(incident_id), "--by", "anna"])
     assert result.exit_code == 0, result.output
     for thread in env.threads:
         thread.join(timeout=30)
-    keys = env.keys()
+    keys = env.notice_keys()
     assert len(keys) == len(set(keys)), "a notice was sent twice"
     resolved = {line["recipient"] for line in env.outbox_lines() if "resolved" in line["key"]}
     assert LEVEL_1 | LEVEL_2 | CONTACTS | {"public"} <= resolved
@@ -197,7 +139,7 @@ def test_pages_escalates_informs_and_stops_on_ack_then_resolves(env: Env) -> Non
 
     # A run after the end finds everything sent: nothing new, the report again.
     env.start(incident_id=incident_id).join(timeout=30)
-    assert env.keys() == keys
+    assert env.notice_keys() == keys
 
     # The report: an artifact of the run, and the CLI's Markdown and HTML.
     with get_client(sync_client=True) as client:
@@ -254,3 +196,49 @@ def test_recovery_stops_paging_and_resolves_after_the_settle(
     assert resolved == LEVEL_1
     ended = [e for e in env.store.timeline(incident_id) if e.kind == "resolved"]
     assert ended and "auto-resolved after recovery" in ended[0].message
+
+
+def run_log(run_id: Any) -> list[str]:
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
+        )
+    return [entry.message for entry in logs]
+
+
+def test_an_ack_from_the_ui_shows_acknowledged_and_never_asks_again(env: Env) -> None:
+    incident_id = env.open()
+    env.start(incident_id=incident_id)
+    wait_for("a paused run", lambda: bool(paused_runs(incident_id)), timeout=20)
+    [run] = paused_runs(incident_id)
+    with get_client(sync_client=True) as client:
+        accepted = client.resume_flow_run(run.id, run_input={"by": "anna", "note": "on it"})
+    assert accepted.status.value == "ACCEPT"
+
+    def read() -> FlowRun:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(run.id)
+
+    def state_name() -> str | None:
+        state = read().state
+        return state.name if state else None
+
+    wait_for("the Acknowledged state", lambda: state_name() == "Acknowledged", timeout=15)
+    acked = read()
+    assert acked.state is not None and acked.state.is_running()
+    assert "anna" in str(acked.state.message)
+    # Several wake-ups later (RECHECK_S is 3 s here) it has not paused for input again.
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        state = read().state
+        assert state is not None and not state.is_paused(), "paused for an ack again"
+        time.sleep(0.5)
+    wait_for("the log", lambda: any("acknowledged by anna" in m for m in run_log(run.id)))
+    messages = run_log(run.id)
+    said = next(i for i, m in enumerate(messages) if "acknowledged by anna" in m)
+    assert not any("for an acknowledgement" in m for m in messages[said:]), messages[said:]
+
+    env.store.resolve(incident_id, "fixed")
+    env.threads[0].join(timeout=30)
+    done = read()
+    assert done.state is not None and done.state.is_completed()

@@ -12,19 +12,19 @@ front door on a new server, and the report gives RTO, RPO and data lost per clie
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
-import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -38,8 +38,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun
 
 import flows.escalation as escalation_module
-from flows.escalation import escalation
-from ppo_dr.channels import read_outbox
+from flows.probe import probe_fleet
 from ppo_dr.errors import PermanentError
 from ppo_dr.escalation import (
     SMS_LIMIT,
@@ -53,11 +52,11 @@ from ppo_dr.escalation import (
 from ppo_dr.inventory import EscalationLevel, EscalationPolicy, Person
 from ppo_dr.probe.runner import OUTAGE_KIND
 from ppo_dr.store import Store, TimelineEntry
+from tests.flows.escalation_env import EscalationEnv, escalation_env, example_fleet, wait_for
 from tests.labs import own_lab
 
 pytestmark = pytest.mark.timeout(300)
 
-ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 PLAN = "0a1b2c3d4e5f60718293"
 RUN = "4b7d2f0e-8a51-4c52-9a3e-6f1e2d3c4b5a"
@@ -177,73 +176,13 @@ def test_an_automatic_failover_is_announced_not_asked_for() -> None:
 # --------------------------------------------------------------------------- harness
 
 
-@dataclass
-class Env:
-    fleet_file: Path
-    outbox: Path
-    store: Store
-    threads: list[threading.Thread] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-
-    def start(self, **params: Any) -> threading.Thread:
-        """Run the escalation flow in a thread that sees this context (the harness)."""
-        context = contextvars.copy_context()
-
-        def run() -> None:
-            try:
-                context.run(escalation, fleet_file=self.fleet_file, **params)
-            except BaseException as exc:  # reported by the fixture
-                self.errors.append(exc)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        self.threads.append(thread)
-        return thread
-
-    def kinds(self, incident_id: int) -> list[str]:
-        return [e.kind for e in self.store.timeline(incident_id)]
-
-    def notice_keys(self) -> list[str]:
-        return [line["key"] for line in read_outbox(self.outbox)] if self.outbox.exists() else []
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
-
-
-def _env(fleet_file: Path, outbox: Path, url: str) -> Iterator[Env]:
-    with Store(url) as store:
-        store.upgrade()
-        env = Env(fleet_file, outbox, store)
-        try:
-            yield env
-        finally:
-            for left in store.incidents(("open", "acknowledged", "recovered")):
-                store.resolve(left.id, "test teardown")  # so the escalation runs end
-            for thread in env.threads:
-                thread.join(timeout=60)
-        assert not any(t.is_alive() for t in env.threads), "an escalation run did not end"
-        assert not env.errors, env.errors
+Env = EscalationEnv  # the escalation runs, outbox and store of a test
 
 
 @pytest.fixture
 def env(prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     """The example fleet (never contacted), its outbox and a SQLite store in tmp_path."""
-    doc = yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text(encoding="utf-8"))
-    outbox = tmp_path / "outbox.jsonl"
-    doc["channels"] = {"outbox": str(outbox)}
-    doc.pop("store", None)
-    fleet_file = tmp_path / "fleet.yaml"
-    fleet_file.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    monkeypatch.setenv("PPO_DR_DB_URL", url)
-    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(escalation_module, "RECHECK_S", 3)
-    yield from _env(fleet_file, outbox, url)
+    yield from escalation_env(*example_fleet(tmp_path, monkeypatch), Env)
 
 
 @pytest.fixture
@@ -281,13 +220,43 @@ def no_failover_deployment() -> None:
 
 def open_outage(store: Store, level: str, subject: str, clients: list[str]) -> int:
     """An outage incident as the probe opens it (kind, dedupe key and scope)."""
+    servers = [subject] if level == "server" else []
     incident, _ = store.open_incident(
         "outage",
-        f"{level}:{subject}",
+        f"outage:{level}:{subject}",
         f"{level} {subject} down ({len(clients)} clients)",
-        {"level": level, "subject": subject, "clients": clients, "servers": [], "dcs": []},
+        {"level": level, "subject": subject, "clients": clients, "servers": servers, "dcs": []},
     )
     return incident.id
+
+
+@dataclass
+class LostServer:
+    """A power-killed app server, its outage incident and the failover the escalation
+    started for it, running in a worker thread."""
+
+    name: str
+    victims: list[str]
+    incident_id: int
+    run: FlowRun
+    worker: threading.Thread
+    outcome: list[Any]
+
+
+def lose_server(lab: Any, env: Env, name: str = "app-jhb1-1") -> LostServer:
+    """Power-kill *name*, open its outage, start the escalation; once it has started the
+    failover run, run that as a served deployment's worker would."""
+    victims = sorted(p.client_id for p in env.store.placements() if p.server_id == name)
+    assert victims
+    lab.break_(name, "power")
+    incident_id = open_outage(env.store, "server", name, victims)
+    env.start(incident_id=incident_id)
+    wait_for("the failover started", lambda: "failover-started" in env.kinds(incident_id))
+    [run] = failover_runs(incident_id)
+    assert run.parameters["server"] == name and run.parameters["incident_id"] == incident_id
+    assert run.parameters["fleet_file"] == str(lab.fleet_file)
+    worker, outcome = run_failover_as_a_worker(run)
+    return LostServer(name, victims, incident_id, run, worker, outcome)
 
 
 def failover_runs(incident_id: int) -> list[FlowRun]:
@@ -375,7 +344,7 @@ def lab_env(
     mirrored = request.param == "mirrored"
     with own_lab(tmp_path / "lab", clients=6, size_mb=6, settle_s=2.0, mirrored=mirrored) as lab:
         outbox = lab.directory / "outbox.jsonl"
-        yield from ((lab, e) for e in _env(lab.fleet_file, outbox, lab.store_url))
+        yield from ((lab, e) for e in escalation_env(lab.fleet_file, outbox, lab.store_url, Env))
 
 
 def run_failover_as_a_worker(run: FlowRun) -> tuple[threading.Thread, list[Any]]:
@@ -415,6 +384,10 @@ def check_moved_and_reported(lab: Any, env: Env, incident_id: int, victims: list
                  "failover-finished"):  # fmt: skip
         assert kind in kinds, kinds
     assert {r.client_id for r in report.recoveries} == set(victims)
+    # Still open, the dead server still down: each client's outage ended when it answered
+    # through the front door again (the failover's health check), and the service is back.
+    assert all(i.outage is not None for i in report.impact), report.impact
+    assert report.incident.recovered_at is None and report.service_back_at is not None
     for r in report.recoveries:
         assert r.moved and r.rto is not None and r.rpo is not None and r.lost_writes is not None
         assert r.data_lost().startswith(("nothing", f"{r.lost_writes} acknowledged"))
@@ -424,8 +397,7 @@ def check_moved_and_reported(lab: Any, env: Env, incident_id: int, victims: list
 
 
 def notices_of(env: Env, step: str) -> list[dict[str, Any]]:
-    lines = read_outbox(env.outbox) if env.outbox.exists() else []
-    return [n for n in lines if f"/step:{step}/" in n["key"]]
+    return [n for n in env.outbox_lines() if f"/step:{step}/" in n["key"]]
 
 
 @pytest.mark.lab
@@ -437,18 +409,10 @@ def test_power_loss_escalates_to_an_approved_failover_and_a_report_with_rto(
     from deployments.cli import app
 
     lab, env = lab_env
-    lost = "app-jhb1-1"
-    victims = sorted(p.client_id for p in env.store.placements() if p.server_id == lost)
-    assert victims
-    lab.break_(lost, "power")
-    incident_id = open_outage(env.store, "server", lost, victims)
-    env.start(incident_id=incident_id)
-
     # The escalation starts the failover run; a worker (this test) runs it.
-    wait_for("the failover started", lambda: "failover-started" in env.kinds(incident_id))
-    [run] = failover_runs(incident_id)
-    assert run.parameters["server"] == lost and run.parameters["incident_id"] == incident_id
-    worker, outcome = run_failover_as_a_worker(run)
+    lost = lose_server(lab, env)
+    incident_id, run, victims = lost.incident_id, lost.run, lost.victims
+    worker, outcome = lost.worker, lost.outcome
 
     # The on-call is told the plan waits, with the command: they approve from a terminal.
     wait_for("the approval notice", lambda: bool(notices_of(env, "failover-approve")), 120)
@@ -495,9 +459,12 @@ def test_power_loss_escalates_to_an_approved_failover_and_a_report_with_rto(
 
 #: A run that read the timeline just before the approval may still send one notice.
 RECHECK_GRACE_S = 5
+#: How long before the declaration the (recorded) failures began: the lab's threshold.
+PROBE_LEAD = timedelta(seconds=20)
 
 
 @pytest.mark.lab
+@pytest.mark.timeout(420)  # and one probe period after the failover
 def test_with_auto_failover_the_failover_runs_at_once_and_the_on_call_is_told(
     lab_env: tuple[Any, Env], registered_failover: str
 ) -> None:
@@ -505,24 +472,31 @@ def test_with_auto_failover_the_failover_runs_at_once_and_the_on_call_is_told(
     text = lab.fleet_file.read_text(encoding="utf-8")
     assert text.count("auto_failover: false") == 1
     lab.fleet_file.write_text(text.replace("auto_failover: false", "auto_failover: true"))
-    lost = "app-jhb1-1"
-    victims = sorted(p.client_id for p in env.store.placements() if p.server_id == lost)
-    assert victims
-    lab.break_(lost, "power")
-    incident_id = open_outage(env.store, "server", lost, victims)
-    env.start(incident_id=incident_id)
-    wait_for("the failover started", lambda: "failover-started" in env.kinds(incident_id))
-    [run] = failover_runs(incident_id)
-    assert run.parameters["fleet_file"] == str(lab.fleet_file)
-    worker, outcome = run_failover_as_a_worker(run)
-    worker.join(timeout=240)  # no approval asked: it runs to the end by itself
-    assert outcome and outcome[0].is_completed(), outcome
+    lost = lose_server(lab, env)
+    incident_id, victims = lost.incident_id, lost.victims
+    lost.worker.join(timeout=240)  # no approval asked: it runs to the end by itself
+    assert lost.outcome and lost.outcome[0].is_completed(), lost.outcome
     check_moved_and_reported(lab, env, incident_id, victims)
     assert "failover-approval" not in env.kinds(incident_id)
     wait_for("the on-call told", lambda: bool(notices_of(env, "failover-auto")), 30)
     told = {n["recipient"] for n in notices_of(env, "failover-auto")}
     assert {"+27820000001", "sipho@ppo.example"} <= told
     assert not notices_of(env, "failover-approve")
+
+    # The next probe run (the real flow, one short period): the dead server still down,
+    # its clients answering again from their new home. What the probe had recorded
+    # during the outage: the server and its clients down since the incident opened.
+    opened = env.store.incident(incident_id).opened_at  # type: ignore[union-attr]
+    for target in [f"server:{lost.name}", *(f"client:{c}" for c in victims)]:
+        env.store.record_probe_transition(target, "up", "pending", at=opened - PROBE_LEAD)
+        env.store.record_probe_transition(target, "pending", "down", at=opened)
+    asyncio.run(probe_fleet(period_s=30.0, fleet_file=lab.fleet_file))
+    # No "client down" for the moved clients: they are the server's incident, still open.
+    outages = env.store.incidents(kind="outage")
+    assert [(i.id, i.state) for i in outages] == [(incident_id, "open")], outages
+    for client in victims:
+        [back] = [t for t in env.store.probe_transitions(f"client:{client}") if t.to_state == "up"]
+        assert back.at > opened
 
 
 @pytest.mark.lab
@@ -531,16 +505,9 @@ def test_a_plan_that_refuses_clients_is_escalated_with_the_reasons(
     lab_env: tuple[Any, Env], registered_failover: str
 ) -> None:
     lab, env = lab_env
-    lost = "app-jhb1-1"
-    victims = sorted(p.client_id for p in env.store.placements() if p.server_id == lost)
-    assert victims
-    lab.break_(lost, "power")
-    incident_id = open_outage(env.store, "server", lost, victims)
-    env.start(incident_id=incident_id)
-    wait_for("the failover started", lambda: "failover-started" in env.kinds(incident_id))
-    [run] = failover_runs(incident_id)
-    worker, outcome = run_failover_as_a_worker(run)
-    worker.join(timeout=240)
+    lost = lose_server(lab, env)
+    incident_id, victims, outcome = lost.incident_id, lost.victims, lost.outcome
+    lost.worker.join(timeout=240)
     # Nothing was ever mirrored: no snapshot to restore anyone from. The run says so.
     assert outcome and outcome[0].is_failed() and "moves nobody" in str(outcome[0].message)
     planned = next(e for e in env.store.timeline(incident_id) if e.kind == "failover-planned")

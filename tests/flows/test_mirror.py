@@ -43,7 +43,7 @@ from tests.prefect_fixtures import isolated_env
 pytestmark = pytest.mark.timeout(240)
 
 ROOT = Path(__file__).resolve().parents[2]
-HOUR = r"\d{4}-\d{2}-\d{2}T\d{2}"
+STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z-[0-9a-f]{8}"  # start to the second, short id
 PPO_DR = [sys.executable, "-m", "deployments.cli"]
 
 
@@ -135,7 +135,8 @@ def test_first_run_then_an_incremental_one(
 
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(flow_run_id(second))
-        assert re.fullmatch(rf"mirror-{server}-{HOUR}", run.name), run.name
+        assert re.fullmatch(rf"mirror-{server}-{STAMP}", run.name), run.name
+        assert run.name.endswith(str(run.id)[:8])  # unique, even within one second
         assert {"dc:jhb1", f"server:{server}", *(f"client:{c}" for c in clients)} <= set(run.tags)
         artifacts = artifacts_of(client, run.id)
         table = artifacts[f"mirror-clients-{server}"]
@@ -214,6 +215,14 @@ def test_a_stale_client_opens_exactly_one_incident(
         (f"mirror-stale:{left_out}", False, "open")
     ]
     assert left_out in incidents[0].title
+    # Mirrored with the rest, the client is fresh again: the run resolves its incident.
+    state, _took = run_server(lab, server)
+    assert state.is_completed(), state.message
+    assert state.result()["stale"] == []
+    [done] = store.incidents(kind="mirror-stale")
+    assert (done.state, done.resolved_by) == ("resolved", "mirror")
+    [note] = [e.message for e in store.timeline(done.id) if e.kind == "resolved"]
+    assert f"fresh again: verified snapshot of {left_out} from {server}" in note
 
 
 def test_a_changed_host_key_fails_at_once_and_writes_nothing(
@@ -281,7 +290,7 @@ def test_mirror_fleet_mirrors_every_app_server(
     print(f"\nmirror_fleet of {len(servers)} servers: {took:.1f} s")
     with get_client(sync_client=True) as client:
         children = eventually(lambda: _children(client, flow_run_id(state), len(servers)))
-    assert sorted(re.sub(rf"-{HOUR}$", "", c.name) for c in children) == sorted(
+    assert sorted(re.sub(rf"-{STAMP}$", "", c.name) for c in children) == sorted(
         f"mirror-{s}" for s in servers
     )
     assert all(c.state is not None and c.state.is_completed() for c in children)

@@ -322,7 +322,12 @@ def test_power_kill_pages_escalates_informs_and_resolves(
                 return state is not None and state.is_completed()
 
             wait_for("the escalation run to complete", completed, timeout=60)
-            assert client.read_flow_run(UUID(run_id)).name == f"escalation-incident-{iid}"
+            run = client.read_flow_run(UUID(run_id))
+        # One name, from its creation (the probe's log says it too), and a run of its
+        # own, not a subflow of the probe ("Hide subflows" in the UI must not hide it).
+        assert run.name == f"escalation-incident-{iid}"
+        assert run.parent_task_run_id is None, run.parent_task_run_id
+        assert f"flow run {run_id} ({run.name})" in first.output()
 
     # The report renders, as Markdown and as HTML.
     markdown = tmp_path / "report.md"

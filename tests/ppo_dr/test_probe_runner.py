@@ -451,3 +451,26 @@ def test_minute_batch_merges_adds_and_keeps_the_largest_latency(any_store: Store
     with pytest.raises(PermanentError, match="cannot exceed"):
         store.record_probe_minutes([("c", minute, 1, 2, None)])
     assert ("c", minute) not in {(m.target, m.minute) for m in store.probe_minutes()}
+
+
+def test_clients_moved_during_an_outage_are_not_new_client_outages(store: Store) -> None:
+    """A failover moves the server's clients while it stays dead; the next probe run
+    (seeded: the clients still in outage) sees them come back on their new home: no
+    "client down" incident for them, they belong to the server's incident still open."""
+    store.seed_placements({c.id: c.server for c in FLEET.clients})
+    first = runner(store)
+    clock = Clock(first)
+    lost = affected(["app-jhb1-1"])
+    [found] = declared(clock.run(FLEET.timing.outage_threshold + 20, failing=lost))
+    first.flush_minutes()
+    for client in found.incident.scope["clients"]:
+        place = store.placement(client)
+        assert place is not None
+        store.move_client(client, "app-cpt1-1", place.version, reason="failover")
+
+    second = runner(store)  # the next period's run: graph from the placements now
+    assert second.graph.client_server["acme-mining"] == "app-cpt1-1"
+    clock2 = Clock(second, start=clock.now + STEP)
+    results = clock2.run(120, failing={server_target("app-jhb1-1")})
+    assert declared(results) == [], [d.incident.title for d in declared(results)]
+    assert [i.dedupe_key for i in store.incidents()] == ["outage:server:app-jhb1-1"]

@@ -320,3 +320,52 @@ def test_incident_show_and_report_cli_give_the_failover_per_client(
     out = CliRunner().invoke(incident_app, ["report", str(incident_id), "-o", str(page)])
     assert out.exit_code == 0, out.output
     assert "3 acknowledged write(s) lost" in page.read_text(encoding="utf-8")
+
+
+def test_a_clients_outage_ends_when_it_answers_again_not_at_the_resolution() -> None:
+    """Failed over at 6.5 min, resolved at 13 min, the dead server never recovered."""
+    report = build_report(
+        incident(recovered_at=None, resolved_at=at(600)),
+        TIMELINE,
+        NOTICES,
+        clients_back={"acme": at(210), "karoo": at(150)},
+    )
+    outage = {r.client_id: duration_text(r.outage) for r in report.impact}
+    assert outage == {"acme": "6m 30s", "karoo": "5m 30s"}
+    assert report.service_back_at == at(210)
+    text = report_markdown(report)
+    assert "| recovered | 2026-11-30 07:34:42Z | 6m 30s of outage (every client" in text
+    assert "- of outage" not in text and "- of outage" not in report_html(report)
+    # A client nobody saw come back: its outage runs to the resolution; no service-back time.
+    partly = build_report(
+        incident(recovered_at=None, resolved_at=at(600)),
+        TIMELINE,
+        [],
+        clients_back={"acme": at(210)},
+    )
+    assert [duration_text(r.outage) for r in partly.impact] == ["6m 30s", "13m 00s"]
+    assert partly.service_back_at is None and partly.time_to_recover is None
+    assert "| recovered | - | - |" in report_markdown(partly)
+
+
+def test_the_store_says_when_each_client_answered_again(tmp_path: Path) -> None:
+    """The failover's health check (declaration + RTO) or the probe's return to service,
+    whichever came first; a flap back down restarts the wait."""
+    store, incident_id = failed_over_store(tmp_path)
+    with store:
+        for target, moves in {
+            "client:karoo": [
+                ("pending", "down", 5), ("down", "recovering", 60), ("recovering", "up", 66),
+            ],
+            "client:zulu": [
+                ("pending", "down", 5), ("down", "recovering", 200), ("recovering", "down", 204),
+                ("down", "recovering", 300), ("recovering", "up", 306),
+            ],
+        }.items():  # fmt: skip
+            for old, new, seconds in moves:
+                store.record_probe_transition(target, old, new, at=at(seconds))
+        report = report_for_incident(store, incident_id)
+    outage = {r.client_id: duration_text(r.outage) for r in report.impact}
+    assert outage == {"acme": "1m 55s", "karoo": "1m 00s", "zulu": "5m 00s"}
+    assert report.incident.recovered_at is None and report.service_back_at == at(300)
+    assert "5m 00s of outage (every client answering again)" in report_markdown(report)
