@@ -5,6 +5,7 @@ X and the clients' e-mails; then the on-call resolves it and the report is writt
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from deployments.demo.failover_scenes import failover_rows, print_failover_table
@@ -65,19 +66,29 @@ def probe_declares(demo: OutageDemo) -> None:
     print(f"   or: ppo-dr incident show {incident.id}")
 
 
+def _page_to(level: int) -> Callable[[str], bool]:
+    """The outbox steps of the page to escalation level *level*."""
+    return lambda step: step.startswith("page.") and step.endswith(f".l{level}")
+
+
+def _show_notices(
+    demo: OutageDemo, what: str, steps: Callable[[str], bool], *, settle_s: float = 0.0
+) -> None:
+    """Wait for the incident's first *what* in the outbox and print it; then, after
+    *settle_s*, the rest (every channel of every recipient)."""
+    wait_for(what, lambda: demo.show_new(steps), NOTICE_TIMEOUT_S)
+    if settle_s:
+        time.sleep(settle_s)
+        demo.show_new(steps)
+
+
 def level_one_paged(demo: OutageDemo) -> None:
     level = demo.fleet.escalation.levels[0] if demo.fleet.escalation else None
     demo.step(
         "The escalation pages level 1: SMS and e-mail at once",
         f"level 1 ({level.name if level else '?'}): {', '.join(level.notify) if level else ''}",
     )
-    wait_for(
-        "the level-1 page",
-        lambda: demo.show_new(lambda s: s.startswith("page.") and s.endswith(".l1")),
-        NOTICE_TIMEOUT_S,
-    )
-    time.sleep(2)  # both channels of every person
-    demo.show_new(lambda s: s.startswith("page.") and s.endswith(".l1"))
+    _show_notices(demo, "the level-1 page", _page_to(1), settle_s=2)
     started = [
         e for e in demo.store.timeline(demo.incident_id) if "escalation_flow_run_id" in e.data
     ]
@@ -97,13 +108,7 @@ def escalates(demo: OutageDemo) -> None:
         f"level 1's deadline is {level.ack_deadline if level else '?'} s "
         f"(ack with: ppo-dr incident ack {demo.incident_id} --by NAME, or Resume in the UI)",
     )
-    wait_for(
-        "the level-2 page",
-        lambda: demo.show_new(lambda s: s.startswith("page.") and s.endswith(".l2")),
-        NOTICE_TIMEOUT_S,
-    )
-    time.sleep(2)
-    demo.show_new(lambda s: s.startswith("page.") and s.endswith(".l2"))
+    _show_notices(demo, "the level-2 page", _page_to(2), settle_s=2)
     demo.ui(
         f"Runs -> escalation-incident-{demo.incident_id}: its send-notice task runs",
         demo.run_url(demo.escalation_run_id) if demo.escalation_run_id else "/runs",
@@ -116,9 +121,7 @@ def posts_to_x(demo: OutageDemo) -> None:
         "Users are told on X",
         f"after public_after ({after} s): Statuspage words, no client or host names",
     )
-    wait_for(
-        "the X post", lambda: demo.show_new(lambda s: s.startswith("public-")), NOTICE_TIMEOUT_S
-    )
+    _show_notices(demo, "the X post", lambda s: s.startswith("public-"))
 
 
 def emails_clients(demo: OutageDemo) -> None:
@@ -127,11 +130,7 @@ def emails_clients(demo: OutageDemo) -> None:
         "The affected clients' key contacts get an e-mail",
         f"after clients_after ({after} s), only the contacts of {', '.join(demo.clients)}",
     )
-    wait_for(
-        "the client e-mails",
-        lambda: demo.show_new(lambda s: s == "clients"),
-        NOTICE_TIMEOUT_S,
-    )
+    _show_notices(demo, "the client e-mails", lambda s: s == "clients")
 
 
 def make_cape_town_full(demo: OutageDemo) -> str:
