@@ -158,11 +158,24 @@ class LabProcesses(LabDir):
             if proc.poll() is not None:
                 self._children.pop(proc.pid, None)
 
+    def _owns(self, pid: int, module: str) -> bool:
+        """True if *pid* runs *module* for this lab.
+
+        A child this object spawned and has not reaped yet is ours without asking
+        ``/proc`` (its pid cannot be recycled before it is reaped): right after
+        ``exec`` its cmdline can still read empty for a moment, and a busy machine
+        made a workload just started look dead.
+        """
+        child = self._children.get(pid)
+        if child is not None and child.poll() is None:
+            return True
+        return is_ours(pid, module, self.directory)
+
     def _pid_state(self, comp: Mapping[str, Any]) -> tuple[int | None, State]:
         """(pid if ours and alive, 'running' | 'hung' | 'dead')."""
         self._poll_children()
         pid = comp.get("pid")
-        if not pid or not is_ours(pid, comp["module"], self.directory):
+        if not pid or not self._owns(pid, comp["module"]):
             return None, "dead"
         state = _proc_state(pid)
         if state in (None, "Z", "X"):
@@ -187,7 +200,7 @@ class LabProcesses(LabDir):
         if state is not None:
             for name, comp in state["components"].items():
                 pid = comp.get("pid")
-                if pid and is_ours(pid, comp["module"], self.directory):
+                if pid and self._owns(pid, comp["module"]):
                     victims.append((name, pid))
             for module, pid in state.get("retired_pids", []):
                 if is_ours(pid, module, self.directory):
