@@ -63,7 +63,7 @@ from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.mirror.restore import restore
 from ppo_dr.mirror.results import MirrorTarget
-from ppo_dr.mirror.runbook import record_in_catalogue, snapshot_app_server, verify_new_snapshots
+from ppo_dr.mirror.runbook import mirror_every_home
 from ppo_dr.store import Store
 from ppo_dr.transport import LocalRemote
 from ppo_dr.transport.ssh import SshRemote
@@ -106,14 +106,10 @@ def lab_of_its_own(work: Path, clients: int, size_mb: int) -> Iterator[Lab]:
 
 
 def mirror_all(lab: Lab) -> None:
-    """One mirror run of every app server, recorded and verified (the hourly mirror)."""
+    """One mirror run of every server to mirror, recorded and verified (the hourly mirror)."""
     fleet = load_fleet(lab.fleet_file)
     with FleetAccess(fleet) as access, Store.open(lab.store_url) as store:
-        placements = {p.client_id: p.server_id for p in store.placements()}
-        for app in fleet.servers_by_role("app"):
-            run = snapshot_app_server(access, app.id, placements=placements)
-            record_in_catalogue(store, run)
-            verify_new_snapshots(access, store, run)
+        mirror_every_home(access, store)
 
 
 def healthy_from(fleet: Fleet, client_id: str, lost: str) -> bool:

@@ -39,7 +39,7 @@ from prefect.states import Cancelled, Failed, State
 
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
-from ppo_dr.fleet_access import FleetAccess, client_ids_on, home_server, homes, mirror_plan
+from ppo_dr.fleet_access import FleetAccess, client_ids_on, home_server, mirror_plan
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.inventory import Fleet
 from ppo_dr.mirror.runbook import (
@@ -47,6 +47,7 @@ from ppo_dr.mirror.runbook import (
     VerifyOutcome,
     client_rows,
     human_bytes,
+    mirrored_servers,
     store_url,
     total_sent,
 )
@@ -86,14 +87,6 @@ def server_limit(server_id: str) -> str:
 def dc_limit(dc_id: str) -> str:
     """``mirror-dc-<id>``: the global concurrency limit of one data centre."""
     return f"mirror-dc-{check_id(dc_id, 'data centre id')}"
-
-
-def mirrored_servers(fleet: Fleet, placements: dict[str, str] | None = None) -> list[str]:
-    """Every server to mirror: the app servers, and spares the placements made homes."""
-    hosting = set(homes(fleet, placements).values())
-    return [
-        s.id for s in fleet.servers if s.role == "app" or (s.role == "spare" and s.id in hosting)
-    ]
 
 
 def mirror_limits(fleet: Fleet, server_ids: list[str] | None = None) -> dict[str, int]:

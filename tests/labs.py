@@ -16,19 +16,15 @@ from pathlib import Path
 from ppo_dr.fleet_access import FleetAccess
 from ppo_dr.inventory import load_fleet
 from ppo_dr.lab.supervisor import Lab
-from ppo_dr.mirror.runbook import record_in_catalogue, snapshot_app_server, verify_new_snapshots
+from ppo_dr.mirror.runbook import mirror_every_home
 from ppo_dr.store import Store
 
 
 def mirror_all(lab: Lab) -> None:
-    """One mirror run of every app server, recorded and verified (the hourly mirror)."""
+    """One mirror run of every server to mirror, recorded and verified (the hourly mirror)."""
     fleet = load_fleet(lab.fleet_file)
     with FleetAccess(fleet) as access, Store.open(lab.store_url) as store:
-        placements = {p.client_id: p.server_id for p in store.placements()}
-        for app in fleet.servers_by_role("app"):
-            run = snapshot_app_server(access, app.id, placements=placements)
-            record_in_catalogue(store, run)
-            verify_new_snapshots(access, store, run)
+        mirror_every_home(access, store)
 
 
 @contextlib.contextmanager

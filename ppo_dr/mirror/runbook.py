@@ -13,6 +13,9 @@ calls them directly. In order:
 3. :func:`verify_new_snapshots` — a quick ``verify`` of each mirror that took
    snapshots, then each new snapshot is marked verified (or damaged) in the store.
 4. :func:`client_rows` — the per-client table the artifacts and the CLI print.
+
+:func:`mirror_every_home` runs 1-3 for every server to mirror (:func:`mirrored_servers`)
+in one process, without Prefect: the demo, the tests and the benchmarks use it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ppo_dr.fleet_access import (
     FleetAccess,
     client_ids_on,
     home_server,
+    homes,
     mirror_plan,
 )
 from ppo_dr.mirror.fleet_targets import client_sources, mirror_targets
@@ -395,3 +399,41 @@ def human_bytes(n: int) -> str:
 def total_sent(run: ServerSnapshot) -> dict[str, int]:
     """Bytes sent to each mirror over the whole run."""
     return {m: sum(run.outcome(c, m)[2] for c in run.clients) for m in run.mirror_ids}
+
+
+# --------------------------------------------------------------------------- the fleet
+
+
+def mirrored_servers(fleet: Fleet, placements: Mapping[str, str] | None = None) -> list[str]:
+    """Every server to mirror: the app servers, and spares the placements made homes."""
+    hosting = set(homes(fleet, placements).values())
+    return [
+        s.id for s in fleet.servers if s.role == "app" or (s.role == "spare" and s.id in hosting)
+    ]
+
+
+@dataclass(frozen=True)
+class MirroredServer:
+    """One server's mirror run, recorded in the catalogue, and its verify outcomes."""
+
+    run: ServerSnapshot
+    checks: list[VerifyOutcome]
+
+
+def mirror_every_home(
+    access: FleetAccess, store: Store, server_ids: Sequence[str] | None = None
+) -> list[MirroredServer]:
+    """Snapshot, catalogue and verify every server to mirror (or those of *server_ids*),
+    one after the other: the hourly mirror of the whole fleet, in this process.
+
+    Where a client lives is the store's placement (a failover moves clients), not
+    fleet.yaml's first home.
+    """
+    placements = {p.client_id: p.server_id for p in store.placements()}
+    chosen = mirrored_servers(access.fleet, placements) if server_ids is None else server_ids
+    done = []
+    for server_id in chosen:
+        run = snapshot_app_server(access, server_id, placements=placements)
+        record_in_catalogue(store, run)
+        done.append(MirroredServer(run, verify_new_snapshots(access, store, run)))
+    return done

@@ -18,10 +18,8 @@ what the caller believes and returns a receipt saying so.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ppo_dr.errors import PermanentError, TransientError
+from ppo_dr.filelock import exclusive_lock
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.providers.base import (
     ProviderError,
@@ -185,22 +184,10 @@ class StaticProvider:
     def _locked(self) -> Iterator[None]:
         """Exclusive across processes on this host; bounded so a stuck holder is reported."""
         self.claims_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.claims_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.monotonic() + LOCK_TIMEOUT_S
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise TransientError(
-                            f"spare claims in {self.claims_dir} are locked by another run"
-                        ) from None
-                    time.sleep(0.05)
+        with exclusive_lock(self.claims_dir / ".lock", LOCK_TIMEOUT_S, mode=0o600) as held:
+            if not held:
+                raise TransientError(f"spare claims in {self.claims_dir} are locked by another run")
             yield
-        finally:
-            os.close(fd)
 
 
 def _now() -> str:

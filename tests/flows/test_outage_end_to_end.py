@@ -24,7 +24,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 
+from deployments.demo.waiting import wait_for
 from deployments.serve import api_is_healthy
 from ppo_dr.channels import read_outbox
 from ppo_dr.errors import LabError
@@ -73,18 +74,6 @@ SERVE_ESCALATION = (
     "deployment.apply()\n"
     "serve(deployment, print_starting_message=False)\n"
 )
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0, every: float = 0.5) -> Any:
-    """Poll *check* until it returns something true; fail naming *what* after *timeout*."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 #: One probe flow run, as its deployment would start it (a process of its own, so this

@@ -12,7 +12,8 @@ from ppo_dr.errors import HostKeyError, LabError, TransientError, UnsafeInputErr
 from ppo_dr.failover.plan import ProvisionRequest
 from ppo_dr.fleet_access import connect_ssh, write_known_hosts
 from ppo_dr.inventory import load_fleet
-from ppo_dr.lab.supervisor import Lab, probe_http
+from ppo_dr.lab.status import probe_http
+from ppo_dr.lab.supervisor import Lab
 from ppo_dr.providers import ProviderError, provider_for
 from ppo_dr.providers.lab import LabProvider
 from ppo_dr.store import Store

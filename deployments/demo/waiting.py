@@ -1,0 +1,26 @@
+"""Waiting for something to happen, with a limit: the demo's steps and the tests use it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class WaitTimedOut(TimeoutError):
+    """What was waited for did not happen in time."""
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 90.0, every: float = 0.5) -> T:
+    """Poll *check* until it returns something true and return that; raise
+    :class:`WaitTimedOut` naming *what* once *timeout* seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise WaitTimedOut(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)

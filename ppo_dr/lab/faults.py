@@ -1,0 +1,178 @@
+"""Fault injection: break a server or a whole data centre, and heal it again.
+
+Faults are recorded in ``lab.json``, so ``status`` shows them and ``heal`` knows what
+to undo:
+
+    power     SIGKILL of the server process     heal: start it again, same ports and disk
+    hang      SIGSTOP                           heal: SIGCONT
+    disk      data root moved to quarantine/    heal: moved back
+    network   server listed in net/cut.json     heal: removed (netsim re-reads on SIGHUP)
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ppo_dr.errors import LabError
+from ppo_dr.lab.labdir import FAULTS, now_text
+from ppo_dr.lab.processes import send_signal, wait_gone
+from ppo_dr.lab.status import LabStatus, probe_ssh
+
+# Heal undoes faults in this order: the disk is back before the process restarts.
+_HEAL_ORDER = ("disk", "network", "hang", "power")
+
+
+class LabFaults(LabStatus):
+    """Breaking and healing the servers of a running lab."""
+
+    def _servers_of(self, state: Mapping[str, Any], target: str) -> list[str]:
+        comps = state["components"]
+        servers = {name: c for name, c in comps.items() if c["kind"] == "server"}
+        if target in servers:
+            return [target]
+        dcs = sorted({c["dc"] for c in servers.values()})
+        if target in dcs:
+            return [name for name, c in servers.items() if c["dc"] == target]
+        raise LabError(
+            f"unknown target {target!r}: a data centre ({', '.join(dcs)}) "
+            f"or a server ({', '.join(servers)})"
+        )
+
+    def break_(self, target: str, fault: str) -> list[str]:
+        """Inject *fault* into server *target*, or every server of data centre *target*.
+
+        Returns the servers that now have the fault. Breaking a server that already
+        has this fault changes nothing; a hang on a powered-off server is skipped.
+        """
+        if fault not in FAULTS:
+            raise LabError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
+        with self._locked():
+            state = self._require_running()
+            servers = self._servers_of(state, target)
+            affected: list[str] = []
+            errors: list[str] = []
+            try:
+                for server_id in servers:
+                    try:
+                        if self._inject(state, server_id, fault):
+                            affected.append(server_id)
+                    except LabError as exc:
+                        errors.append(f"{server_id}: {exc}")
+            finally:
+                self._save(state)
+            if fault == "network" and affected:
+                self._reload_netsim(state)
+                self._wait_cut(state, affected)
+            if errors:
+                raise LabError(f"{fault} fault not applied everywhere: " + "; ".join(errors))
+            return affected
+
+    def _inject(self, state: dict[str, Any], server_id: str, fault: str) -> bool:
+        comp = state["components"][server_id]
+        recorded: dict[str, Any] = state["faults"].setdefault(server_id, {})
+        if fault in recorded:
+            return True
+        entry: dict[str, Any] = {"at": now_text()}
+        if fault == "power":
+            pid, _pstate = self._pid_state(comp)
+            if pid is not None:
+                send_signal(pid, signal.SIGKILL)
+                wait_gone([pid], time.monotonic() + 2.0)
+                entry["pid"] = pid
+            recorded.pop("hang", None)
+        elif fault == "hang":
+            if "power" in recorded:
+                return False
+            pid, _pstate = self._pid_state(comp)
+            if pid is None:
+                raise LabError("its process is not running: nothing to hang")
+            send_signal(pid, signal.SIGSTOP)
+            entry["pid"] = pid
+        elif fault == "disk":
+            root = self.data_root(server_id, comp["data_root"])
+            if not root.exists():
+                raise LabError(f"its data root {root} is missing already")
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            quarantine = self.directory / "quarantine" / f"{server_id}-{stamp}"
+            quarantine.parent.mkdir(parents=True, exist_ok=True)
+            root.rename(quarantine)
+            entry["quarantine"] = str(quarantine)
+            entry["data_root"] = str(root)
+        elif fault == "network":
+            cut = self._read_cut()
+            if server_id not in cut:
+                self._write_cut([*cut, server_id])
+        recorded[fault] = entry
+        return True
+
+    def heal(self, target: str, *, timeout: float = 15.0) -> list[str]:
+        """Undo every fault recorded on *target*; returns the servers healed.
+
+        Waits until the healed servers answer through their public ports again. A
+        target without faults is left alone.
+        """
+        with self._locked():
+            state = self._require_running()
+            servers = self._servers_of(state, target)
+            healed: list[str] = []
+            reload_net = False
+            try:
+                for server_id in servers:
+                    recorded = state["faults"].get(server_id) or {}
+                    if not recorded:
+                        continue
+                    for fault in _HEAL_ORDER:
+                        if fault in recorded:
+                            self._undo(state, server_id, fault, recorded[fault])
+                            reload_net |= fault == "network"
+                            del recorded[fault]
+                    state["faults"].pop(server_id, None)
+                    healed.append(server_id)
+            finally:
+                self._save(state)
+            if reload_net:
+                self._reload_netsim(state)
+            if healed:
+                self._wait_healthy(state, healed, time.monotonic() + timeout)
+            return healed
+
+    def _undo(
+        self, state: dict[str, Any], server_id: str, fault: str, entry: Mapping[str, Any]
+    ) -> None:
+        comp = state["components"][server_id]
+        if fault == "disk":
+            root = self.data_root(server_id, comp["data_root"])
+            quarantine = Path(entry["quarantine"])
+            if not quarantine.exists():
+                raise LabError(f"{server_id}: quarantined data root {quarantine} has disappeared")
+            if root.exists() or root.is_symlink():
+                # The server made a new, empty data root meanwhile: the quarantined one
+                # is the real data; keep the new one aside for a post-mortem.
+                root.rename(quarantine.with_name(quarantine.name + "-recreated"))
+            root.parent.mkdir(parents=True, exist_ok=True)
+            quarantine.rename(root)
+        elif fault == "network":
+            self._write_cut([s for s in self._read_cut() if s != server_id])
+        elif fault == "hang":
+            pid, _ = self._pid_state(comp)
+            if pid is not None:
+                send_signal(pid, signal.SIGCONT)
+        elif fault == "power":
+            pid, _pstate = self._pid_state(comp)
+            if pid is None:
+                self._spawn(state, server_id)
+
+    def _wait_cut(self, state: Mapping[str, Any], servers: list[str], timeout: float = 3.0) -> None:
+        """Wait until netsim black-holes the servers' public SSH ports (it polls too)."""
+        comps = state["components"]
+        deadline = time.monotonic() + timeout
+        left = list(servers)
+        while left and time.monotonic() < deadline:
+            left = [s for s in left if probe_ssh(comps[s]["ports"]["ssh"], timeout=0.3) is None]
+            if left:
+                time.sleep(0.1)
