@@ -98,7 +98,6 @@ class LocalAtomicWriter(CommitOnExit):
         self.final_path = final_path
         self.temp_path = temp_path_for(final_path)
         self._real_temp = remote._real(self.temp_path)
-        self._done = False
         with remote._op("create", self.temp_path):
             fd = os.open(self._real_temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             self._file: IO[bytes] = os.fdopen(fd, "wb")
@@ -108,28 +107,18 @@ class LocalAtomicWriter(CommitOnExit):
         with self._remote._op("write", self.temp_path):
             return self._file.write(data)
 
-    def commit(self) -> None:
+    def _finish(self) -> None:
         """Flush to disk, set the mode, rename over the final name."""
-        if self._done:
-            return
-        try:
-            with self._remote._op("write", self.temp_path):
-                self._file.flush()
-                if self._remote.fsync:
-                    os.fsync(self._file.fileno())
-                os.fchmod(self._file.fileno(), self._mode)
-                self._file.close()
-            self._remote.rename_into_place(self.temp_path, self.final_path)
-            self._done = True
-        except BaseException:
-            self.abort()
-            raise
+        with self._remote._op("write", self.temp_path):
+            self._file.flush()
+            if self._remote.fsync:
+                os.fsync(self._file.fileno())
+            os.fchmod(self._file.fileno(), self._mode)
+            self._file.close()
+        self._remote.rename_into_place(self.temp_path, self.final_path)
 
-    def abort(self) -> None:
-        """Drop the temporary file; the final name is untouched. Best effort."""
-        if self._done:
-            return
-        self._done = True
+    def _discard(self) -> None:
+        """Close and unlink the temporary file."""
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(OSError):

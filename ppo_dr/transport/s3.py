@@ -255,7 +255,6 @@ class S3AtomicWriter(CommitOnExit):
         self._key = remote._key(final_path)
         self._exclusive = exclusive
         self._size = 0
-        self._done = False
         self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
             max_size=SPOOL_IN_MEMORY, prefix="ppo-s3-"
         )
@@ -267,24 +266,17 @@ class S3AtomicWriter(CommitOnExit):
         self._size += written
         return written
 
-    def commit(self) -> None:
+    def _finish(self) -> None:
         """Upload the spooled bytes to the final key (atomic by S3 semantics)."""
-        if self._done:
-            return
-        try:
-            self._spool.seek(0)
-            self._remote._upload(
-                self._key, self.final_path, self._spool, self._size, exclusive=self._exclusive
-            )
-        finally:
-            self._done = True
-            self._spool.close()
+        self._spool.seek(0)
+        self._remote._upload(
+            self._key, self.final_path, self._spool, self._size, exclusive=self._exclusive
+        )
+        self._spool.close()
 
-    def abort(self) -> None:
+    def _discard(self) -> None:
         """Drop the spooled bytes; nothing was sent, the final key is untouched."""
-        if not self._done:
-            self._done = True
-            self._spool.close()
+        self._spool.close()
 
 
 class S3Remote(RemoteBase):
