@@ -52,18 +52,13 @@ class CatalogueMixin(StoreBase):
         }
         key = ("mirror_id", "client_id", "snapshot_id")
         with self._tx(write=True) as session:
-            insert = self._insert(session)(SnapshotRow).values(verified_at=None, **values)
-            session.execute(
-                insert.on_conflict_do_update(
-                    index_elements=list(key),
-                    set_={name: insert.excluded[name] for name in values if name not in key},
-                )
+            row = self._upsert(
+                session,
+                SnapshotRow,
+                {"verified_at": None, **values},
+                key,
+                [name for name in values if name not in key],
             )
-            row = session.scalars(
-                select(SnapshotRow)
-                .where(*(getattr(SnapshotRow, name) == values[name] for name in key))
-                .execution_options(populate_existing=True)
-            ).one()
             return to_record(Snapshot, row)
 
     def mark_snapshot_verified(

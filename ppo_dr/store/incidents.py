@@ -17,8 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import literal_column, select
 from sqlalchemy.orm import Session
 
 from ppo_dr.errors import PermanentError
@@ -37,6 +36,10 @@ from ppo_dr.store.schema import KEY_LEN, TARGET_LEN, IncidentRow, TimelineRow
 
 _TEXT_LEN: Final = 100_000
 _OPEN_ATTEMPTS: Final = 5
+#: The predicate of the partial unique index: one unresolved incident per dedupe key.
+_UNRESOLVED: Final = IncidentRow.state != literal_column(
+    "'resolved'"
+)  # literal: PG infers the index from it
 
 
 class IncidentsMixin(StoreBase):
@@ -69,26 +72,27 @@ class IncidentsMixin(StoreBase):
         when = utc(at, "opening time")
         for _attempt in range(_OPEN_ATTEMPTS):
             with self._tx(write=True) as session:
-                existing = self._open_by_key(session, key)
-                if existing is not None:
-                    return to_record(Incident, existing), False
-                row = IncidentRow(
-                    kind=kind,
-                    dedupe_key=key,
-                    state="open",
-                    title=title,
-                    scope=scope_data,
-                    severity=severity,
-                    paging=paging,
-                    opened_at=when,
-                    flow_run_id=run_id,
+                row, created = self._insert_or_find(
+                    session,
+                    IncidentRow,
+                    {
+                        "kind": kind,
+                        "dedupe_key": key,
+                        "state": "open",
+                        "title": title,
+                        "scope": scope_data,
+                        "severity": severity,
+                        "paging": paging,
+                        "opened_at": when,
+                        "flow_run_id": run_id,
+                    },
+                    ["dedupe_key"],
+                    where=_UNRESOLVED,
                 )
-                try:
-                    with session.begin_nested():
-                        session.add(row)
-                        session.flush()
-                except IntegrityError:
-                    continue  # another process opened it between our read and insert: re-read
+                if row is None:
+                    continue  # the one we collided with was resolved meanwhile: try again
+                if not created:
+                    return to_record(Incident, row), False
                 self._timeline_row(
                     session,
                     row.id,
@@ -300,14 +304,6 @@ class IncidentsMixin(StoreBase):
             return [to_record(TimelineEntry, row) for row in rows]
 
     # -- helpers ----------------------------------------------------------------------
-
-    @staticmethod
-    def _open_by_key(session: Session, key: str) -> IncidentRow | None:
-        return session.scalars(
-            select(IncidentRow).where(
-                IncidentRow.dedupe_key == key, IncidentRow.state != "resolved"
-            )
-        ).one_or_none()
 
     @staticmethod
     def _get(session: Session, incident_id: int) -> IncidentRow:
