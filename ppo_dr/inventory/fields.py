@@ -22,6 +22,18 @@ def broken(rule: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(rule, "{detail}", {"detail": message})
 
 
+def _must_match(pattern: str, rule: str, says: str) -> AfterValidator:
+    """A field check: the whole value matches *pattern*, else *rule* is broken and the
+    message is the value followed by *says*."""
+
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise broken(rule, f"{value!r} {says}")
+        return value
+
+    return AfterValidator(check)
+
+
 def _id(value: str) -> str:
     if not is_valid_id(value):
         raise broken(ID_RULE, f"{value!r} does not match {ID_RULE}")
@@ -46,14 +58,6 @@ def _duration(value: Any) -> int:
     if seconds <= 0:
         raise broken("duration", "a duration must be positive")
     return seconds
-
-
-def _country(value: str) -> str:
-    if not re.fullmatch(r"[A-Z]{2}", value):
-        raise broken(
-            "country code", f"{value!r} is not an ISO 3166 alpha-2 country code such as 'ZA'"
-        )
-    return value
 
 
 def _relative(value: str) -> str:
@@ -95,29 +99,29 @@ def _host_key(value: str) -> str:
     return f"{fields[0]} {fields[1]}"
 
 
-def _email(value: str) -> str:
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
-        raise broken("e-mail address", f"{value!r} is not an e-mail address")
-    return value
-
-
-def _phone(value: str) -> str:
-    if not re.fullmatch(r"\+[1-9]\d{6,14}", value):
-        raise broken(
-            "E.164 phone number", f"{value!r} is not an E.164 phone number such as '+27821234567'"
-        )
-    return value
-
-
 Id = Annotated[str, AfterValidator(_id)]
 Duration = Annotated[int, BeforeValidator(_duration)]
-Country = Annotated[str, AfterValidator(_country)]
+Country = Annotated[
+    str,
+    _must_match(
+        r"[A-Z]{2}", "country code", "is not an ISO 3166 alpha-2 country code such as 'ZA'"
+    ),
+]
 RelativePath = Annotated[str, AfterValidator(_relative)]
 AbsolutePath = Annotated[str, AfterValidator(_absolute)]
 HttpUrl = Annotated[str, AfterValidator(_url)]
 HostKey = Annotated[str, AfterValidator(_host_key)]
-Email = Annotated[str, AfterValidator(_email)]
-Phone = Annotated[str, AfterValidator(_phone)]
+Email = Annotated[
+    str, _must_match(r"[^@\s]+@[^@\s]+\.[^@\s]+", "e-mail address", "is not an e-mail address")
+]
+Phone = Annotated[
+    str,
+    _must_match(
+        r"\+[1-9]\d{6,14}",
+        "E.164 phone number",
+        "is not an E.164 phone number such as '+27821234567'",
+    ),
+]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]  # strict: `port: yes` is not 1
 Channel = Literal["sms", "email", "x"]
 # A DNS name or an IP address; never starting with "-", which ssh would read as an option.
@@ -157,30 +161,6 @@ def _not_a_literal_secret(value: Any) -> Any:
 Secret = Annotated[SecretRef, BeforeValidator(_not_a_literal_secret)]
 
 
-def _aws_region(value: str) -> str:
-    if not re.fullmatch(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}", value):
-        raise broken("AWS region", f"{value!r} is not an AWS region such as 'af-south-1'")
-    return value
-
-
-def _launch_template(value: str) -> str:
-    # An id (lt-0abc...) or a name, as EC2 spells them; "lt-" always means an id.
-    if not re.fullmatch(r"lt-[0-9a-f]{8,17}|(?!lt-)[A-Za-z0-9().\-/_]{3,128}", value):
-        raise broken(
-            "launch template",
-            f"{value!r} is neither a launch template id (lt-0123abcd...) nor a template name",
-        )
-    return value
-
-
-def _hosted_zone(value: str) -> str:
-    if not re.fullmatch(r"[A-Z0-9]{1,32}", value):
-        raise broken(
-            "hosted zone id", f"{value!r} is not a Route53 hosted zone id such as 'Z1D633PJN98FT9'"
-        )
-    return value
-
-
 def _s3_bucket(value: str) -> str:
     # S3's naming rules; also keeps the name safe in a URL path (path-style endpoints).
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value) or ".." in value:
@@ -216,9 +196,31 @@ def _store_url(value: str) -> str:
     return value
 
 
-AwsRegion = Annotated[str, AfterValidator(_aws_region)]
-LaunchTemplate = Annotated[str, AfterValidator(_launch_template)]
-HostedZone = Annotated[str, AfterValidator(_hosted_zone)]
+AwsRegion = Annotated[
+    str,
+    _must_match(
+        r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}",
+        "AWS region",
+        "is not an AWS region such as 'af-south-1'",
+    ),
+]
+# An id (lt-0abc...) or a name, as EC2 spells them; "lt-" always means an id.
+LaunchTemplate = Annotated[
+    str,
+    _must_match(
+        r"lt-[0-9a-f]{8,17}|(?!lt-)[A-Za-z0-9().\-/_]{3,128}",
+        "launch template",
+        "is neither a launch template id (lt-0123abcd...) nor a template name",
+    ),
+]
+HostedZone = Annotated[
+    str,
+    _must_match(
+        r"[A-Z0-9]{1,32}",
+        "hosted zone id",
+        "is not a Route53 hosted zone id such as 'Z1D633PJN98FT9'",
+    ),
+]
 S3Bucket = Annotated[str, AfterValidator(_s3_bucket)]
 S3Prefix = Annotated[str, AfterValidator(_s3_prefix)]
 StoreUrl = Annotated[str, AfterValidator(_store_url)]

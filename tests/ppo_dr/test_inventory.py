@@ -642,7 +642,7 @@ def _rules_in_inventory_source() -> set[str]:
                 rule = node.value.elts[1]
         elif isinstance(node, ast.Call):
             name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
-            position = {"broken": 0, "add": 1, "Violation": 2}.get(str(name))
+            position = {"broken": 0, "_must_match": 1, "add": 1, "Violation": 2}.get(str(name))
             if position is not None and len(node.args) > position:
                 rule = node.args[position]
         elif isinstance(node, ast.Return) and isinstance(node.value, ast.Constant):
