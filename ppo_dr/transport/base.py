@@ -20,9 +20,11 @@ storage implement it. The contract every implementation keeps:
 from __future__ import annotations
 
 import abc
+import errno
 import posixpath
 import secrets
 import shlex
+import stat as stat_mod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,6 +45,34 @@ class EntryType(StrEnum):
     DIR = "dir"
     SYMLINK = "symlink"
     OTHER = "other"  # device, fifo, socket: recorded, never copied
+
+
+def entry_type_of(st_mode: int | None) -> EntryType:
+    """What a POSIX mode (``st_mode``, as lstat or SFTP reports it) says an entry is."""
+    mode = st_mode or 0
+    if stat_mod.S_ISREG(mode):
+        return EntryType.FILE
+    if stat_mod.S_ISDIR(mode):
+        return EntryType.DIR
+    if stat_mod.S_ISLNK(mode):
+        return EntryType.SYMLINK
+    return EntryType.OTHER
+
+
+# errno values that mean a path is missing or not ours to touch: a refusal, not a retry.
+PATH_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EEXIST,
+        errno.EISDIR,
+        errno.ENOTEMPTY,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from ppo_dr.errors import (
     UnsafeInputError,
 )
 from ppo_dr.transport.base import (
+    PATH_ERRNOS,
     CommitOnExit,
     EntryType,
     ExecResult,
@@ -43,24 +44,11 @@ from ppo_dr.transport.base import (
     RemoteStat,
     build_command,
     check_range,
+    entry_type_of,
     temp_path_for,
 )
 
-_PATH_ERRNOS = frozenset(
-    {
-        errno.ENOENT,
-        errno.ENOTDIR,
-        errno.EACCES,
-        errno.EPERM,
-        errno.EEXIST,
-        errno.EISDIR,
-        errno.ENOTEMPTY,
-        errno.ELOOP,
-        errno.ENAMETOOLONG,
-        errno.EXDEV,
-        errno.EROFS,
-    }
-)
+_PATH_ERRNOS = PATH_ERRNOS | {errno.EXDEV, errno.EROFS}  # local renames and mounts too
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 MAX_EXEC_OUTPUT = 16 * 1024 * 1024
 
@@ -73,16 +61,6 @@ def _translate(exc: OSError, where: str, what: str) -> DRError:
     if exc.errno in _FULL_ERRNOS:
         return PermanentError(f"{where}: {what}: {reason}")
     return TransientError(f"{where}: {what}: {reason}")
-
-
-def _entry_type(mode: int) -> EntryType:
-    if stat_mod.S_ISREG(mode):
-        return EntryType.FILE
-    if stat_mod.S_ISDIR(mode):
-        return EntryType.DIR
-    if stat_mod.S_ISLNK(mode):
-        return EntryType.SYMLINK
-    return EntryType.OTHER
 
 
 def _fsname(name: str) -> bytes:
@@ -188,7 +166,7 @@ class LocalRemote(RemoteBase):
             raise _translate(exc, self._label, f"{what} {path!r}") from exc
 
     def _to_stat(self, report_as: str, real: str, st: os.stat_result) -> RemoteStat:
-        kind = _entry_type(st.st_mode)
+        kind = entry_type_of(st.st_mode)
         return RemoteStat(
             path=report_as,
             type=kind,

@@ -37,6 +37,7 @@ from ppo_dr.transport.base import (
     RemoteStat,
     build_command,
     check_range,
+    entry_type_of,
 )
 from ppo_dr.transport.ssh.connection import open_session
 from ppo_dr.transport.ssh.reader import SshReader
@@ -44,7 +45,6 @@ from ppo_dr.transport.ssh.translate import error_boundary
 from ppo_dr.transport.ssh.wire import (
     DEFAULT_REQUEST,
     Replies,
-    entry_type,
     path_from_wire,
     wire_path,
 )
@@ -170,7 +170,7 @@ class SshRemote(RemoteBase):
     # ----- metadata ----------------------------------------------------------------
 
     def _to_stat(self, path: str, attr: SFTPAttributes, report_as: str | None = None) -> RemoteStat:
-        kind = entry_type(attr.st_mode)
+        kind = entry_type_of(attr.st_mode)
         target = None
         if kind is EntryType.SYMLINK:
             target = path_from_wire(self._sftp.readlink(wire_path(path)) or b"")

@@ -19,6 +19,7 @@ from ppo_dr.errors import (
     RemotePathError,
     TransientError,
 )
+from ppo_dr.transport.base import PATH_ERRNOS
 
 # errno values that mean "the network or the peer went away": worth a retry.
 NETWORK_ERRNOS = frozenset(
@@ -35,20 +36,6 @@ NETWORK_ERRNOS = frozenset(
         errno.EPIPE,
         errno.ENOTCONN,
         errno.ESHUTDOWN,
-    }
-)
-# errno values SFTP uses for a path that is missing or not ours to touch.
-PATH_ERRNOS = frozenset(
-    {
-        errno.ENOENT,
-        errno.ENOTDIR,
-        errno.EACCES,
-        errno.EPERM,
-        errno.EEXIST,
-        errno.EISDIR,
-        errno.ENOTEMPTY,
-        errno.ELOOP,
-        errno.ENAMETOOLONG,
     }
 )
 

@@ -1,13 +1,9 @@
 """SFTP wire details shared by the reader, the writer and the remote: path bytes,
-entry types, request sizes, and the reply collector for pipelined requests."""
+request sizes, and the reply collector for pipelined requests."""
 
 from __future__ import annotations
 
-import stat as stat_mod
-
 from paramiko.message import Message
-
-from ppo_dr.transport.base import EntryType
 
 # SFTP sizing. paramiko asks for 32 KiB per request, and a 32 KiB reply does not fit
 # a 32 KiB SSH packet, so every reply costs two packets. OpenSSH announces bigger
@@ -27,18 +23,6 @@ def wire_path(path: str) -> bytes:
 def path_from_wire(raw: bytes | str) -> str:
     """Wire bytes to a path that round-trips even if the server's names are not UTF-8."""
     return raw if isinstance(raw, str) else raw.decode("utf-8", "surrogateescape")
-
-
-def entry_type(st_mode: int | None) -> EntryType:
-    """What an SFTP mode says an entry is."""
-    mode = st_mode or 0
-    if stat_mod.S_ISREG(mode):
-        return EntryType.FILE
-    if stat_mod.S_ISDIR(mode):
-        return EntryType.DIR
-    if stat_mod.S_ISLNK(mode):
-        return EntryType.SYMLINK
-    return EntryType.OTHER
 
 
 class Replies:
