@@ -216,6 +216,24 @@ class StoreBase(ClosesOnExit):
         return row
 
     @staticmethod
+    def _added(session: Session, row: T) -> T:
+        """Insert *row* now (flush), so its generated id is known before the commit."""
+        session.add(row)
+        session.flush()
+        return row
+
+    @staticmethod
+    def _locked_row(
+        session: Session, row_type: type[T], *where: ColumnElement[bool], missing: str
+    ) -> T:
+        """The row of *row_type* matching *where*, locked for this transaction
+        (PostgreSQL: FOR UPDATE); PermanentError *missing* if there is none."""
+        row = session.scalars(select(row_type).where(*where).with_for_update()).one_or_none()
+        if row is None:
+            raise PermanentError(missing)
+        return row
+
+    @staticmethod
     def _reread(
         session: Session,
         row_type: type[T],

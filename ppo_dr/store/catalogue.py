@@ -72,19 +72,16 @@ class CatalogueMixin(StoreBase):
         if not isinstance(ok, bool):
             raise PermanentError(f"ok must be a bool, got {ok!r}")
         with self._tx(write=True) as session:
-            row = session.scalars(
-                select(SnapshotRow)
-                .where(
-                    SnapshotRow.mirror_id == mirror,
-                    SnapshotRow.client_id == client,
-                    SnapshotRow.snapshot_id == snap,
-                )
-                .with_for_update()
-            ).one_or_none()
-            if row is None:
-                raise PermanentError(
+            row = self._locked_row(
+                session,
+                SnapshotRow,
+                SnapshotRow.mirror_id == mirror,
+                SnapshotRow.client_id == client,
+                SnapshotRow.snapshot_id == snap,
+                missing=(
                     f"no snapshot {snap!r} of client {client!r} on mirror {mirror!r} catalogued"
-                )
+                ),
+            )
             row.verified_at = when
             row.status = "complete" if ok else "damaged"
             return to_record(Snapshot, row)
@@ -157,9 +154,7 @@ class CatalogueMixin(StoreBase):
             flow_run_id=check_run_id(flow_run_id),
         )
         with self._tx(write=True) as session:
-            session.add(row)
-            session.flush()
-            return to_record(Drill, row)
+            return to_record(Drill, self._added(session, row))
 
     def drills(self, client_id: str | None = None) -> list[Drill]:
         """Drill results, oldest first, optionally of one client."""

@@ -315,14 +315,12 @@ class IncidentsMixin(StoreBase):
     @staticmethod
     def _locked(session: Session, incident_id: int) -> IncidentRow:
         """The incident row, locked for this transaction (PostgreSQL: FOR UPDATE)."""
-        row = session.scalars(
-            select(IncidentRow)
-            .where(IncidentRow.id == check_incident_id(incident_id))
-            .with_for_update()
-        ).one_or_none()
-        if row is None:
-            raise PermanentError(f"no incident with id {incident_id}")
-        return row
+        return StoreBase._locked_row(
+            session,
+            IncidentRow,
+            IncidentRow.id == check_incident_id(incident_id),
+            missing=f"no incident with id {incident_id}",
+        )
 
     @staticmethod
     def _timeline_row(
@@ -334,17 +332,17 @@ class IncidentsMixin(StoreBase):
         at: datetime,
         data: dict[str, Any],
     ) -> TimelineRow:
-        entry = TimelineRow(
-            incident_id=incident_id,
-            at=at,
-            kind=kind,
-            message=message,
-            flow_run_id=run_id,
-            data=data,
+        return StoreBase._added(
+            session,
+            TimelineRow(
+                incident_id=incident_id,
+                at=at,
+                kind=kind,
+                message=message,
+                flow_run_id=run_id,
+                data=data,
+            ),
         )
-        session.add(entry)
-        session.flush()
-        return entry
 
 
 def _with_note(message: str, note: str) -> str:

@@ -135,9 +135,9 @@ class NoticesMixin(StoreBase):
 
     @staticmethod
     def _by_key(session: Session, key: str) -> NoticeRow:
-        row = session.scalars(
-            select(NoticeRow).where(NoticeRow.idempotency_key == key).with_for_update()
-        ).first()
-        if row is None:
-            raise PermanentError(f"no notice with idempotency key {key!r}")
-        return row
+        return StoreBase._locked_row(
+            session,
+            NoticeRow,
+            NoticeRow.idempotency_key == key,
+            missing=f"no notice with idempotency key {key!r}",
+        )
