@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from alembic import command
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import ColumnElement, Engine, select, text
+from sqlalchemy import ColumnElement, Engine, Select, select, text
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -156,6 +156,11 @@ class StoreBase(ClosesOnExit):
         ):
             session.connection(execution_options={WRITE_OPTION: write})
             yield session
+
+    def _records(self, record_type: type[R], query: Select[Any]) -> list[R]:
+        """The rows *query* selects, as records, in one read-only transaction."""
+        with self._tx(write=False) as session:
+            return [to_record(record_type, row) for row in session.scalars(query)]
 
     @staticmethod
     def _insert(session: Session) -> Any:

@@ -95,8 +95,7 @@ class CatalogueMixin(StoreBase):
             stmt = stmt.where(SnapshotRow.client_id == check_id(client_id, "client id"))
         if mirror_id is not None:
             stmt = stmt.where(SnapshotRow.mirror_id == check_id(mirror_id, "mirror id"))
-        with self._tx(write=False) as session:
-            return [to_record(Snapshot, row) for row in session.scalars(stmt)]
+        return self._records(Snapshot, stmt)
 
     def latest_verified_snapshot(
         self, client_id: str, mirror_id: str | None = None
@@ -161,8 +160,7 @@ class CatalogueMixin(StoreBase):
         stmt = select(DrillRow).order_by(DrillRow.started_at, DrillRow.id)
         if client_id is not None:
             stmt = stmt.where(DrillRow.client_id == check_id(client_id, "client id"))
-        with self._tx(write=False) as session:
-            return [to_record(Drill, row) for row in session.scalars(stmt)]
+        return self._records(Drill, stmt)
 
 
 def _check_status(status: str) -> str:

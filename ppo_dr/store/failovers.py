@@ -166,8 +166,7 @@ class FailoverMixin(StoreBase):
         )
         if incident_id is not None:
             query = query.where(FailoverRow.incident_id == check_incident_id(incident_id))
-        with self._tx(write=False) as session:
-            return [to_record(Failover, row) for row in session.scalars(query)]
+        return self._records(Failover, query)
 
     def finish_failover(
         self, plan_id: str, state: str, detail: str = "", *, at: datetime | None = None

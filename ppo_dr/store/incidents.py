@@ -135,8 +135,7 @@ class IncidentsMixin(StoreBase):
             stmt = stmt.where(IncidentRow.state.in_(wanted))
         if kind is not None:
             stmt = stmt.where(IncidentRow.kind == check_id(kind, "incident kind"))
-        with self._tx(write=False) as session:
-            return [to_record(Incident, row) for row in session.scalars(stmt)]
+        return self._records(Incident, stmt)
 
     def acknowledge(
         self,

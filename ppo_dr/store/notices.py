@@ -130,8 +130,7 @@ class NoticesMixin(StoreBase):
         stmt = select(NoticeRow).order_by(NoticeRow.created_at, NoticeRow.id)
         if incident_id is not None:
             stmt = stmt.where(NoticeRow.incident_id == check_incident_id(incident_id))
-        with self._tx(write=False) as session:
-            return [to_record(Notice, row) for row in session.scalars(stmt)]
+        return self._records(Notice, stmt)
 
     @staticmethod
     def _by_key(session: Session, key: str) -> NoticeRow:

@@ -58,8 +58,7 @@ class ObservationsMixin(StoreBase):
             )
         if since is not None:
             stmt = stmt.where(ProbeTransitionRow.at >= utc(since, "since"))
-        with self._tx(write=False) as session:
-            return [to_record(ProbeTransition, row) for row in session.scalars(stmt)]
+        return self._records(ProbeTransition, stmt)
 
     def record_probe_minute(
         self,
@@ -147,8 +146,7 @@ class ObservationsMixin(StoreBase):
             stmt = stmt.where(ProbeMinuteRow.minute >= utc(since, "since"))
         if until is not None:
             stmt = stmt.where(ProbeMinuteRow.minute < utc(until, "until"))
-        with self._tx(write=False) as session:
-            return [to_record(ProbeMinute, row) for row in session.scalars(stmt)]
+        return self._records(ProbeMinute, stmt)
 
     # -- maintenance ------------------------------------------------------------------
 
@@ -212,8 +210,7 @@ class ObservationsMixin(StoreBase):
             )
             .order_by(MaintenanceRow.starts_at, MaintenanceRow.id)
         )
-        with self._tx(write=False) as session:
-            return [to_record(MaintenanceWindow, row) for row in session.scalars(stmt)]
+        return self._records(MaintenanceWindow, stmt)
 
     @staticmethod
     def _window(session: Session, window_id: int) -> MaintenanceRow:
