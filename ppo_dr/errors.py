@@ -1,18 +1,34 @@
 """The one error tree of ppo-dr.
 
-    DRError                      anything ppo-dr raises on purpose
-    ├── TransientError           may succeed if tried again (timeouts, resets, throttling)
-    └── PermanentError           will fail again the same way: do not retry
-        ├── InventoryError       fleet.yaml breaks a rule (carries every violation)
-        ├── UnsafeInputError     a hostile or malformed id/path, refused before any I/O
-        ├── PlacementConflict    another run moved the client first (compare-and-set lost)
-        ├── LabError             the embedded lab cannot do what was asked
-        ├── HostKeyError         a server's host key is unknown or changed (never auto-accepted)
-        ├── AuthError            a server refused our credentials, or they cannot be loaded
-        └── RemotePathError      a remote path is missing, forbidden or refused by the server
+    DRError                        anything ppo-dr raises on purpose
+    ├── TransientError             may succeed if tried again (timeouts, resets, throttling)
+    │   ├── ChannelTransientError    channels.base: a provider may take the message later
+    │   └── RepositoryLocked         mirror.errors: another run holds the repository lock
+    └── PermanentError             will fail again the same way: do not retry
+        ├── InventoryError         fleet.yaml breaks a rule (carries every violation)
+        ├── UnsafeInputError       a hostile or malformed id/path, refused before any I/O
+        ├── PlacementConflict      another run moved the client first (compare-and-set lost)
+        ├── LabError               the embedded lab cannot do what was asked
+        │   └── ClientNotHere, DataRootMissing, ClientFrozen, CommandFailed
+        │                            lab.restricted_exec: a refused lab command
+        ├── HostKeyError           a server's host key is unknown or changed (never auto-accepted)
+        ├── AuthError              a server refused our credentials, or they cannot be loaded
+        ├── RemotePathError        a remote path is missing, forbidden or refused by the server
+        ├── RepositoryError          mirror.errors: the repository cannot be used as asked
+        │   ├── WrongKeyError        the key given does not open it (or one was needed, or not)
+        │   └── DamagedDataError     stored data failed verification (names pack and blob)
+        ├── ChannelPermanentError    channels.base: a provider will refuse this message again
+        ├── ProviderError            providers.base: provisioning/routing refused or misconfigured
+        ├── PlanError                failover.model: a failover request cannot be planned
+        ├── VerifyMismatch           failover.steps: a restored file differs from its snapshot
+        ├── DrillPlanError           failover.drill: a drill cannot be planned as asked
+        └── ServeError               deployments.serve: ``serve`` cannot start
 
-Library errors are translated at the boundary (``raise TransientError(...) from exc``),
-so task retry conditions only need :func:`is_retryable`.
+The classes indented one step further are defined beside the code that raises them
+(module named first); every error class in the project derives from this tree, so
+retrying is decided by the base class alone. Library errors are translated at the
+boundary (``raise TransientError(...) from exc``), so task retry conditions only
+need :func:`is_retryable`.
 """
 
 from __future__ import annotations

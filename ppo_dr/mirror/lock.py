@@ -20,9 +20,9 @@ import secrets
 import socket
 import threading
 import time
-from types import TracebackType
 from typing import Any, Self
 
+from ppo_dr.closing import LeavesOnExit
 from ppo_dr.errors import DRError, RemotePathError
 from ppo_dr.mirror.errors import RepositoryLocked
 from ppo_dr.transport.base import Remote
@@ -54,7 +54,7 @@ def is_stale(doc: dict[str, Any], now: float, host: str) -> bool:
         return True  # unreadable: written by no version of us, or damaged
 
 
-class RepositoryLock:
+class RepositoryLock(LeavesOnExit):
     """Held while a snapshot or prune writes to one repository (a context manager)."""
 
     def __init__(self, remote: Remote, repo_path: str, purpose: str, *, owner: str = "") -> None:
@@ -155,10 +155,5 @@ class RepositoryLock:
         self.acquire()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _leave(self, *, failed: bool) -> None:
         self.release()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from alembic import command
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, text
+from sqlalchemy import ColumnElement, Engine, Select, select, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 R = TypeVar("R", bound="DataclassInstance")
+T = TypeVar("T")  # an ORM row class
 
 
 class StoreBase(ClosesOnExit):
@@ -155,12 +157,101 @@ class StoreBase(ClosesOnExit):
             session.connection(execution_options={WRITE_OPTION: write})
             yield session
 
+    def _records(self, record_type: type[R], query: Select[Any]) -> list[R]:
+        """The rows *query* selects, as records, in one read-only transaction."""
+        with self._tx(write=False) as session:
+            return [to_record(record_type, row) for row in session.scalars(query)]
+
     @staticmethod
     def _insert(session: Session) -> Any:
         """The dialect's ``insert`` (it has ``on_conflict_do_nothing`` / ``_do_update``)."""
         return (
             postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         )
+
+    def _insert_or_find(
+        self,
+        session: Session,
+        row_type: type[T],
+        values: Mapping[str, Any],
+        key: Sequence[str],
+        *,
+        where: ColumnElement[bool] | None = None,
+    ) -> tuple[T | None, bool]:
+        """Insert a row unless one with the same *key* already exists: (the row, created).
+
+        Looks first and inserts only if nothing is there. Race-safe: the unique index on
+        *key* decides (``ON CONFLICT DO NOTHING``), so of two racing writers exactly one
+        sees ``created`` and both get the same row, read fresh from the database. *where*
+        is the predicate of a partial unique index (e.g. "not resolved"); the row comes
+        back None only if the one that conflicted stopped matching it in between, and
+        the caller may try again.
+        """
+        key_values = {name: values[name] for name in key}
+        found = self._reread(session, row_type, key_values, where)
+        if found is not None:  # the common rerun: no insert, so no sequence number spent
+            return found, False
+        stmt = (
+            self._insert(session)(row_type)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=list(key), index_where=where)
+            .returning(*sa_inspect(row_type).primary_key)
+        )
+        created = session.execute(stmt).first() is not None
+        return self._reread(session, row_type, key_values, where), created
+
+    def _upsert(
+        self,
+        session: Session,
+        row_type: type[T],
+        values: Mapping[str, Any],
+        key: Sequence[str],
+        update: Iterable[str],
+    ) -> T:
+        """Insert a row, or update the columns *update* of the one with the same *key*;
+        return the row as now stored (read fresh, not the session's stale copy)."""
+        insert = self._insert(session)(row_type).values(**values)
+        session.execute(
+            insert.on_conflict_do_update(
+                index_elements=list(key), set_={name: insert.excluded[name] for name in update}
+            )
+        )
+        row = self._reread(session, row_type, {name: values[name] for name in key})
+        assert row is not None  # just written in this transaction
+        return row
+
+    @staticmethod
+    def _added(session: Session, row: T) -> T:
+        """Insert *row* now (flush), so its generated id is known before the commit."""
+        session.add(row)
+        session.flush()
+        return row
+
+    @staticmethod
+    def _locked_row(
+        session: Session, row_type: type[T], *where: ColumnElement[bool], missing: str
+    ) -> T:
+        """The row of *row_type* matching *where*, locked for this transaction
+        (PostgreSQL: FOR UPDATE); PermanentError *missing* if there is none."""
+        row = session.scalars(select(row_type).where(*where).with_for_update()).one_or_none()
+        if row is None:
+            raise PermanentError(missing)
+        return row
+
+    @staticmethod
+    def _reread(
+        session: Session,
+        row_type: type[T],
+        key_values: Mapping[str, Any],
+        where: ColumnElement[bool] | None = None,
+    ) -> T | None:
+        """The row with *key_values* (and *where*), refreshed from the database."""
+        query = select(row_type).where(
+            *(getattr(row_type, name) == value for name, value in key_values.items())
+        )
+        if where is not None:
+            query = query.where(where)
+        return session.scalars(query.execution_options(populate_existing=True)).one_or_none()
 
 
 # -- helpers shared by the mixins ---------------------------------------------------------

@@ -52,18 +52,13 @@ class CatalogueMixin(StoreBase):
         }
         key = ("mirror_id", "client_id", "snapshot_id")
         with self._tx(write=True) as session:
-            insert = self._insert(session)(SnapshotRow).values(verified_at=None, **values)
-            session.execute(
-                insert.on_conflict_do_update(
-                    index_elements=list(key),
-                    set_={name: insert.excluded[name] for name in values if name not in key},
-                )
+            row = self._upsert(
+                session,
+                SnapshotRow,
+                {"verified_at": None, **values},
+                key,
+                [name for name in values if name not in key],
             )
-            row = session.scalars(
-                select(SnapshotRow)
-                .where(*(getattr(SnapshotRow, name) == values[name] for name in key))
-                .execution_options(populate_existing=True)
-            ).one()
             return to_record(Snapshot, row)
 
     def mark_snapshot_verified(
@@ -77,19 +72,16 @@ class CatalogueMixin(StoreBase):
         if not isinstance(ok, bool):
             raise PermanentError(f"ok must be a bool, got {ok!r}")
         with self._tx(write=True) as session:
-            row = session.scalars(
-                select(SnapshotRow)
-                .where(
-                    SnapshotRow.mirror_id == mirror,
-                    SnapshotRow.client_id == client,
-                    SnapshotRow.snapshot_id == snap,
-                )
-                .with_for_update()
-            ).one_or_none()
-            if row is None:
-                raise PermanentError(
+            row = self._locked_row(
+                session,
+                SnapshotRow,
+                SnapshotRow.mirror_id == mirror,
+                SnapshotRow.client_id == client,
+                SnapshotRow.snapshot_id == snap,
+                missing=(
                     f"no snapshot {snap!r} of client {client!r} on mirror {mirror!r} catalogued"
-                )
+                ),
+            )
             row.verified_at = when
             row.status = "complete" if ok else "damaged"
             return to_record(Snapshot, row)
@@ -103,8 +95,7 @@ class CatalogueMixin(StoreBase):
             stmt = stmt.where(SnapshotRow.client_id == check_id(client_id, "client id"))
         if mirror_id is not None:
             stmt = stmt.where(SnapshotRow.mirror_id == check_id(mirror_id, "mirror id"))
-        with self._tx(write=False) as session:
-            return [to_record(Snapshot, row) for row in session.scalars(stmt)]
+        return self._records(Snapshot, stmt)
 
     def latest_verified_snapshot(
         self, client_id: str, mirror_id: str | None = None
@@ -162,17 +153,14 @@ class CatalogueMixin(StoreBase):
             flow_run_id=check_run_id(flow_run_id),
         )
         with self._tx(write=True) as session:
-            session.add(row)
-            session.flush()
-            return to_record(Drill, row)
+            return to_record(Drill, self._added(session, row))
 
     def drills(self, client_id: str | None = None) -> list[Drill]:
         """Drill results, oldest first, optionally of one client."""
         stmt = select(DrillRow).order_by(DrillRow.started_at, DrillRow.id)
         if client_id is not None:
             stmt = stmt.where(DrillRow.client_id == check_id(client_id, "client id"))
-        with self._tx(write=False) as session:
-            return [to_record(Drill, row) for row in session.scalars(stmt)]
+        return self._records(Drill, stmt)
 
 
 def _check_status(status: str) -> str:

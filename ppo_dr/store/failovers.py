@@ -121,31 +121,25 @@ class FailoverMixin(StoreBase):
         with self._tx(write=True) as session:
             if incident is not None and session.get(IncidentRow, incident) is None:
                 raise PermanentError(f"no incident {incident}")
-            insert = self._insert(session)(FailoverRow).values(
-                plan_id=pid,
-                mode=mode,
-                incident_id=incident,
-                plan=document,
-                placement_versions=versions,
-                state="running",
-                declared_at=declared,
-                started_at=when,
-                finished_at=None,
-                flow_run_id=run_id,
-                detail="",
+            row, created = self._insert_or_find(
+                session,
+                FailoverRow,
+                {
+                    "plan_id": pid,
+                    "mode": mode,
+                    "incident_id": incident,
+                    "plan": document,
+                    "placement_versions": versions,
+                    "state": "running",
+                    "declared_at": declared,
+                    "started_at": when,
+                    "finished_at": None,
+                    "flow_run_id": run_id,
+                    "detail": "",
+                },
+                ["plan_id"],
             )
-            created = bool(
-                session.execute(
-                    insert.on_conflict_do_nothing(index_elements=["plan_id"]).returning(
-                        FailoverRow.plan_id
-                    )
-                ).first()
-            )
-            row = session.scalars(
-                select(FailoverRow)
-                .where(FailoverRow.plan_id == pid)
-                .execution_options(populate_existing=True)
-            ).one()
+            assert row is not None  # failovers are never deleted
             if not created:
                 if row.plan != document or row.mode != mode:
                     raise PermanentError(
@@ -172,8 +166,7 @@ class FailoverMixin(StoreBase):
         )
         if incident_id is not None:
             query = query.where(FailoverRow.incident_id == check_incident_id(incident_id))
-        with self._tx(write=False) as session:
-            return [to_record(Failover, row) for row in session.scalars(query)]
+        return self._records(Failover, query)
 
     def finish_failover(
         self, plan_id: str, state: str, detail: str = "", *, at: datetime | None = None
@@ -385,20 +378,13 @@ class FailoverMixin(StoreBase):
         with self._tx(write=True) as session:
             if session.get(FailoverRow, pid) is None:
                 raise PermanentError(f"no failover {pid}")
-            insert = self._insert(session)(FailoverResultRow).values(
-                plan_id=pid, client_id=client, **values, **optional
+            row = self._upsert(
+                session,
+                FailoverResultRow,
+                {"plan_id": pid, "client_id": client, **values, **optional},
+                ["plan_id", "client_id"],
+                [*values, *given],
             )
-            session.execute(
-                insert.on_conflict_do_update(
-                    index_elements=["plan_id", "client_id"],
-                    set_={name: insert.excluded[name] for name in [*values, *given]},
-                )
-            )
-            row = session.scalars(
-                select(FailoverResultRow)
-                .where(FailoverResultRow.plan_id == pid, FailoverResultRow.client_id == client)
-                .execution_options(populate_existing=True)
-            ).one()
             return to_record(FailoverResult, row)
 
     def failover_results(self, plan_id: str) -> list[FailoverResult]:

@@ -17,8 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import literal_column, select
 from sqlalchemy.orm import Session
 
 from ppo_dr.errors import PermanentError
@@ -37,6 +36,10 @@ from ppo_dr.store.schema import KEY_LEN, TARGET_LEN, IncidentRow, TimelineRow
 
 _TEXT_LEN: Final = 100_000
 _OPEN_ATTEMPTS: Final = 5
+#: The predicate of the partial unique index: one unresolved incident per dedupe key.
+_UNRESOLVED: Final = IncidentRow.state != literal_column(
+    "'resolved'"
+)  # literal: PG infers the index from it
 
 
 class IncidentsMixin(StoreBase):
@@ -69,26 +72,27 @@ class IncidentsMixin(StoreBase):
         when = utc(at, "opening time")
         for _attempt in range(_OPEN_ATTEMPTS):
             with self._tx(write=True) as session:
-                existing = self._open_by_key(session, key)
-                if existing is not None:
-                    return to_record(Incident, existing), False
-                row = IncidentRow(
-                    kind=kind,
-                    dedupe_key=key,
-                    state="open",
-                    title=title,
-                    scope=scope_data,
-                    severity=severity,
-                    paging=paging,
-                    opened_at=when,
-                    flow_run_id=run_id,
+                row, created = self._insert_or_find(
+                    session,
+                    IncidentRow,
+                    {
+                        "kind": kind,
+                        "dedupe_key": key,
+                        "state": "open",
+                        "title": title,
+                        "scope": scope_data,
+                        "severity": severity,
+                        "paging": paging,
+                        "opened_at": when,
+                        "flow_run_id": run_id,
+                    },
+                    ["dedupe_key"],
+                    where=_UNRESOLVED,
                 )
-                try:
-                    with session.begin_nested():
-                        session.add(row)
-                        session.flush()
-                except IntegrityError:
-                    continue  # another process opened it between our read and insert: re-read
+                if row is None:
+                    continue  # the one we collided with was resolved meanwhile: try again
+                if not created:
+                    return to_record(Incident, row), False
                 self._timeline_row(
                     session,
                     row.id,
@@ -131,8 +135,7 @@ class IncidentsMixin(StoreBase):
             stmt = stmt.where(IncidentRow.state.in_(wanted))
         if kind is not None:
             stmt = stmt.where(IncidentRow.kind == check_id(kind, "incident kind"))
-        with self._tx(write=False) as session:
-            return [to_record(Incident, row) for row in session.scalars(stmt)]
+        return self._records(Incident, stmt)
 
     def acknowledge(
         self,
@@ -302,14 +305,6 @@ class IncidentsMixin(StoreBase):
     # -- helpers ----------------------------------------------------------------------
 
     @staticmethod
-    def _open_by_key(session: Session, key: str) -> IncidentRow | None:
-        return session.scalars(
-            select(IncidentRow).where(
-                IncidentRow.dedupe_key == key, IncidentRow.state != "resolved"
-            )
-        ).one_or_none()
-
-    @staticmethod
     def _get(session: Session, incident_id: int) -> IncidentRow:
         row = session.get(IncidentRow, check_incident_id(incident_id))
         if row is None:
@@ -319,14 +314,12 @@ class IncidentsMixin(StoreBase):
     @staticmethod
     def _locked(session: Session, incident_id: int) -> IncidentRow:
         """The incident row, locked for this transaction (PostgreSQL: FOR UPDATE)."""
-        row = session.scalars(
-            select(IncidentRow)
-            .where(IncidentRow.id == check_incident_id(incident_id))
-            .with_for_update()
-        ).one_or_none()
-        if row is None:
-            raise PermanentError(f"no incident with id {incident_id}")
-        return row
+        return StoreBase._locked_row(
+            session,
+            IncidentRow,
+            IncidentRow.id == check_incident_id(incident_id),
+            missing=f"no incident with id {incident_id}",
+        )
 
     @staticmethod
     def _timeline_row(
@@ -338,17 +331,17 @@ class IncidentsMixin(StoreBase):
         at: datetime,
         data: dict[str, Any],
     ) -> TimelineRow:
-        entry = TimelineRow(
-            incident_id=incident_id,
-            at=at,
-            kind=kind,
-            message=message,
-            flow_run_id=run_id,
-            data=data,
+        return StoreBase._added(
+            session,
+            TimelineRow(
+                incident_id=incident_id,
+                at=at,
+                kind=kind,
+                message=message,
+                flow_run_id=run_id,
+                data=data,
+            ),
         )
-        session.add(entry)
-        session.flush()
-        return entry
 
 
 def _with_note(message: str, note: str) -> str:

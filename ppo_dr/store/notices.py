@@ -54,28 +54,28 @@ class NoticesMixin(StoreBase):
         with self._tx(write=True) as session:
             if incident_id is not None and session.get(IncidentRow, incident_id) is None:
                 raise PermanentError(f"notice {key!r}: no incident with id {incident_id}")
-            stmt = (
-                self._insert(session)(NoticeRow)
-                .values(
-                    idempotency_key=key,
-                    incident_id=incident_id,
-                    step=step,
-                    channel=channel,
-                    recipient=recipient,
-                    subject=subject,
-                    body=body,
-                    status="pending",
-                    attempts=0,
-                    receipt=None,
-                    error=None,
-                    created_at=when,
-                    sent_at=None,
-                )
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                .returning(NoticeRow.id)
+            row, created = self._insert_or_find(
+                session,
+                NoticeRow,
+                {
+                    "idempotency_key": key,
+                    "incident_id": incident_id,
+                    "step": step,
+                    "channel": channel,
+                    "recipient": recipient,
+                    "subject": subject,
+                    "body": body,
+                    "status": "pending",
+                    "attempts": 0,
+                    "receipt": None,
+                    "error": None,
+                    "created_at": when,
+                    "sent_at": None,
+                },
+                ["idempotency_key"],
             )
-            created = session.execute(stmt).scalar_one_or_none() is not None
-            return to_record(Notice, self._by_key(session, key)), created
+            assert row is not None  # notices are never deleted
+            return to_record(Notice, row), created
 
     def notice(self, key: str) -> Notice | None:
         """The notice recorded under *key*, or None."""
@@ -130,14 +130,13 @@ class NoticesMixin(StoreBase):
         stmt = select(NoticeRow).order_by(NoticeRow.created_at, NoticeRow.id)
         if incident_id is not None:
             stmt = stmt.where(NoticeRow.incident_id == check_incident_id(incident_id))
-        with self._tx(write=False) as session:
-            return [to_record(Notice, row) for row in session.scalars(stmt)]
+        return self._records(Notice, stmt)
 
     @staticmethod
     def _by_key(session: Session, key: str) -> NoticeRow:
-        row = session.scalars(
-            select(NoticeRow).where(NoticeRow.idempotency_key == key).with_for_update()
-        ).first()
-        if row is None:
-            raise PermanentError(f"no notice with idempotency key {key!r}")
-        return row
+        return StoreBase._locked_row(
+            session,
+            NoticeRow,
+            NoticeRow.idempotency_key == key,
+            missing=f"no notice with idempotency key {key!r}",
+        )

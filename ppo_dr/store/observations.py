@@ -45,9 +45,7 @@ class ObservationsMixin(StoreBase):
             row = ProbeTransitionRow(
                 target=target, from_state=from_state, to_state=to_state, at=when, detail=detail
             )
-            session.add(row)
-            session.flush()
-            return to_record(ProbeTransition, row)
+            return to_record(ProbeTransition, self._added(session, row))
 
     def probe_transitions(
         self, target: str | None = None, since: datetime | None = None
@@ -60,8 +58,7 @@ class ObservationsMixin(StoreBase):
             )
         if since is not None:
             stmt = stmt.where(ProbeTransitionRow.at >= utc(since, "since"))
-        with self._tx(write=False) as session:
-            return [to_record(ProbeTransition, row) for row in session.scalars(stmt)]
+        return self._records(ProbeTransition, stmt)
 
     def record_probe_minute(
         self,
@@ -149,8 +146,7 @@ class ObservationsMixin(StoreBase):
             stmt = stmt.where(ProbeMinuteRow.minute >= utc(since, "since"))
         if until is not None:
             stmt = stmt.where(ProbeMinuteRow.minute < utc(until, "until"))
-        with self._tx(write=False) as session:
-            return [to_record(ProbeMinute, row) for row in session.scalars(stmt)]
+        return self._records(ProbeMinute, stmt)
 
     # -- maintenance ------------------------------------------------------------------
 
@@ -185,9 +181,7 @@ class ObservationsMixin(StoreBase):
                 reason=reason,
                 created_by=created_by,
             )
-            session.add(row)
-            session.flush()
-            return to_record(MaintenanceWindow, row)
+            return to_record(MaintenanceWindow, self._added(session, row))
 
     def end_maintenance(self, window_id: int, *, at: datetime | None = None) -> MaintenanceWindow:
         """Close a window now (or at *at*); a window that already ended earlier is unchanged.
@@ -216,17 +210,16 @@ class ObservationsMixin(StoreBase):
             )
             .order_by(MaintenanceRow.starts_at, MaintenanceRow.id)
         )
-        with self._tx(write=False) as session:
-            return [to_record(MaintenanceWindow, row) for row in session.scalars(stmt)]
+        return self._records(MaintenanceWindow, stmt)
 
     @staticmethod
     def _window(session: Session, window_id: int) -> MaintenanceRow:
-        row = session.scalars(
-            select(MaintenanceRow).where(MaintenanceRow.id == window_id).with_for_update()
-        ).one_or_none()
-        if row is None:
-            raise PermanentError(f"no maintenance window with id {window_id}")
-        return row
+        return StoreBase._locked_row(
+            session,
+            MaintenanceRow,
+            MaintenanceRow.id == window_id,
+            missing=f"no maintenance window with id {window_id}",
+        )
 
 
 #: ``(target, minute, checks, failures, latency_ms_max)``: one count for

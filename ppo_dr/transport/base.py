@@ -20,16 +20,18 @@ storage implement it. The contract every implementation keeps:
 from __future__ import annotations
 
 import abc
+import errno
 import posixpath
 import secrets
 import shlex
+import stat as stat_mod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
 from typing import Protocol, Self
 
-from ppo_dr.closing import ClosesOnExit
+from ppo_dr.closing import ClosesOnExit, LeavesOnExit
 from ppo_dr.errors import UnsafeInputError
 
 TEMP_MARKER = ".ppo-tmp-"
@@ -43,6 +45,34 @@ class EntryType(StrEnum):
     DIR = "dir"
     SYMLINK = "symlink"
     OTHER = "other"  # device, fifo, socket: recorded, never copied
+
+
+def entry_type_of(st_mode: int | None) -> EntryType:
+    """What a POSIX mode (``st_mode``, as lstat or SFTP reports it) says an entry is."""
+    mode = st_mode or 0
+    if stat_mod.S_ISREG(mode):
+        return EntryType.FILE
+    if stat_mod.S_ISDIR(mode):
+        return EntryType.DIR
+    if stat_mod.S_ISLNK(mode):
+        return EntryType.SYMLINK
+    return EntryType.OTHER
+
+
+# errno values that mean a path is missing or not ours to touch: a refusal, not a retry.
+PATH_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EEXIST,
+        errno.EISDIR,
+        errno.ENOTEMPTY,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +111,8 @@ class ExecResult:
         return self.exit_status == 0
 
 
-class RemoteReader(Protocol):
-    """A remote file opened for sequential reading."""
-
-    def read(self, size: int = -1) -> bytes: ...
-
-    def close(self) -> None: ...
+class UsedInWith(Protocol):
+    """Something used as ``with thing:``."""
 
     def __enter__(self) -> Self: ...
 
@@ -98,7 +124,15 @@ class RemoteReader(Protocol):
     ) -> None: ...
 
 
-class AtomicWriter(Protocol):
+class RemoteReader(UsedInWith, Protocol):
+    """A remote file opened for sequential reading."""
+
+    def read(self, size: int = -1) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class AtomicWriter(UsedInWith, Protocol):
     """A remote file being written under a temporary name.
 
     Leaving the ``with`` block normally commits (rename into place); leaving it with
@@ -114,41 +148,50 @@ class AtomicWriter(Protocol):
 
     def abort(self) -> None: ...
 
-    def __enter__(self) -> Self: ...
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
+class CommitOnExit(LeavesOnExit):
+    """The commit skeleton every :class:`AtomicWriter` shares.
 
+    Leaving the ``with`` block normally commits, leaving it with an exception aborts.
+    :meth:`commit` runs the backend's :meth:`_finish` (flush, close, move under the
+    final name) once; any exception in it aborts before it propagates, so a failed
+    commit never leaves a half-written file behind. :meth:`abort` runs
+    :meth:`_discard` once, and never after a commit.
+    """
 
-class CommitOnExit(abc.ABC):
-    """The ``with`` behaviour every :class:`AtomicWriter` shares: leaving the block
-    normally commits, leaving it with an exception aborts."""
+    _done: bool = False
 
     @abc.abstractmethod
+    def _finish(self) -> None:
+        """Send what is still held and make it visible under the final name."""
+
+    @abc.abstractmethod
+    def _discard(self) -> None:
+        """Drop what was written (best effort); the final name stays untouched."""
+
     def commit(self) -> None:
-        """Make the written data visible under the final name."""
-
-    @abc.abstractmethod
-    def abort(self) -> None:
-        """Drop what was written; the final name stays untouched."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
+        """Make the written data visible under the final name; abort if that fails."""
+        if self._done:
+            return
+        try:
+            self._finish()
+            self._done = True
+        except BaseException:
             self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop what was written; the final name stays untouched. Best effort."""
+        if self._done:
+            return
+        self._done = True
+        self._discard()
+
+    def _leave(self, *, failed: bool) -> None:
+        if failed:
+            self.abort()
+        else:
+            self.commit()
 
 
 class Remote(Protocol):

@@ -35,6 +35,7 @@ from ppo_dr.errors import (
     UnsafeInputError,
 )
 from ppo_dr.transport.base import (
+    PATH_ERRNOS,
     CommitOnExit,
     EntryType,
     ExecResult,
@@ -43,24 +44,11 @@ from ppo_dr.transport.base import (
     RemoteStat,
     build_command,
     check_range,
+    entry_type_of,
     temp_path_for,
 )
 
-_PATH_ERRNOS = frozenset(
-    {
-        errno.ENOENT,
-        errno.ENOTDIR,
-        errno.EACCES,
-        errno.EPERM,
-        errno.EEXIST,
-        errno.EISDIR,
-        errno.ENOTEMPTY,
-        errno.ELOOP,
-        errno.ENAMETOOLONG,
-        errno.EXDEV,
-        errno.EROFS,
-    }
-)
+_PATH_ERRNOS = PATH_ERRNOS | {errno.EXDEV, errno.EROFS}  # local renames and mounts too
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 MAX_EXEC_OUTPUT = 16 * 1024 * 1024
 
@@ -73,16 +61,6 @@ def _translate(exc: OSError, where: str, what: str) -> DRError:
     if exc.errno in _FULL_ERRNOS:
         return PermanentError(f"{where}: {what}: {reason}")
     return TransientError(f"{where}: {what}: {reason}")
-
-
-def _entry_type(mode: int) -> EntryType:
-    if stat_mod.S_ISREG(mode):
-        return EntryType.FILE
-    if stat_mod.S_ISDIR(mode):
-        return EntryType.DIR
-    if stat_mod.S_ISLNK(mode):
-        return EntryType.SYMLINK
-    return EntryType.OTHER
 
 
 def _fsname(name: str) -> bytes:
@@ -98,7 +76,6 @@ class LocalAtomicWriter(CommitOnExit):
         self.final_path = final_path
         self.temp_path = temp_path_for(final_path)
         self._real_temp = remote._real(self.temp_path)
-        self._done = False
         with remote._op("create", self.temp_path):
             fd = os.open(self._real_temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             self._file: IO[bytes] = os.fdopen(fd, "wb")
@@ -108,28 +85,18 @@ class LocalAtomicWriter(CommitOnExit):
         with self._remote._op("write", self.temp_path):
             return self._file.write(data)
 
-    def commit(self) -> None:
+    def _finish(self) -> None:
         """Flush to disk, set the mode, rename over the final name."""
-        if self._done:
-            return
-        try:
-            with self._remote._op("write", self.temp_path):
-                self._file.flush()
-                if self._remote.fsync:
-                    os.fsync(self._file.fileno())
-                os.fchmod(self._file.fileno(), self._mode)
-                self._file.close()
-            self._remote.rename_into_place(self.temp_path, self.final_path)
-            self._done = True
-        except BaseException:
-            self.abort()
-            raise
+        with self._remote._op("write", self.temp_path):
+            self._file.flush()
+            if self._remote.fsync:
+                os.fsync(self._file.fileno())
+            os.fchmod(self._file.fileno(), self._mode)
+            self._file.close()
+        self._remote.rename_into_place(self.temp_path, self.final_path)
 
-    def abort(self) -> None:
-        """Drop the temporary file; the final name is untouched. Best effort."""
-        if self._done:
-            return
-        self._done = True
+    def _discard(self) -> None:
+        """Close and unlink the temporary file."""
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(OSError):
@@ -199,7 +166,7 @@ class LocalRemote(RemoteBase):
             raise _translate(exc, self._label, f"{what} {path!r}") from exc
 
     def _to_stat(self, report_as: str, real: str, st: os.stat_result) -> RemoteStat:
-        kind = _entry_type(st.st_mode)
+        kind = entry_type_of(st.st_mode)
         return RemoteStat(
             path=report_as,
             type=kind,

@@ -32,7 +32,8 @@ from ppo_dr.errors import (
     is_retryable,
 )
 from ppo_dr.transport import EntryType, build_command, is_temp_name, temp_path_for
-from ppo_dr.transport.ssh import SshPool, SshRemote, _sftp_limits, translate_error
+from ppo_dr.transport.ssh import SshPool, SshRemote, translate_error
+from ppo_dr.transport.ssh.connection import sftp_limits
 from tests.sshd import SshdServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -113,7 +114,7 @@ def test_servers_without_the_limits_extension_get_32_kib() -> None:
         def _request(self, *_args: object) -> None:
             raise OSError("Operation unsupported")
 
-    assert _sftp_limits(Plain()) == (32768, 32768)  # type: ignore[arg-type]
+    assert sftp_limits(Plain()) == (32768, 32768)  # type: ignore[arg-type]
 
 
 def test_unknown_host_key_is_permanent_and_names_host_and_file(

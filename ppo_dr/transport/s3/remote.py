@@ -1,66 +1,11 @@
-"""Object storage (S3, boto3) as a :class:`~ppo_dr.transport.base.Remote`: the off-site mirror.
-
-It implements what the mirror repository needs, and says plainly where S3 cannot keep
-the POSIX contract the SSH and local backends keep.
-
-- **Keys.** A path is a POSIX path below the bucket's *prefix*: ``/repos/app1/x`` with
-  prefix ``dr`` is the key ``dr/repos/app1/x``. ``..`` is resolved lexically and stops
-  at the prefix (as :class:`~ppo_dr.transport.local.LocalRemote` with a root does), so
-  no path reaches another prefix of a shared bucket.
-  Keys must be valid UTF-8, so a name carrying surrogate escapes is refused.
-- **Directories are prefixes.** ``stat`` of a key is a HEAD (a FILE); a path with objects
-  below it is a DIR (one LIST of at most one key). ``mkdir_p`` is a no-op: S3 has no
-  empty directories, so a directory that holds nothing lists as empty and stats as
-  absent. The repository copes: it lists what it created and checks ``stat`` is None
-  before reading a client folder. ``rmdir`` refuses a prefix with objects below it.
-- **Writes are atomic without a rename.** A PUT (or a completed multipart upload)
-  makes the whole object visible at once, or nothing: S3 has no partial objects. So
-  :meth:`S3Remote.open_write` spools to a local temporary file and, on commit, PUTs
-  straight to the final key; ``temp_path`` equals ``final_path`` and an aborted write
-  never touches S3. Going through a temporary key would cost a second full copy and a
-  delete per pack and buy nothing. The repository's write order (packs, then index,
-  then the manifest last) stays safe because each of those PUTs is atomic and each
-  starts only after the previous one returned: a crash leaves unreferenced packs at
-  worst, never a manifest naming something missing.
-- **No atomic rename.** S3 has none; :meth:`S3Remote.rename` and
-  :meth:`S3Remote.rename_into_place` copy server-side, then delete the source. A
-  reader sees the old object or the new one (the copy is one atomic write), but for a
-  moment both names exist, and a crash between copy and delete leaves the source
-  behind: for a ``.ppo-tmp-`` name that is exactly what the repository's sweep removes.
-  :meth:`S3Remote.rename` never clobbers: the copy is a multipart copy completed with
-  ``If-None-Match: *`` (S3 conditional writes, 2024), so of two racing renames onto one
-  name exactly one wins, which is what the repository lock and config creation rely on.
-  A store that ignores the header (old S3-compatible servers) would clobber silently;
-  use AWS S3, MinIO >= 2024-11 or another store with conditional writes.
-- **Metadata.** Objects carry no POSIX mode, owner or settable mtime. ``stat`` reports
-  mode 0o600 for objects and 0o700 for prefixes (what the repository asks for) and
-  ``mtime`` is the object's LastModified. ``chmod``/``utime`` check the path exists and
-  otherwise do nothing: the modes and mtimes a restore applies come from the
-  manifests, never from the mirror's objects, and rewriting metadata in S3 means
-  copying the whole object.
-- **No symlinks, no commands.** ``symlink``/``readlink``/``exec`` raise PermanentError.
-  Symlinks in the *source* tree are recorded in the manifests (JSON objects), not
-  stored as objects, so restoring from S3 still recreates them.
-- **Ranged reads.** ``open_read(path, offset=, length=)`` and :meth:`S3Remote.read_range`
-  send one ``Range`` GET, so a caller that needs one blob of a 16 MiB pack can fetch
-  just that slice (the repository currently reads packs whole; see its ``read_pack``).
-- **Errors** are translated in one place (:func:`translate_error`) into the ppo-dr
-  tree: network failures, timeouts, 5xx and throttling are TransientError; missing
-  keys/buckets and lost ``If-None-Match`` races are RemotePathError; refused or
-  missing credentials are AuthError. Messages carry the bucket, key and AWS error code,
-  never credentials, and auth errors are not chained (botocore's error dictionary can
-  hold the access key id).
-- **Retries.** botocore's "standard" mode with a small attempt count absorbs a single
-  throttle or dropped connection; connect and read timeouts are set, so a hung
-  endpoint becomes a TransientError that the task's own retry policy handles.
-"""
+"""A bucket (below a prefix) as a :class:`~ppo_dr.transport.base.Remote`: metadata
+from listings, content by GET/PUT, renames by server-side copy."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import posixpath
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,36 +13,12 @@ from typing import IO, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    IncompleteReadError,
-    NoCredentialsError,
-    ParamValidationError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
+from botocore.exceptions import ClientError
 
-from ppo_dr.closing import ClosesOnExit
-from ppo_dr.errors import (
-    AuthError,
-    DRError,
-    PermanentError,
-    RemotePathError,
-    TransientError,
-    UnsafeInputError,
-)
-from ppo_dr.transport.base import (
-    CommitOnExit,
-    EntryType,
-    ExecResult,
-    Remote,
-    RemoteBase,
-    RemoteStat,
-)
+from ppo_dr.errors import AuthError, DRError, PermanentError, RemotePathError, UnsafeInputError
+from ppo_dr.transport.base import EntryType, ExecResult, Remote, RemoteBase, RemoteStat
+from ppo_dr.transport.s3.files import S3AtomicWriter, S3Reader
+from ppo_dr.transport.s3.translate import NOT_FOUND_CODES, chain_for, translate_error
 
 log = logging.getLogger(__name__)
 
@@ -110,91 +31,7 @@ MULTIPART_THRESHOLD = 64 * 1024 * 1024  # a 16 MiB pack is one PUT
 PART_SIZE = 32 * 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
 MAX_COPY_PART = 1024 * 1024 * 1024  # UploadPartCopy allows 5 GiB; smaller keeps retries cheap
-SPOOL_IN_MEMORY = 16 * 1024 * 1024  # a pack fits in memory; anything larger spills to disk
 LIST_PAGE = 1000  # S3's own maximum per ListObjectsV2 page
-
-_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchUpload"})
-_AUTH = frozenset(
-    {
-        "AccessDenied",
-        "403",
-        "Forbidden",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidToken",
-        "TokenRefreshRequired",
-        "AllAccessDisabled",
-        "AccountProblem",
-        "InvalidSecurity",
-    }
-)
-_EXISTS = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
-_TRANSIENT = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "TooManyRequestsException",
-        "RequestTimeout",
-        "RequestTimeTooSkewed",  # the clock is off: fixed by NTP, not by us; try later
-        "InternalError",
-        "ServiceUnavailable",
-        "503",
-        "500",
-        "OperationAborted",
-    }
-)
-
-
-def translate_error(exc: BaseException, where: str, what: str) -> DRError | None:
-    """The ppo-dr error for a botocore failure, or None if it is not one (a bug).
-
-    AWS error codes decide first (throttling is a 503 ``SlowDown`` on S3 but other
-    stores send 400 ``Throttling``); the HTTP status is the fallback. A HEAD has no
-    body, so its errors arrive as a bare status code ("404", "403").
-    """
-    if isinstance(exc, DRError):
-        return exc
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code == "NoSuchBucket":
-            return RemotePathError(f"{where}: {what}: no such bucket")
-        if code in _NOT_FOUND:
-            return RemotePathError(f"{where}: {what}: no such file or directory")
-        if code in _AUTH:
-            return AuthError(f"{where}: {what}: credentials refused or not permitted ({code})")
-        if code in _EXISTS:
-            return RemotePathError(f"{where}: {what}: file exists (conditional write lost)")
-        if code in {"InvalidRange", "416"}:
-            return RemotePathError(f"{where}: {what}: range not satisfiable")
-        if code in _TRANSIENT or status >= 500 or status == 429:
-            return TransientError(f"{where}: {what}: server busy or failing ({code or status})")
-        if 400 <= status < 500:
-            return PermanentError(f"{where}: {what}: refused by the server ({code or status})")
-        return TransientError(f"{where}: {what}: unexpected answer ({code or status})")
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return AuthError(f"{where}: {what}: no usable credentials ({type(exc).__name__})")
-    if isinstance(exc, ParamValidationError):
-        return PermanentError(f"{where}: {what}: invalid request ({exc})")
-    if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
-        # Refused, unreachable, TLS, connect/read timeouts, a connection dropped
-        # mid-body: the network or the endpoint, worth another try.
-        return TransientError(f"{where}: {what}: network error ({type(exc).__name__})")
-    if isinstance(exc, BotoCoreError):
-        return PermanentError(f"{where}: {what}: {type(exc).__name__}")
-    if isinstance(exc, TimeoutError | ConnectionError):
-        return TransientError(f"{where}: {what}: network error ({type(exc).__name__})")
-    return None
-
-
-def _chain(exc: BaseException, err: DRError) -> BaseException | None:
-    """What to chain a translated error to: not an auth failure, whose botocore
-    response can hold the access key id (a traceback must not print it)."""
-    return None if isinstance(err, AuthError) else exc
 
 
 @dataclass
@@ -207,84 +44,6 @@ class _Listing:
 
 def _sort_key(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
-
-
-class S3Reader(ClosesOnExit):
-    """An object (or a byte range of one) streamed from a GET; errors translated."""
-
-    def __init__(self, remote: S3Remote, path: str, body: Any) -> None:
-        self._remote = remote
-        self._path = path
-        self._body = body
-        self._closed = False
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self._body is None:
-            return b""
-        with self._remote._op("read", self._path):
-            data = self._body.read() if size is None or size < 0 else self._body.read(size)
-        return bytes(data)
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            if self._body is not None:
-                with contextlib.suppress(Exception):
-                    self._body.close()
-
-
-class S3AtomicWriter(CommitOnExit):
-    """Spools what is written to a local temporary file; commit uploads it in one go.
-
-    The upload is a single PUT below the multipart threshold, else a multipart upload
-    (aborted if any part fails, so no half object ever appears). Either way S3 makes the
-    object visible whole at the final key; ``temp_path`` is the final key too, since
-    nothing is written under another name. With *exclusive* the upload carries
-    ``If-None-Match: *`` and fails with RemotePathError if the key already exists.
-    """
-
-    def __init__(self, remote: S3Remote, final_path: str, *, exclusive: bool = False) -> None:
-        self._remote = remote
-        self.final_path = final_path
-        self.temp_path = final_path
-        self._key = remote._key(final_path)
-        self._exclusive = exclusive
-        self._size = 0
-        self._done = False
-        self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
-            max_size=SPOOL_IN_MEMORY, prefix="ppo-s3-"
-        )
-
-    def write(self, data: bytes) -> int:
-        if self._done:
-            raise PermanentError(f"{self._remote.label}: write {self.final_path!r}: closed")
-        written = self._spool.write(data)
-        self._size += written
-        return written
-
-    def commit(self) -> None:
-        """Upload the spooled bytes to the final key (atomic by S3 semantics)."""
-        if self._done:
-            return
-        try:
-            self._spool.seek(0)
-            self._remote._upload(
-                self._key, self.final_path, self._spool, self._size, exclusive=self._exclusive
-            )
-        finally:
-            self._done = True
-            self._spool.close()
-
-    def abort(self) -> None:
-        """Drop the spooled bytes; nothing was sent, the final key is untouched."""
-        if not self._done:
-            self._done = True
-            self._spool.close()
 
 
 class S3Remote(RemoteBase):
@@ -374,7 +133,7 @@ class S3Remote(RemoteBase):
             err = translate_error(exc, self._label, f"{what} {path!r}")
             if err is None:
                 raise
-            raise err from _chain(exc, err)
+            raise err from chain_for(exc, err)
 
     def _key(self, path: str) -> str:
         """The object key for POSIX *path* (no leading slash, below the prefix)."""
@@ -416,7 +175,7 @@ class S3Remote(RemoteBase):
             return answer
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in _NOT_FOUND:
+            if code in NOT_FOUND_CODES:
                 return None
             raise
 
@@ -435,7 +194,7 @@ class S3Remote(RemoteBase):
                 try:
                     self._client.head_bucket(Bucket=self.bucket)
                 except ClientError as exc:  # a HEAD's 404 has no body to name the bucket
-                    if str(exc.response.get("Error", {}).get("Code", "")) in _NOT_FOUND:
+                    if str(exc.response.get("Error", {}).get("Code", "")) in NOT_FOUND_CODES:
                         raise RemotePathError(
                             f"{self._label}: stat {path!r}: no such bucket"
                         ) from exc
