@@ -30,7 +30,7 @@ from prefect.client.schemas.objects import FlowRun
 from typer.testing import CliRunner
 
 import flows.escalation as escalation_module
-from deployments.cli import app
+from cli.main import app
 from flows.escalation import escalation
 from ppo_dr.channels import read_outbox
 from ppo_dr.store import Store

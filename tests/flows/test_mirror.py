@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,13 +39,13 @@ from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.store import Store
 from tasks.mirror import HEARTBEAT_EVENT, ensure_mirror_limits
+from tests.cli.entry import PPO_DR
 from tests.prefect_fixtures import isolated_env
 
 pytestmark = pytest.mark.timeout(240)
 
 ROOT = Path(__file__).resolve().parents[2]
 HOUR = r"\d{4}-\d{2}-\d{2}T\d{2}"
-PPO_DR = [sys.executable, "-m", "deployments.cli"]
 
 
 # --------------------------------------------------------------------------- helpers

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ppo_dr.cli import app
+from cli.main import app
 from ppo_dr.inventory import check_fleet_text
+from tests.cli.entry import PPO_DR
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
 runner = CliRunner()
 
@@ -124,20 +124,12 @@ def test_check_not_a_mapping(tmp_path: Path) -> None:
     assert "[rule: document shape]" in result.stderr
 
 
-# ----------------------------------------------------------------------------- the real command
+# ------------------------------------------------------- the real command (declared entry point)
 
 
-def ppo_dr_command() -> Path:
-    command = Path(sys.executable).with_name("ppo-dr")
-    if not command.exists():
-        command = ROOT / ".venv" / "bin" / "ppo-dr"
-    assert command.exists(), "the ppo-dr console script is not installed in the venv"
-    return command
-
-
-def test_installed_command_checks_the_example() -> None:
+def test_the_command_checks_the_example() -> None:
     done = subprocess.run(
-        [str(ppo_dr_command()), "inventory", "check", str(EXAMPLE)],
+        [*PPO_DR, "inventory", "check", str(EXAMPLE)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -149,7 +141,7 @@ def test_installed_command_checks_the_example() -> None:
 
 
 @pytest.mark.parametrize("kind", ["bad", "missing", "latin1"])
-def test_installed_command_fails_cleanly(tmp_path: Path, kind: str) -> None:
+def test_the_command_fails_cleanly(tmp_path: Path, kind: str) -> None:
     if kind == "bad":
         path = bad_fleet(tmp_path)
     elif kind == "missing":
@@ -158,7 +150,7 @@ def test_installed_command_fails_cleanly(tmp_path: Path, kind: str) -> None:
         path = tmp_path / "latin1.yaml"
         path.write_bytes("name: caf\xe9\n".encode("latin-1"))
     done = subprocess.run(
-        [str(ppo_dr_command()), "inventory", "check", str(path)],
+        [*PPO_DR, "inventory", "check", str(path)],
         capture_output=True,
         text=True,
         timeout=120,
