@@ -88,23 +88,17 @@ def test_check_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_check_missing_file(tmp_path: Path) -> None:
-    path = tmp_path / "nowhere.yaml"
+@pytest.mark.parametrize(
+    ("kind", "why"), [("missing", "No such file or directory"), ("latin1", "utf-8")]
+)
+def test_check_a_file_that_cannot_be_read(tmp_path: Path, kind: str, why: str) -> None:
+    path = tmp_path / f"{kind}.yaml"
+    if kind == "latin1":
+        path.write_bytes("name: Société Générale\n".encode("latin-1"))
     result = runner.invoke(app, ["inventory", "check", str(path)])
     assert result.exit_code == 2
     assert str(path) in result.stderr
-    assert "No such file or directory" in result.stderr
-    assert "[rule: readable file]" in result.stderr
-    assert "Traceback" not in result.output
-
-
-def test_check_file_that_is_not_utf8(tmp_path: Path) -> None:
-    path = tmp_path / "latin1.yaml"
-    path.write_bytes("name: Société Générale\n".encode("latin-1"))
-    result = runner.invoke(app, ["inventory", "check", str(path)])
-    assert result.exit_code == 2
-    assert str(path) in result.stderr
-    assert "utf-8" in result.stderr
+    assert why in result.stderr
     assert "[rule: readable file]" in result.stderr
     assert "Traceback" not in result.output
 
