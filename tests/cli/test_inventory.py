@@ -121,14 +121,19 @@ def test_check_not_a_mapping(tmp_path: Path) -> None:
 # ------------------------------------------------------- the real command (declared entry point)
 
 
-def test_the_command_checks_the_example() -> None:
-    done = subprocess.run(
-        [*PPO_DR, "inventory", "check", str(EXAMPLE)],
+def check_in_subprocess(path: Path) -> subprocess.CompletedProcess[str]:
+    """``ppo-dr inventory check PATH`` run as the console script runs it."""
+    return subprocess.run(
+        [*PPO_DR, "inventory", "check", str(path)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_the_command_checks_the_example() -> None:
+    done = check_in_subprocess(EXAMPLE)
     assert done.returncode == 0, done.stderr
     assert "on-site mirror-jhb1-1" in done.stdout
     assert f"{EXAMPLE}: OK" in done.stdout
@@ -143,13 +148,7 @@ def test_the_command_fails_cleanly(tmp_path: Path, kind: str) -> None:
     else:
         path = tmp_path / "latin1.yaml"
         path.write_bytes("name: caf\xe9\n".encode("latin-1"))
-    done = subprocess.run(
-        [*PPO_DR, "inventory", "check", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = check_in_subprocess(path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr + done.stdout
     assert str(path) in done.stderr
