@@ -1,9 +1,8 @@
 """Tasks of the escalation runbook: thin wrappers over :mod:`ppo_dr.escalation`,
 :mod:`ppo_dr.notify` and the store.
 
-The helpers without ``@task`` (:func:`incident_view`, :func:`record_ack`) are shared
-with ``ppo-dr incident ack`` (:mod:`deployments.incident_cli`), so an ack typed in a
-terminal and one given in the Prefect UI are recorded the same way.
+An ack given in the Prefect UI is recorded by :func:`record_ack_task` through
+:func:`ppo_dr.incident_acks.record_ack`, the rule ``ppo-dr incident ack`` uses too.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from ppo_dr.escalation import (
     contacts_of,
     failover_view,
 )
+from ppo_dr.incident_acks import acknowledgements, record_ack
 from ppo_dr.inventory import Fleet
 from ppo_dr.notify import address_for, deliver, give_up, record_intent, retry_delay
 from ppo_dr.reports import report_for_incident, report_markdown
@@ -40,8 +40,6 @@ from tasks.runs import top_level_run
 #: escalation runs of one incident): a third party leaves it alone. An older pending
 #: notice is a send that died half-way, and is sent again.
 IN_FLIGHT_S = 60.0
-#: Timeline kind of every acknowledgement (the store's own, and re-acks after a re-trigger).
-ACK_KIND = "acknowledged"
 #: The failover runbook's deployment (``flows/failover.py``), served by ``ppo-dr serve``.
 FAILOVER_DEPLOYMENT = "failover/failover"
 
@@ -52,11 +50,6 @@ def failover_key(incident_id: int) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def acknowledgements(store: Store, incident_id: int) -> list[datetime]:
-    """Every acknowledgement time of the incident, oldest first (from its timeline)."""
-    return [e.at for e in store.timeline(incident_id) if e.kind == ACK_KIND]
 
 
 def incident_view(store: Store, fleet: Fleet, incident_id: int) -> tuple[Incident, IncidentView]:
@@ -72,40 +65,6 @@ def incident_view(store: Store, fleet: Fleet, incident_id: int) -> tuple[Inciden
         acknowledgements=acknowledgements(store, incident_id),
     )
     return incident, view
-
-
-def record_ack(
-    store: Store,
-    incident_id: int,
-    by: str,
-    note: str = "",
-    *,
-    flow_run_id: str | None = None,
-    since: datetime | None = None,
-) -> bool:
-    """Record an acknowledgement unless one was recorded at or after *since*.
-
-    The first ack goes through ``store.acknowledge``; a later one (paging re-triggered
-    after ``ack_timeout``) is a timeline entry of the same kind, which the decision
-    reads as a new acknowledgement. Returns True if this call recorded it.
-    """
-    incident = store.incident(incident_id)
-    if incident is None:
-        raise PermanentError(f"no incident with id {incident_id}")
-    if since is not None and any(t >= since for t in acknowledgements(store, incident_id)):
-        return False
-    if incident.acknowledged_at is None:
-        store.acknowledge(incident_id, by, note, flow_run_id)
-    else:
-        message = f"acknowledged again by {by}" + (f": {note}" if note else "")
-        store.add_timeline(
-            incident_id,
-            ACK_KIND,
-            message,
-            flow_run_id=flow_run_id,
-            data={"by": by, "note": note},
-        )
-    return True
 
 
 # --------------------------------------------------------------------------- tasks

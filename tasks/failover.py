@@ -102,7 +102,7 @@ def observe_reachability(fleet: Fleet) -> dict[str, str]:
 @task(name="plan-failover", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
 def make_plan(fleet_file: Path, scope: Scope, target: Target, mode: str, down: list[str]) -> Plan:
     """Plan from the fleet, the store's placements and catalogue, and what is down."""
-    from ppo_dr.failover.cli import fleet_state
+    from ppo_dr.failover.fleet_state import fleet_state
     from ppo_dr.failover.plan import plan_failover
 
     state = fleet_state(fleet_file, tuple(down), datetime.now(UTC))

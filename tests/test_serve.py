@@ -16,7 +16,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from typing import IO
 import pytest
 
 from deployments.serve import api_is_healthy, free_port
+from tests.cli.entry import PPO_DR
 from tests.prefect_fixtures import isolated_env, using_api
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +44,6 @@ SERVED = [
 STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
 #: The heartbeat automation serve creates for the example fleet (ppo-prod).
 AUTOMATION = "ppo-dr probe heartbeat: ppo-prod"
-_SCRIPT = Path(sys.executable).with_name("ppo-dr")
-PPO_DR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "deployments.cli"]
 
 # Every test here starts (or needs) a real Prefect server: slow, so `-m "not prefect"` skips.
 pytestmark = pytest.mark.prefect

@@ -151,7 +151,7 @@ def start_serve(demo: OutageDemo) -> None:
     demo.serve_log.parent.mkdir(parents=True, exist_ok=True)
     with demo.serve_log.open("wb") as log:
         demo.serve = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "serve", "--fleet", str(demo.lab.fleet_file)],
+            [sys.executable, "-m", "cli.main", "serve", "--fleet", str(demo.lab.fleet_file)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -203,7 +203,7 @@ def ppo(demo: OutageDemo, *args: str) -> str:
     env |= {"PPO_DR_HOME": str(demo.home), "PPO_DR_FLEET": str(demo.lab.fleet_file)}
     print(f"   $ ppo-dr {' '.join(_quote(a) for a in args)}")
     done = subprocess.run(
-        [sys.executable, "-m", "deployments.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -28,7 +28,7 @@ from prefect.client.schemas.objects import FlowRun
 from typer.testing import CliRunner
 
 import flows.escalation as escalation_module
-from deployments.cli import app
+from cli.main import app
 from tests.flows.escalation_env import EscalationEnv, escalation_env, example_fleet, wait_for
 
 pytestmark = pytest.mark.timeout(120)

@@ -406,7 +406,7 @@ def test_power_loss_escalates_to_an_approved_failover_and_a_report_with_rto(
 ) -> None:
     from typer.testing import CliRunner
 
-    from deployments.cli import app
+    from cli.main import app
 
     lab, env = lab_env
     # The escalation starts the failover run; a worker (this test) runs it.

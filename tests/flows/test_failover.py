@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from flows.failover import failover, migrate
-from ppo_dr.failover.cli import fleet_state
+from ppo_dr.failover.fleet_state import fleet_state
 from ppo_dr.failover.plan import Plan, Scope, Target, plan_failover
 from ppo_dr.failover.steps import JOURNAL, switch_reason
 from ppo_dr.fleet_access import client_ids_on, client_path
@@ -319,7 +319,7 @@ def test_a_run_waits_for_approval_from_the_terminal(
 ) -> None:
     from typer.testing import CliRunner
 
-    from deployments.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_api)  # for the CLI
     client = clients_on(own_lab, "app-jhb1-2")[0]
@@ -536,7 +536,7 @@ def test_failover_run_refuses_bad_input_before_reaching_any_api(
 ) -> None:
     from typer.testing import CliRunner
 
-    from deployments.cli import app
+    from cli.main import app
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))

@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.store import Store
 from tasks.mirror import HEARTBEAT_EVENT, ensure_mirror_limits
+from tests.cli.entry import PPO_DR
 from tests.flows.runs import artifacts_of, eventually, flow_run_id, task_runs_of
 from tests.prefect_fixtures import isolated_env
 
@@ -44,7 +44,6 @@ pytestmark = pytest.mark.timeout(240)
 
 ROOT = Path(__file__).resolve().parents[2]
 STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z-[0-9a-f]{8}"  # start to the second, short id
-PPO_DR = [sys.executable, "-m", "deployments.cli"]
 
 
 # --------------------------------------------------------------------------- helpers

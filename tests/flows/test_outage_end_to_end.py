@@ -43,12 +43,11 @@ from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.probe.runner import ESCALATION_STARTED
 from ppo_dr.store import Store
+from tests.cli.entry import PPO_DR
 from tests.prefect_fixtures import isolated_env, using_api
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.lab, pytest.mark.prefect]
 
-_SCRIPT = Path(sys.executable).with_name("ppo-dr")
-PPO_DR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "deployments.cli"]
 
 #: Seconds, so the whole story fits in about a minute after the outage is declared.
 #: Level 1's deadline leaves room for the served run to start on a loaded machine,

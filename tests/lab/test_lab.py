@@ -16,10 +16,11 @@ import paramiko
 import pytest
 from typer.testing import CliRunner
 
+from cli.lab import lab_app
 from ppo_dr.errors import LabError
 from ppo_dr.inventory import load_fleet
-from ppo_dr.lab.cli import lab_app
 from ppo_dr.lab.supervisor import ComponentStatus, Lab
+from tests.cli.entry import PPO_DR
 
 pytestmark = pytest.mark.lab
 
@@ -306,7 +307,7 @@ def test_down_stops_every_process_and_is_idempotent(tmp_path: Path) -> None:
 def test_down_after_up_was_killed_leaves_no_process(tmp_path: Path) -> None:
     directory = tmp_path / "lab"
     up = subprocess.Popen(
-        [sys.executable, "-m", "ppo_dr.lab.cli", "up", "--dir", str(directory),
+        [*PPO_DR, "lab", "up", "--dir", str(directory),
          "--clients", "2", "--size", "2", "--fast"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,

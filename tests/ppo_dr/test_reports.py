@@ -301,7 +301,7 @@ def test_incident_show_and_report_cli_give_the_failover_per_client(
 ) -> None:
     from typer.testing import CliRunner
 
-    from ppo_dr.incident_cli import incident_app
+    from cli.incident import incident_app
 
     store, incident_id = failed_over_store(tmp_path)
     store.close()

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ppo_dr.cli import app
+from cli.main import app
 from ppo_dr.fleet_access import FleetAccess, S3Connector, mirror_plan
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab

@@ -1,7 +1,6 @@
 """``ppo-dr lab``: bring the embedded lab fleet up, look at it, break it, heal it, stop it.
 
-Mounted by :mod:`ppo_dr.cli` as ``ppo-dr lab``; also runnable alone as
-``python -m ppo_dr.lab.cli``. Errors are one line on stderr and exit code 2.
+Errors are one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,18 +12,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli.support import reports_errors
 from ppo_dr import config
-from ppo_dr.cli_support import reports_errors
 
 if TYPE_CHECKING:
     from ppo_dr.lab.supervisor import ComponentStatus, Lab
 
 lab_app = typer.Typer(
-    name="lab",
     help="The embedded lab fleet on 127.0.0.1: up, status, break, heal, down.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 
@@ -152,7 +148,3 @@ def down(directory: DirOption = None) -> None:
         typer.echo(f"stopped {len(stopped)}: {', '.join(stopped)}")
     else:
         typer.echo(f"lab {lab.directory}: nothing running")
-
-
-if __name__ == "__main__":
-    lab_app()

@@ -24,20 +24,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli.support import FleetOption, reports_errors
 from ppo_dr import config
-from ppo_dr.cli_support import FleetOption, reports_errors
 from ppo_dr.errors import DRError, PermanentError, UnsafeInputError
-from ppo_dr.fleet_access import (
-    FleetAccess,
-    client_ids_on,
-    home_server,
-    homes,
-    mirror_plan,
-)
 from ppo_dr.ids import check_id, is_valid_id
-from ppo_dr.mirror.fleet_targets import mirror_targets
 
 if TYPE_CHECKING:
+    from ppo_dr.fleet_access import FleetAccess
     from ppo_dr.inventory import Fleet
     from ppo_dr.mirror.api import MirrorTarget
     from ppo_dr.mirror.runbook import ServerSnapshot
@@ -76,6 +69,8 @@ def _placements(fleet: Fleet) -> dict[str, str]:
 
 def _client_server(fleet: Fleet, client_id: str, placements: dict[str, str]) -> str:
     """The server *client_id* lives on now (placements, else fleet.yaml)."""
+    from ppo_dr.fleet_access import homes
+
     cid = check_id(client_id, "client id")
     where = homes(fleet, placements)
     if cid not in where:
@@ -88,6 +83,8 @@ def _servers_for(
 ) -> list[str]:
     """Homes to act on: *server*, else those of *clients*, else every app server and
     every spare the placements made a home (what the hourly mirror covers)."""
+    from ppo_dr.fleet_access import home_server, homes
+
     if server is not None:
         return [home_server(fleet, server, placements).id]
     if clients:
@@ -115,6 +112,9 @@ def _targets(
     access: FleetAccess, servers: list[str], mirror: str | None, placements: dict[str, str]
 ) -> Iterator[tuple[str, MirrorTarget]]:
     """(home, target) for each reachable mirror; unreachable ones are reported."""
+    from ppo_dr.fleet_access import mirror_plan
+    from ppo_dr.mirror.fleet_targets import mirror_targets
+
     for server in servers:
         mirrors = [m.id for m, _ in mirror_plan(access.fleet, server, placements)]
         if mirror is not None:
@@ -182,6 +182,7 @@ def run_command(
     fleet: FleetOption = None,
 ) -> None:
     """Snapshot clients to their mirrors now, record and verify (what a scheduled run does)."""
+    from ppo_dr.fleet_access import FleetAccess, client_ids_on
     from ppo_dr.mirror.runbook import (
         record_in_catalogue,
         snapshot_app_server,
@@ -232,6 +233,7 @@ def ls_command(
     fleet: FleetOption = None,
 ) -> None:
     """List the snapshots the mirrors hold (read from the mirrors themselves)."""
+    from ppo_dr.fleet_access import FleetAccess
     from ppo_dr.mirror.api import list_snapshots
     from ppo_dr.mirror.runbook import human_bytes, store_url
     from ppo_dr.store import Store
@@ -289,6 +291,7 @@ def verify_command(
     fleet: FleetOption = None,
 ) -> None:
     """Check the repositories (structure and index; --read-data re-hashes the data)."""
+    from ppo_dr.fleet_access import FleetAccess
     from ppo_dr.mirror.api import verify
     from ppo_dr.mirror.runbook import human_bytes, store_url
     from ppo_dr.store import Store
@@ -369,6 +372,8 @@ def restore_command(
     fleet: FleetOption = None,
 ) -> None:
     """Restore CLIENT's snapshot to a server or a local directory, from its mirrors."""
+    from ppo_dr.fleet_access import FleetAccess
+    from ppo_dr.mirror.fleet_targets import mirror_targets
     from ppo_dr.mirror.api import restore
     from ppo_dr.mirror.runbook import human_bytes, store_url
     from ppo_dr.transport import LocalRemote, Remote
@@ -467,6 +472,7 @@ def prune_command(
 ) -> None:
     """Delete snapshots beyond the retention policy (the fleet's mirror policy unless
     given here) and the data only they used."""
+    from ppo_dr.fleet_access import FleetAccess
     from ppo_dr.mirror.api import prune
     from ppo_dr.mirror.runbook import human_bytes
 

@@ -1,31 +1,38 @@
-"""``ppo-dr incident ...``: read, annotate, resolve and report incidents (no Prefect).
+"""``ppo-dr incident ...``: list, show, acknowledge, resolve, annotate and report incidents.
 
-``ack`` needs the Prefect API (it resumes the paused escalation run), so it is added
-to :data:`incident_app` by :mod:`deployments.incident_cli`. ``resolve`` only writes
-the store: the escalation run sees it at its next wake-up (at most 30 s) and sends
-the resolved notices.
+Everything but ``ack`` reads or writes only the state store. ``ack`` writes the store
+first, so it counts even when Prefect cannot be reached: the escalation run reads the
+store at its next wake-up (at most ``flows.escalation.RECHECK_S``). Then every paused
+run tagged ``incident:<id>`` is resumed with the typed input
+(:class:`flows.escalation.Ack`), so paging stops at once; the API is found as
+:func:`deployments.prefect_api.api_url` says, and Prefect is imported only then.
+``resolve`` only writes the store: the escalation run sees it at its next wake-up and
+sends the resolved notices.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli.support import FleetOption, open_store, reports_errors
 from ppo_dr import config
-from ppo_dr.cli_support import FleetOption, reports_errors
 from ppo_dr.errors import PermanentError
 
 if TYPE_CHECKING:
     from ppo_dr.inventory import Fleet
-    from ppo_dr.store import Store
 
 incident_app = typer.Typer(
     help="Incidents: list, show, acknowledge, resolve, annotate, report.", no_args_is_help=True
 )
 
 IdArgument = Annotated[int, typer.Argument(min=1, help="The incident id (see `incident ls`).")]
+
+#: How long ``ack`` waits for a run that is between two pauses to pause again.
+PAUSE_WAIT_S = 6.0
 
 
 def _fleet(fleet_file: Path | None) -> Fleet | None:
@@ -34,14 +41,6 @@ def _fleet(fleet_file: Path | None) -> Fleet | None:
 
     path = fleet_file or config.fleet_file()
     return load_fleet(path) if path.exists() else None
-
-
-def open_store(fleet_file: Path | None) -> Store:
-    """The state store the escalation flow uses (``$PPO_DR_DB_URL``, the fleet's, default)."""
-    from ppo_dr.cli import store_url_for
-    from ppo_dr.store import Store
-
-    return Store.open(store_url_for(fleet_file))
 
 
 def _when(value: object) -> str:
@@ -132,6 +131,51 @@ def incident_show(incident_id: IdArgument, fleet: FleetOption = None) -> None:
             f"  {_when(n.created_at)}  {n.status:<7} {n.channel:<5} {n.step:<18} "
             f"{n.recipient}  {detail}"
         )
+
+
+def resume_escalation(incident_id: int, run_input: dict[str, Any]) -> list[tuple[str, str]]:
+    """Resume every paused escalation run of the incident with *run_input*.
+
+    Returns ``(run name, outcome)`` pairs; a run between two pauses is waited for
+    up to :data:`PAUSE_WAIT_S`. No run found: an empty list.
+    """
+    from deployments.prefect_api import resume_paused
+
+    return resume_paused(f"incident:{incident_id}", run_input, wait_s=PAUSE_WAIT_S, every_run=True)
+
+
+@incident_app.command("ack")
+@reports_errors
+def incident_ack(
+    incident_id: IdArgument,
+    by: Annotated[str, typer.Option("--by", help="Who takes the incident.")],
+    note: Annotated[str, typer.Option("--note", help="What you are doing about it.")] = "",
+    fleet: FleetOption = None,
+) -> None:
+    """Acknowledge: record it, and resume the paused escalation run (paging stops)."""
+    from deployments.prefect_api import api_url, use_api
+    from ppo_dr.incident_acks import record_ack
+
+    with open_store(fleet) as store:
+        recorded = record_ack(store, incident_id, by, note, since=datetime.now(UTC))
+    typer.echo(f"incident {incident_id} acknowledged by {by}" + ("" if recorded else " (already)"))
+    url = api_url()
+    if url is None:
+        typer.echo("no Prefect API known: the escalation run will see the ack at its next wake-up")
+        return
+    try:
+        with use_api(url):
+            outcomes = resume_escalation(incident_id, {"by": by, "note": note})
+    except Exception as exc:  # the ack is recorded; the run will see it anyway
+        typer.echo(
+            f"could not reach the Prefect API ({type(exc).__name__}); the escalation run "
+            "will see the ack at its next wake-up"
+        )
+        return
+    if not outcomes:
+        typer.echo("no paused escalation run: it will see the ack at its next wake-up")
+    for name, outcome in outcomes:
+        typer.echo(f"escalation run {name}: resume {outcome}")
 
 
 @incident_app.command("resolve")

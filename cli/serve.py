@@ -1,9 +1,7 @@
-"""The ``ppo-dr`` console entry point: domain commands plus the orchestration ones.
+"""``ppo-dr serve``: serve every runbook on its schedule from one process.
 
-:mod:`ppo_dr.cli` holds every command that works without Prefect; this module adds
-the commands that talk to a Prefect API (``serve``), so the domain package never
-imports Prefect and ``ppo-dr --help`` still lists everything in one place. Prefect
-is imported only when such a command runs, so the other commands stay quick.
+The work is :func:`deployments.serve.run_serve`; this module is only its command
+line, and imports it (and with it Prefect) when the command runs.
 """
 
 from __future__ import annotations
@@ -13,13 +11,9 @@ from typing import Annotated
 
 import typer
 
-import deployments.failover_cli  # adds `failover run|approve`
-import deployments.incident_cli  # noqa: F401  (adds `incident ack`)
-from ppo_dr.cli import app
-from ppo_dr.cli_support import FleetOption, reports_errors
+from cli.support import FleetOption, reports_errors
 
 
-@app.command("serve")
 @reports_errors
 def serve_command(
     port: Annotated[
@@ -54,12 +48,3 @@ def serve_command(
     code = run_serve(port=port, fleet=Path(fleet) if fleet else None, check=check, echo=typer.echo)
     if code:
         raise typer.Exit(code)
-
-
-def main() -> None:
-    """Run the ``ppo-dr`` command."""
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from ppo_dr.cli import app
+from cli.main import app
 from ppo_dr.failover.plan_json import Plan
 from ppo_dr.store import Store
 from tests.ppo_dr.failover.fleets import lab_like_data

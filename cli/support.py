@@ -1,4 +1,5 @@
-"""What every ``ppo-dr`` sub-command shares: the error contract and common options.
+"""What every ``ppo-dr`` command group shares: the error contract, common options and
+where the state store is.
 
 An operator at 3 a.m. never sees a traceback for something we anticipated: our own
 errors (:class:`~ppo_dr.errors.DRError`) become one line on stderr and exit code 2.
@@ -7,13 +8,18 @@ errors (:class:`~ppo_dr.errors.DRError`) become one line on stderr and exit code
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 
+from ppo_dr import config
 from ppo_dr.errors import DRError
+
+if TYPE_CHECKING:
+    from ppo_dr.store import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,3 +47,25 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise fail(f"error: {exc}") from None
 
     return wrapper
+
+
+def store_url_for(fleet_file: Path | None) -> str:
+    """The store URL: $PPO_DR_DB_URL, else the fleet's store.url, else the default.
+
+    With $PPO_DR_DB_URL set the fleet file is not read, so a store command still works
+    while the fleet file is being fixed.
+    """
+    from ppo_dr.inventory import load_fleet
+    from ppo_dr.mirror.runbook import store_url
+
+    if os.environ.get("PPO_DR_DB_URL"):
+        return os.environ["PPO_DR_DB_URL"]
+    path = fleet_file or config.fleet_file()
+    return store_url(load_fleet(path) if path.exists() else None)
+
+
+def open_store(fleet_file: Path | None) -> Store:
+    """The state store the runbooks use (``$PPO_DR_DB_URL``, the fleet's, the default)."""
+    from ppo_dr.store import Store
+
+    return Store.open(store_url_for(fleet_file))

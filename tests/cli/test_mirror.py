@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ppo_dr.cli import app
+from cli.main import app
 from ppo_dr.fleet_access import client_path, mirror_plan
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab

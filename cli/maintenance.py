@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from ppo_dr.cli_support import FleetOption, fail, reports_errors
+from cli.support import FleetOption, fail, open_store, reports_errors
 from ppo_dr.errors import PermanentError
 
 maintenance_app = typer.Typer(
@@ -36,12 +36,6 @@ def parse_for(text: str) -> timedelta:
     if seconds <= 0:
         raise PermanentError("--for must be longer than 0")
     return timedelta(seconds=seconds)
-
-
-def _store_url(fleet_file: Path | None) -> str:
-    from ppo_dr.cli import store_url_for
-
-    return store_url_for(fleet_file)
 
 
 def _check_known(fleet_file: Path | None, kind: str, scope_id: str) -> None:
@@ -77,8 +71,6 @@ def maintenance_start(
     fleet: FleetOption = None,
 ) -> None:
     """Open a window on exactly one of --server, --dc or --client; print its id."""
-    from ppo_dr.store import Store
-
     given = [(k, v) for k, v in (("server", server), ("dc", dc), ("client", client)) if v]
     if len(given) != 1:
         raise fail("error: give exactly one of --server, --dc or --client")
@@ -87,7 +79,7 @@ def maintenance_start(
     _check_known(fleet, kind, scope_id)
     now = datetime.now(UTC)
     ends = now + parse_for(for_) if for_ else None
-    with Store(_store_url(fleet)) as store:
+    with open_store(fleet) as store:
         window = store.start_maintenance(
             kind, scope_id, reason=reason, created_by=by, starts_at=now, ends_at=ends
         )
@@ -102,9 +94,7 @@ def maintenance_end(
     fleet: FleetOption = None,
 ) -> None:
     """End window ID now (paging resumes for its scope)."""
-    from ppo_dr.store import Store
-
-    with Store(_store_url(fleet)) as store:
+    with open_store(fleet) as store:
         window = store.end_maintenance(window_id)
     typer.echo(
         f"maintenance window {window.id} ({window.scope_kind} {window.scope_id}) "
@@ -116,9 +106,7 @@ def maintenance_end(
 @reports_errors
 def maintenance_ls(fleet: FleetOption = None) -> None:
     """The windows in force now."""
-    from ppo_dr.store import Store
-
-    with Store(_store_url(fleet)) as store:
+    with open_store(fleet) as store:
         windows = store.active_maintenance()
     if not windows:
         typer.echo("no maintenance window in force")

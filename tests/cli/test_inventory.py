@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ppo_dr.cli import app
+from cli.main import app
 from ppo_dr.inventory import check_fleet_text
+from tests.cli.entry import PPO_DR
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
 runner = CliRunner()
 
@@ -110,32 +110,59 @@ def test_a_file_that_is_no_fleet_exits_2_naming_the_rule(
     assert "Traceback" not in result.output
 
 
-# ----------------------------------------------------------------------------- the real command
+@pytest.mark.parametrize(
+    ("kind", "why"), [("missing", "No such file or directory"), ("latin1", "utf-8")]
+)
+def test_check_a_file_that_cannot_be_read(tmp_path: Path, kind: str, why: str) -> None:
+    path = tmp_path / f"{kind}.yaml"
+    if kind == "latin1":
+        path.write_bytes("name: Société Générale\n".encode("latin-1"))
+    result = runner.invoke(app, ["inventory", "check", str(path)])
+    assert result.exit_code == 2
+    assert str(path) in result.stderr
+    assert why in result.stderr
+    assert "[rule: readable file]" in result.stderr
+    assert "Traceback" not in result.output
 
 
-def ppo_dr_command() -> Path:
-    command = Path(sys.executable).with_name("ppo-dr")
-    if not command.exists():
-        command = ROOT / ".venv" / "bin" / "ppo-dr"
-    assert command.exists(), "the ppo-dr console script is not installed in the venv"
-    return command
+def test_check_a_directory(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["inventory", "check", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "[rule: readable file]" in result.stderr
+    assert "Traceback" not in result.output
 
 
-def installed_check(path: Path) -> subprocess.CompletedProcess[str]:
-    """``ppo-dr inventory check PATH`` run as an operator would, in its own process."""
-    command = [str(ppo_dr_command()), "inventory", "check", str(path)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+def test_check_not_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n", encoding="utf-8")
+    result = runner.invoke(app, ["inventory", "check", str(path)])
+    assert result.exit_code == 2
+    assert "[rule: document shape]" in result.stderr
 
 
-def test_installed_command_checks_the_example() -> None:
-    done = installed_check(EXAMPLE)
+# ------------------------------------------------------- the real command (declared entry point)
+
+
+def check_in_subprocess(path: Path) -> subprocess.CompletedProcess[str]:
+    """``ppo-dr inventory check PATH`` run as the console script runs it."""
+    return subprocess.run(
+        [*PPO_DR, "inventory", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_command_checks_the_example() -> None:
+    done = check_in_subprocess(EXAMPLE)
     assert done.returncode == 0, done.stderr
     assert "on-site mirror-jhb1-1" in done.stdout
     assert f"{EXAMPLE}: OK" in done.stdout
 
 
 @pytest.mark.parametrize("kind", ["bad", "missing", "latin1"])
-def test_installed_command_fails_cleanly(tmp_path: Path, kind: str) -> None:
+def test_the_command_fails_cleanly(tmp_path: Path, kind: str) -> None:
     if kind == "bad":
         path = bad_fleet(tmp_path)
     elif kind == "missing":
@@ -143,7 +170,7 @@ def test_installed_command_fails_cleanly(tmp_path: Path, kind: str) -> None:
     else:
         path = tmp_path / "latin1.yaml"
         path.write_bytes("name: caf\xe9\n".encode("latin-1"))
-    done = installed_check(path)
+    done = check_in_subprocess(path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr + done.stdout
     assert str(path) in done.stderr

@@ -1,0 +1,242 @@
+"""``ppo-dr failover ...``: plan a failover or planned migration, start it, approve it.
+
+``plan`` reads the fleet file, the placements and the snapshot catalogue from the state
+store, runs the pure planner and prints the plan; ``-o`` writes it as JSON, which is
+what gets approved and run. ``run`` starts a run of the served ``failover/failover``
+deployment (``ppo-dr serve``) and returns at once; the run then pauses for approval
+unless ``--approve`` is given or the policy says ``auto_failover``. ``approve`` resumes
+every paused failover run of a plan (tag ``plan:<id>``) with the typed input the UI
+form shows (:class:`flows.failover.Approval`). Only ``run`` and ``approve`` need the
+Prefect API, and import Prefect only when they run.
+
+Exit codes: 0 a plan that moves every client of the scope; 2 the plan refuses some
+client (printed, with the reason to escalate), or the request is wrong (one line).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cli.support import FleetOption, fail, reports_errors
+from ppo_dr.errors import PermanentError
+
+if TYPE_CHECKING:
+    from ppo_dr.failover.plan import Mode, Plan
+
+failover_app = typer.Typer(
+    help="Failover and planned migration: plan (then approve and run).", no_args_is_help=True
+)
+
+#: The deployment ``ppo-dr serve`` registers for the failover flow.
+DEPLOYMENT = "failover/failover"
+#: How long ``approve`` waits for a run that has not paused yet (it is still planning).
+PAUSE_WAIT_S = 10.0
+
+
+def _ids(value: str | None, what: str) -> tuple[str, ...]:
+    """A comma-separated list of ids ('a,b'); each is checked by the planner."""
+    if value is None:
+        return ()
+    ids = tuple(part.strip() for part in value.split(","))
+    if not all(ids):
+        raise PermanentError(f"{what} {value!r}: empty item in the comma-separated list")
+    return ids
+
+
+def write_plan(plan: Plan, path: Path) -> None:
+    """Write the plan's JSON to *path* atomically (a reader never sees half a plan)."""
+    path = Path(path)
+    if path.is_dir():
+        raise PermanentError(f"cannot write the plan to {path}: it is a directory")
+    directory = path.parent if str(path.parent) else Path()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    except OSError as exc:
+        raise PermanentError(f"cannot write the plan to {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(plan.to_json())
+        Path(tmp).replace(path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise PermanentError(f"cannot write the plan to {path}: {exc.strerror}") from None
+
+
+@failover_app.command("plan")
+@reports_errors
+def failover_plan(
+    clients: Annotated[
+        str | None, typer.Option("--clients", "-c", help="Clients to move: a,b,c.")
+    ] = None,
+    server: Annotated[
+        str | None, typer.Option("--server", "-s", help="Move every client on this server.")
+    ] = None,
+    dc: Annotated[
+        str | None, typer.Option("--dc", help="Move every client in this data centre.")
+    ] = None,
+    to_server: Annotated[
+        str | None, typer.Option("--to-server", help="Only to this server.")
+    ] = None,
+    to_dc: Annotated[
+        str | None, typer.Option("--to-dc", help="Only to servers in this data centre.")
+    ] = None,
+    to_country: Annotated[
+        str | None, typer.Option("--to-country", help="Only to this country (e.g. GB).")
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            "-m",
+            help="emergency: restore from mirrors; planned: freeze, final sync, no loss.",
+        ),
+    ] = "emergency",
+    fleet: FleetOption = None,
+    down: Annotated[
+        str | None,
+        typer.Option("--down", help="Servers to treat as lost or unreachable: s1,s2."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the plan as JSON here (for approval)."),
+    ] = None,
+) -> None:
+    """Plan moving a scope of clients; print it; exit 2 if any client is refused.
+
+    Name exactly one scope (--clients, --server or --dc) and at most one target
+    (--to-server, --to-dc or --to-country; none = automatic). Nothing is changed.
+    """
+    from ppo_dr.failover.fleet_state import fleet_state
+    from ppo_dr.failover.plan import MODES, PlanError, Scope, Target, plan_failover
+
+    if mode not in MODES:
+        raise PlanError(f"--mode {mode!r} unknown: use one of {', '.join(MODES)}")
+    named = [o for o, v in (("--clients", clients), ("--server", server), ("--dc", dc)) if v]
+    if len(named) != 1:
+        raise PlanError(
+            "name exactly one scope: --clients, --server or --dc"
+            + (f" (got {', '.join(named)})" if named else "")
+        )
+    scope = Scope(clients=_ids(clients, "--clients"), server=server, dc=dc)
+    target = Target(server=to_server, dc=to_dc, country=to_country)
+    state = fleet_state(fleet, _ids(down, "--down"), datetime.now(UTC))
+    plan = plan_failover(state, scope, target, _mode(mode))
+    typer.echo(plan.render())
+    if output is not None:
+        write_plan(plan, output)
+        typer.echo(f"\nplan written to {output}")
+    if plan.refusals:
+        raise fail(
+            f"{len(plan.refusals)} client(s) refused: see above; escalate or change the target"
+        )
+
+
+def _require_api() -> str:
+    from deployments.prefect_api import api_url
+
+    url = api_url()
+    if url is None:
+        raise PermanentError(
+            "no Prefect API known: set PREFECT_API_URL or start `ppo-dr serve` first"
+        )
+    return url
+
+
+@failover_app.command("run")
+@reports_errors
+def failover_run(
+    plan: Annotated[
+        Path | None,
+        typer.Option("--plan", "-p", help="Run this plan (from `failover plan -o`) as is."),
+    ] = None,
+    clients: Annotated[str | None, typer.Option("--clients", "-c", help="a,b,c")] = None,
+    server: Annotated[str | None, typer.Option("--server", "-s")] = None,
+    dc: Annotated[str | None, typer.Option("--dc")] = None,
+    to_server: Annotated[str | None, typer.Option("--to-server")] = None,
+    to_dc: Annotated[str | None, typer.Option("--to-dc")] = None,
+    to_country: Annotated[str | None, typer.Option("--to-country")] = None,
+    mode: Annotated[str, typer.Option("--mode", "-m", help="emergency or planned")] = "emergency",
+    incident: Annotated[int | None, typer.Option("--incident", min=1)] = None,
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Do not pause for approval: it is approved.")
+    ] = False,
+    fleet: FleetOption = None,
+) -> None:
+    """Start a failover run on the served deployment; print its name and id."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+
+    from deployments.prefect_api import use_api
+    from ppo_dr.failover.plan import MODES, Plan
+
+    if mode not in MODES:
+        raise PermanentError(f"--mode {mode!r} unknown: use one of {', '.join(MODES)}")
+    parameters: dict[str, Any] = {"mode": mode, "approve": approve}
+    if plan is not None:
+        try:
+            text = plan.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PermanentError(f"cannot read plan {plan}: {exc.strerror}") from None
+        parameters["plan_json"] = Plan.from_json(text).to_json()  # refuse a bad one here
+    else:
+        named = [v for v in (clients, server, dc) if v]
+        if len(named) != 1:
+            raise PermanentError("name exactly one scope (--clients, --server, --dc) or --plan")
+        parameters.update(
+            clients=list(_ids(clients, "--clients")) or None,
+            server=server,
+            dc=dc,
+            to_server=to_server,
+            to_dc=to_dc,
+            to_country=to_country,
+        )
+    if incident is not None:
+        parameters["incident_id"] = incident
+    if fleet is not None:
+        parameters["fleet_file"] = str(fleet)
+    with use_api(_require_api()):
+        run = run_deployment(DEPLOYMENT, parameters=parameters, timeout=0)
+    assert isinstance(run, FlowRun)  # the sync form, not a coroutine
+    typer.echo(f"failover run {run.name} started (id {run.id})")
+    if not approve:
+        typer.echo("it pauses for approval: `ppo-dr failover approve PLAN_ID --by NAME`")
+
+
+def resume_failover(plan_id: str, run_input: dict[str, Any]) -> list[tuple[str, str]]:
+    """Resume every paused failover run of *plan_id* with *run_input*: (run, outcome)."""
+    from deployments.prefect_api import resume_paused
+
+    return resume_paused(f"plan:{plan_id}", run_input, wait_s=PAUSE_WAIT_S, every_run=False)
+
+
+@failover_app.command("approve")
+@reports_errors
+def failover_approve(
+    plan_id: Annotated[str, typer.Argument(help="The plan id the paused run shows.")],
+    by: Annotated[str, typer.Option("--by", help="Who approves.")],
+    note: Annotated[str, typer.Option("--note", help="Why, or anything to add.")] = "",
+    refuse: Annotated[
+        bool, typer.Option("--refuse", help="Refuse the plan instead: the run does nothing.")
+    ] = False,
+) -> None:
+    """Approve (or --refuse) the plan a failover run is waiting on; it resumes at once."""
+    from deployments.prefect_api import use_api
+    from ppo_dr.store.failovers import check_plan_id
+
+    check_plan_id(plan_id)
+    with use_api(_require_api()):
+        outcomes = resume_failover(plan_id, {"approve": not refuse, "by": by, "note": note})
+    if not outcomes:
+        raise fail(f"no failover run is waiting for approval of plan {plan_id}")
+    for name, outcome in outcomes:
+        typer.echo(f"failover run {name}: {'refused' if refuse else 'approved'}, resume {outcome}")
+
+
+def _mode(value: str) -> Mode:
+    return "planned" if value == "planned" else "emergency"

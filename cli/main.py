@@ -1,0 +1,45 @@
+"""The ``ppo-dr`` console entry point: the root command and its groups, added here.
+
+Each group lives whole in its own module of this package. A module imports only
+typer and light ``ppo_dr`` modules at the top; every command imports what it works
+with (the store, the fleet access, Prefect) when it runs, so ``ppo-dr --help`` and
+the commands that need no Prefect stay quick.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from cli.db import db_app
+from cli.failover import failover_app
+from cli.incident import incident_app
+from cli.inventory import inventory_app
+from cli.lab import lab_app
+from cli.maintenance import maintenance_app
+from cli.mirror import mirror_app
+from cli.serve import serve_command
+
+app = typer.Typer(
+    name="ppo-dr",
+    help="Disaster-recovery runbooks for a multi-tenant SaaS fleet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(inventory_app, name="inventory")
+app.add_typer(db_app, name="db")
+app.add_typer(lab_app, name="lab")
+app.add_typer(mirror_app, name="mirror")
+app.add_typer(incident_app, name="incident")
+app.add_typer(maintenance_app, name="maintenance")
+app.add_typer(failover_app, name="failover")
+app.command("serve")(serve_command)
+
+
+def main() -> None:
+    """Run the ``ppo-dr`` command."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
