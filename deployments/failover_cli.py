@@ -16,8 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from deployments.prefect_api import api_url, resume_paused, use_api
-from ppo_dr.cli_support import FleetOption, fail, reports_errors
+from deployments.prefect_api import api_url, approve_plan, use_api
+from ppo_dr.cli_support import FleetOption, reports_errors
 from ppo_dr.errors import PermanentError
 from ppo_dr.failover.cli import _ids, failover_app
 
@@ -95,11 +95,6 @@ def failover_run(
         typer.echo("it pauses for approval: `ppo-dr failover approve PLAN_ID --by NAME`")
 
 
-def resume_failover(plan_id: str, run_input: dict[str, Any]) -> list[tuple[str, str]]:
-    """Resume every paused failover run of *plan_id* with *run_input*: (run, outcome)."""
-    return resume_paused(f"plan:{plan_id}", run_input, wait_s=PAUSE_WAIT_S, every_run=False)
-
-
 @failover_app.command("approve")
 @reports_errors
 def failover_approve(
@@ -115,8 +110,7 @@ def failover_approve(
 
     check_plan_id(plan_id)
     with use_api(_require_api()):
-        outcomes = resume_failover(plan_id, {"approve": not refuse, "by": by, "note": note})
-    if not outcomes:
-        raise fail(f"no failover run is waiting for approval of plan {plan_id}")
+        answer = {"approve": not refuse, "by": by, "note": note}
+        outcomes = approve_plan(plan_id, answer, wait_s=PAUSE_WAIT_S)
     for name, outcome in outcomes:
         typer.echo(f"failover run {name}: {'refused' if refuse else 'approved'}, resume {outcome}")

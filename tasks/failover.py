@@ -21,6 +21,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from ppo_dr.channels import build_channels
 from ppo_dr.errors import AuthError, DRError, PermanentError
 from ppo_dr.failover import steps
 from ppo_dr.failover.ledger import (
@@ -482,3 +483,31 @@ def close_maintenance(url: str, window_id: int) -> None:
     """Close the maintenance window *window_id* now."""
     with Store.open(url) as store:
         store.end_maintenance(window_id)
+
+
+def report_run_death(
+    fleet_file: Path, incident_id: int, run_id: str, run_name: str, state: str, message: str
+) -> int:
+    """A dead failover run on its incident: timeline entry and page; the notices sent.
+
+    Called from the flow's state hooks (not a task: the run is over); the hook logs
+    whatever this raises, and the run's own state stays the record.
+    """
+    from ppo_dr.failover.death import record_failover_death
+    from ppo_dr.mirror.runbook import store_url
+    from tasks.escalation import incident_view
+
+    fleet = load_fleet(fleet_file)
+    with Store.open(store_url(fleet)) as store:
+        _, view = incident_view(store, fleet, incident_id)
+        results = record_failover_death(
+            store,
+            fleet,
+            view,
+            build_channels(fleet, secret_from_block),
+            run_name=run_name,
+            run_id=run_id,
+            state=state,
+            message=message,
+        )
+    return sum(1 for r in results if r.delivered)
