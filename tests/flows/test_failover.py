@@ -35,6 +35,7 @@ from ppo_dr.lab.supervisor import Lab
 from ppo_dr.lab.topology import write_yaml
 from ppo_dr.lab.workload import lost_writes, read_acks
 from ppo_dr.store import Store
+from tests.labs import mirror_all
 from tests.labs import own_lab as own_lab_of
 from tests.prefect_fixtures import isolated_env
 
@@ -589,3 +590,41 @@ def test_a_server_provisioned_for_a_client_that_failed_is_released(
     with Store.open(own_lab.store_url) as store:
         (result,) = store.failover_results(plan.plan_id)
         assert result.outcome == "rolled-back" and "mirror" in result.detail
+
+
+# --------------------------------------------------------------------------- death
+
+
+@pytest.mark.lab
+def test_a_failover_run_that_dies_is_on_the_timeline_and_pages(
+    prefect_api: str, lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deployments.prefect_api import approve_plan
+    from ppo_dr.errors import PermanentError
+    from ppo_dr.failover.death import DEATH_KIND
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    mirror_all(lab)  # a verified snapshot to plan from
+    fleet = load_fleet(lab.fleet_file)
+    client = fleet.clients[0]
+    with Store.open(lab.store_url) as store:
+        incident, _ = store.open_incident(
+            "client-down", f"test-death-{time.time_ns()}", "test outage", {"clients": [client.id]}
+        )
+    # Nobody approves: the run times out while paused (as a lost lease ended it in #15).
+    state = failover.with_options(timeout_seconds=15)(
+        clients=[client.id], incident_id=incident.id, fleet_file=lab.fleet_file, return_state=True
+    )
+    assert state.is_failed(), state
+    with Store.open(lab.store_url) as store:
+        died = [e for e in store.timeline(incident.id) if e.kind == DEATH_KIND]
+        assert len(died) == 1 and "ended TimedOut" in died[0].message, died
+        assert died[0].flow_run_id == str(state.state_details.flow_run_id)
+        pages = [n for n in store.notices(incident.id) if "failover-died" in n.step]
+        assert pages and all(n.status == "sent" for n in pages), pages
+        assert {n.channel for n in pages} >= {"sms", "email"}
+        planned = [e for e in store.timeline(incident.id) if e.kind == "failover-planned"]
+        plan_id = planned[0].data["plan_id"]
+    # Approving the dead run's plan says so, with the run's state.
+    with pytest.raises(PermanentError, match=r"its run failover-.* ended TimedOut: .*timeout"):
+        approve_plan(plan_id, {"approve": True, "by": "anna", "note": ""}, wait_s=1)
