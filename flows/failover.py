@@ -402,11 +402,13 @@ def _carry_out(
     # Re-establish mirroring for each new home: seed, then a mirror run (incremental).
     moved = {m.client_id: m for m in plan.moves}
     mirrored: dict[str, str] = {}
+    unseeded: dict[str, str] = {}
     for o in ok:
         seed = seed_new_home(path, url, plan.plan_id, moved[o.client_id], run_id, return_state=True)
         if not seed.is_completed():
-            log.warning("seed of %s failed: %s (its first mirror run is a full one)",
-                        o.client_id, seed.message)  # fmt: skip
+            unseeded[o.client_id] = str(seed.message)
+            log.error("seed of %s failed: %s (its first mirror run is a full one)",
+                      o.client_id, seed.message)  # fmt: skip
     for home in sorted({o.to_server for o in ok}):
         run = mirror_server(home, fleet_file=path, return_state=True)
         mirrored[home] = "ok" if run.is_completed() else f"{run.name}: {run.message}"
@@ -472,8 +474,21 @@ def _carry_out(
         "released": released,
         "mirrored": mirrored,
     }
+    summary["unseeded"] = unseeded
     if not ok:
         return Failed(message=f"{kind} {plan.plan_id} moved no client: {detail}", data=summary)
+    # One rule for every runbook: a run that did not do all it was asked ends Failed,
+    # its per-client results in the artifacts and in the state's data.
+    short = [f"{len(failed)} failed"] if failed else []
+    short += [f"{len(plan.refusals)} refused"] if plan.refusals else []
+    short += [f"seed failed for {', '.join(sorted(unseeded))}"] if unseeded else []
+    short += [f"mirror of {h} failed" for h, o in mirrored.items() if o != "ok"]
+    if short:
+        return Failed(
+            message=f"{kind} {plan.plan_id}: {len(ok)} of {len(plan.moves)} moved; "
+            + "; ".join(short),
+            data=summary,
+        )
     return summary
 
 

@@ -410,11 +410,33 @@ def _roll_back(
 # --------------------------------------------------------------------------- after
 
 
+#: Waits between seed attempts while the new home's repository is locked (a mirror
+#: run of the new home, e.g. the every-minute schedule, holds it): about 3 minutes in
+#: all, then the seed fails and the run says so.
+SEED_LOCK_WAITS_S: list[float] = [5, 10, 15, 30, 30, 30, 60]
+
+
+def _locked(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a seed only while a repository lock is held by someone else."""
+    from ppo_dr.mirror.errors import RepositoryLocked
+
+    try:
+        state.result()
+    except RepositoryLocked:
+        return True
+    except BaseException:
+        return False
+    return False
+
+
 @task(
     name="seed-new-home",
     task_run_name="seed-{move.client_id}",
     cache_policy=NO_CACHE,
     timeout_seconds=3600,
+    retries=len(SEED_LOCK_WAITS_S),
+    retry_delay_seconds=SEED_LOCK_WAITS_S,
+    retry_condition_fn=_locked,
 )
 def seed_new_home(
     fleet_file: Path, url: str, plan_id: str, move: ClientMove, flow_run_id: str | None
