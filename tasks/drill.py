@@ -207,21 +207,6 @@ def provision_scratch(fleet_file: Path, url: str, server_id: str, dc: str) -> Se
     return made.server
 
 
-@task(
-    name="release-scratch",
-    task_run_name="release-{server_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=600,
-    **_RETRIES,
-)
-def release_scratch(fleet_file: Path, url: str, server_id: str, dc: str) -> None:
-    """Give the scratch server back to its provider (gone already is fine)."""
-    from ppo_dr.providers import provider_for
-
-    fleet = load_fleet(fleet_file)
-    provider_for(fleet, dc, fleet_file=fleet_file, store_url=url).release(server_id)
-
-
 def _refuse_if_placed(url: str, server_id: str, client_id: str) -> None:
     with Store.open(url) as store:
         placement = store.placement(client_id)

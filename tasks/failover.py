@@ -166,7 +166,8 @@ def provision(fleet_file: Path, url: str, request: ProvisionRequest) -> dict[str
     **_RETRIES,
 )
 def release(fleet_file: Path, url: str, server_id: str, dc: str) -> None:
-    """Release a provisioned server no client ended up on."""
+    """Give a provisioned server back to its provider (gone already is fine): a failover's
+    server no client ended up on, a drill's scratch server."""
     from ppo_dr.providers import provider_for
 
     fleet = load_fleet(fleet_file)

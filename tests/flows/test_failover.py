@@ -639,3 +639,53 @@ def test_a_failover_run_that_dies_is_on_the_timeline_and_pages(
     # Approving the dead run's plan says so, with the run's state.
     with pytest.raises(PermanentError, match=r"its run failover-.* ended TimedOut: .*timeout"):
         approve_plan(plan_id, {"approve": True, "by": "anna", "note": ""}, wait_s=1)
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+@pytest.mark.lab
+def test_a_seed_waits_for_the_new_homes_repository_lock(prefect_api: str, own_lab: Lab) -> None:
+    """A mirror run of the new home (the every-minute schedule after a failover) holds
+    its repository's lock when the seed starts: the seed waits and then succeeds."""
+    from ppo_dr.fleet_access import FleetAccess, mirror_plan, repo_path
+    from ppo_dr.mirror.lock import RepositoryLock
+
+    client = clients_on(own_lab, "app-jhb1-2")[0]
+    plan = make_plan(
+        own_lab, Scope(clients=(client,)), Target(server="spare-cpt1-1"), "emergency", ()
+    )
+    move = plan.moves[0]
+    fleet = load_fleet(own_lab.fleet_file)
+    mirror_id = (
+        move.new_mirrors[0]
+        if move.new_mirrors
+        else mirror_plan(fleet, move.to_server, {client: move.to_server})[0][0].id
+    )
+    held_s = 12.0
+    with FleetAccess(fleet) as access:
+        lock = RepositoryLock(
+            access.remote(mirror_id),
+            repo_path(fleet.server(mirror_id), move.to_server),
+            "test: a mirror run of the new home",
+        )
+        lock.acquire()
+        releaser = threading.Timer(held_s, lock.release)
+        releaser.start()
+        started = time.monotonic()
+        try:
+            state = failover(
+                plan_json=plan.to_json(),
+                approve=True,
+                fleet_file=own_lab.fleet_file,
+                return_state=True,
+            )
+        finally:
+            releaser.join()
+    assert state.is_completed(), state
+    assert time.monotonic() - started > held_s
+    with Store.open(own_lab.store_url) as store:
+        (seed,) = [s for s in store.failover_steps(plan.plan_id, client) if s.step == "seed"]
+        assert seed.done and seed.attempts >= 2, seed  # locked first, then seeded
+        copies = seed.data["copies"]
+        assert mirror_id in {c["mirror"] for c in copies}, copies
