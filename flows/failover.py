@@ -63,6 +63,7 @@ from ppo_dr import config
 from ppo_dr.errors import PermanentError
 from ppo_dr.failover.plan import Plan, Scope, Target
 from ppo_dr.ids import check_id, is_valid_id
+from ppo_dr.lab.lost_writes import workload_acks
 from ppo_dr.mirror.runbook import human_bytes, store_url
 from tasks import label_flow_run
 from tasks.failover import (
@@ -263,6 +264,7 @@ def failover(
     plan_json: str | None = None,
     approve: bool = False,
     fleet_file: Path | None = None,
+    acks_file: Path | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Move a scope of clients to other servers, restoring from the mirrors.
 
@@ -280,12 +282,15 @@ def failover(
             the scope, target and mode parameters are then ignored.
         approve: run without pausing for approval (the plan is already approved).
         fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
+        acks_file: a workload's log of acknowledged writes: writes lost on each new
+            home are counted from it; default the lab's, when the fleet is a lab.
     """
     log = get_run_logger()
     path = Path(fleet_file or config.fleet_file())
     fleet = load_fleet_task(path)
     url = store_url(fleet)
     run_id = str(flow_run.id) if flow_run.id else None
+    acks_file = Path(acks_file) if acks_file else workload_acks(fleet, path)
     if plan_json:
         plan = Plan.from_json(plan_json)
     else:
@@ -350,11 +355,17 @@ def failover(
     ensure_mirror_limits({FAILOVER_LIMIT: FAILOVER_SLOTS})
     log.info("plan %s waits for the failover slot (one failover acts at a time)", plan.plan_id)
     with concurrency(FAILOVER_LIMIT, lease_duration=FAILOVER_LEASE_S, strict=True):
-        return _carry_out(path, url, plan, incident_id, run_id, kind)
+        return _carry_out(path, url, plan, incident_id, run_id, kind, acks_file)
 
 
 def _carry_out(
-    path: Path, url: str, plan: Plan, incident_id: int | None, run_id: str | None, kind: str
+    path: Path,
+    url: str,
+    plan: Plan,
+    incident_id: int | None,
+    run_id: str | None,
+    kind: str,
+    acks_file: Path | None,
 ) -> dict[str, Any] | State[Any]:
     log = get_run_logger()
     fleet = load_fleet_task(path)
@@ -372,7 +383,6 @@ def _carry_out(
                           f"server {made['server']} in {request.dc} "
                           f"{'provisioned' if made['created'] else 'found'} ({made['provider']})",
                           run_id, made)  # fmt: skip
-    acks = path.parent / "workload" / "acks.jsonl"
     versions = record.placement_versions
     futures = fail_over_client.map(
         unmapped(path),
@@ -383,7 +393,7 @@ def _carry_out(
         [int(versions[m.client_id]) for m in plan.moves],
         unmapped(declared_at),
         unmapped(run_id),
-        unmapped(acks if acks.exists() else None),
+        unmapped(acks_file),
     )
     outcomes: list[ClientOutcome] = []
     for move, future in zip(plan.moves, futures, strict=True):
@@ -510,6 +520,7 @@ def migrate(
     plan_json: str | None = None,
     approve: bool = False,
     fleet_file: Path | None = None,
+    acks_file: Path | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Planned migration: maintenance window, freeze, final sync, restore, switch; no loss.
 
@@ -526,6 +537,7 @@ def migrate(
         plan_json=plan_json,
         approve=approve,
         fleet_file=fleet_file,
+        acks_file=acks_file,
     )
 
 

@@ -316,8 +316,11 @@ def fail_over_client(
             out.rto_seconds = max(0.0, (healthy_at - declared_at).total_seconds())
             out.rpo_seconds = steps.rpo_seconds(snapshot_id, declared_at)
             if acks_path is not None and acks_path.exists():
+                from ppo_dr.lab.lost_writes import lost_on_new_home  # the lab's own measure
+
                 lost = step(
-                    "lost-writes", lambda: {"lost": steps.lost_writes(access, move, acks_path)}
+                    "lost-writes",
+                    lambda: {"lost": lost_on_new_home(access, client, target, acks_path)},
                 )
                 out.lost_writes = len(lost["lost"])
                 if lost["lost"]:

@@ -25,13 +25,11 @@ rollback           placement back if we switched it, staging and restored data r
                    from the target, source unfrozen in planned mode
 seed_new_home      the restored snapshot copied into the new home's repositories
                    (:mod:`ppo_dr.mirror.copy`), so its first mirror run is incremental
-lost_writes        lab only: acknowledged writes missing from the journal on the new home
 =================  =====================================================================
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import posixpath
@@ -42,14 +40,12 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ppo_dr.errors import (
     DRError,
     PermanentError,
     PlacementConflict,
-    RemotePathError,
     TransientError,
 )
 from ppo_dr.fleet_access import FleetAccess, client_path, mirror_plan, repo_path
@@ -721,29 +717,6 @@ def rpo_seconds(snapshot_id: str, declared_at: datetime) -> float:
     return max(0.0, (declared_at - snapshot_time(check_snapshot_id(snapshot_id))).total_seconds())
 
 
-def lost_writes(access: FleetAccess, move: MoveLike, acks_path: Path) -> list[int]:
-    """Lab only: acknowledged writes of the client missing from its journal on the new home.
-
-    Writes the new home acknowledged itself cannot be lost there; leaving them out also
-    keeps an ack recorded after the journal was read from counting as lost.
-    """
-    from ppo_dr.lab.workload import lost_writes as missing_from
-    from ppo_dr.lab.workload import read_acks
-
-    client = check_id(move.client_id, "client id")
-    remote = access.remote(move.to_server)
-    journal = posixpath.join(client_path(access.fleet, client, server_id=move.to_server), JOURNAL)
-    with contextlib.suppress(RemotePathError):
-        lines = remote.read_bytes(journal).splitlines()
-        new_home = {
-            a["seq"]
-            for a in read_acks(acks_path)
-            if a.get("client") == client and a.get("server") == move.to_server
-        }
-        return [seq for seq in missing_from(acks_path, client, lines) if seq not in new_home]
-    raise PermanentError(f"{client}: no journal at {journal} on {move.to_server}")
-
-
 __all__ = [
     "STAGING_DIR",
     "Health",
@@ -755,7 +728,6 @@ __all__ = [
     "final_sync",
     "freeze",
     "health_url",
-    "lost_writes",
     "remove_tree",
     "restore_client",
     "rollback",
