@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ppo_dr.errors import PermanentError
-from ppo_dr.failover import steps
+from ppo_dr.failover import checks, steps
 from ppo_dr.failover.drill import (
     DRILL_FAILED_KIND,
     NO_SNAPSHOT,
@@ -331,7 +331,7 @@ def verify_canary(fleet_file: Path, plan: CanaryPlan, server: Server) -> dict[st
     byte by byte (the failover's verify)."""
     fleet = with_server(load_fleet(fleet_file), server)
     with drill_access(fleet) as access:
-        checked = steps.verify_restored(
+        checked = checks.verify_restored(
             access, plan.move(server.id), plan.snapshot_id or NO_SNAPSHOT, mirrors=[plan.mirror_id]
         )
     return {"entries": checked.entries, "files": checked.files, "bytes": checked.bytes}
@@ -347,7 +347,7 @@ def verify_canary(fleet_file: Path, plan: CanaryPlan, server: Server) -> dict[st
 def health_canary(fleet_file: Path, plan: CanaryPlan, server: Server) -> dict[str, Any]:
     """The app's health of the canary on the scratch server itself (never the front door)."""
     fleet = with_server(load_fleet(fleet_file), server)
-    health = steps.app_health(fleet, plan.client_id, server.id)
+    health = checks.app_health(fleet, plan.client_id, server.id)
     return {"url": health.url, "seconds": health.seconds}
 
 

@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ppo_dr.channels import build_channels
 from ppo_dr.errors import AuthError, DRError, PermanentError
-from ppo_dr.failover import steps
+from ppo_dr.failover import checks, steps
 from ppo_dr.failover.ledger import (
     placement_versions,
     roll_back_steps,
@@ -284,7 +284,7 @@ def fail_over_client(
                 step(
                     "verify",
                     lambda: _verified(
-                        steps.verify_restored(access, move, snapshot_id, mirrors=mirrors)
+                        checks.verify_restored(access, move, snapshot_id, mirrors=mirrors)
                     ),
                 )
                 if planned:  # the final sync captured the freeze marker; lift it there
@@ -292,7 +292,7 @@ def fail_over_client(
                         "unfreeze-target",
                         lambda: _then_nothing(steps.unfreeze, access, client, target),
                     )
-                step("health-direct", lambda: _health(steps.app_health(fleet, client, target)))
+                step("health-direct", lambda: _health(checks.app_health(fleet, client, target)))
             finally:
                 slot.release()
             placed = step(
@@ -308,7 +308,7 @@ def fail_over_client(
             healthy = step(
                 "health-front-door",
                 lambda: {
-                    **_health(steps.app_health(fleet, client, target, front_door=True)),
+                    **_health(checks.app_health(fleet, client, target, front_door=True)),
                     "healthy_at": datetime.now(UTC).isoformat(),
                 },
             )
@@ -380,11 +380,11 @@ def _restored(result: steps.Restored) -> dict[str, Any]:
     }
 
 
-def _verified(result: steps.Verified) -> dict[str, Any]:
+def _verified(result: checks.Verified) -> dict[str, Any]:
     return {"entries": result.entries, "files": result.files, "bytes": result.bytes}
 
 
-def _health(result: steps.Health) -> dict[str, Any]:
+def _health(result: checks.Health) -> dict[str, Any]:
     return {"url": result.url, "server": result.server, "seconds": round(result.seconds, 3)}
 
 

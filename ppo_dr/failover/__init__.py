@@ -6,6 +6,7 @@ carry the plan out. The scheduled DR drill's decisions (canary
 rotation, mirror alternation, scratch placement, trend) are in :mod:`.drill`.
 """
 
+from ppo_dr.failover.checks import Verified, VerifyMismatch, app_health, verify_restored
 from ppo_dr.failover.plan import (
     MODES,
     ClientMove,
@@ -24,9 +25,6 @@ from ppo_dr.failover.plan import (
 )
 from ppo_dr.failover.steps import (
     Restored,
-    Verified,
-    VerifyMismatch,
-    app_health,
     final_sync,
     freeze,
     restore_client,
@@ -34,7 +32,6 @@ from ppo_dr.failover.steps import (
     seed_new_home,
     switch,
     unfreeze,
-    verify_restored,
 )
 
 __all__ = [
