@@ -394,21 +394,26 @@ def test_a_run_waits_for_approval_from_the_terminal(
 # --------------------------------------------------------------------------- provisioning
 
 
-@pytest.mark.lab
-def test_a_client_moves_to_a_server_provisioned_for_the_plan(
-    prefect_api: str, own_lab: Lab
-) -> None:
-    client = clients_on(own_lab, "app-jhb1-2")[0]
-    # The existing servers of cpt1 count as down: the plan asks for a new one there.
+def plan_onto_a_new_server(lab: Lab) -> tuple[str, Plan, str]:
+    """A client of app-jhb1-2 planned to cpt1 whose servers count as down: the plan
+    provisions one there. (client, plan, the new server's id)."""
+    client = clients_on(lab, "app-jhb1-2")[0]
     plan = make_plan(
-        own_lab,
+        lab,
         Scope(clients=(client,)),
         Target(dc="cpt1"),
         "emergency",
         ("app-cpt1-1", "spare-cpt1-1"),
     )
     assert len(plan.provisions) == 1, plan.render()
-    new = plan.provisions[0].server_id
+    return client, plan, plan.provisions[0].server_id
+
+
+@pytest.mark.lab
+def test_a_client_moves_to_a_server_provisioned_for_the_plan(
+    prefect_api: str, own_lab: Lab
+) -> None:
+    client, plan, new = plan_onto_a_new_server(own_lab)
     assert [m.to_server for m in plan.moves] == [new]
     result = failover(plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file)
     assert isinstance(result, dict), result
@@ -573,16 +578,7 @@ def test_failover_run_refuses_bad_input_before_reaching_any_api(
 def test_a_server_provisioned_for_a_client_that_failed_is_released(
     prefect_api: str, own_lab: Lab
 ) -> None:
-    client = clients_on(own_lab, "app-jhb1-2")[0]
-    plan = make_plan(
-        own_lab,
-        Scope(clients=(client,)),
-        Target(dc="cpt1"),
-        "emergency",
-        ("app-cpt1-1", "spare-cpt1-1"),
-    )
-    assert len(plan.provisions) == 1, plan.render()
-    new = plan.provisions[0].server_id
+    client, plan, new = plan_onto_a_new_server(own_lab)
     # Every mirror holding the client is lost after planning: the restore cannot succeed.
     mirrors = {m for move in plan.moves for m in (move.source_mirror, *move.fallback_mirrors)}
     for mirror in sorted(m for m in mirrors if m):
