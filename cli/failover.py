@@ -208,13 +208,6 @@ def failover_run(
         typer.echo("it pauses for approval: `ppo-dr failover approve PLAN_ID --by NAME`")
 
 
-def resume_failover(plan_id: str, run_input: dict[str, Any]) -> list[tuple[str, str]]:
-    """Resume every paused failover run of *plan_id* with *run_input*: (run, outcome)."""
-    from deployments.prefect_api import resume_paused
-
-    return resume_paused(f"plan:{plan_id}", run_input, wait_s=PAUSE_WAIT_S, every_run=False)
-
-
 @failover_app.command("approve")
 @reports_errors
 def failover_approve(
@@ -226,14 +219,14 @@ def failover_approve(
     ] = False,
 ) -> None:
     """Approve (or --refuse) the plan a failover run is waiting on; it resumes at once."""
-    from deployments.prefect_api import use_api
+    from deployments.prefect_api import approve_plan, use_api
     from ppo_dr.store.failovers import check_plan_id
 
     check_plan_id(plan_id)
     with use_api(_require_api()):
-        outcomes = resume_failover(plan_id, {"approve": not refuse, "by": by, "note": note})
-    if not outcomes:
-        raise fail(f"no failover run is waiting for approval of plan {plan_id}")
+        answer = {"approve": not refuse, "by": by, "note": note}
+        # Says which state the plan's run ended in when none is waiting any more.
+        outcomes = approve_plan(plan_id, answer, wait_s=PAUSE_WAIT_S)
     for name, outcome in outcomes:
         typer.echo(f"failover run {name}: {'refused' if refuse else 'approved'}, resume {outcome}")
 

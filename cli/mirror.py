@@ -373,8 +373,8 @@ def restore_command(
 ) -> None:
     """Restore CLIENT's snapshot to a server or a local directory, from its mirrors."""
     from ppo_dr.fleet_access import FleetAccess
-    from ppo_dr.mirror.fleet_targets import mirror_targets
     from ppo_dr.mirror.api import restore
+    from ppo_dr.mirror.fleet_targets import mirror_targets
     from ppo_dr.mirror.runbook import human_bytes, store_url
     from ppo_dr.transport import LocalRemote, Remote
 

@@ -89,3 +89,60 @@ def resume_paused(
             if finished or time.monotonic() > deadline:
                 return outcomes
             time.sleep(0.5)
+
+
+def ended_runs(tag: str) -> list[tuple[str, str]]:
+    """The runs tagged *tag* that ended without completing: ``(run name, state)``, newest
+    first; the state reads e.g. ``Crashed: Flow run infrastructure exited ...``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    ended = FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[tag]),
+        state=FlowRunFilterState(
+            type=FlowRunFilterStateType(
+                any_=[StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
+            )
+        ),
+    )
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=ended, sort=FlowRunSort.START_TIME_DESC)
+    out: list[tuple[str, str]] = []
+    for run in runs:
+        state = run.state
+        name = (state.name if state is not None else None) or "unknown"
+        message = state.message if state is not None and state.message else ""
+        out.append((run.name, f"{name}: {message}" if message else name))
+    return out
+
+
+def approve_plan(
+    plan_id: str, run_input: dict[str, Any], *, wait_s: float
+) -> list[tuple[str, str]]:
+    """Resume the failover run waiting for approval of *plan_id*: ``(run, outcome)``.
+
+    No run waits: :class:`~ppo_dr.errors.PermanentError` saying why, with the state of
+    the plan's run that ended (crashed, failed, timed out, cancelled), or that no run
+    of the plan exists, instead of resuming nothing.
+    """
+    from ppo_dr.errors import PermanentError
+
+    tag = f"plan:{plan_id}"
+    outcomes = resume_paused(tag, run_input, wait_s=wait_s, every_run=False)
+    if outcomes:
+        return outcomes
+    ended = ended_runs(tag)
+    if ended:
+        name, state = ended[0]
+        raise PermanentError(
+            f"no failover run is waiting for approval of plan {plan_id}: its run {name} "
+            f"ended {state}; start a new run of the plan (`ppo-dr failover run`)"
+        )
+    raise PermanentError(f"no failover run is waiting for approval of plan {plan_id}")

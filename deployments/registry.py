@@ -21,6 +21,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from flows.drill import DRILL_LIMIT, DRILL_SLOTS, dr_drill
 from flows.escalation import escalation
+from flows.failover import FAILOVER_LIMIT, FAILOVER_SLOTS
 from flows.mirror import mirror_fleet, mirror_limits, mirror_server
 from flows.probe import probe_fleet, probe_period_s, probe_watchdog, watchdog_interval_s
 from flows.report import REPORTS_LIMIT, REPORTS_SLOTS, fleet_report
@@ -193,15 +194,14 @@ def dr_drill_deployment() -> RunnerDeployment:
 def failover_deployment() -> RunnerDeployment:
     """Failover or planned migration of a scope of clients, on demand (UI, ``ppo-dr
     failover run``, or the escalation runbook). One run at a time: a second one waits
-    in the queue (never cancelled: it may be the one that finishes a crashed plan)."""
+    for the slot of :data:`flows.failover.FAILOVER_LIMIT`, which a run takes only after
+    approval (no deployment concurrency limit: Prefect releases it when a run pauses
+    for approval, and the paused run then dies at its next lease renewal)."""
     from flows.failover import failover
 
     deployment = failover.to_deployment(
         "failover",
         tags=[TAG, "failover"],
-        concurrency_limit=ConcurrencyLimitConfig(
-            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
-        ),
         description=(
             "Plan, approve, provision, restore, verify, switch and re-mirror a scope of "
             "clients (emergency, or planned with freeze and final sync); rerun finishes a plan."
@@ -228,5 +228,6 @@ DEPLOYMENTS: list[Callable[[], RunnerDeployment]] = [
 CONCURRENCY_LIMITS: dict[str, int] = {
     REPORTS_LIMIT: REPORTS_SLOTS,
     DRILL_LIMIT: DRILL_SLOTS,
+    FAILOVER_LIMIT: FAILOVER_SLOTS,
     **_mirror_limits(),  # mirror-server-<id>: 1, mirror-dc-<dc>: 2
 }

@@ -69,12 +69,12 @@ from tasks.drill import (
     plan_drill,
     provision_scratch,
     record_drill,
-    release_scratch,
     resolve_drill_incident,
     restore_canary,
     sweep_stale_scratch,
     verify_canary,
 )
+from tasks.failover import release
 from tasks.inventory import load_fleet_task
 from tasks.mirror import ensure_mirror_limits, slot_taken
 
@@ -381,7 +381,7 @@ def _tear_down(
             done.append(f"restored data removed from {server.id}")
         else:
             failed.append(f"restored data NOT removed from {server.id}: {_why(cleaned)}")
-    released = release_scratch(path, url, scratch_id, dc, return_state=True)
+    released = release(path, url, scratch_id, dc, return_state=True)
     if released.is_completed():
         done.append(f"{scratch_id} released")
     else:

@@ -29,10 +29,18 @@ back) and finishes the rest.
 
 **migrate(...)** — the same in planned mode, inside a maintenance window on the scope.
 
-One failover at a time is the deployment's concurrency limit (queued, never cancelled).
-No Prefect global concurrency limit is taken: its slot would leak when the orchestrator
-is killed (until a server service reaps the lease) and stall the rerun that must finish
-the crashed plan.
+One failover at a time is the global concurrency limit :data:`FAILOVER_LIMIT` (one
+slot), taken only around the acting part, after approval: a run waiting for approval
+holds nothing, so it can wait its whole approval window (a deployment concurrency
+limit is released by Prefect when the run pauses, and the engine's next lease renewal
+then kills the run, 410 Gone). The slot's lease is short (:data:`FAILOVER_LEASE_S`)
+and renewed while the run acts; a SIGKILLed orchestrator stops renewing, and the
+server's repossessor frees the slot within a minute or two, so the rerun that finishes
+the crashed plan gets it.
+
+Any death of a run (failed, crashed, timed out, cancelled) of an incident's failover is
+an entry on the incident's timeline and a page to the on-call (the flow's state hooks,
+:func:`tasks.failover.report_run_death`).
 """
 
 from __future__ import annotations
@@ -40,8 +48,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import Flow, flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.schemas.objects import FlowRun
+from prefect.concurrency.sync import concurrency
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
@@ -53,6 +63,7 @@ from ppo_dr import config
 from ppo_dr.errors import PermanentError
 from ppo_dr.failover.plan import Plan, Scope, Target
 from ppo_dr.ids import check_id, is_valid_id
+from ppo_dr.lab.lost_writes import workload_acks
 from ppo_dr.mirror.runbook import human_bytes, store_url
 from tasks import label_flow_run
 from tasks.failover import (
@@ -67,14 +78,22 @@ from tasks.failover import (
     open_maintenance,
     provision,
     release,
+    report_run_death,
     seed_new_home,
 )
 from tasks.inventory import load_fleet_task
+from tasks.mirror import ensure_mirror_limits
 
 #: How long a run waits for an operator's approval before it gives up (nothing done).
 APPROVAL_TIMEOUT_S: Final = 3600
 #: How often the paused run asks whether it was resumed (PREFECT-NOTES: default 10 s).
 APPROVAL_POLL_S: Final = 2
+#: The global concurrency limit that lets one failover act at a time.
+FAILOVER_LIMIT: Final = "failover"
+FAILOVER_SLOTS: Final = 1
+#: The slot's lease (the server's minimum): a killed run's slot is freed this long
+#: after its last renewal, plus the repossessor's loop (15 s by default).
+FAILOVER_LEASE_S: Final = 60.0
 
 
 class Approval(RunInput):
@@ -194,10 +213,45 @@ def wait_for_approval(plan: Plan) -> Approval:
     return answer
 
 
+# --------------------------------------------------------------------------- deaths
+
+
+def report_death(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
+    """State hook: a failover run of an incident that ended badly is put on the
+    incident's timeline and paged (see :mod:`ppo_dr.failover.death`)."""
+    import logging
+
+    run = flow_run  # the hook protocol names it so; the module has runtime.flow_run
+
+    log = logging.getLogger("ppo_dr.failover")
+    incident_id = run.parameters.get("incident_id")
+    what = f"{state.name} ({state.type.value.lower()})"
+    if not incident_id:
+        log.warning("failover run %s ended %s: %s", run.name, what, state.message)
+        return
+    fleet_file = Path(run.parameters.get("fleet_file") or config.fleet_file())
+    try:
+        sent = report_run_death(
+            fleet_file, int(incident_id), str(run.id), run.name, what, state.message or "-"
+        )
+    except Exception:  # a hook must not hide the run's own state; log why it failed
+        log.exception("failover run %s ended %s; could not page about it", run.name, what)
+        return
+    log.warning("failover run %s ended %s: incident #%s paged (%d notice(s))",
+                run.name, what, incident_id, sent)  # fmt: skip
+
+
 # --------------------------------------------------------------------------- the flow
 
 
-@flow(name="failover", flow_run_name=_run_name, timeout_seconds=6 * 3600)
+@flow(
+    name="failover",
+    flow_run_name=_run_name,
+    timeout_seconds=6 * 3600,
+    on_failure=[report_death],
+    on_crashed=[report_death],
+    on_cancellation=[report_death],
+)
 def failover(
     clients: list[str] | None = None,
     server: str | None = None,
@@ -210,6 +264,7 @@ def failover(
     plan_json: str | None = None,
     approve: bool = False,
     fleet_file: Path | None = None,
+    acks_file: Path | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Move a scope of clients to other servers, restoring from the mirrors.
 
@@ -227,12 +282,15 @@ def failover(
             the scope, target and mode parameters are then ignored.
         approve: run without pausing for approval (the plan is already approved).
         fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
+        acks_file: a workload's log of acknowledged writes: writes lost on each new
+            home are counted from it; default the lab's, when the fleet is a lab.
     """
     log = get_run_logger()
     path = Path(fleet_file or config.fleet_file())
     fleet = load_fleet_task(path)
     url = store_url(fleet)
     run_id = str(flow_run.id) if flow_run.id else None
+    acks_file = Path(acks_file) if acks_file else workload_acks(fleet, path)
     if plan_json:
         plan = Plan.from_json(plan_json)
     else:
@@ -294,11 +352,20 @@ def failover(
         if not answer.approve:
             return Completed(message=f"plan {plan.plan_id} refused by {answer.by}: nothing done")
 
-    return _carry_out(path, url, plan, incident_id, run_id, kind)
+    ensure_mirror_limits({FAILOVER_LIMIT: FAILOVER_SLOTS})
+    log.info("plan %s waits for the failover slot (one failover acts at a time)", plan.plan_id)
+    with concurrency(FAILOVER_LIMIT, lease_duration=FAILOVER_LEASE_S, strict=True):
+        return _carry_out(path, url, plan, incident_id, run_id, kind, acks_file)
 
 
 def _carry_out(
-    path: Path, url: str, plan: Plan, incident_id: int | None, run_id: str | None, kind: str
+    path: Path,
+    url: str,
+    plan: Plan,
+    incident_id: int | None,
+    run_id: str | None,
+    kind: str,
+    acks_file: Path | None,
 ) -> dict[str, Any] | State[Any]:
     log = get_run_logger()
     fleet = load_fleet_task(path)
@@ -316,7 +383,6 @@ def _carry_out(
                           f"server {made['server']} in {request.dc} "
                           f"{'provisioned' if made['created'] else 'found'} ({made['provider']})",
                           run_id, made)  # fmt: skip
-    acks = path.parent / "workload" / "acks.jsonl"
     versions = record.placement_versions
     futures = fail_over_client.map(
         unmapped(path),
@@ -327,7 +393,7 @@ def _carry_out(
         [int(versions[m.client_id]) for m in plan.moves],
         unmapped(declared_at),
         unmapped(run_id),
-        unmapped(acks if acks.exists() else None),
+        unmapped(acks_file),
     )
     outcomes: list[ClientOutcome] = []
     for move, future in zip(plan.moves, futures, strict=True):
@@ -346,11 +412,13 @@ def _carry_out(
     # Re-establish mirroring for each new home: seed, then a mirror run (incremental).
     moved = {m.client_id: m for m in plan.moves}
     mirrored: dict[str, str] = {}
+    unseeded: dict[str, str] = {}
     for o in ok:
         seed = seed_new_home(path, url, plan.plan_id, moved[o.client_id], run_id, return_state=True)
         if not seed.is_completed():
-            log.warning("seed of %s failed: %s (its first mirror run is a full one)",
-                        o.client_id, seed.message)  # fmt: skip
+            unseeded[o.client_id] = str(seed.message)
+            log.error("seed of %s failed: %s (its first mirror run is a full one)",
+                      o.client_id, seed.message)  # fmt: skip
     for home in sorted({o.to_server for o in ok}):
         run = mirror_server(home, fleet_file=path, return_state=True)
         mirrored[home] = "ok" if run.is_completed() else f"{run.name}: {run.message}"
@@ -416,8 +484,21 @@ def _carry_out(
         "released": released,
         "mirrored": mirrored,
     }
+    summary["unseeded"] = unseeded
     if not ok:
         return Failed(message=f"{kind} {plan.plan_id} moved no client: {detail}", data=summary)
+    # One rule for every runbook: a run that did not do all it was asked ends Failed,
+    # its per-client results in the artifacts and in the state's data.
+    short = [f"{len(failed)} failed"] if failed else []
+    short += [f"{len(plan.refusals)} refused"] if plan.refusals else []
+    short += [f"seed failed for {', '.join(sorted(unseeded))}"] if unseeded else []
+    short += [f"mirror of {h} failed" for h, o in mirrored.items() if o != "ok"]
+    if short:
+        return Failed(
+            message=f"{kind} {plan.plan_id}: {len(ok)} of {len(plan.moves)} moved; "
+            + "; ".join(short),
+            data=summary,
+        )
     return summary
 
 
@@ -439,6 +520,7 @@ def migrate(
     plan_json: str | None = None,
     approve: bool = False,
     fleet_file: Path | None = None,
+    acks_file: Path | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Planned migration: maintenance window, freeze, final sync, restore, switch; no loss.
 
@@ -455,7 +537,16 @@ def migrate(
         plan_json=plan_json,
         approve=approve,
         fleet_file=fleet_file,
+        acks_file=acks_file,
     )
 
 
-__all__ = ["Approval", "client_table", "failover", "migrate", "summary_markdown"]
+__all__ = [
+    "FAILOVER_LIMIT",
+    "FAILOVER_SLOTS",
+    "Approval",
+    "client_table",
+    "failover",
+    "migrate",
+    "summary_markdown",
+]

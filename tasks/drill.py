@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ppo_dr.errors import PermanentError
-from ppo_dr.failover import steps
+from ppo_dr.failover import checks, steps
 from ppo_dr.failover.drill import (
     DRILL_FAILED_KIND,
     NO_SNAPSHOT,
@@ -207,21 +207,6 @@ def provision_scratch(fleet_file: Path, url: str, server_id: str, dc: str) -> Se
     return made.server
 
 
-@task(
-    name="release-scratch",
-    task_run_name="release-{server_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=600,
-    **_RETRIES,
-)
-def release_scratch(fleet_file: Path, url: str, server_id: str, dc: str) -> None:
-    """Give the scratch server back to its provider (gone already is fine)."""
-    from ppo_dr.providers import provider_for
-
-    fleet = load_fleet(fleet_file)
-    provider_for(fleet, dc, fleet_file=fleet_file, store_url=url).release(server_id)
-
-
 def _refuse_if_placed(url: str, server_id: str, client_id: str) -> None:
     with Store.open(url) as store:
         placement = store.placement(client_id)
@@ -346,7 +331,7 @@ def verify_canary(fleet_file: Path, plan: CanaryPlan, server: Server) -> dict[st
     byte by byte (the failover's verify)."""
     fleet = with_server(load_fleet(fleet_file), server)
     with drill_access(fleet) as access:
-        checked = steps.verify_restored(
+        checked = checks.verify_restored(
             access, plan.move(server.id), plan.snapshot_id or NO_SNAPSHOT, mirrors=[plan.mirror_id]
         )
     return {"entries": checked.entries, "files": checked.files, "bytes": checked.bytes}
@@ -362,7 +347,7 @@ def verify_canary(fleet_file: Path, plan: CanaryPlan, server: Server) -> dict[st
 def health_canary(fleet_file: Path, plan: CanaryPlan, server: Server) -> dict[str, Any]:
     """The app's health of the canary on the scratch server itself (never the front door)."""
     fleet = with_server(load_fleet(fleet_file), server)
-    health = steps.app_health(fleet, plan.client_id, server.id)
+    health = checks.app_health(fleet, plan.client_id, server.id)
     return {"url": health.url, "seconds": health.seconds}
 
 

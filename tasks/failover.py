@@ -21,8 +21,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from ppo_dr.channels import build_channels
 from ppo_dr.errors import AuthError, DRError, PermanentError
-from ppo_dr.failover import steps
+from ppo_dr.failover import checks, steps
 from ppo_dr.failover.ledger import (
     placement_versions,
     roll_back_steps,
@@ -165,7 +166,8 @@ def provision(fleet_file: Path, url: str, request: ProvisionRequest) -> dict[str
     **_RETRIES,
 )
 def release(fleet_file: Path, url: str, server_id: str, dc: str) -> None:
-    """Release a provisioned server no client ended up on."""
+    """Give a provisioned server back to its provider (gone already is fine): a failover's
+    server no client ended up on, a drill's scratch server."""
     from ppo_dr.providers import provider_for
 
     fleet = load_fleet(fleet_file)
@@ -282,7 +284,7 @@ def fail_over_client(
                 step(
                     "verify",
                     lambda: _verified(
-                        steps.verify_restored(access, move, snapshot_id, mirrors=mirrors)
+                        checks.verify_restored(access, move, snapshot_id, mirrors=mirrors)
                     ),
                 )
                 if planned:  # the final sync captured the freeze marker; lift it there
@@ -290,7 +292,7 @@ def fail_over_client(
                         "unfreeze-target",
                         lambda: _then_nothing(steps.unfreeze, access, client, target),
                     )
-                step("health-direct", lambda: _health(steps.app_health(fleet, client, target)))
+                step("health-direct", lambda: _health(checks.app_health(fleet, client, target)))
             finally:
                 slot.release()
             placed = step(
@@ -306,7 +308,7 @@ def fail_over_client(
             healthy = step(
                 "health-front-door",
                 lambda: {
-                    **_health(steps.app_health(fleet, client, target, front_door=True)),
+                    **_health(checks.app_health(fleet, client, target, front_door=True)),
                     "healthy_at": datetime.now(UTC).isoformat(),
                 },
             )
@@ -314,8 +316,11 @@ def fail_over_client(
             out.rto_seconds = max(0.0, (healthy_at - declared_at).total_seconds())
             out.rpo_seconds = steps.rpo_seconds(snapshot_id, declared_at)
             if acks_path is not None and acks_path.exists():
+                from ppo_dr.lab.lost_writes import lost_on_new_home  # the lab's own measure
+
                 lost = step(
-                    "lost-writes", lambda: {"lost": steps.lost_writes(access, move, acks_path)}
+                    "lost-writes",
+                    lambda: {"lost": lost_on_new_home(access, client, target, acks_path)},
                 )
                 out.lost_writes = len(lost["lost"])
                 if lost["lost"]:
@@ -375,11 +380,11 @@ def _restored(result: steps.Restored) -> dict[str, Any]:
     }
 
 
-def _verified(result: steps.Verified) -> dict[str, Any]:
+def _verified(result: checks.Verified) -> dict[str, Any]:
     return {"entries": result.entries, "files": result.files, "bytes": result.bytes}
 
 
-def _health(result: steps.Health) -> dict[str, Any]:
+def _health(result: checks.Health) -> dict[str, Any]:
     return {"url": result.url, "server": result.server, "seconds": round(result.seconds, 3)}
 
 
@@ -409,11 +414,33 @@ def _roll_back(
 # --------------------------------------------------------------------------- after
 
 
+#: Waits between seed attempts while the new home's repository is locked (a mirror
+#: run of the new home, e.g. the every-minute schedule, holds it): about 3 minutes in
+#: all, then the seed fails and the run says so.
+SEED_LOCK_WAITS_S: list[float] = [5, 10, 15, 30, 30, 30, 60]
+
+
+def _locked(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a seed only while a repository lock is held by someone else."""
+    from ppo_dr.mirror.errors import RepositoryLocked
+
+    try:
+        state.result()
+    except RepositoryLocked:
+        return True
+    except BaseException:
+        return False
+    return False
+
+
 @task(
     name="seed-new-home",
     task_run_name="seed-{move.client_id}",
     cache_policy=NO_CACHE,
     timeout_seconds=3600,
+    retries=len(SEED_LOCK_WAITS_S),
+    retry_delay_seconds=SEED_LOCK_WAITS_S,
+    retry_condition_fn=_locked,
 )
 def seed_new_home(
     fleet_file: Path, url: str, plan_id: str, move: ClientMove, flow_run_id: str | None
@@ -482,3 +509,31 @@ def close_maintenance(url: str, window_id: int) -> None:
     """Close the maintenance window *window_id* now."""
     with Store.open(url) as store:
         store.end_maintenance(window_id)
+
+
+def report_run_death(
+    fleet_file: Path, incident_id: int, run_id: str, run_name: str, state: str, message: str
+) -> int:
+    """A dead failover run on its incident: timeline entry and page; the notices sent.
+
+    Called from the flow's state hooks (not a task: the run is over); the hook logs
+    whatever this raises, and the run's own state stays the record.
+    """
+    from ppo_dr.failover.death import record_failover_death
+    from ppo_dr.mirror.runbook import store_url
+    from tasks.escalation import incident_view
+
+    fleet = load_fleet(fleet_file)
+    with Store.open(store_url(fleet)) as store:
+        _, view = incident_view(store, fleet, incident_id)
+        results = record_failover_death(
+            store,
+            fleet,
+            view,
+            build_channels(fleet, secret_from_block),
+            run_name=run_name,
+            run_id=run_id,
+            state=state,
+            message=message,
+        )
+    return sum(1 for r in results if r.delivered)

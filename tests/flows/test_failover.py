@@ -35,8 +35,9 @@ from ppo_dr.lab.supervisor import Lab
 from ppo_dr.lab.topology import write_yaml
 from ppo_dr.lab.workload import lost_writes, read_acks
 from ppo_dr.store import Store
+from tests.labs import mirror_all
 from tests.labs import own_lab as own_lab_of
-from tests.prefect_fixtures import isolated_env
+from tests.prefect_fixtures import isolated_env, using_api
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -233,8 +234,10 @@ def test_a_target_that_fails_mid_restore_is_rolled_back(prefect_api: str, own_la
 
 @pytest.mark.lab
 def test_a_killed_failover_reruns_to_completion_without_restoring_twice(
-    prefect_api: str, own_lab: Lab, tmp_path: Path
+    prefect_server: str, own_lab: Lab, tmp_path: Path
 ) -> None:
+    """On a real server: the killed run's one-failover slot is freed by the server's
+    repossessor once its lease runs out (the test harness runs no such service)."""
     lost_server = "app-jhb1-1"
     own_lab.break_(lost_server, "power")
     plan = make_plan(own_lab, Scope(dc="jhb1"), Target(dc="cpt1"), "emergency", (lost_server,))
@@ -247,7 +250,7 @@ def test_a_killed_failover_reruns_to_completion_without_restoring_twice(
         "    failover(plan_json=Path(sys.argv[1]).read_text(), approve=True,"
         " fleet_file=Path(sys.argv[2]))\n"
     )
-    env = isolated_env(PREFECT_API_URL=prefect_api, PPO_DR_HOME=os.environ["PPO_DR_HOME"])
+    env = isolated_env(PREFECT_API_URL=prefect_server, PPO_DR_HOME=os.environ["PPO_DR_HOME"])
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(plan_file), str(own_lab.fleet_file)],
         cwd=ROOT,
@@ -282,7 +285,8 @@ def test_a_killed_failover_reruns_to_completion_without_restoring_twice(
         }
         assert store.failover(plan.plan_id).state == "running"  # type: ignore[union-attr]
 
-    result = failover(plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file)
+    with using_api(prefect_server):
+        result = failover(plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file)
     assert isinstance(result, dict), result
     assert result["state"] == "done", result
     fleet = load_fleet(own_lab.fleet_file)
@@ -390,21 +394,26 @@ def test_a_run_waits_for_approval_from_the_terminal(
 # --------------------------------------------------------------------------- provisioning
 
 
-@pytest.mark.lab
-def test_a_client_moves_to_a_server_provisioned_for_the_plan(
-    prefect_api: str, own_lab: Lab
-) -> None:
-    client = clients_on(own_lab, "app-jhb1-2")[0]
-    # The existing servers of cpt1 count as down: the plan asks for a new one there.
+def plan_onto_a_new_server(lab: Lab) -> tuple[str, Plan, str]:
+    """A client of app-jhb1-2 planned to cpt1 whose servers count as down: the plan
+    provisions one there. (client, plan, the new server's id)."""
+    client = clients_on(lab, "app-jhb1-2")[0]
     plan = make_plan(
-        own_lab,
+        lab,
         Scope(clients=(client,)),
         Target(dc="cpt1"),
         "emergency",
         ("app-cpt1-1", "spare-cpt1-1"),
     )
     assert len(plan.provisions) == 1, plan.render()
-    new = plan.provisions[0].server_id
+    return client, plan, plan.provisions[0].server_id
+
+
+@pytest.mark.lab
+def test_a_client_moves_to_a_server_provisioned_for_the_plan(
+    prefect_api: str, own_lab: Lab
+) -> None:
+    client, plan, new = plan_onto_a_new_server(own_lab)
     assert [m.to_server for m in plan.moves] == [new]
     result = failover(plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file)
     assert isinstance(result, dict), result
@@ -507,7 +516,15 @@ def test_clients_whose_only_country_has_no_surviving_data_centre_are_refused(
     # A scope that mixes them: the Londoner (GB or ZA) moves within GB; the ZA client
     # is refused, and only the Londoner is restored anywhere.
     za_client = on_jhb1[0]
-    result = failover(clients=[za_client, londoner], approve=True, fleet_file=own_lab.fleet_file)
+    state = failover(
+        clients=[za_client, londoner],
+        approve=True,
+        fleet_file=own_lab.fleet_file,
+        return_state=True,
+    )
+    # Not all it was asked: Failed, with the per-client results as its data.
+    assert state.is_failed() and "1 of 1 moved; 1 refused" in (state.message or ""), state
+    result = state.result(raise_on_failure=False)
     assert isinstance(result, dict), result
     assert result["state"] == "partial", result
     assert set(result["moved"]) == {londoner}
@@ -561,16 +578,7 @@ def test_failover_run_refuses_bad_input_before_reaching_any_api(
 def test_a_server_provisioned_for_a_client_that_failed_is_released(
     prefect_api: str, own_lab: Lab
 ) -> None:
-    client = clients_on(own_lab, "app-jhb1-2")[0]
-    plan = make_plan(
-        own_lab,
-        Scope(clients=(client,)),
-        Target(dc="cpt1"),
-        "emergency",
-        ("app-cpt1-1", "spare-cpt1-1"),
-    )
-    assert len(plan.provisions) == 1, plan.render()
-    new = plan.provisions[0].server_id
+    client, plan, new = plan_onto_a_new_server(own_lab)
     # Every mirror holding the client is lost after planning: the restore cannot succeed.
     mirrors = {m for move in plan.moves for m in (move.source_mirror, *move.fallback_mirrors)}
     for mirror in sorted(m for m in mirrors if m):
@@ -589,3 +597,91 @@ def test_a_server_provisioned_for_a_client_that_failed_is_released(
     with Store.open(own_lab.store_url) as store:
         (result,) = store.failover_results(plan.plan_id)
         assert result.outcome == "rolled-back" and "mirror" in result.detail
+
+
+# --------------------------------------------------------------------------- death
+
+
+@pytest.mark.lab
+def test_a_failover_run_that_dies_is_on_the_timeline_and_pages(
+    prefect_api: str, lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deployments.prefect_api import approve_plan
+    from ppo_dr.errors import PermanentError
+    from ppo_dr.failover.death import DEATH_KIND
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    mirror_all(lab)  # a verified snapshot to plan from
+    fleet = load_fleet(lab.fleet_file)
+    client = fleet.clients[0]
+    with Store.open(lab.store_url) as store:
+        incident, _ = store.open_incident(
+            "client-down", f"test-death-{time.time_ns()}", "test outage", {"clients": [client.id]}
+        )
+    # Nobody approves: the run times out while paused (as a lost lease ended it in #15).
+    state = failover.with_options(timeout_seconds=15)(
+        clients=[client.id], incident_id=incident.id, fleet_file=lab.fleet_file, return_state=True
+    )
+    assert state.is_failed(), state
+    with Store.open(lab.store_url) as store:
+        died = [e for e in store.timeline(incident.id) if e.kind == DEATH_KIND]
+        assert len(died) == 1 and "ended TimedOut" in died[0].message, died
+        assert died[0].flow_run_id == str(state.state_details.flow_run_id)
+        pages = [n for n in store.notices(incident.id) if "failover-died" in n.step]
+        assert pages and all(n.status == "sent" for n in pages), pages
+        assert {n.channel for n in pages} >= {"sms", "email"}
+        planned = [e for e in store.timeline(incident.id) if e.kind == "failover-planned"]
+        plan_id = planned[0].data["plan_id"]
+    # Approving the dead run's plan says so, with the run's state.
+    with pytest.raises(PermanentError, match=r"its run failover-.* ended TimedOut: .*timeout"):
+        approve_plan(plan_id, {"approve": True, "by": "anna", "note": ""}, wait_s=1)
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+@pytest.mark.lab
+def test_a_seed_waits_for_the_new_homes_repository_lock(prefect_api: str, own_lab: Lab) -> None:
+    """A mirror run of the new home (the every-minute schedule after a failover) holds
+    its repository's lock when the seed starts: the seed waits and then succeeds."""
+    from ppo_dr.fleet_access import FleetAccess, mirror_plan, repo_path
+    from ppo_dr.mirror.lock import RepositoryLock
+
+    client = clients_on(own_lab, "app-jhb1-2")[0]
+    plan = make_plan(
+        own_lab, Scope(clients=(client,)), Target(server="spare-cpt1-1"), "emergency", ()
+    )
+    move = plan.moves[0]
+    fleet = load_fleet(own_lab.fleet_file)
+    mirror_id = (
+        move.new_mirrors[0]
+        if move.new_mirrors
+        else mirror_plan(fleet, move.to_server, {client: move.to_server})[0][0].id
+    )
+    held_s = 12.0
+    with FleetAccess(fleet) as access:
+        lock = RepositoryLock(
+            access.remote(mirror_id),
+            repo_path(fleet.server(mirror_id), move.to_server),
+            "test: a mirror run of the new home",
+        )
+        lock.acquire()
+        releaser = threading.Timer(held_s, lock.release)
+        releaser.start()
+        started = time.monotonic()
+        try:
+            state = failover(
+                plan_json=plan.to_json(),
+                approve=True,
+                fleet_file=own_lab.fleet_file,
+                return_state=True,
+            )
+        finally:
+            releaser.join()
+    assert state.is_completed(), state
+    assert time.monotonic() - started > held_s
+    with Store.open(own_lab.store_url) as store:
+        (seed,) = [s for s in store.failover_steps(plan.plan_id, client) if s.step == "seed"]
+        assert seed.done and seed.attempts >= 2, seed  # locked first, then seeded
+        copies = seed.data["copies"]
+        assert mirror_id in {c["mirror"] for c in copies}, copies

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from ppo_dr.errors import PermanentError, PlacementConflict, TransientError, UnsafeInputError
-from ppo_dr.failover import steps
+from ppo_dr.failover import checks, steps
 from ppo_dr.failover.ledger import (
     placement_versions,
     roll_back_steps,
@@ -106,7 +106,7 @@ def test_restore_goes_through_staging_and_verify_names_the_first_difference(
         assert restored.path == client_path(fleet, client, server_id=target)
         assert not junk.exists() and final.is_dir()
         assert restored.files > 0 and restored.source_mirror == move.source_mirror
-        checked = steps.verify_restored(access, move, move.snapshot_id)
+        checked = checks.verify_restored(access, move, move.snapshot_id)
         assert (checked.files, checked.bytes) == (restored.files, restored.bytes)
 
         # Same size, same mtime, one byte different: found by content, and named.
@@ -117,20 +117,20 @@ def test_restore_goes_through_staging_and_verify_names_the_first_difference(
         victim.write_bytes(bytes(data))
         os.utime(victim, (st.st_atime, st.st_mtime))
         rel = str(victim.relative_to(final))
-        with pytest.raises(steps.VerifyMismatch, match="differs from the snapshot at byte") as e:
-            steps.verify_restored(access, move, move.snapshot_id)
+        with pytest.raises(checks.VerifyMismatch, match="differs from the snapshot at byte") as e:
+            checks.verify_restored(access, move, move.snapshot_id)
         assert e.value.path == rel
 
         # Restoring again replaces the whole directory (the earlier one is moved aside).
         (final / "stray-file").write_text("not in the snapshot")
         steps.restore_client(access, move)
-        steps.verify_restored(access, move, move.snapshot_id)
+        checks.verify_restored(access, move, move.snapshot_id)
         (final / "stray-file").write_text("not in the snapshot")
-        with pytest.raises(steps.VerifyMismatch, match="not in the snapshot"):
-            steps.verify_restored(access, move, move.snapshot_id)
+        with pytest.raises(checks.VerifyMismatch, match="not in the snapshot"):
+            checks.verify_restored(access, move, move.snapshot_id)
         (final / "stray-file").unlink()
         # The app serves the restored client from the target itself.
-        health = steps.app_health(fleet, client, target)
+        health = checks.app_health(fleet, client, target)
         assert health.server == target and health.url.endswith(f"/c/{client}/health")
 
 
@@ -183,7 +183,7 @@ def test_damage_falls_back_to_the_next_mirror_and_damage_everywhere_is_permanent
             restored = steps.restore_client(access, move)
             assert restored.served_by == {onsite: 0, offsite: restored.served_by[offsite]}
             assert restored.served_by[offsite] > 0
-            steps.verify_restored(access, move, move.snapshot_id)
+            checks.verify_restored(access, move, move.snapshot_id)
             # The drill's restore, from that one mirror: permanent at once, named.
             with pytest.raises(
                 DamagedDataError, match=rf"from {onsite}: .*\(damaged on every mirror\)"
@@ -224,7 +224,7 @@ def test_switch_is_a_compare_and_set_and_rollback_undoes_it(mod_lab: Lab, fleet:
         # Someone else's plan finds the placement moved: a conflict, not a retry.
         with pytest.raises(PlacementConflict):
             steps.switch(store, move, version, plan_id="0000000000000000")
-        assert steps.app_health(fleet, client, target, front_door=True).server == target
+        assert checks.app_health(fleet, client, target, front_door=True).server == target
 
         undone = steps.rollback(access, store, move, plan_id=PLAN, planned=True)
         assert undone[0] == f"placement back to {move.from_server}"
@@ -237,7 +237,7 @@ def test_switch_is_a_compare_and_set_and_rollback_undoes_it(mod_lab: Lab, fleet:
         staging = on_disk(mod_lab, fleet, target, steps.staging_path(fleet, target, client))
         kept = list(staging.parent.glob(f"{client}.kept-*"))
         assert len(kept) == 1 and any(str(kept[0].name) in u for u in undone)
-        assert steps.app_health(fleet, client, move.from_server, front_door=True).server == (
+        assert checks.app_health(fleet, client, move.from_server, front_door=True).server == (
             move.from_server
         )
         # Rolling back again finds nothing of ours to undo and leaves routing alone.
@@ -270,7 +270,7 @@ def test_freeze_makes_the_app_refuse_writes_until_unfrozen(mod_lab: Lab, fleet: 
         try:
             assert _write(fleet, client, 10_000_001) == 503
             with pytest.raises(Exception, match="still frozen"):
-                steps.app_health(fleet, client, home, timeout=0.5)
+                checks.app_health(fleet, client, home, timeout=0.5)
         finally:
             steps.unfreeze(access, client, home)
         assert _write(fleet, client, 10_000_002) == 200
@@ -288,7 +288,7 @@ def test_hostile_ids_are_refused_before_any_io(fleet: Fleet) -> None:
         with pytest.raises(UnsafeInputError):
             steps.staging_path(fleet, "spare-jhb1-1", bad)
         with pytest.raises(UnsafeInputError):
-            steps.health_url(fleet, bad)
+            checks.health_url(fleet, bad)
         with pytest.raises(UnsafeInputError):
             steps.freeze(None, bad, "app-jhb1-1")  # type: ignore[arg-type]
     with pytest.raises(UnsafeInputError):

@@ -1,0 +1,56 @@
+"""The lab's measure of a failover: acknowledged writes missing on a client's new home.
+
+The lab's workload logs every write a client's server acknowledged
+(``<lab>/workload/acks.jsonl``); after a failover, a write acknowledged by the old home
+and missing from the journal on the new home is lost. This belongs to the lab, not to
+the runbook: the failover flow counts it only when given the log (its ``acks_file``
+parameter), or when the lab says the fleet is one of its own (:func:`workload_acks`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+from pathlib import Path
+
+from ppo_dr.errors import PermanentError, RemotePathError
+from ppo_dr.fleet_access import FleetAccess, client_path
+from ppo_dr.ids import check_id
+from ppo_dr.inventory import Fleet
+from ppo_dr.lab.restricted_exec import JOURNAL
+from ppo_dr.lab.workload import lost_writes as missing_from
+from ppo_dr.lab.workload import read_acks
+
+
+def workload_acks(fleet: Fleet, fleet_file: Path) -> Path | None:
+    """The lab's log of acknowledged writes, if *fleet* is a lab with a workload running.
+
+    A fleet whose data centres are all the lab provider's is a lab; the lab lives
+    beside its fleet file (as :class:`~ppo_dr.providers.lab.LabProvider` has it).
+    """
+    if not fleet.data_centres or any(dc.provider != "lab" for dc in fleet.data_centres):
+        return None
+    acks = Path(fleet_file).resolve().parent / "workload" / "acks.jsonl"
+    return acks if acks.exists() else None
+
+
+def lost_on_new_home(
+    access: FleetAccess, client_id: str, new_home: str, acks_path: Path
+) -> list[int]:
+    """Acknowledged writes of *client_id* missing from its journal on *new_home*.
+
+    Writes the new home acknowledged itself cannot be lost there; leaving them out also
+    keeps an ack recorded after the journal was read from counting as lost.
+    """
+    client = check_id(client_id, "client id")
+    remote = access.remote(new_home)
+    journal = posixpath.join(client_path(access.fleet, client, server_id=new_home), JOURNAL)
+    with contextlib.suppress(RemotePathError):
+        lines = remote.read_bytes(journal).splitlines()
+        acked_there = {
+            a["seq"]
+            for a in read_acks(acks_path)
+            if a.get("client") == client and a.get("server") == new_home
+        }
+        return [seq for seq in missing_from(acks_path, client, lines) if seq not in acked_there]
+    raise PermanentError(f"{client}: no journal at {journal} on {new_home}")
