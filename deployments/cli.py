@@ -17,6 +17,35 @@ import deployments.failover_cli  # adds `failover run|approve`
 import deployments.incident_cli  # noqa: F401  (adds `incident ack`)
 from ppo_dr.cli import app
 from ppo_dr.cli_support import FleetOption, reports_errors
+from ppo_dr.lab.cli import lab_app
+
+control_plane_app = typer.Typer(
+    help="Prefect in its production shape: PostgreSQL, Redis, two API servers, HAProxy.",
+    no_args_is_help=True,
+)
+lab_app.add_typer(control_plane_app, name="control-plane")
+ControlPlaneDir = Annotated[
+    Path, typer.Option("--dir", help="Directory of the control plane (state, logs, data).")
+]
+
+
+@control_plane_app.command("up")
+@reports_errors
+def control_plane_up(directory: ControlPlaneDir = Path(".ppo-dr/control-plane")) -> None:
+    """Start PostgreSQL, Redis, two Prefect API servers, the services and HAProxy."""
+    from ppo_dr.lab.controlplane import up
+
+    directory.mkdir(parents=True, exist_ok=True)
+    up(directory, echo=typer.echo)
+
+
+@control_plane_app.command("down")
+@reports_errors
+def control_plane_down(directory: ControlPlaneDir = Path(".ppo-dr/control-plane")) -> None:
+    """Stop every process of the control plane in DIR (its files stay, for a post-mortem)."""
+    from ppo_dr.lab.controlplane import down
+
+    down(directory, echo=typer.echo)
 
 
 @app.command("serve")
