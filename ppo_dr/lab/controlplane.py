@@ -21,6 +21,8 @@ outlives it. Nothing here imports Prefect: the engine is run as a program.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import re
@@ -62,6 +64,14 @@ class Component:
     pid: int
     port: int | None
     command: list[str]
+    #: Start time of the process (clock ticks after boot): a recycled pid has another.
+    started: int | None = None
+
+    def is_running(self) -> bool:
+        """Whether our process still runs (Redis rewrites its environment, so the
+        marker cannot tell; the start time can)."""
+        ticks = _start_ticks(self.pid)
+        return self.started is not None and ticks == self.started and _alive(self.pid)
 
 
 @dataclass
@@ -152,19 +162,25 @@ def _marked_env(directory: Path, extra: dict[str, str] | None = None) -> dict[st
     return env
 
 
-def _spawn(plane: ControlPlane, name: str, command: list[str], env: dict[str, str],
-           port: int | None) -> Component:
+def _spawn(
+    plane: ControlPlane, name: str, command: list[str], env: dict[str, str], port: int | None
+) -> Component:
     """Start *command* in its own session, log to ``logs/NAME.log``, record it at once."""
     directory = Path(plane.directory)
     log = (directory / "logs" / f"{name}.log").open("ab")
     try:
         proc = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=directory,
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=directory,
         )
     finally:
         log.close()
-    component = Component(name=name, pid=proc.pid, port=port, command=command)
+    component = Component(name, proc.pid, port, command, _start_ticks(proc.pid))
     plane.components.append(component)
     _save(plane)
     return component
@@ -178,8 +194,13 @@ def _log_tail(directory: Path, name: str) -> str:
     return "\n".join(lines[-15:])
 
 
-def _wait(check: Callable[[], bool], what: str, plane: ControlPlane, name: str,
-          timeout: float = START_TIMEOUT) -> None:
+def _wait(
+    check: Callable[[], bool],
+    what: str,
+    plane: ControlPlane,
+    name: str,
+    timeout: float = START_TIMEOUT,
+) -> None:
     deadline = time.monotonic() + timeout
     pid = next((c.pid for c in plane.components if c.name == name), None)
     while time.monotonic() < deadline:
@@ -211,8 +232,9 @@ def _redis_pong(port: int) -> bool:
 
 
 def prefect_env(plane: ControlPlane, home: str) -> dict[str, str]:
-    """The HA settings every server process shares (names checked in prefect 3.9.1
-    and prefect-redis 0.3.0 source)."""
+    """The HA settings every server process shares, as the engine's "scale
+    self-hosted Prefect" guide lists them (names checked in prefect 3.9.1 and
+    prefect-redis 0.3.0 source)."""
     directory = Path(plane.directory)
     return _marked_env(
         directory,
@@ -226,6 +248,9 @@ def prefect_env(plane: ControlPlane, home: str) -> dict[str, str]:
             "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
             "PREFECT_REDIS_MESSAGING_HOST": HOST,
             "PREFECT_REDIS_MESSAGING_PORT": str(plane.redis_port),
+            "PREFECT_REDIS_MESSAGING_DB": "0",
+            # Docket coordinates the services' loops; memory:// is single-server only.
+            "PREFECT_SERVER_DOCKET_URL": f"redis://{HOST}:{plane.redis_port}/1",
             "PREFECT_SERVER_UI_API_URL": plane.api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         },
@@ -255,24 +280,75 @@ def _start_postgres(plane: ControlPlane, echo: Echo) -> None:
                 f"the postgres user cannot reach {pg_dir}: a parent directory is private "
                 "(mode 0700?); choose a directory under a world-traversable path"
             )
-    _run(_as_postgres([str(pg_bin / "initdb"), "-D", str(pg_dir / "data"), "-U", "postgres",
-                       "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8"]),
-         env, "initdb")
-    options = (f"-c listen_addresses={HOST} -c port={plane.pg_port} "
-               f"-c unix_socket_directories={pg_dir} -c max_connections=300")
-    _run(_as_postgres([str(pg_bin / "pg_ctl"), "-D", str(pg_dir / "data"), "-l",
-                       str(pg_dir / "postgres.log"), "-w", "-t", "60", "-o", options, "start"]),
-         env, "PostgreSQL start")
+    _run(
+        _as_postgres(
+            [
+                str(pg_bin / "initdb"),
+                "-D",
+                str(pg_dir / "data"),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+            ]
+        ),
+        env,
+        "initdb",
+    )
+    options = (
+        f"-c listen_addresses={HOST} -c port={plane.pg_port} "
+        f"-c unix_socket_directories={pg_dir} -c max_connections=300"
+    )
+    _run(
+        _as_postgres(
+            [
+                str(pg_bin / "pg_ctl"),
+                "-D",
+                str(pg_dir / "data"),
+                "-l",
+                str(pg_dir / "postgres.log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
+                "start",
+            ]
+        ),
+        env,
+        "PostgreSQL start",
+    )
     pid = int((pg_dir / "data" / "postmaster.pid").read_text().split()[0])
-    plane.components.append(Component("postgres", pid, plane.pg_port, ["postgres", str(pg_dir)]))
+    plane.components.append(
+        Component("postgres", pid, plane.pg_port, ["postgres", str(pg_dir)], _start_ticks(pid))
+    )
     _save(plane)
-    sql = (f"CREATE ROLE ppo LOGIN PASSWORD '{password}';"
-           " CREATE DATABASE prefect OWNER ppo; CREATE DATABASE store OWNER ppo;")
+    sql = (
+        f"CREATE ROLE ppo LOGIN PASSWORD '{password}';"
+        " CREATE DATABASE prefect OWNER ppo; CREATE DATABASE store OWNER ppo;"
+    )
     for statement in sql.split(";"):
         if statement.strip():
-            _run(_as_postgres([str(pg_bin / "psql"), "-q", "-h", str(pg_dir), "-p",
-                               str(plane.pg_port), "-U", "postgres", "-c", statement]),
-                 env, "creating the role and databases")
+            _run(
+                _as_postgres(
+                    [
+                        str(pg_bin / "psql"),
+                        "-q",
+                        "-h",
+                        str(pg_dir),
+                        "-p",
+                        str(plane.pg_port),
+                        "-U",
+                        "postgres",
+                        "-c",
+                        statement,
+                    ]
+                ),
+                env,
+                "creating the role and databases",
+            )
     echo(f"PostgreSQL: {HOST}:{plane.pg_port} (databases prefect, store)")
 
 
@@ -319,36 +395,80 @@ def up(directory: Path, *, echo: Echo = print) -> ControlPlane:
     started = time.monotonic()
     ports = free_ports(3 + API_SERVERS)
     plane = ControlPlane(
-        directory=str(directory), pg_port=ports[0], redis_port=ports[1],
-        proxy_port=ports[2], api_ports=ports[3:],
+        directory=str(directory),
+        pg_port=ports[0],
+        redis_port=ports[1],
+        proxy_port=ports[2],
+        api_ports=ports[3:],
     )
     _save(plane)
     try:
         _start_postgres(plane, echo)
-        _spawn(plane, "redis", ["redis-server", "--bind", HOST, "--port", str(plane.redis_port),
-                                "--save", "", "--appendonly", "no", "--dir",
-                                str(directory / "redis")], _marked_env(directory),
-               plane.redis_port)
+        _spawn(
+            plane,
+            "redis",
+            [
+                "redis-server",
+                "--bind",
+                HOST,
+                "--port",
+                str(plane.redis_port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory / "redis"),
+            ],
+            _marked_env(directory),
+            plane.redis_port,
+        )
         _wait(lambda: _redis_pong(plane.redis_port), "Redis", plane, "redis")
         echo(f"Redis: {HOST}:{plane.redis_port}")
-        _run([_prefect(), "server", "database", "upgrade", "-y"],
-             prefect_env(plane, "migrate"), "Prefect database migration", timeout=START_TIMEOUT)
+        _run(
+            [_prefect(), "server", "database", "upgrade", "-y"],
+            prefect_env(plane, "migrate"),
+            "Prefect database migration",
+            timeout=START_TIMEOUT,
+        )
         # One at a time: each registers the block types at start-up, and two doing it
         # at once collide on a unique key (measured) and one exits.
         for i, port in enumerate(plane.api_ports, 1):
-            _spawn(plane, f"api-{i}", [_prefect(), "server", "start", "--host", HOST,
-                                        "--port", str(port), "--no-services"],
-                   prefect_env(plane, f"api-{i}"), port)
-            url = f"http://{HOST}:{port}/api"
-            _wait(lambda url=url: api_healthy(url), f"Prefect API server api-{i}",  # type: ignore[misc]
-                  plane, f"api-{i}")
-        _spawn(plane, "services", [_prefect(), "server", "services", "start"],
-               prefect_env(plane, "services"), None)
+            _spawn(
+                plane,
+                f"api-{i}",
+                [
+                    _prefect(),
+                    "server",
+                    "start",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(port),
+                    "--no-services",
+                ],
+                prefect_env(plane, f"api-{i}"),
+                port,
+            )
+            healthy = functools.partial(api_healthy, f"http://{HOST}:{port}/api")
+            _wait(healthy, f"Prefect API server api-{i}", plane, f"api-{i}")
+        _spawn(
+            plane,
+            "services",
+            [_prefect(), "server", "services", "start"],
+            prefect_env(plane, "services"),
+            None,
+        )
         config = directory / "haproxy.cfg"
         config.write_text(_haproxy_config(plane))
         _run(["haproxy", "-c", "-q", "-f", str(config)], _marked_env(directory), "haproxy -c")
-        _spawn(plane, "haproxy", ["haproxy", "-db", "-f", str(config)],
-               _marked_env(directory), plane.proxy_port)
+        _spawn(
+            plane,
+            "haproxy",
+            ["haproxy", "-db", "-f", str(config)],
+            _marked_env(directory),
+            plane.proxy_port,
+        )
         _wait(lambda: api_healthy(plane.api_url), "HAProxy", plane, "haproxy")
         if not _alive(plane.component("services").pid):
             raise LabError("Prefect services exited:\n" + _log_tail(directory, "services"))
@@ -358,9 +478,19 @@ def up(directory: Path, *, echo: Echo = print) -> ControlPlane:
     plane.state = "up"
     plane.started_in_s = round(time.monotonic() - started, 1)
     _save(plane)
-    echo(f"Prefect API: {plane.api_url} (HAProxy over {len(plane.api_ports)} servers), "
-         f"up in {plane.started_in_s} s")
+    echo(
+        f"Prefect API: {plane.api_url} (HAProxy over {len(plane.api_ports)} servers), "
+        f"up in {plane.started_in_s} s"
+    )
     return plane
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Field 22 of ``/proc/PID/stat``; None when the process is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _alive(pid: int) -> bool:
@@ -403,15 +533,24 @@ def _signal_group(pid: int, signum: int) -> None:
 def kill(directory: Path, name: str, signum: int = signal.SIGKILL) -> int:
     """Send *signum* to component *name* and its process group (a fault); its pid."""
     component = load(directory.resolve()).component(name)
-    if component.pid in marked_pids(directory):
+    if component.is_running():
         _signal_group(component.pid, signum)
     return component.pid
+
+
+def _reap(pid: int) -> None:
+    """Collect *pid*'s exit status if it is our child (``up`` ran in this process) and
+    has exited, so no zombie is left behind."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0 if not _alive(pid) else os.WNOHANG)
 
 
 def _until_gone(pids: Iterator[int] | list[int], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     left = list(pids)
     while left and time.monotonic() < deadline:
+        for pid in left:
+            _reap(pid)
         left = [p for p in left if _alive(p)]
         if left:
             time.sleep(0.1)
@@ -420,7 +559,8 @@ def _until_gone(pids: Iterator[int] | list[int], timeout: float) -> list[int]:
 
 def down(directory: Path, *, echo: Echo = print) -> list[str]:
     """Stop every component (reverse order), then every marked straggler; the names
-    stopped. A recorded pid is signalled only while it still carries our marker."""
+    stopped. A recorded pid is signalled only while it is still the process we started
+    (same start time, or our marker in its environment)."""
     directory = directory.resolve()
     plane = load(directory)
     marked = set(marked_pids(directory))
@@ -430,11 +570,26 @@ def down(directory: Path, *, echo: Echo = print) -> list[str]:
             pg_data = directory / "pg" / "data"
             if (pg_data / "postmaster.pid").exists():
                 subprocess.run(
-                    _as_postgres([str(Path(plane.pg_bin) / "pg_ctl"), "-D", str(pg_data),
-                                  "-m", "fast", "-w", "-t", "30", "stop"]),
-                    capture_output=True, check=False, timeout=60,
+                    _as_postgres(
+                        [
+                            str(Path(plane.pg_bin) / "pg_ctl"),
+                            "-D",
+                            str(pg_data),
+                            "-m",
+                            "fast",
+                            "-w",
+                            "-t",
+                            "30",
+                            "stop",
+                        ]
+                    ),
+                    capture_output=True,
+                    check=False,
+                    timeout=60,
                 )
-        elif component.pid in marked:
+            if component.is_running():  # pg_ctl could not stop it
+                _signal_group(component.pid, signal.SIGKILL)
+        elif component.is_running() or component.pid in marked:
             _signal_group(component.pid, signal.SIGTERM)
             if _until_gone([component.pid], STOP_TIMEOUT):
                 _signal_group(component.pid, signal.SIGKILL)
@@ -447,6 +602,8 @@ def down(directory: Path, *, echo: Echo = print) -> list[str]:
         _signal_group(pid, signal.SIGKILL)
     if _until_gone(left, STOP_TIMEOUT):
         raise LabError(f"control plane in {directory}: processes {left} survived SIGKILL")
+    for component in plane.components:
+        _reap(component.pid)
     plane.state = "stopped"
     _save(plane)
     echo(f"control plane stopped: {', '.join(stopped) or 'nothing was running'}")

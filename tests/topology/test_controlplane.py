@@ -1,5 +1,5 @@
 """The HA control plane with real processes: PostgreSQL, Redis, two Prefect API
-servers, the services and HAProxy. One stack for the module (it takes ~30-60 s)."""
+servers, the services and HAProxy (the session's stack, from conftest)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -22,21 +21,15 @@ import pytest
 
 from ppo_dr.errors import LabError
 from ppo_dr.lab import controlplane
+from tests.topology.conftest import needs_binaries, reachable_tempdir
 
-pytestmark = [
-    pytest.mark.controlplane,
-    pytest.mark.timeout(900),
-    pytest.mark.skipif(
-        not (shutil.which("redis-server") and shutil.which("haproxy")),
-        reason="needs redis-server and haproxy (installed by .ci/run)",
-    ),
-]
+pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(900), needs_binaries]
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _post(url: str, body: dict[str, object], timeout: float = 10.0) -> tuple[int, object]:
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310 (http://127.0.0.1 only)
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
     try:
@@ -48,24 +41,10 @@ def _post(url: str, body: dict[str, object], timeout: float = 10.0) -> tuple[int
 
 @pytest.fixture
 def reachable_dir() -> Iterator[Path]:
-    """A directory the postgres user can reach (pytest's tmp_path is private, 0700)."""
-    directory = Path(tempfile.mkdtemp(prefix="ppo-dr-cp-"))
-    directory.chmod(0o755)
+    directory = reachable_tempdir()
     try:
         yield directory
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def plane() -> Iterator[controlplane.ControlPlane]:
-    directory = Path(tempfile.mkdtemp(prefix="ppo-dr-cp-"))
-    directory.chmod(0o755)
-    started = controlplane.up(directory, echo=lambda _: None)
-    try:
-        yield started
-    finally:
-        controlplane.down(directory, echo=lambda _: None)
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -86,7 +65,11 @@ def _run_flow(api_url: str, name: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_API_URL=api_url, PYTHONPATH=str(ROOT))
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180,
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -96,7 +79,12 @@ def _run_flow(api_url: str, name: str) -> str:
 def test_stack_is_up_behind_one_address(plane: controlplane.ControlPlane) -> None:
     assert plane.state == "up"
     assert [c.name for c in plane.components] == [
-        "postgres", "redis", "api-1", "api-2", "services", "haproxy"
+        "postgres",
+        "redis",
+        "api-1",
+        "api-2",
+        "services",
+        "haproxy",
     ]
     assert controlplane.api_healthy(plane.api_url)
     for port in plane.api_ports:
@@ -107,7 +95,9 @@ def test_stack_is_up_behind_one_address(plane: controlplane.ControlPlane) -> Non
     # The store's own database is reachable with the recorded credentials.
     psql = subprocess.run(
         [pg / "psql", plane.database_url("store", driver="postgresql"), "-tAc", "select 1"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert psql.stdout.strip() == "1", psql.stderr
 
@@ -164,6 +154,13 @@ def test_one_api_server_killed_loses_nothing(plane: controlplane.ControlPlane) -
     assert run_id
 
 
+def _stat(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text()[:80]
+    except OSError:
+        return "gone"
+
+
 def test_down_leaves_no_process(reachable_dir: Path) -> None:
     """A second, short-lived stack: down stops every process it made, by marker."""
     tmp_path = reachable_dir
@@ -174,7 +171,11 @@ def test_down_leaves_no_process(reachable_dir: Path) -> None:
     stopped = controlplane.down(tmp_path, echo=lambda _: None)
     assert stopped == ["haproxy", "services", "api-2", "api-1", "redis", "postgres"]
     assert controlplane.marked_pids(tmp_path) == []
-    assert [p for p in pids if Path(f"/proc/{p}").exists()] == []
+    # A zombie is gone for good (in a container whose pid 1 does not reap, postgres's
+    # parent, it stays a zombie); anything else left running is a leak.
+    left = {p: _stat(p) for p in pids if Path(f"/proc/{p}").exists()}
+    assert {p: st for p, st in left.items() if ") Z " not in st} == {}
+    assert not any(c.is_running() for c in controlplane.load(tmp_path).components)
     assert controlplane.load(tmp_path).state == "stopped"
 
 
