@@ -94,10 +94,12 @@ def test_mirror_of_a_jhb1_server_runs_on_a_jhb1_worker(
     plane: controlplane.ControlPlane, workers: dict[str, str]
 ) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     with using_api(plane.api_url):
         run = run_deployment("mirror-server/mirror-app-jhb1-1", timeout=0)
+        assert isinstance(run, FlowRun)  # the sync form
         deadline = time.monotonic() + 240
         with get_client(sync_client=True) as client:
             while time.monotonic() < deadline:
