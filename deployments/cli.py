@@ -25,8 +25,17 @@ control_plane_app = typer.Typer(
 )
 lab_app.add_typer(control_plane_app, name="control-plane")
 ControlPlaneDir = Annotated[
-    Path, typer.Option("--dir", help="Directory of the control plane (state, logs, data).")
+    Path | None,
+    typer.Option(
+        "--dir", help="Directory of the control plane (default: <ppo-dr home>/control-plane)."
+    ),
 ]
+
+
+def _control_plane_dir(directory: Path | None) -> Path:
+    from ppo_dr import config
+
+    return directory or config.home() / "control-plane"
 
 
 ApiUrlOption = Annotated[
@@ -80,21 +89,22 @@ def deploy_command(fleet: FleetOption = None, api_url: ApiUrlOption = None) -> N
 
 @control_plane_app.command("up")
 @reports_errors
-def control_plane_up(directory: ControlPlaneDir = Path(".ppo-dr/control-plane")) -> None:
+def control_plane_up(directory: ControlPlaneDir = None) -> None:
     """Start PostgreSQL, Redis, two Prefect API servers, the services and HAProxy."""
     from ppo_dr.lab.controlplane import up
 
-    directory.mkdir(parents=True, exist_ok=True)
-    up(directory, echo=typer.echo)
+    path = _control_plane_dir(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    up(path, echo=typer.echo)
 
 
 @control_plane_app.command("down")
 @reports_errors
-def control_plane_down(directory: ControlPlaneDir = Path(".ppo-dr/control-plane")) -> None:
+def control_plane_down(directory: ControlPlaneDir = None) -> None:
     """Stop every process of the control plane in DIR (its files stay, for a post-mortem)."""
     from ppo_dr.lab.controlplane import down
 
-    down(directory, echo=typer.echo)
+    down(_control_plane_dir(directory), echo=typer.echo)
 
 
 @app.command("serve")
