@@ -11,8 +11,8 @@ power loss of its host would. Then, every second: the worker's status in the API
 
     PYTHONPATH=. .venv/bin/python -m bench.worker_death [--heartbeat 30] [--watch 180]
 
-(``-m``, so the deployment's entry point is ``bench.worker_death.sleeper``, which the
-worker can import.)
+(The deployment's entry point is ``bench.worker_death.sleeper``: the worker imports it
+from this checkout.)
 
 Not run by CI. Takes about 1 minute plus --watch.
 """
@@ -52,6 +52,7 @@ def main() -> int:
     from prefect.deployments.runner import EntrypointType
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from deployments.deploy import ensure_work_pools
     from deployments.workers import start_worker
     from ppo_dr.lab import controlplane
 
@@ -63,15 +64,20 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env["PREFECT_WORKER_HEARTBEAT_SECONDS"] = str(args.heartbeat)
         env["PREFECT_HOME"] = str(directory / "prefect" / "worker")
-        worker = start_worker(
-            POOL,
-            name="bench-worker",
-            api_url=plane.api_url,
-            base_env=env,
-            log=directory / "logs" / "worker.log",
-        )
         with temporary_settings(updates={PREFECT_API_URL: plane.api_url}):
-            deployment = sleeper.to_deployment(
+            ensure_work_pools([POOL])  # before the deployment names it
+            worker = start_worker(
+                POOL,
+                name="bench-worker",
+                api_url=plane.api_url,
+                base_env=env,
+                log=directory / "logs" / "worker.log",
+            )
+            # By its module name: run with -m, this module is __main__, which the
+            # worker's flow process could not import the flow from.
+            from bench.worker_death import sleeper as importable
+
+            deployment = importable.to_deployment(
                 "sleeper", entrypoint_type=EntrypointType.MODULE_PATH
             )
             assert not isinstance(deployment, Coroutine)
@@ -79,11 +85,12 @@ def main() -> int:
             run = run_deployment("bench-sleeper/sleeper", timeout=0)
             assert isinstance(run, FlowRun)  # the sync form
             with get_client(sync_client=True) as client:
-                while True:
-                    run = client.read_flow_run(run.id)
-                    if run.state and run.state.is_running():
-                        break
+                deadline = time.monotonic() + 180
+                while not (run.state and run.state.is_running()):
+                    if time.monotonic() > deadline:
+                        raise SystemExit("the run never started (worker log: logs/worker.log)")
                     time.sleep(0.5)
+                    run = client.read_flow_run(run.id)
                 print(f"run {run.id} RUNNING on the worker; SIGKILL of the worker's group")
                 killed = time.monotonic()
                 os.killpg(worker.pid, signal.SIGKILL)
