@@ -21,7 +21,6 @@ outlives it. Nothing here imports Prefect: the engine is run as a program.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -35,11 +34,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ppo_dr.errors import LabError
+from ppo_dr.lab import processes
 from ppo_dr.lab.topology import free_ports
 
 Echo = Callable[[str], None]
@@ -70,8 +70,8 @@ class Component:
     def is_running(self) -> bool:
         """Whether our process still runs (Redis rewrites its environment, so the
         marker cannot tell; the start time can)."""
-        ticks = _start_ticks(self.pid)
-        return self.started is not None and ticks == self.started and _alive(self.pid)
+        ticks = processes.start_ticks(self.pid)
+        return self.started is not None and ticks == self.started and processes.alive(self.pid)
 
 
 @dataclass
@@ -180,7 +180,7 @@ def _spawn(
         )
     finally:
         log.close()
-    component = Component(name, proc.pid, port, command, _start_ticks(proc.pid))
+    component = Component(name, proc.pid, port, command, processes.start_ticks(proc.pid))
     plane.components.append(component)
     _save(plane)
     return component
@@ -206,7 +206,7 @@ def _wait(
     while time.monotonic() < deadline:
         if check():
             return
-        if pid is not None and not _alive(pid):
+        if pid is not None and not processes.alive(pid):
             break
         time.sleep(0.3)
     tail = _log_tail(Path(plane.directory), name)
@@ -322,7 +322,9 @@ def _start_postgres(plane: ControlPlane, echo: Echo) -> None:
     )
     pid = int((pg_dir / "data" / "postmaster.pid").read_text().split()[0])
     plane.components.append(
-        Component("postgres", pid, plane.pg_port, ["postgres", str(pg_dir)], _start_ticks(pid))
+        Component(
+            "postgres", pid, plane.pg_port, ["postgres", str(pg_dir)], processes.start_ticks(pid)
+        )
     )
     _save(plane)
     sql = (
@@ -470,7 +472,7 @@ def up(directory: Path, *, echo: Echo = print) -> ControlPlane:
             plane.proxy_port,
         )
         _wait(lambda: api_healthy(plane.api_url), "HAProxy", plane, "haproxy")
-        if not _alive(plane.component("services").pid):
+        if not processes.alive(plane.component("services").pid):
             raise LabError("Prefect services exited:\n" + _log_tail(directory, "services"))
     except BaseException:
         down(directory, echo=lambda _: None)
@@ -485,76 +487,17 @@ def up(directory: Path, *, echo: Echo = print) -> ControlPlane:
     return plane
 
 
-def _start_ticks(pid: int) -> int | None:
-    """Field 22 of ``/proc/PID/stat``; None when the process is gone."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def marked_pids(directory: Path) -> list[int]:
-    """Every live process whose environment carries this control plane's marker."""
-    needle = f"{MARKER_ENV}={directory.resolve()}".encode() + b"\0"
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ and _alive(int(proc.name)):
-            found.append(int(proc.name))
-    return found
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    for send in (os.killpg, os.kill):
-        try:
-            send(pid, signum)
-        except (ProcessLookupError, PermissionError):
-            continue
+    """Every live process of the control plane in *directory*, children included."""
+    return processes.marked_pids(MARKER_ENV, str(directory.resolve()))
 
 
 def kill(directory: Path, name: str, signum: int = signal.SIGKILL) -> int:
     """Send *signum* to component *name* and its process group (a fault); its pid."""
     component = load(directory.resolve()).component(name)
     if component.is_running():
-        _signal_group(component.pid, signum)
+        processes.signal_group(component.pid, signum)
     return component.pid
-
-
-def _reap(pid: int) -> None:
-    """Collect *pid*'s exit status if it is our child (``up`` ran in this process) and
-    has exited, so no zombie is left behind."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0 if not _alive(pid) else os.WNOHANG)
-
-
-def _until_gone(pids: Iterator[int] | list[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    left = list(pids)
-    while left and time.monotonic() < deadline:
-        for pid in left:
-            _reap(pid)
-        left = [p for p in left if _alive(p)]
-        if left:
-            time.sleep(0.1)
-    return left
 
 
 def down(directory: Path, *, echo: Echo = print) -> list[str]:
@@ -588,22 +531,22 @@ def down(directory: Path, *, echo: Echo = print) -> list[str]:
                     timeout=60,
                 )
             if component.is_running():  # pg_ctl could not stop it
-                _signal_group(component.pid, signal.SIGKILL)
+                processes.signal_group(component.pid, signal.SIGKILL)
         elif component.is_running() or component.pid in marked:
-            _signal_group(component.pid, signal.SIGTERM)
-            if _until_gone([component.pid], STOP_TIMEOUT):
-                _signal_group(component.pid, signal.SIGKILL)
+            processes.signal_group(component.pid, signal.SIGTERM)
+            if processes.until_gone([component.pid], STOP_TIMEOUT):
+                processes.signal_group(component.pid, signal.SIGKILL)
         stopped.append(component.name)
     left = marked_pids(directory)
     for pid in left:
-        _signal_group(pid, signal.SIGTERM)
-    left = _until_gone(left, STOP_TIMEOUT)
+        processes.signal_group(pid, signal.SIGTERM)
+    left = processes.until_gone(left, STOP_TIMEOUT)
     for pid in left:
-        _signal_group(pid, signal.SIGKILL)
-    if _until_gone(left, STOP_TIMEOUT):
+        processes.signal_group(pid, signal.SIGKILL)
+    if processes.until_gone(left, STOP_TIMEOUT):
         raise LabError(f"control plane in {directory}: processes {left} survived SIGKILL")
     for component in plane.components:
-        _reap(component.pid)
+        processes.reap(component.pid)
     plane.state = "stopped"
     _save(plane)
     echo(f"control plane stopped: {', '.join(stopped) or 'nothing was running'}")
