@@ -148,3 +148,44 @@ def down(directory: DirOption = None) -> None:
         typer.echo(f"stopped {len(stopped)}: {', '.join(stopped)}")
     else:
         typer.echo(f"lab {lab.directory}: nothing running")
+
+
+control_plane_app = typer.Typer(
+    help="Prefect in its production shape: PostgreSQL, Redis, two API servers, HAProxy.",
+    no_args_is_help=True,
+)
+ControlPlaneDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir", help="Directory of the control plane (default: <ppo-dr home>/control-plane)."
+    ),
+]
+
+
+def _control_plane_dir(directory: Path | None) -> Path:
+    from ppo_dr import config
+
+    return directory or config.home() / "control-plane"
+
+
+@control_plane_app.command("up")
+@reports_errors
+def control_plane_up(directory: ControlPlaneDir = None) -> None:
+    """Start PostgreSQL, Redis, two Prefect API servers, the services and HAProxy."""
+    from ppo_dr.lab.controlplane import up
+
+    path = _control_plane_dir(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    up(path, echo=typer.echo)
+
+
+@control_plane_app.command("down")
+@reports_errors
+def control_plane_down(directory: ControlPlaneDir = None) -> None:
+    """Stop every process of the control plane in DIR (its files stay, for a post-mortem)."""
+    from ppo_dr.lab.controlplane import down
+
+    down(_control_plane_dir(directory), echo=typer.echo)
+
+
+lab_app.add_typer(control_plane_app, name="control-plane")

@@ -18,6 +18,7 @@ from cli.lab import lab_app
 from cli.maintenance import maintenance_app
 from cli.mirror import mirror_app
 from cli.serve import serve_command
+from cli.topology import deploy_command, worker_command
 
 app = typer.Typer(
     name="ppo-dr",
@@ -34,6 +35,8 @@ app.add_typer(incident_app, name="incident")
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(failover_app, name="failover")
 app.command("serve")(serve_command)
+app.command("worker")(worker_command)
+app.command("deploy")(deploy_command)
 
 
 def main() -> None:

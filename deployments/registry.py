@@ -10,11 +10,18 @@ registers anything: a missing limit would let ``concurrency(name)`` run unthrott
 
 Entry points are module paths (``flows.report.fleet_report``), not file paths, so
 served runs load the installed package whatever directory ``serve`` started in.
+
+The distributed topology (``ppo-dr deploy`` and workers, docs/deploy.md) registers
+the same deployments on work pools, by :func:`distributed_deployments`: each app
+server's mirror on its data centre's pool (``dc-<id>``: it reads the server over the
+DC's LAN and pushes off-site), everything else (probe, watchdog, escalation, the
+failover's orchestration, drill, reports) on :data:`CONTROL_POOL`, off-site.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
@@ -231,3 +238,67 @@ CONCURRENCY_LIMITS: dict[str, int] = {
     FAILOVER_LIMIT: FAILOVER_SLOTS,
     **_mirror_limits(),  # mirror-server-<id>: 1, mirror-dc-<dc>: 2
 }
+
+
+#: The work pool of the off-site orchestration: probe, escalation, failover, reports.
+CONTROL_POOL = "control"
+
+
+def dc_pool(dc_id: str) -> str:
+    """The process work pool of data centre *dc_id*: its workers run its mirrors."""
+    return f"dc-{dc_id}"
+
+
+def mirror_of_server_deployment(fleet: Fleet, server_id: str) -> RunnerDeployment:
+    """The scheduled mirror of one app server, on its data centre's pool (its name is
+    ``mirror-server/mirror-<server>``); a run due while one still runs is cancelled."""
+    server = fleet.server(server_id)
+    deployment = mirror_server.to_deployment(
+        f"mirror-{server.id}",
+        cron=fleet.timing.mirror_cron,
+        parameters={"server_id": server.id},
+        tags=[TAG, "mirror", f"dc:{server.dc}", f"server:{server.id}"],
+        concurrency_limit=ONE_AT_A_TIME,
+        work_pool_name=dc_pool(server.dc),
+        description=f"Mirror {server.id} from inside {server.dc} to its on-site and off-site "
+        "mirrors, verify, record the catalogue.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A deployment of the distributed topology and the work pool it runs on."""
+
+    deployment: RunnerDeployment
+    pool: str
+
+
+#: Deployments of :data:`DEPLOYMENTS` replaced in the distributed topology: the
+#: fleet-wide mirror runs every server's mirror in one process, where the run is, and
+#: the on-demand one would run any server's mirror on one pool; each app server gets
+#: its own mirror deployment on its DC's pool instead (scheduled, and run on demand).
+NOT_DISTRIBUTED = frozenset({"mirror-fleet", "mirror-server"})
+
+
+def distributed_deployments(fleet: Fleet) -> list[Routed]:
+    """Every deployment of the distributed topology with its pool, in a stable order:
+    the control pool's, then one mirror per app server (by id)."""
+    routed: list[Routed] = []
+    for build in DEPLOYMENTS:
+        deployment = build()
+        if deployment.name in NOT_DISTRIBUTED:
+            continue
+        deployment.work_pool_name = CONTROL_POOL
+        routed.append(Routed(deployment, CONTROL_POOL))
+    for server in sorted(fleet.servers, key=lambda s: s.id):
+        if server.role == "app":
+            routed.append(Routed(mirror_of_server_deployment(fleet, server.id), dc_pool(server.dc)))
+    return routed
+
+
+def work_pools(fleet: Fleet) -> list[str]:
+    """Every pool of the distributed topology: ``control`` and one per data centre."""
+    return [CONTROL_POOL, *(dc_pool(dc.id) for dc in fleet.data_centres)]

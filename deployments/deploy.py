@@ -1,0 +1,134 @@
+"""``ppo-dr deploy``: register the distributed topology against a Prefect server.
+
+From the one declaration (:func:`deployments.registry.distributed_deployments`), in
+this order, idempotently (a second run changes nothing and says ``unchanged``):
+
+1. checks the server first: it must answer ``/api/health`` and report a Prefect
+   version of the same minor series as ours, else :class:`DeployError` names the URL
+   and both versions and nothing is written;
+2. the work pools (``control`` and ``dc-<id>`` per data centre, type ``process``);
+3. the global concurrency limits (before any deployment: a missing limit would run
+   unthrottled);
+4. every deployment on its pool (schedules, parameters, deployment concurrency);
+   registered by module path, no image, no push: workers import this checkout;
+5. the probe heartbeat automation, enabled (the control workers serve the watchdog).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ppo_dr.errors import PermanentError
+from ppo_dr.inventory import load_fleet
+
+Echo = Callable[[str], None]
+CHECK_TIMEOUT = 10.0
+
+
+class DeployError(PermanentError):
+    """The server cannot take the deployment: unreachable, not Prefect, another version."""
+
+
+@dataclass(frozen=True)
+class ServerCheck:
+    """What the server said about itself."""
+
+    api_url: str
+    version: str
+
+
+def _get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=CHECK_TIMEOUT) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def check_server(api_url: str) -> ServerCheck:
+    """Refuse a server we must not deploy to, before anything is written to it."""
+    import prefect
+
+    api_url = api_url.rstrip("/")
+    try:
+        healthy = _get_json(f"{api_url}/health")
+        version = _get_json(f"{api_url}/admin/version")
+    except urllib.error.HTTPError as exc:
+        raise DeployError(
+            f"{api_url} is not a Prefect API (HTTP {exc.code} on {exc.url}); "
+            "the URL should end in /api"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise DeployError(f"Prefect API at {api_url} unreachable: {exc}") from None
+    if healthy is not True or not isinstance(version, str):
+        raise DeployError(f"{api_url} does not answer like a Prefect API (health {healthy!r})")
+    ours = prefect.__version__
+    if version.split(".")[:2] != ours.split(".")[:2]:
+        raise DeployError(
+            f"Prefect server at {api_url} runs {version}, this ppo-dr uses {ours}: "
+            "upgrade one side so both are the same minor version (docs/deploy.md, Upgrades)"
+        )
+    return ServerCheck(api_url, version)
+
+
+def ensure_work_pools(pools: list[str]) -> list[tuple[str, str]]:
+    """Create each missing process pool; an existing one of another type is refused."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    done: list[tuple[str, str]] = []
+    with get_client(sync_client=True) as client:
+        for name in pools:
+            try:
+                existing = client.read_work_pool(name)
+            except ObjectNotFound:
+                try:
+                    client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+                    done.append((name, "created"))
+                    continue
+                except ObjectAlreadyExists:
+                    existing = client.read_work_pool(name)
+            if existing.type != "process":
+                raise DeployError(
+                    f"work pool {name!r} exists with type {existing.type!r}, "
+                    "not 'process'; remove it or rename ours"
+                )
+            done.append((name, "unchanged"))
+    return done
+
+
+def deploy(api_url: str, fleet_file: Path, *, echo: Echo = print) -> int:
+    """Register pools, limits, deployments and the automation; the deployment count."""
+    from deployments.prefect_api import use_api
+    from deployments.registry import CONCURRENCY_LIMITS, distributed_deployments, work_pools
+    from deployments.serve import ensure_concurrency_limits, ensure_probe_automation
+
+    fleet_file = fleet_file.expanduser().resolve()
+    fleet = load_fleet(fleet_file)  # bad fleet: refused before the server is touched
+    server = check_server(api_url)
+    echo(f"Prefect {server.version} at {server.api_url}")
+    previous = os.environ.get("PPO_DR_FLEET")
+    os.environ["PPO_DR_FLEET"] = str(fleet_file)  # the builders read timings from it
+    try:
+        routed = distributed_deployments(fleet)
+    finally:
+        if previous is None:
+            os.environ.pop("PPO_DR_FLEET", None)
+        else:
+            os.environ["PPO_DR_FLEET"] = previous
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with use_api(None), temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        for name, what in ensure_work_pools(work_pools(fleet)):
+            echo(f"work pool {name}: {what}")
+        for name, slots, what in ensure_concurrency_limits(CONCURRENCY_LIMITS):
+            echo(f"concurrency limit {name} ({slots}): {what}")
+        for item in routed:
+            item.deployment.apply(work_pool_name=item.pool)
+            echo(f"deployment {item.deployment.flow_name}/{item.deployment.name} -> {item.pool}")
+        ensure_probe_automation(fleet_file, enabled=True, echo=echo)
+    return len(routed)

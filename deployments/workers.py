@@ -1,0 +1,105 @@
+"""``ppo-dr worker --dc ID`` / ``--control``: the engine's own process worker on our pool.
+
+A thin wrapper over ``prefect worker start --pool POOL --type process``: we only
+choose the pool from the fleet (``dc-<id>`` or ``control``, see
+:mod:`deployments.registry`), name the worker after its host and pool so the API
+shows where a run ran, and put the project on ``PYTHONPATH`` so the worker's flow
+runs import ``flows.*`` from this checkout (deployments are registered by module
+path, without images or pull steps). Scheduling, heartbeats and crash detection are
+the engine's.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from deployments.registry import CONTROL_POOL, dc_pool
+from ppo_dr.errors import PermanentError
+from ppo_dr.inventory import Fleet
+
+#: The directory that holds ``flows/``, ``tasks/`` and ``ppo_dr/``.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class WorkerError(PermanentError):
+    """A worker cannot be started as asked (unknown DC, both or neither pool kinds)."""
+
+
+def pool_for(fleet: Fleet, *, dc: str | None, control: bool) -> str:
+    """The pool a worker serves: ``dc-<dc>`` for a known DC, or ``control``."""
+    if control == (dc is not None):
+        raise WorkerError("give exactly one of --dc ID or --control")
+    if control:
+        return CONTROL_POOL
+    known = [d.id for d in fleet.data_centres]
+    if dc not in known:
+        raise WorkerError(f"unknown data centre {dc!r}; known: {', '.join(known)}")
+    return dc_pool(dc)
+
+
+def worker_name(pool: str, host: str | None = None) -> str:
+    """``<pool>@<host>``: unique per host and pool, readable in the UI."""
+    return f"{pool}@{host or socket.gethostname()}"
+
+
+def worker_command(pool: str, name: str, *, run_once: bool = False) -> list[str]:
+    """The engine's worker command line for *pool*."""
+    prefect = Path(sys.executable).with_name("prefect")
+    command = [
+        str(prefect) if prefect.exists() else "prefect",
+        "worker",
+        "start",
+        "--pool",
+        pool,
+        "--type",
+        "process",
+        "--name",
+        name,
+    ]
+    return [*command, "--run-once"] if run_once else command
+
+
+def worker_env(api_url: str | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment: ours, the project on PYTHONPATH, and *api_url*."""
+    env = dict(os.environ if base is None else base)
+    paths = [str(PROJECT_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def start_worker(
+    pool: str,
+    *,
+    name: str | None = None,
+    api_url: str | None = None,
+    log: Path | None = None,
+    base_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a worker on *pool* in its own session, in the background (the lab's way;
+    stop it with SIGTERM to its process group). *base_env* replaces ``os.environ``."""
+    out = log.open("ab") if log else None
+    try:
+        return subprocess.Popen(
+            worker_command(pool, name or worker_name(pool)),
+            env=worker_env(api_url, base_env),
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        if out:
+            out.close()
+
+
+def run_worker(pool: str, *, name: str | None = None, api_url: str | None = None) -> int:
+    """Run a worker on *pool* in the foreground until it stops (``ppo-dr worker``)."""
+    command = worker_command(pool, name or worker_name(pool))
+    return subprocess.call(command, env=worker_env(api_url), cwd=PROJECT_ROOT)

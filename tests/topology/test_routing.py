@@ -1,0 +1,164 @@
+"""Pool routing with real workers on the HA control plane: ``deploy`` registers the
+topology (twice: idempotent), a jhb1 server's mirror runs on the jhb1 worker, never
+on cpt1's; bad input changes nothing."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deployments.deploy import DeployError, check_server, deploy
+from deployments.registry import CONTROL_POOL, dc_pool, distributed_deployments
+from deployments.workers import WorkerError, pool_for, start_worker
+from ppo_dr.inventory import Fleet
+from ppo_dr.lab import controlplane
+from tests.lab.test_topology import make_fleet
+from tests.prefect_fixtures import isolated_env, using_api
+from tests.topology.conftest import needs_binaries
+
+pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(900), needs_binaries]
+
+
+@pytest.fixture(scope="module")
+def fleet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("fleet")
+    make_fleet(directory, clients=4)
+    return directory / "fleet.yaml"
+
+
+@pytest.fixture(scope="module")
+def deployed(plane: controlplane.ControlPlane, fleet_file: Path) -> list[str]:
+    lines: list[str] = []
+    deploy(plane.api_url, fleet_file, echo=lines.append)
+    return lines
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+@pytest.fixture
+def workers(
+    plane: controlplane.ControlPlane, fleet_file: Path, deployed: list[str], tmp_path: Path
+) -> Iterator[dict[str, str]]:
+    """A jhb1 and a cpt1 worker; yields pool -> worker name."""
+    env = isolated_env(PPO_DR_FLEET=str(fleet_file), PPO_DR_HOME=str(tmp_path / "home"))
+    names = {dc_pool("jhb1"): "dc-jhb1@test", dc_pool("cpt1"): "dc-cpt1@test"}
+    procs = [
+        start_worker(
+            pool, name=name, api_url=plane.api_url, base_env=env, log=tmp_path / f"{pool}.log"
+        )
+        for pool, name in names.items()
+    ]
+    try:
+        yield names
+    finally:
+        for proc in procs:
+            _stop(proc)
+
+
+def test_deploy_registers_every_pool_and_deployment(
+    plane: controlplane.ControlPlane, fleet_file: Path, deployed: list[str]
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    assert "work pool dc-jhb1: created" in deployed
+    again: list[str] = []
+    count = deploy(plane.api_url, fleet_file, echo=again.append)
+    assert [line for line in again if line.startswith("work pool")] == [
+        f"work pool {p}: unchanged" for p in ("control", "dc-jhb1", "dc-cpt1", "dc-lon1")
+    ]
+    assert all("created" not in line for line in again if "concurrency limit" in line)
+    with using_api(plane.api_url), get_client(sync_client=True) as client:
+        registered = {f"{d.name}": d.work_pool_name for d in client.read_deployments(limit=200)}
+    assert len(registered) == count
+    assert registered["mirror-app-jhb1-1"] == "dc-jhb1"
+    assert registered["mirror-app-cpt1-1"] == "dc-cpt1"
+    assert registered["probe-fleet"] == registered["failover"] == CONTROL_POOL
+
+
+def test_mirror_of_a_jhb1_server_runs_on_a_jhb1_worker(
+    plane: controlplane.ControlPlane, workers: dict[str, str]
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+
+    with using_api(plane.api_url):
+        run = run_deployment("mirror-server/mirror-app-jhb1-1", timeout=0)
+        assert isinstance(run, FlowRun)  # the sync form
+        deadline = time.monotonic() + 240
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline:
+                run = client.read_flow_run(run.id)
+                if "prefect.worker.name" in (run.labels or {}):
+                    break
+                time.sleep(1)
+    assert run.work_pool_name == "dc-jhb1"
+    assert run.labels["prefect.worker.name"] == workers["dc-jhb1"]
+
+
+def test_worker_pools_and_bad_dc(fleet_file: Path) -> None:
+    from ppo_dr.inventory import load_fleet
+
+    fleet: Fleet = load_fleet(fleet_file)
+    assert pool_for(fleet, dc="lon1", control=False) == "dc-lon1"
+    assert pool_for(fleet, dc=None, control=True) == "control"
+    with pytest.raises(WorkerError, match="unknown data centre 'nowhere'; known: jhb1, cpt1, lon1"):
+        pool_for(fleet, dc="nowhere", control=False)
+    with pytest.raises(WorkerError, match="exactly one"):
+        pool_for(fleet, dc="jhb1", control=True)
+    pools = {r.pool for r in distributed_deployments(fleet)}
+    assert pools == {"control", "dc-jhb1", "dc-cpt1", "dc-lon1"}
+
+
+def test_deploy_refuses_unreachable_and_foreign_servers(
+    plane: controlplane.ControlPlane, fleet_file: Path
+) -> None:
+    closed = f"http://127.0.0.1:{plane.pg_port + 0}/api"  # PostgreSQL: not HTTP at all
+    with pytest.raises(DeployError, match=r"unreachable|not a Prefect API|does not answer"):
+        deploy(closed, fleet_file, echo=lambda _: None)
+    with pytest.raises(DeployError, match=r"127\.0\.0\.1:1/api unreachable"):
+        check_server("http://127.0.0.1:1/api")
+    # The API without /api: HAProxy forwards, Prefect answers 404 there.
+    with pytest.raises(DeployError, match="not a Prefect API"):
+        check_server(plane.api_url.removesuffix("/api"))
+
+
+class _OldPrefect(http.server.BaseHTTPRequestHandler):
+    """A server that answers like Prefect 2.20: healthy, another version."""
+
+    def do_GET(self) -> None:
+        body = {"/api/health": "true", "/api/admin/version": '"2.20.3"'}.get(self.path)
+        self.send_response(200 if body else 404)
+        self.end_headers()
+        self.wfile.write((body or "{}").encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_deploy_refuses_another_prefect_version_and_writes_nothing(fleet_file: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OldPrefect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api"
+    try:
+        with pytest.raises(DeployError, match=rf"{url} runs 2\.20\.3, this ppo-dr uses 3\.9"):
+            deploy(url, fleet_file, echo=lambda _: None)
+    finally:
+        server.shutdown()
+        server.server_close()
