@@ -105,17 +105,28 @@ class Approval(RunInput):
 
 
 def _run_name() -> str:
+    """One name for the whole run, known before it plans, quoted by the pages as is.
+
+    An incident's failover is ``failover-incident-<id>`` (the escalation starts one per
+    incident, so the SMS can name it before it exists); any other run is named after its
+    scope plus its short run id, so two runs never share a name.
+    """
     params = flow_run.parameters
     mode = "migrate" if params.get("mode") == "planned" else "failover"
+    incident = params.get("incident_id")
+    if isinstance(incident, int) and incident > 0:
+        return f"{mode}-incident-{incident}"
+    short = str(flow_run.id or "")[:8] or "local"
     for key in ("server", "dc"):
         value = params.get(key)
         if value:
-            return f"{mode}-{key}-{value if is_valid_id(value) else 'invalid'}"
+            return f"{mode}-{key}-{value if is_valid_id(value) else 'invalid'}-{short}"
     clients = params.get("clients") or []
     if clients:
         first = clients[0] if is_valid_id(clients[0]) else "invalid"
-        return f"{mode}-clients-{first}" + (f"-and-{len(clients) - 1}" if len(clients) > 1 else "")
-    return f"{mode}-plan"
+        more = f"-and-{len(clients) - 1}" if len(clients) > 1 else ""
+        return f"{mode}-clients-{first}{more}-{short}"
+    return f"{mode}-plan-{short}"
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -301,8 +312,7 @@ def failover(
         down = observe_reachability(fleet)
         plan = make_plan(path, scope, target, mode, sorted(down))
     kind = "migration" if plan.mode == "planned" else "failover"
-    label_flow_run(
-        f"{'migrate' if plan.mode == 'planned' else 'failover'}-{plan.plan_id[:12]}",
+    label_flow_run(  # tags only: the run keeps the one name it started with
         tags=[f"fleet:{fleet.name}", f"plan:{plan.plan_id}", f"mode:{plan.mode}"]
         + ([f"incident:{incident_id}"] if incident_id else [])
         + [f"client:{m.client_id}" for m in plan.moves]

@@ -169,8 +169,8 @@ def failover_notices(
     if failover.plan_id is None or incident.resolved_at is not None:
         return []
     plan = failover.plan_id
-    # The failover flow names its run after the plan (flows/failover.py: label_flow_run).
-    run = f"failover-{plan[:12]}"
+    # The failover flow names an incident's run so from its start (flows/failover.py).
+    run = f"failover-incident-{incident.id}"
     texts: list[tuple[str, str, str, str]] = []  # step, subject, sms, email
     if failover.refusals:
         reasons = "; ".join(f"{c}: {r}" for c, r in failover.refusals)

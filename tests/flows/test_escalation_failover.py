@@ -144,7 +144,7 @@ def test_the_on_call_is_told_of_refusals_and_how_to_approve() -> None:
     assert by_step == {"failover-refused": level_1, "failover-approve": level_1}
     approve = next(n for n in notices if n.step == "failover-approve" and n.channel == "email")
     assert f"ppo-dr failover approve {PLAN} --by NAME" in approve.body
-    assert "Prefect UI" in approve.body and f"failover-{PLAN[:12]}" in approve.body
+    assert "Prefect UI" in approve.body and "failover-incident-9" in approve.body
     refused = next(n for n in notices if n.step == "failover-refused" and n.channel == "email")
     assert "zulu: no allowed target in ZA" in refused.body
     assert all(len(n.body) <= SMS_LIMIT for n in notices if n.channel == "sms")
