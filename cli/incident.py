@@ -140,8 +140,15 @@ def resume_escalation(incident_id: int, run_input: dict[str, Any]) -> list[tuple
     up to :data:`PAUSE_WAIT_S`. No run found: an empty list.
     """
     from deployments.prefect_api import resume_paused
+    from flows.escalation import ACKNOWLEDGED
 
-    return resume_paused(f"incident:{incident_id}", run_input, wait_s=PAUSE_WAIT_S, every_run=True)
+    return resume_paused(
+        f"incident:{incident_id}",
+        run_input,
+        wait_s=PAUSE_WAIT_S,
+        every_run=True,
+        settled_state=ACKNOWLEDGED,
+    )
 
 
 @incident_app.command("ack")

@@ -46,13 +46,22 @@ def use_api(url: str | None) -> Iterator[None]:
 
 
 def resume_paused(
-    tag: str, run_input: dict[str, Any], *, wait_s: float, every_run: bool
+    tag: str,
+    run_input: dict[str, Any],
+    *,
+    wait_s: float,
+    every_run: bool,
+    settled_state: str | None = None,
 ) -> list[tuple[str, str]]:
     """Resume the paused runs tagged *tag* with *run_input*: ``(run name, outcome)`` pairs.
 
     A run of the tag that is running, not paused (still planning, or between two
     pauses), is waited for up to *wait_s*: with *every_run* until each such run has
-    been resumed once, else until the first paused run is found. None found: [].
+    been resumed once, else until the first paused run is found. A run that left its
+    pause between our read and our resume (its wait timed out) is tried again when it
+    pauses next, not reported as refused; a running run whose state is named
+    *settled_state* (e.g. an escalation that saw the acknowledgement in the store by
+    itself) needs no resume and is reported as such. None found: [].
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -77,18 +86,29 @@ def resume_paused(
             runs = [
                 r for r in client.read_flow_runs(flow_run_filter=wanted) if str(r.id) not in done
             ]
+            for run in runs:
+                if settled_state and run.state is not None and run.state.name == settled_state:
+                    outcomes.append((run.name, f"not needed (already {settled_state.lower()})"))
+                    done.add(str(run.id))
             paused = [r for r in runs if r.state is not None and r.state.is_paused()]
             for run in paused:
                 result = client.resume_flow_run(run.id, run_input=run_input)
                 reason = getattr(result.details, "reason", None)
                 status = result.status.value.lower()
+                if status == "abort" and not _still_paused(client, run.id):
+                    continue  # it left the pause as we came: resume it at its next one
                 outcomes.append((run.name, f"{status}: {reason}" if reason else status))
                 done.add(str(run.id))
-            waiting = [r for r in runs if r not in paused]
+            waiting = [r for r in runs if str(r.id) not in done]
             finished = not waiting if every_run else bool(paused)
             if finished or time.monotonic() > deadline:
                 return outcomes
             time.sleep(0.5)
+
+
+def _still_paused(client: Any, run_id: Any) -> bool:
+    state = client.read_flow_run(run_id).state
+    return state is not None and state.is_paused()
 
 
 def ended_runs(tag: str) -> list[tuple[str, str]]:
