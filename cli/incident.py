@@ -232,7 +232,8 @@ def incident_report(
 ) -> None:
     """The incident report: Markdown on stdout, or a file (.html for HTML); with RTO,
     RPO and data lost per client when clients were failed over."""
-    from ppo_dr.reports import report_for_incident, report_html, report_markdown
+    from ppo_dr.report_html import report_html
+    from ppo_dr.reports import report_for_incident, report_markdown
 
     flt = _fleet(fleet)
     with open_store(fleet) as store:

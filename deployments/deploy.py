@@ -103,9 +103,10 @@ def ensure_work_pools(pools: list[str]) -> list[tuple[str, str]]:
 
 def deploy(api_url: str, fleet_file: Path, *, echo: Echo = print) -> int:
     """Register pools, limits, deployments and the automation; the deployment count."""
+    from deployments.automations import ensure_probe_automation
     from deployments.prefect_api import use_api
     from deployments.registry import CONCURRENCY_LIMITS, distributed_deployments, work_pools
-    from deployments.serve import ensure_concurrency_limits, ensure_probe_automation
+    from deployments.serve import ensure_concurrency_limits
 
     fleet_file = fleet_file.expanduser().resolve()
     fleet = load_fleet(fleet_file)  # bad fleet: refused before the server is touched

@@ -36,7 +36,7 @@ second escalation.
 **probe_watchdog()** — if the store has no probe heartbeat for two probe periods, it
 opens the paging ``probe-silent`` incident and starts its escalation. Two paths run
 it, neither depending on the probe: its own short schedule, and a Proactive Prefect
-automation that ``ppo-dr serve`` creates (:func:`deployments.serve.
+automation that ``ppo-dr serve`` creates (:func:`deployments.automations.
 probe_heartbeat_automation`): no ``ppo-dr.probe.heartbeat`` event for two periods →
 the server runs this deployment with ``silent_after_s`` of one period (the events
 already showed the silence; the store's heartbeat is per minute, so up to a minute

@@ -22,7 +22,7 @@
         ├── PlanError                failover.model: a failover request cannot be planned
         ├── VerifyMismatch           failover.steps: a restored file differs from its snapshot
         ├── DrillPlanError           failover.drill: a drill cannot be planned as asked
-        └── ServeError               deployments.serve: ``serve`` cannot start
+        └── ServeError               deployments.local_server: ``serve`` cannot start
 
 The classes indented one step further are defined beside the code that raises them
 (module named first); every error class in the project derives from this tree, so

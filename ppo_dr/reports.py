@@ -12,7 +12,7 @@ Two renderings of one :class:`IncidentReport`:
 
 * :func:`report_markdown` -- for ``ppo-dr incident report`` and the Prefect markdown
   artifact the escalation flow publishes when it ends;
-* :func:`report_html` -- a standalone page (``-o report.html``).
+* :func:`ppo_dr.report_html.report_html` -- a standalone page (``-o report.html``).
 
 Everything that came from outside (titles, notes, cause, client names, error texts)
 is escaped: Markdown punctuation and HTML in the Markdown (Prefect's UI renders both),
@@ -312,7 +312,7 @@ def _md_block(text: str | None) -> str:
     return "\n".join(md(line) if line.strip() else "" for line in text.strip().splitlines())
 
 
-def _recovered_cells(report: IncidentReport) -> tuple[str, str]:
+def recovered_cells(report: IncidentReport) -> tuple[str, str]:
     """The "recovered" row: when, and how long the outage was (blank while it lasts)."""
     if report.time_to_recover is None:
         return time_text(report.service_back_at), NOT_YET
@@ -341,7 +341,7 @@ def report_markdown(report: IncidentReport) -> str:
         f"| acknowledged | {time_text(inc.acknowledged_at)} | "
         f"{duration_text(report.time_to_ack)} to acknowledge"
         f"{' by ' + md(inc.acknowledged_by) if inc.acknowledged_by else ''} |",
-        "| recovered | {} | {} |".format(*_recovered_cells(report)),
+        "| recovered | {} | {} |".format(*recovered_cells(report)),
         f"| resolved | {time_text(inc.resolved_at)} | "
         f"{duration_text(report.time_to_resolve)} to resolve"
         f"{' by ' + md(inc.resolved_by) if inc.resolved_by else ''} |",
@@ -489,132 +489,8 @@ def _recovery_markdown(report: IncidentReport) -> list[str]:
     return lines
 
 
-# --------------------------------------------------------------------------- HTML
-
-
-def _h(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _html_block(text: str | None) -> str:
-    if not text or not text.strip():
-        return "<p><em>not recorded yet</em></p>"
-    return "".join(f"<p>{_h(p.strip())}</p>" for p in text.strip().split("\n\n"))
-
-
-def _table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    out = ["<table>", "<tr>" + "".join(f"<th>{_h(h)}</th>" for h in head) + "</tr>"]
-    out += ["<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>" for row in rows]
-    out.append("</table>")
-    return "\n".join(out)
-
-
-_CSS: Final = (
-    "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
-    "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;"
-    "padding:.25rem .5rem;text-align:left;vertical-align:top}th{background:#f4f4f4}"
-)
-
-
-def _recovery_html(report: IncidentReport) -> list[str]:
-    if not report.recoveries:
-        return []
-    parts = [
-        "<h2>Recovery per client (failover)</h2>",
-        "<p>RPO: age of the restored snapshot at the declaration. RTO: declaration to "
-        "healthy through the front door.</p>",
-        _table(RECOVERY_HEAD, recovery_rows(report)),
-        "<h2>Data lost</h2>",
-        "<ul>",
-        *(
-            f"<li><strong>{_h(r.client_id)}</strong> ({_h(r.name)}): {_h(r.data_lost())}</li>"
-            for r in report.recoveries
-        ),
-        "</ul>",
-    ]
-    if report.failover_steps:
-        parts += ["<h3>Failover steps</h3>", _table(STEP_HEAD, step_rows(report))]
-    return parts
-
-
-def report_html(report: IncidentReport) -> str:
-    """The report as a standalone HTML page; every value is escaped."""
-    inc = report.incident
-    title = f"Incident {inc.id}: {inc.title}"
-    times = [
-        ("first failure", time_text(report.first_failure_at), ""),
-        (
-            "detected (opened)",
-            time_text(report.detected_at),
-            f"{duration_text(report.time_to_detect)} to detect",
-        ),
-        (
-            "acknowledged",
-            time_text(inc.acknowledged_at),
-            f"{duration_text(report.time_to_ack)} to acknowledge"
-            + (f" by {inc.acknowledged_by}" if inc.acknowledged_by else ""),
-        ),
-        ("recovered", *_recovered_cells(report)),
-        (
-            "resolved",
-            time_text(inc.resolved_at),
-            f"{duration_text(report.time_to_resolve)} to resolve"
-            + (f" by {inc.resolved_by}" if inc.resolved_by else ""),
-        ),
-    ]
-    impact = [
-        (
-            r.client_id,
-            r.name,
-            duration_text(r.outage) if r.outage is not None else "ongoing",
-            r.contacts_emailed,
-        )
-        for r in report.impact
-    ]
-    timeline = [
-        (time_text(e.at), e.kind, e.message, e.flow_run_id or NOT_YET) for e in report.timeline
-    ]
-    notices = [
-        (
-            time_text(n.created_at),
-            n.step,
-            n.channel,
-            n.recipient,
-            n.status,
-            n.error or n.receipt or NOT_YET,
-        )
-        for n in report.notices
-    ]
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_h(title)}</h1>",
-        f"<p><strong>State:</strong> {_h(inc.state)} · <strong>kind:</strong> {_h(inc.kind)}"
-        f" · <strong>severity:</strong> {_h(inc.severity)}</p>",
-        "<h2>Times</h2>",
-        _table(("", "at", "after"), times),
-        "<h2>Scope and impact</h2>",
-        _table(("client", "name", "outage", "contacts e-mailed"), impact)
-        if impact
-        else "<p>No client named in the incident's scope.</p>",
-        *_recovery_html(report),
-        "<h2>Cause</h2>",
-        _html_block(inc.cause),
-        "<h2>Measures taken</h2>",
-        _html_block(inc.measures),
-        "<h2>Prevention</h2>",
-        _html_block(inc.prevention),
-        "<h2>Timeline</h2>",
-        _table(("at (UTC)", "what", "message", "flow run"), timeline),
-        "<h2>Notices sent</h2>",
-        _table(("created (UTC)", "step", "channel", "to", "status", "receipt or error"), notices),
-        "</body></html>",
-    ]
-    return "\n".join(parts) + "\n"
-
-
 __all__ = [
+    "NOT_YET",
     "RECOVERY_HEAD",
     "STEP_HEAD",
     "ClientImpact",
@@ -624,9 +500,9 @@ __all__ = [
     "duration_text",
     "md",
     "notice_counts",
+    "recovered_cells",
     "recovery_rows",
     "report_for_incident",
-    "report_html",
     "report_markdown",
     "step_rows",
     "time_text",

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.serve import LocalPrefectServer, free_port
+from deployments.local_server import LocalPrefectServer, free_port
 
 _PREFIXES = ("PREFECT_", "PPO_DR_")
 _FIXTURES = {"prefect_api", "prefect_server"}

@@ -24,7 +24,7 @@ from typing import IO
 
 import pytest
 
-from deployments.serve import api_is_healthy, free_port
+from deployments.local_server import api_is_healthy, free_port
 from tests.cli.entry import PPO_DR
 from tests.prefect_fixtures import isolated_env, using_api
 
@@ -396,7 +396,7 @@ def test_probe_heartbeat_automation_is_idempotent_and_fires_when_heartbeats_stop
     from prefect.events.schemas.automations import Posture
     from prefect.exceptions import ObjectNotFound
 
-    from deployments.serve import ensure_automation, probe_heartbeat_automation
+    from deployments.automations import ensure_automation, probe_heartbeat_automation
     from tasks.probe import HEARTBEAT_EVENT, heartbeat_resource
 
     fleet = f"auto-{uuid.uuid4().hex[:8]}"

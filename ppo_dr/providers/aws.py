@@ -12,34 +12,28 @@ the DC's credential references or boto3's standard chain).
                the server's address in the DC's hosted zone and waits until INSYNC.
 ``release``    terminates the server's instance(s) and waits; gone already is fine.
 
-How a fresh instance's host key is trusted (never learnt on first use): the key is
-read from the instance's **console output** through the authenticated EC2 API
-(``GetConsoleOutput``), where cloud-init prints it at first boot between
-``-----BEGIN SSH HOST KEY KEYS-----`` and ``-----END SSH HOST KEY KEYS-----``. That
-channel is AWS's, not the network path to the instance, so a man in the middle of the
-SSH connection cannot forge it (this is the check AWS documents for new instances).
-The launch template's image must run cloud-init with its default key output (every
-mainstream AMI does). Until the block appears the instance counts as still booting
-(bounded wait, then :class:`TransientError`); a server that then offers another key
-fails with :class:`HostKeyError` and is never connected to with our credentials.
-Both steps are injectable (``host_key_source``, ``ssh_check``): tests point the SSH
-check at a loopback sshd and never connect to an instance's (fake) address.
+The new instance's SSH host key is read from its console output through the EC2 API
+and checked over SSH before anything of ours is offered to it
+(:mod:`ppo_dr.providers.aws_host_keys`); boto3 failures become ppo-dr errors in
+:mod:`ppo_dr.providers.aws_errors`.
 """
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import socket
-import struct
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ppo_dr.errors import AuthError, DRError, HostKeyError, PermanentError, TransientError
+from ppo_dr.errors import PermanentError, TransientError
 from ppo_dr.ids import check_id
+from ppo_dr.providers.aws_errors import aws_call
+from ppo_dr.providers.aws_host_keys import (
+    HostKeySource,
+    SshCheck,
+    check_ssh_host_key,
+    console_host_key,
+)
 from ppo_dr.providers.base import (
     ProviderError,
     ProvisionedServer,
@@ -64,217 +58,6 @@ WAIT_DELAY_S = 5
 RUNNING_TIMEOUT_S = 600.0
 BOOT_TIMEOUT_S = 600.0  # console output lags boot by minutes on real EC2
 DNS_TIMEOUT_S = 300.0
-SSH_TIMEOUT_S = 10.0
-KEY_BLOCK_BEGIN = "-----BEGIN SSH HOST KEY KEYS-----"
-KEY_BLOCK_END = "-----END SSH HOST KEY KEYS-----"
-# Preferred first: the key type we pin when the instance offers several.
-KEY_PREFERENCE = (
-    "ssh-ed25519",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "ssh-rsa",
-)
-
-#: ``host_key_source(ec2_client, instance_id) -> "type base64"``, or None while unknown.
-HostKeySource = Callable[[Any, str], str | None]
-#: ``ssh_check(host, port, host_key)``: returns when the server answers SSH with that
-#: key; TransientError while it does not answer, HostKeyError for another key.
-SshCheck = Callable[[str, int, str], None]
-
-_AUTH_CODES = frozenset(
-    {
-        "AuthFailure",
-        "UnauthorizedOperation",
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",
-        "AccessDenied",
-        "AccessDeniedException",
-        "ExpiredToken",
-        "InvalidToken",
-        "OptInRequired",
-        "Blocked",
-    }
-)
-_TRANSIENT_CODES = frozenset(
-    {
-        "RequestLimitExceeded",
-        "Throttling",
-        "ThrottlingException",
-        "PriorRequestNotComplete",
-        "InsufficientInstanceCapacity",
-        "InsufficientCapacity",
-        "ServiceUnavailable",
-        "Unavailable",
-        "InternalError",
-        "InternalFailure",
-        "RequestTimeout",
-    }
-)
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def translate(exc: BaseException, what: str) -> DRError | None:
-    """The ppo-dr error for a boto3/botocore failure of *what*, or None (a bug).
-
-    Error codes decide (EC2 throttles with 503 ``RequestLimitExceeded``, Route53 with
-    400 ``Throttling``); the HTTP status is the fallback. Messages carry the code and
-    the operation, never request parameters or credentials.
-    """
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        ConnectionError,
-        HTTPClientError,
-        NoCredentialsError,
-        NoRegionError,
-        PartialCredentialsError,
-        WaiterError,
-    )
-
-    if isinstance(exc, DRError):
-        return exc
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in _AUTH_CODES or status in (401, 403):
-            return AuthError(f"{what}: AWS refused our credentials or permissions ({code})")
-        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-            return TransientError(f"{what}: AWS busy or failing ({code or status}); try again")
-        if code == "IdempotentParameterMismatch":
-            return PermanentError(
-                f"{what}: the client token was used before with other arguments (was the "
-                "DC's launch template changed since this server id was first launched?)"
-            )
-        if "LaunchTemplate" in code:
-            return PermanentError(f"{what}: launch template not usable ({code})")
-        return PermanentError(f"{what}: refused by AWS ({code or status})")
-    if isinstance(exc, WaiterError):
-        last = getattr(exc, "last_response", None) or {}
-        reason = str(last.get("Error", {}).get("Code", ""))
-        if "Max attempts exceeded" in str(exc):
-            return TransientError(f"{what}: not done in time; try again")
-        return PermanentError(f"{what}: failed ({reason or exc.kwargs.get('reason', 'waiter')})")
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return AuthError(f"{what}: no usable AWS credentials ({type(exc).__name__})")
-    if isinstance(exc, NoRegionError):
-        return PermanentError(f"{what}: no AWS region")
-    if isinstance(exc, ConnectionError | HTTPClientError):
-        return TransientError(f"{what}: network error ({type(exc).__name__})")
-    if isinstance(exc, BotoCoreError):
-        return PermanentError(f"{what}: {type(exc).__name__}")
-    if isinstance(exc, TimeoutError | OSError):
-        return TransientError(f"{what}: network error ({type(exc).__name__})")
-    return None
-
-
-@contextmanager
-def _aws(what: str) -> Iterator[None]:
-    """Translate boto3 failures; auth errors are not chained (their response may
-    name the access key id, and a traceback must not print it)."""
-    try:
-        yield
-    except Exception as exc:
-        err = translate(exc, what)
-        if err is None or err is exc:
-            raise
-        raise err from (None if isinstance(err, AuthError) else exc)
-
-
-# --------------------------------------------------------------------------- host keys
-
-
-def host_key_from_console(text: str) -> str | None:
-    """The preferred host key cloud-init printed in *text*, as ``type base64``.
-
-    The last key block wins (a reboot prints it again). Lines may carry a prefix such
-    as ``ec2: ``. A key whose blob does not name its own type is ignored.
-    """
-    end = text.rfind(KEY_BLOCK_END)
-    begin = text.rfind(KEY_BLOCK_BEGIN, 0, end if end >= 0 else None)
-    if begin < 0 or end < 0:
-        return None
-    found: dict[str, str] = {}
-    for line in text[begin + len(KEY_BLOCK_BEGIN) : end].splitlines():
-        fields = line.split()
-        for i, field in enumerate(fields[:-1]):
-            if field in KEY_PREFERENCE and _blob_type(fields[i + 1]) == field:
-                found.setdefault(field, fields[i + 1])
-                break
-    for key_type in KEY_PREFERENCE:
-        if key_type in found:
-            return f"{key_type} {found[key_type]}"
-    return None
-
-
-def _blob_type(b64: str) -> str | None:
-    """The key type named inside an OpenSSH public key blob, None if malformed."""
-    try:
-        blob = base64.b64decode(b64, validate=True)
-        (length,) = struct.unpack(">I", blob[:4])
-        return blob[4 : 4 + length].decode("ascii") if 0 < length < 64 else None
-    except (ValueError, struct.error, UnicodeDecodeError):
-        return None
-
-
-def console_host_key(ec2: Any, instance_id: str) -> str | None:
-    """The instance's host key from its console output (None while not printed yet)."""
-    with _aws(f"ec2 get_console_output {instance_id}"):
-        answer = ec2.get_console_output(InstanceId=instance_id)
-    raw = answer.get("Output") or ""
-    # boto3 decodes the base64 for us; be tolerant of a client that does not.
-    if KEY_BLOCK_BEGIN not in raw:
-        try:
-            raw = base64.b64decode(raw, validate=True).decode("utf-8", "replace")
-        except ValueError:
-            return None
-    return host_key_from_console(raw)
-
-
-def check_ssh_host_key(host: str, port: int, host_key: str, timeout: float = SSH_TIMEOUT_S) -> None:
-    """Connect, complete the key exchange and compare the server's key with *host_key*.
-
-    No authentication is attempted: nothing of ours is offered to a server before its
-    key is known to be the pinned one.
-    """
-    import paramiko
-
-    key_type, key_b64 = host_key.split()[:2]
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        raise TransientError(
-            f"ssh {host}:{port} not reachable yet ({exc.strerror or type(exc).__name__})"
-        ) from exc
-    transport = paramiko.Transport(sock)
-    try:
-        wanted = (
-            ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if key_type == "ssh-rsa" else [key_type]
-        )
-        try:
-            transport.get_security_options().key_types = wanted
-        except ValueError:
-            raise HostKeyError(
-                f"ssh {host}:{port}: host key type {key_type} is not supported"
-            ) from None
-        transport.start_client(timeout=timeout)
-        offered = transport.get_remote_server_key()
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise TransientError(
-            f"ssh {host}:{port} did not complete a key exchange ({type(exc).__name__})"
-        ) from exc
-    finally:
-        transport.close()
-    if offered.get_name() != key_type or offered.get_base64() != key_b64:
-        raise HostKeyError(
-            f"ssh {host}:{port} offered a {offered.get_name()} host key that is not the one "
-            f"its console output printed ({key_type}): possible man in the middle; not trusted"
-        )
-
-
-# --------------------------------------------------------------------------- the provider
 
 
 class AwsProvider:
@@ -362,7 +145,7 @@ class AwsProvider:
                 read_timeout=read_timeout,
                 retries={"mode": "standard", "total_max_attempts": attempts},
             )
-            with _aws(f"aws {service} client for {self.dc.id}"):
+            with aws_call(f"aws {service} client for {self.dc.id}"):
                 session = boto3.session.Session(region_name=self.dc.region, **keys)
                 self._clients[service] = session.client(
                     service, endpoint_url=self.endpoint_url, config=config
@@ -381,7 +164,7 @@ class AwsProvider:
         """The DC's instances tagged as *server_id* in *states*, oldest launch first."""
         ec2 = self._client("ec2")
         found: list[dict[str, Any]] = []
-        with _aws(f"ec2 describe_instances {server_id}"):
+        with aws_call(f"ec2 describe_instances {server_id}"):
             pages = ec2.get_paginator("describe_instances").paginate(
                 Filters=[
                     {"Name": f"tag:{SERVER_TAG}", "Values": [server_id]},
@@ -446,7 +229,7 @@ class AwsProvider:
             {"Key": DC_TAG, "Value": self.dc.id},
             {"Key": FLEET_TAG, "Value": self.fleet.name},
         ]
-        with _aws(f"ec2 run_instances {server_id} from {template}"):
+        with aws_call(f"ec2 run_instances {server_id} from {template}"):
             answer = self._client("ec2").run_instances(
                 LaunchTemplate=spec,
                 MinCount=1,
@@ -466,7 +249,7 @@ class AwsProvider:
 
     def _wait_running(self, server_id: str, instance_id: str) -> dict[str, Any]:
         ec2 = self._client("ec2")
-        with _aws(f"wait for instance {instance_id} of {server_id} to run"):
+        with aws_call(f"wait for instance {instance_id} of {server_id} to run"):
             ec2.get_waiter("instance_running").wait(
                 InstanceIds=[instance_id], WaiterConfig=self._waiter_config(self.running_timeout)
             )
@@ -551,7 +334,7 @@ class AwsProvider:
         if not ids:
             return
         ec2 = self._client("ec2")
-        with _aws(f"ec2 terminate_instances {sid}"):
+        with aws_call(f"ec2 terminate_instances {sid}"):
             ec2.terminate_instances(InstanceIds=ids)
             ec2.get_waiter("instance_terminated").wait(
                 InstanceIds=ids, WaiterConfig=self._waiter_config(self.running_timeout)
@@ -579,7 +362,7 @@ class AwsProvider:
         ttl = self.dc.dns_ttl
         r53 = self._client("route53")
         what = f"route53 UPSERT {hostname} {record_type} {value} in {zone}"
-        with _aws(what):
+        with aws_call(what):
             # A name holds a CNAME or addresses, never both: a record of the other kind
             # is deleted in the same (atomic) batch, so the name never goes unanswered.
             changes: list[dict[str, Any]] = [

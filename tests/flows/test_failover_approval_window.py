@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from deployments.local_server import api_is_healthy
 from deployments.prefect_api import approve_plan
-from deployments.serve import api_is_healthy
 from ppo_dr.failover.fleet_state import fleet_state
 from ppo_dr.failover.plan import Scope, Target, plan_failover
 from ppo_dr.inventory import load_fleet

@@ -35,7 +35,7 @@ import yaml
 from prefect.client.orchestration import get_client
 
 from deployments.demo.waiting import wait_for
-from deployments.serve import api_is_healthy
+from deployments.local_server import api_is_healthy
 from ppo_dr.channels import read_outbox
 from ppo_dr.errors import LabError
 from ppo_dr.escalation import parse_key

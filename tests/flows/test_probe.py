@@ -29,7 +29,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.exceptions import ObjectNotFound
 
-from deployments.serve import free_port
+from deployments.local_server import free_port
 from flows.probe import probe_fleet, probe_watchdog
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from ppo_dr.errors import PermanentError
+from ppo_dr.report_html import report_html
 from ppo_dr.reports import (
     build_report,
     duration_text,
     md,
     report_for_incident,
-    report_html,
     report_markdown,
 )
 from ppo_dr.store import FailoverResult, Incident, Notice, Store, TimelineEntry

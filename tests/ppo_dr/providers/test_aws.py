@@ -21,9 +21,8 @@ from ppo_dr.errors import AuthError, HostKeyError, PermanentError, TransientErro
 from ppo_dr.failover.plan import ProvisionRequest
 from ppo_dr.inventory import Fleet, parse_fleet
 from ppo_dr.providers import ProviderError, provider_for
-from ppo_dr.providers.aws import (
-    SERVER_TAG,
-    AwsProvider,
+from ppo_dr.providers.aws import SERVER_TAG, AwsProvider
+from ppo_dr.providers.aws_host_keys import (
     check_ssh_host_key,
     console_host_key,
     host_key_from_console,

@@ -1,0 +1,165 @@
+"""The probe heartbeat automation that ``ppo-dr serve`` and ``deploy`` keep in place.
+
+A Proactive trigger on the Prefect server runs ``probe-watchdog`` when the probe's
+heartbeat events stop for two periods (:func:`probe_heartbeat_automation`), so the
+silence is noticed even when the probe and the watchdog's schedule are both gone.
+It is enabled while something serves the watchdog and disabled again on the way out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deployments.local_server import signals_ignored
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from prefect.automations import AutomationCore
+
+Echo = Callable[[str], None]
+
+
+def _echo(message: str) -> None:
+    print(message, flush=True)
+
+
+#: Prefect's shortest window for a Proactive trigger.
+MIN_PROACTIVE_WITHIN_S = 10.0
+
+
+def probe_automation_name(fleet_name: str) -> str:
+    return f"ppo-dr probe heartbeat: {fleet_name}"
+
+
+def probe_heartbeat_automation(
+    fleet_name: str, period_s: float, watchdog_deployment_id: UUID, *, enabled: bool = True
+) -> AutomationCore:
+    """The probe's liveness, watched by the Prefect server itself (a Proactive trigger).
+
+    If no ``ppo-dr.probe.heartbeat`` event about ``ppo-dr.probe.<fleet>`` arrives for
+    two probe periods, the server runs the ``probe-watchdog`` deployment. This path
+    does not depend on the probe or on the watchdog's own schedule; the watchdog then
+    checks the store and pages (the ``probe-silent`` incident). Its parameter
+    ``silent_after_s`` is ONE period: the events already showed two periods of silence,
+    and the store's heartbeat is kept per minute, so it may look up to a minute newer.
+    The server fires again after every further empty window; the watchdog's incident
+    is idempotent, so that pages once.
+    """
+    from prefect.automations import AutomationCore, EventTrigger, Posture, RunDeployment
+
+    from tasks.probe import HEARTBEAT_EVENT, heartbeat_resource
+
+    within = max(MIN_PROACTIVE_WITHIN_S, 2.0 * period_s)
+    return AutomationCore(
+        name=probe_automation_name(fleet_name),
+        description=(
+            f"No probe heartbeat for {within:.0f} s (two probe periods): run probe-watchdog, "
+            "which pages the on-call with a probe-silent incident."
+        ),
+        enabled=enabled,
+        tags=["ppo-dr", "probe"],
+        trigger=EventTrigger(
+            expect={HEARTBEAT_EVENT},
+            match={"prefect.resource.id": heartbeat_resource(fleet_name)},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within),
+        ),
+        actions=[
+            RunDeployment(
+                source="selected",
+                deployment_id=watchdog_deployment_id,
+                parameters={"silent_after_s": float(period_s)},
+            )
+        ],
+    )
+
+
+def ensure_automation(automation: AutomationCore, *, keep_enabled: bool = False) -> str:
+    """Create *automation*, or bring the one of the same name in line; what was done.
+
+    Idempotent: an identical automation is left alone; duplicates of the name (two
+    serves racing) are deleted. With *keep_enabled*, an existing automation keeps its
+    enabled flag (``serve --check`` must not switch on or off what a running serve
+    owns).
+    """
+    from prefect.client.orchestration import get_client
+
+    def view(a: Any) -> dict[str, Any]:
+        fields = {"description", "enabled", "tags", "trigger", "actions"}
+        out: dict[str, Any] = a.model_dump(mode="json", include=fields)
+        out["trigger"].pop("id", None)  # minted per object, not part of the definition
+        return out
+
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(automation.name)
+        if not existing:
+            client.create_automation(automation)
+            return "created"
+        keep, *extra = sorted(existing, key=lambda a: str(a.id))
+        for duplicate in extra:
+            client.delete_automation(duplicate.id)
+        if keep_enabled:
+            automation = automation.model_copy(update={"enabled": keep.enabled})
+        if view(keep) == view(automation) and not extra:
+            return "unchanged"
+        client.update_automation(keep.id, automation)
+        return "updated"
+
+
+def ensure_probe_automation(
+    fleet_file: Path, *, enabled: bool, keep_enabled: bool = False, echo: Echo = _echo
+) -> str | None:
+    """Create or update the fleet's probe heartbeat automation (after the deployments
+    are registered: it names the ``probe-watchdog`` one). None, with a warning, when
+    there is no valid fleet file or no watchdog deployment to run."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.probe import probe_period_s
+    from ppo_dr.errors import DRError
+    from ppo_dr.inventory import load_fleet
+
+    try:
+        fleet = load_fleet(fleet_file)
+    except (DRError, OSError) as exc:
+        echo(f"warning: no probe heartbeat automation (fleet file: {exc})")
+        return None
+    try:
+        with get_client(sync_client=True) as client:
+            watchdog = client.read_deployment_by_name("probe-watchdog/probe-watchdog")
+    except ObjectNotFound:
+        echo("warning: no probe heartbeat automation: probe-watchdog is not registered")
+        return None
+    automation = probe_heartbeat_automation(
+        fleet.name, probe_period_s(fleet.timing), watchdog.id, enabled=enabled
+    )
+    try:
+        what = ensure_automation(automation, keep_enabled=keep_enabled)
+    except Exception as exc:  # the schedule-driven watchdog still watches: say so, go on
+        echo(f"warning: probe heartbeat automation not set up: {type(exc).__name__}: {exc}")
+        return None
+    echo(f"automation: {automation.name} ({what})")
+    return what
+
+
+def pause_probe_automation(fleet_file: Path, echo: Echo = _echo) -> None:
+    """Disable the heartbeat automation as serve stops (best effort, like the
+    deployments): with nobody serving probe-watchdog, its runs would never start."""
+    from prefect.client.orchestration import get_client
+
+    from ppo_dr.inventory import load_fleet
+
+    with signals_ignored():
+        try:
+            name = probe_automation_name(load_fleet(fleet_file).name)
+            with get_client(sync_client=True) as client:
+                for automation in client.read_automations_by_name(name):
+                    if automation.enabled:
+                        client.pause_automation(automation.id)
+        except Exception as exc:  # the API may be gone; say so and go on stopping
+            echo(f"warning: could not pause the probe heartbeat automation: {exc}")
