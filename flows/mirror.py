@@ -219,14 +219,26 @@ def mirror_server(
             if slot_taken(server_limit(sid)):
                 raise TimeoutError(skipped)
             slots.enter_context(
-                concurrency(server_limit(sid), timeout_seconds=SERVER_SLOT_WAIT_S, strict=True)
+                concurrency(
+                    server_limit(sid),
+                    timeout_seconds=SERVER_SLOT_WAIT_S,
+                    strict=True,
+                    # a lost lease must not cut a snapshot short: the repository lock
+                    # still keeps a second writer out
+                    raise_on_lease_renewal_failure=False,
+                )
             )
         except TimeoutError:
             log.warning(skipped)
             emit_heartbeat(sid, {**heartbeat, "outcome": "skipped"})
             return Cancelled(message=skipped)
         slots.enter_context(
-            concurrency(dc_limit(app.dc), timeout_seconds=DC_SLOT_WAIT_S, strict=True)
+            concurrency(
+                dc_limit(app.dc),
+                timeout_seconds=DC_SLOT_WAIT_S,
+                strict=True,
+                raise_on_lease_renewal_failure=False,
+            )
         )
         try:
             with FleetAccess(
