@@ -47,3 +47,31 @@ def healed_lab(lab: Lab) -> Iterator[Lab]:
     yield lab
     for target in ("jhb1", "cpt1", "lon1"):
         lab.heal(target)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_failover_slot(request: pytest.FixtureRequest) -> None:
+    """Free the one-failover slot before each test on the session's test harness.
+
+    The harness is an ephemeral server: it runs no lease reaper, so a failover run that
+    an earlier test's teardown stopped mid-run (a served escalation's auto-failover, a
+    killed orchestrator) keeps the ``failover`` slot there forever, and the next failover
+    waits for it until its test times out. A real server frees such a slot when the
+    lease expires (~75 s; tests/flows/test_failover.py pins that on a real server).
+    The flow recreates the limit before it takes the slot.
+    """
+    if "prefect_api" not in request.fixturenames:
+        return
+    request.getfixturevalue("prefect_api")
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.failover import FAILOVER_LIMIT
+
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(FAILOVER_LIMIT)
+        except ObjectNotFound:
+            return
+        if limit.active_slots:
+            client.delete_global_concurrency_limit_by_name(FAILOVER_LIMIT)
