@@ -50,28 +50,26 @@ def healed_lab(lab: Lab) -> Iterator[Lab]:
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_failover_slot(request: pytest.FixtureRequest) -> None:
-    """Free the one-failover slot before each test on the session's test harness.
+def no_leaked_slots(request: pytest.FixtureRequest) -> None:
+    """Free every runbook slot left taken on the session's test harness before a test.
 
-    The harness is an ephemeral server: it runs no lease reaper, so a failover run that
-    an earlier test's teardown stopped mid-run (a served escalation's auto-failover, a
-    killed orchestrator) keeps the ``failover`` slot there forever, and the next failover
-    waits for it until its test times out. A real server frees such a slot when the
-    lease expires (~75 s; tests/flows/test_failover.py pins that on a real server).
-    The flow recreates the limit before it takes the slot.
+    The harness is an ephemeral server: it runs no lease reaper, so a run that an
+    earlier test's teardown stopped mid-run (a served escalation's auto-failover, a
+    mirror of a new home, a killed orchestrator) keeps its ``failover`` or
+    ``mirror-server-<id>`` slot there forever, and the next run of that kind waits or is
+    skipped. A real server frees such a slot when its lease expires (~75 s;
+    tests/flows/test_failover.py pins that on a real server). Between two tests no run
+    is meant to hold a slot, so every taken slot is a leak.
     """
     if "prefect_api" not in request.fixturenames:
         return
     request.getfixturevalue("prefect_api")
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    from flows.failover import FAILOVER_LIMIT
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
     with get_client(sync_client=True) as client:
-        try:
-            limit = client.read_global_concurrency_limit_by_name(FAILOVER_LIMIT)
-        except ObjectNotFound:
-            return
-        if limit.active_slots:
-            client.delete_global_concurrency_limit_by_name(FAILOVER_LIMIT)
+        for limit in client.read_global_concurrency_limits(limit=200):
+            if limit.active_slots:
+                client.update_global_concurrency_limit(
+                    limit.name, GlobalConcurrencyLimitUpdate(active_slots=0)
+                )
