@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from ppo_dr.pids import proc_files
+
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 START_TIMEOUT_S = 10.0
 
@@ -99,15 +101,9 @@ def _socket_inodes(server_port: int, client_port: int) -> set[str]:
 def _descendants(root_pid: int) -> list[int]:
     """Every process below *root_pid* (the per-connection sshd children)."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+    for pid, stat in proc_files("stat"):
+        ppid = int(stat.rsplit(b")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(pid)
     found: list[int] = []
     todo = [root_pid]
     while todo:

@@ -15,6 +15,9 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ppo_dr.pids import alive as alive  # re-exported: the lab's callers ask here
+from ppo_dr.pids import proc_files
+
 
 def start_ticks(pid: int) -> int | None:
     """Field 22 of ``/proc/PID/stat``; None when the process is gone."""
@@ -24,34 +27,10 @@ def start_ticks(pid: int) -> int | None:
         return None
 
 
-def alive(pid: int) -> bool:
-    """Whether *pid* runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def marked_pids(variable: str, value: str) -> list[int]:
     """Every live process whose environment has ``variable=value`` (children inherit it)."""
     needle = f"{variable}={value}".encode() + b"\0"
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ and alive(int(proc.name)):
-            found.append(int(proc.name))
-    return found
+    return [pid for pid, environ in proc_files("environ") if needle in environ and alive(pid)]
 
 
 def signal_group(pid: int, signum: int) -> None:

@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any, Self
 
+from ppo_dr import pids
 from ppo_dr.closing import LeavesOnExit
 from ppo_dr.errors import DRError, RemotePathError
 from ppo_dr.mirror.errors import RepositoryLocked
@@ -33,23 +34,13 @@ STALE_AFTER_S = 15 * 60
 REFRESH_S = 60.0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def is_stale(doc: dict[str, Any], now: float, host: str) -> bool:
     """True if the lock described by *doc* may be taken over."""
     try:
         age = now - float(doc["time"])
         if age > float(doc.get("stale_after_s", STALE_AFTER_S)):
             return True
-        return doc.get("host") == host and not _pid_alive(int(doc["pid"]))
+        return doc.get("host") == host and not pids.alive(int(doc["pid"]))
     except (KeyError, TypeError, ValueError):
         return True  # unreadable: written by no version of us, or damaged
 
