@@ -8,23 +8,17 @@ It is enabled while something serves the watchdog and disabled again on the way 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deployments.console import Echo, print_flushed
 from deployments.local_server import signals_ignored
 
 if TYPE_CHECKING:
     from uuid import UUID
 
     from prefect.automations import AutomationCore
-
-Echo = Callable[[str], None]
-
-
-def _echo(message: str) -> None:
-    print(message, flush=True)
 
 
 #: Prefect's shortest window for a Proactive trigger.
@@ -112,7 +106,7 @@ def ensure_automation(automation: AutomationCore, *, keep_enabled: bool = False)
 
 
 def ensure_probe_automation(
-    fleet_file: Path, *, enabled: bool, keep_enabled: bool = False, echo: Echo = _echo
+    fleet_file: Path, *, enabled: bool, keep_enabled: bool = False, echo: Echo = print_flushed
 ) -> str | None:
     """Create or update the fleet's probe heartbeat automation (after the deployments
     are registered: it names the ``probe-watchdog`` one). None, with a warning, when
@@ -147,7 +141,7 @@ def ensure_probe_automation(
     return what
 
 
-def pause_probe_automation(fleet_file: Path, echo: Echo = _echo) -> None:
+def pause_probe_automation(fleet_file: Path, echo: Echo = print_flushed) -> None:
     """Disable the heartbeat automation as serve stops (best effort, like the
     deployments): with nobody serving probe-watchdog, its runs would never start."""
     from prefect.client.orchestration import get_client

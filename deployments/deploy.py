@@ -20,14 +20,13 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from deployments.console import Echo
 from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import load_fleet
 
-Echo = Callable[[str], None]
 CHECK_TIMEOUT = 10.0
 
 

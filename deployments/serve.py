@@ -41,11 +41,12 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployments.automations import ensure_probe_automation, pause_probe_automation
+from deployments.console import Echo, print_flushed
 from deployments.local_server import (
     HOST,
     PREFERRED_PORT,
@@ -63,13 +64,7 @@ from ppo_dr import config
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
-Echo = Callable[[str], None]
-
 EXTERNAL_API_TIMEOUT = 15.0
-
-
-def _echo(message: str) -> None:
-    print(message, flush=True)
 
 
 # --------------------------------------------------------------------------- the API side
@@ -195,7 +190,7 @@ def register_without_serving(deployments: list[RunnerDeployment]) -> None:
             deployment.apply()
 
 
-def pause_deployments(deployments: list[RunnerDeployment], echo: Echo = _echo) -> None:
+def pause_deployments(deployments: list[RunnerDeployment], echo: Echo = print_flushed) -> None:
     """Pause each deployment that exists (best effort: we are shutting down)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
@@ -263,7 +258,7 @@ def run_serve(
     port: int | None = None,
     fleet: Path | None = None,
     check: bool = False,
-    echo: Echo = _echo,
+    echo: Echo = print_flushed,
 ) -> int:
     """``ppo-dr serve``; returns the exit code. See the module docstring."""
     home = config.home()
