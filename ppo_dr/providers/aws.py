@@ -25,6 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ppo_dr.aws_clients import client_config
 from ppo_dr.errors import PermanentError, TransientError
 from ppo_dr.ids import check_id
 from ppo_dr.providers.aws_errors import aws_call
@@ -124,7 +125,6 @@ class AwsProvider:
         """One boto3 client per service, made on first use (credentials resolved then)."""
         if service not in self._clients:
             import boto3
-            from botocore.config import Config
 
             from ppo_dr.secret_refs import resolve_secret
 
@@ -139,12 +139,7 @@ class AwsProvider:
                         self.dc.secret_access_key, self._secret_resolver
                     ).get_secret_value(),
                 }
-            config = Config(
-                region_name=self.dc.region,
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                retries={"mode": "standard", "total_max_attempts": attempts},
-            )
+            config = client_config(self.dc.region, connect_timeout, read_timeout, attempts)
             with aws_call(f"aws {service} client for {self.dc.id}"):
                 session = boto3.session.Session(region_name=self.dc.region, **keys)
                 self._clients[service] = session.client(

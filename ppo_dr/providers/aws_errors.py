@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ppo_dr.aws_clients import chain_for, error_code, translate_client_failure
 from ppo_dr.errors import AuthError, DRError, PermanentError, TransientError
 
 _AUTH_CODES = frozenset(
@@ -46,51 +47,40 @@ def translate(exc: BaseException, what: str) -> DRError | None:
     400 ``Throttling``); the HTTP status is the fallback. Messages carry the code and
     the operation, never request parameters or credentials.
     """
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        ConnectionError,
-        HTTPClientError,
-        NoCredentialsError,
-        NoRegionError,
-        PartialCredentialsError,
-        WaiterError,
-    )
+    from botocore.exceptions import ClientError, NoRegionError, WaiterError
 
     if isinstance(exc, DRError):
         return exc
     if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in _AUTH_CODES or status in (401, 403):
-            return AuthError(f"{what}: AWS refused our credentials or permissions ({code})")
-        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-            return TransientError(f"{what}: AWS busy or failing ({code or status}); try again")
-        if code == "IdempotentParameterMismatch":
-            return PermanentError(
-                f"{what}: the client token was used before with other arguments (was the "
-                "DC's launch template changed since this server id was first launched?)"
-            )
-        if "LaunchTemplate" in code:
-            return PermanentError(f"{what}: launch template not usable ({code})")
-        return PermanentError(f"{what}: refused by AWS ({code or status})")
+        return _refusal(what, *error_code(exc))
     if isinstance(exc, WaiterError):
         last = getattr(exc, "last_response", None) or {}
         reason = str(last.get("Error", {}).get("Code", ""))
         if "Max attempts exceeded" in str(exc):
             return TransientError(f"{what}: not done in time; try again")
         return PermanentError(f"{what}: failed ({reason or exc.kwargs.get('reason', 'waiter')})")
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return AuthError(f"{what}: no usable AWS credentials ({type(exc).__name__})")
     if isinstance(exc, NoRegionError):
         return PermanentError(f"{what}: no AWS region")
-    if isinstance(exc, ConnectionError | HTTPClientError):
+    err = translate_client_failure(exc, what)
+    if err is None and isinstance(exc, OSError):
         return TransientError(f"{what}: network error ({type(exc).__name__})")
-    if isinstance(exc, BotoCoreError):
-        return PermanentError(f"{what}: {type(exc).__name__}")
-    if isinstance(exc, TimeoutError | OSError):
-        return TransientError(f"{what}: network error ({type(exc).__name__})")
-    return None
+    return err
+
+
+def _refusal(what: str, code: str, status: int) -> DRError:
+    """What EC2 or Route53 meant by answering *code* / *status*."""
+    if code in _AUTH_CODES or status in (401, 403):
+        return AuthError(f"{what}: AWS refused our credentials or permissions ({code})")
+    if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+        return TransientError(f"{what}: AWS busy or failing ({code or status}); try again")
+    if code == "IdempotentParameterMismatch":
+        return PermanentError(
+            f"{what}: the client token was used before with other arguments (was the "
+            "DC's launch template changed since this server id was first launched?)"
+        )
+    if "LaunchTemplate" in code:
+        return PermanentError(f"{what}: launch template not usable ({code})")
+    return PermanentError(f"{what}: refused by AWS ({code or status})")
 
 
 @contextmanager
@@ -103,4 +93,4 @@ def aws_call(what: str) -> Iterator[None]:
         err = translate(exc, what)
         if err is None or err is exc:
             raise
-        raise err from (None if isinstance(err, AuthError) else exc)
+        raise err from chain_for(exc, err)

@@ -6,19 +6,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from ppo_dr.aws_clients import chain_for, client_config
 from ppo_dr.errors import AuthError, DRError, PermanentError, RemotePathError, UnsafeInputError
 from ppo_dr.transport.base import EntryType, ExecResult, Remote, RemoteBase, RemoteStat
 from ppo_dr.transport.s3.files import S3AtomicWriter, S3Reader
-from ppo_dr.transport.s3.translate import NOT_FOUND_CODES, chain_for, translate_error
+from ppo_dr.transport.s3.translate import NOT_FOUND_CODES, translate_error
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,11 @@ class S3Remote(RemoteBase):
         self._closed = False
         self._own_client = client is None
         if client is None:
-            config = Config(
-                region_name=region,
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                retries={"mode": "standard", "total_max_attempts": max(1, max_attempts)},
+            config = client_config(
+                region,
+                connect_timeout,
+                read_timeout,
+                max_attempts,
                 tcp_keepalive=True,
                 # A custom endpoint (MinIO, moto, an IP) has no per-bucket DNS names.
                 s3={"addressing_style": "path" if endpoint_url else "auto"},
@@ -369,10 +369,8 @@ class S3Remote(RemoteBase):
                     Bucket=self.bucket, Key=key, Body=body, ContentLength=size, **cond
                 )
                 return
-            upload_id = self._client.create_multipart_upload(Bucket=self.bucket, Key=key)[
-                "UploadId"
-            ]
-            try:
+
+            def upload_parts(upload_id: str) -> list[dict[str, Any]]:
                 parts = []
                 number = 1
                 while chunk := body.read(self._part_size):
@@ -385,16 +383,29 @@ class S3Remote(RemoteBase):
                     )
                     parts.append({"PartNumber": number, "ETag": answer["ETag"]})
                     number += 1
-                self._client.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                    **cond,
-                )
-            except BaseException:
-                self._abort_upload(key, upload_id)
-                raise
+                return parts
+
+            self._multipart(key, upload_parts, exclusive=exclusive)
+
+    def _multipart(
+        self, key: str, upload_parts: Callable[[str], list[dict[str, Any]]], *, exclusive: bool
+    ) -> None:
+        """Create a multipart upload of *key*, send its parts with *upload_parts* (given
+        the upload id; returns the parts' numbers and ETags) and complete it, with
+        ``If-None-Match: *`` if *exclusive*; abort it on any failure."""
+        upload_id = self._client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        try:
+            parts = upload_parts(upload_id)
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **({"IfNoneMatch": "*"} if exclusive else {}),
+            )
+        except BaseException:
+            self._abort_upload(key, upload_id)
+            raise
 
     def _abort_upload(self, key: str, upload_id: str) -> None:
         """Best effort: parts of an unfinished upload cost storage until aborted (a
@@ -420,10 +431,8 @@ class S3Remote(RemoteBase):
         if not exclusive and size <= MAX_COPY_PART:
             self._client.copy_object(Bucket=self.bucket, Key=dst_key, CopySource=source)
             return
-        upload_id = self._client.create_multipart_upload(Bucket=self.bucket, Key=dst_key)[
-            "UploadId"
-        ]
-        try:
+
+        def copy_parts(upload_id: str) -> list[dict[str, Any]]:
             parts = []
             starts = range(0, size, MAX_COPY_PART) if size else [0]
             for number, start in enumerate(starts, 1):
@@ -440,17 +449,9 @@ class S3Remote(RemoteBase):
                     **args,
                 )
                 parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
-            extra = {"IfNoneMatch": "*"} if exclusive else {}
-            self._client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=dst_key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-                **extra,
-            )
-        except BaseException:
-            self._abort_upload(dst_key, upload_id)
-            raise
+            return parts
+
+        self._multipart(dst_key, copy_parts, exclusive=exclusive)
 
     def rename_into_place(self, temp_path: str, final_path: str) -> None:
         """Replace *final_path* by *temp_path*: server-side copy, then delete the source.
