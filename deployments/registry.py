@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from prefect import Flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
@@ -46,18 +48,28 @@ ONE_AT_A_TIME = ConcurrencyLimitConfig(
 )
 
 
-def fleet_report_deployment() -> RunnerDeployment:
-    """Daily fleet report at 06:00 UTC, for the fleet file the run's environment names."""
-    deployment = fleet_report.to_deployment(
-        "fleet-report",
-        cron="0 6 * * *",
-        tags=[TAG, "report"],
-        concurrency_limit=ONE_AT_A_TIME,
-        description="Validate the fleet file; publish its summary and app-server table.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
+def _deployment(
+    flow: Flow[..., Any], name: str, *, tags: list[str], **options: Any
+) -> RunnerDeployment:
+    """*flow* as deployment *name*, tagged ``ppo-dr`` and *tags*, its entry point a
+    module path (served runs load the installed package, wherever serve started)."""
+    deployment = flow.to_deployment(
+        name, tags=[TAG, *tags], entrypoint_type=EntrypointType.MODULE_PATH, **options
     )
     assert isinstance(deployment, RunnerDeployment)  # the sync form, not a coroutine
     return deployment
+
+
+def fleet_report_deployment() -> RunnerDeployment:
+    """Daily fleet report at 06:00 UTC, for the fleet file the run's environment names."""
+    return _deployment(
+        fleet_report,
+        "fleet-report",
+        cron="0 6 * * *",
+        tags=["report"],
+        concurrency_limit=ONE_AT_A_TIME,
+        description="Validate the fleet file; publish its summary and app-server table.",
+    )
 
 
 #: The mirror's schedule when no fleet file can be read: hourly at minute 0.
@@ -80,19 +92,17 @@ def mirror_fleet_deployment() -> RunnerDeployment:
     still runs is cancelled, not queued."""
     fleet = _current_fleet()
     cron = fleet.timing.mirror_cron if fleet else DEFAULT_MIRROR_CRON
-    deployment = mirror_fleet.to_deployment(
+    return _deployment(
+        mirror_fleet,
         "mirror-fleet",
         cron=cron,
-        tags=[TAG, "mirror"],
+        tags=["mirror"],
         concurrency_limit=ONE_AT_A_TIME,
         description=(
             "Snapshot every app server's clients to its on-site and off-site mirrors, "
             "verify, record the catalogue, raise mirror-stale."
         ),
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    assert isinstance(deployment, RunnerDeployment)
-    return deployment
 
 
 def mirror_server_deployment() -> RunnerDeployment:
@@ -101,14 +111,12 @@ def mirror_server_deployment() -> RunnerDeployment:
     No schedule. One run per server at a time: the flow takes the server's
     ``mirror-server-<id>`` slot and a run that finds it taken is cancelled (skipped).
     """
-    deployment = mirror_server.to_deployment(
+    return _deployment(
+        mirror_server,
         "mirror-server",
-        tags=[TAG, "mirror"],
+        tags=["mirror"],
         description="Mirror one app server now: parameters server_id and (optional) clients.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    assert isinstance(deployment, RunnerDeployment)
-    return deployment
 
 
 def escalation_deployment() -> RunnerDeployment:
@@ -116,18 +124,16 @@ def escalation_deployment() -> RunnerDeployment:
     ``incident_id``, idempotency key ``escalation-<id>``) or by hand from the UI with
     ``test=true`` for a test page (level 1 only). No schedule, no concurrency limit:
     incidents are escalated in parallel."""
-    deployment = escalation.to_deployment(
+    return _deployment(
+        escalation,
         "escalation",
-        tags=[TAG, "escalation"],
+        tags=["escalation"],
         description=(
             "Page, escalate, post status and e-mail clients until the incident is resolved; "
             "start the failover of a lost server or DC; acknowledge by resuming the paused "
             "run. test=true pages level 1 as a test."
         ),
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    assert isinstance(deployment, RunnerDeployment)
-    return deployment
 
 
 def _mirror_limits() -> dict[str, int]:
@@ -142,36 +148,32 @@ def probe_fleet_deployment() -> RunnerDeployment:
     started by an interval schedule; a run due while one still runs is cancelled."""
     fleet = _current_fleet()
     period = probe_period_s(fleet.timing) if fleet else 600.0
-    deployment = probe_fleet.to_deployment(
+    return _deployment(
+        probe_fleet,
         "probe-fleet",
         interval=period,
         parameters={"period_s": period},
-        tags=[TAG, "probe"],
+        tags=["probe"],
         concurrency_limit=ONE_AT_A_TIME,
         description=(
             "Check every app server and client every probe interval for one period; "
             "record transitions, declare outages, start their escalation."
         ),
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    assert isinstance(deployment, RunnerDeployment)
-    return deployment
 
 
 def probe_watchdog_deployment() -> RunnerDeployment:
     """Pages (probe-silent incident) when the probe has not heartbeated for two periods."""
     fleet = _current_fleet()
     every = watchdog_interval_s(fleet.timing) if fleet else 120.0
-    deployment = probe_watchdog.to_deployment(
+    return _deployment(
+        probe_watchdog,
         "probe-watchdog",
         interval=every,
-        tags=[TAG, "probe"],
+        tags=["probe"],
         concurrency_limit=ONE_AT_A_TIME,
         description="Open a paging probe-silent incident if the probe stopped heartbeating.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    assert isinstance(deployment, RunnerDeployment)
-    return deployment
 
 
 #: The drill's schedule when no fleet file can be read: daily at 03:30 UTC.
@@ -183,19 +185,17 @@ def dr_drill_deployment() -> RunnerDeployment:
     lab); a run due while one still runs is cancelled, not queued."""
     fleet = _current_fleet()
     cron = fleet.timing.drill_cron if fleet else DEFAULT_DRILL_CRON
-    deployment = dr_drill.to_deployment(
+    return _deployment(
+        dr_drill,
         "dr-drill",
         cron=cron,
-        tags=[TAG, "drill"],
+        tags=["drill"],
         concurrency_limit=ONE_AT_A_TIME,
         description=(
             "Restore today's canary clients from the on-site/off-site mirror (alternately) "
             "to a scratch server, verify bytes and app health, record RTO/RPO, tear down."
         ),
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    assert isinstance(deployment, RunnerDeployment)
-    return deployment
 
 
 def failover_deployment() -> RunnerDeployment:
@@ -206,17 +206,15 @@ def failover_deployment() -> RunnerDeployment:
     for approval, and the paused run then dies at its next lease renewal)."""
     from flows.failover import failover
 
-    deployment = failover.to_deployment(
+    return _deployment(
+        failover,
         "failover",
-        tags=[TAG, "failover"],
+        tags=["failover"],
         description=(
             "Plan, approve, provision, restore, verify, switch and re-mirror a scope of "
             "clients (emergency, or planned with freeze and final sync); rerun finishes a plan."
         ),
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    assert isinstance(deployment, RunnerDeployment)
-    return deployment
 
 
 #: Builders of every deployment ``ppo-dr serve`` serves, in the order shown.
@@ -253,19 +251,17 @@ def mirror_of_server_deployment(fleet: Fleet, server_id: str) -> RunnerDeploymen
     """The scheduled mirror of one app server, on its data centre's pool (its name is
     ``mirror-server/mirror-<server>``); a run due while one still runs is cancelled."""
     server = fleet.server(server_id)
-    deployment = mirror_server.to_deployment(
+    return _deployment(
+        mirror_server,
         f"mirror-{server.id}",
         cron=fleet.timing.mirror_cron,
         parameters={"server_id": server.id},
-        tags=[TAG, "mirror", f"dc:{server.dc}", f"server:{server.id}"],
+        tags=["mirror", f"dc:{server.dc}", f"server:{server.id}"],
         concurrency_limit=ONE_AT_A_TIME,
         work_pool_name=dc_pool(server.dc),
         description=f"Mirror {server.id} from inside {server.dc} to its on-site and off-site "
         "mirrors, verify, record the catalogue.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    assert isinstance(deployment, RunnerDeployment)
-    return deployment
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Final
 
 import boto3
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -26,6 +25,7 @@ from botocore.exceptions import (
 )
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from ppo_dr.aws_clients import client_config
 from ppo_dr.channels.base import (
     ChannelPermanentError,
     ChannelTransientError,
@@ -112,10 +112,9 @@ class SnsSms(ProviderChannel):
             "sns",
             region_name=settings.region,
             endpoint_url=settings.endpoint_url,
-            config=Config(
-                connect_timeout=settings.connect_timeout,
-                read_timeout=settings.read_timeout,
-                retries={"total_max_attempts": 1, "mode": "standard"},
+            # One attempt: the task's back-off is the one retry policy (module doc).
+            config=client_config(
+                settings.region, settings.connect_timeout, settings.read_timeout, 1
             ),
             **credentials,
         )
