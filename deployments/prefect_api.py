@@ -14,9 +14,13 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ppo_dr import config
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.filters import FlowRunFilter
+    from prefect.client.schemas.objects import StateType
 
 
 def api_url() -> str | None:
@@ -64,20 +68,9 @@ def resume_paused(
     itself) needs no resume and is reported as such. None found: [].
     """
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
     from prefect.client.schemas.objects import StateType
 
-    wanted = FlowRunFilter(
-        tags=FlowRunFilterTags(all_=[tag]),
-        state=FlowRunFilterState(
-            type=FlowRunFilterStateType(any_=[StateType.PAUSED, StateType.RUNNING])
-        ),
-    )
+    wanted = _runs_of(tag, [StateType.PAUSED, StateType.RUNNING])
     outcomes: list[tuple[str, str]] = []
     deadline = time.monotonic() + wait_s
     done: set[str] = set()
@@ -106,6 +99,21 @@ def resume_paused(
             time.sleep(0.5)
 
 
+def _runs_of(tag: str, states: list[StateType]) -> FlowRunFilter:
+    """The filter for flow runs tagged *tag* in any of *states*."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+
+    return FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[tag]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)),
+    )
+
+
 def _still_paused(client: Any, run_id: Any) -> bool:
     state = client.read_flow_run(run_id).state
     return state is not None and state.is_paused()
@@ -115,23 +123,10 @@ def ended_runs(tag: str) -> list[tuple[str, str]]:
     """The runs tagged *tag* that ended without completing: ``(run name, state)``, newest
     first; the state reads e.g. ``Crashed: Flow run infrastructure exited ...``."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
-    ended = FlowRunFilter(
-        tags=FlowRunFilterTags(all_=[tag]),
-        state=FlowRunFilterState(
-            type=FlowRunFilterStateType(
-                any_=[StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
-            )
-        ),
-    )
+    ended = _runs_of(tag, [StateType.FAILED, StateType.CRASHED, StateType.CANCELLED])
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=ended, sort=FlowRunSort.START_TIME_DESC)
     out: list[tuple[str, str]] = []
