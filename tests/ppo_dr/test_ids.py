@@ -22,46 +22,8 @@ from ppo_dr.ids import (
     relative_path_problem,
 )
 from ppo_dr.inventory import RelativePath
+from tests.ppo_dr.hostile_ids import HOSTILE_IDS
 
-HOSTILE_IDS = [
-    "a;rm -rf /",
-    "../x",
-    "A B",
-    "",
-    "a" * 64,
-    "-a",
-    "a b",
-    "a\tb",
-    "a\n",
-    "\na",
-    " a",
-    "a ",
-    "a/b",
-    "/",
-    "..",
-    ".",
-    "a..b",
-    "a.b",
-    "a_b",
-    "A",
-    "café",
-    "ａ",  # fullwidth a
-    "١",  # Arabic-Indic digit one: a \\d, but not [0-9]
-    "$(reboot)",
-    "`id`",
-    "a|b",
-    "a&b",
-    "a>b",
-    "a<b",
-    "a*",
-    "a?",
-    "~a",
-    "a\x00",
-    "a'b",
-    'a"b',
-    "a\\b",
-    "a%2e%2e",
-]
 GOOD_IDS = ["a", "0", "app-jhb1-1", "a-", "a--b", "9lives", "a" * 63, "x" + "-" * 62]
 SHELL_META = set(" \t\n\r\x0b\x0c;&|<>()$`\\\"'*?[]{}~#!=%^,:@+/.\x00")
 
