@@ -25,6 +25,7 @@ from typing import IO
 import pytest
 
 from deployments.local_server import api_is_healthy, free_port
+from ppo_dr.pids import alive, proc_files
 from tests.cli.entry import PPO_DR
 from tests.prefect_fixtures import isolated_env, using_api
 
@@ -52,29 +53,28 @@ pytestmark = pytest.mark.prefect
 # --------------------------------------------------------------------------- helpers
 
 
-def alive(pid: int) -> bool:
-    """True if *pid* is a live (not zombie) process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def prefect_servers_on(port: int) -> list[int]:
     """Pids of live processes running ``prefect server start ... --port <port>``."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        text = [a.decode(errors="replace") for a in argv]
-        if "prefect" in text and "server" in text and str(port) in text and alive(int(entry.name)):
-            found.append(int(entry.name))
+    for pid, cmdline in proc_files("cmdline"):
+        text = [a.decode(errors="replace") for a in cmdline.split(b"\0")]
+        if "prefect" in text and "server" in text and str(port) in text and alive(pid):
+            found.append(pid)
     return found
+
+
+def serve_check(
+    *args: str, env: dict[str, str], timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``ppo-dr serve --check ARGS``, run to its end, its output captured."""
+    return subprocess.run(
+        [*PPO_DR, "serve", "--check", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def server_pid(output: str) -> int:
@@ -171,13 +171,8 @@ def test_check_registers_everything_and_leaves_no_server(serve_home: Path) -> No
     for attempt in ("cold", "warm"):
         port = free_port()
         started = time.monotonic()
-        done = subprocess.run(
-            [*PPO_DR, "serve", "--check", "--fleet", str(EXAMPLE), "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=180,
+        done = serve_check(
+            "--fleet", str(EXAMPLE), "--port", str(port), env=env, cwd=ROOT, timeout=180
         )
         timings.append(f"{attempt} {time.monotonic() - started:.1f} s")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -226,13 +221,7 @@ def test_a_stop_signal_stops_serving_and_the_server(
     assert f'"api_url": "http://127.0.0.1:{port}/api"' in state.read_text()
 
     # A second serve on the same home would share the database: refused.
-    second = subprocess.run(
-        [*PPO_DR, "serve", "--check", "--port", str(free_port())],
-        env=isolated_env(PPO_DR_HOME=str(serve_home)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    second = serve_check("--port", str(free_port()), env=isolated_env(PPO_DR_HOME=str(serve_home)))
     assert second.returncode == 2
     assert f"ppo-dr serve (pid {serve.process.pid}) already runs a Prefect server" in second.stderr
 
@@ -273,13 +262,7 @@ def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> 
         PREFECT_SERVER_DATABASE_CONNECTION_URL="postgresql+asyncpg://ppo@127.0.0.1:1/none",
     )
     port = free_port()
-    done = subprocess.run(
-        [*PPO_DR, "serve", "--check", "--port", str(port)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = serve_check("--port", str(port), env=env, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "error: the Prefect server exited with code" in done.stderr
     assert "last lines of" in done.stderr and "prefect-server.log" in done.stderr
@@ -293,13 +276,7 @@ def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [*PPO_DR, "serve", "--check", "--port", str(port)],
-            env=isolated_env(PPO_DR_HOME=str(tmp_path)),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = serve_check("--port", str(port), env=isolated_env(PPO_DR_HOME=str(tmp_path)))
     assert done.returncode == 2
     assert f"error: port {port} on 127.0.0.1 is in use" in done.stderr
     assert "Prefect server: starting" not in done.stdout

@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -32,7 +31,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFi
 from prefect.states import State
 
 from flows.mirror import mirror_fleet, mirror_limits, mirror_server, server_limit
-from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.inventory import Fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.store import Store
 from tasks.mirror import HEARTBEAT_EVENT, ensure_mirror_limits
@@ -47,22 +46,6 @@ STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z-[0-9a-f]{8}"  # start to the second, short id
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    """A fresh store for this test, and a state directory of its own."""
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    monkeypatch.setenv("PPO_DR_DB_URL", url)
-    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
-    with Store(url) as opened:
-        opened.upgrade()
-        yield opened
-
-
-@pytest.fixture(scope="module")
-def fleet(lab: Lab) -> Fleet:
-    return load_fleet(lab.fleet_file)
 
 
 def sent(summary: dict[str, Any]) -> int:

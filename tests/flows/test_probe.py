@@ -47,20 +47,6 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    monkeypatch.setenv("PPO_DR_DB_URL", url)
-    with Store(url) as opened:
-        opened.upgrade()
-        yield opened
-
-
-@pytest.fixture(scope="module")
-def fleet(lab: Lab) -> Fleet:
-    return load_fleet(lab.fleet_file)
-
-
-@pytest.fixture
 def escalation_deployment(prefect_api: str) -> UUID:
     """A deployment named like the real escalation one, without a runner."""
     with get_client(sync_client=True) as client:

@@ -17,10 +17,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import paramiko
 import pytest
 import yaml
 
@@ -328,3 +330,27 @@ def require_openssh_client() -> None:
     for tool in ("ssh", "sftp", "ssh-keygen"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} not installed (apt-get install openssh-client)")
+
+
+@contextmanager
+def paramiko_client(
+    port: int, operator_key: Path, host_keys: paramiko.HostKeys
+) -> Iterator[paramiko.SSHClient]:
+    """A paramiko client as the runbooks' transport configures it: *host_keys* only
+    (RejectPolicy), the operator's key, no agent; closed on the way out."""
+    client = paramiko.SSHClient()
+    client.get_host_keys().update(host_keys)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        "127.0.0.1",
+        port=port,
+        username="ppo",
+        key_filename=str(operator_key),
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=5,
+    )
+    try:
+        yield client
+    finally:
+        client.close()

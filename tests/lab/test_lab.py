@@ -14,6 +14,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from conftest import paramiko_client
 from typer.testing import CliRunner
 
 from cli.lab import lab_app
@@ -128,24 +129,11 @@ def test_fleet_passes_the_inventory_check_and_known_hosts_works(lab: Lab) -> Non
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["server"] == server_id
     # paramiko, as the runbooks use it: known_hosts and RejectPolicy, the operator key.
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(lab.known_hosts))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
     server = fleet.server("app-cpt1-1")
-    client.connect(
-        "127.0.0.1",
-        port=server.ssh.port,
-        username="ppo",
-        key_filename=str(lab.operator_key),
-        look_for_keys=False,
-        allow_agent=False,
-        timeout=5,
-    )
-    try:
+    known = paramiko.HostKeys(str(lab.known_hosts))
+    with paramiko_client(server.ssh.port, lab.operator_key, known) as client:
         _stdin, stdout, _stderr = client.exec_command("health", timeout=5)
         assert json.loads(stdout.read())["server"] == "app-cpt1-1"
-    finally:
-        client.close()
 
 
 def test_every_client_is_served_through_the_front_door(lab: Lab) -> None:

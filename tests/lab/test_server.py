@@ -16,13 +16,20 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import paramiko
 import pytest
-from conftest import CLIENTS, MiniLab, keygen, require_openssh_client, wait_for_port
+from conftest import (
+    CLIENTS,
+    MiniLab,
+    keygen,
+    paramiko_client,
+    require_openssh_client,
+    wait_for_port,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(60)]
 
@@ -103,35 +110,21 @@ def test_interactive_shells_and_ptys_are_refused(app_lab: MiniLab) -> None:
     assert pty.stdout == ""
 
 
-@contextmanager
-def paramiko_client(lab: MiniLab) -> Iterator[paramiko.SSHClient]:
-    """A paramiko client as the runbooks' transport configures it: pinned host key only."""
+def app_client(lab: MiniLab) -> AbstractContextManager[paramiko.SSHClient]:
+    """A paramiko client of the app server, its host key pinned from the lab's keys."""
     pub = (lab.dir / "keys" / f"{APP}_host_ed25519.pub").read_text().split()
-    client = paramiko.SSHClient()
-    client.get_host_keys().add(
+    pinned = paramiko.HostKeys()
+    pinned.add(
         f"[127.0.0.1]:{lab.ports[APP]['ssh']}",
         pub[0],
         paramiko.Ed25519Key(data=base64.b64decode(pub[1])),
     )
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(
-        "127.0.0.1",
-        port=lab.ports[APP]["ssh"],
-        username="ppo",
-        key_filename=str(lab.operator_key),
-        allow_agent=False,
-        look_for_keys=False,
-        timeout=5,
-    )
-    try:
-        yield client
-    finally:
-        client.close()
+    return paramiko_client(lab.ports[APP]["ssh"], lab.operator_key, pinned)
 
 
 def test_paramiko_interop_exec_and_sftp(app_lab: MiniLab) -> None:
     """The runbooks' transport speaks paramiko: exec (with its timeout wrapper) and SFTP."""
-    with paramiko_client(app_lab) as client:
+    with app_client(app_lab) as client:
         _stdin, stdout, _stderr = client.exec_command("timeout --kill-after=5 30.000 health")
         assert json.loads(stdout.read())["server"] == APP
         assert stdout.channel.recv_exit_status() == 0
@@ -147,7 +140,7 @@ def test_paramiko_interop_exec_and_sftp(app_lab: MiniLab) -> None:
 
 
 def test_sftp_links_are_links_and_only_inside_ones_are_followed(app_lab: MiniLab) -> None:
-    with paramiko_client(app_lab) as client:
+    with app_client(app_lab) as client:
         sftp = client.open_sftp()
         assert sftp.readlink("/srv/ppo/inside-link") == "tenants/acme/files/hello.txt"
         # A link leading out can be seen and removed as a link, never followed.
