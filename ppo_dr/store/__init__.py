@@ -42,13 +42,6 @@ from ppo_dr.store.notices import NoticesMixin
 from ppo_dr.store.observations import ObservationsMixin
 from ppo_dr.store.placements import PlacementsMixin
 from ppo_dr.store.records import (
-    FAILOVER_MODES,
-    FAILOVER_STATES,
-    INCIDENT_STATES,
-    MAINTENANCE_SCOPES,
-    NOTICE_STATUSES,
-    SNAPSHOT_STATUSES,
-    STEP_STATES,
     Drill,
     Failover,
     FailoverResult,
@@ -80,13 +73,6 @@ class Store(
 
 
 __all__ = [
-    "FAILOVER_MODES",
-    "FAILOVER_STATES",
-    "INCIDENT_STATES",
-    "MAINTENANCE_SCOPES",
-    "NOTICE_STATUSES",
-    "SNAPSHOT_STATUSES",
-    "STEP_STATES",
     "Drill",
     "Failover",
     "FailoverResult",

@@ -4,7 +4,6 @@ what Prefect records a moment late."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
@@ -18,6 +17,8 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import Artifact, TaskRun
 from prefect.states import State
+
+from deployments.demo.waiting import wait_for
 
 T = TypeVar("T")
 
@@ -44,11 +45,6 @@ def task_runs_of(client: SyncPrefectClient, run_id: UUID) -> list[TaskRun]:
 
 def eventually(probe: Callable[[], T | None], timeout: float = 30.0) -> T:
     """Poll *probe* until it returns something truthy (Prefect records task runs late)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout} s: {probe}")
-        time.sleep(0.2)
+    value = wait_for(str(probe), probe, timeout, every=0.2)
+    assert value is not None  # wait_for returns only what is true
+    return value
