@@ -12,7 +12,6 @@ import signal
 import socket
 import stat
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from ppo_dr.transport import EntryType, build_command, is_temp_name, temp_path_f
 from ppo_dr.transport.ssh import SshPool, SshRemote, translate_error
 from ppo_dr.transport.ssh.connection import sftp_limits
 from tests.sshd import SshdServer
+from tests.threads import run_in_threads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -482,14 +482,7 @@ def test_pool_reuses_one_connection_across_threads(sshd: SshdServer) -> None:
     connections = sshd.connections_seen()
     with SshPool(sshd.client_key, sshd.known_hosts) as pool:
         got: list[SshRemote] = []
-        threads = [
-            threading.Thread(target=lambda: got.append(pool.get(sshd.host, sshd.port, sshd.user)))
-            for _ in range(8)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_in_threads(lambda _n: got.append(pool.get(sshd.host, sshd.port, sshd.user)), 8)
         assert len({id(r) for r in got}) == 1
         assert pool.get(sshd.host, sshd.port, sshd.user) is got[0]
     time.sleep(0.1)
@@ -499,26 +492,17 @@ def test_pool_reuses_one_connection_across_threads(sshd: SshdServer) -> None:
 
 def test_one_connection_serves_many_threads(remote: SshRemote, root: Path) -> None:
     """paramiko's SFTPClient alone lets a thread swallow another's reply and hang."""
-    errors: list[BaseException] = []
 
     def worker(n: int) -> None:
-        try:
-            for i in range(15):
-                path = f"{root}/t{n}-{i}"
-                # Up to 1.4 MB: multi-packet writes interleaved with other threads' reads.
-                data = os.urandom(100 + 100_000 * i)
-                remote.write_bytes(path, data)
-                assert remote.read_bytes(path) == data
-                assert remote.stat(path) is not None
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(15):
+            path = f"{root}/t{n}-{i}"
+            # Up to 1.4 MB: multi-packet writes interleaved with other threads' reads.
+            data = os.urandom(100 + 100_000 * i)
+            remote.write_bytes(path, data)
+            assert remote.read_bytes(path) == data
+            assert remote.stat(path) is not None
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_in_threads(worker, 6)
     assert len(list(root.iterdir())) == 90
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import traceback
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from ppo_dr.channels import (
 )
 from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import Channels, Fleet, SecretRef
+from tests.threads import run_in_threads
 
 from .conftest import SENTINELS, SendGridStandIn, assert_no_secret
 
@@ -67,11 +67,7 @@ def test_outbox_appends_from_many_threads_stay_whole_lines(tmp_path: Path) -> No
         for i in range(20):
             outbox.send(OutboundMessage(f"t{n}/{i}", "sms", "+27821234567", "", body))
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(writer, 6)
     lines = read_outbox(path)
     assert len(lines) == 120
     assert {line["key"] for line in lines} == {f"t{n}/{i}" for n in range(6) for i in range(20)}

@@ -14,6 +14,7 @@ from ppo_dr.inventory import Fleet, parse_fleet
 from ppo_dr.providers import ProviderError, provider_for, provisionable_dcs
 from ppo_dr.providers.static import StaticProvider
 from ppo_dr.store import Store
+from tests.threads import run_in_threads
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "fleet.yaml"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBc8S/DgXEKaFYyc7BR+I4z9Ipxyu6sNZ0TNLfJxZUnT"
@@ -129,11 +130,7 @@ def test_concurrent_claims_never_share_a_spare(provider: StaticProvider) -> None
         except ProviderError as exc:
             failed.append(exc)
 
-    threads = [threading.Thread(target=claim, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    run_in_threads(claim, 6, timeout=30)
     assert sorted(won.values()) == ["spare-cpt1-1", "spare-cpt1-2"]
     assert len(failed) == 4
     assert {c.spare: c.request for c in provider.claims().values()} == {
