@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import Flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -36,7 +36,9 @@ from flows.probe import probe_fleet, probe_period_s, probe_watchdog, watchdog_in
 from flows.report import REPORTS_LIMIT, REPORTS_SLOTS, fleet_report
 from ppo_dr import config
 from ppo_dr.errors import DRError
-from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.inventory import Fleet, Timing, load_fleet
+
+T = TypeVar("T")
 
 #: Tag on every deployment (and so every run) of ppo-dr, for filtering in the UI.
 TAG = "ppo-dr"
@@ -87,11 +89,17 @@ def _current_fleet() -> Fleet | None:
         return None
 
 
+def _timing(pick: Callable[[Timing], T], default: T) -> T:
+    """A schedule setting of the current fleet's timing, or *default* without a fleet
+    (serve still starts, on the built-in schedules)."""
+    fleet = _current_fleet()
+    return pick(fleet.timing) if fleet else default
+
+
 def mirror_fleet_deployment() -> RunnerDeployment:
     """Every app server mirrored on ``fleet.timing.mirror_cron``; a run due while one
     still runs is cancelled, not queued."""
-    fleet = _current_fleet()
-    cron = fleet.timing.mirror_cron if fleet else DEFAULT_MIRROR_CRON
+    cron = _timing(lambda t: t.mirror_cron, DEFAULT_MIRROR_CRON)
     return _deployment(
         mirror_fleet,
         "mirror-fleet",
@@ -146,8 +154,7 @@ def _mirror_limits() -> dict[str, int]:
 def probe_fleet_deployment() -> RunnerDeployment:
     """The probe: one long-running run per period (10 min, or 2 min with fast timings),
     started by an interval schedule; a run due while one still runs is cancelled."""
-    fleet = _current_fleet()
-    period = probe_period_s(fleet.timing) if fleet else 600.0
+    period = _timing(probe_period_s, 600.0)
     return _deployment(
         probe_fleet,
         "probe-fleet",
@@ -164,8 +171,7 @@ def probe_fleet_deployment() -> RunnerDeployment:
 
 def probe_watchdog_deployment() -> RunnerDeployment:
     """Pages (probe-silent incident) when the probe has not heartbeated for two periods."""
-    fleet = _current_fleet()
-    every = watchdog_interval_s(fleet.timing) if fleet else 120.0
+    every = _timing(watchdog_interval_s, 120.0)
     return _deployment(
         probe_watchdog,
         "probe-watchdog",
@@ -183,8 +189,7 @@ DEFAULT_DRILL_CRON = "30 3 * * *"
 def dr_drill_deployment() -> RunnerDeployment:
     """The DR drill on ``fleet.timing.drill_cron`` (daily; every few minutes in the fast
     lab); a run due while one still runs is cancelled, not queued."""
-    fleet = _current_fleet()
-    cron = fleet.timing.drill_cron if fleet else DEFAULT_DRILL_CRON
+    cron = _timing(lambda t: t.drill_cron, DEFAULT_DRILL_CRON)
     return _deployment(
         dr_drill,
         "dr-drill",
