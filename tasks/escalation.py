@@ -70,7 +70,12 @@ def incident_view(store: Store, fleet: Fleet, incident_id: int) -> tuple[Inciden
 # --------------------------------------------------------------------------- tasks
 
 
-@task(name="open-channels", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+#: ``@task`` options of every step here: each does one piece of I/O (the store, a
+#: channel) and may be rerun, so never cached; a minute at most; transient errors retried.
+STORE_STEP: dict[str, Any] = {"cache_policy": NO_CACHE, "timeout_seconds": 60, **IO_RETRIES}
+
+
+@task(name="open-channels", **STORE_STEP)
 def open_channels(fleet: Fleet) -> dict[MessageChannel, Channel]:
     """Build the e-mail, SMS and X channels; credentials come from Prefect Secret blocks."""
     channels = build_channels(fleet, secret_from_block)
@@ -78,14 +83,14 @@ def open_channels(fleet: Fleet) -> dict[MessageChannel, Channel]:
     return channels
 
 
-@task(name="read-incident", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="read-incident", **STORE_STEP)
 def read_incident(store_url: str, fleet: Fleet, incident_id: int) -> tuple[Incident, IncidentView]:
     """The incident, its acknowledgements and the notices already sent or given up."""
     with Store.open(store_url) as store:
         return incident_view(store, fleet, incident_id)
 
 
-@task(name="open-test-incident", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="open-test-incident", **STORE_STEP)
 def open_test_incident(store_url: str, flow_run_id: str | None) -> int:
     """Open an incident of kind ``test`` (a test page: level 1 only, nobody else)."""
     now = datetime.now(UTC)
@@ -115,9 +120,7 @@ class Outcome:
 @task(
     name="send-notice",
     task_run_name="send-{intent.step}-{intent.channel}-{intent.recipient}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=60,
-    **IO_RETRIES,
+    **STORE_STEP,
 )
 def send_notice(
     store_url: str,
@@ -163,7 +166,7 @@ def send_notice(
     return Outcome(intent.key, "already")
 
 
-@task(name="give-up-notice", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="give-up-notice", **STORE_STEP)
 def give_up_notice(
     store_url: str,
     intent: NoticeIntent,
@@ -187,7 +190,7 @@ def address_of(intent: NoticeIntent, fleet: Fleet) -> str:
     return address_for(intent, {p.id: p for p in fleet.people})
 
 
-@task(name="record-ack", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="record-ack", **STORE_STEP)
 def record_ack_task(
     store_url: str,
     incident_id: int,
@@ -205,7 +208,7 @@ def record_ack_task(
     return recorded
 
 
-@task(name="resolve-incident", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="resolve-incident", **STORE_STEP)
 def resolve_incident(
     store_url: str, incident_id: int, by: str, note: str, flow_run_id: str | None
 ) -> Incident:
@@ -214,7 +217,7 @@ def resolve_incident(
         return store.resolve(incident_id, by, note, flow_run_id)
 
 
-@task(name="note-timeline", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="note-timeline", **STORE_STEP)
 def note_timeline(
     store_url: str, incident_id: int, kind: str, message: str, flow_run_id: str | None
 ) -> None:
@@ -223,7 +226,7 @@ def note_timeline(
         store.add_timeline(incident_id, kind, message, flow_run_id=flow_run_id)
 
 
-@task(name="render-report", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="render-report", **STORE_STEP)
 def render_report(store_url: str, fleet: Fleet, incident_id: int) -> str:
     """The incident report in Markdown (cause, measures, timeline, times, notices,
     RTO/RPO and data lost per client of its failovers)."""
@@ -235,7 +238,7 @@ def render_report(store_url: str, fleet: Fleet, incident_id: int) -> str:
 # --------------------------------------------------------------------------- failover
 
 
-@task(name="read-failover", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="read-failover", **STORE_STEP)
 def read_failover(store_url: str, incident_id: int) -> FailoverView:
     """What the incident's timeline says of the failover this escalation started."""
     with Store.open(store_url) as store:
@@ -245,9 +248,7 @@ def read_failover(store_url: str, incident_id: int) -> FailoverView:
 @task(
     name="start-failover",
     task_run_name="start-failover-{incident_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=60,
-    **IO_RETRIES,
+    **STORE_STEP,
 )
 def start_failover(
     store_url: str,
