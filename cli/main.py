@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from cli.db import db_app
+from cli.evidence import evidence_command
 from cli.failover import failover_app
 from cli.incident import incident_app
 from cli.inventory import inventory_app
@@ -35,6 +36,7 @@ app.add_typer(incident_app, name="incident")
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(failover_app, name="failover")
 app.command("serve")(serve_command)
+app.command("evidence")(evidence_command)
 app.command("worker")(worker_command)
 app.command("deploy")(deploy_command)
 
