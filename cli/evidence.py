@@ -70,8 +70,8 @@ def _export(
     from deployments.run_history import incident_run_history
     from ppo_dr.evidence import RunsRead, export_bundle
     from ppo_dr.evidence.bundle import check_target
-    from ppo_dr.evidence.links import ui_base
     from ppo_dr.inventory import load_fleet
+    from ppo_dr.run_links import ui_base
 
     check_target(output)
     url = api_url()

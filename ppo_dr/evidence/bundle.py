@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from ppo_dr.errors import PermanentError
-from ppo_dr.evidence.links import flow_run_link
 from ppo_dr.evidence.manifest import MANIFEST, write_manifest
+from ppo_dr.run_links import flow_run_link
 
 Record = dict[str, Any]
 

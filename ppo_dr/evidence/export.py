@@ -18,6 +18,7 @@ from ppo_dr.errors import PermanentError
 from ppo_dr.evidence.bundle import check_target, index_html, write_bundle, zip_bundle
 from ppo_dr.evidence.manifest import file_sha256
 from ppo_dr.evidence.store_records import known_incident, run_ids, store_sections
+from ppo_dr.report_answers import answers_for_incident
 from ppo_dr.report_html import report_html
 from ppo_dr.reports import report_for_incident
 
@@ -92,7 +93,9 @@ def export_bundle(
         },
         "files": {name: len(records) for name, records in sections.items()},
     }
-    report = report_html(report_for_incident(store, incident_id, fleet))
+    incident_report = report_for_incident(store, incident_id, fleet)
+    answers = answers_for_incident(store, incident_report, ui_url)
+    report = report_html(incident_report, answers)
     extra = {
         "report.html": "the incident report, rendered from these records",
         "bundle.jsonl": "this export: when, from where, how long it waited for task runs",

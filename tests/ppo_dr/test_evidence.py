@@ -14,9 +14,9 @@ import pytest
 
 from ppo_dr.errors import PermanentError
 from ppo_dr.evidence import BUNDLE_ENTRY, MANIFEST, RunsRead, check_bundle, export_bundle
-from ppo_dr.evidence.links import flow_run_link, ui_base
 from ppo_dr.evidence.manifest import parse_manifest, write_manifest
 from ppo_dr.evidence.settle import TaskRunRead, lagging_runs
+from ppo_dr.run_links import flow_run_link, ui_base
 from ppo_dr.store import Store
 
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
