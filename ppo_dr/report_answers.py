@@ -30,12 +30,13 @@ from ppo_dr.reports import (
     time_text,
 )
 from ppo_dr.run_links import flow_run_link
-from ppo_dr.store import Drill, Snapshot, TimelineEntry
+from ppo_dr.store import Drill, Notice, Snapshot, TimelineEntry
 
 if TYPE_CHECKING:
     from ppo_dr.store import Store
 
 UNKNOWN: Final = "unknown"
+NONE_BEFORE: Final = "none before the fault"
 ACK_KIND: Final = "acknowledged"  # ppo_dr.incident_acks.ACK_KIND
 APPROVAL_KINDS: Final = ("failover-approval", "migrate-approval")
 
@@ -113,37 +114,29 @@ def _escalation_run(report: IncidentReport) -> str | None:
     return started.flow_run_id if started else None
 
 
+def _delivery(notice: Notice) -> tuple[str, ...]:
+    """When a notice was made and delivered, its status, and its receipt or error."""
+    return (
+        notice.channel,
+        time_text(notice.created_at),
+        time_text(notice.sent_at),
+        notice.status,
+        notice.error or notice.receipt or NOT_YET,
+    )
+
+
 def _paged(report: IncidentReport) -> Answer:
     run = _escalation_run(report)
     rows = [
-        (
-            (
-                n.recipient,
-                n.channel,
-                time_text(n.created_at),
-                time_text(n.sent_at),
-                n.status,
-                n.error or n.receipt or NOT_YET,
-                str(n.attempts),
-            ),
-            run,
-        )
+        ((n.recipient, *_delivery(n), str(n.attempts)), run)
         for n in report.notices
         if n.step.startswith("page.")
     ]
-    head = (
-        "who",
-        "channel",
-        "when (UTC)",
-        "delivered (UTC)",
-        "status",
-        "receipt or error",
-        "attempts",
-    )
+    head = ("who", "channel", "when (UTC)", "delivered (UTC)", "status", "receipt or error")
     return _answer(
         2,
         "Who was paged, when, on which channel, with what delivery status",
-        head,
+        (*head, "attempts"),
         rows,
         "nobody was paged",
     )
@@ -174,21 +167,7 @@ def _acknowledged(report: IncidentReport) -> Answer:
 
 def _public(report: IncidentReport) -> Answer:
     run = _escalation_run(report)
-    rows = [
-        (
-            (
-                n.step,
-                n.channel,
-                time_text(n.created_at),
-                time_text(n.sent_at),
-                n.status,
-                n.error or n.receipt or NOT_YET,
-            ),
-            run,
-        )
-        for n in report.notices
-        if n.step.startswith("public-")
-    ]
+    rows = [((n.step, *_delivery(n)), run) for n in report.notices if n.step.startswith("public-")]
     head = ("post", "channel", "when (UTC)", "posted (UTC)", "status", "receipt or error")
     return _answer(
         4, "What was posted publicly, and when", head, rows, "nothing was posted publicly"
@@ -268,37 +247,40 @@ def _readiness(
 ) -> Answer:
     rows: list[tuple[tuple[str, ...], str | None]] = []
     for impact in report.impact:
-        snap = snapshots.get(impact.client_id)
-        rows.append(
+        client = impact.client_id
+        snap, drill = snapshots.get(client), drills.get(client)
+        snap_detail = (
+            f"{snap.snapshot_id} on {snap.mirror_id}, verified {time_text(snap.verified_at)}"
+            if snap
+            else NONE_BEFORE
+        )
+        drill_detail = (
+            f"{'passed' if drill.ok else 'FAILED'}: "
+            f"RTO {duration_text(timedelta(seconds=drill.restore_seconds))}, "
+            f"RPO {duration_text(timedelta(seconds=drill.snapshot_age_seconds))}"
+            if drill
+            else NONE_BEFORE
+        )
+        rows += [
             (
                 (
-                    impact.client_id,
+                    client,
                     "last verified snapshot",
-                    time_text(snap.taken_at) if snap else NOT_YET,
-                    f"{snap.snapshot_id} on {snap.mirror_id}, "
-                    f"verified {time_text(snap.verified_at)}"
-                    if snap
-                    else "none before the fault",
+                    time_text(snap.taken_at if snap else None),
+                    snap_detail,
                 ),
                 snap.flow_run_id if snap else None,
-            )
-        )
-        drill = drills.get(impact.client_id)
-        rows.append(
+            ),
             (
                 (
-                    impact.client_id,
+                    client,
                     "last DR drill",
-                    time_text(drill.started_at) if drill else NOT_YET,
-                    f"{'passed' if drill.ok else 'FAILED'}: RTO "
-                    f"{duration_text(timedelta(seconds=drill.restore_seconds))}, RPO "
-                    f"{duration_text(timedelta(seconds=drill.snapshot_age_seconds))}"
-                    if drill
-                    else "none before the fault",
+                    time_text(drill.started_at if drill else None),
+                    drill_detail,
                 ),
                 drill.flow_run_id if drill else None,
-            )
-        )
+            ),
+        ]
     head = ("client", "what", "when (UTC)", "detail")
     return _answer(
         8,

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from ppo_dr.errors import PermanentError
 from ppo_dr.probe.graph import client_target, server_target
 from ppo_dr.store import Incident, MaintenanceWindow, Store, TimelineEntry
+from ppo_dr.store.base import to_record
 from ppo_dr.store.schema import MaintenanceRow
 
 if TYPE_CHECKING:
@@ -107,18 +108,7 @@ def maintenance_between(store: Store, start: datetime, end: datetime) -> list[Ma
         .order_by(MaintenanceRow.starts_at, MaintenanceRow.id)
     )
     with Session(store.engine) as session:
-        return [
-            MaintenanceWindow(
-                id=row.id,
-                scope_kind=row.scope_kind,
-                scope_id=row.scope_id,
-                starts_at=row.starts_at,
-                ends_at=row.ends_at,
-                reason=row.reason,
-                created_by=row.created_by,
-            )
-            for row in session.scalars(stmt)
-        ]
+        return [to_record(MaintenanceWindow, row) for row in session.scalars(stmt)]
 
 
 def fleet_record(fleet: Fleet, path: Path) -> Record:

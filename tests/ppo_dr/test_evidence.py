@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -121,11 +121,14 @@ def test_links_to_the_prefect_ui() -> None:
 # --------------------------------------------------------------------------- export
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(f"sqlite:///{tmp_path / 'state.db'}") as opened:
-        opened.upgrade()
-        yield opened
+def failed_page(store: Store, incident_id: int, at: datetime, error: str) -> None:
+    """An SMS page to anna that failed with *error*."""
+    key = f"incident:{incident_id}/step:page/to:anna/via:sms"
+    store.record_notice(
+        key, incident_id=incident_id, step="page", channel="sms", recipient="anna",
+        subject="s", body="b", at=at,
+    )  # fmt: skip
+    store.mark_notice_failed(key, error)
 
 
 def incident_in(store: Store) -> int:
@@ -138,17 +141,7 @@ def incident_in(store: Store) -> int:
         at=T0,
     )
     store.add_timeline(incident.id, "first-failure", "probe", at=T0 - timedelta(seconds=30))
-    key = f"incident:{incident.id}/step:page/to:anna/via:sms"
-    store.record_notice(
-        key,
-        incident_id=incident.id,
-        step="page",
-        channel="sms",
-        recipient="anna",
-        subject="s",
-        body="b",
-    )
-    store.mark_notice_failed(key, "SNS throttled")
+    failed_page(store, incident.id, T0, "SNS throttled")
     for target, at in (
         ("client:acme", T0),
         ("client:other", T0),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from ppo_dr.fleet_sla import fleet_report_for, outage_minutes
 from ppo_dr.fleet_sla_html import fleet_report_html, fleet_report_markdown
 from ppo_dr.inventory import load_fleet
 from ppo_dr.store import ProbeTransition, Store
+from tests.ppo_dr.test_evidence import failed_page
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
@@ -48,13 +48,6 @@ def test_outage_minutes_run_from_the_first_failure_to_the_first_answer(
     transitions: list[ProbeTransition], minutes: float
 ) -> None:
     assert outage_minutes(transitions, START, END) == pytest.approx(minutes)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(f"sqlite:///{tmp_path / 'state.db'}") as opened:
-        opened.upgrade()
-        yield opened
 
 
 def at(days: float) -> datetime:
@@ -103,18 +96,7 @@ def fill(store: Store) -> None:
             restore_seconds=40.0 + day,
             snapshot_age_seconds=600.0,
         )
-    key = "incident:1/step:page/to:anna/via:sms"
-    store.record_notice(
-        key,
-        incident_id=incident.id,
-        step="page",
-        channel="sms",
-        recipient="anna",
-        subject="s",
-        body="b",
-        at=at(2),
-    )
-    store.mark_notice_failed(key, "SNS 500")
+    failed_page(store, incident.id, at(2), "SNS 500")
 
 
 def test_every_table_from_the_store(store: Store) -> None:
