@@ -456,6 +456,7 @@ def test_power_loss_escalates_to_an_approved_failover_and_a_report_with_rto(
     published = str(artifact.data)
     assert "## Recovery per client (failover)" in published and "## Data lost" in published
     assert all(f"| {client} |" in published for client in victims)
+    assert "## The eight questions" in published and f"/runs/flow-run/{run.id})" in published
     # The report's eight answers agree with the lab's records; the evidence bundle verifies.
     check_eight_answers(lab, env.outbox_lines(), incident_id, victims, plan_id, str(run.id))
     check_evidence_bundle(lab, incident_id, lab.directory.parent / "evidence")
