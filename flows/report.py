@@ -7,7 +7,8 @@ mirrors); then the fleet and SLA report of the last *sla_days* days (availabilit
 against each client's target, MTTD/MTTA/MTTR, RPO against the one-hour promise,
 mirror traffic, verify results, drill trend, failed notices; charts embedded) as a
 markdown artifact, and as an HTML file under ``<home>/reports/`` when *html_dir* is
-not given. The run is named ``fleet-report-<fleet>-<UTC time>`` and tagged
+not given (a store that cannot be read makes that artifact say so; the fleet part
+still completes). The run is named ``fleet-report-<fleet>-<UTC time>`` and tagged
 ``fleet:<fleet>`` as soon as the file has been read; a run whose file could not be
 read keeps the name ``fleet-report-<UTC time>`` and fails with every violation in
 its log, without retries (a broken file does not fix itself).
@@ -24,6 +25,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
 from ppo_dr import config
+from ppo_dr.inventory import Fleet
 from ppo_dr.mirror.runbook import store_url
 from tasks import label_flow_run
 from tasks.inventory import load_fleet_task, summarise_fleet, tabulate_app_servers
@@ -42,6 +44,28 @@ REPORTS_SLOTS = 2
 def run_stamp() -> str:
     """This run's scheduled start in UTC, as used in run names: ``2026-11-30T060000Z``."""
     return flow_run.scheduled_start_time.astimezone(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+
+
+def publish_fleet_sla(fleet: Fleet, days: int, html_dir: Path) -> None:
+    """The fleet/SLA report of the last *days* days as an artifact and an HTML file; a
+    store that cannot be read is said in the artifact (the fleet part stands)."""
+    end = datetime.now(UTC).replace(microsecond=0)
+    target = html_dir / f"fleet-sla-{run_stamp()}.html"
+    state = render_fleet_sla(
+        store_url(fleet), fleet, end - timedelta(days=days), end, target, return_state=True
+    )
+    markdown = (
+        f"# Fleet report {fleet.name}: SLA part unavailable\n\n"
+        f"The store could not be read: `{state.message}`. The fleet file is valid; see "
+        "this run's logs."
+        if state.is_failed()
+        else state.result()
+    )
+    create_markdown_artifact(
+        key=f"fleet-sla-{fleet.name}",
+        markdown=markdown,
+        description=f"Fleet and SLA report of {fleet.name}, last {days} days (HTML: {target})",
+    )
 
 
 def _first_run_name() -> str:
@@ -83,14 +107,5 @@ def fleet_report(
             description=f"App servers of fleet {fleet.name} and their mirrors",
         )
         if sla_days > 0:
-            end = datetime.now(UTC).replace(microsecond=0)
-            start = end - timedelta(days=sla_days)
-            target = (html_dir or config.home() / "reports") / f"fleet-sla-{run_stamp()}.html"
-            markdown = render_fleet_sla(store_url(fleet), fleet, start, end, target)
-            create_markdown_artifact(
-                key=f"fleet-sla-{fleet.name}",
-                markdown=markdown,
-                description=f"Fleet and SLA report of {fleet.name}, last {sla_days} days "
-                f"(HTML: {target})",
-            )
+            publish_fleet_sla(fleet, sla_days, html_dir or config.home() / "reports")
     return text

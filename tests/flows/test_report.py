@@ -90,6 +90,21 @@ def test_fleet_report_names_tags_and_publishes_artifacts(prefect_api: str, sla_s
         }
 
 
+def test_a_store_that_cannot_be_read_is_said_and_the_fleet_part_completes(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PPO_DR_DB_URL", f"sqlite:///{tmp_path / 'never-upgraded.db'}")
+    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
+
+    state = fleet_report(EXAMPLE, return_state=True)
+
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        artifacts = artifacts_of(client, flow_run_id(state))
+    assert "fleet-report-ppo-prod" in artifacts
+    assert "SLA part unavailable" in str(artifacts["fleet-sla-ppo-prod"].data)
+
+
 def test_a_broken_fleet_fails_the_run_at_once_without_retries(
     prefect_api: str, tmp_path: Path
 ) -> None:
