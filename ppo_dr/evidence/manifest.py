@@ -40,7 +40,10 @@ class BundleCheck:
 
 
 def file_sha256(path: Path) -> str:
-    """The sha256 of *path*'s bytes, read in chunks."""
+    """The sha256 of *path*'s bytes, read in chunks; of a symbolic link, of where it
+    points (a file swapped for a link is an edit, never followed out of the bundle)."""
+    if path.is_symlink():
+        return hashlib.sha256(b"symlink:" + str(path.readlink()).encode()).hexdigest()
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         while chunk := stream.read(_CHUNK):
@@ -52,7 +55,7 @@ def bundle_files(directory: Path) -> Iterator[str]:
     """Every regular file under *directory* but the manifest, as POSIX relative paths."""
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory).as_posix()
-        if relative != MANIFEST and (path.is_file() or path.is_symlink()):
+        if relative != MANIFEST and (path.is_symlink() or path.is_file()):
             yield relative
 
 

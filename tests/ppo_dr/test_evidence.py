@@ -34,6 +34,11 @@ def bundle(tmp_path: Path) -> Path:
     return directory
 
 
+def swap_for_link(path: Path, target: Path) -> None:
+    path.unlink()
+    path.symlink_to(target)
+
+
 def test_an_untouched_bundle_is_intact_and_sha256sum_reads_its_manifest(tmp_path: Path) -> None:
     directory = bundle(tmp_path)
     digest = write_manifest(directory)
@@ -50,8 +55,10 @@ def test_an_untouched_bundle_is_intact_and_sha256sum_reads_its_manifest(tmp_path
         (lambda d: (d / "sub" / "b.txt").unlink(), (), ("sub/b.txt",), ()),
         (lambda d: (d / "a.jsonl").write_text('{"x": 2}\n'), (), (), ("a.jsonl",)),
         (lambda d: (d / "sub" / "b.txt").rename(d / "c.txt"), ("c.txt",), ("sub/b.txt",), ()),
+        (lambda d: swap_for_link(d / "a.jsonl", d / "sub"), (), (), ("a.jsonl",)),
+        (lambda d: (d / "link").symlink_to("/etc"), ("link",), (), ()),
     ],
-    ids=["added", "removed", "edited", "renamed"],
+    ids=["added", "removed", "edited", "renamed", "swapped-for-a-link", "link-added"],
 )
 def test_every_added_removed_or_edited_file_is_named(
     tmp_path: Path,
