@@ -162,11 +162,12 @@ def test_the_command_writes_the_page_and_refuses_bad_input(
     env = {"PPO_DR_DB_URL": store.url, "PPO_DR_FLEET": str(EXAMPLE)}
     out = tmp_path / "out" / "fleet.html"
     runner = CliRunner()
-    args = ["report", "fleet", "--from", "2026-11-01", "--to", "2026-11-30", "-o", str(out)]
+    args = ["report", "fleet", "--from", "2026-11-03", "--to", "2026-11-03", "-o", str(out)]
     done = runner.invoke(app, args, env=env)
     assert done.exit_code == 0, done.output
-    assert "2026-11-01 00:00Z to 2026-12-01 00:00Z" in done.output  # --to day included
-    assert len(pngs(out.read_text())) == 6
+    assert "2026-11-03 00:00Z to 2026-11-04 00:00Z" in done.output  # --to day included
+    page = out.read_text()  # one day: the outage and its incident, nothing mirrored
+    assert len(pngs(page)) == 2 and "<td>acme-mining</td>" in page
     for bad, said in (
         (["--from", "2026-11-30", "--to", "2026-11-01"], "must come after"),
         (["--from", "yesterday", "--to", "2026-11-01"], "give a date"),
