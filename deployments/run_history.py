@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID
 
+from ppo_dr.errors import TransientError
 from ppo_dr.evidence.export import RunsRead
 from ppo_dr.evidence.settle import TaskRunRead, lagging_runs
 
@@ -120,6 +121,17 @@ def incident_run_history(
 ) -> RunsRead:
     """The runs of the incident (tag *tag*, or named by *run_ids*) with their task runs,
     states, logs and artifacts, waiting up to *wait_s* for lagging task-run records."""
+    import httpx
+
+    try:
+        return _read_history(tag, run_ids, wait_s=wait_s, poll_s=poll_s)
+    except (httpx.HTTPError, OSError) as exc:
+        raise TransientError(
+            f"could not read the run history from the Prefect API: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _read_history(tag: str, run_ids: Iterable[str], *, wait_s: float, poll_s: float) -> RunsRead:
     from prefect.client.orchestration import get_client
 
     started = time.monotonic()

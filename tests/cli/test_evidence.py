@@ -6,6 +6,7 @@ timeline, and ``evidence verify`` finds it intact, then finds every edit."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,11 @@ from prefect.runtime import flow_run
 from typer.testing import CliRunner
 
 from cli.main import app
+from deployments.local_server import free_port
 from ppo_dr.evidence import BUNDLE_ENTRY
 from ppo_dr.store import Store
+from tests.cli.entry import PPO_DR
+from tests.prefect_fixtures import isolated_env
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(180)
@@ -116,3 +120,24 @@ def test_export_then_verify_finds_every_change(env: dict[str, str], tmp_path: Pa
     (tmp_path / "plain").mkdir()
     no_manifest = ppo_dr(env, "evidence", "verify", str(tmp_path / "plain"), code=2)
     assert "has no MANIFEST.sha256" in no_manifest
+
+
+def test_an_unreachable_api_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    with Store(url) as store:
+        store.upgrade()
+        incident, _ = store.open_incident("outage", "k", "down", {})
+    env = isolated_env(
+        PPO_DR_DB_URL=url,
+        PPO_DR_HOME=str(tmp_path / "home"),
+        PPO_DR_FLEET=str(ROOT / "examples" / "fleet.yaml"),
+        PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api",  # nobody listens
+    )
+    args = [*PPO_DR, "evidence", str(incident.id), "-o", str(tmp_path / "bundle")]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "error: could not read the run history from the Prefect API" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "bundle").exists()
+    with Store(url) as store:
+        assert BUNDLE_ENTRY not in [e.kind for e in store.timeline(incident.id)]
