@@ -231,18 +231,24 @@ def incident_report(
     fleet: FleetOption = None,
 ) -> None:
     """The incident report: Markdown on stdout, or a file (.html for HTML); with RTO,
-    RPO and data lost per client when clients were failed over."""
+    RPO and data lost per client when clients were failed over, and the eight
+    questions answered, each with its Prefect run."""
+    from deployments.prefect_api import api_url
+    from ppo_dr.report_answers import answers_for_incident, answers_markdown
     from ppo_dr.report_html import report_html
     from ppo_dr.reports import report_for_incident, report_markdown
+    from ppo_dr.run_links import ui_base
 
     flt = _fleet(fleet)
     with open_store(fleet) as store:
         report = report_for_incident(store, incident_id, flt)
+        answers = answers_for_incident(store, report, ui_base(api_url()))
+    markdown = report_markdown(report) + answers_markdown(answers)
     if output is None:
-        typer.echo(report_markdown(report), nl=False)
+        typer.echo(markdown, nl=False)
         return
     html = output.suffix.lower() in (".html", ".htm")
-    text = report_html(report) if html else report_markdown(report)
+    text = report_html(report, answers) if html else markdown
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     typer.echo(f"report written to {output}")

@@ -11,12 +11,14 @@ from __future__ import annotations
 import typer
 
 from cli.db import db_app
+from cli.evidence import evidence_command
 from cli.failover import failover_app
 from cli.incident import incident_app
 from cli.inventory import inventory_app
 from cli.lab import lab_app
 from cli.maintenance import maintenance_app
 from cli.mirror import mirror_app
+from cli.report import report_app
 from cli.serve import serve_command
 from cli.topology import deploy_command, worker_command
 
@@ -34,7 +36,9 @@ app.add_typer(mirror_app, name="mirror")
 app.add_typer(incident_app, name="incident")
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(failover_app, name="failover")
+app.add_typer(report_app, name="report")
 app.command("serve")(serve_command)
+app.command("evidence")(evidence_command)
 app.command("worker")(worker_command)
 app.command("deploy")(deploy_command)
 

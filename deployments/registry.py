@@ -70,7 +70,8 @@ def fleet_report_deployment() -> RunnerDeployment:
         cron="0 6 * * *",
         tags=["report"],
         concurrency_limit=ONE_AT_A_TIME,
-        description="Validate the fleet file; publish its summary and app-server table.",
+        description="Validate the fleet file; publish its summary, app-server table and the "
+        "fleet/SLA report of the last 30 days (charts; HTML under <home>/reports).",
     )
 
 

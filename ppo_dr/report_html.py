@@ -10,6 +10,7 @@ import html
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+from ppo_dr.report_answers import IncidentAnswers, answers_html
 from ppo_dr.reports import (
     NOT_YET,
     RECOVERY_HEAD,
@@ -68,8 +69,9 @@ def _recovery_html(report: IncidentReport) -> list[str]:
     return parts
 
 
-def report_html(report: IncidentReport) -> str:
-    """The report as a standalone HTML page; every value is escaped."""
+def report_html(report: IncidentReport, answers: IncidentAnswers | None = None) -> str:
+    """The report as a standalone HTML page, with the eight *answers* when given; every
+    value is escaped."""
     inc = report.incident
     title = f"Incident {inc.id}: {inc.title}"
     times = [
@@ -130,6 +132,7 @@ def report_html(report: IncidentReport) -> str:
         if impact
         else "<p>No client named in the incident's scope.</p>",
         *_recovery_html(report),
+        *([answers_html(answers)] if answers is not None else []),
         "<h2>Cause</h2>",
         _html_block(inc.cause),
         "<h2>Measures taken</h2>",

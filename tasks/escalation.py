@@ -31,7 +31,9 @@ from ppo_dr.escalation import (
 from ppo_dr.incident_acks import acknowledgements, record_ack
 from ppo_dr.inventory import Fleet
 from ppo_dr.notify import address_for, deliver, give_up, record_intent, retry_delay
+from ppo_dr.report_answers import answers_for_incident, answers_markdown
 from ppo_dr.reports import report_for_incident, report_markdown
+from ppo_dr.run_links import ui_base
 from ppo_dr.store import Incident, Store
 from tasks import IO_RETRIES, RETRY_DELAYS, secret_from_block
 from tasks.runs import top_level_run
@@ -229,10 +231,15 @@ def note_timeline(
 @task(name="render-report", **STORE_STEP)
 def render_report(store_url: str, fleet: Fleet, incident_id: int) -> str:
     """The incident report in Markdown (cause, measures, timeline, times, notices,
-    RTO/RPO and data lost per client of its failovers)."""
+    RTO/RPO and data lost per client of its failovers, the eight questions answered
+    with links to this API's UI)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value() or ui_base(PREFECT_API_URL.value())
     with Store.open(store_url) as store:
         report = report_for_incident(store, incident_id, fleet)
-    return report_markdown(report)
+        answers = answers_for_incident(store, report, ui)
+    return report_markdown(report) + answers_markdown(answers)
 
 
 # --------------------------------------------------------------------------- failover

@@ -149,6 +149,7 @@ class Client(FrozenModel):
     countries: tuple[Country, ...] = Field(min_length=1)
     size_gb: float = Field(ge=0, default=0.0)
     contacts: tuple[Contact, ...] = ()
+    availability_target: float = Field(gt=0, le=100, default=99.9)  # % promised (SLA)
 
 
 class Person(FrozenModel):

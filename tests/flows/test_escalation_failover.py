@@ -53,6 +53,7 @@ from ppo_dr.inventory import EscalationLevel, EscalationPolicy, Person
 from ppo_dr.probe.runner import OUTAGE_KIND
 from ppo_dr.store import Store, TimelineEntry
 from tests.flows.escalation_env import EscalationEnv, escalation_env, example_fleet, wait_for
+from tests.flows.incident_answers import check_eight_answers, check_evidence_bundle
 from tests.labs import own_lab
 
 pytestmark = pytest.mark.timeout(300)
@@ -455,6 +456,10 @@ def test_power_loss_escalates_to_an_approved_failover_and_a_report_with_rto(
     published = str(artifact.data)
     assert "## Recovery per client (failover)" in published and "## Data lost" in published
     assert all(f"| {client} |" in published for client in victims)
+    assert "## The eight questions" in published and f"/runs/flow-run/{run.id})" in published
+    # The report's eight answers agree with the lab's records; the evidence bundle verifies.
+    check_eight_answers(lab, env.outbox_lines(), incident_id, victims, plan_id, str(run.id))
+    check_evidence_bundle(lab, incident_id, lab.directory.parent / "evidence")
 
 
 #: A run that read the timeline just before the approval may still send one notice.

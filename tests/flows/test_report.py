@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from prefect.states import Completed, Failed
 from flows.report import fleet_report
 from ppo_dr.errors import InventoryError, PermanentError, TransientError
 from ppo_dr.inventory import load_fleet
+from ppo_dr.store import Store
 from tasks import retry_condition_fn
 from tests.flows.runs import artifacts_of, eventually, flow_run_id, task_runs_of
 
@@ -27,7 +29,24 @@ EXAMPLE = ROOT / "examples" / "fleet.yaml"
 STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
 
 
-def test_fleet_report_names_tags_and_publishes_artifacts(prefect_api: str) -> None:
+@pytest.fixture
+def sla_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A migrated store (with one failed drill) for the SLA half; its home for the HTML."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("PPO_DR_DB_URL", url)
+    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
+    with Store(url) as store:
+        store.upgrade()
+        now = datetime.now(UTC)
+        store.record_drill(
+            client_id="acme-mining", mirror_id="mirror-cpt1-1", snapshot_id="s",
+            started_at=now - timedelta(days=1), finished_at=now - timedelta(days=1),
+            ok=False, restore_seconds=40.0, snapshot_age_seconds=900.0, detail="",
+        )  # fmt: skip
+    return tmp_path / "home" / "reports"
+
+
+def test_fleet_report_names_tags_and_publishes_artifacts(prefect_api: str, sla_store: Path) -> None:
     state = fleet_report(EXAMPLE, return_state=True)
 
     assert state.is_completed(), state.message
@@ -38,7 +57,16 @@ def test_fleet_report_names_tags_and_publishes_artifacts(prefect_api: str) -> No
         assert "fleet:ppo-prod" in run.tags
 
         artifacts = artifacts_of(client, run.id)
-        assert set(artifacts) == {"fleet-report-ppo-prod", "fleet-app-servers-ppo-prod"}
+        assert set(artifacts) == {
+            "fleet-report-ppo-prod",
+            "fleet-app-servers-ppo-prod",
+            "fleet-sla-ppo-prod",
+        }
+        sla = str(artifacts["fleet-sla-ppo-prod"].data)
+        assert "## Availability per client" in sla and "| acme-mining |" in sla
+        assert "![Drill RTO trend](data:image/png;base64," in sla  # the failed drill, charted
+        (page,) = sla_store.glob("fleet-sla-*.html")
+        assert page.read_text().count('<img class="chart"') == sla.count("data:image/png")
 
         report = artifacts["fleet-report-ppo-prod"]
         assert report.type == "markdown"
@@ -60,6 +88,21 @@ def test_fleet_report_names_tags_and_publishes_artifacts(prefect_api: str) -> No
             "on_site_mirror": "mirror-jhb1-1",
             "off_site_mirrors": "mirror-cpt1-1",
         }
+
+
+def test_a_store_that_cannot_be_read_is_said_and_the_fleet_part_completes(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PPO_DR_DB_URL", f"sqlite:///{tmp_path / 'never-upgraded.db'}")
+    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
+
+    state = fleet_report(EXAMPLE, return_state=True)
+
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        artifacts = artifacts_of(client, flow_run_id(state))
+    assert "fleet-report-ppo-prod" in artifacts
+    assert "SLA part unavailable" in str(artifacts["fleet-sla-ppo-prod"].data)
 
 
 def test_a_broken_fleet_fails_the_run_at_once_without_retries(
@@ -96,7 +139,7 @@ def test_a_broken_fleet_fails_the_run_at_once_without_retries(
 
 
 def test_the_default_fleet_file_is_chosen_when_the_run_starts(
-    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sla_store: Path
 ) -> None:
     staging = tmp_path / "staging.yaml"
     staging.write_text(
@@ -111,7 +154,7 @@ def test_the_default_fleet_file_is_chosen_when_the_run_starts(
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(flow_run_id(state))
     assert "fleet:ppo-staging" in run.tags
-    assert run.parameters == {"fleet_file": None}
+    assert run.parameters == {"fleet_file": None, "sla_days": 30, "html_dir": None}
 
 
 # --------------------------------------------------------------------------- retry condition
