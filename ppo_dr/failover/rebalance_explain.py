@@ -30,15 +30,11 @@ def explain_overloads(
             if load <= limit:
                 continue
             reason = _why(problem, placement, host, dim, n_moves)
-            overloads.append(
-                Overload(host.server_id, dim, load, limit, host.capacity[dim], reason)
-            )
+            overloads.append(Overload(host.server_id, dim, load, limit, host.capacity[dim], reason))
     return tuple(overloads)
 
 
-def _why(
-    problem: Problem, placement: Mapping[str, str], host: Host, dim: str, n_moves: int
-) -> str:
+def _why(problem: Problem, placement: Mapping[str, str], host: Host, dim: str, n_moves: int) -> str:
     if host.pinned is not None:
         return f"its clients cannot leave it now: it is {host.pinned}"
     if problem.max_moves is not None and n_moves >= problem.max_moves:

@@ -83,9 +83,7 @@ class Problem:
 
     def load(self, placement: Mapping[str, str], server_id: str, dimension: str) -> int:
         """What *server_id* holds in *dimension* when clients are placed as *placement*."""
-        return sum(
-            t.weight(dimension) for t in self.tenants if placement[t.client_id] == server_id
-        )
+        return sum(t.weight(dimension) for t in self.tenants if placement[t.client_id] == server_id)
 
     def current(self) -> dict[str, str]:
         return {t.client_id: t.server_id for t in self.tenants}

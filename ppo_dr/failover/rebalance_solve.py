@@ -110,19 +110,19 @@ def _solve(
     variables: list[_Var] = []
     for ti, tenant in enumerate(problem.tenants):
         variables.append(_Var(ti, index[tenant.server_id], False))
-        variables += [
-            _Var(ti, hi, True) for hi, h in enumerate(hosts) if problem.may_go(tenant, h)
-        ]
+        variables += [_Var(ti, hi, True) for hi, h in enumerate(hosts) if problem.may_go(tenant, h)]
     if not any(v.moves for v in variables):
         return problem.current(), True
 
-    # Slack columns follow the x columns: one per (host, dimension) over target now.
+    # After the x columns, per (host, dimension) over target now: a binary "stays over"
+    # y and the bytes (or clients) s it stays over by, s <= over * y.
     current = problem.current()
-    slack_cols: list[tuple[int, str, float]] = []  # (host, dim, scale)
+    over_cols: list[tuple[int, str, int]] = []  # (host, dim, how far over target now)
     rows = _Rows([], [], [], [], [])
     n_x = len(variables)
     for ti in range(len(problem.tenants)):
         rows.add([(j, 1.0) for j, v in enumerate(variables) if v.tenant == ti], 1.0, 1.0)
+    target_rows: list[tuple[int, list[tuple[int, float]], float]] = []
     for hi, host in enumerate(hosts):
         for dim in DIMENSIONS:
             cap = host.capacity[dim]
@@ -135,44 +135,50 @@ def _solve(
             ]
             if not onto:
                 continue
-            scale = float(max(cap, now, 1))
-            coefs = [(j, w / scale) for j, w in onto]
+            # Rows stay in bytes: HiGHS checks a MIP's feasibility on the unscaled rows
+            # (to 1e-6), so a byte over is over; scaled rows would hide it.
             if now > limit:
-                slack_cols.append((hi, dim, scale))
-                coefs.append((n_x + len(slack_cols) - 1, -1.0))
-            rows.add(coefs, -np.inf, limit / scale)
-            incoming = [(j, w / scale) for j, w in onto if variables[j].moves]
+                over_cols.append((hi, dim, now - problem.limit(host, dim)))
+                target_rows.append((len(over_cols) - 1, onto, float(limit)))
+            else:
+                rows.add(onto, -np.inf, float(limit))
+            incoming = [(j, w) for j, w in onto if variables[j].moves]
             if incoming:
                 room = max(cap - now, 0) - tightened.get((host.server_id, 1, dim), 0)
-                rows.add(incoming, -np.inf, max(room, 0) / scale)
-    moving = [j for j, v in enumerate(variables) if v.moves]
+                rows.add(incoming, -np.inf, float(max(room, 0)))
     if problem.max_moves is not None:
+        moving = [j for j, v in enumerate(variables) if v.moves]
         rows.add([(j, 1.0) for j in moving], -np.inf, float(problem.max_moves))
+    k_over = len(over_cols)
+    y0, s0 = n_x, n_x + k_over  # first y column, first s column
+    for k, onto, bound in target_rows:
+        rows.add([*onto, (s0 + k, -1.0)], -np.inf, bound)
+        rows.add([(s0 + k, 1.0), (y0 + k, -float(over_cols[k][2]))], -np.inf, 0.0)
 
-    n = n_x + len(slack_cols)
-    integrality = np.concatenate([np.ones(n_x), np.zeros(len(slack_cols))])
-    upper = np.ones(n)
-    for k, (hi, dim, scale) in enumerate(slack_cols):
-        host = hosts[hi]
-        over = problem.load(current, host.server_id, dim) - problem.limit(host, dim)
-        upper[n_x + k] = max(over, 0) / scale
-    bounds = Bounds(np.zeros(n), upper)
+    n = n_x + 2 * k_over
+    integrality = np.concatenate([np.ones(n_x + k_over), np.zeros(k_over)])
+    lower, upper = np.zeros(n), np.ones(n)
+    upper[s0:] = [float(over) for _, _, over in over_cols]
     options = {"time_limit": time_limit_s, "presolve": True}
     optimal = True
-
-    slack_total = 0.0
-    if slack_cols:
-        c1 = np.concatenate([np.zeros(n_x), np.ones(len(slack_cols))])
+    if over_cols:
+        # First the fewest (server, dimension) pairs left over target, then the least
+        # left over (each as a share of the server's capacity, so worth less than a pair).
+        c1 = np.zeros(n)
+        shares = [over / max(hosts[hi].capacity[dim], 1) for hi, dim, over in over_cols]
+        c1[y0:s0] = 1.0 + sum(shares)
+        c1[s0:] = [1 / max(hosts[hi].capacity[dim], 1) for hi, dim, _ in over_cols]
         first = milp(
-            c1, integrality=integrality, bounds=bounds,
+            c1, integrality=integrality, bounds=Bounds(lower, upper),
             constraints=rows.constraint(n), options=options,
         )  # fmt: skip
         if first.x is None:
             return None, False
-        optimal = optimal and first.status == 0
-        slack_total = float(first.fun)
-        rows.add([(n_x + k, 1.0) for k in range(len(slack_cols))], -np.inf,
-                 slack_total + 1e-9 + 1e-7 * slack_total)  # fmt: skip
+        optimal = first.status == 0
+        stays = np.round(first.x[y0:s0])
+        upper[y0:s0] = lower[y0:s0] = stays
+        upper[s0:] = np.where(stays > 0, np.ceil(first.x[s0:]) + 0.5, 0.0)
+    bounds = Bounds(lower, upper)
     cost = np.zeros(n)
     unit = _cost_unit([t.size_bytes for t in problem.tenants])
     for j, v in enumerate(variables):
