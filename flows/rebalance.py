@@ -70,6 +70,12 @@ def migrate_plan(
         return_state=True,
     )
     assert isinstance(state, State)
+    # Completed: the failover's summary is this run's result; otherwise its state (Failed
+    # with the per-client message) is this run's state.
+    if state.is_completed():
+        summary = state.result()
+        assert isinstance(summary, dict)
+        return summary
     return state
 
 
