@@ -5,9 +5,7 @@ ledger), the drained mark keeping every plan off the server meanwhile."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -19,19 +17,11 @@ from ppo_dr.failover.rebalance import plan_rebalance
 from ppo_dr.failover.rebalance_facts import rebalance_inputs
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.store import Store
-from tests.labs import own_lab as own_lab_of
+from tests.flows.test_failover import own_lab  # noqa: F401  (fixture: 6 clients, mirrored)
 
 pytestmark = pytest.mark.timeout(300)
 
 SERVER = "app-jhb1-1"
-
-
-@pytest.fixture
-def own_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
-    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("PPO_DR_DB_URL", raising=False)
-    with own_lab_of(tmp_path / "lab", clients=6, size_mb=6, settle_s=2.0) as lab:
-        yield lab
 
 
 def placed(lab: Lab) -> dict[str, str]:
@@ -47,7 +37,8 @@ def lost(lab: Lab, plan_id: str) -> dict[str, int | None]:
 @pytest.mark.lab
 @pytest.mark.slow  # four planned migrations, two mirror runs: minutes on a loaded machine
 def test_drain_return_and_rebalance_lose_no_acknowledged_write(
-    prefect_api: str, own_lab: Lab
+    prefect_api: str,
+    own_lab: Lab,  # noqa: F811
 ) -> None:
     movers = sorted(c for c, s in placed(own_lab).items() if s == SERVER)
     assert movers
