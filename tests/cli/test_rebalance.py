@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner, Result
 
 from cli.main import app
@@ -111,3 +112,28 @@ def test_return_ends_the_drain_and_its_window_and_offers_a_plan(
     assert store.active_maintenance() == []
     again = ppo_dr("server", "return", "app-jhb1-2")
     assert again.exit_code == 2 and "is not drained" in again.output
+
+
+@pytest.mark.prefect
+def test_a_rebalance_says_which_running_failover_it_waits_for(
+    prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect import get_client
+    from prefect.states import Completed, Running
+
+    from cli.rebalance import say_running_failovers
+    from flows.failover import failover
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(failover, name="failover-server-app-x", state=Running())
+    try:
+        say_running_failovers("this rebalance")
+    finally:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run.id, Completed(), force=True)
+    assert (
+        "failover run failover-server-app-x is running: this rebalance waits for it "
+        "(one at a time)" in capsys.readouterr().out
+    )
+    say_running_failovers("this rebalance")
+    assert capsys.readouterr().out == ""
