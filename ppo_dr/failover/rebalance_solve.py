@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from scipy.sparse import coo_array
 
 from ppo_dr.failover.rebalance_explain import explain_overloads
@@ -39,6 +39,13 @@ SOLVE_TIME_LIMIT_S: Final = 20.0
 #: Cost of leaving the client's data centre / country, as a share of its bytes.
 LEAVE_DC: Final = 0.01
 LEAVE_COUNTRY: Final = 0.02
+#: How close to the least cost a plan must be proven (0.1 %: the 2 % of the tie-breaks
+#: dominate; a tighter proof costs minutes on large fleets).
+MIP_REL_GAP: Final = 1e-3
+#: scipy's status for a HiGHS solve error (neither a solution nor proof of none).
+SOLVE_ERROR: Final = 4
+#: Past this many possible moves, only clients of servers over target may move.
+WHOLE_SEARCH_MOVES: Final = 5000
 #: How many times a row the floating-point solver bent is tightened and solved again.
 REPAIRS: Final = 3
 
@@ -107,12 +114,17 @@ def _solve(
 ) -> tuple[dict[str, str] | None, bool]:
     hosts = problem.hosts
     index = {h.server_id: i for i, h in enumerate(hosts)}
+    movers = _movers(problem)
     variables: list[_Var] = []
     for ti, tenant in enumerate(problem.tenants):
         variables.append(_Var(ti, index[tenant.server_id], False))
-        variables += [_Var(ti, hi, True) for hi, h in enumerate(hosts) if problem.may_go(tenant, h)]
+        if tenant.client_id in movers:
+            variables += [
+                _Var(ti, hi, True) for hi, h in enumerate(hosts) if problem.may_go(tenant, h)
+            ]
     if not any(v.moves for v in variables):
         return problem.current(), True
+    whole = len(movers) == len(problem.tenants)
 
     # After the x columns, per (host, dimension) over target now: a binary "stays over"
     # y and the bytes (or clients) s it stays over by, s <= over * y.
@@ -120,8 +132,11 @@ def _solve(
     over_cols: list[tuple[int, str, int]] = []  # (host, dim, how far over target now)
     rows = _Rows([], [], [], [], [])
     n_x = len(variables)
-    for ti in range(len(problem.tenants)):
-        rows.add([(j, 1.0) for j, v in enumerate(variables) if v.tenant == ti], 1.0, 1.0)
+    columns_of: list[list[int]] = [[] for _ in problem.tenants]  # each tenant's x columns
+    for j, v in enumerate(variables):
+        columns_of[v.tenant].append(j)
+    for columns in columns_of:
+        rows.add([(j, 1.0) for j in columns], 1.0, 1.0)
     target_rows: list[tuple[int, list[tuple[int, float]], float]] = []
     for hi, host in enumerate(hosts):
         for dim in DIMENSIONS:
@@ -159,8 +174,8 @@ def _solve(
     integrality = np.concatenate([np.ones(n_x + k_over), np.zeros(k_over)])
     lower, upper = np.zeros(n), np.ones(n)
     upper[s0:] = [float(over) for _, _, over in over_cols]
-    options = {"time_limit": time_limit_s, "presolve": True}
-    optimal = True
+    options = {"time_limit": time_limit_s, "presolve": True, "mip_rel_gap": MIP_REL_GAP}
+    optimal = whole
     if over_cols:
         # First the fewest (server, dimension) pairs left over target, then the least
         # left over (each as a share of the server's capacity, so worth less than a pair).
@@ -168,13 +183,10 @@ def _solve(
         shares = [over / max(hosts[hi].capacity[dim], 1) for hi, dim, over in over_cols]
         c1[y0:s0] = 1.0 + sum(shares)
         c1[s0:] = [1 / max(hosts[hi].capacity[dim], 1) for hi, dim, _ in over_cols]
-        first = milp(
-            c1, integrality=integrality, bounds=Bounds(lower, upper),
-            constraints=rows.constraint(n), options=options,
-        )  # fmt: skip
+        first = _milp(c1, integrality, Bounds(lower, upper), rows.constraint(n), options)
         if first.x is None:
             return None, False
-        optimal = first.status == 0
+        optimal = whole and first.status == 0
         stays = np.round(first.x[y0:s0])
         upper[y0:s0] = lower[y0:s0] = stays
         upper[s0:] = np.where(stays > 0, np.ceil(first.x[s0:]) + 0.5, 0.0)
@@ -194,20 +206,54 @@ def _solve(
             else 0.0
         )
         cost[j] = tenant.size_bytes / unit * (1 + leave) + 1e-5 * (1 + 100 * leave)
-    second = milp(
-        cost, integrality=integrality, bounds=bounds,
-        constraints=rows.constraint(n), options=options,
-    )  # fmt: skip
-    if second.x is None:
+    second = _milp(cost, integrality, bounds, rows.constraint(n), options)
+    if second.x is not None:
+        x, optimal = second.x, optimal and second.status == 0
+    elif over_cols:  # the first solve's placement is safe too, if not the fewest bytes
+        x, optimal = first.x, False
+    else:
         return None, False
-    optimal = optimal and second.status == 0
     placement: dict[str, str] = {}
-    for ti, tenant in enumerate(problem.tenants):
-        chosen = max(
-            (j for j, v in enumerate(variables) if v.tenant == ti), key=lambda j: second.x[j]
-        )
+    for tenant, columns in zip(problem.tenants, columns_of, strict=True):
+        chosen = max(columns, key=lambda j: x[j])
         placement[tenant.client_id] = hosts[variables[chosen].host].server_id
     return placement, optimal
+
+
+def _milp(
+    cost: np.ndarray[Any, Any],
+    integrality: np.ndarray[Any, Any],
+    bounds: Bounds,
+    constraints: LinearConstraint,
+    options: dict[str, Any],
+) -> OptimizeResult:
+    """``milp``, solved again without presolve when HiGHS answers "Solve error" (seen
+    after its transformNewIntegerFeasibleSolution fault on a feasible model)."""
+    result = milp(cost, integrality=integrality, bounds=bounds, constraints=constraints,
+                  options=options)  # fmt: skip
+    if result.x is None and result.status == SOLVE_ERROR:
+        result = milp(cost, integrality=integrality, bounds=bounds, constraints=constraints,
+                      options={**options, "presolve": False})  # fmt: skip
+    return result
+
+
+def _movers(problem: Problem) -> set[str]:
+    """The clients the search may move: all of them, unless that makes more than
+    :data:`WHOLE_SEARCH_MOVES` possible moves; then only those on servers over target
+    now (chains through servers under target are given up, and the plan is not called
+    the least)."""
+    every = {t.client_id for t in problem.tenants}
+    possible = sum(1 for t in problem.tenants for h in problem.hosts if problem.may_go(t, h))
+    if possible <= WHOLE_SEARCH_MOVES:
+        return every
+    current = problem.current()
+    over = {
+        h.server_id
+        for h in problem.hosts
+        for d in DIMENSIONS
+        if problem.load(current, h.server_id, d) > problem.limit(h, d)
+    }
+    return {t.client_id for t in problem.tenants if t.server_id in over}
 
 
 def _cost_unit(sizes: Sequence[int]) -> float:
