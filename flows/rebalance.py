@@ -32,6 +32,7 @@ from prefect.states import Completed, Failed, State
 from flows.failover import failover, wait_for_approval
 from ppo_dr import config
 from ppo_dr.failover.plan_json import Plan
+from ppo_dr.ids import is_valid_id
 from tasks import label_flow_run
 from tasks.failover import observe_reachability
 from tasks.inventory import load_fleet_task
@@ -79,7 +80,14 @@ def migrate_plan(
     return state
 
 
-@flow(name="rebalance", timeout_seconds=6 * 3600)
+def _run_name() -> str:
+    """``rebalance-<dc or fleet>-<short run id>``: what it balances, unique per run."""
+    dc = flow_run.parameters.get("dc")
+    where = dc if is_valid_id(dc) else "fleet"
+    return f"rebalance-{where}-{str(flow_run.id or '')[:8] or 'local'}"
+
+
+@flow(name="rebalance", flow_run_name=_run_name, timeout_seconds=6 * 3600)
 def rebalance(
     target_util: float = 0.8,
     max_moves: int | None = None,

@@ -247,6 +247,12 @@ def _barred(fleet: Fleet, down: frozenset[str], client: Client, host: Host) -> s
     return None if pair else "has no mirror it could use"
 
 
+def _declared(fleet: Fleet, server_id: str) -> tuple[int, int]:
+    """(clients, bytes) the fleet file declares for *server_id* (a drain zeroes its own)."""
+    capacity = fleet.server(server_id).capacity
+    return capacity.clients, int(capacity.disk_gb * GB)
+
+
 def _result(
     state: FleetState, problem: Problem, scope: Scope, target: Target, title: str
 ) -> Rebalance:
@@ -286,7 +292,7 @@ def _result(
         (
             h.server_id,
             h.dc,
-            tuple(h.capacity[d] for d in DIMENSIONS),
+            _declared(fleet, h.server_id),
             tuple(problem.load(problem.current(), h.server_id, d) for d in DIMENSIONS),
             tuple(problem.load(after, h.server_id, d) for d in DIMENSIONS),
         )
