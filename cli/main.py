@@ -18,8 +18,10 @@ from cli.inventory import inventory_app
 from cli.lab import lab_app
 from cli.maintenance import maintenance_app
 from cli.mirror import mirror_app
+from cli.rebalance import rebalance_app
 from cli.report import report_app
 from cli.serve import serve_command
+from cli.server import server_app
 from cli.topology import deploy_command, worker_command
 
 app = typer.Typer(
@@ -37,6 +39,8 @@ app.add_typer(incident_app, name="incident")
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(failover_app, name="failover")
 app.add_typer(report_app, name="report")
+app.add_typer(rebalance_app, name="rebalance")
+app.add_typer(server_app, name="server")
 app.command("serve")(serve_command)
 app.command("evidence")(evidence_command)
 app.command("worker")(worker_command)

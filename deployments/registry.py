@@ -223,6 +223,49 @@ def failover_deployment() -> RunnerDeployment:
     )
 
 
+#: When the weekly rebalance plans: Mondays 05:00 UTC, before the working week.
+REBALANCE_CRON = "0 5 * * 1"
+
+
+def rebalance_deployment() -> RunnerDeployment:
+    """Weekly load distribution: plans, publishes the plan, pauses for approval (nothing
+    moves without it), then migrates through the failover runbook (whose one slot keeps
+    it behind any running failover). No deployment concurrency limit, for the same
+    reason as the failover's: a paused run would lose its slot and be killed."""
+    from flows.rebalance import rebalance
+
+    deployment = rebalance.to_deployment(
+        "rebalance",
+        cron=REBALANCE_CRON,
+        tags=[TAG, "rebalance"],
+        description=(
+            "Plan the planned migrations that bring every app server under target_util "
+            "(default 80 %) of each capacity, moving the fewest bytes; approve; migrate."
+        ),
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
+
+
+def drain_deployment() -> RunnerDeployment:
+    """Drain one server for a hardware upgrade, on demand from the UI (typed parameters:
+    server, to_dc or to_server, by, reason) or ``ppo-dr server drain``."""
+    from flows.drain import drain
+
+    deployment = drain.to_deployment(
+        "drain",
+        tags=[TAG, "drain"],
+        description=(
+            "Move every client off a server by planned migrations (refused, before anything "
+            "moves, if a client would be stranded); keep it drained until `server return`."
+        ),
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
+
+
 #: Builders of every deployment ``ppo-dr serve`` serves, in the order shown.
 DEPLOYMENTS: list[Callable[[], RunnerDeployment]] = [
     fleet_report_deployment,
@@ -233,6 +276,8 @@ DEPLOYMENTS: list[Callable[[], RunnerDeployment]] = [
     probe_watchdog_deployment,
     dr_drill_deployment,
     failover_deployment,
+    rebalance_deployment,
+    drain_deployment,
 ]
 
 #: Global concurrency limits (name -> slots) the runbooks take slots of.

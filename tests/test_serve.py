@@ -34,6 +34,7 @@ EXAMPLE = ROOT / "examples" / "fleet.yaml"
 #: (flow, deployment, paused) of every deployment serve registers, sorted.
 SERVED = [
     ("dr-drill", "dr-drill", 1),
+    ("drain", "drain", 1),
     ("escalation", "escalation", 1),
     ("failover", "failover", 1),
     ("fleet-report", "fleet-report", 1),
@@ -41,6 +42,7 @@ SERVED = [
     ("mirror-server", "mirror-server", 1),
     ("probe-fleet", "probe-fleet", 1),
     ("probe-watchdog", "probe-watchdog", 1),
+    ("rebalance", "rebalance", 1),
 ]
 STAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
 #: The heartbeat automation serve creates for the example fleet (ppo-prod).

@@ -23,6 +23,7 @@ Tables, and why each exists:
 ``maintenance_windows`` planned work on a server, DC or client (suppresses paging)
 ``snapshots``           the snapshot catalogue: what each mirror holds per client, and
                         what the last verification found (restore picks from here)
+``drained_servers``     servers emptied for an upgrade: no plan targets them (:mod:`.drained`)
 ``drills``              DR drill results: restore time and snapshot age (RTO/RPO)
 ``failovers``           the failover ledger: one row per plan run (mode, incident, plan,
 ``failover_steps``      placement versions read at start), its steps per client (so a
@@ -36,6 +37,7 @@ per group of tables, combined into :class:`Store` here.
 from __future__ import annotations
 
 from ppo_dr.store.catalogue import CatalogueMixin
+from ppo_dr.store.drained import DrainedMixin
 from ppo_dr.store.failovers import FailoverMixin
 from ppo_dr.store.incidents import IncidentsMixin
 from ppo_dr.store.notices import NoticesMixin
@@ -65,6 +67,7 @@ class Store(
     ObservationsMixin,
     CatalogueMixin,
     FailoverMixin,
+    DrainedMixin,
 ):
     """The ppo-dr state store. ``Store.open()`` for the configured one; ``upgrade()`` first.
 

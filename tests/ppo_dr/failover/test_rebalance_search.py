@@ -1,0 +1,157 @@
+"""The rebalance search against a brute force over every placement of small fleets.
+
+For random problems (hosts in two countries, drained or pinned hosts, residency bars,
+stuck clients, a move limit): the plan never moves a client where it may not go,
+never fills a server past its capacity in any order of the moves, never pushes a
+server over target; it reaches the target whenever the brute force finds a placement
+that does, moving at most 1.1 x that optimum's bytes; otherwise it names every server
+and dimension still over target.
+"""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ppo_dr.failover.rebalance_model import DIMENSIONS, Host, Problem, Tenant
+from ppo_dr.failover.rebalance_solve import solve_rebalance
+
+GB = 10**9
+COUNTRIES = ("ZA", "GB")
+
+
+@st.composite
+def problems(draw: st.DrawFn) -> Problem:
+    n_hosts = draw(st.integers(1, 4))
+    hosts = []
+    for i in range(n_hosts):
+        dc = draw(st.sampled_from(["d0", "d1", "d2"]))
+        hosts.append(
+            Host(
+                server_id=f"s{i}",
+                dc=dc,
+                country="GB" if dc == "d2" else "ZA",
+                capacity={
+                    "clients": draw(st.sampled_from([0, 1, 2, 3, 5])),
+                    "disk_gb": draw(st.sampled_from([0, 5, 10, 20])) * GB,
+                },
+                closed=draw(st.sampled_from([None, None, None, "drained"])),
+                pinned=draw(st.sampled_from([None, None, None, None, "under maintenance"])),
+            )
+        )
+    tenants = []
+    for i in range(draw(st.integers(0, 5))):
+        home = draw(st.sampled_from(hosts))
+        countries = draw(st.sampled_from([("ZA",), ("GB",), ("ZA", "GB")]))
+        barred = {h.server_id: f"is in {h.country}" for h in hosts if h.country not in countries}
+        if draw(st.integers(0, 5)) == 0:  # a mirror in the wrong country
+            other = draw(st.sampled_from(hosts))
+            barred.setdefault(other.server_id, "mirrors abroad")
+        tenants.append(
+            Tenant(
+                client_id=f"c{i}",
+                server_id=home.server_id,
+                size_bytes=draw(st.sampled_from([0, 1, 2, 3, 5, 8])) * GB + draw(st.integers(0, 3)),
+                countries=countries,
+                barred=barred,
+                stuck=draw(st.sampled_from([None] * 6 + ["no mirror to sync to"])),
+            )
+        )
+    return Problem(
+        hosts=tuple(hosts),
+        tenants=tuple(tenants),
+        target=Fraction(draw(st.sampled_from([1, 2, 3, 4])), 4),
+        max_moves=draw(st.sampled_from([None, None, 0, 1, 2])),
+    )
+
+
+def allowed(problem: Problem, tenant: Tenant, host: Host) -> bool:
+    """The rules, restated: open host, residency, client and its server free to move."""
+    return (
+        host.server_id != tenant.server_id
+        and host.closed is None
+        and host.server_id not in tenant.barred
+        and tenant.stuck is None
+        and problem.host(tenant.server_id).pinned is None
+    )
+
+
+def load(problem: Problem, placed: dict[str, str], host: Host, dim: str) -> int:
+    return sum(t.weight(dim) for t in problem.tenants if placed[t.client_id] == host.server_id)
+
+
+def safe(problem: Problem, placed: dict[str, str]) -> bool:
+    """Residency, the move limit, capacity in any order, nobody pushed over target."""
+    now = problem.current()
+    moved = [t for t in problem.tenants if placed[t.client_id] != t.server_id]
+    if problem.max_moves is not None and len(moved) > problem.max_moves:
+        return False
+    for t in moved:
+        if not allowed(problem, t, problem.host(placed[t.client_id])):
+            return False
+    for host in problem.hosts:
+        for dim in DIMENSIONS:
+            before, after = load(problem, now, host, dim), load(problem, placed, host, dim)
+            incoming = sum(t.weight(dim) for t in moved if placed[t.client_id] == host.server_id)
+            if incoming and before + incoming > host.capacity[dim]:
+                return False
+            if after > max(before, problem.limit(host, dim)):
+                return False
+    return True
+
+
+def under_target(problem: Problem, placed: dict[str, str]) -> bool:
+    return all(
+        load(problem, placed, h, d) <= problem.limit(h, d)
+        for h in problem.hosts
+        for d in DIMENSIONS
+    )
+
+
+def brute_force(problem: Problem) -> int | None:
+    """The fewest bytes of any safe placement under target, or None if there is none."""
+    options = [
+        [t.server_id] + [h.server_id for h in problem.hosts if allowed(problem, t, h)]
+        for t in problem.tenants
+    ]
+    best: int | None = None
+    for choice in itertools.product(*options):
+        placed = {t.client_id: s for t, s in zip(problem.tenants, choice, strict=True)}
+        if not under_target(problem, placed) or not safe(problem, placed):
+            continue
+        moved = sum(t.size_bytes for t in problem.tenants if placed[t.client_id] != t.server_id)
+        best = moved if best is None else min(best, moved)
+    return best
+
+
+@settings(max_examples=300, deadline=None)
+@given(problems())
+def test_the_plan_is_safe_and_as_good_as_brute_force(problem: Problem) -> None:
+    solution = solve_rebalance(problem)
+    placed = solution.placement(problem)
+    assert safe(problem, placed)
+    assert solution.exact
+    optimum = brute_force(problem)
+    moved = sum(m.size_bytes for m in solution.moves)
+    if optimum is not None:
+        assert solution.overloads == ()
+        assert moved <= 1.1 * optimum
+    else:
+        assert solution.overloads
+    over = {
+        (h.server_id, d)
+        for h in problem.hosts
+        for d in DIMENSIONS
+        if load(problem, placed, h, d) > problem.limit(h, d)
+    }
+    assert {(o.server_id, o.dimension) for o in solution.overloads} == over
+    assert all(o.reason for o in solution.overloads)
+
+
+@settings(max_examples=50, deadline=None)
+@given(problems())
+def test_the_same_problem_gives_the_same_plan(problem: Problem) -> None:
+    assert solve_rebalance(problem) == solve_rebalance(problem)
