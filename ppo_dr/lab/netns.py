@@ -138,8 +138,22 @@ def plan_for(directory: Path, dcs: Sequence[str]) -> NetPlan:
         raise LabError(f"a namespaced lab holds at most {MAX_DCS} data centres (got {len(dcs)})")
     if len(set(dcs)) != len(dcs):
         raise LabError(f"data centre ids repeat: {', '.join(dcs)}")
-    digest = hashlib.sha1(str(Path(directory).resolve()).encode()).hexdigest()  # noqa: S324
-    return NetPlan(f"{PREFIX_STEM}{digest[:6]}", 16 + int(digest[6:10], 16) % 200, tuple(dcs))
+    digest = _digest(directory)
+    return NetPlan(prefix_for(directory), 16 + int(digest[6:10], 16) % 200, tuple(dcs))
+
+
+def _digest(directory: Path) -> str:
+    return hashlib.sha1(str(Path(directory).resolve()).encode()).hexdigest()  # noqa: S324
+
+
+def prefix_for(directory: Path) -> str:
+    """The namespace-name prefix of the lab in *directory* (``ppo`` + 6 hex digits)."""
+    return f"{PREFIX_STEM}{_digest(directory)[:6]}"
+
+
+def public_host(net: NetPlan | None) -> str:
+    """Where every public port (netsim, the front door) listens: loopback, or the wan."""
+    return net.wan_address if net else "127.0.0.1"
 
 
 def unavailable_reason() -> str | None:
