@@ -227,6 +227,14 @@ class Lab(LabProvisioning, LabFaults):
         Safe to repeat. The namespaces are found by the lab's prefix, so even a lab
         whose ``lab.json`` is lost leaves none behind.
         """
+        stopped = self.stop_processes()
+        if self.directory.exists() and netns.unavailable_reason() is None:
+            prefix = netns.prefix_for(self.directory)
+            stopped += [f"netns {name}" for name in netns.destroy(prefix)]
+        return stopped
+
+    def stop_processes(self) -> list[str]:
+        """Stop every process of this lab (namespaces stay); keep its files."""
         if not self.directory.exists():
             return []
         with self._locked(timeout=5.0, required=False):
@@ -235,8 +243,6 @@ class Lab(LabProvisioning, LabFaults):
             except LabError:  # unreadable lab.json: the /proc sweep still finds everything
                 state = None
             stopped = self._stop_everything(state)
-            if netns.unavailable_reason() is None:
-                stopped += [f"netns {n}" for n in netns.destroy(netns.prefix_for(self.directory))]
             if state is not None:
                 state["state"] = "stopped"
                 state["stopped_at"] = now_text()
@@ -288,6 +294,10 @@ class Lab(LabProvisioning, LabFaults):
             return pid
 
     # ---- for tests and tools
+
+    def network(self) -> netns.NetPlan | None:
+        """The lab's namespaces (None for a loopback lab)."""
+        return self._net(self._require())
 
     def recorded_pids(self) -> dict[str, int]:
         """Every pid lab.json names now (components and retired ones)."""
