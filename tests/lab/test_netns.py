@@ -102,7 +102,13 @@ def _listen_in(plan: NetPlan, dc: str) -> tuple[subprocess.Popen[bytes], int]:
         "while True:\n c,_=s.accept();c.sendall(b'hello');c.close()\n"
     )
     proc = subprocess.Popen(
-        [*netns.exec_prefix(plan.dc(dc).namespace), sys.executable, "-c", code, plan.dc(dc).address],
+        [
+            *netns.exec_prefix(plan.dc(dc).namespace),
+            sys.executable,
+            "-c",
+            code,
+            plan.dc(dc).address,
+        ],
         stdout=subprocess.PIPE,
     )
     assert proc.stdout is not None
