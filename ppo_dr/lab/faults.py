@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ppo_dr.errors import LabError
-from ppo_dr.lab import netns
+from ppo_dr.lab import netns, pid_identity
 from ppo_dr.lab.labdir import FAULTS, now_text
 from ppo_dr.lab.processes import send_signal, wait_gone
 from ppo_dr.lab.status import LabStatus, probe_ssh
@@ -67,7 +67,7 @@ class LabFaults(LabStatus):
         """Inject *fault* into server *target*, or every server of data centre *target*.
 
         Returns the servers that now have the fault (and, for a power loss of a
-        namespaced DC, its workers). Breaking a server that already has this fault
+        DC, its workers). Breaking a server that already has this fault
         changes nothing; a hang on a powered-off server is skipped.
         """
         if fault not in FAULTS:
@@ -87,7 +87,7 @@ class LabFaults(LabStatus):
                             affected.append(server_id)
                     except LabError as exc:
                         errors.append(f"{server_id}: {exc}")
-                if net is not None and fault == "power":
+                if fault == "power" and target not in state["components"]:  # a whole DC
                     affected += self._power_off_dc(state, net, target)
             finally:
                 self._save(state)
@@ -98,10 +98,21 @@ class LabFaults(LabStatus):
                 raise LabError(f"{fault} fault not applied everywhere: " + "; ".join(errors))
             return affected
 
-    def _power_off_dc(self, state: dict[str, Any], net: netns.NetPlan, dc: str) -> list[str]:
-        """Every process left in *dc*'s namespace dies; its workers are recorded down."""
-        killed = netns.kill_all_in(net.dc(dc).namespace)
+    def _power_off_dc(self, state: dict[str, Any], net: netns.NetPlan | None, dc: str) -> list[str]:
+        """*dc*'s workers die with its servers, recorded down: in a namespaced lab
+        every process left in the DC's namespace, else each worker's process group."""
         programs = self._programs_of(state, dc)
+        if net is not None:
+            killed = netns.kill_all_in(net.dc(dc).namespace)
+        else:
+            killed = [
+                pid
+                for pid, _state in (self._pid_state(state["components"][n]) for n in programs)
+                if pid is not None
+            ]
+            for pid in killed:
+                pid_identity.signal_group(pid, signal.SIGKILL)
+            wait_gone(killed, time.monotonic() + 5.0)
         for name in programs:
             entry = {"at": now_text(), "pid": state["components"][name].get("pid")}
             state["faults"].setdefault(name, {})["power"] = entry
@@ -159,8 +170,7 @@ class LabFaults(LabStatus):
         with self._locked():
             state = self._require_running()
             servers = self._servers_of(state, target)
-            if self._dc_link(state, target) is not None:
-                servers += self._programs_of(state, target)
+            servers += self._programs_of(state, target)
             healed: list[str] = []
             reload_net = False
             try:

@@ -16,6 +16,7 @@ import pytest
 from ppo_dr.errors import LabError
 from ppo_dr.lab import netns, pid_identity
 from ppo_dr.lab.netns import NetPlan
+from ppo_dr.lab.supervisor import Lab
 
 DCS = ("jhb1", "cpt1", "lon1")
 needs_root = pytest.mark.skipif(
@@ -188,3 +189,34 @@ def test_a_power_loss_kills_every_process_of_the_dc_and_only_those(made: NetPlan
     finally:
         in_lon1.kill()
         in_lon1.wait(5)
+
+
+def test_without_namespaces_a_distributed_lab_runs_on_loopback_and_a_dc_loss_kills_its_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)  # as a user would run it
+    said: list[str] = []
+    lab = Lab(tmp_path / "lab")
+    try:
+        lab.up(
+            clients=2,
+            size_mb=1,
+            fast=True,
+            timeout=60.0,
+            topology="distributed",
+            progress=said.append,
+        )
+        assert (
+            "no network namespaces (not running as root): the distributed lab runs on 127.0.0.1"
+            in said
+        )
+        assert lab.network() is None
+        assert netns.existing(netns.prefix_for(lab.directory)) == []
+        worker = lab.start_program("sleeper", dc="jhb1", argv=["sleep", "600"])
+        assert "sleeper" in lab.break_("jhb1", "power")
+        assert not pid_identity.alive(worker)
+        assert "sleeper" in lab.heal("jhb1")
+        assert pid_identity.alive(lab.recorded_pids()["sleeper"])
+    finally:
+        lab.down()
+    assert lab.processes() == []

@@ -7,9 +7,9 @@ namespace and no process behind (checked by name and by pid)."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -120,20 +120,20 @@ def test_a_program_needs_a_known_dc_and_a_fresh_name(lab: Lab) -> None:
         lab.start_program("app-jhb1-1", dc="jhb1", argv=["true"])
 
 
-def test_down_leaves_no_namespace_and_no_process(tmp_path: Path) -> None:
-    lab = Lab(tmp_path / "lab")
-    try:
-        lab.up(clients=2, size_mb=1, fast=True, timeout=60.0, topology="distributed")
-        lab.start_program("sleeper", dc="jhb1", argv=["sleep", "600"])
-        pids = set(lab.recorded_pids().values())
-        prefix = netns.prefix_for(lab.directory)
-        assert len(netns.existing(prefix)) == 5
-    finally:
-        stopped = lab.down()
+def test_down_leaves_no_namespace_and_no_process(lab: Lab) -> None:
+    """Last in this module: it takes the module's lab down (the fixture's down after
+    it finds nothing left to do)."""
+    lab.start_program("sleeper", dc="jhb1", argv=["sleep", "600"])
+    pids = set(lab.recorded_pids().values())
+    prefix = netns.prefix_for(lab.directory)
+    assert len(netns.existing(prefix)) == 5
+    stopped = lab.down()
     assert [s for s in stopped if s.startswith("netns ")] == [
         f"netns {prefix}-{n}" for n in ("cpt1", "ctl", "jhb1", "lon1", "wan")
     ]
     assert netns.existing(prefix) == []
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    assert prefix not in listed.stdout
     assert not [pid for pid in pids if pid_identity.alive(pid)]
     assert lab.processes() == []
     assert lab.down() == []  # safe to repeat
