@@ -93,30 +93,26 @@ def up(
     """Start the lab fleet in the background and wait until it is healthy."""
     lab = _lab(directory)
     started = time.monotonic()
-    say = lambda message: typer.echo(f"  {message}")  # noqa: E731
-    if topology == "distributed":
+    distributed = topology == "distributed"
+    timeout = max(timeout, 60.0) if distributed else timeout  # namespaces, busy machines
+
+    def say(message: str) -> None:
+        typer.echo(f"  {message}")
+
+    lab.up(
+        clients=clients,
+        size_mb=size,
+        fast=fast,
+        seed=seed,
+        timeout=timeout,
+        progress=say,
+        topology=topology,  # type: ignore[arg-type]  # refused by Lab.up if unknown
+    )
+    if distributed:
         from deployments import distributed_lab
 
-        made = distributed_lab.up(
-            lab.directory,
-            clients=clients,
-            size_mb=size,
-            fast=fast,
-            seed=seed,
-            timeout=max(timeout, 60.0),
-            echo=say,
-        )
+        made = distributed_lab.start_prefect(lab, timeout=timeout, echo=say)
         typer.echo(f"Prefect API: {made.api_url} (workers use {made.inner_api_url})")
-    else:
-        lab.up(
-            clients=clients,
-            size_mb=size,
-            fast=fast,
-            seed=seed,
-            timeout=timeout,
-            progress=say,
-            topology=topology,  # type: ignore[arg-type]  # refused by Lab.up if unknown
-        )
     typer.echo(status_table(lab.status()))
     typer.echo(
         f"lab up in {time.monotonic() - started:.1f} s; fleet {lab.fleet_file}, "

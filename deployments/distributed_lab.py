@@ -3,7 +3,7 @@
 In this order, each step on what the previous one made:
 
 1. the lab fleet with each data centre in a network namespace of its own (as root;
-   otherwise on 127.0.0.1, said so) (:class:`ppo_dr.lab.supervisor.Lab`);
+   otherwise on 127.0.0.1, said so): ``Lab.up(topology="distributed")``;
 2. the HA control plane (PostgreSQL, Redis, two API servers, services, HAProxy) in
    the control site's namespace, in ``DIR/control-plane``
    (:mod:`ppo_dr.lab.controlplane`);
@@ -50,27 +50,9 @@ def control_plane_dir(lab_dir: Path) -> Path:
     return Path(lab_dir).expanduser().resolve() / CONTROL_PLANE_DIR
 
 
-def up(
-    lab_dir: Path,
-    *,
-    clients: int = 20,
-    size_mb: int = 200,
-    fast: bool = False,
-    seed: int = 1,
-    timeout: float = 60.0,
-    echo: Echo = print,
-) -> DistributedLab:
-    """Bring up the whole distributed lab in *lab_dir* (see the module docstring)."""
-    lab = Lab(lab_dir)
-    lab.up(
-        clients=clients,
-        size_mb=size_mb,
-        fast=fast,
-        seed=seed,
-        timeout=timeout,
-        progress=echo,
-        topology="distributed",
-    )
+def start_prefect(lab: Lab, *, timeout: float = 60.0, echo: Echo = print) -> DistributedLab:
+    """Steps 2-4 (see the module docstring) beside *lab*, which ``lab.up(...,
+    topology="distributed")`` started; on failure the whole lab goes down."""
     try:
         net = lab.network()
         cp_dir = control_plane_dir(lab.directory)

@@ -16,6 +16,7 @@ from cli.main import app
 from deployments import distributed_lab
 from deployments.distributed_lab import DistributedLab
 from ppo_dr.lab import controlplane, netns, pid_identity
+from ppo_dr.lab.supervisor import Lab
 from tests.prefect_fixtures import using_api
 from tests.topology.conftest import needs_binaries, reachable_tempdir
 
@@ -35,9 +36,9 @@ pytestmark = [
 def made() -> Iterator[DistributedLab]:
     directory = reachable_tempdir()
     try:
-        yield distributed_lab.up(
-            directory / "lab", clients=3, size_mb=2, fast=True, echo=lambda _: None
-        )
+        lab = Lab(directory / "lab")
+        lab.up(clients=3, size_mb=2, fast=True, timeout=60.0, topology="distributed")
+        yield distributed_lab.start_prefect(lab, echo=lambda _: None)
     finally:
         distributed_lab.down(directory / "lab", echo=lambda _: None)
         shutil.rmtree(directory, ignore_errors=True)
