@@ -60,17 +60,18 @@ def _banner_from(namespace: str, host: str, port: int) -> bytes | str:
 
 def test_each_process_runs_in_its_namespace(lab: Lab) -> None:
     net = _net(lab)
-    comps = lab._require()["components"]
-    for name, comp in comps.items():
-        pid = comp["pid"]
-        where = net.dc(comp["dc"]).namespace if comp["kind"] == "server" else net.wan
-        assert pid in netns.pids_in(where), name
-    assert all(row.healthy for row in lab.status())
+    rows = lab.status()
+    for row in rows:
+        where = net.dc(row.dc).namespace if row.kind == "server" and row.dc else net.wan
+        assert row.pid in netns.pids_in(where), row.name
+    assert {row.kind for row in rows} == {"netsim", "server", "frontdoor", "workload"}
+    assert all(row.healthy for row in rows)
 
 
 def test_a_dc_server_answers_from_the_control_site_until_its_link_is_down(lab: Lab) -> None:
     net = _net(lab)
-    port = lab._require()["components"]["app-jhb1-1"]["ports"]["ssh"]
+    port = next(row.port for row in lab.status() if row.name == "app-jhb1-1")
+    assert port is not None
     ctl = net.control.namespace
     assert _banner_from(ctl, net.wan_address, port) == b"SSH-2.0-"
     assert lab.break_("jhb1", "network") == [
