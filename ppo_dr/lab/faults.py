@@ -171,6 +171,11 @@ class LabFaults(LabStatus):
             state = self._require_running()
             servers = self._servers_of(state, target)
             servers += self._programs_of(state, target)
+            linked = state["faults"].get(target, {}).get("network", {}).get("link")
+            if linked:  # one server of a DC whose link is down: the link is the DC's
+                raise LabError(
+                    f"{target}'s network fault is data centre {linked}'s link: heal {linked}"
+                )
             healed: list[str] = []
             reload_net = False
             try:
