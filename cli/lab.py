@@ -80,18 +80,39 @@ def up(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait until everything is healthy.")
     ] = 15.0,
+    topology: Annotated[
+        str,
+        typer.Option(
+            "--topology",
+            help="loopback: one machine on 127.0.0.1; distributed: a network namespace per "
+            "DC (as root), the HA Prefect control plane, deploy, a worker per DC pool and "
+            "two control workers (docs/lab.md).",
+        ),
+    ] = "loopback",
 ) -> None:
     """Start the lab fleet in the background and wait until it is healthy."""
     lab = _lab(directory)
     started = time.monotonic()
+    distributed = topology == "distributed"
+    timeout = max(timeout, 60.0) if distributed else timeout  # namespaces, busy machines
+
+    def say(message: str) -> None:
+        typer.echo(f"  {message}")
+
     lab.up(
         clients=clients,
         size_mb=size,
         fast=fast,
         seed=seed,
         timeout=timeout,
-        progress=lambda message: typer.echo(f"  {message}"),
+        progress=say,
+        topology=topology,  # type: ignore[arg-type]  # refused by Lab.up if unknown
     )
+    if distributed:
+        from deployments import distributed_lab
+
+        made = distributed_lab.start_prefect(lab, timeout=timeout, echo=say)
+        typer.echo(f"Prefect API: {made.api_url} (workers use {made.inner_api_url})")
     typer.echo(status_table(lab.status()))
     typer.echo(
         f"lab up in {time.monotonic() - started:.1f} s; fleet {lab.fleet_file}, "
@@ -141,9 +162,11 @@ def heal(
 @lab_app.command("down")
 @reports_errors
 def down(directory: DirOption = None) -> None:
-    """Stop every process of the lab (its files stay for a post-mortem)."""
+    """Stop every process of the lab, its control plane and namespaces (files stay)."""
+    from deployments import distributed_lab
+
     lab = _lab(directory)
-    stopped = lab.down()
+    stopped = distributed_lab.down(lab.directory, echo=lambda _: None)
     if stopped:
         typer.echo(f"stopped {len(stopped)}: {', '.join(stopped)}")
     else:

@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from deployments.registry import CONTROL_POOL, dc_pool
@@ -23,6 +24,8 @@ from ppo_dr.inventory import Fleet
 
 #: The directory that holds ``flows/``, ``tasks/`` and ``ppo_dr/``.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: How many ``control`` workers a fleet runs, each in another data centre.
+CONTROL_WORKERS = 2
 
 
 class WorkerError(PermanentError):
@@ -39,6 +42,40 @@ def pool_for(fleet: Fleet, *, dc: str | None, control: bool) -> str:
     if dc not in known:
         raise WorkerError(f"unknown data centre {dc!r}; known: {', '.join(known)}")
     return dc_pool(dc)
+
+
+@dataclass(frozen=True)
+class PlacedWorker:
+    """One worker of the distributed topology: which pool it serves, from which DC."""
+
+    pool: str
+    dc: str
+
+    @property
+    def name(self) -> str:
+        """``<pool>@<dc>``: the worker's name in the API (one per pool and DC)."""
+        return worker_name(self.pool, self.dc)
+
+
+def placed_workers(fleet: Fleet) -> list[PlacedWorker]:
+    """One worker per DC on its own pool, and two ``control`` workers in two DCs.
+
+    The control workers go to different countries where the fleet has two, taken
+    from the end of the fleet's DC list (the first DC usually holds the most app
+    servers), so that losing one DC, or one country, leaves a control worker.
+    """
+    workers = [PlacedWorker(dc_pool(dc.id), dc.id) for dc in fleet.data_centres]
+    chosen: list[str] = []
+    countries: set[str] = set()
+    for dc in reversed(fleet.data_centres):
+        if dc.country not in countries and len(chosen) < CONTROL_WORKERS:
+            chosen.append(dc.id)
+            countries.add(dc.country)
+    for dc in reversed(fleet.data_centres):
+        if dc.id not in chosen and len(chosen) < CONTROL_WORKERS:
+            chosen.append(dc.id)
+    order = [dc.id for dc in fleet.data_centres]
+    return workers + [PlacedWorker(CONTROL_POOL, dc) for dc in sorted(chosen, key=order.index)]
 
 
 def worker_name(pool: str, host: str | None = None) -> str:

@@ -16,6 +16,7 @@ from ppo_dr.errors import InventoryError, LabError
 from ppo_dr.lab import keys as lab_keys
 from ppo_dr.lab import topology
 from ppo_dr.lab.labdir import LabDir, now_text
+from ppo_dr.lab.netns import NetPlan, public_host
 from ppo_dr.lab.processes import MODULES
 from ppo_dr.lab.topology import ServerPlan, ServerPorts, write_text_atomic
 
@@ -26,10 +27,22 @@ class LabConfigs(LabDir):
     """Writing the generated configuration of a lab directory."""
 
     def _generate(
-        self, *, clients: int, size_mb: int, fast: bool, seed: int, say: Progress
+        self,
+        *,
+        clients: int,
+        size_mb: int,
+        fast: bool,
+        seed: int,
+        say: Progress,
+        net: NetPlan | None = None,
     ) -> dict[str, Any]:
-        """Keys, ports, configs and fleet.yaml (checked); lab.json in state 'starting'."""
+        """Keys, ports, configs and fleet.yaml (checked); lab.json in state 'starting'.
+
+        With *net* (a namespaced lab) every endpoint is on the wan address and each
+        component records the namespace it runs in.
+        """
         d = self.directory
+        host = public_host(net)
         for sub in ("keys", "net", "logs", "servers", "quarantine", "workload"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "keys").chmod(0o700)
@@ -50,11 +63,12 @@ class LabConfigs(LabDir):
             frontdoor_port=frontdoor_port,
             size_mb=size_mb,
             fast=fast,
+            host=host,
         )
         topology.write_yaml(self.fleet_file, document, topology.FLEET_HEADER)
         self._check_fleet(self.fleet_file)
         lab_keys.write_known_hosts(
-            self.known_hosts, [(ports[s.id].ssh, keys.host_public[s.id]) for s in servers]
+            self.known_hosts, [(ports[s.id].ssh, keys.host_public[s.id]) for s in servers], host
         )
         say(
             f"fleet.yaml: {len(topology.DATA_CENTRES)} data centres, {len(servers)} servers, "
@@ -67,12 +81,13 @@ class LabConfigs(LabDir):
                 "module": MODULES["netsim"],
                 "config": str(self.routes_file),
                 "pid": None,
+                "netns": net.wan if net else None,
             }
         }
         for server in servers:
-            components[server.id] = self._server_component(server, ports[server.id])
-            self._write_server_config(server, ports[server.id])
-        self._write_routes(components)
+            components[server.id] = self._server_component(server, ports[server.id], net)
+            self._write_server_config(server, ports[server.id], net)
+        self._write_routes(components, net)
         write_text_atomic(self.cut_file, json.dumps({"servers": []}) + "\n")
         components["frontdoor"] = {
             "kind": "frontdoor",
@@ -80,22 +95,25 @@ class LabConfigs(LabDir):
             "config": str(d / "frontdoor.json"),
             "port": frontdoor_port,
             "pid": None,
+            "netns": net.wan if net else None,
         }
         components["workload"] = {
             "kind": "workload",
             "module": MODULES["workload"],
             "config": str(d / "workload.json"),
             "pid": None,
+            "netns": net.wan if net else None,
         }
         frontdoor = {
             "lab_dir": str(d),
             "port": frontdoor_port,
             "fleet": str(self.fleet_file),
             "store_url": self.store_url,
+            "bind": host,
         }
         workload = {
             "lab_dir": str(d),
-            "frontdoor": f"http://127.0.0.1:{frontdoor_port}",
+            "frontdoor": f"http://{host}:{frontdoor_port}",
             "interval": 1.0,
             "acks": str(d / "workload" / "acks.jsonl"),
             "fleet": str(self.fleet_file),
@@ -112,6 +130,7 @@ class LabConfigs(LabDir):
             "components": components,
             "faults": {},
             "retired_pids": [],
+            "net": net.as_dict() if net else None,
         }
         self._save(state)
         return state
@@ -126,7 +145,9 @@ class LabConfigs(LabDir):
                 f"the generated fleet does not pass the inventory check (a bug): {exc}"
             ) from exc
 
-    def _server_component(self, server: ServerPlan, ports: ServerPorts) -> dict[str, Any]:
+    def _server_component(
+        self, server: ServerPlan, ports: ServerPorts, net: NetPlan | None
+    ) -> dict[str, Any]:
         return {
             "kind": "server",
             "module": MODULES["server"],
@@ -136,9 +157,12 @@ class LabConfigs(LabDir):
             "data_root": server.data_root,
             "ports": ports.as_dict(),
             "pid": None,
+            "netns": net.dc(server.dc).namespace if net else None,
         }
 
-    def _write_server_config(self, server: ServerPlan, ports: ServerPorts) -> None:
+    def _write_server_config(
+        self, server: ServerPlan, ports: ServerPorts, net: NetPlan | None
+    ) -> None:
         d = self.directory
         config = {
             "id": server.id,
@@ -153,18 +177,21 @@ class LabConfigs(LabDir):
             "authorized_keys": str(d / "keys" / lab_keys.AUTHORIZED_KEYS),
             "user": topology.SSH_USER,
             "fleet": str(self.fleet_file),
+            "bind": net.dc(server.dc).address if net else "127.0.0.1",
         }
         self.data_root(server.id, server.data_root).mkdir(parents=True, exist_ok=True)
         write_text_atomic(
             self.server_dir(server.id) / "server.json", json.dumps(config, indent=1) + "\n"
         )
 
-    def _write_routes(self, components: Mapping[str, Any]) -> None:
+    def _write_routes(self, components: Mapping[str, Any], net: NetPlan | None) -> None:
         routes = []
+        host = public_host(net)
         for name, comp in components.items():
             if comp["kind"] != "server":
                 continue
             ports = ServerPorts.from_dict(comp["ports"])
+            target = net.dc(comp["dc"]).address if net else "127.0.0.1"
             routes.append(
                 {
                     "server": name,
@@ -172,6 +199,8 @@ class LabConfigs(LabDir):
                     "kind": "ssh",
                     "listen": ports.ssh,
                     "target": ports.ssh_internal,
+                    "listen_host": host,
+                    "target_host": target,
                 }
             )
             if ports.http is not None:
@@ -182,6 +211,8 @@ class LabConfigs(LabDir):
                         "kind": "http",
                         "listen": ports.http,
                         "target": ports.http_internal,
+                        "listen_host": host,
+                        "target_host": target,
                     }
                 )
         document = {

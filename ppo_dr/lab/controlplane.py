@@ -14,6 +14,12 @@ moment it is spawned (so a ``kill -9`` of ``up`` leaves a record ``down`` acts o
 6. HAProxy on one address, health-checking ``/api/health`` every second and retrying
    a request on the other server when a connection fails or answers nothing.
 
+With ``netns=NAME`` (the namespaced lab's control site) every process but HAProxy
+runs inside that network namespace, on its loopback; HAProxy stays in the host's
+namespace and listens in both (its ``namespace`` keyword): on 127.0.0.1 for the
+operator and on the namespace's address for the workers in the data centres, and it
+reaches the API servers inside the namespace.
+
 ``down(DIR)`` stops them in reverse order and then sweeps every process whose
 environment carries ``PPO_DR_CONTROL_PLANE=<DIR>`` (children included), so nothing
 outlives it. Nothing here imports Prefect: the engine is run as a program.
@@ -39,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ppo_dr.errors import LabError
+from ppo_dr.lab import netns as lab_netns
 from ppo_dr.lab import pid_identity as processes
 from ppo_dr.lab.topology import free_ports
 
@@ -87,11 +94,29 @@ class ControlPlane:
     proxy_port: int = 0
     components: list[Component] = field(default_factory=list)
     started_in_s: float | None = None
+    #: The network namespace of the control site, and its address there (namespaced lab).
+    netns: str | None = None
+    netns_address: str | None = None
 
     @property
     def api_url(self) -> str:
         """The one address clients use: HAProxy's."""
         return f"http://{HOST}:{self.proxy_port}/api"
+
+    @property
+    def inner_api_url(self) -> str:
+        """HAProxy's address as the data centres' workers see it (namespaced lab)."""
+        if self.netns_address is None:
+            return self.api_url
+        return f"http://{self.netns_address}:{self.proxy_port}/api"
+
+    def inside(self, command: list[str]) -> list[str]:
+        """*command* run inside the control site's namespace (if it has one)."""
+        return [*lab_netns.exec_prefix(self.netns), *command]
+
+    def check(self, probe: Callable[[], bool]) -> Callable[[], bool]:
+        """*probe* made to run from inside the control site's namespace."""
+        return lambda: lab_netns.call_in(self.netns, probe)
 
     def component(self, name: str) -> Component:
         """The component called *name*; :class:`LabError` names the known ones."""
@@ -302,20 +327,22 @@ def _start_postgres(plane: ControlPlane, echo: Echo) -> None:
         f"-c unix_socket_directories={pg_dir} -c max_connections=300"
     )
     _run(
-        _as_postgres(
-            [
-                str(pg_bin / "pg_ctl"),
-                "-D",
-                str(pg_dir / "data"),
-                "-l",
-                str(pg_dir / "postgres.log"),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                options,
-                "start",
-            ]
+        plane.inside(
+            _as_postgres(
+                [
+                    str(pg_bin / "pg_ctl"),
+                    "-D",
+                    str(pg_dir / "data"),
+                    "-l",
+                    str(pg_dir / "postgres.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    options,
+                    "start",
+                ]
+            )
         ),
         env,
         "PostgreSQL start",
@@ -355,9 +382,13 @@ def _start_postgres(plane: ControlPlane, echo: Echo) -> None:
 
 
 def _haproxy_config(plane: ControlPlane) -> str:
+    inside = f" namespace {plane.netns}" if plane.netns else ""
     servers = "\n".join(
-        f"  server api-{i} {HOST}:{port} check" for i, port in enumerate(plane.api_ports, 1)
+        f"  server api-{i} {HOST}:{port}{inside} check" for i, port in enumerate(plane.api_ports, 1)
     )
+    binds = f"  bind {HOST}:{plane.proxy_port}"
+    if plane.netns and plane.netns_address:
+        binds += f"\n  bind {plane.netns_address}:{plane.proxy_port}{inside}"
     return f"""# written by ppo_dr.lab.controlplane
 global
   maxconn 1024
@@ -371,7 +402,7 @@ defaults
   option redispatch 1
   retry-on conn-failure empty-response
 frontend prefect
-  bind {HOST}:{plane.proxy_port}
+{binds}
   default_backend prefect_api
 backend prefect_api
   balance roundrobin
@@ -382,8 +413,15 @@ backend prefect_api
 """
 
 
-def up(directory: Path, *, echo: Echo = print) -> ControlPlane:
-    """Start the whole control plane in the empty or new *directory*; on any failure
+def up(
+    directory: Path,
+    *,
+    echo: Echo = print,
+    netns: str | None = None,
+    netns_address: str | None = None,
+) -> ControlPlane:
+    """Start the whole control plane in the empty or new *directory* (inside network
+    namespace *netns*, reachable at *netns_address* there, when given); on any failure
     stop what was started and raise :class:`LabError` with the failing log's tail."""
     directory = directory.resolve()
     if (directory / STATE_FILE).exists() and load(directory).state != "stopped":
@@ -402,6 +440,8 @@ def up(directory: Path, *, echo: Echo = print) -> ControlPlane:
         redis_port=ports[1],
         proxy_port=ports[2],
         api_ports=ports[3:],
+        netns=netns,
+        netns_address=netns_address,
     )
     _save(plane)
     try:
@@ -409,26 +449,28 @@ def up(directory: Path, *, echo: Echo = print) -> ControlPlane:
         _spawn(
             plane,
             "redis",
-            [
-                "redis-server",
-                "--bind",
-                HOST,
-                "--port",
-                str(plane.redis_port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(directory / "redis"),
-            ],
+            plane.inside(
+                [
+                    "redis-server",
+                    "--bind",
+                    HOST,
+                    "--port",
+                    str(plane.redis_port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(directory / "redis"),
+                ]
+            ),
             _marked_env(directory),
             plane.redis_port,
         )
-        _wait(lambda: _redis_pong(plane.redis_port), "Redis", plane, "redis")
+        _wait(plane.check(lambda: _redis_pong(plane.redis_port)), "Redis", plane, "redis")
         echo(f"Redis: {HOST}:{plane.redis_port}")
         _run(
-            [_prefect(), "server", "database", "upgrade", "-y"],
+            plane.inside([_prefect(), "server", "database", "upgrade", "-y"]),
             prefect_env(plane, "migrate"),
             "Prefect database migration",
             timeout=START_TIMEOUT,
@@ -439,25 +481,27 @@ def up(directory: Path, *, echo: Echo = print) -> ControlPlane:
             _spawn(
                 plane,
                 f"api-{i}",
-                [
-                    _prefect(),
-                    "server",
-                    "start",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(port),
-                    "--no-services",
-                ],
+                plane.inside(
+                    [
+                        _prefect(),
+                        "server",
+                        "start",
+                        "--host",
+                        HOST,
+                        "--port",
+                        str(port),
+                        "--no-services",
+                    ]
+                ),
                 prefect_env(plane, f"api-{i}"),
                 port,
             )
-            healthy = functools.partial(api_healthy, f"http://{HOST}:{port}/api")
+            healthy = plane.check(functools.partial(api_healthy, f"http://{HOST}:{port}/api"))
             _wait(healthy, f"Prefect API server api-{i}", plane, f"api-{i}")
         _spawn(
             plane,
             "services",
-            [_prefect(), "server", "services", "start"],
+            plane.inside([_prefect(), "server", "services", "start"]),
             prefect_env(plane, "services"),
             None,
         )

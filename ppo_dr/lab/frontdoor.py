@@ -72,6 +72,8 @@ class FrontdoorConfig(LabConfig):
     fleet: Path
     store_url: str
     upstream_timeout: float = UPSTREAM_TIMEOUT_S
+    #: Address to listen on: loopback, or the wan address in a namespaced lab.
+    bind: str = "127.0.0.1"
 
 
 class PlacementLike(Protocol):
@@ -261,10 +263,10 @@ async def serve(config: FrontdoorConfig, stop: asyncio.Event) -> None:
         await runner.setup()
         try:
             try:
-                await web.TCPSite(runner, "127.0.0.1", config.port, reuse_address=True).start()
+                await web.TCPSite(runner, config.bind, config.port, reuse_address=True).start()
             except OSError as exc:
                 raise LabError(f"front door cannot listen on port {config.port}: {exc}") from exc
-            log.info("front door ready on 127.0.0.1:%d, store %s", config.port, store.url)
+            log.info("front door ready on %s:%d, store %s", config.bind, config.port, store.url)
             await stop.wait()
             log.info("front door stopping")
         finally:

@@ -82,15 +82,17 @@ def known_hosts_line(port: int, public_key: str, host: str = "127.0.0.1") -> str
     return f"{name} {public_key}"
 
 
-def write_known_hosts(path: Path, entries: Iterable[tuple[int, str]]) -> None:
+def write_known_hosts(
+    path: Path, entries: Iterable[tuple[int, str]], host: str = "127.0.0.1"
+) -> None:
     """Write known_hosts for (public port, host public key) pairs, atomically."""
-    text = "".join(known_hosts_line(port, key) + "\n" for port, key in entries)
+    text = "".join(known_hosts_line(port, key, host) + "\n" for port, key in entries)
     _write_private(path, text.encode("ascii"), 0o644)
 
 
-def add_known_host(path: Path, port: int, public_key: str) -> None:
+def add_known_host(path: Path, port: int, public_key: str, host: str = "127.0.0.1") -> None:
     """Add or replace the entry for *port* in known_hosts (rewritten atomically)."""
-    line = known_hosts_line(port, public_key)
+    line = known_hosts_line(port, public_key, host)
     name = line.split()[0]
     kept: list[str] = []
     if path.exists():
@@ -102,11 +104,11 @@ def add_known_host(path: Path, port: int, public_key: str) -> None:
     _write_private(path, ("\n".join([*kept, line]) + "\n").encode("ascii"), 0o644)
 
 
-def remove_known_host(path: Path, port: int) -> None:
+def remove_known_host(path: Path, port: int, host: str = "127.0.0.1") -> None:
     """Drop the entry for *port* from known_hosts (rewritten atomically)."""
     if not path.exists():
         return
-    name = known_hosts_line(port, "x").split()[0]
+    name = known_hosts_line(port, "x", host).split()[0]
     kept = [
         line
         for line in path.read_text(encoding="ascii").splitlines()

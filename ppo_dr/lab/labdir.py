@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args
 from ppo_dr.errors import LabError
 from ppo_dr.filelock import exclusive_lock
 from ppo_dr.lab import keys as lab_keys
+from ppo_dr.lab.netns import NetPlan
 from ppo_dr.lab.topology import write_text_atomic
 
 Fault = Literal["power", "hang", "disk", "network"]
@@ -94,6 +95,12 @@ class LabDir:
         if not isinstance(state, dict) or "components" not in state:
             raise LabError(f"{self.state_file} is not a lab state file")
         return state
+
+    @staticmethod
+    def _net(state: Mapping[str, Any]) -> NetPlan | None:
+        """The namespaces of a namespaced lab (None for a loopback lab)."""
+        net = state.get("net")
+        return NetPlan.from_dict(net) if net else None
 
     def _require(self) -> dict[str, Any]:
         state = self._load()

@@ -67,13 +67,16 @@ Side = Literal["client", "upstream"]
 
 
 class Route(LabConfig):
-    """One forwarded port: ``127.0.0.1:listen`` (public) to ``127.0.0.1:target`` (internal)."""
+    """One forwarded port: ``listen_host:listen`` (public) to ``target_host:target``
+    (internal); both hosts are loopback unless the lab is namespaced."""
 
     server: str
     dc: str = ""
     kind: str = ""
     listen: int = Field(ge=1, le=65535)
     target: int = Field(ge=1, le=65535)
+    listen_host: str = "127.0.0.1"
+    target_host: str = "127.0.0.1"
 
 
 class RoutesConfig(LabConfig):
@@ -200,7 +203,7 @@ class Link:
         end = _End(self, "upstream")
         try:
             await asyncio.wait_for(
-                loop.create_connection(lambda: end, "127.0.0.1", self.route.target),
+                loop.create_connection(lambda: end, self.route.target_host, self.route.target),
                 CONNECT_TIMEOUT_S,
             )
         except (OSError, TimeoutError) as exc:
@@ -333,7 +336,7 @@ class Netsim:
 
         try:
             self.listeners[route.listen] = await loop.create_server(
-                accept, "127.0.0.1", route.listen, reuse_address=True, backlog=128
+                accept, route.listen_host, route.listen, reuse_address=True, backlog=128
             )
         except OSError as exc:
             log.warning("cannot listen on :%d for %s yet: %s", route.listen, route.server, exc)

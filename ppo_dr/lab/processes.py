@@ -4,6 +4,12 @@ A pid is only ever signalled after ``/proc/<pid>/cmdline`` shows it runs a lab m
 for this very directory (``python -m MODULE --config DIR/...``), so a recycled pid is
 never hit. Every pid is recorded in ``lab.json`` the moment it is spawned; stopping
 sweeps ``/proc`` too, for a process spawned but not yet recorded.
+
+A component may also be any program given by its command line (``argv``: the
+namespaced lab's Prefect workers). Such a process is ours while its start time is the
+one recorded at spawn, and it and its children carry ``PPO_DR_LAB=<DIR>`` in their
+environment, which the final sweep looks for. A component with ``netns`` runs inside
+that network namespace (``ip netns exec``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from ppo_dr.lab import pid_identity
 from ppo_dr.lab.labdir import LabDir, now_text
+from ppo_dr.lab.netns import exec_prefix
 
 #: A component's process as seen now (``stopped``: the lab is down).
 State = Literal["running", "hung", "dead", "stopped"]
@@ -30,6 +38,8 @@ MODULES = {
     "workload": "ppo_dr.lab.workload",
 }
 STOP_GRACE = 3.0
+#: Environment marker of every program-component (and its children) of a lab.
+MARKER_ENV = "PPO_DR_LAB"
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -134,9 +144,15 @@ class LabProcesses(LabDir):
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
+        if comp.get("argv"):
+            command = list(comp["argv"])
+            env.update(comp.get("env") or {})
+            env[MARKER_ENV] = str(self.directory)
+        else:
+            command = [sys.executable, "-m", comp["module"], "--config", comp["config"]]
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", comp["module"], "--config", comp["config"]],
+                [*exec_prefix(comp.get("netns")), *command],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -150,6 +166,7 @@ class LabProcesses(LabDir):
             state.setdefault("retired_pids", []).append([comp["module"], comp["pid"]])
         comp["pid"] = proc.pid
         comp["started_at"] = now_text()
+        comp["ticks"] = pid_identity.start_ticks(proc.pid)
         self._save(state)
         return proc.pid
 
@@ -158,8 +175,8 @@ class LabProcesses(LabDir):
             if proc.poll() is not None:
                 self._children.pop(proc.pid, None)
 
-    def _owns(self, pid: int, module: str) -> bool:
-        """True if *pid* runs *module* for this lab.
+    def _owns(self, pid: int, module: str, comp: Mapping[str, Any] | None = None) -> bool:
+        """True if *pid* runs *module* for this lab (*comp*'s program, if it has one).
 
         A child this object spawned and has not reaped yet is ours without asking
         ``/proc`` (its pid cannot be recycled before it is reaped): right after
@@ -169,13 +186,16 @@ class LabProcesses(LabDir):
         child = self._children.get(pid)
         if child is not None and child.poll() is None:
             return True
+        if comp is not None and comp.get("argv"):
+            ticks = comp.get("ticks")
+            return ticks is not None and pid_identity.start_ticks(pid) == ticks
         return is_ours(pid, module, self.directory)
 
     def _pid_state(self, comp: Mapping[str, Any]) -> tuple[int | None, State]:
         """(pid if ours and alive, 'running' | 'hung' | 'dead')."""
         self._poll_children()
         pid = comp.get("pid")
-        if not pid or not self._owns(pid, comp["module"]):
+        if not pid or not self._owns(pid, comp["module"], comp):
             return None, "dead"
         state = _proc_state(pid)
         if state in (None, "Z", "X"):
@@ -200,7 +220,7 @@ class LabProcesses(LabDir):
         if state is not None:
             for name, comp in state["components"].items():
                 pid = comp.get("pid")
-                if pid and self._owns(pid, comp["module"]):
+                if pid and self._owns(pid, comp["module"], comp):
                     victims.append((name, pid))
             for module, pid in state.get("retired_pids", []):
                 if is_ours(pid, module, self.directory):
@@ -209,6 +229,9 @@ class LabProcesses(LabDir):
         strays = [
             (f"stray {module.rsplit('.', 1)[-1]} (pid {pid})", pid)
             for pid, module in lab_processes(self.directory)
+        ] + [
+            (f"stray program (pid {pid})", pid)
+            for pid in pid_identity.marked_pids(MARKER_ENV, str(self.directory))
         ]
         if strays:
             for _name, pid in strays:

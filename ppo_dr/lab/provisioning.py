@@ -18,6 +18,7 @@ from ppo_dr.ids import is_valid_id
 from ppo_dr.lab import keys as lab_keys
 from ppo_dr.lab import topology
 from ppo_dr.lab.configs import LabConfigs
+from ppo_dr.lab.netns import public_host
 from ppo_dr.lab.processes import is_ours
 from ppo_dr.lab.status import LabStatus
 from ppo_dr.lab.topology import ServerPlan
@@ -122,14 +123,16 @@ class LabProvisioning(LabStatus, LabConfigs):
                 plan, topology.free_ports(needed, exclude=recorded)
             )
 
-            fleet_data["servers"].append(topology.server_entry(plan, ports, public))
+            net = self._net(state)
+            host = public_host(net)
+            fleet_data["servers"].append(topology.server_entry(plan, ports, public, host))
             self._replace_fleet(fleet_data, server_id)
 
-            comps[server_id] = self._server_component(plan, ports)
+            comps[server_id] = self._server_component(plan, ports, net)
             comps[server_id]["provisioned"] = True
-            self._write_server_config(plan, ports)
-            lab_keys.add_known_host(self.known_hosts, ports.ssh, public)
-            self._write_routes(comps)
+            self._write_server_config(plan, ports, net)
+            lab_keys.add_known_host(self.known_hosts, ports.ssh, public, host)
+            self._write_routes(comps, net)
             self._save(state)
             self._reload_netsim(state)
             self._spawn(state, server_id)
@@ -209,7 +212,9 @@ class LabProvisioning(LabStatus, LabConfigs):
             del comps[server_id]
             state["faults"].pop(server_id, None)
             self._write_cut([s for s in self._read_cut() if s != server_id])
-            self._write_routes(comps)
-            lab_keys.remove_known_host(self.known_hosts, comp["ports"]["ssh"])
+            self._write_routes(comps, self._net(state))
+            lab_keys.remove_known_host(
+                self.known_hosts, comp["ports"]["ssh"], public_host(self._net(state))
+            )
             self._save(state)
             self._reload_netsim(state)

@@ -66,6 +66,8 @@ class ServerConfig(LabConfig):
     authorized_keys: Path
     user: str = "ppo"
     fleet: Path
+    #: Address to listen on: loopback, or the DC's address in a namespaced lab.
+    bind: str = "127.0.0.1"
 
 
 class ConfinedSFTPServer(asyncssh.SFTPServer):
@@ -251,7 +253,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
     workers = ThreadPoolExecutor(max_workers=EXEC_WORKERS, thread_name_prefix="exec")
     try:
         acceptor = await asyncssh.listen(
-            "127.0.0.1",
+            config.bind,
             config.ssh_port,
             server_factory=lambda: LabSSHServer(config, disk, live, workers),
             server_host_keys=[host_key],
@@ -270,14 +272,15 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
     runner: AppRunner | None = None
     try:
         if config.http_port is not None:
-            runner = await _start_http(disk, config.http_port)
+            runner = await _start_http(disk, config.bind, config.http_port)
         log.info(
-            "server %s (%s, %s) ready: ssh 127.0.0.1:%d, http %s, fs %s",
+            "server %s (%s, %s) ready: ssh %s:%d, http %s, fs %s",
             config.id,
             config.role,
             config.dc,
+            config.bind,
             config.ssh_port,
-            f"127.0.0.1:{config.http_port}" if config.http_port else "none",
+            f"{config.bind}:{config.http_port}" if config.http_port else "none",
             disk.fs_root,
         )
         await stop.wait()
@@ -292,7 +295,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
         workers.shutdown(wait=False, cancel_futures=True)
 
 
-async def _start_http(disk: ServerDisk, port: int) -> AppRunner:
+async def _start_http(disk: ServerDisk, host: str, port: int) -> AppRunner:
     from aiohttp import web
 
     from ppo_dr.lab.app import build_app
@@ -300,7 +303,7 @@ async def _start_http(disk: ServerDisk, port: int) -> AppRunner:
     runner = web.AppRunner(build_app(disk), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
     except OSError as exc:
         await runner.cleanup()
         raise LabError(

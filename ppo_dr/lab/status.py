@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from ppo_dr.errors import LabError
+from ppo_dr.lab import netns
 from ppo_dr.lab.labdir import FAULTS
+from ppo_dr.lab.netns import NetPlan, public_host
 from ppo_dr.lab.processes import LabProcesses, State
 from ppo_dr.lab.topology import ServerPorts
 
 PROBE_TIMEOUT = 1.0
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,10 @@ class ComponentStatus:
     faults: tuple[str, ...] = ()
 
 
-def probe_ssh(port: int, timeout: float = PROBE_TIMEOUT) -> str | None:
-    """None if an SSH banner comes back from 127.0.0.1:*port*, else what went wrong."""
+def probe_ssh(port: int, timeout: float = PROBE_TIMEOUT, host: str = LOOPBACK) -> str | None:
+    """None if an SSH banner comes back from *host*:*port*, else what went wrong."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.settimeout(timeout)
             data = b""
             end = time.monotonic() + timeout
@@ -67,9 +70,11 @@ def probe_ssh(port: int, timeout: float = PROBE_TIMEOUT) -> str | None:
     return None
 
 
-def probe_http(port: int, path: str = "/health", timeout: float = PROBE_TIMEOUT) -> str | None:
-    """None if GET *path* on 127.0.0.1:*port* answers 200, else what went wrong."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def probe_http(
+    port: int, path: str = "/health", timeout: float = PROBE_TIMEOUT, host: str = LOOPBACK
+) -> str | None:
+    """None if GET *path* on *host*:*port* answers 200, else what went wrong."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Connection": "close"})
         response = conn.getresponse()
@@ -85,9 +90,9 @@ def probe_http(port: int, path: str = "/health", timeout: float = PROBE_TIMEOUT)
     return None
 
 
-def probe_tcp(port: int, timeout: float = PROBE_TIMEOUT) -> str | None:
+def probe_tcp(port: int, timeout: float = PROBE_TIMEOUT, host: str = LOOPBACK) -> str | None:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return None
     except OSError as exc:
         return f"tcp {port}: {exc.strerror or exc}"
@@ -107,27 +112,37 @@ def log_tail(path: Path, lines: int = 15) -> str:
 class LabStatus(LabProcesses):
     """Health probes of the lab's components and the status report built on them."""
 
-    def _checks(self, name: str, comp: Mapping[str, Any]) -> list[Callable[[], str | None]]:
-        """The probes that say *name* is healthy, all through public ports."""
+    def _checks(
+        self, name: str, comp: Mapping[str, Any], host: str
+    ) -> list[Callable[[], str | None]]:
+        """The probes that say *name* is healthy, all through public ports on *host*."""
         kind = comp["kind"]
         if kind == "server":
             ports = ServerPorts.from_dict(comp["ports"])
             root = self.data_root(name, comp["data_root"])
             checks: list[Callable[[], str | None]] = [
-                lambda: probe_ssh(ports.ssh),
+                lambda: probe_ssh(ports.ssh, host=host),
                 # A mirror has no HTTP health to say its disk is gone; look at it directly.
                 lambda: None if root.is_dir() else f"data root {comp['data_root']} missing",
             ]
             if ports.http is not None:
                 http_port = ports.http
-                checks.append(lambda: probe_http(http_port))
+                checks.append(lambda: probe_http(http_port, host=host))
             return checks
         if kind == "frontdoor":
-            return [lambda: probe_http(comp["port"])]
-        return []  # netsim and workload: alive is healthy (netsim is probed via the servers)
+            return [lambda: probe_http(comp["port"], host=host)]
+        # netsim, workload and workers: alive is healthy (netsim is probed via the servers)
+        return []
 
-    def _probe(self, names: Iterable[str], comps: Mapping[str, Any]) -> dict[str, str | None]:
-        """Probe *names* concurrently; name -> None when healthy, else the first problem."""
+    def _probe(
+        self, names: Iterable[str], comps: Mapping[str, Any], net: NetPlan | None = None
+    ) -> dict[str, str | None]:
+        """Probe *names* concurrently; name -> None when healthy, else the first problem.
+
+        In a namespaced lab the probes run on threads inside the wan namespace, where
+        the public ports are, as a client on the internet would see them.
+        """
+        host = public_host(net)
         jobs: list[tuple[str, Callable[[], str | None]]] = []
         result: dict[str, str | None] = {}
         for name in names:
@@ -138,9 +153,13 @@ class LabStatus(LabProcesses):
                 result[name] = "process stopped (SIGSTOP)"
             else:
                 result[name] = None
-                jobs.extend((name, check) for check in self._checks(name, comps[name]))
+                jobs.extend((name, check) for check in self._checks(name, comps[name], host))
         if jobs:
-            with ThreadPoolExecutor(max_workers=min(32, len(jobs))) as pool:
+            wan = net.wan if net else None
+            with ThreadPoolExecutor(
+                max_workers=min(32, len(jobs)),
+                initializer=(lambda: netns.enter(wan)) if wan else None,
+            ) as pool:
                 answers = list(pool.map(lambda job: (job[0], job[1]()), jobs))
             for name, problem in answers:
                 if problem and result[name] is None:
@@ -159,7 +178,7 @@ class LabStatus(LabProcesses):
                         f"{name} exited while starting; end of {self.log_file(name)}:\n"
                         f"{log_tail(self.log_file(name))}"
                     )
-            problems = self._probe(waiting, comps)
+            problems = self._probe(waiting, comps, self._net(state))
             waiting = [name for name in waiting if problems.get(name)]
             if not waiting:
                 return
@@ -181,7 +200,7 @@ class LabStatus(LabProcesses):
         comps = state["components"]
         running = state.get("state") in ("running", "starting")
         faults: Mapping[str, Mapping[str, Any]] = state.get("faults", {})
-        problems = self._probe(list(comps), comps) if running else {}
+        problems = self._probe(list(comps), comps, self._net(state)) if running else {}
         cut = set(self._read_cut())
         out = []
         for name, comp in comps.items():

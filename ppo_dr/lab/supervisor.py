@@ -10,6 +10,11 @@
     configs.py       fleet.yaml, server.json, routes.json, component records (LabConfigs)
     provisioning.py  servers added and released at run time (LabProvisioning)
 
+With ``topology="distributed"`` and root, each data centre lives in a network
+namespace of its own (``netns.py``; without root it falls back to the loopback lab
+and says so), and :meth:`Lab.start_program` runs a program (a Prefect worker) inside
+a DC's namespace, so that a DC's power loss takes its workers too.
+
 Every process it starts is recorded in ``lab.json`` the moment it is spawned, so
 nothing it started can be forgotten, not even if ``lab up`` itself is killed with
 ``kill -9``: ``down`` stops every recorded pid that is still ours (checked against
@@ -21,11 +26,14 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ppo_dr.errors import LabError
+from ppo_dr.lab import netns
 from ppo_dr.lab import seed as lab_seed
+from ppo_dr.lab import topology as lab_topology
 from ppo_dr.lab.configs import Progress
 from ppo_dr.lab.faults import LabFaults
 from ppo_dr.lab.labdir import LAB_FILE, LOCK_FILE, now_text
@@ -33,7 +41,11 @@ from ppo_dr.lab.processes import is_ours, lab_processes
 from ppo_dr.lab.provisioning import LabProvisioning
 from ppo_dr.lab.status import ComponentStatus
 
-__all__ = ["ComponentStatus", "Lab"]
+__all__ = ["ComponentStatus", "Lab", "Topology"]
+
+#: ``loopback``: everything on 127.0.0.1; ``distributed``: a namespace per DC (root).
+Topology = Literal["loopback", "distributed"]
+TOPOLOGIES: tuple[str, ...] = get_args(Topology)
 
 
 class Lab(LabProvisioning, LabFaults):
@@ -50,13 +62,14 @@ class Lab(LabProvisioning, LabFaults):
         seed: int = 1,
         timeout: float = 15.0,
         progress: Progress | None = None,
+        topology: Topology = "loopback",
     ) -> None:
         """Generate the fleet, start every component and wait until all are healthy.
 
         *timeout* bounds the whole start except the time spent writing client data
         (disk-bound; it overlaps the processes' start-up). On any failure everything
-        started is stopped again and :class:`LabError` says which component failed,
-        with the end of its log.
+        started is stopped again (namespaces too) and :class:`LabError` says which
+        component failed, with the end of its log.
         """
         say = progress or (lambda _message: None)
         started = time.monotonic()
@@ -64,6 +77,8 @@ class Lab(LabProvisioning, LabFaults):
             raise LabError(f"a lab needs at least one client (got {clients})")
         if size_mb < 0:
             raise LabError(f"--size must not be negative (got {size_mb})")
+        if topology not in TOPOLOGIES:
+            raise LabError(f"unknown topology {topology!r}: one of {', '.join(TOPOLOGIES)}")
         self._refuse_foreign_directory()
         with self._locked(create=True):
             self._prepare_directory()
@@ -72,13 +87,17 @@ class Lab(LabProvisioning, LabFaults):
                 f"{', fast timings' if fast else ''}"
             )
             state: dict[str, Any] | None = None
+            net: netns.NetPlan | None = None
             try:
+                net = self._make_namespaces(topology, say)
                 state = self._generate(
-                    clients=clients, size_mb=size_mb, fast=fast, seed=seed, say=say
+                    clients=clients, size_mb=size_mb, fast=fast, seed=seed, say=say, net=net
                 )
                 self._start(state, size_mb=size_mb, seed=seed, deadline=started + timeout, say=say)
             except BaseException as exc:
                 stopped = self._stop_everything(state)
+                if net is not None:
+                    netns.destroy(net.prefix)
                 if state is not None:
                     state["state"] = "failed"
                     state["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -94,6 +113,23 @@ class Lab(LabProvisioning, LabFaults):
             state["healthy_after_s"] = round(time.monotonic() - started, 2)
             self._save(state)
         say(f"healthy after {state['healthy_after_s']:.1f} s")
+
+    def _make_namespaces(self, topology: Topology, say: Progress) -> netns.NetPlan | None:
+        """The DCs' namespaces for a distributed lab, when this machine allows them."""
+        if topology != "distributed":
+            return None
+        reason = netns.unavailable_reason()
+        if reason is not None:
+            say(f"no network namespaces ({reason}): the distributed lab runs on 127.0.0.1")
+            return None
+        net = netns.plan_for(self.directory, [dc.id for dc in lab_topology.DATA_CENTRES])
+        netns.destroy(net.prefix)  # remains of a crashed lab here (none normally)
+        netns.create(net)
+        say(
+            f"network namespaces {', '.join(net.namespaces)}: bridge {net.wan_address}/16, "
+            + ", ".join(f"{m.key} {m.address}" for m in net.members)
+        )
+        return net
 
     def _refuse_foreign_directory(self) -> None:
         """A non-empty directory that holds no lab is someone else's: leave it alone."""
@@ -186,7 +222,19 @@ class Lab(LabProvisioning, LabFaults):
     # ---- down
 
     def down(self) -> list[str]:
-        """Stop every process of this lab; keep its files. Safe to repeat."""
+        """Stop every process of this lab and delete its namespaces; keep its files.
+
+        Safe to repeat. The namespaces are found by the lab's prefix, so even a lab
+        whose ``lab.json`` is lost leaves none behind.
+        """
+        stopped = self.stop_processes()
+        if self.directory.exists() and netns.unavailable_reason() is None:
+            prefix = netns.prefix_for(self.directory)
+            stopped += [f"netns {name}" for name in netns.destroy(prefix)]
+        return stopped
+
+    def stop_processes(self) -> list[str]:
+        """Stop every process of this lab (namespaces stay); keep its files."""
         if not self.directory.exists():
             return []
         with self._locked(timeout=5.0, required=False):
@@ -201,7 +249,55 @@ class Lab(LabProvisioning, LabFaults):
                 self._save(state)
         return stopped
 
+    # ---- programs: workers inside a data centre
+
+    def start_program(
+        self,
+        name: str,
+        *,
+        dc: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        timeout: float = 15.0,
+    ) -> int:
+        """Run *argv* as component *name* of data centre *dc* (in its namespace, when
+        the lab has namespaces); its pid, once it has run for a moment.
+
+        It is part of the DC from then on: a power loss of the DC kills it and heal
+        starts it again; ``down`` stops it. *env* is added to the lab's environment.
+        """
+        with self._locked():
+            state = self._require_running()
+            comps = state["components"]
+            dcs = sorted({c["dc"] for c in comps.values() if c["kind"] == "server"})
+            if dc not in dcs:
+                raise LabError(f"unknown data centre {dc!r}: one of {', '.join(dcs)}")
+            if name in comps:
+                raise LabError(f"a lab component called {name!r} exists already")
+            if not argv:
+                raise LabError(f"{name}: no command to run")
+            net = self._net(state)
+            comps[name] = {
+                "kind": "worker",
+                "module": "program",
+                "dc": dc,
+                "role": "worker",
+                "argv": list(argv),
+                "env": dict(env or {}),
+                "netns": net.dc(dc).namespace if net else None,
+                "pid": None,
+            }
+            pid = self._spawn(state, name)
+            # Alive a moment later: a bad command line exits at once, with its log.
+            time.sleep(0.5)
+            self._wait_healthy(state, [name], time.monotonic() + timeout)
+            return pid
+
     # ---- for tests and tools
+
+    def network(self) -> netns.NetPlan | None:
+        """The lab's namespaces (None for a loopback lab)."""
+        return self._net(self._require())
 
     def recorded_pids(self) -> dict[str, int]:
         """Every pid lab.json names now (components and retired ones)."""

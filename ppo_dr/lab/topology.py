@@ -319,8 +319,11 @@ def _escalation(fast: bool) -> dict[str, Any]:
     }
 
 
-def server_entry(server: ServerPlan, ports: ServerPorts, host_key: str) -> dict[str, Any]:
-    """The fleet.yaml entry of one lab server; its endpoints are the PUBLIC ports."""
+def server_entry(
+    server: ServerPlan, ports: ServerPorts, host_key: str, host: str = "127.0.0.1"
+) -> dict[str, Any]:
+    """The fleet.yaml entry of one lab server; its endpoints are the PUBLIC ports on
+    *host* (netsim's address: loopback, or the wan address in a namespaced lab)."""
     capacity = (
         {"clients": 0, "disk_gb": 500}
         if server.role == "mirror"
@@ -330,10 +333,10 @@ def server_entry(server: ServerPlan, ports: ServerPorts, host_key: str) -> dict[
         "id": server.id,
         "dc": server.dc,
         "role": server.role,
-        "ssh": {"host": "127.0.0.1", "port": ports.ssh, "user": SSH_USER, "host_key": host_key},
+        "ssh": {"host": host, "port": ports.ssh, "user": SSH_USER, "host_key": host_key},
     }
     if server.serves_http:
-        entry["http"] = {"host": "127.0.0.1", "port": ports.http}
+        entry["http"] = {"host": host, "port": ports.http}
     entry["data_root"] = server.data_root
     entry["capacity"] = capacity
     if server.mirrors:
@@ -351,8 +354,10 @@ def fleet_document(
     frontdoor_port: int,
     size_mb: float,
     fast: bool,
+    host: str = "127.0.0.1",
 ) -> dict[str, Any]:
-    """The whole fleet.yaml of the lab as plain data (dump it with :func:`write_yaml`)."""
+    """The whole fleet.yaml of the lab as plain data (dump it with :func:`write_yaml`);
+    every endpoint and client URL is on *host*."""
     per_client_gb = round(size_mb / max(len(clients), 1) / 1024, 4)
     return {
         "version": 1,
@@ -370,14 +375,14 @@ def fleet_document(
             {"id": dc.id, "name": dc.name, "country": dc.country, "provider": "lab"}
             for dc in DATA_CENTRES
         ],
-        "servers": [server_entry(s, ports[s.id], host_keys[s.id]) for s in servers],
+        "servers": [server_entry(s, ports[s.id], host_keys[s.id], host) for s in servers],
         "clients": [
             {
                 "id": c.id,
                 "name": c.name,
                 "server": c.server,
                 "data_path": c.data_path,
-                "url": f"http://127.0.0.1:{frontdoor_port}/c/{c.id}/",
+                "url": f"http://{host}:{frontdoor_port}/c/{c.id}/",
                 "countries": list(c.countries),
                 "size_gb": per_client_gb,
                 "contacts": [{"name": c.contact_name, "email": c.contact_email}],

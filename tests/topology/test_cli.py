@@ -57,3 +57,14 @@ def test_deploy_without_a_server_says_how_to_name_one(
     result = CliRunner().invoke(app, ["deploy", "-f", str(fleet_file)])
     assert result.exit_code == 2
     assert "pass --api-url or set PREFECT_API_URL" in result.output
+
+
+def test_lab_up_with_an_unknown_topology_names_the_known_ones_and_makes_nothing(
+    tmp_path: Path,
+) -> None:
+    result = CliRunner().invoke(
+        app, ["lab", "up", "--dir", str(tmp_path / "lab"), "--topology", "mesh"]
+    )
+    assert result.exit_code == 2
+    assert "unknown topology 'mesh': one of loopback, distributed" in result.output
+    assert not (tmp_path / "lab").exists()

@@ -1,0 +1,131 @@
+"""``ppo-dr lab up --topology distributed`` end to end (slow: the HA control plane
+alone takes 20-80 s): every pool gets its worker, online in the API; a DC's power
+loss kills its worker and the server sees that pool without one; ``lab down`` leaves
+no namespace, no control-plane process, no worker (checked by name and pid)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from deployments import distributed_lab
+from deployments.distributed_lab import DistributedLab
+from ppo_dr.lab import controlplane, netns, pid_identity
+from ppo_dr.lab.supervisor import Lab
+from tests.prefect_fixtures import using_api
+from tests.topology.conftest import needs_binaries, reachable_tempdir
+
+pytestmark = [
+    pytest.mark.controlplane,
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+    needs_binaries,
+    pytest.mark.skipif(
+        netns.unavailable_reason() is not None,
+        reason=f"needs network namespaces ({netns.unavailable_reason()})",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def made() -> Iterator[DistributedLab]:
+    directory = reachable_tempdir()
+    try:
+        lab = Lab(directory / "lab")
+        lab.up(clients=3, size_mb=2, fast=True, timeout=60.0, topology="distributed")
+        yield distributed_lab.start_prefect(lab, echo=lambda _: None)
+    finally:
+        distributed_lab.down(directory / "lab", echo=lambda _: None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _workers(api_url: str) -> dict[str, dict[str, str]]:
+    """pool -> {worker name: status} as the API reports them."""
+    from prefect.client.orchestration import get_client
+
+    with using_api(api_url), get_client(sync_client=True) as client:
+        return {
+            pool.name: {
+                w.name: str(w.status.value) for w in client.read_workers_for_work_pool(pool.name)
+            }
+            for pool in client.read_work_pools()
+        }
+
+
+def _wait_for(check: object, timeout: float) -> float:
+    """Seconds until ``check()`` holds; fails after *timeout*."""
+    assert callable(check)
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout, "timed out"
+        time.sleep(1.0)
+    return time.monotonic() - started
+
+
+def test_every_pool_has_its_worker_in_its_dc(made: DistributedLab) -> None:
+    assert made.workers == [
+        "dc-jhb1@jhb1",
+        "dc-cpt1@cpt1",
+        "dc-lon1@lon1",
+        "control@cpt1",
+        "control@lon1",
+    ]
+    net = made.lab.network()
+    assert net is not None
+    pids = made.lab.recorded_pids()
+    for name in made.workers:
+        dc = name.rsplit("@", 1)[1]
+        assert pids[name] in netns.pids_in(net.dc(dc).namespace)
+    _wait_for(
+        lambda: (
+            _workers(made.api_url)
+            == {
+                "control": {"control@cpt1": "ONLINE", "control@lon1": "ONLINE"},
+                "dc-jhb1": {"dc-jhb1@jhb1": "ONLINE"},
+                "dc-cpt1": {"dc-cpt1@cpt1": "ONLINE"},
+                "dc-lon1": {"dc-lon1@lon1": "ONLINE"},
+            }
+        ),
+        120,
+    )
+
+
+def test_a_dc_power_loss_leaves_its_pool_without_a_worker(made: DistributedLab) -> None:
+    lab = made.lab
+    worker_pid = lab.recorded_pids()["dc-jhb1@jhb1"]
+    result = CliRunner().invoke(
+        app, ["lab", "break", "jhb1", "--fault", "power", "--dir", str(lab.directory)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "dc-jhb1@jhb1" in result.output
+    try:
+        assert not pid_identity.alive(worker_pid)
+        net = lab.network()
+        assert net is not None and netns.pids_in(net.dc("jhb1").namespace) == []
+        offline_after = _wait_for(
+            lambda: _workers(made.api_url)["dc-jhb1"] == {"dc-jhb1@jhb1": "OFFLINE"}, 240
+        )
+        print(f"dc-jhb1's worker OFFLINE in the API {offline_after:.0f} s after the power loss")
+        workers = _workers(made.api_url)
+        assert workers["control"] == {"control@cpt1": "ONLINE", "control@lon1": "ONLINE"}
+    finally:
+        lab.heal("jhb1", timeout=60)
+    assert pid_identity.alive(lab.recorded_pids()["dc-jhb1@jhb1"])
+
+
+def test_lab_down_leaves_nothing(made: DistributedLab) -> None:
+    lab = made.lab
+    pids = set(lab.recorded_pids().values())
+    cp_dir = distributed_lab.control_plane_dir(lab.directory)
+    pids |= {c.pid for c in controlplane.load(cp_dir).components}
+    result = CliRunner().invoke(app, ["lab", "down", "--dir", str(lab.directory)])
+    assert result.exit_code == 0, result.output
+    assert netns.existing(netns.prefix_for(lab.directory)) == []
+    assert [pid for pid in pids if pid_identity.alive(pid)] == []
+    assert controlplane.marked_pids(cp_dir) == []
+    assert lab.processes() == []
