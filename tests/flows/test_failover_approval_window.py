@@ -1,45 +1,41 @@
 """A failover run can wait for approval longer than Prefect's lease renewal (issue 15).
 
 The ``failover`` deployment is served by a subprocess against a real ``prefect server``
-(as ``ppo-dr serve`` does); its run pauses for approval, nobody answers for six
-minutes (the engine renews a lease every ~225 s, and a deployment concurrency slot,
-released on pause, made that renewal kill the run), then the plan is approved and the
-run completes. Slow by nature (marked ``slow``): the one test of it.
+(as ``ppo-dr serve`` does); its run pauses for approval and nobody answers until the
+engine's first lease renewal is well past (it renews a run's lease when the run starts
+and every 225 s after, and a deployment concurrency slot, released on pause, made that
+renewal kill the run after 3 m 48 s); then the plan is approved and the run completes.
+While it waits, the test checks what the renewal would lose: the run holds no deployment
+lease and no failover slot, and its pause lasts the whole approval window, so a
+regression fails within a minute instead of after the wait. Slow by nature (marked
+``slow``): the one test of it.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from deployments.local_server import api_is_healthy
 from deployments.prefect_api import approve_plan
+from flows.failover import APPROVAL_TIMEOUT_S
 from ppo_dr.failover.fleet_state import fleet_state
 from ppo_dr.failover.plan import Scope, Target, plan_failover
 from ppo_dr.inventory import load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.store import Store
+from tests.flows.serving import served
 from tests.labs import own_lab as own_lab_of
 from tests.prefect_fixtures import isolated_env, using_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.lab, pytest.mark.timeout(900)]
 
-#: Longer than the engine's lease renewal period (~225 s) with a margin.
-UNANSWERED_S = 360
-
-SERVE_FAILOVER = (
-    "from prefect import serve\n"
-    "from deployments.registry import failover_deployment\n"
-    "deployment = failover_deployment()\n"
-    "deployment.apply()\n"
-    "serve(deployment, print_starting_message=False)\n"
-)
+#: Seconds after the run started when the plan is approved: past the engine's renewal at
+#: 225 s (0.75 of its 300 s lease) and that renewal's retries (3 attempts, ~15 s).
+UNANSWERED_S = 270
 
 
 @pytest.fixture
@@ -50,7 +46,7 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
         yield lab
 
 
-def test_a_paused_failover_approved_after_six_minutes_completes(
+def test_a_paused_failover_approved_after_the_lease_renewal_completes(
     prefect_server: str, lab: Lab, tmp_path: Path
 ) -> None:
     from prefect.client.orchestration import get_client
@@ -69,66 +65,64 @@ def test_a_paused_failover_approved_after_six_minutes_completes(
         PPO_DR_HOME=str(tmp_path / "home"),
         PREFECT_RUNNER_POLL_FREQUENCY="1",
     )
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVE_FAILOVER],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        assert api_is_healthy(prefect_server)
-        with using_api(prefect_server), get_client(sync_client=True) as prefect:
-            deadline = time.monotonic() + 120
-            while True:  # the serve subprocess applies the deployment first
-                try:
-                    prefect.read_deployment_by_name("failover/failover")
-                    break
-                except ObjectNotFound:
-                    assert time.monotonic() < deadline, "failover deployment never applied"
-                    time.sleep(1)
-            run = run_deployment(
-                "failover/failover",
-                parameters={"plan_json": plan.to_json(), "fleet_file": str(lab.fleet_file)},
-                timeout=0,
-            )
-            wanted = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"plan:{plan.plan_id}"]))
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                state = prefect.read_flow_run(run.id).state  # type: ignore[union-attr]
-                if state is not None and state.is_paused():
-                    break
+    with (
+        served("failover_deployment", env, tmp_path / "serve.log"),
+        using_api(prefect_server),
+        get_client(sync_client=True) as prefect,
+    ):
+        deadline = time.monotonic() + 120
+        while True:  # the serve subprocess applies the deployment first
+            try:
+                prefect.read_deployment_by_name("failover/failover")
+                break
+            except ObjectNotFound:
+                assert time.monotonic() < deadline, "failover deployment never applied"
                 time.sleep(1)
-            else:
-                raise AssertionError(f"the failover run never paused: {state}")
-            paused_at = time.monotonic()
-            while time.monotonic() - paused_at < UNANSWERED_S:
-                state = prefect.read_flow_run(run.id).state  # type: ignore[union-attr]
-                assert state is not None and state.is_paused(), f"died while waiting: {state}"
-                time.sleep(10)
-            assert [r.id for r in prefect.read_flow_runs(flow_run_filter=wanted)] == [run.id]
-            outcomes = approve_plan(
-                plan.plan_id, {"approve": True, "by": "anna", "note": "late"}, wait_s=10
-            )
-            assert outcomes and outcomes[0][1].startswith("accept"), outcomes
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                state = prefect.read_flow_run(run.id).state  # type: ignore[union-attr]
-                if state is not None and state.is_final():
-                    break
-                time.sleep(2)
-            assert state is not None and state.is_completed(), f"{state}"
-            limit = prefect.read_global_concurrency_limit_by_name("failover")
-            assert limit.active_slots == 0  # the one-failover slot was taken and given back
-        with Store.open(lab.store_url) as store:
-            home = store.placement(client.id)
-            assert home is not None and home.server_id == plan.moves[0].to_server
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
-        log.close()
+        run = run_deployment(
+            "failover/failover",
+            parameters={"plan_json": plan.to_json(), "fleet_file": str(lab.fleet_file)},
+            timeout=0,
+        )
+        wanted = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"plan:{plan.plan_id}"]))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = prefect.read_flow_run(run.id).state  # type: ignore[union-attr]
+            if state is not None and state.is_paused():
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"the failover run never paused: {state}")
+        # Nothing a lease renewal could lose: no deployment lease in any of the run's
+        # states, the one-failover slot free; and the pause lasts the approval window.
+        leases = [
+            s.state_details.deployment_concurrency_lease_id
+            for s in prefect.read_flow_run_states(run.id)
+        ]
+        assert leases == [None] * len(leases), leases
+        assert prefect.read_global_concurrency_limit_by_name("failover").active_slots == 0
+        pause_ends = state.state_details.pause_timeout
+        assert pause_ends is not None
+        assert pause_ends - datetime.now(UTC) > timedelta(seconds=APPROVAL_TIMEOUT_S - 600)
+        started = prefect.read_flow_run(run.id).start_time
+        assert started is not None
+        while (datetime.now(UTC) - started).total_seconds() < UNANSWERED_S:
+            state = prefect.read_flow_run(run.id).state  # type: ignore[union-attr]
+            assert state is not None and state.is_paused(), f"died while waiting: {state}"
+            time.sleep(10)
+        assert [r.id for r in prefect.read_flow_runs(flow_run_filter=wanted)] == [run.id]
+        outcomes = approve_plan(
+            plan.plan_id, {"approve": True, "by": "anna", "note": "late"}, wait_s=10
+        )
+        assert outcomes and outcomes[0][1].startswith("accept"), outcomes
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            state = prefect.read_flow_run(run.id).state  # type: ignore[union-attr]
+            if state is not None and state.is_final():
+                break
+            time.sleep(2)
+        assert state is not None and state.is_completed(), f"{state}"
+        limit = prefect.read_global_concurrency_limit_by_name("failover")
+        assert limit.active_slots == 0  # the one-failover slot was taken and given back
+    with Store.open(lab.store_url) as store:
+        home = store.placement(client.id)
+        assert home is not None and home.server_id == plan.moves[0].to_server
