@@ -51,13 +51,14 @@ def test_a_paused_failover_approved_after_the_lease_renewal_completes(
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
     fleet = load_fleet(lab.fleet_file)
     client = fleet.clients[0]
-    state = fleet_state(lab.fleet_file, (), datetime.now(UTC))
-    plan = plan_failover(state, Scope(clients=(client.id,)), Target(), "emergency")
+    now = fleet_state(lab.fleet_file, (), datetime.now(UTC))
+    plan = plan_failover(now, Scope(clients=(client.id,)), Target(), "emergency")
     assert plan.moves, plan.render()
     env = isolated_env(
         PREFECT_API_URL=prefect_server,
@@ -83,10 +84,11 @@ def test_a_paused_failover_approved_after_the_lease_renewal_completes(
             parameters={"plan_json": plan.to_json(), "fleet_file": str(lab.fleet_file)},
             timeout=0,
         )
+        assert isinstance(run, FlowRun), run
         wanted = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"plan:{plan.plan_id}"]))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            state = prefect.read_flow_run(run.id).state  # type: ignore[union-attr]
+            state = prefect.read_flow_run(run.id).state
             if state is not None and state.is_paused():
                 break
             time.sleep(1)
@@ -106,7 +108,7 @@ def test_a_paused_failover_approved_after_the_lease_renewal_completes(
         started = prefect.read_flow_run(run.id).start_time
         assert started is not None
         while (datetime.now(UTC) - started).total_seconds() < UNANSWERED_S:
-            state = prefect.read_flow_run(run.id).state  # type: ignore[union-attr]
+            state = prefect.read_flow_run(run.id).state
             assert state is not None and state.is_paused(), f"died while waiting: {state}"
             time.sleep(10)
         assert [r.id for r in prefect.read_flow_runs(flow_run_filter=wanted)] == [run.id]
@@ -116,7 +118,7 @@ def test_a_paused_failover_approved_after_the_lease_renewal_completes(
         assert outcomes and outcomes[0][1].startswith("accept"), outcomes
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            state = prefect.read_flow_run(run.id).state  # type: ignore[union-attr]
+            state = prefect.read_flow_run(run.id).state
             if state is not None and state.is_final():
                 break
             time.sleep(2)
