@@ -14,9 +14,11 @@ regression fails within a minute instead of after the wait. Slow by nature (mark
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import pytest
 
@@ -30,6 +32,10 @@ from ppo_dr.store import Store
 from tests.flows.serving import served
 from tests.labs import own_lab as own_lab_of
 from tests.prefect_fixtures import isolated_env, using_api
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.states import State
 
 pytestmark = [pytest.mark.slow, pytest.mark.lab, pytest.mark.timeout(900)]
 
@@ -57,8 +63,8 @@ def test_a_paused_failover_approved_after_the_lease_renewal_completes(
 
     fleet = load_fleet(lab.fleet_file)
     client = fleet.clients[0]
-    now = fleet_state(lab.fleet_file, (), datetime.now(UTC))
-    plan = plan_failover(now, Scope(clients=(client.id,)), Target(), "emergency")
+    fleet_now = fleet_state(lab.fleet_file, (), datetime.now(UTC))
+    plan = plan_failover(fleet_now, Scope(clients=(client.id,)), Target(), "emergency")
     assert plan.moves, plan.render()
     env = isolated_env(
         PREFECT_API_URL=prefect_server,
@@ -86,14 +92,7 @@ def test_a_paused_failover_approved_after_the_lease_renewal_completes(
         )
         assert isinstance(run, FlowRun), run
         wanted = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"plan:{plan.plan_id}"]))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            state = prefect.read_flow_run(run.id).state
-            if state is not None and state.is_paused():
-                break
-            time.sleep(1)
-        else:
-            raise AssertionError(f"the failover run never paused: {state}")
+        state = state_once(prefect, run.id, lambda s: s.is_paused(), timeout=120, every=1)
         # Nothing a lease renewal could lose: no deployment lease in any of the run's
         # states, the one-failover slot free; and the pause lasts the approval window.
         leases = [
@@ -108,23 +107,35 @@ def test_a_paused_failover_approved_after_the_lease_renewal_completes(
         started = prefect.read_flow_run(run.id).start_time
         assert started is not None
         while (datetime.now(UTC) - started).total_seconds() < UNANSWERED_S:
-            state = prefect.read_flow_run(run.id).state
-            assert state is not None and state.is_paused(), f"died while waiting: {state}"
+            waiting = prefect.read_flow_run(run.id).state
+            assert waiting is not None and waiting.is_paused(), f"died while waiting: {waiting}"
             time.sleep(10)
         assert [r.id for r in prefect.read_flow_runs(flow_run_filter=wanted)] == [run.id]
         outcomes = approve_plan(
             plan.plan_id, {"approve": True, "by": "anna", "note": "late"}, wait_s=10
         )
         assert outcomes and outcomes[0][1].startswith("accept"), outcomes
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            state = prefect.read_flow_run(run.id).state
-            if state is not None and state.is_final():
-                break
-            time.sleep(2)
-        assert state is not None and state.is_completed(), f"{state}"
+        state = state_once(prefect, run.id, lambda s: s.is_final(), timeout=300, every=2)
+        assert state.is_completed(), f"{state}"
         limit = prefect.read_global_concurrency_limit_by_name("failover")
         assert limit.active_slots == 0  # the one-failover slot was taken and given back
     with Store.open(lab.store_url) as store:
         home = store.placement(client.id)
         assert home is not None and home.server_id == plan.moves[0].to_server
+
+
+def state_once(
+    prefect: SyncPrefectClient,
+    run_id: UUID,
+    reached: Callable[[State[Any]], bool],
+    timeout: float,
+    every: float,
+) -> State[Any]:
+    """The run's state once it has *reached* what the test waits for (polled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = prefect.read_flow_run(run_id).state
+        if state is not None and reached(state):
+            return state
+        assert time.monotonic() < deadline, f"not reached after {timeout} s: {state}"
+        time.sleep(every)
