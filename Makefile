@@ -30,9 +30,11 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-## test: lint, then the whole test suite (unit, lab, Prefect integration)
+## test: lint, then the whole test suite (unit, lab, Prefect integration) on
+## $(TEST_WORKERS) pytest-xdist workers (TEST_WORKERS=0 runs it in one process)
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -5,6 +5,13 @@ a temporary directory; ``down()`` always runs at teardown, so no process outlive
 tests. Tests that inject faults must heal them before they end (``healed_lab`` checks
 that and heals whatever was left). Every test using these fixtures is marked ``lab``
 automatically, so ``pytest -m "not lab"`` runs without starting processes.
+
+Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) every worker starts the
+session fixtures it needs; the control plane is too heavy to start twice, so the tests
+using it share one worker, and so do the tests of a module with a module-scoped fixture
+(one lab or server per module, warm after its first test, as its author meant). Slow
+tests are collected first: their long waits then overlap the rest of the run instead of
+ending it.
 """
 
 from __future__ import annotations
@@ -22,12 +29,34 @@ pytest_plugins = ["tests.prefect_fixtures", "tests.sshd", "tests.s3", "tests.aws
 LAB_CLIENTS = 6
 LAB_SIZE_MB = 12
 LAB_FIXTURES = {"lab", "healed_lab"}
+#: Session fixtures started once per run, not once per xdist worker: fixture -> group.
+ONE_WORKER_FIXTURES = {"plane": "controlplane"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if LAB_FIXTURES & fixtures:
             item.add_marker(pytest.mark.lab)
+        group = worker_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+
+def worker_group(item: pytest.Item) -> str | None:
+    """The xdist group *item* must share a worker with, if any (see the module doc)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    scopes = {name: defs[-1].scope for name, defs in info.name2fixturedefs.items() if defs}
+    for fixture, group in ONE_WORKER_FIXTURES.items():
+        if fixture in scopes:
+            return group
+    if "module" in scopes.values():
+        return item.nodeid.split("::")[0]
+    return None
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,9 @@ drops whatever ``PREFECT_*``/``PPO_DR_*`` the developer's shell has and gives a
 temporary ``PREFECT_HOME``, so a test never talks to the operator's own server.
 
 Tests using either fixture are marked ``prefect`` (``-m "not prefect"`` skips them).
+Both wait up to :data:`STARTUP_TIMEOUT_S` for their server: a failed session fixture
+fails every test that uses it, and on a loaded 2-core machine running two xdist workers
+a cold server has been seen to need more than 90 s.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from deployments.local_server import LocalPrefectServer, free_port
 
 _PREFIXES = ("PREFECT_", "PPO_DR_")
 _FIXTURES = {"prefect_api", "prefect_server"}
+STARTUP_TIMEOUT_S = 180
 
 
 def isolated_env(**extra: str) -> dict[str, str]:
@@ -116,7 +120,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     }
     with (
         temporary_settings(updates=settings),
-        prefect_test_harness(server_startup_timeout=60),
+        prefect_test_harness(server_startup_timeout=STARTUP_TIMEOUT_S),
     ):
         leaked = _restore_prefect_env(saved)
         assert not leaked, f"the Prefect test harness changed os.environ: {leaked}"
@@ -143,7 +147,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     started = time.monotonic()
     try:
         server.start()
-        server.wait_until_healthy(timeout=90)
+        server.wait_until_healthy(timeout=STARTUP_TIMEOUT_S)
         print(f"\nprefect_server: {server.api_url} healthy in {time.monotonic() - started:.1f} s")
         yield server.api_url
     finally:

@@ -35,7 +35,6 @@ import yaml
 from prefect.client.orchestration import get_client
 
 from deployments.demo.waiting import wait_for
-from deployments.local_server import api_is_healthy
 from ppo_dr.channels import read_outbox
 from ppo_dr.errors import LabError
 from ppo_dr.escalation import parse_key
@@ -44,6 +43,7 @@ from ppo_dr.lab.supervisor import Lab
 from ppo_dr.probe.runner import ESCALATION_STARTED
 from ppo_dr.store import Store
 from tests.cli.entry import PPO_DR
+from tests.flows.serving import served
 from tests.prefect_fixtures import isolated_env, using_api
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.lab, pytest.mark.prefect]
@@ -63,17 +63,6 @@ POLICY: dict[str, Any] = {
     "public_every": 10,
     "clients_after": 25,
 }
-
-#: Serve only the escalation deployment (what ``ppo-dr serve`` does for it), so no
-#: mirror runs load the machine; the runner looks for new runs every second.
-SERVE_ESCALATION = (
-    "from prefect import serve\n"
-    "from deployments.registry import escalation_deployment\n"
-    "deployment = escalation_deployment()\n"
-    "deployment.apply()\n"
-    "serve(deployment, print_starting_message=False)\n"
-)
-
 
 #: One probe flow run, as its deployment would start it (a process of its own, so this
 #: test leaves no Prefect client or events worker behind in pytest's process).
@@ -142,27 +131,10 @@ def served_escalation(
         PREFECT_API_URL=prefect_server,
         PPO_DR_FLEET=str(outage_lab.fleet_file),
         PPO_DR_HOME=str(tmp_path / "home"),
-        PREFECT_RUNNER_POLL_FREQUENCY="1",
+        PREFECT_RUNNER_POLL_FREQUENCY="1",  # the runner looks for new runs every second
     )
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVE_ESCALATION],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        assert api_is_healthy(prefect_server)
+    with served("escalation_deployment", env, tmp_path / "serve.log"):
         yield env
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
-        log.close()
 
 
 def ppo_dr(env: dict[str, str], *args: str) -> str:
