@@ -10,7 +10,9 @@ approve=False)** — as an operator would do it at 3 a.m.:
    (:class:`Approval`: approve yes/no, by, note) from the UI or
    ``ppo-dr failover approve``;
 4. provision the planned servers (provider of their DC; idempotent by server id);
-5. per client, mapped, at most :data:`tasks.failover.TARGET_SLOTS` per target server:
+5. per client, mapped (task ``client-<client>``), each step a task of its own
+   (``restore-<client>``, ...; :mod:`tasks.failover_client`), at most
+   :data:`tasks.failover.TARGET_SLOTS` restores per target server:
    [planned: freeze, final sync] → restore → verify → [planned: lift the freeze on the
    target] → app health on the target → switch (placement compare-and-set) → route →
    health through the front door → (lab) acknowledged writes lost. A failing client is
@@ -70,7 +72,6 @@ from tasks.failover import (
     ClientOutcome,
     begin_failover,
     close_maintenance,
-    fail_over_client,
     finish_failover,
     make_plan,
     note_timeline,
@@ -81,6 +82,7 @@ from tasks.failover import (
     report_run_death,
     seed_new_home,
 )
+from tasks.failover_client import fail_over_client
 from tasks.inventory import load_fleet_task
 from tasks.mirror import ensure_mirror_limits
 
