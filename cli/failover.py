@@ -174,6 +174,7 @@ def failover_run(
 
     from deployments.prefect_api import use_api
     from ppo_dr.failover.plan import MODES, Plan
+    from ppo_dr.failover.runs import failover_run_name
 
     if mode not in MODES:
         raise PermanentError(f"--mode {mode!r} unknown: use one of {', '.join(MODES)}")
@@ -203,7 +204,10 @@ def failover_run(
     with use_api(_require_api()):
         run = run_deployment(DEPLOYMENT, parameters=parameters, timeout=0)
     assert isinstance(run, FlowRun)  # the sync form, not a coroutine
-    typer.echo(f"failover run {run.name} started (id {run.id})")
+    # The run is created with a random name and renamed when it starts; print the name
+    # it will have (the one the pages quote), from the same parameters and id.
+    name = failover_run_name(parameters, str(run.id), planned=False)
+    typer.echo(f"failover run {name} started (id {run.id})")
     if not approve:
         typer.echo("it pauses for approval: `ppo-dr failover approve PLAN_ID --by NAME`")
 

@@ -32,11 +32,6 @@ from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.store import Failover, Store
 from tasks import IO_RETRIES, secret_from_block
 
-#: Clients restored onto one target server at once (:func:`flows.failover_client.target_slot`).
-TARGET_SLOTS = 2
-#: Longest a client waits for a slot of its target before it fails.
-TARGET_SLOT_WAIT_S = 3600.0
-
 #: Per-step time limits (seconds); steps not named get STEP_TIMEOUT_S.
 STEP_TIMEOUTS: dict[str, float] = {"restore": 4 * 3600, "verify": 2 * 3600, "seed": 3600}
 STEP_TIMEOUT_S = 300.0
@@ -57,10 +52,14 @@ class ClientOutcome:
     restore_seconds: float | None = None
     restored_bytes: int | None = None
     restored_files: int | None = None
-    lost_writes: int | None = None
     detail: str = ""
     skipped_steps: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
+
+    @classmethod
+    def not_moved(cls, move: ClientMove, detail: str) -> ClientOutcome:
+        """A client whose move did not happen (or did not report), and why."""
+        return cls(move.client_id, move.from_server, move.to_server, "failed", detail=detail)
 
 
 # --------------------------------------------------------------------------- before

@@ -1,28 +1,25 @@
 """The steps of one client's failover, one task each (``<step>-<client>`` in the UI).
 
-Each has typed parameters, builds its action inside, and runs through the ledger
+The ``fail-over-client`` flow (:mod:`flows.failover_client`) calls them in order. Each
+takes the client's :class:`ClientLedger` (where its steps are recorded) and typed
+values, builds its action inside, and runs through the ledger
 (:func:`ppo_dr.failover.ledger.run_step`): a step done by an earlier run of the same
 plan is skipped and its recorded data reused, so a rerun after a crash finishes the
 plan without restoring anyone twice. Networked steps retry transient errors only
 (:func:`tasks.retry_condition_fn`); a permanent one (a verify mismatch, a placement
 conflict, a refused host key) fails the client at once, which is then rolled back.
-:func:`fail_over_client` (``client-<client>``, mapped over the plan's moves by the
-failover flow) calls them in order, holds the target's restore slot and rolls the
-client back on a failure.
 
-Restores onto one target are limited to :data:`tasks.failover.TARGET_SLOTS` at a time,
-from restore to the direct health check, by a semaphore of this process
-(:func:`target_slot`), not a Prefect global concurrency limit: every client of a run is
-a mapped task in a thread of the run's process, and one failover acts at a time (the
-``failover`` global limit), so the process is the whole scope; and a killed run's
-global-limit slots would stay taken until their leases run out, stalling the rerun
-that must finish the crashed plan.
+:func:`client_run_on_pool` is the other way a client's move runs: the orchestrator
+starts it on the target DC's pool and waits; its result comes back through the store
+(the hand-over point between runs), not through Prefect's result storage, which a
+worker in another DC does not share.
 """
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,115 +27,105 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from ppo_dr.errors import DRError, PermanentError
+from ppo_dr.errors import DRError
 from ppo_dr.failover import checks, steps
 from ppo_dr.failover.ledger import roll_back_steps, run_step
 from ppo_dr.failover.plan import ClientMove
+from ppo_dr.failover.runs import client_run_verdict
 from ppo_dr.fleet_access import FleetAccess
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.store import Store
 from tasks import IO_RETRIES
-from tasks.failover import (
-    STEP_TIMEOUT_S,
-    STEP_TIMEOUTS,
-    TARGET_SLOT_WAIT_S,
-    TARGET_SLOTS,
-    ClientOutcome,
-    open_fleet_access,
-)
+from tasks.failover import STEP_TIMEOUT_S, STEP_TIMEOUTS, ClientOutcome, open_fleet_access
 
 
-def _ledgered(
-    url: str,
-    plan_id: str,
-    client_id: str,
-    step: str,
-    flow_run_id: str | None,
-    action: Callable[[Store], Mapping[str, Any] | None],
-) -> dict[str, Any]:
-    """*step* of *client_id* through the ledger; ``_skipped`` says an earlier run did it."""
-    with Store.open(url) as store:
+@dataclass(frozen=True)
+class ClientLedger:
+    """Where one client's steps are recorded (the store, the plan, the client, the
+    orchestrating run) and the fleet file they read (again at each step: provisioning
+    added servers to it)."""
+
+    fleet_file: Path
+    url: str
+    plan_id: str
+    client_id: str
+    flow_run_id: str | None
+
+
+Action = Callable[[Store], Mapping[str, Any] | None]
+
+
+def _ledgered(ledger: ClientLedger, step: str, action: Action) -> dict[str, Any]:
+    """*step* through the ledger; ``_skipped`` says an earlier run did it."""
+    with Store.open(ledger.url) as store:
         outcome = run_step(
-            store, plan_id, client_id, step, lambda: action(store), flow_run_id=flow_run_id
+            store,
+            ledger.plan_id,
+            ledger.client_id,
+            step,
+            lambda: action(store),
+            flow_run_id=ledger.flow_run_id,
         )
     if outcome.skipped:
-        get_run_logger().info("%s of %s: done by an earlier run, skipped", step, client_id)
+        get_run_logger().info("%s of %s: done by an earlier run, skipped", step, ledger.client_id)
     return {**outcome.data, "_skipped": outcome.skipped}
 
 
-def _with_access(
-    fleet_file: Path, action: Callable[[Fleet, FleetAccess], Mapping[str, Any] | None]
-) -> Callable[[Store], Mapping[str, Any] | None]:
-    """An action that needs the fleet (read now: provisioning added servers) and SSH."""
+def _over_ssh(
+    ledger: ClientLedger,
+    step: str,
+    action: Callable[[Fleet, FleetAccess], Mapping[str, Any] | None],
+) -> dict[str, Any]:
+    """*step* through the ledger, with the fleet read now and SSH access to it."""
 
     def run(_store: Store) -> Mapping[str, Any] | None:
-        fleet = load_fleet(fleet_file)
+        fleet = load_fleet(ledger.fleet_file)
         with open_fleet_access(fleet) as access:
             return action(fleet, access)
 
-    return run
+    return _ledgered(ledger, step, run)
 
 
-def _step_task(step: str, run_name: str) -> Any:
+def _step_task(step: str) -> Any:
     """The task decorator of one ledger step: its time limit, transient retries only."""
     return task(
         name=f"failover-{step}",
-        task_run_name=f"{step}-{run_name}",
+        task_run_name=f"{step}-{{ledger.client_id}}",
         cache_policy=NO_CACHE,
         timeout_seconds=STEP_TIMEOUTS.get(step, STEP_TIMEOUT_S),
         **IO_RETRIES,
     )
 
 
-@_step_task("freeze", "{client_id}")
-def freeze_client(
-    fleet_file: Path,
-    url: str,
-    plan_id: str,
-    client_id: str,
-    server_id: str,
-    flow_run_id: str | None,
-) -> dict[str, Any]:
+@_step_task("freeze")
+def freeze_client(ledger: ClientLedger, server_id: str) -> dict[str, Any]:
     """Planned mode: the client's app on *server_id* answers writes with 503."""
-    return _ledgered(
-        url,
-        plan_id,
-        client_id,
-        "freeze",
-        flow_run_id,
-        _with_access(fleet_file, lambda _f, access: steps.freeze(access, client_id, server_id)),
+    return _over_ssh(
+        ledger, "freeze", lambda _f, access: steps.freeze(access, ledger.client_id, server_id)
     )
 
 
-@_step_task("final-sync", "{move.client_id}")
-def final_sync(
-    fleet_file: Path, url: str, plan_id: str, move: ClientMove, flow_run_id: str | None
-) -> dict[str, Any]:
+@_step_task("final-sync")
+def final_sync(ledger: ClientLedger, move: ClientMove) -> dict[str, Any]:
     """Planned mode: a last snapshot of the frozen client, catalogued; its id and mirrors."""
     from ppo_dr.mirror.runbook import record_in_catalogue
 
     def sync(store: Store) -> dict[str, Any]:
-        fleet = load_fleet(fleet_file)
+        fleet = load_fleet(ledger.fleet_file)
         placements = {p.client_id: p.server_id for p in store.placements()}
         with open_fleet_access(fleet) as access:
             snapshot_id, mirrors, run = steps.final_sync(
                 access, move.client_id, move.from_server, placements
             )
-        record_in_catalogue(store, run, flow_run_id=flow_run_id)
+        record_in_catalogue(store, run, flow_run_id=ledger.flow_run_id)
         return {"snapshot_id": snapshot_id, "mirrors": mirrors}
 
-    return _ledgered(url, plan_id, move.client_id, "final-sync", flow_run_id, sync)
+    return _ledgered(ledger, "final-sync", sync)
 
 
-@_step_task("restore", "{move.client_id}")
+@_step_task("restore")
 def restore_client(
-    fleet_file: Path,
-    url: str,
-    plan_id: str,
-    move: ClientMove,
-    snapshot_id: str,
-    mirrors: list[str] | None,
-    flow_run_id: str | None,
+    ledger: ClientLedger, move: ClientMove, snapshot_id: str, mirrors: list[str] | None
 ) -> dict[str, Any]:
     """Restore *snapshot_id* (else from a fallback mirror) onto the target, swapped in."""
 
@@ -153,25 +140,12 @@ def restore_client(
             "served_by": result.served_by,
         }
 
-    return _ledgered(
-        url,
-        plan_id,
-        move.client_id,
-        "restore",
-        flow_run_id,
-        _with_access(fleet_file, restore),
-    )
+    return _over_ssh(ledger, "restore", restore)
 
 
-@_step_task("verify", "{move.client_id}")
+@_step_task("verify")
 def verify_client(
-    fleet_file: Path,
-    url: str,
-    plan_id: str,
-    move: ClientMove,
-    snapshot_id: str,
-    mirrors: list[str] | None,
-    flow_run_id: str | None,
+    ledger: ClientLedger, move: ClientMove, snapshot_id: str, mirrors: list[str] | None
 ) -> dict[str, Any]:
     """Every restored file against the snapshot's manifest (a mismatch is permanent)."""
 
@@ -179,174 +153,101 @@ def verify_client(
         result = checks.verify_restored(access, move, snapshot_id, mirrors=mirrors)
         return {"entries": result.entries, "files": result.files, "bytes": result.bytes}
 
-    return _ledgered(
-        url,
-        plan_id,
-        move.client_id,
-        "verify",
-        flow_run_id,
-        _with_access(fleet_file, verify),
-    )
+    return _over_ssh(ledger, "verify", verify)
 
 
-@_step_task("unfreeze-target", "{client_id}")
-def unfreeze_target(
-    fleet_file: Path,
-    url: str,
-    plan_id: str,
-    client_id: str,
-    server_id: str,
-    flow_run_id: str | None,
-) -> dict[str, Any]:
+@_step_task("unfreeze-target")
+def unfreeze_target(ledger: ClientLedger, server_id: str) -> dict[str, Any]:
     """Planned mode: lift the freeze marker the final sync carried to the target."""
-    return _ledgered(
-        url,
-        plan_id,
-        client_id,
+    return _over_ssh(
+        ledger,
         "unfreeze-target",
-        flow_run_id,
-        _with_access(fleet_file, lambda _f, access: steps.unfreeze(access, client_id, server_id)),
+        lambda _f, access: steps.unfreeze(access, ledger.client_id, server_id),
     )
 
 
-def _health(result: checks.Health) -> dict[str, Any]:
+def _health(ledger: ClientLedger, server_id: str, *, front_door: bool) -> dict[str, Any]:
+    fleet = load_fleet(ledger.fleet_file)
+    result = checks.app_health(fleet, ledger.client_id, server_id, front_door=front_door)
     return {"url": result.url, "server": result.server, "seconds": round(result.seconds, 3)}
 
 
-@_step_task("health-direct", "{client_id}")
-def health_direct(
-    fleet_file: Path,
-    url: str,
-    plan_id: str,
-    client_id: str,
-    server_id: str,
-    flow_run_id: str | None,
-) -> dict[str, Any]:
+@_step_task("health-direct")
+def health_direct(ledger: ClientLedger, server_id: str) -> dict[str, Any]:
     """The client's app answers on the target itself, before anyone is routed there."""
     return _ledgered(
-        url,
-        plan_id,
-        client_id,
-        "health-direct",
-        flow_run_id,
-        lambda _s: _health(checks.app_health(load_fleet(fleet_file), client_id, server_id)),
+        ledger, "health-direct", lambda _s: _health(ledger, server_id, front_door=False)
     )
 
 
-@_step_task("switch", "{move.client_id}")
+@_step_task("switch")
 def switch_placement(
-    url: str, plan_id: str, move: ClientMove, expected_version: int, flow_run_id: str | None
+    ledger: ClientLedger, move: ClientMove, expected_version: int
 ) -> dict[str, Any]:
     """The placement moves to the target (compare-and-set on *expected_version*)."""
 
     def switch(store: Store) -> dict[str, Any]:
         placed = steps.switch(
-            store, move, expected_version, plan_id=plan_id, flow_run_id=flow_run_id
+            store, move, expected_version, plan_id=ledger.plan_id, flow_run_id=ledger.flow_run_id
         )
         return {"version": placed.version}
 
-    return _ledgered(url, plan_id, move.client_id, "switch", flow_run_id, switch)
+    return _ledgered(ledger, "switch", switch)
 
 
-@_step_task("route", "{client_id}")
-def route_client(
-    fleet_file: Path,
-    url: str,
-    plan_id: str,
-    client_id: str,
-    server_id: str,
-    flow_run_id: str | None,
-) -> dict[str, Any]:
+@_step_task("route")
+def route_client(ledger: ClientLedger, server_id: str) -> dict[str, Any]:
     """The front door (lab) or DNS (Route53) sends the client to *server_id*."""
     from ppo_dr.providers import provider_for
 
     def route(_store: Store) -> dict[str, Any]:
-        fleet = load_fleet(fleet_file)
+        fleet = load_fleet(ledger.fleet_file)
         provider = provider_for(
-            fleet, fleet.server(server_id).dc, fleet_file=fleet_file, store_url=url
+            fleet, fleet.server(server_id).dc, fleet_file=ledger.fleet_file, store_url=ledger.url
         )
-        return {"receipt": provider.route(client_id, server_id)}
+        return {"receipt": provider.route(ledger.client_id, server_id)}
 
-    return _ledgered(url, plan_id, client_id, "route", flow_run_id, route)
+    return _ledgered(ledger, "route", route)
 
 
-@_step_task("health-front-door", "{client_id}")
-def health_front_door(
-    fleet_file: Path,
-    url: str,
-    plan_id: str,
-    client_id: str,
-    server_id: str,
-    flow_run_id: str | None,
-) -> dict[str, Any]:
+@_step_task("health-front-door")
+def health_front_door(ledger: ClientLedger, server_id: str) -> dict[str, Any]:
     """The client answers from *server_id* through the front door; when (the RTO's end)."""
     return _ledgered(
-        url,
-        plan_id,
-        client_id,
+        ledger,
         "health-front-door",
-        flow_run_id,
         lambda _s: {
-            **_health(
-                checks.app_health(load_fleet(fleet_file), client_id, server_id, front_door=True)
-            ),
+            **_health(ledger, server_id, front_door=True),
             "healthy_at": datetime.now(UTC).isoformat(),
         },
     )
 
 
-@_step_task("lost-writes", "{client_id}")
-def count_lost_writes(
-    fleet_file: Path,
-    url: str,
-    plan_id: str,
-    client_id: str,
-    server_id: str,
-    acks_path: Path,
-    flow_run_id: str | None,
-) -> dict[str, Any]:
-    """Acknowledged writes (the workload's log *acks_path*) missing on the new home."""
-    from ppo_dr.lab.lost_writes import lost_on_new_home  # the lab's own measure
-
-    return _ledgered(
-        url,
-        plan_id,
-        client_id,
-        "lost-writes",
-        flow_run_id,
-        _with_access(
-            fleet_file,
-            lambda _f, access: {"lost": lost_on_new_home(access, client_id, server_id, acks_path)},
-        ),
-    )
-
-
 @task(
     name="failover-rollback",
-    task_run_name="rollback-{move.client_id}",
+    task_run_name="rollback-{ledger.client_id}",
     cache_policy=NO_CACHE,
     timeout_seconds=STEP_TIMEOUT_S,
 )
 def roll_back_client(
-    fleet_file: Path,
-    url: str,
-    plan_id: str,
-    move: ClientMove,
-    planned: bool,
-    detail: str,
-    flow_run_id: str | None,
+    ledger: ClientLedger, move: ClientMove, planned: bool, detail: str
 ) -> list[str]:
     """Undo what this plan did to the client (see :func:`ppo_dr.failover.steps.rollback`)
     and mark its ledger steps rolled back; what was undone, or why it could not be."""
-    with Store.open(url) as store:
+    with Store.open(ledger.url) as store:
         try:
-            with open_fleet_access(load_fleet(fleet_file)) as access:
+            with open_fleet_access(load_fleet(ledger.fleet_file)) as access:
                 undone = steps.rollback(
-                    access, store, move, plan_id=plan_id, planned=planned, flow_run_id=flow_run_id
+                    access,
+                    store,
+                    move,
+                    plan_id=ledger.plan_id,
+                    planned=planned,
+                    flow_run_id=ledger.flow_run_id,
                 )
         except DRError as exc:  # reported, never masks the failure that caused it
             undone = [f"rollback incomplete: {exc}"]
-        roll_back_steps(store, plan_id, move.client_id, detail)
+        roll_back_steps(store, ledger.plan_id, move.client_id, detail)
     return undone
 
 
@@ -357,13 +258,13 @@ def roll_back_client(
     timeout_seconds=60,
     **IO_RETRIES,
 )
-def record_client_result(
-    url: str, plan_id: str, outcome: ClientOutcome, flow_run_id: str | None
-) -> None:
-    """The client's result in the ledger: RTO, RPO, writes lost, or why it was rolled back."""
-    with Store.open(url) as store:
+def record_client_result(ledger: ClientLedger, outcome: ClientOutcome) -> None:
+    """The client's result in the ledger: RTO, RPO, or why it was rolled back (and what
+    the rollback undid), where the orchestrator and the incident report read it."""
+    undone = f"rolled back: {', '.join(outcome.rolled_back) or 'nothing to undo'}"
+    with Store.open(ledger.url) as store:
         store.record_failover_result(
-            plan_id,
+            ledger.plan_id,
             outcome.client_id,
             from_server=outcome.from_server,
             to_server=outcome.to_server,
@@ -372,115 +273,109 @@ def record_client_result(
             snapshot_id=outcome.snapshot_id,
             rto_seconds=outcome.rto_seconds,
             rpo_seconds=outcome.rpo_seconds,
-            lost_writes=outcome.lost_writes,
             restored_bytes=outcome.restored_bytes,
             restored_files=outcome.restored_files,
             restore_seconds=outcome.restore_seconds,
-            detail=outcome.detail or "; ".join(outcome.rolled_back),
-            flow_run_id=flow_run_id,
+            detail="" if outcome.outcome == "ok" else f"{outcome.detail}; {undone}",
+            flow_run_id=ledger.flow_run_id,
         )
 
 
-# --------------------------------------------------------------------------- the client
+# --------------------------------------------------------------------------- on a pool
 
-_target_slots: dict[str, threading.BoundedSemaphore] = {}
-_target_slots_guard = threading.Lock()
-
-
-def target_slot(server_id: str) -> threading.BoundedSemaphore:
-    """The slots of restores onto *server_id* in this process (:data:`TARGET_SLOTS`)."""
-    with _target_slots_guard:
-        return _target_slots.setdefault(server_id, threading.BoundedSemaphore(TARGET_SLOTS))
+#: How long a client run may wait for a worker of its target DC before it is cancelled.
+CLIENT_START_WITHIN_S = 600.0
+#: How often the orchestrator reads the state of a client run it waits for.
+CLIENT_POLL_S = 5.0
 
 
-@task(
-    name="fail-over-client",
-    task_run_name="client-{move.client_id}",
-    cache_policy=NO_CACHE,
-)
-def fail_over_client(
-    fleet_file: Path,
-    url: str,
-    plan_id: str,
+def client_run_on_pool(
+    deployment: str,
+    parameters: dict[str, Any],
+    idempotency_key: str,
     move: ClientMove,
-    mode: str,
-    expected_version: int,
-    declared_at: datetime,
-    flow_run_id: str | None,
-    acks_path: Path | None = None,
+    ledger: ClientLedger,
+    *,
+    start_within_s: float = CLIENT_START_WITHIN_S,
+    poll_s: float = CLIENT_POLL_S,
 ) -> ClientOutcome:
-    """Every step of one client, in order; on a failure the client is rolled back and
-    the failure reported in its outcome (never raised: the other clients go on).
+    """Start the client's run on *deployment* (the target DC's pool), wait for it, and
+    read its result from the store. A run no worker took within *start_within_s* is
+    cancelled and the client fails, naming the deployment (no worker on that pool)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelled
+    from pydantic_core import to_jsonable_python
 
-    Args:
-        fleet_file: the fleet file (read by each step: provisioning added servers).
-        url: the state store.
-        plan_id: the plan whose ledger the steps go through.
-        move: the client's planned move (from, to, snapshot, mirrors).
-        mode: emergency or planned (freeze and final sync first).
-        expected_version: the placement version the switch compares and sets.
-        declared_at: the failover's declaration (RTO and RPO are counted from it).
-        flow_run_id: the parent failover run, recorded with every step.
-        acks_path: a workload's log of acknowledged writes, to count writes lost.
-    """
     log = get_run_logger()
-    client, source, target = move.client_id, move.from_server, move.to_server
-    planned = mode == "planned"
-    out = ClientOutcome(client, source, target, "failed")
-    base = (fleet_file, url, plan_id)
+    run = run_deployment(  # the move and times as JSON, as the API stores parameters
+        deployment,
+        parameters=to_jsonable_python(parameters),
+        timeout=0,
+        idempotency_key=idempotency_key,
+    )
+    assert isinstance(run, FlowRun)  # the sync form, not a coroutine
+    log.info("%s: run %s on %s", move.client_id, run.name, deployment)
+    started = time.monotonic()
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(run.id)
+            kind = run.state.type.value if run.state else "SCHEDULED"
+            verdict = client_run_verdict(kind, time.monotonic() - started, start_within_s)
+            if verdict == "finished":
+                break
+            if verdict == "not-started":
+                client.set_flow_run_state(
+                    run.id, Cancelled(message="no worker took it"), force=True
+                )
+                why = f"no worker of {deployment} took run {run.name} in {start_within_s:.0f} s"
+                return ClientOutcome.not_moved(move, why)
+            time.sleep(poll_s)
+    outcome = client_outcome_from_store(ledger, move)
+    if outcome is None:  # the run died before it recorded anything
+        ended = f"{run.state.name}: {run.state.message}" if run.state else "?"
+        return ClientOutcome.not_moved(move, f"run {run.name} on {deployment} ended {ended}")
+    return outcome
 
-    def done(data: dict[str, Any], step: str) -> dict[str, Any]:
-        if data.pop("_skipped", False):
-            out.skipped_steps.append(step)
-        return data
 
-    try:
-        snapshot_id, mirrors = move.snapshot_id, None
-        if planned:
-            done(freeze_client(*base, client, source, flow_run_id), "freeze")
-            synced = done(final_sync(*base, move, flow_run_id), "final-sync")
-            snapshot_id, mirrors = synced["snapshot_id"], synced["mirrors"]
-        if not snapshot_id:
-            raise PermanentError(f"the plan names no snapshot to restore {client} from")
-        slot = target_slot(target)
-        if not slot.acquire(timeout=TARGET_SLOT_WAIT_S):
-            raise PermanentError(f"no restore slot on {target} within {TARGET_SLOT_WAIT_S} s")
-        try:
-            restored = done(
-                restore_client(*base, move, snapshot_id, mirrors, flow_run_id), "restore"
-            )
-            out.snapshot_id = snapshot_id
-            out.source_mirror = restored.get("source_mirror")
-            out.restored_bytes = restored.get("bytes")
-            out.restore_seconds = restored.get("seconds")
-            out.restored_files = restored.get("files")
-            done(verify_client(*base, move, snapshot_id, mirrors, flow_run_id), "verify")
-            if planned:  # the final sync captured the freeze marker; lift it there
-                done(unfreeze_target(*base, client, target, flow_run_id), "unfreeze-target")
-            done(health_direct(*base, client, target, flow_run_id), "health-direct")
-        finally:
-            slot.release()
-        placed = done(switch_placement(url, plan_id, move, expected_version, flow_run_id), "switch")
-        log.info("%s now placed on %s (version %s)", client, target, placed["version"])
-        done(route_client(*base, client, target, flow_run_id), "route")
-        healthy = done(health_front_door(*base, client, target, flow_run_id), "health-front-door")
-        healthy_at = datetime.fromisoformat(healthy["healthy_at"])
-        out.rto_seconds = max(0.0, (healthy_at - declared_at).total_seconds())
-        out.rpo_seconds = steps.rpo_seconds(snapshot_id, declared_at)
-        if acks_path is not None and acks_path.exists():
-            lost = done(
-                count_lost_writes(*base, client, target, acks_path, flow_run_id), "lost-writes"
-            )
-            out.lost_writes = len(lost["lost"])
-            if lost["lost"]:
-                log.warning("%s: %d acknowledged write(s) lost", client, len(lost["lost"]))
-        out.outcome = "ok"
-    except Exception as exc:
-        out.detail = f"{type(exc).__name__}: {exc}"
-        log.error("failover of %s failed, rolling back: %s", client, out.detail)
-        undone = roll_back_client(*base, move, planned, out.detail, flow_run_id, return_state=True)
-        out.rolled_back = (
-            undone.result() if undone.is_completed() else [f"rollback failed: {undone.message}"]
-        )
-    record_client_result(url, plan_id, out, flow_run_id)
-    return out
+def client_outcome_from_store(ledger: ClientLedger, move: ClientMove) -> ClientOutcome | None:
+    """The client's result as this orchestrating run's client run recorded it in the
+    ledger, or None if it did not (a result of an earlier run of the plan is not it)."""
+    with Store.open(ledger.url) as store:
+        results = store.failover_results(ledger.plan_id)
+    result = next((r for r in results if r.client_id == move.client_id), None)
+    if result is None or result.flow_run_id != ledger.flow_run_id:
+        return None
+    return ClientOutcome(
+        result.client_id,
+        result.from_server,
+        result.to_server,
+        "ok" if result.outcome == "ok" else "failed",
+        source_mirror=result.source_mirror,
+        snapshot_id=result.snapshot_id,
+        rpo_seconds=result.rpo_seconds,
+        rto_seconds=result.rto_seconds,
+        restore_seconds=result.restore_seconds,
+        restored_bytes=result.restored_bytes,
+        restored_files=result.restored_files,
+        detail=result.detail,
+    )
+
+
+__all__ = [
+    "ClientLedger",
+    "client_outcome_from_store",
+    "client_run_on_pool",
+    "final_sync",
+    "freeze_client",
+    "health_direct",
+    "health_front_door",
+    "record_client_result",
+    "restore_client",
+    "roll_back_client",
+    "route_client",
+    "switch_placement",
+    "unfreeze_target",
+    "verify_client",
+]

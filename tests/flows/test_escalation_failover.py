@@ -371,9 +371,14 @@ def run_failover_as_a_worker(run: FlowRun) -> tuple[threading.Thread, list[Any]]
 def check_moved_and_reported(lab: Any, env: Env, incident_id: int, victims: list[str]) -> None:
     """Every victim healthy through the front door on a new server; the report's rows."""
     from ppo_dr.inventory import load_fleet
+    from ppo_dr.lab.lost_writes import record_lost_writes
     from ppo_dr.reports import report_for_incident, report_markdown
 
     fleet = load_fleet(lab.fleet_file)  # may list a provisioned server now
+    with Store.open(lab.store_url) as store:
+        plans = [f.plan_id for f in store.failovers(incident_id=incident_id)]
+    for plan_id in plans:  # the lab counts its lost writes after the run, as the demo does
+        record_lost_writes(lab.fleet_file, plan_id)
     with Store.open(lab.store_url) as store:
         for client in victims:
             home = store.placement(client).server_id  # type: ignore[union-attr]

@@ -31,6 +31,7 @@ from ppo_dr.failover.plan import Plan, Scope, Target, plan_failover
 from ppo_dr.failover.steps import JOURNAL, switch_reason
 from ppo_dr.fleet_access import client_ids_on, client_path
 from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.lab.lost_writes import record_lost_writes
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.lab.topology import write_yaml
 from ppo_dr.lab.workload import lost_writes, read_acks
@@ -103,6 +104,8 @@ def test_power_loss_of_an_app_server_fails_its_clients_over(prefect_api: str, ow
     took = time.monotonic() - started
     assert isinstance(result, dict), result
     assert result["state"] == "done" and set(result["moved"]) == set(victims)
+    counted = record_lost_writes(own_lab.fleet_file, result["plan_id"])  # the lab's measure
+    assert set(counted) == set(victims)
 
     fleet = load_fleet(own_lab.fleet_file)  # may list a provisioned server now
     with Store.open(own_lab.store_url) as store:
@@ -153,6 +156,7 @@ def test_planned_migration_to_another_country_loses_no_acknowledged_write(
     fleet = load_fleet(own_lab.fleet_file)
     time.sleep(3.0)  # the workload keeps writing through the front door to the new homes
     acks = own_lab.directory / "workload" / "acks.jsonl"
+    record_lost_writes(own_lab.fleet_file, result["plan_id"])
     with Store.open(own_lab.store_url) as store:
         results = {r.client_id: r for r in store.failover_results(result["plan_id"])}
         windows = store.active_maintenance()
