@@ -29,6 +29,7 @@ from ppo_dr.failover.ledger import (
 from ppo_dr.failover.plan import ClientMove, Plan, ProvisionRequest, Scope, Target
 from ppo_dr.fleet_access import FleetAccess
 from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.providers.base import ProvisionedServer
 from ppo_dr.store import Failover, Store
 from tasks import IO_RETRIES, secret_from_block
 
@@ -122,15 +123,22 @@ def begin_failover(
 )
 def provision(fleet_file: Path, url: str, request: ProvisionRequest) -> dict[str, Any]:
     """Provision one planned server (idempotent by its id: a rerun finds it)."""
+    made = provision_server(fleet_file, url, request)
+    return {"server": made.server.id, "provider": made.provider, "created": made.created}
+
+
+def provision_server(fleet_file: Path, url: str, request: ProvisionRequest) -> ProvisionedServer:
+    """*request* from the provider of its DC, logged (a failover's server, a drill's
+    scratch server; idempotent by the request's server id)."""
     from ppo_dr.providers import provider_for
 
     fleet = load_fleet(fleet_file)
     made = provider_for(fleet, request.dc, fleet_file=fleet_file, store_url=url).provision(request)
     get_run_logger().info(
-        "%s %s by %s provider", request.server_id, "created" if made.created else "exists",
-        made.provider,
+        "%s in %s: %s %s by the %s provider", request.server_id, request.dc,
+        "created" if made.created else "found again", made.server.id, made.provider,
     )  # fmt: skip
-    return {"server": made.server.id, "provider": made.provider, "created": made.created}
+    return made
 
 
 @task(

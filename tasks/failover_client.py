@@ -128,19 +128,13 @@ def restore_client(
     ledger: ClientLedger, move: ClientMove, snapshot_id: str, mirrors: list[str] | None
 ) -> dict[str, Any]:
     """Restore *snapshot_id* (else from a fallback mirror) onto the target, swapped in."""
-
-    def restore(_fleet: Fleet, access: FleetAccess) -> dict[str, Any]:
-        result = steps.restore_client(access, move, snapshot_id, mirrors=mirrors)
-        return {
-            "snapshot_id": result.snapshot_id,
-            "files": result.files,
-            "bytes": result.bytes,
-            "seconds": round(result.duration_s, 3),
-            "source_mirror": result.source_mirror,
-            "served_by": result.served_by,
-        }
-
-    return _over_ssh(ledger, "restore", restore)
+    return _over_ssh(
+        ledger,
+        "restore",
+        lambda _f, access: steps.restore_client(
+            access, move, snapshot_id, mirrors=mirrors
+        ).evidence(),
+    )
 
 
 @_step_task("verify")
@@ -148,12 +142,13 @@ def verify_client(
     ledger: ClientLedger, move: ClientMove, snapshot_id: str, mirrors: list[str] | None
 ) -> dict[str, Any]:
     """Every restored file against the snapshot's manifest (a mismatch is permanent)."""
-
-    def verify(_fleet: Fleet, access: FleetAccess) -> dict[str, Any]:
-        result = checks.verify_restored(access, move, snapshot_id, mirrors=mirrors)
-        return {"entries": result.entries, "files": result.files, "bytes": result.bytes}
-
-    return _over_ssh(ledger, "verify", verify)
+    return _over_ssh(
+        ledger,
+        "verify",
+        lambda _f, access: checks.verify_restored(
+            access, move, snapshot_id, mirrors=mirrors
+        ).evidence(),
+    )
 
 
 @_step_task("unfreeze-target")
@@ -168,8 +163,7 @@ def unfreeze_target(ledger: ClientLedger, server_id: str) -> dict[str, Any]:
 
 def _health(ledger: ClientLedger, server_id: str, *, front_door: bool) -> dict[str, Any]:
     fleet = load_fleet(ledger.fleet_file)
-    result = checks.app_health(fleet, ledger.client_id, server_id, front_door=front_door)
-    return {"url": result.url, "server": result.server, "seconds": round(result.seconds, 3)}
+    return checks.app_health(fleet, ledger.client_id, server_id, front_door=front_door).evidence()
 
 
 @_step_task("health-direct")

@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from ppo_dr.fleet_access import FleetAccess
-from ppo_dr.inventory import load_fleet
+from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.mirror.runbook import mirror_every_home
 from ppo_dr.store import Store
+
+
+def front_door(fleet: Fleet, client_id: str) -> tuple[int, str]:
+    """(status, X-PPO-Server) of the client's health through the front door."""
+    url = str(fleet.client(client_id).url).rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
+            return response.status, response.headers.get("X-PPO-Server", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("X-PPO-Server", "")
 
 
 def mirror_all(lab: Lab) -> None:

@@ -16,7 +16,6 @@ import asyncio
 import contextvars
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,7 +52,7 @@ from ppo_dr.inventory import EscalationLevel, EscalationPolicy, Person
 from ppo_dr.probe.runner import OUTAGE_KIND
 from ppo_dr.store import Store, TimelineEntry
 from tests.flows.escalation_env import EscalationEnv, escalation_env, example_fleet, wait_for
-from tests.labs import own_lab
+from tests.labs import front_door, own_lab
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -317,15 +316,6 @@ def test_one_failover_run_per_incident_even_when_escalation_restarts(
 
 
 # --------------------------------------------------------------------------- the lab
-
-
-def front_door(fleet: Any, client_id: str) -> tuple[int, str]:
-    url = str(fleet.client(client_id).url).rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
-            return response.status, response.headers.get("X-PPO-Server", "")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("X-PPO-Server", "")
 
 
 @pytest.fixture(params=["mirrored"])

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +35,7 @@ from ppo_dr.lab.supervisor import Lab
 from ppo_dr.lab.topology import write_yaml
 from ppo_dr.lab.workload import lost_writes, read_acks
 from ppo_dr.store import Store
-from tests.labs import mirror_all
+from tests.labs import front_door, mirror_all
 from tests.labs import own_lab as own_lab_of
 from tests.prefect_fixtures import isolated_env, using_api
 
@@ -56,16 +55,6 @@ def own_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
         tmp_path / "lab", clients=LAB_CLIENTS, size_mb=LAB_SIZE_MB, settle_s=2.0
     ) as lab:
         yield lab
-
-
-def front_door(fleet: Fleet, client_id: str) -> tuple[int, str]:
-    """(status, X-PPO-Server) of the client's health through the front door."""
-    url = str(fleet.client(client_id).url).rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
-            return response.status, response.headers.get("X-PPO-Server", "")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("X-PPO-Server", "")
 
 
 def make_plan(lab: Lab, scope: Scope, target: Target, mode: str, down: tuple[str, ...]) -> Plan:
