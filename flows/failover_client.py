@@ -39,6 +39,7 @@ from ppo_dr.errors import PermanentError
 from ppo_dr.failover import steps
 from ppo_dr.failover.plan import ClientMove
 from ppo_dr.failover.runs import client_deployment
+from ppo_dr.ids import is_valid_id
 from tasks.failover import ClientOutcome
 from tasks.failover_client import (
     ClientLedger,
@@ -72,9 +73,11 @@ def target_slot(server_id: str) -> threading.BoundedSemaphore:
 
 
 def _client_run_name() -> str:
+    """``fail-over-<client>-<plan>``; a deployment's run has its move as JSON."""
     move = flow_run.parameters.get("move")
-    client = move.client_id if isinstance(move, ClientMove) else "client"
-    return f"fail-over-{client}-{str(flow_run.parameters.get('plan_id', ''))[:8]}"
+    client = move.get("client_id") if isinstance(move, dict) else getattr(move, "client_id", None)
+    plan = str(flow_run.parameters.get("plan_id") or "")[:8]
+    return f"fail-over-{client if is_valid_id(client) else 'client'}-{plan}"
 
 
 def _steps(ledger: ClientLedger, move: ClientMove, planned: bool, expected_version: int,
