@@ -38,6 +38,18 @@ STEP_TIMEOUTS: dict[str, float] = {"restore": 4 * 3600, "verify": 2 * 3600, "see
 STEP_TIMEOUT_S = 300.0
 
 
+#: What a client's outcome and its result in the ledger both measure, by the same names.
+MEASURES: tuple[str, ...] = (
+    "source_mirror",
+    "snapshot_id",
+    "rto_seconds",
+    "rpo_seconds",
+    "restored_bytes",
+    "restored_files",
+    "restore_seconds",
+)
+
+
 @dataclass
 class ClientOutcome:
     """One client's result in this run, for the artifacts and the summary."""

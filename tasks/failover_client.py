@@ -36,7 +36,13 @@ from ppo_dr.fleet_access import FleetAccess
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.store import Store
 from tasks import IO_RETRIES
-from tasks.failover import STEP_TIMEOUT_S, STEP_TIMEOUTS, ClientOutcome, open_fleet_access
+from tasks.failover import (
+    MEASURES,
+    STEP_TIMEOUT_S,
+    STEP_TIMEOUTS,
+    ClientOutcome,
+    open_fleet_access,
+)
 
 
 @dataclass(frozen=True)
@@ -123,18 +129,28 @@ def final_sync(ledger: ClientLedger, move: ClientMove) -> dict[str, Any]:
     return _ledgered(ledger, "final-sync", sync)
 
 
+def _from_snapshot(
+    ledger: ClientLedger,
+    step: str,
+    action: Callable[..., steps.Restored | checks.Verified],
+    move: ClientMove,
+    snapshot_id: str,
+    mirrors: list[str] | None,
+) -> dict[str, Any]:
+    """*step* (restore or verify) of *snapshot_id* on the move's target, over SSH."""
+    return _over_ssh(
+        ledger,
+        step,
+        lambda _f, access: action(access, move, snapshot_id, mirrors=mirrors).evidence(),
+    )
+
+
 @_step_task("restore")
 def restore_client(
     ledger: ClientLedger, move: ClientMove, snapshot_id: str, mirrors: list[str] | None
 ) -> dict[str, Any]:
     """Restore *snapshot_id* (else from a fallback mirror) onto the target, swapped in."""
-    return _over_ssh(
-        ledger,
-        "restore",
-        lambda _f, access: steps.restore_client(
-            access, move, snapshot_id, mirrors=mirrors
-        ).evidence(),
-    )
+    return _from_snapshot(ledger, "restore", steps.restore_client, move, snapshot_id, mirrors)
 
 
 @_step_task("verify")
@@ -142,13 +158,7 @@ def verify_client(
     ledger: ClientLedger, move: ClientMove, snapshot_id: str, mirrors: list[str] | None
 ) -> dict[str, Any]:
     """Every restored file against the snapshot's manifest (a mismatch is permanent)."""
-    return _over_ssh(
-        ledger,
-        "verify",
-        lambda _f, access: checks.verify_restored(
-            access, move, snapshot_id, mirrors=mirrors
-        ).evidence(),
-    )
+    return _from_snapshot(ledger, "verify", checks.verify_restored, move, snapshot_id, mirrors)
 
 
 @_step_task("unfreeze-target")
@@ -263,13 +273,7 @@ def record_client_result(ledger: ClientLedger, outcome: ClientOutcome) -> None:
             from_server=outcome.from_server,
             to_server=outcome.to_server,
             outcome="ok" if outcome.outcome == "ok" else "rolled-back",
-            source_mirror=outcome.source_mirror,
-            snapshot_id=outcome.snapshot_id,
-            rto_seconds=outcome.rto_seconds,
-            rpo_seconds=outcome.rpo_seconds,
-            restored_bytes=outcome.restored_bytes,
-            restored_files=outcome.restored_files,
-            restore_seconds=outcome.restore_seconds,
+            **{name: getattr(outcome, name) for name in MEASURES},
             detail="" if outcome.outcome == "ok" else f"{outcome.detail}; {undone}",
             flow_run_id=ledger.flow_run_id,
         )
@@ -346,14 +350,8 @@ def client_outcome_from_store(ledger: ClientLedger, move: ClientMove) -> ClientO
         result.from_server,
         result.to_server,
         "ok" if result.outcome == "ok" else "failed",
-        source_mirror=result.source_mirror,
-        snapshot_id=result.snapshot_id,
-        rpo_seconds=result.rpo_seconds,
-        rto_seconds=result.rto_seconds,
-        restore_seconds=result.restore_seconds,
-        restored_bytes=result.restored_bytes,
-        restored_files=result.restored_files,
         detail=result.detail,
+        **{name: getattr(result, name) for name in MEASURES},
     )
 
 

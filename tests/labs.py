@@ -15,6 +15,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from ppo_dr.fleet_access import FleetAccess
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
@@ -37,6 +39,18 @@ def mirror_all(lab: Lab) -> None:
     fleet = load_fleet(lab.fleet_file)
     with FleetAccess(fleet) as access, Store.open(lab.store_url) as store:
         mirror_every_home(access, store)
+
+
+@contextlib.contextmanager
+def own_lab_of_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, clients: int, size_mb: int, settle_s: float
+) -> Iterator[Lab]:
+    """:func:`own_lab` in *tmp_path*, with this test's own ``PPO_DR_HOME`` and the lab's
+    store (no ``PPO_DR_DB_URL`` from outside)."""
+    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PPO_DR_DB_URL", raising=False)
+    with own_lab(tmp_path / "lab", clients=clients, size_mb=size_mb, settle_s=settle_s) as lab:
+        yield lab
 
 
 @contextlib.contextmanager

@@ -35,8 +35,7 @@ from ppo_dr.lab.supervisor import Lab
 from ppo_dr.lab.topology import write_yaml
 from ppo_dr.lab.workload import lost_writes, read_acks
 from ppo_dr.store import Store
-from tests.labs import front_door, mirror_all
-from tests.labs import own_lab as own_lab_of
+from tests.labs import front_door, mirror_all, own_lab_of_test
 from tests.prefect_fixtures import isolated_env, using_api
 
 pytestmark = pytest.mark.timeout(300)
@@ -49,10 +48,8 @@ LAB_SIZE_MB = 6
 @pytest.fixture
 def own_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     """A lab of this test's own, with every app server mirrored once; down at the end."""
-    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("PPO_DR_DB_URL", raising=False)
-    with own_lab_of(
-        tmp_path / "lab", clients=LAB_CLIENTS, size_mb=LAB_SIZE_MB, settle_s=2.0
+    with own_lab_of_test(
+        tmp_path, monkeypatch, clients=LAB_CLIENTS, size_mb=LAB_SIZE_MB, settle_s=2.0
     ) as lab:
         yield lab
 

@@ -19,8 +19,7 @@ from ppo_dr.inventory import load_fleet
 from ppo_dr.lab import controlplane
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.store import Store
-from tests.labs import front_door
-from tests.labs import own_lab as own_lab_of
+from tests.labs import front_door, own_lab_of_test
 from tests.prefect_fixtures import isolated_env, using_api
 from tests.topology.conftest import needs_binaries
 from tests.topology.test_routing import _stop
@@ -32,9 +31,7 @@ WORKER = "dc-cpt1@failover-test"
 
 @pytest.fixture
 def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
-    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("PPO_DR_DB_URL", raising=False)
-    with own_lab_of(tmp_path / "lab", clients=4, size_mb=2, settle_s=1.0) as started:
+    with own_lab_of_test(tmp_path, monkeypatch, clients=4, size_mb=2, settle_s=1.0) as started:
         yield started
 
 
