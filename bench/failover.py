@@ -60,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ppo_dr.fleet_access import FleetAccess, repo_path
 from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.lab.lost_writes import record_lost_writes
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.mirror.restore import restore
 from ppo_dr.mirror.results import MirrorTarget
@@ -171,6 +172,7 @@ def fail_over(lab: Lab) -> Round:
     if missing:
         raise SystemExit(f"never healthy through the front door: {missing}")
     rnd = Round(victim, clients, max(watcher.healthy_at.values()), flow_s)
+    record_lost_writes(lab.fleet_file, result["plan_id"])  # the lab's measure, not the runbook's
     with Store.open(lab.store_url) as store:
         results = {r.client_id: r for r in store.failover_results(result["plan_id"])}
         restores = [s for s in store.failover_steps(result["plan_id"]) if s.step == "restore"]

@@ -38,6 +38,32 @@ DEPLOYMENT = "failover/failover"
 #: How long ``approve`` waits for a run that has not paused yet (it is still planning).
 PAUSE_WAIT_S = 10.0
 
+# The scope, target and mode options, the same for ``plan`` and ``run``.
+ClientsOption = Annotated[
+    str | None, typer.Option("--clients", "-c", help="Clients to move: a,b,c.")
+]
+ServerOption = Annotated[
+    str | None, typer.Option("--server", "-s", help="Move every client on this server.")
+]
+DcOption = Annotated[
+    str | None, typer.Option("--dc", help="Move every client in this data centre.")
+]
+ToServerOption = Annotated[str | None, typer.Option("--to-server", help="Only to this server.")]
+ToDcOption = Annotated[
+    str | None, typer.Option("--to-dc", help="Only to servers in this data centre.")
+]
+ToCountryOption = Annotated[
+    str | None, typer.Option("--to-country", help="Only to this country (e.g. GB).")
+]
+ModeOption = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        "-m",
+        help="emergency: restore from mirrors; planned: freeze, final sync, no loss.",
+    ),
+]
+
 
 def _ids(value: str | None, what: str) -> tuple[str, ...]:
     """A comma-separated list of ids ('a,b'); each is checked by the planner."""
@@ -71,32 +97,13 @@ def write_plan(plan: Plan, path: Path) -> None:
 @failover_app.command("plan")
 @reports_errors
 def failover_plan(
-    clients: Annotated[
-        str | None, typer.Option("--clients", "-c", help="Clients to move: a,b,c.")
-    ] = None,
-    server: Annotated[
-        str | None, typer.Option("--server", "-s", help="Move every client on this server.")
-    ] = None,
-    dc: Annotated[
-        str | None, typer.Option("--dc", help="Move every client in this data centre.")
-    ] = None,
-    to_server: Annotated[
-        str | None, typer.Option("--to-server", help="Only to this server.")
-    ] = None,
-    to_dc: Annotated[
-        str | None, typer.Option("--to-dc", help="Only to servers in this data centre.")
-    ] = None,
-    to_country: Annotated[
-        str | None, typer.Option("--to-country", help="Only to this country (e.g. GB).")
-    ] = None,
-    mode: Annotated[
-        str,
-        typer.Option(
-            "--mode",
-            "-m",
-            help="emergency: restore from mirrors; planned: freeze, final sync, no loss.",
-        ),
-    ] = "emergency",
+    clients: ClientsOption = None,
+    server: ServerOption = None,
+    dc: DcOption = None,
+    to_server: ToServerOption = None,
+    to_dc: ToDcOption = None,
+    to_country: ToCountryOption = None,
+    mode: ModeOption = "emergency",
     fleet: FleetOption = None,
     down: Annotated[
         str | None,
@@ -155,13 +162,13 @@ def failover_run(
         Path | None,
         typer.Option("--plan", "-p", help="Run this plan (from `failover plan -o`) as is."),
     ] = None,
-    clients: Annotated[str | None, typer.Option("--clients", "-c", help="a,b,c")] = None,
-    server: Annotated[str | None, typer.Option("--server", "-s")] = None,
-    dc: Annotated[str | None, typer.Option("--dc")] = None,
-    to_server: Annotated[str | None, typer.Option("--to-server")] = None,
-    to_dc: Annotated[str | None, typer.Option("--to-dc")] = None,
-    to_country: Annotated[str | None, typer.Option("--to-country")] = None,
-    mode: Annotated[str, typer.Option("--mode", "-m", help="emergency or planned")] = "emergency",
+    clients: ClientsOption = None,
+    server: ServerOption = None,
+    dc: DcOption = None,
+    to_server: ToServerOption = None,
+    to_dc: ToDcOption = None,
+    to_country: ToCountryOption = None,
+    mode: ModeOption = "emergency",
     incident: Annotated[int | None, typer.Option("--incident", min=1)] = None,
     approve: Annotated[
         bool, typer.Option("--approve", help="Do not pause for approval: it is approved.")
@@ -174,6 +181,7 @@ def failover_run(
 
     from deployments.prefect_api import use_api
     from ppo_dr.failover.plan import MODES, Plan
+    from ppo_dr.failover.runs import failover_run_name
 
     if mode not in MODES:
         raise PermanentError(f"--mode {mode!r} unknown: use one of {', '.join(MODES)}")
@@ -203,7 +211,10 @@ def failover_run(
     with use_api(_require_api()):
         run = run_deployment(DEPLOYMENT, parameters=parameters, timeout=0)
     assert isinstance(run, FlowRun)  # the sync form, not a coroutine
-    typer.echo(f"failover run {run.name} started (id {run.id})")
+    # The run is created with a random name and renamed when it starts; print the name
+    # it will have (the one the pages quote), from the same parameters and id.
+    name = failover_run_name(parameters, str(run.id), planned=False)
+    typer.echo(f"failover run {name} started (id {run.id})")
     if not approve:
         typer.echo("it pauses for approval: `ppo-dr failover approve PLAN_ID --by NAME`")
 

@@ -15,7 +15,10 @@ The distributed topology (``ppo-dr deploy`` and workers, docs/deploy.md) registe
 the same deployments on work pools, by :func:`distributed_deployments`: each app
 server's mirror on its data centre's pool (``dc-<id>``: it reads the server over the
 DC's LAN and pushes off-site), everything else (probe, watchdog, escalation, the
-failover's orchestration, drill, reports) on :data:`CONTROL_POOL`, off-site.
+failover's orchestration, drill, reports) on :data:`CONTROL_POOL`, off-site; and each
+client's move of a failover (the ``fail-over-client`` flow) on the pool of the DC it
+moves *into* (``fail-over-client/into-<dc>``), the ``failover`` deployment's
+``client_runs="target-pool"`` telling the orchestrator to start it there.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from flows.probe import probe_fleet, probe_period_s, probe_watchdog, watchdog_in
 from flows.report import REPORTS_LIMIT, REPORTS_SLOTS, fleet_report
 from ppo_dr import config
 from ppo_dr.errors import DRError
+from ppo_dr.failover.runs import client_deployment_name
 from ppo_dr.inventory import Fleet, Timing, load_fleet
 
 T = TypeVar("T")
@@ -315,6 +319,22 @@ def mirror_of_server_deployment(fleet: Fleet, server_id: str) -> RunnerDeploymen
     )
 
 
+def fail_over_client_deployment(dc_id: str) -> RunnerDeployment:
+    """One client's move into data centre *dc_id*, on its pool: the restore reads the
+    mirror and writes the new home from inside the DC that will serve the client. No
+    schedule: the failover's orchestration starts it and waits."""
+    from flows.failover_client import fail_over_client
+
+    return _deployment(
+        fail_over_client,
+        client_deployment_name(dc_id),
+        tags=["failover", f"dc:{dc_id}"],
+        work_pool_name=dc_pool(dc_id),
+        description=f"Restore, verify, switch and route one client of a failover into {dc_id} "
+        "(started by the failover run on the control pool).",
+    )
+
+
 @dataclass(frozen=True)
 class Routed:
     """A deployment of the distributed topology and the work pool it runs on."""
@@ -332,17 +352,22 @@ NOT_DISTRIBUTED = frozenset({"mirror-fleet", "mirror-server"})
 
 def distributed_deployments(fleet: Fleet) -> list[Routed]:
     """Every deployment of the distributed topology with its pool, in a stable order:
-    the control pool's, then one mirror per app server (by id)."""
+    the control pool's, then one mirror per app server (by id), then one client move
+    per data centre (by id)."""
     routed: list[Routed] = []
     for build in DEPLOYMENTS:
         deployment = build()
         if deployment.name in NOT_DISTRIBUTED:
             continue
         deployment.work_pool_name = CONTROL_POOL
+        if deployment.name == "failover":  # each client on its target DC's pool
+            deployment.parameters = {**deployment.parameters, "client_runs": "target-pool"}
         routed.append(Routed(deployment, CONTROL_POOL))
     for server in sorted(fleet.servers, key=lambda s: s.id):
         if server.role == "app":
             routed.append(Routed(mirror_of_server_deployment(fleet, server.id), dc_pool(server.dc)))
+    for dc in sorted(fleet.data_centres, key=lambda d: d.id):
+        routed.append(Routed(fail_over_client_deployment(dc.id), dc_pool(dc.id)))
     return routed
 
 

@@ -46,7 +46,6 @@ def drain(
     plan_json: str | None = None,
     approve: bool = False,
     fleet_file: Path | None = None,
-    acks_file: Path | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Move every client off *server* and keep it drained, under maintenance, until returned.
 
@@ -59,7 +58,6 @@ def drain(
         plan_json: the approved drain plan (``ppo-dr server drain`` passes the one it showed).
         approve: run without pausing for approval.
         fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
-        acks_file: a workload's log of acknowledged writes (writes lost are counted).
     """
     path = Path(fleet_file or config.fleet_file())
     fleet = load_fleet_task(path)
@@ -86,4 +84,4 @@ def drain(
     mark_drained(url, server, by, reason, window, str(flow_run.id) if flow_run.id else None)
     if plan is None:
         return {"server": server, "drained": True, "moved": {}}
-    return migrate_plan(plan, path, acks_file)
+    return migrate_plan(plan, path)

@@ -10,18 +10,26 @@ approve=False)** — as an operator would do it at 3 a.m.:
    (:class:`Approval`: approve yes/no, by, note) from the UI or
    ``ppo-dr failover approve``;
 4. provision the planned servers (provider of their DC; idempotent by server id);
-5. per client, mapped, at most :data:`tasks.failover.TARGET_SLOTS` per target server:
+5. per client, mapped (task ``client-<client>``), a ``fail-over-client`` run
+   (:mod:`flows.failover_client`; here, or on the target DC's pool when
+   ``client_runs="target-pool"``), at most :data:`flows.failover_client.TARGET_SLOTS`
+   per target server, each step a task of its own (``restore-<client>``, ...):
    [planned: freeze, final sync] → restore → verify → [planned: lift the freeze on the
    target] → app health on the target → switch (placement compare-and-set) → route →
-   health through the front door → (lab) acknowledged writes lost. A failing client is
-   rolled back (routing back, restored data removed, source unfrozen) and reported; the
-   others go on. After a planned move the source copy stays frozen: it is stale, and
-   the freeze keeps anyone reaching that server directly from writing to it;
+   health through the front door. A failing client is rolled back (routing back,
+   restored data removed, source unfrozen) and reported; the others go on. After a
+   planned move the source copy stays frozen: it is stale, and the freeze keeps anyone
+   reaching that server directly from writing to it;
 6. re-establish mirroring: each new home's repositories are seeded with the restored
    snapshot, then the new home is mirrored (the ``mirror-server`` flow, incremental);
 7. provisioned servers no client ended up on are released;
-8. RTO/RPO/writes lost per client in the ledger, the incident's timeline (with this run's
-   id), a table and a Markdown summary as artifacts.
+8. RTO/RPO per client in the ledger, the incident's timeline (with this run's id), a
+   table and a Markdown summary as artifacts; the run ends Failed when any client was
+   not moved (refused, failed, rolled back) or its mirroring was not re-established.
+
+Acknowledged writes lost are the lab's measure, not the runbook's: the lab's callers
+count them from their workload log after the run and record them on the plan's results
+(:func:`ppo_dr.lab.lost_writes.record_lost_writes`).
 
 Every step goes through the store's ledger, keyed by the plan id: rerunning the same
 plan after a crash skips what was done (no client is restored twice, no placement flips
@@ -58,19 +66,19 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
+from flows.failover_client import run_client
 from flows.mirror import mirror_server
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
 from ppo_dr.failover.plan import Plan, Scope, Target
-from ppo_dr.ids import check_id, is_valid_id
-from ppo_dr.lab.lost_writes import workload_acks
+from ppo_dr.failover.runs import ClientRuns, failover_run_name, target_dcs
+from ppo_dr.ids import check_id
 from ppo_dr.mirror.runbook import human_bytes, store_url
 from tasks import label_flow_run
 from tasks.failover import (
     ClientOutcome,
     begin_failover,
     close_maintenance,
-    fail_over_client,
     finish_failover,
     make_plan,
     note_timeline,
@@ -105,28 +113,9 @@ class Approval(RunInput):
 
 
 def _run_name() -> str:
-    """One name for the whole run, known before it plans, quoted by the pages as is.
-
-    An incident's failover is ``failover-incident-<id>`` (the escalation starts one per
-    incident, so the SMS can name it before it exists); any other run is named after its
-    scope plus its short run id, so two runs never share a name.
-    """
-    params = flow_run.parameters
-    mode = "migrate" if params.get("mode") == "planned" else "failover"
-    incident = params.get("incident_id")
-    if isinstance(incident, int) and incident > 0:
-        return f"{mode}-incident-{incident}"
-    short = str(flow_run.id or "")[:8] or "local"
-    for key in ("server", "dc"):
-        value = params.get(key)
-        if value:
-            return f"{mode}-{key}-{value if is_valid_id(value) else 'invalid'}-{short}"
-    clients = params.get("clients") or []
-    if clients:
-        first = clients[0] if is_valid_id(clients[0]) else "invalid"
-        more = f"-and-{len(clients) - 1}" if len(clients) > 1 else ""
-        return f"{mode}-clients-{first}{more}-{short}"
-    return f"{mode}-plan-{short}"
+    """One name for the whole run (:func:`ppo_dr.failover.runs.failover_run_name`)."""
+    planned = flow_run.flow_name == "migrate"
+    return failover_run_name(flow_run.parameters, flow_run.id, planned=planned)
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -156,7 +145,6 @@ def client_table(plan: Plan, outcomes: list[ClientOutcome]) -> list[dict[str, An
                 "restore_s": round(o.restore_seconds, 1) if o and o.restore_seconds else "-",
                 "rto_s": round(o.rto_seconds, 1) if o and o.rto_seconds is not None else "-",
                 "rpo_s": round(o.rpo_seconds, 1) if o and o.rpo_seconds is not None else "-",
-                "lost_writes": o.lost_writes if o and o.lost_writes is not None else "-",
                 "result": (o.outcome if o else "not run")
                 + (f": {o.detail}" if o and o.detail else ""),
             }
@@ -186,12 +174,10 @@ def summary_markdown(
         "",
     ]
     if ok:
-        worst = max(o.rto_seconds or 0.0 for o in ok)
-        lost = sum(o.lost_writes or 0 for o in ok)
-        lines.append(f"Longest RTO {worst:.1f} s; acknowledged writes lost in total: {lost}.")
+        lines.append(f"Longest RTO {max(o.rto_seconds or 0.0 for o in ok):.1f} s.")
     for o in failed:
-        lines.append(f"- **{o.client_id}** failed: {o.detail}; rolled back: "
-                     f"{', '.join(o.rolled_back) or 'nothing to undo'}")  # fmt: skip
+        undone = f"; rolled back: {', '.join(o.rolled_back)}" if o.rolled_back else ""
+        lines.append(f"- **{o.client_id}** failed: {o.detail}{undone}")
     for refusal in plan.refusals:
         lines.append(f"- **{refusal.client_id}** refused: {refusal.reason}")
     if mirrored:
@@ -275,7 +261,7 @@ def failover(
     plan_json: str | None = None,
     approve: bool = False,
     fleet_file: Path | None = None,
-    acks_file: Path | None = None,
+    client_runs: ClientRuns = "in-process",
 ) -> dict[str, Any] | State[Any]:
     """Move a scope of clients to other servers, restoring from the mirrors.
 
@@ -293,15 +279,15 @@ def failover(
             the scope, target and mode parameters are then ignored.
         approve: run without pausing for approval (the plan is already approved).
         fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
-        acks_file: a workload's log of acknowledged writes: writes lost on each new
-            home are counted from it; default the lab's, when the fleet is a lab.
+        client_runs: where each client's ``fail-over-client`` run executes: in this
+            run's process, or on the target DC's pool (the distributed deployment's
+            default; :mod:`ppo_dr.failover.runs`).
     """
     log = get_run_logger()
     path = Path(fleet_file or config.fleet_file())
     fleet = load_fleet_task(path)
     url = store_url(fleet)
     run_id = str(flow_run.id) if flow_run.id else None
-    acks_file = Path(acks_file) if acks_file else workload_acks(fleet, path)
     if plan_json:
         plan = Plan.from_json(plan_json)
     else:
@@ -374,7 +360,7 @@ def failover(
         strict=True,
         raise_on_lease_renewal_failure=False,
     ):
-        return _carry_out(path, url, plan, incident_id, run_id, kind, acks_file)
+        return _carry_out(path, url, plan, incident_id, run_id, kind, client_runs)
 
 
 def _carry_out(
@@ -384,7 +370,7 @@ def _carry_out(
     incident_id: int | None,
     run_id: str | None,
     kind: str,
-    acks_file: Path | None,
+    client_runs: ClientRuns,
 ) -> dict[str, Any] | State[Any]:
     log = get_run_logger()
     fleet = load_fleet_task(path)
@@ -403,16 +389,17 @@ def _carry_out(
                           f"{'provisioned' if made['created'] else 'found'} ({made['provider']})",
                           run_id, made)  # fmt: skip
     versions = record.placement_versions
-    futures = fail_over_client.map(
+    futures = run_client.map(
         unmapped(path),
         unmapped(url),
         unmapped(plan.plan_id),
         list(plan.moves),
+        target_dcs(plan, load_fleet_task(path)),  # read again: provisioning added servers
         unmapped(plan.mode),
         [int(versions[m.client_id]) for m in plan.moves],
         unmapped(declared_at),
         unmapped(run_id),
-        unmapped(acks_file),
+        unmapped(client_runs),
     )
     outcomes: list[ClientOutcome] = []
     for move, future in zip(plan.moves, futures, strict=True):
@@ -420,12 +407,7 @@ def _carry_out(
         if future.state.is_completed():
             outcomes.append(future.result())
         else:
-            outcomes.append(
-                ClientOutcome(
-                    move.client_id, move.from_server, move.to_server, "failed",
-                    detail=str(future.state.message),
-                )
-            )  # fmt: skip
+            outcomes.append(ClientOutcome.not_moved(move, str(future.state.message)))
     ok = [o for o in outcomes if o.outcome == "ok"]
 
     # Re-establish mirroring for each new home: seed, then a mirror run (incremental).
@@ -466,18 +448,18 @@ def _carry_out(
                 f"{kind}-client",
                 (
                     f"{o.client_id} serving from {o.to_server} (RTO {o.rto_seconds:.0f} s, "
-                    f"snapshot age {o.rpo_seconds or 0:.0f} s, writes lost {o.lost_writes})"
+                    f"snapshot age {o.rpo_seconds or 0:.0f} s)"
                     if o.outcome == "ok" and o.rto_seconds is not None
                     else f"{o.client_id} NOT moved to {o.to_server}: {o.detail}"
                 ),
                 run_id,
                 {"client": o.client_id, "to": o.to_server, "outcome": o.outcome,
-                 "rto_s": o.rto_seconds, "rpo_s": o.rpo_seconds, "lost_writes": o.lost_writes},
+                 "rto_s": o.rto_seconds, "rpo_s": o.rpo_seconds},
             )  # fmt: skip
     create_table_artifact(
         key=f"failover-clients-{plan.plan_id}",
         table=client_table(plan, outcomes),
-        description=f"{kind} {plan.plan_id}: per client from, to, mirror, RTO, RPO, writes lost",
+        description=f"{kind} {plan.plan_id}: per client from, to, mirror, RTO, RPO, result",
     )
     create_markdown_artifact(
         key=f"failover-summary-{plan.plan_id}",
@@ -499,7 +481,6 @@ def _carry_out(
         "failed": {o.client_id: o.detail for o in failed},
         "refused": {r.client_id: r.reason for r in plan.refusals},
         "rto_s": {o.client_id: o.rto_seconds for o in ok},
-        "lost_writes": {o.client_id: o.lost_writes for o in ok},
         "released": released,
         "mirrored": mirrored,
     }
@@ -539,7 +520,7 @@ def migrate(
     plan_json: str | None = None,
     approve: bool = False,
     fleet_file: Path | None = None,
-    acks_file: Path | None = None,
+    client_runs: ClientRuns = "in-process",
 ) -> dict[str, Any] | State[Any]:
     """Planned migration: maintenance window, freeze, final sync, restore, switch; no loss.
 
@@ -556,7 +537,7 @@ def migrate(
         plan_json=plan_json,
         approve=approve,
         fleet_file=fleet_file,
-        acks_file=acks_file,
+        client_runs=client_runs,
     )
 
 

@@ -54,9 +54,7 @@ def approval(plan: Plan, approve: bool, kind: str) -> State[Any] | None:
     return None
 
 
-def migrate_plan(
-    plan: Plan, fleet_file: Path, acks_file: Path | None
-) -> dict[str, Any] | State[Any]:
+def migrate_plan(plan: Plan, fleet_file: Path) -> dict[str, Any] | State[Any]:
     """Carry out an approved plan: the failover runbook's planned migrations (subflow)."""
     get_run_logger().info(
         "plan %s: the planned migrations wait for any failover that is running (one at a "
@@ -67,7 +65,6 @@ def migrate_plan(
         plan_json=plan.to_json(),
         approve=True,
         fleet_file=fleet_file,
-        acks_file=acks_file,
         return_state=True,
     )
     assert isinstance(state, State)
@@ -95,7 +92,6 @@ def rebalance(
     plan_json: str | None = None,
     approve: bool = False,
     fleet_file: Path | None = None,
-    acks_file: Path | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Bring every app server under target_util of each capacity, moving the fewest bytes.
 
@@ -106,7 +102,6 @@ def rebalance(
         plan_json: an approved plan (``ppo-dr rebalance plan -o``) to carry out as is.
         approve: run without pausing for approval (the plan is already approved).
         fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
-        acks_file: a workload's log of acknowledged writes (writes lost are counted).
     """
     path = Path(fleet_file or config.fleet_file())
     if plan_json:
@@ -127,4 +122,4 @@ def rebalance(
         if result.plan is None:
             return Completed(message="nothing to move: every server is under target")
         plan = result.plan
-    return approval(plan, approve, "rebalance") or migrate_plan(plan, path, acks_file)
+    return approval(plan, approve, "rebalance") or migrate_plan(plan, path)

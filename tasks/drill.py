@@ -42,18 +42,12 @@ from ppo_dr.fleet_access import FleetAccess, client_path
 from ppo_dr.ids import check_id
 from ppo_dr.inventory import Fleet, Server, load_fleet
 from ppo_dr.store import Store
-from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn, secret_from_block
+from tasks import IO_RETRIES, secret_from_block
+from tasks.failover import provision_server
 from tasks.mirror import operator_key_text
 
 #: Incident kind when the drill could not even give back its scratch server.
 TEARDOWN_FAILED_KIND: Final = "drill-teardown"
-
-_RETRIES: dict[str, Any] = {
-    "retries": len(RETRY_DELAYS),
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_jitter_factor": RETRY_JITTER,
-    "retry_condition_fn": retry_condition_fn,
-}
 
 
 @dataclass(frozen=True)
@@ -119,10 +113,15 @@ def with_server(fleet: Fleet, server: Server) -> Fleet:
     return fleet.model_copy(update={"servers": (*fleet.servers, server)})
 
 
+def _scratch_access(fleet_file: Path, server: Server) -> FleetAccess:
+    """SSH access to the fleet with the scratch server in it (``.fleet``)."""
+    return drill_access(with_server(load_fleet(fleet_file), server))
+
+
 # --------------------------------------------------------------------------- planning
 
 
-@task(name="plan-drill", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
+@task(name="plan-drill", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
 def plan_drill(
     fleet_file: Path,
     url: str,
@@ -187,24 +186,12 @@ def plan_drill(
     task_run_name="provision-{server_id}",
     cache_policy=NO_CACHE,
     timeout_seconds=900,
-    **_RETRIES,
+    **IO_RETRIES,
 )
 def provision_scratch(fleet_file: Path, url: str, server_id: str, dc: str) -> Server:
     """A scratch app server in *dc* from its provider (idempotent by *server_id*: a
     retry gets the same one); its fleet entry."""
-    from ppo_dr.providers import provider_for
-
-    fleet = load_fleet(fleet_file)
-    provider = provider_for(fleet, dc, fleet_file=fleet_file, store_url=url)
-    made = provider.provision(ProvisionRequest(server_id=server_id, dc=dc))
-    get_run_logger().info(
-        "scratch %s: %s %s from the %s provider",
-        server_id,
-        "created" if made.created else "found again",
-        made.server.id,
-        made.provider,
-    )
-    return made.server
+    return provision_server(fleet_file, url, ProvisionRequest(server_id=server_id, dc=dc)).server
 
 
 def _refuse_if_placed(url: str, server_id: str, client_id: str) -> None:
@@ -221,14 +208,14 @@ def _refuse_if_placed(url: str, server_id: str, client_id: str) -> None:
     task_run_name="clean-{server.id}",
     cache_policy=NO_CACHE,
     timeout_seconds=600,
-    **_RETRIES,
+    **IO_RETRIES,
 )
 def clean_scratch(fleet_file: Path, url: str, server: Server, client_ids: list[str]) -> int:
     """Remove each drilled client's restored data and staging directory from the scratch
     server (never data of a client placed there); entries removed."""
-    fleet = with_server(load_fleet(fleet_file), server)
     removed = 0
-    with drill_access(fleet) as access:
+    with _scratch_access(fleet_file, server) as access:
+        fleet = access.fleet
         remote = access.remote(server.id)
         for client in client_ids:
             _refuse_if_placed(url, server.id, client)
@@ -238,7 +225,7 @@ def clean_scratch(fleet_file: Path, url: str, server: Server, client_ids: list[s
     return removed
 
 
-@task(name="sweep-stale-scratch", cache_policy=NO_CACHE, timeout_seconds=900, **_RETRIES)
+@task(name="sweep-stale-scratch", cache_policy=NO_CACHE, timeout_seconds=900, **IO_RETRIES)
 def sweep_stale_scratch(fleet_file: Path, url: str, keep: list[str]) -> list[str]:
     """Release scratch servers an earlier drill left behind (its process died before its
     teardown): drill-* servers in fleet.yaml and drill-* claims on static spares,
@@ -274,7 +261,7 @@ def sweep_stale_scratch(fleet_file: Path, url: str, keep: list[str]) -> list[str
     return released
 
 
-@task(name="scratch-maintenance", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="scratch-maintenance", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def open_scratch_maintenance(url: str, server_id: str, reason: str) -> int:
     """A maintenance window on the scratch server, so a probe that listed it while it
     existed does not page when it goes away; its id."""
@@ -282,7 +269,7 @@ def open_scratch_maintenance(url: str, server_id: str, reason: str) -> int:
         return store.start_maintenance("server", server_id, reason=reason, created_by="dr-drill").id
 
 
-@task(name="end-scratch-maintenance", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="end-scratch-maintenance", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def end_scratch_maintenance(url: str, window_id: int, at: datetime) -> None:
     """Let the scratch server's window end at *at* (after any probe period that may still
     list the released server)."""
@@ -293,13 +280,18 @@ def end_scratch_maintenance(url: str, window_id: int, at: datetime) -> None:
 # --------------------------------------------------------------------------- one canary
 
 
-@task(
-    name="drill-restore",
-    task_run_name="restore-{plan.target.canary.client_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=3600,
-    **_RETRIES,
-)
+def _canary_task(step: str, timeout_s: float) -> Any:
+    """The task decorator of one step of a canary: its time limit, transient retries."""
+    return task(
+        name=f"drill-{step}",
+        task_run_name=f"{step}-{{plan.target.canary.client_id}}",
+        cache_policy=NO_CACHE,
+        timeout_seconds=timeout_s,
+        **IO_RETRIES,
+    )
+
+
+@_canary_task("restore", 3600)
 def restore_canary(fleet_file: Path, plan: CanaryPlan, server: Server) -> dict[str, Any]:
     """Restore the canary's snapshot from its one mirror into the scratch server (the
     failover's restore: staging directory, then a rename).
@@ -308,53 +300,39 @@ def restore_canary(fleet_file: Path, plan: CanaryPlan, server: Server) -> dict[s
     fails at once instead of re-reading the same bad bytes through the retries (finding
     that damage is the drill's point; the failover would fall back to the other mirror).
     """
-    fleet = with_server(load_fleet(fleet_file), server)
-    move = plan.move(server.id)
-    with drill_access(fleet) as access:
-        done = steps.restore_client(access, move, plan.snapshot_id, mirrors=[plan.mirror_id])
+    with _scratch_access(fleet_file, server) as access:
+        done = steps.restore_client(
+            access, plan.move(server.id), plan.snapshot_id, mirrors=[plan.mirror_id]
+        )
     get_run_logger().info(
         "%s: %d file(s), %d byte(s) restored from %s in %.2f s",
         plan.client_id, done.files, done.bytes, plan.mirror_id, done.duration_s,
     )  # fmt: skip
-    return {"files": done.files, "bytes": done.bytes, "seconds": done.duration_s}
+    return done.evidence()
 
 
-@task(
-    name="drill-verify",
-    task_run_name="verify-{plan.target.canary.client_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=3600,
-    **_RETRIES,
-)
+@_canary_task("verify", 3600)
 def verify_canary(fleet_file: Path, plan: CanaryPlan, server: Server) -> dict[str, Any]:
     """Re-read the restored canary on the scratch server and compare it with the manifest
     byte by byte (the failover's verify)."""
-    fleet = with_server(load_fleet(fleet_file), server)
-    with drill_access(fleet) as access:
+    with _scratch_access(fleet_file, server) as access:
         checked = checks.verify_restored(
             access, plan.move(server.id), plan.snapshot_id or NO_SNAPSHOT, mirrors=[plan.mirror_id]
         )
-    return {"entries": checked.entries, "files": checked.files, "bytes": checked.bytes}
+    return checked.evidence()
 
 
-@task(
-    name="drill-health",
-    task_run_name="health-{plan.target.canary.client_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=120,
-    **_RETRIES,
-)
+@_canary_task("health", 120)
 def health_canary(fleet_file: Path, plan: CanaryPlan, server: Server) -> dict[str, Any]:
     """The app's health of the canary on the scratch server itself (never the front door)."""
     fleet = with_server(load_fleet(fleet_file), server)
-    health = checks.app_health(fleet, plan.client_id, server.id)
-    return {"url": health.url, "seconds": health.seconds}
+    return checks.app_health(fleet, plan.client_id, server.id).evidence()
 
 
 # --------------------------------------------------------------------------- evidence
 
 
-@task(name="record-drill", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="record-drill", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def record_drill(
     url: str,
     plan: CanaryPlan,
@@ -387,7 +365,7 @@ def record_drill(
     return row.id
 
 
-@task(name="drill-incident", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="drill-incident", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def open_drill_incident(
     url: str,
     kind: str,
@@ -416,7 +394,7 @@ def open_drill_incident(
     return incident.id
 
 
-@task(name="resolve-drill-incident", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="resolve-drill-incident", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def resolve_drill_incident(url: str, client_id: str, flow_run_id: str | None) -> int | None:
     """A passing drill resolves the client's open drill-failed incident, if there is one."""
     key = failed_dedupe_key(client_id)
@@ -433,7 +411,7 @@ def resolve_drill_incident(url: str, client_id: str, flow_run_id: str | None) ->
     return None
 
 
-@task(name="drill-trend", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="drill-trend", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def drill_trend(url: str, now: datetime | None = None) -> str:
     """The trend of the last 30 days as Markdown (sparklines per client)."""
     with Store.open(url) as store:

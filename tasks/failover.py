@@ -1,18 +1,15 @@
 """Tasks of the failover runbook: thin wrappers over :mod:`ppo_dr.failover`.
 
-Every step of a client runs as its own task run (``<step>-<client>``) through the
-ledger (:func:`ppo_dr.failover.ledger.run_step`): a step done by an earlier run of the
-same plan is skipped and its recorded data reused, so a rerun after a crash finishes
-the plan without restoring anyone twice. Networked steps retry transient errors only
-(:func:`tasks.retry_condition_fn`); a permanent one (a verify mismatch, a placement
-conflict, a refused host key) fails the client at once, which is then rolled back.
+Before the clients: reachability, the plan, the ledger row, provisioning; after them:
+seeding the new homes, the timeline, the ledger's end, maintenance windows, release.
+The steps of one client are in :mod:`tasks.failover_client`. Networked tasks retry
+transient errors only (:func:`tasks.retry_condition_fn`).
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,48 +19,35 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ppo_dr.channels import build_channels
-from ppo_dr.errors import AuthError, DRError, PermanentError
-from ppo_dr.failover import checks, steps
+from ppo_dr.errors import AuthError, PermanentError
+from ppo_dr.failover import steps
 from ppo_dr.failover.ledger import (
     placement_versions,
-    roll_back_steps,
     run_step,
     unreachable_servers,
 )
 from ppo_dr.failover.plan import ClientMove, Plan, ProvisionRequest, Scope, Target
 from ppo_dr.fleet_access import FleetAccess
 from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.providers.base import ProvisionedServer
 from ppo_dr.store import Failover, Store
-from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn, secret_from_block
+from tasks import IO_RETRIES, secret_from_block
 
-_RETRIES: dict[str, Any] = {
-    "retries": len(RETRY_DELAYS),
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_jitter_factor": RETRY_JITTER,
-    "retry_condition_fn": retry_condition_fn,
-}
-
-#: Clients restored onto one target server at once.
-TARGET_SLOTS = 2
-#: Longest a client waits for a slot of its target before it fails.
-TARGET_SLOT_WAIT_S = 3600.0
-
-# Per-target slots are semaphores of this process, not Prefect global concurrency
-# limits: every client of a run is a mapped task of that run, so one process holds them
-# all, and a global limit's slot leaks when the orchestrator is killed (it is freed only
-# when its lease expires, by a server service), which would stall exactly the rerun that
-# must finish a crashed failover. One failover at a time is the deployment's limit.
-_target_slots: dict[str, threading.BoundedSemaphore] = {}
-_target_slots_guard = threading.Lock()
 #: Per-step time limits (seconds); steps not named get STEP_TIMEOUT_S.
 STEP_TIMEOUTS: dict[str, float] = {"restore": 4 * 3600, "verify": 2 * 3600, "seed": 3600}
 STEP_TIMEOUT_S = 300.0
 
 
-def target_slot(server_id: str) -> threading.BoundedSemaphore:
-    """The slots of restores onto *server_id* in this process (:data:`TARGET_SLOTS`)."""
-    with _target_slots_guard:
-        return _target_slots.setdefault(server_id, threading.BoundedSemaphore(TARGET_SLOTS))
+#: What a client's outcome and its result in the ledger both measure, by the same names.
+MEASURES: tuple[str, ...] = (
+    "source_mirror",
+    "snapshot_id",
+    "rto_seconds",
+    "rpo_seconds",
+    "restored_bytes",
+    "restored_files",
+    "restore_seconds",
+)
 
 
 @dataclass
@@ -81,10 +65,14 @@ class ClientOutcome:
     restore_seconds: float | None = None
     restored_bytes: int | None = None
     restored_files: int | None = None
-    lost_writes: int | None = None
     detail: str = ""
     skipped_steps: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
+
+    @classmethod
+    def not_moved(cls, move: ClientMove, detail: str) -> ClientOutcome:
+        """A client whose move did not happen (or did not report), and why."""
+        return cls(move.client_id, move.from_server, move.to_server, "failed", detail=detail)
 
 
 # --------------------------------------------------------------------------- before
@@ -100,7 +88,7 @@ def observe_reachability(fleet: Fleet) -> dict[str, str]:
     return down
 
 
-@task(name="plan-failover", cache_policy=NO_CACHE, timeout_seconds=120, **_RETRIES)
+@task(name="plan-failover", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
 def make_plan(fleet_file: Path, scope: Scope, target: Target, mode: str, down: list[str]) -> Plan:
     """Plan from the fleet, the store's placements and catalogue, and what is down."""
     from ppo_dr.failover.fleet_state import fleet_state
@@ -110,7 +98,7 @@ def make_plan(fleet_file: Path, scope: Scope, target: Target, mode: str, down: l
     return plan_failover(state, scope, target, "planned" if mode == "planned" else "emergency")
 
 
-@task(name="begin-failover", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="begin-failover", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def begin_failover(
     url: str, fleet: Fleet, plan: Plan, incident_id: int | None, flow_run_id: str | None
 ) -> Failover:
@@ -143,19 +131,26 @@ def begin_failover(
     task_run_name="provision-{request.server_id}",
     cache_policy=NO_CACHE,
     timeout_seconds=900,
-    **_RETRIES,
+    **IO_RETRIES,
 )
 def provision(fleet_file: Path, url: str, request: ProvisionRequest) -> dict[str, Any]:
     """Provision one planned server (idempotent by its id: a rerun finds it)."""
+    made = provision_server(fleet_file, url, request)
+    return {"server": made.server.id, "provider": made.provider, "created": made.created}
+
+
+def provision_server(fleet_file: Path, url: str, request: ProvisionRequest) -> ProvisionedServer:
+    """*request* from the provider of its DC, logged (a failover's server, a drill's
+    scratch server; idempotent by the request's server id)."""
     from ppo_dr.providers import provider_for
 
     fleet = load_fleet(fleet_file)
     made = provider_for(fleet, request.dc, fleet_file=fleet_file, store_url=url).provision(request)
     get_run_logger().info(
-        "%s %s by %s provider", request.server_id, "created" if made.created else "exists",
-        made.provider,
+        "%s in %s: %s %s by the %s provider", request.server_id, request.dc,
+        "created" if made.created else "found again", made.server.id, made.provider,
     )  # fmt: skip
-    return {"server": made.server.id, "provider": made.provider, "created": made.created}
+    return made
 
 
 @task(
@@ -163,7 +158,7 @@ def provision(fleet_file: Path, url: str, request: ProvisionRequest) -> dict[str
     task_run_name="release-{server_id}",
     cache_policy=NO_CACHE,
     timeout_seconds=600,
-    **_RETRIES,
+    **IO_RETRIES,
 )
 def release(fleet_file: Path, url: str, server_id: str, dc: str) -> None:
     """Give a provisioned server back to its provider (gone already is fine): a failover's
@@ -174,47 +169,11 @@ def release(fleet_file: Path, url: str, server_id: str, dc: str) -> None:
     provider_for(fleet, dc, fleet_file=fleet_file, store_url=url).release(server_id)
 
 
-# --------------------------------------------------------------------------- one client
+# --------------------------------------------------------------------------- access
 
 
-@task(
-    name="failover-step",
-    task_run_name="{step}-{client_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=STEP_TIMEOUT_S,
-    **_RETRIES,
-)
-def ledger_step(
-    url: str,
-    plan_id: str,
-    client_id: str,
-    step: str,
-    action: Callable[[], Mapping[str, Any] | None],
-    flow_run_id: str | None,
-) -> dict[str, Any]:
-    """One step of one client, through the ledger: skipped if an earlier run did it."""
-    with Store.open(url) as store:
-        outcome = run_step(store, plan_id, client_id, step, action, flow_run_id=flow_run_id)
-    if outcome.skipped:
-        get_run_logger().info("%s of %s: done by an earlier run, skipped", step, client_id)
-    return {**outcome.data, "_skipped": outcome.skipped}
-
-
-def _step(
-    url: str,
-    plan_id: str,
-    client: str,
-    name: str,
-    action: Callable[[], Mapping[str, Any] | None],
-    run_id: str | None,
-) -> dict[str, Any]:
-    timeout = STEP_TIMEOUTS.get(name, STEP_TIMEOUT_S)
-    return ledger_step.with_options(timeout_seconds=timeout)(
-        url, plan_id, client, name, action, run_id
-    )
-
-
-def _access(fleet: Fleet) -> FleetAccess:
+def open_fleet_access(fleet: Fleet) -> FleetAccess:
+    """SSH access to *fleet*, its key and other secrets read from Prefect blocks."""
     ref = fleet.access.key_secret
     key_text = None
     if ref is not None and ref.block is not None:
@@ -223,192 +182,6 @@ def _access(fleet: Fleet) -> FleetAccess:
         except PermanentError as exc:
             raise AuthError(f"access.key_secret: {exc}") from exc
     return FleetAccess(fleet, key_text=key_text, secret_resolver=secret_from_block)
-
-
-@task(
-    name="fail-over-client",
-    task_run_name="client-{move.client_id}",
-    cache_policy=NO_CACHE,
-)
-def fail_over_client(
-    fleet_file: Path,
-    url: str,
-    plan_id: str,
-    move: ClientMove,
-    mode: str,
-    expected_version: int,
-    declared_at: datetime,
-    flow_run_id: str | None,
-    acks_path: Path | None = None,
-) -> ClientOutcome:
-    """Every step of one client, each a task run through the ledger; on a failure the
-    client is rolled back and the failure reported (the other clients go on)."""
-    log = get_run_logger()
-    fleet = load_fleet(fleet_file)  # read now: provisioning added servers to it
-    client, source, target = move.client_id, move.from_server, move.to_server
-    planned = mode == "planned"
-    out = ClientOutcome(client, source, target, "failed")
-
-    def step(name: str, action: Callable[[], Mapping[str, Any] | None]) -> dict[str, Any]:
-        data = _step(url, plan_id, client, name, action, flow_run_id)
-        if data.pop("_skipped", False):
-            out.skipped_steps.append(name)
-        return data
-
-    with _access(fleet) as access, Store.open(url) as store:
-        slot = target_slot(target)
-        try:
-            if not slot.acquire(timeout=TARGET_SLOT_WAIT_S):
-                raise PermanentError(f"no restore slot on {target} within {TARGET_SLOT_WAIT_S} s")
-            try:
-                snapshot_id, mirrors = move.snapshot_id, None
-                if planned:
-                    step("freeze", lambda: _then_nothing(steps.freeze, access, client, source))
-                    synced = step(
-                        "final-sync", lambda: _final_sync(access, store, move, flow_run_id)
-                    )
-                    snapshot_id, mirrors = synced["snapshot_id"], synced["mirrors"]
-                if not snapshot_id:
-                    raise PermanentError(f"the plan names no snapshot to restore {client} from")
-                restored = step(
-                    "restore",
-                    lambda: _restored(
-                        steps.restore_client(access, move, snapshot_id, mirrors=mirrors)
-                    ),
-                )
-                out.snapshot_id = snapshot_id
-                out.source_mirror = restored.get("source_mirror")
-                out.restored_bytes = restored.get("bytes")
-                out.restore_seconds = restored.get("seconds")
-                out.restored_files = restored.get("files")
-                step(
-                    "verify",
-                    lambda: _verified(
-                        checks.verify_restored(access, move, snapshot_id, mirrors=mirrors)
-                    ),
-                )
-                if planned:  # the final sync captured the freeze marker; lift it there
-                    step(
-                        "unfreeze-target",
-                        lambda: _then_nothing(steps.unfreeze, access, client, target),
-                    )
-                step("health-direct", lambda: _health(checks.app_health(fleet, client, target)))
-            finally:
-                slot.release()
-            placed = step(
-                "switch",
-                lambda: {
-                    "version": steps.switch(
-                        store, move, expected_version, plan_id=plan_id, flow_run_id=flow_run_id
-                    ).version
-                },
-            )
-            log.info("%s now placed on %s (version %s)", client, target, placed["version"])
-            step("route", lambda: {"receipt": _route(fleet_file, url, fleet, client, target)})
-            healthy = step(
-                "health-front-door",
-                lambda: {
-                    **_health(checks.app_health(fleet, client, target, front_door=True)),
-                    "healthy_at": datetime.now(UTC).isoformat(),
-                },
-            )
-            healthy_at = datetime.fromisoformat(healthy["healthy_at"])
-            out.rto_seconds = max(0.0, (healthy_at - declared_at).total_seconds())
-            out.rpo_seconds = steps.rpo_seconds(snapshot_id, declared_at)
-            if acks_path is not None and acks_path.exists():
-                from ppo_dr.lab.lost_writes import lost_on_new_home  # the lab's own measure
-
-                lost = step(
-                    "lost-writes",
-                    lambda: {"lost": lost_on_new_home(access, client, target, acks_path)},
-                )
-                out.lost_writes = len(lost["lost"])
-                if lost["lost"]:
-                    log.warning("%s: %d acknowledged write(s) lost", client, len(lost["lost"]))
-            out.outcome = "ok"
-        except Exception as exc:
-            out.detail = f"{type(exc).__name__}: {exc}"
-            log.error("failover of %s failed, rolling back: %s", client, out.detail)
-            out.rolled_back = _roll_back(access, store, move, plan_id, planned, flow_run_id)
-            roll_back_steps(store, plan_id, client, out.detail)
-        store.record_failover_result(
-            plan_id,
-            client,
-            from_server=source,
-            to_server=target,
-            outcome="ok" if out.outcome == "ok" else "rolled-back",
-            source_mirror=out.source_mirror,
-            snapshot_id=out.snapshot_id,
-            rto_seconds=out.rto_seconds,
-            rpo_seconds=out.rpo_seconds,
-            lost_writes=out.lost_writes,
-            restored_bytes=out.restored_bytes,
-            restored_files=out.restored_files,
-            restore_seconds=out.restore_seconds,
-            detail=out.detail or "; ".join(out.rolled_back),
-            flow_run_id=flow_run_id,
-        )
-    return out
-
-
-def _then_nothing(action: Callable[..., None], *args: Any) -> dict[str, Any]:
-    action(*args)
-    return {}
-
-
-def _final_sync(
-    access: FleetAccess, store: Store, move: ClientMove, flow_run_id: str | None
-) -> dict[str, Any]:
-    from ppo_dr.mirror.runbook import record_in_catalogue
-
-    placements = {p.client_id: p.server_id for p in store.placements()}
-    snapshot_id, mirrors, run = steps.final_sync(
-        access, move.client_id, move.from_server, placements
-    )
-    record_in_catalogue(store, run, flow_run_id=flow_run_id)
-    return {"snapshot_id": snapshot_id, "mirrors": mirrors}
-
-
-def _restored(result: steps.Restored) -> dict[str, Any]:
-    return {
-        "snapshot_id": result.snapshot_id,
-        "files": result.files,
-        "bytes": result.bytes,
-        "seconds": round(result.duration_s, 3),
-        "source_mirror": result.source_mirror,
-        "served_by": result.served_by,
-    }
-
-
-def _verified(result: checks.Verified) -> dict[str, Any]:
-    return {"entries": result.entries, "files": result.files, "bytes": result.bytes}
-
-
-def _health(result: checks.Health) -> dict[str, Any]:
-    return {"url": result.url, "server": result.server, "seconds": round(result.seconds, 3)}
-
-
-def _route(fleet_file: Path, url: str, fleet: Fleet, client: str, server_id: str) -> str:
-    from ppo_dr.providers import provider_for
-
-    dc = fleet.server(server_id).dc
-    return provider_for(fleet, dc, fleet_file=fleet_file, store_url=url).route(client, server_id)
-
-
-def _roll_back(
-    access: FleetAccess,
-    store: Store,
-    move: ClientMove,
-    plan_id: str,
-    planned: bool,
-    flow_run_id: str | None,
-) -> list[str]:
-    try:
-        return steps.rollback(
-            access, store, move, plan_id=plan_id, planned=planned, flow_run_id=flow_run_id
-        )
-    except DRError as exc:  # reported, never masks the failure that caused it
-        return [f"rollback incomplete: {exc}"]
 
 
 # --------------------------------------------------------------------------- after
@@ -447,7 +220,7 @@ def seed_new_home(
 ) -> dict[str, Any]:
     """Copy the restored snapshot into the new home's repositories (ledger step ``seed``)."""
     fleet = load_fleet(fleet_file)
-    with _access(fleet) as access, Store.open(url) as store:
+    with open_fleet_access(fleet) as access, Store.open(url) as store:
         restored = next(
             (s for s in store.failover_steps(plan_id, move.client_id) if s.step == "restore"),
             None,
@@ -474,7 +247,7 @@ def seed_new_home(
     return outcome.data
 
 
-@task(name="note-failover", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="note-failover", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def note_timeline(
     url: str,
     incident_id: int,
@@ -488,14 +261,14 @@ def note_timeline(
         store.add_timeline(incident_id, kind, message, flow_run_id=flow_run_id, data=data)
 
 
-@task(name="finish-failover", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="finish-failover", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def finish_failover(url: str, plan_id: str, state: str, detail: str) -> None:
     """Close the plan's ledger row: done, partial or failed."""
     with Store.open(url) as store:
         store.finish_failover(plan_id, state, detail)
 
 
-@task(name="open-maintenance", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="open-maintenance", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def open_maintenance(url: str, scope_kind: str, scope_id: str, reason: str) -> int:
     """Open a maintenance window on a server or DC (planned work does not page); its id."""
     with Store.open(url) as store:
@@ -504,7 +277,7 @@ def open_maintenance(url: str, scope_kind: str, scope_id: str, reason: str) -> i
         ).id
 
 
-@task(name="close-maintenance", cache_policy=NO_CACHE, timeout_seconds=60, **_RETRIES)
+@task(name="close-maintenance", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def close_maintenance(url: str, window_id: int) -> None:
     """Close the maintenance window *window_id* now."""
     with Store.open(url) as store:

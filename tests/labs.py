@@ -10,14 +10,28 @@ from __future__ import annotations
 
 import contextlib
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from ppo_dr.fleet_access import FleetAccess
-from ppo_dr.inventory import load_fleet
+from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.mirror.runbook import mirror_every_home
 from ppo_dr.store import Store
+
+
+def front_door(fleet: Fleet, client_id: str) -> tuple[int, str]:
+    """(status, X-PPO-Server) of the client's health through the front door."""
+    url = str(fleet.client(client_id).url).rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
+            return response.status, response.headers.get("X-PPO-Server", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("X-PPO-Server", "")
 
 
 def mirror_all(lab: Lab) -> None:
@@ -25,6 +39,18 @@ def mirror_all(lab: Lab) -> None:
     fleet = load_fleet(lab.fleet_file)
     with FleetAccess(fleet) as access, Store.open(lab.store_url) as store:
         mirror_every_home(access, store)
+
+
+@contextlib.contextmanager
+def own_lab_of_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, clients: int, size_mb: int, settle_s: float
+) -> Iterator[Lab]:
+    """:func:`own_lab` in *tmp_path*, with this test's own ``PPO_DR_HOME`` and the lab's
+    store (no ``PPO_DR_DB_URL`` from outside)."""
+    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PPO_DR_DB_URL", raising=False)
+    with own_lab(tmp_path / "lab", clients=clients, size_mb=size_mb, settle_s=settle_s) as lab:
+        yield lab
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from deployments.demo.session import (
 from deployments.demo.waiting import wait_for
 from ppo_dr.fleet_access import FleetAccess
 from ppo_dr.inventory import load_fleet
+from ppo_dr.lab.lost_writes import record_lost_writes
 from ppo_dr.store import FailoverResult
 
 
@@ -155,6 +156,7 @@ def failover_done(demo: OutageDemo) -> None:
         f"failover run {run.name}: {run.state.name}, "
         f"{(record.finished_at - since).total_seconds():.0f} s after the approval"
     )
+    record_lost_writes(demo.lab.fleet_file, demo.plan_id)  # the lab's measure, not the runbook's
     rows = failover_rows(demo)
     demo.new_home = rows[0].to_server
     print_failover_table(rows)

@@ -41,17 +41,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STAGING_DIR: Final = ".ppo-staging"
-EXEC_TIMEOUT_S: Final = 30.0
 HEALTH_TIMEOUT_S: Final = 30.0  # how long app_health keeps asking before it gives up
 HEALTH_REQUEST_TIMEOUT_S: Final = 3.0
 HEALTH_POLL_S: Final = 0.25
-JOURNAL: Final = "journal/journal.log"
 SERVER_HEADER: Final = "X-PPO-Server"
 _READ_BLOCK: Final = 1 << 20
-
-
-log = logging.getLogger(__name__)
 
 
 class VerifyMismatch(PermanentError):
@@ -75,6 +69,10 @@ class Verified:
     entries: int
     files: int
     bytes: int
+
+    def evidence(self) -> dict[str, Any]:
+        """What the ledger and the run record of this check (JSON)."""
+        return {"entries": self.entries, "files": self.files, "bytes": self.bytes}
 
 
 def _load_snapshot(
@@ -187,6 +185,10 @@ class Health:
     server: str
     seconds: float
     attempts: int
+
+    def evidence(self) -> dict[str, Any]:
+        """What the ledger and the run record of this answer (JSON)."""
+        return {"url": self.url, "server": self.server, "seconds": round(self.seconds, 3)}
 
 
 def health_url(fleet: Fleet, client_id: str, server_id: str | None = None) -> str:

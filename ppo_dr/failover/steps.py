@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ppo_dr.errors import (
     DRError,
@@ -57,12 +57,7 @@ log = logging.getLogger(__name__)
 
 STAGING_DIR: Final = ".ppo-staging"
 EXEC_TIMEOUT_S: Final = 30.0
-HEALTH_TIMEOUT_S: Final = 30.0  # how long app_health keeps asking before it gives up
-HEALTH_REQUEST_TIMEOUT_S: Final = 3.0
-HEALTH_POLL_S: Final = 0.25
 JOURNAL: Final = "journal/journal.log"
-SERVER_HEADER: Final = "X-PPO-Server"
-_READ_BLOCK: Final = 1 << 20
 
 
 class MoveLike(Protocol):
@@ -250,6 +245,17 @@ class Restored:
         """The mirror that served the most files."""
         busy = [(n, m) for m, n in self.served_by.items() if n]
         return max(busy)[1] if busy else None
+
+    def evidence(self) -> dict[str, Any]:
+        """What the ledger and the run record of this restore (JSON)."""
+        return {
+            "snapshot_id": self.snapshot_id,
+            "files": self.files,
+            "bytes": self.bytes,
+            "seconds": round(self.duration_s, 3),
+            "source_mirror": self.source_mirror,
+            "served_by": self.served_by,
+        }
 
 
 def restore_client(

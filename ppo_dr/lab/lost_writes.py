@@ -3,8 +3,9 @@
 The lab's workload logs every write a client's server acknowledged
 (``<lab>/workload/acks.jsonl``); after a failover, a write acknowledged by the old home
 and missing from the journal on the new home is lost. This belongs to the lab, not to
-the runbook: the failover flow counts it only when given the log (its ``acks_file``
-parameter), or when the lab says the fleet is one of its own (:func:`workload_acks`).
+the runbook: the lab's callers (the demo, the tests, the benchmark) count it after a
+failover run with :func:`record_lost_writes`, which puts the counts on the plan's
+results in the store, where the incident report reads them.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 from ppo_dr.errors import PermanentError, RemotePathError
 from ppo_dr.fleet_access import FleetAccess, client_path
 from ppo_dr.ids import check_id
-from ppo_dr.inventory import Fleet
+from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.restricted_exec import JOURNAL
 from ppo_dr.lab.workload import lost_writes as missing_from
 from ppo_dr.lab.workload import read_acks
+from ppo_dr.mirror.runbook import store_url
+from ppo_dr.store import Store
 
 
 def workload_acks(fleet: Fleet, fleet_file: Path) -> Path | None:
@@ -54,3 +57,30 @@ def lost_on_new_home(
         }
         return [seq for seq in missing_from(acks_path, client, lines) if seq not in acked_there]
     raise PermanentError(f"{client}: no journal at {journal} on {new_home}")
+
+
+def record_lost_writes(fleet_file: Path, plan_id: str) -> dict[str, int]:
+    """Count, for each client failover *plan_id* moved, the acknowledged writes lost on
+    its new home (the lab's workload log beside *fleet_file*), and record each count on
+    the plan's result for that client; the counts by client ({} without a workload)."""
+    fleet = load_fleet(fleet_file)
+    acks = workload_acks(fleet, fleet_file)
+    counts: dict[str, int] = {}
+    if acks is None:
+        return counts
+    with Store.open(store_url(fleet)) as store, FleetAccess(fleet) as access:
+        for r in store.failover_results(plan_id):
+            if r.outcome != "ok":
+                continue
+            counts[r.client_id] = len(lost_on_new_home(access, r.client_id, r.to_server, acks))
+            store.record_failover_result(
+                plan_id,
+                r.client_id,
+                from_server=r.from_server,
+                to_server=r.to_server,
+                outcome=r.outcome,
+                lost_writes=counts[r.client_id],
+                detail=r.detail,
+                flow_run_id=r.flow_run_id,
+            )
+    return counts

@@ -131,3 +131,32 @@ def test_the_written_plan_is_json_an_operator_can_read(store: Store, tmp_path: P
     assert data["scope"] == {"clients": ["thames-advisory"], "server": None, "dc": None}
     assert data["moves"][0]["source_mirror"] == "mirror-lon1-1"
     assert not list(tmp_path.glob(".plan.json.*"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (["--server", "app-jhb1-1", "--incident", "7"], "failover-incident-7"),
+        (["--server", "app-jhb1-1"], "failover-server-app-jhb1-1-{short}"),
+        (["--clients", "acme-mining,karoo-logistics", "--mode", "planned"],
+         "migrate-clients-acme-mining-and-1-{short}"),
+    ],
+)  # fmt: skip
+def test_run_prints_the_name_the_run_will_have_not_its_first_random_one(
+    store: Store, prefect_api: str, monkeypatch: pytest.MonkeyPatch, args: list[str], name: str
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    from flows.failover import failover as failover_flow
+    from tests.prefect_fixtures import using_api
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    with using_api(prefect_api):
+        failover_flow.to_deployment("failover").apply()  # registered; nobody serves it here
+    result = failover("run", *args)
+    assert result.exit_code == 0, result.output
+    run_id = result.output.split("(id ", 1)[1].split(")", 1)[0]
+    with using_api(prefect_api), get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, Cancelled(message="test: never to run"), force=True)
+    assert f"failover run {name.format(short=run_id[:8])} started (id {run_id})" in result.output

@@ -15,6 +15,7 @@ from flows.drain import drain
 from flows.rebalance import rebalance
 from ppo_dr.failover.rebalance import plan_rebalance
 from ppo_dr.failover.rebalance_facts import rebalance_inputs
+from ppo_dr.lab.lost_writes import record_lost_writes
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.store import Store
 from tests.flows.test_failover import own_lab  # noqa: F401  (fixture: 6 clients, mirrored)
@@ -30,6 +31,8 @@ def placed(lab: Lab) -> dict[str, str]:
 
 
 def lost(lab: Lab, plan_id: str) -> dict[str, int | None]:
+    """The lab's count of acknowledged writes lost by the plan's moves, as recorded."""
+    record_lost_writes(lab.fleet_file, plan_id)
     with Store.open(lab.store_url) as store:
         return {r.client_id: r.lost_writes for r in store.failover_results(plan_id)}
 

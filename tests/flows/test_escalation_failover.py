@@ -16,7 +16,6 @@ import asyncio
 import contextvars
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,7 +53,7 @@ from ppo_dr.probe.runner import OUTAGE_KIND
 from ppo_dr.store import Store, TimelineEntry
 from tests.flows.escalation_env import EscalationEnv, escalation_env, example_fleet, wait_for
 from tests.flows.incident_answers import check_eight_answers, check_evidence_bundle
-from tests.labs import own_lab
+from tests.labs import front_door, own_lab
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -320,15 +319,6 @@ def test_one_failover_run_per_incident_even_when_escalation_restarts(
 # --------------------------------------------------------------------------- the lab
 
 
-def front_door(fleet: Any, client_id: str) -> tuple[int, str]:
-    url = str(fleet.client(client_id).url).rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
-            return response.status, response.headers.get("X-PPO-Server", "")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("X-PPO-Server", "")
-
-
 @pytest.fixture(params=["mirrored"])
 def lab_env(
     prefect_api: str,
@@ -372,9 +362,14 @@ def run_failover_as_a_worker(run: FlowRun) -> tuple[threading.Thread, list[Any]]
 def check_moved_and_reported(lab: Any, env: Env, incident_id: int, victims: list[str]) -> None:
     """Every victim healthy through the front door on a new server; the report's rows."""
     from ppo_dr.inventory import load_fleet
+    from ppo_dr.lab.lost_writes import record_lost_writes
     from ppo_dr.reports import report_for_incident, report_markdown
 
     fleet = load_fleet(lab.fleet_file)  # may list a provisioned server now
+    with Store.open(lab.store_url) as store:
+        plans = [f.plan_id for f in store.failovers(incident_id=incident_id)]
+    for plan_id in plans:  # the lab counts its lost writes after the run, as the demo does
+        record_lost_writes(lab.fleet_file, plan_id)
     with Store.open(lab.store_url) as store:
         for client in victims:
             home = store.placement(client).server_id  # type: ignore[union-attr]

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,12 +30,12 @@ from ppo_dr.failover.plan import Plan, Scope, Target, plan_failover
 from ppo_dr.failover.steps import JOURNAL, switch_reason
 from ppo_dr.fleet_access import client_ids_on, client_path
 from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.lab.lost_writes import record_lost_writes
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.lab.topology import write_yaml
 from ppo_dr.lab.workload import lost_writes, read_acks
 from ppo_dr.store import Store
-from tests.labs import mirror_all
-from tests.labs import own_lab as own_lab_of
+from tests.labs import front_door, mirror_all, own_lab_of_test
 from tests.prefect_fixtures import isolated_env, using_api
 
 pytestmark = pytest.mark.timeout(300)
@@ -49,22 +48,10 @@ LAB_SIZE_MB = 6
 @pytest.fixture
 def own_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     """A lab of this test's own, with every app server mirrored once; down at the end."""
-    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("PPO_DR_DB_URL", raising=False)
-    with own_lab_of(
-        tmp_path / "lab", clients=LAB_CLIENTS, size_mb=LAB_SIZE_MB, settle_s=2.0
+    with own_lab_of_test(
+        tmp_path, monkeypatch, clients=LAB_CLIENTS, size_mb=LAB_SIZE_MB, settle_s=2.0
     ) as lab:
         yield lab
-
-
-def front_door(fleet: Fleet, client_id: str) -> tuple[int, str]:
-    """(status, X-PPO-Server) of the client's health through the front door."""
-    url = str(fleet.client(client_id).url).rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
-            return response.status, response.headers.get("X-PPO-Server", "")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("X-PPO-Server", "")
 
 
 def make_plan(lab: Lab, scope: Scope, target: Target, mode: str, down: tuple[str, ...]) -> Plan:
@@ -103,6 +90,8 @@ def test_power_loss_of_an_app_server_fails_its_clients_over(prefect_api: str, ow
     took = time.monotonic() - started
     assert isinstance(result, dict), result
     assert result["state"] == "done" and set(result["moved"]) == set(victims)
+    counted = record_lost_writes(own_lab.fleet_file, result["plan_id"])  # the lab's measure
+    assert set(counted) == set(victims)
 
     fleet = load_fleet(own_lab.fleet_file)  # may list a provisioned server now
     with Store.open(own_lab.store_url) as store:
@@ -153,6 +142,7 @@ def test_planned_migration_to_another_country_loses_no_acknowledged_write(
     fleet = load_fleet(own_lab.fleet_file)
     time.sleep(3.0)  # the workload keeps writing through the front door to the new homes
     acks = own_lab.directory / "workload" / "acks.jsonl"
+    record_lost_writes(own_lab.fleet_file, result["plan_id"])
     with Store.open(own_lab.store_url) as store:
         results = {r.client_id: r for r in store.failover_results(result["plan_id"])}
         windows = store.active_maintenance()

@@ -30,7 +30,7 @@ from ppo_dr.inventory import load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.store import Store
 from tests.flows.serving import served
-from tests.labs import own_lab as own_lab_of
+from tests.labs import own_lab_of_test
 from tests.prefect_fixtures import isolated_env, using_api
 
 if TYPE_CHECKING:
@@ -46,9 +46,7 @@ UNANSWERED_S = 270
 
 @pytest.fixture
 def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
-    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("PPO_DR_DB_URL", raising=False)
-    with own_lab_of(tmp_path / "lab", clients=2, size_mb=2, settle_s=1.0) as lab:
+    with own_lab_of_test(tmp_path, monkeypatch, clients=2, size_mb=2, settle_s=1.0) as lab:
         yield lab
 
 

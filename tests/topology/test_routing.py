@@ -83,11 +83,16 @@ def test_deploy_registers_every_pool_and_deployment(
     ]
     assert all("created" not in line for line in again if "concurrency limit" in line)
     with using_api(plane.api_url), get_client(sync_client=True) as client:
-        registered = {f"{d.name}": d.work_pool_name for d in client.read_deployments(limit=200)}
+        deployments = client.read_deployments(limit=200)
+    registered = {f"{d.name}": d.work_pool_name for d in deployments}
     assert len(registered) == count
     assert registered["mirror-app-jhb1-1"] == "dc-jhb1"
     assert registered["mirror-app-cpt1-1"] == "dc-cpt1"
     assert registered["probe-fleet"] == registered["failover"] == CONTROL_POOL
+    # A failover orchestrates on control; each client's move runs in its target DC.
+    assert registered["into-cpt1"] == "dc-cpt1" and registered["into-lon1"] == "dc-lon1"
+    (orchestrator,) = [d for d in deployments if d.name == "failover"]
+    assert orchestrator.parameters["client_runs"] == "target-pool"
 
 
 def test_mirror_of_a_jhb1_server_runs_on_a_jhb1_worker(
@@ -121,8 +126,15 @@ def test_worker_pools_and_bad_dc(fleet_file: Path) -> None:
         pool_for(fleet, dc="nowhere", control=False)
     with pytest.raises(WorkerError, match="exactly one"):
         pool_for(fleet, dc="jhb1", control=True)
-    pools = {r.pool for r in distributed_deployments(fleet)}
-    assert pools == {"control", "dc-jhb1", "dc-cpt1", "dc-lon1"}
+    routed = distributed_deployments(fleet)
+    assert {r.pool for r in routed} == {"control", "dc-jhb1", "dc-cpt1", "dc-lon1"}
+    by_name = {r.deployment.name: r for r in routed}
+    for dc in ("jhb1", "cpt1", "lon1"):  # a client's move runs on its target DC's pool
+        into = by_name[f"into-{dc}"]
+        assert into.pool == into.deployment.work_pool_name == f"dc-{dc}"
+        assert into.deployment.flow_name == "fail-over-client"
+    assert by_name["failover"].pool == CONTROL_POOL
+    assert by_name["failover"].deployment.parameters == {"client_runs": "target-pool"}
 
 
 def test_deploy_refuses_unreachable_and_foreign_servers(
