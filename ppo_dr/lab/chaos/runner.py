@@ -1,0 +1,291 @@
+"""Running the matrix: inject a fault, let the runbooks act, read the records, heal.
+
+For each fault, in order: wait until the fleet is healthy and the target's clients
+have a snapshot to be restored from; inject; follow what the runbooks do (the probe's
+incident, the escalation's pages, the failover it starts, approved here as the on-call
+would when the policy wants a person); heal; wait until every component answers;
+wait one outage threshold more (a thawed server must not open a second incident);
+then read everything back (:mod:`ppo_dr.lab.chaos.records`), judge it
+(:func:`ppo_dr.lab.chaos.verdict.judge`) and resolve the incident, so the next fault
+starts from a quiet fleet. The runbooks themselves run in ``ppo-dr serve``; this
+module only breaks, heals, waits and reads.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
+
+from ppo_dr.errors import DRError
+from ppo_dr.escalation import failover_view
+from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.lab.chaos import records
+from ppo_dr.lab.chaos.catalogue import FaultSpec
+from ppo_dr.lab.chaos.fleets import ChaosFleet
+from ppo_dr.lab.chaos.sequence import pick_target
+from ppo_dr.lab.chaos.verdict import ChaosResult, Observation, judge
+from ppo_dr.store import Incident, Store
+
+T = TypeVar("T")
+#: Issue 10's flapping: down 5 s, up 5 s, for 2 minutes.
+FLAP_DOWN_S = 5.0
+FLAP_UP_S = 5.0
+FLAP_FOR_S = 120.0
+#: The failover states that end a failover.
+_FINAL = ("done", "partial", "failed")
+
+
+class ChaosOperator(Protocol):
+    """What a person on call does during a chaos run that needs Prefect (cli supplies it)."""
+
+    def approve(self, plan_id: str) -> None:
+        """Approve the plan a failover run is paused on."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How long each wait may take, in seconds (generous: a loaded 2-core box is slow)."""
+
+    ready: float = 300.0
+    declare: float = 180.0
+    failover: float = 600.0
+    healthy: float = 120.0
+    settle: float = 25.0  # after healthy again: one outage threshold and a few checks
+
+    @classmethod
+    def for_fleet(cls, fleet: Fleet) -> Limits:
+        threshold = float(fleet.timing.outage_threshold)
+        probe = float(fleet.timing.probe_interval)
+        return cls(declare=3 * threshold + 120.0, settle=threshold + 3 * probe)
+
+
+def poll(check: Callable[[], T | None], timeout: float, every: float = 1.0) -> T | None:
+    """*check*'s first true answer within *timeout* seconds, else None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(every)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Fault:
+    """One fault being exercised: what the runner learned along the way."""
+
+    spec: FaultSpec
+    target: str
+    clients: list[str]
+    injected_at: datetime
+    before: set[tuple[str, str, str]]
+    problems: list[str] = field(default_factory=list)
+    incident: Incident | None = None
+    plan_id: str | None = None
+    healed_at: datetime | None = None
+    healthy_at: datetime | None = None
+
+
+class ChaosRun:
+    """The matrix on one lab: :meth:`run` returns one result per fault."""
+
+    def __init__(
+        self,
+        fleet: ChaosFleet,
+        store: Store,
+        operator: ChaosOperator,
+        *,
+        seed: int = 1,
+        progress: Callable[[str], None] = lambda _m: None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.operator = operator
+        self.rng = random.Random(seed)
+        self.say = progress
+        self.limits = limits or Limits.for_fleet(load_fleet(fleet.fleet_file))
+
+    def run(self, specs: list[FaultSpec]) -> list[ChaosResult]:
+        results = []
+        for spec in specs:
+            result = self.exercise(spec)
+            self.say(f"{spec.name} on {result.target}: {'held' if result.passed else 'FAILED'}")
+            results.append(result)
+        return results
+
+    # ---- one fault
+
+    def exercise(self, spec: FaultSpec) -> ChaosResult:
+        """Inject *spec* into a server drawn by the seed, follow it, heal it, judge it."""
+        placements = {p.client_id: p.server_id for p in self.store.placements()}
+        model = load_fleet(self.fleet.fleet_file)
+        servers = [s.id for s in model.servers if s.role in ("app", "spare")]
+        target = pick_target(placements, servers, self.rng)
+        clients = sorted(c for c, s in placements.items() if s == target)
+        self._ready(clients)
+        fault = _Fault(
+            spec, target, clients, _now(), records.complete_snapshot_ids(self.store, clients)
+        )
+        self.say(f"{spec.name}: {spec.injected} on {target} ({len(clients)} clients)")
+        try:
+            if spec.shape == "flapping":
+                self._flap(fault)
+            else:
+                self._outage(fault, model)
+        except DRError as exc:
+            fault.problems.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            self._heal(fault)
+        time.sleep(self.limits.settle)  # a late (second) incident shows up in this time
+        return judge(spec, self._observe(fault))
+
+    def _ready(self, clients: list[str]) -> None:
+        """Healthy, and a complete snapshot of every client to restore from."""
+
+        def ready() -> bool:
+            have = records.newest_snapshots(self.store, clients)
+            return not self.fleet.unhealthy() and all(c in have for c in clients)
+
+        if not poll(ready, self.limits.ready, every=2.0):
+            self.say("warning: not every client has a snapshot yet; injecting anyway")
+
+    def _outage(self, fault: _Fault, model: Fleet) -> None:
+        assert fault.spec.lab_fault is not None
+        self.fleet.break_(fault.target, fault.spec.lab_fault)
+        key = f"outage:server:{fault.target}"
+
+        def declared() -> Incident | None:
+            found = records.incidents_since(self.store, fault.injected_at)
+            return next((i for i in found if i.dedupe_key == key), None)
+
+        fault.incident = poll(declared, self.limits.declare)
+        if fault.incident is None:
+            fault.problems.append(f"no incident {key} within {self.limits.declare:.0f} s")
+            return
+        self.say(f"  incident #{fault.incident.id} declared: {fault.incident.title}")
+        auto = bool(model.escalation and model.escalation.auto_failover)
+        fault.plan_id = self._approve(fault.incident.id, auto)
+        if fault.plan_id is None:
+            fault.problems.append("the escalation started no failover with a plan to run")
+            return
+        plan_id = fault.plan_id
+
+        def finished() -> str | None:
+            record = self.store.failover(plan_id)
+            return record.state if record is not None and record.state in _FINAL else None
+
+        state = poll(finished, self.limits.failover, every=2.0)
+        self.say(f"  failover {plan_id[:12]}: {state or 'not finished in time'}")
+
+    def _approve(self, incident_id: int, auto: bool) -> str | None:
+        """Wait for the failover's plan; approve it unless the policy is automatic."""
+
+        def planned() -> str | None:
+            view = failover_view(self.store.timeline(incident_id))
+            if view.unavailable:
+                raise DRError(f"the failover could not be started: {view.unavailable}")
+            if view.plan_id is not None and view.moves == 0:
+                why = "; ".join(f"{c}: {r}" for c, r in view.refusals) or "nothing to move"
+                raise DRError(f"the failover plan moves no client: {why}")
+            return view.plan_id
+
+        plan_id = poll(planned, self.limits.declare)
+        if plan_id is not None and not auto:
+            self.operator.approve(plan_id)
+            self.say(f"  plan {plan_id[:12]} approved (the lab's policy asks a person)")
+        return plan_id
+
+    def _flap(self, fault: _Fault) -> None:
+        assert fault.spec.lab_fault is not None
+        ends = time.monotonic() + FLAP_FOR_S
+        spells = 0
+        while time.monotonic() < ends:
+            self.fleet.break_(fault.target, fault.spec.lab_fault)
+            time.sleep(FLAP_DOWN_S)
+            self.fleet.heal(fault.target)
+            spells += 1
+            time.sleep(FLAP_UP_S)
+        self.say(f"  {spells} down spells of {FLAP_DOWN_S:.0f} s")
+
+    def _heal(self, fault: _Fault) -> None:
+        fault.healed_at = _now()
+        try:
+            self.fleet.heal(fault.target)
+        except DRError as exc:
+            fault.problems.append(f"heal of {fault.target} failed: {exc}")
+
+        def healthy() -> datetime | None:
+            return None if self.fleet.unhealthy() else _now()
+
+        fault.healthy_at = poll(healthy, self.limits.healthy, every=2.0)
+
+    # ---- reading back
+
+    def _observe(self, fault: _Fault) -> Observation:
+        store = self.store
+        opened = records.incidents_since(store, fault.injected_at)
+        outages = [i for i in opened if i.kind == "outage"]
+        ids = [i.id for i in opened]
+        obs = Observation(
+            fault=fault.spec.name,
+            target=fault.target,
+            injected_at=fault.injected_at,
+            healed_at=fault.healed_at,
+            healthy_at=fault.healthy_at,
+            first_failed_at=records.first_failed_check(store, fault.target, fault.injected_at),
+            incidents=tuple((i.id, i.opened_at) for i in outages),
+            other_incidents=tuple(f"#{i.id} {i.kind}" for i in opened if i.kind != "outage"),
+            pages=tuple(records.pages_sent(store, ids)),
+            notice_keys=tuple(records.outbox_keys(self.fleet.outbox(), ids)),
+            clients=tuple(fault.clients),
+        )
+        if fault.incident is not None and fault.plan_id is not None:
+            record = store.failover(fault.plan_id)
+            taken, rto = records.restored_snapshots(store, fault.plan_id)
+            obs = replace(
+                obs,
+                failover_state=record.state if record is not None else None,
+                failover_steps=tuple(
+                    records.failover_steps(store, fault.incident.id, fault.plan_id)
+                ),
+                rto_s=rto,
+                snapshot_at=taken,
+            )
+        elif fault.spec.shape == "flapping":
+            obs = replace(obs, snapshot_at=records.newest_snapshots(store, fault.clients))
+        model = load_fleet(self.fleet.fleet_file)
+        try:
+            lost = records.lost_writes(model, self.fleet.acks_file, fault.clients)
+        except DRError as exc:
+            fault.problems.append(str(exc))
+            lost = None
+        after = records.complete_snapshot_ids(store, fault.clients)
+        broken = [
+            s
+            for c in fault.clients
+            for s in store.snapshots(c)
+            if s.server_id == fault.target
+            and s.status == "complete"
+            and fault.injected_at <= s.taken_at <= (fault.healed_at or _now())
+        ]
+        for incident in opened:  # the on-call closes it: the next fault starts quiet
+            store.resolve(incident.id, by="chaos", note=f"chaos run: {fault.spec.name} healed")
+        return replace(
+            obs,
+            lost_seqs=lost,
+            snapshots_before=len(fault.before),
+            snapshots_intact=fault.before <= after,
+            snapshots_taken_of_broken=len(broken),
+            problems=tuple(fault.problems),
+        )
