@@ -41,7 +41,7 @@ def test_the_catalogue_names_every_fault_of_the_issue_once() -> None:
 
 def test_implemented_faults_use_a_fault_the_lab_can_inject() -> None:
     built = implemented()
-    assert built == ["power", "hang", "flapping", "disk", "network"]
+    assert built == ["power", "hang", "flapping", "disk", "network", "dc"]
     for name in built:
         assert BY_NAME[name].lab_fault in FAULTS
 
@@ -70,7 +70,7 @@ def test_bad_fault_lists_are_refused_naming_the_implemented_ones(text: str, says
         select_faults(text)
     assert says in str(caught.value)
     if "twice" not in says:
-        assert "implemented: power, hang, flapping, disk, network" in str(caught.value)
+        assert "implemented: power, hang, flapping, disk, network, dc" in str(caught.value)
 
 
 def test_only_servers_holding_clients_are_drawn_and_the_seed_decides() -> None:

@@ -178,3 +178,13 @@ def test_timeline_events_are_in_seconds_after_the_injection_in_time_order() -> N
     assert ("failover: restore", 60.0) in events
     quiet = timeline_events(replace(GOOD_FLAP, first_failed_at=None, healthy_at=None))
     assert [w for w, _ in quiet] == ["fault injected", "healed"]
+
+
+def test_a_dc_restore_from_the_lost_dc_or_outside_residency_fails_dc() -> None:
+    lost_dc = replace(GOOD_OUTAGE, fault="dc", target="jhb1")
+    assert judge(BY_NAME["dc"], lost_dc).passed
+    assert judge(BY_NAME["dc"], lost_dc).rto_s == 58.0
+    wrong = ("acme restored into app-lon1-1 (GB); allowed: ZA",)
+    result = judge(BY_NAME["dc"], replace(lost_dc, misplaced=wrong))
+    assert not result.passed
+    assert wrong[0] in result.notes

@@ -16,9 +16,9 @@ from typing import Final, Literal
 
 from ppo_dr.errors import PermanentError
 
-#: How a fault is judged: a whole server lost (an incident and a failover expected),
-#: or a blip that must page nobody.
-Shape = Literal["server-outage", "flapping"]
+#: How a fault is judged: a whole server or data centre lost (an incident and a
+#: failover expected), or a blip that must page nobody.
+Shape = Literal["server-outage", "dc-outage", "flapping"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class FaultSpec:
 
     @property
     def expects_failover(self) -> bool:
-        return self.shape == "server-outage"
+        return self.shape in ("server-outage", "dc-outage")
 
 
 _OUTAGE: Final = "one incident, failover, writes lost <= those after the restored snapshot"
@@ -130,8 +130,10 @@ CATALOGUE: Final[tuple[FaultSpec, ...]] = (
     ),
     FaultSpec(
         "dc",
-        "every server of one DC",
+        "every server of one DC (kill -9)",
         "one DC incident; restore from off-site mirrors into allowed DCs only",
+        "dc-outage",
+        "power",
     ),
 )
 

@@ -33,12 +33,15 @@ def incidents_since(store: Store, since: datetime) -> list[Incident]:
     return [i for i in store.incidents() if i.opened_at >= since]
 
 
-def first_failed_check(store: Store, server_id: str, since: datetime) -> datetime | None:
-    """When the probe first saw *server_id* failing after *since*."""
-    for move in store.probe_transitions(server_target(server_id), since=since):
-        if move.to_state in _FAILING:
-            return move.at
-    return None
+def first_failed_check(store: Store, servers: Iterable[str], since: datetime) -> datetime | None:
+    """When the probe first saw one of *servers* failing after *since*."""
+    seen = [
+        move.at
+        for server_id in servers
+        for move in store.probe_transitions(server_target(server_id), since=since)
+        if move.to_state in _FAILING
+    ]
+    return min(seen, default=None)
 
 
 def pages_sent(store: Store, incident_ids: Iterable[int]) -> list[datetime]:
@@ -89,6 +92,25 @@ def restored_snapshots(store: Store, plan_id: str) -> tuple[dict[str, datetime],
             if snap.snapshot_id == result.snapshot_id:
                 taken[result.client_id] = snap.taken_at
     return taken, (round(max(rtos), 1) if rtos else None)
+
+
+def misplaced(fleet: Fleet, store: Store, plan_id: str, lost_dc: str) -> list[str]:
+    """Clients a DC failover restored from a mirror in the lost DC, or into a country
+    their residency does not allow: one sentence each."""
+    out = []
+    for result in store.failover_results(plan_id):
+        if result.outcome != "ok":
+            continue
+        client = fleet.client(result.client_id)
+        if result.source_mirror and fleet.server(result.source_mirror).dc == lost_dc:
+            out.append(f"{client.id} restored from {result.source_mirror}, in the lost DC")
+        country = fleet.country_of(result.to_server)
+        if country not in client.countries:
+            out.append(
+                f"{client.id} restored into {result.to_server} ({country}); "
+                f"allowed: {', '.join(client.countries)}"
+            )
+    return out
 
 
 def newest_snapshots(store: Store, clients: Iterable[str]) -> dict[str, datetime]:

@@ -85,7 +85,8 @@ class _Fault:
     """One fault being exercised: what the runner learned along the way."""
 
     spec: FaultSpec
-    target: str
+    target: str  # a server, or a data centre
+    servers: list[str]  # the servers the fault hits
     clients: list[str]
     injected_at: datetime
     before: set[tuple[str, str, str]]
@@ -132,10 +133,14 @@ class ChaosRun:
         model = load_fleet(self.fleet.fleet_file)
         servers = [s.id for s in model.servers if s.role in ("app", "spare")]
         target = pick_target(placements, servers, self.rng)
-        clients = sorted(c for c, s in placements.items() if s == target)
+        hit = [target]
+        if spec.shape == "dc-outage":
+            target = model.server(target).dc
+            hit = [s.id for s in model.servers_in(target)]
+        clients = sorted(c for c, s in placements.items() if s in hit)
         self._ready(clients)
         fault = _Fault(
-            spec, target, clients, _now(), records.complete_snapshot_ids(self.store, clients)
+            spec, target, hit, clients, _now(), records.complete_snapshot_ids(self.store, clients)
         )
         self.say(f"{spec.name}: {spec.injected} on {target} ({len(clients)} clients)")
         try:
@@ -163,7 +168,8 @@ class ChaosRun:
     def _outage(self, fault: _Fault, model: Fleet) -> None:
         assert fault.spec.lab_fault is not None
         self.fleet.break_(fault.target, fault.spec.lab_fault)
-        key = f"outage:server:{fault.target}"
+        level = "dc" if fault.spec.shape == "dc-outage" else "server"
+        key = f"outage:{level}:{fault.target}"
 
         def declared() -> Incident | None:
             found = records.incidents_since(self.store, fault.injected_at)
@@ -243,13 +249,14 @@ class ChaosRun:
             injected_at=fault.injected_at,
             healed_at=fault.healed_at,
             healthy_at=fault.healthy_at,
-            first_failed_at=records.first_failed_check(store, fault.target, fault.injected_at),
+            first_failed_at=records.first_failed_check(store, fault.servers, fault.injected_at),
             incidents=tuple((i.id, i.opened_at) for i in outages),
             other_incidents=tuple(f"#{i.id} {i.kind}" for i in opened if i.kind != "outage"),
             pages=tuple(records.pages_sent(store, ids)),
             notice_keys=tuple(records.outbox_keys(self.fleet.outbox(), ids)),
             clients=tuple(fault.clients),
         )
+        model = load_fleet(self.fleet.fleet_file)
         if fault.incident is not None and fault.plan_id is not None:
             record = store.failover(fault.plan_id)
             taken, rto = records.restored_snapshots(store, fault.plan_id)
@@ -262,9 +269,11 @@ class ChaosRun:
                 rto_s=rto,
                 snapshot_at=taken,
             )
+            if fault.spec.shape == "dc-outage":
+                wrong = records.misplaced(model, store, fault.plan_id, fault.target)
+                obs = replace(obs, misplaced=tuple(wrong))
         elif fault.spec.shape == "flapping":
             obs = replace(obs, snapshot_at=records.newest_snapshots(store, fault.clients))
-        model = load_fleet(self.fleet.fleet_file)
         try:
             lost = records.lost_writes(model, self.fleet.acks_file, fault.clients)
         except DRError as exc:
@@ -275,7 +284,7 @@ class ChaosRun:
             s
             for c in fault.clients
             for s in store.snapshots(c)
-            if s.server_id == fault.target
+            if s.server_id in fault.servers
             and s.status == "complete"
             and fault.injected_at <= s.taken_at <= (fault.healed_at or _now())
         ]

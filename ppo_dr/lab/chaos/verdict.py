@@ -68,6 +68,7 @@ class Observation:
     snapshots_before: int = 0
     snapshots_intact: bool | None = None
     snapshots_taken_of_broken: int = 0
+    misplaced: tuple[str, ...] = ()  # restores from the lost DC or outside a residency
     problems: tuple[str, ...] = ()  # what the runner could not do or see in time
 
 
@@ -148,7 +149,7 @@ def judge(spec: FaultSpec, obs: Observation) -> ChaosResult:
         notes.append(f"{dupes} notice(s) sent twice under one idempotency key")
     if lost is None:
         notes.append("acknowledged writes could not be checked against the journals")
-    if spec.shape == "server-outage":
+    if spec.expects_failover:
         notes += _outage_rules(spec, obs, opened, beyond)
     elif spec.shape == "flapping":
         if opened:
@@ -195,6 +196,7 @@ def _outage_rules(spec: FaultSpec, obs: Observation, opened: int, beyond: int | 
         notes.append("no RTO recorded by the failover")
     if beyond:
         notes.append(f"{beyond} write(s) acknowledged before the restored snapshot were lost")
+    notes += list(obs.misplaced)
     if spec.name == "disk" and obs.snapshots_taken_of_broken:
         notes.append(f"{obs.snapshots_taken_of_broken} snapshot(s) taken of the broken data root")
     return notes
