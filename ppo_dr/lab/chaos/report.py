@@ -19,8 +19,10 @@ _STYLE = (
     "td,th{border:1px solid #999;padding:.3em .6em;text-align:left;vertical-align:top}"
     ".held{background:#dfd}.failed{background:#fdd}svg{max-width:100%;height:auto}"
 )
-#: Event rows of the chart, top to bottom: what each event's label starts with.
+#: Event rows of the chart, top to bottom: what each event's label starts with, and
+#: the row's name on the axis.
 _LANES = ("fault injected", "first failed check", "incident", "page", "failover", "heal")
+_LANE_NAMES = ("fault", "probe", "incident", "pages", "failover", "heal")
 
 
 def _lane(label: str) -> int:
@@ -47,7 +49,7 @@ def timeline_svg(result: ChaosResult) -> str:
                 axes.annotate(
                     what, (at, lane), textcoords="offset points", xytext=(3, 6), fontsize=7
                 )
-        axes.set_yticks(range(len(_LANES)), [lane.split()[0] for lane in _LANES])
+        axes.set_yticks(range(len(_LANES)), _LANE_NAMES)
         axes.set_ylim(len(_LANES) - 0.5, -0.7)
         axes.set_xlabel("seconds after the fault was injected")
         axes.set_title(f"{result.fault} on {result.target}", fontsize=9)
