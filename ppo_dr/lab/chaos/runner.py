@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from ppo_dr.errors import DRError
 from ppo_dr.escalation import failover_view
@@ -29,8 +29,8 @@ from ppo_dr.lab.chaos.fleets import ChaosFleet
 from ppo_dr.lab.chaos.sequence import pick_target
 from ppo_dr.lab.chaos.verdict import ChaosResult, Observation, judge
 from ppo_dr.store import Incident, Store
+from ppo_dr.waiting import poll
 
-T = TypeVar("T")
 #: Issue 10's flapping: down 5 s, up 5 s, for 2 minutes.
 FLAP_DOWN_S = 5.0
 FLAP_UP_S = 5.0
@@ -62,18 +62,6 @@ class Limits:
         threshold = float(fleet.timing.outage_threshold)
         probe = float(fleet.timing.probe_interval)
         return cls(declare=3 * threshold + 120.0, settle=threshold + 3 * probe)
-
-
-def poll(check: Callable[[], T | None], timeout: float, every: float = 1.0) -> T | None:
-    """*check*'s first true answer within *timeout* seconds, else None."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(every)
 
 
 def _now() -> datetime:
