@@ -36,7 +36,10 @@ GOOD_OUTAGE = Observation(
     first_failed_at=at(2),
     incidents=((7, at(22)),),
     pages=(at(24), at(24)),
-    notice_keys=("incident:7:page.e1.r1.l1:sipho:sms", "incident:7:page.e1.r1.l1:sipho:email"),
+    notice_keys=(
+        "incident:7/step:page.e0.r0.l1/to:sipho/via:sms",
+        "incident:7/step:page.e0.r0.l1/to:sipho/via:email",
+    ),
     failover_state="done",
     failover_steps=(("approved", at(40)), ("restore", at(60)), ("finished (done)", at(80))),
     rto_s=58.0,
