@@ -101,25 +101,40 @@ class PrefectOperator:
 
 @contextlib.contextmanager
 def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
-    """``ppo-dr serve`` for the lab while the block runs, with its probe running."""
+    """``ppo-dr serve`` for the lab while the block runs, with its probe running.
+
+    A cold Prefect server (fresh database, migrations) can take longer than serve's
+    own start limit on a loaded machine; serve then exits, and the second start finds
+    the database migrated. So serve is started at most twice, never more.
+    """
     home = fleet.lab.directory / "chaos-serve"
     log_file = fleet.lab.directory / "logs" / "chaos-serve.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     state_file = home / "prefect" / "serve.json"
-    state_file.unlink(missing_ok=True)  # a stale one from a run that was killed
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PPO_DR_"))}
     env |= {"PPO_DR_HOME": str(home), "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-    with log_file.open("ab") as log:
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--fleet", str(fleet.fleet_file)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    command = [sys.executable, "-m", "cli.main", "serve", "--fleet", str(fleet.fleet_file)]
+    for attempt in (1, 2):
+        state_file.unlink(missing_ok=True)  # a stale one from a run that was killed
+        with log_file.open("ab") as log:
+            offset = log.tell()
+            serve = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            api_url = _wait_serving(serve, state_file, log_file, offset)
+            break
+        except LabError as exc:
+            _stop(serve)
+            if attempt == 2:
+                raise
+            typer.echo(f"{exc}; starting it once more (its database is migrated now)")
     try:
-        api_url = _wait_serving(serve, state_file, log_file)
         typer.echo(f"ppo-dr serve is up (API {api_url}; log {log_file})")
         _start_probe(api_url)
         yield PrefectOperator(api_url)
@@ -127,12 +142,17 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
         _stop(serve)
 
 
-def _wait_serving(serve: subprocess.Popen[bytes], state_file: Path, log_file: Path) -> str:
+def _wait_serving(
+    serve: subprocess.Popen[bytes], state_file: Path, log_file: Path, offset: int
+) -> str:
+    """The API URL once serve says it serves (in its log after *offset*)."""
     deadline = time.monotonic() + SERVE_START_S
     while time.monotonic() < deadline:
         if serve.poll() is not None:
             raise LabError(f"ppo-dr serve exited ({serve.returncode}); see {log_file}")
-        text = log_file.read_text(encoding="utf-8", errors="replace")
+        with log_file.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode("utf-8", errors="replace")
         if "serving; Ctrl-C stops" in text and state_file.exists():
             return str(json.loads(state_file.read_text(encoding="utf-8"))["api_url"])
         time.sleep(1.0)
