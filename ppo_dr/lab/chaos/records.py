@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ppo_dr.channels import read_outbox
-from ppo_dr.errors import LabError
+from ppo_dr.errors import DRError, LabError
 from ppo_dr.escalation import FAILOVER_APPROVAL, parse_key
+from ppo_dr.fleet_access import FleetAccess
 from ppo_dr.inventory import Fleet
 from ppo_dr.lab.workload import read_acks
+from ppo_dr.mirror.fleet_targets import mirror_targets
+from ppo_dr.mirror.verify import verify
 from ppo_dr.probe.graph import server_target
 from ppo_dr.store import Incident, Store
 
@@ -123,14 +126,43 @@ def newest_snapshots(store: Store, clients: Iterable[str]) -> dict[str, datetime
     return out
 
 
-def complete_snapshot_ids(store: Store, clients: Iterable[str]) -> set[tuple[str, str, str]]:
-    """(client, mirror, snapshot id) of every complete snapshot of *clients*."""
+def complete_snapshot_ids(store: Store, clients: Iterable[str]) -> set[tuple[str, str, str, str]]:
+    """(server, client, mirror, snapshot id) of every complete snapshot of *clients*."""
     return {
-        (s.client_id, s.mirror_id, s.snapshot_id)
+        (s.server_id, s.client_id, s.mirror_id, s.snapshot_id)
         for client in clients
         for s in store.snapshots(client)
         if s.status == "complete"
     }
+
+
+def verify_repositories(
+    fleet: Fleet, servers: Iterable[str], placements: Mapping[str, str]
+) -> list[str]:
+    """Re-read and re-hash (``verify --read-data``) every repository of *servers* on
+    every mirror; one sentence per problem, or per repository that could not be read.
+
+    *placements* say which servers are homes (a spare is one while it holds clients).
+    """
+    found: list[str] = []
+    with FleetAccess(fleet) as access:
+        for server_id in sorted(set(servers)):
+            try:
+                connected = mirror_targets(fleet, server_id, access, placements=placements)
+                found += [
+                    f"{m}: {server_id}'s repository unreachable: {why}"
+                    for m, why in connected.unreachable.items()
+                ]
+                for target in connected.targets:
+                    report = verify(target, key=access.mirror_key, read_data=True)
+                    found += [
+                        f"{p.mirror_id}: {server_id}'s repository, client {p.client_id or '-'}, "
+                        f"snapshot {p.snapshot_id or '-'}, file {p.path or '-'}: {p.detail}"
+                        for p in report.problems
+                    ]
+            except DRError as exc:
+                found.append(f"{server_id}'s repositories could not be verified: {exc}")
+    return found
 
 
 def journal_seqs(fleet: Fleet, client_id: str, timeout: float = 10.0) -> set[int]:

@@ -75,9 +75,10 @@ class _Fault:
     spec: FaultSpec
     target: str  # a server, or a data centre
     servers: list[str]  # the servers the fault hits
+    placements: dict[str, str]  # client -> server when it was injected
     clients: list[str]
     injected_at: datetime
-    before: set[tuple[str, str, str]]
+    before: set[tuple[str, str, str, str]]
     problems: list[str] = field(default_factory=list)
     incident: Incident | None = None
     plan_id: str | None = None
@@ -128,7 +129,13 @@ class ChaosRun:
         clients = sorted(c for c, s in placements.items() if s in hit)
         self._ready(clients)
         fault = _Fault(
-            spec, target, hit, clients, _now(), records.complete_snapshot_ids(self.store, clients)
+            spec,
+            target,
+            hit,
+            placements,
+            clients,
+            _now(),
+            records.complete_snapshot_ids(self.store, clients),
         )
         self.say(f"{spec.name}: {spec.injected} on {target} ({len(clients)} clients)")
         try:
@@ -268,6 +275,10 @@ class ChaosRun:
             fault.problems.append(str(exc))
             lost = None
         after = records.complete_snapshot_ids(store, fault.clients)
+        # The repositories of the homes the fault hit, re-read and re-hashed.
+        homes = set(fault.placements.values()) & set(fault.servers)
+        damaged = records.verify_repositories(model, homes, fault.placements)
+        fault.problems += damaged
         broken = [
             s
             for c in fault.clients
@@ -282,7 +293,7 @@ class ChaosRun:
             obs,
             lost_seqs=lost,
             snapshots_before=len(fault.before),
-            snapshots_intact=fault.before <= after,
+            snapshots_intact=fault.before <= after and not damaged,
             snapshots_taken_of_broken=len(broken),
             problems=tuple(fault.problems),
         )
