@@ -43,7 +43,17 @@ def chaos(
     faults: Annotated[
         str, typer.Option("--faults", help="Comma-separated fault names, or all (implemented).")
     ] = "all",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the target choice.")] = 1,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the targets (and of the soak's faults).")
+    ] = 1,
+    soak: Annotated[
+        str | None,
+        typer.Option(
+            "--soak",
+            help="Run faults drawn from --faults by the seed for this long (e.g. 30m, 2h), "
+            "then verify every repository and every client's journal.",
+        ),
+    ] = None,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Write one JSON object per fault here.")
     ] = None,
@@ -59,6 +69,7 @@ def chaos(
     from ppo_dr.store import Store
 
     specs = select_faults(faults)  # bad input: refused before anything is touched
+    soak_s = _soak_seconds(soak) if soak is not None else None
     for path in (json_file, report):
         if path is not None and not path.parent.is_dir():
             raise PermanentError(f"{path}: its directory does not exist")
@@ -71,7 +82,7 @@ def chaos(
     started = time.monotonic()
     with _served(fleet) as operator, Store.open(fleet.lab.store_url) as store:
         run = ChaosRun(fleet, store, operator, seed=seed, progress=typer.echo)
-        results = run.run(specs)
+        results = run.run(specs) if soak_s is None else run.soak(specs, soak_s)
     duration = time.monotonic() - started
     typer.echo(results_table(results))
     typer.echo(f"chaos: {sum(r.passed for r in results)}/{len(results)} held in {duration:.0f} s")
@@ -82,6 +93,15 @@ def chaos(
         report.write_text(report_html(results, title=title, duration_s=duration), "utf-8")
     if not all(r.passed for r in results):
         raise typer.Exit(1)
+
+
+def _soak_seconds(text: str) -> float:
+    from cli.maintenance import parse_for
+
+    try:
+        return parse_for(text).total_seconds()
+    except PermanentError:
+        raise PermanentError(f"--soak {text!r} is not a duration like '30m' or '2h'") from None
 
 
 class PrefectOperator:

@@ -44,6 +44,12 @@ def test_a_fault_not_implemented_is_refused_before_the_lab_is_read(
     assert not (tmp_path / "no-lab").exists()
 
 
+def test_a_soak_that_is_no_duration_is_refused(tmp_path: Path) -> None:
+    done = chaos("--dir", str(tmp_path / "no-lab"), "--faults", "power", "--soak", "5x")
+    assert done.returncode == 2
+    assert "--soak '5x' is not a duration" in done.stderr
+
+
 def test_no_running_lab_is_a_clear_error(tmp_path: Path) -> None:
     done = chaos("--dir", str(tmp_path / "no-lab"), "--faults", "power")
     assert done.returncode == 2

@@ -14,8 +14,10 @@ from ppo_dr.lab.chaos.verdict import (
     Observation,
     duplicates,
     judge,
+    judge_soak,
     lost_counts,
     timeline_events,
+    unexplained_losses,
 )
 
 T0 = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
@@ -180,3 +182,44 @@ def test_a_dc_restore_from_the_lost_dc_or_outside_residency_fails_dc() -> None:
     result = judge(BY_NAME["dc"], replace(lost_dc, misplaced=wrong))
     assert not result.passed
     assert wrong[0] in result.notes
+
+
+def test_a_soak_holds_when_every_missing_write_was_lost_by_a_fault() -> None:
+    power = judge(BY_NAME["power"], GOOD_OUTAGE)  # lost acme 101, 102
+    assert power.lost == {"acme": (101, 102)}
+    final = judge_soak([power], {"acme": [101, 102], "karoo": []}, [])
+    assert final.passed, final.notes
+    assert (final.fault, final.target) == ("soak-final", "fleet")
+    assert (final.acked_writes_lost, final.lost_beyond_rpo) == (2, 0)
+    assert tuple(final.as_json()) == RESULT_KEYS
+
+
+@pytest.mark.parametrize(
+    ("missing", "problems", "note"),
+    [
+        ({"acme": [101, 103]}, [], "acme: 1 acknowledged write(s) lost outside any fault"),
+        ({"karoo": [5]}, [], "karoo: 1 acknowledged write(s) lost outside any fault"),
+        (None, [], "could not be read back"),
+        ({}, ["mirror-1: client acme, file f: hash mismatch"], "hash mismatch"),
+    ],
+)
+def test_a_soak_fails_on_a_silent_loss_or_a_damaged_repository(
+    missing: dict[str, list[int]] | None, problems: list[str], note: str
+) -> None:
+    final = judge_soak([judge(BY_NAME["power"], GOOD_OUTAGE)], missing, problems)
+    assert not final.passed
+    assert any(note in n for n in final.notes), final.notes
+    assert final.snapshots_intact is (not problems)
+
+
+def test_a_soak_with_a_fault_that_did_not_hold_fails() -> None:
+    broken = judge(BY_NAME["power"], replace(GOOD_OUTAGE, pages=()))
+    final = judge_soak([broken], {}, [])
+    assert not final.passed
+    assert "faults that did not hold: power" in final.notes
+
+
+def test_unexplained_losses_are_those_no_fault_counted() -> None:
+    power = judge(BY_NAME["power"], GOOD_OUTAGE)
+    assert unexplained_losses({"acme": [100, 101, 101]}, [power]) == {"acme": [100]}
+    assert unexplained_losses({"acme": [101]}, [power]) == {}

@@ -27,7 +27,7 @@ from ppo_dr.lab.chaos import records
 from ppo_dr.lab.chaos.catalogue import FaultSpec
 from ppo_dr.lab.chaos.fleets import ChaosFleet
 from ppo_dr.lab.chaos.sequence import pick_target
-from ppo_dr.lab.chaos.verdict import ChaosResult, Observation, judge
+from ppo_dr.lab.chaos.verdict import ChaosResult, Observation, judge, judge_soak
 from ppo_dr.store import Incident, Store
 from ppo_dr.waiting import poll
 
@@ -113,6 +113,30 @@ class ChaosRun:
             self.say(f"{spec.name} on {result.target}: {'held' if result.passed else 'FAILED'}")
             results.append(result)
         return results
+
+    def soak(self, specs: list[FaultSpec], duration_s: float) -> list[ChaosResult]:
+        """Faults drawn by the seed from *specs*, one after the other, until
+        *duration_s* has passed (none starts after it); then the whole fleet checked.
+
+        The order of faults and targets is the seed's; how many fit in the time is
+        the machine's. The last row (``soak-final``) is :func:`judge_soak`'s.
+        """
+        ends = time.monotonic() + duration_s
+        results: list[ChaosResult] = []
+        while time.monotonic() < ends:
+            results += self.run([self.rng.choice(specs)])
+        self.say("soak over: verifying every repository and every client's journal")
+        placements = {p.client_id: p.server_id for p in self.store.placements()}
+        model = load_fleet(self.fleet.fleet_file)
+        problems = records.verify_repositories(model, set(placements.values()), placements)
+        missing: dict[str, list[int]] | None
+        try:
+            lost = records.lost_writes(model, self.fleet.acks_file, sorted(placements))
+            missing = {c: [seq for seq, _ in seqs] for c, seqs in lost.items()}
+        except DRError as exc:
+            problems.append(str(exc))
+            missing = None
+        return [*results, judge_soak(results, missing, problems)]
 
     # ---- one fault
 

@@ -10,7 +10,7 @@ value the runner could not observe is ``None`` and fails the rule that needs it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -89,6 +89,7 @@ class ChaosResult:
     snapshots_intact: bool | None
     notes: list[str]
     events: list[tuple[str, float]] = field(default_factory=list)  # (what, s after injection)
+    lost: dict[str, tuple[int, ...]] = field(default_factory=dict)  # client -> seqs lost
 
     def as_json(self) -> dict[str, Any]:
         """The issue's object: exactly :data:`RESULT_KEYS`, nothing else."""
@@ -179,6 +180,63 @@ def judge(spec: FaultSpec, obs: Observation) -> ChaosResult:
         snapshots_intact=obs.snapshots_intact,
         notes=notes,
         events=timeline_events(obs),
+        lost={c: tuple(seq for seq, _ in seqs) for c, seqs in (obs.lost_seqs or {}).items()},
+    )
+
+
+def unexplained_losses(
+    missing: Mapping[str, Iterable[int]], explained: Iterable[ChaosResult]
+) -> dict[str, list[int]]:
+    """Per client, acknowledged writes missing now that no fault's failover lost."""
+    known: dict[str, set[int]] = {}
+    for result in explained:
+        for client, lost in result.lost.items():
+            known.setdefault(client, set()).update(lost)
+    out = {}
+    for client, seqs in missing.items():
+        left = sorted(set(seqs) - known.get(client, set()))
+        if left:
+            out[client] = left
+    return out
+
+
+def judge_soak(
+    faults: list[ChaosResult],
+    missing: Mapping[str, Iterable[int]] | None,
+    repository_problems: list[str],
+) -> ChaosResult:
+    """The soak's last row: every repository verified, every client's journal checked.
+
+    A write missing now is fine only if a fault's failover already counted it lost
+    (within that fault's RPO, judged there); any other is a write lost silently.
+    """
+    notes = list(repository_problems)
+    lost = beyond = None
+    if missing is None:
+        notes.append("the journals could not be read back")
+    else:
+        silent = unexplained_losses(missing, faults)
+        lost = sum(len(set(seqs)) for seqs in missing.values())
+        beyond = sum(len(seqs) for seqs in silent.values())
+        notes += [
+            f"{c}: {len(s)} acknowledged write(s) lost outside any fault" for c, s in silent.items()
+        ]
+    failed = [r.fault for r in faults if not r.passed]
+    if failed:
+        notes.append(f"faults that did not hold: {', '.join(failed)}")
+    return ChaosResult(
+        fault="soak-final",
+        target="fleet",
+        passed=not notes,
+        detected_after_s=None,
+        incidents_opened=sum(r.incidents_opened for r in faults),
+        pages_sent=sum(r.pages_sent for r in faults),
+        duplicate_notices=sum(r.duplicate_notices for r in faults),
+        rto_s=max((r.rto_s for r in faults if r.rto_s is not None), default=None),
+        acked_writes_lost=lost,
+        lost_beyond_rpo=beyond,
+        snapshots_intact=not repository_problems,
+        notes=notes,
     )
 
 
