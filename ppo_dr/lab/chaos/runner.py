@@ -53,7 +53,8 @@ class Limits:
 
     ready: float = 300.0
     declare: float = 180.0
-    failover: float = 600.0
+    plan: float = 600.0  # declaration to a plan: the escalation, then the failover, start
+    failover: float = 900.0
     healthy: float = 120.0
     settle: float = 25.0  # after healthy again: one outage threshold and a few checks
 
@@ -225,7 +226,7 @@ class ChaosRun:
                 raise DRError(f"the failover plan moves no client: {why}")
             return view.plan_id
 
-        plan_id = poll(planned, self.limits.declare)
+        plan_id = poll(planned, self.limits.plan)
         if plan_id is not None and not auto:
             self.operator.approve(plan_id)
             self.say(f"  plan {plan_id[:12]} approved (the lab's policy asks a person)")
