@@ -66,6 +66,7 @@ def chaos(
     from ppo_dr.lab.chaos.fleets import LoopbackFleet
     from ppo_dr.lab.chaos.report import report_html, results_json, results_table
     from ppo_dr.lab.chaos.runner import ChaosRun
+    from ppo_dr.lab.chaos.verdict import ChaosResult
     from ppo_dr.store import Store
 
     specs = select_faults(faults)  # bad input: refused before anything is touched
@@ -81,13 +82,19 @@ def chaos(
         )
     started = time.monotonic()
     with _served(fleet) as operator, Store.open(fleet.lab.store_url) as store:
-        run = ChaosRun(fleet, store, operator, seed=seed, progress=typer.echo)
+        done: list[ChaosResult] = []
+
+        def record(result: ChaosResult) -> None:
+            """Each fault's row as soon as it is judged: a long run shows its progress."""
+            done.append(result)
+            if json_file is not None:
+                json_file.write_text(results_json(done), encoding="utf-8")
+
+        run = ChaosRun(fleet, store, operator, seed=seed, progress=typer.echo, on_result=record)
         results = run.run(specs) if soak_s is None else run.soak(specs, soak_s)
     duration = time.monotonic() - started
     typer.echo(results_table(results))
     typer.echo(f"chaos: {sum(r.passed for r in results)}/{len(results)} held in {duration:.0f} s")
-    if json_file is not None:
-        json_file.write_text(results_json(results), encoding="utf-8")
     if report is not None:
         title = f"ppo-dr chaos run on {fleet.lab.directory}"
         report.write_text(report_html(results, title=title, duration_s=duration), "utf-8")
@@ -127,14 +134,19 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
     own start limit on a loaded machine; serve then exits, and the second start finds
     the database migrated. So serve is started at most twice, never more.
     """
+    from deployments.local_server import free_port
+
     home = fleet.lab.directory / "chaos-serve"
     log_file = fleet.lab.directory / "logs" / "chaos-serve.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     state_file = home / "prefect" / "serve.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PPO_DR_"))}
     env |= {"PPO_DR_HOME": str(home), "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-    command = [sys.executable, "-m", "cli.main", "serve", "--fleet", str(fleet.fleet_file)]
     for attempt in (1, 2):
+        # A port of its own: two serves started together could both find 4200 free,
+        # and the second would then serve its deployments on the first one's server.
+        command = [sys.executable, "-m", "cli.main", "serve", "--port", str(free_port())]
+        command += ["--fleet", str(fleet.fleet_file)]
         state_file.unlink(missing_ok=True)  # a stale one from a run that was killed
         with log_file.open("ab") as log:
             offset = log.tell()

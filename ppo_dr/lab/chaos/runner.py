@@ -98,6 +98,7 @@ class ChaosRun:
         *,
         seed: int = 1,
         progress: Callable[[str], None] = lambda _m: None,
+        on_result: Callable[[ChaosResult], None] = lambda _r: None,
         limits: Limits | None = None,
     ) -> None:
         self.fleet = fleet
@@ -105,6 +106,7 @@ class ChaosRun:
         self.operator = operator
         self.rng = random.Random(seed)
         self.say = progress
+        self.on_result = on_result
         self.limits = limits or Limits.for_fleet(load_fleet(fleet.fleet_file))
 
     def run(self, specs: list[FaultSpec]) -> list[ChaosResult]:
@@ -112,6 +114,7 @@ class ChaosRun:
         for spec in specs:
             result = self.exercise(spec)
             self.say(f"{spec.name} on {result.target}: {'held' if result.passed else 'FAILED'}")
+            self.on_result(result)
             results.append(result)
         return results
 
@@ -137,7 +140,9 @@ class ChaosRun:
         except DRError as exc:
             problems.append(str(exc))
             missing = None
-        return [*results, judge_soak(results, missing, problems)]
+        final = judge_soak(results, missing, problems)
+        self.on_result(final)
+        return [*results, final]
 
     # ---- one fault
 
