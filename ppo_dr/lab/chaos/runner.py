@@ -56,6 +56,7 @@ class Limits:
     plan: float = 600.0  # declaration to a plan: the escalation, then the failover, start
     failover: float = 900.0
     healthy: float = 120.0
+    recover: float = 240.0  # healthy again to the probe calling the outages recovered
     settle: float = 25.0  # after healthy again: one outage threshold and a few checks
 
     @classmethod
@@ -177,8 +178,33 @@ class ChaosRun:
             fault.problems.append(f"{type(exc).__name__}: {exc}")
         finally:
             self._heal(fault)
+        self._await_recovery(fault)
         time.sleep(self.limits.settle)  # a late (second) incident shows up in this time
         return judge(spec, self._observe(fault))
+
+    def _await_recovery(self, fault: _Fault) -> None:
+        """Wait until the probe itself calls every outage of the fault recovered.
+
+        Resolving an incident while the probe still has its targets down makes the
+        probe declare them again (seen: a client and a server incident re-opened the
+        moment a power cut's incident was resolved after the heal). So the on-call
+        resolves only what the probe has seen come back.
+        """
+
+        def recovered() -> bool:
+            opened = records.incidents_since(self.store, fault.injected_at)
+            return all(i.state in ("recovered", "resolved") for i in opened if i.kind == "outage")
+
+        if not poll(recovered, self.limits.recover, every=2.0):
+            still = [
+                f"#{i.id} {i.state}"
+                for i in records.incidents_since(self.store, fault.injected_at)
+                if i.kind == "outage" and i.state not in ("recovered", "resolved")
+            ]
+            fault.problems.append(
+                f"not seen recovered by the probe within {self.limits.recover:.0f} s: "
+                + ", ".join(still)
+            )
 
     def _ready(self, clients: list[str]) -> None:
         """Healthy, and a complete snapshot of every client to restore from."""
