@@ -81,6 +81,7 @@ class _Fault:
     clients: list[str]
     injected_at: datetime
     before: set[tuple[str, str, str, str]]
+    lost_before: dict[str, set[int]]  # acked writes already missing (an earlier fault's)
     problems: list[str] = field(default_factory=list)
     incident: Incident | None = None
     plan_id: str | None = None
@@ -159,6 +160,7 @@ class ChaosRun:
             hit = [s.id for s in model.servers_in(target)]
         clients = sorted(c for c, s in placements.items() if s in hit)
         self._ready(clients)
+        already = records.lost_writes(model, self.fleet.acks_file, clients)
         fault = _Fault(
             spec,
             target,
@@ -167,6 +169,7 @@ class ChaosRun:
             clients,
             _now(),
             records.complete_snapshot_ids(self.store, clients),
+            {c: {seq for seq, _ in seqs} for c, seqs in already.items()},
         )
         self.say(f"{spec.name}: {spec.injected} on {target} ({len(clients)} clients)")
         try:
@@ -326,7 +329,11 @@ class ChaosRun:
         elif fault.spec.shape == "flapping":
             obs = replace(obs, snapshot_at=records.newest_snapshots(store, fault.clients))
         try:
-            lost = records.lost_writes(model, self.fleet.acks_file, fault.clients)
+            missing = records.lost_writes(model, self.fleet.acks_file, fault.clients)
+            lost: dict[str, tuple[tuple[int, datetime], ...]] | None = {
+                c: tuple(w for w in seqs if w[0] not in fault.lost_before.get(c, set()))
+                for c, seqs in missing.items()
+            }
         except DRError as exc:
             fault.problems.append(str(exc))
             lost = None
