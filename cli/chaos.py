@@ -142,36 +142,38 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
     state_file = home / "prefect" / "serve.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PPO_DR_"))}
     env |= {"PPO_DR_HOME": str(home), "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-    for attempt in (1, 2):
-        # A port of its own: two serves started together could both find 4200 free,
-        # and the second would then serve its deployments on the first one's server.
-        command = [sys.executable, "-m", "cli.main", "serve", "--port", str(free_port())]
-        command += ["--fleet", str(fleet.fleet_file)]
-        state_file.unlink(missing_ok=True)  # a stale one from a run that was killed
-        with log_file.open("ab") as log:
-            offset = log.tell()
-            serve = subprocess.Popen(
-                command,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            api_url = _wait_serving(serve, state_file, log_file, offset)
-            break
-        except LabError as exc:
-            _stop(serve)
-            if attempt == 2:
-                raise
-            typer.echo(f"{exc}; starting it once more (its database is migrated now)")
-    try:
+    serve: subprocess.Popen[bytes] | None = None
+    try:  # whatever happens (Ctrl-C while it starts included), serve is stopped
+        for attempt in (1, 2):
+            # A port of its own: two serves started together could both find 4200
+            # free, and the second would then serve on the first one's server.
+            command = [sys.executable, "-m", "cli.main", "serve", "--port", str(free_port())]
+            command += ["--fleet", str(fleet.fleet_file)]
+            state_file.unlink(missing_ok=True)  # a stale one from a run that was killed
+            with log_file.open("ab") as log:
+                offset = log.tell()
+                serve = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            try:
+                api_url = _wait_serving(serve, state_file, log_file, offset)
+                break
+            except LabError as exc:
+                _stop(serve)
+                if attempt == 2:
+                    raise
+                typer.echo(f"{exc}; starting it once more (its database is migrated now)")
         typer.echo(f"ppo-dr serve is up (API {api_url}; log {log_file})")
         _start_probe(api_url)
         yield PrefectOperator(api_url)
     finally:
-        _stop(serve)
+        if serve is not None:
+            _stop(serve)
 
 
 def _wait_serving(
