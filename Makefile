@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit venv clean
+.PHONY: demo test lint unit venv clean chaos chaos-tier
 
 venv: $(STAMP)
 
@@ -35,6 +35,26 @@ lint: $(STAMP)
 TEST_WORKERS ?= 2
 test: lint
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+
+## chaos: a fresh --fast lab, every implemented fault of issue 10 in turn, the evidence
+## in $(CHAOS_DIR)/chaos.json and chaos.html; the lab is taken down whatever happened
+CHAOS_DIR    ?= .ppo-dr/chaos-lab
+CHAOS_FAULTS ?= all
+CHAOS_LIMIT  ?= 7200
+chaos: $(STAMP)
+	@$(BIN)/ppo-dr lab down --dir $(CHAOS_DIR) >/dev/null 2>&1 || true
+	rm -rf $(CHAOS_DIR)
+	$(BIN)/ppo-dr lab up --dir $(CHAOS_DIR) --fast --clients 6 --size 12 --timeout 60
+	started=$$(date +%s); \
+	timeout -s INT -k 180 $(CHAOS_LIMIT) $(BIN)/ppo-dr lab chaos --dir $(CHAOS_DIR) --faults $(CHAOS_FAULTS) \
+		--json $(CHAOS_DIR)/chaos.json --report $(CHAOS_DIR)/chaos.html; rc=$$?; \
+	$(BIN)/ppo-dr lab down --dir $(CHAOS_DIR) >/dev/null; \
+	echo "chaos: exit $$rc after $$(( $$(date +%s) - started )) s; $(CHAOS_DIR)/chaos.html"; \
+	exit $$rc
+
+## chaos-tier: the CI tier of issue 10 (power, hang, flapping of it are implemented), 10 min
+chaos-tier:
+	$(MAKE) chaos CHAOS_FAULTS=power,hang,flapping CHAOS_LIMIT=600 CHAOS_DIR=.ppo-dr/chaos-tier
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli.chaos import chaos
 from cli.support import reports_errors
 from ppo_dr import config
 
@@ -212,3 +213,4 @@ def control_plane_down(directory: ControlPlaneDir = None) -> None:
 
 
 lab_app.add_typer(control_plane_app, name="control-plane")
+lab_app.command("chaos")(chaos)

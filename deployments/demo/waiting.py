@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TypeVar
+
+from ppo_dr.waiting import poll
 
 T = TypeVar("T")
 
@@ -16,11 +17,7 @@ class WaitTimedOut(TimeoutError):
 def wait_for(what: str, check: Callable[[], T], timeout: float = 90.0, every: float = 0.5) -> T:
     """Poll *check* until it returns something true and return that; raise
     :class:`WaitTimedOut` naming *what* once *timeout* seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise WaitTimedOut(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
+    value = poll(check, timeout, every)
+    if value is None:
+        raise WaitTimedOut(f"timed out after {timeout:.0f} s waiting for {what}")
+    return value

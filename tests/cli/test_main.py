@@ -30,6 +30,7 @@ HEAVY = [
     "ppo_dr.failover",
     "ppo_dr.mirror",
     "ppo_dr.lab.supervisor",
+    "matplotlib",
 ]
 HELP_OF = [
     ["--help"],
@@ -38,6 +39,7 @@ HELP_OF = [
     ["failover", "run", "--help"],
     ["failover", "approve", "--help"],
     ["mirror", "restore", "--help"],
+    ["lab", "chaos", "--help"],
 ]
 
 

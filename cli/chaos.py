@@ -1,0 +1,225 @@
+"""``ppo-dr lab chaos``: break a running lab fault by fault and print the evidence.
+
+The runbooks act as they would in production: this command starts ``ppo-dr serve``
+for the lab (its own Prefect server under ``<lab>/chaos-serve``), makes sure the probe
+runs, and plays the on-call where the policy asks a person (approving the failover
+plan). Everything else is in :mod:`ppo_dr.lab.chaos`. Exit 0 only if every
+expectation of every fault held, 1 if one did not, 2 for an error before the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cli.support import reports_errors
+from ppo_dr import config
+from ppo_dr.errors import LabError, PermanentError
+
+if TYPE_CHECKING:
+    from ppo_dr.lab.chaos.fleets import LoopbackFleet
+
+#: Limits for serve to come up and go down (a cold Prefect server on a loaded box).
+SERVE_START_S = 240.0
+SERVE_STOP_S = 90.0
+APPROVE_WAIT_S = 60.0
+
+
+@reports_errors
+def chaos(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", "-d", help="Lab directory (default: $PPO_DR_HOME/lab).")
+    ] = None,
+    faults: Annotated[
+        str, typer.Option("--faults", help="Comma-separated fault names, or all (implemented).")
+    ] = "all",
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the targets (and of the soak's faults).")
+    ] = 1,
+    soak: Annotated[
+        str | None,
+        typer.Option(
+            "--soak",
+            help="Run faults drawn from --faults by the seed for this long (e.g. 30m, 2h), "
+            "then verify every repository and every client's journal.",
+        ),
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write one JSON object per fault here.")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the HTML report (table, charts) here.")
+    ] = None,
+) -> None:
+    """Inject each fault into the running lab, let the runbooks act, check, heal, repeat."""
+    from ppo_dr.lab.chaos.catalogue import select_faults
+    from ppo_dr.lab.chaos.fleets import LoopbackFleet
+    from ppo_dr.lab.chaos.report import report_html, results_json, results_table
+    from ppo_dr.lab.chaos.runner import ChaosRun
+    from ppo_dr.lab.chaos.verdict import ChaosResult
+    from ppo_dr.store import Store
+
+    specs = select_faults(faults)  # bad input: refused before anything is touched
+    soak_s = _soak_seconds(soak) if soak is not None else None
+    for path in (json_file, report):
+        if path is not None and not path.parent.is_dir():
+            raise PermanentError(f"{path}: its directory does not exist")
+    fleet = LoopbackFleet(directory or config.lab_dir())
+    in_force = fleet.faults_in_force()
+    if in_force:
+        raise LabError(
+            f"faults already in force ({json.dumps(in_force)}): `ppo-dr lab heal` them first"
+        )
+    started = time.monotonic()
+    with _served(fleet) as operator, Store.open(fleet.lab.store_url) as store:
+        done: list[ChaosResult] = []
+
+        def record(result: ChaosResult) -> None:
+            """Each fault's row as soon as it is judged: a long run shows its progress."""
+            done.append(result)
+            if json_file is not None:
+                json_file.write_text(results_json(done), encoding="utf-8")
+
+        run = ChaosRun(fleet, store, operator, seed=seed, progress=typer.echo, on_result=record)
+        results = run.run(specs) if soak_s is None else run.soak(specs, soak_s)
+    duration = time.monotonic() - started
+    typer.echo(results_table(results))
+    typer.echo(f"chaos: {sum(r.passed for r in results)}/{len(results)} held in {duration:.0f} s")
+    if report is not None:
+        title = f"ppo-dr chaos run on {fleet.lab.directory}"
+        report.write_text(report_html(results, title=title, duration_s=duration), "utf-8")
+    if not all(r.passed for r in results):
+        raise typer.Exit(1)
+
+
+def _soak_seconds(text: str) -> float:
+    from cli.maintenance import parse_for
+
+    try:
+        return parse_for(text).total_seconds()
+    except PermanentError:
+        raise PermanentError(f"--soak {text!r} is not a duration like '30m' or '2h'") from None
+
+
+class PrefectOperator:
+    """The on-call's answers, given through the served Prefect API."""
+
+    def __init__(self, api_url: str) -> None:
+        self.api_url = api_url
+
+    def approve(self, plan_id: str) -> None:
+        from deployments.demo.session import prefect_api
+        from deployments.prefect_api import approve_plan
+
+        answer = {"approve": True, "by": "chaos", "note": "chaos run: approved as the on-call"}
+        with prefect_api(self.api_url):
+            approve_plan(plan_id, answer, wait_s=APPROVE_WAIT_S)
+
+
+@contextlib.contextmanager
+def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
+    """``ppo-dr serve`` for the lab while the block runs, with its probe running.
+
+    A cold Prefect server (fresh database, migrations) can take longer than serve's
+    own start limit on a loaded machine; serve then exits, and the second start finds
+    the database migrated. So serve is started at most twice, never more.
+    """
+    from deployments.local_server import free_port
+
+    home = fleet.lab.directory / "chaos-serve"
+    log_file = fleet.lab.directory / "logs" / "chaos-serve.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file = home / "prefect" / "serve.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PPO_DR_"))}
+    env |= {"PPO_DR_HOME": str(home), "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    serve: subprocess.Popen[bytes] | None = None
+    try:  # whatever happens (Ctrl-C while it starts included), serve is stopped
+        for attempt in (1, 2):
+            # A port of its own: two serves started together could both find 4200
+            # free, and the second would then serve on the first one's server.
+            command = [sys.executable, "-m", "cli.main", "serve", "--port", str(free_port())]
+            command += ["--fleet", str(fleet.fleet_file)]
+            state_file.unlink(missing_ok=True)  # a stale one from a run that was killed
+            with log_file.open("ab") as log:
+                offset = log.tell()
+                serve = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            try:
+                api_url = _wait_serving(serve, state_file, log_file, offset)
+                break
+            except LabError as exc:
+                _stop(serve)
+                if attempt == 2:
+                    raise
+                typer.echo(f"{exc}; starting it once more (its database is migrated now)")
+        typer.echo(f"ppo-dr serve is up (API {api_url}; log {log_file})")
+        _start_probe(api_url)
+        yield PrefectOperator(api_url)
+    finally:
+        if serve is not None:
+            _stop(serve)
+
+
+def _wait_serving(
+    serve: subprocess.Popen[bytes], state_file: Path, log_file: Path, offset: int
+) -> str:
+    """The API URL once serve says it serves (in its log after *offset*)."""
+    deadline = time.monotonic() + SERVE_START_S
+    while time.monotonic() < deadline:
+        if serve.poll() is not None:
+            raise LabError(f"ppo-dr serve exited ({serve.returncode}); see {log_file}")
+        with log_file.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode("utf-8", errors="replace")
+        if "serving; Ctrl-C stops" in text and state_file.exists():
+            return str(json.loads(state_file.read_text(encoding="utf-8"))["api_url"])
+        time.sleep(1.0)
+    raise LabError(f"ppo-dr serve did not start within {SERVE_START_S:.0f} s; see {log_file}")
+
+
+def _start_probe(api_url: str) -> None:
+    """A probe-fleet run now, unless one runs: the schedule's next one may be far off."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+
+    from deployments.demo.session import first_run_of, prefect_api
+
+    live = FlowRunFilterState(
+        type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+    )
+    with prefect_api(api_url) as client:
+        if first_run_of(client, "probe-fleet", FlowRunFilter(state=live)) is None:
+            run_deployment("probe-fleet/probe-fleet", timeout=0)
+
+
+def _stop(serve: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C to serve (it pauses its deployments and stops its server), then kill."""
+    if serve.poll() is None:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(timeout=SERVE_STOP_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait(timeout=30)

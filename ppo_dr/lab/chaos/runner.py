@@ -1,0 +1,362 @@
+"""Running the matrix: inject a fault, let the runbooks act, read the records, heal.
+
+For each fault, in order: wait until the fleet is healthy and the target's clients
+have a snapshot to be restored from; inject; follow what the runbooks do (the probe's
+incident, the escalation's pages, the failover it starts, approved here as the on-call
+would when the policy wants a person); heal; wait until every component answers;
+wait one outage threshold more (a thawed server must not open a second incident);
+then read everything back (:mod:`ppo_dr.lab.chaos.records`), judge it
+(:func:`ppo_dr.lab.chaos.verdict.judge`) and resolve the incident, so the next fault
+starts from a quiet fleet. The runbooks themselves run in ``ppo-dr serve``; this
+module only breaks, heals, waits and reads.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+from ppo_dr.errors import DRError
+from ppo_dr.escalation import failover_view
+from ppo_dr.inventory import Fleet, load_fleet
+from ppo_dr.lab.chaos import records
+from ppo_dr.lab.chaos.catalogue import FaultSpec
+from ppo_dr.lab.chaos.fleets import ChaosFleet
+from ppo_dr.lab.chaos.sequence import pick_target
+from ppo_dr.lab.chaos.verdict import ChaosResult, Observation, judge, judge_soak
+from ppo_dr.store import Incident, Store
+from ppo_dr.waiting import poll
+
+#: Issue 10's flapping: down 5 s, up 5 s, for 2 minutes.
+FLAP_DOWN_S = 5.0
+FLAP_UP_S = 5.0
+FLAP_FOR_S = 120.0
+#: The failover states that end a failover.
+_FINAL = ("done", "partial", "failed")
+
+
+class ChaosOperator(Protocol):
+    """What a person on call does during a chaos run that needs Prefect (cli supplies it)."""
+
+    def approve(self, plan_id: str) -> None:
+        """Approve the plan a failover run is paused on."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How long each wait may take, in seconds (generous: a loaded 2-core box is slow)."""
+
+    ready: float = 300.0
+    declare: float = 180.0
+    plan: float = 600.0  # declaration to a plan: the escalation, then the failover, start
+    failover: float = 900.0
+    healthy: float = 120.0
+    recover: float = 240.0  # healthy again to the probe calling the outages recovered
+    settle: float = 25.0  # after healthy again: one outage threshold and a few checks
+
+    @classmethod
+    def for_fleet(cls, fleet: Fleet) -> Limits:
+        threshold = float(fleet.timing.outage_threshold)
+        probe = float(fleet.timing.probe_interval)
+        return cls(declare=3 * threshold + 120.0, settle=threshold + 3 * probe)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Fault:
+    """One fault being exercised: what the runner learned along the way."""
+
+    spec: FaultSpec
+    target: str  # a server, or a data centre
+    servers: list[str]  # the servers the fault hits
+    placements: dict[str, str]  # client -> server when it was injected
+    clients: list[str]
+    injected_at: datetime
+    before: set[tuple[str, str, str, str]]
+    lost_before: dict[str, set[int]]  # acked writes already missing (an earlier fault's)
+    problems: list[str] = field(default_factory=list)
+    incident: Incident | None = None
+    plan_id: str | None = None
+    healed_at: datetime | None = None
+    healthy_at: datetime | None = None
+
+
+class ChaosRun:
+    """The matrix on one lab: :meth:`run` returns one result per fault."""
+
+    def __init__(
+        self,
+        fleet: ChaosFleet,
+        store: Store,
+        operator: ChaosOperator,
+        *,
+        seed: int = 1,
+        progress: Callable[[str], None] = lambda _m: None,
+        on_result: Callable[[ChaosResult], None] = lambda _r: None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.operator = operator
+        self.rng = random.Random(seed)
+        self.say = progress
+        self.on_result = on_result
+        self.limits = limits or Limits.for_fleet(load_fleet(fleet.fleet_file))
+
+    def run(self, specs: list[FaultSpec]) -> list[ChaosResult]:
+        results = []
+        for spec in specs:
+            result = self.exercise(spec)
+            self.say(f"{spec.name} on {result.target}: {'held' if result.passed else 'FAILED'}")
+            self.on_result(result)
+            results.append(result)
+        return results
+
+    def soak(self, specs: list[FaultSpec], duration_s: float) -> list[ChaosResult]:
+        """Faults drawn by the seed from *specs*, one after the other, until
+        *duration_s* has passed (none starts after it); then the whole fleet checked.
+
+        The order of faults and targets is the seed's; how many fit in the time is
+        the machine's. The last row (``soak-final``) is :func:`judge_soak`'s.
+        """
+        ends = time.monotonic() + duration_s
+        results: list[ChaosResult] = []
+        while time.monotonic() < ends:
+            results += self.run([self.rng.choice(specs)])
+        self.say("soak over: verifying every repository and every client's journal")
+        placements = {p.client_id: p.server_id for p in self.store.placements()}
+        model = load_fleet(self.fleet.fleet_file)
+        problems = records.verify_repositories(model, set(placements.values()), placements)
+        missing: dict[str, list[int]] | None
+        try:
+            lost = records.lost_writes(model, self.fleet.acks_file, sorted(placements))
+            missing = {c: [seq for seq, _ in seqs] for c, seqs in lost.items()}
+        except DRError as exc:
+            problems.append(str(exc))
+            missing = None
+        final = judge_soak(results, missing, problems)
+        self.on_result(final)
+        return [*results, final]
+
+    # ---- one fault
+
+    def exercise(self, spec: FaultSpec) -> ChaosResult:
+        """Inject *spec* into a server drawn by the seed, follow it, heal it, judge it."""
+        placements = {p.client_id: p.server_id for p in self.store.placements()}
+        model = load_fleet(self.fleet.fleet_file)
+        servers = [s.id for s in model.servers if s.role in ("app", "spare")]
+        target = pick_target(placements, servers, self.rng)
+        hit = [target]
+        if spec.shape == "dc-outage":
+            target = model.server(target).dc
+            hit = [s.id for s in model.servers_in(target)]
+        clients = sorted(c for c, s in placements.items() if s in hit)
+        self._ready(clients)
+        already = records.lost_writes(model, self.fleet.acks_file, clients)
+        fault = _Fault(
+            spec,
+            target,
+            hit,
+            placements,
+            clients,
+            _now(),
+            records.complete_snapshot_ids(self.store, clients),
+            {c: {seq for seq, _ in seqs} for c, seqs in already.items()},
+        )
+        self.say(f"{spec.name}: {spec.injected} on {target} ({len(clients)} clients)")
+        try:
+            if spec.shape == "flapping":
+                self._flap(fault)
+            else:
+                self._outage(fault, model)
+        except DRError as exc:
+            fault.problems.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            self._heal(fault)
+        self._await_recovery(fault)
+        time.sleep(self.limits.settle)  # a late (second) incident shows up in this time
+        return judge(spec, self._observe(fault))
+
+    def _await_recovery(self, fault: _Fault) -> None:
+        """Wait until the probe itself calls every outage of the fault recovered.
+
+        Resolving an incident while the probe still has its targets down makes the
+        probe declare them again (seen: a client and a server incident re-opened the
+        moment a power cut's incident was resolved after the heal). So the on-call
+        resolves only what the probe has seen come back.
+        """
+
+        def recovered() -> bool:
+            opened = records.incidents_since(self.store, fault.injected_at)
+            return all(i.state in ("recovered", "resolved") for i in opened if i.kind == "outage")
+
+        if not poll(recovered, self.limits.recover, every=2.0):
+            still = [
+                f"#{i.id} {i.state}"
+                for i in records.incidents_since(self.store, fault.injected_at)
+                if i.kind == "outage" and i.state not in ("recovered", "resolved")
+            ]
+            fault.problems.append(
+                f"not seen recovered by the probe within {self.limits.recover:.0f} s: "
+                + ", ".join(still)
+            )
+
+    def _ready(self, clients: list[str]) -> None:
+        """Healthy, and a complete snapshot of every client to restore from."""
+
+        def ready() -> bool:
+            have = records.newest_snapshots(self.store, clients)
+            return not self.fleet.unhealthy() and all(c in have for c in clients)
+
+        if not poll(ready, self.limits.ready, every=2.0):
+            self.say("warning: not every client has a snapshot yet; injecting anyway")
+
+    def _outage(self, fault: _Fault, model: Fleet) -> None:
+        assert fault.spec.lab_fault is not None
+        self.fleet.break_(fault.target, fault.spec.lab_fault)
+        level = "dc" if fault.spec.shape == "dc-outage" else "server"
+        key = f"outage:{level}:{fault.target}"
+
+        def declared() -> Incident | None:
+            found = records.incidents_since(self.store, fault.injected_at)
+            return next((i for i in found if i.dedupe_key == key), None)
+
+        fault.incident = poll(declared, self.limits.declare)
+        if fault.incident is None:
+            fault.problems.append(f"no incident {key} within {self.limits.declare:.0f} s")
+            return
+        self.say(f"  incident #{fault.incident.id} declared: {fault.incident.title}")
+        auto = bool(model.escalation and model.escalation.auto_failover)
+        fault.plan_id = self._approve(fault.incident.id, auto)
+        if fault.plan_id is None:
+            fault.problems.append("the escalation started no failover with a plan to run")
+            return
+        plan_id = fault.plan_id
+
+        def finished() -> str | None:
+            record = self.store.failover(plan_id)
+            return record.state if record is not None and record.state in _FINAL else None
+
+        state = poll(finished, self.limits.failover, every=2.0)
+        self.say(f"  failover {plan_id[:12]}: {state or 'not finished in time'}")
+
+    def _approve(self, incident_id: int, auto: bool) -> str | None:
+        """Wait for the failover's plan; approve it unless the policy is automatic."""
+
+        def planned() -> str | None:
+            view = failover_view(self.store.timeline(incident_id))
+            if view.unavailable:
+                raise DRError(f"the failover could not be started: {view.unavailable}")
+            if view.plan_id is not None and view.moves == 0:
+                why = "; ".join(f"{c}: {r}" for c, r in view.refusals) or "nothing to move"
+                raise DRError(f"the failover plan moves no client: {why}")
+            return view.plan_id
+
+        plan_id = poll(planned, self.limits.plan)
+        if plan_id is not None and not auto:
+            self.operator.approve(plan_id)
+            self.say(f"  plan {plan_id[:12]} approved (the lab's policy asks a person)")
+        return plan_id
+
+    def _flap(self, fault: _Fault) -> None:
+        assert fault.spec.lab_fault is not None
+        ends = time.monotonic() + FLAP_FOR_S
+        spells = 0
+        while time.monotonic() < ends:
+            self.fleet.break_(fault.target, fault.spec.lab_fault)
+            time.sleep(FLAP_DOWN_S)
+            self.fleet.heal(fault.target)
+            spells += 1
+            time.sleep(FLAP_UP_S)
+        self.say(f"  {spells} down spells of {FLAP_DOWN_S:.0f} s")
+
+    def _heal(self, fault: _Fault) -> None:
+        fault.healed_at = _now()
+        try:
+            self.fleet.heal(fault.target)
+        except DRError as exc:
+            fault.problems.append(f"heal of {fault.target} failed: {exc}")
+
+        def healthy() -> datetime | None:
+            return None if self.fleet.unhealthy() else _now()
+
+        fault.healthy_at = poll(healthy, self.limits.healthy, every=2.0)
+
+    # ---- reading back
+
+    def _observe(self, fault: _Fault) -> Observation:
+        store = self.store
+        opened = records.incidents_since(store, fault.injected_at)
+        outages = [i for i in opened if i.kind == "outage"]
+        ids = [i.id for i in opened]
+        obs = Observation(
+            fault=fault.spec.name,
+            target=fault.target,
+            injected_at=fault.injected_at,
+            healed_at=fault.healed_at,
+            healthy_at=fault.healthy_at,
+            first_failed_at=records.first_failed_check(store, fault.servers, fault.injected_at),
+            incidents=tuple((i.id, i.opened_at) for i in outages),
+            other_incidents=tuple(f"#{i.id} {i.kind}" for i in opened if i.kind != "outage"),
+            pages=tuple(records.pages_sent(store, ids)),
+            notice_keys=tuple(records.outbox_keys(self.fleet.outbox(), ids)),
+            clients=tuple(fault.clients),
+        )
+        model = load_fleet(self.fleet.fleet_file)
+        if fault.incident is not None and fault.plan_id is not None:
+            record = store.failover(fault.plan_id)
+            taken, rto = records.restored_snapshots(store, fault.plan_id)
+            obs = replace(
+                obs,
+                failover_state=record.state if record is not None else None,
+                failover_steps=tuple(
+                    records.failover_steps(store, fault.incident.id, fault.plan_id)
+                ),
+                rto_s=rto,
+                snapshot_at=taken,
+            )
+            if fault.spec.shape == "dc-outage":
+                wrong = records.misplaced(model, store, fault.plan_id, fault.target)
+                obs = replace(obs, misplaced=tuple(wrong))
+        elif fault.spec.shape == "flapping":
+            obs = replace(obs, snapshot_at=records.newest_snapshots(store, fault.clients))
+        try:
+            missing = records.lost_writes(model, self.fleet.acks_file, fault.clients)
+            lost: dict[str, tuple[tuple[int, datetime], ...]] | None = {
+                c: tuple(w for w in seqs if w[0] not in fault.lost_before.get(c, set()))
+                for c, seqs in missing.items()
+            }
+        except DRError as exc:
+            fault.problems.append(str(exc))
+            lost = None
+        after = records.complete_snapshot_ids(store, fault.clients)
+        # The repositories of the homes the fault hit, re-read and re-hashed.
+        homes = set(fault.placements.values()) & set(fault.servers)
+        damaged = records.verify_repositories(model, homes, fault.placements)
+        fault.problems += damaged
+        broken = [
+            s
+            for c in fault.clients
+            for s in store.snapshots(c)
+            if s.server_id in fault.servers
+            and s.status == "complete"
+            and fault.injected_at <= s.taken_at <= (fault.healed_at or _now())
+        ]
+        for incident in opened:  # the on-call closes it: the next fault starts quiet
+            store.resolve(incident.id, by="chaos", note=f"chaos run: {fault.spec.name} healed")
+        return replace(
+            obs,
+            lost_seqs=lost,
+            snapshots_before=len(fault.before),
+            snapshots_intact=fault.before <= after and not damaged,
+            snapshots_taken_of_broken=len(broken),
+            problems=tuple(fault.problems),
+        )

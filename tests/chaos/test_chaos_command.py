@@ -1,0 +1,87 @@
+"""``ppo-dr lab chaos`` as an operator runs it: bad input refused before anything is
+touched (fast), and one power cut on a lab of our own, judged from the lab's records
+(slow: a Prefect server, the probe's 20 s threshold and a failover take minutes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ppo_dr.lab.chaos.verdict import RESULT_KEYS
+from tests.cli.entry import ppo_dr_argv
+from tests.labs import own_lab
+from tests.prefect_fixtures import isolated_env
+
+
+def chaos(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ppo_dr_argv(), "lab", "chaos", *args],
+        env=isolated_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("faults", "says"),
+    [
+        ("bitflip", "fault 'bitflip' is not implemented yet"),
+        ("power,nope", "unknown fault 'nope'"),
+    ],
+)
+def test_a_fault_not_implemented_is_refused_before_the_lab_is_read(
+    tmp_path: Path, faults: str, says: str
+) -> None:
+    done = chaos("--dir", str(tmp_path / "no-lab"), "--faults", faults)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert says in done.stderr
+    assert "implemented: power, hang, flapping, disk, network, dc" in done.stderr
+    assert not (tmp_path / "no-lab").exists()
+
+
+def test_a_soak_that_is_no_duration_is_refused(tmp_path: Path) -> None:
+    done = chaos("--dir", str(tmp_path / "no-lab"), "--faults", "power", "--soak", "5x")
+    assert done.returncode == 2
+    assert "--soak '5x' is not a duration" in done.stderr
+
+
+def test_no_running_lab_is_a_clear_error(tmp_path: Path) -> None:
+    done = chaos("--dir", str(tmp_path / "no-lab"), "--faults", "power")
+    assert done.returncode == 2
+    assert "no lab in" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.lab
+@pytest.mark.prefect
+@pytest.mark.timeout(1200)
+def test_a_power_cut_is_survived_and_the_evidence_written(tmp_path: Path) -> None:
+    out_json, out_html = tmp_path / "chaos.json", tmp_path / "chaos.html"
+    with own_lab(tmp_path / "lab", clients=3, size_mb=2, settle_s=3) as lab:
+        done = chaos(
+            "--dir",
+            str(lab.directory),
+            "--faults",
+            "power",
+            "--json",
+            str(out_json),
+            "--report",
+            str(out_html),
+            timeout=1100,
+        )
+        unhealthy = [row.name for row in lab.status() if not row.healthy]
+    assert not unhealthy, f"left broken by the chaos run: {unhealthy}"
+    assert done.returncode == 0, done.stdout + done.stderr
+    [row] = json.loads(out_json.read_text(encoding="utf-8"))
+    assert list(row) == list(RESULT_KEYS)
+    assert row["fault"] == "power" and row["passed"] is True
+    assert row["incidents_opened"] == 1 and row["pages_sent"] >= 1
+    assert row["duplicate_notices"] == 0 and row["lost_beyond_rpo"] == 0
+    assert row["rto_s"] is not None and row["snapshots_intact"] is True
+    page = out_html.read_text(encoding="utf-8")
+    assert page.count("<svg") == 1 and "1 of 1 faults held" in page
