@@ -447,6 +447,7 @@ def snapshot_client(
     for sink in live:
         sink.begin_client(client.client_id)
     reader = ClientReader(source, live)
+    top: RemoteStat | None = None
     entries: list[Entry] = []
     changed_during_read: list[str] = []
     unreadable: list[str] = []
@@ -476,6 +477,7 @@ def snapshot_client(
             if not result.stable:
                 changed_during_read.append(st.path)
             entries.append(_entry(result.stat, result.chunks, path=st.path))
+        top = source.stat(client.path) if live else None  # after the walk: its final mtime
     except DRError as exc:  # the app server failed us: no manifest for this client
         for sink in live:
             errors[sink.target.mirror_id] = f"reading {source.label}: {_describe(exc)}"
@@ -491,7 +493,14 @@ def snapshot_client(
         "unreadable": unreadable,
         "duration_s": round(time.monotonic() - started, 3),
     }
-    manifest = Manifest(client.client_id, snapshot_id, app_server, entries, stats)
+    manifest = Manifest(
+        client.client_id,
+        snapshot_id,
+        app_server,
+        entries,
+        stats,
+        None if top is None else _entry(top, path=""),
+    )
     outcomes: dict[str, MirrorOutcome] = {}
     for sink in sinks:
         mid = sink.target.mirror_id

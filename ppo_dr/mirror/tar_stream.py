@@ -1,0 +1,161 @@
+"""The tar stream a restore sends to ``tar -x`` on the destination server.
+
+Why tar: a restore over SFTP pays a round trip per file (open, write, close, utime),
+which made restoring 37,000 small files 5.8x slower than rsync. ``tar -x`` fed over
+one SSH exec channel is the receiver every Linux server already has (rsync's own
+trick: a process on the far side), so a whole worker's share of a client is one
+stream with no round trip at all.
+
+The stream is POSIX pax (GNU tar 1.34 and Python's :mod:`tarfile` both read it):
+
+- names are any bytes but ``/`` and NUL (non-UTF-8 names travel as raw bytes,
+  ``hdrcharset=BINARY``), mtimes may be negative or far in the future;
+- a file whose content holds zero runs of at least :data:`HOLE_MIN` is written as a
+  GNU sparse 1.0 member (a map of its data regions, then only the data), so it lands
+  sparse;
+- symlinks carry their mtime, directories their mode (setgid, sticky) and mtime;
+  ``tar -x`` sets a directory's metadata after its contents;
+- a hard link is a link member naming the path it shares an inode with.
+
+This module only builds bytes; :mod:`ppo_dr.mirror.restore_remote` decides what goes
+into which stream and where it is sent.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from typing import Final
+
+from ppo_dr.mirror.manifest import Entry
+from ppo_dr.transport.base import EntryType
+
+BLOCK: Final = 512
+HOLE_MIN: Final = 4096  # zero runs shorter than a filesystem block are written as data
+SEND_BYTES: Final = 256 * 1024  # pieces handed to the channel: fewer, fuller SSH packets
+END_OF_ARCHIVE: Final = b"\0" * (2 * BLOCK)
+
+# The receiver's command line, the same on OpenSSH servers and the lab's servers
+# (whose restricted exec accepts exactly this and nothing like it).
+TAR_EXTRACT: Final = (
+    "tar",
+    "--extract",
+    "--no-same-owner",
+    "--preserve-permissions",
+    "--warning=no-timestamp",
+    "--warning=no-unknown-keyword",
+    "--file=-",
+)
+
+
+def extract_command(directory: str) -> list[str]:
+    """argv of the receiver: extract stdin under *directory*."""
+    return [*TAR_EXTRACT, f"--directory={directory}"]
+
+
+def _padding(size: int) -> bytes:
+    return b"\0" * (-size % BLOCK)
+
+
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _info(entry: Entry, name: str | None = None) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name if name is not None else entry.path)
+    info.mode = entry.mode
+    info.mtime = entry.mtime
+    info.uname = info.gname = ""
+    return info
+
+
+def metadata_member(entry: Entry, hard_link_to: str | None = None) -> bytes:
+    """The header of a directory (``"."`` for the client's top), a symlink or a hard link."""
+    info = _info(entry, entry.path or ".")
+    if hard_link_to is not None:
+        info.type = tarfile.LNKTYPE
+        info.linkname = hard_link_to
+    elif entry.type is EntryType.DIR:
+        info.type = tarfile.DIRTYPE
+    elif entry.type is EntryType.SYMLINK:
+        info.type = tarfile.SYMTYPE
+        info.linkname = entry.target or ""
+    else:
+        raise ValueError(f"{entry.path!r}: a {entry.type} has content, not only metadata")
+    return _header(info)
+
+
+def data_regions(pieces: list[bytes]) -> list[tuple[int, int]]:
+    """(offset, length) of the parts of the content that are not zero runs of at
+    least :data:`HOLE_MIN` bytes, at chunk granularity; the last region ends the file
+    (length 0 if the file ends in a hole, as GNU tar writes it)."""
+    regions: list[tuple[int, int]] = []
+    offset = 0
+    start: int | None = None
+    for piece in pieces:
+        hole = len(piece) >= HOLE_MIN and piece.count(0) == len(piece)
+        if hole and start is not None:
+            regions.append((start, offset - start))
+            start = None
+        elif not hole and start is None:
+            start = offset
+        offset += len(piece)
+    regions.append((start, offset - start) if start is not None else (offset, 0))
+    return regions
+
+
+def file_member(entry: Entry, pieces: list[bytes]) -> Iterator[bytes]:
+    """A whole file's member from its content *pieces* (chunks in order); sparse when
+    :func:`data_regions` finds holes."""
+    size = sum(len(p) for p in pieces)
+    regions = data_regions(pieces)
+    if len(regions) == 1 and regions[0] == (0, size):
+        yield dense_header(entry, size)
+        yield from pieces
+        yield _padding(size)
+        return
+    sparse_map = (f"{len(regions)}\n" + "".join(f"{o}\n{n}\n" for o, n in regions)).encode()
+    sparse_map += _padding(len(sparse_map))
+    stored = sum(n for _, n in regions)
+    info = _info(entry)
+    info.size = len(sparse_map) + stored
+    info.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": entry.path,
+        "GNU.sparse.realsize": str(size),
+    }
+    yield _header(info)
+    yield sparse_map
+    data = b"".join(pieces)
+    for offset, length in regions:
+        yield data[offset : offset + length]
+    yield _padding(stored)
+
+
+def dense_header(entry: Entry, size: int) -> bytes:
+    """The header of a file member whose *size* bytes follow (then :func:`padding_for`)."""
+    info = _info(entry)
+    info.size = size
+    return _header(info)
+
+
+def padding_for(size: int) -> bytes:
+    """What closes a file member of *size* bytes."""
+    return _padding(size)
+
+
+def batched(pieces: Iterator[bytes], size: int = SEND_BYTES) -> Iterator[bytes]:
+    """*pieces* regrouped into sends of about *size* bytes (headers are 1-2 KB each:
+    one SSH packet per header would cost more than the data)."""
+    held = bytearray()
+    for piece in pieces:
+        if len(piece) >= size and not held:
+            yield piece
+            continue
+        held += piece
+        if len(held) >= size:
+            yield bytes(held)
+            held.clear()
+    if held:
+        yield bytes(held)
