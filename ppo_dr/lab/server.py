@@ -39,6 +39,7 @@ from ppo_dr.lab.restricted_exec import (
     is_inside,
     parse_command,
 )
+from ppo_dr.lab.tar_receiver import StdinReader
 
 if TYPE_CHECKING:
     from aiohttp.web import AppRunner
@@ -193,8 +194,13 @@ class LabSSHServer(asyncssh.SSHServer):
     def host_based_auth_supported(self) -> bool:
         return False
 
-    def session_requested(self) -> _ExecOrSFTPSession:
-        return _ExecOrSFTPSession(self._run_exec, self._start_sftp, SFTP_VERSION, False)
+    def session_requested(
+        self,
+    ) -> tuple[asyncssh.SSHServerChannel[bytes], _ExecOrSFTPSession]:
+        # A binary channel: the restore's tar stream arrives on an exec's stdin.
+        assert self._conn is not None
+        chan = self._conn.create_server_channel(encoding=None)
+        return chan, _ExecOrSFTPSession(self._run_exec, self._start_sftp, SFTP_VERSION, False)
 
     def _start_sftp(self, chan: SSHChannel[bytes]) -> ConfinedSFTPServer:
         server_chan = cast("asyncssh.SSHServerChannel[bytes]", chan)  # we are the server side
@@ -208,7 +214,7 @@ class LabSSHServer(asyncssh.SSHServer):
         """
         command = process.command
         if command is None:
-            process.stderr.write("interactive shells are not allowed\n")
+            process.stderr.write(b"interactive shells are not allowed\n")
             process.exit(EXIT_NOT_ALLOWED)
             return
         parsed = parse_command(command)
@@ -216,7 +222,13 @@ class LabSSHServer(asyncssh.SSHServer):
             result = parsed
         else:
             loop = asyncio.get_running_loop()
-            work = loop.run_in_executor(self._workers, execute, self._disk, parsed)
+
+            def read_stdin(size: int) -> bytes:  # in the worker thread
+                read = process.stdin.read(size)
+                return bytes(asyncio.run_coroutine_threadsafe(read, loop).result())
+
+            stdin = StdinReader(read_stdin) if parsed.command.reads_stdin else None
+            work = loop.run_in_executor(self._workers, execute, self._disk, parsed, stdin)
             try:
                 result = await asyncio.wait_for(work, parsed.timeout)
             except TimeoutError:
@@ -228,9 +240,9 @@ class LabSSHServer(asyncssh.SSHServer):
             "exec %r by %s -> %d", command[:200], process.get_extra_info("username"), result.status
         )
         if result.stdout:
-            process.stdout.write(result.stdout)
+            process.stdout.write(result.stdout.encode())
         if result.stderr:
-            process.stderr.write(result.stderr)
+            process.stderr.write(result.stderr.encode())
         process.exit(result.status)
 
 

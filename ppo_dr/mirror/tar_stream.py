@@ -31,7 +31,8 @@ from ppo_dr.mirror.manifest import Entry
 from ppo_dr.transport.base import EntryType
 
 BLOCK: Final = 512
-HOLE_MIN: Final = 4096  # zero runs shorter than a filesystem block are written as data
+HOLE_MIN: Final = 4096  # holes are whole filesystem blocks of zeros
+ZERO_BLOCK: Final = bytes(HOLE_MIN)
 SEND_BYTES: Final = 256 * 1024  # pieces handed to the channel: fewer, fuller SSH packets
 END_OF_ARCHIVE: Final = b"\0" * (2 * BLOCK)
 
@@ -85,22 +86,24 @@ def metadata_member(entry: Entry, hard_link_to: str | None = None) -> bytes:
     return _header(info)
 
 
-def data_regions(pieces: list[bytes]) -> list[tuple[int, int]]:
-    """(offset, length) of the parts of the content that are not zero runs of at
-    least :data:`HOLE_MIN` bytes, at chunk granularity; the last region ends the file
-    (length 0 if the file ends in a hole, as GNU tar writes it)."""
+def data_regions(data: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of *data* outside its holes (aligned blocks of :data:`HOLE_MIN`
+    zero bytes); the last region ends the file (length 0 if the file ends in a hole,
+    as GNU tar writes it)."""
+    size = len(data)
+    if ZERO_BLOCK not in data:  # the common case, searched in C
+        return [(0, size)]
+    view = memoryview(data)
     regions: list[tuple[int, int]] = []
-    offset = 0
     start: int | None = None
-    for piece in pieces:
-        hole = len(piece) >= HOLE_MIN and piece.count(0) == len(piece)
+    for offset in range(0, size, HOLE_MIN):
+        hole = view[offset : offset + HOLE_MIN] == ZERO_BLOCK
         if hole and start is not None:
             regions.append((start, offset - start))
             start = None
         elif not hole and start is None:
             start = offset
-        offset += len(piece)
-    regions.append((start, offset - start) if start is not None else (offset, 0))
+    regions.append((start, size - start) if start is not None else (size, 0))
     return regions
 
 
@@ -108,12 +111,13 @@ def file_member(entry: Entry, pieces: list[bytes]) -> Iterator[bytes]:
     """A whole file's member from its content *pieces* (chunks in order); sparse when
     :func:`data_regions` finds holes."""
     size = sum(len(p) for p in pieces)
-    regions = data_regions(pieces)
-    if len(regions) == 1 and regions[0] == (0, size):
+    if not any(ZERO_BLOCK in p for p in pieces):
         yield dense_header(entry, size)
         yield from pieces
         yield _padding(size)
         return
+    data = b"".join(pieces)
+    regions = data_regions(data)
     sparse_map = (f"{len(regions)}\n" + "".join(f"{o}\n{n}\n" for o, n in regions)).encode()
     sparse_map += _padding(len(sparse_map))
     stored = sum(n for _, n in regions)
@@ -127,7 +131,6 @@ def file_member(entry: Entry, pieces: list[bytes]) -> Iterator[bytes]:
     }
     yield _header(info)
     yield sparse_map
-    data = b"".join(pieces)
     for offset, length in regions:
         yield data[offset : offset + length]
     yield _padding(stored)
