@@ -82,7 +82,7 @@ def extract(stream: StdinReader, root: Path) -> int:
             count += 1
             target = _target(root, member.name)
             if member.isdir():
-                target.mkdir(mode=0o700, exist_ok=True)
+                target.mkdir(mode=0o700, parents=True, exist_ok=True)
                 dirs.append((target, member))
                 continue
             if target != root:

@@ -6,7 +6,6 @@ import functools
 import os
 import shutil
 import stat
-import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,66 +18,16 @@ from ppo_dr.mirror.api import snapshot_server as snapshot
 from ppo_dr.mirror.restore_remote import staging_path
 from ppo_dr.transport import LocalRemote
 from ppo_dr.transport.ssh import SshRemote
-from tests.ppo_dr.mirror.helpers import T0, local_target
+from tests.ppo_dr.mirror.helpers import (
+    T0,
+    TOP_MTIME,
+    itemised_differences,
+    local_target,
+    odd_tree,
+)
 from tests.sshd import SshdServer
 
 pytestmark = pytest.mark.timeout(120)
-
-OLD, FUTURE = -86_400 * 365 * 5, 4_102_444_800  # 1965 and 2100
-
-
-def _odd_tree(root: Path) -> None:
-    """A tree made to trip backup tools: names, links, modes, times, holes, empties."""
-    names = root / "names"
-    names.mkdir(parents=True)
-    for name in ("spa ce", "new\nline", "back\\slash", "ünï", "-dash", "*?[", "'q\"", ".hidden"):
-        (names / name).write_bytes(name.encode())
-    (names / os.fsdecode(b"latin1-\xe9\xff")).write_bytes(b"not utf-8")
-    deep = root / "/".join(f"d{i}" for i in range(30))
-    deep.mkdir(parents=True)
-    (deep / "leaf").write_bytes(b"deep")
-    (root / "empty" / "emptier").mkdir(parents=True)
-    links = root / "links"
-    links.mkdir()
-    for name, target in (
-        ("rel", "../names/spa ce"),
-        ("abs", "/etc/passwd"),
-        ("dangling", "nowhere/at/all"),
-        ("to-dir", "../empty"),
-        ("self", "self"),
-    ):
-        (links / name).symlink_to(target)
-        os.utime(links / name, (1_600_000_000, 1_600_000_000), follow_symlinks=False)
-    sparse = root / "sparse.img"
-    with sparse.open("wb") as handle:
-        handle.write(os.urandom(70_000))
-        handle.seek(8 << 20)
-        handle.write(b"tail")
-    (root / "big").write_bytes(os.urandom(3_000_000))
-    (root / "old").write_bytes(b"old")
-    os.utime(root / "old", (OLD, OLD))
-    (root / "future").write_bytes(b"future")
-    os.utime(root / "future", (FUTURE, FUTURE))
-    (root / "setgid").mkdir()
-    (root / "setgid").chmod(0o2775)
-    (root / "sticky").mkdir()
-    (root / "sticky").chmod(0o1777)
-    (root / "ro").mkdir()
-    (root / "ro" / "inside").write_bytes(b"x")
-    (root / "ro" / "inside").chmod(0o444)
-    (root / "ro").chmod(0o555)
-    for directory, when in ((deep, OLD), (root / "empty", FUTURE), (root, 1_650_000_000)):
-        os.utime(directory, (when, when))
-
-
-def _itemised_differences(src: Path, out: Path) -> list[str]:
-    """rsync's itemised comparison (checksums, links, perms, times): empty if identical."""
-    done = subprocess.run(
-        ["rsync", "-rlptcni", "--delete", f"{src}/", f"{out}/"],
-        capture_output=True,
-        check=True,
-    )
-    return done.stdout.decode(errors="replace").splitlines()
 
 
 def _connect(sshd: SshdServer) -> functools.partial[SshRemote]:
@@ -116,7 +65,7 @@ def test_restore_into_sshd_is_exact(
     sshd: SshdServer, dest: SshRemote, tmp_path: Path, processes: int
 ) -> None:
     src = tmp_path / "app" / "c1"
-    _odd_tree(src)
+    odd_tree(src)
     target, sid = _mirror(tmp_path, src)
     target = MirrorTarget(target.mirror_id, target.remote, target.repo_path, LocalRemote)
     out = sshd.data_root / tmp_path.name / "restored" / "c1"
@@ -128,8 +77,8 @@ def test_restore_into_sshd_is_exact(
         assert result.refused == [] and result.files == sum(
             1 for p in src.rglob("*") if p.is_file() and not p.is_symlink()
         )
-        assert _itemised_differences(src, out) == []
-        assert os.lstat(out).st_mtime == 1_650_000_000  # the client's top directory too
+        assert itemised_differences(src, out) == []
+        assert os.lstat(out).st_mtime == TOP_MTIME  # the client's top directory too
         sparse = (out / "sparse.img").stat()
         assert sparse.st_blocks * 512 < 1 << 20 < sparse.st_size  # holes stayed holes
         assert stat.S_IMODE((out / "setgid").stat().st_mode) == 0o2775
