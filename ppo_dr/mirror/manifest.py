@@ -54,6 +54,9 @@ class Entry:
     size: int = 0
     target: str | None = None
     chunks: tuple[str, ...] = ()
+    # A file only: the path of an earlier file of the manifest with the same inode
+    # (a hard link); its chunks are kept, so a copy can be restored instead.
+    link: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -67,6 +70,8 @@ class Entry:
             out["chunks"] = list(self.chunks)
         if self.target is not None:
             out["target"] = self.target
+        if self.link is not None:
+            out["link"] = self.link
         return out
 
     @classmethod
@@ -79,6 +84,7 @@ class Entry:
             size=int(raw.get("size", 0)),
             target=raw.get("target"),
             chunks=tuple(raw.get("chunks", ())),
+            link=raw.get("link"),
         )
 
 

@@ -55,6 +55,7 @@ from ppo_dr.mirror.restore_remote import (
     can_stream_to,
     files_already_restored,
     finish_tree,
+    hard_links_of,
     staging_path,
     stream_files,
     switch_into_place,
@@ -360,7 +361,8 @@ def _restore_streamed(
     (see :mod:`ppo_dr.mirror.restore_remote`); a refusal leaves the staging directory
     for the next run to resume, and *dest_path* untouched."""
     staging = staging_path(dest_path, manifest.snapshot_id)
-    files = [e for e in manifest.entries if e.type is EntryType.FILE]
+    hard = hard_links_of(manifest)  # made in the last streams, from their first names
+    files = [e for e in manifest.entries if e.type is EntryType.FILE and e.path not in hard]
     done = files_already_restored(dest, staging, files)
     tally = Tally(served={s.repo.mirror_id: 0 for s in opened})
     if done:
@@ -381,6 +383,7 @@ def _restore_streamed(
         )
         return tally
     finish_tree(dest, staging, manifest)
+    tally.files += len(hard)
     switch_into_place(dest, staging, dest_path, manifest.snapshot_id)
     return tally
 

@@ -171,9 +171,20 @@ def stream_files(
         dest.remove(posixpath.join(staging, path))
 
 
+def hard_links_of(manifest: Manifest) -> dict[str, str]:
+    """Hard link path -> the file it links to, for links to a plain file of the
+    manifest (anything else is restored as a copy: it keeps its chunks)."""
+    plain = {e.path for e in manifest.entries if e.type is EntryType.FILE and e.link is None}
+    return {
+        e.path: e.link
+        for e in manifest.entries
+        if e.type is EntryType.FILE and e.link is not None and e.link in plain
+    }
+
+
 def finish_tree(dest: Remote, staging: str, manifest: Manifest) -> None:
-    """The symlinks, then (a stream of their own) every directory deepest first and
-    the top directory last.
+    """The hard links and symlinks, then (a stream of their own) every directory
+    deepest first and the top directory last.
 
     Two streams, because ``tar -x`` creates a symlink whose target holds ``..`` only
     at the very end of its run (a placeholder stands in before), after it has set
@@ -186,8 +197,12 @@ def finish_tree(dest: Remote, staging: str, manifest: Manifest) -> None:
         key=lambda e: e.path.count("/"),
         reverse=True,
     )
-    if links:
-        send_stream(dest, staging, (metadata_member(e) for e in links), 0)
+    hard = hard_links_of(manifest)
+    by_path = {e.path: e for e in entries}
+    if links or hard:
+        members = [metadata_member(by_path[path], to) for path, to in hard.items()]
+        members += [metadata_member(e) for e in links]
+        send_stream(dest, staging, iter(members), 0)
     tops = [] if manifest.top is None else [manifest.top]  # "." : the client's top
     send_stream(dest, staging, (metadata_member(e) for e in [*dirs, *tops]), 0)
     if manifest.top is None:  # a manifest written before tops were recorded: as before

@@ -45,6 +45,7 @@ from ppo_dr.errors import DRError, RemotePathError, UnsafeInputError
 from ppo_dr.ids import absolute_path_problem, check_id
 from ppo_dr.mirror.codec import Codec
 from ppo_dr.mirror.errors import RepositoryError
+from ppo_dr.mirror.hard_links import hard_link_groups, mark_hard_links
 from ppo_dr.mirror.lock import RepositoryLock
 from ppo_dr.mirror.manifest import Entry, Manifest, snapshot_id_for
 from ppo_dr.mirror.repository import (
@@ -478,6 +479,7 @@ def snapshot_client(
                 changed_during_read.append(st.path)
             entries.append(_entry(result.stat, result.chunks, path=st.path))
         top = source.stat(client.path) if live else None  # after the walk: its final mtime
+        entries = mark_hard_links(entries, hard_link_groups(source, client.path) if live else {})
     except DRError as exc:  # the app server failed us: no manifest for this client
         for sink in live:
             errors[sink.target.mirror_id] = f"reading {source.label}: {_describe(exc)}"

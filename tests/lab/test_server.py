@@ -28,7 +28,13 @@ from ppo_dr.mirror.api import ClientSource, ensure_repository, restore, snapshot
 from ppo_dr.mirror.tar_stream import END_OF_ARCHIVE, extract_command
 from ppo_dr.transport import LocalRemote
 from ppo_dr.transport.ssh import SshRemote
-from tests.ppo_dr.mirror.helpers import T0, itemised_differences, local_target, odd_tree
+from tests.ppo_dr.mirror.helpers import (
+    T0,
+    inode_groups,
+    itemised_differences,
+    local_target,
+    odd_tree,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(60)]
 
@@ -326,6 +332,7 @@ def test_restore_streams_into_the_lab_server_as_into_openssh(
         assert result.refused == []
         out = app_lab.fs(APP) / "srv/ppo/restored/c1"
         assert itemised_differences(src, out) == []
+        assert inode_groups(out) == inode_groups(src)
         assert (out / "sparse.img").stat().st_blocks * 512 < 1 << 20
         (out / "ro").chmod(0o755)
         outside = dest.exec(extract_command("/srv"), 10, stdin=[END_OF_ARCHIVE])

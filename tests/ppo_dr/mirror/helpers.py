@@ -72,6 +72,10 @@ def odd_tree(root: Path) -> None:
         handle.seek(8 << 20)
         handle.write(b"tail")
     (root / "big").write_bytes(os.urandom(3_000_000))
+    os.link(root / "big", root / "names" / "big-again")  # hard links, across directories
+    os.link(root / "big", deep / "big-deep")
+    (root / "pair").write_bytes(b"two names")
+    os.link(root / "pair", root / "pair-2")
     (root / "old").write_bytes(b"old")
     os.utime(root / "old", (OLD, OLD))
     (root / "future").write_bytes(b"future")
@@ -96,3 +100,13 @@ def itemised_differences(src: Path, out: Path) -> list[str]:
         check=True,
     )
     return done.stdout.decode(errors="replace").splitlines()
+
+
+def inode_groups(root: Path) -> set[frozenset[str]]:
+    """The sets of paths (relative to *root*) that share an inode, for files with several."""
+    groups: dict[int, set[str]] = {}
+    for path in root.rglob("*"):
+        st = path.lstat()
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            groups.setdefault(st.st_ino, set()).add(str(path.relative_to(root)))
+    return {frozenset(g) for g in groups.values()}

@@ -21,6 +21,7 @@ from ppo_dr.transport.ssh import SshRemote
 from tests.ppo_dr.mirror.helpers import (
     T0,
     TOP_MTIME,
+    inode_groups,
     itemised_differences,
     local_target,
     odd_tree,
@@ -78,6 +79,7 @@ def test_restore_into_sshd_is_exact(
             1 for p in src.rglob("*") if p.is_file() and not p.is_symlink()
         )
         assert itemised_differences(src, out) == []
+        assert inode_groups(out) == inode_groups(src) and len(inode_groups(src)) == 2
         assert os.lstat(out).st_mtime == TOP_MTIME  # the client's top directory too
         sparse = (out / "sparse.img").stat()
         assert sparse.st_blocks * 512 < 1 << 20 < sparse.st_size  # holes stayed holes
