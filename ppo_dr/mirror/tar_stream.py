@@ -111,7 +111,7 @@ def file_member(entry: Entry, pieces: list[bytes]) -> Iterator[bytes]:
     """A whole file's member from its content *pieces* (chunks in order); sparse when
     :func:`data_regions` finds holes."""
     size = sum(len(p) for p in pieces)
-    if not any(ZERO_BLOCK in p for p in pieces):
+    if size < HOLE_MIN or not any(ZERO_BLOCK in p for p in pieces):
         yield dense_header(entry, size)
         yield from pieces
         yield _padding(size)
@@ -138,9 +138,40 @@ def file_member(entry: Entry, pieces: list[bytes]) -> Iterator[bytes]:
 
 def dense_header(entry: Entry, size: int) -> bytes:
     """The header of a file member whose *size* bytes follow (then :func:`padding_for`)."""
+    fast = _ustar_file_header(entry.path, entry.mode, size, entry.mtime)
+    if fast is not None:
+        return fast
     info = _info(entry)
     info.size = size
     return _header(info)
+
+
+# A plain ustar block after the typeflag: empty linkname, magic and version, empty
+# uname/gname/devmajor/devminor/prefix, padding to 512.
+_USTAR_TAIL: Final = b"0" + bytes(100) + b"ustar\x0000" + bytes(32 + 32 + 8 + 8 + 155 + 12)
+_USTAR_LIMIT: Final = 8**11  # what 11 octal digits hold (sizes and mtimes beyond: pax)
+_UID_GID: Final = b"0000000\0" * 2
+_TAIL_SUM: Final = sum(_USTAR_TAIL)
+
+
+def _ustar_file_header(name: str, mode: int, size: int, mtime: int) -> bytes | None:
+    """The header :mod:`tarfile` writes for a plain file, byte for byte, built directly
+    (tarfile's general path was a third of a restore's CPU on 40k small files); None
+    when the file needs pax records (a long or non-ASCII name, a time or size ustar
+    cannot hold)."""
+    if not (name.isascii() and len(name) <= 100 and 0 <= mtime < _USTAR_LIMIT):
+        return None
+    if not 0 <= size < _USTAR_LIMIT:
+        return None
+    head = b"%s%07o\0%s%011o\0%011o\0" % (
+        name.encode().ljust(100, b"\0"),
+        mode & 0o7777,
+        _UID_GID,
+        size,
+        mtime,
+    )
+    checksum = sum(head) + 8 * 32 + _TAIL_SUM  # the checksum field counts as spaces
+    return b"%s%06o\0 %s" % (head, checksum, _USTAR_TAIL)
 
 
 def padding_for(size: int) -> bytes:
@@ -149,16 +180,19 @@ def padding_for(size: int) -> bytes:
 
 
 def batched(pieces: Iterator[bytes], size: int = SEND_BYTES) -> Iterator[bytes]:
-    """*pieces* regrouped into sends of about *size* bytes (headers are 1-2 KB each:
-    one SSH packet per header would cost more than the data)."""
-    held = bytearray()
+    """*pieces* regrouped into sends of about *size* bytes (a header is 512 bytes: one
+    SSH packet per header would cost more than the data); each byte copied once."""
+    held: list[bytes] = []
+    held_bytes = 0
     for piece in pieces:
         if len(piece) >= size and not held:
             yield piece
             continue
-        held += piece
-        if len(held) >= size:
-            yield bytes(held)
+        held.append(piece)
+        held_bytes += len(piece)
+        if held_bytes >= size:
+            yield b"".join(held)
             held.clear()
+            held_bytes = 0
     if held:
-        yield bytes(held)
+        yield b"".join(held)

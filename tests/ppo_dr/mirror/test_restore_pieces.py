@@ -10,7 +10,14 @@ import pytest
 
 from ppo_dr.mirror.hard_links import find_command, mark_hard_links, parse_find_output
 from ppo_dr.mirror.manifest import Entry
-from ppo_dr.mirror.tar_stream import END_OF_ARCHIVE, HOLE_MIN, batched, data_regions, file_member
+from ppo_dr.mirror.tar_stream import (
+    END_OF_ARCHIVE,
+    HOLE_MIN,
+    batched,
+    data_regions,
+    dense_header,
+    file_member,
+)
 from ppo_dr.transport.base import EntryType
 
 Z = bytes(HOLE_MIN)
@@ -73,3 +80,23 @@ def test_later_names_of_an_inode_link_to_the_first() -> None:
     assert [e.link for e in marked] == [None, None, "a", "a", None]
     assert [e.chunks for e in marked] == [e.chunks for e in entries]  # copies stay possible
     assert mark_hard_links(entries, {}) == entries
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "size", "mtime"),
+    [
+        ("a", 0o644, 0, 0),
+        ("dir/file with space\nand newline", 0o2755, 12345, 1_700_000_000),
+        ("x" * 100, 0o4000, 8**11 - 1, 8**11 - 1),
+        ("x" * 101, 0o644, 1, 1),  # too long for ustar: pax
+        ("ünï", 0o644, 1, 1),  # not ASCII: pax
+        ("old", 0o644, 1, -5),  # before 1970: pax
+        ("huge", 0o644, 8**11, 1),  # 8 GiB: pax
+    ],
+)
+def test_file_headers_are_what_tarfile_writes(name: str, mode: int, size: int, mtime: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.mode, info.size, info.mtime = mode, size, mtime
+    info.uname = info.gname = ""
+    expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    assert dense_header(Entry(name, EntryType.FILE, mode, mtime, size), size) == expected
