@@ -23,6 +23,7 @@ whose rsync time is more than 2x off the median of its phase is flagged, not dro
 
     .venv/bin/python bench/mirror_vs_rsync.py [--size-mb 1000] [--rounds 3]
     .venv/bin/python bench/mirror_vs_rsync.py --dataset DIR   # any tree, copied first
+    .venv/bin/python bench/mirror_vs_rsync.py --phases ad     # only (a) and (d)
 
 Not run by CI: it needs ~5x the dataset in free disk and a few minutes.
 """
@@ -35,6 +36,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -157,9 +159,40 @@ def drop_tree(path: Path) -> None:
 # --------------------------------------------------------------------------- the run
 
 
+def restore_locally(
+    rnd: int,
+    state: Path,
+    mirror: SshdServer,
+    rsync_copy: Path,
+    target: MirrorTarget,
+    record: Callable[[str, str, float, int], None],
+) -> None:
+    """Phase (c): both tools restore the mirror's copy into an empty local directory."""
+    out_rsync = state / "restore-rsync"
+    out_ours = state / "restore-ours"
+
+    def restore_theirs() -> int:
+        return rsync(f"{mirror.user}@{mirror.host}:{rsync_copy}/", f"{out_rsync}/", mirror)
+
+    def restore_ours() -> int:
+        # fsync=False: like rsync, leave writeback to the kernel (no fsync per file).
+        dest = LocalRemote(fsync=False)
+        result = restore([target], "bench", "latest", dest, str(out_ours), parallel=4)
+        return result.bytes
+
+    third = [("rsync", restore_theirs), ("ours", restore_ours)]
+    for who, fn in third if rnd % 2 == 0 else reversed(third):
+        record("c restore", who, *timed(fn))
+    same = subprocess.run(
+        ["diff", "-r", "--no-dereference", str(out_rsync), str(out_ours)],
+        capture_output=True,
+    )
+    if same.returncode != 0:
+        print("  WARNING: restored trees differ", same.stdout[:500])
+
+
 def restore_into_new_server(
     rnd: int,
-    mirrors: list[SshdServer],
     new_server: SshdServer,
     rsync_copy: Path,
     repo: Path,
@@ -213,8 +246,10 @@ def run_round(
     mirrors: list[SshdServer],
     new_server: SshdServer,
     record: Callable[[str, str, float, int], None],
+    phases: str = "abcd",
 ) -> None:
-    """One round of the four phases on a fresh copy of the dataset, both tools."""
+    """One round of the phases (the first full run always: the others start from its
+    copies) on a fresh copy of the dataset, both tools."""
     state = work / f"round{rnd}"
     work_src = state / "src"
     shutil.copytree(src, work_src, symlinks=True)
@@ -260,38 +295,20 @@ def run_round(
         record("a full", who, *timed(fn))
 
     # (b) incremental after ~1 % of files changed
-    change_one_percent(work_src, seed=100 + rnd)
-    later = taken + timedelta(hours=1)
-    second = [("rsync", theirs), ("ours", lambda: ours(later))]
-    for who, fn in second if rnd % 2 == 0 else reversed(second):
-        record("b incremental", who, *timed(fn))
+    if "b" in phases:
+        change_one_percent(work_src, seed=100 + rnd)
+        later = taken + timedelta(hours=1)
+        second = [("rsync", theirs), ("ours", lambda: ours(later))]
+        for who, fn in second if rnd % 2 == 0 else reversed(second):
+            record("b incremental", who, *timed(fn))
 
     # (d) restore into a new server (third sshd), before (c) leaves the caches warm
-    restore_into_new_server(rnd, mirrors, new_server, rsync_dirs[0], repo_dirs[0], record)
+    if "d" in phases:
+        restore_into_new_server(rnd, new_server, rsync_dirs[0], repo_dirs[0], record)
 
     # (c) restore everything from mirror 0 into an empty local directory
-    out_rsync = state / "restore-rsync"
-    out_ours = state / "restore-ours"
-
-    def restore_theirs() -> int:
-        m = mirrors[0]
-        return rsync(f"{m.user}@{m.host}:{rsync_dirs[0]}/", f"{out_rsync}/", m)
-
-    def restore_ours() -> int:
-        # fsync=False: like rsync, leave writeback to the kernel (no fsync per file).
-        dest = LocalRemote(fsync=False)
-        result = restore(targets[:1], "bench", "latest", dest, str(out_ours), parallel=4)
-        return result.bytes
-
-    third = [("rsync", restore_theirs), ("ours", restore_ours)]
-    for who, fn in third if rnd % 2 == 0 else reversed(third):
-        record("c restore", who, *timed(fn))
-    same = subprocess.run(
-        ["diff", "-r", "--no-dereference", str(out_rsync), str(out_ours)],
-        capture_output=True,
-    )
-    if same.returncode != 0:
-        print("  WARNING: restored trees differ", same.stdout[:500])
+    if "c" in phases:
+        restore_locally(rnd, state, mirrors[0], rsync_dirs[0], targets[0], record)
 
     for remote in remotes:
         remote.close()
@@ -311,9 +328,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
+        "--phases", default="abcd", help="which phases to time (a always runs: setup)"
+    )
+    parser.add_argument(
         "--dataset", type=Path, default=None, help="a tree to copy and use instead of ours"
     )
     args = parser.parse_args()
+    # A plain kill still stops the sshd daemons (their context managers run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if shutil.which("rsync") is None:
         print("rsync not found: apt-get install rsync", file=sys.stderr)
         return 2
@@ -346,7 +368,7 @@ def main() -> int:
         running_sshd(work / "sshd-c") as new_server,
     ):
         for rnd in range(args.rounds):
-            run_round(rnd, src, work, [mirror_a, mirror_b], new_server, record)
+            run_round(rnd, src, work, [mirror_a, mirror_b], new_server, record, args.phases)
             print(f"  round {rnd + 1}/{args.rounds} done", flush=True)
 
     print(
