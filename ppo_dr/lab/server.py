@@ -50,6 +50,7 @@ SFTP_VERSION = 3  # what OpenSSH speaks
 LOGIN_TIMEOUT_S = 30
 SHUTDOWN_GRACE_S = 3.0
 EXEC_WORKERS = 4
+RECEIVER_WORKERS = 16  # restores streaming into this server at once (2 per client restore)
 
 
 class ServerConfig(LabConfig):
@@ -155,12 +156,18 @@ class LabSSHServer(asyncssh.SSHServer):
     """Per-connection policy: who may log in, and what a session may do."""
 
     def __init__(
-        self, config: ServerConfig, disk: ServerDisk, live: set[Any], workers: Executor
+        self,
+        config: ServerConfig,
+        disk: ServerDisk,
+        live: set[Any],
+        workers: Executor,
+        receivers: Executor,
     ) -> None:
         self._config = config
         self._disk = disk
         self._live = live
         self._workers = workers
+        self._receivers = receivers
         self._conn: asyncssh.SSHServerConnection | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -228,7 +235,10 @@ class LabSSHServer(asyncssh.SSHServer):
                 return bytes(asyncio.run_coroutine_threadsafe(read, loop).result())
 
             stdin = StdinReader(read_stdin) if parsed.command.reads_stdin else None
-            work = loop.run_in_executor(self._workers, execute, self._disk, parsed, stdin)
+            # A restore's receivers last as long as their streams: threads of their own,
+            # so they neither wait behind nor hold up the short commands.
+            pool = self._workers if stdin is None else self._receivers
+            work = loop.run_in_executor(pool, execute, self._disk, parsed, stdin)
             try:
                 result = await asyncio.wait_for(work, parsed.timeout)
             except TimeoutError:
@@ -261,11 +271,12 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
     )
     live: set[Any] = set()
     workers = ThreadPoolExecutor(max_workers=EXEC_WORKERS, thread_name_prefix="exec")
+    receivers = ThreadPoolExecutor(max_workers=RECEIVER_WORKERS, thread_name_prefix="untar")
     try:
         acceptor = await asyncssh.listen(
             "127.0.0.1",
             config.ssh_port,
-            server_factory=lambda: LabSSHServer(config, disk, live, workers),
+            server_factory=lambda: LabSSHServer(config, disk, live, workers, receivers),
             server_host_keys=[host_key],
             allow_pty=False,
             agent_forwarding=False,
@@ -276,6 +287,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
         )
     except OSError as exc:
         workers.shutdown(wait=False)
+        receivers.shutdown(wait=False)
         raise LabError(
             f"server {config.id}: cannot listen on ssh port {config.ssh_port}: {exc}"
         ) from exc
@@ -302,6 +314,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
             await asyncio.wait_for(runner.cleanup(), SHUTDOWN_GRACE_S)
         await asyncio.wait_for(acceptor.wait_closed(), SHUTDOWN_GRACE_S)
         workers.shutdown(wait=False, cancel_futures=True)
+        receivers.shutdown(wait=False, cancel_futures=True)
 
 
 async def _start_http(disk: ServerDisk, port: int) -> AppRunner:

@@ -7,14 +7,21 @@ refused. Before anything is written the whole manifest is checked
 (:func:`~ppo_dr.mirror.manifest.check_restorable`): an absolute path, a ``..`` or a
 path through anything but a directory of the snapshot refuses the restore.
 
-Order: directories (owner-only while we fill them), files in parallel (each written
-to a temporary name and renamed into place, then its mtime set), symlinks (targets
-verbatim, created last so nothing is written through one), then directory modes and
-mtimes deepest first. Several files are in flight at once; packs are kept in a small
-per-worker cache, since files restored in manifest order mostly use the packs the
-snapshot wrote them into. A pack is read whole, or — when the worker's files need at
-most half of it (an old pack after many incrementals, a restore of one client or of
-part of the files) — only the ranges holding the blobs they need.
+Two ways to write (same checks, same results):
+
+- **Into a server over SSH**: tar streams into a staging directory beside the
+  destination, renamed onto it once complete, resumable
+  (:mod:`ppo_dr.mirror.restore_remote`); per-file SFTP round trips made this 5.8x
+  slower than rsync on many small files.
+- **In place** (a local disk, or a server that cannot run ``tar``): directories
+  (owner-only while we fill them), files (each written to a temporary name and
+  renamed into place, then its mtime set), symlinks (targets verbatim, created last so
+  nothing is written through one), then directory modes and mtimes deepest first.
+
+Several files are in flight at once; packs are kept in a small per-worker cache
+(:mod:`ppo_dr.mirror.restore_sources`), since files restored in manifest order mostly
+use the packs the snapshot wrote them into. A pack is read whole, or — when the
+worker's files need at most half of it — only the ranges holding the blobs they need.
 
 Two ways to pull the files, with the same results (``served_by``, ``refused``, the
 fallback to the next source):
@@ -26,10 +33,10 @@ fallback to the next source):
   are cut into ``processes`` contiguous runs of about equal stored bytes (contiguous in
   manifest order, so each pack is read by one process rather than by all) and each
   run is restored by a worker process started from the forkserver, with its own
-  connections to every source and to the destination, and one thread. Files a
-  worker refused, and all files of a worker that failed as a whole (could not
-  connect, died), are then tried again by the thread path in the caller, so a source
-  the caller could open is never skipped.
+  connections to every source and to the destination, and one thread (on the SSH
+  path: one tar stream). Files a worker refused, and all files of a worker that
+  failed as a whole (could not connect, died), are then tried again in the caller,
+  so a source the caller could open is never skipped.
 - **Threads** on the caller's connections otherwise, and for small restores.
 """
 
