@@ -277,9 +277,13 @@ def _restore_in_processes(
 
 
 @dataclass(frozen=True)
-class _How:
-    """How the files of one restore are pulled (:func:`restore`'s knobs)."""
+class _Job:
+    """One restore: what is read, where it goes, and :func:`restore`'s knobs."""
 
+    opened: list[OpenSource]
+    manifest: Manifest
+    dest: Remote
+    dest_path: str
     key: bytes | None
     parallel: int
     processes: int | None
@@ -287,18 +291,13 @@ class _How:
 
 
 def _run_files(
-    opened: list[OpenSource],
-    files: list[Entry],
-    dest: Remote,
-    dest_path: str,
-    how: _How,
-    write_files: WriteFiles,
-    tally: Tally,
+    job: _Job, files: list[Entry], dest_path: str, write_files: WriteFiles, tally: Tally
 ) -> None:
-    """Write *files* with *write_files*: in worker processes when that pays (see
-    :func:`restore`), then whatever is left in the caller."""
-    worker_dest = _dest_factory(dest, how.dest_connect)
-    processes = how.processes
+    """Write *files* under *dest_path* with *write_files*: in worker processes when
+    that pays (see :func:`restore`), then whatever is left in the caller."""
+    opened, dest = job.opened, job.dest
+    worker_dest = _dest_factory(dest, job.dest_connect)
+    processes = job.processes
     if processes is None:
         big = sum(e.size for e in files) >= PROCESS_MIN_BYTES
         processes = RESTORE_PROCESSES if big else 0
@@ -311,7 +310,7 @@ def _run_files(
         files = _restore_in_processes(
             opened,
             files,
-            how.key,
+            job.key,
             worker_dest,
             dest_path,
             processes,
@@ -320,17 +319,12 @@ def _run_files(
             write_files,
         )
     if files:
-        write_files(opened, files, dest, dest_path, how.parallel, tally)
+        write_files(opened, files, dest, dest_path, job.parallel, tally)
 
 
-def _restore_in_place(
-    opened: list[OpenSource],
-    manifest: Manifest,
-    dest: Remote,
-    dest_path: str,
-    how: _How,
-) -> Tally:
-    """File by file into *dest_path* itself (a local disk, or a server without tar)."""
+def _restore_in_place(job: _Job) -> Tally:
+    """File by file into the destination itself (a local disk, a server without tar)."""
+    opened, manifest, dest, dest_path = job.opened, job.manifest, job.dest, job.dest_path
 
     def full(entry: Entry) -> str:
         return posixpath.join(dest_path, entry.path)
@@ -342,7 +336,7 @@ def _restore_in_place(
     for entry in dirs:
         dest.mkdir_p(full(entry), 0o700)
     tally = Tally(served={s.repo.mirror_id: 0 for s in opened})
-    _run_files(opened, files, dest, dest_path, how, _restore_files, tally)
+    _run_files(job, files, dest_path, _restore_files, tally)
     for entry in links:
         path = full(entry)
         if dest.stat(path) is not None:
@@ -357,16 +351,11 @@ def _restore_in_place(
     return tally
 
 
-def _restore_streamed(
-    opened: list[OpenSource],
-    manifest: Manifest,
-    dest: Remote,
-    dest_path: str,
-    how: _How,
-) -> Tally:
-    """Tar streams into a staging directory, switched onto *dest_path* when complete
-    (see :mod:`ppo_dr.mirror.restore_remote`); a refusal leaves the staging directory
-    for the next run to resume, and *dest_path* untouched."""
+def _restore_streamed(job: _Job) -> Tally:
+    """Tar streams into a staging directory, switched onto the destination when
+    complete (see :mod:`ppo_dr.mirror.restore_remote`); a refusal leaves the staging
+    directory for the next run to resume, and the destination untouched."""
+    opened, manifest, dest, dest_path = job.opened, job.manifest, job.dest, job.dest_path
     staging = staging_path(dest_path, manifest.snapshot_id)
     hard = hard_links_of(manifest)  # made in the last streams, from their first names
     files = [e for e in manifest.entries if e.type is EntryType.FILE and e.path not in hard]
@@ -380,7 +369,7 @@ def _restore_streamed(
         tally.bytes = sum(e.size for e in files if e.path in done)
     dest.mkdir_p(staging, 0o700)
     todo = [e for e in files if e.path not in done]
-    _run_files(opened, todo, dest, staging, how, stream_files, tally)
+    _run_files(job, todo, staging, stream_files, tally)
     if tally.refused:
         log.warning(
             "restore: %d file(s) refused; %s kept for a later run, %s untouched",
@@ -432,15 +421,15 @@ def restore(
     opened = open_sources(sources, key)
     manifest = load_manifest(opened, client_id, snapshot_id)
     check_restorable(manifest.entries)
-    how = _How(key, parallel, processes, dest_connect)
+    job = _Job(opened, manifest, dest, dest_path, key, parallel, processes, dest_connect)
     tally = None
     if can_stream_to(dest):
         try:
-            tally = _restore_streamed(opened, manifest, dest, dest_path, how)
+            tally = _restore_streamed(job)
         except ReceiverMissing as exc:
             log.warning("restore: %s; writing file by file over SFTP instead", exc)
     if tally is None:
-        tally = _restore_in_place(opened, manifest, dest, dest_path, how)
+        tally = _restore_in_place(job)
     return RestoreResult(
         files=tally.files,
         bytes=tally.bytes,
