@@ -150,3 +150,29 @@ def test_bad_input_is_refused_before_anything_is_written(
         restore([target], client, snapshot_id, dest, dest_path)
     assert "refused" in str(caught.value) or "not readable" in str(caught.value)
     assert sorted(sshd.data_root.rglob("*")) == before
+
+
+def test_a_failed_stream_switches_nothing_and_the_rerun_sends_only_what_is_missing(
+    sshd: SshdServer, dest: SshRemote, tmp_path: Path
+) -> None:
+    src = tmp_path / "app" / "c1"
+    src.mkdir(parents=True)
+    for i in range(6):
+        (src / f"f{i}").write_bytes(os.urandom(20_000))
+    target, sid = _mirror(tmp_path, src)
+    out = sshd.data_root / tmp_path.name / "c1"
+    staged = Path(staging_path(str(out), sid))
+    (staged / "f4" / "in-the-way").mkdir(parents=True)  # tar -x cannot write f4
+
+    with pytest.raises(DRError, match="tar -x"):
+        restore([target], "c1", sid, dest, str(out))
+    assert not out.exists()  # nothing half-written in place
+    inodes = {p.name: p.stat().st_ino for p in staged.iterdir() if p.is_file()}
+    assert sorted(inodes) == ["f0", "f1", "f2", "f3", "f5"]
+
+    (staged / "f4" / "in-the-way").rmdir()
+    (staged / "f4").rmdir()
+    again = restore([target], "c1", sid, dest, str(out))
+    assert again.refused == [] and again.served_by["m1"] == 1  # only f4's blob was read
+    assert {p.name: p.stat().st_ino for p in out.iterdir() if p.name != "f4"} == inodes
+    assert itemised_differences(src, out) == []
