@@ -2,7 +2,7 @@
 
 Both tools read the same local tree (the worker runs on the app server, as rsync
 does) and write through real OpenSSH sshd processes on 127.0.0.1, one per mirror,
-with the same cipher (aes128-gcm). Three phases, each timed for both, in one run:
+with the same cipher (aes128-gcm). Four phases, each timed for both, in one run:
 
   (a) first full run        targets: ours <= 1.0x rsync's two runs
   (b) hourly incremental    after changing ~1 % of files (edits in place, appends
@@ -10,13 +10,22 @@ with the same cipher (aes128-gcm). Three phases, each timed for both, in one run
                             targets: <= 0.7x their time, <= 1.2x their bytes sent
   (c) restore of everything from one mirror to an empty local directory;
                             target: <= 1.2x rsync's time
+  (d) restore from one mirror into a new server (a third sshd), one SSH hop each:
+                            rsync pushes the mirror's copy into it, ours restores
+                            from the mirror's repository (read on the mirror, as a
+                            failover worker beside it does) through tar streams;
+                            target: <= 1.0x rsync's time
 
 "bytes sent" is each tool's own payload count (rsync --stats "Total bytes sent",
-ours: bytes written into the repositories), before SSH encryption for both.
+ours: bytes written into the repositories), before SSH encryption for both. Every
+round is printed, and the table gives medians with the spread (min-max); a round
+whose rsync time is more than 2x off the median of its phase is flagged, not dropped.
 
     .venv/bin/python bench/mirror_vs_rsync.py [--size-mb 1000] [--rounds 3]
+    .venv/bin/python bench/mirror_vs_rsync.py --dataset DIR   # any tree, copied first
+    .venv/bin/python bench/mirror_vs_rsync.py --phases ad     # only (a) and (d)
 
-Not run by CI: it needs ~4x the dataset in free disk and a few minutes.
+Not run by CI: it needs ~5x the dataset in free disk and a few minutes.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -149,14 +159,97 @@ def drop_tree(path: Path) -> None:
 # --------------------------------------------------------------------------- the run
 
 
+def restore_locally(
+    rnd: int,
+    state: Path,
+    mirror: SshdServer,
+    rsync_copy: Path,
+    target: MirrorTarget,
+    record: Callable[[str, str, float, int], None],
+) -> None:
+    """Phase (c): both tools restore the mirror's copy into an empty local directory."""
+    out_rsync = state / "restore-rsync"
+    out_ours = state / "restore-ours"
+
+    def restore_theirs() -> int:
+        return rsync(f"{mirror.user}@{mirror.host}:{rsync_copy}/", f"{out_rsync}/", mirror)
+
+    def restore_ours() -> int:
+        # fsync=False: like rsync, leave writeback to the kernel (no fsync per file).
+        dest = LocalRemote(fsync=False)
+        result = restore([target], "bench", "latest", dest, str(out_ours), parallel=4)
+        return result.bytes
+
+    third = [("rsync", restore_theirs), ("ours", restore_ours)]
+    for who, fn in third if rnd % 2 == 0 else reversed(third):
+        record("c restore", who, *timed(fn))
+    same = subprocess.run(
+        ["diff", "-r", "--no-dereference", str(out_rsync), str(out_ours)],
+        capture_output=True,
+    )
+    if same.returncode != 0:
+        print("  WARNING: restored trees differ", same.stdout[:500])
+
+
+def restore_into_new_server(
+    rnd: int,
+    new_server: SshdServer,
+    rsync_copy: Path,
+    repo: Path,
+    record: Callable[[str, str, float, int], None],
+) -> None:
+    """Phase (d): both tools restore mirror 0's copy into *new_server*; then the two
+    results are compared by rsync's itemised checksum comparison."""
+    out_rsync = new_server.data_root / f"restore-rsync{rnd}"
+    out_ours = new_server.data_root / f"restore-ours{rnd}"
+    connect = functools.partial(
+        SshRemote.connect,
+        new_server.host,
+        new_server.port,
+        new_server.user,
+        new_server.client_key,
+        new_server.known_hosts,
+    )
+    on_mirror = MirrorTarget("mirror-0", LocalRemote(), str(repo), LocalRemote)
+
+    def theirs() -> int:
+        dest = f"{new_server.user}@{new_server.host}:{out_rsync}/"
+        return rsync(f"{rsync_copy}/", dest, new_server)
+
+    def ours() -> int:
+        with connect() as dest:
+            result = restore(
+                [on_mirror], "bench", "latest", dest, str(out_ours), dest_connect=connect
+            )
+        if result.refused:
+            raise SystemExit(f"restore refused {len(result.refused)} files")
+        return result.bytes
+
+    pair = [("rsync", theirs), ("ours", ours)]
+    for who, fn in pair if rnd % 2 == 0 else reversed(pair):
+        record("d restore ssh", who, *timed(fn))
+    same = subprocess.run(
+        ["rsync", "-rlptcni", "--delete", f"{out_rsync}/", f"{out_ours}/"],
+        capture_output=True,
+        text=True,
+    )
+    if same.returncode != 0 or same.stdout:
+        print("  WARNING: trees restored into the new server differ:", same.stdout[:500])
+    drop_tree(out_rsync)
+    drop_tree(out_ours)
+
+
 def run_round(
     rnd: int,
     src: Path,
     work: Path,
     mirrors: list[SshdServer],
+    new_server: SshdServer,
     record: Callable[[str, str, float, int], None],
+    phases: str = "abcd",
 ) -> None:
-    """One round of the three phases on a fresh copy of the dataset, both tools."""
+    """One round of the phases (the first full run always: the others start from its
+    copies) on a fresh copy of the dataset, both tools."""
     state = work / f"round{rnd}"
     work_src = state / "src"
     shutil.copytree(src, work_src, symlinks=True)
@@ -202,35 +295,20 @@ def run_round(
         record("a full", who, *timed(fn))
 
     # (b) incremental after ~1 % of files changed
-    change_one_percent(work_src, seed=100 + rnd)
-    later = taken + timedelta(hours=1)
-    second = [("rsync", theirs), ("ours", lambda: ours(later))]
-    for who, fn in second if rnd % 2 == 0 else reversed(second):
-        record("b incremental", who, *timed(fn))
+    if "b" in phases:
+        change_one_percent(work_src, seed=100 + rnd)
+        later = taken + timedelta(hours=1)
+        second = [("rsync", theirs), ("ours", lambda: ours(later))]
+        for who, fn in second if rnd % 2 == 0 else reversed(second):
+            record("b incremental", who, *timed(fn))
+
+    # (d) restore into a new server (third sshd), before (c) leaves the caches warm
+    if "d" in phases:
+        restore_into_new_server(rnd, new_server, rsync_dirs[0], repo_dirs[0], record)
 
     # (c) restore everything from mirror 0 into an empty local directory
-    out_rsync = state / "restore-rsync"
-    out_ours = state / "restore-ours"
-
-    def restore_theirs() -> int:
-        m = mirrors[0]
-        return rsync(f"{m.user}@{m.host}:{rsync_dirs[0]}/", f"{out_rsync}/", m)
-
-    def restore_ours() -> int:
-        # fsync=False: like rsync, leave writeback to the kernel (no fsync per file).
-        dest = LocalRemote(fsync=False)
-        result = restore(targets[:1], "bench", "latest", dest, str(out_ours), parallel=4)
-        return result.bytes
-
-    third = [("rsync", restore_theirs), ("ours", restore_ours)]
-    for who, fn in third if rnd % 2 == 0 else reversed(third):
-        record("c restore", who, *timed(fn))
-    same = subprocess.run(
-        ["diff", "-r", "--no-dereference", str(out_rsync), str(out_ours)],
-        capture_output=True,
-    )
-    if same.returncode != 0:
-        print("  WARNING: restored trees differ", same.stdout[:500])
+    if "c" in phases:
+        restore_locally(rnd, state, mirrors[0], rsync_dirs[0], targets[0], record)
 
     for remote in remotes:
         remote.close()
@@ -239,12 +317,25 @@ def run_round(
         drop_tree(d)
 
 
+def spread(times: list[float]) -> str:
+    """Median and range: "4.92 (4.71-5.30)"."""
+    return f"{statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--phases", default="abcd", help="which phases to time (a always runs: setup)"
+    )
+    parser.add_argument(
+        "--dataset", type=Path, default=None, help="a tree to copy and use instead of ours"
+    )
     args = parser.parse_args()
+    # A plain kill still stops the sshd daemons (their context managers run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if shutil.which("rsync") is None:
         print("rsync not found: apt-get install rsync", file=sys.stderr)
         return 2
@@ -252,8 +343,12 @@ def main() -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ppo-bench-"))
     src = work / "app" / "clients" / "bench"
     src.mkdir(parents=True, exist_ok=True)
-    print(f"dataset: {args.size_mb} MB in {work} ...", flush=True)
-    make_dataset(src, args.size_mb)
+    if args.dataset is not None:
+        print(f"dataset: a copy of {args.dataset} in {work} ...", flush=True)
+        shutil.copytree(args.dataset, src, symlinks=True, dirs_exist_ok=True)
+    else:
+        print(f"dataset: {args.size_mb} MB in {work} ...", flush=True)
+        make_dataset(src, args.size_mb)
     total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     nfiles = sum(1 for p in src.rglob("*") if p.is_file())
     print(f"  {nfiles} files, {total / 1e6:.0f} MB")
@@ -267,27 +362,34 @@ def main() -> int:
         # (which files the 1 % change hits decides the incremental bytes).
         print(f"    {phase:15} {who:5} {seconds:7.2f} s {sent / 1e6:9.2f} MB", flush=True)
 
-    with running_sshd(work / "sshd-a") as mirror_a, running_sshd(work / "sshd-b") as mirror_b:
+    with (
+        running_sshd(work / "sshd-a") as mirror_a,
+        running_sshd(work / "sshd-b") as mirror_b,
+        running_sshd(work / "sshd-c") as new_server,
+    ):
         for rnd in range(args.rounds):
-            run_round(rnd, src, work, [mirror_a, mirror_b], record)
+            run_round(rnd, src, work, [mirror_a, mirror_b], new_server, record, args.phases)
             print(f"  round {rnd + 1}/{args.rounds} done", flush=True)
 
     print(
-        f"\nmedians of {args.rounds} rounds; {nfiles} files, {total / 1e6:.0f} MB; "
-        f"two mirrors via OpenSSH sshd on 127.0.0.1, {CIPHER}"
+        f"\nmedians of {args.rounds} rounds (min-max); {nfiles} files, {total / 1e6:.0f} MB; "
+        f"two mirrors and a new server via OpenSSH sshd on 127.0.0.1, {CIPHER}"
     )
     print(
-        f"{'phase':15} {'rsync s':>8} {'ours s':>8} {'time ratio':>10} "
+        f"{'phase':15} {'rsync s (min-max)':>19} {'ours s (min-max)':>19} {'time ratio':>10} "
         f"{'rsync MB':>9} {'ours MB':>8} {'bytes ratio':>11}"
     )
     for phase, data in rows.items():
         rs, os_ = statistics.median(data["rsync_s"]), statistics.median(data["ours_s"])
         rb, ob = statistics.median(data["rsync_bytes"]), statistics.median(data["ours_bytes"])
-        bytes_ratio = f"{ob / rb:.2f}x" if rb and not phase.startswith("c") else "-"
+        bytes_ratio = f"{ob / rb:.2f}x" if rb and phase[0] in "ab" else "-"
         print(
-            f"{phase:15} {rs:8.2f} {os_:8.2f} {os_ / rs:9.2f}x "
-            f"{rb / 1e6:9.1f} {ob / 1e6:8.1f} {bytes_ratio:>11}"
+            f"{phase:15} {spread(data['rsync_s']):>19} {spread(data['ours_s']):>19} "
+            f"{os_ / rs:9.2f}x {rb / 1e6:9.1f} {ob / 1e6:8.1f} {bytes_ratio:>11}"
         )
+        odd = [i + 1 for i, t in enumerate(data["rsync_s"]) if max(t / rs, rs / t) > 2]
+        if odd:
+            print(f"{'':15} rsync more than 2x off its median in round(s) {odd} (kept)")
     drop_tree(work)
     return 0
 

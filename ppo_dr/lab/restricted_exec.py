@@ -12,7 +12,9 @@ contain what an SSH ``exec`` request does. So this module is the containment:
   what they say even while the app is appending.
 * :func:`run_command` runs one SSH ``exec`` request: the command line is split with
   :mod:`shlex` (never handed to a shell) and looked up in a fixed table
-  (:data:`COMMANDS`). Exit statuses: 0 done, 1 failed (no such path, client not on
+  (:data:`COMMANDS`). One command reads stdin: the restore's tar receiver, accepted
+  with exactly the options a restore sends (:func:`_tar_request`,
+  :mod:`ppo_dr.lab.tar_receiver`). Exit statuses: 0 done, 1 failed (no such path, client not on
   this server), 2 refused (bad usage, unsafe path or id), 124 timed out (under a
   ``timeout`` wrapper, which the SSH transport adds), 127 command not allowed.
 
@@ -30,6 +32,7 @@ import os
 import re
 import shlex
 import stat
+import tarfile
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,7 +41,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ppo_dr.errors import LabError, UnsafeInputError
 from ppo_dr.ids import absolute_path_problem, check_id
+from ppo_dr.lab.tar_receiver import StdinReader, extract
 from ppo_dr.local_files import replace_with
+from ppo_dr.mirror.tar_stream import TAR_EXTRACT
 
 if TYPE_CHECKING:
     from ppo_dr.lab.procutil import FleetWatch
@@ -347,13 +352,27 @@ def _snapshot_hook(disk: ServerDisk, client: str) -> str:
     )
 
 
+def _untar(disk: ServerDisk, visible: str, stdin: StdinReader) -> str:
+    path = _existing(disk, visible)
+    root = Path(os.path.realpath(disk.data_root_path))
+    if not is_inside(root, path) or path == root or not path.is_dir():
+        raise UnsafeInputError(f"{visible}: not a directory inside the data root")
+    try:
+        members = extract(stdin, path)
+    except tarfile.TarError as exc:  # a truncated or malformed stream: what is written stays
+        raise CommandFailed(f"{visible}: {exc}") from exc
+    return _json_line({"directory": visible, "members": members})
+
+
 @dataclass(frozen=True)
 class Command:
-    """One permitted command: its usage line and its implementation."""
+    """One permitted command: its usage line and its implementation (given stdin
+    after its arguments if *reads_stdin*)."""
 
     usage: str
     run: Callable[..., str]
     nargs: int
+    reads_stdin: bool = False
 
 
 COMMANDS: Final[dict[str, Command]] = {
@@ -364,7 +383,16 @@ COMMANDS: Final[dict[str, Command]] = {
     "freeze": Command("freeze CLIENT", _freeze, 1),
     "unfreeze": Command("unfreeze CLIENT", _unfreeze, 1),
     "snapshot-hook": Command("snapshot-hook CLIENT", _snapshot_hook, 1),
+    "tar": Command(shlex.join([*TAR_EXTRACT, "--directory=DIR"]), _untar, 1, reads_stdin=True),
 }
+_DIRECTORY_OPTION: Final = "--directory="
+
+
+def _tar_request(argv: list[str]) -> list[str] | None:
+    """argv as ``[tar, DIR]`` if it is exactly the restore's receiver, else None."""
+    if argv[:-1] != list(TAR_EXTRACT) or not argv[-1].startswith(_DIRECTORY_OPTION):
+        return None
+    return ["tar", argv[-1][len(_DIRECTORY_OPTION) :]]
 
 
 def _printable(text: str) -> str:
@@ -427,6 +455,8 @@ def parse_command(command_line: str) -> ExecRequest | ExecResult:
         return stripped
     timeout, argv = stripped
     name = argv[0] if argv else ""
+    if name == "tar":
+        argv = _tar_request(argv) or argv
     command = COMMANDS.get(name)
     if command is None:
         return ExecResult(EXIT_NOT_ALLOWED, stderr=f"command not allowed: {_printable(name)}\n")
@@ -435,13 +465,17 @@ def parse_command(command_line: str) -> ExecRequest | ExecResult:
     return ExecRequest(name, tuple(argv[1:]), command, timeout)
 
 
-def execute(disk: ServerDisk, request: ExecRequest) -> ExecResult:
+def execute(disk: ServerDisk, request: ExecRequest, stdin: StdinReader | None = None) -> ExecResult:
     """Run a parsed request; failures become exit statuses, never exceptions.
 
-    Blocking (hashing, walking a tree): call it from a worker thread.
+    Blocking (hashing, walking a tree, reading *stdin*): call it from a worker thread.
+    A command that reads stdin and is given none reads an empty stream.
     """
+    args: tuple[object, ...] = request.args
+    if request.command.reads_stdin:
+        args = (*args, stdin or StdinReader(lambda _size: b""))
     try:
-        return ExecResult(EXIT_OK, stdout=request.command.run(disk, *request.args))
+        return ExecResult(EXIT_OK, stdout=request.command.run(disk, *args))
     except UnsafeInputError as exc:
         return ExecResult(EXIT_REFUSED, stderr=f"{request.name}: {exc}\n")
     except LabError as exc:

@@ -39,6 +39,7 @@ from ppo_dr.lab.restricted_exec import (
     is_inside,
     parse_command,
 )
+from ppo_dr.lab.tar_receiver import StdinReader
 
 if TYPE_CHECKING:
     from aiohttp.web import AppRunner
@@ -49,6 +50,7 @@ SFTP_VERSION = 3  # what OpenSSH speaks
 LOGIN_TIMEOUT_S = 30
 SHUTDOWN_GRACE_S = 3.0
 EXEC_WORKERS = 4
+RECEIVER_WORKERS = 16  # restores streaming into this server at once (2 per client restore)
 
 
 class ServerConfig(LabConfig):
@@ -156,12 +158,18 @@ class LabSSHServer(asyncssh.SSHServer):
     """Per-connection policy: who may log in, and what a session may do."""
 
     def __init__(
-        self, config: ServerConfig, disk: ServerDisk, live: set[Any], workers: Executor
+        self,
+        config: ServerConfig,
+        disk: ServerDisk,
+        live: set[Any],
+        workers: Executor,
+        receivers: Executor,
     ) -> None:
         self._config = config
         self._disk = disk
         self._live = live
         self._workers = workers
+        self._receivers = receivers
         self._conn: asyncssh.SSHServerConnection | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -195,8 +203,13 @@ class LabSSHServer(asyncssh.SSHServer):
     def host_based_auth_supported(self) -> bool:
         return False
 
-    def session_requested(self) -> _ExecOrSFTPSession:
-        return _ExecOrSFTPSession(self._run_exec, self._start_sftp, SFTP_VERSION, False)
+    def session_requested(
+        self,
+    ) -> tuple[asyncssh.SSHServerChannel[bytes], _ExecOrSFTPSession]:
+        # A binary channel: the restore's tar stream arrives on an exec's stdin.
+        assert self._conn is not None
+        chan = self._conn.create_server_channel(encoding=None)
+        return chan, _ExecOrSFTPSession(self._run_exec, self._start_sftp, SFTP_VERSION, False)
 
     def _start_sftp(self, chan: SSHChannel[bytes]) -> ConfinedSFTPServer:
         server_chan = cast("asyncssh.SSHServerChannel[bytes]", chan)  # we are the server side
@@ -210,7 +223,7 @@ class LabSSHServer(asyncssh.SSHServer):
         """
         command = process.command
         if command is None:
-            process.stderr.write("interactive shells are not allowed\n")
+            process.stderr.write(b"interactive shells are not allowed\n")
             process.exit(EXIT_NOT_ALLOWED)
             return
         parsed = parse_command(command)
@@ -218,7 +231,16 @@ class LabSSHServer(asyncssh.SSHServer):
             result = parsed
         else:
             loop = asyncio.get_running_loop()
-            work = loop.run_in_executor(self._workers, execute, self._disk, parsed)
+
+            def read_stdin(size: int) -> bytes:  # in the worker thread
+                read = process.stdin.read(size)
+                return bytes(asyncio.run_coroutine_threadsafe(read, loop).result())
+
+            stdin = StdinReader(read_stdin) if parsed.command.reads_stdin else None
+            # A restore's receivers last as long as their streams: threads of their own,
+            # so they neither wait behind nor hold up the short commands.
+            pool = self._workers if stdin is None else self._receivers
+            work = loop.run_in_executor(pool, execute, self._disk, parsed, stdin)
             try:
                 result = await asyncio.wait_for(work, parsed.timeout)
             except TimeoutError:
@@ -230,9 +252,9 @@ class LabSSHServer(asyncssh.SSHServer):
             "exec %r by %s -> %d", command[:200], process.get_extra_info("username"), result.status
         )
         if result.stdout:
-            process.stdout.write(result.stdout)
+            process.stdout.write(result.stdout.encode())
         if result.stderr:
-            process.stderr.write(result.stderr)
+            process.stderr.write(result.stderr.encode())
         process.exit(result.status)
 
 
@@ -251,11 +273,12 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
     )
     live: set[Any] = set()
     workers = ThreadPoolExecutor(max_workers=EXEC_WORKERS, thread_name_prefix="exec")
+    receivers = ThreadPoolExecutor(max_workers=RECEIVER_WORKERS, thread_name_prefix="untar")
     try:
         acceptor = await asyncssh.listen(
             config.bind,
             config.ssh_port,
-            server_factory=lambda: LabSSHServer(config, disk, live, workers),
+            server_factory=lambda: LabSSHServer(config, disk, live, workers, receivers),
             server_host_keys=[host_key],
             allow_pty=False,
             agent_forwarding=False,
@@ -266,6 +289,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
         )
     except OSError as exc:
         workers.shutdown(wait=False)
+        receivers.shutdown(wait=False)
         raise LabError(
             f"server {config.id}: cannot listen on ssh port {config.ssh_port}: {exc}"
         ) from exc
@@ -293,6 +317,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
             await asyncio.wait_for(runner.cleanup(), SHUTDOWN_GRACE_S)
         await asyncio.wait_for(acceptor.wait_closed(), SHUTDOWN_GRACE_S)
         workers.shutdown(wait=False, cancel_futures=True)
+        receivers.shutdown(wait=False, cancel_futures=True)
 
 
 async def _start_http(disk: ServerDisk, host: str, port: int) -> AppRunner:

@@ -54,6 +54,9 @@ class Entry:
     size: int = 0
     target: str | None = None
     chunks: tuple[str, ...] = ()
+    # A file only: the path of an earlier file of the manifest with the same inode
+    # (a hard link); its chunks are kept, so a copy can be restored instead.
+    link: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -67,6 +70,8 @@ class Entry:
             out["chunks"] = list(self.chunks)
         if self.target is not None:
             out["target"] = self.target
+        if self.link is not None:
+            out["link"] = self.link
         return out
 
     @classmethod
@@ -79,6 +84,7 @@ class Entry:
             size=int(raw.get("size", 0)),
             target=raw.get("target"),
             chunks=tuple(raw.get("chunks", ())),
+            link=raw.get("link"),
         )
 
 
@@ -91,6 +97,9 @@ class Manifest:
     app_server: str
     entries: list[Entry]
     stats: dict[str, Any] = field(default_factory=dict)
+    # The client's top directory itself (path ""): its mode and mtime, restored last.
+    # None in manifests written before it was recorded.
+    top: Entry | None = None
 
     @property
     def files(self) -> int:
@@ -111,6 +120,8 @@ class Manifest:
             "stats": self.stats,
             "entries": [e.to_json() for e in self.entries],
         }
+        if self.top is not None:
+            doc["top"] = {"mode": f"{self.top.mode:04o}", "mtime": self.top.mtime}
         # surrogateescape'd names (non-UTF-8 on disk) survive as \udcXX escapes.
         return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
 
@@ -126,9 +137,16 @@ class Manifest:
                 app_server=str(doc["app_server"]),
                 entries=[Entry.from_json(e) for e in doc["entries"]],
                 stats=dict(doc.get("stats", {})),
+                top=_top_from_json(doc.get("top")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise RepositoryError(f"{what}: manifest unreadable ({exc})") from None
+
+
+def _top_from_json(raw: dict[str, Any] | None) -> Entry | None:
+    if raw is None:
+        return None
+    return Entry("", EntryType.DIR, int(raw["mode"], 8), int(raw["mtime"]))
 
 
 def path_problem(path: str) -> str | None:

@@ -45,6 +45,7 @@ from ppo_dr.errors import DRError, RemotePathError, UnsafeInputError
 from ppo_dr.ids import absolute_path_problem, check_id
 from ppo_dr.mirror.codec import Codec
 from ppo_dr.mirror.errors import RepositoryError
+from ppo_dr.mirror.hard_links import hard_link_groups, mark_hard_links
 from ppo_dr.mirror.lock import RepositoryLock
 from ppo_dr.mirror.manifest import Entry, Manifest, snapshot_id_for
 from ppo_dr.mirror.repository import (
@@ -447,6 +448,7 @@ def snapshot_client(
     for sink in live:
         sink.begin_client(client.client_id)
     reader = ClientReader(source, live)
+    top: RemoteStat | None = None
     entries: list[Entry] = []
     changed_during_read: list[str] = []
     unreadable: list[str] = []
@@ -476,6 +478,8 @@ def snapshot_client(
             if not result.stable:
                 changed_during_read.append(st.path)
             entries.append(_entry(result.stat, result.chunks, path=st.path))
+        top = source.stat(client.path) if live else None  # after the walk: its final mtime
+        entries = mark_hard_links(entries, hard_link_groups(source, client.path) if live else {})
     except DRError as exc:  # the app server failed us: no manifest for this client
         for sink in live:
             errors[sink.target.mirror_id] = f"reading {source.label}: {_describe(exc)}"
@@ -491,7 +495,14 @@ def snapshot_client(
         "unreadable": unreadable,
         "duration_s": round(time.monotonic() - started, 3),
     }
-    manifest = Manifest(client.client_id, snapshot_id, app_server, entries, stats)
+    manifest = Manifest(
+        client.client_id,
+        snapshot_id,
+        app_server,
+        entries,
+        stats,
+        None if top is None else _entry(top, path=""),
+    )
     outcomes: dict[str, MirrorOutcome] = {}
     for sink in sinks:
         mid = sink.target.mirror_id

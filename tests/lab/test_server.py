@@ -31,6 +31,18 @@ from conftest import (
     wait_for_port,
 )
 
+from ppo_dr.mirror.api import ClientSource, ensure_repository, restore, snapshot_server
+from ppo_dr.mirror.tar_stream import END_OF_ARCHIVE, extract_command
+from ppo_dr.transport import LocalRemote
+from ppo_dr.transport.ssh import SshRemote
+from tests.ppo_dr.mirror.helpers import (
+    T0,
+    inode_groups,
+    itemised_differences,
+    local_target,
+    odd_tree,
+)
+
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(60)]
 
 APP = "app-jhb1-1"
@@ -292,6 +304,34 @@ def test_hostile_or_broken_exec_is_refused(
     assert result.returncode == status, result.stderr
     assert stderr in result.stderr
     assert result.stdout == ""
+
+
+def test_restore_streams_into_the_lab_server_as_into_openssh(
+    app_lab: MiniLab, tmp_path: Path
+) -> None:
+    """The restore's tar receiver works here too, exactly, and only inside the data root."""
+    src = tmp_path / "c1"
+    odd_tree(src)
+    target = local_target(tmp_path, "m1")
+    ensure_repository(target, app_server="app1")
+    done = snapshot_server(
+        LocalRemote(), "app1", [ClientSource("c1", str(src))], [target], taken_at=T0
+    )
+    port = app_lab.ports[APP]["ssh"]
+    with SshRemote.connect(
+        "127.0.0.1", port, "ppo", app_lab.operator_key, app_lab.known_hosts
+    ) as dest:
+        result = restore([target], "c1", done[0].snapshot_id, dest, "/srv/ppo/restored/c1")
+        assert result.refused == []
+        out = app_lab.fs(APP) / "srv/ppo/restored/c1"
+        assert itemised_differences(src, out) == []
+        assert inode_groups(out) == inode_groups(src)
+        assert (out / "sparse.img").stat().st_blocks * 512 < 1 << 20
+        (out / "ro").chmod(0o755)
+        outside = dest.exec(extract_command("/srv"), 10, stdin=[END_OF_ARCHIVE])
+        assert outside.exit_status == 2 and b"inside the data root" in outside.stderr
+        other = dest.exec(["tar", "-xf", "-", "-C", "/srv/ppo"], 10, stdin=[END_OF_ARCHIVE])
+        assert other.exit_status == 2 and b"usage: tar --extract" in other.stderr
 
 
 def test_timeout_wrapper_of_the_transport_is_honoured(app_lab: MiniLab) -> None:

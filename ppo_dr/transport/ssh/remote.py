@@ -10,7 +10,7 @@ import select
 import stat as stat_mod
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
 
@@ -358,8 +358,10 @@ class SshRemote(RemoteBase):
         *,
         max_output: int = MAX_EXEC_OUTPUT,
         enforce_on_server: bool = True,
+        stdin: Iterable[bytes] | None = None,
     ) -> ExecResult:
-        """Run argv *command* (quoted by shlex.join) with no stdin.
+        """Run argv *command* (quoted by shlex.join), fed *stdin* (pieces sent in order,
+        then EOF; none by default).
 
         A command that outlives *timeout* seconds raises TransientError, and is
         stopped on the server too, so a retry does not pile a second run (say, a
@@ -384,6 +386,8 @@ class SshRemote(RemoteBase):
         try:
             with self._unlocked_op(what, ""):
                 channel.exec_command(line)
+                if stdin is not None:
+                    _feed(channel, stdin)
                 channel.shutdown_write()
                 # Our deadline is a little later, so the server's own kill (status 124)
                 # is normally what we see; ours covers a server that stopped answering.
@@ -428,6 +432,26 @@ class SshRemote(RemoteBase):
                 raise TransientError(f"{self._label}: {what}: connection lost")
             select.select([channel], [], [], min(left, 0.05))
         return ExecResult(channel.recv_exit_status(), bytes(out), bytes(err))
+
+
+def _feed(channel: paramiko.Channel, pieces: Iterable[bytes]) -> None:
+    """Send *pieces* as the command's stdin; a command that exits early stops the feed.
+
+    Each send waits at most :data:`IO_TIMEOUT_S` for window space (a server that stops
+    reading is a TransientError, not a hang). An error raised by *pieces* itself (the
+    producer) propagates, and the channel is closed without EOF, so the command sees a
+    truncated stream rather than a complete one.
+    """
+    channel.settimeout(IO_TIMEOUT_S)
+    for piece in pieces:
+        if channel.exit_status_ready() or channel.closed:
+            return  # it stopped reading (an error): its status and stderr say why
+        try:
+            channel.sendall(piece)
+        except OSError:
+            if channel.exit_status_ready() or channel.eof_received:
+                return
+            raise
 
 
 def _signal(channel: paramiko.Channel, name: str) -> None:
