@@ -101,3 +101,24 @@ def test_hostile_ids_are_refused_and_change_nothing(
 )
 def test_unknown_ids_are_refused_and_change_nothing(args: list[str], says: str, dump: Dump) -> None:
     assert says in _refused(args, dump)
+
+
+@pytest.mark.parametrize("who", ["", "a\x00b", "a" * 10_240])
+def test_an_ack_by_nobody_or_a_hostile_name_is_refused(who: str, dump: Dump) -> None:
+    _refused(["incident", "ack", "1", "--by", who], dump)
+
+
+def test_an_ack_records_who_took_the_incident(dump: Dump) -> None:
+    result = CliRunner().invoke(app, ["incident", "ack", "1", "--by", "anna", "--note", "on it"])
+    assert result.exit_code == 0, result.output
+    assert "incident 1 acknowledged by anna" in result.output
+    with Store.open() as store:
+        incident = store.incident(1)
+        assert incident is not None and incident.acknowledged_by == "anna"
+        [entry] = [e for e in store.timeline(1) if e.kind == "acknowledged"]
+        assert "anna" in entry.message and "on it" in entry.message
+
+
+def test_approving_without_a_run_waiting_is_refused(dump: Dump) -> None:
+    """A well-formed plan id no run waits on: refused before anything is resumed."""
+    assert "no Prefect API" in _refused(["failover", "approve", "0" * 16, "--by", "anna"], dump)
