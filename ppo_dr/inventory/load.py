@@ -17,6 +17,38 @@ from ppo_dr.inventory.fields import OUR_RULES
 from ppo_dr.inventory.model import SECTIONS, Access, Fleet
 from ppo_dr.inventory.rules import topology_problems
 
+#: Far above any real fleet (5,000 clients are ~1 MB); refused before it is read, so
+#: a runaway file cannot fill memory or keep the parser busy.
+MAX_FLEET_BYTES = 8 * 1024 * 1024
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A YAML feature a fleet file may not use, with the rule it breaks."""
+
+    def __init__(self, rule: str, problem: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+        self.rule = rule
+
+
+class _FleetLoader(yaml.SafeLoader):
+    """SafeLoader without aliases (an alias bomb expands exponentially) and without
+    duplicate keys (YAML keeps the last one silently, hiding an edit)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise _Refused("no aliases", "anchors and aliases (*name) are not allowed", mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int) and key in seen:
+                raise _Refused("unique keys", f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
 
 @dataclass
 class _Checker:
@@ -72,7 +104,7 @@ def _line_map(text: str) -> dict[tuple[str | int, ...], int]:
     """Map each path in the YAML document to its 1-based line, for error messages."""
     lines: dict[tuple[str | int, ...], int] = {}
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_FleetLoader)
     except (yaml.YAMLError, RecursionError):
         return lines
 
@@ -109,6 +141,10 @@ def load_fleet(path: str | Path) -> Fleet:
     """Read and validate a fleet file; raise :class:`InventoryError` on any violation."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_FLEET_BYTES:
+            message = f"{size} bytes; a fleet file may have at most {MAX_FLEET_BYTES}"
+            raise InventoryError(str(path), [Violation(str(path), "", "file size", message)])
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -120,9 +156,16 @@ def load_fleet(path: str | Path) -> Fleet:
 
 def check_fleet_text(text: str, file: str = "fleet.yaml") -> tuple[Fleet | None, list[Violation]]:
     """Validate fleet YAML; return the fleet (if it parsed) and every violation found."""
+    if len(text) > MAX_FLEET_BYTES:
+        message = f"{len(text)} characters; a fleet file may have at most {MAX_FLEET_BYTES}"
+        return None, [Violation(file, "", "file size", message)]
     check = _Checker(file, _line_map(text), [])
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_FleetLoader)  # noqa: S506 - a SafeLoader subclass
+    except _Refused as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        check.found.append(Violation(file, "", exc.rule, exc.problem or "", line))
+        return None, check.found
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -145,7 +188,7 @@ def check_fleet_text(text: str, file: str = "fleet.yaml") -> tuple[Fleet | None,
     check.ids = {
         (section, i): item["id"]
         for section in SECTIONS
-        for i, item in enumerate(data.get(section) or [])
+        for i, item in enumerate(_as_list(data.get(section)))
         if isinstance(item, dict) and is_valid_id(item.get("id"))
     }
 
@@ -188,6 +231,13 @@ def check_fleet_text(text: str, file: str = "fleet.yaml") -> tuple[Fleet | None,
         except ValidationError:
             return None, check.found
 
-    for loc, rule, message in topology_problems(checked, data):
+    # A section that is not a list was reported above; the rules see it as empty.
+    listed = {**data, **{section: _as_list(data.get(section)) for section in SECTIONS}}
+    for loc, rule, message in topology_problems(checked, listed):
         check.add(loc, rule, message)
     return fleet, check.found
+
+
+def _as_list(value: Any) -> list[Any]:
+    """The items of a section, or none when it is not a list (reported elsewhere)."""
+    return value if isinstance(value, list) else []

@@ -642,6 +642,7 @@ def test_the_table_covers_every_rule_the_inventory_knows() -> None:
     assert {"residency", "one on-site mirror", "duration", "port range 1-65535"} <= known
     covered = {case.rule for case in CASES + ID_CASES}
     covered |= {"YAML syntax", "document shape", "readable file"}  # tested below, not in the table
+    covered |= {"file size", "no aliases", "unique keys"}  # tests/hostile/test_fleet_files.py
     assert known <= covered, f"rules without a case: {sorted(known - covered)}"
 
 
