@@ -3,14 +3,18 @@ the topology tests, started once (~30-60 s) and stopped at the end, whatever hap
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from deployments import distributed_lab
+from deployments.distributed_lab import DistributedLab
 from ppo_dr.lab import controlplane
+from ppo_dr.lab.supervisor import Lab
 
 needs_binaries = pytest.mark.skipif(
     not (shutil.which("redis-server") and shutil.which("haproxy")),
@@ -23,6 +27,25 @@ def reachable_tempdir() -> Path:
     directory = Path(tempfile.mkdtemp(prefix="ppo-dr-cp-"))
     directory.chmod(0o755)
     return directory
+
+
+@contextlib.contextmanager
+def distributed(
+    clients: int = 3, before_prefect: Callable[[Lab], None] | None = None
+) -> Iterator[DistributedLab]:
+    """``lab up --topology distributed --fast`` (small data) in a reachable directory;
+    *before_prefect* edits the lab (its fleet file) before deploy and the workers.
+    Everything is taken down and removed at the end, whatever happened."""
+    directory = reachable_tempdir()
+    try:
+        lab = Lab(directory / "lab")
+        lab.up(clients=clients, size_mb=2, fast=True, timeout=60.0, topology="distributed")
+        if before_prefect:
+            before_prefect(lab)
+        yield distributed_lab.start_prefect(lab, echo=lambda _: None)
+    finally:
+        distributed_lab.down(directory / "lab", echo=lambda _: None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
