@@ -202,6 +202,8 @@ def ppo(demo: OutageDemo, *args: str) -> str:
     """Run one ``ppo-dr`` command as an operator would, print it and its output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PPO_DR_"))}
     env |= {"PPO_DR_HOME": str(demo.home), "PPO_DR_FLEET": str(demo.lab.fleet_file)}
+    if demo.api_url:  # the served API, or the distributed lab's load balancer
+        env["PREFECT_API_URL"] = demo.api_url
     print(f"   $ ppo-dr {' '.join(_quote(a) for a in args)}")
     done = subprocess.run(
         [sys.executable, "-m", "cli.main", *args],

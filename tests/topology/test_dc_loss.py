@@ -1,16 +1,19 @@
 """Losing jhb1 whole in the namespaced lab (slow: the lab, the HA control plane, the
 mirrors, a probe threshold and a failover, several minutes): every process of the DC
-is gone, ONE DC incident, the failover runs off-site on a control worker, the jhb1
-clients land only in ZA and answer through the front door, and no client loses more
-acknowledged writes than were made after the snapshot it was restored from."""
+is gone, ONE DC incident (and one non-paging one: nobody runs its mirrors), the
+failover runs off-site on a control worker, the jhb1 clients land only in ZA and
+answer through the front door, and no client loses more acknowledged writes than
+were made after the snapshot it was restored from."""
 
 from __future__ import annotations
 
 import pytest
 
 from deployments.demo import dc_loss
+from deployments.demo.waiting import wait_for
 from ppo_dr.inventory import load_fleet
 from ppo_dr.lab import netns
+from ppo_dr.probe.pools import UNATTENDED_KIND
 from ppo_dr.store import Store
 from tests.topology.conftest import distributed, needs_binaries
 
@@ -56,6 +59,13 @@ def test_losing_jhb1_whole_fails_its_clients_over_within_za() -> None:
             plan_id = next(t for t in run.tags if t.startswith("plan:")).removeprefix("plan:")
             results = {r.client_id: r for r in store.failover_results(plan_id)}
             placed = {c: store.placement(c) for c in victims}
+            # Nobody runs jhb1's mirrors now: said once, without paging anyone.
+            unattended = wait_for(
+                "the unattended-pool incident",
+                lambda: store.incidents(states=("open",), kind=UNATTENDED_KIND),
+                120,
+            )
+            assert [(i.scope["subject"], i.paging) for i in unattended] == [("dc-jhb1", False)]
 
         fleet = load_fleet(lab.fleet_file)  # lists the servers the failover provisioned
         acks = lab.directory / "workload" / "acks.jsonl"
