@@ -13,13 +13,30 @@ import pytest
 
 from deployments import distributed_lab
 from deployments.distributed_lab import DistributedLab
-from ppo_dr.lab import controlplane
+from ppo_dr.lab import controlplane, netns
 from ppo_dr.lab.supervisor import Lab
 
 needs_binaries = pytest.mark.skipif(
     not (shutil.which("redis-server") and shutil.which("haproxy")),
     reason="needs redis-server and haproxy (installed by .ci/run)",
 )
+
+needs_namespaces = pytest.mark.skipif(
+    netns.unavailable_reason() is not None,
+    reason=f"needs network namespaces ({netns.unavailable_reason()})",
+)
+
+
+def namespaced_lab_marks(timeout_s: int) -> list[pytest.MarkDecorator]:
+    """The marks of a test of the whole namespaced lab: slow, and skipped without root
+    or without the control plane's binaries."""
+    return [
+        pytest.mark.controlplane,
+        pytest.mark.slow,
+        pytest.mark.timeout(timeout_s),
+        needs_binaries,
+        needs_namespaces,
+    ]
 
 
 def reachable_tempdir() -> Path:

@@ -7,26 +7,15 @@ were made after the snapshot it was restored from."""
 
 from __future__ import annotations
 
-import pytest
-
 from deployments.demo import dc_loss
 from deployments.demo.waiting import wait_for
 from ppo_dr.inventory import load_fleet
 from ppo_dr.lab import netns
 from ppo_dr.probe.pools import UNATTENDED_KIND
 from ppo_dr.store import Store
-from tests.topology.conftest import distributed, needs_binaries
+from tests.topology.conftest import distributed, namespaced_lab_marks
 
-pytestmark = [
-    pytest.mark.controlplane,
-    pytest.mark.slow,
-    pytest.mark.timeout(1500),
-    needs_binaries,
-    pytest.mark.skipif(
-        netns.unavailable_reason() is not None,
-        reason=f"needs network namespaces ({netns.unavailable_reason()})",
-    ),
-]
+pytestmark = namespaced_lab_marks(1500)
 
 CONTROL_WORKERS = {"control@cpt1", "control@lon1"}
 

@@ -16,18 +16,9 @@ from deployments import distributed_lab
 from deployments.distributed_lab import DistributedLab
 from ppo_dr.lab import controlplane, netns, pid_identity
 from tests.prefect_fixtures import using_api
-from tests.topology.conftest import distributed, needs_binaries
+from tests.topology.conftest import distributed, namespaced_lab_marks
 
-pytestmark = [
-    pytest.mark.controlplane,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-    needs_binaries,
-    pytest.mark.skipif(
-        netns.unavailable_reason() is not None,
-        reason=f"needs network namespaces ({netns.unavailable_reason()})",
-    ),
-]
+pytestmark = namespaced_lab_marks(900)
 
 
 @pytest.fixture(scope="module")
