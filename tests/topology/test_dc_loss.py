@@ -52,7 +52,7 @@ def test_losing_jhb1_whole_fails_its_clients_over_within_za() -> None:
             unattended = wait_for(
                 "the unattended-pool incident",
                 lambda: store.incidents(states=("open",), kind=UNATTENDED_KIND),
-                120,
+                300,  # the probe checks once a minute, and between runs not at all
             )
             assert [(i.scope["subject"], i.paging) for i in unattended] == [("dc-jhb1", False)]
 
