@@ -53,11 +53,9 @@ def mirror_every_app_server(
     """Run each app server's mirror deployment now and wait until one run of each has
     Completed; server -> the worker that ran it. A run cancelled because a scheduled
     one was running (one at a time) is started again."""
-    from prefect.deployments import run_deployment
-
     names = {s.id: f"mirror-server/mirror-{s.id}" for s in fleet.servers_by_role("app")}
     with prefect_api(api_url) as client:
-        runs = {sid: run_deployment(name, timeout=0) for sid, name in names.items()}
+        runs = {sid: _start(name) for sid, name in names.items()}
         done: dict[str, str] = {}
         deadline = time.monotonic() + MIRROR_TIMEOUT_S
         while len(done) < len(runs):
@@ -74,11 +72,21 @@ def mirror_every_app_server(
                     done[sid] = (now.labels or {}).get(WORKER_LABEL, "?")
                     say(f"   {now.name}: Completed on {done[sid]}")
                 elif state.is_cancelled():
-                    runs[sid] = run_deployment(names[sid], timeout=0)
+                    runs[sid] = _start(names[sid])
                 else:
                     raise StoryFailed(f"{now.name}: {state.name}: {state.message}")
             time.sleep(1.0)
     return done
+
+
+def _start(deployment: str) -> Any:
+    """A run of *deployment*, not waited for."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(deployment, timeout=0)
+    assert isinstance(run, FlowRun)  # the sync form, not a coroutine
+    return run
 
 
 def wait_for_probe(api_url: str) -> Any:
