@@ -24,7 +24,7 @@ from pathlib import Path
 from deployments import distributed_lab
 from deployments.demo import dc_loss
 from deployments.demo.failover_scenes import failover_rows, print_failover_table
-from deployments.demo.narrator import number_steps_from, say
+from deployments.demo.narrator import next_step, number_steps_from, say
 from deployments.demo.outage_scenes import level_one_paged, write_report
 from deployments.demo.session import OutageDemo
 from deployments.demo.waiting import WaitTimedOut
@@ -55,7 +55,7 @@ def main() -> int:
     lab_dir = _lab_dir()
     why_not = netns.unavailable_reason()
     say(
-        "1. The production shape in one machine",
+        f"{next_step()}. The production shape in one machine",
         "each data centre in a network namespace of its own, the HA control plane\n"
         "(PostgreSQL, Redis, two API servers, HAProxy) in the control site's, a worker per\n"
         "DC pool and two control workers, in cpt1 and lon1"
@@ -71,7 +71,7 @@ def main() -> int:
         with Store.open(lab.store_url) as store:
             story(made, store)
     finally:
-        say("Tear everything down", "workers, control plane, servers, namespaces")
+        say(f"{next_step()}. Tear everything down", "workers, control plane, servers, namespaces")
         stopped = distributed_lab.down(lab_dir, echo=lambda _: None)
         left = netns.existing(netns.prefix_for(lab_dir))
         print(f"stopped {len(stopped)} processes; namespaces left: {left or 'none'}")
