@@ -23,6 +23,7 @@ from ppo_dr.lab import netns
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.lab.workload import read_acks
 from ppo_dr.probe.graph import outage_key
+from ppo_dr.probe.pools import UNATTENDED_KIND
 from ppo_dr.store import FailoverResult, Incident, Store
 
 #: What the lab's escalation policy says before the story turns automatic failover on.
@@ -32,6 +33,7 @@ MIRROR_TIMEOUT_S = 300.0
 PROBE_TIMEOUT_S = 240.0
 DECLARE_TIMEOUT_S = 180.0
 FAILOVER_TIMEOUT_S = 480.0
+UNATTENDED_TIMEOUT_S = 300.0
 WORKER_LABEL = "prefect.worker.name"
 
 
@@ -111,6 +113,17 @@ def dc_incidents(store: Store, dc: str) -> list[Incident]:
 
 def wait_for_dc_incident(store: Store, dc: str) -> Incident:
     found = wait_for(f"the {dc} incident", lambda: dc_incidents(store, dc), DECLARE_TIMEOUT_S)
+    return found[0]
+
+
+def wait_for_unattended_pool(store: Store) -> Incident:
+    """The first open non-paging incident of a pool nobody serves (the probe checks
+    once a minute, and not at all between its runs)."""
+    found = wait_for(
+        "the unattended-pool incident",
+        lambda: store.incidents(states=("open",), kind=UNATTENDED_KIND),
+        UNATTENDED_TIMEOUT_S,
+    )
     return found[0]
 
 

@@ -143,6 +143,14 @@ def story(made: distributed_lab.DistributedLab, store: Store) -> None:
         dc = fleet.server(row.to_server).dc
         print(f"   {row.client_id:22} {status} from {server} ({dc}, {fleet.dc(dc).country})")
 
+    demo.step(
+        f"Nobody runs {LOST_DC}'s mirrors: said once, paging nobody",
+        "the probe reads the work pools from the API every minute; a pool without an online\n"
+        "worker past the outage threshold gets a non-paging incident naming it",
+    )
+    pool = dc_loss.wait_for_unattended_pool(store)
+    print(f"   incident #{pool.id} (not paging): {pool.title}")
+
     write_report(demo)
 
 

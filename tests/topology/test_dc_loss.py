@@ -8,7 +8,6 @@ were made after the snapshot it was restored from."""
 from __future__ import annotations
 
 from deployments.demo import dc_loss
-from deployments.demo.waiting import wait_for
 from ppo_dr.inventory import load_fleet
 from ppo_dr.lab import netns
 from ppo_dr.probe.pools import UNATTENDED_KIND
@@ -49,12 +48,9 @@ def test_losing_jhb1_whole_fails_its_clients_over_within_za() -> None:
             results = {r.client_id: r for r in store.failover_results(plan_id)}
             placed = {c: store.placement(c) for c in victims}
             # Nobody runs jhb1's mirrors now: said once, without paging anyone.
-            unattended = wait_for(
-                "the unattended-pool incident",
-                lambda: store.incidents(states=("open",), kind=UNATTENDED_KIND),
-                300,  # the probe checks once a minute, and between runs not at all
-            )
-            assert [(i.scope["subject"], i.paging) for i in unattended] == [("dc-jhb1", False)]
+            pool = dc_loss.wait_for_unattended_pool(store)
+            assert (pool.scope["subject"], pool.paging) == ("dc-jhb1", False)
+            assert len(store.incidents(states=("open",), kind=UNATTENDED_KIND)) == 1
 
         fleet = load_fleet(lab.fleet_file)  # lists the servers the failover provisioned
         acks = lab.directory / "workload" / "acks.jsonl"
