@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit venv clean chaos chaos-tier
+.PHONY: demo demo-distributed test lint unit venv clean chaos chaos-tier
 
 venv: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml
 ## demo: bring the embedded lab fleet up and walk through the runbooks, narrated
 demo: $(STAMP)
 	$(BIN)/python -m deployments.demo
+
+## demo-distributed: (as root) the production topology loses jhb1 whole, narrated
+demo-distributed: $(STAMP)
+	$(BIN)/python -m deployments.demo.distributed
 
 ## lint: ruff (lint + format), the layer contracts, mypy on the domain
 lint: $(STAMP)

@@ -15,7 +15,12 @@ every ``timing.probe_interval``:
    (``run_deployment("escalation/escalation", idempotency_key="escalation-<id>")``);
    a missing escalation deployment is logged as a warning and put on the incident's
    timeline, and the probe carries on;
-4. a heartbeat: the event ``ppo-dr.probe.heartbeat`` and a check counted for the
+4. every :data:`POOL_CHECK_S`, the work pools and their workers are read from the API:
+   a pool without an online worker for longer than the outage threshold opens a
+   non-paging ``pool-unattended`` incident naming it (nobody runs that DC's mirrors;
+   :mod:`ppo_dr.probe.pools`), recovered when a worker is back; a failed read is
+   logged and the probe carries on;
+5. a heartbeat: the event ``ppo-dr.probe.heartbeat`` and a check counted for the
    pseudo-target ``probe:heartbeat`` in the store.
 
 **Vantages and quorum** (``timing.vantages``): a vantage is a network path out of
@@ -64,7 +69,12 @@ from ppo_dr.probe.runner import ESCALATION_STARTED, ProbeRunner
 from ppo_dr.store import Store
 from tasks import label_flow_run
 from tasks.inventory import load_fleet_task
-from tasks.probe import emit_probe_heartbeat, probe_silence_check, start_escalation
+from tasks.probe import (
+    check_work_pools,
+    emit_probe_heartbeat,
+    probe_silence_check,
+    start_escalation,
+)
 from tasks.runs import run_stamp
 
 #: Longest and shortest probe period (one flow run each).
@@ -74,6 +84,8 @@ MIN_PERIOD_S: Final = 60.0
 MAX_CYCLE_ERRORS: Final = 10
 #: How often the placements (clients move on failover) are re-read, in seconds.
 GRAPH_REFRESH_S: Final = 60.0
+#: How often the work pools' workers are read from the API, in seconds.
+POOL_CHECK_S: Final = 60.0
 
 
 def probe_period_s(timing: Timing) -> float:
@@ -118,6 +130,14 @@ async def _escalate(runner: ProbeRunner, incident_id: int) -> None:
         runner.escalation_started(incident_id, run_id)
     else:
         runner.escalation_unavailable(incident_id, why)
+
+
+async def _check_pools(fleet: Fleet, url: str, run_id: str | None) -> None:
+    """Pools nobody serves (non-paging); never let a failure stop the probe."""
+    try:
+        await check_work_pools(url, float(fleet.timing.outage_threshold), run_id)
+    except Exception as exc:  # the API unreachable through every retry
+        get_run_logger().error("could not check the work pools: %s: %s", type(exc).__name__, exc)
 
 
 def _summary_markdown(fleet: Fleet, stats: dict[str, Any]) -> str:
@@ -186,6 +206,7 @@ async def probe_fleet(
             await _escalate(runner, incident.id)
         checks = runner.checks()
         refreshed = time.monotonic()
+        pools_checked = -POOL_CHECK_S
         errors = 0
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -196,6 +217,9 @@ async def probe_fleet(
                         runner.refresh_graph()
                         checks = runner.checks()
                         refreshed = cycle_start
+                    if cycle_start - pools_checked >= POOL_CHECK_S:
+                        await _check_pools(fleet, store_url(fleet), run_id)
+                        pools_checked = cycle_start
                     batches = await asyncio.gather(*(p.run_cycle(checks) for p in probers))
                     observations = [o for batch in batches for o in batch]
                     try:

@@ -8,15 +8,17 @@ the store (transitions, per-minute counts, incidents) and in the run's logs.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.deployments.flow_runs import arun_deployment
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
+from ppo_dr.probe.pools import PoolWorkers, record_pool_attendance
 from ppo_dr.probe.watchdog import check_probe_silence
 from ppo_dr.store import Store
 from tasks import IO_RETRIES
@@ -98,3 +100,51 @@ def probe_silence_check(
             store, timedelta(seconds=silent_after_s), flow_run_id=flow_run_id
         )
     return (incident.id if incident else None), created
+
+
+async def read_pool_workers() -> list[PoolWorkers]:
+    """Every work pool of the API with its workers' status and heartbeats (none on the
+    one-machine ``serve``, which runs without pools)."""
+    async with get_client() as client:
+        pools = await client.read_work_pools()
+        found = []
+        for pool in pools:
+            workers = await client.read_workers_for_work_pool(pool.name)
+            found.append(
+                PoolWorkers(
+                    pool.name,
+                    pool.created or datetime.now(UTC),
+                    paused=pool.is_paused,
+                    online=sum(1 for w in workers if str(w.status.value) == "ONLINE"),
+                    last_heartbeats=tuple(
+                        w.last_heartbeat_time for w in workers if w.last_heartbeat_time
+                    ),
+                )
+            )
+    return found
+
+
+@task(name="check-work-pools", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+async def check_work_pools(
+    store_url: str, threshold_s: float, flow_run_id: str | None
+) -> tuple[list[int], list[int]]:
+    """Open a non-paging incident per pool without an online worker for longer than
+    *threshold_s* (nobody runs its mirrors); recover those served again.
+
+    Returns the incident ids (opened now, recovered now).
+    """
+    log = get_run_logger()
+    pools = await read_pool_workers()
+    with Store(store_url) as store:
+        opened, recovered = record_pool_attendance(
+            store,
+            pools,
+            datetime.now(UTC),
+            timedelta(seconds=threshold_s),
+            flow_run_id=flow_run_id,
+        )
+    for incident in opened:
+        log.warning("incident #%s (not paging): %s", incident.id, incident.title)
+    for incident in recovered:
+        log.info("incident #%s recovered: %s", incident.id, incident.title)
+    return [i.id for i in opened], [i.id for i in recovered]

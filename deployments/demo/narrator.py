@@ -14,6 +14,11 @@ STEPS_BEFORE_OUTAGE = 9
 _step_counter = [STEPS_BEFORE_OUTAGE]
 
 
+def number_steps_from(first: int) -> None:
+    """Let the next step be number *first* (a story that starts at 1)."""
+    _step_counter[0] = first - 1
+
+
 def next_step() -> int:
     """The number of the next step of the outage story."""
     _step_counter[0] += 1

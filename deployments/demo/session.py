@@ -127,7 +127,8 @@ def first_run_of(client: Any, deployment: str, flow_run_filter: Any) -> Any:
     return runs[0] if runs else None
 
 
-def _running_probe_run(client: Any) -> Any:
+def running_probe_run(client: Any) -> Any:
+    """The running probe-fleet run, if any."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterState,
@@ -188,7 +189,7 @@ def start_serve(demo: OutageDemo) -> None:
 
         with contextlib.suppress(Exception):  # a scheduled run may have started it already
             run_deployment("probe-fleet/probe-fleet", timeout=0, parameters={"period_s": 900})
-        run = wait_for("a running probe-fleet run", lambda: _running_probe_run(client), 120)
+        run = wait_for("a running probe-fleet run", lambda: running_probe_run(client), 120)
     print(
         f"the probe runs: flow run {run.name} checks every server and client every "
         f"{demo.fleet.timing.probe_interval} s"
@@ -201,6 +202,8 @@ def ppo(demo: OutageDemo, *args: str) -> str:
     """Run one ``ppo-dr`` command as an operator would, print it and its output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PPO_DR_"))}
     env |= {"PPO_DR_HOME": str(demo.home), "PPO_DR_FLEET": str(demo.lab.fleet_file)}
+    if demo.api_url:  # the served API, or the distributed lab's load balancer
+        env["PREFECT_API_URL"] = demo.api_url
     print(f"   $ ppo-dr {' '.join(_quote(a) for a in args)}")
     done = subprocess.run(
         [sys.executable, "-m", "cli.main", *args],

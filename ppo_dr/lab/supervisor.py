@@ -299,6 +299,11 @@ class Lab(LabProvisioning, LabFaults):
         """The lab's namespaces (None for a loopback lab)."""
         return self._net(self._require())
 
+    def public_host(self) -> str:
+        """Where the front door and every public port listen: 127.0.0.1, or the wan
+        address of a namespaced lab (reachable from inside its namespaces)."""
+        return netns.public_host(self.network())
+
     def recorded_pids(self) -> dict[str, int]:
         """Every pid lab.json names now (components and retired ones)."""
         state = self._load() or {"components": {}}

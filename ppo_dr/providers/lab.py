@@ -91,16 +91,17 @@ class LabProvider:
         client = check_id(client_id, "client id")
         server = check_id(server_id, "server id")
         port = self._frontdoor_port()
+        host = self.lab.public_host()
         started = time.monotonic()
         deadline = started + self.route_timeout
         seen: str = "no answer yet"
         while True:
-            routes, problem = _get_routes(port)
+            routes, problem = _get_routes(host, port)
             if routes is not None:
                 current = routes.get(client)
                 if current == server:
                     return (
-                        f"lab front door 127.0.0.1:{port} routes {client} -> {server} "
+                        f"lab front door {host}:{port} routes {client} -> {server} "
                         f"(confirmed after {time.monotonic() - started:.2f} s)"
                     )
                 seen = f"it routes {client} to {current}" if current else f"{client} has no route"
@@ -108,7 +109,7 @@ class LabProvider:
                 seen = problem
             if time.monotonic() >= deadline:
                 raise TransientError(
-                    f"lab front door 127.0.0.1:{port} does not route {client} to {server} "
+                    f"lab front door {host}:{port} does not route {client} to {server} "
                     f"after {self.route_timeout:g} s: {seen} (is the placement switched?)"
                 )
             time.sleep(0.1)
@@ -126,9 +127,9 @@ class LabProvider:
         return port
 
 
-def _get_routes(port: int) -> tuple[dict[str, str] | None, str]:
+def _get_routes(host: str, port: int) -> tuple[dict[str, str] | None, str]:
     """The front door's ``/routes`` (client -> server), or None and why not."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT_S)
+    conn = http.client.HTTPConnection(host, port, timeout=HTTP_TIMEOUT_S)
     try:
         conn.request("GET", "/routes", headers={"Connection": "close"})
         response = conn.getresponse()

@@ -5,7 +5,6 @@ no namespace, no control-plane process, no worker (checked by name and pid)."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 
@@ -16,32 +15,16 @@ from cli.main import app
 from deployments import distributed_lab
 from deployments.distributed_lab import DistributedLab
 from ppo_dr.lab import controlplane, netns, pid_identity
-from ppo_dr.lab.supervisor import Lab
 from tests.prefect_fixtures import using_api
-from tests.topology.conftest import needs_binaries, reachable_tempdir
+from tests.topology.conftest import distributed, namespaced_lab_marks
 
-pytestmark = [
-    pytest.mark.controlplane,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-    needs_binaries,
-    pytest.mark.skipif(
-        netns.unavailable_reason() is not None,
-        reason=f"needs network namespaces ({netns.unavailable_reason()})",
-    ),
-]
+pytestmark = namespaced_lab_marks(900)
 
 
 @pytest.fixture(scope="module")
 def made() -> Iterator[DistributedLab]:
-    directory = reachable_tempdir()
-    try:
-        lab = Lab(directory / "lab")
-        lab.up(clients=3, size_mb=2, fast=True, timeout=60.0, topology="distributed")
-        yield distributed_lab.start_prefect(lab, echo=lambda _: None)
-    finally:
-        distributed_lab.down(directory / "lab", echo=lambda _: None)
-        shutil.rmtree(directory, ignore_errors=True)
+    with distributed() as started:
+        yield started
 
 
 def _workers(api_url: str) -> dict[str, dict[str, str]]:
