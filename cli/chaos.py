@@ -135,6 +135,7 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
     the database migrated. So serve is started at most twice, never more.
     """
     from deployments.local_server import free_port
+    from ppo_dr.lab.processes import spawn_detached
 
     home = fleet.lab.directory / "chaos-serve"
     log_file = fleet.lab.directory / "logs" / "chaos-serve.log"
@@ -152,14 +153,7 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
             state_file.unlink(missing_ok=True)  # a stale one from a run that was killed
             with log_file.open("ab") as log:
                 offset = log.tell()
-                serve = subprocess.Popen(
-                    command,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                serve = spawn_detached(command, env, log)
             try:
                 api_url = _wait_serving(serve, state_file, log_file, offset)
                 break

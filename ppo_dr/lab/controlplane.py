@@ -47,6 +47,7 @@ from pathlib import Path
 from ppo_dr.errors import LabError
 from ppo_dr.lab import netns as lab_netns
 from ppo_dr.lab import pid_identity as processes
+from ppo_dr.lab.processes import spawn_detached
 from ppo_dr.lab.topology import free_ports
 
 Echo = Callable[[str], None]
@@ -194,15 +195,7 @@ def _spawn(
     directory = Path(plane.directory)
     log = (directory / "logs" / f"{name}.log").open("ab")
     try:
-        proc = subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=directory,
-        )
+        proc = spawn_detached(command, env, log, cwd=directory)
     finally:
         log.close()
     component = Component(name, proc.pid, port, command, processes.start_ticks(proc.pid))

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from ppo_dr.lab import pid_identity
 from ppo_dr.lab.labdir import LabDir, now_text
@@ -40,6 +40,23 @@ MODULES = {
 STOP_GRACE = 3.0
 #: Environment marker of every program-component (and its children) of a lab.
 MARKER_ENV = "PPO_DR_LAB"
+
+
+def spawn_detached(
+    command: list[str], env: Mapping[str, str], log: IO[bytes], cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start *command* in a session of its own (a Ctrl-C of ours does not reach it),
+    with no stdin and stdout+stderr appended to *log*."""
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        close_fds=True,
+        start_new_session=True,
+        cwd=cwd,
+        env=env,
+    )
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -151,15 +168,8 @@ class LabProcesses(LabDir):
         else:
             command = [sys.executable, "-m", comp["module"], "--config", comp["config"]]
         with log.open("ab") as out:
-            proc = subprocess.Popen(
-                [*exec_prefix(comp.get("netns")), *command],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                close_fds=True,
-                start_new_session=True,
-                cwd=self.directory,
-                env=env,
+            proc = spawn_detached(
+                [*exec_prefix(comp.get("netns")), *command], env, out, cwd=self.directory
             )
         self._children[proc.pid] = proc
         if comp.get("pid"):

@@ -375,39 +375,35 @@ class ProbeRunner:
         )
         self._known[outage.key] = _Known(incident.id, _scope_targets(incident.scope))
         if created and relapse_of is not None:
-            self.store.add_timeline(
+            self._note(
                 incident.id,
                 "relapse",
                 f"relapse of incident {relapse_of} (recovered, then down again)",
-                flow_run_id=self.flow_run_id,
                 data={"relapse_of": relapse_of},
                 at=at,
             )
         if created:
-            self.store.add_timeline(
+            self._note(
                 incident.id,
                 "first-failure",
                 f"first failure at {utc_stamp(outage.since)}",
-                flow_run_id=self.flow_run_id,
                 data={"at": outage.since.isoformat()},
                 at=outage.since,
             )
-            self.store.add_timeline(
+            self._note(
                 incident.id,
                 "declared",
                 f"declared by probe flow run {self.flow_run_id or '(none)'}: {title}",
-                flow_run_id=self.flow_run_id,
                 data={"key": outage.key, "threshold_s": self.policy.threshold.total_seconds()},
                 at=at,
             )
             if window is not None:
-                self.store.add_timeline(
+                self._note(
                     incident.id,
                     "suppressed",
                     f"suppressed by maintenance window {window.id} "
                     f"({window.scope_kind} {window.scope_id}"
                     f"{': ' + window.reason if window.reason else ''}): no paging",
-                    flow_run_id=self.flow_run_id,
                     data={"window": window.id},
                     at=at,
                 )
@@ -429,12 +425,11 @@ class ProbeRunner:
             incident = self.store.mark_recovered(
                 known.incident_id, at=at, flow_run_id=self.flow_run_id
             )
-            self.store.add_timeline(
+            self._note(
                 incident.id,
                 "probe-recovered",
                 f"all {len(known.targets)} target(s) up again "
                 f"({self.policy.recovery_successes} successes in a row)",
-                flow_run_id=self.flow_run_id,
                 data={"targets": sorted(known.targets)},
                 at=at,
             )
@@ -463,11 +458,10 @@ class ProbeRunner:
     def escalation_started(
         self, incident_id: int, flow_run_id: str, at: datetime | None = None
     ) -> None:
-        self.store.add_timeline(
+        self._note(
             incident_id,
             ESCALATION_STARTED,
             f"escalation started: flow run {flow_run_id}",
-            flow_run_id=self.flow_run_id,
             data={"escalation_flow_run_id": flow_run_id},
             at=at,
         )
@@ -475,16 +469,29 @@ class ProbeRunner:
     def escalation_unavailable(
         self, incident_id: int, reason: str, at: datetime | None = None
     ) -> None:
-        self.store.add_timeline(
+        self._note(
             incident_id,
             ESCALATION_MISSING,
             f"escalation NOT started: {reason}",
-            flow_run_id=self.flow_run_id,
             data={"reason": reason},
             at=at,
         )
 
     # -- aggregates and heartbeat ---------------------------------------------------
+
+    def _note(
+        self,
+        incident_id: int,
+        kind: str,
+        message: str,
+        *,
+        data: Mapping[str, Any],
+        at: datetime | None,
+    ) -> None:
+        """Add to the incident's timeline, in the name of this probe's flow run."""
+        self.store.add_timeline(
+            incident_id, kind, message, flow_run_id=self.flow_run_id, data=data, at=at
+        )
 
     def _count(self, observations: Iterable[Observation], at: datetime) -> None:
         for o in observations:

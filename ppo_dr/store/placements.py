@@ -151,13 +151,12 @@ class PlacementsMixin(StoreBase):
     def placement_history(self, client_id: str) -> list[PlacementMove]:
         """Every placement *client_id* has had, oldest first (the seed, then each move)."""
         client = check_id(client_id, "client id")
-        with self._tx(write=False) as session:
-            rows = session.scalars(
-                select(PlacementHistoryRow)
-                .where(PlacementHistoryRow.client_id == client)
-                .order_by(PlacementHistoryRow.version, PlacementHistoryRow.id)
-            )
-            return [to_record(PlacementMove, row) for row in rows]
+        return self._records(
+            PlacementMove,
+            select(PlacementHistoryRow)
+            .where(PlacementHistoryRow.client_id == client)
+            .order_by(PlacementHistoryRow.version, PlacementHistoryRow.id),
+        )
 
     @staticmethod
     def _placement_now(session: Session, client: str) -> Placement | None:

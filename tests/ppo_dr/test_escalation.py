@@ -26,7 +26,7 @@ from ppo_dr.escalation import (
     public_text,
 )
 from ppo_dr.inventory import EscalationLevel, EscalationPolicy, Person, load_fleet
-from ppo_dr.store.records import Incident
+from tests.ppo_dr.incident_records import open_incident
 
 FLEET = load_fleet(Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml")
 assert FLEET.escalation is not None
@@ -357,25 +357,12 @@ def test_fallback_uses_the_other_channel() -> None:
 
 
 def test_view_from_a_store_record() -> None:
-    record = Incident(
-        id=7,
-        kind="outage",
+    record = open_incident(
         dedupe_key="outage:server:app-jhb1-1",
         state="acknowledged",
         title="app server app-jhb1-1 down",
         scope={"level": "server", "clients": list(AFFECTED)},
-        severity="major",
-        paging=True,
-        opened_at=T0,
         acknowledged_at=m(3),
-        acknowledged_by="anna",
-        recovered_at=None,
-        resolved_at=None,
-        resolved_by=None,
-        cause=None,
-        measures=None,
-        prevention=None,
-        flow_run_id=None,
     )
     view = IncidentView.from_record(record, sent=["k"], contacts=VIEW.contacts)
     assert view.clients == AFFECTED and view.acknowledged_by == "anna"

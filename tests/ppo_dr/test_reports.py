@@ -4,7 +4,7 @@ in both renderings."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,39 +18,14 @@ from ppo_dr.reports import (
     report_for_incident,
     report_markdown,
 )
-from ppo_dr.store import FailoverResult, Incident, Notice, Store, TimelineEntry
+from ppo_dr.store import FailoverResult, Notice, Store, TimelineEntry
+from tests.ppo_dr.incident_records import T0, incident, open_incident
 
-T0 = datetime(2026, 11, 30, 7, 31, 12, tzinfo=UTC)
 HOSTILE = '<script>alert("x")</script> **bold** [link](http://evil) | pipe & `code`'
 
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
-
-
-def incident(**changes: object) -> Incident:
-    fields: dict[str, object] = {
-        "id": 7,
-        "kind": "outage",
-        "dedupe_key": "server/app-jhb1-1",
-        "state": "resolved",
-        "title": "app server app-jhb1-1 down (2 clients)",
-        "scope": {"server": "app-jhb1-1", "dc": "jhb1", "clients": ["acme", "karoo"]},
-        "severity": "major",
-        "paging": True,
-        "opened_at": T0,
-        "acknowledged_at": at(95),
-        "acknowledged_by": "anna",
-        "recovered_at": at(600),
-        "resolved_at": at(900),
-        "resolved_by": "anna",
-        "cause": "PSU failed",
-        "measures": "moved the clients to the spare",
-        "prevention": "dual PSUs",
-        "flow_run_id": None,
-    }
-    fields.update(changes)
-    return Incident(**fields)  # type: ignore[arg-type]
 
 
 def entry(i: int, seconds: float, kind: str, message: str, run: str | None = None) -> TimelineEntry:
@@ -121,18 +96,7 @@ def test_times_impact_and_notices() -> None:
 
 def test_an_open_incident_has_blanks_not_errors() -> None:
     report = build_report(
-        incident(
-            state="open",
-            acknowledged_at=None,
-            acknowledged_by=None,
-            recovered_at=None,
-            resolved_at=None,
-            resolved_by=None,
-            cause=None,
-            measures=None,
-            prevention=None,
-            scope={},
-        ),
+        open_incident(acknowledged_at=None, acknowledged_by=None, scope={}),
         [],
         [],
     )
