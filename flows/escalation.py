@@ -128,7 +128,7 @@ class Ack(RunInput):
         default="",
         max_length=2000,
         title="Note",
-        description="Optional: what you are doing about it (kept with the acknowledgement)",
+        description="What you are doing about it (kept with the acknowledgement)",
     )
 
 
