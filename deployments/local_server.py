@@ -125,6 +125,8 @@ class LocalPrefectServer:
         env = {k: v for k, v in base.items() if k != "PREFECT_API_URL"}
         env["PREFECT_HOME"] = str(self.prefect_home)
         env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # The UI calls the API at this address (Prefect's default assumes port 4200).
+        env["PREFECT_UI_API_URL"] = self.api_url
         return env
 
     def start(self) -> None:

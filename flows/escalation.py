@@ -118,8 +118,18 @@ _NEVER_S: Final = 10 * 365 * 86400
 class Ack(RunInput):
     """Acknowledge the incident: you take it; paging stops (the UI shows this form)."""
 
-    by: str = Field(min_length=1, max_length=200, description="Who takes the incident")
-    note: str = Field(default="", max_length=2000, description="What you are doing about it")
+    by: str = Field(
+        min_length=1,
+        max_length=200,
+        title="Your name",
+        description="Who takes the incident (as on the escalation policy, e.g. anna)",
+    )
+    note: str = Field(
+        default="",
+        max_length=2000,
+        title="Note",
+        description="What you are doing about it (kept with the acknowledgement)",
+    )
 
 
 def _run_name() -> str:

@@ -1,0 +1,113 @@
+"""The operator's path in the Prefect UI: open the paused escalation run of an incident,
+press Resume, fill the form (the :class:`flows.escalation.Ack` model) and submit it;
+the incident is acknowledged and paging stops. Runs against a real ``prefect server
+start`` (the test harness serves no UI), the escalation flow in a thread of this
+process, the store and outbox in the test's directory (``examples/fleet.yaml``, never
+contacted)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from tests.flows.escalation_env import escalation_env, example_fleet, wait_for
+from tests.flows.test_escalation import LEVEL_1, POLICY, Env, paused_runs
+from tests.prefect_fixtures import using_api
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+pytestmark = pytest.mark.timeout(240)
+
+#: Pages every 10 s until acknowledged (two levels, twice round); nothing else is sent.
+DEADLINE_S = 10
+UI_POLICY = POLICY | {
+    "levels": [{**level, "ack_deadline": DEADLINE_S} for level in POLICY["levels"]],
+    "public_after": 3600,
+    "clients_after": 3600,
+}
+
+
+@pytest.fixture
+def env(prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    fleet_file, outbox, url = example_fleet(tmp_path, monkeypatch, UI_POLICY)
+    with using_api(prefect_server):
+        yield from escalation_env(fleet_file, outbox, url, Env)
+
+
+def click(browser: WebDriver, locator: tuple[str, str]) -> bool:
+    """Click the element at *locator*; False if it is missing or was just re-rendered."""
+    from selenium.common.exceptions import (
+        ElementNotInteractableException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
+
+    try:
+        browser.find_element(*locator).click()
+    except (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        ElementNotInteractableException,
+    ):
+        return False
+    return True
+
+
+def resume_in_ui(browser: WebDriver, run_url: str, answers: dict[str, str]) -> None:
+    """Open *run_url*, press Resume, type each answer into the field titled by its key,
+    press Submit, and wait for the modal to close."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 45)
+    browser.get(run_url)
+    resume = (By.XPATH, "//button[normalize-space()='Resume']")
+    # The page re-renders as its queries answer: click whichever button is there now.
+    wait.until(lambda _: click(browser, resume))
+    modal = "//*[contains(@class,'p-modal')][.//*[normalize-space()='Resume Flow Run']]"
+    for title, value in answers.items():
+        label = f"span[contains(@class,'property__label') and starts-with(., '{title}')]"
+        field = f"{modal}//div[contains(@class,'p-label')][.//{label}]//textarea"
+        box = wait.until(ec.element_to_be_clickable((By.XPATH, field)))
+        box.clear()
+        box.send_keys(value)
+    browser.find_element(By.XPATH, f"{modal}//button[normalize-space()='Submit']").click()
+    wait.until(ec.invisibility_of_element_located((By.XPATH, modal)))
+
+
+def test_the_resume_form_acknowledges_and_paging_stops(
+    env: Env, browser: WebDriver, prefect_server: str
+) -> None:
+    incident_id = env.open()
+    env.start(incident_id=incident_id)
+    wait_for("a paused escalation run", lambda: bool(paused_runs(incident_id)), timeout=60)
+    assert {line["recipient"] for line in env.outbox_lines()} >= LEVEL_1
+    [run] = paused_runs(incident_id)
+
+    ui = prefect_server.removesuffix("/api")
+    resume_in_ui(browser, f"{ui}/runs/flow-run/{run.id}", {"Your name": "anna", "Note": "on it"})
+
+    def acknowledged_by() -> str | None:
+        incident = env.store.incident(incident_id)
+        return incident.acknowledged_by if incident else None
+
+    wait_for("the ack in the store", lambda: acknowledged_by() is not None)
+    assert acknowledged_by() == "anna"
+
+    def state_name() -> str | None:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run.id).state
+        return state.name if state else None
+
+    wait_for("the run Acknowledged", lambda: state_name() == "Acknowledged", timeout=30)
+    # Unacknowledged, the next page would go out within DEADLINE_S.
+    sent = env.outbox_lines()
+    time.sleep(DEADLINE_S + 3)
+    assert env.outbox_lines() == sent
