@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-distributed test lint unit venv clean chaos chaos-tier
+.PHONY: demo demo-distributed test test-slow lint unit venv clean chaos chaos-tier
 
 venv: $(STAMP)
 
@@ -34,11 +34,19 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-## test: lint, then the whole test suite (unit, lab, Prefect integration) on
-## $(TEST_WORKERS) pytest-xdist workers (TEST_WORKERS=0 runs it in one process)
+## test: lint, then the test suite (unit, lab, Prefect integration, browser) on
+## $(TEST_WORKERS) pytest-xdist workers (TEST_WORKERS=0 runs it in one process), without
+## the tests that take minutes by nature (`make test-slow` runs those)
 TEST_WORKERS ?= 2
+PYTEST_ARGS  ?=
 test: lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+
+## test-slow: the end-to-end tests that take minutes each (a whole DC lost in the
+## namespaced lab, the approval window past the lease renewal, drain and rebalance,
+## routing by pool, the chaos command), side by side on 3 workers: they mostly wait
+test-slow: $(STAMP)
+	$(BIN)/pytest -n 3 --dist loadgroup -m slow $(PYTEST_ARGS)
 
 ## chaos: a fresh --fast lab, every implemented fault of issue 10 in turn, the evidence
 ## in $(CHAOS_DIR)/chaos.json and chaos.html; the lab is taken down whatever happened
