@@ -211,16 +211,21 @@ def _refuse_if_placed(url: str, server_id: str, client_id: str) -> None:
     **IO_RETRIES,
 )
 def clean_scratch(fleet_file: Path, url: str, server: Server, client_ids: list[str]) -> int:
-    """Remove each drilled client's restored data and staging directory from the scratch
-    server (never data of a client placed there); entries removed."""
+    """Remove each drilled client's restored data, staging directory and what an unfinished
+    restore kept for a later run from the scratch server (never data of a client placed
+    there); entries removed."""
     removed = 0
     with _scratch_access(fleet_file, server) as access:
         fleet = access.fleet
         remote = access.remote(server.id)
         for client in client_ids:
             _refuse_if_placed(url, server.id, client)
-            removed += steps.remove_tree(remote, steps.staging_path(fleet, server.id, client))
-            removed += steps.remove_tree(remote, client_path(fleet, client, server_id=server.id))
+            for path in (
+                steps.staging_path(fleet, server.id, client),
+                client_path(fleet, client, server_id=server.id),
+            ):
+                removed += steps.remove_tree(remote, path)
+                removed += steps.remove_restore_leftovers(remote, path)
     get_run_logger().info("scratch %s: %d restored entries removed", server.id, removed)
     return removed
 

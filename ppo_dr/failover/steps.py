@@ -43,7 +43,8 @@ from ppo_dr.errors import (
 from ppo_dr.fleet_access import FleetAccess, client_path, mirror_plan, repo_path
 from ppo_dr.ids import check_id
 from ppo_dr.mirror.errors import DamagedDataError
-from ppo_dr.mirror.manifest import check_snapshot_id, snapshot_time
+from ppo_dr.mirror.manifest import SNAPSHOT_ID_RE, check_snapshot_id, snapshot_time
+from ppo_dr.mirror.restore_remote import ASIDE_MARKER, STAGING_MARKER
 from ppo_dr.transport.base import EntryType, Remote
 
 if TYPE_CHECKING:
@@ -91,6 +92,24 @@ def staging_path(fleet: Fleet, server_id: str, client_id: str) -> str:
     """``<data_root>/.ppo-staging/<client>`` on *server_id*: where a restore is filled."""
     server = fleet.server(check_id(server_id, "server id"))
     return posixpath.join(server.data_root, STAGING_DIR, check_id(client_id, "client id"))
+
+
+def remove_restore_leftovers(remote: Remote, dest_path: str) -> int:
+    """Delete what unfinished restores into *dest_path* kept beside it for a later run
+    (``.ppo-restore-<name>-<snapshot>`` staging, ``.ppo-replaced-<name>-<snapshot>``
+    copies); entries removed. Only names of exactly that form, so client ``acme`` never
+    matches ``acme-mining``'s leftovers."""
+    parent, name = posixpath.split(dest_path.rstrip("/"))
+    if remote.stat(parent) is None:
+        return 0
+    removed = 0
+    for entry in remote.listdir(parent):
+        base = posixpath.basename(entry.path)
+        for marker in (STAGING_MARKER, ASIDE_MARKER):
+            prefix = f"{marker}{name}-"
+            if base.startswith(prefix) and SNAPSHOT_ID_RE.fullmatch(base[len(prefix) :]):
+                removed += remove_tree(remote, entry.path)
+    return removed
 
 
 def remove_tree(remote: Remote, path: str) -> int:

@@ -398,3 +398,14 @@ def test_reachability_leaves_an_s3_mirror_of_the_fleet_out() -> None:
     assert sorted(asked) == sorted(
         f"{s.id}.example" for s in fleet.servers if s.id != "mirror-s3-1"
     )
+
+
+def test_restore_leftovers_of_one_client_only_are_removed(tmp_path: Path) -> None:
+    sid = "2026-12-04T09-37-25Z"
+    kept = [f".ppo-restore-acme-mining-{sid}", ".ppo-restore-acme-notasnapshot", "acme"]
+    gone = [f".ppo-restore-acme-{sid}", f".ppo-replaced-acme-{sid}"]
+    for name in kept + gone:
+        (tmp_path / name / "d").mkdir(parents=True)
+    assert steps.remove_restore_leftovers(LocalRemote(), str(tmp_path / "acme")) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+    assert steps.remove_restore_leftovers(LocalRemote(), str(tmp_path / "nowhere" / "x")) == 0
