@@ -6,6 +6,7 @@
     │   └── RepositoryLocked         mirror.errors: another run holds the repository lock
     └── PermanentError             will fail again the same way: do not retry
         ├── InventoryError         fleet.yaml breaks a rule (carries every violation)
+        │   └── _Refused             inventory.load: a YAML feature a fleet file may not use
         ├── UnsafeInputError       a hostile or malformed id/path, refused before any I/O
         ├── PlacementConflict      another run moved the client first (compare-and-set lost)
         ├── LabError               the embedded lab cannot do what was asked
@@ -14,6 +15,7 @@
         ├── HostKeyError           a server's host key is unknown or changed (never auto-accepted)
         ├── AuthError              a server refused our credentials, or they cannot be loaded
         ├── RemotePathError        a remote path is missing, forbidden or refused by the server
+        │   └── ReceiverMissing      mirror.restore_remote: no tar receiver there (SFTP instead)
         ├── RepositoryError          mirror.errors: the repository cannot be used as asked
         │   ├── WrongKeyError        the key given does not open it (or one was needed, or not)
         │   └── DamagedDataError     stored data failed verification (names pack and blob)

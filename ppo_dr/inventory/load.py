@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from ppo_dr.errors import InventoryError, Violation
+from ppo_dr.errors import InventoryError, PermanentError, Violation
 from ppo_dr.ids import is_valid_id
 from ppo_dr.inventory.fields import OUR_RULES
 from ppo_dr.inventory.model import SECTIONS, Access, Fleet
@@ -22,8 +22,9 @@ from ppo_dr.inventory.rules import topology_problems
 MAX_FLEET_BYTES = 8 * 1024 * 1024
 
 
-class _Refused(yaml.MarkedYAMLError):
-    """A YAML feature a fleet file may not use, with the rule it breaks."""
+class _Refused(yaml.MarkedYAMLError, PermanentError):
+    """A YAML feature a fleet file may not use, with the rule it breaks (a YAML error for
+    the parser that raises it, and in the one error tree like every error of ours)."""
 
     def __init__(self, rule: str, problem: str, mark: yaml.Mark | None) -> None:
         super().__init__(problem=problem, problem_mark=mark)
