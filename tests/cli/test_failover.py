@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 import yaml
@@ -153,10 +154,19 @@ def test_run_prints_the_name_the_run_will_have_not_its_first_random_one(
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_api)
     with using_api(prefect_api):
-        failover_flow.to_deployment("failover").apply()  # registered; nobody serves it here
-    result = failover("run", *args)
-    assert result.exit_code == 0, result.output
-    run_id = result.output.split("(id ", 1)[1].split(")", 1)[0]
-    with using_api(prefect_api), get_client(sync_client=True) as client:
-        client.set_flow_run_state(run_id, Cancelled(message="test: never to run"), force=True)
-    assert f"failover run {name.format(short=run_id[:8])} started (id {run_id})" in result.output
+        # Registered, nobody serves it here; deleted after, as other tests on this harness
+        # need the failover deployment absent (or their own).
+        deployment_id = failover_flow.to_deployment("failover").apply()
+    try:
+        result = failover("run", *args)
+        assert result.exit_code == 0, result.output
+        run_id = result.output.split("(id ", 1)[1].split(")", 1)[0]
+        with using_api(prefect_api), get_client(sync_client=True) as client:
+            client.set_flow_run_state(run_id, Cancelled(message="test: never to run"), force=True)
+            client.delete_flow_run(UUID(run_id))
+        assert (
+            f"failover run {name.format(short=run_id[:8])} started (id {run_id})" in result.output
+        )
+    finally:
+        with using_api(prefect_api), get_client(sync_client=True) as client:
+            client.delete_deployment(deployment_id)
