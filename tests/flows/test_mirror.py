@@ -154,6 +154,13 @@ def test_a_cut_mirror_is_recorded_missing_and_filled_next_run(
     onsite = fleet.onsite_mirror(server).id
     offsite = fleet.offsite_mirrors(server)[0].id
     clients = [c.id for c in fleet.clients_on(server)]
+    # New data the cut mirror will miss, whatever the workload wrote meanwhile (on a busy
+    # machine it may write nothing between two runs): the catch-up below must carry it.
+    data = lab.data_root(server, fleet.server(server).data_root)
+    for client in clients:
+        (data / fleet.client(client).data_path / "missed-by-the-cut.bin").write_bytes(
+            os.urandom(64 * 1024)
+        )
     lab.break_(offsite, "network")
     try:
         cut, took = run_server(lab, server)
