@@ -20,6 +20,7 @@ from deployments.demo.session import first_run_of, prefect_api, running_probe_ru
 from deployments.demo.waiting import wait_for
 from ppo_dr.inventory import Fleet
 from ppo_dr.lab import netns
+from ppo_dr.lab.lost_writes import record_lost_writes
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.lab.workload import read_acks
 from ppo_dr.probe.graph import outage_key
@@ -155,6 +156,15 @@ class WritesCheck:
     client: str
     lost: int
     acked_after_snapshot: int
+
+
+def count_lost_writes(lab: Lab, plan_id: str) -> dict[str, int]:
+    """The lab's own measure of the writes each moved client lost (not the runbook's),
+    recorded on the plan's results; taken from the wan, where the servers answer."""
+    net = lab.network()
+    return netns.call_in(
+        net.wan if net else None, lambda: record_lost_writes(lab.fleet_file, plan_id)
+    )
 
 
 def writes_check(acks: Path, incident: Incident, result: FailoverResult) -> WritesCheck:

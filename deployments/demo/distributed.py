@@ -130,6 +130,7 @@ def story(made: distributed_lab.DistributedLab, store: Store) -> None:
     if not run.state.is_completed():
         raise dc_loss.StoryFailed(f"the failover ended {run.state.name}: {run.state.message}")
     demo.plan_id = next(t for t in run.tags if t.startswith("plan:")).removeprefix("plan:")
+    dc_loss.count_lost_writes(lab, demo.plan_id)  # the lab's measure, not the runbook's
     rows = failover_rows(demo)
     print_failover_table(rows)
 

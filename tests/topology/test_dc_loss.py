@@ -45,6 +45,7 @@ def test_losing_jhb1_whole_fails_its_clients_over_within_za() -> None:
             assert run.labels[dc_loss.WORKER_LABEL] in CONTROL_WORKERS
             assert [i.id for i in dc_loss.dc_incidents(store, "jhb1")] == [incident.id]
             plan_id = next(t for t in run.tags if t.startswith("plan:")).removeprefix("plan:")
+            dc_loss.count_lost_writes(lab, plan_id)
             results = {r.client_id: r for r in store.failover_results(plan_id)}
             placed = {c: store.placement(c) for c in victims}
             # Nobody runs jhb1's mirrors now: said once, without paging anyone.
