@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 SERVE_START_S = 240.0
 SERVE_STOP_S = 90.0
 APPROVE_WAIT_S = 60.0
+#: A drill of one client: a scratch server provisioned, restored, verified, released.
+DRILL_WAIT_S = 600.0
+#: A drill due while another runs is skipped (Cancelled); the lab drills every 5 min.
+DRILL_ATTEMPTS = 3
+DRILL_RETRY_S = 20.0
 
 
 @reports_errors
@@ -124,6 +129,28 @@ class PrefectOperator:
         answer = {"approve": True, "by": "chaos", "note": "chaos run: approved as the on-call"}
         with prefect_api(self.api_url):
             approve_plan(plan_id, answer, wait_s=APPROVE_WAIT_S)
+
+    def run_drill(self, client_id: str) -> str:
+        """A ``dr-drill`` run of *client_id* to its end; tried again while another
+        drill holds the one drill slot (the run is then skipped as Cancelled)."""
+        from prefect.client.schemas.objects import FlowRun
+        from prefect.deployments import run_deployment
+
+        from deployments.demo.session import prefect_api
+
+        state = "NOT RUN"
+        for attempt in range(DRILL_ATTEMPTS):
+            if attempt:
+                time.sleep(DRILL_RETRY_S)
+            with prefect_api(self.api_url):
+                run = run_deployment(
+                    "dr-drill/dr-drill", parameters={"clients": [client_id]}, timeout=DRILL_WAIT_S
+                )
+            assert isinstance(run, FlowRun)  # the sync form, not a coroutine
+            state = run.state.type.value if run.state is not None else "UNKNOWN"
+            if state != "CANCELLED":
+                break
+        return state
 
 
 @contextlib.contextmanager

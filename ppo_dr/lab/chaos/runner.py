@@ -26,6 +26,7 @@ from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.chaos import records
 from ppo_dr.lab.chaos.catalogue import FaultSpec
 from ppo_dr.lab.chaos.fleets import ChaosFleet
+from ppo_dr.lab.chaos.integrity_run import IntegrityContext, exercise_integrity
 from ppo_dr.lab.chaos.sequence import pick_target
 from ppo_dr.lab.chaos.verdict import ChaosResult, Observation, judge, judge_soak
 from ppo_dr.store import Incident, Store
@@ -44,6 +45,10 @@ class ChaosOperator(Protocol):
 
     def approve(self, plan_id: str) -> None:
         """Approve the plan a failover run is paused on."""
+        ...
+
+    def run_drill(self, client_id: str) -> str:
+        """Run a DR drill of one client; its final state name (``FAILED``, ...)."""
         ...
 
 
@@ -150,6 +155,11 @@ class ChaosRun:
 
     def exercise(self, spec: FaultSpec) -> ChaosResult:
         """Inject *spec* into a server drawn by the seed, follow it, heal it, judge it."""
+        if spec.shape == "integrity":
+            context = IntegrityContext(
+                self.fleet, self.store, self.operator, self.rng, self.say, self._ready
+            )
+            return exercise_integrity(context, spec)
         placements = {p.client_id: p.server_id for p in self.store.placements()}
         model = load_fleet(self.fleet.fleet_file)
         servers = [s.id for s in model.servers if s.role in ("app", "spare")]
