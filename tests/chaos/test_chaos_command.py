@@ -30,7 +30,7 @@ def chaos(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("faults", "says"),
     [
-        ("bitflip", "fault 'bitflip' is not implemented yet"),
+        ("prefect-server-kill", "fault 'prefect-server-kill' is not implemented yet"),
         ("power,nope", "unknown fault 'nope'"),
     ],
 )
@@ -40,7 +40,10 @@ def test_a_fault_not_implemented_is_refused_before_the_lab_is_read(
     done = chaos("--dir", str(tmp_path / "no-lab"), "--faults", faults)
     assert done.returncode == 2, done.stdout + done.stderr
     assert says in done.stderr
-    assert "implemented: power, hang, flapping, disk, network, dc" in done.stderr
+    assert (
+        "implemented: power, hang, bitflip, flapping, disk, network, truncate-pack, dc"
+        in done.stderr
+    )
     assert not (tmp_path / "no-lab").exists()
 
 
