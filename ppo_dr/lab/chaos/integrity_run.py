@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from ppo_dr.errors import DRError
 from ppo_dr.failover.drill import (
@@ -32,6 +31,7 @@ from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.chaos import records
 from ppo_dr.lab.chaos.catalogue import FaultSpec
 from ppo_dr.lab.chaos.fleets import ChaosFleet
+from ppo_dr.lab.chaos.flow_runs import FlowRuns
 from ppo_dr.lab.chaos.integrity import (
     DAMAGE_OF,
     DamageDone,
@@ -50,13 +50,8 @@ from ppo_dr.mirror.verify import verify
 from ppo_dr.store import Store
 from ppo_dr.transport.local import LocalRemote
 
-
-class DrillStarter(Protocol):
-    """Starts a DR drill of one client and waits for it (cli supplies it, via Prefect)."""
-
-    def run_drill(self, client_id: str) -> str:
-        """The drill run's final state name (``COMPLETED``, ``FAILED``, ...)."""
-        ...
+#: The drill deployment a damaged client is drilled with.
+DRILL_DEPLOYMENT = "dr-drill/dr-drill"
 
 
 @dataclass(frozen=True)
@@ -65,7 +60,7 @@ class IntegrityContext:
 
     fleet: ChaosFleet
     store: Store
-    operator: DrillStarter
+    operator: FlowRuns
     rng: random.Random
     say: Callable[[str], None]
     ready: Callable[[list[str]], None]  # healthy, and a snapshot of each client
@@ -222,7 +217,7 @@ def _follow(
     except DRError as exc:
         obs = replace(obs, problems=(*obs.problems, f"{type(exc).__name__}: {exc}"))
     try:
-        state = ctx.operator.run_drill(client)
+        state = ctx.operator.run_to_end(DRILL_DEPLOYMENT, {"clients": [client]})
     except DRError as exc:
         state = None
         obs = replace(obs, problems=(*obs.problems, f"the drill could not be run: {exc}"))

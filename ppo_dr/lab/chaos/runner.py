@@ -26,6 +26,7 @@ from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.chaos import records
 from ppo_dr.lab.chaos.catalogue import FaultSpec
 from ppo_dr.lab.chaos.fleets import ChaosFleet
+from ppo_dr.lab.chaos.flow_runs import FlowRuns
 from ppo_dr.lab.chaos.integrity_run import IntegrityContext, exercise_integrity
 from ppo_dr.lab.chaos.sequence import pick_target
 from ppo_dr.lab.chaos.verdict import ChaosResult, Observation, judge, judge_soak
@@ -40,15 +41,11 @@ FLAP_FOR_S = 120.0
 _FINAL = ("done", "partial", "failed")
 
 
-class ChaosOperator(Protocol):
+class ChaosOperator(FlowRuns, Protocol):
     """What a person on call does during a chaos run that needs Prefect (cli supplies it)."""
 
     def approve(self, plan_id: str) -> None:
         """Approve the plan a failover run is paused on."""
-        ...
-
-    def run_drill(self, client_id: str) -> str:
-        """Run a DR drill of one client; its final state name (``FAILED``, ...)."""
         ...
 
 

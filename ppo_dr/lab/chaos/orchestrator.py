@@ -1,0 +1,126 @@
+"""The orchestrator killed mid-run (``orchestrator-kill``): the verdict, and finding the
+processes of one flow run.
+
+Pure verdict: :func:`judge_orchestrator_kill` applies issue 10's rules to what the
+runner saw (:class:`KillObservation`): the killed run really was cut short (it
+ended Crashed, not Completed); a rerun completed; every client got a new complete
+snapshot after the kill; the repositories pass ``verify --read-data`` (a killed
+writer leaves unreferenced packs at worst, never a snapshot naming missing data);
+earlier snapshots are intact; nobody paged. :func:`flow_run_pids` reads which local
+processes run a given Prefect flow run (the runner puts ``PREFECT__FLOW_RUN_ID`` in
+the environment of the process it starts, and its children inherit it). The I/O is
+in :mod:`ppo_dr.lab.chaos.orchestrator_run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from ppo_dr.lab.chaos.catalogue import FaultSpec
+from ppo_dr.lab.chaos.verdict import ChaosResult, duplicates
+
+#: Prefect states a killed run may end in: the runner saw its process die.
+KILLED_STATES = ("CRASHED", "FAILED")
+
+
+def flow_run_pids(environs: Iterable[tuple[int, bytes]], flow_run_id: str) -> list[int]:
+    """The pids whose environment (``/proc/PID/environ``: NUL-separated) names the run."""
+    wanted = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    return sorted(pid for pid, env in environs if wanted in env.split(b"\0"))
+
+
+@dataclass(frozen=True, slots=True)
+class KillObservation:
+    """What the runner saw from the kill to the rerun's end and the checks after it.
+
+    ``without_new_snapshot`` are clients with no complete snapshot taken after the
+    kill; ``repository_problems`` are ``verify --read-data`` problems, one sentence
+    each (None: not verified).
+    """
+
+    fault: str
+    what: str  # the deployment whose run was killed
+    killed_at: datetime | None = None
+    killed_pids: int = 0
+    running_s: float | None = None  # how long the run had run when it was killed
+    killed_state: str | None = None
+    rerun_state: str | None = None
+    rerun_done_at: datetime | None = None
+    clients: tuple[str, ...] = ()
+    without_new_snapshot: tuple[str, ...] = ()
+    repository_problems: tuple[str, ...] | None = None
+    snapshots_intact: bool | None = None
+    outage_incidents: int = 0
+    pages: tuple[datetime, ...] = ()
+    notice_keys: tuple[str, ...] = ()
+    lost: int | None = None  # acknowledged writes missing now that were not before
+    problems: tuple[str, ...] = ()
+
+
+def _kill_rules(obs: KillObservation) -> list[str]:
+    notes = []
+    if obs.killed_at is None or not obs.killed_pids:
+        notes.append(f"no process of a running {obs.what} run was killed")
+        return notes
+    if obs.killed_state == "COMPLETED":
+        notes.append(f"the {obs.what} run completed anyway: it was killed too late to test")
+    elif obs.killed_state not in KILLED_STATES:
+        notes.append(f"the killed {obs.what} run ended {obs.killed_state or 'in no final state'}")
+    if obs.rerun_state != "COMPLETED":
+        notes.append(f"the rerun of {obs.what} ended {obs.rerun_state or 'not at all'}")
+    if obs.without_new_snapshot:
+        notes.append(
+            f"no complete snapshot after the kill of: {', '.join(obs.without_new_snapshot)}"
+        )
+    if obs.repository_problems is None:
+        notes.append("the repositories were not verified after the rerun")
+    else:
+        notes += [f"verify --read-data: {p}" for p in obs.repository_problems]
+    return notes
+
+
+def judge_orchestrator_kill(spec: FaultSpec, obs: KillObservation) -> ChaosResult:
+    """Apply the orchestrator-kill rules (module docstring) to *obs*; each broken one a note."""
+    notes = list(obs.problems) + _kill_rules(obs)
+    if obs.snapshots_intact is not True:
+        notes.append("snapshots taken before the fault were not all intact afterwards")
+    if obs.outage_incidents:
+        notes.append(f"{obs.outage_incidents} outage incident(s) for a killed orchestrator")
+    if obs.pages:
+        notes.append(f"{len(obs.pages)} page(s) sent for a killed orchestrator")
+    dupes = duplicates(obs.notice_keys)
+    if dupes:
+        notes.append(f"{dupes} notice(s) sent twice under one idempotency key")
+    if obs.lost is None:
+        notes.append("acknowledged writes could not be checked against the journals")
+    elif obs.lost:
+        notes.append(f"{obs.lost} acknowledged write(s) missing from the journals")
+    passed = not notes
+    if passed:
+        notes.append(
+            f"{obs.killed_pids} process(es) of a {obs.what} run SIGKILLed after "
+            f"{obs.running_s:.1f} s running; it ended {obs.killed_state}, the rerun completed"
+        )
+    events = []
+    if obs.killed_at is not None:
+        events.append(("orchestrator killed", 0.0))
+        if obs.rerun_done_at is not None:
+            took = round((obs.rerun_done_at - obs.killed_at).total_seconds(), 1)
+            events.append(("rerun completed", took))
+    return ChaosResult(
+        fault=spec.name,
+        target=obs.what,
+        passed=passed,
+        detected_after_s=None,
+        incidents_opened=obs.outage_incidents,
+        pages_sent=len(obs.pages),
+        duplicate_notices=dupes,
+        rto_s=None,
+        acked_writes_lost=obs.lost,
+        lost_beyond_rpo=obs.lost,
+        snapshots_intact=obs.snapshots_intact,
+        notes=notes,
+        events=events,
+    )
