@@ -18,8 +18,9 @@ from ppo_dr.errors import PermanentError
 
 #: How a fault is judged: a whole server or data centre lost (an incident and a
 #: failover expected), a blip that must page nobody, or damaged data at rest on one
-#: mirror (:mod:`ppo_dr.lab.chaos.integrity`).
-Shape = Literal["server-outage", "dc-outage", "flapping", "integrity"]
+#: mirror (:mod:`ppo_dr.lab.chaos.integrity`), or the orchestrator killed mid-run
+#: (:mod:`ppo_dr.lab.chaos.orchestrator`).
+Shape = Literal["server-outage", "dc-outage", "flapping", "integrity", "orchestrator-kill"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +78,10 @@ CATALOGUE: Final[tuple[FaultSpec, ...]] = (
     ),
     FaultSpec(
         "orchestrator-kill",
-        "the process running a mirror, then one running a failover, SIGKILLed",
-        "rerun completes; no client restored twice; repositories pass verify --read-data",
+        "the processes running a mirror SIGKILLed (the failover's half: not built yet)",
+        "rerun completes; every client snapshotted after the kill; repositories pass "
+        "verify --read-data",
+        "orchestrator-kill",
     ),
     FaultSpec(
         "disk",

@@ -1,0 +1,131 @@
+"""Killing the process that runs a mirror of the lab, then seeing a rerun finish it.
+
+The lab mirrors every minute (``mirror-fleet``). The runner waits for such a run,
+lets it work for :data:`KILL_AFTER_S` (long enough to hold the repository locks and
+upload, well short of its end), SIGKILLs every local process of that flow run (the
+flow's own and its upload workers), waits for Prefect to call it ended, starts a new
+run to its end, and checks the fleet: a complete snapshot of every client after the
+kill, every home's repositories passing ``verify --read-data``, nothing catalogued
+before lost. The judging is
+:func:`ppo_dr.lab.chaos.orchestrator.judge_orchestrator_kill`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from ppo_dr.errors import DRError
+from ppo_dr.inventory import load_fleet
+from ppo_dr.lab.chaos import records
+from ppo_dr.lab.chaos.catalogue import FaultSpec
+from ppo_dr.lab.chaos.fleets import ChaosFleet
+from ppo_dr.lab.chaos.flow_runs import FINAL_STATES, FlowRuns
+from ppo_dr.lab.chaos.orchestrator import KillObservation, flow_run_pids, judge_orchestrator_kill
+from ppo_dr.lab.chaos.verdict import ChaosResult
+from ppo_dr.pids import proc_files
+from ppo_dr.store import Store
+from ppo_dr.waiting import poll
+
+MIRROR_DEPLOYMENT = "mirror-fleet/mirror-fleet"
+#: Seconds a mirror run works before it is killed (a lab run takes ~10-30 s).
+KILL_AFTER_S = 4.0
+#: Waits: for the next scheduled mirror run (every minute), for Prefect to mark it.
+RUN_STARTS_S = 150.0
+RUN_ENDS_S = 120.0
+
+
+@dataclass(frozen=True)
+class KillContext:
+    """What orchestrator-kill needs of a chaos run."""
+
+    fleet: ChaosFleet
+    store: Store
+    operator: FlowRuns
+    say: Callable[[str], None]
+    ready: Callable[[list[str]], None]  # healthy, and a snapshot of each client
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def kill_flow_run(run_id: str) -> int:
+    """SIGKILL every local process of flow run *run_id*; how many there were."""
+    pids = flow_run_pids(proc_files("environ"), run_id)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    return len(pids)
+
+
+def _kill_a_mirror(ctx: KillContext, obs: KillObservation) -> KillObservation:
+    """The next running mirror run, killed mid-run; its final state."""
+    found = poll(lambda: ctx.operator.running_run(MIRROR_DEPLOYMENT), RUN_STARTS_S, every=1.0)
+    if found is None:
+        raise DRError(f"no {MIRROR_DEPLOYMENT} run started within {RUN_STARTS_S:.0f} s")
+    run_id, started = found
+    time.sleep(max(0.0, KILL_AFTER_S - (_now() - started).total_seconds()))
+    running_s = (_now() - started).total_seconds()
+    killed = kill_flow_run(run_id)
+    obs = replace(obs, killed_at=_now(), killed_pids=killed, running_s=running_s)
+    ctx.say(f"  {MIRROR_DEPLOYMENT} run {run_id[:8]}: {killed} process(es) SIGKILLed")
+
+    def ended() -> str | None:
+        state = ctx.operator.run_state(run_id)
+        return state if state in FINAL_STATES else None
+
+    return replace(obs, killed_state=poll(ended, RUN_ENDS_S, every=2.0))
+
+
+def exercise_orchestrator_kill(ctx: KillContext, spec: FaultSpec) -> ChaosResult:
+    """Kill a mirror run's processes, rerun it, check the repositories; judge."""
+    store = ctx.store
+    model = load_fleet(ctx.fleet.fleet_file)
+    placements = {p.client_id: p.server_id for p in store.placements()}
+    clients = sorted(placements)
+    ctx.ready(clients)
+    before = records.complete_snapshot_ids(store, clients)
+    lost_before = records.lost_writes(model, ctx.fleet.acks_file, clients)
+    obs = KillObservation(fault=spec.name, what=MIRROR_DEPLOYMENT, clients=tuple(clients))
+    ctx.say(f"{spec.name}: waiting for a {MIRROR_DEPLOYMENT} run to kill")
+    try:
+        obs = _kill_a_mirror(ctx, obs)
+        rerun = ctx.operator.run_to_end(MIRROR_DEPLOYMENT, {})
+        obs = replace(obs, rerun_state=rerun, rerun_done_at=_now())
+        ctx.say(f"  killed run ended {obs.killed_state}; the rerun {rerun}")
+    except DRError as exc:
+        obs = replace(obs, problems=(f"{type(exc).__name__}: {exc}",))
+    since = obs.killed_at or _now()
+    newest = records.newest_snapshots(store, clients)
+    homes = set(placements.values())
+    problems = records.verify_repositories(model, homes, placements)
+    opened = records.incidents_since(store, since)
+    ids = [i.id for i in opened]
+    try:
+        now_missing = records.lost_writes(model, ctx.fleet.acks_file, clients)
+        lost: int | None = sum(
+            len({s for s, _ in seqs} - {s for s, _ in lost_before.get(c, ())})
+            for c, seqs in now_missing.items()
+        )
+    except DRError as exc:
+        lost, obs = None, replace(obs, problems=(*obs.problems, str(exc)))
+    obs = replace(
+        obs,
+        without_new_snapshot=tuple(c for c in clients if c not in newest or newest[c] < since),
+        repository_problems=tuple(problems),
+        snapshots_intact=before <= records.complete_snapshot_ids(store, clients) and not problems,
+        outage_incidents=sum(1 for i in opened if i.kind == "outage"),
+        pages=tuple(records.pages_sent(store, ids)),
+        notice_keys=tuple(records.outbox_keys(ctx.fleet.outbox(), ids)),
+        lost=lost,
+    )
+    for incident in opened:  # the on-call closes them: the next fault starts quiet
+        store.resolve(incident.id, by="chaos", note=f"chaos run: {spec.name} over")
+    return judge_orchestrator_kill(spec, obs)
