@@ -14,6 +14,7 @@ from ppo_dr.lab.chaos.orchestrator import (
     KillObservation,
     flow_run_pids,
     judge_orchestrator_kill,
+    lock_pid,
 )
 from ppo_dr.lab.chaos.verdict import RESULT_KEYS
 
@@ -33,12 +34,30 @@ def test_the_processes_of_a_flow_run_are_those_naming_it_in_their_environment() 
     assert flow_run_pids(environs, "nope") == []
 
 
+@pytest.mark.parametrize(
+    ("doc", "pid"),
+    [
+        (b'{"owner": "ppo-dr", "pid": 4242, "host": "h", "time": 1.0}', 4242),
+        (b'{"pid": "4242"}', None),
+        (b'{"pid": true}', None),
+        (b"[4242]", None),
+        (b"not json", None),
+        (b"", None),
+    ],
+)
+def test_the_pid_of_a_repository_lock_is_read_only_when_well_formed(
+    doc: bytes, pid: int | None
+) -> None:
+    assert lock_pid(doc) == pid
+
+
 GOOD = KillObservation(
     fault="orchestrator-kill",
     what="mirror-fleet/mirror-fleet",
     killed_at=T0,
     killed_pids=3,
     running_s=4.2,
+    holding="app-jhb1-1's repository on mirror-jhb1-1",
     killed_state="CRASHED",
     rerun_state="COMPLETED",
     rerun_done_at=T0 + timedelta(seconds=41),
@@ -69,6 +88,7 @@ def test_a_run_failed_by_the_kill_counts_as_cut_short() -> None:
 BROKEN = [
     ({"killed_at": None}, "no process of a running mirror-fleet/mirror-fleet run was killed"),
     ({"killed_pids": 0}, "no process of a running"),
+    ({"holding": None}, "was not killed while writing a repository"),
     ({"killed_state": "COMPLETED"}, "completed anyway: it was killed too late"),
     ({"killed_state": None}, "ended in no final state"),
     ({"killed_state": "RUNNING"}, "ended RUNNING"),

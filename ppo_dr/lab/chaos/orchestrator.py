@@ -14,6 +14,7 @@ in :mod:`ppo_dr.lab.chaos.orchestrator_run`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,15 @@ def flow_run_pids(environs: Iterable[tuple[int, bytes]], flow_run_id: str) -> li
     return sorted(pid for pid, env in environs if wanted in env.split(b"\0"))
 
 
+def lock_pid(doc: bytes) -> int | None:
+    """The pid a repository lock (``locks/lock``, JSON) names, or None if unreadable."""
+    try:
+        pid = json.loads(doc).get("pid")
+    except (ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+
+
 @dataclass(frozen=True, slots=True)
 class KillObservation:
     """What the runner saw from the kill to the rerun's end and the checks after it.
@@ -45,6 +55,7 @@ class KillObservation:
     killed_at: datetime | None = None
     killed_pids: int = 0
     running_s: float | None = None  # how long the run had run when it was killed
+    holding: str | None = None  # the repository lock its process held when killed
     killed_state: str | None = None
     rerun_state: str | None = None
     rerun_done_at: datetime | None = None
@@ -64,6 +75,8 @@ def _kill_rules(obs: KillObservation) -> list[str]:
     if obs.killed_at is None or not obs.killed_pids:
         notes.append(f"no process of a running {obs.what} run was killed")
         return notes
+    if obs.holding is None:
+        notes.append(f"the {obs.what} run was not killed while writing a repository")
     if obs.killed_state == "COMPLETED":
         notes.append(f"the {obs.what} run completed anyway: it was killed too late to test")
     elif obs.killed_state not in KILLED_STATES:
@@ -101,7 +114,8 @@ def judge_orchestrator_kill(spec: FaultSpec, obs: KillObservation) -> ChaosResul
     if passed:
         notes.append(
             f"{obs.killed_pids} process(es) of a {obs.what} run SIGKILLed after "
-            f"{obs.running_s:.1f} s running; it ended {obs.killed_state}, the rerun completed"
+            f"{obs.running_s:.1f} s running, holding the lock of {obs.holding}; it ended "
+            f"{obs.killed_state}, the rerun completed"
         )
     events = []
     if obs.killed_at is not None:

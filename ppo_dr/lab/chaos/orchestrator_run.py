@@ -1,9 +1,9 @@
 """Killing the process that runs a mirror of the lab, then seeing a rerun finish it.
 
-The lab mirrors every minute (``mirror-fleet``). The runner waits for such a run,
-lets it work for :data:`KILL_AFTER_S` (long enough to hold the repository locks and
-upload, well short of its end), SIGKILLs every local process of that flow run (the
-flow's own and its upload workers), waits for Prefect to call it ended, starts a new
+The lab mirrors every minute (``mirror-fleet``). The runner waits for such a run and
+for one of its processes to hold a repository's lock (it is writing packs then),
+SIGKILLs every local process of that flow run (the flow's own and any upload
+workers), waits for Prefect to call it ended, starts a new
 run to its end, and checks the fleet: a complete snapshot of every client after the
 kill, every home's repositories passing ``verify --read-data``, nothing catalogued
 before lost. The judging is
@@ -12,28 +12,35 @@ before lost. The judging is
 
 from __future__ import annotations
 
+import contextlib
 import os
+import posixpath
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from ppo_dr.errors import DRError
+from ppo_dr.fleet_access import FleetAccess, mirror_plan
 from ppo_dr.inventory import load_fleet
 from ppo_dr.lab.chaos import records
 from ppo_dr.lab.chaos.catalogue import FaultSpec
 from ppo_dr.lab.chaos.fleets import ChaosFleet
 from ppo_dr.lab.chaos.flow_runs import FINAL_STATES, FlowRuns
-from ppo_dr.lab.chaos.orchestrator import KillObservation, flow_run_pids, judge_orchestrator_kill
+from ppo_dr.lab.chaos.orchestrator import (
+    KillObservation,
+    flow_run_pids,
+    judge_orchestrator_kill,
+    lock_pid,
+)
 from ppo_dr.lab.chaos.verdict import ChaosResult
 from ppo_dr.pids import proc_files
 from ppo_dr.store import Store
 from ppo_dr.waiting import poll
 
 MIRROR_DEPLOYMENT = "mirror-fleet/mirror-fleet"
-#: Seconds a mirror run works before it is killed (a lab run takes ~10-30 s).
-KILL_AFTER_S = 4.0
+#: A mirror run must start writing a repository within this many seconds of starting.
+WRITE_STARTS_S = 90.0
 #: Waits: for the next scheduled mirror run (every minute), for Prefect to mark it.
 RUN_STARTS_S = 150.0
 RUN_ENDS_S = 120.0
@@ -54,28 +61,45 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def kill_flow_run(run_id: str) -> int:
-    """SIGKILL every local process of flow run *run_id*; how many there were."""
-    pids = flow_run_pids(proc_files("environ"), run_id)
-    for pid in pids:
+def _lock_holders(access: FleetAccess, repos: list[tuple[str, str, str]]) -> dict[int, str]:
+    """pid -> the repository whose lock it holds now, over every home's repositories."""
+    held = {}
+    for home, mirror_id, path in repos:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-    return len(pids)
+            pid = lock_pid(access.remote(mirror_id).read_bytes(posixpath.join(path, "locks/lock")))
+        except DRError:
+            continue  # no lock now (or the mirror is unreachable for now)
+        if pid is not None:
+            held[pid] = f"{home}'s repository on {mirror_id}"
+    return held
 
 
-def _kill_a_mirror(ctx: KillContext, obs: KillObservation) -> KillObservation:
-    """The next running mirror run, killed mid-run; its final state."""
+def _kill_a_mirror(
+    ctx: KillContext, obs: KillObservation, access: FleetAccess, repos: list[tuple[str, str, str]]
+) -> KillObservation:
+    """The next mirror run, killed while its process writes a repository; its end state."""
     found = poll(lambda: ctx.operator.running_run(MIRROR_DEPLOYMENT), RUN_STARTS_S, every=1.0)
     if found is None:
         raise DRError(f"no {MIRROR_DEPLOYMENT} run started within {RUN_STARTS_S:.0f} s")
     run_id, started = found
-    time.sleep(max(0.0, KILL_AFTER_S - (_now() - started).total_seconds()))
+
+    def writing() -> tuple[list[int], str] | None:
+        pids = flow_run_pids(proc_files("environ"), run_id)
+        held = _lock_holders(access, repos)
+        return next(((pids, held[p]) for p in pids if p in held), None)
+
+    caught = poll(writing, WRITE_STARTS_S, every=0.2)
+    if caught is None:
+        raise DRError(f"run {run_id[:8]} held no repository lock within {WRITE_STARTS_S:.0f} s")
+    pids, holding = caught
     running_s = (_now() - started).total_seconds()
-    killed = kill_flow_run(run_id)
-    obs = replace(obs, killed_at=_now(), killed_pids=killed, running_s=running_s)
-    ctx.say(f"  {MIRROR_DEPLOYMENT} run {run_id[:8]}: {killed} process(es) SIGKILLed")
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    obs = replace(
+        obs, killed_at=_now(), killed_pids=len(pids), running_s=running_s, holding=holding
+    )
+    ctx.say(f"  {MIRROR_DEPLOYMENT} run {run_id[:8]}: {len(pids)} process(es) SIGKILLed")
 
     def ended() -> str | None:
         state = ctx.operator.run_state(run_id)
@@ -95,8 +119,14 @@ def exercise_orchestrator_kill(ctx: KillContext, spec: FaultSpec) -> ChaosResult
     lost_before = records.lost_writes(model, ctx.fleet.acks_file, clients)
     obs = KillObservation(fault=spec.name, what=MIRROR_DEPLOYMENT, clients=tuple(clients))
     ctx.say(f"{spec.name}: waiting for a {MIRROR_DEPLOYMENT} run to kill")
+    repos = [
+        (home, mirror.id, path)
+        for home in sorted(set(placements.values()))
+        for mirror, path in mirror_plan(model, home, placements)
+    ]
     try:
-        obs = _kill_a_mirror(ctx, obs)
+        with FleetAccess(model) as access:
+            obs = _kill_a_mirror(ctx, obs, access, repos)
         rerun = ctx.operator.run_to_end(MIRROR_DEPLOYMENT, {})
         obs = replace(obs, rerun_state=rerun, rerun_done_at=_now())
         ctx.say(f"  killed run ended {obs.killed_state}; the rerun {rerun}")
