@@ -64,9 +64,10 @@ chaos: $(STAMP)
 	echo "chaos: exit $$rc after $$(( $$(date +%s) - started )) s; $(CHAOS_DIR)/chaos.html"; \
 	exit $$rc
 
-## chaos-tier: the CI tier of issue 10 (power, hang, flapping of it are implemented), 10 min
+## chaos-tier: the CI tier of issue 10 (all of it but channel-errors, not built yet), 10 min
 chaos-tier:
-	$(MAKE) chaos CHAOS_FAULTS=power,hang,flapping CHAOS_LIMIT=600 CHAOS_DIR=.ppo-dr/chaos-tier
+	$(MAKE) chaos CHAOS_FAULTS=power,hang,bitflip,flapping,orchestrator-kill CHAOS_LIMIT=600 \
+		CHAOS_DIR=.ppo-dr/chaos-tier
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -61,6 +61,7 @@ GOOD = KillObservation(
     killed_state="CRASHED",
     rerun_state="COMPLETED",
     rerun_done_at=T0 + timedelta(seconds=41),
+    reruns=2,
     clients=("acme", "karoo"),
     repository_problems=(),
     snapshots_intact=True,

@@ -59,6 +59,7 @@ class KillObservation:
     killed_state: str | None = None
     rerun_state: str | None = None
     rerun_done_at: datetime | None = None
+    reruns: int = 0  # mirror runs started after the kill until every client was done
     clients: tuple[str, ...] = ()
     without_new_snapshot: tuple[str, ...] = ()
     repository_problems: tuple[str, ...] | None = None
@@ -115,7 +116,7 @@ def judge_orchestrator_kill(spec: FaultSpec, obs: KillObservation) -> ChaosResul
         notes.append(
             f"{obs.killed_pids} process(es) of a {obs.what} run SIGKILLed after "
             f"{obs.running_s:.1f} s running, holding the lock of {obs.holding}; it ended "
-            f"{obs.killed_state}, the rerun completed"
+            f"{obs.killed_state}; {obs.reruns} rerun(s) to snapshot every client again"
         )
     events = []
     if obs.killed_at is not None:

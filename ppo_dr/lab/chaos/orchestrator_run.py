@@ -16,6 +16,7 @@ import contextlib
 import os
 import posixpath
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -44,6 +45,10 @@ WRITE_STARTS_S = 90.0
 #: Waits: for the next scheduled mirror run (every minute), for Prefect to mark it.
 RUN_STARTS_S = 150.0
 RUN_ENDS_S = 120.0
+#: Reruns until every client is snapshotted again: the killed run's slot lease
+#: (60 s) and a run's length fit well within this.
+RERUN_WITHIN_S = 240.0
+RERUN_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,28 @@ def _kill_a_mirror(
     return replace(obs, killed_state=poll(ended, RUN_ENDS_S, every=2.0))
 
 
+def _rerun(ctx: KillContext, obs: KillObservation, clients: list[str]) -> KillObservation:
+    """Mirror runs to their end until every client has a snapshot taken after the kill.
+
+    The killed run's concurrency slots stay taken until their lease runs out
+    (``flows.mirror.SLOT_LEASE_S``): a rerun before then skips that server, as a
+    scheduled run would. So reruns go on for at most :data:`RERUN_WITHIN_S`.
+    """
+    assert obs.killed_at is not None
+    ends = time.monotonic() + RERUN_WITHIN_S
+    reruns, state = 0, None
+    while True:
+        state = ctx.operator.run_to_end(MIRROR_DEPLOYMENT, {})
+        reruns += 1
+        newest = records.newest_snapshots(ctx.store, clients)
+        if all(c in newest and newest[c] >= obs.killed_at for c in clients):
+            break
+        if state != "COMPLETED" or time.monotonic() > ends:
+            break
+        time.sleep(RERUN_EVERY_S)
+    return replace(obs, rerun_state=state, rerun_done_at=_now(), reruns=reruns)
+
+
 def exercise_orchestrator_kill(ctx: KillContext, spec: FaultSpec) -> ChaosResult:
     """Kill a mirror run's processes, rerun it, check the repositories; judge."""
     store = ctx.store
@@ -127,9 +154,8 @@ def exercise_orchestrator_kill(ctx: KillContext, spec: FaultSpec) -> ChaosResult
     try:
         with FleetAccess(model) as access:
             obs = _kill_a_mirror(ctx, obs, access, repos)
-        rerun = ctx.operator.run_to_end(MIRROR_DEPLOYMENT, {})
-        obs = replace(obs, rerun_state=rerun, rerun_done_at=_now())
-        ctx.say(f"  killed run ended {obs.killed_state}; the rerun {rerun}")
+        obs = _rerun(ctx, obs, clients)
+        ctx.say(f"  killed run ended {obs.killed_state}; {obs.reruns} rerun(s): {obs.rerun_state}")
     except DRError as exc:
         obs = replace(obs, problems=(f"{type(exc).__name__}: {exc}",))
     since = obs.killed_at or _now()
