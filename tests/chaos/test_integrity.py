@@ -5,7 +5,6 @@ from the damaged mirror fails loudly; nobody paged; clean again after the heal).
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,13 +19,7 @@ from ppo_dr.lab.chaos.integrity import (
     judge_integrity,
 )
 from ppo_dr.lab.chaos.verdict import RESULT_KEYS
-
-T0 = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
+from tests.chaos.test_verdict import T0, at
 
 LOCATIONS = {"b-small": ("p1", 0, 10), "b-big": ("p2", 40, 20), "b-big2": ("p2", 60, 20)}
 

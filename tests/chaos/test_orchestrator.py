@@ -5,7 +5,7 @@ repositories clean, nothing lost, nobody paged)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -17,8 +17,8 @@ from ppo_dr.lab.chaos.orchestrator import (
     lock_pid,
 )
 from ppo_dr.lab.chaos.verdict import RESULT_KEYS
+from tests.chaos.test_verdict import T0
 
-T0 = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
 RUN = "0190a3c4-1111-7000-8000-000000000001"
 
 

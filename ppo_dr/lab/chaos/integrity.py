@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 from ppo_dr.errors import LabError
 from ppo_dr.lab.chaos.catalogue import FaultSpec
-from ppo_dr.lab.chaos.verdict import ChaosResult, duplicates
+from ppo_dr.lab.chaos.verdict import ChaosResult, quiet_result, quiet_rules
 
 Damage = Literal["bitflip", "truncate"]
 #: The catalogue's fault name -> how its pack is damaged.
@@ -175,23 +175,11 @@ def judge_integrity(spec: FaultSpec, obs: IntegrityObservation) -> ChaosResult:
         notes.append("no pack was damaged: the fault was not injected")
     else:
         notes += _damage_rules(obs, done)
-    if obs.outage_incidents:
-        notes.append(f"{obs.outage_incidents} outage incident(s) for damaged data at rest")
-    if obs.pages:
-        notes.append(f"{len(obs.pages)} page(s) sent for damaged data at rest")
-    dupes = duplicates(obs.notice_keys)
-    if dupes:
-        notes.append(f"{dupes} notice(s) sent twice under one idempotency key")
-    if obs.lost is None:
-        notes.append("acknowledged writes could not be checked against the journals")
-    elif obs.lost:
-        notes.append(f"{obs.lost} acknowledged write(s) missing from the journals")
     if obs.after_heal_problems is None:
         notes.append("the repositories were not verified after the heal")
     elif obs.after_heal_problems:
         notes.append(f"still damaged after the heal: {'; '.join(obs.after_heal_problems)}")
-    if obs.snapshots_intact is not True:
-        notes.append("snapshots taken before the fault were not all intact afterwards")
+    notes += quiet_rules("damaged data at rest", obs)
     passed = not notes
     if passed and done is not None:
         notes.append(
@@ -202,18 +190,13 @@ def judge_integrity(spec: FaultSpec, obs: IntegrityObservation) -> ChaosResult:
     events = [
         (what, s) for what, at in obs.events if (s := _seconds(obs.injected_at, at)) is not None
     ]
-    return ChaosResult(
-        fault=spec.name,
+    return quiet_result(
+        spec,
+        obs,
         target=done.mirror_id if done is not None else "-",
+        notes=notes,
         passed=passed,
         detected_after_s=_seconds(obs.injected_at, obs.verified_at),
         incidents_opened=len(obs.drill_incidents) + obs.outage_incidents,
-        pages_sent=len(obs.pages),
-        duplicate_notices=dupes,
-        rto_s=None,
-        acked_writes_lost=obs.lost,
-        lost_beyond_rpo=obs.lost,
-        snapshots_intact=obs.snapshots_intact,
-        notes=notes,
         events=sorted(events, key=lambda e: e[1]),
     )

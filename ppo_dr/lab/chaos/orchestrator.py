@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ppo_dr.lab.chaos.catalogue import FaultSpec
-from ppo_dr.lab.chaos.verdict import ChaosResult, duplicates
+from ppo_dr.lab.chaos.verdict import ChaosResult, quiet_result, quiet_rules
 
 #: Prefect states a killed run may end in: the runner saw its process die.
 KILLED_STATES = ("CRASHED", "FAILED")
@@ -98,19 +98,7 @@ def _kill_rules(obs: KillObservation) -> list[str]:
 def judge_orchestrator_kill(spec: FaultSpec, obs: KillObservation) -> ChaosResult:
     """Apply the orchestrator-kill rules (module docstring) to *obs*; each broken one a note."""
     notes = list(obs.problems) + _kill_rules(obs)
-    if obs.snapshots_intact is not True:
-        notes.append("snapshots taken before the fault were not all intact afterwards")
-    if obs.outage_incidents:
-        notes.append(f"{obs.outage_incidents} outage incident(s) for a killed orchestrator")
-    if obs.pages:
-        notes.append(f"{len(obs.pages)} page(s) sent for a killed orchestrator")
-    dupes = duplicates(obs.notice_keys)
-    if dupes:
-        notes.append(f"{dupes} notice(s) sent twice under one idempotency key")
-    if obs.lost is None:
-        notes.append("acknowledged writes could not be checked against the journals")
-    elif obs.lost:
-        notes.append(f"{obs.lost} acknowledged write(s) missing from the journals")
+    notes += quiet_rules("a killed orchestrator", obs)
     passed = not notes
     if passed:
         notes.append(
@@ -124,18 +112,13 @@ def judge_orchestrator_kill(spec: FaultSpec, obs: KillObservation) -> ChaosResul
         if obs.rerun_done_at is not None:
             took = round((obs.rerun_done_at - obs.killed_at).total_seconds(), 1)
             events.append(("rerun completed", took))
-    return ChaosResult(
-        fault=spec.name,
+    return quiet_result(
+        spec,
+        obs,
         target=obs.what,
+        notes=notes,
         passed=passed,
         detected_after_s=None,
         incidents_opened=obs.outage_incidents,
-        pages_sent=len(obs.pages),
-        duplicate_notices=dupes,
-        rto_s=None,
-        acked_writes_lost=obs.lost,
-        lost_beyond_rpo=obs.lost,
-        snapshots_intact=obs.snapshots_intact,
-        notes=notes,
         events=events,
     )
