@@ -77,9 +77,6 @@ MIRROR_DC_SLOTS = 2
 SERVER_SLOT_WAIT_S = 60.0
 #: How long a run waits for a slot of its DC before it fails.
 DC_SLOT_WAIT_S = 3 * 3600.0
-#: The slots' lease (renewed while the run lives): a run whose process was killed
-#: frees its slots this long after, not after Prefect's 300 s (chaos orchestrator-kill).
-SLOT_LEASE_S = 60.0
 
 
 def server_limit(server_id: str) -> str:
@@ -225,7 +222,6 @@ def mirror_server(
                 concurrency(
                     server_limit(sid),
                     timeout_seconds=SERVER_SLOT_WAIT_S,
-                    lease_duration=SLOT_LEASE_S,
                     strict=True,
                     # a lost lease must not cut a snapshot short: the repository lock
                     # still keeps a second writer out
@@ -240,7 +236,6 @@ def mirror_server(
             concurrency(
                 dc_limit(app.dc),
                 timeout_seconds=DC_SLOT_WAIT_S,
-                lease_duration=SLOT_LEASE_S,
                 strict=True,
                 raise_on_lease_renewal_failure=False,
             )
