@@ -45,10 +45,10 @@ WRITE_STARTS_S = 90.0
 #: Waits: for the next scheduled mirror run (every minute), for Prefect to mark it.
 RUN_STARTS_S = 150.0
 RUN_ENDS_S = 120.0
-#: Reruns until every client is snapshotted again: the killed run's slot lease
-#: (60 s) and a run's length fit well within this.
-RERUN_WITHIN_S = 240.0
-RERUN_EVERY_S = 10.0
+#: Reruns until every client is snapshotted again: the killed run's concurrency slots
+#: stay taken until their lease (Prefect's default, 300 s) runs out, plus a run.
+RERUN_WITHIN_S = 420.0
+RERUN_EVERY_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,9 @@ def _rerun(ctx: KillContext, obs: KillObservation, clients: list[str]) -> KillOb
     """Mirror runs to their end until every client has a snapshot taken after the kill.
 
     The killed run's concurrency slots stay taken until their lease runs out
-    (``flows.mirror.SLOT_LEASE_S``): a rerun before then skips that server, as a
-    scheduled run would. So reruns go on for at most :data:`RERUN_WITHIN_S`.
+    (Prefect's 300 s: ``flows.mirror`` sets none): a rerun before then skips that
+    server, as a scheduled run would. So reruns go on for at most
+    :data:`RERUN_WITHIN_S`; the row's note says how many it took.
     """
     assert obs.killed_at is not None
     ends = time.monotonic() + RERUN_WITHIN_S
