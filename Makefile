@@ -53,10 +53,11 @@ test-slow: $(STAMP)
 CHAOS_DIR    ?= .ppo-dr/chaos-lab
 CHAOS_FAULTS ?= all
 CHAOS_LIMIT  ?= 7200
+CHAOS_LAB    ?= --clients 6 --size 12
 chaos: $(STAMP)
 	@$(BIN)/ppo-dr lab down --dir $(CHAOS_DIR) >/dev/null 2>&1 || true
 	rm -rf $(CHAOS_DIR)
-	$(BIN)/ppo-dr lab up --dir $(CHAOS_DIR) --fast --clients 6 --size 12 --timeout 60
+	$(BIN)/ppo-dr lab up --dir $(CHAOS_DIR) --fast $(CHAOS_LAB) --timeout 60
 	started=$$(date +%s); \
 	timeout -s INT -k 180 $(CHAOS_LIMIT) $(BIN)/ppo-dr lab chaos --dir $(CHAOS_DIR) --faults $(CHAOS_FAULTS) \
 		--json $(CHAOS_DIR)/chaos.json --report $(CHAOS_DIR)/chaos.html; rc=$$?; \
@@ -64,9 +65,12 @@ chaos: $(STAMP)
 	echo "chaos: exit $$rc after $$(( $$(date +%s) - started )) s; $(CHAOS_DIR)/chaos.html"; \
 	exit $$rc
 
-## chaos-tier: the CI tier of issue 10 (power, hang, flapping of it are implemented), 10 min
+## chaos-tier: the CI tier of issue 10 (all of it but channel-errors, not built yet), at
+## most 10 min: the same checks on a smaller lab (4 clients of 4 MB: shorter mirrors and
+## restores, so a shorter RTO to wait for)
 chaos-tier:
-	$(MAKE) chaos CHAOS_FAULTS=power,hang,flapping CHAOS_LIMIT=600 CHAOS_DIR=.ppo-dr/chaos-tier
+	$(MAKE) chaos CHAOS_FAULTS=power,hang,bitflip,flapping,orchestrator-kill CHAOS_LIMIT=600 \
+		CHAOS_DIR=.ppo-dr/chaos-tier CHAOS_LAB="--clients 4 --size 4"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

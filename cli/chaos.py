@@ -17,8 +17,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
 
 import typer
 
@@ -33,6 +35,12 @@ if TYPE_CHECKING:
 SERVE_START_S = 240.0
 SERVE_STOP_S = 90.0
 APPROVE_WAIT_S = 60.0
+#: A run the chaos faults start (a drill of one client, a mirror of the lab's fleet).
+RUN_WAIT_S = 600.0
+#: A run due while another holds its deployment's slot is cancelled; the lab drills
+#: every 5 minutes and mirrors every minute, so a few tries find the slot free.
+RUN_ATTEMPTS = 3
+RUN_RETRY_S = 20.0
 
 
 @reports_errors
@@ -124,6 +132,52 @@ class PrefectOperator:
         answer = {"approve": True, "by": "chaos", "note": "chaos run: approved as the on-call"}
         with prefect_api(self.api_url):
             approve_plan(plan_id, answer, wait_s=APPROVE_WAIT_S)
+
+    def run_to_end(self, deployment: str, parameters: dict[str, Any]) -> str:
+        """A run of *deployment* to its end; started again while another run holds the
+        deployment's one slot (the new run is then cancelled, e.g. a drill while a
+        scheduled one runs)."""
+        from prefect.client.schemas.objects import FlowRun
+        from prefect.deployments import run_deployment
+
+        from deployments.demo.session import prefect_api
+
+        state = "NOT RUN"
+        for attempt in range(RUN_ATTEMPTS):
+            if attempt:
+                time.sleep(RUN_RETRY_S)
+            with prefect_api(self.api_url):
+                run = run_deployment(deployment, parameters=parameters, timeout=RUN_WAIT_S)
+            assert isinstance(run, FlowRun)  # the sync form, not a coroutine
+            state = run.state.type.value if run.state is not None else "UNKNOWN"
+            if state != "CANCELLED":
+                break
+        return state
+
+    def running_run(self, deployment: str) -> tuple[str, datetime] | None:
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        from deployments.demo.session import first_run_of, prefect_api
+
+        running = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+        with prefect_api(self.api_url) as client:
+            name = deployment.split("/", 1)[-1]
+            run = first_run_of(client, name, FlowRunFilter(state=running))
+        if run is None or run.start_time is None:
+            return None
+        return str(run.id), run.start_time
+
+    def run_state(self, run_id: str) -> str:
+        from deployments.demo.session import prefect_api
+
+        with prefect_api(self.api_url) as client:
+            run = client.read_flow_run(UUID(run_id))
+        return run.state.type.value if run.state is not None else "UNKNOWN"
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ppo_dr.lab.chaos.verdict import RESULT_KEYS
+from tests.chaos.test_catalogue import IMPLEMENTED
 from tests.cli.entry import ppo_dr_argv
 from tests.labs import own_lab
 from tests.prefect_fixtures import isolated_env
@@ -30,7 +31,7 @@ def chaos(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("faults", "says"),
     [
-        ("bitflip", "fault 'bitflip' is not implemented yet"),
+        ("prefect-server-kill", "fault 'prefect-server-kill' is not implemented yet"),
         ("power,nope", "unknown fault 'nope'"),
     ],
 )
@@ -40,7 +41,7 @@ def test_a_fault_not_implemented_is_refused_before_the_lab_is_read(
     done = chaos("--dir", str(tmp_path / "no-lab"), "--faults", faults)
     assert done.returncode == 2, done.stdout + done.stderr
     assert says in done.stderr
-    assert "implemented: power, hang, flapping, disk, network, dc" in done.stderr
+    assert IMPLEMENTED in done.stderr
     assert not (tmp_path / "no-lab").exists()
 
 
@@ -85,3 +86,32 @@ def test_a_power_cut_is_survived_and_the_evidence_written(tmp_path: Path) -> Non
     assert row["rto_s"] is not None and row["snapshots_intact"] is True
     page = out_html.read_text(encoding="utf-8")
     assert page.count("<svg") == 1 and "1 of 1 faults held" in page
+
+
+@pytest.mark.slow
+@pytest.mark.lab
+@pytest.mark.prefect
+@pytest.mark.timeout(1200)
+def test_damaged_packs_and_a_killed_mirror_run_are_noticed_and_survived(tmp_path: Path) -> None:
+    out_json = tmp_path / "chaos.json"
+    with own_lab(tmp_path / "lab", clients=3, size_mb=2, settle_s=3) as lab:
+        done = chaos(
+            "--dir",
+            str(lab.directory),
+            "--faults",
+            "bitflip,truncate-pack,orchestrator-kill",
+            "--json",
+            str(out_json),
+            timeout=1100,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {row["fault"]: row for row in json.loads(out_json.read_text(encoding="utf-8"))}
+    assert list(rows) == ["bitflip", "truncate-pack", "orchestrator-kill"]
+    for name in ("bitflip", "truncate-pack"):
+        row = rows[name]
+        assert row["passed"] and row["target"].startswith("mirror-")
+        assert row["incidents_opened"] == 1 and row["pages_sent"] == 0  # drill-failed only
+        assert "verify named client" in row["notes"][0]
+    kill = rows["orchestrator-kill"]
+    assert kill["passed"] and kill["snapshots_intact"] is True
+    assert "SIGKILLed" in kill["notes"][0] and "holding the lock of" in kill["notes"][0]

@@ -17,8 +17,10 @@ from typing import Final, Literal
 from ppo_dr.errors import PermanentError
 
 #: How a fault is judged: a whole server or data centre lost (an incident and a
-#: failover expected), or a blip that must page nobody.
-Shape = Literal["server-outage", "dc-outage", "flapping"]
+#: failover expected), a blip that must page nobody, or damaged data at rest on one
+#: mirror (:mod:`ppo_dr.lab.chaos.integrity`), or the orchestrator killed mid-run
+#: (:mod:`ppo_dr.lab.chaos.orchestrator`).
+Shape = Literal["server-outage", "dc-outage", "flapping", "integrity", "orchestrator-kill"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,10 @@ class FaultSpec:
 
 
 _OUTAGE: Final = "one incident, failover, writes lost <= those after the restored snapshot"
+_DAMAGED: Final = (
+    "verify names client, file and mirror; restore takes the other mirror; a drill "
+    "of that client fails loudly"
+)
 
 #: Every fault of the issue, in priority order (the CI tier first).
 CATALOGUE: Final[tuple[FaultSpec, ...]] = (
@@ -55,8 +61,8 @@ CATALOGUE: Final[tuple[FaultSpec, ...]] = (
     FaultSpec(
         "bitflip",
         "one byte flipped in a pack on one mirror",
-        "verify names client, file and mirror; restore takes the other mirror; a drill "
-        "of that client fails loudly",
+        _DAMAGED,
+        "integrity",
     ),
     FaultSpec(
         "channel-errors",
@@ -72,8 +78,10 @@ CATALOGUE: Final[tuple[FaultSpec, ...]] = (
     ),
     FaultSpec(
         "orchestrator-kill",
-        "the process running a mirror, then one running a failover, SIGKILLed",
-        "rerun completes; no client restored twice; repositories pass verify --read-data",
+        "the processes running a mirror SIGKILLed (the failover's half: not built yet)",
+        "rerun completes; every client snapshotted after the kill; repositories pass "
+        "verify --read-data",
+        "orchestrator-kill",
     ),
     FaultSpec(
         "disk",
@@ -95,7 +103,7 @@ CATALOGUE: Final[tuple[FaultSpec, ...]] = (
         "the other mirror's snapshot complete; earlier snapshots intact; next run catches "
         "up; stale alert if it stays down past the RPO",
     ),
-    FaultSpec("truncate-pack", "a pack cut short", "as bitflip"),
+    FaultSpec("truncate-pack", "a pack on one mirror cut short", _DAMAGED, "integrity"),
     FaultSpec(
         "latency",
         "300 ms and 2 % loss to the off-site mirror",

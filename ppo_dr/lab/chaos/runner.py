@@ -26,6 +26,9 @@ from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.chaos import records
 from ppo_dr.lab.chaos.catalogue import FaultSpec
 from ppo_dr.lab.chaos.fleets import ChaosFleet
+from ppo_dr.lab.chaos.flow_runs import FlowRuns
+from ppo_dr.lab.chaos.integrity_run import IntegrityContext, exercise_integrity
+from ppo_dr.lab.chaos.orchestrator_run import KillContext, exercise_orchestrator_kill
 from ppo_dr.lab.chaos.sequence import pick_target
 from ppo_dr.lab.chaos.verdict import ChaosResult, Observation, judge, judge_soak
 from ppo_dr.store import Incident, Store
@@ -39,7 +42,7 @@ FLAP_FOR_S = 120.0
 _FINAL = ("done", "partial", "failed")
 
 
-class ChaosOperator(Protocol):
+class ChaosOperator(FlowRuns, Protocol):
     """What a person on call does during a chaos run that needs Prefect (cli supplies it)."""
 
     def approve(self, plan_id: str) -> None:
@@ -150,6 +153,14 @@ class ChaosRun:
 
     def exercise(self, spec: FaultSpec) -> ChaosResult:
         """Inject *spec* into a server drawn by the seed, follow it, heal it, judge it."""
+        if spec.shape == "integrity":
+            context = IntegrityContext(
+                self.fleet, self.store, self.operator, self.rng, self.say, self._ready
+            )
+            return exercise_integrity(context, spec)
+        if spec.shape == "orchestrator-kill":
+            kill = KillContext(self.fleet, self.store, self.operator, self.say, self._ready)
+            return exercise_orchestrator_kill(kill, spec)
         placements = {p.client_id: p.server_id for p in self.store.placements()}
         model = load_fleet(self.fleet.fleet_file)
         servers = [s.id for s in model.servers if s.role in ("app", "spare")]

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from ppo_dr.lab.chaos.catalogue import FaultSpec
 
@@ -258,3 +258,67 @@ def _outage_rules(spec: FaultSpec, obs: Observation, opened: int, beyond: int | 
     if spec.name == "disk" and obs.snapshots_taken_of_broken:
         notes.append(f"{obs.snapshots_taken_of_broken} snapshot(s) taken of the broken data root")
     return notes
+
+
+class QuietFacts(Protocol):
+    """What a fault that must page nobody and lose nothing is judged on."""
+
+    @property
+    def outage_incidents(self) -> int: ...
+    @property
+    def pages(self) -> tuple[datetime, ...]: ...
+    @property
+    def notice_keys(self) -> tuple[str, ...]: ...
+    @property
+    def lost(self) -> int | None: ...
+    @property
+    def snapshots_intact(self) -> bool | None: ...
+
+
+def quiet_rules(what: str, facts: QuietFacts) -> list[str]:
+    """The rules of a fault that must page nobody and lose nothing (*what* names it in
+    the notes: "damaged data at rest", "a killed orchestrator"): one note per broken one."""
+    notes = []
+    if facts.outage_incidents:
+        notes.append(f"{facts.outage_incidents} outage incident(s) for {what}")
+    if facts.pages:
+        notes.append(f"{len(facts.pages)} page(s) sent for {what}")
+    dupes = duplicates(facts.notice_keys)
+    if dupes:
+        notes.append(f"{dupes} notice(s) sent twice under one idempotency key")
+    if facts.lost is None:
+        notes.append("acknowledged writes could not be checked against the journals")
+    elif facts.lost:
+        notes.append(f"{facts.lost} acknowledged write(s) missing from the journals")
+    if facts.snapshots_intact is not True:
+        notes.append("snapshots taken before the fault were not all intact afterwards")
+    return notes
+
+
+def quiet_result(
+    spec: FaultSpec,
+    facts: QuietFacts,
+    *,
+    target: str,
+    notes: list[str],
+    passed: bool,
+    detected_after_s: float | None,
+    incidents_opened: int,
+    events: list[tuple[str, float]],
+) -> ChaosResult:
+    """The result row of a fault judged by :func:`quiet_rules` (no failover: no RTO)."""
+    return ChaosResult(
+        fault=spec.name,
+        target=target,
+        passed=passed,
+        detected_after_s=detected_after_s,
+        incidents_opened=incidents_opened,
+        pages_sent=len(facts.pages),
+        duplicate_notices=duplicates(facts.notice_keys),
+        rto_s=None,
+        acked_writes_lost=facts.lost,
+        lost_beyond_rpo=facts.lost,
+        snapshots_intact=facts.snapshots_intact,
+        notes=notes,
+        events=events,
+    )

@@ -1,0 +1,31 @@
+"""What the chaos faults ask of the orchestrator: start a deployment's run, see its state.
+
+A protocol, so that :mod:`ppo_dr` stays free of Prefect: ``cli/chaos.py`` implements it
+over the served Prefect API. State names are Prefect's state types (``COMPLETED``,
+``FAILED``, ``CRASHED``, ``CANCELLED``, ``RUNNING``, ...).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+#: States a run does not leave.
+FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+class FlowRuns(Protocol):
+    """Runs of the served deployments (named ``flow/deployment``)."""
+
+    def run_to_end(self, deployment: str, parameters: dict[str, Any]) -> str:
+        """Start a run and wait for its final state (tried again while the deployment's
+        one slot is taken, which cancels a new run); that state's name."""
+        ...
+
+    def running_run(self, deployment: str) -> tuple[str, datetime] | None:
+        """(id, start time) of a run of *deployment* running now, if any."""
+        ...
+
+    def run_state(self, run_id: str) -> str:
+        """The run's state name now."""
+        ...

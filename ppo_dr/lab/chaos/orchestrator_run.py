@@ -1,0 +1,188 @@
+"""Killing the process that runs a mirror of the lab, then seeing a rerun finish it.
+
+The lab mirrors every minute (``mirror-fleet``). The runner waits for such a run and
+for one of its processes to hold a repository's lock (it is writing packs then),
+SIGKILLs every local process of that flow run (the flow's own and any upload
+workers), waits for Prefect to call it ended, starts a new
+run to its end, and checks the fleet: a complete snapshot of every client after the
+kill, every home's repositories passing ``verify --read-data``, nothing catalogued
+before lost. The judging is
+:func:`ppo_dr.lab.chaos.orchestrator.judge_orchestrator_kill`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from ppo_dr.errors import DRError
+from ppo_dr.fleet_access import FleetAccess, mirror_plan
+from ppo_dr.inventory import load_fleet
+from ppo_dr.lab.chaos import records
+from ppo_dr.lab.chaos.catalogue import FaultSpec
+from ppo_dr.lab.chaos.fleets import ChaosFleet
+from ppo_dr.lab.chaos.flow_runs import FINAL_STATES, FlowRuns
+from ppo_dr.lab.chaos.orchestrator import (
+    KillObservation,
+    flow_run_pids,
+    judge_orchestrator_kill,
+    lock_pid,
+)
+from ppo_dr.lab.chaos.verdict import ChaosResult
+from ppo_dr.pids import proc_files
+from ppo_dr.store import Store
+from ppo_dr.waiting import poll
+
+MIRROR_DEPLOYMENT = "mirror-fleet/mirror-fleet"
+#: A mirror run must start writing a repository within this many seconds of starting.
+WRITE_STARTS_S = 90.0
+#: Waits: for the next scheduled mirror run (every minute), for Prefect to mark it.
+RUN_STARTS_S = 150.0
+RUN_ENDS_S = 120.0
+#: Reruns until every client is snapshotted again: the killed run's concurrency slots
+#: stay taken until their lease (Prefect's default, 300 s) runs out, plus a run.
+RERUN_WITHIN_S = 420.0
+RERUN_EVERY_S = 15.0
+
+
+@dataclass(frozen=True)
+class KillContext:
+    """What orchestrator-kill needs of a chaos run."""
+
+    fleet: ChaosFleet
+    store: Store
+    operator: FlowRuns
+    say: Callable[[str], None]
+    ready: Callable[[list[str]], None]  # healthy, and a snapshot of each client
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _lock_holders(access: FleetAccess, repos: list[tuple[str, str, str]]) -> dict[int, str]:
+    """pid -> the repository whose lock it holds now, over every home's repositories."""
+    held = {}
+    for home, mirror_id, path in repos:
+        try:
+            pid = lock_pid(access.remote(mirror_id).read_bytes(posixpath.join(path, "locks/lock")))
+        except DRError:
+            continue  # no lock now (or the mirror is unreachable for now)
+        if pid is not None:
+            held[pid] = f"{home}'s repository on {mirror_id}"
+    return held
+
+
+def _kill_a_mirror(
+    ctx: KillContext, obs: KillObservation, access: FleetAccess, repos: list[tuple[str, str, str]]
+) -> KillObservation:
+    """The next mirror run, killed while its process writes a repository; its end state."""
+    found = poll(lambda: ctx.operator.running_run(MIRROR_DEPLOYMENT), RUN_STARTS_S, every=1.0)
+    if found is None:
+        raise DRError(f"no {MIRROR_DEPLOYMENT} run started within {RUN_STARTS_S:.0f} s")
+    run_id, started = found
+
+    def writing() -> tuple[list[int], str] | None:
+        pids = flow_run_pids(proc_files("environ"), run_id)
+        held = _lock_holders(access, repos)
+        return next(((pids, held[p]) for p in pids if p in held), None)
+
+    caught = poll(writing, WRITE_STARTS_S, every=0.2)
+    if caught is None:
+        raise DRError(f"run {run_id[:8]} held no repository lock within {WRITE_STARTS_S:.0f} s")
+    pids, holding = caught
+    running_s = (_now() - started).total_seconds()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    obs = replace(
+        obs, killed_at=_now(), killed_pids=len(pids), running_s=running_s, holding=holding
+    )
+    ctx.say(f"  {MIRROR_DEPLOYMENT} run {run_id[:8]}: {len(pids)} process(es) SIGKILLed")
+
+    def ended() -> str | None:
+        state = ctx.operator.run_state(run_id)
+        return state if state in FINAL_STATES else None
+
+    return replace(obs, killed_state=poll(ended, RUN_ENDS_S, every=2.0))
+
+
+def _rerun(ctx: KillContext, obs: KillObservation, clients: list[str]) -> KillObservation:
+    """Mirror runs to their end until every client has a snapshot taken after the kill.
+
+    The killed run's concurrency slots stay taken until their lease runs out
+    (Prefect's 300 s: ``flows.mirror`` sets none): a rerun before then skips that
+    server, as a scheduled run would. So reruns go on for at most
+    :data:`RERUN_WITHIN_S`; the row's note says how many it took.
+    """
+    assert obs.killed_at is not None
+    ends = time.monotonic() + RERUN_WITHIN_S
+    reruns, state = 0, None
+    while True:
+        state = ctx.operator.run_to_end(MIRROR_DEPLOYMENT, {})
+        reruns += 1
+        newest = records.newest_snapshots(ctx.store, clients)
+        if all(c in newest and newest[c] >= obs.killed_at for c in clients):
+            break
+        if state != "COMPLETED" or time.monotonic() > ends:
+            break
+        time.sleep(RERUN_EVERY_S)
+    return replace(obs, rerun_state=state, rerun_done_at=_now(), reruns=reruns)
+
+
+def exercise_orchestrator_kill(ctx: KillContext, spec: FaultSpec) -> ChaosResult:
+    """Kill a mirror run's processes, rerun it, check the repositories; judge."""
+    store = ctx.store
+    model = load_fleet(ctx.fleet.fleet_file)
+    placements = {p.client_id: p.server_id for p in store.placements()}
+    clients = sorted(placements)
+    ctx.ready(clients)
+    before = records.complete_snapshot_ids(store, clients)
+    lost_before = records.lost_writes(model, ctx.fleet.acks_file, clients)
+    obs = KillObservation(fault=spec.name, what=MIRROR_DEPLOYMENT, clients=tuple(clients))
+    ctx.say(f"{spec.name}: waiting for a {MIRROR_DEPLOYMENT} run to kill")
+    repos = [
+        (home, mirror.id, path)
+        for home in sorted(set(placements.values()))
+        for mirror, path in mirror_plan(model, home, placements)
+    ]
+    try:
+        with FleetAccess(model) as access:
+            obs = _kill_a_mirror(ctx, obs, access, repos)
+        obs = _rerun(ctx, obs, clients)
+        ctx.say(f"  killed run ended {obs.killed_state}; {obs.reruns} rerun(s): {obs.rerun_state}")
+    except DRError as exc:
+        obs = replace(obs, problems=(f"{type(exc).__name__}: {exc}",))
+    since = obs.killed_at or _now()
+    newest = records.newest_snapshots(store, clients)
+    homes = set(placements.values())
+    problems = records.verify_repositories(model, homes, placements)
+    opened = records.incidents_since(store, since)
+    ids = [i.id for i in opened]
+    try:
+        now_missing = records.lost_writes(model, ctx.fleet.acks_file, clients)
+        lost: int | None = sum(
+            len({s for s, _ in seqs} - {s for s, _ in lost_before.get(c, ())})
+            for c, seqs in now_missing.items()
+        )
+    except DRError as exc:
+        lost, obs = None, replace(obs, problems=(*obs.problems, str(exc)))
+    obs = replace(
+        obs,
+        without_new_snapshot=tuple(c for c in clients if c not in newest or newest[c] < since),
+        repository_problems=tuple(problems),
+        snapshots_intact=before <= records.complete_snapshot_ids(store, clients) and not problems,
+        outage_incidents=sum(1 for i in opened if i.kind == "outage"),
+        pages=tuple(records.pages_sent(store, ids)),
+        notice_keys=tuple(records.outbox_keys(ctx.fleet.outbox(), ids)),
+        lost=lost,
+    )
+    for incident in opened:  # the on-call closes them: the next fault starts quiet
+        store.resolve(incident.id, by="chaos", note=f"chaos run: {spec.name} over")
+    return judge_orchestrator_kill(spec, obs)
