@@ -100,20 +100,25 @@ def up(
     def say(message: str) -> None:
         typer.echo(f"  {message}")
 
-    lab.up(
-        clients=clients,
-        size_mb=size,
-        fast=fast,
-        seed=seed,
-        timeout=timeout,
-        progress=say,
-        topology=topology,  # type: ignore[arg-type]  # refused by Lab.up if unknown
-    )
-    if distributed:
+    if not distributed:
+        lab.up(
+            clients=clients,
+            size_mb=size,
+            fast=fast,
+            seed=seed,
+            timeout=timeout,
+            progress=say,
+            topology=topology,  # type: ignore[arg-type]  # refused by Lab.up if unknown
+        )
+    else:
         from deployments import distributed_lab
 
+        distributed_lab.lab_up(
+            lab, echo=say, clients=clients, size_mb=size, fast=fast, seed=seed, timeout=timeout
+        )
         made = distributed_lab.start_prefect(lab, timeout=timeout, echo=say)
         typer.echo(f"Prefect API: {made.api_url} (workers use {made.inner_api_url})")
+        typer.echo(f"State store: {lab.store_url} (the DCs use {lab.inner_store_url})")
     typer.echo(status_table(lab.status()))
     typer.echo(
         f"lab up in {time.monotonic() - started:.1f} s; fleet {lab.fleet_file}, "

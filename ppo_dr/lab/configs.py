@@ -18,6 +18,7 @@ from ppo_dr.lab import topology
 from ppo_dr.lab.labdir import LabDir, now_text
 from ppo_dr.lab.netns import NetPlan, public_host
 from ppo_dr.lab.processes import MODULES
+from ppo_dr.lab.store_network import StoreUrls
 from ppo_dr.lab.topology import ServerPlan, ServerPorts, write_text_atomic
 
 Progress = Callable[[str], None]
@@ -35,11 +36,14 @@ class LabConfigs(LabDir):
         seed: int,
         say: Progress,
         net: NetPlan | None = None,
+        store: StoreUrls | None = None,
     ) -> dict[str, Any]:
         """Keys, ports, configs and fleet.yaml (checked); lab.json in state 'starting'.
 
         With *net* (a namespaced lab) every endpoint is on the wan address and each
-        component records the namespace it runs in.
+        component records the namespace it runs in. With *store* the state store is
+        that database (fleet.yaml names it as this host sees it, the front door as
+        the wan sees it), else a SQLite file in the lab.
         """
         d = self.directory
         host = public_host(net)
@@ -64,6 +68,7 @@ class LabConfigs(LabDir):
             size_mb=size_mb,
             fast=fast,
             host=host,
+            store_url=store.url if store else None,
         )
         topology.write_yaml(self.fleet_file, document, topology.FLEET_HEADER)
         self._check_fleet(self.fleet_file)
@@ -108,7 +113,7 @@ class LabConfigs(LabDir):
             "lab_dir": str(d),
             "port": frontdoor_port,
             "fleet": str(self.fleet_file),
-            "store_url": self.store_url,
+            "store_url": store.inner_url if store else self.store_url,
             "bind": host,
         }
         workload = {
@@ -132,6 +137,8 @@ class LabConfigs(LabDir):
             "retired_pids": [],
             "net": net.as_dict() if net else None,
         }
+        if store is not None:
+            state["store"] = {"url": store.url, "inner_url": store.inner_url}
         self._save(state)
         return state
 

@@ -355,15 +355,17 @@ def fleet_document(
     size_mb: float,
     fast: bool,
     host: str = "127.0.0.1",
+    store_url: str | None = None,
 ) -> dict[str, Any]:
     """The whole fleet.yaml of the lab as plain data (dump it with :func:`write_yaml`);
-    every endpoint and client URL is on *host*."""
+    every endpoint and client URL is on *host*; the store is *store_url* (without a
+    password), else a SQLite file in the lab."""
     per_client_gb = round(size_mb / max(len(clients), 1) / 1024, 4)
     return {
         "version": 1,
         "name": FLEET_NAME,
         "access": {"key_file": "keys/operator_ed25519"},
-        "store": {"url": f"sqlite:///{lab_dir / 'state.db'}"},
+        "store": {"url": store_url or f"sqlite:///{lab_dir / 'state.db'}"},
         "timing": _timing(fast),
         "channels": {
             "email": {"provider": "outbox", "sender": "noc@ppo.example"},
