@@ -37,6 +37,7 @@ class LabConfigs(LabDir):
         say: Progress,
         net: NetPlan | None = None,
         store: StoreUrls | None = None,
+        app_servers: int = topology.DEFAULT_APP_SERVERS,
     ) -> dict[str, Any]:
         """Keys, ports, configs and fleet.yaml (checked); lab.json in state 'starting'.
 
@@ -50,7 +51,7 @@ class LabConfigs(LabDir):
         for sub in ("keys", "net", "logs", "servers", "quarantine", "workload"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "keys").chmod(0o700)
-        servers = list(topology.SERVERS)
+        servers = list(topology.plan_servers(app_servers))
         client_plans = topology.plan_clients(clients, servers)
         keys = lab_keys.generate_lab_keys(d / "keys", [s.id for s in servers])
         free = topology.free_ports(topology.ports_needed(servers) + 1)
@@ -130,7 +131,13 @@ class LabConfigs(LabDir):
             "lab_dir": str(d),
             "state": "starting",
             "created_at": now_text(),
-            "options": {"clients": clients, "size_mb": size_mb, "fast": fast, "seed": seed},
+            "options": {
+                "clients": clients,
+                "size_mb": size_mb,
+                "fast": fast,
+                "seed": seed,
+                "app_servers": app_servers,
+            },
             "frontdoor_port": frontdoor_port,
             "components": components,
             "faults": {},

@@ -67,9 +67,11 @@ class Lab(LabProvisioning, LabFaults):
         progress: Progress | None = None,
         topology: Topology = "loopback",
         store: StoreDatabase | None = None,
+        app_servers: int = lab_topology.DEFAULT_APP_SERVERS,
     ) -> None:
         """Generate the fleet, start every component and wait until all are healthy.
 
+        *app_servers* sets the fleet's size (``--scale``; four is the classic lab).
         *store*, when given, starts the state store's database once the namespaces
         exist and says where it is (the distributed lab's PostgreSQL); without it the
         store is a SQLite file in the lab. *timeout* bounds the whole start except
@@ -82,6 +84,7 @@ class Lab(LabProvisioning, LabFaults):
         started = time.monotonic()
         if clients < 1:
             raise LabError(f"a lab needs at least one client (got {clients})")
+        lab_topology.plan_servers(app_servers)  # refuses a size out of bounds, early
         if size_mb < 0:
             raise LabError(f"--size must not be negative (got {size_mb})")
         if topology not in TOPOLOGIES:
@@ -108,6 +111,7 @@ class Lab(LabProvisioning, LabFaults):
                     say=say,
                     net=net,
                     store=urls,
+                    app_servers=app_servers,
                 )
                 self._start(state, size_mb=size_mb, seed=seed, deadline=deadline, say=say)
             except BaseException as exc:
