@@ -120,7 +120,7 @@ class LabConfigs(LabDir):
         workload = {
             "lab_dir": str(d),
             "frontdoor": f"http://{host}:{frontdoor_port}",
-            "interval": 1.0,
+            "interval": topology.workload_interval(len(client_plans)),
             "acks": str(d / "workload" / "acks.jsonl"),
             "fleet": str(self.fleet_file),
         }

@@ -104,6 +104,17 @@ def plan_servers(apps: int = DEFAULT_APP_SERVERS) -> tuple[ServerPlan, ...]:
     return tuple(servers)
 
 
+#: What the workload may ask of the fleet: writes per second, all clients together
+#: (each is a request through the front door and an fsync on an app server).
+WORKLOAD_WRITES_PER_S = 50.0
+
+
+def workload_interval(clients: int) -> float:
+    """Seconds between two writes to one client: 1 s up to 50 clients, then longer, so
+    that a 1,000-client lab asks 50 writes/s of one 2-core machine, not 1,000."""
+    return max(1.0, round(clients / WORKLOAD_WRITES_PER_S, 1))
+
+
 def parse_scale(text: str) -> tuple[int, int]:
     """``"50x20"`` -> 50 app servers with 20 clients each; a clear error otherwise."""
     apps, sep, per = text.strip().lower().partition("x")

@@ -108,3 +108,11 @@ def test_fifty_by_twenty_is_a_valid_fleet_with_twenty_clients_per_app_server(
     fleet = load_fleet(tmp_path / "fleet.yaml")
     assert len(fleet.clients) == 1000
     assert len([s for s in fleet.servers if s.role == "app"]) == 50
+
+
+@pytest.mark.parametrize(
+    ("clients", "interval"), [(1, 1.0), (22, 1.0), (50, 1.0), (51, 1.0), (75, 1.5), (1000, 20.0)]
+)
+def test_the_workload_asks_at_most_fifty_writes_a_second(clients: int, interval: float) -> None:
+    assert topology.workload_interval(clients) == interval
+    assert clients / topology.workload_interval(clients) <= topology.WORKLOAD_WRITES_PER_S + 1
