@@ -108,6 +108,7 @@ def test_fifty_by_twenty_is_a_valid_fleet_with_twenty_clients_per_app_server(
     fleet = load_fleet(tmp_path / "fleet.yaml")
     assert len(fleet.clients) == 1000
     assert len([s for s in fleet.servers if s.role == "app"]) == 50
+    assert fleet.timing.mirror_cron == "*/10 * * * *"
 
 
 @pytest.mark.parametrize(
@@ -116,3 +117,18 @@ def test_fifty_by_twenty_is_a_valid_fleet_with_twenty_clients_per_app_server(
 def test_the_workload_asks_at_most_fifty_writes_a_second(clients: int, interval: float) -> None:
     assert topology.workload_interval(clients) == interval
     assert clients / topology.workload_interval(clients) <= topology.WORKLOAD_WRITES_PER_S + 1
+
+
+@pytest.mark.parametrize(
+    ("apps", "cron"),
+    [
+        (1, "* * * * *"),
+        (4, "* * * * *"),
+        (5, "* * * * *"),
+        (6, "*/2 * * * *"),
+        (50, "*/10 * * * *"),
+    ],
+)
+def test_fast_mirrors_start_about_five_a_minute(apps: int, cron: str) -> None:
+    assert topology.fast_mirror_cron(apps) == cron
+    assert topology.fast_mirror_cron(topology.MAX_APP_SERVERS) == "*/40 * * * *"
