@@ -282,8 +282,19 @@ def prefect_env(plane: ControlPlane, home: str) -> dict[str, str]:
             "PREFECT_SERVER_DOCKET_URL": f"redis://{HOST}:{plane.redis_port}/1",
             "PREFECT_SERVER_UI_API_URL": plane.api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            **database_patience(),
         },
     )
+
+
+def database_patience() -> dict[str, str]:
+    """Longer database timeouts than the engine's 5 s connect / 10 s query: on a loaded
+    machine (the 50x20 lab, load ~50 on 2 cores) PostgreSQL took longer than 5 s to
+    fork a backend, and the API answered 500 to workers trying to start the probe."""
+    return {
+        "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30",
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
+    }
 
 
 def _prefect() -> str:
