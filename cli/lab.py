@@ -15,6 +15,7 @@ import typer
 from cli.chaos import chaos
 from cli.support import reports_errors
 from ppo_dr import config
+from ppo_dr.lab import topology as lab_topology
 
 if TYPE_CHECKING:
     from ppo_dr.lab.supervisor import ComponentStatus, Lab
@@ -90,9 +91,21 @@ def up(
             "two control workers (docs/lab.md).",
         ),
     ] = "loopback",
+    scale: Annotated[
+        str | None,
+        typer.Option(
+            "--scale",
+            help="APPSxCLIENTS, e.g. 50x20: that many app servers with that many clients "
+            "each (overrides --clients; default: the classic 4 app servers).",
+        ),
+    ] = None,
 ) -> None:
     """Start the lab fleet in the background and wait until it is healthy."""
     lab = _lab(directory)
+    app_servers = lab_topology.DEFAULT_APP_SERVERS
+    if scale is not None:
+        app_servers, per_server = lab_topology.parse_scale(scale)
+        clients = app_servers * per_server
     started = time.monotonic()
     distributed = topology == "distributed"
     timeout = max(timeout, 60.0) if distributed else timeout  # namespaces, busy machines
@@ -100,20 +113,33 @@ def up(
     def say(message: str) -> None:
         typer.echo(f"  {message}")
 
-    lab.up(
-        clients=clients,
-        size_mb=size,
-        fast=fast,
-        seed=seed,
-        timeout=timeout,
-        progress=say,
-        topology=topology,  # type: ignore[arg-type]  # refused by Lab.up if unknown
-    )
-    if distributed:
+    if not distributed:
+        lab.up(
+            clients=clients,
+            size_mb=size,
+            fast=fast,
+            seed=seed,
+            timeout=timeout,
+            progress=say,
+            topology=topology,  # type: ignore[arg-type]  # refused by Lab.up if unknown
+            app_servers=app_servers,
+        )
+    else:
         from deployments import distributed_lab
 
+        distributed_lab.lab_up(
+            lab,
+            echo=say,
+            clients=clients,
+            size_mb=size,
+            fast=fast,
+            seed=seed,
+            timeout=timeout,
+            app_servers=app_servers,
+        )
         made = distributed_lab.start_prefect(lab, timeout=timeout, echo=say)
         typer.echo(f"Prefect API: {made.api_url} (workers use {made.inner_api_url})")
+        typer.echo(f"State store: {lab.store_url} (the DCs use {lab.inner_store_url})")
     typer.echo(status_table(lab.status()))
     typer.echo(
         f"lab up in {time.monotonic() - started:.1f} s; fleet {lab.fleet_file}, "

@@ -64,7 +64,9 @@ def main() -> int:
         ),
     )
     lab = Lab(lab_dir)
-    lab.up(clients=4, size_mb=8, fast=True, timeout=90.0, topology="distributed")
+    distributed_lab.lab_up(
+        lab, echo=lambda line: print(f"   {line}"), clients=4, size_mb=8, fast=True, timeout=90.0
+    )
     dc_loss.turn_on_auto_failover(lab)
     try:
         made = distributed_lab.start_prefect(lab, echo=lambda line: print(f"   {line}"))

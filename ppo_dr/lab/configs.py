@@ -18,6 +18,7 @@ from ppo_dr.lab import topology
 from ppo_dr.lab.labdir import LabDir, now_text
 from ppo_dr.lab.netns import NetPlan, public_host
 from ppo_dr.lab.processes import MODULES
+from ppo_dr.lab.store_network import StoreUrls
 from ppo_dr.lab.topology import ServerPlan, ServerPorts, write_text_atomic
 
 Progress = Callable[[str], None]
@@ -35,18 +36,22 @@ class LabConfigs(LabDir):
         seed: int,
         say: Progress,
         net: NetPlan | None = None,
+        store: StoreUrls | None = None,
+        app_servers: int = topology.DEFAULT_APP_SERVERS,
     ) -> dict[str, Any]:
         """Keys, ports, configs and fleet.yaml (checked); lab.json in state 'starting'.
 
         With *net* (a namespaced lab) every endpoint is on the wan address and each
-        component records the namespace it runs in.
+        component records the namespace it runs in. With *store* the state store is
+        that database (fleet.yaml names it as this host sees it, the front door as
+        the wan sees it), else a SQLite file in the lab.
         """
         d = self.directory
         host = public_host(net)
         for sub in ("keys", "net", "logs", "servers", "quarantine", "workload"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "keys").chmod(0o700)
-        servers = list(topology.SERVERS)
+        servers = list(topology.plan_servers(app_servers))
         client_plans = topology.plan_clients(clients, servers)
         keys = lab_keys.generate_lab_keys(d / "keys", [s.id for s in servers])
         free = topology.free_ports(topology.ports_needed(servers) + 1)
@@ -64,6 +69,7 @@ class LabConfigs(LabDir):
             size_mb=size_mb,
             fast=fast,
             host=host,
+            store_url=store.url if store else None,
         )
         topology.write_yaml(self.fleet_file, document, topology.FLEET_HEADER)
         self._check_fleet(self.fleet_file)
@@ -108,13 +114,13 @@ class LabConfigs(LabDir):
             "lab_dir": str(d),
             "port": frontdoor_port,
             "fleet": str(self.fleet_file),
-            "store_url": self.store_url,
+            "store_url": store.inner_url if store else self.store_url,
             "bind": host,
         }
         workload = {
             "lab_dir": str(d),
             "frontdoor": f"http://{host}:{frontdoor_port}",
-            "interval": 1.0,
+            "interval": topology.workload_interval(len(client_plans)),
             "acks": str(d / "workload" / "acks.jsonl"),
             "fleet": str(self.fleet_file),
         }
@@ -125,13 +131,21 @@ class LabConfigs(LabDir):
             "lab_dir": str(d),
             "state": "starting",
             "created_at": now_text(),
-            "options": {"clients": clients, "size_mb": size_mb, "fast": fast, "seed": seed},
+            "options": {
+                "clients": clients,
+                "size_mb": size_mb,
+                "fast": fast,
+                "seed": seed,
+                "app_servers": app_servers,
+            },
             "frontdoor_port": frontdoor_port,
             "components": components,
             "faults": {},
             "retired_pids": [],
             "net": net.as_dict() if net else None,
         }
+        if store is not None:
+            state["store"] = {"url": store.url, "inner_url": store.inner_url}
         self._save(state)
         return state
 

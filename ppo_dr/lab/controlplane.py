@@ -5,7 +5,9 @@ moment it is spawned (so a ``kill -9`` of ``up`` leaves a record ``down`` acts o
 
 1. a private PostgreSQL cluster (Debian's binaries; the engine needs >= 14.9), run as
    the ``postgres`` user when we are root, with databases ``prefect`` and ``store``
-   owned by a role whose password lives only in ``DIR/pg/password`` (mode 0600);
+   owned by a role whose password lives only in ``DIR/pg/password`` and the libpq
+   file ``DIR/pgpass`` (mode 0600); in a namespaced lab it also listens on the control
+   site's address for the lab's own /16 (:mod:`ppo_dr.lab.store_network`);
 2. Redis, the broker, cache, causal ordering and lease storage of ``prefect-redis``;
 3. the Prefect database migration, once (the API servers are told not to migrate:
    two of them migrating at once would race);
@@ -18,7 +20,8 @@ With ``netns=NAME`` (the namespaced lab's control site) every process but HAProx
 runs inside that network namespace, on its loopback; HAProxy stays in the host's
 namespace and listens in both (its ``namespace`` keyword): on 127.0.0.1 for the
 operator and on the namespace's address for the workers in the data centres, and it
-reaches the API servers inside the namespace.
+reaches the API servers inside the namespace, and forwards a TCP port on 127.0.0.1
+to PostgreSQL there (the store's database, as the host sees it).
 
 ``down(DIR)`` stops them in reverse order and then sweeps every process whose
 environment carries ``PPO_DR_CONTROL_PLANE=<DIR>`` (children included), so nothing
@@ -31,7 +34,6 @@ import functools
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -48,6 +50,13 @@ from ppo_dr.errors import LabError
 from ppo_dr.lab import netns as lab_netns
 from ppo_dr.lab import pid_identity as processes
 from ppo_dr.lab.processes import spawn_detached
+from ppo_dr.lab.store_network import (
+    listen_addresses,
+    pg_hba,
+    pg_password,
+    store_proxy_config,
+    write_passfile,
+)
 from ppo_dr.lab.topology import free_ports
 
 Echo = Callable[[str], None]
@@ -98,6 +107,8 @@ class ControlPlane:
     #: The network namespace of the control site, and its address there (namespaced lab).
     netns: str | None = None
     netns_address: str | None = None
+    #: HAProxy's TCP port that forwards to PostgreSQL from the host (namespaced lab).
+    store_proxy_port: int = 0
 
     @property
     def api_url(self) -> str:
@@ -271,8 +282,19 @@ def prefect_env(plane: ControlPlane, home: str) -> dict[str, str]:
             "PREFECT_SERVER_DOCKET_URL": f"redis://{HOST}:{plane.redis_port}/1",
             "PREFECT_SERVER_UI_API_URL": plane.api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            **database_patience(),
         },
     )
+
+
+def database_patience() -> dict[str, str]:
+    """Longer database timeouts than the engine's 5 s connect / 10 s query: on a loaded
+    machine (the 50x20 lab, load ~50 on 2 cores) PostgreSQL took longer than 5 s to
+    fork a backend, and the API answered 500 to workers trying to start the probe."""
+    return {
+        "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30",
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
+    }
 
 
 def _prefect() -> str:
@@ -286,7 +308,7 @@ def _start_postgres(plane: ControlPlane, echo: Echo) -> None:
     plane.pg_bin = str(pg_bin)
     pg_dir = directory / "pg"
     pg_dir.mkdir(mode=0o700)
-    password = secrets.token_urlsafe(18)
+    password = pg_password()
     (pg_dir / "password").write_text(password + "\n")
     (pg_dir / "password").chmod(0o600)
     env = _marked_env(directory)
@@ -315,8 +337,9 @@ def _start_postgres(plane: ControlPlane, echo: Echo) -> None:
         env,
         "initdb",
     )
+    (pg_dir / "data" / "pg_hba.conf").write_text(pg_hba(plane.netns_address))
     options = (
-        f"-c listen_addresses={HOST} -c port={plane.pg_port} "
+        f"-c listen_addresses={listen_addresses(plane)} -c port={plane.pg_port} "
         f"-c unix_socket_directories={pg_dir} -c max_connections=300"
     )
     _run(
@@ -371,7 +394,8 @@ def _start_postgres(plane: ControlPlane, echo: Echo) -> None:
                 env,
                 "creating the role and databases",
             )
-    echo(f"PostgreSQL: {HOST}:{plane.pg_port} (databases prefect, store)")
+    write_passfile(plane)
+    echo(f"PostgreSQL: {listen_addresses(plane)} port {plane.pg_port} (databases prefect, store)")
 
 
 def _haproxy_config(plane: ControlPlane) -> str:
@@ -403,7 +427,7 @@ backend prefect_api
   http-check expect status 200
   default-server inter 1s fall 2 rise 2
 {servers}
-"""
+{store_proxy_config(plane)}"""
 
 
 def up(
@@ -426,13 +450,14 @@ def up(
     for sub in ("redis", "prefect", "logs"):
         (directory / sub).mkdir(parents=True)
     started = time.monotonic()
-    ports = free_ports(3 + API_SERVERS)
+    ports = free_ports(4 + API_SERVERS)
     plane = ControlPlane(
         directory=str(directory),
         pg_port=ports[0],
         redis_port=ports[1],
         proxy_port=ports[2],
-        api_ports=ports[3:],
+        store_proxy_port=ports[3],
+        api_ports=ports[4:],
         netns=netns,
         netns_address=netns_address,
     )

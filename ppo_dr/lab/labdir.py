@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,7 +56,21 @@ class LabDir:
 
     @property
     def store_url(self) -> str:
+        """The state store as this process sees it: a lab that recorded a database
+        (the distributed lab's PostgreSQL) names it as the host sees it, unless
+        ``$PPO_DR_DB_URL`` (set for the processes inside its namespaces) says where;
+        otherwise the SQLite file in the lab."""
+        recorded = (self._load() or {}).get("store")
+        if recorded:
+            return os.environ.get("PPO_DR_DB_URL") or str(recorded["url"])
         return f"sqlite:///{self.directory / 'state.db'}"
+
+    @property
+    def inner_store_url(self) -> str:
+        """The state store as the lab's namespaces see it (the same as
+        :attr:`store_url` in a lab without a recorded database)."""
+        recorded = (self._load() or {}).get("store")
+        return str(recorded["inner_url"]) if recorded else self.store_url
 
     @property
     def state_file(self) -> Path:

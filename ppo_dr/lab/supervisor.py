@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, get_args
 
@@ -40,12 +40,15 @@ from ppo_dr.lab.labdir import LAB_FILE, LOCK_FILE, now_text
 from ppo_dr.lab.processes import is_ours, lab_processes
 from ppo_dr.lab.provisioning import LabProvisioning
 from ppo_dr.lab.status import ComponentStatus
+from ppo_dr.lab.store_network import StoreUrls
 
 __all__ = ["ComponentStatus", "Lab", "Topology"]
 
 #: ``loopback``: everything on 127.0.0.1; ``distributed``: a namespace per DC (root).
 Topology = Literal["loopback", "distributed"]
 TOPOLOGIES: tuple[str, ...] = get_args(Topology)
+#: Starts the store's database for a lab (given its namespaces) and says where it is.
+StoreDatabase = Callable[[netns.NetPlan | None], StoreUrls]
 
 
 class Lab(LabProvisioning, LabFaults):
@@ -63,11 +66,17 @@ class Lab(LabProvisioning, LabFaults):
         timeout: float = 15.0,
         progress: Progress | None = None,
         topology: Topology = "loopback",
+        store: StoreDatabase | None = None,
+        app_servers: int = lab_topology.DEFAULT_APP_SERVERS,
     ) -> None:
         """Generate the fleet, start every component and wait until all are healthy.
 
-        *timeout* bounds the whole start except the time spent writing client data
-        (disk-bound; it overlaps the processes' start-up). On any failure everything
+        *app_servers* sets the fleet's size (``--scale``; four is the classic lab).
+        *store*, when given, starts the state store's database once the namespaces
+        exist and says where it is (the distributed lab's PostgreSQL); without it the
+        store is a SQLite file in the lab. *timeout* bounds the whole start except
+        the time spent writing client data (disk-bound; it overlaps the processes'
+        start-up) and starting the store's database. On any failure everything
         started is stopped again (namespaces too) and :class:`LabError` says which
         component failed, with the end of its log.
         """
@@ -75,6 +84,7 @@ class Lab(LabProvisioning, LabFaults):
         started = time.monotonic()
         if clients < 1:
             raise LabError(f"a lab needs at least one client (got {clients})")
+        lab_topology.plan_servers(app_servers)  # refuses a size out of bounds, early
         if size_mb < 0:
             raise LabError(f"--size must not be negative (got {size_mb})")
         if topology not in TOPOLOGIES:
@@ -90,10 +100,20 @@ class Lab(LabProvisioning, LabFaults):
             net: netns.NetPlan | None = None
             try:
                 net = self._make_namespaces(topology, say)
+                t = time.monotonic()
+                urls = store(net) if store is not None else None
+                deadline = started + timeout + (time.monotonic() - t)
                 state = self._generate(
-                    clients=clients, size_mb=size_mb, fast=fast, seed=seed, say=say, net=net
+                    clients=clients,
+                    size_mb=size_mb,
+                    fast=fast,
+                    seed=seed,
+                    say=say,
+                    net=net,
+                    store=urls,
+                    app_servers=app_servers,
                 )
-                self._start(state, size_mb=size_mb, seed=seed, deadline=started + timeout, say=say)
+                self._start(state, size_mb=size_mb, seed=seed, deadline=deadline, say=say)
             except BaseException as exc:
                 stopped = self._stop_everything(state)
                 if net is not None:

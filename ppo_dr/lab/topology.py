@@ -67,18 +67,68 @@ class ServerPlan:
         return self.role != "mirror"
 
 
-SERVERS: tuple[ServerPlan, ...] = (
-    ServerPlan("app-jhb1-1", "jhb1", "app", ("mirror-jhb1-1", "mirror-cpt1-1")),
-    ServerPlan("app-jhb1-2", "jhb1", "app", ("mirror-jhb1-1", "mirror-cpt1-1")),
-    ServerPlan("app-cpt1-1", "cpt1", "app", ("mirror-cpt1-1", "mirror-jhb1-1")),
-    ServerPlan("app-lon1-1", "lon1", "app", ("mirror-lon1-1", "mirror-jhb1-1")),
-    ServerPlan("mirror-jhb1-1", "jhb1", "mirror"),
-    ServerPlan("mirror-cpt1-1", "cpt1", "mirror"),
-    ServerPlan("mirror-lon1-1", "lon1", "mirror"),
-    ServerPlan("spare-jhb1-1", "jhb1", "spare"),
-    ServerPlan("spare-cpt1-1", "cpt1", "spare"),
-    ServerPlan("spare-lon1-1", "lon1", "spare"),
-)
+#: Where the first app servers go (the classic lab); the rest go round the three DCs.
+_FIRST_APP_DCS: tuple[str, ...] = ("jhb1", "jhb1", "cpt1", "lon1")
+#: The (on-site, off-site) mirrors of an app server in each data centre (see above).
+_MIRRORS_BY_DC: dict[str, tuple[str, str]] = {
+    "jhb1": ("mirror-jhb1-1", "mirror-cpt1-1"),
+    "cpt1": ("mirror-cpt1-1", "mirror-jhb1-1"),
+    "lon1": ("mirror-lon1-1", "mirror-jhb1-1"),
+}
+DEFAULT_APP_SERVERS = 4
+#: ``--scale``'s bounds: a few hundred lab processes are the most one machine holds.
+MAX_APP_SERVERS = 200
+MAX_CLIENTS_PER_SERVER = 100
+
+
+def plan_servers(apps: int = DEFAULT_APP_SERVERS) -> tuple[ServerPlan, ...]:
+    """*apps* app servers spread over the data centres, then one mirror and one spare
+    per data centre.
+
+    The first four make the classic lab (two in Johannesburg, the largest DC, one each
+    in Cape Town and London); the rest go round the three in turn. Every app server
+    mirrors as the module docstring says, so residency holds at any scale.
+    """
+    if not 1 <= apps <= MAX_APP_SERVERS:
+        raise LabError(f"the lab takes 1 to {MAX_APP_SERVERS} app servers (got {apps})")
+    count = dict.fromkeys(_MIRRORS_BY_DC, 0)
+    servers: list[ServerPlan] = []
+    dcs = [dc.id for dc in DATA_CENTRES]
+    for k in range(apps):
+        dc = _FIRST_APP_DCS[k] if k < len(_FIRST_APP_DCS) else dcs[k % len(dcs)]
+        count[dc] += 1
+        servers.append(ServerPlan(f"app-{dc}-{count[dc]}", dc, "app", _MIRRORS_BY_DC[dc]))
+    servers.sort(key=lambda s: (list(_MIRRORS_BY_DC).index(s.dc), int(s.id.rsplit("-", 1)[1])))
+    servers += [ServerPlan(f"mirror-{dc.id}-1", dc.id, "mirror") for dc in DATA_CENTRES]
+    servers += [ServerPlan(f"spare-{dc.id}-1", dc.id, "spare") for dc in DATA_CENTRES]
+    return tuple(servers)
+
+
+#: What the workload may ask of the fleet: writes per second, all clients together
+#: (each is a request through the front door and an fsync on an app server).
+WORKLOAD_WRITES_PER_S = 50.0
+
+
+def workload_interval(clients: int) -> float:
+    """Seconds between two writes to one client: 1 s up to 50 clients, then longer, so
+    that a 1,000-client lab asks 50 writes/s of one 2-core machine, not 1,000."""
+    return max(1.0, round(clients / WORKLOAD_WRITES_PER_S, 1))
+
+
+def parse_scale(text: str) -> tuple[int, int]:
+    """``"50x20"`` -> 50 app servers with 20 clients each; a clear error otherwise."""
+    apps, sep, per = text.strip().lower().partition("x")
+    if not (sep and apps.isdigit() and per.isdigit()):
+        raise LabError(f"--scale takes APPSxCLIENTS, e.g. 50x20 (got {text!r})")
+    if not 1 <= int(per) <= MAX_CLIENTS_PER_SERVER:
+        raise LabError(
+            f"--scale: 1 to {MAX_CLIENTS_PER_SERVER} clients per app server (got {int(per)})"
+        )
+    plan_servers(int(apps))  # checks the bound
+    return int(apps), int(per)
+
+
+SERVERS: tuple[ServerPlan, ...] = plan_servers()
 
 # Clients each app server's residency allows: ZA-only for the South African servers
 # (both of their mirrors are in ZA); GB and ZA for London (its off-site mirror is jhb1).
@@ -273,10 +323,23 @@ def ports_needed(servers: Iterable[ServerPlan]) -> int:
     return sum(4 if s.serves_http else 2 for s in servers)
 
 
-def _timing(fast: bool) -> dict[str, Any]:
+#: With fast timings, how many mirror runs a minute the lab's machine is asked for.
+FAST_MIRRORS_PER_MINUTE = 5
+
+
+def fast_mirror_cron(apps: int) -> str:
+    """Every minute for the classic lab; for a bigger one, every N minutes so that about
+    five app servers' mirrors start a minute (each mirror run is a process of its own:
+    at 50x20, fifty a minute kept two cores and the API so busy that most runs were
+    cancelled as overlapping and the probe could not even be started)."""
+    minutes = -(-apps // FAST_MIRRORS_PER_MINUTE)
+    return "* * * * *" if minutes <= 1 else f"*/{minutes} * * * *"
+
+
+def _timing(fast: bool, apps: int = DEFAULT_APP_SERVERS) -> dict[str, Any]:
     if fast:
         return {
-            "mirror_cron": "* * * * *",
+            "mirror_cron": fast_mirror_cron(apps),
             "drill_cron": "*/5 * * * *",
             "probe_interval": "2s",
             "probe_timeout": "1s",
@@ -355,16 +418,18 @@ def fleet_document(
     size_mb: float,
     fast: bool,
     host: str = "127.0.0.1",
+    store_url: str | None = None,
 ) -> dict[str, Any]:
     """The whole fleet.yaml of the lab as plain data (dump it with :func:`write_yaml`);
-    every endpoint and client URL is on *host*."""
+    every endpoint and client URL is on *host*; the store is *store_url* (without a
+    password), else a SQLite file in the lab."""
     per_client_gb = round(size_mb / max(len(clients), 1) / 1024, 4)
     return {
         "version": 1,
         "name": FLEET_NAME,
         "access": {"key_file": "keys/operator_ed25519"},
-        "store": {"url": f"sqlite:///{lab_dir / 'state.db'}"},
-        "timing": _timing(fast),
+        "store": {"url": store_url or f"sqlite:///{lab_dir / 'state.db'}"},
+        "timing": _timing(fast, len(app_servers(servers))),
         "channels": {
             "email": {"provider": "outbox", "sender": "noc@ppo.example"},
             "sms": {"provider": "outbox"},

@@ -170,19 +170,31 @@ class Workload:
         self._base = config.frontdoor.rstrip("/")
 
     def tick(self) -> None:
-        """Start a write for every client of the fleet that has none in flight."""
+        """Start a write for every client of the fleet that has none in flight, spread
+        evenly over the interval: a 1,000-client lab sending all at once timed every
+        write out in the front door's queue."""
         fleet = self.fleet.current()
-        for client in fleet.clients if fleet is not None else ():
+        clients = list(fleet.clients) if fleet is not None else []
+        spacing = self.config.interval / max(len(clients), 1)
+        for i, client in enumerate(clients):
             state = self.clients.get(client.id)
             if state is None:
                 state = ClientWrites(next_seq=self._resume_from.get(client.id, 0) + 1)
                 self.clients[client.id] = state
             if not state.in_flight:
-                task = asyncio.get_running_loop().create_task(self._write(client.id, state))
+                state.in_flight = True
+                write = self._write(client.id, state, delay=i * spacing)
+                task = asyncio.get_running_loop().create_task(write)
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _write(self, client: str, state: ClientWrites) -> None:
+    async def _write(self, client: str, state: ClientWrites, delay: float = 0.0) -> None:
+        if delay > 0:
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                state.in_flight = False
+                raise
         seq = state.next_seq
         state.next_seq += 1
         state.last_sent_seq = seq

@@ -56,7 +56,9 @@ def distributed(
     directory = reachable_tempdir()
     try:
         lab = Lab(directory / "lab")
-        lab.up(clients=clients, size_mb=2, fast=True, timeout=60.0, topology="distributed")
+        distributed_lab.lab_up(
+            lab, echo=lambda _: None, clients=clients, size_mb=2, fast=True, timeout=60.0
+        )
         if before_prefect:
             before_prefect(lab)
         yield distributed_lab.start_prefect(lab, echo=lambda _: None)

@@ -5,6 +5,7 @@ no namespace, no control-plane process, no worker (checked by name and pid)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -14,7 +15,9 @@ from typer.testing import CliRunner
 from cli.main import app
 from deployments import distributed_lab
 from deployments.distributed_lab import DistributedLab
+from ppo_dr.inventory import load_fleet
 from ppo_dr.lab import controlplane, netns, pid_identity
+from ppo_dr.store import Store
 from tests.prefect_fixtures import using_api
 from tests.topology.conftest import distributed, namespaced_lab_marks
 
@@ -99,6 +102,25 @@ def test_a_dc_power_loss_leaves_its_pool_without_a_worker(made: DistributedLab) 
     finally:
         lab.heal("jhb1", timeout=60)
     assert pid_identity.alive(lab.recorded_pids()["dc-jhb1@jhb1"])
+
+
+def test_the_store_is_the_control_planes_postgresql_from_the_first_placement(
+    made: DistributedLab,
+) -> None:
+    lab = made.lab
+    fleet = load_fleet(lab.fleet_file)
+    assert fleet.store.url == lab.store_url
+    assert lab.store_url.startswith("postgresql://ppo@127.0.0.1:")  # via HAProxy, no password
+    net = lab.network()
+    assert net is not None
+    assert lab.inner_store_url.startswith(f"postgresql://ppo@{net.control.address}:")
+    frontdoor = json.loads((lab.directory / "frontdoor.json").read_text())
+    assert frontdoor["store_url"] == lab.inner_store_url
+    with Store(lab.store_url) as store:
+        assert store.dialect == "postgresql"
+        assert {p.client_id: p.server_id for p in store.placements()} == {
+            c.id: c.server for c in fleet.clients
+        }
 
 
 def test_lab_down_leaves_nothing(made: DistributedLab) -> None:
