@@ -160,11 +160,11 @@ class WritesCheck:
 
 def count_lost_writes(lab: Lab, plan_id: str) -> dict[str, int]:
     """The lab's own measure of the writes each moved client lost (not the runbook's),
-    recorded on the plan's results; taken from the wan, where the servers answer."""
+    recorded on the plan's results; each new home is read from the wan, where the
+    servers answer, and the store from here (the host reaches it through HAProxy)."""
     net = lab.network()
-    return netns.call_in(
-        net.wan if net else None, lambda: record_lost_writes(lab.fleet_file, plan_id)
-    )
+    wan = net.wan if net else None
+    return record_lost_writes(lab.fleet_file, plan_id, lambda work: netns.call_in(wan, work))
 
 
 def writes_check(acks: Path, incident: Incident, result: FailoverResult) -> WritesCheck:

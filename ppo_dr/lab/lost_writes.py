@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from ppo_dr.errors import PermanentError, RemotePathError
@@ -59,10 +61,23 @@ def lost_on_new_home(
     raise PermanentError(f"{client}: no journal at {journal} on {new_home}")
 
 
-def record_lost_writes(fleet_file: Path, plan_id: str) -> dict[str, int]:
+def record_lost_writes(
+    fleet_file: Path,
+    plan_id: str,
+    within: Callable[[Callable[[], list[int]]], list[int]] | None = None,
+) -> dict[str, int]:
     """Count, for each client failover *plan_id* moved, the acknowledged writes lost on
     its new home (the lab's workload log beside *fleet_file*), and record each count on
-    the plan's result for that client; the counts by client ({} without a workload)."""
+    the plan's result for that client; the counts by client ({} without a workload).
+
+    *within* runs each read of a new home where the servers answer (inside the lab's
+    network namespaces); the store is still reached from here.
+    """
+
+    def here(work: Callable[[], list[int]]) -> list[int]:
+        return work()
+
+    reach = within or here
     fleet = load_fleet(fleet_file)
     acks = workload_acks(fleet, fleet_file)
     counts: dict[str, int] = {}
@@ -72,7 +87,8 @@ def record_lost_writes(fleet_file: Path, plan_id: str) -> dict[str, int]:
         for r in store.failover_results(plan_id):
             if r.outcome != "ok":
                 continue
-            counts[r.client_id] = len(lost_on_new_home(access, r.client_id, r.to_server, acks))
+            lost = reach(partial(lost_on_new_home, access, r.client_id, r.to_server, acks))
+            counts[r.client_id] = len(lost)
             store.record_failover_result(
                 plan_id,
                 r.client_id,
