@@ -23,6 +23,9 @@ The pipeline, and why:
   is what lets two mirrors upload in parallel (PERF-NOTES; ppo_dr.mirror.uploader).
   A crash therefore loses at most the packs in flight; the next run sees everything
   before them in the index and skips it.
+- The manifest goes last, after the snapshot's tree objects (one per directory) that
+  the mirror lacks: an unchanged directory's tree is already there, so a run that
+  changed nothing sends the small manifest and the lock, not the client's file list.
 - A mirror that fails (its Remote raises) is dropped for the rest of the run and
   reports ok=False; the other goes on. Its previous manifests are untouched because
   a manifest is only written after all its blobs are stored and indexed.
@@ -62,6 +65,7 @@ from ppo_dr.mirror.repository import (
     Repository,
 )
 from ppo_dr.mirror.results import ClientSnapshotResult, ClientSource, MirrorOutcome, MirrorTarget
+from ppo_dr.mirror.trees import canonical_order
 from ppo_dr.mirror.uploader import UploadProcess
 from ppo_dr.transport.base import EntryType, Remote, RemoteReader, RemoteStat
 
@@ -250,7 +254,7 @@ class MirrorSink:
         if self.error is not None:
             return False
         try:
-            self.bytes_sent += self.repo.write_manifest(manifest)
+            self.bytes_sent += self.repo.write_manifest(manifest, self.known)
             return True
         except DRError as exc:
             self.fail(exc)
@@ -479,7 +483,10 @@ def snapshot_client(
                 changed_during_read.append(st.path)
             entries.append(_entry(result.stat, result.chunks, path=st.path))
         top = source.stat(client.path) if live else None  # after the walk: its final mtime
-        entries = mark_hard_links(entries, hard_link_groups(source, client.path) if live else {})
+        # In the order trees give them back, so a hard link's "first name" is stable.
+        entries = mark_hard_links(
+            canonical_order(entries), hard_link_groups(source, client.path) if live else {}
+        )
     except DRError as exc:  # the app server failed us: no manifest for this client
         for sink in live:
             errors[sink.target.mirror_id] = f"reading {source.label}: {_describe(exc)}"

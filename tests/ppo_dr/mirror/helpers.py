@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import posixpath
 import stat
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ppo_dr.mirror.api import MirrorTarget
+from ppo_dr.mirror.manifest import Manifest, snapshot_time
+from ppo_dr.mirror.repository import Repository
 from ppo_dr.transport import LocalRemote
 
 T0 = datetime(2026, 11, 30, 5, 0, 0, tzinfo=UTC)
@@ -110,3 +114,22 @@ def inode_groups(root: Path) -> set[frozenset[str]]:
         if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             groups.setdefault(st.st_ino, set()).add(str(path.relative_to(root)))
     return {frozenset(g) for g in groups.values()}
+
+
+def write_v1_manifest(repo: Repository, manifest: Manifest) -> None:
+    """Store *manifest* as a version 1 document listing every path, as ppo-dr wrote
+    them before tree objects (and as a hostile mirror still may: version 1 is read)."""
+    doc = {
+        "version": 1,
+        "client_id": manifest.client_id,
+        "snapshot_id": manifest.snapshot_id,
+        "taken_at": snapshot_time(manifest.snapshot_id).isoformat(),
+        "app_server": manifest.app_server,
+        "summary": {"files": manifest.files, "bytes": manifest.total_bytes},
+        "stats": manifest.stats,
+        "entries": [e.to_json() for e in manifest.entries],
+    }
+    path = repo.manifest_path(manifest.client_id, manifest.snapshot_id)
+    repo.remote.mkdir_p(posixpath.dirname(path), 0o700)
+    data = json.dumps(doc, ensure_ascii=True).encode()
+    repo.remote.write_bytes(path, repo.codec.seal_document(data), 0o600)
