@@ -116,9 +116,9 @@ def inode_groups(root: Path) -> set[frozenset[str]]:
     return {frozenset(g) for g in groups.values()}
 
 
-def write_v1_manifest(repo: Repository, manifest: Manifest) -> None:
-    """Store *manifest* as a version 1 document listing every path, as ppo-dr wrote
-    them before tree objects (and as a hostile mirror still may: version 1 is read)."""
+def v1_manifest_bytes(manifest: Manifest) -> bytes:
+    """*manifest* as a version 1 document listing every path, as ppo-dr wrote them
+    before tree objects (and as a hostile mirror still may: version 1 is read)."""
     doc = {
         "version": 1,
         "client_id": manifest.client_id,
@@ -129,7 +129,11 @@ def write_v1_manifest(repo: Repository, manifest: Manifest) -> None:
         "stats": manifest.stats,
         "entries": [e.to_json() for e in manifest.entries],
     }
+    return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def write_v1_manifest(repo: Repository, manifest: Manifest) -> None:
+    """Store *manifest* in *repo* as a version 1 document (see v1_manifest_bytes)."""
     path = repo.manifest_path(manifest.client_id, manifest.snapshot_id)
     repo.remote.mkdir_p(posixpath.dirname(path), 0o700)
-    data = json.dumps(doc, ensure_ascii=True).encode()
-    repo.remote.write_bytes(path, repo.codec.seal_document(data), 0o600)
+    repo.remote.write_bytes(path, repo.codec.seal_document(v1_manifest_bytes(manifest)), 0o600)
