@@ -506,32 +506,38 @@ class Repository:
         self.config = dataclasses.replace(self.config, version=REPO_VERSION)
         self.remote.write_bytes(self._p("config.json"), self.config.to_bytes(), 0o600)
 
-    def write_manifest(self, manifest: Manifest, known: dict[str, int] | None = None) -> int:
-        """Store the snapshot's trees the mirror lacks (a pack and its index), then the
-        manifest last, atomically; returns the bytes written. *known*: the blob ids
-        the mirror has (blob id -> plaintext length), updated here; None reads the
+    def store_trees(
+        self, manifest: Manifest, known: dict[str, int] | None = None
+    ) -> tuple[int, int]:
+        """Store the tree objects of *manifest* the mirror lacks (one pack, then its
+        index file) and set its root; returns (pack bytes, index bytes). *known*: the
+        blob ids the mirror has (id -> plaintext length), updated here; None reads the
         index."""
         if known is None:
             known = {b: loc.raw_length for b, loc in self.load_index().blobs.items()}
         trees = build_trees(manifest.entries, self.codec.blob_id)
-        sent = 0
         builder = PackBuilder()
         for tree_id, data in trees.objects.items():
             if tree_id not in known:
                 stored, compressed = self.codec.encode_blob(data)
                 builder.add(tree_id, stored, len(data), compressed)
                 known[tree_id] = len(data)
-        if builder.rows:
-            pack = builder.finish(self.codec)
-            sent += self.write_pack(pack)
-            sent += self.write_index([pack])[1]
-        self.upgrade_format()
         manifest.tree, manifest.tree_ids = trees.root, tuple(trees.objects)
+        if not builder.rows:
+            return 0, 0
+        pack = builder.finish(self.codec)
+        return self.write_pack(pack), self.write_index([pack])[1]
+
+    def write_manifest(self, manifest: Manifest, known: dict[str, int] | None = None) -> int:
+        """Store the snapshot's missing trees (:meth:`store_trees`), then the manifest
+        last, atomically; returns every byte written."""
+        packed, indexed = self.store_trees(manifest, known)
+        self.upgrade_format()
         path = self.manifest_path(manifest.client_id, manifest.snapshot_id)
         self._ensure_dir(posixpath.dirname(path))
         stored = self.codec.seal_document(manifest.to_bytes())
         self.remote.write_bytes(path, stored, 0o600)
-        return sent + len(stored)
+        return packed + indexed + len(stored)
 
     def remove_manifest(self, client_id: str, snapshot_id: str) -> None:
         self.remote.remove(self.manifest_path(client_id, snapshot_id))

@@ -15,6 +15,7 @@ import pytest
 import zstandard
 
 from ppo_dr.mirror.api import ClientSource, prune, restore, snapshot_server, verify
+from ppo_dr.mirror.copy import copy_snapshot
 from ppo_dr.mirror.manifest import Manifest
 from ppo_dr.mirror.repository import Repository
 from ppo_dr.mirror.results import MirrorTarget
@@ -62,6 +63,10 @@ def test_a_version_1_repository_restores_verifies_prunes_and_upgrades(
     assert _restored(target, FIRST, tmp_path / "r1", key) == first
     assert _restored(target, SECOND, tmp_path / "r2", key) == second
     assert verify(target, key=key, read_data=True).ok
+    elsewhere = local_target(tmp_path, "new-home")
+    copied = copy_snapshot(target, elsewhere, "c1", FIRST, dest_app_server="app1", key=key)
+    assert copied.manifest_written  # as version 2, with trees built from the entries
+    assert _restored(elsewhere, FIRST, tmp_path / "r-copy", key) == first
 
     src = tmp_path / "src" / "c1"
     second_tree(src)  # unchanged since snapshot 2: same sizes and mtimes
