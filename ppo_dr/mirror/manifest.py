@@ -79,9 +79,11 @@ class Entry:
         return out
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Entry:
+    def from_json(cls, raw: dict[str, Any], path: str | None = None) -> Entry:
+        """An entry of a version 1 manifest (its own ``path``), or of a tree (*path*
+        given: the tree's path and the entry's ``name``)."""
         return cls(
-            path=str(raw["path"]),
+            path=str(raw["path"]) if path is None else path,
             type=EntryType(raw["type"]),
             mode=int(raw["mode"], 8),
             mtime=int(raw["mtime"]),

@@ -40,9 +40,9 @@ from ppo_dr.errors import RemotePathError
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.mirror.codec import Codec, key_check
 from ppo_dr.mirror.errors import DamagedDataError, RepositoryError
-from ppo_dr.mirror.manifest import Manifest, check_snapshot_id
+from ppo_dr.mirror.manifest import Entry, Manifest, check_snapshot_id
 from ppo_dr.mirror.repo_config import REPO_VERSION, RepoConfig, codec_for
-from ppo_dr.mirror.trees import build_trees, expand_trees
+from ppo_dr.mirror.trees import TreeSet, build_trees, expand_trees
 from ppo_dr.transport.base import EntryType, Remote, is_temp_name
 
 TREE_CACHE_BYTES = 64 * 1024 * 1024  # tree plaintexts kept per Repository (prune, verify)
@@ -63,6 +63,8 @@ SEALED_SUFFIX = ".enc"  # appended when the repository is encrypted (AES-256-GCM
 # Ranged reads (restore, a client's verify): a pack is read by ranges only when at most
 # this share of it is needed, and blobs closer than RANGE_GAP share one request (a
 # request's latency costs more than reading the gap). Figures: docs/repository.md.
+# Entries and tree ids of snapshots already read, by root tree id (shared by mirrors).
+ExpandedTrees = dict[str, tuple[list[Entry], tuple[str, ...]]]
 RANGED_MAX_SHARE = 0.5
 RANGE_GAP = 256 * 1024
 CHUNKER: dict[str, Any] = {
@@ -456,17 +458,25 @@ class Repository:
             if s.name.endswith(self.suffix) and not is_temp_name(s.name)
         )
 
-    def read_manifest(self, client_id: str, snapshot_id: str) -> Manifest:
+    def read_manifest(
+        self, client_id: str, snapshot_id: str, expanded: ExpandedTrees | None = None
+    ) -> Manifest:
         """A snapshot's manifest with its entries, from the manifest itself (version 1)
-        or from its trees (version 2, each tree re-hashed as it is read)."""
+        or from its trees (version 2, each tree re-hashed as it is read). *expanded*:
+        trees already read by root id (another mirror's copy of the same snapshot: the
+        same id is the same content), filled in here."""
         path = self.manifest_path(client_id, snapshot_id)
         where = f"{self.where}: snapshot {client_id}/{snapshot_id}"
         stored = self.remote.read_bytes(path)
         manifest = Manifest.from_bytes(self.codec.open_document(stored, where), where)
-        if manifest.tree is not None:
-            manifest.entries, manifest.tree_ids = expand_trees(
-                manifest.tree, lambda ids: self.read_trees(ids, where), where
-            )
+        root = manifest.tree
+        if root is not None:
+            known = expanded.get(root) if expanded is not None else None
+            if known is None:
+                known = expand_trees(root, lambda ids: self.read_trees(ids, where), where)
+                if expanded is not None:
+                    expanded[root] = known
+            manifest.entries, manifest.tree_ids = list(known[0]), known[1]
         return manifest
 
     def read_trees(self, tree_ids: list[str], where: str) -> dict[str, bytes]:
@@ -507,15 +517,19 @@ class Repository:
         self.remote.write_bytes(self._p("config.json"), self.config.to_bytes(), 0o600)
 
     def store_trees(
-        self, manifest: Manifest, known: dict[str, int] | None = None
+        self,
+        manifest: Manifest,
+        known: dict[str, int] | None = None,
+        trees: TreeSet | None = None,
     ) -> tuple[int, int]:
         """Store the tree objects of *manifest* the mirror lacks (one pack, then its
         index file) and set its root; returns (pack bytes, index bytes). *known*: the
         blob ids the mirror has (id -> plaintext length), updated here; None reads the
-        index."""
+        index. *trees*: already built from the entries with this repository's key."""
         if known is None:
             known = {b: loc.raw_length for b, loc in self.load_index().blobs.items()}
-        trees = build_trees(manifest.entries, self.codec.blob_id)
+        if trees is None:
+            trees = build_trees(manifest.entries, self.codec.blob_id)
         builder = PackBuilder()
         for tree_id, data in trees.objects.items():
             if tree_id not in known:
@@ -528,10 +542,15 @@ class Repository:
         pack = builder.finish(self.codec)
         return self.write_pack(pack), self.write_index([pack])[1]
 
-    def write_manifest(self, manifest: Manifest, known: dict[str, int] | None = None) -> int:
+    def write_manifest(
+        self,
+        manifest: Manifest,
+        known: dict[str, int] | None = None,
+        trees: TreeSet | None = None,
+    ) -> int:
         """Store the snapshot's missing trees (:meth:`store_trees`), then the manifest
         last, atomically; returns every byte written."""
-        packed, indexed = self.store_trees(manifest, known)
+        packed, indexed = self.store_trees(manifest, known, trees)
         self.upgrade_format()
         path = self.manifest_path(manifest.client_id, manifest.snapshot_id)
         self._ensure_dir(posixpath.dirname(path))

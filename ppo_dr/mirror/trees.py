@@ -20,7 +20,7 @@ import json
 import posixpath
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,17 +112,24 @@ def expand_trees(
             level += [_subtree(c, what, tree_id) for c in children if c.get("type") == "dir"]
     else:
         raise RepositoryError(f"{what}: trees nested deeper than {MAX_DEPTH}")
+    # Depth first, each tree's entries in their stored (sorted) order: the canonical
+    # order, with every directory right before its contents.
     entries: list[Entry] = []
-    visited: list[str] = []
-    stack: list[tuple[str, str]] = [(root, "")]
+    visited: list[str] = [root]
+    stack: list[tuple[Iterator[dict[str, Any]], str, str]] = [(iter(parsed[root]), "", root)]
     while stack:
-        tree_id, prefix = stack.pop()
-        visited.append(tree_id)
-        for raw in parsed[tree_id]:
-            entries.append(_entry(raw, prefix, what, tree_id))
-            if raw.get("type") == "dir":
-                stack.append((str(raw["tree"]), entries[-1].path))
-    return canonical_order(entries), tuple(dict.fromkeys(visited))
+        children, prefix, tree_id = stack[-1]
+        raw = next(children, None)
+        if raw is None:
+            stack.pop()
+            continue
+        entry = _entry(raw, prefix, what, tree_id)
+        entries.append(entry)
+        if entry.type is EntryType.DIR:
+            subtree = str(raw["tree"])
+            visited.append(subtree)
+            stack.append((iter(parsed[subtree]), entry.path, subtree))
+    return entries, tuple(dict.fromkeys(visited))
 
 
 def _subtree(raw: dict[str, Any], what: str, tree_id: str) -> str:
@@ -138,7 +145,7 @@ def _entry(raw: dict[str, Any], prefix: str, what: str, tree_id: str) -> Entry:
     if problem is not None:
         raise RepositoryError(f"{what}: tree {tree_id}: entry name {name!r} {problem}")
     try:
-        return Entry.from_json({**raw, "path": f"{prefix}/{name}" if prefix else name})
+        return Entry.from_json(raw, f"{prefix}/{name}" if prefix else str(name))
     except (ValueError, KeyError, TypeError) as exc:
         raise RepositoryError(
             f"{what}: tree {tree_id}: entry {name!r} unreadable ({exc})"
