@@ -123,22 +123,25 @@ class Manifest:
     def total_bytes(self) -> int:
         return sum(e.size for e in self.entries if e.type is EntryType.FILE)
 
-    def to_bytes(self) -> bytes:
-        """The version 2 document; *tree* must be set (the trees are stored first)."""
-        if self.tree is None:
-            raise ValueError("a manifest is written after its trees: tree is not set")
-        doc = {
-            "version": MANIFEST_VERSION,
+    def fields(self) -> dict[str, Any]:
+        """What a manifest says of itself in either version (all but its entries)."""
+        doc: dict[str, Any] = {
             "client_id": self.client_id,
             "snapshot_id": self.snapshot_id,
             "taken_at": snapshot_time(self.snapshot_id).isoformat(),
             "app_server": self.app_server,
             "summary": {"files": self.files, "bytes": self.total_bytes},
             "stats": self.stats,
-            "tree": self.tree,
         }
         if self.top is not None:
             doc["top"] = {"mode": f"{self.top.mode:04o}", "mtime": self.top.mtime}
+        return doc
+
+    def to_bytes(self) -> bytes:
+        """The version 2 document; *tree* must be set (the trees are stored first)."""
+        if self.tree is None:
+            raise ValueError("a manifest is written after its trees: tree is not set")
+        doc = {"version": MANIFEST_VERSION, **self.fields(), "tree": self.tree}
         # surrogateescape'd names (non-UTF-8 on disk) survive as \udcXX escapes.
         return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
 

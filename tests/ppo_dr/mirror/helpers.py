@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ppo_dr.mirror.api import MirrorTarget
-from ppo_dr.mirror.manifest import Manifest, snapshot_time
+from ppo_dr.mirror.manifest import Manifest
 from ppo_dr.mirror.repository import Repository
 from ppo_dr.transport import LocalRemote
 
@@ -119,16 +119,7 @@ def inode_groups(root: Path) -> set[frozenset[str]]:
 def v1_manifest_bytes(manifest: Manifest) -> bytes:
     """*manifest* as a version 1 document listing every path, as ppo-dr wrote them
     before tree objects (and as a hostile mirror still may: version 1 is read)."""
-    doc = {
-        "version": 1,
-        "client_id": manifest.client_id,
-        "snapshot_id": manifest.snapshot_id,
-        "taken_at": snapshot_time(manifest.snapshot_id).isoformat(),
-        "app_server": manifest.app_server,
-        "summary": {"files": manifest.files, "bytes": manifest.total_bytes},
-        "stats": manifest.stats,
-        "entries": [e.to_json() for e in manifest.entries],
-    }
+    doc = {"version": 1, **manifest.fields(), "entries": [e.to_json() for e in manifest.entries]}
     return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
 
 
