@@ -10,6 +10,8 @@ with the same cipher (aes128-gcm). Four phases, each timed for both, in one run:
                             targets: <= 0.7x their time, <= 1.2x their bytes sent
   (c) restore of everything from one mirror to an empty local directory;
                             target: <= 1.2x rsync's time
+  (n) no-op: both again on the unchanged tree (what a 5-minute cadence costs most
+      runs); targets: <= 1.0x rsync's time, <= 50 KB sent per mirror
   (d) restore from one mirror into a new server (a third sshd), one SSH hop each:
                             rsync pushes the mirror's copy into it, ours restores
                             from the mirror's repository (read on the mirror, as a
@@ -20,10 +22,15 @@ with the same cipher (aes128-gcm). Four phases, each timed for both, in one run:
 ours: bytes written into the repositories), before SSH encryption for both. Every
 round is printed, and the table gives medians with the spread (min-max); a round
 whose rsync time is more than 2x off the median of its phase is flagged, not dropped.
+For (a), (b) and (n) a second table gives CPU seconds per GB of the tree, on the
+app-server side (this process and everything it started: uploaders, rsync and its
+ssh) and on the mirror side (both sshd process trees: sshd, sftp-server, rsync), and
+what (n) added to each of our repositories (storage growth of unchanged data).
 
     .venv/bin/python bench/mirror_vs_rsync.py [--size-mb 1000] [--rounds 3]
     .venv/bin/python bench/mirror_vs_rsync.py --dataset DIR   # any tree, copied first
     .venv/bin/python bench/mirror_vs_rsync.py --phases ad     # only (a) and (d)
+    .venv/bin/python bench/mirror_vs_rsync.py --phases abn    # the cadence's cost
 
 Not run by CI: it needs ~5x the dataset in free disk and a few minutes.
 """
@@ -49,6 +56,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ppo_dr.mirror.api import ClientSource, MirrorTarget, restore, snapshot_server
+from ppo_dr.pids import proc_files
 from ppo_dr.transport import LocalRemote
 from ppo_dr.transport.ssh import SshRemote
 from tests.sshd import SshdServer, running_sshd
@@ -156,6 +164,46 @@ def drop_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def cpu_seconds(roots: list[int]) -> float:
+    """CPU seconds (user + system) of each process tree under *roots*: the live
+    processes and every child they reaped (a finished SSH session, an uploader)."""
+    parents: dict[int, list[int]] = {}
+    spent: dict[int, int] = {}
+    for pid, stat in proc_files("stat"):
+        fields = stat.rsplit(b")", 1)[1].split()
+        parents.setdefault(int(fields[1]), []).append(pid)
+        spent[pid] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    ticks, todo = 0, list(roots)
+    while todo:
+        pid = todo.pop()
+        ticks += spent.get(pid, 0)
+        todo += parents.get(pid, [])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Times a call and splits the CPU it costs: app-server side (this process's tree
+    but the sshd daemons) and mirror side (the sshd daemons' trees)."""
+
+    def __init__(self, mirrors: list[SshdServer]) -> None:
+        self.mirror_pids = [m.pid for m in mirrors]
+        self.rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
+
+    def run(self, phase: str, who: str, fn: Callable[[], int]) -> tuple[float, int]:
+        os.sync()
+        mirror0, all0 = cpu_seconds(self.mirror_pids), cpu_seconds([os.getpid()])
+        seconds, sent = timed(fn)
+        mirror = cpu_seconds(self.mirror_pids) - mirror0
+        app = cpu_seconds([os.getpid()]) - all0 - mirror
+        self.rows.setdefault((phase, who), []).append((app, mirror))
+        print(f"    {phase:15} {who:5} cpu app {app:6.2f} s, mirrors {mirror:6.2f} s", flush=True)
+        return seconds, sent
+
+
+def stored_bytes(paths: list[Path]) -> int:
+    return sum(p.stat().st_size for d in paths for p in d.rglob("*") if p.is_file())
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -247,6 +295,8 @@ def run_round(
     new_server: SshdServer,
     record: Callable[[str, str, float, int], None],
     phases: str = "abcd",
+    meter: CpuMeter | None = None,
+    growth: list[int] | None = None,
 ) -> None:
     """One round of the phases (the first full run always: the others start from its
     copies) on a fresh copy of the dataset, both tools."""
@@ -289,18 +339,30 @@ def run_round(
             for m, d in zip(mirrors, rsync_dirs, strict=True)
         )
 
+    def measured(phase: str, who: str, fn: Callable[[], int]) -> tuple[float, int]:
+        return meter.run(phase, who, fn) if meter is not None else timed(fn)
+
     # (a) first full run; order alternates so neither always gets a warm cache
     first = [("rsync", theirs), ("ours", lambda: ours(taken))]
     for who, fn in first if rnd % 2 == 0 else reversed(first):
-        record("a full", who, *timed(fn))
+        record("a full", who, *measured("a full", who, fn))
 
     # (b) incremental after ~1 % of files changed
+    later = taken + timedelta(hours=1)
     if "b" in phases:
         change_one_percent(work_src, seed=100 + rnd)
-        later = taken + timedelta(hours=1)
         second = [("rsync", theirs), ("ours", lambda: ours(later))]
         for who, fn in second if rnd % 2 == 0 else reversed(second):
-            record("b incremental", who, *timed(fn))
+            record("b incremental", who, *measured("b incremental", who, fn))
+
+    # (n) no-op: nothing changed since the last run (a 5-minute cadence, most runs)
+    if "n" in phases:
+        before = stored_bytes(repo_dirs)
+        again = [("rsync", theirs), ("ours", lambda: ours(later + timedelta(minutes=5)))]
+        for who, fn in again if rnd % 2 == 0 else reversed(again):
+            record("n no-op", who, *measured("n no-op", who, fn))
+        if growth is not None:
+            growth.append((stored_bytes(repo_dirs) - before) // len(repo_dirs))
 
     # (d) restore into a new server (third sshd), before (c) leaves the caches warm
     if "d" in phases:
@@ -322,13 +384,27 @@ def spread(times: list[float]) -> str:
     return f"{statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f})"
 
 
+def print_cpu(meter: CpuMeter, total: int, growth: list[int]) -> None:
+    """CPU seconds per GB of the tree per run, medians (min-max), and the no-op's
+    storage growth; at a 5-minute cadence one core's 5 % is 15 s per run."""
+    gb = total / 1e9
+    print(f"\nCPU s per GB per run (median (min-max)); load average {os.getloadavg()}")
+    print(f"{'phase':15} {'who':5} {'app-server side':>22} {'mirror side (both)':>22}")
+    for (phase, who), runs in meter.rows.items():
+        app = [a / gb for a, _ in runs]
+        mirror = [m / gb for _, m in runs]
+        print(f"{phase:15} {who:5} {spread(app):>22} {spread(mirror):>22}")
+    if growth:
+        print(f"no-op: our repositories grew {spread([g / 1e3 for g in growth])} KB per mirror")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
-        "--phases", default="abcd", help="which phases to time (a always runs: setup)"
+        "--phases", default="abncd", help="which phases to time (a always runs: setup)"
     )
     parser.add_argument(
         "--dataset", type=Path, default=None, help="a tree to copy and use instead of ours"
@@ -367,8 +443,13 @@ def main() -> int:
         running_sshd(work / "sshd-b") as mirror_b,
         running_sshd(work / "sshd-c") as new_server,
     ):
+        meter = CpuMeter([mirror_a, mirror_b])
+        growth: list[int] = []
         for rnd in range(args.rounds):
-            run_round(rnd, src, work, [mirror_a, mirror_b], new_server, record, args.phases)
+            run_round(
+                rnd, src, work, [mirror_a, mirror_b], new_server, record, args.phases,
+                meter, growth,
+            )  # fmt: skip
             print(f"  round {rnd + 1}/{args.rounds} done", flush=True)
 
     print(
@@ -390,6 +471,7 @@ def main() -> int:
         odd = [i + 1 for i, t in enumerate(data["rsync_s"]) if max(t / rs, rs / t) > 2]
         if odd:
             print(f"{'':15} rsync more than 2x off its median in round(s) {odd} (kept)")
+    print_cpu(meter, total, growth)
     drop_tree(work)
     return 0
 

@@ -23,6 +23,7 @@ from ppo_dr.inventory.fields import (
     HttpUrl,
     Id,
     LaunchTemplate,
+    MirrorCron,
     Phone,
     Port,
     RelativePath,
@@ -185,7 +186,9 @@ class Vantage(FrozenModel):
 
 
 class Timing(FrozenModel):
-    mirror_cron: str = Field(default="0 * * * *", pattern=r"^\S+( \S+){4}$")
+    # Validated: parses, and never more than an hour between runs (every 5 minutes is
+    # supported and measured: docs/repository.md, "A 5-minute cadence").
+    mirror_cron: MirrorCron = Field(default="0 * * * *", pattern=r"^\S+( \S+){4}$")
     # The scheduled DR drill (flows/drill.py): restore a few canary clients, daily.
     drill_cron: str = Field(default="30 3 * * *", pattern=r"^\S+( \S+){4}$")
     probe_interval: Duration = 10

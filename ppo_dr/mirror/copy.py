@@ -9,8 +9,10 @@ Only blobs the destination lacks are sent. Each needed blob is cut out of its so
 pack and checked against its id (a damaged source copy is refused, never propagated);
 its stored bytes are then written verbatim into new packs of the destination, which is
 valid because both repositories are opened with the same key (or none), so blob ids
-and their encoding are the same. Order as in a snapshot: packs, then an index file
-after each pack, then the manifest last; the destination's writer lock is held
+and their encoding are the same. The snapshot's tree objects are built again from its
+entries (a version 1 source has none; a version 2 one gives the same ids) and only
+those the destination lacks are stored. Order as in a snapshot: packs, then an index
+file after each pack, then the manifest last; the destination's writer lock is held
 throughout, so a concurrent mirror run of the new home cannot interleave. A copy that
 is interrupted leaves at worst packs the next copy (or snapshot) finds in the index;
 copying a snapshot the destination already has does nothing.
@@ -47,7 +49,7 @@ class CopyResult:
     dest_mirror: str
     blobs_needed: int
     blobs_copied: int
-    bytes_sent: int  # pack bytes written to the destination (the manifest excluded)
+    bytes_sent: int  # pack bytes written to the destination (its trees' pack included)
     packs_written: int
     manifest_written: bool  # False: the destination had the snapshot already
     duration_s: float
@@ -137,7 +139,9 @@ def copy_snapshot(
                     ship()
         if builder.rows:
             ship()
-        dst.write_manifest(manifest)
+        known = {b: loc.raw_length for b, loc in dst.load_index().blobs.items()}
+        sent += dst.store_trees(manifest, known)[0]  # built here: a version 1 source has none
+        dst.write_manifest(manifest, known)
     return result(len(needed), len(missing), sent, packs, True)
 
 

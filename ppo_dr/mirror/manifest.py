@@ -1,9 +1,12 @@
 """Snapshot manifests: what one client's tree looked like at one UTC second.
 
-A manifest is plain JSON a person can read (docs/repository.md): one entry per path
-with its type, mode, mtime, size, symlink target and the ids of the blobs that make
-up its content, in order. It is the last thing a snapshot writes, so a manifest
-never names a blob that is not already stored and indexed.
+A manifest is plain JSON a person can read (docs/repository.md). Version 2 names the
+root of the snapshot's tree objects (``ppo_dr.mirror.trees``: one blob per directory,
+so an unchanged directory is not sent again); version 1, still read, listed every path
+itself. Either way a reader gets one entry per path with its type, mode, mtime, size,
+symlink target and the ids of the blobs that make up its content, in order. It is the
+last thing a snapshot writes, so a manifest never names a blob that is not already
+stored and indexed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from ppo_dr.errors import UnsafeInputError
 from ppo_dr.mirror.errors import RepositoryError
 from ppo_dr.transport.base import EntryType
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: the entries live in tree objects; 1: listed in the manifest
+READABLE_MANIFEST_VERSIONS = (1, 2)
 SNAPSHOT_ID_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
 SNAPSHOT_ID_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$")
 
@@ -75,9 +79,11 @@ class Entry:
         return out
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Entry:
+    def from_json(cls, raw: dict[str, Any], path: str | None = None) -> Entry:
+        """An entry of a version 1 manifest (its own ``path``), or of a tree (*path*
+        given: the tree's path and the entry's ``name``)."""
         return cls(
-            path=str(raw["path"]),
+            path=str(raw["path"]) if path is None else path,
             type=EntryType(raw["type"]),
             mode=int(raw["mode"], 8),
             mtime=int(raw["mtime"]),
@@ -100,6 +106,14 @@ class Manifest:
     # The client's top directory itself (path ""): its mode and mtime, restored last.
     # None in manifests written before it was recorded.
     top: Entry | None = None
+    # Version 2: the root tree's id (set by the writer, or read; the repository then
+    # fills *entries* and *tree_ids*, every tree blob the snapshot uses).
+    tree: str | None = None
+    tree_ids: tuple[str, ...] = ()
+
+    def blob_ids(self) -> set[str]:
+        """Every blob this snapshot needs: its files' chunks and its trees."""
+        return {c for e in self.entries for c in e.chunks} | set(self.tree_ids)
 
     @property
     def files(self) -> int:
@@ -109,35 +123,46 @@ class Manifest:
     def total_bytes(self) -> int:
         return sum(e.size for e in self.entries if e.type is EntryType.FILE)
 
-    def to_bytes(self) -> bytes:
-        doc = {
-            "version": MANIFEST_VERSION,
+    def fields(self) -> dict[str, Any]:
+        """What a manifest says of itself in either version (all but its entries)."""
+        doc: dict[str, Any] = {
             "client_id": self.client_id,
             "snapshot_id": self.snapshot_id,
             "taken_at": snapshot_time(self.snapshot_id).isoformat(),
             "app_server": self.app_server,
             "summary": {"files": self.files, "bytes": self.total_bytes},
             "stats": self.stats,
-            "entries": [e.to_json() for e in self.entries],
         }
         if self.top is not None:
             doc["top"] = {"mode": f"{self.top.mode:04o}", "mtime": self.top.mtime}
+        return doc
+
+    def to_bytes(self) -> bytes:
+        """The version 2 document; *tree* must be set (the trees are stored first)."""
+        if self.tree is None:
+            raise ValueError("a manifest is written after its trees: tree is not set")
+        doc = {"version": MANIFEST_VERSION, **self.fields(), "tree": self.tree}
         # surrogateescape'd names (non-UTF-8 on disk) survive as \udcXX escapes.
         return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, what: str) -> Manifest:
+        """Either version; a version 2 manifest comes back with its root *tree* and no
+        entries yet (the repository reads the trees)."""
         try:
             doc = json.loads(data)
-            if doc.get("version") != MANIFEST_VERSION:
-                raise RepositoryError(f"{what}: manifest version {doc.get('version')!r} unknown")
+            version = doc.get("version")
+            if version not in READABLE_MANIFEST_VERSIONS:
+                raise RepositoryError(f"{what}: manifest version {version!r} unknown")
+            tree = None if version == 1 else str(doc["tree"])
             return cls(
                 client_id=str(doc["client_id"]),
                 snapshot_id=str(doc["snapshot_id"]),
                 app_server=str(doc["app_server"]),
-                entries=[Entry.from_json(e) for e in doc["entries"]],
+                entries=[Entry.from_json(e) for e in doc["entries"]] if version == 1 else [],
                 stats=dict(doc.get("stats", {})),
                 top=_top_from_json(doc.get("top")),
+                tree=tree,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise RepositoryError(f"{what}: manifest unreadable ({exc})") from None

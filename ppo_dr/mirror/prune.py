@@ -10,6 +10,8 @@ Under the repository lock, in an order that is safe to interrupt anywhere:
 3. delete the old index files; 4. delete the packs nothing references (including
 packs a crashed run left without an index). A pack holding both live and dead blobs
 is kept whole (no repacking yet), so freed space lags by up to one pack per run.
+A kept snapshot references its files' chunks and its tree objects (version 2), so the
+trees of live snapshots are never pruned.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def prune(
                 if sid in keep:
                     # Unreadable kept manifest: raise, never delete what it may use.
                     manifest = repo.read_manifest(client, sid)
-                    referenced.update(c for e in manifest.entries for c in e.chunks)
+                    referenced.update(manifest.blob_ids())  # its trees too
                     kept_ids.append(f"{client}/{sid}")
                 else:
                     doomed.append((client, sid))

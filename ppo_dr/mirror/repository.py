@@ -8,6 +8,10 @@ Layout under ``<repo_path>`` (docs/repository.md has the byte-level detail)::
     snapshots/<client>/<id>.json.zst    one manifest per client per snapshot
     locks/lock                          the writer's lock (see lock.py)
 
+Version 2 (version 1 is still read, and upgraded by its next writer): a manifest names
+the root of its tree objects, one blob per directory stored in packs like file chunks
+(``ppo_dr.mirror.trees``), so an unchanged directory is not sent again.
+
 Index files and manifests are zstd-compressed JSON, so they are named ``.json.zst``;
 in an encrypted repository they are then sealed (AES-256-GCM) and named
 ``.json.zst.enc``: read the extensions right to left to open one (decrypt,
@@ -21,6 +25,7 @@ unreferenced garbage at worst, never a reference to something missing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import posixpath
@@ -34,12 +39,13 @@ from typing import Any
 from ppo_dr.errors import RemotePathError
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.mirror.codec import Codec, key_check
-from ppo_dr.mirror.errors import DamagedDataError, RepositoryError, WrongKeyError
-from ppo_dr.mirror.manifest import Manifest, check_snapshot_id
+from ppo_dr.mirror.errors import DamagedDataError, RepositoryError
+from ppo_dr.mirror.manifest import Entry, Manifest, check_snapshot_id
+from ppo_dr.mirror.repo_config import REPO_VERSION, RepoConfig, codec_for
+from ppo_dr.mirror.trees import TreeSet, build_trees, expand_trees
 from ppo_dr.transport.base import EntryType, Remote, is_temp_name
 
-REPO_FORMAT = "ppo-dr-mirror"
-REPO_VERSION = 1
+TREE_CACHE_BYTES = 64 * 1024 * 1024  # tree plaintexts kept per Repository (prune, verify)
 INDEX_VERSION = 1
 PACK_TARGET_BYTES = 16 * 1024 * 1024
 TRAILER_LEN = struct.Struct(">I")  # the last 4 bytes of a pack: trailer length
@@ -57,6 +63,8 @@ SEALED_SUFFIX = ".enc"  # appended when the repository is encrypted (AES-256-GCM
 # Ranged reads (restore, a client's verify): a pack is read by ranges only when at most
 # this share of it is needed, and blobs closer than RANGE_GAP share one request (a
 # request's latency costs more than reading the gap). Figures: docs/repository.md.
+# Entries and tree ids of snapshots already read, by root tree id (shared by mirrors).
+ExpandedTrees = dict[str, tuple[list[Entry], tuple[str, ...]]]
 RANGED_MAX_SHARE = 0.5
 RANGE_GAP = 256 * 1024
 CHUNKER: dict[str, Any] = {
@@ -173,65 +181,6 @@ class PackBuilder:
         return FinishedPack(pack_id, parts, _parse_rows(pack_id, rows))
 
 
-@dataclass(frozen=True)
-class RepoConfig:
-    """config.json: how to read this repository. Never holds the key."""
-
-    app_server: str
-    compression: str
-    encryption: dict[str, str] | None
-    chunker: dict[str, Any]
-    created: str
-
-    def to_bytes(self) -> bytes:
-        doc = {
-            "format": REPO_FORMAT,
-            "version": REPO_VERSION,
-            "app_server": self.app_server,
-            "created": self.created,
-            "hash": "sha256" if self.encryption is None else "hmac-sha256",
-            "chunker": self.chunker,
-            "pack_target_bytes": PACK_TARGET_BYTES,
-            "compression": self.compression,
-            "encryption": self.encryption,
-        }
-        return json.dumps(doc, indent=2).encode() + b"\n"
-
-    @classmethod
-    def from_bytes(cls, data: bytes, where: str) -> RepoConfig:
-        try:
-            doc = json.loads(data)
-            if doc.get("format") != REPO_FORMAT or doc.get("version") != REPO_VERSION:
-                raise RepositoryError(
-                    f"{where}: not a {REPO_FORMAT} v{REPO_VERSION} repository "
-                    f"(format {doc.get('format')!r} version {doc.get('version')!r})"
-                )
-            return cls(
-                app_server=str(doc["app_server"]),
-                compression=str(doc["compression"]),
-                encryption=doc.get("encryption"),
-                chunker=dict(doc["chunker"]),
-                created=str(doc.get("created", "")),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise RepositoryError(f"{where}: config.json unreadable ({exc})") from None
-
-
-def _codec_for(config: RepoConfig, key: bytes | None, where: str) -> Codec:
-    """The codec for *config* if *key* is the right one; WrongKeyError otherwise."""
-    enc = config.encryption
-    if enc is None:
-        if key is not None:
-            raise WrongKeyError(f"{where}: repository is not encrypted but a key was given")
-        return Codec(config.compression)
-    if key is None:
-        raise WrongKeyError(f"{where}: repository is encrypted (AES-256-GCM); no key given")
-    codec = Codec(config.compression, key)
-    if key_check(key, bytes.fromhex(enc["salt"])) != enc["key_check"]:
-        raise WrongKeyError(f"{where}: the key given is not this repository's key")
-    return codec
-
-
 class Repository:
     """A repository on one mirror, opened with (or without) its key."""
 
@@ -246,6 +195,9 @@ class Repository:
         self.where = f"mirror {mirror_id} ({remote.label}:{self.path})"
         self.suffix = DOCUMENT_SUFFIX + (SEALED_SUFFIX if codec.encrypted else "")
         self._dirs: set[str] = set()
+        self._index: Index | None = None  # the last index loaded: where trees are
+        self._trees: dict[str, bytes] = {}  # tree plaintexts read (bounded)
+        self._trees_size = 0
 
     # ----- opening ---------------------------------------------------------------------
 
@@ -271,7 +223,7 @@ class Repository:
                 f"{where}: repository belongs to app server {config.app_server!r}, "
                 f"not {app_server!r}"
             )
-        return cls(remote, path, mirror_id, config, _codec_for(config, key, where))
+        return cls(remote, path, mirror_id, config, codec_for(config, key, where))
 
     @classmethod
     def open_or_init(
@@ -304,6 +256,7 @@ class Repository:
                 encryption=encryption,
                 chunker=dict(CHUNKER),
                 created=datetime.now(UTC).isoformat(timespec="seconds"),
+                pack_target_bytes=PACK_TARGET_BYTES,
             )
             for sub in ("packs", "index", "snapshots", "locks"):
                 remote.mkdir_p(posixpath.join(path, sub), 0o700)
@@ -367,6 +320,7 @@ class Repository:
             for pack_id, (size, blobs) in self.read_index_file(name).items():
                 index.add_pack(pack_id, size, blobs)
             index.files.append(name)
+        self._index = index
         return index
 
     def write_index(
@@ -504,19 +458,105 @@ class Repository:
             if s.name.endswith(self.suffix) and not is_temp_name(s.name)
         )
 
-    def read_manifest(self, client_id: str, snapshot_id: str) -> Manifest:
+    def read_manifest(
+        self, client_id: str, snapshot_id: str, expanded: ExpandedTrees | None = None
+    ) -> Manifest:
+        """A snapshot's manifest with its entries, from the manifest itself (version 1)
+        or from its trees (version 2, each tree re-hashed as it is read). *expanded*:
+        trees already read by root id (another mirror's copy of the same snapshot: the
+        same id is the same content), filled in here."""
         path = self.manifest_path(client_id, snapshot_id)
         where = f"{self.where}: snapshot {client_id}/{snapshot_id}"
         stored = self.remote.read_bytes(path)
-        return Manifest.from_bytes(self.codec.open_document(stored, where), where)
+        manifest = Manifest.from_bytes(self.codec.open_document(stored, where), where)
+        root = manifest.tree
+        if root is not None:
+            known = expanded.get(root) if expanded is not None else None
+            if known is None:
+                known = expand_trees(root, lambda ids: self.read_trees(ids, where), where)
+                if expanded is not None:
+                    expanded[root] = known
+            manifest.entries, manifest.tree_ids = list(known[0]), known[1]
+        return manifest
 
-    def write_manifest(self, manifest: Manifest) -> int:
-        """Write the manifest last, atomically; returns the bytes written."""
+    def read_trees(self, tree_ids: list[str], where: str) -> dict[str, bytes]:
+        """The verified plaintext of tree blobs, read by pack (ranges when only a small
+        part of a pack is needed); RepositoryError naming the first one not indexed."""
+        out = {t: self._trees[t] for t in tree_ids if t in self._trees}
+        wanted = [t for t in tree_ids if t not in out]
+        index = self._index
+        if wanted and (index is None or any(t not in index for t in wanted)):
+            index = self.load_index()  # packs written since we last looked
+        by_pack: dict[str, dict[str, BlobLocation]] = {}
+        for tree_id in wanted:
+            loc = index.blobs.get(tree_id) if index is not None else None
+            if loc is None:
+                raise RepositoryError(f"{where}: tree {tree_id} is not in the index")
+            by_pack.setdefault(loc.pack_id, {})[tree_id] = loc
+        for pack_id, locs in by_pack.items():
+            assert index is not None  # by_pack is empty without one
+            data: bytes | PackSlices = (
+                self.read_pack_ranges(pack_id, locs.values())
+                if wants_ranges(index.packs[pack_id], locs.values())
+                else self.read_pack(pack_id)
+            )
+            for tree_id, loc in locs.items():
+                out[tree_id] = plain = self.extract_blob(data, tree_id, loc)
+                if self._trees_size + len(plain) <= TREE_CACHE_BYTES:
+                    self._trees[tree_id] = plain
+                    self._trees_size += len(plain)
+        return out
+
+    def upgrade_format(self) -> None:
+        """Mark a version 1 repository as version 2 before the first version 2 manifest
+        goes in (an older ppo-dr then refuses it clearly instead of misreading it).
+        Call only while holding the lock; config.json is replaced atomically."""
+        if self.config.version >= REPO_VERSION:
+            return
+        self.config = dataclasses.replace(self.config, version=REPO_VERSION)
+        self.remote.write_bytes(self._p("config.json"), self.config.to_bytes(), 0o600)
+
+    def store_trees(
+        self,
+        manifest: Manifest,
+        known: dict[str, int] | None = None,
+        trees: TreeSet | None = None,
+    ) -> tuple[int, int]:
+        """Store the tree objects of *manifest* the mirror lacks (one pack, then its
+        index file) and set its root; returns (pack bytes, index bytes). *known*: the
+        blob ids the mirror has (id -> plaintext length), updated here; None reads the
+        index. *trees*: already built from the entries with this repository's key."""
+        if known is None:
+            known = {b: loc.raw_length for b, loc in self.load_index().blobs.items()}
+        if trees is None:
+            trees = build_trees(manifest.entries, self.codec.blob_id)
+        builder = PackBuilder()
+        for tree_id, data in trees.objects.items():
+            if tree_id not in known:
+                stored, compressed = self.codec.encode_blob(data)
+                builder.add(tree_id, stored, len(data), compressed)
+                known[tree_id] = len(data)
+        manifest.tree, manifest.tree_ids = trees.root, tuple(trees.objects)
+        if not builder.rows:
+            return 0, 0
+        pack = builder.finish(self.codec)
+        return self.write_pack(pack), self.write_index([pack])[1]
+
+    def write_manifest(
+        self,
+        manifest: Manifest,
+        known: dict[str, int] | None = None,
+        trees: TreeSet | None = None,
+    ) -> int:
+        """Store the snapshot's missing trees (:meth:`store_trees`), then the manifest
+        last, atomically; returns every byte written."""
+        packed, indexed = self.store_trees(manifest, known, trees)
+        self.upgrade_format()
         path = self.manifest_path(manifest.client_id, manifest.snapshot_id)
         self._ensure_dir(posixpath.dirname(path))
         stored = self.codec.seal_document(manifest.to_bytes())
         self.remote.write_bytes(path, stored, 0o600)
-        return len(stored)
+        return packed + indexed + len(stored)
 
     def remove_manifest(self, client_id: str, snapshot_id: str) -> None:
         self.remote.remove(self.manifest_path(client_id, snapshot_id))

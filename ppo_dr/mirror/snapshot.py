@@ -23,6 +23,9 @@ The pipeline, and why:
   is what lets two mirrors upload in parallel (PERF-NOTES; ppo_dr.mirror.uploader).
   A crash therefore loses at most the packs in flight; the next run sees everything
   before them in the index and skips it.
+- The manifest goes last, after the snapshot's tree objects (one per directory) that
+  the mirror lacks: an unchanged directory's tree is already there, so a run that
+  changed nothing sends the small manifest and the lock, not the client's file list.
 - A mirror that fails (its Remote raises) is dropped for the rest of the run and
   reports ok=False; the other goes on. Its previous manifests are untouched because
   a manifest is only written after all its blobs are stored and indexed.
@@ -57,11 +60,13 @@ from ppo_dr.mirror.repository import (
     REWRITE_MAX,
     REWRITE_MIN,
     SMALL_FILE_LIMIT,
+    ExpandedTrees,
     FinishedPack,
     PackBuilder,
     Repository,
 )
 from ppo_dr.mirror.results import ClientSnapshotResult, ClientSource, MirrorOutcome, MirrorTarget
+from ppo_dr.mirror.trees import TreeSet, build_trees, canonical_order
 from ppo_dr.mirror.uploader import UploadProcess
 from ppo_dr.transport.base import EntryType, Remote, RemoteReader, RemoteStat
 
@@ -169,8 +174,9 @@ class MirrorSink:
             self.error = _describe(exc)
             log.error("mirror %s failed: %s", self.target.mirror_id, self.error)
 
-    def begin_client(self, client_id: str) -> None:
-        """Reset the per-client counters and load the client's newest manifest."""
+    def begin_client(self, client_id: str, expanded: ExpandedTrees) -> None:
+        """Reset the per-client counters and load the client's newest manifest (its
+        trees read once for all mirrors that share them: *expanded*)."""
         self.bytes_sent = 0
         self.new_chunks = 0
         self.previous = {}
@@ -179,7 +185,7 @@ class MirrorSink:
         try:
             ids = self.repo.list_snapshot_ids(client_id)
             if ids:
-                manifest = self.repo.read_manifest(client_id, ids[-1])
+                manifest = self.repo.read_manifest(client_id, ids[-1], expanded)
                 self.previous = {e.path: e for e in manifest.entries}
         except RepositoryError as exc:  # damaged or foreign manifest: read everything
             log.warning("mirror %s: previous manifest unusable: %s", self.target.mirror_id, exc)
@@ -246,11 +252,15 @@ class MirrorSink:
             finally:
                 self._queue.task_done()
 
-    def write_manifest(self, manifest: Manifest) -> bool:
+    def write_manifest(self, manifest: Manifest, trees: dict[bytes | None, TreeSet]) -> bool:
+        """Trees the mirror lacks, then the manifest; *trees*: built once per key."""
         if self.error is not None:
             return False
         try:
-            self.bytes_sent += self.repo.write_manifest(manifest)
+            key = self.codec.key
+            if key not in trees:
+                trees[key] = build_trees(manifest.entries, self.codec.blob_id)
+            self.bytes_sent += self.repo.write_manifest(manifest, self.known, trees[key])
             return True
         except DRError as exc:
             self.fail(exc)
@@ -445,8 +455,9 @@ def snapshot_client(
             for sink in live:
                 errors[sink.target.mirror_id] = f"pre-snapshot hook failed: {_describe(exc)}"
             live = []
+    expanded: ExpandedTrees = {}
     for sink in live:
-        sink.begin_client(client.client_id)
+        sink.begin_client(client.client_id, expanded)
     reader = ClientReader(source, live)
     top: RemoteStat | None = None
     entries: list[Entry] = []
@@ -479,7 +490,9 @@ def snapshot_client(
                 changed_during_read.append(st.path)
             entries.append(_entry(result.stat, result.chunks, path=st.path))
         top = source.stat(client.path) if live else None  # after the walk: its final mtime
-        entries = mark_hard_links(entries, hard_link_groups(source, client.path) if live else {})
+        groups = hard_link_groups(source, client.path) if live else {}
+        if groups:  # in the order trees give back, so a link's "first name" is stable
+            entries = mark_hard_links(canonical_order(entries), groups)
     except DRError as exc:  # the app server failed us: no manifest for this client
         for sink in live:
             errors[sink.target.mirror_id] = f"reading {source.label}: {_describe(exc)}"
@@ -504,9 +517,10 @@ def snapshot_client(
         None if top is None else _entry(top, path=""),
     )
     outcomes: dict[str, MirrorOutcome] = {}
+    trees: dict[bytes | None, TreeSet] = {}
     for sink in sinks:
         mid = sink.target.mirror_id
-        if sink in live and sink.write_manifest(manifest):
+        if sink in live and sink.write_manifest(manifest, trees):
             outcomes[mid] = MirrorOutcome(True, None, sink.bytes_sent, sink.new_chunks, True)
         else:
             error = errors.get(mid) or sink.error or "mirror failed"

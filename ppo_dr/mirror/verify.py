@@ -87,11 +87,11 @@ def verify(
             except DRError as exc:
                 problem(client, snap, "", str(exc))
                 continue
-            for entry in manifest.entries:
-                for blob_id in entry.chunks:
-                    if blob_id not in index:
-                        problem(client, snap, entry.path, f"blob {blob_id} is not in the index")
-                    refs[blob_id].append((client, snap, entry.path))
+            named = [(e.path, c) for e in manifest.entries for c in e.chunks]
+            for path, blob_id in [*named, *(("(tree)", t) for t in manifest.tree_ids)]:
+                if blob_id not in index:
+                    problem(client, snap, path, f"blob {blob_id} is not in the index")
+                refs[blob_id].append((client, snap, path))
 
     if read_data:
         for pack_id, blobs in index.pack_blobs.items():

@@ -13,7 +13,7 @@ from ppo_dr.mirror.api import ensure_repository, restore
 from ppo_dr.mirror.manifest import Entry, Manifest
 from ppo_dr.mirror.repository import Repository
 from ppo_dr.transport import EntryType, LocalRemote
-from tests.ppo_dr.mirror.helpers import local_target
+from tests.ppo_dr.mirror.helpers import local_target, write_v1_manifest
 
 DIR, FILE, LINK = EntryType.DIR, EntryType.FILE, EntryType.SYMLINK
 
@@ -42,7 +42,7 @@ def _write(tmp_path: Path, entries: list[Entry]) -> Path:
     target = local_target(tmp_path, "m1")
     ensure_repository(target, app_server="app1")
     repo = Repository.open(target.remote, target.repo_path, "m1", None)
-    repo.write_manifest(Manifest("c1", "2026-11-30T05-00-00Z", "app1", entries))
+    write_v1_manifest(repo, Manifest("c1", "2026-11-30T05-00-00Z", "app1", entries))
     return tmp_path
 
 

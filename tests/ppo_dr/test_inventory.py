@@ -369,6 +369,11 @@ CASES: list[Case] = [
     bad("escalation.levels[0].ack_deadline", "whenever", "duration"),
     bad("escalation.ack_timeout", 0, "duration"),
     bad("timing.mirror_cron", "hourly", "syntax"),
+    bad("timing.mirror_cron", "61 * * * *", "cron syntax", "outside 0-59"),
+    bad("timing.mirror_cron", "*/5 * * 13 *", "cron syntax", "outside 1-12"),
+    bad("timing.mirror_cron", "0 */2 * * *", "mirror at least hourly", "2:00:00"),
+    bad("timing.mirror_cron", "0 3 * * *", "mirror at least hourly", "1 day"),
+    bad("timing.mirror_cron", "0,30 0-22 * * *", "mirror at least hourly", "1:30:00"),
     bad("timing.recovery_successes", 0, "range"),
     bad("mirror.keep_last", 0, "range"),
     bad("mirror.compression", "lz4", "allowed values"),
@@ -702,6 +707,9 @@ def test_durations_accept_seconds_and_suffixes(written: Any, seconds: int) -> No
         ("store.url", "postgresql://ppo@db.ppo.example/ppo"),
         ("channels.email.api_key", {"env": "SENDGRID_API_KEY"}),
         ("timing.latency_budget_ms", 5000),
+        ("timing.mirror_cron", "*/5 * * * *"),  # the 5-minute cadence, docs/repository.md
+        ("timing.mirror_cron", "* * * * *"),  # the lab's compressed time
+        ("timing.mirror_cron", "7,37 * * * *"),
         ("timing.latency_budget_ms", None),
         ("timing.vantages", [{"id": "direct"}, {"id": "eu", "proxy": "http://px.example:3128"}]),
     ],

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import posixpath
 import stat
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ppo_dr.mirror.api import MirrorTarget
+from ppo_dr.mirror.manifest import Manifest
+from ppo_dr.mirror.repository import Repository
 from ppo_dr.transport import LocalRemote
 
 T0 = datetime(2026, 11, 30, 5, 0, 0, tzinfo=UTC)
@@ -110,3 +114,17 @@ def inode_groups(root: Path) -> set[frozenset[str]]:
         if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             groups.setdefault(st.st_ino, set()).add(str(path.relative_to(root)))
     return {frozenset(g) for g in groups.values()}
+
+
+def v1_manifest_bytes(manifest: Manifest) -> bytes:
+    """*manifest* as a version 1 document listing every path, as ppo-dr wrote them
+    before tree objects (and as a hostile mirror still may: version 1 is read)."""
+    doc = {"version": 1, **manifest.fields(), "entries": [e.to_json() for e in manifest.entries]}
+    return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def write_v1_manifest(repo: Repository, manifest: Manifest) -> None:
+    """Store *manifest* in *repo* as a version 1 document (see v1_manifest_bytes)."""
+    path = repo.manifest_path(manifest.client_id, manifest.snapshot_id)
+    repo.remote.mkdir_p(posixpath.dirname(path), 0o700)
+    repo.remote.write_bytes(path, repo.codec.seal_document(v1_manifest_bytes(manifest)), 0o600)

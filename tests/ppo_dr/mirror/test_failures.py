@@ -28,7 +28,7 @@ from ppo_dr.mirror.lock import RepositoryLock
 from ppo_dr.mirror.manifest import Entry, Manifest
 from ppo_dr.mirror.repository import Repository
 from ppo_dr.transport import EntryType, LocalRemote
-from tests.ppo_dr.mirror.helpers import T0, local_target, tree_state
+from tests.ppo_dr.mirror.helpers import T0, local_target, tree_state, write_v1_manifest
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[3]
@@ -140,7 +140,7 @@ def test_restore_refuses_a_manifest_path_that_escapes(tmp_path: Path, evil: str)
         Entry("sub", EntryType.DIR, 0o755, 0),
         Entry(evil, EntryType.FILE, 0o644, 0, 0, None, ()),
     ]
-    repo.write_manifest(Manifest("c1", "2026-11-30T05-00-00Z", "app1", entries))
+    write_v1_manifest(repo, Manifest("c1", "2026-11-30T05-00-00Z", "app1", entries))
     dest = tmp_path / "dest"
     with pytest.raises(UnsafeInputError, match="restore refused"):
         restore([target], "c1", "latest", LocalRemote(), str(dest))
@@ -155,7 +155,7 @@ def test_restore_refuses_writing_through_a_symlink_it_made(tmp_path: Path) -> No
         Entry("etc", EntryType.SYMLINK, 0o777, 0, target="/etc"),
         Entry("etc/passwd", EntryType.FILE, 0o644, 0),
     ]
-    repo.write_manifest(Manifest("c1", "2026-11-30T05-00-00Z", "app1", entries))
+    write_v1_manifest(repo, Manifest("c1", "2026-11-30T05-00-00Z", "app1", entries))
     with pytest.raises(UnsafeInputError, match="parent is not a directory"):
         restore([target], "c1", "latest", LocalRemote(), str(tmp_path / "dest"))
 

@@ -56,18 +56,45 @@ def test_encrypted_documents_are_named_json_zst_enc(tmp_path: Path) -> None:
     assert (repo / "snapshots" / "c1" / "2026-11-30T05-00-00Z.json.zst.enc").is_file()
 
 
-@pytest.mark.skipif(shutil.which("zstd") is None, reason="needs the zstd command")
-def test_the_by_hand_restore_recipe_in_the_docs_works(tmp_path: Path) -> None:
-    src, repo = _snapshot(tmp_path, None)
+def _recipe() -> tuple[str, str, str, str]:
     text = (ROOT / "docs" / "repository.md").read_text()
     match = re.search(r"python3 - (\S+) '([^']+)' > \S+ <<'PY'\n(.*?)\nPY\n", text, re.S)
     assert match, "recipe not found in docs/repository.md"
+    walk = re.search(r"with a walk:\n\n```python\n(.*?)```", text, re.S)
+    assert walk, "tree walk not found in docs/repository.md"
     manifest, path, script = match.groups()
-    out = subprocess.run(
-        [sys.executable, "-", manifest, path],
+    return manifest, path, script, walk.group(1)
+
+
+def _run(script: str, repo: Path, *args: str) -> bytes:
+    return subprocess.run(
+        [sys.executable, "-", *args],
         input=script.encode(),
         cwd=repo,
         capture_output=True,
         check=True,
     ).stdout
-    assert out == (src / path).read_bytes()
+
+
+NEEDS_ZSTD = pytest.mark.skipif(shutil.which("zstd") is None, reason="needs the zstd command")
+
+
+@NEEDS_ZSTD
+def test_the_by_hand_restore_recipe_in_the_docs_works(tmp_path: Path) -> None:
+    src, repo = _snapshot(tmp_path, None)
+    manifest, path, script, walk = _recipe()
+    assert _run(script, repo, manifest, path) == (src / path).read_bytes()
+    listing = _run(script[: script.index("m = doc(sys.argv[1])")] + walk, repo, manifest)
+    rows = [line.split(" ") for line in listing.decode().splitlines()]
+    assert [(r[0], r[1], r[-1]) for r in rows] == [
+        ("docs", "dir", ""),
+        ("docs/a.txt", "file", "300000"),
+    ]
+
+
+@NEEDS_ZSTD
+def test_the_by_hand_recipe_reads_a_version_1_manifest(tmp_path: Path) -> None:
+    repo = Path(__file__).parent / "data" / "v1" / "plain"
+    _, _, script, _ = _recipe()
+    out = _run(script, repo, "snapshots/c1/2026-11-30T06-00-00Z.json.zst", "docs/a.txt")
+    assert out == b"hello " * 50_000

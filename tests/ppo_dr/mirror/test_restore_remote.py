@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import stat
@@ -15,6 +16,7 @@ import pytest
 from ppo_dr.errors import DRError
 from ppo_dr.mirror.api import ClientSource, MirrorTarget, ensure_repository, restore
 from ppo_dr.mirror.api import snapshot_server as snapshot
+from ppo_dr.mirror.repository import Repository
 from ppo_dr.mirror.restore_remote import staging_path
 from ppo_dr.transport import LocalRemote
 from ppo_dr.transport.ssh import SshRemote
@@ -105,9 +107,10 @@ def test_refused_file_leaves_the_destination_untouched_and_the_rerun_resumes(
         LocalRemote(), "app1", [ClientSource("c1", str(src))], [m1, m2], taken_at=later
     )
     sid = results[0].snapshot_id
-    packs = [p for p in Path(m1.repo_path, "packs").rglob("*") if p.is_file()]
-    newest = max(packs, key=lambda p: p.stat().st_mtime_ns)
-    newest.write_bytes(b"\0" * newest.stat().st_size)  # the pack holding "late", on m1 only
+    repo = Repository.open(m1.remote, m1.repo_path, "m1", None)
+    late = repo.load_index().blobs[hashlib.sha256((src / "late").read_bytes()).hexdigest()]
+    pack = Path(repo.pack_path(late.pack_id))
+    pack.write_bytes(b"\0" * pack.stat().st_size)  # the pack holding "late", on m1 only
 
     out = sshd.data_root / tmp_path.name / "c1"
     out.mkdir(parents=True)

@@ -7,12 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ppo_dr.cron import cron_interval, parse_cron
 from ppo_dr.errors import PermanentError
 from ppo_dr.mirror.status import (
     client_statuses,
-    cron_interval,
     format_age,
-    parse_cron,
     rpo_markdown,
     stale_after,
     stale_dedupe_key,
