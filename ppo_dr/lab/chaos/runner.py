@@ -150,6 +150,10 @@ class ChaosRun:
 
     def exercise(self, spec: FaultSpec) -> ChaosResult:
         """Inject *spec* into a server drawn by the seed, follow it, heal it, judge it."""
+        if spec.shape == "mirror":  # trouble around a server: the mirror runbook's
+            from ppo_dr.lab.chaos.mirror_faults import exercise_mirror_fault
+
+            return exercise_mirror_fault(self, spec)
         placements = {p.client_id: p.server_id for p in self.store.placements()}
         model = load_fleet(self.fleet.fleet_file)
         servers = [s.id for s in model.servers if s.role in ("app", "spare")]
@@ -277,6 +281,24 @@ class ChaosRun:
             spells += 1
             time.sleep(FLAP_UP_S)
         self.say(f"  {spells} down spells of {FLAP_DOWN_S:.0f} s")
+
+    def begin(
+        self, spec: FaultSpec, target: str, placements: dict[str, str], clients: list[str]
+    ) -> _Fault:
+        """The record of a fault about to be injected into *target*: the snapshots and
+        the acknowledged writes already missing before it (for faults run elsewhere)."""
+        model = load_fleet(self.fleet.fleet_file)
+        already = records.lost_writes(model, self.fleet.acks_file, clients)
+        return _Fault(
+            spec,
+            target,
+            [target],
+            placements,
+            clients,
+            _now(),
+            records.complete_snapshot_ids(self.store, clients),
+            {c: {seq for seq, _ in seqs} for c, seqs in already.items()},
+        )
 
     def _heal(self, fault: _Fault) -> None:
         fault.healed_at = _now()
