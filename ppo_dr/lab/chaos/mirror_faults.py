@@ -83,11 +83,10 @@ def reported_skew(fleet: Fleet, server_id: str) -> float | None:
         return None
 
 
-def _writing(fleet: Fleet, mirror: str, repo: str) -> bool:
+def _writing(access: FleetAccess, mirror: str, repo: str) -> bool:
     """True while a run holds the repository's lock on *mirror* (it is writing)."""
     try:
-        with FleetAccess(fleet) as access:
-            return access.remote(mirror).stat(f"{repo}/locks/lock") is not None
+        return access.remote(mirror).stat(f"{repo}/locks/lock") is not None
     except DRError:
         return False
 
@@ -149,7 +148,9 @@ def exercise_mirror_fault(run: ChaosRun, spec: FaultSpec) -> ChaosResult:
     run._ready(clients)
     in_flight = None
     if spec.name == "mirror-dies":
-        in_flight = bool(poll(lambda: _writing(model, mirror, repo), wait, every=0.5))
+        run.say(f"  waiting for a run writing to {mirror}")
+        with FleetAccess(model) as access:
+            in_flight = bool(poll(lambda: _writing(access, mirror, repo), wait, every=0.5))
     fault = run.begin(spec, target, placements, clients)
     run.say(f"{spec.name}: {spec.injected} on {target} (mirror of {app}, {len(clients)} clients)")
     pinned = offered = None
@@ -229,11 +230,9 @@ def _observe(
         if r.taken_at < start and r.mirror == mirror
     )
     try:
-        missing = records.lost_writes(model, run.fleet.acks_file, clients)
-        lost: dict[str, tuple[tuple[int, datetime], ...]] | None = {
-            c: tuple(w for w in seqs if w[0] not in fault.lost_before.get(c, set()))
-            for c, seqs in missing.items()
-        }
+        lost: dict[str, tuple[tuple[int, datetime], ...]] | None = records.new_losses(
+            model, run.fleet.acks_file, clients, fault.lost_before
+        )
     except DRError as exc:
         fault.problems.append(str(exc))
         lost = None

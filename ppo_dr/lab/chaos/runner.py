@@ -351,11 +351,9 @@ class ChaosRun:
         elif fault.spec.shape == "flapping":
             obs = replace(obs, snapshot_at=records.newest_snapshots(store, fault.clients))
         try:
-            missing = records.lost_writes(model, self.fleet.acks_file, fault.clients)
-            lost: dict[str, tuple[tuple[int, datetime], ...]] | None = {
-                c: tuple(w for w in seqs if w[0] not in fault.lost_before.get(c, set()))
-                for c, seqs in missing.items()
-            }
+            lost: dict[str, tuple[tuple[int, datetime], ...]] | None = records.new_losses(
+                model, self.fleet.acks_file, fault.clients, fault.lost_before
+            )
         except DRError as exc:
             fault.problems.append(str(exc))
             lost = None
