@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import socket
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -59,7 +60,14 @@ def host_key_fingerprint(public_key: str) -> str:
 
 
 def offered_fingerprint(host: str, port: int, timeout: float = 10.0) -> str | None:
-    """The fingerprint of the host key *host:port* offers now (no login), or None."""
+    """The fingerprint of the host key *host:port* offers now (no login), or None.
+
+    A server still restarting closes the connection before its banner; paramiko's
+    transport thread logs that with a traceback, which says nothing here: silenced.
+    """
+    quiet = logging.getLogger("paramiko.transport")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             transport = paramiko.Transport(sock)
@@ -68,8 +76,10 @@ def offered_fingerprint(host: str, port: int, timeout: float = 10.0) -> str | No
                 return str(transport.get_remote_server_key().fingerprint)
             finally:
                 transport.close()
-    except (OSError, paramiko.SSHException):
+    except (OSError, EOFError, paramiko.SSHException):
         return None
+    finally:
+        quiet.setLevel(level)
 
 
 def reported_skew(fleet: Fleet, server_id: str) -> float | None:
@@ -167,7 +177,8 @@ def exercise_mirror_fault(run: ChaosRun, spec: FaultSpec) -> ChaosResult:
             server = model.server(mirror)
             assert server.ssh is not None
             pinned = host_key_fingerprint(server.ssh.host_key)
-            offered = offered_fingerprint(server.ssh.host, server.ssh.port)
+            ssh = server.ssh
+            offered = poll(lambda: offered_fingerprint(ssh.host, ssh.port), 60.0, every=1.0)
             opened = poll(
                 lambda: [
                     i
