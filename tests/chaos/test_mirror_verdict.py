@@ -119,6 +119,13 @@ def test_a_run_that_went_right_holds_with_the_issues_keys(name: str) -> None:
     assert result.acked_writes_lost == 0 and result.lost_beyond_rpo == 0
 
 
+def test_incidents_elsewhere_are_reported_not_judged() -> None:
+    busy = replace(LATENCY, elsewhere=("#14 app server drill-1 down",))
+    result = judge_mirror(BY_NAME["latency"], busy)
+    assert result.passed
+    assert result.notes[-1] == "elsewhere meanwhile (not judged): #14 app server drill-1 down"
+
+
 def test_detected_after_is_the_first_alert() -> None:
     assert judge_mirror(BY_NAME["mirror-dies"], DIES).detected_after_s == 150.0
     assert judge_mirror(BY_NAME["latency"], LATENCY).detected_after_s is None

@@ -231,7 +231,12 @@ def _observe(
 ) -> MirrorObservation:
     store = run.store
     clients = fault.clients
-    opened = records.incidents_since(store, fault.injected_at)
+    everything = records.incidents_since(store, fault.injected_at)
+    # Judged: incidents about the fault's servers and clients. A lab on a loaded machine
+    # opens others meanwhile (a drill's scratch server, another app's stale client):
+    # reported, not judged.
+    names = {app, mirror, fault.target, *clients}
+    opened = [i for i in everything if i.dedupe_key.rsplit(":", 1)[-1] in names]
     ids = [i.id for i in opened]
     start = fault.injected_at - timedelta(seconds=interval)
     rows = _rows(store, clients, start)
@@ -273,12 +278,13 @@ def _observe(
             if i.kind != "outage"
         ),
         stale_open_at_end=stale_left,
+        elsewhere=tuple(f"#{i.id} {i.title}" for i in everything if i not in opened),
         pages=tuple(records.pages_sent(store, ids)),
         notice_keys=tuple(records.outbox_keys(run.fleet.outbox(), ids)),
         lost_seqs=lost,
         snapshots_intact=fault.before <= after and not damaged,
         problems=tuple(fault.problems),
     )
-    for incident in opened:  # the on-call closes them: the next fault starts quiet
+    for incident in everything:  # the on-call closes them: the next fault starts quiet
         store.resolve(incident.id, by="chaos", note=f"chaos run: {fault.spec.name} healed")
     return obs

@@ -85,6 +85,7 @@ class MirrorObservation:
     outages: tuple[tuple[int, datetime], ...] = ()
     alerts: tuple[Alert, ...] = ()
     stale_open_at_end: tuple[int, ...] = ()
+    elsewhere: tuple[str, ...] = ()  # incidents about other servers and clients: not judged
     pages: tuple[datetime, ...] = ()
     notice_keys: tuple[str, ...] = ()
     pinned_fingerprint: str | None = None
@@ -325,6 +326,8 @@ def judge_mirror(spec: FaultSpec, obs: MirrorObservation) -> ChaosResult:
     passed = not out.notes
     alerts = [f"#{a.id} {a.kind}: {a.title}" for a in obs.alerts]
     notes = out.notes + out.measured + ([f"alerts: {'; '.join(alerts)}"] if alerts else [])
+    if obs.elsewhere:
+        notes.append(f"elsewhere meanwhile (not judged): {'; '.join(obs.elsewhere)}")
     first_alert = min((a.opened_at for a in obs.alerts), default=None)
     return ChaosResult(
         fault=spec.name,
