@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import logging
 import socket
+import statistics
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -101,6 +103,13 @@ def _writing(access: FleetAccess, mirror: str, repo: str) -> bool:
         return False
 
 
+def run_gap(store: Store, clients: list[str], runs: int = 6) -> float:
+    """The median time between the last *runs* snapshots of *clients* (0 if < 2)."""
+    taken = sorted({s.taken_at for c in clients for s in store.snapshots(c)})[-runs:]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(taken)]
+    return statistics.median(gaps) if gaps else 0.0
+
+
 def _rows(store: Store, clients: list[str], since: datetime) -> tuple[SnapRow, ...]:
     return tuple(
         SnapRow(
@@ -154,8 +163,10 @@ def exercise_mirror_fault(run: ChaosRun, spec: FaultSpec) -> ChaosResult:
     clients = client_ids_on(model, app, placements=placements)
     interval = cron_interval(model.timing.mirror_cron).total_seconds()
     threshold = stale_after(model.timing.mirror_cron).total_seconds()
-    wait = 4 * interval + 180.0  # a run to start and finish on a loaded machine
     run._ready(clients)
+    # A run to start and finish: four intervals, or three of the gaps the runs really
+    # leave between them (a loaded machine starts them late), and three minutes more.
+    wait = max(4 * interval, 3 * run_gap(store, clients)) + 180.0
     in_flight = None
     if spec.name == "mirror-dies":
         run.say(f"  waiting for a run writing to {mirror}")
