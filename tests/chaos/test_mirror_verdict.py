@@ -237,8 +237,20 @@ def test_latency_reports_durations_and_rpo_and_fails_a_failed_run() -> None:
     notes = judge_mirror(BY_NAME["latency"], failed).notes
     assert any("runs failed on the slow mirror" in n for n in notes)
     assert any("no verified snapshot on the slow mirror-on for acme, bees" in n for n in notes)
-    stale = judge_mirror(BY_NAME["latency"], replace(LATENCY, alerts=(STALE,)))
+    behind = replace(STALE, text="client acme: mirror(s) behind: mirror-on 3m 00s")
+    stale = judge_mirror(BY_NAME["latency"], replace(LATENCY, alerts=(behind,)))
     assert not stale.passed
+    assert "stale alert #9: the slow mirror-on fell behind" in stale.notes
+    late = replace(STALE, text="client acme: newest verified snapshot is 2m 06s old")
+    everyone_late = judge_mirror(BY_NAME["latency"], replace(LATENCY, alerts=(late,)))
+    assert everyone_late.passed
+    assert "stale alert #9 with every mirror late (not the link)" in everyone_late.notes
+
+
+def test_a_stale_alert_under_a_skewed_clock_is_reported_not_failed() -> None:
+    result = judge_mirror(BY_NAME["clock-skew"], replace(SKEW, alerts=(STALE,)))
+    assert result.passed, result.notes
+    assert any(n.startswith("alerts: #9 mirror-stale") for n in result.notes)
 
 
 @pytest.mark.parametrize(
@@ -248,7 +260,8 @@ def test_latency_reports_durations_and_rpo_and_fails_a_failed_run() -> None:
         ({"skew_seen_s": 0.4}, "the skew was not in force"),
         ({"skew_seen_s": -7200.0}, "the skew was not in force"),
         ({"skew_seen_s": 7600.0}, "the skew was not in force"),
-        ({"alerts": (STALE,)}, "incidents opened for a skewed clock"),
+        ({"alerts": (replace(STALE, kind="host-key-changed"),)}, "incidents opened for a skewed"),
+        ({"ended_at": at(4000)}, "RPO not within 0..1800 s for acme, bees"),
         ({"rows": ()}, "no verified snapshot while the clock was skewed"),
     ],
 )
