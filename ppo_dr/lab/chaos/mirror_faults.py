@@ -212,7 +212,7 @@ def exercise_mirror_fault(run: ChaosRun, spec: FaultSpec) -> ChaosResult:
         fault.problems.append(f"{type(exc).__name__}: {exc}")
     finally:
         run._heal(fault)
-    if fault.healed_at is not None and spec.name != "clock-skew":
+    if fault.healed_at is not None and spec.name in ("mirror-dies", "mirror-disk-full"):
         healed = fault.healed_at
         if not poll(lambda: _verified_after(store, clients, [mirror], healed), wait):
             fault.problems.append(f"{mirror} not caught up within {wait:.0f} s of the heal")
