@@ -247,6 +247,13 @@ def test_latency_reports_durations_and_rpo_and_fails_a_failed_run() -> None:
     assert "stale alert #9 with every mirror late (not the link)" in everyone_late.notes
 
 
+def test_clock_skew_reports_the_skew_seen_and_the_rpo() -> None:
+    result = judge_mirror(BY_NAME["clock-skew"], SKEW)
+    assert result.notes == [
+        "app-1 reported its clock +7200 s off; RPO at the end: acme 80 s, bees 80 s"
+    ]
+
+
 def test_a_stale_alert_under_a_skewed_clock_is_reported_not_failed() -> None:
     result = judge_mirror(BY_NAME["clock-skew"], replace(SKEW, alerts=(STALE,)))
     assert result.passed, result.notes

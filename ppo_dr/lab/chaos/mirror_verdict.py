@@ -332,6 +332,11 @@ def judge_mirror(spec: FaultSpec, obs: MirrorObservation) -> ChaosResult:
         out.notes += broken
     elif spec.name == "clock-skew":
         out.notes += clock_rules(obs)
+        rpo = rpo_seconds(obs, None)
+        out.measured.append(
+            f"{obs.target} reported its clock {obs.skew_seen_s or 0:+.0f} s off; RPO at the end: "
+            + (", ".join(f"{c} {s:.0f} s" for c, s in sorted(rpo.items())) or "none")
+        )
     else:
         out.notes.append(f"fault {spec.name!r} has no mirror-side rules to judge it by")
     passed = not out.notes
