@@ -164,7 +164,12 @@ def status(directory: DirOption = None) -> None:
 def break_(
     target: Annotated[str, typer.Argument(help="A server id or a data centre id.")],
     fault: Annotated[
-        str, typer.Option("--fault", help="power | hang | disk | network", show_default=False)
+        str,
+        typer.Option(
+            "--fault",
+            help="power | hang | disk | network | host-key | disk-full | latency | clock-skew",
+            show_default=False,
+        ),
     ],
     directory: DirOption = None,
 ) -> None:

@@ -38,7 +38,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed, State
 
 from ppo_dr import config
-from ppo_dr.errors import PermanentError
+from ppo_dr.errors import HostKeyError, PermanentError
 from ppo_dr.fleet_access import FleetAccess, client_ids_on, home_server, mirror_plan
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.inventory import Fleet
@@ -59,6 +59,7 @@ from tasks.mirror import (
     current_placements,
     emit_heartbeat,
     ensure_mirror_limits,
+    open_host_key_alert,
     operator_key_text,
     record_snapshots,
     slot_taken,
@@ -247,6 +248,10 @@ def mirror_server(
                 run = take_snapshots(access, sid, chosen, hook, placed)
                 record_snapshots(url, run, run_id)
                 checks = verify_snapshots(access, url, run)
+        except HostKeyError as exc:  # nothing sent anywhere; someone must look, not be paged
+            failure = f"{type(exc).__name__}: {exc}"
+            log.error("mirror of %s refused: %s", sid, failure)
+            open_host_key_alert(url, exc, sid, app.dc, run_id)
         except Exception as exc:
             failure = f"{type(exc).__name__}: {exc}"
             log.error("mirror of %s failed: %s", sid, failure)

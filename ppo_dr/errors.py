@@ -109,7 +109,24 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 class HostKeyError(PermanentError):
-    """A server's host key is not in our known_hosts, or differs from it (possible MITM)."""
+    """A server's host key is not in our known_hosts, or differs from it (possible MITM).
+
+    Where known: the server it is about, and the fingerprints of the key it offered
+    and of the one pinned for it (an operator compares them out of band).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server_id: str | None = None,
+        offered: str | None = None,
+        pinned: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.server_id = server_id
+        self.offered = offered
+        self.pinned = pinned
 
 
 class AuthError(PermanentError):

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 
-from ppo_dr.errors import AuthError, PermanentError
+from ppo_dr.errors import AuthError, HostKeyError, PermanentError
 from ppo_dr.fleet_access import FleetAccess, client_ids_on, mirror_plan
 from ppo_dr.inventory import Fleet
 from ppo_dr.mirror.runbook import (
@@ -31,10 +31,12 @@ from ppo_dr.mirror.runbook import (
     verify_new_snapshots,
 )
 from ppo_dr.mirror.status import (
+    HOST_KEY_KIND,
     STALE_KIND,
     ClientStatus,
     client_statuses,
     fresh_note,
+    host_key_alert,
     stale_after,
     stale_dedupe_key,
     stale_title,
@@ -243,6 +245,34 @@ def update_stale_alerts(
                 log.warning("incident %s opened: %s", incident.id, incident.title)
             opened.append(incident.id)
     return opened
+
+
+@task(name="host-key-alert", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
+def open_host_key_alert(
+    store_url: str, error: HostKeyError, server_id: str, dc: str, flow_run_id: str | None
+) -> int:
+    """Open (once per server) the non-paging incident for a mirror whose host key changed."""
+    changed = error.server_id or server_id
+    key, title = host_key_alert(changed, error.offered, error.pinned)
+    with Store.open(store_url) as store:
+        incident, created = store.open_incident(
+            HOST_KEY_KIND,
+            key,
+            title,
+            {
+                "server": changed,
+                "app_server": server_id,
+                "dc": dc,
+                "offered": error.offered,
+                "pinned": error.pinned,
+            },
+            severity="major",
+            paging=False,
+            flow_run_id=flow_run_id,
+        )
+    if created:
+        get_run_logger().warning("incident %s opened: %s", incident.id, title)
+    return incident.id
 
 
 @task(name="mirror-heartbeat", cache_policy=NO_CACHE, timeout_seconds=30)

@@ -8,6 +8,9 @@ to undo:
     disk      data root moved to quarantine/    heal: moved back
     network   server listed in net/cut.json     heal: removed (netsim re-reads on SIGHUP)
 
+and the faults of a server's surroundings (``host-key``, ``disk-full``, ``latency``,
+``clock-skew``), described in :mod:`ppo_dr.lab.mirror_faults`.
+
 In a namespaced lab a whole data centre fails for real: ``power`` SIGKILLs every
 process in its namespace (servers, its workers and their flow runs), and ``network``
 takes its link to the bridge down (``ip link set down``); heal restarts the servers
@@ -25,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ppo_dr.errors import LabError
-from ppo_dr.lab import netns, pid_identity
+from ppo_dr.lab import mirror_faults, netns, pid_identity
 from ppo_dr.lab.labdir import FAULTS, now_text
 from ppo_dr.lab.processes import send_signal, wait_gone
 from ppo_dr.lab.status import LabStatus, probe_ssh
 
 # Heal undoes faults in this order: the disk is back before the process restarts.
-_HEAL_ORDER = ("disk", "network", "hang", "power")
+_HEAL_ORDER = (*mirror_faults.SURROUNDING_FAULTS, "disk", "network", "hang", "power")
 
 
 class LabFaults(LabStatus):
@@ -152,6 +155,10 @@ class LabFaults(LabStatus):
             root.rename(quarantine)
             entry["quarantine"] = str(quarantine)
             entry["data_root"] = str(root)
+        elif fault in mirror_faults.SURROUNDING_FAULTS:
+            if "power" in recorded or "hang" in recorded:
+                raise LabError(f"{fault}: the server is down already")
+            entry.update(mirror_faults.inject(self, state, server_id, fault))
         elif fault == "network" and linked:
             entry["link"] = comp["dc"]  # the DC's link is down: nothing per server
         elif fault == "network":
@@ -202,7 +209,9 @@ class LabFaults(LabStatus):
         self, state: dict[str, Any], server_id: str, fault: str, entry: Mapping[str, Any]
     ) -> None:
         comp = state["components"][server_id]
-        if fault == "disk":
+        if fault in mirror_faults.SURROUNDING_FAULTS:
+            mirror_faults.undo(self, state, server_id, fault, dict(entry))
+        elif fault == "disk":
             root = self.data_root(server_id, comp["data_root"])
             quarantine = Path(entry["quarantine"])
             if not quarantine.exists():

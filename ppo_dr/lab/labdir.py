@@ -22,7 +22,9 @@ from ppo_dr.lab import keys as lab_keys
 from ppo_dr.lab.netns import NetPlan
 from ppo_dr.lab.topology import write_text_atomic
 
-Fault = Literal["power", "hang", "disk", "network"]
+Fault = Literal[
+    "power", "hang", "disk", "network", "host-key", "disk-full", "latency", "clock-skew"
+]
 FAULTS: tuple[str, ...] = get_args(Fault)
 
 LAB_FILE = "lab.json"

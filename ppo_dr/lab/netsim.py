@@ -21,6 +21,11 @@ Semantics, precisely:
 * **heal**: held connections connect to the server (if they had not yet) and resume
   forwarding, queued bytes first. Peers that timed out meanwhile see whatever their
   own protocol does with late data.
+* **slow** (``net/slow.json``, the latency fault): every chunk read from either side
+  is handed on half the round trip later, in order; a chunk "lost" (with the given
+  probability) arrives one retransmission timeout (the round trip + 200 ms, as Linux
+  computes it at least) later still, and holds up those behind it, as TCP does. The
+  reader pauses while more than :data:`HIGH_WATER` bytes wait.
 * **server down** (power fault: its process killed): the connection to the internal
   port is refused, and netsim closes the client's connection (FIN). A real powered-off
   machine would leave the SYN unanswered instead; the lab models power loss as
@@ -44,8 +49,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import signal
 import socket
+from collections import deque
 from pathlib import Path
 from typing import Final, Literal
 
@@ -62,6 +69,9 @@ CONNECT_TIMEOUT_S: Final = 10.0
 HIGH_WATER: Final = 4 << 20
 LOW_WATER: Final = 1 << 20
 _TCP_ESTABLISHED: Final = 1
+SLOW_FILE: Final = "slow.json"
+#: Linux's least retransmission timeout, added to the round trip for a lost chunk.
+MIN_RTO_S: Final = 0.2
 
 Side = Literal["client", "upstream"]
 
@@ -93,6 +103,26 @@ class CutFile(LabConfig):
     servers: tuple[str, ...] = ()
 
 
+class Impairment(LabConfig):
+    """A slow, lossy link: the round trip added, and the share of chunks lost once."""
+
+    rtt_ms: float = Field(ge=0, le=60_000)
+    loss: float = Field(ge=0, le=0.5)
+
+    def delay_s(self, rng: random.Random) -> float:
+        """How long one chunk takes one way: half the round trip, plus a
+        retransmission timeout if this chunk is the one lost."""
+        one_way = self.rtt_ms / 2000.0
+        lost = self.loss > 0 and rng.random() < self.loss
+        return one_way + (self.rtt_ms / 1000.0 + MIN_RTO_S if lost else 0.0)
+
+
+class SlowFile(LabConfig):
+    """``net/slow.json``: the servers whose links are slow, and how."""
+
+    servers: dict[str, Impairment] = Field(default_factory=dict)
+
+
 class _End(asyncio.Protocol):
     """One socket of a forwarded connection; hands what it reads to the other end."""
 
@@ -105,6 +135,10 @@ class _End(asyncio.Protocol):
         self.pending: list[bytes] = []  # read but not yet forwarded (cut, or no peer yet)
         self.eof = False
         self.eof_forwarded = False
+        self.delayed: deque[tuple[float, bytes]] = deque()  # (due, data) on a slow link
+        self.delayed_bytes = 0
+        self._due = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio callbacks
 
@@ -122,8 +156,11 @@ class _End(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
+        slow = self.link.sim.slow.get(self.link.server)
         if self.link.frozen or peer is None or peer.transport is None or self.pending:
             self.pending.append(data)
+        elif slow is not None or self.delayed:
+            self.delay(data, slow)
         else:
             peer.transport.write(data)
 
@@ -134,6 +171,8 @@ class _End(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self._timer is not None:
+            self._timer.cancel()
         self.link.close(abort=exc is not None)
 
     def pause_writing(self) -> None:
@@ -146,6 +185,34 @@ class _End(asyncio.Protocol):
 
     # -- helpers
 
+    def delay(self, data: bytes, slow: Impairment | None) -> None:
+        """Hand *data* on after the slow link's delay, never before what came first."""
+        loop = asyncio.get_running_loop()
+        wait = slow.delay_s(self.link.sim.rng) if slow is not None else 0.0
+        self._due = max(loop.time() + wait, self._due)
+        self.delayed.append((self._due, data))
+        self.delayed_bytes += len(data)
+        if self._timer is None:
+            self._timer = loop.call_at(self._due, self._deliver)
+        if self.delayed_bytes >= HIGH_WATER:
+            self.link.update_reading()
+
+    def _deliver(self) -> None:
+        """Write what is due to the peer; come back for the rest; then any EOF."""
+        loop = asyncio.get_running_loop()
+        self._timer = None
+        peer = self.peer
+        while self.delayed and self.delayed[0][0] <= loop.time():
+            _due, data = self.delayed.popleft()
+            self.delayed_bytes -= len(data)
+            if peer is not None and peer.transport is not None:
+                peer.transport.write(data)
+        if self.delayed:
+            self._timer = loop.call_at(self.delayed[0][0], self._deliver)
+        elif self.eof:
+            self.link.forward_eof(self)
+        self.link.update_reading()
+
     def may_read(self) -> bool:
         peer = self.peer
         return (
@@ -153,6 +220,7 @@ class _End(asyncio.Protocol):
             and peer is not None
             and peer.transport is not None
             and not peer.write_paused
+            and self.delayed_bytes < HIGH_WATER
         )
 
     def flush_pending(self) -> None:
@@ -255,8 +323,8 @@ class Link:
 
     def forward_eof(self, end: _End) -> None:
         peer = end.peer
-        if self.frozen or end.pending or peer is None or peer.transport is None:
-            return  # sent later by flush_pending
+        if self.frozen or end.pending or end.delayed or peer is None or peer.transport is None:
+            return  # sent later by flush_pending or by the slow link's delivery
         if not end.eof_forwarded:
             end.eof_forwarded = True
             if peer.transport.can_write_eof():
@@ -293,12 +361,26 @@ class Netsim:
         self.listeners: dict[int, asyncio.Server] = {}
         self.links: set[Link] = set()
         self.cut: frozenset[str] = frozenset()
+        self.slow: dict[str, Impairment] = {}
+        self.rng = random.Random()
 
     def is_cut(self, server: str) -> bool:
         return server in self.cut
 
-    async def apply(self, routes: tuple[Route, ...], cut: frozenset[str]) -> None:
-        """Make listeners, routes and cuts match the config; idempotent."""
+    async def apply(
+        self,
+        routes: tuple[Route, ...],
+        cut: frozenset[str],
+        slow: dict[str, Impairment] | None = None,
+    ) -> None:
+        """Make listeners, routes, cuts and slow links match the config; idempotent."""
+        slow = slow or {}
+        if slow != self.slow:
+            for server, how in sorted(slow.items()):
+                log.warning("link of %s SLOW: %s", server, how)
+            for server in sorted(set(self.slow) - set(slow)):
+                log.warning("link of %s fast again", server)
+            self.slow = dict(slow)
         wanted = {route.listen: route for route in routes}
         for port in sorted(set(self.routes) - set(wanted)):
             route = self.routes.pop(port)
@@ -366,15 +448,27 @@ def read_cut(path: Path | None) -> frozenset[str]:
         raise LabError(f"cannot read cut file {path}: {exc}") from exc
 
 
+def read_slow(path: Path) -> dict[str, Impairment]:
+    """The slow links; a missing file means none."""
+    if not path.exists():
+        return {}
+    try:
+        return dict(SlowFile.model_validate(json.loads(path.read_text())).servers)
+    except (OSError, ValueError, ValidationError) as exc:
+        raise LabError(f"cannot read slow-links file {path}: {exc}") from exc
+
+
 async def run(config_path: Path, stop: asyncio.Event) -> None:
     """Forward until *stop*; reload on SIGHUP and on changed files."""
     config = read_config(config_path, RoutesConfig)
     cut_path = config.cut_file or config_path.parent / "cut.json"
+    slow_path = config_path.parent / SLOW_FILE
     routes_file, cut_file = WatchedFile(config_path), WatchedFile(cut_path)
-    routes_file.changed()
-    cut_file.changed()
+    slow_file = WatchedFile(slow_path)
+    for watched in (routes_file, cut_file, slow_file):
+        watched.changed()
     sim = Netsim()
-    await sim.apply(config.routes, read_cut(cut_path))
+    await sim.apply(config.routes, read_cut(cut_path), read_slow(slow_path))
     log.info("netsim ready: %d routes, cut: %s", len(sim.routes), sorted(sim.cut) or "none")
 
     hup = asyncio.Event()
@@ -389,16 +483,18 @@ async def run(config_path: Path, stop: asyncio.Event) -> None:
                 break
             if hup.is_set():
                 hup.clear()
-                routes_file.forget()
-                cut_file.forget()
-            if routes_file.changed() | cut_file.changed() or len(sim.listeners) < len(sim.routes):
+                for watched in (routes_file, cut_file, slow_file):
+                    watched.forget()
+            changed = routes_file.changed() | cut_file.changed() | slow_file.changed()
+            if changed or len(sim.listeners) < len(sim.routes):
                 try:
                     config = read_config(config_path, RoutesConfig)
                     cut = read_cut(cut_path)
+                    slow = read_slow(slow_path)
                 except LabError as exc:
                     log.warning("keeping the current network: %s", exc)
                 else:
-                    await sim.apply(config.routes, cut)
+                    await sim.apply(config.routes, cut, slow)
             if loop.time() - last_sweep >= SWEEP_S:
                 last_sweep = loop.time()
                 sim.sweep()

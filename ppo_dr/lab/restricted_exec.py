@@ -36,11 +36,13 @@ import tarfile
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ppo_dr.errors import LabError, UnsafeInputError
 from ppo_dr.ids import absolute_path_problem, check_id
+from ppo_dr.lab.clock import ServerClock
 from ppo_dr.lab.tar_receiver import StdinReader, extract
 from ppo_dr.local_files import replace_with
 from ppo_dr.mirror.tar_stream import TAR_EXTRACT
@@ -88,9 +90,16 @@ class ServerDisk:
     """
 
     def __init__(
-        self, server_id: str, role: str, fs_root: Path, data_root: str, fleet: FleetWatch
+        self,
+        server_id: str,
+        role: str,
+        fs_root: Path,
+        data_root: str,
+        fleet: FleetWatch,
+        clock: ServerClock | None = None,
     ) -> None:
         self.server_id = server_id
+        self.clock = clock or ServerClock(None)
         self.role = role
         self.fs_root = Path(os.path.realpath(fs_root))
         self.data_root = data_root
@@ -208,6 +217,7 @@ class ServerDisk:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            self.clock.stamp(path)
             if created:
                 _fsync_dir(path.parent)
 
@@ -238,6 +248,7 @@ class ServerDisk:
                 data = b""
             data = data[: data.rfind(b"\n") + 1]
             replace_with(dump, tmp, data, exclusive=False)
+            self.clock.stamp(dump)
             _fsync_dir(dump.parent)
         return dump, data.count(b"\n"), len(data)
 
@@ -286,7 +297,10 @@ def _json_line(data: dict[str, Any]) -> str:
 
 def _health(disk: ServerDisk) -> str:
     ok = disk.data_root_problem() is None
-    return _json_line({"server": disk.server_id, "role": disk.role, "data_root_ok": ok})
+    now = datetime.fromtimestamp(disk.clock.now(), UTC).isoformat(timespec="seconds")
+    return _json_line(
+        {"server": disk.server_id, "role": disk.role, "data_root_ok": ok, "time": now}
+    )
 
 
 def _df(disk: ServerDisk) -> str:

@@ -29,6 +29,7 @@ import asyncssh
 from asyncssh.channel import SSHChannel
 
 from ppo_dr.errors import LabError
+from ppo_dr.lab.clock import CLOCK_FILE, ServerClock
 from ppo_dr.lab.procutil import FleetWatch, LabConfig, read_config, run_component, stop_event
 from ppo_dr.lab.restricted_exec import (
     EXIT_NOT_ALLOWED,
@@ -70,6 +71,8 @@ class ServerConfig(LabConfig):
     fleet: Path
     #: Address to listen on: loopback, or the DC's address in a namespaced lab.
     bind: str = "127.0.0.1"
+    #: The clock-skew fault's file (:mod:`ppo_dr.lab.clock`); default: beside server.json.
+    clock_file: Path | None = None
 
 
 class ConfinedSFTPServer(asyncssh.SFTPServer):
@@ -268,8 +271,9 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
         raise LabError(
             f"server {config.id}: cannot read host key {config.host_key}: {exc}"
         ) from exc
+    clock = ServerClock(config.clock_file)
     disk = ServerDisk(
-        config.id, config.role, config.fs_root, config.data_root, FleetWatch(config.fleet)
+        config.id, config.role, config.fs_root, config.data_root, FleetWatch(config.fleet), clock
     )
     live: set[Any] = set()
     workers = ThreadPoolExecutor(max_workers=EXEC_WORKERS, thread_name_prefix="exec")
@@ -340,6 +344,8 @@ async def _start_http(disk: ServerDisk, host: str, port: int) -> AppRunner:
 async def main(config_path: Path) -> None:
     """Entry point body: read the config, quieten asyncssh's per-packet logging, serve."""
     config = read_config(config_path, ServerConfig)
+    if config.clock_file is None:
+        config = config.model_copy(update={"clock_file": config_path.parent / CLOCK_FILE})
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     await serve(config, stop_event())
 

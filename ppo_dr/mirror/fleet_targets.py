@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ppo_dr.errors import PermanentError, TransientError
+from ppo_dr.errors import HostKeyError, PermanentError, TransientError
 from ppo_dr.fleet_access import FleetAccess, client_ids_on, client_path, mirror_plan
 from ppo_dr.ids import check_id
 from ppo_dr.inventory import Fleet
@@ -72,6 +72,13 @@ def mirror_targets(
         except TransientError as exc:
             unreachable[mirror.id] = str(exc)
             continue
+        except HostKeyError as exc:  # name the mirror: the operator checks its key
+            raise HostKeyError(
+                f"mirror {mirror.id}: {exc}",
+                server_id=mirror.id,
+                offered=exc.offered,
+                pinned=exc.pinned,
+            ) from exc
         targets.append(
             MirrorTarget(
                 mirror_id=mirror.id,

@@ -11,7 +11,10 @@ Pure functions of the snapshot catalogue, the schedule and the time; no I/O.
   protects nothing yet).
 - A client is **stale** when its newest verified snapshot on any mirror is older than
   twice the interval, or when it has none at all: one missed run is noise, two in a
-  row mean the mirror job or the path to the mirrors is broken.
+  row mean the mirror job or the path to the mirrors is broken. It is stale too when
+  one of its mirrors alone is that far behind (``stale_on``): the promise is a copy on
+  *both* mirrors every interval, and a mirror that died or filled up must not go
+  unnoticed because the other one is fresh (the chaos suite's ``mirror-dies``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ppo_dr.cron import cron_interval
 
 STALE_FACTOR: Final = 2
 STALE_KIND: Final = "mirror-stale"
+HOST_KEY_KIND: Final = "host-key-changed"
 
 
 # --------------------------------------------------------------------------- the schedule
@@ -84,6 +88,7 @@ class ClientStatus:
     stale: bool
     threshold: timedelta
     missing_on: list[str] = field(default_factory=list)  # mirrors whose newest is missing
+    stale_on: list[str] = field(default_factory=list)  # mirrors too far behind on their own
 
     @property
     def best_mirror(self) -> str | None:
@@ -137,15 +142,17 @@ def client_statuses(
         dates = [r.taken_at for r in per_mirror.values() if r.taken_at is not None]
         newest = max(dates) if dates else None
         rpo = max(now - newest, timedelta(0)) if newest else None
+        behind = [m for m, r in per_mirror.items() if r.rpo is None or r.rpo > threshold]
         out.append(
             ClientStatus(
                 client_id=client,
                 per_mirror=per_mirror,
                 newest_verified=newest,
                 rpo=rpo,
-                stale=rpo is None or rpo > threshold,
+                stale=rpo is None or rpo > threshold or bool(behind),
                 threshold=threshold,
                 missing_on=[m for m, r in per_mirror.items() if r.last_status == "missing"],
+                stale_on=behind,
             )
         )
     return out
@@ -186,10 +193,30 @@ def stale_title(status: ClientStatus) -> str:
             f"client {status.client_id} has no verified mirror snapshot "
             f"(limit {format_age(status.threshold)})"
         )
+    if status.rpo is not None and status.rpo <= status.threshold and status.stale_on:
+        ages = ", ".join(f"{m} {format_age(status.per_mirror[m].rpo)}" for m in status.stale_on)
+        return (
+            f"client {status.client_id}: mirror(s) behind: {ages} "
+            f"(limit {format_age(status.threshold)}; newest elsewhere {format_age(status.rpo)} old)"
+        )
     return (
         f"client {status.client_id}: newest verified snapshot is {format_age(status.rpo)} old "
         f"(limit {format_age(status.threshold)}, taken {status.newest_verified:%Y-%m-%d %H:%M:%S}Z)"
     )
+
+
+def host_key_alert(server_id: str, offered: str | None, pinned: str | None) -> tuple[str, str]:
+    """(dedupe key, title) of the non-paging incident for a server whose host key changed.
+
+    One per server while open; the title names both fingerprints, which the operator
+    compares with the server's console out of band before re-pinning anything.
+    """
+    title = (
+        f"host key of {server_id} changed: it offered {offered or 'an unknown key'}, "
+        f"fleet.yaml pins {pinned or 'an unknown key'}; nothing was sent to it "
+        "(possible man-in-the-middle: check the key out of band before re-pinning)"
+    )
+    return f"{HOST_KEY_KIND}:{server_id}", title
 
 
 def rpo_markdown(statuses: Sequence[ClientStatus], mirrors: Sequence[str]) -> str:

@@ -12,6 +12,7 @@ from ppo_dr.lab.chaos.catalogue import BY_NAME, CATALOGUE, CI_TIER, implemented,
 from ppo_dr.lab.chaos.sequence import clients_per_server, pick_target
 from ppo_dr.lab.labdir import FAULTS
 
+#: The faults built so far, in catalogue order.
 BUILT = [
     "power",
     "hang",
@@ -20,7 +21,12 @@ BUILT = [
     "orchestrator-kill",
     "disk",
     "network",
+    "mirror-dies",
     "truncate-pack",
+    "latency",
+    "host-key-change",
+    "mirror-disk-full",
+    "clock-skew",
     "dc",
 ]
 IMPLEMENTED = "implemented: " + ", ".join(BUILT)

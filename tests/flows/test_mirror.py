@@ -238,6 +238,17 @@ def test_a_changed_host_key_fails_at_once_and_writes_nothing(
     assert took < 15, took  # no back-off: the first retry alone would wait 1-15 s more
     assert [files_under(d) for d in repo_dirs(lab, fleet, server)] == before
     assert store.snapshots() == []
+    # Someone must look, nobody is paged: one incident naming the server and both keys.
+    [alert] = store.incidents(kind="host-key-changed")
+    assert (alert.dedupe_key, alert.paging, alert.state) == (
+        f"host-key-changed:{server}",
+        False,
+        "open",
+    )
+    assert alert.scope["offered"] != alert.scope["pinned"]
+    for fingerprint in (alert.scope["offered"], alert.scope["pinned"]):
+        assert fingerprint.startswith("SHA256:") and fingerprint in alert.title
+    assert server in alert.title
     with get_client(sync_client=True) as client:
         run_id = flow_run_id(state)
 

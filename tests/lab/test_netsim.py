@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import socketserver
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import pytest
 from conftest import MiniLab, Procs, free_port, wait_for_port
+
+from ppo_dr.lab.netsim import MIN_RTO_S, Impairment
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(60)]
 
@@ -196,6 +199,51 @@ def test_cut_times_out_new_and_existing_connections_and_heal_resumes_them(net: N
     assert _read_line(held) == b"after\n"
     for sock in (existing, other, held):
         sock.close()
+
+
+def test_a_lost_chunk_arrives_one_retransmission_timeout_later() -> None:
+    link = Impairment(rtt_ms=300, loss=0.02)
+    rng = random.Random(7)
+    delays = [link.delay_s(rng) for _ in range(10_000)]
+    assert sorted(set(delays)) == pytest.approx([0.15, 0.15 + 0.3 + MIN_RTO_S])
+    lost = sum(d > 0.15 for d in delays) / len(delays)
+    assert 0.015 < lost < 0.025
+    assert Impairment(rtt_ms=0, loss=0).delay_s(rng) == 0.0
+
+
+def _echo_rtt(sock: socket.socket) -> float:
+    started = time.monotonic()
+    sock.sendall(b"x\n")
+    assert _read_line(sock) == b"x\n"
+    return time.monotonic() - started
+
+
+def test_a_slow_link_delays_every_byte_in_order_and_heals(
+    net: Net, backends: dict[str, int]
+) -> None:
+    fast = _connect(net.port("s1"), timeout=5)
+    assert _read_line(fast) == b"HELLO s1\n"
+    baseline = statistics.median(_echo_rtt(fast) for _ in range(5))
+    slow_file = net.dir / "slow.json"
+    slow_file.write_text(json.dumps({"servers": {"s1": {"rtt_ms": 300, "loss": 0.2}}}))
+    net.wait_log("link of s1 SLOW")
+    # The connection already open is slowed too; the other server is not.
+    rtts = [_echo_rtt(fast) for _ in range(8)]
+    assert min(rtts) >= 0.29, rtts
+    with _connect(net.port("s2")) as other:
+        assert _read_line(other) == b"HELLO s2\n"
+        assert _echo_rtt(other) < 0.25
+    # Lost chunks hold up those behind them: 200 lines come back whole and in order.
+    lines = b"".join(b"line %03d\n" % i for i in range(200))
+    fast.sendall(lines)
+    got = b""
+    while got.count(b"\n") < 200:
+        got += fast.recv(65536)
+    assert got == lines
+    slow_file.write_text(json.dumps({"servers": {}}))
+    net.wait_log("link of s1 fast again")
+    assert statistics.median(_echo_rtt(fast) for _ in range(5)) < baseline + 0.1
+    fast.close()
 
 
 def test_routes_added_and_removed_at_run_time(net: Net, backends: dict[str, int]) -> None:

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,23 @@ def http(
 def test_operator_key_logs_in_and_host_key_is_checked(app_lab: MiniLab) -> None:
     result = app_lab.ssh(APP, "health")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"server": APP, "role": "app", "data_root_ok": True}
+    health = json.loads(result.stdout)
+    said = datetime.fromisoformat(health.pop("time"))
+    assert abs((said - datetime.now(UTC)).total_seconds()) < 60
+    assert health == {"server": APP, "role": "app", "data_root_ok": True}
+
+
+def test_a_skewed_server_reports_its_own_clock(app_lab: MiniLab) -> None:
+    clock = app_lab.config_path(APP).parent / "clock.json"
+    clock.write_text(json.dumps({"skew_s": 7200}))
+    try:
+        said = json.loads(app_lab.ssh(APP, "health").stdout)["time"]
+        ahead = (datetime.fromisoformat(said) - datetime.now(UTC)).total_seconds()
+        assert 7200 - 60 < ahead < 7200 + 60
+    finally:
+        clock.unlink()
+    said = json.loads(app_lab.ssh(APP, "health").stdout)["time"]
+    assert abs((datetime.fromisoformat(said) - datetime.now(UTC)).total_seconds()) < 60
 
 
 def test_wrong_host_key_makes_the_client_refuse(app_lab: MiniLab, tmp_path: Path) -> None:
@@ -482,5 +499,6 @@ def test_a_lab_of_servers_starts_quickly(rt_fresh_minilab: MiniLab) -> None:
     elapsed = time.monotonic() - started
     assert elapsed < 30, f"{len(procs)} servers took {elapsed:.1f} s"
     mirror = json.loads(lab.ssh("mirror-jhb1-1", "health").stdout)
+    mirror.pop("time")
     assert mirror == {"server": "mirror-jhb1-1", "role": "mirror", "data_root_ok": True}
     assert "http none" in lab.procs.log_of("mirror-jhb1-1")

@@ -17,10 +17,13 @@ from typing import Final, Literal
 from ppo_dr.errors import PermanentError
 
 #: How a fault is judged: a whole server or data centre lost (an incident and a
-#: failover expected), a blip that must page nobody, or damaged data at rest on one
-#: mirror (:mod:`ppo_dr.lab.chaos.integrity`), or the orchestrator killed mid-run
-#: (:mod:`ppo_dr.lab.chaos.orchestrator`).
-Shape = Literal["server-outage", "dc-outage", "flapping", "integrity", "orchestrator-kill"]
+#: failover expected), a blip that must page nobody, damaged data at rest on one
+#: mirror (:mod:`ppo_dr.lab.chaos.integrity`), the orchestrator killed mid-run
+#: (:mod:`ppo_dr.lab.chaos.orchestrator`), or trouble around a server that the mirror
+#: runbook must ride out (:mod:`ppo_dr.lab.chaos.mirror_faults`).
+Shape = Literal[
+    "server-outage", "dc-outage", "flapping", "integrity", "orchestrator-kill", "mirror"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,29 +105,39 @@ CATALOGUE: Final[tuple[FaultSpec, ...]] = (
         "a mirror server killed mid-mirror",
         "the other mirror's snapshot complete; earlier snapshots intact; next run catches "
         "up; stale alert if it stays down past the RPO",
+        "mirror",
+        "power",
     ),
     FaultSpec("truncate-pack", "a pack on one mirror cut short", _DAMAGED, "integrity"),
     FaultSpec(
         "latency",
         "300 ms and 2 % loss to the off-site mirror",
         "the mirror is slower, not failed; RPO reported",
+        "mirror",
+        "latency",
     ),
     FaultSpec(
         "host-key-change",
         "a mirror's host key replaced",
         "connection refused, a non-paging incident naming the server and both "
         "fingerprints; no data sent",
+        "mirror",
+        "host-key",
     ),
     FaultSpec(
         "mirror-disk-full",
         "a mirror's disk fills mid-run",
         "the run fails cleanly, earlier snapshots intact, the other mirror unaffected, "
         "stale alert, no partial snapshot listed",
+        "mirror",
+        "disk-full",
     ),
     FaultSpec(
         "clock-skew",
         "an app server's clock 2 h ahead",
         "snapshot ids, RPO and outage times still right (orchestrator time)",
+        "mirror",
+        "clock-skew",
     ),
     FaultSpec(
         "store-restart",

@@ -178,6 +178,17 @@ def journal_seqs(fleet: Fleet, client_id: str, timeout: float = 10.0) -> set[int
     return {r["seq"] for r in records if isinstance(r, dict) and isinstance(r.get("seq"), int)}
 
 
+def new_losses(
+    fleet: Fleet, acks_file: Path, clients: Iterable[str], lost_before: Mapping[str, set[int]]
+) -> dict[str, tuple[tuple[int, datetime], ...]]:
+    """:func:`lost_writes`, less those already missing before the fault (*lost_before*):
+    an earlier fault's losses are that fault's."""
+    return {
+        c: tuple(w for w in seqs if w[0] not in lost_before.get(c, set()))
+        for c, seqs in lost_writes(fleet, acks_file, clients).items()
+    }
+
+
 def lost_writes(
     fleet: Fleet, acks_file: Path, clients: Iterable[str]
 ) -> dict[str, tuple[tuple[int, datetime], ...]]:

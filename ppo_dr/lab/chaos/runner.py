@@ -161,6 +161,10 @@ class ChaosRun:
         if spec.shape == "orchestrator-kill":
             kill = KillContext(self.fleet, self.store, self.operator, self.say, self._ready)
             return exercise_orchestrator_kill(kill, spec)
+        if spec.shape == "mirror":  # trouble around a server: the mirror runbook's
+            from ppo_dr.lab.chaos.mirror_faults import exercise_mirror_fault
+
+            return exercise_mirror_fault(self, spec)
         placements = {p.client_id: p.server_id for p in self.store.placements()}
         model = load_fleet(self.fleet.fleet_file)
         servers = [s.id for s in model.servers if s.role in ("app", "spare")]
@@ -289,6 +293,24 @@ class ChaosRun:
             time.sleep(FLAP_UP_S)
         self.say(f"  {spells} down spells of {FLAP_DOWN_S:.0f} s")
 
+    def begin(
+        self, spec: FaultSpec, target: str, placements: dict[str, str], clients: list[str]
+    ) -> _Fault:
+        """The record of a fault about to be injected into *target*: the snapshots and
+        the acknowledged writes already missing before it (for faults run elsewhere)."""
+        model = load_fleet(self.fleet.fleet_file)
+        already = records.lost_writes(model, self.fleet.acks_file, clients)
+        return _Fault(
+            spec,
+            target,
+            [target],
+            placements,
+            clients,
+            _now(),
+            records.complete_snapshot_ids(self.store, clients),
+            {c: {seq for seq, _ in seqs} for c, seqs in already.items()},
+        )
+
     def _heal(self, fault: _Fault) -> None:
         fault.healed_at = _now()
         try:
@@ -340,11 +362,9 @@ class ChaosRun:
         elif fault.spec.shape == "flapping":
             obs = replace(obs, snapshot_at=records.newest_snapshots(store, fault.clients))
         try:
-            missing = records.lost_writes(model, self.fleet.acks_file, fault.clients)
-            lost: dict[str, tuple[tuple[int, datetime], ...]] | None = {
-                c: tuple(w for w in seqs if w[0] not in fault.lost_before.get(c, set()))
-                for c, seqs in missing.items()
-            }
+            lost: dict[str, tuple[tuple[int, datetime], ...]] | None = records.new_losses(
+                model, self.fleet.acks_file, fault.clients, fault.lost_before
+            )
         except DRError as exc:
             fault.problems.append(str(exc))
             lost = None

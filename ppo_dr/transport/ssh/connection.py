@@ -122,10 +122,14 @@ def _check_host_key(
         )
     expected = known.get(offered.get_name())
     if expected is None or expected.asbytes() != offered.asbytes():
+        pinned = next(iter(known.values())) if expected is None else expected
         raise HostKeyError(
             f"{where}: host key changed — possible man-in-the-middle! It offered "
             f"{offered.get_name()} {_fingerprint(offered)}, which does not match "
-            f"{known_hosts}; refusing to connect (our key was not offered)"
+            f"{known_hosts} ({pinned.get_name()} {_fingerprint(pinned)}); refusing to "
+            "connect (our key was not offered)",
+            offered=_fingerprint(offered),
+            pinned=_fingerprint(pinned),
         )
 
 

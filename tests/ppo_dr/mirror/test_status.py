@@ -12,6 +12,7 @@ from ppo_dr.errors import PermanentError
 from ppo_dr.mirror.status import (
     client_statuses,
     format_age,
+    host_key_alert,
     rpo_markdown,
     stale_after,
     stale_dedupe_key,
@@ -143,6 +144,34 @@ def test_a_missing_snapshot_is_shown_but_the_older_verified_one_still_counts() -
     assert status.missing_on == ["m"]
     table = rpo_markdown([status], ["m"])
     assert "| c | 3h 00m (last run: missing) | ok |" in table
+
+
+def test_one_mirror_far_behind_makes_the_client_stale_and_the_title_says_which() -> None:
+    snaps = [snap("c", "m-on", 10 * timedelta(minutes=1)), snap("c", "m-off", 3 * HOUR)]
+    (status,) = client_statuses(snaps, ["c"], ["m-on", "m-off"], now=NOW, threshold=2 * HOUR)
+    assert status.rpo == 10 * timedelta(minutes=1)
+    assert status.stale and status.stale_on == ["m-off"]
+    assert stale_title(status) == (
+        "client c: mirror(s) behind: m-off 3h 00m (limit 2h 00m; newest elsewhere 10m 00s old)"
+    )
+    never = client_statuses(snaps[:1], ["c"], ["m-on", "m-off"], now=NOW, threshold=2 * HOUR)
+    assert never[0].stale and never[0].stale_on == ["m-off"]
+    assert "m-off never" in stale_title(never[0])
+    both = client_statuses(
+        [*snaps[:1], snap("c", "m-off", HOUR)],
+        ["c"],
+        ["m-on", "m-off"],
+        now=NOW,
+        threshold=2 * HOUR,
+    )
+    assert not both[0].stale and both[0].stale_on == []
+
+
+def test_the_host_key_alert_names_the_server_and_both_fingerprints() -> None:
+    key, title = host_key_alert("mirror-cpt1-1", "SHA256:new", "SHA256:old")
+    assert key == "host-key-changed:mirror-cpt1-1"
+    assert "mirror-cpt1-1" in title and "SHA256:new" in title and "SHA256:old" in title
+    assert host_key_alert("m", None, None)[1].count("an unknown key") == 2
 
 
 def test_naive_and_future_times_are_handled() -> None:

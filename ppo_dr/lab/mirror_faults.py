@@ -1,0 +1,185 @@
+"""The lab's faults of a server's surroundings: its host key, its disk size, its link, its clock.
+
+Each is injected into one server and undone by ``ppo-dr lab heal`` like the others
+(:mod:`ppo_dr.lab.faults` records them in ``lab.json``); what it does, and its undo:
+
+    host-key    a new host key for the server, which restarts   heal: the pinned key back, restart
+    disk-full   its data root on a tmpfs just bigger than       heal: the contents copied back
+                what it holds (root only): the next writes            to disk, the tmpfs unmounted
+                fail with ENOSPC part-way
+    latency     netsim delays every byte to and from it         heal: the entry removed
+                (300 ms round trip) and loses 2 % of chunks
+                (each lost one arrives a retransmission later)
+    clock-skew  its clock 2 h ahead: the times it reports and   heal: the skew removed
+                the mtimes of the files it writes
+
+Nothing here knows about mirrors or snapshots: which server to hit and what must hold
+is the chaos suite's (:mod:`ppo_dr.lab.chaos.mirror_faults`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from ppo_dr.errors import LabError
+from ppo_dr.lab import keys as lab_keys
+from ppo_dr.lab.clock import CLOCK_FILE
+from ppo_dr.lab.netsim import SLOW_FILE, Impairment
+from ppo_dr.lab.processes import send_signal, wait_gone
+from ppo_dr.lab.topology import write_text_atomic
+
+if TYPE_CHECKING:
+    from ppo_dr.lab.faults import LabFaults
+
+SURROUNDING_FAULTS: Final = ("host-key", "disk-full", "latency", "clock-skew")
+#: Issue 10's link to the off-site mirror: 300 ms and 2 % loss.
+LATENCY: Final = Impairment(rtt_ms=300.0, loss=0.02)
+#: Issue 10's skewed app server: 2 h ahead.
+CLOCK_SKEW_S: Final = 7200.0
+#: Free space left on the small disk: enough for a lock file, not for a snapshot's packs.
+DISK_FULL_HEADROOM: Final = 64 << 10
+_PAGE: Final = 4096
+_STOP_S: Final = 10.0
+
+
+def inject(lab: LabFaults, state: dict[str, Any], server_id: str, fault: str) -> dict[str, Any]:
+    """Inject *fault* into *server_id*; the entry lab.json keeps for :func:`undo`."""
+    if fault == "host-key":
+        return _swap_host_key(lab, state, server_id)
+    if fault == "disk-full":
+        return _mount_small_disk(
+            lab.data_root(server_id, state["components"][server_id]["data_root"])
+        )
+    if fault == "latency":
+        _set_entry(lab.directory / "net" / SLOW_FILE, server_id, LATENCY.model_dump())
+        return {"rtt_ms": LATENCY.rtt_ms, "loss": LATENCY.loss}
+    if fault == "clock-skew":
+        write_text_atomic(
+            lab.server_dir(server_id) / CLOCK_FILE, json.dumps({"skew_s": CLOCK_SKEW_S})
+        )
+        return {"skew_s": CLOCK_SKEW_S}
+    raise LabError(f"{fault!r} is not a fault of a server's surroundings")
+
+
+def undo(
+    lab: LabFaults, state: dict[str, Any], server_id: str, fault: str, entry: dict[str, Any]
+) -> None:
+    """Undo what :func:`inject` did (its *entry*)."""
+    if fault == "host-key":
+        pinned = Path(entry["pinned"])
+        key = Path(entry["key"])
+        if pinned.exists():
+            pinned.replace(key)
+            pinned.with_name(pinned.name + ".pub").replace(key.with_name(key.name + ".pub"))
+        _restart(lab, state, server_id)
+    elif fault == "disk-full":
+        _unmount_small_disk(Path(entry["data_root"]), Path(entry["aside"]))
+    elif fault == "latency":
+        _set_entry(lab.directory / "net" / SLOW_FILE, server_id, None)
+    elif fault == "clock-skew":
+        (lab.server_dir(server_id) / CLOCK_FILE).unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- host key
+
+
+def _swap_host_key(lab: LabFaults, state: dict[str, Any], server_id: str) -> dict[str, Any]:
+    """A new host key in the server's key file (the pinned one kept aside), then a restart."""
+    config = json.loads(Path(state["components"][server_id]["config"]).read_text("utf-8"))
+    key = Path(config["host_key"])
+    pinned = key.with_name(key.name + ".pinned")
+    old_public = lab_keys.read_public_key(key)
+    key.replace(pinned)
+    key.with_name(key.name + ".pub").replace(pinned.with_name(pinned.name + ".pub"))
+    new_public = lab_keys.generate_keypair(key, f"{server_id}@lab-replaced")
+    _restart(lab, state, server_id)
+    return {"key": str(key), "pinned": str(pinned), "old": old_public, "new": new_public}
+
+
+def _restart(lab: LabFaults, state: dict[str, Any], server_id: str) -> None:
+    """Stop the server (SIGTERM) and start it again on the same ports and disk."""
+    pid, _pstate = lab._pid_state(state["components"][server_id])
+    if pid is not None:
+        send_signal(pid, signal.SIGTERM)
+        if wait_gone([pid], time.monotonic() + _STOP_S):
+            send_signal(pid, signal.SIGKILL)
+            wait_gone([pid], time.monotonic() + 2.0)
+    lab._spawn(state, server_id)
+
+
+# --------------------------------------------------------------------------- small disk
+
+
+def tree_bytes(root: Path) -> int:
+    """What *root*'s files take on a tmpfs: each file rounded up to whole pages."""
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                total += -(-path.stat().st_size // _PAGE) * _PAGE
+    return total
+
+
+def _mount_small_disk(root: Path) -> dict[str, Any]:
+    """Move *root*'s contents onto a tmpfs mounted at *root*, sized to leave almost no room."""
+    if os.geteuid() != 0:
+        raise LabError("the disk-full fault mounts a small tmpfs: run the lab as root")
+    if not root.is_dir():
+        raise LabError(f"its data root {root} is missing")
+    size = tree_bytes(root) + DISK_FULL_HEADROOM
+    aside = root.with_name(root.name + ".before-disk-full")
+    root.rename(aside)
+    root.mkdir()
+    try:
+        _run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "ppo-disk-full", str(root)])
+        shutil.copytree(aside, root, symlinks=True, dirs_exist_ok=True)
+    except (OSError, LabError) as exc:
+        if os.path.ismount(root):
+            _run(["umount", "-l", str(root)])
+        root.rmdir()
+        aside.rename(root)
+        raise LabError(f"could not put {root} on a small disk: {exc}") from exc
+    return {"data_root": str(root), "aside": str(aside), "size": size}
+
+
+def _unmount_small_disk(root: Path, aside: Path) -> None:
+    """Copy what the small disk holds now back to a real directory, unmount, swap it in."""
+    healed = root.with_name(root.name + ".after-disk-full")
+    if os.path.ismount(root):
+        shutil.rmtree(healed, ignore_errors=True)
+        shutil.copytree(root, healed, symlinks=True)
+        _run(["umount", "-l", str(root)])
+        root.rmdir()
+        healed.rename(root)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _run(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.returncode}")
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _set_entry(path: Path, server_id: str, value: dict[str, Any] | None) -> None:
+    """Set (or with None remove) *server_id* in the ``{"servers": {...}}`` file *path*."""
+    doc: dict[str, Any] = {"servers": {}}
+    if path.exists():
+        doc = json.loads(path.read_text("utf-8"))
+    servers = dict(doc.get("servers") or {})
+    if value is None:
+        servers.pop(server_id, None)
+    else:
+        servers[server_id] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"servers": servers}, indent=2))
