@@ -15,10 +15,6 @@ Exit codes: 0 every app server ends under target; 2 some server stays over targe
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,21 +46,6 @@ OnlyDc = Annotated[
 ]
 
 
-@contextmanager
-def quiet_solver() -> Iterator[None]:
-    """Keep the solver's stray C++ debug line (HiGHS's "transformNewIntegerFeasible
-    Solution", printed on fd 1 whatever its options say) out of the printed plan."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with Path(os.devnull).open("w") as null:
-            os.dup2(null.fileno(), 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 @rebalance_app.command("plan")
 @reports_errors
 def rebalance_plan(
@@ -84,10 +65,9 @@ def rebalance_plan(
     from ppo_dr.failover.rebalance_facts import rebalance_inputs
 
     state, closures = rebalance_inputs(fleet, _ids(down, "--down"), datetime.now(UTC))
-    with quiet_solver():
-        result = plan_rebalance(
-            state, target_util=target_util, max_moves=max_moves, dc=dc, closures=closures
-        )
+    result = plan_rebalance(
+        state, target_util=target_util, max_moves=max_moves, dc=dc, closures=closures
+    )
     typer.echo(result.render())
     if output is not None and result.plan is not None:
         write_plan(result.plan, output)

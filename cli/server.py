@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.failover import _ids, write_plan
-from cli.rebalance import TargetUtil, quiet_solver, start_run
+from cli.rebalance import TargetUtil, start_run
 from cli.support import FleetOption, fail, open_store, reports_errors
 from ppo_dr.errors import PermanentError
 
@@ -67,8 +67,7 @@ def server_drain(
             to_server = to
         else:
             raise PermanentError(f"--to {to!r} is neither a data centre nor a server of the fleet")
-    with quiet_solver():
-        result = plan_drain(state, server, to_dc=to_dc, to_server=to_server, closures=closures)
+    result = plan_drain(state, server, to_dc=to_dc, to_server=to_server, closures=closures)
     typer.echo(result.render())
     if dry_run:
         return
@@ -116,8 +115,7 @@ def server_return(
         f"{mark.drained_by}{ended})"
     )
     state, closures = rebalance_inputs(fleet, (), datetime.now(UTC))
-    with quiet_solver():
-        result = plan_rebalance(state, target_util=target_util, closures=closures)
+    result = plan_rebalance(state, target_util=target_util, closures=closures)
     typer.echo("\n" + result.render())
     if result.plan is not None and output is not None:
         write_plan(result.plan, output)

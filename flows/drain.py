@@ -13,7 +13,9 @@ from the ``drain`` deployment (the UI, with typed parameters) or ``ppo-dr server
    mark it **drained** in the store: no rebalance or drain plans a client onto it;
 4. move the clients: the failover runbook's planned migrations, as a subflow.
 
-The server stays drained and under maintenance until ``ppo-dr server return``.
+The server stays drained and under maintenance until ``ppo-dr server return``. A drain
+whose migrations fail lifts both at once and fails: clients still on the server must be
+probed and paged for, and the drain is simply run again.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
-from prefect.states import State
+from prefect.states import Failed, State
 
 from flows.rebalance import approval, migrate_plan
 from ppo_dr import config
@@ -33,7 +35,7 @@ from ppo_dr.failover.plan_json import Plan
 from ppo_dr.mirror.runbook import store_url
 from tasks.failover import observe_reachability, open_maintenance
 from tasks.inventory import load_fleet_task
-from tasks.rebalance import make_drain_plan, mark_drained
+from tasks.rebalance import lift_drain, make_drain_plan, mark_drained
 
 
 @flow(name="drain", flow_run_name="drain-{server}", timeout_seconds=6 * 3600)
@@ -84,4 +86,11 @@ def drain(
     mark_drained(url, server, by, reason, window, str(flow_run.id) if flow_run.id else None)
     if plan is None:
         return {"server": server, "drained": True, "moved": {}}
-    return migrate_plan(plan, path)
+    moved = migrate_plan(plan, path)
+    if isinstance(moved, State):  # failed: some clients may still live on the server
+        lift_drain(url, server, window)
+        return Failed(
+            message=f"drain of {server} failed: {moved.message}; it is no longer drained "
+            "nor under maintenance (clients still on it are paged for): run the drain again"
+        )
+    return moved

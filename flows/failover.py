@@ -105,11 +105,34 @@ FAILOVER_LEASE_S: Final = 60.0
 
 
 class Approval(RunInput):
-    """Approve (or refuse) the failover plan shown in this run's artifacts."""
+    """Approve or refuse the failover plan shown in this run's artifacts (the UI shows
+    this form; ``ppo-dr failover approve`` fills the same fields)."""
 
-    approve: bool = Field(description="Carry out the plan?")
-    by: str = Field(min_length=1, max_length=200, description="Who decides")
-    note: str = Field(default="", max_length=2000, description="Why, or anything to add")
+    approve: bool = Field(
+        default=False,
+        title="Approve the plan",
+        description="On: carry out the plan now (the clients move). "
+        "Off: refuse it; the run ends and nothing moves",
+    )
+    by: str = Field(
+        min_length=1,
+        max_length=200,
+        title="Your name",
+        description="Who decides (recorded with the plan, e.g. anna)",
+    )
+    note: str = Field(
+        default="",
+        max_length=2000,
+        title="Note",
+        description="Why, or anything to add (kept with the decision)",
+    )
+
+    @classmethod
+    def for_plan(cls, plan: Plan) -> type[Approval]:
+        """This form with *plan* shown above it in the UI: what is being approved."""
+        table = "\n".join(f"    {line}" for line in plan.render().splitlines())
+        prompt = f"**Approve failover plan `{plan.plan_id}`?**\n\n{table}\n"
+        return cls.with_initial_data(description=prompt)
 
 
 def _run_name() -> str:
@@ -197,7 +220,7 @@ def wait_for_approval(plan: Plan) -> Approval:
 
     try:
         answer = pause_flow_run(
-            wait_for_input=Approval,
+            wait_for_input=Approval.for_plan(plan),
             timeout=APPROVAL_TIMEOUT_S,
             poll_interval=APPROVAL_POLL_S,
             key=f"approve-{plan.plan_id}",

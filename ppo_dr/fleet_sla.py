@@ -4,8 +4,9 @@ For a period ``[start, end)``: availability per client (outage minutes from the 
 transitions, against the client's ``availability_target`` in fleet.yaml), incidents
 by kind and cause, mean time to detect / acknowledge / recover, RPO per client per
 mirror over time (the gap between consecutive snapshots, against the one-hour promise),
-mirror bytes per day, verify results, the DR drill RTO/RPO trend per client, and failed
-notices by channel. pandas does the grouping; :mod:`ppo_dr.fleet_sla_html` draws it.
+mirror bytes per day, mirror run durations per app server, verify results, the DR
+drill RTO/RPO trend per client, and failed notices by channel. pandas does the
+grouping; :mod:`ppo_dr.fleet_sla_html` draws it.
 
 A client's outage runs from the first failed check that led to ``down`` (the
 ``suspect`` transition before it) to the first answer again (leaving ``down``).
@@ -43,6 +44,7 @@ class FleetReport:
     incidents: pd.DataFrame  # id, kind, cause, opened_at, detect_s, ack_s, recover_s
     rpo: pd.DataFrame  # client, mirror, taken_at, gap_min (to the previous snapshot)
     mirror_bytes: pd.DataFrame  # day, mirror, bytes, new_bytes, snapshots
+    mirror_runs: pd.DataFrame  # server, taken_at, seconds (one row per mirror run)
     verify: pd.DataFrame  # mirror, status, verified, snapshots
     drills: pd.DataFrame  # client, started_at, ok, rto_s, rpo_s
     failed_notices: pd.DataFrame  # channel, failed
@@ -72,6 +74,15 @@ class FleetReport:
                 "worst_gap_min": grouped.max(),
                 "over_promise": grouped.apply(lambda gaps: int((gaps > limit).sum())),
             }
+        ).reset_index()
+
+    def mirror_durations(self) -> pd.DataFrame:
+        """Per app server: how many mirror runs, their median and longest duration."""
+        if not len(self.mirror_runs):
+            return pd.DataFrame(columns=["server", "runs", "median_s", "max_s"])
+        grouped = self.mirror_runs.groupby("server")["seconds"]
+        return pd.DataFrame(
+            {"runs": grouped.size(), "median_s": grouped.median(), "max_s": grouped.max()}
         ).reset_index()
 
 
@@ -206,6 +217,21 @@ def mirror_tables(
     return per_day, verify
 
 
+def mirror_run_table(snapshots: Iterable[Snapshot], start: datetime, end: datetime) -> pd.DataFrame:
+    """One row per mirror run of the period (one app server's run, for all its clients and
+    mirrors): server, when, seconds. Runs catalogued before durations were kept are left
+    out rather than counted as zero."""
+    runs = {
+        (s.server_id, s.taken_at): s.run_seconds
+        for s in snapshots
+        if start <= s.taken_at < end and s.run_seconds is not None
+    }
+    return pd.DataFrame(
+        [{"server": k[0], "taken_at": k[1], "seconds": v} for k, v in sorted(runs.items())],
+        columns=["server", "taken_at", "seconds"],
+    )
+
+
 def drill_table(drills: Iterable[Drill], start: datetime, end: datetime) -> pd.DataFrame:
     """Every drill of the period: client, when, result, RTO and RPO in seconds."""
     rows = [
@@ -251,6 +277,7 @@ def fleet_report_for(store: Store, fleet: Fleet, start: datetime, end: datetime)
         incidents=incident_table(incidents),
         rpo=rpo_table(snapshots, start, end),
         mirror_bytes=per_day,
+        mirror_runs=mirror_run_table(snapshots, start, end),
         verify=verify,
         drills=drill_table(store.drills(), start, end),
         failed_notices=failed_notice_table(store.notices(), start, end),

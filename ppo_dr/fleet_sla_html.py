@@ -99,6 +99,17 @@ def _bytes(report: FleetReport) -> Callable[[Axes], None]:
     return draw
 
 
+def _durations(report: FleetReport) -> Callable[[Axes], None]:
+    def draw(ax: Axes) -> None:
+        for server, rows in report.mirror_runs.groupby("server"):
+            ax.plot(rows["taken_at"], rows["seconds"], marker=".", label=str(server))
+        ax.set_ylabel("seconds")
+        ax.set_title("Mirror run duration per app server")
+        ax.legend(fontsize="x-small")
+
+    return draw
+
+
 def _drills(report: FleetReport, column: str, title: str) -> Callable[[Axes], None]:
     def draw(ax: Axes) -> None:
         for client, rows in report.drills.groupby("client"):
@@ -130,6 +141,7 @@ def charts(report: FleetReport) -> dict[str, str | None]:
         ("Incidents by kind", report.incidents, _incidents(report)),
         ("RPO per client per mirror", report.rpo, _rpo(report)),
         ("Mirror traffic", report.mirror_bytes, _bytes(report)),
+        ("Mirror durations", report.mirror_runs, _durations(report)),
         ("Drill RTO trend", report.drills, _drills(report, "rto_s", "DR drill RTO per client")),
         ("Drill RPO trend", report.drills, _drills(report, "rpo_s", "DR drill RPO per client")),
     ]
@@ -145,6 +157,7 @@ def _tables(report: FleetReport) -> list[tuple[str, pd.DataFrame]]:
         ("Incidents by kind and cause", report.by_kind_and_cause()),
         ("RPO: worst gap per client and mirror", report.rpo_worst()),
         ("Mirror bytes per day", report.mirror_bytes),
+        ("Mirror run durations per app server", report.mirror_durations()),
         ("Verify results", report.verify),
         ("DR drills", report.drills),
         ("Failed notices by channel", report.failed_notices),

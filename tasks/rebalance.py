@@ -63,3 +63,12 @@ def mark_drained(
         store.mark_drained(
             server, by=by, reason=reason, maintenance_id=window_id, flow_run_id=run_id
         )
+
+
+@task(name="lift-drain", cache_policy=NO_CACHE, timeout_seconds=60)
+def lift_drain(url: str, server: str, window_id: int) -> None:
+    """Clear *server*'s drained mark and close its maintenance window (a drain that
+    failed with clients still on it must not keep them unpaged)."""
+    with Store.open(url) as store:
+        store.clear_drained(server)
+        store.end_maintenance(window_id)

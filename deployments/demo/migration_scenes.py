@@ -1,10 +1,12 @@
-"""The migration back: the dead server repaired, a planned migration home checked
-against the workload log for lost acknowledged writes, the stop-gap server released.
+"""The way back: the dead server repaired, the planned move home (the drain scene
+starts it) checked against the workload log for lost acknowledged writes, the stop-gap
+server released.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,10 @@ def heal_for_migration(demo: OutageDemo) -> None:
     ppo(demo, "maintenance", "end", demo.window_id)
 
 
-def migrate_back(demo: OutageDemo) -> None:
-    demo.step(
-        f"Planned migration back: {demo.new_home} -> {demo.victim}, no acknowledged write lost",
-        "maintenance window on, each client frozen (its app refuses writes with a clear 503),\n"
-        "final incremental sync, restore, verify, switch, unfreeze; pre-approved (--approve)",
-    )
+def moved_back(demo: OutageDemo, start: Callable[[], object]) -> None:
+    """Run *start* (it starts a planned move of every client from the stop-gap server to
+    the repaired one), wait for the move, and check each client against the workload
+    log: served by its old home again, 0 acknowledged writes lost."""
     acks = demo.lab.directory / "workload" / "acks.jsonl"
     fleet = load_fleet(demo.lab.fleet_file)
     lost_before = {
@@ -48,18 +48,7 @@ def migrate_back(demo: OutageDemo) -> None:
     acked_before = {c: len(acked_seqs(acks, c)) for c in demo.clients}
     refused_before = workload_counts(demo.lab.directory)
     known = {r.plan_id for r in demo.store.failovers()}
-    ppo(
-        demo,
-        "failover",
-        "run",
-        "--mode",
-        "planned",
-        "--server",
-        demo.new_home,
-        "--to-server",
-        demo.victim,
-        "--approve",
-    )
+    start()
     started = time.monotonic()
 
     def finished() -> Any:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from deployments.demo.drain_scene import drain_back
 from deployments.demo.failover_scenes import (
     approve_failover,
     clients_healthy,
@@ -20,7 +21,6 @@ from deployments.demo.failover_scenes import (
 from deployments.demo.lab_scenes import walk_through
 from deployments.demo.migration_scenes import (
     heal_for_migration,
-    migrate_back,
     release_temporary_server,
 )
 from deployments.demo.narrator import next_step, say
@@ -88,7 +88,7 @@ OUTAGE_STEPS: list[Callable[[OutageDemo], None]] = [
     resolved_notices,
     write_report,
     heal_for_migration,
-    migrate_back,
+    drain_back,
     release_temporary_server,
 ]
 

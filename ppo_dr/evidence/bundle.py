@@ -38,7 +38,7 @@ SECTIONS: Final = {
     "failovers": "the failover ledger: one row per plan run",
     "failover_steps": "every failover step per client, with its flow run",
     "failover_results": "per client: from/to, mirror, snapshot, RPO, RTO, writes lost",
-    "snapshots_restored": "the catalogue rows of the snapshots restored",
+    "snapshots_restored": "the catalogue rows of the snapshots restored, with root_sha256",
     "placement_history": "every placement of the affected clients",
     "maintenance_windows": "maintenance windows that applied during the incident",
     "fleet": "the fleet file in force (its sha256; secrets only as references)",

@@ -23,7 +23,12 @@ floating point); a row it bent is tightened and solved again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -48,6 +53,10 @@ SOLVE_ERROR: Final = 4
 WHOLE_SEARCH_MOVES: Final = 5000
 #: How many times a row the floating-point solver bent is tightened and solved again.
 REPAIRS: Final = 3
+#: What HiGHS's stray debug line starts with (printed on fd 1 whatever its options say).
+HIGHS_DEBUG_LINE: Final = b"HighsMipSolverData::"
+#: One solve at a time holds fd 1 (two holding it at once would lose the real one).
+_FD1_HELD = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -229,12 +238,35 @@ def _milp(
 ) -> OptimizeResult:
     """``milp``, solved again without presolve when HiGHS answers "Solve error" (seen
     after its transformNewIntegerFeasibleSolution fault on a feasible model)."""
-    result = milp(cost, integrality=integrality, bounds=bounds, constraints=constraints,
-                  options=options)  # fmt: skip
-    if result.x is None and result.status == SOLVE_ERROR:
+    with highs_debug_dropped():
         result = milp(cost, integrality=integrality, bounds=bounds, constraints=constraints,
-                      options={**options, "presolve": False})  # fmt: skip
+                      options=options)  # fmt: skip
+        if result.x is None and result.status == SOLVE_ERROR:
+            result = milp(cost, integrality=integrality, bounds=bounds, constraints=constraints,
+                          options={**options, "presolve": False})  # fmt: skip
     return result
+
+
+@contextmanager
+def highs_debug_dropped() -> Iterator[None]:
+    """Hold fd 1 in a temporary file while HiGHS solves, then pass on everything written
+    to it meanwhile except HiGHS's stray debug line (an upstream bug that no option
+    silences), so neither a printed plan nor a flow's log carries it and nobody else's
+    output is lost, only delayed by the solve."""
+    with _FD1_HELD, tempfile.TemporaryFile() as held:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(held.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            held.seek(0)
+            rest = memoryview(b"".join(line for line in held if HIGHS_DEBUG_LINE not in line))
+            while rest:
+                rest = rest[os.write(1, rest) :]
 
 
 def _movers(problem: Problem) -> set[str]:

@@ -105,6 +105,7 @@ class ServerSnapshot:
     unreachable: dict[str, str] = field(default_factory=dict)  # mirror id -> why
     duration_s: float = 0.0
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # client -> (files, bytes)
+    root_sha256: dict[tuple[str, str], str] = field(default_factory=dict)  # (client, mirror)
     placements: dict[str, str] = field(default_factory=dict)  # the store's, when given
 
     def outcome(self, client_id: str, mirror_id: str) -> tuple[str, str, int, int]:
@@ -221,17 +222,16 @@ def snapshot_app_server(
         duration_s=time.monotonic() - started,
         placements=homes,
     )
-    run.sizes.update(_tree_sizes(run, targets, key))
+    _read_back(run, targets, key)
     return run
 
 
-def _tree_sizes(
-    run: ServerSnapshot, targets: Sequence[MirrorTarget], key: bytes | None
-) -> dict[str, tuple[int, int]]:
-    """(files, bytes) of each client's new snapshot, from a manifest a mirror holds."""
+def _read_back(run: ServerSnapshot, targets: Sequence[MirrorTarget], key: bytes | None) -> None:
+    """Fill *run*'s (files, bytes) per client, from a manifest a mirror holds, and the
+    hash of each new snapshot's root object per mirror (the catalogue keeps both)."""
     from ppo_dr.mirror.repository import Repository
+    from ppo_dr.mirror.root_hash import snapshot_root_sha256
 
-    sizes: dict[str, tuple[int, int]] = {}
     repos: dict[str, Any] = {}
     for client in run.clients:
         for target in targets:
@@ -242,12 +242,15 @@ def _tree_sizes(
                     target.remote, target.repo_path, target.mirror_id, key
                 )
                 repos[target.mirror_id] = repo
-                manifest = repo.read_manifest(client, run.snapshot_id(client))
+                snapshot_id = run.snapshot_id(client)
+                run.root_sha256[(client, target.mirror_id)] = snapshot_root_sha256(
+                    repo, client, snapshot_id
+                )
+                if client not in run.sizes:
+                    manifest = repo.read_manifest(client, snapshot_id)
+                    run.sizes[client] = (manifest.files, manifest.total_bytes)
             except DRError:
-                continue  # sizes are a courtesy; the catalogue falls back to the scan
-            sizes[client] = (manifest.files, manifest.total_bytes)
-            break
-    return sizes
+                continue  # a courtesy: the catalogue falls back to the scan, and no hash
 
 
 # --------------------------------------------------------------------------- 2. catalogue
@@ -276,6 +279,8 @@ def record_in_catalogue(
                     new_bytes=sent,
                     status=status,
                     flow_run_id=flow_run_id,
+                    root_sha256=run.root_sha256.get((result_client, mirror_id)),
+                    run_seconds=run.duration_s,
                 )
             )
     return rows

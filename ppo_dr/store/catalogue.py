@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Final
 
@@ -16,6 +17,7 @@ from ppo_dr.store.schema import DrillRow, SnapshotRow
 
 _SNAPSHOT_ID_LEN: Final = 128
 _DETAIL_LEN: Final = 100_000
+_SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
 
 class CatalogueMixin(StoreBase):
@@ -32,11 +34,16 @@ class CatalogueMixin(StoreBase):
         new_bytes: int,
         status: str = "complete",
         flow_run_id: str | None = None,
+        root_sha256: str | None = None,
+        run_seconds: float | None = None,
     ) -> Snapshot:
         """Record (or re-record) a snapshot, keyed by (mirror, client, snapshot id).
 
-        Re-recording updates sizes, status and run id but keeps ``verified_at``: a
-        retried mirror run does not forget an earlier verification.
+        *root_sha256* is the hash of the snapshot's root object as that mirror stores
+        it (:func:`ppo_dr.mirror.root_hash.snapshot_root_sha256`), so evidence can name
+        exactly what was restored; *run_seconds* how long the mirror run took. Re-recording
+        updates sizes, status, hash and run but keeps ``verified_at``: a retried mirror
+        run does not forget an earlier verification.
         """
         values = {
             "server_id": check_id(server_id, "server id"),
@@ -49,6 +56,8 @@ class CatalogueMixin(StoreBase):
             "new_bytes": check_count(new_bytes, "new_bytes"),
             "status": _check_status(status),
             "flow_run_id": check_run_id(flow_run_id),
+            "root_sha256": _check_sha256(root_sha256),
+            "run_seconds": None if run_seconds is None else _seconds(run_seconds, "run_seconds"),
         }
         key = ("mirror_id", "client_id", "snapshot_id")
         with self._tx(write=True) as session:
@@ -167,6 +176,12 @@ def _check_status(status: str) -> str:
     if status not in SNAPSHOT_STATUSES:
         raise PermanentError(f"snapshot status {status!r} unknown: use one of {SNAPSHOT_STATUSES}")
     return status
+
+
+def _check_sha256(value: str | None) -> str | None:
+    if value is not None and not (isinstance(value, str) and _SHA256.fullmatch(value)):
+        raise PermanentError(f"root_sha256 must be 64 lowercase hex digits, got {value!r}")
+    return value
 
 
 def _seconds(value: object, what: str) -> float:

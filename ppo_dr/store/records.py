@@ -163,6 +163,8 @@ class Snapshot:
     verified_at: datetime | None
     status: str
     flow_run_id: str | None
+    root_sha256: str | None = None  # sha256 of the snapshot's root object as stored
+    run_seconds: float | None = None  # how long the mirror run that wrote it took
 
 
 @dataclass(frozen=True, slots=True)

@@ -251,6 +251,8 @@ class SnapshotRow(Base):
     verified_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(16))
     flow_run_id: Mapped[str | None] = mapped_column(String(RUN_ID_LEN))
+    root_sha256: Mapped[str | None] = mapped_column(String(64))
+    run_seconds: Mapped[float | None] = mapped_column(Float)
 
 
 class DrillRow(Base):

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from flows.drain import drain
 from flows.rebalance import rebalance
-from ppo_dr.failover.rebalance import plan_rebalance
+from ppo_dr.failover.rebalance import plan_drain, plan_rebalance
 from ppo_dr.failover.rebalance_facts import rebalance_inputs
 from ppo_dr.lab.lost_writes import record_lost_writes
 from ppo_dr.lab.supervisor import Lab
@@ -23,6 +23,7 @@ from tests.flows.test_failover import own_lab  # noqa: F401  (fixture: 6 clients
 pytestmark = pytest.mark.timeout(300)
 
 SERVER = "app-jhb1-1"
+TARGET = "app-jhb1-2"
 
 
 def placed(lab: Lab) -> dict[str, str]:
@@ -75,3 +76,25 @@ def test_drain_return_and_rebalance_lose_no_acknowledged_write(
     assert set(back["moved"].values()) == {SERVER}  # same DC first, and it has room
     assert lost(own_lab, back["plan_id"]) == dict.fromkeys(back["moved"], 0)
     print(f"\ndrain + return + rebalance: {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.lab
+def test_a_failed_drain_lifts_its_mark_and_window(
+    prefect_api: str,
+    own_lab: Lab,  # noqa: F811
+) -> None:
+    """Its clients still live on the server: they must not stay under maintenance (never
+    paged for) nor be kept off by the drained mark after the drain gave up."""
+    stayers = sorted(c for c, s in placed(own_lab).items() if s == SERVER)
+    state, closures = rebalance_inputs(own_lab.fleet_file, (), datetime.now(UTC))
+    plan = plan_drain(state, SERVER, to_server=TARGET, closures=closures).plan
+    assert plan is not None and {m.to_server for m in plan.moves} == {TARGET}
+    own_lab.break_(TARGET, "power")  # after the plan: every migration into it fails
+    ended = drain(server=SERVER, to_server=TARGET, by="test", plan_json=plan.to_json(),
+                  approve=True, fleet_file=own_lab.fleet_file, return_state=True)  # fmt: skip
+    assert ended.is_failed(), ended
+    assert f"drain of {SERVER} failed" in str(ended.message)
+    assert "no longer drained" in str(ended.message)
+    with Store.open(own_lab.store_url) as store:
+        assert store.drained_servers() == [] and store.active_maintenance() == []
+    assert sorted(c for c, s in placed(own_lab).items() if s == SERVER) == stayers

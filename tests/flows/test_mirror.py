@@ -7,6 +7,7 @@ test compares what it sent, not what is stored. Faults are always healed.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import multiprocessing
@@ -91,6 +92,13 @@ def test_first_run_then_an_incremental_one(
     assert all(r.status == "complete" and r.verified_at is not None for r in rows)
     assert all(r.files > 0 and r.bytes > 0 for r in rows)
     assert {r.flow_run_id for r in rows} == {str(flow_run_id(first))}
+    # Each row names the exact root object its mirror stores, and how long the run took.
+    for r in rows:
+        repo = lab.data_root(r.mirror_id, fleet.server(r.mirror_id).data_root) / "repos" / server
+        [stored] = (repo / "snapshots" / r.client_id).glob(f"{r.snapshot_id}*")
+        assert r.root_sha256 == hashlib.sha256(stored.read_bytes()).hexdigest()
+    [seconds] = {r.run_seconds for r in rows}
+    assert seconds is not None and 0 < seconds < took_first
 
     time.sleep(2.5)  # the workload appends to every client's journal each second
     second, took_second = run_server(lab, server)

@@ -81,6 +81,7 @@ def fill(store: Store) -> None:
             files=1,
             bytes=1000,
             new_bytes=10_000_000,
+            run_seconds=20.0 + hours,  # 20, 21, 23, 24 s
         )
         store.mark_snapshot_verified(
             "mirror-jhb1-1", "acme-mining", snap.snapshot_id, at=snap.taken_at, ok=hours != 4
@@ -125,6 +126,9 @@ def test_every_table_from_the_store(store: Store) -> None:
         }
     ]
     assert report.mirror_bytes.to_dict("records")[0]["new_bytes"] == 40_000_000
+    assert report.mirror_durations().to_dict("records") == [
+        {"server": "app-jhb1-1", "runs": 4, "median_s": 22.0, "max_s": 24.0}
+    ]
     verify = {
         (r["status"], r["verified"]): r["snapshots"] for r in report.verify.to_dict("records")
     }
@@ -144,7 +148,7 @@ def test_every_chart_is_a_real_png_and_hostile_text_is_escaped(store: Store) -> 
     report = fleet_report_for(store, load_fleet(EXAMPLE), START, END)
     page = fleet_report_html(report)
     images = pngs(page)
-    assert len(images) == page.count('<img class="chart"') == 6  # every chart has data
+    assert len(images) == page.count('<img class="chart"') == 7  # every chart has data
     for data in images:
         pixels = matplotlib.image.imread(io.BytesIO(data), format="png")
         assert pixels.shape[0] > 100 and pixels.shape[1] > 300

@@ -635,6 +635,21 @@ def test_snapshot_upsert_and_latest_verified(store: Store) -> None:
         _snapshot(store, "mir-1", "x", T0, status="fine")
 
 
+def test_snapshot_root_hash_and_run_seconds_are_checked(store: Store) -> None:
+    digest = "ab" * 32
+    row = _snapshot(store, "mir-1", "s1", T0, root_sha256=digest, run_seconds=12.5)
+    assert (row.root_sha256, row.run_seconds) == (digest, 12.5)
+    assert _snapshot(store, "mir-1", "s2", T0).root_sha256 is None  # not known: not invented
+    before = store.snapshots()
+    for bad in ("AB" * 32, "ab" * 31, "sha256:" + digest, 7):
+        with pytest.raises(PermanentError, match="root_sha256"):
+            _snapshot(store, "mir-1", "s1", T0, root_sha256=bad)
+    for seconds in (-1.0, float("nan"), True):
+        with pytest.raises(PermanentError, match="run_seconds"):
+            _snapshot(store, "mir-1", "s1", T0, run_seconds=seconds)
+    assert store.snapshots() == before  # refused input changed nothing
+
+
 def test_drills(store: Store) -> None:
     ok = store.record_drill(
         client_id="acme",

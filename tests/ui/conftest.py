@@ -42,7 +42,7 @@ def browser() -> Iterator[WebDriver]:
     for arg in ARGS:
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_path))
-    driver.set_page_load_timeout(60)
+    driver.set_page_load_timeout(180)  # the Prefect UI loads in seconds idle, minutes under load
     try:
         yield driver
     finally:

@@ -42,5 +42,5 @@ def test_every_chart_of_the_fleet_report_loads_in_chromium(
     browser.get(out.as_uri())
     assert "acme-mining" in browser.page_source
     widths = browser.execute_async_script(WIDTHS_JS)
-    assert len(widths) == 6, widths  # every chart has data in this month
+    assert len(widths) == 7, widths  # every chart has data in this month
     assert all(w > 0 for w in widths), f"a chart did not load: widths {widths}"

@@ -18,6 +18,7 @@ from prefect.client.orchestration import get_client
 from tests.flows.escalation_env import escalation_env, example_fleet, wait_for
 from tests.flows.test_escalation import LEVEL_1, POLICY, Env, paused_runs
 from tests.prefect_fixtures import using_api
+from tests.ui.prefect_ui import resume_in_ui
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -38,48 +39,6 @@ def env(prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     fleet_file, outbox, url = example_fleet(tmp_path, monkeypatch, UI_POLICY)
     with using_api(prefect_server):
         yield from escalation_env(fleet_file, outbox, url, Env)
-
-
-def click(browser: WebDriver, locator: tuple[str, str]) -> bool:
-    """Click the element at *locator*; False if it is missing or was just re-rendered."""
-    from selenium.common.exceptions import (
-        ElementNotInteractableException,
-        NoSuchElementException,
-        StaleElementReferenceException,
-    )
-
-    try:
-        browser.find_element(*locator).click()
-    except (
-        NoSuchElementException,
-        StaleElementReferenceException,
-        ElementNotInteractableException,
-    ):
-        return False
-    return True
-
-
-def resume_in_ui(browser: WebDriver, run_url: str, answers: dict[str, str]) -> None:
-    """Open *run_url*, press Resume, type each answer into the field titled by its key,
-    press Submit, and wait for the modal to close."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    wait = WebDriverWait(browser, 45)
-    browser.get(run_url)
-    resume = (By.XPATH, "//button[normalize-space()='Resume']")
-    # The page re-renders as its queries answer: click whichever button is there now.
-    wait.until(lambda _: click(browser, resume))
-    modal = "//*[contains(@class,'p-modal')][.//*[normalize-space()='Resume Flow Run']]"
-    for title, value in answers.items():
-        label = f"span[contains(@class,'property__label') and starts-with(., '{title}')]"
-        field = f"{modal}//div[contains(@class,'p-label')][.//{label}]//textarea"
-        box = wait.until(ec.element_to_be_clickable((By.XPATH, field)))
-        box.clear()
-        box.send_keys(value)
-    browser.find_element(By.XPATH, f"{modal}//button[normalize-space()='Submit']").click()
-    wait.until(ec.invisibility_of_element_located((By.XPATH, modal)))
 
 
 def test_the_resume_form_acknowledges_and_paging_stops(
