@@ -110,6 +110,9 @@ def worker_env(api_url: str | None = None, base: dict[str, str] | None = None) -
         env["PREFECT_API_URL"] = api_url
     # The zombie automation's window is counted in these beats (deployments.automations).
     env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(FLOW_HEARTBEAT_S)
+    # The API answers 500 while PostgreSQL restarts; retried like 502/503 (2-32 s back-off,
+    # about a minute in all), a run rides it out instead of failing (measured: it failed).
+    env["PREFECT_CLIENT_RETRY_EXTRA_CODES"] = "500"
     return env
 
 
