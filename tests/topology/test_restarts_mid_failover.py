@@ -96,7 +96,8 @@ def stack() -> Iterator[Stack]:
             yield Stack(plane, lab, workers)
     finally:
         for proc in workers.values():
-            _stop(proc)
+            if proc.poll() is None:  # the power-loss test killed one already
+                _stop(proc)
         if (directory / "cp" / controlplane.STATE_FILE).exists():
             controlplane.down(directory / "cp", echo=lambda _: None)
         for key, value in saved.items():
