@@ -275,10 +275,6 @@ def _restarted_mid_failover(stack: Stack, component: str, case: str) -> None:
     _report(case, lost_at, started, stack, back_after=back)
 
 
-def test_postgres_restarted_mid_failover(stack: Stack) -> None:
-    _restarted_mid_failover(stack, "postgres", "postgres immediate stop + start")
-
-
 def test_control_worker_and_orchestrator_killed_mid_failover(stack: Stack) -> None:
     """The host of the orchestrating run loses power: its worker and the run's process
     die together. The zombie automation marks the run Crashed, the rerun automation
@@ -314,6 +310,12 @@ def test_control_worker_and_orchestrator_killed_mid_failover(stack: Stack) -> No
     _wait_completed(stack, started)
     _report("control worker + orchestrator SIGKILL", lost_at, started, stack,
             crashed_after=crashed_after, rerun_after=rerun_after)  # fmt: skip
+
+
+def test_postgres_restarted_mid_failover(stack: Stack) -> None:
+    """After the power-loss case: once, the server's automations stopped acting after
+    a PostgreSQL restart (docs/deploy.md), and that case depends on them."""
+    _restarted_mid_failover(stack, "postgres", "postgres immediate stop + start")
 
 
 def test_redis_restarted_mid_failover(stack: Stack) -> None:
