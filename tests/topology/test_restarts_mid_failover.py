@@ -83,9 +83,6 @@ def stack() -> Iterator[Stack]:
                     if routed.deployment.name in wanted:
                         routed.deployment.apply(work_pool_name=routed.pool)
                 ensure_run_recovery_automations(echo=lambda _: None)
-            # Twice the services did not act on automations created after they started
-            # (docs/deploy.md); a restart makes them load every automation afresh.
-            restart(directory / "cp", "services")
             env = isolated_env(PPO_DR_HOME=str(directory / "worker-home"))
             for pool, name in (
                 (CONTROL_POOL, "control@a"),
