@@ -1,9 +1,14 @@
-"""The probe heartbeat automation that ``ppo-dr serve`` and ``deploy`` keep in place.
+"""The automations ``ppo-dr serve`` and ``deploy`` keep in place on the Prefect server.
 
-A Proactive trigger on the Prefect server runs ``probe-watchdog`` when the probe's
-heartbeat events stop for two periods (:func:`probe_heartbeat_automation`), so the
-silence is noticed even when the probe and the watchdog's schedule are both gone.
-It is enabled while something serves the watchdog and disabled again on the way out.
+A Proactive trigger runs ``probe-watchdog`` when the probe's heartbeat events stop for
+two periods (:func:`probe_heartbeat_automation`), so the silence is noticed even when
+the probe and the watchdog's schedule are both gone. It is enabled while something
+serves the watchdog and disabled again on the way out.
+
+``deploy`` adds the two that finish a failover whose orchestrator died with its host
+(:func:`ensure_run_recovery_automations`): the engine's own zombie detection (a flow
+run whose heartbeats stop is marked Crashed) and the rerun of a crashed ``failover``
+run (the same run, scheduled again, which a live ``control`` worker picks up).
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ if TYPE_CHECKING:
 
 #: Prefect's shortest window for a Proactive trigger.
 MIN_PROACTIVE_WITHIN_S = 10.0
+#: Flow runs on our workers beat this often (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``,
+#: set by :func:`deployments.workers.worker_env`; the engine's minimum is 30 s).
+FLOW_HEARTBEAT_S = 30
+#: Missed beats before a Running flow run is a zombie (the engine's guide: 90 s at 30 s).
+ZOMBIE_AFTER_BEATS = 3
+ZOMBIE_AUTOMATION = "ppo-dr: crash zombie flow runs"
+FAILOVER_RERUN_AUTOMATION = "ppo-dr: rerun a crashed failover"
 
 
 def probe_automation_name(fleet_name: str) -> str:
@@ -103,6 +115,101 @@ def ensure_automation(automation: AutomationCore, *, keep_enabled: bool = False)
             return "unchanged"
         client.update_automation(keep.id, automation)
         return "updated"
+
+
+def zombie_flow_runs_automation(heartbeat_s: float = FLOW_HEARTBEAT_S) -> AutomationCore:
+    """A Running flow run silent for :data:`ZOMBIE_AFTER_BEATS` heartbeats is Crashed.
+
+    The engine's answer to a run whose host died with it ("How to detect and respond
+    to zombie flows"): nothing is left to report such a run, and the OSS server has no
+    service that does. A paused run (waiting for an approval) ends the window like a
+    final state does: it waits for a person, not for its host.
+    """
+    from prefect.automations import AutomationCore, EventTrigger, Posture
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+
+    within = ZOMBIE_AFTER_BEATS * heartbeat_s
+    ends = {"Completed", "Failed", "Cancelled", "Crashed", "Paused"}
+    return AutomationCore(
+        name=ZOMBIE_AUTOMATION,
+        description=f"A flow run without a heartbeat for {within:.0f} s is marked Crashed.",
+        tags=["ppo-dr", "zombie"],
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in ends)},
+            match={"prefect.resource.id": ["prefect.flow-run.*"]},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {within:.0f} s: its host is gone (zombie)",
+            )
+        ],
+    )
+
+
+def rerun_crashed_failover_automation(failover_deployment_id: UUID) -> AutomationCore:
+    """A crashed run of the ``failover`` deployment is scheduled again, the same run.
+
+    The same flow run id matters: the run's client runs were started with idempotency
+    keys that contain it, so the rerun gets the same client runs back (finished, or
+    still going on their DC's pool) instead of starting a second move of a client;
+    and the plan it began is found again by that id (``flows/failover.py``). The
+    ledger then skips every step already done. A failover that crashes the same way
+    every time is rerun every time: its timeline shows each attempt.
+    """
+    from prefect.automations import AutomationCore, EventTrigger, Posture
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+
+    return AutomationCore(
+        name=FAILOVER_RERUN_AUTOMATION,
+        description="A crashed failover run is scheduled again (its ledger skips what is done).",
+        tags=["ppo-dr", "failover"],
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Crashed"},
+            match={"prefect.resource.id": ["prefect.flow-run.*"]},
+            match_related={
+                "prefect.resource.role": "deployment",
+                "prefect.resource.id": f"prefect.deployment.{failover_deployment_id}",
+            },
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.SCHEDULED,
+                name="AwaitingRetry",
+                message="rerun after a crash (automation): the ledger skips what is done",
+                force=True,
+            )
+        ],
+    )
+
+
+def ensure_run_recovery_automations(echo: Echo = print_flushed) -> list[str]:
+    """Create or update the zombie and the failover-rerun automations (after the
+    ``failover`` deployment is registered: the second names it); what was done."""
+    from prefect.client.orchestration import get_client
+
+    from tasks.escalation import FAILOVER_DEPLOYMENT
+
+    with get_client(sync_client=True) as client:
+        failover = client.read_deployment_by_name(FAILOVER_DEPLOYMENT)
+    done: list[str] = []
+    for automation in (
+        zombie_flow_runs_automation(),
+        rerun_crashed_failover_automation(failover.id),
+    ):
+        what = ensure_automation(automation)
+        echo(f"automation: {automation.name} ({what})")
+        done.append(what)
+    return done
 
 
 def ensure_probe_automation(

@@ -11,7 +11,8 @@ this order, idempotently (a second run changes nothing and says ``unchanged``):
    unthrottled);
 4. every deployment on its pool (schedules, parameters, deployment concurrency);
    registered by module path, no image, no push: workers import this checkout;
-5. the probe heartbeat automation, enabled (the control workers serve the watchdog).
+5. the probe heartbeat automation, enabled (the control workers serve the watchdog);
+   the zombie-run and failover-rerun automations (:mod:`deployments.automations`).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def ensure_work_pools(pools: list[str]) -> list[tuple[str, str]]:
 
 def deploy(api_url: str, fleet_file: Path, *, echo: Echo = print) -> int:
     """Register pools, limits, deployments and the automation; the deployment count."""
-    from deployments.automations import ensure_probe_automation
+    from deployments.automations import ensure_probe_automation, ensure_run_recovery_automations
     from deployments.prefect_api import use_api
     from deployments.registry import CONCURRENCY_LIMITS, distributed_deployments, work_pools
     from deployments.serve import ensure_concurrency_limits
@@ -131,4 +132,5 @@ def deploy(api_url: str, fleet_file: Path, *, echo: Echo = print) -> int:
             item.deployment.apply(work_pool_name=item.pool)
             echo(f"deployment {item.deployment.flow_name}/{item.deployment.name} -> {item.pool}")
         ensure_probe_automation(fleet_file, enabled=True, echo=echo)
+        ensure_run_recovery_automations(echo=echo)
     return len(routed)

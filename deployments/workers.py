@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from deployments.automations import FLOW_HEARTBEAT_S
 from deployments.registry import CONTROL_POOL, dc_pool
 from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import Fleet
@@ -107,6 +108,11 @@ def worker_env(api_url: str | None = None, base: dict[str, str] | None = None) -
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     if api_url:
         env["PREFECT_API_URL"] = api_url
+    # The zombie automation's window is counted in these beats (deployments.automations).
+    env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(FLOW_HEARTBEAT_S)
+    # The API answers 500 while PostgreSQL restarts; retried like 502/503 (2-32 s back-off,
+    # about a minute in all), a run rides it out instead of failing (measured: it failed).
+    env["PREFECT_CLIENT_RETRY_EXTRA_CODES"] = "500"
     return env
 
 

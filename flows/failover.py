@@ -84,6 +84,7 @@ from tasks.failover import (
     note_timeline,
     observe_reachability,
     open_maintenance,
+    plan_begun_by_run,
     provision,
     release,
     report_run_death,
@@ -311,8 +312,12 @@ def failover(
     fleet = load_fleet_task(path)
     url = store_url(fleet)
     run_id = str(flow_run.id) if flow_run.id else None
+    begun = plan_begun_by_run(url, run_id, incident_id) if run_id and not plan_json else None
     if plan_json:
         plan = Plan.from_json(plan_json)
+    elif begun is not None:  # this run crashed and was scheduled again: finish its plan
+        plan = begun
+        log.info("rerun of this run after a crash: carrying out its plan %s", plan.plan_id)
     else:
         scope = Scope(
             clients=tuple(check_id(c, "client id") for c in clients or ()), server=server, dc=dc

@@ -98,6 +98,21 @@ def make_plan(fleet_file: Path, scope: Scope, target: Target, mode: str, down: l
     return plan_failover(state, scope, target, "planned" if mode == "planned" else "emergency")
 
 
+@task(name="plan-begun-by-run", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+def plan_begun_by_run(url: str, flow_run_id: str, incident_id: int | None) -> Plan | None:
+    """The plan this very flow run began before it crashed, or None (a first run).
+
+    A rerun after a crash carries out that plan, not a new one made from a fleet it
+    half changed (clients already switched would be planned again)."""
+    with Store.open(url) as store:
+        begun = [
+            f for f in store.failovers(incident_id=incident_id) if f.flow_run_id == flow_run_id
+        ]
+    if not begun:
+        return None
+    return Plan.from_json(json.dumps(begun[0].plan))
+
+
 @task(name="begin-failover", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
 def begin_failover(
     url: str, fleet: Fleet, plan: Plan, incident_id: int | None, flow_run_id: str | None

@@ -155,7 +155,7 @@ def load(directory: Path) -> ControlPlane:
     return ControlPlane(components=components, **data)
 
 
-def _save(plane: ControlPlane) -> None:
+def save(plane: ControlPlane) -> None:
     path = Path(plane.directory) / STATE_FILE
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(plane), indent=2), encoding="utf-8")
@@ -178,12 +178,12 @@ def postgres_bin() -> Path:
     return binary.parent
 
 
-def _as_postgres(command: list[str]) -> list[str]:
+def as_postgres(command: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root: drop to the ``postgres`` user when we are root."""
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-def _run(command: list[str], env: dict[str, str], what: str, timeout: float = 120.0) -> None:
+def run(command: list[str], env: dict[str, str], what: str, timeout: float = 120.0) -> None:
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -192,17 +192,27 @@ def _run(command: list[str], env: dict[str, str], what: str, timeout: float = 12
         raise LabError(f"{what} failed (exit {done.returncode}):\n" + "\n".join(tail))
 
 
-def _marked_env(directory: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+def marked_env(directory: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env[MARKER_ENV] = str(directory)
     env.update(extra or {})
     return env
 
 
-def _spawn(
+def replace_component(plane: ControlPlane, component: Component) -> None:
+    """Record *component*, in place of the one of its name (a restart) or appended."""
+    names = [c.name for c in plane.components]
+    if component.name in names:
+        plane.components[names.index(component.name)] = component
+    else:
+        plane.components.append(component)
+
+
+def spawn(
     plane: ControlPlane, name: str, command: list[str], env: dict[str, str], port: int | None
 ) -> Component:
-    """Start *command* in its own session, log to ``logs/NAME.log``, record it at once."""
+    """Start *command* in its own session, log to ``logs/NAME.log``, record it at once
+    (in place of a component of the same name: a restart)."""
     directory = Path(plane.directory)
     log = (directory / "logs" / f"{name}.log").open("ab")
     try:
@@ -210,8 +220,8 @@ def _spawn(
     finally:
         log.close()
     component = Component(name, proc.pid, port, command, processes.start_ticks(proc.pid))
-    plane.components.append(component)
-    _save(plane)
+    replace_component(plane, component)
+    save(plane)
     return component
 
 
@@ -223,7 +233,7 @@ def _log_tail(directory: Path, name: str) -> str:
     return "\n".join(lines[-15:])
 
 
-def _wait(
+def wait_until(
     check: Callable[[], bool],
     what: str,
     plane: ControlPlane,
@@ -251,7 +261,7 @@ def api_healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _redis_pong(port: int) -> bool:
+def redis_pong(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=1.0) as sock:
             sock.sendall(b"PING\r\n")
@@ -265,7 +275,7 @@ def prefect_env(plane: ControlPlane, home: str) -> dict[str, str]:
     self-hosted Prefect" guide lists them (names checked in prefect 3.9.1 and
     prefect-redis 0.3.0 source)."""
     directory = Path(plane.directory)
-    return _marked_env(
+    return marked_env(
         directory,
         {
             "PREFECT_HOME": str(directory / "prefect" / home),
@@ -302,6 +312,30 @@ def _prefect() -> str:
     return str(found) if found.exists() else "prefect"
 
 
+def start_postgres_server(plane: ControlPlane, env: dict[str, str]) -> None:
+    """``pg_ctl start`` of the recorded cluster on its port (inside the control site's
+    namespace, if any); waits until it accepts connections."""
+    pg_dir = Path(plane.directory) / "pg"
+    options = (
+        f"-c listen_addresses={listen_addresses(plane)} -c port={plane.pg_port} "
+        f"-c unix_socket_directories={pg_dir} -c max_connections=300"
+    )
+    command = [
+        str(Path(plane.pg_bin) / "pg_ctl"), "-D", str(pg_dir / "data"),
+        "-l", str(pg_dir / "postgres.log"), "-w", "-t", "60", "-o", options, "start",
+    ]  # fmt: skip
+    run(plane.inside(as_postgres(command)), env, "PostgreSQL start")
+
+
+def postgres_component(plane: ControlPlane) -> Component:
+    """The running postmaster as a component (its pid from ``postmaster.pid``)."""
+    pg_dir = Path(plane.directory) / "pg"
+    pid = int((pg_dir / "data" / "postmaster.pid").read_text().split()[0])
+    return Component(
+        "postgres", pid, plane.pg_port, ["postgres", str(pg_dir)], processes.start_ticks(pid)
+    )
+
+
 def _start_postgres(plane: ControlPlane, echo: Echo) -> None:
     directory = Path(plane.directory)
     pg_bin = postgres_bin()
@@ -311,17 +345,17 @@ def _start_postgres(plane: ControlPlane, echo: Echo) -> None:
     password = pg_password()
     (pg_dir / "password").write_text(password + "\n")
     (pg_dir / "password").chmod(0o600)
-    env = _marked_env(directory)
+    env = marked_env(directory)
     if os.geteuid() == 0:
         shutil.chown(pg_dir, "postgres", "postgres")
-        reach = subprocess.run(_as_postgres(["test", "-x", str(pg_dir)]), check=False)
+        reach = subprocess.run(as_postgres(["test", "-x", str(pg_dir)]), check=False)
         if reach.returncode:
             raise LabError(
                 f"the postgres user cannot reach {pg_dir}: a parent directory is private "
                 "(mode 0700?); choose a directory under a world-traversable path"
             )
-    _run(
-        _as_postgres(
+    run(
+        as_postgres(
             [
                 str(pg_bin / "initdb"),
                 "-D",
@@ -338,46 +372,17 @@ def _start_postgres(plane: ControlPlane, echo: Echo) -> None:
         "initdb",
     )
     (pg_dir / "data" / "pg_hba.conf").write_text(pg_hba(plane.netns_address))
-    options = (
-        f"-c listen_addresses={listen_addresses(plane)} -c port={plane.pg_port} "
-        f"-c unix_socket_directories={pg_dir} -c max_connections=300"
-    )
-    _run(
-        plane.inside(
-            _as_postgres(
-                [
-                    str(pg_bin / "pg_ctl"),
-                    "-D",
-                    str(pg_dir / "data"),
-                    "-l",
-                    str(pg_dir / "postgres.log"),
-                    "-w",
-                    "-t",
-                    "60",
-                    "-o",
-                    options,
-                    "start",
-                ]
-            )
-        ),
-        env,
-        "PostgreSQL start",
-    )
-    pid = int((pg_dir / "data" / "postmaster.pid").read_text().split()[0])
-    plane.components.append(
-        Component(
-            "postgres", pid, plane.pg_port, ["postgres", str(pg_dir)], processes.start_ticks(pid)
-        )
-    )
-    _save(plane)
+    start_postgres_server(plane, env)
+    replace_component(plane, postgres_component(plane))
+    save(plane)
     sql = (
         f"CREATE ROLE ppo LOGIN PASSWORD '{password}';"
         " CREATE DATABASE prefect OWNER ppo; CREATE DATABASE store OWNER ppo;"
     )
     for statement in sql.split(";"):
         if statement.strip():
-            _run(
-                _as_postgres(
+            run(
+                as_postgres(
                     [
                         str(pg_bin / "psql"),
                         "-q",
@@ -461,10 +466,10 @@ def up(
         netns=netns,
         netns_address=netns_address,
     )
-    _save(plane)
+    save(plane)
     try:
         _start_postgres(plane, echo)
-        _spawn(
+        spawn(
             plane,
             "redis",
             plane.inside(
@@ -482,12 +487,12 @@ def up(
                     str(directory / "redis"),
                 ]
             ),
-            _marked_env(directory),
+            marked_env(directory),
             plane.redis_port,
         )
-        _wait(plane.check(lambda: _redis_pong(plane.redis_port)), "Redis", plane, "redis")
+        wait_until(plane.check(lambda: redis_pong(plane.redis_port)), "Redis", plane, "redis")
         echo(f"Redis: {HOST}:{plane.redis_port}")
-        _run(
+        run(
             plane.inside([_prefect(), "server", "database", "upgrade", "-y"]),
             prefect_env(plane, "migrate"),
             "Prefect database migration",
@@ -496,7 +501,7 @@ def up(
         # One at a time: each registers the block types at start-up, and two doing it
         # at once collide on a unique key (measured) and one exits.
         for i, port in enumerate(plane.api_ports, 1):
-            _spawn(
+            spawn(
                 plane,
                 f"api-{i}",
                 plane.inside(
@@ -515,8 +520,8 @@ def up(
                 port,
             )
             healthy = plane.check(functools.partial(api_healthy, f"http://{HOST}:{port}/api"))
-            _wait(healthy, f"Prefect API server api-{i}", plane, f"api-{i}")
-        _spawn(
+            wait_until(healthy, f"Prefect API server api-{i}", plane, f"api-{i}")
+        spawn(
             plane,
             "services",
             plane.inside([_prefect(), "server", "services", "start"]),
@@ -525,15 +530,15 @@ def up(
         )
         config = directory / "haproxy.cfg"
         config.write_text(_haproxy_config(plane))
-        _run(["haproxy", "-c", "-q", "-f", str(config)], _marked_env(directory), "haproxy -c")
-        _spawn(
+        run(["haproxy", "-c", "-q", "-f", str(config)], marked_env(directory), "haproxy -c")
+        spawn(
             plane,
             "haproxy",
             ["haproxy", "-db", "-f", str(config)],
-            _marked_env(directory),
+            marked_env(directory),
             plane.proxy_port,
         )
-        _wait(lambda: api_healthy(plane.api_url), "HAProxy", plane, "haproxy")
+        wait_until(lambda: api_healthy(plane.api_url), "HAProxy", plane, "haproxy")
         if not processes.alive(plane.component("services").pid):
             raise LabError("Prefect services exited:\n" + _log_tail(directory, "services"))
     except BaseException:
@@ -541,7 +546,7 @@ def up(
         raise
     plane.state = "up"
     plane.started_in_s = round(time.monotonic() - started, 1)
-    _save(plane)
+    save(plane)
     echo(
         f"Prefect API: {plane.api_url} (HAProxy over {len(plane.api_ports)} servers), "
         f"up in {plane.started_in_s} s"
@@ -575,7 +580,7 @@ def down(directory: Path, *, echo: Echo = print) -> list[str]:
             pg_data = directory / "pg" / "data"
             if (pg_data / "postmaster.pid").exists():
                 subprocess.run(
-                    _as_postgres(
+                    as_postgres(
                         [
                             str(Path(plane.pg_bin) / "pg_ctl"),
                             "-D",
@@ -610,6 +615,6 @@ def down(directory: Path, *, echo: Echo = print) -> list[str]:
     for component in plane.components:
         processes.reap(component.pid)
     plane.state = "stopped"
-    _save(plane)
+    save(plane)
     echo(f"control plane stopped: {', '.join(stopped) or 'nothing was running'}")
     return stopped

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from deployments.automations import FAILOVER_RERUN_AUTOMATION, ZOMBIE_AUTOMATION
 from deployments.deploy import DeployError, check_server, deploy
 from deployments.registry import CONTROL_POOL, dc_pool, distributed_deployments
 from deployments.workers import WorkerError, pool_for, start_worker
@@ -82,6 +83,9 @@ def test_deploy_registers_every_pool_and_deployment(
         f"work pool {p}: unchanged" for p in ("control", "dc-jhb1", "dc-cpt1", "dc-lon1")
     ]
     assert all("created" not in line for line in again if "concurrency limit" in line)
+    for name in (ZOMBIE_AUTOMATION, FAILOVER_RERUN_AUTOMATION):  # a SIGKILLed run's rerun
+        assert f"automation: {name} (created)" in deployed
+        assert f"automation: {name} (unchanged)" in again
     with using_api(plane.api_url), get_client(sync_client=True) as client:
         deployments = client.read_deployments(limit=200)
     registered = {f"{d.name}": d.work_pool_name for d in deployments}

@@ -1,0 +1,90 @@
+"""One component of the lab's control plane lost and brought back: the restart faults.
+
+``restart(DIR, NAME, down_s=...)`` stops component NAME the way a crash would and
+starts it again with the same command, port and environment, then waits until it
+answers. That is what systemd's ``Restart=always`` does on real hosts, and what the
+"what survives which loss" table of docs/deploy.md is measured against:
+
+- ``postgres``: ``pg_ctl stop -m immediate`` (every backend quits at once without a
+  checkpoint: the next start recovers from the WAL, as after a power loss), then
+  ``pg_ctl start`` on the same port;
+- ``redis``: SIGKILL. The lab's Redis keeps nothing on disk (``--save ""``), so it
+  comes back empty: streams, consumer groups and leases in flight are lost, as with
+  a Redis without persistence on real hosts;
+- ``api-N``, ``services``, ``haproxy``: SIGKILL of the process group, then the same
+  command again.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ppo_dr.lab import pid_identity as processes
+from ppo_dr.lab.controlplane import (
+    HOST,
+    STOP_TIMEOUT,
+    ControlPlane,
+    api_healthy,
+    as_postgres,
+    load,
+    marked_env,
+    postgres_component,
+    prefect_env,
+    redis_pong,
+    replace_component,
+    run,
+    save,
+    spawn,
+    start_postgres_server,
+    wait_until,
+)
+
+
+def _answers(plane: ControlPlane, name: str, pid: Callable[[], int]) -> Callable[[], bool]:
+    """How to tell that component *name* is back: it answers on its port (the
+    services have none: alive is all we can see from outside)."""
+    if name == "redis":
+        return plane.check(functools.partial(redis_pong, plane.redis_port))
+    if name.startswith("api-"):
+        port = plane.component(name).port
+        return plane.check(functools.partial(api_healthy, f"http://{HOST}:{port}/api"))
+    if name == "haproxy":
+        return functools.partial(api_healthy, plane.api_url)
+    return lambda: processes.alive(pid())
+
+
+def _environment(plane: ControlPlane, name: str) -> dict[str, str]:
+    if name == "services" or name.startswith("api-"):
+        return prefect_env(plane, name)
+    return marked_env(Path(plane.directory))
+
+
+def restart(directory: Path, name: str, *, down_s: float = 0.0) -> float:
+    """Crash component *name* of the control plane in *directory*, keep it down
+    *down_s* seconds, start it again and wait until it answers; the seconds from the
+    crash to its answer. :class:`~ppo_dr.errors.LabError` names an unknown component."""
+    directory = directory.resolve()
+    plane = load(directory)
+    old = plane.component(name)
+    crashed = time.monotonic()
+    if name == "postgres":
+        data = directory / "pg" / "data"
+        stop = [str(Path(plane.pg_bin) / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]
+        run(as_postgres(stop), marked_env(directory), "PostgreSQL stop")
+    elif old.is_running():
+        processes.signal_group(old.pid, signal.SIGKILL)
+    processes.until_gone([old.pid], STOP_TIMEOUT)
+    processes.reap(old.pid)
+    time.sleep(down_s)
+    if name == "postgres":
+        start_postgres_server(plane, marked_env(directory))
+        replace_component(plane, postgres_component(plane))
+        save(plane)
+    else:
+        new = spawn(plane, name, old.command, _environment(plane, name), old.port)
+        wait_until(_answers(plane, name, lambda: new.pid), name, plane, name)
+    return round(time.monotonic() - crashed, 1)
