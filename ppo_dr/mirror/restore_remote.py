@@ -42,6 +42,7 @@ from ppo_dr.mirror.tar_stream import (
     padding_for,
 )
 from ppo_dr.transport.base import EntryType, Remote
+from ppo_dr.transport.openssh_client import exec_fed, stream_endpoint
 from ppo_dr.transport.ssh import SshRemote
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,9 @@ def _timeout(nbytes: int) -> float:
 
 
 def send_stream(dest: Remote, staging: str, pieces: Iterator[bytes], nbytes: int) -> None:
-    """Run the tar receiver under *staging* on *dest*, fed *pieces* then the archive end."""
+    """Run the tar receiver under *staging* on *dest*, fed *pieces* then the archive end:
+    through OpenSSH's ``ssh`` client when it is installed (C encryption in a process of
+    its own), else over *dest*'s paramiko connection."""
     if not isinstance(dest, SshRemote):
         raise ReceiverMissing(f"{dest.label}: a tar receiver needs an SSH destination")
 
@@ -100,7 +103,12 @@ def send_stream(dest: Remote, staging: str, pieces: Iterator[bytes], nbytes: int
         yield from pieces
         yield END_OF_ARCHIVE
 
-    result = dest.exec(extract_command(staging), _timeout(nbytes), stdin=batched(archive()))
+    command, timeout = extract_command(staging), _timeout(nbytes)
+    endpoint = stream_endpoint(dest.endpoint)
+    if endpoint is not None:
+        result = exec_fed(endpoint, command, timeout, batched(archive()))
+    else:
+        result = dest.exec(command, timeout, stdin=batched(archive()))
     if result.exit_status == EXIT_NOT_FOUND:
         raise ReceiverMissing(f"{dest.label}: cannot run tar: {result.stderr[:300]!r}")
     if not result.ok:
