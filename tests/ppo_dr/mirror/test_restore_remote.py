@@ -5,17 +5,22 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import signal
 import stat
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from ppo_dr.errors import DRError
+from ppo_dr.errors import DRError, TransientError
 from ppo_dr.mirror.api import ClientSource, MirrorTarget, ensure_repository, restore
 from ppo_dr.mirror.api import snapshot_server as snapshot
 from ppo_dr.mirror.restore_remote import staging_path
+from ppo_dr.pids import proc_files
 from ppo_dr.transport import LocalRemote
 from ppo_dr.transport.ssh import SshRemote
 from tests.ppo_dr.mirror.helpers import (
@@ -29,6 +34,7 @@ from tests.ppo_dr.mirror.helpers import (
 from tests.sshd import SshdServer
 
 pytestmark = pytest.mark.timeout(120)
+T = TypeVar("T")
 
 
 def _connect(sshd: SshdServer) -> functools.partial[SshRemote]:
@@ -176,3 +182,91 @@ def test_a_failed_stream_switches_nothing_and_the_rerun_sends_only_what_is_missi
     assert again.refused == [] and again.served_by["m1"] == 1  # only f4's blob was read
     assert {p.name: p.stat().st_ino for p in out.iterdir() if p.name != "f4"} == inodes
     assert itemised_differences(src, out) == []
+
+
+def _parent_of(pid: int) -> int:
+    stat_line = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat_line.rsplit(b")", 1)[1].split()[1])
+
+
+def _receiver(sshd: SshdServer, staging: Path) -> int | None:
+    """The pid of the ``tar -x`` extracting into *staging* under this sshd, if running."""
+    wanted = f"--directory={staging}".encode()
+    for pid, cmdline in proc_files("cmdline"):
+        argv = cmdline.split(b"\0")
+        if argv[0].endswith(b"tar") and wanted in argv:
+            ancestor = pid
+            while ancestor > 1:
+                ancestor = _parent_of(ancestor)
+                if ancestor == sshd.pid:
+                    return pid
+    return None
+
+
+def _complete(staging: Path, src: Path) -> dict[str, tuple[int, int]]:
+    """Files in *staging* with their source's size and mtime: (inode, ctime) by name."""
+    done = {}
+    for path in staging.rglob("*"):
+        st, want = path.stat(), (src / path.relative_to(staging)).stat()
+        if path.is_file() and (st.st_size, st.st_mtime) == (want.st_size, want.st_mtime):
+            done[str(path.relative_to(staging))] = (st.st_ino, st.st_ctime_ns)
+    return done
+
+
+def _wait_for(what: Callable[[], T | None], timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    while (found := what()) is None or found is False:
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return found
+
+
+def test_a_connection_killed_mid_stream_keeps_the_verified_files_and_switches_nothing(
+    sshd: SshdServer, dest: SshRemote, tmp_path: Path
+) -> None:
+    src = tmp_path / "app" / "c1"
+    for i in range(40):
+        path = src / f"d{i % 4}" / f"f{i}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(1 << 20))
+        os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))  # whole seconds, as recorded
+    target, sid = _mirror(tmp_path, src)
+    out = sshd.data_root / tmp_path.name / "c1"
+    out.mkdir(parents=True)
+    (out / "previous").write_bytes(b"what was there")
+    staging = Path(staging_path(str(out), sid))
+    failed: list[BaseException] = []
+
+    def first_run() -> None:
+        try:
+            restore([target], "c1", sid, dest, str(out), processes=0)
+        except BaseException as exc:
+            failed.append(exc)
+
+    runner = threading.Thread(target=first_run)
+    runner.start()
+    tar = _wait_for(lambda: _receiver(sshd, staging))
+    os.kill(tar, signal.SIGSTOP)  # hold the stream; let it on in steps until files land
+    while len(_complete(staging, src)) < 5:
+        os.kill(tar, signal.SIGCONT)
+        time.sleep(0.005)
+        os.kill(tar, signal.SIGSTOP)
+    chain, pid = [], _parent_of(tar)
+    while pid != sshd.pid:  # the sshd processes serving this connection, not the daemon
+        chain.append(pid)
+        pid = _parent_of(pid)
+    for pid in [*chain, tar]:
+        os.kill(pid, signal.SIGKILL)
+    runner.join(60)
+
+    assert len(failed) == 1 and isinstance(failed[0], TransientError), failed
+    assert sorted(p.name for p in out.iterdir()) == ["previous"]  # nothing switched in
+    verified = _complete(staging, src)
+    assert 5 <= len(verified) < 40
+    second = restore([target], "c1", sid, dest, str(out), processes=0)
+    assert second.refused == [] and second.files == 40
+    for name, (inode, ctime) in verified.items():  # neither rewritten nor touched
+        st = (out / name).stat()
+        assert (st.st_ino, st.st_ctime_ns) == (inode, ctime), name
+    assert itemised_differences(src, out) == []
+    assert not staging.exists()
