@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from ppo_dr.errors import RemotePathError
 from ppo_dr.mirror.manifest import Entry, Manifest
@@ -105,8 +105,8 @@ def send_stream(dest: Remote, staging: str, pieces: Iterator[bytes], nbytes: int
 
     command, timeout = extract_command(staging), _timeout(nbytes)
     endpoint = stream_endpoint(dest.endpoint)
-    if endpoint is not None:
-        result = exec_fed(endpoint, command, timeout, batched(archive()))
+    if endpoint is not None:  # it gathers the pieces itself (writev, no copy)
+        result = exec_fed(endpoint, command, timeout, archive())
     else:
         result = dest.exec(command, timeout, stdin=batched(archive()))
     if result.exit_status == EXIT_NOT_FOUND:
@@ -116,6 +116,17 @@ def send_stream(dest: Remote, staging: str, pieces: Iterator[bytes], nbytes: int
             f"{dest.label}: tar -x under {staging!r} exited {result.exit_status}: "
             f"{result.stderr[:500].decode(errors='replace')}"
         )
+
+
+def _fetch_all(fetch: Callable[[str], bytes | None], blob_ids: Sequence[str]) -> list[bytes] | None:
+    """The blobs *blob_ids*, or None as soon as one cannot be fetched intact."""
+    pieces = []
+    for blob_id in blob_ids:
+        data = fetch(blob_id)
+        if data is None:
+            return None
+        pieces.append(data)
+    return pieces
 
 
 def _file_members(
@@ -133,14 +144,14 @@ def _file_members(
             if fetcher.last_miss_damaged:
                 tally.damaged.append(entry.path)
 
+    fetch = fetcher.fetch
     for entry in files:
         if entry.size <= BUFFERED_FILE_BYTES:
-            pieces = [fetcher.fetch(blob_id) for blob_id in entry.chunks]
-            intact = [p for p in pieces if p is not None]
-            if len(intact) < len(pieces) or sum(map(len, intact)) != entry.size:
+            pieces = _fetch_all(fetch, entry.chunks)
+            if pieces is None or sum(map(len, pieces)) != entry.size:
                 refuse(entry)
                 continue
-            yield from file_member(entry, intact)
+            yield from file_member(entry, pieces, entry.size)
         else:
             yield dense_header(entry, entry.size)
             sent = 0

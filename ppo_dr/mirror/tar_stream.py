@@ -107,14 +107,16 @@ def data_regions(data: bytes) -> list[tuple[int, int]]:
     return regions
 
 
-def file_member(entry: Entry, pieces: list[bytes]) -> Iterator[bytes]:
-    """A whole file's member from its content *pieces* (chunks in order); sparse when
-    :func:`data_regions` finds holes."""
-    size = sum(len(p) for p in pieces)
+def file_member(entry: Entry, pieces: list[bytes], size: int | None = None) -> Iterator[bytes]:
+    """A whole file's member from its content *pieces* (chunks in order, *size* bytes
+    together); sparse when :func:`data_regions` finds holes."""
+    if size is None:
+        size = sum(map(len, pieces))
     if size < HOLE_MIN or not any(ZERO_BLOCK in p for p in pieces):
         yield dense_header(entry, size)
         yield from pieces
-        yield _padding(size)
+        if size % BLOCK:
+            yield _padding(size)
         return
     data = b"".join(pieces)
     regions = data_regions(data)

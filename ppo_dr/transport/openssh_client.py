@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -46,6 +47,8 @@ SERVER_GRACE_S: Final = 2.0  # our deadline trails the server-side `timeout` by 
 KEEPALIVE_S: Final = 15
 KEEPALIVE_MISSES: Final = 4  # a silent server is given up after 60 s
 PIPE_BYTES: Final = 1 << 20  # a 1 MiB pipe to ssh: fewer wake-ups than the 64 KiB default
+GATHER_BYTES: Final = 256 * 1024
+GATHER_PIECES: Final = 512  # below the kernel's IOV_MAX (1024)
 _F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Linux), named only from Python 3.10 on
 _SAFE_PATH: Final = re.compile(r"/[A-Za-z0-9_./+@,=-]*")  # what ssh neither expands nor splits
 _HOST_KEY_SIGNS: Final = (
@@ -126,6 +129,32 @@ def client_argv(ssh: str, endpoint: SshEndpoint, remote_line: str) -> list[str]:
     return [*argv, "-p", str(endpoint.port), "-l", endpoint.user, "--", endpoint.host, remote_line]
 
 
+def _write_all(fd: int, pieces: Iterable[bytes]) -> None:
+    """Write *pieces* to the pipe *fd* in order, gathered into ``writev`` calls of
+    about :data:`GATHER_BYTES` (a tar header is 512 bytes: one system call each would
+    cost more than its data, and joining them first would copy every byte)."""
+    held: list[bytes] = []
+    held_bytes = 0
+    for piece in pieces:
+        held.append(piece)
+        held_bytes += len(piece)
+        if held_bytes >= GATHER_BYTES or len(held) >= GATHER_PIECES:
+            _writev_all(fd, held, held_bytes)
+            held, held_bytes = [], 0
+    if held:
+        _writev_all(fd, held, held_bytes)
+
+
+def _writev_all(fd: int, pieces: list[bytes], total: int) -> None:
+    """One ``writev``, continued where a short write stopped (a signal can cut one)."""
+    written = os.writev(fd, pieces)
+    if written == total:
+        return
+    rest = memoryview(b"".join(pieces))[written:]
+    while rest:
+        rest = rest[os.write(fd, rest) :]
+
+
 def _keep_reading(stream: IO[bytes], keep: bytearray, limit: int) -> None:
     """Read *stream* to its end, keeping its first *limit* bytes (the rest is dropped,
     so a chatty command can neither stall nor fill our memory)."""
@@ -169,6 +198,7 @@ def exec_fed(
     line = build_command(["timeout", "--kill-after=5", f"{timeout:.3f}", *command])
     proc = subprocess.Popen(
         client_argv(ssh, endpoint, line),
+        bufsize=0,  # we write the pipe ourselves (writev)
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -196,8 +226,7 @@ def exec_fed(
     started = time.monotonic()
     try:
         try:
-            for piece in stdin:
-                proc.stdin.write(piece)
+            _write_all(proc.stdin.fileno(), stdin)
             proc.stdin.close()
         except BrokenPipeError:
             pass  # ssh or the command stopped reading: the status says why
