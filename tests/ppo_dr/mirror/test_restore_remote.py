@@ -96,6 +96,28 @@ def test_restore_into_sshd_is_exact(
         _make_writable(out.parent)
 
 
+def test_a_big_sparse_file_lands_sparse_and_its_holes_are_not_read(
+    sshd: SshdServer, dest: SshRemote, tmp_path: Path
+) -> None:
+    src = tmp_path / "app" / "c1"
+    src.mkdir(parents=True)
+    big = src / "disk.img"  # over BUFFERED_FILE_BYTES: streamed as it is read
+    head, tail = os.urandom(1 << 20), os.urandom(300_000)
+    with big.open("wb") as f:
+        f.write(head)
+        f.seek(70 << 20)
+        f.write(tail)
+        f.truncate(80 << 20)  # ends in a hole as well
+    target, sid = _mirror(tmp_path, src)
+    out = sshd.data_root / tmp_path.name / "c1"
+    result = restore([target], "c1", sid, dest, str(out), processes=0)
+    assert result.refused == [] and result.files == 1
+    assert result.served_by["m1"] < 10  # 80 MiB in 2 MiB chunks: only the data was read
+    st = (out / "disk.img").stat()
+    assert st.st_size == 80 << 20 and st.st_blocks * 512 < 8 << 20
+    assert itemised_differences(src, out) == []
+
+
 def test_refused_file_leaves_the_destination_untouched_and_the_rerun_resumes(
     sshd: SshdServer, dest: SshRemote, tmp_path: Path
 ) -> None:
