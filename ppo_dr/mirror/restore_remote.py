@@ -1,7 +1,9 @@
 """Restoring into a server over SSH: tar streams into a staging directory, then a switch.
 
 A restore over SFTP pays round trips per file; here every worker sends its share of
-the files as one tar stream to ``tar -x`` on the server (:mod:`ppo_dr.mirror.tar_stream`).
+the files as one tar stream to ``tar -x`` on the server (:mod:`ppo_dr.mirror.tar_stream`),
+piped into OpenSSH's ``ssh`` client when it is installed
+(:mod:`ppo_dr.transport.openssh_client`), else over the paramiko connection.
 What the restore promises is kept:
 
 - **verified**: every blob is re-hashed as it is read from a mirror
@@ -15,7 +17,8 @@ What the restore promises is kept:
   (an existing non-empty destination is moved aside first, never deleted);
 - **resumable**: a staging directory left by an interrupted run is kept, and a file
   in it whose size and mtime already match the manifest is not sent again (``tar -x``
-  sets the mtime only after the content is written).
+  sets the mtime only after the content is written); within a run, the files of a
+  worker whose stream was cut are checked the same way before they are sent again.
 
 Order: the files (in parallel streams), then the symlinks, then every directory
 deepest first, the client's top directory (``.``) last, so each directory's mtime is
