@@ -398,6 +398,18 @@ def _restore_streamed(job: _Job) -> Tally:
     return tally
 
 
+def _outside_problem(dest_path: str, data_root: str) -> str | None:
+    """Why *dest_path* is not strictly inside *data_root*, or None if it is."""
+    root = posixpath.normpath(data_root)
+    if absolute_path_problem(data_root) is not None:
+        return f"the data root {data_root!r} is not a clean absolute path"
+    if posixpath.commonpath([root, posixpath.normpath(dest_path)]) != root or (
+        posixpath.normpath(dest_path) == root
+    ):
+        return f"not inside the server's data root {data_root}"
+    return None
+
+
 def restore(
     sources: Sequence[MirrorTarget],
     client_id: str,
@@ -409,6 +421,7 @@ def restore(
     parallel: int = 4,
     processes: int | None = None,
     dest_connect: Callable[[], Remote] | None = None,
+    data_root: str | None = None,
 ) -> RestoreResult:
     """Materialise *client_id*'s snapshot under *dest_path* on *dest*.
 
@@ -423,13 +436,17 @@ def restore(
     :data:`RESTORE_PROCESSES` for a restore of at least :data:`PROCESS_MIN_BYTES` when
     every source has ``connect`` and the destination is local or *dest_connect* (a
     picklable factory opening a new connection to *dest*) is given; 0 or 1 forces
-    the thread path.
+    the thread path. With *data_root* (the server's), a *dest_path* not strictly inside
+    it is refused before anything is read or written (its staging sibling must be
+    inside too).
     """
     started = time.monotonic()
     check_id(client_id, "client id")
     if snapshot_id != "latest":
         check_snapshot_id(snapshot_id)
     problem = absolute_path_problem(dest_path)
+    if problem is None and data_root is not None:
+        problem = _outside_problem(dest_path, data_root)
     if problem is not None:
         raise UnsafeInputError(f"restore destination {dest_path!r} refused: {problem}")
     opened = open_sources(sources, key)

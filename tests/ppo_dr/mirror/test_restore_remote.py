@@ -161,11 +161,14 @@ def test_refused_file_leaves_the_destination_untouched_and_the_rerun_resumes(
 @pytest.mark.parametrize(
     ("client", "snapshot_id", "dest_path"),
     [
-        ("../c1", "latest", "/srv/x"),
-        ("c1", "2026-13-99", "/srv/x"),
+        ("../c1", "latest", "ROOT/x"),
+        ("c1", "2026-13-99", "ROOT/x"),
         ("c1", "latest", "relative/x"),
-        ("c1", "latest", "/srv/../etc"),
-        ("c1", "2020-01-01T00-00-00Z", "/srv/x"),  # well-formed, does not exist
+        ("c1", "latest", "ROOT/../etc"),
+        ("c1", "2020-01-01T00-00-00Z", "ROOT/x"),  # well-formed, does not exist
+        ("c1", "latest", "OUT/x"),  # outside the data root
+        ("c1", "latest", "ROOT"),  # the data root itself: staging would be outside
+        ("c1", "latest", "ROOTx/c1"),  # a sibling sharing its prefix
     ],
 )
 def test_bad_input_is_refused_before_anything_is_written(
@@ -175,9 +178,13 @@ def test_bad_input_is_refused_before_anything_is_written(
     src.mkdir(parents=True)
     (src / "f").write_bytes(b"x")
     target, _ = _mirror(tmp_path, src)
+    base = sshd.data_root / tmp_path.name  # all inside the sshd's tree, to see any write
+    root = base / "root"
+    root.mkdir(parents=True)
+    dest_path = dest_path.replace("ROOT", str(root)).replace("OUT", str(base / "out"))
     before = sorted(sshd.data_root.rglob("*"))
     with pytest.raises(DRError) as caught:
-        restore([target], client, snapshot_id, dest, dest_path)
+        restore([target], client, snapshot_id, dest, dest_path, data_root=str(root))
     assert "refused" in str(caught.value) or "not readable" in str(caught.value)
     assert sorted(sshd.data_root.rglob("*")) == before
 
