@@ -256,7 +256,7 @@ def test_a_connection_killed_mid_stream_keeps_the_verified_files_and_switches_no
     sshd: SshdServer, dest: SshRemote, tmp_path: Path
 ) -> None:
     src = tmp_path / "app" / "c1"
-    for i in range(40):
+    for i in range(64):
         path = src / f"d{i % 4}" / f"f{i}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(os.urandom(1 << 20))
@@ -293,9 +293,9 @@ def test_a_connection_killed_mid_stream_keeps_the_verified_files_and_switches_no
     assert len(failed) == 1 and isinstance(failed[0], TransientError), failed
     assert sorted(p.name for p in out.iterdir()) == ["previous"]  # nothing switched in
     verified = _complete(staging, src)
-    assert 5 <= len(verified) < 40
+    assert 5 <= len(verified) < 64
     second = restore([target], "c1", sid, dest, str(out), processes=0)
-    assert second.refused == [] and second.files == 40
+    assert second.refused == [] and second.files == 64
     for name, (inode, ctime) in verified.items():  # neither rewritten nor touched
         st = (out / name).stat()
         assert (st.st_ino, st.st_ctime_ns) == (inode, ctime), name
