@@ -15,13 +15,15 @@ with the same cipher (aes128-gcm). Four phases, each timed for both, in one run:
   (d) restore from one mirror into a new server (a third sshd), one SSH hop each:
                             rsync pushes the mirror's copy into it, ours restores
                             from the mirror's repository (read on the mirror, as a
-                            failover worker beside it does) through tar streams;
+                            failover worker beside it does) through tar streams
+                            fed to OpenSSH's ssh client (paramiko without it);
                             target: <= 1.0x rsync's time
 
 "bytes sent" is each tool's own payload count (rsync --stats "Total bytes sent",
 ours: bytes written into the repositories), before SSH encryption for both. Every
 round is printed, and the table gives medians with the spread (min-max); a round
-whose rsync time is more than 2x off the median of its phase is flagged, not dropped.
+whose rsync time is more than 2x off the median of its phase is flagged, not dropped,
+and the load average after each round is printed (the machine may be shared).
 For (a), (b) and (n) a second table gives CPU seconds per GB of the tree, on the
 app-server side (this process and everything it started: uploaders, rsync and its
 ssh) and on the mirror side (both sshd process trees: sshd, sftp-server, rsync), and
@@ -430,6 +432,7 @@ def main() -> int:
     print(f"  {nfiles} files, {total / 1e6:.0f} MB")
 
     rows: dict[str, dict[str, list[float]]] = {}
+    loads: list[float] = []  # 1-minute load average after each round: how shared the cores were
 
     def record(phase: str, who: str, seconds: float, sent: int) -> None:
         rows.setdefault(phase, {}).setdefault(f"{who}_s", []).append(seconds)
@@ -450,11 +453,13 @@ def main() -> int:
                 rnd, src, work, [mirror_a, mirror_b], new_server, record, args.phases,
                 meter, growth,
             )  # fmt: skip
-            print(f"  round {rnd + 1}/{args.rounds} done", flush=True)
+            loads.append(os.getloadavg()[0])
+            print(f"  round {rnd + 1}/{args.rounds} done, load average {loads[-1]:.1f}", flush=True)
 
     print(
         f"\nmedians of {args.rounds} rounds (min-max); {nfiles} files, {total / 1e6:.0f} MB; "
-        f"two mirrors and a new server via OpenSSH sshd on 127.0.0.1, {CIPHER}"
+        f"two mirrors and a new server via OpenSSH sshd on 127.0.0.1, {CIPHER}; "
+        f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores"
     )
     print(
         f"{'phase':15} {'rsync s (min-max)':>19} {'ours s (min-max)':>19} {'time ratio':>10} "
@@ -462,12 +467,16 @@ def main() -> int:
     )
     for phase, data in rows.items():
         rs, os_ = statistics.median(data["rsync_s"]), statistics.median(data["ours_s"])
+        per_round = ", ".join(
+            f"{o / r:.2f}" for r, o in zip(data["rsync_s"], data["ours_s"], strict=True)
+        )
         rb, ob = statistics.median(data["rsync_bytes"]), statistics.median(data["ours_bytes"])
         bytes_ratio = f"{ob / rb:.2f}x" if rb and phase[0] in "ab" else "-"
         print(
             f"{phase:15} {spread(data['rsync_s']):>19} {spread(data['ours_s']):>19} "
             f"{os_ / rs:9.2f}x {rb / 1e6:9.1f} {ob / 1e6:8.1f} {bytes_ratio:>11}"
         )
+        print(f"{'':15} ratio per round: {per_round}")
         odd = [i + 1 for i, t in enumerate(data["rsync_s"]) if max(t / rs, rs / t) > 2]
         if odd:
             print(f"{'':15} rsync more than 2x off its median in round(s) {odd} (kept)")

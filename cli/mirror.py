@@ -386,6 +386,7 @@ def restore_command(
     with FleetAccess(flt) as access:
         dest: Remote
         dest_connect: Callable[[], Remote] | None = None
+        data_root: str | None = None  # a server's: --path must stay inside it
         if is_valid_id(to) and to in {s.id for s in flt.servers}:
             target = flt.server(to)
             if target.ssh is None:
@@ -400,6 +401,7 @@ def restore_command(
             dest_path = path or f"{target.data_root}/{flt.client(cid).data_path}"
             dest = access.remote(to)
             dest_connect = access.connector(to)  # restore workers open their own
+            data_root = target.data_root
         else:
             if is_valid_id(to) and "/" not in to and not to.startswith("."):
                 raise PermanentError(
@@ -425,6 +427,7 @@ def restore_command(
             key=access.mirror_key,
             parallel=parallel,
             dest_connect=dest_connect,
+            data_root=data_root,
         )
     served = ", ".join(f"{m}: {n}" for m, n in result.served_by.items())
     typer.echo(

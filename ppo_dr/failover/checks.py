@@ -79,7 +79,7 @@ def _load_snapshot(
     access: FleetAccess, move: MoveLike, snapshot_id: str, mirrors: Sequence[str] | None
 ) -> tuple[Manifest, dict[str, int], Callable[[bytes], str]]:
     """The manifest, each chunk's plaintext length, and the blob-id function."""
-    from ppo_dr.mirror.restore import load_manifest, open_sources
+    from ppo_dr.mirror.restore_sources import load_manifest, open_sources
 
     opened = open_sources(source_targets(access, move, mirrors), access.mirror_key)
     manifest = load_manifest(opened, move.client_id, snapshot_id)

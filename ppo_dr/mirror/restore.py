@@ -80,8 +80,6 @@ from ppo_dr.mirror.uploader import process_context
 from ppo_dr.transport.base import EntryType, Remote
 from ppo_dr.transport.local import LocalRemote
 
-__all__ = ["load_manifest", "open_sources", "restore"]
-
 log = logging.getLogger(__name__)
 
 RESTORE_PROCESSES = 2  # PERF-NOTES: 2 processes on 2 cores doubled throughput; 4 were worse
@@ -291,10 +289,16 @@ class _Job:
 
 
 def _run_files(
-    job: _Job, files: list[Entry], dest_path: str, write_files: WriteFiles, tally: Tally
+    job: _Job,
+    files: list[Entry],
+    dest_path: str,
+    write_files: WriteFiles,
+    tally: Tally,
+    still_to_write: Callable[[list[Entry]], list[Entry]] | None = None,
 ) -> None:
     """Write *files* under *dest_path* with *write_files*: in worker processes when
-    that pays (see :func:`restore`), then whatever is left in the caller."""
+    that pays (see :func:`restore`), then whatever is left in the caller (less what
+    *still_to_write* finds a failed worker completed before it failed)."""
     opened, dest = job.opened, job.dest
     worker_dest = _dest_factory(dest, job.dest_connect)
     processes = job.processes
@@ -318,6 +322,8 @@ def _run_files(
             tally,
             write_files,
         )
+        if files and still_to_write is not None:
+            files = still_to_write(files)
     if files:
         write_files(opened, files, dest, dest_path, job.parallel, tally)
 
@@ -359,17 +365,25 @@ def _restore_streamed(job: _Job) -> Tally:
     staging = staging_path(dest_path, manifest.snapshot_id)
     hard = hard_links_of(manifest)  # made in the last streams, from their first names
     files = [e for e in manifest.entries if e.type is EntryType.FILE and e.path not in hard]
-    done = files_already_restored(dest, staging, files)
     tally = Tally(served={s.repo.mirror_id: 0 for s in opened})
-    if done:
-        log.info(
-            "restore: resuming in %s: %d of %d files already there", staging, len(done), len(files)
-        )
-        tally.files = len(done)
-        tally.bytes = sum(e.size for e in files if e.path in done)
+
+    def still_to_write(wanted: list[Entry]) -> list[Entry]:
+        """*wanted* less the files already complete in staging (counted as restored)."""
+        done = files_already_restored(dest, staging, wanted)
+        if done:
+            log.info(
+                "restore: resuming in %s: %d of %d files already there",
+                staging,
+                len(done),
+                len(wanted),
+            )
+            tally.files += len(done)
+            tally.bytes += sum(e.size for e in wanted if e.path in done)
+        return [e for e in wanted if e.path not in done]
+
+    todo = still_to_write(files)
     dest.mkdir_p(staging, 0o700)
-    todo = [e for e in files if e.path not in done]
-    _run_files(job, todo, staging, stream_files, tally)
+    _run_files(job, todo, staging, stream_files, tally, still_to_write)
     if tally.refused:
         log.warning(
             "restore: %d file(s) refused; %s kept for a later run, %s untouched",
@@ -384,6 +398,18 @@ def _restore_streamed(job: _Job) -> Tally:
     return tally
 
 
+def _outside_problem(dest_path: str, data_root: str) -> str | None:
+    """Why *dest_path* is not strictly inside *data_root*, or None if it is."""
+    root = posixpath.normpath(data_root)
+    if absolute_path_problem(data_root) is not None:
+        return f"the data root {data_root!r} is not a clean absolute path"
+    if posixpath.commonpath([root, posixpath.normpath(dest_path)]) != root or (
+        posixpath.normpath(dest_path) == root
+    ):
+        return f"not inside the server's data root {data_root}"
+    return None
+
+
 def restore(
     sources: Sequence[MirrorTarget],
     client_id: str,
@@ -395,6 +421,7 @@ def restore(
     parallel: int = 4,
     processes: int | None = None,
     dest_connect: Callable[[], Remote] | None = None,
+    data_root: str | None = None,
 ) -> RestoreResult:
     """Materialise *client_id*'s snapshot under *dest_path* on *dest*.
 
@@ -409,13 +436,17 @@ def restore(
     :data:`RESTORE_PROCESSES` for a restore of at least :data:`PROCESS_MIN_BYTES` when
     every source has ``connect`` and the destination is local or *dest_connect* (a
     picklable factory opening a new connection to *dest*) is given; 0 or 1 forces
-    the thread path.
+    the thread path. With *data_root* (the server's), a *dest_path* not strictly inside
+    it is refused before anything is read or written (its staging sibling must be
+    inside too).
     """
     started = time.monotonic()
     check_id(client_id, "client id")
     if snapshot_id != "latest":
         check_snapshot_id(snapshot_id)
     problem = absolute_path_problem(dest_path)
+    if problem is None and data_root is not None:
+        problem = _outside_problem(dest_path, data_root)
     if problem is not None:
         raise UnsafeInputError(f"restore destination {dest_path!r} refused: {problem}")
     opened = open_sources(sources, key)

@@ -1,7 +1,9 @@
 """Restoring into a server over SSH: tar streams into a staging directory, then a switch.
 
 A restore over SFTP pays round trips per file; here every worker sends its share of
-the files as one tar stream to ``tar -x`` on the server (:mod:`ppo_dr.mirror.tar_stream`).
+the files as one tar stream to ``tar -x`` on the server (:mod:`ppo_dr.mirror.tar_stream`),
+piped into OpenSSH's ``ssh`` client when it is installed
+(:mod:`ppo_dr.transport.openssh_client`), else over the paramiko connection.
 What the restore promises is kept:
 
 - **verified**: every blob is re-hashed as it is read from a mirror
@@ -15,7 +17,8 @@ What the restore promises is kept:
   (an existing non-empty destination is moved aside first, never deleted);
 - **resumable**: a staging directory left by an interrupted run is kept, and a file
   in it whose size and mtime already match the manifest is not sent again (``tar -x``
-  sets the mtime only after the content is written).
+  sets the mtime only after the content is written); within a run, the files of a
+  worker whose stream was cut are checked the same way before they are sent again.
 
 Order: the files (in parallel streams), then the symlinks, then every directory
 deepest first, the client's top directory (``.``) last, so each directory's mtime is
@@ -27,21 +30,26 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 
 from ppo_dr.errors import RemotePathError
 from ppo_dr.mirror.manifest import Entry, Manifest
+from ppo_dr.mirror.repository import CDC_MAX
 from ppo_dr.mirror.restore_sources import BlobFetcher, OpenSource, Tally
 from ppo_dr.mirror.tar_stream import (
     END_OF_ARCHIVE,
+    aligned_hole,
     batched,
+    chunk_regions,
     dense_header,
     extract_command,
     file_member,
     metadata_member,
     padding_for,
+    sparse_header,
 )
 from ppo_dr.transport.base import EntryType, Remote
+from ppo_dr.transport.openssh_client import exec_fed, stream_endpoint
 from ppo_dr.transport.ssh import SshRemote
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,7 @@ ASIDE_MARKER = ".ppo-replaced-"
 BUFFERED_FILE_BYTES = 64 * 1024 * 1024  # files up to this are fetched whole (holes found)
 STREAM_MIN_TIMEOUT_S = 600.0
 STREAM_MIN_RATE = 2_000_000  # bytes/s: a stream slower than this is treated as hung
+ZEROS_SHRINK = 64  # zstd stores 2 MiB of zeros in ~100 bytes; text and code in 3-10x less
 EXIT_NOT_FOUND = 127  # no tar on the server (or the lab refused the command)
 
 
@@ -92,7 +101,9 @@ def _timeout(nbytes: int) -> float:
 
 
 def send_stream(dest: Remote, staging: str, pieces: Iterator[bytes], nbytes: int) -> None:
-    """Run the tar receiver under *staging* on *dest*, fed *pieces* then the archive end."""
+    """Run the tar receiver under *staging* on *dest*, fed *pieces* then the archive end:
+    through OpenSSH's ``ssh`` client when it is installed (C encryption in a process of
+    its own), else over *dest*'s paramiko connection."""
     if not isinstance(dest, SshRemote):
         raise ReceiverMissing(f"{dest.label}: a tar receiver needs an SSH destination")
 
@@ -100,7 +111,12 @@ def send_stream(dest: Remote, staging: str, pieces: Iterator[bytes], nbytes: int
         yield from pieces
         yield END_OF_ARCHIVE
 
-    result = dest.exec(extract_command(staging), _timeout(nbytes), stdin=batched(archive()))
+    command, timeout = extract_command(staging), _timeout(nbytes)
+    endpoint = stream_endpoint(dest.endpoint)
+    if endpoint is not None:  # it gathers the pieces itself (writev, no copy)
+        result = exec_fed(endpoint, command, timeout, archive())
+    else:
+        result = dest.exec(command, timeout, stdin=batched(archive()))
     if result.exit_status == EXIT_NOT_FOUND:
         raise ReceiverMissing(f"{dest.label}: cannot run tar: {result.stderr[:300]!r}")
     if not result.ok:
@@ -108,6 +124,95 @@ def send_stream(dest: Remote, staging: str, pieces: Iterator[bytes], nbytes: int
             f"{dest.label}: tar -x under {staging!r} exited {result.exit_status}: "
             f"{result.stderr[:500].decode(errors='replace')}"
         )
+
+
+def _fetch_all(fetch: Callable[[str], bytes | None], blob_ids: Sequence[str]) -> list[bytes] | None:
+    """The blobs *blob_ids*, or None as soon as one cannot be fetched intact."""
+    pieces = []
+    for blob_id in blob_ids:
+        data = fetch(blob_id)
+        if data is None:
+            return None
+        pieces.append(data)
+    return pieces
+
+
+class ZeroChunks:
+    """Finds the holes of a big file from its chunk ids alone, without reading them.
+
+    A long run of zeros (a sparse file's hole, preallocated space) is cut into
+    chunks of the chunker's maximum size, all with one id, and zeros compress to
+    almost nothing. A chunk of that size, whose id repeats in the file, or stored
+    :data:`ZEROS_SHRINK` times smaller than it is, is compared with the id of as many
+    zero bytes (hashed once per length), so a file streamed as it is read (over
+    :data:`BUFFERED_FILE_BYTES`) still lands sparse, and its holes cost no read.
+    """
+
+    def __init__(self, opened: list[OpenSource]) -> None:
+        self._opened = opened
+        self._zero_ids: dict[int, str] = {}
+
+    def _zero_id(self, length: int) -> str:
+        zero_id = self._zero_ids.get(length)
+        if zero_id is None:
+            zero_id = self._zero_ids[length] = self._opened[0].repo.codec.blob_id(bytes(length))
+        return zero_id
+
+    def plan(self, entry: Entry) -> tuple[list[int], list[bool]] | None:
+        """(each chunk's length, whether it is all zeros), or None if *entry* has no
+        such chunk (or a chunk no source indexes: then it is streamed dense)."""
+        lengths, holes = [], []
+        repeated = {blob_id for blob_id, n in Counter(entry.chunks).items() if n > 1}
+        for blob_id in entry.chunks:
+            loc = next((s.index.blobs[blob_id] for s in self._opened if blob_id in s.index), None)
+            if loc is None:
+                return None
+            n = loc.raw_length
+            lengths.append(n)
+            maybe = blob_id in repeated or n == CDC_MAX or loc.length * ZEROS_SHRINK <= n
+            holes.append(maybe and blob_id == self._zero_id(n))
+        if not any(holes) or sum(lengths) != entry.size:
+            return None
+        return lengths, holes
+
+
+def streamed_member(
+    entry: Entry,
+    fetch: Callable[[str], bytes | None],
+    plan: tuple[list[int], list[bool]] | None,
+) -> Generator[bytes, None, bool]:
+    """A big file's member, each chunk sent as it is fetched (sparse per *plan*, from
+    :meth:`ZeroChunks.plan`); returns False if a chunk could not be fetched intact,
+    after padding the member with zeros (its header is already sent)."""
+    lengths, holes = plan if plan is not None else ([], [])
+    if plan is None:
+        stored = entry.size
+        yield dense_header(entry, stored)
+    else:
+        regions = chunk_regions(lengths, holes)
+        stored = sum(n for _, n in regions)
+        yield sparse_header(entry, regions, entry.size)
+    sent = offset = 0
+    for i, blob_id in enumerate(entry.chunks):
+        if holes and holes[i]:  # zeros: sent only outside the aligned hole, never read
+            end = offset + lengths[i]
+            gap = aligned_hole(offset, end) or (end, end)
+            zeros = (gap[0] - offset) + (end - gap[1])
+            offset = end
+            sent += zeros
+            yield bytes(zeros)
+            continue
+        data = fetch(blob_id)
+        if data is None or sent + len(data) > stored or (lengths and len(data) != lengths[i]):
+            break
+        offset += len(data)
+        sent += len(data)
+        yield data
+    if sent != stored:
+        yield bytes(stored - sent)
+        return False
+    yield padding_for(stored)
+    return True
 
 
 def _file_members(
@@ -125,29 +230,19 @@ def _file_members(
             if fetcher.last_miss_damaged:
                 tally.damaged.append(entry.path)
 
+    fetch = fetcher.fetch
+    zeros = ZeroChunks(opened)
     for entry in files:
         if entry.size <= BUFFERED_FILE_BYTES:
-            pieces = [fetcher.fetch(blob_id) for blob_id in entry.chunks]
-            intact = [p for p in pieces if p is not None]
-            if len(intact) < len(pieces) or sum(map(len, intact)) != entry.size:
+            pieces = _fetch_all(fetch, entry.chunks)
+            if pieces is None or sum(map(len, pieces)) != entry.size:
                 refuse(entry)
                 continue
-            yield from file_member(entry, intact)
-        else:
-            yield dense_header(entry, entry.size)
-            sent = 0
-            for blob_id in entry.chunks:
-                data = fetcher.fetch(blob_id)
-                if data is None or sent + len(data) > entry.size:
-                    break
-                sent += len(data)
-                yield data
-            if sent != entry.size:
-                yield bytes(entry.size - sent)
-                refuse(entry)
-                refused.append(entry.path)
-                continue
-            yield padding_for(entry.size)
+            yield from file_member(entry, pieces, entry.size)
+        elif not (yield from streamed_member(entry, fetch, zeros.plan(entry))):
+            refuse(entry)
+            refused.append(entry.path)
+            continue
         with tally.lock:
             tally.files += 1
             tally.bytes += entry.size

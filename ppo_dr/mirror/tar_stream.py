@@ -107,33 +107,66 @@ def data_regions(data: bytes) -> list[tuple[int, int]]:
     return regions
 
 
-def file_member(entry: Entry, pieces: list[bytes]) -> Iterator[bytes]:
-    """A whole file's member from its content *pieces* (chunks in order); sparse when
-    :func:`data_regions` finds holes."""
-    size = sum(len(p) for p in pieces)
+def file_member(entry: Entry, pieces: list[bytes], size: int | None = None) -> Iterator[bytes]:
+    """A whole file's member from its content *pieces* (chunks in order, *size* bytes
+    together); sparse when :func:`data_regions` finds holes."""
+    if size is None:
+        size = sum(map(len, pieces))
     if size < HOLE_MIN or not any(ZERO_BLOCK in p for p in pieces):
         yield dense_header(entry, size)
         yield from pieces
-        yield _padding(size)
+        if size % BLOCK:
+            yield _padding(size)
         return
     data = b"".join(pieces)
     regions = data_regions(data)
+    yield sparse_header(entry, regions, size)
+    for offset, length in regions:
+        yield data[offset : offset + length]
+    yield _padding(sum(n for _, n in regions))
+
+
+def sparse_header(entry: Entry, regions: list[tuple[int, int]], size: int) -> bytes:
+    """The header and map of a GNU sparse 1.0 member of a *size*-byte file whose data
+    *regions* (offset, length; the last one ends the file) follow, then
+    :func:`padding_for` their total length."""
     sparse_map = (f"{len(regions)}\n" + "".join(f"{o}\n{n}\n" for o, n in regions)).encode()
     sparse_map += _padding(len(sparse_map))
-    stored = sum(n for _, n in regions)
     info = _info(entry)
-    info.size = len(sparse_map) + stored
+    info.size = len(sparse_map) + sum(n for _, n in regions)
     info.pax_headers = {
         "GNU.sparse.major": "1",
         "GNU.sparse.minor": "0",
         "GNU.sparse.name": entry.path,
         "GNU.sparse.realsize": str(size),
     }
-    yield _header(info)
-    yield sparse_map
-    for offset, length in regions:
-        yield data[offset : offset + length]
-    yield _padding(stored)
+    return _header(info) + sparse_map
+
+
+def aligned_hole(start: int, end: int) -> tuple[int, int] | None:
+    """The whole :data:`HOLE_MIN` blocks within the zeros at [*start*, *end*), if any:
+    only those become a hole (so every data region but the last is block-aligned,
+    as GNU tar and Python's tarfile both need of a sparse 1.0 member)."""
+    low, high = -(-start // HOLE_MIN) * HOLE_MIN, end // HOLE_MIN * HOLE_MIN
+    return (low, high) if low < high else None
+
+
+def chunk_regions(lengths: list[int], holes: list[bool]) -> list[tuple[int, int]]:
+    """The data regions of a file cut into chunks of *lengths*, where *holes* marks
+    the chunks that are all zeros (the aligned part of each, :func:`aligned_hole`,
+    is left out; the last region ends the file, with length 0 if a hole does, as in
+    :func:`data_regions`)."""
+    regions: list[tuple[int, int]] = []
+    start = offset = 0
+    for length, hole in zip(lengths, holes, strict=True):
+        gap = aligned_hole(offset, offset + length) if hole else None
+        if gap is not None:
+            if gap[0] > start:
+                regions.append((start, gap[0] - start))
+            start = gap[1]
+        offset += length
+    regions.append((start, offset - start))
+    return regions
 
 
 def dense_header(entry: Entry, size: int) -> bytes:

@@ -371,6 +371,7 @@ def test_cli_smoke(lab: Lab, fleet: Fleet, tmp_path: Path) -> None:
         (["run", "app;rm -rf /", *f], "server id"),
         (["ls", "--client", "../../etc", *f], "client id"),
         (["restore", client, "--to", server, *f], "explicit --path"),
+        (["restore", client, "--to", server, "--path", "/etc/x", *f], "not inside"),
         (["restore", client, "--to", "nowhere", *f], "no server of fleet"),
         (["verify", "--subset", "3/2", *f], "--subset"),
         (["run", "mirror-jhb1-1", *f], "not an app server"),

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import paramiko
@@ -39,6 +40,7 @@ from ppo_dr.transport.base import (
     check_range,
     entry_type_of,
 )
+from ppo_dr.transport.openssh_client import SshEndpoint
 from ppo_dr.transport.ssh.connection import open_session
 from ppo_dr.transport.ssh.reader import SshReader
 from ppo_dr.transport.ssh.translate import error_boundary
@@ -76,8 +78,11 @@ class SshRemote(RemoteBase):
         *,
         read_size: int = DEFAULT_REQUEST,
         write_size: int = DEFAULT_REQUEST,
+        endpoint: SshEndpoint | None = None,
     ) -> None:
         self._transport = transport
+        # How OpenSSH's client reaches the same server (None: not known, paramiko only).
+        self.endpoint = endpoint
         self.read_size = read_size
         self.write_size = write_size
         self._sftp = sftp
@@ -116,7 +121,11 @@ class SshRemote(RemoteBase):
             keepalive=keepalive,
         )
         label = f"{user}@{host}:{port}"
-        return cls(transport, sftp, label, read_size=read_size, write_size=write_size)
+        key, known = str(Path(key_file).resolve()), str(Path(known_hosts).resolve())
+        endpoint = SshEndpoint(host, port, user, key, known, timeout)
+        return cls(
+            transport, sftp, label, read_size=read_size, write_size=write_size, endpoint=endpoint
+        )
 
     # ----- bookkeeping -------------------------------------------------------------
 

@@ -10,10 +10,12 @@ import pytest
 
 from ppo_dr.mirror.hard_links import find_command, mark_hard_links, parse_find_output
 from ppo_dr.mirror.manifest import Entry
+from ppo_dr.mirror.restore_remote import streamed_member
 from ppo_dr.mirror.tar_stream import (
     END_OF_ARCHIVE,
     HOLE_MIN,
     batched,
+    chunk_regions,
     data_regions,
     dense_header,
     file_member,
@@ -39,6 +41,58 @@ Z = bytes(HOLE_MIN)
 )
 def test_holes_are_whole_zero_blocks(data: bytes, regions: list[tuple[int, int]]) -> None:
     assert data_regions(data) == regions
+
+
+K = HOLE_MIN
+
+
+@pytest.mark.parametrize(
+    ("lengths", "holes", "regions"),
+    [
+        ([], [], [(0, 0)]),
+        ([5], [False], [(0, 5)]),
+        ([K], [True], [(K, 0)]),
+        ([5], [True], [(0, 5)]),  # zeros, but no whole block: data
+        ([3 * K, 4 * K, 5], [False, False, False], [(0, 7 * K + 5)]),
+        ([3 * K, 4 * K, 5], [False, True, False], [(0, 3 * K), (7 * K, 5)]),
+        ([3 * K, 4 * K, 5], [True, True, False], [(7 * K, 5)]),
+        ([3 * K, 4 * K, 5], [False, True, True], [(0, 3 * K), (7 * K, 5)]),
+        ([3 * K, 4 * K], [False, True], [(0, 3 * K), (7 * K, 0)]),  # ends in a hole
+        # a hole chunk off the block grid: only its whole blocks are left out
+        ([100, 3 * K, K - 100, 7], [False, True, False, False], [(0, K), (3 * K, K + 7)]),
+        ([100, 2 * K - 100, 5], [False, True, False], [(0, K), (2 * K, 5)]),
+    ],
+)
+def test_chunk_regions_merge_data_chunks_and_end_the_file(
+    lengths: list[int], holes: list[bool], regions: list[tuple[int, int]]
+) -> None:
+    assert chunk_regions(lengths, holes) == regions
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"a" * 100, bytes(3 * K), b"b" * (K - 100), b"c" * 7],
+        [bytes(2 * K), b"x" * 10, bytes(K + 5)],
+        [b"d" * K, bytes(5 * K)],
+    ],
+)
+def test_a_streamed_sparse_member_reads_back_as_the_same_bytes(chunks: list[bytes]) -> None:
+    blobs = {f"id{i}": chunk for i, chunk in enumerate(chunks)}
+    data = b"".join(chunks)
+    entry = Entry("big", EntryType.FILE, 0o600, 1_700_000_000, len(data), chunks=tuple(blobs))
+    plan = ([len(c) for c in chunks], [not any(c) for c in chunks])
+    member, pieces = streamed_member(entry, blobs.get, plan), []
+    with pytest.raises(StopIteration) as end:
+        while True:
+            pieces.append(next(member))
+    assert end.value.value is True  # every chunk was served
+    stream = b"".join([*pieces, END_OF_ARCHIVE])
+    with tarfile.open(fileobj=io.BytesIO(stream)) as archive:
+        (info,) = archive.getmembers()
+        assert info.sparse is not None  # the lab's receiver (tarfile) writes the holes
+        extracted = archive.extractfile(info)
+        assert extracted is not None and extracted.read() == data
 
 
 @pytest.mark.parametrize(

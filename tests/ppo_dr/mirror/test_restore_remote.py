@@ -6,18 +6,23 @@ import functools
 import hashlib
 import os
 import shutil
+import signal
 import stat
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from ppo_dr.errors import DRError
+from ppo_dr.errors import DRError, TransientError
 from ppo_dr.mirror.api import ClientSource, MirrorTarget, ensure_repository, restore
 from ppo_dr.mirror.api import snapshot_server as snapshot
 from ppo_dr.mirror.repository import Repository
 from ppo_dr.mirror.restore_remote import staging_path
+from ppo_dr.pids import proc_files
 from ppo_dr.transport import LocalRemote
 from ppo_dr.transport.ssh import SshRemote
 from tests.ppo_dr.mirror.helpers import (
@@ -31,6 +36,7 @@ from tests.ppo_dr.mirror.helpers import (
 from tests.sshd import SshdServer
 
 pytestmark = pytest.mark.timeout(120)
+T = TypeVar("T")
 
 
 def _connect(sshd: SshdServer) -> functools.partial[SshRemote]:
@@ -63,10 +69,12 @@ def _mirror(tmp_path: Path, src: Path, mirror_id: str = "m1") -> tuple[MirrorTar
 
 
 @pytest.mark.skipif(shutil.which("rsync") is None, reason="needs rsync")
-@pytest.mark.parametrize("processes", [0, 2])
+@pytest.mark.parametrize(("processes", "client"), [(0, "openssh"), (2, "openssh"), (0, "paramiko")])
 def test_restore_into_sshd_is_exact(
-    sshd: SshdServer, dest: SshRemote, tmp_path: Path, processes: int
+    sshd: SshdServer, dest: SshRemote, tmp_path: Path, processes: int, client: str
 ) -> None:
+    if client == "paramiko":
+        dest.endpoint = None  # how ssh would reach it unknown: streams go over paramiko
     src = tmp_path / "app" / "c1"
     odd_tree(src)
     target, sid = _mirror(tmp_path, src)
@@ -90,6 +98,28 @@ def test_restore_into_sshd_is_exact(
         assert not any(p.name.startswith(".ppo-") for p in out.parent.iterdir())
     finally:
         _make_writable(out.parent)
+
+
+def test_a_big_sparse_file_lands_sparse_and_its_holes_are_not_read(
+    sshd: SshdServer, dest: SshRemote, tmp_path: Path
+) -> None:
+    src = tmp_path / "app" / "c1"
+    src.mkdir(parents=True)
+    big = src / "disk.img"  # over BUFFERED_FILE_BYTES: streamed as it is read
+    head, tail = os.urandom(1 << 20), os.urandom(300_000)
+    with big.open("wb") as f:
+        f.write(head)
+        f.seek(70 << 20)
+        f.write(tail)
+        f.truncate(80 << 20)  # ends in a hole as well
+    target, sid = _mirror(tmp_path, src)
+    out = sshd.data_root / tmp_path.name / "c1"
+    result = restore([target], "c1", sid, dest, str(out), processes=0)
+    assert result.refused == [] and result.files == 1
+    assert result.served_by["m1"] < 10  # 80 MiB in 2 MiB chunks: only the data was read
+    st = (out / "disk.img").stat()
+    assert st.st_size == 80 << 20 and st.st_blocks * 512 < 8 << 20
+    assert itemised_differences(src, out) == []
 
 
 def test_refused_file_leaves_the_destination_untouched_and_the_rerun_resumes(
@@ -134,11 +164,14 @@ def test_refused_file_leaves_the_destination_untouched_and_the_rerun_resumes(
 @pytest.mark.parametrize(
     ("client", "snapshot_id", "dest_path"),
     [
-        ("../c1", "latest", "/srv/x"),
-        ("c1", "2026-13-99", "/srv/x"),
+        ("../c1", "latest", "ROOT/x"),
+        ("c1", "2026-13-99", "ROOT/x"),
         ("c1", "latest", "relative/x"),
-        ("c1", "latest", "/srv/../etc"),
-        ("c1", "2020-01-01T00-00-00Z", "/srv/x"),  # well-formed, does not exist
+        ("c1", "latest", "ROOT/../etc"),
+        ("c1", "2020-01-01T00-00-00Z", "ROOT/x"),  # well-formed, does not exist
+        ("c1", "latest", "OUT/x"),  # outside the data root
+        ("c1", "latest", "ROOT"),  # the data root itself: staging would be outside
+        ("c1", "latest", "ROOTx/c1"),  # a sibling sharing its prefix
     ],
 )
 def test_bad_input_is_refused_before_anything_is_written(
@@ -148,9 +181,13 @@ def test_bad_input_is_refused_before_anything_is_written(
     src.mkdir(parents=True)
     (src / "f").write_bytes(b"x")
     target, _ = _mirror(tmp_path, src)
+    base = sshd.data_root / tmp_path.name  # all inside the sshd's tree, to see any write
+    root = base / "root"
+    root.mkdir(parents=True)
+    dest_path = dest_path.replace("ROOT", str(root)).replace("OUT", str(base / "out"))
     before = sorted(sshd.data_root.rglob("*"))
     with pytest.raises(DRError) as caught:
-        restore([target], client, snapshot_id, dest, dest_path)
+        restore([target], client, snapshot_id, dest, dest_path, data_root=str(root))
     assert "refused" in str(caught.value) or "not readable" in str(caught.value)
     assert sorted(sshd.data_root.rglob("*")) == before
 
@@ -179,3 +216,91 @@ def test_a_failed_stream_switches_nothing_and_the_rerun_sends_only_what_is_missi
     assert again.refused == [] and again.served_by["m1"] == 1  # only f4's blob was read
     assert {p.name: p.stat().st_ino for p in out.iterdir() if p.name != "f4"} == inodes
     assert itemised_differences(src, out) == []
+
+
+def _parent_of(pid: int) -> int:
+    stat_line = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat_line.rsplit(b")", 1)[1].split()[1])
+
+
+def _receiver(sshd: SshdServer, staging: Path) -> int | None:
+    """The pid of the ``tar -x`` extracting into *staging* under this sshd, if running."""
+    wanted = f"--directory={staging}".encode()
+    for pid, cmdline in proc_files("cmdline"):
+        argv = cmdline.split(b"\0")
+        if argv[0].endswith(b"tar") and wanted in argv:
+            ancestor = pid
+            while ancestor > 1:
+                ancestor = _parent_of(ancestor)
+                if ancestor == sshd.pid:
+                    return pid
+    return None
+
+
+def _complete(staging: Path, src: Path) -> dict[str, tuple[int, int]]:
+    """Files in *staging* with their source's size and mtime: (inode, ctime) by name."""
+    done = {}
+    for path in staging.rglob("*"):
+        st, want = path.stat(), (src / path.relative_to(staging)).stat()
+        if path.is_file() and (st.st_size, st.st_mtime) == (want.st_size, want.st_mtime):
+            done[str(path.relative_to(staging))] = (st.st_ino, st.st_ctime_ns)
+    return done
+
+
+def _wait_for(what: Callable[[], T | None], timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    while (found := what()) is None or found is False:
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return found
+
+
+def test_a_connection_killed_mid_stream_keeps_the_verified_files_and_switches_nothing(
+    sshd: SshdServer, dest: SshRemote, tmp_path: Path
+) -> None:
+    src = tmp_path / "app" / "c1"
+    for i in range(64):
+        path = src / f"d{i % 4}" / f"f{i}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(1 << 20))
+        os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))  # whole seconds, as recorded
+    target, sid = _mirror(tmp_path, src)
+    out = sshd.data_root / tmp_path.name / "c1"
+    out.mkdir(parents=True)
+    (out / "previous").write_bytes(b"what was there")
+    staging = Path(staging_path(str(out), sid))
+    failed: list[BaseException] = []
+
+    def first_run() -> None:
+        try:
+            restore([target], "c1", sid, dest, str(out), processes=0)
+        except BaseException as exc:
+            failed.append(exc)
+
+    runner = threading.Thread(target=first_run)
+    runner.start()
+    tar = _wait_for(lambda: _receiver(sshd, staging))
+    os.kill(tar, signal.SIGSTOP)  # hold the stream; let it on in steps until files land
+    while len(_complete(staging, src)) < 5:
+        os.kill(tar, signal.SIGCONT)
+        time.sleep(0.005)
+        os.kill(tar, signal.SIGSTOP)
+    chain, pid = [], _parent_of(tar)
+    while pid != sshd.pid:  # the sshd processes serving this connection, not the daemon
+        chain.append(pid)
+        pid = _parent_of(pid)
+    for pid in [*chain, tar]:
+        os.kill(pid, signal.SIGKILL)
+    runner.join(60)
+
+    assert len(failed) == 1 and isinstance(failed[0], TransientError), failed
+    assert sorted(p.name for p in out.iterdir()) == ["previous"]  # nothing switched in
+    verified = _complete(staging, src)
+    assert 5 <= len(verified) < 64
+    second = restore([target], "c1", sid, dest, str(out), processes=0)
+    assert second.refused == [] and second.files == 64
+    for name, (inode, ctime) in verified.items():  # neither rewritten nor touched
+        st = (out / name).stat()
+        assert (st.st_ino, st.st_ctime_ns) == (inode, ctime), name
+    assert itemised_differences(src, out) == []
+    assert not staging.exists()
