@@ -318,16 +318,22 @@ def restore_client(
         raise TransientError(f"{target.id}: data root {target.data_root} is missing")
     remove_tree(dest, staging)
     dest.mkdir_p(posixpath.dirname(staging), 0o700)
-    result = restore(
-        sources,
-        client,
-        sid,
-        dest,
-        staging,
-        key=access.mirror_key,
-        processes=processes,
-        dest_connect=access.connector(target.id),
-    )
+    try:
+        result = restore(
+            sources,
+            client,
+            sid,
+            dest,
+            staging,
+            key=access.mirror_key,
+            processes=processes,
+            dest_connect=access.connector(target.id),
+        )
+    except DamagedDataError as exc:  # the snapshot's own manifest or trees
+        why = f"restore of {client} onto {target.id} from {', '.join(t.mirror_id for t in sources)}"
+        if {t.mirror_id for t in sources} >= set(wanted_mirrors(fleet, move, mirrors)):
+            raise DamagedDataError(f"{why}: {exc} (damaged on every mirror)") from exc
+        raise TransientError(f"{why}: {exc}") from exc  # a mirror left out may come back
     if result.refused:
         why = (
             f"restore of {client} onto {target.id} from {', '.join(t.mirror_id for t in sources)}: "

@@ -52,9 +52,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ppo_dr.errors import DRError, UnsafeInputError
+from ppo_dr.errors import DRError, TransientError, UnsafeInputError
 from ppo_dr.ids import absolute_path_problem, check_id
-from ppo_dr.mirror.errors import RepositoryError
+from ppo_dr.mirror.errors import DamagedDataError, RepositoryError
 from ppo_dr.mirror.manifest import Entry, Manifest, check_restorable, check_snapshot_id
 from ppo_dr.mirror.repository import BlobLocation, Index, Repository
 from ppo_dr.mirror.restore_remote import (
@@ -450,7 +450,14 @@ def restore(
     if problem is not None:
         raise UnsafeInputError(f"restore destination {dest_path!r} refused: {problem}")
     opened = open_sources(sources, key)
-    manifest = load_manifest(opened, client_id, snapshot_id)
+    try:
+        manifest = load_manifest(opened, client_id, snapshot_id)
+    except DamagedDataError as exc:
+        if len(opened) < len(sources):  # one it could not open now may hold it intact
+            raise TransientError(
+                f"{exc}; {len(sources) - len(opened)} source(s) could not be read now"
+            ) from exc
+        raise
     check_restorable(manifest.entries)
     job = _Job(opened, manifest, dest, dest_path, key, parallel, processes, dest_connect)
     tally = None

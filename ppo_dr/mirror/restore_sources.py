@@ -76,6 +76,7 @@ def load_manifest(opened: list[OpenSource], client_id: str, snapshot_id: str) ->
         snapshot_id = max(newest)
     check_snapshot_id(snapshot_id)
     problems: list[str] = []
+    damaged_only = True
     for source in opened:
         if snapshot_id not in source.repo.list_snapshot_ids(client_id):
             continue
@@ -83,6 +84,11 @@ def load_manifest(opened: list[OpenSource], client_id: str, snapshot_id: str) ->
             return source.repo.read_manifest(client_id, snapshot_id)
         except RepositoryError as exc:
             problems.append(str(exc))
+            damaged_only = damaged_only and isinstance(exc, DamagedDataError)
+    if problems and damaged_only:  # its manifest or tree objects fail their hashes
+        raise DamagedDataError(
+            f"snapshot {client_id}/{snapshot_id} damaged on every source that has it: {problems}"
+        )
     raise RepositoryError(
         f"snapshot {client_id}/{snapshot_id} not readable on any source {problems or ''}"
     )
