@@ -40,6 +40,14 @@ SERVER_START_TIMEOUT = 60.0
 SERVER_STOP_TIMEOUT = 15.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
+#: The server's entry point: uvicorn on the inherited socket (argv[1]), kept from
+#: anything the server starts itself.
+_UVICORN_ON_FD = (
+    "import os, sys; from uvicorn.main import main; fd = sys.argv[1]; "
+    "os.set_inheritable(int(fd), False); "
+    "main(['--factory', 'prefect.server.api.server:create_app', '--fd', fd])"
+)
+
 
 class ServeError(PermanentError):
     """``serve`` cannot start: no API, the server failed, or the port is taken."""
@@ -150,18 +158,19 @@ class LocalPrefectServer:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         self._log.write(f"--- ppo-dr serve (pid {os.getpid()}) {stamp}\n".encode())
         self._log.flush()
-        # What ``prefect server start --background`` runs, on our listening socket.
-        app = ["--factory", "prefect.server.api.server:create_app"]
+        # What ``prefect server start --background`` runs, on our listening socket,
+        # which the server's own children must not inherit (they would keep the port).
+        fd = listener.fileno()
         with listener:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", *app, "--fd", str(listener.fileno())],
+                [sys.executable, "-c", _UVICORN_ON_FD, str(fd)],
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 env=self.environment(),
                 start_new_session=True,
                 preexec_fn=_parent_death_signal(),
-                pass_fds=(listener.fileno(),),
+                pass_fds=(fd,),
             )
 
     def wait_until_healthy(self, timeout: float = SERVER_START_TIMEOUT) -> float:
