@@ -4,8 +4,11 @@ The server runs in its own session (a Ctrl-C in the terminal reaches only ``serv
 which stops things in order) and, on Linux, gets SIGTERM if ``serve`` dies without
 cleaning up (``PR_SET_PDEATHSIG``). Stopping it takes its whole process group. A lock
 on ``<home>/prefect/serve.lock`` keeps a second ``serve`` from starting another
-server on the same database. Ports and health are checked with plain sockets and
-HTTP, so nothing here imports Prefect.
+server on the same database. The port is claimed here, by binding and listening on
+it before the server starts, and the listening socket is handed to the server's
+uvicorn (``--fd``): two serves started together cannot both pick the same free
+port and end up talking to one server. Health is checked with plain HTTP, so
+nothing here imports Prefect.
 """
 
 from __future__ import annotations
@@ -37,20 +40,32 @@ SERVER_START_TIMEOUT = 60.0
 SERVER_STOP_TIMEOUT = 15.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
+#: The server's entry point: uvicorn on the inherited socket (argv[1]), kept from
+#: anything the server starts itself.
+_UVICORN_ON_FD = (
+    "import os, sys; from uvicorn.main import main; fd = sys.argv[1]; "
+    "os.set_inheritable(int(fd), False); "
+    "main(['--factory', 'prefect.server.api.server:create_app', '--fd', fd])"
+)
+
 
 class ServeError(PermanentError):
     """``serve`` cannot start: no API, the server failed, or the port is taken."""
 
 
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """True if nothing listens on *host*:*port* (and we may bind it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+def claim_port(port: int | None, host: str = HOST) -> socket.socket:
+    """A socket listening on *host*:*port*, bound now so no one else can take it.
+
+    *port* None means Prefect's :data:`PREFERRED_PORT` if it is free, else any; 0
+    means any free port. A named port that is taken raises ServeError.
+    """
+    wanted = PREFERRED_PORT if port is None else port
+    try:
+        return socket.create_server((host, wanted))
+    except OSError as exc:
+        if port is not None:
+            raise ServeError(f"port {port} on {host} is in use; pick another --port") from exc
+    return socket.create_server((host, 0))
 
 
 def free_port(host: str = HOST) -> int:
@@ -100,7 +115,8 @@ class LocalPrefectServer:
 
     prefect_home: Path
     log_path: Path
-    port: int
+    #: The port asked for (see :func:`claim_port`); the port claimed once started.
+    port: int | None = None
     #: Environment to start from (default ours); PREFECT_API_URL is always dropped.
     base_env: Mapping[str, str] | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -125,29 +141,37 @@ class LocalPrefectServer:
         env = {k: v for k, v in base.items() if k != "PREFECT_API_URL"}
         env["PREFECT_HOME"] = str(self.prefect_home)
         env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        env["PREFECT__SERVER_FINAL"] = "1"  # as ``prefect server start`` sets it
         # The UI calls the API at this address (Prefect's default assumes port 4200).
         env["PREFECT_UI_API_URL"] = self.api_url
         return env
 
     def start(self) -> None:
-        """Start the server in its own session; output goes to the log file."""
+        """Claim the port, then start the server on it in its own session; output goes
+        to the log file. Raises ServeError (and starts nothing) if the port is taken."""
         self.prefect_home.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        listener = claim_port(self.port)
+        self.port = int(listener.getsockname()[1])
         self._log = self.log_path.open("ab")
         self._log_start = self._log.tell()
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         self._log.write(f"--- ppo-dr serve (pid {os.getpid()}) {stamp}\n".encode())
         self._log.flush()
-        command = [sys.executable, "-m", "prefect", "server", "start"]
-        self.process = subprocess.Popen(
-            [*command, "--host", HOST, "--port", str(self.port)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self.environment(),
-            start_new_session=True,
-            preexec_fn=_parent_death_signal(),
-        )
+        # What ``prefect server start --background`` runs, on our listening socket,
+        # which the server's own children must not inherit (they would keep the port).
+        fd = listener.fileno()
+        with listener:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _UVICORN_ON_FD, str(fd)],
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,
+                preexec_fn=_parent_death_signal(),
+                pass_fds=(fd,),
+            )
 
     def wait_until_healthy(self, timeout: float = SERVER_START_TIMEOUT) -> float:
         """Block until the API answers; return the seconds it took, or raise ServeError."""

@@ -238,18 +238,16 @@ def rebalance_deployment() -> RunnerDeployment:
     reason as the failover's: a paused run would lose its slot and be killed."""
     from flows.rebalance import rebalance
 
-    deployment = rebalance.to_deployment(
+    return _deployment(
+        rebalance,
         "rebalance",
         cron=REBALANCE_CRON,
-        tags=[TAG, "rebalance"],
+        tags=["rebalance"],
         description=(
             "Plan the planned migrations that bring every app server under target_util "
             "(default 80 %) of each capacity, moving the fewest bytes; approve; migrate."
         ),
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    assert isinstance(deployment, RunnerDeployment)
-    return deployment
 
 
 def drain_deployment() -> RunnerDeployment:
@@ -257,17 +255,15 @@ def drain_deployment() -> RunnerDeployment:
     server, to_dc or to_server, by, reason) or ``ppo-dr server drain``."""
     from flows.drain import drain
 
-    deployment = drain.to_deployment(
+    return _deployment(
+        drain,
         "drain",
-        tags=[TAG, "drain"],
+        tags=["drain"],
         description=(
             "Move every client off a server by planned migrations (refused, before anything "
             "moves, if a client would be stranded); keep it drained until `server return`."
         ),
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    assert isinstance(deployment, RunnerDeployment)
-    return deployment
 
 
 #: Builders of every deployment ``ppo-dr serve`` serves, in the order shown.

@@ -49,11 +49,8 @@ from deployments.automations import ensure_probe_automation, pause_probe_automat
 from deployments.console import Echo, print_flushed
 from deployments.local_server import (
     HOST,
-    PREFERRED_PORT,
     LocalPrefectServer,
     ServeError,
-    free_port,
-    port_is_free,
     server_lock,
     signals_ignored,
     stop_like_ctrl_c,
@@ -284,17 +281,13 @@ def run_serve(
             else:
                 prefect_home = home / "prefect"
                 stack.enter_context(server_lock(prefect_home))
-                if port is None:
-                    port = PREFERRED_PORT if port_is_free(PREFERRED_PORT) else free_port()
-                elif not port_is_free(port):
-                    raise ServeError(f"port {port} on {HOST} is in use; pick another --port")
                 log_path = home / "logs" / "prefect-server.log"
                 server = LocalPrefectServer(prefect_home, log_path, port)
                 stack.callback(server.stop)
                 server.start()
                 server_pid = server.pid
                 echo(
-                    f"Prefect server: starting on {HOST}:{port} (pid {server_pid}), "
+                    f"Prefect server: starting on {HOST}:{server.port} (pid {server_pid}), "
                     f"PREFECT_HOME={prefect_home}, log {log_path}"
                 )
                 api_url = server.api_url

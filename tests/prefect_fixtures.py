@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.local_server import LocalPrefectServer, free_port
+from deployments.local_server import LocalPrefectServer
 
 _PREFIXES = ("PREFECT_", "PPO_DR_")
 _FIXTURES = {"prefect_api", "prefect_server"}
@@ -141,9 +141,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
     )
-    server = LocalPrefectServer(
-        home / "prefect", home / "prefect-server.log", free_port(), base_env=env
-    )
+    server = LocalPrefectServer(home / "prefect", home / "prefect-server.log", port=0, base_env=env)
     started = time.monotonic()
     try:
         server.start()

@@ -25,7 +25,7 @@ from typing import IO
 import pytest
 
 from deployments.local_server import api_is_healthy, free_port
-from ppo_dr.pids import alive, proc_files
+from ppo_dr.pids import alive
 from tests.cli.entry import PPO_DR
 from tests.prefect_fixtures import isolated_env, using_api
 
@@ -55,14 +55,10 @@ pytestmark = pytest.mark.prefect
 # --------------------------------------------------------------------------- helpers
 
 
-def prefect_servers_on(port: int) -> list[int]:
-    """Pids of live processes running ``prefect server start ... --port <port>``."""
-    found = []
-    for pid, cmdline in proc_files("cmdline"):
-        text = [a.decode(errors="replace") for a in cmdline.split(b"\0")]
-        if "prefect" in text and "server" in text and str(port) in text and alive(pid):
-            found.append(pid)
-    return found
+def listening(port: int) -> bool:
+    """True if something on 127.0.0.1 accepts connections on *port*."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def serve_check(
@@ -81,6 +77,12 @@ def serve_check(
 
 def server_pid(output: str) -> int:
     match = re.search(r"Prefect server: starting on [\d.]+:\d+ \(pid (\d+)\)", output)
+    assert match, output
+    return int(match.group(1))
+
+
+def server_port(output: str) -> int:
+    match = re.search(r"Prefect server: starting on [\d.]+:(\d+) ", output)
     assert match, output
     return int(match.group(1))
 
@@ -180,7 +182,7 @@ def test_check_registers_everything_and_leaves_no_server(serve_home: Path) -> No
         assert done.returncode == 0, done.stdout + done.stderr
         pid = server_pid(done.stdout)
         assert not alive(pid), f"prefect server pid {pid} outlived serve --check"
-        assert prefect_servers_on(port) == []
+        assert not listening(port)
         assert f"Prefect server: stopped (pid {pid})" in done.stdout
         assert "fleet-report/fleet-report: cron '0 6 * * *'" in done.stdout
         assert "mirror-fleet/mirror-fleet: cron '0 * * * *'" in done.stdout
@@ -233,7 +235,7 @@ def test_a_stop_signal_stops_serving_and_the_server(
 
     assert code == 0, serve.output
     assert not alive(pid), f"prefect server pid {pid} outlived serve"
-    assert prefect_servers_on(port) == []
+    assert not listening(port)
     assert not state.exists()
     assert f"Prefect server: stopped (pid {pid})" in serve.output
     # Prefect's runner paused the deployment before the server went away.
@@ -255,7 +257,31 @@ def test_a_killed_serve_takes_its_server_with_it(serve_home: Path, served: list[
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive(pid), f"prefect server pid {pid} outlived a killed serve"
-    assert prefect_servers_on(port) == []
+    assert not listening(port)
+
+
+def test_two_serves_started_together_get_a_server_each(
+    tmp_path: Path, served: list[Served]
+) -> None:
+    """No --port: both want 4200; the one that binds it first keeps it, and the other
+    serves on a port of its own rather than on the first one's server."""
+    homes = [tmp_path / "one", tmp_path / "two"]
+    pair = [Served(env=isolated_env(PPO_DR_HOME=str(home))) for home in homes]
+    served.extend(pair)
+    for serve in pair:
+        serve.wait_for("serving; Ctrl-C stops", timeout=240)
+    ports = [server_port(serve.output) for serve in pair]
+    assert ports[0] != ports[1], [serve.output for serve in pair]
+    for home, port in zip(homes, ports, strict=True):
+        state = (home / "prefect" / "serve.json").read_text()
+        assert f'"api_url": "http://127.0.0.1:{port}/api"' in state
+
+    # Each API is its own server's: stopping one leaves the other answering.
+    pid = server_pid(pair[0].output)
+    assert pair[0].stop() == 0, pair[0].output
+    assert not alive(pid)
+    assert not listening(ports[0])
+    assert api_is_healthy(f"http://127.0.0.1:{ports[1]}/api")
 
 
 def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> None:
@@ -270,7 +296,7 @@ def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> 
     assert "last lines of" in done.stderr and "prefect-server.log" in done.stderr
     assert "Traceback" not in done.stderr.split("last lines of")[0]  # ours is one line
     assert not alive(server_pid(done.stdout))
-    assert prefect_servers_on(port) == []
+    assert not listening(port)
 
 
 def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:

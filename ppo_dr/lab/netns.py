@@ -39,6 +39,7 @@ from typing import TypeVar
 
 from ppo_dr.errors import LabError
 from ppo_dr.lab import pid_identity
+from ppo_dr.pids import alive
 
 T = TypeVar("T")
 
@@ -262,7 +263,7 @@ def pids_in(namespace: str) -> list[int]:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and int(proc.name) != os.getpid():
             same = _identity(proc / "ns" / "net") == wanted
-            if same and pid_identity.alive(int(proc.name)):
+            if same and alive(int(proc.name)):
                 found.append(int(proc.name))
     return found
 

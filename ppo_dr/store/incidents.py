@@ -14,6 +14,7 @@ States and transitions (anything else is refused or a no-op, never a silent rewr
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -40,6 +41,41 @@ _OPEN_ATTEMPTS: Final = 5
 _UNRESOLVED: Final = IncidentRow.state != literal_column(
     "'resolved'"
 )  # literal: PG infers the index from it
+
+
+#: What each act's time is called in an error about it.
+_ACT_TIMES: Final = {"acknowledged": "acknowledgement time", "resolved": "resolution time"}
+
+
+@dataclass(frozen=True)
+class _Act:
+    """A person's act on an incident, checked before the store is touched."""
+
+    event: str
+    who: str
+    note: str
+    run_id: str | None
+    when: datetime
+
+    @classmethod
+    def checked(
+        cls,
+        event: str,
+        by: str,
+        note: str,
+        flow_run_id: str | None,
+        at: datetime | None,
+        *,
+        anonymous: bool,
+    ) -> _Act:
+        """Raise on bad input; *anonymous* allows an empty *by*."""
+        return cls(
+            event,
+            check_text(by, f"{event} by", TARGET_LEN, empty_ok=anonymous),
+            check_text(note, "note", _TEXT_LEN, empty_ok=True),
+            check_run_id(flow_run_id),
+            utc(at, _ACT_TIMES[event]),
+        )
 
 
 class IncidentsMixin(StoreBase):
@@ -148,10 +184,7 @@ class IncidentsMixin(StoreBase):
     ) -> Incident:
         """Record that *by* has taken the incident; paging for it stops escalating."""
         incident_id = check_incident_id(incident_id)
-        who = check_text(by, "acknowledged by", TARGET_LEN)
-        note = check_text(note, "note", _TEXT_LEN, empty_ok=True)
-        run_id = check_run_id(flow_run_id)
-        when = utc(at, "acknowledgement time")
+        act = _Act.checked("acknowledged", by, note, flow_run_id, at, anonymous=False)
         with self._tx(write=True) as session:
             row = self._locked(session, incident_id)
             if row.state == "resolved":
@@ -162,18 +195,9 @@ class IncidentsMixin(StoreBase):
                 return to_record(Incident, row)
             if row.state == "open":
                 row.state = "acknowledged"
-            row.acknowledged_at = when
-            row.acknowledged_by = who
-            self._timeline_row(
-                session,
-                row.id,
-                "acknowledged",
-                _with_note(f"acknowledged by {who}", note),
-                run_id,
-                when,
-                {"by": who, "note": note},
-            )
-            return to_record(Incident, row)
+            row.acknowledged_at = act.when
+            row.acknowledged_by = act.who
+            return self._acted(session, row, act)
 
     def mark_recovered(
         self, incident_id: int, at: datetime | None = None, flow_run_id: str | None = None
@@ -202,28 +226,29 @@ class IncidentsMixin(StoreBase):
     ) -> Incident:
         """Close the incident; resolving a resolved incident returns it unchanged."""
         incident_id = check_incident_id(incident_id)
-        who = check_text(by, "resolved by", TARGET_LEN, empty_ok=True)
-        note = check_text(note, "note", _TEXT_LEN, empty_ok=True)
-        run_id = check_run_id(flow_run_id)
-        when = utc(at, "resolution time")
+        act = _Act.checked("resolved", by, note, flow_run_id, at, anonymous=True)
         with self._tx(write=True) as session:
             row = self._locked(session, incident_id)
             if row.state == "resolved":
                 return to_record(Incident, row)
             row.state = "resolved"
-            row.resolved_at = when
-            row.resolved_by = who or None
-            message = f"resolved by {who}" if who else "resolved"
-            self._timeline_row(
-                session,
-                row.id,
-                "resolved",
-                _with_note(message, note),
-                run_id,
-                when,
-                {"by": who, "note": note},
-            )
-            return to_record(Incident, row)
+            row.resolved_at = act.when
+            row.resolved_by = act.who or None
+            return self._acted(session, row, act)
+
+    def _acted(self, session: Session, row: IncidentRow, act: _Act) -> Incident:
+        """Put a person's act (acknowledged, resolved) on the timeline; the record."""
+        message = f"{act.event} by {act.who}" if act.who else act.event
+        self._timeline_row(
+            session,
+            row.id,
+            act.event,
+            _with_note(message, act.note),
+            act.run_id,
+            act.when,
+            {"by": act.who, "note": act.note},
+        )
+        return to_record(Incident, row)
 
     def annotate(
         self,

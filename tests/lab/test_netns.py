@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from ppo_dr.errors import LabError
-from ppo_dr.lab import netns, pid_identity
+from ppo_dr.lab import netns
 from ppo_dr.lab.netns import NetPlan
 from ppo_dr.lab.supervisor import Lab
+from ppo_dr.pids import alive
 
 DCS = ("jhb1", "cpt1", "lon1")
 needs_root = pytest.mark.skipif(
@@ -136,7 +137,7 @@ def test_namespaces_come_and_go_without_leftovers(tmp_path: Path) -> None:
         deleted = netns.destroy(plan.prefix)
     assert deleted == sorted(plan.namespaces)
     proc.wait(5)
-    assert not pid_identity.alive(proc.pid)  # killed with its namespace
+    assert not alive(proc.pid)  # killed with its namespace
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert plan.prefix not in listed
     after = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
@@ -183,7 +184,7 @@ def test_a_power_loss_kills_every_process_of_the_dc_and_only_those(made: NetPlan
     try:
         killed = netns.kill_all_in(made.dc("jhb1").namespace)
         assert sorted(killed) == sorted(p.pid for p in in_jhb1)
-        assert not any(pid_identity.alive(p.pid) for p in in_jhb1)
+        assert not any(alive(p.pid) for p in in_jhb1)
         assert in_lon1.poll() is None
         assert netns.pids_in(made.dc("jhb1").namespace) == []
     finally:
@@ -214,9 +215,9 @@ def test_without_namespaces_a_distributed_lab_runs_on_loopback_and_a_dc_loss_kil
         assert netns.existing(netns.prefix_for(lab.directory)) == []
         worker = lab.start_program("sleeper", dc="jhb1", argv=["sleep", "600"])
         assert "sleeper" in lab.break_("jhb1", "power")
-        assert not pid_identity.alive(worker)
+        assert not alive(worker)
         assert "sleeper" in lab.heal("jhb1")
-        assert pid_identity.alive(lab.recorded_pids()["sleeper"])
+        assert alive(lab.recorded_pids()["sleeper"])
     finally:
         lab.down()
     assert lab.processes() == []

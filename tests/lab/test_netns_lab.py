@@ -14,9 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from ppo_dr.errors import LabError
-from ppo_dr.lab import netns, pid_identity
+from ppo_dr.lab import netns
 from ppo_dr.lab.netns import NetPlan
 from ppo_dr.lab.supervisor import Lab
+from ppo_dr.pids import alive
 
 pytestmark = [
     pytest.mark.lab,
@@ -104,7 +105,7 @@ def test_a_power_loss_kills_the_dc_and_its_worker_and_heal_restarts_them(lab: La
     before = set(netns.pids_in(net.dc("lon1").namespace))
     assert "worker-like-lon1" in lab.break_("lon1", "power")
     try:
-        assert not any(pid_identity.alive(pid) for pid in before)
+        assert not any(alive(pid) for pid in before)
         assert netns.pids_in(net.dc("lon1").namespace) == []
         dead = {row.name for row in lab.status() if row.state == "dead"}
         assert dead == {"app-lon1-1", "mirror-lon1-1", "spare-lon1-1", "worker-like-lon1"}
@@ -136,6 +137,6 @@ def test_down_leaves_no_namespace_and_no_process(lab: Lab) -> None:
     assert netns.existing(prefix) == []
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     assert prefix not in listed.stdout
-    assert not [pid for pid in pids if pid_identity.alive(pid)]
+    assert not [pid for pid in pids if alive(pid)]
     assert lab.processes() == []
     assert lab.down() == []  # safe to repeat
