@@ -188,7 +188,6 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
     own start limit on a loaded machine; serve then exits, and the second start finds
     the database migrated. So serve is started at most twice, never more.
     """
-    from deployments.local_server import free_port
     from ppo_dr.lab.processes import spawn_detached
 
     home = fleet.lab.directory / "chaos-serve"
@@ -200,9 +199,8 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
     serve: subprocess.Popen[bytes] | None = None
     try:  # whatever happens (Ctrl-C while it starts included), serve is stopped
         for attempt in (1, 2):
-            # A port of its own: two serves started together could both find 4200
-            # free, and the second would then serve on the first one's server.
-            command = [sys.executable, "-m", "cli.main", "serve", "--port", str(free_port())]
+            # serve claims its port by binding it: a serve started beside it gets another
+            command = [sys.executable, "-m", "cli.main", "serve"]
             command += ["--fleet", str(fleet.fleet_file)]
             state_file.unlink(missing_ok=True)  # a stale one from a run that was killed
             with log_file.open("ab") as log:

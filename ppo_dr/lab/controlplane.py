@@ -58,6 +58,7 @@ from ppo_dr.lab.store_network import (
     write_passfile,
 )
 from ppo_dr.lab.topology import free_ports
+from ppo_dr.pids import alive
 
 Echo = Callable[[str], None]
 
@@ -88,7 +89,7 @@ class Component:
         """Whether our process still runs (Redis rewrites its environment, so the
         marker cannot tell; the start time can)."""
         ticks = processes.start_ticks(self.pid)
-        return self.started is not None and ticks == self.started and processes.alive(self.pid)
+        return self.started is not None and ticks == self.started and alive(self.pid)
 
 
 @dataclass
@@ -245,7 +246,7 @@ def wait_until(
     while time.monotonic() < deadline:
         if check():
             return
-        if pid is not None and not processes.alive(pid):
+        if pid is not None and not alive(pid):
             break
         time.sleep(0.3)
     tail = _log_tail(Path(plane.directory), name)
@@ -539,7 +540,7 @@ def up(
             plane.proxy_port,
         )
         wait_until(lambda: api_healthy(plane.api_url), "HAProxy", plane, "haproxy")
-        if not processes.alive(plane.component("services").pid):
+        if not alive(plane.component("services").pid):
             raise LabError("Prefect services exited:\n" + _log_tail(directory, "services"))
     except BaseException:
         down(directory, echo=lambda _: None)

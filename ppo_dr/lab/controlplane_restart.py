@@ -42,6 +42,7 @@ from ppo_dr.lab.controlplane import (
     start_postgres_server,
     wait_until,
 )
+from ppo_dr.pids import alive
 
 
 def _answers(plane: ControlPlane, name: str, pid: Callable[[], int]) -> Callable[[], bool]:
@@ -54,7 +55,7 @@ def _answers(plane: ControlPlane, name: str, pid: Callable[[], int]) -> Callable
         return plane.check(functools.partial(api_healthy, f"http://{HOST}:{port}/api"))
     if name == "haproxy":
         return functools.partial(api_healthy, plane.api_url)
-    return lambda: processes.alive(pid())
+    return lambda: alive(pid())
 
 
 def _environment(plane: ControlPlane, name: str) -> dict[str, str]:

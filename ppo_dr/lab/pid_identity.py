@@ -15,8 +15,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from ppo_dr.pids import alive as alive  # re-exported: the lab's callers ask here
-from ppo_dr.pids import proc_files
+from ppo_dr.pids import alive, proc_files
 
 
 def start_ticks(pid: int) -> int | None:

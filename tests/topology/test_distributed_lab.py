@@ -16,7 +16,8 @@ from cli.main import app
 from deployments import distributed_lab
 from deployments.distributed_lab import DistributedLab
 from ppo_dr.inventory import load_fleet
-from ppo_dr.lab import controlplane, netns, pid_identity
+from ppo_dr.lab import controlplane, netns
+from ppo_dr.pids import alive
 from ppo_dr.store import Store
 from tests.prefect_fixtures import using_api
 from tests.topology.conftest import distributed, namespaced_lab_marks
@@ -90,7 +91,7 @@ def test_a_dc_power_loss_leaves_its_pool_without_a_worker(made: DistributedLab) 
     assert result.exit_code == 0, result.output
     assert "dc-jhb1@jhb1" in result.output
     try:
-        assert not pid_identity.alive(worker_pid)
+        assert not alive(worker_pid)
         net = lab.network()
         assert net is not None and netns.pids_in(net.dc("jhb1").namespace) == []
         offline_after = _wait_for(
@@ -101,7 +102,7 @@ def test_a_dc_power_loss_leaves_its_pool_without_a_worker(made: DistributedLab) 
         assert workers["control"] == {"control@cpt1": "ONLINE", "control@lon1": "ONLINE"}
     finally:
         lab.heal("jhb1", timeout=60)
-    assert pid_identity.alive(lab.recorded_pids()["dc-jhb1@jhb1"])
+    assert alive(lab.recorded_pids()["dc-jhb1@jhb1"])
 
 
 def test_the_store_is_the_control_planes_postgresql_from_the_first_placement(
@@ -131,6 +132,6 @@ def test_lab_down_leaves_nothing(made: DistributedLab) -> None:
     result = CliRunner().invoke(app, ["lab", "down", "--dir", str(lab.directory)])
     assert result.exit_code == 0, result.output
     assert netns.existing(netns.prefix_for(lab.directory)) == []
-    assert [pid for pid in pids if pid_identity.alive(pid)] == []
+    assert [pid for pid in pids if alive(pid)] == []
     assert controlplane.marked_pids(cp_dir) == []
     assert lab.processes() == []
