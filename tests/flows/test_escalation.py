@@ -70,15 +70,19 @@ def env(prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     yield from escalation_env(fleet_file, outbox, url, Env)
 
 
-def runs_of(incident_id: int) -> list[FlowRun]:
+def runs_of(env: Env, incident_id: int) -> list[FlowRun]:
+    """This test's runs for the incident: the worker's API is shared by the tests it runs,
+    each with a store of its own whose first incident is 1 too, so the tag alone is not
+    enough; the fleet file parameter is this test's own."""
     with get_client(sync_client=True) as client:
-        return client.read_flow_runs(
+        tagged = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"incident:{incident_id}"]))
         )
+    return [r for r in tagged if r.parameters.get("fleet_file") == str(env.fleet_file)]
 
 
-def paused_runs(incident_id: int) -> list[FlowRun]:
-    return [r for r in runs_of(incident_id) if r.state is not None and r.state.is_paused()]
+def paused_runs(env: Env, incident_id: int) -> list[FlowRun]:
+    return [r for r in runs_of(env, incident_id) if r.state is not None and r.state.is_paused()]
 
 
 def sent_to(env: Env) -> set[str]:
@@ -93,15 +97,15 @@ def test_pages_escalates_informs_and_stops_on_ack_then_resolves(env: Env) -> Non
     # Level 1 at once: SMS and e-mail to both people of the first line.
     wait_for("level-1 SMS and e-mail", lambda: sent_to(env) >= LEVEL_1, timeout=20)
     assert not LEVEL_2 & sent_to(env)
-    wait_for("a paused run", lambda: bool(paused_runs(incident_id)))
-    [first] = runs_of(incident_id)
+    wait_for("a paused run", lambda: bool(paused_runs(env, incident_id)))
+    [first] = runs_of(env, incident_id)
     assert first.name == f"escalation-incident-{incident_id}"
     assert f"incident:{incident_id}" in first.tags
 
     # A second run of the same incident ("restart mid-incident"): it sends nothing again.
     before = env.notice_keys()
     env.start(incident_id=incident_id)
-    wait_for("two paused runs", lambda: len(paused_runs(incident_id)) == 2)
+    wait_for("two paused runs", lambda: len(paused_runs(env, incident_id)) == 2)
     assert env.notice_keys() == before
 
     # No ack within 15 s: level 2.
@@ -166,8 +170,8 @@ def test_test_page_pages_level_one_and_ack_from_the_ui_input(env: Env) -> None:
     env.start(test=True)
     wait_for("level-1 test page", lambda: sent_to(env) >= LEVEL_1, timeout=20)
     [incident] = env.store.incidents(kind="test")
-    wait_for("a paused run", lambda: bool(paused_runs(incident.id)))
-    [run] = paused_runs(incident.id)
+    wait_for("a paused run", lambda: bool(paused_runs(env, incident.id)))
+    [run] = paused_runs(env, incident.id)
     assert run.name == f"escalation-incident-{incident.id}" and "test" in run.tags
 
     with get_client(sync_client=True) as client:
@@ -213,8 +217,8 @@ def run_log(run_id: Any) -> list[str]:
 def test_an_ack_from_the_ui_shows_acknowledged_and_never_asks_again(env: Env) -> None:
     incident_id = env.open()
     env.start(incident_id=incident_id)
-    wait_for("a paused run", lambda: bool(paused_runs(incident_id)), timeout=20)
-    [run] = paused_runs(incident_id)
+    wait_for("a paused run", lambda: bool(paused_runs(env, incident_id)), timeout=20)
+    [run] = paused_runs(env, incident_id)
     with get_client(sync_client=True) as client:
         accepted = client.resume_flow_run(run.id, run_input={"by": "anna", "note": "on it"})
     assert accepted.status.value == "ACCEPT"

@@ -46,9 +46,9 @@ def test_the_resume_form_acknowledges_and_paging_stops(
 ) -> None:
     incident_id = env.open()
     env.start(incident_id=incident_id)
-    wait_for("a paused escalation run", lambda: bool(paused_runs(incident_id)), timeout=60)
+    wait_for("a paused escalation run", lambda: bool(paused_runs(env, incident_id)), timeout=60)
     assert {line["recipient"] for line in env.outbox_lines()} >= LEVEL_1
-    [run] = paused_runs(incident_id)
+    [run] = paused_runs(env, incident_id)
 
     ui = prefect_server.removesuffix("/api")
     resume_in_ui(browser, f"{ui}/runs/flow-run/{run.id}", {"Your name": "anna", "Note": "on it"})
