@@ -65,6 +65,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from pydantic import Field
 
+from flows.decision_fields import DeciderName, DecisionNote
 from ppo_dr import config
 from ppo_dr.errors import DRError, PermanentError
 from ppo_dr.escalation import (
@@ -118,17 +119,11 @@ _NEVER_S: Final = 10 * 365 * 86400
 class Ack(RunInput):
     """Acknowledge the incident: you take it; paging stops (the UI shows this form)."""
 
-    by: str = Field(
-        min_length=1,
-        max_length=200,
-        title="Your name",
-        description="Who takes the incident (as on the escalation policy, e.g. anna)",
+    by: DeciderName = Field(
+        description="Who takes the incident (as on the escalation policy, e.g. anna)"
     )
-    note: str = Field(
-        default="",
-        max_length=2000,
-        title="Note",
-        description="What you are doing about it (kept with the acknowledgement)",
+    note: DecisionNote = Field(
+        default="", description="What you are doing about it (kept with the acknowledgement)"
     )
 
 

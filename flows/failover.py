@@ -66,6 +66,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
+from flows.decision_fields import DeciderName, DecisionNote
 from flows.failover_client import run_client
 from flows.mirror import mirror_server
 from ppo_dr import config
@@ -115,17 +116,9 @@ class Approval(RunInput):
         description="On: carry out the plan now (the clients move). "
         "Off: refuse it; the run ends and nothing moves",
     )
-    by: str = Field(
-        min_length=1,
-        max_length=200,
-        title="Your name",
-        description="Who decides (recorded with the plan, e.g. anna)",
-    )
-    note: str = Field(
-        default="",
-        max_length=2000,
-        title="Note",
-        description="Why, or anything to add (kept with the decision)",
+    by: DeciderName = Field(description="Who decides (recorded with the plan, e.g. anna)")
+    note: DecisionNote = Field(
+        default="", description="Why, or anything to add (kept with the decision)"
     )
 
     @classmethod
