@@ -277,6 +277,14 @@ class Restored:
         }
 
 
+def _damaged_or_transient(why: str, damaged_everywhere: bool) -> DRError:
+    """Damage on every mirror is permanent (again gives the same bytes); otherwise a
+    mirror that could not be read now may come back, so a retry may succeed."""
+    if damaged_everywhere:
+        return DamagedDataError(why + " (damaged on every mirror)")
+    return TransientError(why)
+
+
 def restore_client(
     access: FleetAccess,
     move: MoveLike,
@@ -318,6 +326,8 @@ def restore_client(
         raise TransientError(f"{target.id}: data root {target.data_root} is missing")
     remove_tree(dest, staging)
     dest.mkdir_p(posixpath.dirname(staging), 0o700)
+    why = f"restore of {client} onto {target.id} from {', '.join(t.mirror_id for t in sources)}"
+    wanted = set(wanted_mirrors(fleet, move, mirrors))  # pure: which mirrors must be read
     try:
         result = restore(
             sources,
@@ -330,23 +340,16 @@ def restore_client(
             dest_connect=access.connector(target.id),
         )
     except DamagedDataError as exc:  # the snapshot's own manifest or trees
-        why = f"restore of {client} onto {target.id} from {', '.join(t.mirror_id for t in sources)}"
-        if {t.mirror_id for t in sources} >= set(wanted_mirrors(fleet, move, mirrors)):
-            raise DamagedDataError(f"{why}: {exc} (damaged on every mirror)") from exc
-        raise TransientError(f"{why}: {exc}") from exc  # a mirror left out may come back
+        raise _damaged_or_transient(
+            f"{why}: {exc}", {t.mirror_id for t in sources} >= wanted
+        ) from exc
     if result.refused:
-        why = (
-            f"restore of {client} onto {target.id} from {', '.join(t.mirror_id for t in sources)}: "
-            f"{len(result.refused)} file(s) no mirror could serve intact, "
-            f"first {result.refused[0]!r}"
+        raise _damaged_or_transient(
+            f"{why}: {len(result.refused)} file(s) no mirror could serve intact, "
+            f"first {result.refused[0]!r}",
+            # every copy damaged, and every wanted mirror read (served_by: those opened)
+            len(result.damaged) == len(result.refused) and set(result.served_by) >= wanted,
         )
-        read = set(result.served_by)  # the sources restore could open
-        if len(result.damaged) == len(result.refused) and read >= set(
-            wanted_mirrors(fleet, move, mirrors)
-        ):
-            # Every mirror was read and every copy is damaged: again gives the same bytes.
-            raise DamagedDataError(why + " (damaged on every mirror)")
-        raise TransientError(why)  # a mirror could not be read now: it may come back
     dest.mkdir_p(posixpath.dirname(final))
     aside = None
     if dest.stat(final) is not None:
