@@ -25,15 +25,14 @@ to PostgreSQL there (the store's database, as the host sees it).
 
 ``down(DIR)`` stops them in reverse order and then sweeps every process whose
 environment carries ``PPO_DR_CONTROL_PLANE=<DIR>`` (children included), so nothing
-outlives it. Nothing here imports Prefect: the engine is run as a program.
+outlives it. Nothing here imports Prefect: the engine is run as a program. The record
+and process helpers are in :mod:`ppo_dr.lab.controlplane_record`, the PostgreSQL
+cluster in :mod:`ppo_dr.lab.controlplane_postgres`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
-import re
 import shutil
 import signal
 import socket
@@ -42,215 +41,32 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ppo_dr.errors import LabError
-from ppo_dr.lab import netns as lab_netns
 from ppo_dr.lab import pid_identity as processes
-from ppo_dr.lab.processes import spawn_detached
-from ppo_dr.lab.store_network import (
-    listen_addresses,
-    pg_hba,
-    pg_password,
-    store_proxy_config,
-    write_passfile,
+from ppo_dr.lab.controlplane_postgres import as_postgres, start_postgres
+from ppo_dr.lab.controlplane_record import (
+    HOST,
+    MARKER_ENV,
+    START_TIMEOUT,
+    STATE_FILE,
+    STOP_TIMEOUT,
+    ControlPlane,
+    Echo,
+    load,
+    log_tail,
+    marked_env,
+    run,
+    save,
+    spawn,
+    wait_until,
 )
+from ppo_dr.lab.store_network import store_proxy_config
 from ppo_dr.lab.topology import free_ports
 from ppo_dr.pids import alive
 
-Echo = Callable[[str], None]
-
-HOST = "127.0.0.1"
-STATE_FILE = "controlplane.json"
-#: Environment marker of every process we start; ``down`` sweeps by it.
-MARKER_ENV = "PPO_DR_CONTROL_PLANE"
-#: The engine's documented minimum for its PostgreSQL backend.
-MIN_POSTGRES = (14, 9)
-PG_ROOT = Path("/usr/lib/postgresql")
-START_TIMEOUT = 180.0
-STOP_TIMEOUT = 10.0
 API_SERVERS = 2
-
-
-@dataclass
-class Component:
-    """One process of the control plane: what ran, with which pid and port."""
-
-    name: str
-    pid: int
-    port: int | None
-    command: list[str]
-    #: Start time of the process (clock ticks after boot): a recycled pid has another.
-    started: int | None = None
-
-    def is_running(self) -> bool:
-        """Whether our process still runs (Redis rewrites its environment, so the
-        marker cannot tell; the start time can)."""
-        ticks = processes.start_ticks(self.pid)
-        return self.started is not None and ticks == self.started and alive(self.pid)
-
-
-@dataclass
-class ControlPlane:
-    """What ``DIR/controlplane.json`` holds."""
-
-    directory: str
-    state: str = "starting"
-    pg_bin: str = ""
-    pg_port: int = 0
-    redis_port: int = 0
-    api_ports: list[int] = field(default_factory=list)
-    proxy_port: int = 0
-    components: list[Component] = field(default_factory=list)
-    started_in_s: float | None = None
-    #: The network namespace of the control site, and its address there (namespaced lab).
-    netns: str | None = None
-    netns_address: str | None = None
-    #: HAProxy's TCP port that forwards to PostgreSQL from the host (namespaced lab).
-    store_proxy_port: int = 0
-
-    @property
-    def api_url(self) -> str:
-        """The one address clients use: HAProxy's."""
-        return f"http://{HOST}:{self.proxy_port}/api"
-
-    @property
-    def inner_api_url(self) -> str:
-        """HAProxy's address as the data centres' workers see it (namespaced lab)."""
-        if self.netns_address is None:
-            return self.api_url
-        return f"http://{self.netns_address}:{self.proxy_port}/api"
-
-    def inside(self, command: list[str]) -> list[str]:
-        """*command* run inside the control site's namespace (if it has one)."""
-        return [*lab_netns.exec_prefix(self.netns), *command]
-
-    def check(self, probe: Callable[[], bool]) -> Callable[[], bool]:
-        """*probe* made to run from inside the control site's namespace."""
-        return lambda: lab_netns.call_in(self.netns, probe)
-
-    def component(self, name: str) -> Component:
-        """The component called *name*; :class:`LabError` names the known ones."""
-        for c in self.components:
-            if c.name == name:
-                return c
-        known = ", ".join(c.name for c in self.components)
-        raise LabError(f"no control-plane component {name!r}; known: {known}")
-
-    def database_url(self, database: str, *, driver: str = "postgresql+asyncpg") -> str:
-        """SQLAlchemy URL of *database* (``prefect`` or ``store``); carries the password."""
-        password = (Path(self.directory) / "pg" / "password").read_text().strip()
-        return f"{driver}://ppo:{password}@{HOST}:{self.pg_port}/{database}"
-
-
-def load(directory: Path) -> ControlPlane:
-    """The recorded control plane of *directory*."""
-    path = directory / STATE_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise LabError(f"no control plane recorded in {directory}: {exc}") from exc
-    components = [Component(**c) for c in data.pop("components", [])]
-    return ControlPlane(components=components, **data)
-
-
-def save(plane: ControlPlane) -> None:
-    path = Path(plane.directory) / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(plane), indent=2), encoding="utf-8")
-    tmp.replace(path)
-
-
-def postgres_bin() -> Path:
-    """The newest Debian PostgreSQL ``bin`` directory; refuses one older than 14.9."""
-    versions = sorted(
-        (p for p in PG_ROOT.glob("*/bin/postgres")), key=lambda p: float(p.parent.parent.name)
-    )
-    if not versions:
-        raise LabError(f"no PostgreSQL under {PG_ROOT} (apt-get install postgresql)")
-    binary = versions[-1]
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
-    match = re.search(r"(\d+)\.(\d+)", out.stdout)
-    if not match or (int(match[1]), int(match[2])) < MIN_POSTGRES:
-        need = ".".join(map(str, MIN_POSTGRES))
-        raise LabError(f"{binary}: {out.stdout.strip()}; Prefect needs PostgreSQL >= {need}")
-    return binary.parent
-
-
-def as_postgres(command: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: drop to the ``postgres`` user when we are root."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-def run(command: list[str], env: dict[str, str], what: str, timeout: float = 120.0) -> None:
-    done = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if done.returncode:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-15:]
-        raise LabError(f"{what} failed (exit {done.returncode}):\n" + "\n".join(tail))
-
-
-def marked_env(directory: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env[MARKER_ENV] = str(directory)
-    env.update(extra or {})
-    return env
-
-
-def replace_component(plane: ControlPlane, component: Component) -> None:
-    """Record *component*, in place of the one of its name (a restart) or appended."""
-    names = [c.name for c in plane.components]
-    if component.name in names:
-        plane.components[names.index(component.name)] = component
-    else:
-        plane.components.append(component)
-
-
-def spawn(
-    plane: ControlPlane, name: str, command: list[str], env: dict[str, str], port: int | None
-) -> Component:
-    """Start *command* in its own session, log to ``logs/NAME.log``, record it at once
-    (in place of a component of the same name: a restart)."""
-    directory = Path(plane.directory)
-    log = (directory / "logs" / f"{name}.log").open("ab")
-    try:
-        proc = spawn_detached(command, env, log, cwd=directory)
-    finally:
-        log.close()
-    component = Component(name, proc.pid, port, command, processes.start_ticks(proc.pid))
-    replace_component(plane, component)
-    save(plane)
-    return component
-
-
-def _log_tail(directory: Path, name: str) -> str:
-    try:
-        lines = (directory / "logs" / f"{name}.log").read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(lines[-15:])
-
-
-def wait_until(
-    check: Callable[[], bool],
-    what: str,
-    plane: ControlPlane,
-    name: str,
-    timeout: float = START_TIMEOUT,
-) -> None:
-    deadline = time.monotonic() + timeout
-    pid = next((c.pid for c in plane.components if c.name == name), None)
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if pid is not None and not alive(pid):
-            break
-        time.sleep(0.3)
-    tail = _log_tail(Path(plane.directory), name)
-    raise LabError(f"{what} did not come up; the end of logs/{name}.log:\n{tail}")
 
 
 def api_healthy(url: str, timeout: float = 2.0) -> bool:
@@ -311,97 +127,6 @@ def database_patience() -> dict[str, str]:
 def _prefect() -> str:
     found = Path(sys.executable).with_name("prefect")
     return str(found) if found.exists() else "prefect"
-
-
-def start_postgres_server(plane: ControlPlane, env: dict[str, str]) -> None:
-    """``pg_ctl start`` of the recorded cluster on its port (inside the control site's
-    namespace, if any); waits until it accepts connections."""
-    pg_dir = Path(plane.directory) / "pg"
-    options = (
-        f"-c listen_addresses={listen_addresses(plane)} -c port={plane.pg_port} "
-        f"-c unix_socket_directories={pg_dir} -c max_connections=300"
-    )
-    command = [
-        str(Path(plane.pg_bin) / "pg_ctl"), "-D", str(pg_dir / "data"),
-        "-l", str(pg_dir / "postgres.log"), "-w", "-t", "60", "-o", options, "start",
-    ]  # fmt: skip
-    run(plane.inside(as_postgres(command)), env, "PostgreSQL start")
-
-
-def postgres_component(plane: ControlPlane) -> Component:
-    """The running postmaster as a component (its pid from ``postmaster.pid``)."""
-    pg_dir = Path(plane.directory) / "pg"
-    pid = int((pg_dir / "data" / "postmaster.pid").read_text().split()[0])
-    return Component(
-        "postgres", pid, plane.pg_port, ["postgres", str(pg_dir)], processes.start_ticks(pid)
-    )
-
-
-def _start_postgres(plane: ControlPlane, echo: Echo) -> None:
-    directory = Path(plane.directory)
-    pg_bin = postgres_bin()
-    plane.pg_bin = str(pg_bin)
-    pg_dir = directory / "pg"
-    pg_dir.mkdir(mode=0o700)
-    password = pg_password()
-    (pg_dir / "password").write_text(password + "\n")
-    (pg_dir / "password").chmod(0o600)
-    env = marked_env(directory)
-    if os.geteuid() == 0:
-        shutil.chown(pg_dir, "postgres", "postgres")
-        reach = subprocess.run(as_postgres(["test", "-x", str(pg_dir)]), check=False)
-        if reach.returncode:
-            raise LabError(
-                f"the postgres user cannot reach {pg_dir}: a parent directory is private "
-                "(mode 0700?); choose a directory under a world-traversable path"
-            )
-    run(
-        as_postgres(
-            [
-                str(pg_bin / "initdb"),
-                "-D",
-                str(pg_dir / "data"),
-                "-U",
-                "postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "-E",
-                "UTF8",
-            ]
-        ),
-        env,
-        "initdb",
-    )
-    (pg_dir / "data" / "pg_hba.conf").write_text(pg_hba(plane.netns_address))
-    start_postgres_server(plane, env)
-    replace_component(plane, postgres_component(plane))
-    save(plane)
-    sql = (
-        f"CREATE ROLE ppo LOGIN PASSWORD '{password}';"
-        " CREATE DATABASE prefect OWNER ppo; CREATE DATABASE store OWNER ppo;"
-    )
-    for statement in sql.split(";"):
-        if statement.strip():
-            run(
-                as_postgres(
-                    [
-                        str(pg_bin / "psql"),
-                        "-q",
-                        "-h",
-                        str(pg_dir),
-                        "-p",
-                        str(plane.pg_port),
-                        "-U",
-                        "postgres",
-                        "-c",
-                        statement,
-                    ]
-                ),
-                env,
-                "creating the role and databases",
-            )
-    write_passfile(plane)
-    echo(f"PostgreSQL: {listen_addresses(plane)} port {plane.pg_port} (databases prefect, store)")
 
 
 def _haproxy_config(plane: ControlPlane) -> str:
@@ -469,7 +194,7 @@ def up(
     )
     save(plane)
     try:
-        _start_postgres(plane, echo)
+        start_postgres(plane, echo)
         spawn(
             plane,
             "redis",
@@ -541,7 +266,7 @@ def up(
         )
         wait_until(lambda: api_healthy(plane.api_url), "HAProxy", plane, "haproxy")
         if not alive(plane.component("services").pid):
-            raise LabError("Prefect services exited:\n" + _log_tail(directory, "services"))
+            raise LabError("Prefect services exited:\n" + log_tail(directory, "services"))
     except BaseException:
         down(directory, echo=lambda _: None)
         raise

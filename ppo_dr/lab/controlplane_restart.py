@@ -24,22 +24,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ppo_dr.lab import pid_identity as processes
-from ppo_dr.lab.controlplane import (
+from ppo_dr.lab.controlplane import api_healthy, prefect_env, redis_pong
+from ppo_dr.lab.controlplane_postgres import (
+    as_postgres,
+    postgres_component,
+    start_postgres_server,
+)
+from ppo_dr.lab.controlplane_record import (
     HOST,
     STOP_TIMEOUT,
     ControlPlane,
-    api_healthy,
-    as_postgres,
     load,
     marked_env,
-    postgres_component,
-    prefect_env,
-    redis_pong,
     replace_component,
     run,
     save,
     spawn,
-    start_postgres_server,
     wait_until,
 )
 from ppo_dr.pids import alive

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from ppo_dr.errors import LabError
 
 if TYPE_CHECKING:
-    from ppo_dr.lab.controlplane import ControlPlane
+    from ppo_dr.lab.controlplane_record import ControlPlane
 
 HOST = "127.0.0.1"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ppo_dr.errors import LabError
-from ppo_dr.lab import controlplane
+from ppo_dr.lab import controlplane, controlplane_postgres
 from tests.topology.conftest import needs_binaries, reachable_tempdir
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(900), needs_binaries]
@@ -89,7 +89,7 @@ def test_stack_is_up_behind_one_address(plane: controlplane.ControlPlane) -> Non
     assert controlplane.api_healthy(plane.api_url)
     for port in plane.api_ports:
         assert controlplane.api_healthy(f"http://127.0.0.1:{port}/api")
-    pg = controlplane.postgres_bin()
+    pg = controlplane_postgres.postgres_bin()
     out = subprocess.run([pg / "postgres", "--version"], capture_output=True, text=True).stdout
     assert "PostgreSQL" in out
     # The store's own database is reachable with the recorded credentials.
