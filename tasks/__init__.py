@@ -7,7 +7,9 @@ Shared here, for every task module:
   a :class:`~ppo_dr.errors.PermanentError` (bad inventory, auth, missing path) fails
   at once, so the page goes out now instead of after the back-off.
 - :data:`RETRY_DELAYS` and :data:`RETRY_JITTER` — the back-off for tasks that do I/O;
-  :data:`IO_RETRIES` — both with the retry condition, as ``@task(**IO_RETRIES)`` takes them.
+  :data:`IO_RETRIES` — both with the retry condition, as ``@task(**IO_RETRIES)`` takes them;
+  :func:`io_task` — the whole option set of a task that does I/O (never cached, a time
+  limit, those retries), so each task states only its name and its time limit.
 - :func:`label_flow_run` — rename and tag the current flow run once a runbook knows
   what it acts on (so the UI filters by fleet, DC, server, client, incident).
 """
@@ -19,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from prefect import Task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import FlowRunContext
@@ -30,6 +33,7 @@ __all__ = [
     "IO_RETRIES",
     "RETRY_DELAYS",
     "RETRY_JITTER",
+    "io_task",
     "label_flow_run",
     "retry_condition_fn",
     "secret_from_block",
@@ -72,6 +76,13 @@ IO_RETRIES: dict[str, Any] = {
     "retry_jitter_factor": RETRY_JITTER,
     "retry_condition_fn": retry_condition_fn,
 }
+
+
+def io_task(timeout_s: float) -> dict[str, Any]:
+    """``@task`` keyword arguments of a task that does I/O: never cached (each run acts
+    on the world as it is now, and a rerun must act again), at most *timeout_s* seconds,
+    and :data:`IO_RETRIES`."""
+    return {"cache_policy": NO_CACHE, "timeout_seconds": timeout_s, **IO_RETRIES}
 
 
 def label_flow_run(name: str | None = None, tags: Iterable[str] = ()) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from ppo_dr.errors import PermanentError
 from ppo_dr.failover import checks, steps
@@ -42,7 +41,7 @@ from ppo_dr.fleet_access import FleetAccess, client_path
 from ppo_dr.ids import check_id
 from ppo_dr.inventory import Fleet, Server, load_fleet
 from ppo_dr.store import Store
-from tasks import IO_RETRIES, secret_from_block
+from tasks import io_task, secret_from_block
 from tasks.failover import provision_server
 from tasks.mirror import operator_key_text
 
@@ -121,7 +120,7 @@ def _scratch_access(fleet_file: Path, server: Server) -> FleetAccess:
 # --------------------------------------------------------------------------- planning
 
 
-@task(name="plan-drill", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
+@task(name="plan-drill", **io_task(120))
 def plan_drill(
     fleet_file: Path,
     url: str,
@@ -184,9 +183,7 @@ def plan_drill(
 @task(
     name="provision-scratch",
     task_run_name="provision-{server_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=900,
-    **IO_RETRIES,
+    **io_task(900),
 )
 def provision_scratch(fleet_file: Path, url: str, server_id: str, dc: str) -> Server:
     """A scratch app server in *dc* from its provider (idempotent by *server_id*: a
@@ -206,9 +203,7 @@ def _refuse_if_placed(url: str, server_id: str, client_id: str) -> None:
 @task(
     name="clean-scratch",
     task_run_name="clean-{server.id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=600,
-    **IO_RETRIES,
+    **io_task(600),
 )
 def clean_scratch(fleet_file: Path, url: str, server: Server, client_ids: list[str]) -> int:
     """Remove each drilled client's restored data, staging directory and what an unfinished
@@ -230,7 +225,7 @@ def clean_scratch(fleet_file: Path, url: str, server: Server, client_ids: list[s
     return removed
 
 
-@task(name="sweep-stale-scratch", cache_policy=NO_CACHE, timeout_seconds=900, **IO_RETRIES)
+@task(name="sweep-stale-scratch", **io_task(900))
 def sweep_stale_scratch(fleet_file: Path, url: str, keep: list[str]) -> list[str]:
     """Release scratch servers an earlier drill left behind (its process died before its
     teardown): drill-* servers in fleet.yaml and drill-* claims on static spares,
@@ -266,7 +261,7 @@ def sweep_stale_scratch(fleet_file: Path, url: str, keep: list[str]) -> list[str
     return released
 
 
-@task(name="scratch-maintenance", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="scratch-maintenance", **io_task(60))
 def open_scratch_maintenance(url: str, server_id: str, reason: str) -> int:
     """A maintenance window on the scratch server, so a probe that listed it while it
     existed does not page when it goes away; its id."""
@@ -274,7 +269,7 @@ def open_scratch_maintenance(url: str, server_id: str, reason: str) -> int:
         return store.start_maintenance("server", server_id, reason=reason, created_by="dr-drill").id
 
 
-@task(name="end-scratch-maintenance", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="end-scratch-maintenance", **io_task(60))
 def end_scratch_maintenance(url: str, window_id: int, at: datetime) -> None:
     """Let the scratch server's window end at *at* (after any probe period that may still
     list the released server)."""
@@ -290,9 +285,7 @@ def _canary_task(step: str, timeout_s: float) -> Any:
     return task(
         name=f"drill-{step}",
         task_run_name=f"{step}-{{plan.target.canary.client_id}}",
-        cache_policy=NO_CACHE,
-        timeout_seconds=timeout_s,
-        **IO_RETRIES,
+        **io_task(timeout_s),
     )
 
 
@@ -337,7 +330,7 @@ def health_canary(fleet_file: Path, plan: CanaryPlan, server: Server) -> dict[st
 # --------------------------------------------------------------------------- evidence
 
 
-@task(name="record-drill", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="record-drill", **io_task(60))
 def record_drill(
     url: str,
     plan: CanaryPlan,
@@ -370,7 +363,7 @@ def record_drill(
     return row.id
 
 
-@task(name="drill-incident", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="drill-incident", **io_task(60))
 def open_drill_incident(
     url: str,
     kind: str,
@@ -399,7 +392,7 @@ def open_drill_incident(
     return incident.id
 
 
-@task(name="resolve-drill-incident", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="resolve-drill-incident", **io_task(60))
 def resolve_drill_incident(url: str, client_id: str, flow_run_id: str | None) -> int | None:
     """A passing drill resolves the client's open drill-failed incident, if there is one."""
     key = failed_dedupe_key(client_id)
@@ -416,7 +409,7 @@ def resolve_drill_incident(url: str, client_id: str, flow_run_id: str | None) ->
     return None
 
 
-@task(name="drill-trend", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="drill-trend", **io_task(60))
 def drill_trend(url: str, now: datetime | None = None) -> str:
     """The trend of the last 30 days as Markdown (sparklines per client)."""
     with Store.open(url) as store:

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from ppo_dr.channels import Channel, MessageChannel, build_channels, describe_channels
@@ -35,7 +34,7 @@ from ppo_dr.report_answers import answers_for_incident, answers_markdown
 from ppo_dr.reports import report_for_incident, report_markdown
 from ppo_dr.run_links import ui_base
 from ppo_dr.store import Incident, Store
-from tasks import IO_RETRIES, RETRY_DELAYS, secret_from_block
+from tasks import RETRY_DELAYS, io_task, secret_from_block
 from tasks.runs import top_level_run
 
 #: A notice recorded but not yet sent this recently is being sent by another run (two
@@ -74,7 +73,7 @@ def incident_view(store: Store, fleet: Fleet, incident_id: int) -> tuple[Inciden
 
 #: ``@task`` options of every step here: each does one piece of I/O (the store, a
 #: channel) and may be rerun, so never cached; a minute at most; transient errors retried.
-STORE_STEP: dict[str, Any] = {"cache_policy": NO_CACHE, "timeout_seconds": 60, **IO_RETRIES}
+STORE_STEP: dict[str, Any] = io_task(60)
 
 
 @task(name="open-channels", **STORE_STEP)

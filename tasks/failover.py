@@ -31,7 +31,7 @@ from ppo_dr.fleet_access import FleetAccess
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.providers.base import ProvisionedServer
 from ppo_dr.store import Failover, Store
-from tasks import IO_RETRIES, secret_from_block
+from tasks import io_task, secret_from_block
 
 #: Per-step time limits (seconds); steps not named get STEP_TIMEOUT_S.
 STEP_TIMEOUTS: dict[str, float] = {"restore": 4 * 3600, "verify": 2 * 3600, "seed": 3600}
@@ -88,7 +88,7 @@ def observe_reachability(fleet: Fleet) -> dict[str, str]:
     return down
 
 
-@task(name="plan-failover", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
+@task(name="plan-failover", **io_task(120))
 def make_plan(fleet_file: Path, scope: Scope, target: Target, mode: str, down: list[str]) -> Plan:
     """Plan from the fleet, the store's placements and catalogue, and what is down."""
     from ppo_dr.failover.fleet_state import fleet_state
@@ -98,7 +98,7 @@ def make_plan(fleet_file: Path, scope: Scope, target: Target, mode: str, down: l
     return plan_failover(state, scope, target, "planned" if mode == "planned" else "emergency")
 
 
-@task(name="plan-begun-by-run", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="plan-begun-by-run", **io_task(60))
 def plan_begun_by_run(url: str, flow_run_id: str, incident_id: int | None) -> Plan | None:
     """The plan this very flow run began before it crashed, or None (a first run).
 
@@ -113,7 +113,7 @@ def plan_begun_by_run(url: str, flow_run_id: str, incident_id: int | None) -> Pl
     return Plan.from_json(json.dumps(begun[0].plan))
 
 
-@task(name="begin-failover", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="begin-failover", **io_task(60))
 def begin_failover(
     url: str, fleet: Fleet, plan: Plan, incident_id: int | None, flow_run_id: str | None
 ) -> Failover:
@@ -144,9 +144,7 @@ def begin_failover(
 @task(
     name="provision-server",
     task_run_name="provision-{request.server_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=900,
-    **IO_RETRIES,
+    **io_task(900),
 )
 def provision(fleet_file: Path, url: str, request: ProvisionRequest) -> dict[str, Any]:
     """Provision one planned server (idempotent by its id: a rerun finds it)."""
@@ -171,9 +169,7 @@ def provision_server(fleet_file: Path, url: str, request: ProvisionRequest) -> P
 @task(
     name="release-server",
     task_run_name="release-{server_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=600,
-    **IO_RETRIES,
+    **io_task(600),
 )
 def release(fleet_file: Path, url: str, server_id: str, dc: str) -> None:
     """Give a provisioned server back to its provider (gone already is fine): a failover's
@@ -262,7 +258,7 @@ def seed_new_home(
     return outcome.data
 
 
-@task(name="note-failover", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="note-failover", **io_task(60))
 def note_timeline(
     url: str,
     incident_id: int,
@@ -276,14 +272,14 @@ def note_timeline(
         store.add_timeline(incident_id, kind, message, flow_run_id=flow_run_id, data=data)
 
 
-@task(name="finish-failover", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="finish-failover", **io_task(60))
 def finish_failover(url: str, plan_id: str, state: str, detail: str) -> None:
     """Close the plan's ledger row: done, partial or failed."""
     with Store.open(url) as store:
         store.finish_failover(plan_id, state, detail)
 
 
-@task(name="open-maintenance", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="open-maintenance", **io_task(60))
 def open_maintenance(url: str, scope_kind: str, scope_id: str, reason: str) -> int:
     """Open a maintenance window on a server or DC (planned work does not page); its id."""
     with Store.open(url) as store:
@@ -292,7 +288,7 @@ def open_maintenance(url: str, scope_kind: str, scope_id: str, reason: str) -> i
         ).id
 
 
-@task(name="close-maintenance", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="close-maintenance", **io_task(60))
 def close_maintenance(url: str, window_id: int) -> None:
     """Close the maintenance window *window_id* now."""
     with Store.open(url) as store:

@@ -35,7 +35,7 @@ from ppo_dr.failover.runs import client_run_verdict
 from ppo_dr.fleet_access import FleetAccess
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.store import Store
-from tasks import IO_RETRIES
+from tasks import io_task
 from tasks.failover import (
     MEASURES,
     STEP_TIMEOUT_S,
@@ -97,9 +97,7 @@ def _step_task(step: str) -> Any:
     return task(
         name=f"failover-{step}",
         task_run_name=f"{step}-{{ledger.client_id}}",
-        cache_policy=NO_CACHE,
-        timeout_seconds=STEP_TIMEOUTS.get(step, STEP_TIMEOUT_S),
-        **IO_RETRIES,
+        **io_task(STEP_TIMEOUTS.get(step, STEP_TIMEOUT_S)),
     )
 
 
@@ -258,9 +256,7 @@ def roll_back_client(
 @task(
     name="record-client-result",
     task_run_name="result-{outcome.client_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=60,
-    **IO_RETRIES,
+    **io_task(60),
 )
 def record_client_result(ledger: ClientLedger, outcome: ClientOutcome) -> None:
     """The client's result in the ledger: RTO, RPO, or why it was rolled back (and what

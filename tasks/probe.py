@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.deployments.flow_runs import arun_deployment
 from prefect.events import emit_event
@@ -21,7 +20,7 @@ from prefect.exceptions import ObjectNotFound
 from ppo_dr.probe.pools import PoolWorkers, record_pool_attendance
 from ppo_dr.probe.watchdog import check_probe_silence
 from ppo_dr.store import Store
-from tasks import IO_RETRIES
+from tasks import io_task
 from tasks.runs import escalation_run_name, top_level_run
 
 #: The escalation runbook's deployment (``flows/escalation.py``, parameter incident_id).
@@ -43,9 +42,7 @@ def heartbeat_resource(fleet_name: str) -> str:
 @task(
     name="start-escalation",
     task_run_name="start-escalation-{incident_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=60,
-    **IO_RETRIES,
+    **io_task(60),
 )
 async def start_escalation(incident_id: int) -> tuple[str | None, str]:
     """Start the escalation flow run of *incident_id* (exactly once: idempotency key).
@@ -87,7 +84,7 @@ def emit_probe_heartbeat(fleet_name: str, payload: dict[str, Any]) -> None:
     )
 
 
-@task(name="probe-silence-check", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="probe-silence-check", **io_task(60))
 def probe_silence_check(
     store_url: str, silent_after_s: float, flow_run_id: str | None
 ) -> tuple[int | None, bool]:
@@ -124,7 +121,7 @@ async def read_pool_workers() -> list[PoolWorkers]:
     return found
 
 
-@task(name="check-work-pools", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="check-work-pools", **io_task(60))
 async def check_work_pools(
     store_url: str, threshold_s: float, flow_run_id: str | None
 ) -> tuple[list[int], list[int]]:

@@ -6,16 +6,15 @@ from datetime import datetime
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from ppo_dr.fleet_sla import fleet_report_for
 from ppo_dr.fleet_sla_html import charts, fleet_report_html, fleet_report_markdown
 from ppo_dr.inventory import Fleet
 from ppo_dr.store import Store
-from tasks import IO_RETRIES
+from tasks import io_task
 
 
-@task(name="render-fleet-sla", cache_policy=NO_CACHE, timeout_seconds=300, **IO_RETRIES)
+@task(name="render-fleet-sla", **io_task(300))
 def render_fleet_sla(
     store_url: str, fleet: Fleet, start: datetime, end: datetime, html_file: Path
 ) -> str:
