@@ -15,7 +15,6 @@ import typer
 from cli.chaos import chaos
 from cli.support import reports_errors
 from ppo_dr import config
-from ppo_dr.lab import topology as lab_topology
 
 if TYPE_CHECKING:
     from ppo_dr.lab.supervisor import ComponentStatus, Lab
@@ -101,6 +100,8 @@ def up(
     ] = None,
 ) -> None:
     """Start the lab fleet in the background and wait until it is healthy."""
+    from ppo_dr.lab import topology as lab_topology  # here: it loads YAML, slow for --help
+
     lab = _lab(directory)
     app_servers = lab_topology.DEFAULT_APP_SERVERS
     if scale is not None:
