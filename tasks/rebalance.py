@@ -16,18 +16,10 @@ from prefect.cache_policies import NO_CACHE
 from ppo_dr.failover.rebalance import Rebalance, plan_drain, plan_rebalance
 from ppo_dr.failover.rebalance_facts import rebalance_inputs
 from ppo_dr.store import Store
-from tasks import RETRY_DELAYS, RETRY_JITTER, retry_condition_fn
+from tasks import io_task
 
 
-@task(
-    name="plan-rebalance",
-    cache_policy=NO_CACHE,
-    timeout_seconds=300,
-    retries=len(RETRY_DELAYS),
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_jitter_factor=RETRY_JITTER,
-    retry_condition_fn=retry_condition_fn,
-)
+@task(name="plan-rebalance", **io_task(300))
 def make_rebalance_plan(
     fleet_file: Path,
     down: list[str],
