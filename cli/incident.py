@@ -4,7 +4,7 @@ Everything but ``ack`` reads or writes only the state store. ``ack`` writes the 
 first, so it counts even when Prefect cannot be reached: the escalation run reads the
 store at its next wake-up (at most ``flows.escalation.RECHECK_S``). Then every paused
 run tagged ``incident:<id>`` is resumed with the typed input
-(:class:`flows.escalation.Ack`), so paging stops at once; the API is found as
+(:class:`flows.ack_pause.Ack`), so paging stops at once; the API is found as
 :func:`deployments.prefect_api.api_url` says, and Prefect is imported only then.
 ``resolve`` only writes the store: the escalation run sees it at its next wake-up and
 sends the resolved notices.
@@ -140,7 +140,7 @@ def resume_escalation(incident_id: int, run_input: dict[str, Any]) -> list[tuple
     up to :data:`PAUSE_WAIT_S`. No run found: an empty list.
     """
     from deployments.prefect_api import resume_paused
-    from flows.escalation import ACKNOWLEDGED
+    from flows.ack_pause import ACKNOWLEDGED
 
     return resume_paused(
         f"incident:{incident_id}",

@@ -1,5 +1,5 @@
 """The operator's path in the Prefect UI: open the paused escalation run of an incident,
-press Resume, fill the form (the :class:`flows.escalation.Ack` model) and submit it;
+press Resume, fill the form (the :class:`flows.ack_pause.Ack` model) and submit it;
 the incident is acknowledged and paging stops. Runs against a real ``prefect server
 start`` (the test harness serves no UI), the escalation flow in a thread of this
 process, the store and outbox in the test's directory (``examples/fleet.yaml``, never
