@@ -60,6 +60,16 @@ def _make_writable(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _client_data(tmp_path: Path, files: int = 0, size: int = 0) -> Path:
+    """Client c1's data directory under *tmp_path*, holding *files* random files
+    ``f0``, ``f1``, ... of *size* bytes each."""
+    src = tmp_path / "app" / "c1"
+    src.mkdir(parents=True)
+    for i in range(files):
+        (src / f"f{i}").write_bytes(os.urandom(size))
+    return src
+
+
 def _mirror(tmp_path: Path, src: Path, mirror_id: str = "m1") -> tuple[MirrorTarget, str]:
     target = local_target(tmp_path, mirror_id)
     ensure_repository(target, app_server="app1")
@@ -103,8 +113,7 @@ def test_restore_into_sshd_is_exact(
 def test_a_big_sparse_file_lands_sparse_and_its_holes_are_not_read(
     sshd: SshdServer, dest: SshRemote, tmp_path: Path
 ) -> None:
-    src = tmp_path / "app" / "c1"
-    src.mkdir(parents=True)
+    src = _client_data(tmp_path)
     big = src / "disk.img"  # over BUFFERED_FILE_BYTES: streamed as it is read
     head, tail = os.urandom(1 << 20), os.urandom(300_000)
     with big.open("wb") as f:
@@ -125,10 +134,7 @@ def test_a_big_sparse_file_lands_sparse_and_its_holes_are_not_read(
 def test_refused_file_leaves_the_destination_untouched_and_the_rerun_resumes(
     sshd: SshdServer, dest: SshRemote, tmp_path: Path
 ) -> None:
-    src = tmp_path / "app" / "c1"
-    src.mkdir(parents=True)
-    for i in range(5):
-        (src / f"f{i}").write_bytes(os.urandom(50_000))
+    src = _client_data(tmp_path, files=5, size=50_000)
     m1, _ = _mirror(tmp_path, src, "m1")
     m2, _ = _mirror(tmp_path, src, "m2")
     (src / "late").write_bytes(b"written after the first snapshot" * 100)
@@ -177,8 +183,7 @@ def test_refused_file_leaves_the_destination_untouched_and_the_rerun_resumes(
 def test_bad_input_is_refused_before_anything_is_written(
     sshd: SshdServer, dest: SshRemote, tmp_path: Path, client: str, snapshot_id: str, dest_path: str
 ) -> None:
-    src = tmp_path / "app" / "c1"
-    src.mkdir(parents=True)
+    src = _client_data(tmp_path)
     (src / "f").write_bytes(b"x")
     target, _ = _mirror(tmp_path, src)
     base = sshd.data_root / tmp_path.name  # all inside the sshd's tree, to see any write
@@ -195,10 +200,7 @@ def test_bad_input_is_refused_before_anything_is_written(
 def test_a_failed_stream_switches_nothing_and_the_rerun_sends_only_what_is_missing(
     sshd: SshdServer, dest: SshRemote, tmp_path: Path
 ) -> None:
-    src = tmp_path / "app" / "c1"
-    src.mkdir(parents=True)
-    for i in range(6):
-        (src / f"f{i}").write_bytes(os.urandom(20_000))
+    src = _client_data(tmp_path, files=6, size=20_000)
     target, sid = _mirror(tmp_path, src)
     out = sshd.data_root / tmp_path.name / "c1"
     staged = Path(staging_path(str(out), sid))
