@@ -15,8 +15,6 @@ client (printed, with the reason to escalate), or the request is wrong (one line
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,6 +23,7 @@ import typer
 
 from cli.support import FleetOption, fail, reports_errors
 from ppo_dr.errors import PermanentError
+from ppo_dr.local_files import write_atomically
 
 if TYPE_CHECKING:
     from ppo_dr.failover.plan import Mode, Plan
@@ -80,17 +79,9 @@ def write_plan(plan: Plan, path: Path) -> None:
     path = Path(path)
     if path.is_dir():
         raise PermanentError(f"cannot write the plan to {path}: it is a directory")
-    directory = path.parent if str(path.parent) else Path()
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+        write_atomically(path, plan.to_json().encode("utf-8"), mode=0o600)
     except OSError as exc:
-        raise PermanentError(f"cannot write the plan to {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(plan.to_json())
-        Path(tmp).replace(path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise PermanentError(f"cannot write the plan to {path}: {exc.strerror}") from None
 
 

@@ -11,8 +11,6 @@ paramiko and asyncssh alike), mode 0600 in a 0700 directory:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from ppo_dr.errors import LabError
+from ppo_dr.local_files import write_atomically
 
 OPERATOR_KEY = "operator_ed25519"
 AUTHORIZED_KEYS = "authorized_keys"
@@ -33,18 +32,6 @@ AUTHORIZED_KEYS = "authorized_keys"
 
 def host_key_name(server_id: str) -> str:
     return f"{server_id}_host_ed25519"
-
-
-def _write_private(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def generate_keypair(private_path: Path, comment: str) -> str:
@@ -57,9 +44,11 @@ def generate_keypair(private_path: Path, comment: str) -> str:
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption())
     public = key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
-    _write_private(private_path, private, 0o600)
-    _write_private(
-        private_path.with_name(private_path.name + ".pub"), f"{public} {comment}\n".encode(), 0o600
+    write_atomically(private_path, private, mode=0o600)
+    write_atomically(
+        private_path.with_name(private_path.name + ".pub"),
+        f"{public} {comment}\n".encode(),
+        mode=0o600,
     )
     return public
 
@@ -87,7 +76,7 @@ def write_known_hosts(
 ) -> None:
     """Write known_hosts for (public port, host public key) pairs, atomically."""
     text = "".join(known_hosts_line(port, key, host) + "\n" for port, key in entries)
-    _write_private(path, text.encode("ascii"), 0o644)
+    write_atomically(path, text.encode("ascii"), mode=0o644)
 
 
 def add_known_host(path: Path, port: int, public_key: str, host: str = "127.0.0.1") -> None:
@@ -101,7 +90,7 @@ def add_known_host(path: Path, port: int, public_key: str, host: str = "127.0.0.
             for existing in path.read_text(encoding="ascii").splitlines()
             if existing.strip() and existing.split()[0] != name
         ]
-    _write_private(path, ("\n".join([*kept, line]) + "\n").encode("ascii"), 0o644)
+    write_atomically(path, ("\n".join([*kept, line]) + "\n").encode("ascii"), mode=0o644)
 
 
 def remove_known_host(path: Path, port: int, host: str = "127.0.0.1") -> None:
@@ -114,12 +103,12 @@ def remove_known_host(path: Path, port: int, host: str = "127.0.0.1") -> None:
         for line in path.read_text(encoding="ascii").splitlines()
         if line.strip() and line.split()[0] != name
     ]
-    _write_private(path, "".join(line + "\n" for line in kept).encode("ascii"), 0o644)
+    write_atomically(path, "".join(line + "\n" for line in kept).encode("ascii"), mode=0o644)
 
 
 def write_authorized_keys(path: Path, public_keys: Iterable[str]) -> None:
     text = "".join(f"{key} ppo-operator\n" for key in public_keys)
-    _write_private(path, text.encode("ascii"), 0o600)
+    write_atomically(path, text.encode("ascii"), mode=0o600)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ppo_dr.errors import DRError, InventoryError, LabError
+from ppo_dr.local_files import write_atomically
 
 if TYPE_CHECKING:
     from ppo_dr.inventory import Fleet
@@ -179,12 +179,5 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     """Replace *path* with *data* as JSON so readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1, sort_keys=True)
-            out.write("\n")
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    write_atomically(path, text.encode("utf-8"), mode=0o600)

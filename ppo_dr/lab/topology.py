@@ -13,10 +13,8 @@ Everything here is pure except :func:`free_ports` (which asks the kernel) and
 
 from __future__ import annotations
 
-import os
 import random
 import socket
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from ppo_dr.errors import LabError
+from ppo_dr.local_files import write_atomically
 
 Role = Literal["app", "mirror", "spare"]
 
@@ -489,18 +488,7 @@ def write_text_atomic(path: Path, text: str, mode: int = 0o644, *, fsync: bool =
     survives a crash of the machine, at a cost of milliseconds per call.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        Path(tmp).chmod(mode)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, text.encode("utf-8"), mode=mode, fsync=fsync)
 
 
 FLEET_HEADER = (
