@@ -63,15 +63,20 @@ REPOS_DIR = "repos"
 # --------------------------------------------------------------------------- pure look-ups
 
 
-def app_server(fleet: Fleet, server_id: str) -> Server:
-    """The app server *server_id* (validated id); PermanentError if unknown or not an app."""
+def known_server(fleet: Fleet, server_id: str) -> Server:
+    """The server *server_id* (validated id); PermanentError if the fleet has none."""
     sid = check_id(server_id, "server id")
     try:
-        server = fleet.server(sid)
+        return fleet.server(sid)
     except KeyError:
         raise PermanentError(f"no server {sid!r} in fleet {fleet.name}") from None
+
+
+def app_server(fleet: Fleet, server_id: str) -> Server:
+    """The app server *server_id* (validated id); PermanentError if unknown or not an app."""
+    server = known_server(fleet, server_id)
     if server.role != "app":
-        raise PermanentError(f"server {sid!r} is {server.role!r}, not an app server")
+        raise PermanentError(f"server {server.id!r} is {server.role!r}, not an app server")
     return server
 
 
@@ -99,17 +104,13 @@ def home_server(
     it (a spare turned home by a failover). A mirror never does. PermanentError
     otherwise, naming the role.
     """
-    sid = check_id(server_id, "server id")
-    try:
-        server = fleet.server(sid)
-    except KeyError:
-        raise PermanentError(f"no server {sid!r} in fleet {fleet.name}") from None
+    server = known_server(fleet, server_id)
     if server.role == "app":
         return server
-    if server.role == "spare" and sid in homes(fleet, placements).values():
+    if server.role == "spare" and server.id in homes(fleet, placements).values():
         return server
     raise PermanentError(
-        f"server {sid!r} is {server.role!r}, not an app server"
+        f"server {server.id!r} is {server.role!r}, not an app server"
         + (" (and no client is placed on it)" if server.role == "spare" else "")
     )
 
@@ -149,11 +150,7 @@ def client_path(
     client = fleet.client(check_id(client_id, "client id"))
     if server_id is None:
         server_id = homes(fleet, placements)[client.id]
-    try:
-        root = fleet.server(check_id(server_id, "server id")).data_root
-    except KeyError:
-        raise PermanentError(f"no server {server_id!r} in fleet {fleet.name}") from None
-    return posixpath.join(root, client.data_path)
+    return posixpath.join(known_server(fleet, server_id).data_root, client.data_path)
 
 
 def repo_path(mirror: Server, app_server_id: str) -> str:
@@ -395,11 +392,7 @@ class FleetAccess(ClosesOnExit):
 
     def server(self, server_id: str) -> Server:
         """The server *server_id* (validated); PermanentError if the fleet has none."""
-        sid = check_id(server_id, "server id")
-        try:
-            return self.fleet.server(sid)
-        except KeyError:
-            raise PermanentError(f"no server {sid!r} in fleet {self.fleet.name}") from None
+        return known_server(self.fleet, server_id)
 
     def remote(self, server_id: str) -> Remote:
         """A live connection to *server_id* (pooled; reconnects after a transient error);
