@@ -188,6 +188,7 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
     own start limit on a loaded machine; serve then exits, and the second start finds
     the database migrated. So serve is started at most twice, never more.
     """
+    from ppo_dr.lab.chaos.channel_errors import CREDENTIAL_ENV, CREDENTIAL_VALUE
     from ppo_dr.lab.processes import spawn_detached
 
     home = fleet.lab.directory / "chaos-serve"
@@ -196,6 +197,7 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
     state_file = home / "prefect" / "serve.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PPO_DR_"))}
     env |= {"PPO_DR_HOME": str(home), "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    env |= {CREDENTIAL_ENV: CREDENTIAL_VALUE}  # channel-errors' stand-in takes any key
     serve: subprocess.Popen[bytes] | None = None
     try:  # whatever happens (Ctrl-C while it starts included), serve is stopped
         for attempt in (1, 2):
