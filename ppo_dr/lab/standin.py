@@ -153,8 +153,9 @@ def answer(vendor: Vendor, step: str, message_id: str) -> Answer:
 class StandIn:
     """The scripted vendors: the queue of steps per vendor and the request log."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, hold_s: float = HOLD_S) -> None:
         self.log = directory / LOG_NAME
+        self.hold_s = hold_s
         self.lock = threading.Lock()
         self.script: dict[Vendor, list[str]] = {v: [] for v in VENDORS}
 
@@ -216,11 +217,12 @@ def make_server(vendors: StandIn, stop: threading.Event) -> ThreadingHTTPServer:
             step = vendors.next_step(vendor)
             message_id = uuid.uuid4().hex if step == "ok" else None
             if step == "timeout":
-                stop.wait(HOLD_S)
+                stop.wait(vendors.hold_s)
                 self.close_connection = True
-            else:
+            seen = SeenRequest(vendor, recipient, step, arrived, time.time(), message_id)
+            vendors.record(seen)  # before the answer: whoever got it finds it in the log
+            if step != "timeout":
                 self.reply(answer(vendor, step, message_id or ""))
-            vendors.record(SeenRequest(vendor, recipient, step, arrived, time.time(), message_id))
 
         def do_GET(self) -> None:
             self.reply(Answer(200, b"stand-in for sendgrid, sns and x\n", {}))

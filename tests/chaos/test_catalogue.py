@@ -17,6 +17,7 @@ BUILT = [
     "power",
     "hang",
     "bitflip",
+    "channel-errors",
     "flapping",
     "orchestrator-kill",
     "disk",
@@ -62,7 +63,7 @@ def test_implemented_faults_use_a_fault_the_lab_can_inject() -> None:
     assert built == BUILT
     for name in built:
         # a damaged pack and a killed orchestrator are the chaos run's own doing
-        if BY_NAME[name].shape not in ("integrity", "orchestrator-kill"):
+        if BY_NAME[name].shape not in ("integrity", "orchestrator-kill", "channel-errors"):
             assert BY_NAME[name].lab_fault in FAULTS
 
 

@@ -54,6 +54,8 @@ CREDENTIAL_VALUE: Final = "stand-in-credential"
 MIN_BACKOFF_S: Final = 0.5
 #: How long the channels wait for an answer (their default read time-out).
 CLIENT_TIMEOUT_S: Final = 10.0
+#: Attempts of one notice: the send task's first and its three retries.
+MAX_ATTEMPTS: Final = 4
 #: Seconds to allow for clocks: the stand-in and the client time the same events.
 SLACK_S: Final = 0.05
 
@@ -65,23 +67,26 @@ def standin_fleet(document: Mapping[str, Any], standin_url: str) -> dict[str, An
     stay the lab's, so the incident and its notices are the lab's own records.
     """
     doc = copy.deepcopy(dict(document))
-    ref = {"env": CREDENTIAL_ENV}
+
+    def ref() -> dict[str, str]:  # a new mapping each time: YAML aliases are refused
+        return {"env": CREDENTIAL_ENV}
+
     keys = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
     doc["channels"] = {
         "email": {
             "provider": "sendgrid",
             "sender": doc.get("channels", {}).get("email", {}).get("sender", "noc@ppo.example"),
-            "api_key": ref,
+            "api_key": ref(),
             "endpoint_url": standin_url,
         },
         "sms": {
             "provider": "sns",
             "region": "us-east-1",
-            "access_key_id": ref,
-            "secret_access_key": ref,
+            "access_key_id": ref(),
+            "secret_access_key": ref(),
             "endpoint_url": standin_url,
         },
-        "x": {"provider": "x", **{k: ref for k in keys}, "endpoint_url": standin_url},
+        "x": {"provider": "x", **{k: ref() for k in keys}, "endpoint_url": standin_url},
     }
     for level in doc.get("escalation", {}).get("levels", []):
         level["channels"] = ["sms"]
@@ -151,22 +156,27 @@ def earliest_retry(failed: SeenRequest) -> float:
 
 
 def _backoff(obs: ChannelObservation) -> tuple[list[str], list[float]]:
-    """Broken back-off rules, and the gaps (seconds) between retries seen."""
+    """Broken back-off rules, and the gaps (seconds) between retries seen.
+
+    :data:`MAX_ATTEMPTS` failures in a row to one address are one notice given up: the
+    request after them is another notice (a fallback, a later step), not a retry.
+    """
     notes: list[str] = []
     gaps: list[float] = []
     by_address: dict[tuple[str, str], list[SeenRequest]] = {}
     for r in sorted(obs.requests, key=lambda r: r.at):
         by_address.setdefault((r.vendor, r.recipient), []).append(r)
-    given_up = {(n.channel, n.address) for n in obs.notices if n.status == "failed"}
     for (vendor, address), seen in by_address.items():
+        failures = 0
         for failed, after in zip(seen, [*seen[1:], None], strict=True):
-            if failed.step == "ok":
+            failures = 0 if failed.step == "ok" else failures + 1
+            if failures in (0, MAX_ATTEMPTS):
+                failures = 0
                 continue
             if after is None:
-                if (CHANNEL_OF.get(vendor), address) not in given_up:
-                    notes.append(f"{vendor} to {address}: a {failed.step} was not retried")
+                notes.append(f"{vendor} to {address}: a {failed.step} was not retried")
                 continue
-            gaps.append(round(after.at - failed.answered_at, 1))
+            gaps.append(round(after.at - failed.at, 1))
             if after.at + SLACK_S < earliest_retry(failed):
                 notes.append(
                     f"{vendor} to {address}: retried {after.at - failed.at:.1f} s after a "
@@ -225,8 +235,9 @@ def judge_channel_errors(spec: FaultSpec, obs: ChannelObservation) -> ChaosResul
     if passed:
         notes.append(
             f"{len(obs.requests)} request(s) to the stand-in, {len(failures)} failed as "
-            f"scripted, every one on the notices' attempts; retries {min(gaps):g}-"
-            f"{max(gaps):g} s after a failure; fallback e-mail reached {', '.join(reached)}"
+            f"scripted, every one on the notices' attempts; each retry {min(gaps):g}-"
+            f"{max(gaps):g} s after the failed request began; fallback e-mail reached "
+            f"{', '.join(reached)}"
         )
     start = obs.opened_at.timestamp() if obs.opened_at else None
     events: list[tuple[str, float]] = []
