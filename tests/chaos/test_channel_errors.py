@@ -71,6 +71,11 @@ CLEAN = ChannelObservation(
 )
 
 
+def moved(index: int, at: float) -> tuple[SeenRequest, ...]:
+    """The clean log with request *index* arriving *at* seconds after the opening."""
+    return (*REQUESTS[:index], replace(REQUESTS[index], at=START + at), *REQUESTS[index + 1 :])
+
+
 def _notice(key_part: str, **changes: object) -> tuple[SentNotice, ...]:
     return tuple(replace(n, **changes) if key_part in n.key else n for n in NOTICES)  # type: ignore[arg-type]
 
@@ -91,21 +96,9 @@ def test_a_clean_run_holds_and_its_row_has_exactly_the_issue_keys() -> None:
         (replace(CLEAN, incident_id=None, opened_at=None), "no incident was opened"),
         (replace(CLEAN, requests=tuple(replace(r, step="ok") for r in REQUESTS)), "not in force"),
         (replace(CLEAN, notices=_notice("sipho/sms", attempts=3)), "the notices count 3"),
-        (
-            replace(CLEAN, requests=(*REQUESTS[:1], replace(REQUESTS[1], at=START + 1.2),
-                                     *REQUESTS[2:])),
-            "sooner than its back-off allows",
-        ),  # fmt: skip
-        (
-            replace(CLEAN, requests=(*REQUESTS[:2], replace(REQUESTS[2], at=START + 3.0),
-                                     *REQUESTS[3:])),
-            "after a 429, sooner",
-        ),  # fmt: skip
-        (
-            replace(CLEAN, requests=(*REQUESTS[:3], replace(REQUESTS[3], at=START + 12.0),
-                                     *REQUESTS[4:])),
-            "after a timeout, sooner",
-        ),  # fmt: skip
+        (replace(CLEAN, requests=moved(1, 1.2)), "sooner than its back-off allows"),
+        (replace(CLEAN, requests=moved(2, 3.0)), "after a 429, sooner"),
+        (replace(CLEAN, requests=moved(3, 12.0)), "after a timeout, sooner"),
         (
             replace(CLEAN, requests=REQUESTS[:3] + REQUESTS[4:]),
             "a timeout was not retried",
@@ -121,9 +114,7 @@ def test_a_clean_run_holds_and_its_row_has_exactly_the_issue_keys() -> None:
         (replace(CLEAN, problems=("LabError: the stand-in did not start",)), "did not start"),
     ],
 )
-def test_each_broken_rule_fails_the_fault_with_its_note(
-    obs: ChannelObservation, says: str
-) -> None:
+def test_each_broken_rule_fails_the_fault_with_its_note(obs: ChannelObservation, says: str) -> None:
     result = judge_channel_errors(SPEC, obs)
     assert not result.passed
     assert any(says in note for note in result.notes), result.notes
