@@ -148,8 +148,10 @@ CATALOGUE: Final[tuple[FaultSpec, ...]] = (
     ),
     FaultSpec(
         "store-restart",
-        "the store's database restarted mid-run",
-        "retried; no incident or notice lost or duplicated",
+        "app server kill -9, then the store's database away 30 s mid-failover",
+        _OUTAGE + "; retried; no incident or notice lost or duplicated",
+        "server-outage",
+        "power",
     ),
     FaultSpec(
         "prefect-server-kill",

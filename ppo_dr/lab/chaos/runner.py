@@ -30,6 +30,7 @@ from ppo_dr.lab.chaos.flow_runs import FlowRuns
 from ppo_dr.lab.chaos.integrity_run import IntegrityContext, exercise_integrity
 from ppo_dr.lab.chaos.orchestrator_run import KillContext, exercise_orchestrator_kill
 from ppo_dr.lab.chaos.sequence import pick_target
+from ppo_dr.lab.chaos.store_restart_run import StoreOutage
 from ppo_dr.lab.chaos.verdict import ChaosResult, Observation, judge, judge_soak
 from ppo_dr.store import Incident, Store
 from ppo_dr.waiting import poll
@@ -90,6 +91,7 @@ class _Fault:
     plan_id: str | None = None
     healed_at: datetime | None = None
     healthy_at: datetime | None = None
+    store_outage: StoreOutage | None = None  # store-restart: the store taken away
 
 
 class ChaosRun:
@@ -203,6 +205,8 @@ class ChaosRun:
             self._heal(fault)
         self._await_recovery(fault)
         time.sleep(self.limits.settle)  # a late (second) incident shows up in this time
+        if fault.store_outage is not None:
+            return self._judge_store_restart(fault)
         return judge(spec, self._observe(fault))
 
     def _await_recovery(self, fault: _Fault) -> None:
@@ -260,6 +264,8 @@ class ChaosRun:
             fault.problems.append("the escalation started no failover with a plan to run")
             return
         plan_id = fault.plan_id
+        if fault.spec.name == "store-restart":
+            self._take_store_away(fault)
 
         def finished() -> str | None:
             record = self.store.failover(plan_id)
@@ -396,3 +402,20 @@ class ChaosRun:
             snapshots_taken_of_broken=len(broken),
             problems=tuple(fault.problems),
         )
+
+    # ---- store-restart: a power cut, and the store taken away mid-failover
+
+    def _take_store_away(self, fault: _Fault) -> None:
+        log = self.fleet.fleet_file.parent / "logs" / "chaos-serve.log"
+        fault.store_outage = StoreOutage(str(self.store.url), log)
+        fault.store_outage.start()
+        self.say(f"  the store taken away for {fault.store_outage.down_s:.0f} s mid-failover")
+
+    def _judge_store_restart(self, fault: _Fault) -> ChaosResult:
+        from ppo_dr.lab.chaos.store_restart import judge_store_restart
+
+        assert fault.store_outage is not None
+        facts = fault.store_outage.facts(
+            self.store, self.fleet.outbox(), fault.injected_at, fault.plan_id
+        )
+        return judge_store_restart(judge(fault.spec, self._observe(fault)), facts)
