@@ -155,8 +155,10 @@ CATALOGUE: Final[tuple[FaultSpec, ...]] = (
     ),
     FaultSpec(
         "prefect-server-kill",
-        "the Prefect API killed and restarted mid-failover",
-        "the run completes or is resumed; nothing done twice",
+        "app server kill -9, then the Prefect API killed and restarted mid-failover",
+        _OUTAGE + "; the run completes or is resumed; nothing done twice",
+        "server-outage",
+        "power",
     ),
     FaultSpec(
         "dc",

@@ -22,10 +22,11 @@ The I/O (the outage itself, reading serve's log) is
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+from ppo_dr.lab.chaos.power_plus import on_top_of_power
 from ppo_dr.lab.chaos.verdict import ChaosResult
 
 #: How long the store is away: three times SQLite's busy timeout (10 s), so a write
@@ -87,18 +88,14 @@ def store_rules(facts: StoreRestartFacts) -> list[str]:
 
 def judge_store_restart(base: ChaosResult, facts: StoreRestartFacts) -> ChaosResult:
     """The power row *base* with the store-restart rules applied on top."""
-    broken = store_rules(facts)
-    held = base.passed and not broken
-    notes = broken + list(base.notes)
-    if held and facts.down_at is not None and facts.up_at is not None:
-        away = (facts.up_at - facts.down_at).total_seconds()
-        notes.append(
-            f"store away {away:.1f} s mid-failover ({facts.how}); {facts.store_errors} "
-            f"store error(s) met and retried; {len(facts.notices)} notice(s), each sent once"
-        )
-    events = list(base.events)
-    if facts.injected_at is not None:
-        for what, at in (("store away", facts.down_at), ("store back", facts.up_at)):
-            if at is not None:
-                events.append((what, round((at - facts.injected_at).total_seconds(), 1)))
-    return replace(base, passed=held, notes=notes, events=sorted(events, key=lambda e: e[1]))
+    away = (
+        (facts.up_at - facts.down_at).total_seconds()
+        if facts.down_at is not None and facts.up_at is not None
+        else 0.0
+    )
+    held = (
+        f"store away {away:.1f} s mid-failover ({facts.how}); {facts.store_errors} "
+        f"store error(s) met and retried; {len(facts.notices)} notice(s), each sent once"
+    )
+    marks = (("store away", facts.down_at), ("store back", facts.up_at))
+    return on_top_of_power(base, store_rules(facts), held, marks, facts.injected_at)
