@@ -28,6 +28,8 @@ BUILT = [
     "host-key-change",
     "mirror-disk-full",
     "clock-skew",
+    "store-restart",
+    "prefect-server-kill",
     "dc",
 ]
 IMPLEMENTED = "implemented: " + ", ".join(BUILT)
@@ -78,7 +80,7 @@ def test_names_are_selected_in_the_order_given() -> None:
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("prefect-server-kill", "not implemented yet"),
+        ("no-such-fault", "unknown fault 'no-such-fault'"),
         ("powr", "unknown fault 'powr'"),
         ("power,,hang", "an empty name"),
         ("", "an empty name"),
