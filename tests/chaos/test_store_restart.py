@@ -79,7 +79,7 @@ def test_the_lab_outage_refuses_writes_transiently_then_lets_them_through(
     log.write_text("before\n", encoding="utf-8")
     with Store.open(url) as store:
         store.upgrade()
-        outage = StoreOutage(url, log, down_s=12.0)  # over the 10 s busy timeout
+        outage = StoreOutage(url, log, down_s=20.0)  # twice the 10 s busy timeout
         outage.start()
         while outage.down_at is None and outage.error is None:
             outage._thread.join(0.05)
@@ -91,7 +91,7 @@ def test_the_lab_outage_refuses_writes_transiently_then_lets_them_through(
         facts = outage.facts(store, tmp_path / "outbox.jsonl", T0, None)
         store.open_incident("outage", "k", "t", {})
     assert facts.down_at is not None and facts.up_at is not None
-    assert (facts.up_at - facts.down_at).total_seconds() >= 12.0
+    assert (facts.up_at - facts.down_at).total_seconds() >= 20.0
     assert (facts.store_errors, facts.problems, facts.notices) == (1, (), ())
 
 
