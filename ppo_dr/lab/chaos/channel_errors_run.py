@@ -20,10 +20,10 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import yaml
@@ -38,13 +38,13 @@ from ppo_dr.lab.chaos.channel_errors import (
     judge_channel_errors,
     standin_fleet,
 )
-from ppo_dr.lab.chaos.fleets import ChaosFleet
-from ppo_dr.lab.chaos.flow_runs import FlowRuns
 from ppo_dr.lab.chaos.verdict import ChaosResult
 from ppo_dr.lab.processes import spawn_detached
 from ppo_dr.lab.standin import STATE_NAME, read_requests
-from ppo_dr.store import Store
 from ppo_dr.waiting import poll
+
+if TYPE_CHECKING:
+    from ppo_dr.lab.chaos.runner import ChaosRun
 
 ESCALATION_DEPLOYMENT = "escalation/escalation"
 STANDIN_STARTS_S = 30.0
@@ -53,16 +53,6 @@ STANDIN_STARTS_S = 30.0
 SETTLE_S = 300.0
 #: Resolved to the escalation run's end (it wakes at its next deadline, at most 40 s).
 ENDS_S = 240.0
-
-
-@dataclass(frozen=True)
-class ChannelContext:
-    """What channel-errors needs of a chaos run."""
-
-    fleet: ChaosFleet
-    store: Store
-    operator: FlowRuns
-    say: Callable[[str], None]
 
 
 def _start_standin(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -100,11 +90,11 @@ def _script(url: str) -> None:
         raise LabError(f"the stand-in refused the script ({status})")
 
 
-def _notices(ctx: ChannelContext, incident_id: int) -> tuple[SentNotice, ...]:
+def _notices(run: ChaosRun, incident_id: int) -> tuple[SentNotice, ...]:
     """The incident's notices, each with the address its provider was given."""
-    people = {p.id: p for p in load_fleet(ctx.fleet.fleet_file).people}
+    people = {p.id: p for p in load_fleet(run.fleet.fleet_file).people}
     out = []
-    for n in ctx.store.notices(incident_id):
+    for n in run.store.notices(incident_id):
         person = people.get(n.recipient)
         address = {"email": person.email, "sms": person.sms}.get(n.channel) if person else None
         out.append(
@@ -117,10 +107,10 @@ def _notices(ctx: ChannelContext, incident_id: int) -> tuple[SentNotice, ...]:
 
 
 def _page_through_standin(
-    ctx: ChannelContext, obs: ChannelObservation, fleet_copy: Path
+    run: ChaosRun, obs: ChannelObservation, fleet_copy: Path
 ) -> ChannelObservation:
     """Open the incident, run its escalation with *fleet_copy*, resolve once settled."""
-    incident, _ = ctx.store.open_incident(
+    incident, _ = run.store.open_incident(
         "test",
         f"chaos/channel-errors/{datetime.now(UTC).isoformat()}",
         "chaos: channel-errors (SMS, e-mail and X providers failing)",
@@ -128,45 +118,45 @@ def _page_through_standin(
         severity="minor",
     )
     obs = replace(obs, incident_id=incident.id, opened_at=incident.opened_at)
-    ctx.say(f"  incident #{incident.id} opened; escalation through the stand-in")
+    run.say(f"  incident #{incident.id} opened; escalation through the stand-in")
     ended: list[str] = []
     parameters = {"incident_id": incident.id, "fleet_file": str(fleet_copy)}
     runner = threading.Thread(
-        target=lambda: ended.append(ctx.operator.run_to_end(ESCALATION_DEPLOYMENT, parameters)),
+        target=lambda: ended.append(run.operator.run_to_end(ESCALATION_DEPLOYMENT, parameters)),
         daemon=True,
     )
     runner.start()
 
     def settled() -> bool:
-        notices = ctx.store.notices(incident.id)
+        notices = run.store.notices(incident.id)
         posted = any(n.channel == "x" and n.status == "sent" for n in notices)
         return posted and all(n.status != "pending" for n in notices)
 
     if not poll(settled, SETTLE_S, every=2.0):
         obs = replace(obs, problems=(*obs.problems, f"notices not settled in {SETTLE_S:.0f} s"))
-    resolved = ctx.store.resolve(incident.id, by="chaos", note="chaos run: channel-errors over")
-    ctx.say("  incident resolved; waiting for the escalation run to end")
+    resolved = run.store.resolve(incident.id, by="chaos", note="chaos run: channel-errors over")
+    run.say("  incident resolved; waiting for the escalation run to end")
     runner.join(ENDS_S)
     return replace(
         obs, resolved_at=resolved.resolved_at, escalation_state=ended[0] if ended else None
     )
 
 
-def exercise_channel_errors(ctx: ChannelContext, spec: FaultSpec) -> ChaosResult:
+def exercise_channel_errors(run: ChaosRun, spec: FaultSpec) -> ChaosResult:
     """Page through the scripted stand-in, then judge its log against the notices."""
-    lab = ctx.fleet.fleet_file.parent
+    lab = run.fleet.fleet_file.parent
     directory = lab / "chaos" / "standin"
     obs = ChannelObservation(fault=spec.name, incident_id=None, opened_at=None)
     standin = None
     try:
         standin, url = _start_standin(directory)
         _script(url)
-        document = yaml.safe_load(ctx.fleet.fleet_file.read_text(encoding="utf-8"))
+        document = yaml.safe_load(run.fleet.fleet_file.read_text(encoding="utf-8"))
         fleet_copy = lab / "chaos" / "fleet-standin.yaml"
         fleet_copy.write_text(yaml.safe_dump(standin_fleet(document, url)), encoding="utf-8")
         load_fleet(fleet_copy)  # refused here, before anything pages, if it is not valid
-        ctx.say(f"{spec.name}: stand-in at {url} scripted: {json.dumps(SCRIPT)}")
-        obs = _page_through_standin(ctx, obs, fleet_copy)
+        run.say(f"{spec.name}: stand-in at {url} scripted: {json.dumps(SCRIPT)}")
+        obs = _page_through_standin(run, obs, fleet_copy)
     except DRError as exc:
         obs = replace(obs, problems=(*obs.problems, f"{type(exc).__name__}: {exc}"))
     finally:
@@ -174,5 +164,5 @@ def exercise_channel_errors(ctx: ChannelContext, spec: FaultSpec) -> ChaosResult
             standin.send_signal(signal.SIGTERM)
             standin.wait(STANDIN_STARTS_S)
     if obs.incident_id is not None:
-        obs = replace(obs, notices=_notices(ctx, obs.incident_id))
+        obs = replace(obs, notices=_notices(run, obs.incident_id))
     return judge_channel_errors(spec, replace(obs, requests=tuple(read_requests(directory))))

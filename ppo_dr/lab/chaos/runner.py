@@ -166,10 +166,9 @@ class ChaosRun:
             kill = KillContext(self.fleet, self.store, self.operator, self.say, self._ready)
             return exercise_orchestrator_kill(kill, spec)
         if spec.shape == "channel-errors":
-            from ppo_dr.lab.chaos.channel_errors_run import ChannelContext, exercise_channel_errors
+            from ppo_dr.lab.chaos.channel_errors_run import exercise_channel_errors
 
-            channels = ChannelContext(self.fleet, self.store, self.operator, self.say)
-            return exercise_channel_errors(channels, spec)
+            return exercise_channel_errors(self, spec)
         if spec.shape == "mirror":  # trouble around a server: the mirror runbook's
             from ppo_dr.lab.chaos.mirror_faults import exercise_mirror_fault
 
