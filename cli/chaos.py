@@ -233,6 +233,7 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PPO_DR_"))}
     env |= {"PPO_DR_HOME": str(home), "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
     env |= {CREDENTIAL_ENV: CREDENTIAL_VALUE}  # channel-errors' stand-in takes any key
+    env |= {"PPO_DR_SERVER_START_S": str(SERVE_START_S)}  # serve's own 60 s is too short
     serve: subprocess.Popen[bytes] | None = None
     operator: PrefectOperator | None = None
     try:  # whatever happens (Ctrl-C while it starts included), serve is stopped

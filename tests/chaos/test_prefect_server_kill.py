@@ -54,9 +54,7 @@ def test_a_clean_run_holds_ridden_out_or_resumed(facts: PrefectKillFacts, says: 
         (replace(GOOD, problems=("no restore began within 600 s",)), "no restore began"),
     ],
 )
-def test_each_broken_rule_fails_the_fault_with_its_note(
-    facts: PrefectKillFacts, says: str
-) -> None:
+def test_each_broken_rule_fails_the_fault_with_its_note(facts: PrefectKillFacts, says: str) -> None:
     result = judge_prefect_server_kill(BASE, facts)
     assert not result.passed
     assert any(says in note for note in result.notes), result.notes
