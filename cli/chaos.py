@@ -120,10 +120,45 @@ def _soak_seconds(text: str) -> float:
 
 
 class PrefectOperator:
-    """The on-call's answers, given through the served Prefect API."""
+    """The on-call's answers, given through the served Prefect API; and that API's
+    server killed and started again (prefect-server-kill)."""
 
-    def __init__(self, api_url: str) -> None:
+    def __init__(self, api_url: str, home: Path | None = None) -> None:
         self.api_url = api_url
+        self.home = home  # serve's PPO_DR_HOME: its server's database and log
+        self.restarted: Any = None  # the server started again, stopped at the end
+
+    def kill_server(self) -> None:
+        """SIGKILL the Prefect server serve started (its process group)."""
+        assert self.home is not None
+        state = json.loads((self.home / "prefect" / "serve.json").read_text(encoding="utf-8"))
+        pid = self.restarted.pid if self.restarted is not None else state.get("server_pid")
+        if not isinstance(pid, int):
+            raise LabError("serve runs no Prefect server of its own to kill")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+    def start_server(self) -> None:
+        """The server again, on the same port and database, once it answers."""
+        from urllib.parse import urlsplit
+
+        from deployments.local_server import LocalPrefectServer, ServeError
+
+        assert self.home is not None
+        port = urlsplit(self.api_url).port
+        log = self.home / "logs" / "prefect-server.log"
+        self.restarted = LocalPrefectServer(self.home / "prefect", log, port)
+        try:
+            self.restarted.start()
+            self.restarted.wait_until_healthy(SERVE_START_S)
+        except ServeError as exc:
+            raise LabError(str(exc)) from exc
+
+    def stop_restarted(self) -> None:
+        """Stop a server :meth:`start_server` started (serve stops only its own)."""
+        if self.restarted is not None:
+            self.restarted.stop()
+            self.restarted = None
 
     def approve(self, plan_id: str) -> None:
         from deployments.demo.session import prefect_api
@@ -188,6 +223,7 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
     own start limit on a loaded machine; serve then exits, and the second start finds
     the database migrated. So serve is started at most twice, never more.
     """
+    from ppo_dr.lab.chaos.channel_errors import CREDENTIAL_ENV, CREDENTIAL_VALUE
     from ppo_dr.lab.processes import spawn_detached
 
     home = fleet.lab.directory / "chaos-serve"
@@ -196,7 +232,10 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
     state_file = home / "prefect" / "serve.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PPO_DR_"))}
     env |= {"PPO_DR_HOME": str(home), "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    env |= {CREDENTIAL_ENV: CREDENTIAL_VALUE}  # channel-errors' stand-in takes any key
+    env |= {"PPO_DR_SERVER_START_S": str(SERVE_START_S)}  # serve's own 60 s is too short
     serve: subprocess.Popen[bytes] | None = None
+    operator: PrefectOperator | None = None
     try:  # whatever happens (Ctrl-C while it starts included), serve is stopped
         for attempt in (1, 2):
             # serve claims its port by binding it: a serve started beside it gets another
@@ -216,10 +255,13 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
                 typer.echo(f"{exc}; starting it once more (its database is migrated now)")
         typer.echo(f"ppo-dr serve is up (API {api_url}; log {log_file})")
         _start_probe(api_url)
-        yield PrefectOperator(api_url)
+        operator = PrefectOperator(api_url, home)
+        yield operator
     finally:
         if serve is not None:
             _stop(serve)
+        if operator is not None:
+            operator.stop_restarted()
 
 
 def _wait_serving(

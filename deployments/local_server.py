@@ -37,6 +37,19 @@ HOST = "127.0.0.1"
 #: Port of Prefect's own default; used when free, so the UI has a URL to bookmark.
 PREFERRED_PORT = 4200
 SERVER_START_TIMEOUT = 60.0
+#: Overrides :data:`SERVER_START_TIMEOUT` (seconds): ``ppo-dr lab chaos`` gives its serve
+#: longer, as a cold server on a loaded machine imports Prefect for minutes.
+START_TIMEOUT_ENV = "PPO_DR_SERVER_START_S"
+
+
+def server_start_timeout() -> float:
+    """How long serve waits for its Prefect server: the environment's, else the default."""
+    try:
+        return max(float(os.environ.get(START_TIMEOUT_ENV, SERVER_START_TIMEOUT)), 1.0)
+    except ValueError:
+        return SERVER_START_TIMEOUT
+
+
 SERVER_STOP_TIMEOUT = 15.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

@@ -52,6 +52,7 @@ from deployments.local_server import (
     LocalPrefectServer,
     ServeError,
     server_lock,
+    server_start_timeout,
     signals_ignored,
     stop_like_ctrl_c,
     ui_url_for,
@@ -292,7 +293,7 @@ def run_serve(
                 )
                 api_url = server.api_url
                 deployments = build_deployments()  # while the server boots
-                took = server.wait_until_healthy()
+                took = server.wait_until_healthy(server_start_timeout())
                 echo(f"Prefect server: healthy after {took:.1f} s")
 
             # For this process and the runs serve starts: this API, and results (a

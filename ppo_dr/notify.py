@@ -11,7 +11,9 @@ The split between this module and the Prefect task that calls it:
     Records the notice under its idempotency key *before* sending
     (``record_notice``). A notice already ``sent`` (or ``skipped``) is returned
     without sending: a retried task or a restarted flow finds it and stops there.
-    Otherwise it sends once and stores the provider's receipt (``mark_notice_sent``).
+    Otherwise it sends once and stores the provider's receipt (``mark_notice_sent``);
+    an attempt the channel refuses is counted on the notice with its error
+    (``note_notice_attempt``), so ``attempts`` counts every send, not only the last.
     A :class:`~ppo_dr.errors.TransientError` propagates with the notice left
     ``pending`` so the task's retry (with back-off) re-uses the same row; a
     :class:`~ppo_dr.errors.PermanentError` propagates too, and the shared retry
@@ -163,7 +165,11 @@ def deliver(
     message = OutboundMessage(
         intent.key, kind, address or intent.recipient, intent.subject, intent.body
     )
-    receipt = channel.send(message)
+    try:
+        receipt = channel.send(message)
+    except DRError as exc:  # every refused attempt is on the record, not only the last
+        store.note_notice_attempt(intent.key, error_text(exc))
+        raise
     notice = store.mark_notice_sent(intent.key, str(receipt))
     _log.info("notice %s sent by %s: %s", intent.key, channel.name, receipt)
     return DeliveryResult(notice, sent_now=True, receipt=receipt)
@@ -182,7 +188,7 @@ def give_up(
     text = error_text(error)
     if store.notice(intent.key) is None:  # failed before it could be recorded
         record_intent(store, intent, incident_id)
-    notice = store.mark_notice_failed(intent.key, text)
+    notice = store.mark_notice_failed(intent.key, text, counted=False)  # deliver counted
     if notice.status == "sent":
         return None  # another attempt got through after all
     _log.warning("notice %s failed: %s", intent.key, text)

@@ -24,7 +24,13 @@ from typing import IO
 
 import pytest
 
-from deployments.local_server import api_is_healthy, free_port
+from deployments.local_server import (
+    SERVER_START_TIMEOUT,
+    START_TIMEOUT_ENV,
+    api_is_healthy,
+    free_port,
+    server_start_timeout,
+)
 from ppo_dr.pids import alive
 from tests.cli.entry import PPO_DR
 from tests.prefect_fixtures import isolated_env, using_api
@@ -460,3 +466,17 @@ def test_probe_heartbeat_automation_is_idempotent_and_fires_when_heartbeats_stop
         finally:
             for found in client.read_automations_by_name(f"ppo-dr probe heartbeat: {fleet}"):
                 client.delete_automation(found.id)
+
+
+@pytest.mark.parametrize(
+    ("value", "limit"),
+    [(None, SERVER_START_TIMEOUT), ("240", 240.0), ("0", 1.0), ("soon", SERVER_START_TIMEOUT)],
+)
+def test_the_server_start_limit_comes_from_the_environment_when_it_is_a_number(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, limit: float
+) -> None:
+    if value is None:
+        monkeypatch.delenv(START_TIMEOUT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(START_TIMEOUT_ENV, value)
+    assert server_start_timeout() == limit

@@ -50,10 +50,13 @@ from ppo_dr.secret_refs import REDACTOR, SecretResolver, resolve_secret
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
-    """Where the providers are, when not their public hosts (stand-ins, private links)."""
+    """Where the providers are, when not their public hosts (stand-ins, private links).
+
+    ``channels.<kind>.endpoint_url`` in fleet.yaml wins over these."""
 
     sendgrid_host: str | None = None
     sns_endpoint_url: str | None = None
+    x_api_url: str | None = None
 
 
 def build_channels(
@@ -69,6 +72,8 @@ def build_channels(
     ``channels.outbox``, else ``outbox.jsonl`` in the state directory.
     """
     cfg = fleet.channels
+    sendgrid_host = cfg.email.endpoint_url or endpoints.sendgrid_host
+    x_api_url = cfg.x.endpoint_url or endpoints.x_api_url
 
     def required(ref: SecretRef | None, what: str) -> SecretStr:
         if ref is None:
@@ -91,7 +96,7 @@ def build_channels(
             SendGridSettings(
                 api_key=required(cfg.email.api_key, "email.api_key"),
                 sender=cfg.email.sender,
-                **({"host": endpoints.sendgrid_host} if endpoints.sendgrid_host else {}),
+                **({"host": sendgrid_host} if sendgrid_host else {}),
             )
         )
 
@@ -101,7 +106,7 @@ def build_channels(
                 region=cfg.sms.region or "",
                 access_key_id=optional(cfg.sms.access_key_id),
                 secret_access_key=optional(cfg.sms.secret_access_key),
-                endpoint_url=endpoints.sns_endpoint_url,
+                endpoint_url=cfg.sms.endpoint_url or endpoints.sns_endpoint_url,
             )
         )
 
@@ -113,6 +118,7 @@ def build_channels(
                 consumer_secret=required(x.consumer_secret, "x.consumer_secret"),
                 access_token=required(x.access_token, "x.access_token"),
                 access_token_secret=required(x.access_token_secret, "x.access_token_secret"),
+                **({"api_url": x_api_url} if x_api_url else {}),
             )
         )
 

@@ -7,9 +7,10 @@ characters are refused here, before any I/O: X counts most CJK and emoji as two 
 every URL as 23.
 
 tweepy calls ``requests`` without a timeout, so the client's session is replaced by
-one that always passes ours. The ``adapter`` argument mounts a requests transport on
-the API host: the seam tests use to intercept the HTTP layer (as httpx's
-``MockTransport`` is), never needed in production.
+one that always passes ours, and sends to ``api_url`` instead of X's host when one is
+set (a stand-in or a proxy; tweepy has no host setting). The ``adapter`` argument
+mounts a requests transport on the API host: the seam tests use to intercept the HTTP
+layer (as httpx's ``MockTransport`` is), never needed in production.
 """
 
 from __future__ import annotations
@@ -71,18 +72,26 @@ class XSettings(BaseModel):
     access_token: SecretStr
     access_token_secret: SecretStr
     timeout: float = Field(default=10.0, gt=0, le=120)
+    #: Where X's API is, when not at its public host (a stand-in or a proxy).
+    api_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+")
 
 
 class _TimeoutSession(requests.Session):
-    """A session that applies our timeout to every request tweepy makes without one."""
+    """A session that applies our timeout to every request tweepy makes without one,
+    and sends what tweepy addresses to X's hosts to *api_url* when one is given."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, api_url: str | None = None) -> None:
         super().__init__()
         self.default_timeout = timeout
+        self.api_url = api_url.rstrip("/") if api_url else None
 
-    def request(self, *args: Any, **kwargs: Any) -> Any:
+    def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", self.default_timeout)
-        return super().request(*args, **kwargs)
+        if self.api_url:
+            for host in X_API_HOSTS:
+                if str(url).startswith(host + "/"):
+                    url = self.api_url + str(url)[len(host) :]
+        return super().request(method, url, *args, **kwargs)
 
 
 class XStatus(ProviderChannel):
@@ -103,7 +112,7 @@ class XStatus(ProviderChannel):
             REDACTOR.protect(value)
         self.settings = settings
         self._client = tweepy.Client(**values)
-        session = _TimeoutSession(settings.timeout)
+        session = _TimeoutSession(settings.timeout, settings.api_url)
         if adapter is not None:
             for host in X_API_HOSTS:
                 session.mount(host, adapter)
@@ -111,7 +120,7 @@ class XStatus(ProviderChannel):
         REDACTOR.install()
 
     def __repr__(self) -> str:
-        return "XStatus()"
+        return f"XStatus(api={self.settings.api_url or 'x'!r})"
 
     def publish(self, message: OutboundMessage) -> str | None:
         """Post the body as a status; the new post's id is the receipt."""

@@ -223,9 +223,13 @@ class Timing(FrozenModel):
 
 
 class EmailChannel(FrozenModel):
+    """``endpoint_url`` (every channel has one) replaces the provider's public API host:
+    for a stand-in (the lab's, tests') or an egress proxy; unset in production."""
+
     provider: Literal["sendgrid", "outbox"] = "outbox"
     sender: Email = "noc@example.com"
     api_key: Secret | None = None
+    endpoint_url: HttpUrl | None = None
 
 
 class SmsChannel(FrozenModel):
@@ -233,10 +237,12 @@ class SmsChannel(FrozenModel):
     region: str | None = None
     access_key_id: Secret | None = None
     secret_access_key: Secret | None = None
+    endpoint_url: HttpUrl | None = None
 
 
 class XChannel(FrozenModel):
     provider: Literal["x", "outbox"] = "outbox"
+    endpoint_url: HttpUrl | None = None
     consumer_key: Secret | None = None
     consumer_secret: Secret | None = None
     access_token: Secret | None = None

@@ -230,6 +230,13 @@ def _channel_problems(fleet: Fleet) -> Iterator[Problem]:
                 yield ("channels", "x", name), "secret reference", f"x needs {name}"
     if ch.sms.provider == "sns" and not ch.sms.region:
         yield ("channels", "sms", "region"), "required field", "sns needs a region"
+    for kind, channel in (("email", ch.email), ("sms", ch.sms), ("x", ch.x)):
+        if channel.endpoint_url is not None and channel.provider == "outbox":
+            yield (
+                ("channels", kind, "endpoint_url"),
+                "endpoint for a provider",
+                "endpoint_url replaces a provider's API host; the outbox has none",
+            )
 
 
 def _overlaps(a: str, b: str) -> bool:

@@ -100,17 +100,28 @@ class NoticesMixin(StoreBase):
             row.attempts += 1
             return to_record(Notice, row)
 
-    def mark_notice_failed(self, key: str, error: str) -> Notice:
-        """A send attempt failed: count it, keep the (truncated) error. A sent notice stays sent."""
+    def note_notice_attempt(self, key: str, error: str) -> Notice:
+        """A send attempt the provider refused: count it and keep its error; the notice
+        stays ``pending`` (a retry or :meth:`mark_notice_failed` decides what next)."""
+        return self._failed_attempt(key, error, give_up=False, counted=True)
+
+    def mark_notice_failed(self, key: str, error: str, *, counted: bool = True) -> Notice:
+        """Given up: ``failed`` with the (truncated) error; the attempt is counted unless
+        *counted* is False (already counted by :meth:`note_notice_attempt`, or none was
+        made). A sent notice stays sent."""
+        return self._failed_attempt(key, error, give_up=True, counted=counted)
+
+    def _failed_attempt(self, key: str, error: str, *, give_up: bool, counted: bool) -> Notice:
         key = check_text(key, "idempotency key", KEY_LEN)
         error = check_text(error, "error", 10**9, empty_ok=True)[:_ERROR_LEN]
         with self._tx(write=True) as session:
             row = self._by_key(session, key)
             if row.status in ("sent", "skipped"):
                 return to_record(Notice, row)
-            row.status = "failed"
+            if give_up:
+                row.status = "failed"
             row.error = error
-            row.attempts += 1
+            row.attempts += 1 if counted else 0
             return to_record(Notice, row)
 
     def mark_notice_skipped(self, key: str, reason: str) -> Notice:

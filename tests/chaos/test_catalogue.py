@@ -17,6 +17,7 @@ BUILT = [
     "power",
     "hang",
     "bitflip",
+    "channel-errors",
     "flapping",
     "orchestrator-kill",
     "disk",
@@ -27,6 +28,8 @@ BUILT = [
     "host-key-change",
     "mirror-disk-full",
     "clock-skew",
+    "store-restart",
+    "prefect-server-kill",
     "dc",
 ]
 IMPLEMENTED = "implemented: " + ", ".join(BUILT)
@@ -62,7 +65,7 @@ def test_implemented_faults_use_a_fault_the_lab_can_inject() -> None:
     assert built == BUILT
     for name in built:
         # a damaged pack and a killed orchestrator are the chaos run's own doing
-        if BY_NAME[name].shape not in ("integrity", "orchestrator-kill"):
+        if BY_NAME[name].shape not in ("integrity", "orchestrator-kill", "channel-errors"):
             assert BY_NAME[name].lab_fault in FAULTS
 
 
@@ -77,7 +80,7 @@ def test_names_are_selected_in_the_order_given() -> None:
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("prefect-server-kill", "not implemented yet"),
+        ("no-such-fault", "unknown fault 'no-such-fault'"),
         ("powr", "unknown fault 'powr'"),
         ("power,,hang", "an empty name"),
         ("", "an empty name"),

@@ -483,6 +483,25 @@ CASES: list[Case] = [
         for name in ["consumer_key", "consumer_secret", "access_token", "access_token_secret"]
     ],
     bad("channels.sms.region", DELETE, REQUIRED, "sns needs a region"),
+    # ---- provider endpoints (stand-ins, proxies)
+    *[
+        bad(f"channels.{kind}.endpoint_url", url, "http(s) URL", says)
+        for kind in ["email", "sms", "x"]
+        for url, says in [
+            ("ftp://relay.example/", "not an http(s) URL"),
+            ("http://u:pw@proxy.example:3128", "must not carry a password"),
+        ]
+    ],
+    Case(
+        "endpoint_url on the outbox",
+        both(
+            put("channels.sms.provider", "outbox"),
+            put("channels.sms.endpoint_url", "http://127.0.0.1:8080"),
+        ),
+        "endpoint for a provider",
+        "channels.sms.endpoint_url",
+        "the outbox has none",
+    ),
     # ---- escalation
     Case(
         "person without the level's channel",

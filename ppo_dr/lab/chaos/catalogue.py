@@ -22,7 +22,13 @@ from ppo_dr.errors import PermanentError
 #: (:mod:`ppo_dr.lab.chaos.orchestrator`), or trouble around a server that the mirror
 #: runbook must ride out (:mod:`ppo_dr.lab.chaos.mirror_faults`).
 Shape = Literal[
-    "server-outage", "dc-outage", "flapping", "integrity", "orchestrator-kill", "mirror"
+    "server-outage",
+    "dc-outage",
+    "flapping",
+    "integrity",
+    "orchestrator-kill",
+    "mirror",
+    "channel-errors",  # paging through failing providers (:mod:`.channel_errors`)
 ]
 
 
@@ -71,6 +77,7 @@ CATALOGUE: Final[tuple[FaultSpec, ...]] = (
         "channel-errors",
         "SMS/e-mail/X stand-ins answer 500, 429, then time out",
         "retried with back-off, fallback channel used, every attempt recorded, no duplicate page",
+        "channel-errors",
     ),
     FaultSpec(
         "flapping",
@@ -141,13 +148,17 @@ CATALOGUE: Final[tuple[FaultSpec, ...]] = (
     ),
     FaultSpec(
         "store-restart",
-        "the store's database restarted mid-run",
-        "retried; no incident or notice lost or duplicated",
+        "app server kill -9, then the store's database away 30 s mid-failover",
+        _OUTAGE + "; retried; no incident or notice lost or duplicated",
+        "server-outage",
+        "power",
     ),
     FaultSpec(
         "prefect-server-kill",
-        "the Prefect API killed and restarted mid-failover",
-        "the run completes or is resumed; nothing done twice",
+        "app server kill -9, then the Prefect API killed and restarted mid-failover",
+        _OUTAGE + "; the run completes or is resumed; nothing done twice",
+        "server-outage",
+        "power",
     ),
     FaultSpec(
         "dc",

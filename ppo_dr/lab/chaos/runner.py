@@ -29,7 +29,9 @@ from ppo_dr.lab.chaos.fleets import ChaosFleet
 from ppo_dr.lab.chaos.flow_runs import FlowRuns
 from ppo_dr.lab.chaos.integrity_run import IntegrityContext, exercise_integrity
 from ppo_dr.lab.chaos.orchestrator_run import KillContext, exercise_orchestrator_kill
+from ppo_dr.lab.chaos.prefect_server_kill import PrefectKillFacts
 from ppo_dr.lab.chaos.sequence import pick_target
+from ppo_dr.lab.chaos.store_restart_run import StoreOutage
 from ppo_dr.lab.chaos.verdict import ChaosResult, Observation, judge, judge_soak
 from ppo_dr.store import Incident, Store
 from ppo_dr.waiting import poll
@@ -90,6 +92,8 @@ class _Fault:
     plan_id: str | None = None
     healed_at: datetime | None = None
     healthy_at: datetime | None = None
+    store_outage: StoreOutage | None = None  # store-restart: the store taken away
+    api_kill: PrefectKillFacts | None = None  # prefect-server-kill: what the kill did
 
 
 class ChaosRun:
@@ -161,6 +165,10 @@ class ChaosRun:
         if spec.shape == "orchestrator-kill":
             kill = KillContext(self.fleet, self.store, self.operator, self.say, self._ready)
             return exercise_orchestrator_kill(kill, spec)
+        if spec.shape == "channel-errors":
+            from ppo_dr.lab.chaos.channel_errors_run import exercise_channel_errors
+
+            return exercise_channel_errors(self, spec)
         if spec.shape == "mirror":  # trouble around a server: the mirror runbook's
             from ppo_dr.lab.chaos.mirror_faults import exercise_mirror_fault
 
@@ -198,6 +206,10 @@ class ChaosRun:
             self._heal(fault)
         self._await_recovery(fault)
         time.sleep(self.limits.settle)  # a late (second) incident shows up in this time
+        if fault.store_outage is not None:
+            return self._judge_store_restart(fault)
+        if fault.api_kill is not None:
+            return self._judge_prefect_server_kill(fault)
         return judge(spec, self._observe(fault))
 
     def _await_recovery(self, fault: _Fault) -> None:
@@ -255,6 +267,10 @@ class ChaosRun:
             fault.problems.append("the escalation started no failover with a plan to run")
             return
         plan_id = fault.plan_id
+        if fault.spec.name == "store-restart":
+            self._take_store_away(fault)
+        if fault.spec.name == "prefect-server-kill":
+            self._kill_prefect_server(fault, fault.incident.id, plan_id)
 
         def finished() -> str | None:
             record = self.store.failover(plan_id)
@@ -391,3 +407,39 @@ class ChaosRun:
             snapshots_taken_of_broken=len(broken),
             problems=tuple(fault.problems),
         )
+
+    # ---- store-restart: a power cut, and the store taken away mid-failover
+
+    def _take_store_away(self, fault: _Fault) -> None:
+        log = self.fleet.fleet_file.parent / "logs" / "chaos-serve.log"
+        fault.store_outage = StoreOutage(str(self.store.url), log)
+        fault.store_outage.start()
+        self.say(f"  the store taken away for {fault.store_outage.down_s:.0f} s mid-failover")
+
+    def _judge_store_restart(self, fault: _Fault) -> ChaosResult:
+        from ppo_dr.lab.chaos.store_restart import judge_store_restart
+
+        assert fault.store_outage is not None
+        facts = fault.store_outage.facts(
+            self.store, self.fleet.outbox(), fault.injected_at, fault.plan_id
+        )
+        return judge_store_restart(judge(fault.spec, self._observe(fault)), facts)
+
+    # ---- prefect-server-kill: a power cut, and the Prefect API killed mid-failover
+
+    def _kill_prefect_server(self, fault: _Fault, incident_id: int, plan_id: str) -> None:
+        from ppo_dr.lab.chaos.prefect_server_kill_run import (
+            KillApiContext,
+            kill_api_mid_failover,
+        )
+
+        context = KillApiContext(self.store, self.operator, self.say, self.limits.failover)
+        fault.api_kill = kill_api_mid_failover(context, incident_id, plan_id, fault.injected_at)
+
+    def _judge_prefect_server_kill(self, fault: _Fault) -> ChaosResult:
+        from ppo_dr.lab.chaos.prefect_server_kill import judge_prefect_server_kill
+        from ppo_dr.lab.chaos.prefect_server_kill_run import nothing_twice
+
+        assert fault.api_kill is not None
+        facts = nothing_twice(self.store, fault.plan_id, fault.injected_at, fault.api_kill)
+        return judge_prefect_server_kill(judge(fault.spec, self._observe(fault)), facts)
