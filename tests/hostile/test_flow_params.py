@@ -12,10 +12,8 @@ loopback guard fails the test if anything reaches beyond 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
-import socket
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -36,7 +34,7 @@ from ppo_dr.failover.plan import FleetState, Scope, Target, plan_failover
 from ppo_dr.failover.plan_json import with_id
 from ppo_dr.inventory import load_fleet
 from ppo_dr.store import Store
-from tests.cli.entry import ROOT
+from tests.hostile.fleets import loopback_example
 from tests.netguard import loopback_guard
 from tests.ppo_dr.failover.fleets import NOW, mirrored
 
@@ -46,22 +44,10 @@ pytestmark = [pytest.mark.prefect, pytest.mark.timeout(240)]
 HOSTILE = ["a;rm -rf /", "../../etc", "A B", "a\x00b", "a" * 10_240]
 
 
-def _closed_ports(n: int) -> list[int]:
-    """*n* distinct ports of 127.0.0.1 that nothing listens on (bound together, closed)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-
-
 @pytest.fixture(scope="module")
 def fleet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example fleet on 127.0.0.1 (nothing listening), outbox channels, no store URL."""
-    doc = yaml.safe_load((ROOT / "examples" / "fleet.yaml").read_text(encoding="utf-8"))
-    endpoints = [s[e] for s in doc["servers"] for e in ("ssh", "http") if e in s]
-    for endpoint, port in zip(endpoints, _closed_ports(len(endpoints)), strict=True):
-        endpoint.update(host="127.0.0.1", port=port)
+    doc = loopback_example()
     doc["channels"] = {"outbox": str(tmp_path_factory.mktemp("outbox") / "outbox.jsonl")}
     doc.pop("store")
     path = tmp_path_factory.mktemp("hostile-fleet") / "fleet.yaml"
