@@ -143,7 +143,7 @@ def checked_plan(fleet: Fleet, plan: Plan) -> Plan:
         known_server(fleet, move.from_server, f"{where} from server")
         if move.to_server not in provisioned:
             known_server(fleet, move.to_server, f"{where} to server")
-        for mirror in (move.source_mirror, *move.fallback_mirrors, *move.new_mirrors):
-            if mirror is not None:
-                known_server(fleet, mirror, f"{where} mirror")
+        for named in (move.source_mirror, *move.fallback_mirrors, *move.new_mirrors):
+            if named is not None:
+                known_server(fleet, named, f"{where} mirror")
     return plan
