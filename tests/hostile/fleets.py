@@ -1,15 +1,18 @@
-"""The fleet the hostile-input tests run the runbooks on: ``examples/fleet.yaml`` with
-every server on 127.0.0.1 at a port nothing listens on, so a step that should never
-have run fails fast instead of reaching a real host."""
+"""What the hostile-input tests start from: the fleet the runbooks run on
+(``examples/fleet.yaml`` with every server on 127.0.0.1 at a port nothing listens on,
+so a step that should never have run fails fast instead of reaching a real host), and
+a migrated store with one open incident."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ppo_dr.store import Store
 from tests.cli.entry import ROOT
 
 
@@ -29,3 +32,11 @@ def loopback_example() -> dict[str, Any]:
     for endpoint, port in zip(endpoints, closed_ports(len(endpoints)), strict=True):
         endpoint.update(host="127.0.0.1", port=port)
     return doc
+
+
+def store_with_an_incident(db: Path) -> Path:
+    """A migrated SQLite store at *db* with incident 1 open (app-jhb1-1 down)."""
+    with Store(f"sqlite:///{db}") as store:
+        store.upgrade()
+        store.open_incident("server-outage", "server:app-jhb1-1", "down", {"server": "app-jhb1-1"})
+    return db

@@ -33,8 +33,7 @@ from flows.rebalance import rebalance
 from ppo_dr.failover.plan import FleetState, Scope, Target, plan_failover
 from ppo_dr.failover.plan_json import with_id
 from ppo_dr.inventory import load_fleet
-from ppo_dr.store import Store
-from tests.hostile.fleets import loopback_example
+from tests.hostile.fleets import loopback_example, store_with_an_incident
 from tests.netguard import loopback_guard
 from tests.ppo_dr.failover.fleets import NOW, mirrored
 
@@ -58,11 +57,7 @@ def fleet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated store with one open incident (#1) and the example's placements."""
-    db = tmp_path_factory.mktemp("hostile-flow-store") / "state.db"
-    with Store(f"sqlite:///{db}") as store:
-        store.upgrade()
-        store.open_incident("outage", "server/app-jhb1-1", "down", {"server": "app-jhb1-1"})
-    return db
+    return store_with_an_incident(tmp_path_factory.mktemp("hostile-flow-store") / "state.db")
 
 
 Snapshot = Callable[[], dict[str, Any]]
