@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+from prefect.settings import get_current_settings
 from typer.testing import CliRunner
 
 import flows.escalation as escalation_module
@@ -198,7 +198,9 @@ def test_no_canary_secret_is_kept_anywhere(
 
     kept: list[tuple[str, str | bytes]] = [(f"prefect api {i}", t) for i, t in
                                            enumerate(asyncio.run(_prefect_records()))]  # fmt: skip
-    prefect_db = Path(PREFECT_API_DATABASE_CONNECTION_URL.value().split(":///", 1)[1])
+    database = get_current_settings().server.database.connection_url
+    assert database is not None
+    prefect_db = Path(database.get_secret_value().split(":///", 1)[1])
     kept += _files(prefect_db.parent)
     store_db = Path(canaries["CNRY_STORE_URL"].split(":///", 1)[1])
     kept += _files(store_db.parent, tmp_path / "home")
