@@ -31,6 +31,7 @@ from prefect.states import Failed, State
 from flows.rebalance import approval, migrate_plan
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
+from ppo_dr.failover.plan_checks import checked_plan
 from ppo_dr.failover.plan_json import Plan
 from ppo_dr.mirror.runbook import store_url
 from tasks.failover import observe_reachability, open_maintenance
@@ -64,7 +65,7 @@ def drain(
     path = Path(fleet_file or config.fleet_file())
     fleet = load_fleet_task(path)
     if plan_json:
-        plan: Plan | None = Plan.from_json(plan_json)
+        plan: Plan | None = checked_plan(fleet, Plan.from_json(plan_json))
         if plan is not None and plan.scope.server != server:
             raise PermanentError(
                 f"plan {plan.plan_id} drains {plan.scope.describe()}, not {server}"

@@ -72,6 +72,7 @@ from flows.mirror import mirror_server
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
 from ppo_dr.failover.plan import Plan, Scope, Target
+from ppo_dr.failover.plan_checks import checked_plan
 from ppo_dr.failover.runs import ClientRuns, failover_run_name, target_dcs
 from ppo_dr.ids import check_id
 from ppo_dr.mirror.runbook import human_bytes, store_url
@@ -307,7 +308,7 @@ def failover(
     run_id = str(flow_run.id) if flow_run.id else None
     begun = plan_begun_by_run(url, run_id, incident_id) if run_id and not plan_json else None
     if plan_json:
-        plan = Plan.from_json(plan_json)
+        plan = checked_plan(fleet, Plan.from_json(plan_json))
     elif begun is not None:  # this run crashed and was scheduled again: finish its plan
         plan = begun
         log.info("rerun of this run after a crash: carrying out its plan %s", plan.plan_id)

@@ -31,6 +31,7 @@ from prefect.states import Completed, Failed, State
 
 from flows.failover import failover, wait_for_approval
 from ppo_dr import config
+from ppo_dr.failover.plan_checks import checked_plan
 from ppo_dr.failover.plan_json import Plan
 from ppo_dr.ids import is_valid_id
 from tasks import label_flow_run
@@ -104,10 +105,10 @@ def rebalance(
         fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
     """
     path = Path(fleet_file or config.fleet_file())
+    fleet = load_fleet_task(path)
     if plan_json:
-        plan = Plan.from_json(plan_json)
+        plan = checked_plan(fleet, Plan.from_json(plan_json))
     else:
-        fleet = load_fleet_task(path)
         down = observe_reachability(fleet)
         result = make_rebalance_plan(path, sorted(down), target_util, max_moves, dc)
         key = result.plan.plan_id if result.plan else str(flow_run.id or "local")[:8]

@@ -16,6 +16,17 @@ from ppo_dr.errors import UnsafeInputError
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 ID_RULE = "id syntax [a-z0-9][a-z0-9-]{0,62}"
 _ID_RE = re.compile(ID_PATTERN)
+#: How much of a refused value an error repeats: a 10 kB "id" is not echoed into every
+#: log line, run state and terminal that shows the error.
+SHOWN_LEN = 80
+
+
+def shown(value: object) -> str:
+    """*value*'s repr for an error message, cut to :data:`SHOWN_LEN` with its length."""
+    text = repr(value)
+    if len(text) <= SHOWN_LEN:
+        return text
+    return f"{text[: SHOWN_LEN - 1]}… ({len(text)} characters)"
 
 
 def is_valid_id(value: object) -> bool:
@@ -26,7 +37,7 @@ def is_valid_id(value: object) -> bool:
 def check_id(value: object, what: str = "id") -> str:
     """Return *value* if it is a valid id, else raise :class:`UnsafeInputError`."""
     if not is_valid_id(value):
-        raise UnsafeInputError(f"{what} {value!r} refused: does not match {ID_RULE}")
+        raise UnsafeInputError(f"{what} {shown(value)} refused: does not match {ID_RULE}")
     return str(value)
 
 
@@ -52,7 +63,7 @@ def check_relative_path(value: str, what: str = "path") -> str:
     """Return *value* if it is a safe relative path, else raise :class:`UnsafeInputError`."""
     problem = relative_path_problem(value)
     if problem is not None:
-        raise UnsafeInputError(f"{what} {value!r} refused: {problem}")
+        raise UnsafeInputError(f"{what} {shown(value)} refused: {problem}")
     return value.rstrip("/")
 
 

@@ -6,6 +6,7 @@ JSON form (:mod:`.plan_json`), the steps and the flows. No logic beyond describi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,9 @@ PROVISION_TEMPLATE: Final = "app"
 GB: Final = 10**9  # capacity.disk_gb is decimal gigabytes, like the disks it describes
 PLAN_ID_LEN: Final = 16
 SNAPSHOT_ID_MAX_LEN: Final = 128
+#: What a snapshot id in a plan may hold: letters, digits, ``-``, ``_`` and ``:``, so an
+#: edited plan cannot smuggle a path (``../``, ``/``, NUL) into the restore.
+SNAPSHOT_ID_TEXT: Final = re.compile(r"[0-9A-Za-z][0-9A-Za-z:_-]*")
 
 
 @dataclass(frozen=True)

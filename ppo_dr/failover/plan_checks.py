@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from ppo_dr.failover.model import SNAPSHOT_ID_MAX_LEN, Scope, SnapshotInfo, Target
+from ppo_dr.failover.plan_json import Plan
 from ppo_dr.ids import check_id
 from ppo_dr.inventory import Client, Fleet
 from ppo_dr.placement import PlanError, country_code, known_dc, server_or_none
@@ -120,3 +121,29 @@ def clients_in(fleet: Fleet, placements: Mapping[str, str], scope: Scope) -> lis
         return [c for c in fleet.clients if placements.get(c.id) == scope.server]
     servers = {s.id for s in fleet.servers_in(scope.dc or "")}
     return [c for c in fleet.clients if placements.get(c.id) in servers]
+
+
+def checked_plan(fleet: Fleet, plan: Plan) -> Plan:
+    """*plan* if every client, server, mirror and data centre it names is in *fleet* (a
+    server the plan provisions counts), else PlanError naming the first that is not.
+
+    A plan handed in as JSON (a file, a UI parameter) is checked so before any step acts
+    on it: an approved plan edited to name another mirror or server is refused whole.
+    """
+    provisioned = {p.server_id for p in plan.provisions}
+    for p in plan.provisions:
+        known_dc(fleet, p.dc)
+        for mirror in p.mirrors:
+            known_server(fleet, mirror, f"mirror of provisioned {p.server_id}")
+    clients = {c.id for c in fleet.clients}
+    for move in plan.moves:
+        if move.client_id not in clients:
+            raise PlanError(f"plan moves client {move.client_id!r}, not in fleet {fleet.name}")
+        where = f"move of {move.client_id}:"
+        known_server(fleet, move.from_server, f"{where} from server")
+        if move.to_server not in provisioned:
+            known_server(fleet, move.to_server, f"{where} to server")
+        for named in (move.source_mirror, *move.fallback_mirrors, *move.new_mirrors):
+            if named is not None:
+                known_server(fleet, named, f"{where} mirror")
+    return plan

@@ -23,6 +23,7 @@ from ppo_dr.failover.model import (
     PLAN_ID_LEN,
     PLAN_VERSION,
     SNAPSHOT_ID_MAX_LEN,
+    SNAPSHOT_ID_TEXT,
     ClientMove,
     Mode,
     ProvisionRequest,
@@ -30,7 +31,7 @@ from ppo_dr.failover.model import (
     Scope,
     Target,
 )
-from ppo_dr.ids import is_valid_id
+from ppo_dr.ids import is_valid_id, shown
 from ppo_dr.placement import COUNTRY_RE, PlanError
 
 
@@ -186,13 +187,13 @@ class _Reader:
         if not isinstance(value, str) or not value or len(value) > max_len:
             raise self._fail(key, f"must be a non-empty string of at most {max_len} characters")
         if pattern is not None and not pattern.fullmatch(value):
-            raise self._fail(key, f"{value!r} is malformed")
+            raise self._fail(key, f"{shown(value)} is malformed")
         return value
 
     def ident(self, key: str) -> str:
         value = self.raw(key)
         if not is_valid_id(value):
-            raise self._fail(key, f"{value!r} refused: not an id")
+            raise self._fail(key, f"{shown(value)} refused: not an id")
         return str(value)
 
     def opt_ident(self, key: str) -> str | None:
@@ -267,7 +268,7 @@ def _plan_from_data(r: _Reader) -> Plan:
         snapshot_id = (
             None
             if m.raw("snapshot_id") is None
-            else m.text("snapshot_id", max_len=SNAPSHOT_ID_MAX_LEN)
+            else m.text("snapshot_id", max_len=SNAPSHOT_ID_MAX_LEN, pattern=SNAPSHOT_ID_TEXT)
         )
         moves.append(
             ClientMove(

@@ -126,8 +126,6 @@ def plan_drain(
     source = fleet.server(sid)
     if source.role == "mirror":
         raise PlanError(f"{sid} is a mirror server: it has no clients to drain")
-    if sid in state.down:
-        raise PlanError(f"{sid} is down: a drain needs it up for the final sync; use failover")
     if to_dc is not None and to_server is not None:
         raise PlanError("drain to a data centre or to a server, not both")
     if to_server is not None:
@@ -138,6 +136,8 @@ def plan_drain(
     else:
         where = None if to_dc is None else known_dc(fleet, check_id(to_dc, "data centre id")).id
         targets = [s for s in fleet.servers if s.role == "app" and s.http and where in (None, s.dc)]
+    if sid in state.down:  # judged after the target, so an unknown target is named first
+        raise PlanError(f"{sid} is down: a drain needs it up for the final sync; use failover")
     servers = [source, *(t for t in targets if t.id != sid)]
     # The drained server is open to nobody and, here only, its clients may leave it
     # (the drain itself opens its maintenance window).

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from ppo_dr.store import Store
 from tests.cli.entry import ROOT
+from tests.hostile.fleets import store_with_an_incident
 from tests.ppo_dr.hostile_ids import HOSTILE_ID_SAMPLE
 
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
@@ -27,11 +28,7 @@ Dump = Callable[[], list[str]]
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite store with one open incident, made once (migrating is slow)."""
-    db = tmp_path_factory.mktemp("hostile-store") / "state.db"
-    with Store(f"sqlite:///{db}") as store:
-        store.upgrade()
-        store.open_incident("server-outage", "server:app-jhb1-1", "down", {"server": "app-jhb1-1"})
-    return db
+    return store_with_an_incident(tmp_path_factory.mktemp("hostile-store") / "state.db")
 
 
 @pytest.fixture

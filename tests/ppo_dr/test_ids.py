@@ -15,6 +15,7 @@ from ppo_dr.errors import PermanentError, UnsafeInputError
 from ppo_dr.ids import (
     ID_PATTERN,
     ID_RULE,
+    SHOWN_LEN,
     absolute_path_problem,
     check_id,
     check_relative_path,
@@ -42,6 +43,16 @@ def test_hostile_ids_are_refused(bad: str) -> None:
     assert "server id" in str(caught.value)
     assert ID_RULE in str(caught.value)
     assert isinstance(caught.value, PermanentError)  # never retried
+
+
+@pytest.mark.parametrize("check", [check_id, check_relative_path])
+def test_a_huge_refused_value_is_cut_in_the_message_with_its_length(check: object) -> None:
+    huge = "../" + "a" * 10_240
+    with pytest.raises(UnsafeInputError) as caught:
+        check(huge, "client id")  # type: ignore[operator]
+    message = str(caught.value)
+    assert len(message) < SHOWN_LEN + 120 and "(10245 characters)" in message
+    assert message.startswith("client id '../aaa") and "refused" in message
 
 
 @pytest.mark.parametrize("bad", [None, 1, 1.5, b"abc", ["a"], True])
