@@ -19,6 +19,9 @@ Ack records are appended and flushed once per interval, so a ``kill -9`` of the
 workload can lose the last interval's ack records: the count of lost writes can then
 only be too low by those, never too high. ``status.json`` (rewritten atomically every
 interval) says per client how the writes are going.
+
+Each minute's requests per client go to the store (``request_minutes``) when the minute
+is over: the load the rebalance planner weighs (in production, the front door's counts).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import contextlib
 import json
 import logging
 import os
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +41,7 @@ from typing import IO, Any, Final
 import aiohttp
 from pydantic import Field
 
+from ppo_dr.errors import DRError
 from ppo_dr.lab.procutil import (
     FleetWatch,
     LabConfig,
@@ -155,6 +160,36 @@ class ClientWrites:
         }
 
 
+class RequestTally:
+    """Requests sent per client per minute, added to the fleet's store once the minute is
+    over (a store that cannot take them loses those counts, never the writes)."""
+
+    def __init__(self, fleet: FleetWatch) -> None:
+        self.fleet = fleet
+        self.minutes: defaultdict[datetime, Counter[str]] = defaultdict(Counter)
+
+    def count(self, client: str) -> None:
+        self.minutes[datetime.now(UTC).replace(second=0, microsecond=0)][client] += 1
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Store the minutes that are over (*everything*: the current one too)."""
+        this_minute = datetime.now(UTC).replace(second=0, microsecond=0)
+        done = [m for m in self.minutes if everything or m < this_minute]
+        fleet = self.fleet.current()
+        if not done or fleet is None:
+            return
+        from ppo_dr.mirror.runbook import store_url
+        from ppo_dr.store import Store
+
+        counts = {m: self.minutes.pop(m) for m in sorted(done)}
+        try:
+            with Store.open(store_url(fleet)) as store:
+                for minute, per_client in counts.items():
+                    store.count_requests(minute, per_client)
+        except DRError as exc:
+            log.warning("request counts of %d minute(s) not stored: %s", len(counts), exc)
+
+
 class Workload:
     """One write per client per interval; acks to a file, status to another."""
 
@@ -168,6 +203,7 @@ class Workload:
         self._new_acks: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._base = config.frontdoor.rstrip("/")
+        self.requests = RequestTally(self.fleet)
 
     def tick(self) -> None:
         """Start a write for every client of the fleet that has none in flight, spread
@@ -200,6 +236,7 @@ class Workload:
         state.last_sent_seq = seq
         state.in_flight = True
         ts = _now()
+        self.requests.count(client)
         url = f"{self._base}/c/{client}/journal"
         payload = {"seq": seq, "ts": ts, "writer": self.writer}
         try:
@@ -244,6 +281,7 @@ class Workload:
                 "clients": {c: s.status() for c, s in sorted(self.clients.items())},
             },
         )
+        self.requests.flush()
 
     async def drain(self, grace: float) -> None:
         """Give writes in flight *grace* seconds to finish, then abandon them (unacked)."""
@@ -292,6 +330,7 @@ async def run(config: WorkloadConfig, stop: asyncio.Event) -> None:
             finally:
                 await workload.drain(DRAIN_GRACE_S)
                 workload.record(acks_file)
+                workload.requests.flush(everything=True)
                 log.info("workload stopped")
 
 
