@@ -69,6 +69,7 @@ class WorkloadConfig(LabConfig):
     fleet: Path
     status: Path | None = None
     request_timeout: float = Field(default=REQUEST_TIMEOUT_S, gt=0)
+    store_url: str | None = None  # where request counts go (none: not counted)
 
     @property
     def status_path(self) -> Path:
@@ -161,29 +162,28 @@ class ClientWrites:
 
 
 class RequestTally:
-    """Requests sent per client per minute, added to the fleet's store once the minute is
-    over (a store that cannot take them loses those counts, never the writes)."""
+    """Requests sent per client per minute, added to the store once the minute is over
+    (a store that cannot take them loses those counts, never the writes)."""
 
-    def __init__(self, fleet: FleetWatch) -> None:
-        self.fleet = fleet
+    def __init__(self, store_url: str | None) -> None:
+        self.store_url = store_url
         self.minutes: defaultdict[datetime, Counter[str]] = defaultdict(Counter)
 
     def count(self, client: str) -> None:
-        self.minutes[datetime.now(UTC).replace(second=0, microsecond=0)][client] += 1
+        if self.store_url is not None:
+            self.minutes[datetime.now(UTC).replace(second=0, microsecond=0)][client] += 1
 
     def flush(self, *, everything: bool = False) -> None:
         """Store the minutes that are over (*everything*: the current one too)."""
         this_minute = datetime.now(UTC).replace(second=0, microsecond=0)
         done = [m for m in self.minutes if everything or m < this_minute]
-        fleet = self.fleet.current()
-        if not done or fleet is None:
+        if not done or self.store_url is None:
             return
-        from ppo_dr.mirror.runbook import store_url
         from ppo_dr.store import Store
 
         counts = {m: self.minutes.pop(m) for m in sorted(done)}
         try:
-            with Store.open(store_url(fleet)) as store:
+            with Store.open(self.store_url) as store:
                 for minute, per_client in counts.items():
                     store.count_requests(minute, per_client)
         except DRError as exc:
@@ -203,7 +203,7 @@ class Workload:
         self._new_acks: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._base = config.frontdoor.rstrip("/")
-        self.requests = RequestTally(self.fleet)
+        self.requests = RequestTally(config.store_url)
 
     def tick(self) -> None:
         """Start a write for every client of the fleet that has none in flight, spread
