@@ -33,6 +33,7 @@ import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,30 +163,47 @@ class ClientWrites:
 
 
 class RequestTally:
-    """Requests sent per client per minute, added to the store once the minute is over
-    (a store that cannot take them loses those counts, never the writes)."""
+    """Requests sent per client per minute, added to the store once the minute is over.
+
+    The store is written from one thread of its own (opening a store and writing it can
+    take seconds on a loaded machine; the writes must not wait for it), and a store that
+    cannot take the counts loses those counts, never the writes.
+    """
 
     def __init__(self, store_url: str | None) -> None:
         self.store_url = store_url
         self.minutes: defaultdict[datetime, Counter[str]] = defaultdict(Counter)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-counts")
+        self._store: Any = None  # a ppo_dr.store.Store, opened on the first flush
 
     def count(self, client: str) -> None:
         if self.store_url is not None:
             self.minutes[datetime.now(UTC).replace(second=0, microsecond=0)][client] += 1
 
     def flush(self, *, everything: bool = False) -> None:
-        """Store the minutes that are over (*everything*: the current one too)."""
+        """Hand the minutes that are over (*everything*: the current one too) to the
+        store's thread."""
         this_minute = datetime.now(UTC).replace(second=0, microsecond=0)
-        done = [m for m in self.minutes if everything or m < this_minute]
-        if not done or self.store_url is None:
-            return
-        from ppo_dr.store import Store
+        done = sorted(m for m in self.minutes if everything or m < this_minute)
+        if done:
+            self._writer.submit(self._store_counts, {m: self.minutes.pop(m) for m in done})
 
-        counts = {m: self.minutes.pop(m) for m in sorted(done)}
+    def close(self) -> None:
+        """Store everything counted, wait for it, close the store."""
+        self.flush(everything=True)
+        self._writer.shutdown(wait=True)
+        if self._store is not None:
+            self._store.close()
+
+    def _store_counts(self, counts: dict[datetime, Counter[str]]) -> None:
+        assert self.store_url is not None  # nothing is counted without one
         try:
-            with Store.open(self.store_url) as store:
-                for minute, per_client in counts.items():
-                    store.count_requests(minute, per_client)
+            if self._store is None:
+                from ppo_dr.store import Store  # imported here: the writer starts fast
+
+                self._store = Store.open(self.store_url)
+            for minute, per_client in counts.items():
+                self._store.count_requests(minute, per_client)
         except DRError as exc:
             log.warning("request counts of %d minute(s) not stored: %s", len(counts), exc)
 
@@ -330,7 +348,7 @@ async def run(config: WorkloadConfig, stop: asyncio.Event) -> None:
             finally:
                 await workload.drain(DRAIN_GRACE_S)
                 workload.record(acks_file)
-                workload.requests.flush(everything=True)
+                workload.requests.close()
                 log.info("workload stopped")
 
 
