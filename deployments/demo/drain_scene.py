@@ -4,12 +4,8 @@ client checked against the workload log: 0 acknowledged writes lost."""
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
-from deployments.demo.migration_scenes import moved_back
-from deployments.demo.session import FAILOVER_TIMEOUT_S, OutageDemo, ppo, prefect_api
-from deployments.demo.waiting import wait_for
+from deployments.demo.session import OutageDemo, ppo
+from deployments.demo.upgrade_scene import approve_when_paused, migrated
 
 
 def drain_back(demo: OutageDemo) -> None:
@@ -19,7 +15,9 @@ def drain_back(demo: OutageDemo) -> None:
         "client; the drain run pauses for approval, puts the server under maintenance, marks\n"
         "it drained (no plan targets it) and moves the clients: freeze, final sync, switch",
     )
-    moved_back(demo, lambda: _drain_and_approve(demo))
+    moves = migrated(demo, lambda: _drain_and_approve(demo))
+    if sorted(moves) != sorted(demo.clients) or {t for _, t in moves.values()} != {demo.victim}:
+        raise SystemExit(f"demo: the drain did not bring every client home: {moves}")
     marks = [d for d in demo.store.drained_servers() if d.server_id == demo.new_home]
     print(f"{demo.new_home}: {'drained, under maintenance' if marks else 'NOT MARKED DRAINED'}")
 
@@ -29,22 +27,4 @@ def _drain_and_approve(demo: OutageDemo) -> None:
         demo, "server", "drain", demo.new_home, "--to", demo.victim, "--by", "sipho",
         "--reason", "stop-gap server back to the pool",
     )  # fmt: skip
-    found = re.search(r"failover plan ([0-9a-f]{16})", shown)
-    if found is None:
-        raise SystemExit("demo: `server drain` printed no plan")
-    plan_id = found.group(1)
-    with prefect_api(demo.api_url) as client:
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
-
-        tagged = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"plan:{plan_id}"]))
-
-        def paused() -> Any:
-            runs = client.read_flow_runs(flow_run_filter=tagged)
-            return next((r for r in runs if r.state is not None and r.state.is_paused()), None)
-
-        run = wait_for("the drain run to pause for approval", paused, FAILOVER_TIMEOUT_S)
-    print(f"drain run {run.name}: paused for approval of plan {plan_id[:12]}")
-    demo.ui(
-        f"Runs -> {run.name} (Paused; 'Resume' is the approval form)", demo.run_url(str(run.id))
-    )
-    ppo(demo, "failover", "approve", plan_id, "--by", "sipho", "--note", "upgrade window agreed")
+    approve_when_paused(demo, shown, "drain", "upgrade window agreed")

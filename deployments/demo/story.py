@@ -37,6 +37,7 @@ from deployments.demo.outage_scenes import (
     write_report,
 )
 from deployments.demo.session import OutageDemo, start_serve, stop_serve
+from deployments.demo.upgrade_scene import upgrade_and_refill
 from ppo_dr import config
 from ppo_dr.inventory import load_fleet
 from ppo_dr.lab.supervisor import Lab
@@ -90,6 +91,7 @@ OUTAGE_STEPS: list[Callable[[OutageDemo], None]] = [
     heal_for_migration,
     drain_back,
     release_temporary_server,
+    upgrade_and_refill,
 ]
 
 

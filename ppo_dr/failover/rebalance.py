@@ -1,7 +1,8 @@
 """The rebalance and drain planners: which clients to migrate where, as a failover plan (pure).
 
 :func:`plan_rebalance` proposes the planned migrations that bring every app server
-under a target share (default 80 %) of each capacity (``clients``, ``disk_gb``) while
+under a target share (default 80 %) of each capacity (``clients``, ``disk_gb``, and
+``rpm`` where a server declares it: requests per minute, measured per client) while
 moving the fewest bytes; ties keep clients in their data centre, then their country
 (:mod:`.rebalance_solve`). :func:`plan_drain` moves every client off one server (a
 hardware upgrade) and refuses, before anything moves, a drain that would strand a
@@ -21,7 +22,7 @@ same content-hashed id) plus what stays over target and why.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
 
@@ -50,10 +51,13 @@ DRAIN_TARGET_UTIL = 1.0
 
 @dataclass(frozen=True)
 class Closures:
-    """Servers the planner may not use now, from the store: drained, under maintenance."""
+    """What the store says beyond the placements: servers the planner may not use now
+    (drained, under maintenance) and each client's load in requests per minute (a
+    client without a figure counts 0)."""
 
     drained: frozenset[str] = frozenset()
     maintenance: frozenset[str] = frozenset()
+    rpm: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,8 @@ class Rebalance:
     plan: Plan | None  # None: nothing to move
     overloads: tuple[Overload, ...]
     target: Fraction
-    usage: tuple[tuple[str, str, tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]
+    #: per server: id, dc, capacity, now, after (each per DIMENSIONS; capacity None: unlimited)
+    usage: tuple[tuple[str, str, tuple[int | None, ...], tuple[int, ...], tuple[int, ...]], ...]
     exact: bool
 
     @property
@@ -79,11 +84,18 @@ class Rebalance:
             f"{human_size(self.moved_bytes)}"
             + ("" if self.exact else " (best found within the time limit, not proven least)")
         )
-        lines = [head, "", "  server  dc  clients now -> after / cap  disk now -> after / cap"]
+        lines = [
+            head,
+            "",
+            "  server  dc  clients now -> after / cap  disk now -> after / cap"
+            "  rpm now -> after / cap",
+        ]
         for server, dc, cap, now, after in self.usage:
+            rpm_cap = "unlimited" if cap[2] is None else cap[2]
             lines.append(
                 f"  {server}  {dc}  {now[0]} -> {after[0]} / {cap[0]}"
-                f"  {human_size(now[1])} -> {human_size(after[1])} / {human_size(cap[1])}"
+                f"  {human_size(now[1])} -> {human_size(after[1])} / {human_size(cap[1] or 0)}"
+                f"  {now[2]} -> {after[2]} / {rpm_cap}"
             )
         if self.overloads:
             lines += ["", "target not reachable:"]
@@ -141,11 +153,11 @@ def plan_drain(
     servers = [source, *(t for t in targets if t.id != sid)]
     # The drained server is open to nobody and, here only, its clients may leave it
     # (the drain itself opens its maintenance window).
-    others = Closures(closures.drained | {sid}, closures.maintenance - {sid})
+    others = Closures(closures.drained | {sid}, closures.maintenance - {sid}, closures.rpm)
     problem = _problem(state, servers, _target(DRAIN_TARGET_UTIL), None, others)
     problem = Problem(
         tuple(
-            Host(h.server_id, h.dc, h.country, dict.fromkeys(DIMENSIONS, 0), "being drained")
+            Host(h.server_id, h.dc, h.country, dict.fromkeys(h.dimensions, 0), "being drained")
             if h.server_id == sid
             else h
             for h in problem.hosts
@@ -179,6 +191,9 @@ def _problem(
     down = frozenset(known_server(fleet, s, "down server") for s in state.down)
     for sid in closures.drained | closures.maintenance:
         check_id(sid, "closed server")
+    for cid, rpm in closures.rpm.items():
+        if isinstance(rpm, bool) or not isinstance(rpm, int) or rpm < 0:
+            raise PlanError(f"requests per minute of {cid} must be an integer >= 0, got {rpm!r}")
     placements = {c.id: c.server for c in fleet.clients}
     placements.update(state.placements)
     sizes = client_sizes(fleet, placements, state.snapshots)
@@ -198,7 +213,7 @@ def _problem(
                 server_id=s.id,
                 dc=s.dc,
                 country=fleet.dc(s.dc).country,
-                capacity={"clients": s.capacity.clients, "disk_gb": int(s.capacity.disk_gb * GB)},
+                capacity=_declared(fleet, s.id),
                 closed=closed,
                 pinned=closed if closed in ("down", "under maintenance") else None,
             )
@@ -219,6 +234,7 @@ def _problem(
                 client.countries,
                 barred,
                 None if move is not None else stuck,
+                closures.rpm.get(client.id, 0),
             )
         )
     return Problem(tuple(hosts), tuple(tenants), target, max_moves)
@@ -247,10 +263,14 @@ def _barred(fleet: Fleet, down: frozenset[str], client: Client, host: Host) -> s
     return None if pair else "has no mirror it could use"
 
 
-def _declared(fleet: Fleet, server_id: str) -> tuple[int, int]:
-    """(clients, bytes) the fleet file declares for *server_id* (a drain zeroes its own)."""
+def _declared(fleet: Fleet, server_id: str) -> dict[str, int]:
+    """The capacity the fleet file declares for *server_id*, per dimension it limits
+    (clients, bytes, and rpm if declared; a drain zeroes its own server's in the problem)."""
     capacity = fleet.server(server_id).capacity
-    return capacity.clients, int(capacity.disk_gb * GB)
+    declared = {"clients": capacity.clients, "disk_gb": int(capacity.disk_gb * GB)}
+    if capacity.rpm is not None:
+        declared["rpm"] = capacity.rpm
+    return declared
 
 
 def _result(
@@ -292,7 +312,7 @@ def _result(
         (
             h.server_id,
             h.dc,
-            _declared(fleet, h.server_id),
+            tuple(_declared(fleet, h.server_id).get(d) for d in DIMENSIONS),
             tuple(problem.load(problem.current(), h.server_id, d) for d in DIMENSIONS),
             tuple(problem.load(after, h.server_id, d) for d in DIMENSIONS),
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from ppo_dr.failover.rebalance_model import DIMENSIONS, Host, Overload, Problem, Tenant, amount
+from ppo_dr.failover.rebalance_model import Host, Overload, Problem, Tenant, amount
 
 #: How many of an over-target server's clients the reason names (heaviest first).
 NAMED_CLIENTS: Final = 3
@@ -24,7 +24,7 @@ def explain_overloads(
     """Every (server, dimension) over target when clients sit as *placement*, with why."""
     overloads: list[Overload] = []
     for host in sorted(problem.hosts, key=lambda h: h.server_id):
-        for dim in DIMENSIONS:
+        for dim in host.dimensions:
             load = problem.load(placement, host.server_id, dim)
             limit = problem.limit(host, dim)
             if load <= limit:
@@ -73,7 +73,7 @@ def _tenant_blocked(problem: Problem, placement: Mapping[str, str], tenant: Tena
 
 def _no_room(problem: Problem, placement: Mapping[str, str], host: Host, tenant: Tenant) -> str:
     current = problem.current()
-    for dim in DIMENSIONS:
+    for dim in host.dimensions:
         after = problem.load(placement, host.server_id, dim) + tenant.weight(dim)
         limit = problem.limit(host, dim)
         if after > limit:

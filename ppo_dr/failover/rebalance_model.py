@@ -16,8 +16,9 @@ from typing import Final
 
 from ppo_dr.failover.plan_json import human_size
 
-#: The capacities a server declares (fleet.yaml ``capacity``): client count, disk bytes.
-DIMENSIONS: Final = ("clients", "disk_gb")
+#: The capacities a server may declare (fleet.yaml ``capacity``): client count, disk
+#: bytes, requests per minute. A server without ``rpm`` is not limited on load.
+DIMENSIONS: Final = ("clients", "disk_gb", "rpm")
 DEFAULT_TARGET_UTIL: Final = 0.8
 
 
@@ -31,8 +32,10 @@ def target_fraction(target_util: object) -> Fraction:
 
 
 def amount(dimension: str, value: int) -> str:
-    """*value* of *dimension* in an operator's units (clients, or decimal bytes)."""
-    return f"{value} client(s)" if dimension == "clients" else human_size(value)
+    """*value* of *dimension* in an operator's units (clients, decimal bytes, rpm)."""
+    if dimension == "clients":
+        return f"{value} client(s)"
+    return f"{value} rpm" if dimension == "rpm" else human_size(value)
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,14 @@ class Host:
     server_id: str
     dc: str
     country: str
-    capacity: Mapping[str, int]  # per dimension of DIMENSIONS
+    capacity: Mapping[str, int]  # per dimension of DIMENSIONS it is limited in
     closed: str | None = None  # why it takes no client (drained, down, maintenance)
     pinned: str | None = None  # why its clients cannot leave it now (down, maintenance)
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        """The dimensions this host is limited in (a missing one is unlimited)."""
+        return tuple(d for d in DIMENSIONS if d in self.capacity)
 
 
 @dataclass(frozen=True)
@@ -57,9 +65,12 @@ class Tenant:
     countries: tuple[str, ...]
     barred: Mapping[str, str] = field(default_factory=dict)  # server -> residency reason
     stuck: str | None = None  # why this client cannot move at all (e.g. no mirror to sync)
+    rpm: int = 0  # requests per minute it brings (measured over a window)
 
     def weight(self, dimension: str) -> int:
-        return 1 if dimension == "clients" else self.size_bytes
+        if dimension == "clients":
+            return 1
+        return self.rpm if dimension == "rpm" else self.size_bytes
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from scipy.sparse import coo_array
 
 from ppo_dr.failover.rebalance_explain import explain_overloads
-from ppo_dr.failover.rebalance_model import DIMENSIONS, Move, Problem, Solution
+from ppo_dr.failover.rebalance_model import Move, Problem, Solution
 
 #: How long each of the two solves may search; past it, the best plan found so far.
 SOLVE_TIME_LIMIT_S: Final = 20.0
@@ -148,7 +148,7 @@ def _solve(
         rows.add([(j, 1.0) for j in columns], 1.0, 1.0)
     target_rows: list[tuple[int, list[tuple[int, float]], float]] = []
     for hi, host in enumerate(hosts):
-        for dim in DIMENSIONS:
+        for dim in host.dimensions:
             cap = host.capacity[dim]
             limit = problem.limit(host, dim) - tightened.get((host.server_id, 0, dim), 0)
             now = problem.load(current, host.server_id, dim)
@@ -282,7 +282,7 @@ def _movers(problem: Problem) -> set[str]:
     over = {
         h.server_id
         for h in problem.hosts
-        for d in DIMENSIONS
+        for d in h.dimensions
         if problem.load(current, h.server_id, d) > problem.limit(h, d)
     }
     return {t.client_id for t in problem.tenants if t.server_id in over}
@@ -304,7 +304,7 @@ def _bent_rows(problem: Problem, placement: dict[str, str]) -> dict[tuple[str, i
     current = problem.current()
     bent: dict[tuple[str, int, str], int] = {}
     for host in problem.hosts:
-        for dim in DIMENSIONS:
+        for dim in host.dimensions:
             now = problem.load(current, host.server_id, dim)
             after = problem.load(placement, host.server_id, dim)
             limit = problem.limit(host, dim)

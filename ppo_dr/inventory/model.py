@@ -120,8 +120,12 @@ class HttpEndpoint(FrozenModel):
 
 
 class Capacity(FrozenModel):
+    """What a server may hold; ``rpm`` (requests per minute) is optional: a server
+    without it is not limited on load."""
+
     clients: int = Field(ge=0, default=100)
     disk_gb: float = Field(ge=0, default=100.0)
+    rpm: int | None = Field(ge=0, default=None)
 
 
 class Server(FrozenModel):

@@ -123,6 +123,7 @@ class LabConfigs(LabDir):
             "interval": topology.workload_interval(len(client_plans)),
             "acks": str(d / "workload" / "acks.jsonl"),
             "fleet": str(self.fleet_file),
+            "store_url": store.inner_url if store else self.store_url,
         }
         write_text_atomic(d / "frontdoor.json", json.dumps(frontdoor, indent=1) + "\n")
         write_text_atomic(d / "workload.json", json.dumps(workload, indent=1) + "\n")

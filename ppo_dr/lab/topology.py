@@ -75,6 +75,10 @@ _MIRRORS_BY_DC: dict[str, tuple[str, str]] = {
     "lon1": ("mirror-lon1-1", "mirror-jhb1-1"),
 }
 DEFAULT_APP_SERVERS = 4
+#: Requests per minute a lab app server takes (capacity.rpm): nine clients at the
+#: workload's 60 a minute, so a drained server's clients spill over two servers and the
+#: rebalance after its return finds them over 80 % of it.
+APP_RPM = 560
 #: ``--scale``'s bounds: a few hundred lab processes are the most one machine holds.
 MAX_APP_SERVERS = 200
 MAX_CLIENTS_PER_SERVER = 100
@@ -389,7 +393,7 @@ def server_entry(
     capacity = (
         {"clients": 0, "disk_gb": 500}
         if server.role == "mirror"
-        else {"clients": 40, "disk_gb": 50}
+        else {"clients": 40, "disk_gb": 50, "rpm": APP_RPM}
     )
     entry: dict[str, Any] = {
         "id": server.id,

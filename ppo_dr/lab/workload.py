@@ -19,6 +19,9 @@ Ack records are appended and flushed once per interval, so a ``kill -9`` of the
 workload can lose the last interval's ack records: the count of lost writes can then
 only be too low by those, never too high. ``status.json`` (rewritten atomically every
 interval) says per client how the writes are going.
+
+Each minute's requests per client go to the store (``request_minutes``) when the minute
+is over: the load the rebalance planner weighs (in production, the front door's counts).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import contextlib
 import json
 import logging
 import os
+from collections import Counter, defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +42,7 @@ from typing import IO, Any, Final
 import aiohttp
 from pydantic import Field
 
+from ppo_dr.errors import DRError
 from ppo_dr.lab.procutil import (
     FleetWatch,
     LabConfig,
@@ -64,6 +70,7 @@ class WorkloadConfig(LabConfig):
     fleet: Path
     status: Path | None = None
     request_timeout: float = Field(default=REQUEST_TIMEOUT_S, gt=0)
+    store_url: str | None = None  # where request counts go (none: not counted)
 
     @property
     def status_path(self) -> Path:
@@ -155,6 +162,52 @@ class ClientWrites:
         }
 
 
+class RequestTally:
+    """Requests sent per client per minute, added to the store once the minute is over.
+
+    The store is written from one thread of its own (opening a store and writing it can
+    take seconds on a loaded machine; the writes must not wait for it), and a store that
+    cannot take the counts loses those counts, never the writes.
+    """
+
+    def __init__(self, store_url: str | None) -> None:
+        self.store_url = store_url
+        self.minutes: defaultdict[datetime, Counter[str]] = defaultdict(Counter)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-counts")
+        self._store: Any = None  # a ppo_dr.store.Store, opened on the first flush
+
+    def count(self, client: str) -> None:
+        if self.store_url is not None:
+            self.minutes[datetime.now(UTC).replace(second=0, microsecond=0)][client] += 1
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Hand the minutes that are over (*everything*: the current one too) to the
+        store's thread."""
+        this_minute = datetime.now(UTC).replace(second=0, microsecond=0)
+        done = sorted(m for m in self.minutes if everything or m < this_minute)
+        if done:
+            self._writer.submit(self._store_counts, {m: self.minutes.pop(m) for m in done})
+
+    def close(self) -> None:
+        """Store everything counted, wait for it, close the store."""
+        self.flush(everything=True)
+        self._writer.shutdown(wait=True)
+        if self._store is not None:
+            self._store.close()
+
+    def _store_counts(self, counts: dict[datetime, Counter[str]]) -> None:
+        assert self.store_url is not None  # nothing is counted without one
+        try:
+            if self._store is None:
+                from ppo_dr.store import Store  # imported here: the writer starts fast
+
+                self._store = Store.open(self.store_url)
+            for minute, per_client in counts.items():
+                self._store.count_requests(minute, per_client)
+        except DRError as exc:
+            log.warning("request counts of %d minute(s) not stored: %s", len(counts), exc)
+
+
 class Workload:
     """One write per client per interval; acks to a file, status to another."""
 
@@ -168,6 +221,7 @@ class Workload:
         self._new_acks: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._base = config.frontdoor.rstrip("/")
+        self.requests = RequestTally(config.store_url)
 
     def tick(self) -> None:
         """Start a write for every client of the fleet that has none in flight, spread
@@ -200,6 +254,7 @@ class Workload:
         state.last_sent_seq = seq
         state.in_flight = True
         ts = _now()
+        self.requests.count(client)
         url = f"{self._base}/c/{client}/journal"
         payload = {"seq": seq, "ts": ts, "writer": self.writer}
         try:
@@ -244,6 +299,7 @@ class Workload:
                 "clients": {c: s.status() for c, s in sorted(self.clients.items())},
             },
         )
+        self.requests.flush()
 
     async def drain(self, grace: float) -> None:
         """Give writes in flight *grace* seconds to finish, then abandon them (unacked)."""
@@ -292,6 +348,7 @@ async def run(config: WorkloadConfig, stop: asyncio.Event) -> None:
             finally:
                 await workload.drain(DRAIN_GRACE_S)
                 workload.record(acks_file)
+                workload.requests.close()
                 log.info("workload stopped")
 
 

@@ -24,6 +24,7 @@ Tables, and why each exists:
 ``snapshots``           the snapshot catalogue: what each mirror holds per client, and
                         what the last verification found (restore picks from here)
 ``drained_servers``     servers emptied for an upgrade: no plan targets them (:mod:`.drained`)
+``request_minutes``     requests per client per minute (load, for the rebalance) (:mod:`.requests`)
 ``drills``              DR drill results: restore time and snapshot age (RTO/RPO)
 ``failovers``           the failover ledger: one row per plan run (mode, incident, plan,
 ``failover_steps``      placement versions read at start), its steps per client (so a
@@ -58,6 +59,7 @@ from ppo_dr.store.records import (
     Snapshot,
     TimelineEntry,
 )
+from ppo_dr.store.requests import RequestsMixin
 
 
 class Store(
@@ -68,6 +70,7 @@ class Store(
     CatalogueMixin,
     FailoverMixin,
     DrainedMixin,
+    RequestsMixin,
 ):
     """The ppo-dr state store. ``Store.open()`` for the configured one; ``upgrade()`` first.
 

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,9 @@ class Chain:
         pytest.fail(f"workload status never got there: {self.status()}\n{log}")
 
 
-def _write_workload_config(lab: MiniLab, frontdoor: str, interval: float) -> Path:
+def _write_workload_config(
+    lab: MiniLab, frontdoor: str, interval: float, store_url: str | None = None
+) -> Path:
     config = lab.dir / "workload.json"
     config.write_text(
         json.dumps(
@@ -107,6 +110,7 @@ def _write_workload_config(lab: MiniLab, frontdoor: str, interval: float) -> Pat
                 "interval": interval,
                 "acks": str(lab.dir / "workload" / "acks.jsonl"),
                 "fleet": str(lab.fleet_path),
+                "store_url": store_url,
             }
         )
     )
@@ -132,7 +136,7 @@ def chain(rt_fresh_minilab: MiniLab) -> Iterator[Chain]:
     wait_for_port(port, proc, lab.procs.logs / "frontdoor.log")
     frontdoor = f"http://127.0.0.1:{port}"
     try:
-        yield Chain(lab, store, frontdoor, _write_workload_config(lab, frontdoor, 0.2))
+        yield Chain(lab, store, frontdoor, _write_workload_config(lab, frontdoor, 0.2, url))
     finally:
         store.close()
 
@@ -149,6 +153,10 @@ def test_only_acknowledged_writes_are_logged_and_none_is_lost(chain: Chain) -> N
 
     status = chain.status()
     assert status["acme"]["failures"] == 0
+    # Every request sent is counted in the store, per client and minute (the load the
+    # rebalance weighs); at 5 a second, a busiest minute of at least 3.
+    peaks = chain.store.peak_rpm(datetime.now(UTC) - timedelta(hours=1))
+    assert set(peaks) == {"acme", "globex"} and min(peaks.values()) >= 3
     for client in ("acme", "globex"):
         assert lost_writes(chain.acks, client, chain.journal(client)) == []
         acked = acked_seqs(chain.acks, client)

@@ -341,6 +341,8 @@ CASES: list[Case] = [
     bad(f"{S1}.capacity.clients", 1, "capacity", "2 clients placed, capacity is 1"),
     bad(f"{S1}.capacity.disk_gb", 10, "capacity", "clients need 16 GB"),
     bad(f"{S1}.capacity.clients", -1, "range"),
+    *each(f"{S1}.capacity.rpm", [-1, -600], "range"),
+    bad(f"{S1}.capacity.rpm", "lots", "field type"),
     bad(f"{C1}.size_gb", -1, "range"),
     # ---- country codes
     *each("data_centres[jhb1].country", ["za", "ZAF", "Z1", "", "South Africa"], "country code"),

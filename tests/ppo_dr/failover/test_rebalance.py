@@ -13,6 +13,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,9 +21,16 @@ from ppo_dr.failover.model import GB, FleetState
 from ppo_dr.failover.plan_json import Plan
 from ppo_dr.failover.rebalance import Closures, plan_drain, plan_rebalance
 from ppo_dr.failover.rebalance_model import Host, Problem, Tenant
-from ppo_dr.inventory import Fleet
+from ppo_dr.inventory import Fleet, parse_fleet
 from ppo_dr.placement import PlanError
-from tests.ppo_dr.failover.fleets import NOW, fleet_data, fleet_from, lab_like, mirrored
+from tests.ppo_dr.failover.fleets import (
+    NOW,
+    fleet_data,
+    fleet_from,
+    lab_like,
+    lab_like_data,
+    mirrored,
+)
 from tests.ppo_dr.failover.test_rebalance_search import brute_force
 
 DCS = {"d0": ("ZA", "lab"), "d1": ("ZA", "static"), "d2": ("GB", "lab")}
@@ -231,3 +239,47 @@ def test_a_down_server_cannot_be_drained() -> None:
     down = FleetState(state.fleet, {}, state.snapshots, NOW, frozenset({"app-jhb1-1"}))
     with pytest.raises(PlanError, match="is down"):
         plan_drain(down, "app-jhb1-1")
+
+
+def rpm_state(rpm_caps: dict[str, int]) -> FleetState:
+    """The lab-like fleet with ``capacity.rpm`` on the app servers named in *rpm_caps*."""
+    data = lab_like_data()
+    for server in data["servers"]:
+        if server["id"] in rpm_caps:
+            server["capacity"]["rpm"] = rpm_caps[server["id"]]
+    fleet = parse_fleet(yaml.safe_dump(data), "fleet.yaml")
+    return FleetState(fleet, {}, mirrored(fleet, size=GB), NOW)
+
+
+LOADS = {"acme-mining": 300, "karoo-logistics": 200, "ubuntu-health": 50}
+
+
+def test_load_over_target_moves_the_cheapest_client_and_is_printed_now_and_after() -> None:
+    state = rpm_state({"app-jhb1-1": 500, "app-jhb1-2": 500})
+    result = plan_rebalance(state, closures=Closures(rpm=LOADS))  # 500 rpm > 400
+    assert result.plan is not None and result.overloads == ()
+    [move] = result.plan.moves
+    assert move.from_server == "app-jhb1-1" and move.to_server == "app-jhb1-2"
+    table = result.render()
+    assert "rpm now -> after / cap" in table
+    assert "app-jhb1-1  jhb1  2 -> 1 / 10" in table
+    assert "/ 500" in table and "/ unlimited" in table  # cpt1 and lon1 declare no rpm
+    # Without capacity.rpm a server is not limited on load: nothing to move.
+    assert plan_rebalance(rpm_state({}), closures=Closures(rpm=LOADS)).plan is None
+
+
+def test_load_that_fits_nowhere_is_named_by_dimension() -> None:
+    state = rpm_state({"app-jhb1-1": 500, "app-jhb1-2": 100, "app-cpt1-1": 100})
+    result = plan_rebalance(state, closures=Closures(rpm=LOADS))
+    [over] = result.overloads
+    assert (over.server_id, over.dimension) == ("app-jhb1-1", "rpm")
+    assert "stays over target in rpm: 100% (500 rpm of 500 rpm" in over.describe()
+    assert "app-jhb1-2 has no room under target (rpm: 80 rpm at most)" in over.reason
+    with pytest.raises(PlanError, match=r"app-jhb1-2 has no room under target \(rpm"):
+        plan_drain(state, "app-jhb1-1", closures=Closures(rpm=LOADS))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "60"])
+def test_a_bad_load_figure_is_refused(bad: object) -> None:
+    with pytest.raises(PlanError, match="requests per minute of acme-mining"):
+        plan_rebalance(rpm_state({}), closures=Closures(rpm={"acme-mining": bad}))  # type: ignore[dict-item]

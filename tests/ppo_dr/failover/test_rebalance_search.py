@@ -1,6 +1,7 @@
 """The rebalance search against a brute force over every placement of small fleets.
 
-For random problems (hosts in two countries, drained or pinned hosts, residency bars,
+For random problems in three dimensions (clients, disk, requests per minute: some hosts
+unlimited on rpm; hosts in two countries, drained or pinned hosts, residency bars,
 stuck clients, a move limit): the plan never moves a client where it may not go,
 never fills a server past its capacity in any order of the moves, never pushes a
 server over target; it reaches the target whenever the brute force finds a placement
@@ -16,7 +17,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppo_dr.failover.rebalance_model import DIMENSIONS, Host, Problem, Tenant
+from ppo_dr.failover.rebalance_model import Host, Problem, Tenant
 from ppo_dr.failover.rebalance_solve import solve_rebalance
 
 GB = 10**9
@@ -37,6 +38,11 @@ def problems(draw: st.DrawFn) -> Problem:
                 capacity={
                     "clients": draw(st.sampled_from([0, 1, 2, 3, 5])),
                     "disk_gb": draw(st.sampled_from([0, 5, 10, 20])) * GB,
+                    **(
+                        {}
+                        if (rpm := draw(st.sampled_from([None, 0, 60, 100, 250]))) is None
+                        else {"rpm": rpm}
+                    ),
                 },
                 closed=draw(st.sampled_from([None, None, None, "drained"])),
                 pinned=draw(st.sampled_from([None, None, None, None, "under maintenance"])),
@@ -58,6 +64,7 @@ def problems(draw: st.DrawFn) -> Problem:
                 countries=countries,
                 barred=barred,
                 stuck=draw(st.sampled_from([None] * 6 + ["no mirror to sync to"])),
+                rpm=draw(st.sampled_from([0, 10, 30, 60, 120])),
             )
         )
     return Problem(
@@ -93,7 +100,7 @@ def safe(problem: Problem, placed: dict[str, str]) -> bool:
         if not allowed(problem, t, problem.host(placed[t.client_id])):
             return False
     for host in problem.hosts:
-        for dim in DIMENSIONS:
+        for dim in host.dimensions:
             before, after = load(problem, now, host, dim), load(problem, placed, host, dim)
             incoming = sum(t.weight(dim) for t in moved if placed[t.client_id] == host.server_id)
             if incoming and before + incoming > host.capacity[dim]:
@@ -107,7 +114,7 @@ def under_target(problem: Problem, placed: dict[str, str]) -> bool:
     return all(
         load(problem, placed, h, d) <= problem.limit(h, d)
         for h in problem.hosts
-        for d in DIMENSIONS
+        for d in h.dimensions
     )
 
 
@@ -144,7 +151,7 @@ def test_the_plan_is_safe_and_as_good_as_brute_force(problem: Problem) -> None:
     over = {
         (h.server_id, d)
         for h in problem.hosts
-        for d in DIMENSIONS
+        for d in h.dimensions
         if load(problem, placed, h, d) > problem.limit(h, d)
     }
     assert {(o.server_id, o.dimension) for o in solution.overloads} == over
@@ -155,3 +162,22 @@ def test_the_plan_is_safe_and_as_good_as_brute_force(problem: Problem) -> None:
 @given(problems())
 def test_the_same_problem_gives_the_same_plan(problem: Problem) -> None:
     assert solve_rebalance(problem) == solve_rebalance(problem)
+
+
+def test_a_host_without_rpm_is_not_limited_on_load_and_one_with_it_is() -> None:
+    def host(sid: str, rpm: int | None) -> Host:
+        caps = {"clients": 10, "disk_gb": 100 * GB} | ({} if rpm is None else {"rpm": rpm})
+        return Host(sid, "d0", "ZA", caps)
+
+    busy = [Tenant(f"c{i}", "s0", (i + 1) * GB, ("ZA",), rpm=100) for i in range(3)]
+    limited = Problem((host("s0", 250), host("s1", 1000)), tuple(busy), Fraction(4, 5))
+    solution = solve_rebalance(limited)  # 300 rpm > 200: the lightest client moves
+    assert [(m.client_id, m.to_server) for m in solution.moves] == [("c0", "s1")]
+    assert solution.overloads == ()
+    free = Problem((host("s0", None), host("s1", None)), tuple(busy), Fraction(4, 5))
+    assert solve_rebalance(free).moves == ()
+    stuck = Problem((host("s0", 250), host("s1", 50)), tuple(busy), Fraction(4, 5))
+    (over,) = solve_rebalance(stuck).overloads
+    assert (over.server_id, over.dimension, over.load, over.limit) == ("s0", "rpm", 300, 200)
+    assert "s1 has no room under target (rpm: 40 rpm at most)" in over.describe()
+    assert over.describe().startswith("s0 stays over target in rpm: 120% (300 rpm of 250 rpm")
