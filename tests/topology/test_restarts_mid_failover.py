@@ -205,7 +205,7 @@ def _wait_mid_failover(stack: Stack, started: Started) -> None:
         runs = _client_runs(stack.plane.api_url, started)
         return any(r.state is not None and r.state.is_running() for r in runs)
 
-    _until("a client run running", running, 300, every=0.5)
+    _until("a client run running", running, 600, every=0.5)
 
 
 def _wait_completed(stack: Stack, started: Started) -> Any:

@@ -19,7 +19,7 @@ from deployments.automations import FAILOVER_RERUN_AUTOMATION, ZOMBIE_AUTOMATION
 from deployments.deploy import DeployError, check_server, deploy
 from deployments.registry import CONTROL_POOL, dc_pool, distributed_deployments
 from deployments.workers import WorkerError, pool_for, start_worker
-from ppo_dr.inventory import Fleet
+from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab import controlplane
 from tests.lab.test_topology import make_fleet
 from tests.prefect_fixtures import isolated_env, using_api
@@ -90,6 +90,12 @@ def test_deploy_registers_every_pool_and_deployment(
         deployments = client.read_deployments(limit=200)
     registered = {f"{d.name}": d.work_pool_name for d in deployments}
     assert len(registered) == count
+    # Applied 8 at a time, reported in the declaration's order, each once.
+    declared = [
+        f"deployment {r.deployment.flow_name}/{r.deployment.name} -> {r.pool}"
+        for r in distributed_deployments(load_fleet(fleet_file))
+    ]
+    assert [line for line in again if line.startswith("deployment ")] == declared
     assert registered["mirror-app-jhb1-1"] == "dc-jhb1"
     assert registered["mirror-app-cpt1-1"] == "dc-cpt1"
     assert registered["probe-fleet"] == registered["failover"] == CONTROL_POOL
@@ -121,8 +127,6 @@ def test_mirror_of_a_jhb1_server_runs_on_a_jhb1_worker(
 
 
 def test_worker_pools_and_bad_dc(fleet_file: Path) -> None:
-    from ppo_dr.inventory import load_fleet
-
     fleet: Fleet = load_fleet(fleet_file)
     assert pool_for(fleet, dc="lon1", control=False) == "dc-lon1"
     assert pool_for(fleet, dc=None, control=True) == "control"
