@@ -8,10 +8,11 @@ Run it inside a running lab's wan namespace (where the probe's view comes from):
 or, for a loopback lab, without ``ip netns exec``. Each cycle checks every client's
 ``/c/<id>/health`` once, concurrently, with the probe's own :class:`~ppo_dr.probe.Prober`
 (kept open across cycles, as the probe flow does). Ours goes through the front door
-(the URL in fleet.yaml); the peer goes straight to the client's home server's public
-HTTP endpoint (through netsim, as the front door itself does), so the difference is
-what the front door adds. Cycles alternate front door / direct so both see the same
-load. Prints medians with min-max spread, failures, and the 1-minute load average.
+(the URL in fleet.yaml; with ``--door`` a second one too); the peer goes straight to
+the client's home server's public HTTP endpoint (through netsim, as the front door
+itself does), so the difference is what the front door adds. Cycles take turns so
+every path sees the same load. Prints medians with min-max spread, why checks failed,
+and the 1-minute load average.
 Not run by CI.
 """
 
@@ -42,48 +43,44 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f}), n={len(values)}"
 
 
-def checks(lab: Path, door_url: str | None) -> tuple[list[HttpCheck], list[HttpCheck]]:
-    """Every client's health check through the front door, and straight to its home server.
-
-    *door_url* (``http://host:port``) replaces the front door's address in the clients'
-    URLs, to measure a second front door started beside the lab's.
-    """
+def checks(lab: Path, door_url: str | None) -> dict[str, list[HttpCheck]]:
+    """Every client's health check per path: the lab's front door, straight to its home
+    server, and (with *door_url*, ``http://host:port``) a second front door started
+    beside the lab's, e.g. another version of it measured in the same run."""
     fleet = load_fleet(lab / "fleet.yaml")
-    door: list[HttpCheck] = []
-    direct: list[HttpCheck] = []
+    paths: dict[str, list[HttpCheck]] = {"front door": [], "direct": []}
+    if door_url is not None:
+        paths[door_url] = []
     for client in fleet.clients:
         http = fleet.server(client.server).http
         if http is None:
             continue
-        url = str(client.url) if door_url is None else f"{door_url}/c/{client.id}/"
-        door.append(HttpCheck(f"door:{client.id}", client_health_url(url)))
-        direct.append(
-            HttpCheck(f"direct:{client.id}", f"http://{http.host}:{http.port}/c/{client.id}/health")
-        )
-    return door, direct
+        base = {"front door": str(client.url), door_url: f"{door_url}/c/{client.id}/"}
+        direct = f"http://{http.host}:{http.port}/c/{client.id}/health"
+        for path, batch in paths.items():
+            url = direct if path == "direct" else client_health_url(base[path])
+            batch.append(HttpCheck(f"{path}:{client.id}", url))
+    return paths
 
 
-async def measure(
-    door: list[HttpCheck], direct: list[HttpCheck], cycles: int
-) -> dict[str, tuple[list[float], int]]:
-    """Seconds per cycle and failed checks in all, per path; cold first cycles left out."""
-    results: dict[str, tuple[list[float], int]] = {"front door": ([], 0), "direct": ([], 0)}
+async def measure(paths: dict[str, list[HttpCheck]], cycles: int) -> dict[str, list[float]]:
+    """Seconds per cycle per path, the paths taking turns; cold first cycles left out."""
+    times: dict[str, list[float]] = {path: [] for path in paths}
     async with Prober(timeout_s=TIMEOUT_S) as prober:
-        for path, batch in (("front door", door), ("direct", direct)):
+        for batch in paths.values():
             await prober.run_cycle(batch)  # warm: connections opened, placements cached
         for _ in range(cycles):
-            for path, batch in (("front door", door), ("direct", direct)):
+            for path, batch in paths.items():
                 started = time.perf_counter()
                 observations = await prober.run_cycle(batch)
-                took = time.perf_counter() - started
-                times, failed = results[path]
-                times.append(took)
+                times[path].append(time.perf_counter() - started)
                 reasons = Counter(o.reason.split(":")[0] for o in observations if not o.ok)
-                bad = sum(reasons.values())
-                results[path] = (times, failed + bad)
-                why = ", ".join(f"{n} {r}" for r, n in reasons.most_common(3))
-                print(f"{path:10} {took:6.2f} s, {bad} failed {why} (load {os.getloadavg()[0]:.1f})")
-    return results
+                why = ", ".join(f"{n} {r}" for r, n in reasons.most_common(3)) or "none"
+                print(
+                    f"{path:24} {times[path][-1]:6.2f} s, failed: {why} "
+                    f"(load {os.getloadavg()[0]:.1f})"
+                )
+    return times
 
 
 def main() -> int:
@@ -92,11 +89,10 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=6, help="timed cycles per path")
     parser.add_argument("--door", help="another front door's http://host:port to measure")
     args = parser.parse_args()
-    door, direct = checks(args.lab.resolve(), args.door)
-    print(f"{len(door)} clients; timeout {TIMEOUT_S:g} s per check")
-    results = asyncio.run(measure(door, direct, args.cycles))
-    for path, (times, failed) in results.items():
-        print(f"{path:10} cycle, s: {spread(times)}; failed checks {failed}")
+    paths = checks(args.lab.resolve(), args.door)
+    print(f"{len(paths['direct'])} clients; timeout {TIMEOUT_S:g} s per check")
+    for path, times in asyncio.run(measure(paths, args.cycles)).items():
+        print(f"{path:24} cycle, s: {spread(times)}")
     print(f"load average (1, 5, 15 min): {os.getloadavg()}")
     return 0
 

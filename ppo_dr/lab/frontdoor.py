@@ -34,11 +34,20 @@ from yarl import URL
 
 from ppo_dr.errors import DRError, LabError
 from ppo_dr.ids import is_valid_id
-from ppo_dr.lab.procutil import FleetWatch, LabConfig, read_config, run_component, stop_event
+from ppo_dr.lab.procutil import (
+    FleetWatch,
+    LabConfig,
+    WatchedFile,
+    read_config,
+    run_component,
+    stop_event,
+)
 
 log = logging.getLogger("ppo_dr.lab.frontdoor")
 
 PLACEMENT_MAX_AGE_S: Final = 0.5
+#: A placement table older than this is not served: the store stopped answering.
+PLACEMENT_STALE_LIMIT_S: Final = 10.0
 UPSTREAM_TIMEOUT_S: Final = 5.0
 ROUTE_HEADER: Final = "X-PPO-Route"
 MAX_BODY: Final = 16 << 20
@@ -95,36 +104,97 @@ class PlacementSource(Protocol):
 class PlacementCache:
     """Every client's server, read from the store at most every *max_age* seconds.
 
-    One query for all clients (not one per request), shared by concurrent requests;
-    store calls are blocking SQLAlchemy, so they run in a worker thread.
+    One query for all clients (not one per request), in a worker thread (store calls
+    are blocking SQLAlchemy). Requests never wait for the store once it has answered:
+    a stale table is served while one refresh runs in the background, so a slow store
+    (PostgreSQL under load takes seconds) does not stall every request twice a second.
+    A moved client is therefore routed anew within *max_age* plus one query. Only the
+    first read, and a table older than *stale_limit* (the store stopped answering),
+    make requests wait, and then a store error reaches them (503).
     """
 
-    def __init__(self, store: PlacementSource, max_age: float = PLACEMENT_MAX_AGE_S) -> None:
+    def __init__(
+        self,
+        store: PlacementSource,
+        max_age: float = PLACEMENT_MAX_AGE_S,
+        stale_limit: float = PLACEMENT_STALE_LIMIT_S,
+    ) -> None:
         self._store = store
         self._max_age = max_age
+        self._stale_limit = stale_limit
         self._routes: dict[str, str] = {}
         self._read_at: float | None = None
         self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None
 
     async def routes(self) -> dict[str, str]:
         """client id -> server id; raises the store's :class:`DRError` if it cannot answer."""
-        loop = asyncio.get_running_loop()
-        if self._fresh(loop.time()):
+        now = asyncio.get_running_loop().time()
+        if self._age(now) < self._max_age:
+            return self._routes
+        if self._age(now) < self._stale_limit:
+            if self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.create_task(self._refresh_in_background())
             return self._routes
         async with self._lock:
-            if not self._fresh(loop.time()):
-                started = loop.time()
-                rows = await loop.run_in_executor(None, self._store.placements)
-                routes = {p.client_id: p.server_id for p in rows}
-                for client, server in routes.items():
-                    old = self._routes.get(client)
-                    if old is not None and old != server:
-                        log.info("route of %s changed: %s -> %s", client, old, server)
-                self._routes, self._read_at = routes, started
+            if self._age(asyncio.get_running_loop().time()) >= self._stale_limit:
+                await self._read()
         return self._routes
 
-    def _fresh(self, now: float) -> bool:
-        return self._read_at is not None and now - self._read_at < self._max_age
+    def _age(self, now: float) -> float:
+        return float("inf") if self._read_at is None else now - self._read_at
+
+    async def _refresh_in_background(self) -> None:
+        async with self._lock:
+            try:
+                await self._read()
+            except DRError as exc:
+                log.warning("state store cannot answer, routing from the last read: %s", exc)
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        rows = await loop.run_in_executor(None, self._store.placements)
+        routes = {p.client_id: p.server_id for p in rows}
+        for client, server in routes.items():
+            old = self._routes.get(client)
+            if old is not None and old != server:
+                log.info("route of %s changed: %s -> %s", client, old, server)
+        self._routes, self._read_at = routes, started
+
+
+class ServerEndpoints:
+    """Each server's public HTTP endpoint (``host:port``) from fleet.yaml.
+
+    The file is checked (one ``stat``) on every lookup, so a changed endpoint applies
+    to the next request; re-reading it runs in a worker thread, because validating a
+    1,000-client fleet takes seconds (tens of seconds on a loaded machine) and on the
+    event loop it stopped every request, ``/health`` included, for that long.
+    Lookups that find the file changed wait for that one re-read together.
+    """
+
+    def __init__(self, fleet: FleetWatch) -> None:
+        self._fleet = fleet
+        self._file = WatchedFile(fleet.path)
+        self._endpoints: dict[str, str] = {}
+        self._reload: asyncio.Future[None] | None = None
+
+    async def endpoint(self, server_id: str) -> str | None:
+        if self._file.changed():
+            self._reload = asyncio.ensure_future(self._load())
+        reload = self._reload
+        if reload is not None:
+            await asyncio.shield(reload)
+            if self._reload is reload:
+                self._reload = None
+        return self._endpoints.get(server_id)
+
+    async def _load(self) -> None:
+        fleet = await asyncio.get_running_loop().run_in_executor(None, self._fleet.current)
+        if fleet is not None:
+            self._endpoints = {
+                s.id: f"{s.http.host}:{s.http.port}" for s in fleet.servers if s.http is not None
+            }
 
 
 class Frontdoor:
@@ -133,12 +203,12 @@ class Frontdoor:
     def __init__(
         self,
         placements: PlacementCache,
-        fleet: FleetWatch,
+        endpoints: ServerEndpoints,
         session: aiohttp.ClientSession,
         upstream_timeout: float = UPSTREAM_TIMEOUT_S,
     ) -> None:
         self.placements = placements
-        self.fleet = fleet
+        self.endpoints = endpoints
         self.session = session
         self.upstream_timeout = upstream_timeout
 
@@ -177,7 +247,7 @@ class Frontdoor:
             body = {"error": error, "client": client, "server": server_id}
             return web.json_response(body, status=status, headers={ROUTE_HEADER: route})
 
-        endpoint = self._endpoint(server_id)
+        endpoint = await self.endpoints.endpoint(server_id)
         if endpoint is None:
             return failure(502, f"server {server_id} has no HTTP endpoint in the fleet")
         # encoded=True: pass path and query on byte for byte (no re-quoting of %2F etc.)
@@ -200,16 +270,6 @@ class Frontdoor:
             return await self._stream_back(request, upstream, route)
         finally:
             upstream.release()
-
-    def _endpoint(self, server_id: str) -> str | None:
-        fleet = self.fleet.current()
-        if fleet is None:
-            return None
-        try:
-            http = fleet.server(server_id).http
-        except KeyError:
-            return None
-        return None if http is None else f"{http.host}:{http.port}"
 
     async def _stream_back(
         self, request: web.Request, upstream: aiohttp.ClientResponse, route: str
@@ -257,7 +317,10 @@ async def serve(config: FrontdoorConfig, stop: asyncio.Event) -> None:
         skip_auto_headers=("User-Agent",),
     ) as session:
         door = Frontdoor(
-            PlacementCache(store), FleetWatch(config.fleet), session, config.upstream_timeout
+            PlacementCache(store),
+            ServerEndpoints(FleetWatch(config.fleet)),
+            session,
+            config.upstream_timeout,
         )
         runner = web.AppRunner(door.app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
