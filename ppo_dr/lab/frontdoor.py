@@ -22,7 +22,10 @@ client without a placement is 404. ``/health`` is the front door's own health;
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -30,6 +33,7 @@ from typing import Any, Final, Protocol
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from pydantic import Field
 from yarl import URL
 
 from ppo_dr.errors import DRError, LabError
@@ -41,6 +45,7 @@ from ppo_dr.lab.procutil import (
     read_config,
     run_component,
     stop_event,
+    write_json_atomic,
 )
 
 log = logging.getLogger("ppo_dr.lab.frontdoor")
@@ -52,6 +57,8 @@ UPSTREAM_TIMEOUT_S: Final = 5.0
 ROUTE_HEADER: Final = "X-PPO-Route"
 MAX_BODY: Final = 16 << 20
 SHUTDOWN_GRACE_S: Final = 3.0
+MAX_PROCESSES: Final = 8
+_PR_SET_PDEATHSIG: Final = 1
 
 # Headers that describe one hop, not the request (RFC 9110 7.6.1), plus those the
 # HTTP libraries recompute for the next hop.
@@ -83,6 +90,12 @@ class FrontdoorConfig(LabConfig):
     upstream_timeout: float = UPSTREAM_TIMEOUT_S
     #: Address to listen on: loopback, or the wan address in a namespaced lab.
     bind: str = "127.0.0.1"
+    #: Processes sharing the port (``SO_REUSEPORT``): this one and ``processes - 1``
+    #: helpers it starts and stops. One is plenty for a few clients; at 1,000 (the probe's
+    #: 1,000 checks a cycle on top of the workload) one process is CPU-bound.
+    processes: int = Field(default=1, ge=1, le=MAX_PROCESSES)
+    #: Set in a helper's config: bind with ``SO_REUSEPORT`` and start no helpers.
+    helper: bool = False
 
 
 class PlacementLike(Protocol):
@@ -326,7 +339,10 @@ async def serve(config: FrontdoorConfig, stop: asyncio.Event) -> None:
         await runner.setup()
         try:
             try:
-                await web.TCPSite(runner, config.bind, config.port, reuse_address=True).start()
+                shared = config.helper or config.processes > 1
+                await web.TCPSite(
+                    runner, config.bind, config.port, reuse_address=True, reuse_port=shared
+                ).start()
             except OSError as exc:
                 raise LabError(f"front door cannot listen on port {config.port}: {exc}") from exc
             log.info("front door ready on %s:%d, store %s", config.bind, config.port, store.url)
@@ -337,10 +353,58 @@ async def serve(config: FrontdoorConfig, stop: asyncio.Event) -> None:
             await asyncio.get_running_loop().run_in_executor(None, store.close)
 
 
+def _die_with_parent() -> None:
+    """In a helper, before exec: SIGTERM when the front door dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+async def start_helpers(
+    config_path: Path, config: FrontdoorConfig
+) -> list[asyncio.subprocess.Process]:
+    """Start ``processes - 1`` helpers on the same port, from a config beside *config_path*.
+
+    The kernel spreads connections over every process listening with ``SO_REUSEPORT``.
+    Each helper keeps its own placement table and fleet, refreshed as this one's are.
+    """
+    if config.helper or config.processes == 1:
+        return []
+    helper_config = config_path.with_name(f"{config_path.stem}.helper.json")
+    write_json_atomic(
+        helper_config, config.model_copy(update={"helper": True}).model_dump(mode="json")
+    )
+    argv = [sys.executable, "-m", "ppo_dr.lab.frontdoor", "--config", str(helper_config)]
+    helpers = []
+    for _ in range(config.processes - 1):
+        helpers.append(await asyncio.create_subprocess_exec(*argv, preexec_fn=_die_with_parent))
+    log.info("front door helpers: %s", ", ".join(str(h.pid) for h in helpers))
+    return helpers
+
+
+async def stop_helpers(helpers: Sequence[asyncio.subprocess.Process]) -> None:
+    """SIGTERM every helper, then SIGKILL the ones still there after the grace period."""
+    for helper in helpers:
+        if helper.returncode is None:
+            helper.terminate()
+    for helper in helpers:
+        try:
+            await asyncio.wait_for(helper.wait(), SHUTDOWN_GRACE_S + 2)
+        except TimeoutError:
+            helper.kill()
+            await helper.wait()
+
+
 async def main(config_path: Path) -> None:
     """Entry point body: read the config, keep alembic's schema check out of the log, serve."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    await serve(read_config(config_path, FrontdoorConfig), stop_event())
+    config = read_config(config_path, FrontdoorConfig)
+    stop = stop_event()
+    helpers = await start_helpers(config_path, config)
+    try:
+        await serve(config, stop)
+    finally:
+        await stop_helpers(helpers)
 
 
 if __name__ == "__main__":
