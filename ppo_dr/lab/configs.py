@@ -116,6 +116,7 @@ class LabConfigs(LabDir):
             "fleet": str(self.fleet_file),
             "store_url": store.inner_url if store else self.store_url,
             "bind": host,
+            "processes": topology.frontdoor_processes(len(client_plans)),
         }
         workload = {
             "lab_dir": str(d),

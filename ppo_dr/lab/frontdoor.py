@@ -22,7 +22,10 @@ client without a placement is 404. ``/health`` is the front door's own health;
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -30,19 +33,32 @@ from typing import Any, Final, Protocol
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from pydantic import Field
 from yarl import URL
 
 from ppo_dr.errors import DRError, LabError
 from ppo_dr.ids import is_valid_id
-from ppo_dr.lab.procutil import FleetWatch, LabConfig, read_config, run_component, stop_event
+from ppo_dr.lab.procutil import (
+    FleetWatch,
+    LabConfig,
+    WatchedFile,
+    read_config,
+    run_component,
+    stop_event,
+    write_json_atomic,
+)
 
 log = logging.getLogger("ppo_dr.lab.frontdoor")
 
 PLACEMENT_MAX_AGE_S: Final = 0.5
+#: A placement table older than this is not served: the store stopped answering.
+PLACEMENT_STALE_LIMIT_S: Final = 10.0
 UPSTREAM_TIMEOUT_S: Final = 5.0
 ROUTE_HEADER: Final = "X-PPO-Route"
 MAX_BODY: Final = 16 << 20
 SHUTDOWN_GRACE_S: Final = 3.0
+MAX_PROCESSES: Final = 8
+_PR_SET_PDEATHSIG: Final = 1
 
 # Headers that describe one hop, not the request (RFC 9110 7.6.1), plus those the
 # HTTP libraries recompute for the next hop.
@@ -74,6 +90,12 @@ class FrontdoorConfig(LabConfig):
     upstream_timeout: float = UPSTREAM_TIMEOUT_S
     #: Address to listen on: loopback, or the wan address in a namespaced lab.
     bind: str = "127.0.0.1"
+    #: Processes sharing the port (``SO_REUSEPORT``): this one and ``processes - 1``
+    #: helpers it starts and stops. One is plenty for a few clients; at 1,000 (the probe's
+    #: 1,000 checks a cycle on top of the workload) one process is CPU-bound.
+    processes: int = Field(default=1, ge=1, le=MAX_PROCESSES)
+    #: Set in a helper's config: bind with ``SO_REUSEPORT`` and start no helpers.
+    helper: bool = False
 
 
 class PlacementLike(Protocol):
@@ -95,36 +117,97 @@ class PlacementSource(Protocol):
 class PlacementCache:
     """Every client's server, read from the store at most every *max_age* seconds.
 
-    One query for all clients (not one per request), shared by concurrent requests;
-    store calls are blocking SQLAlchemy, so they run in a worker thread.
+    One query for all clients (not one per request), in a worker thread (store calls
+    are blocking SQLAlchemy). Requests never wait for the store once it has answered:
+    a stale table is served while one refresh runs in the background, so a slow store
+    (PostgreSQL under load takes seconds) does not stall every request twice a second.
+    A moved client is therefore routed anew within *max_age* plus one query. Only the
+    first read, and a table older than *stale_limit* (the store stopped answering),
+    make requests wait, and then a store error reaches them (503).
     """
 
-    def __init__(self, store: PlacementSource, max_age: float = PLACEMENT_MAX_AGE_S) -> None:
+    def __init__(
+        self,
+        store: PlacementSource,
+        max_age: float = PLACEMENT_MAX_AGE_S,
+        stale_limit: float = PLACEMENT_STALE_LIMIT_S,
+    ) -> None:
         self._store = store
         self._max_age = max_age
+        self._stale_limit = stale_limit
         self._routes: dict[str, str] = {}
         self._read_at: float | None = None
         self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None
 
     async def routes(self) -> dict[str, str]:
         """client id -> server id; raises the store's :class:`DRError` if it cannot answer."""
-        loop = asyncio.get_running_loop()
-        if self._fresh(loop.time()):
+        now = asyncio.get_running_loop().time()
+        if self._age(now) < self._max_age:
+            return self._routes
+        if self._age(now) < self._stale_limit:
+            if self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.create_task(self._refresh_in_background())
             return self._routes
         async with self._lock:
-            if not self._fresh(loop.time()):
-                started = loop.time()
-                rows = await loop.run_in_executor(None, self._store.placements)
-                routes = {p.client_id: p.server_id for p in rows}
-                for client, server in routes.items():
-                    old = self._routes.get(client)
-                    if old is not None and old != server:
-                        log.info("route of %s changed: %s -> %s", client, old, server)
-                self._routes, self._read_at = routes, started
+            if self._age(asyncio.get_running_loop().time()) >= self._stale_limit:
+                await self._read()
         return self._routes
 
-    def _fresh(self, now: float) -> bool:
-        return self._read_at is not None and now - self._read_at < self._max_age
+    def _age(self, now: float) -> float:
+        return float("inf") if self._read_at is None else now - self._read_at
+
+    async def _refresh_in_background(self) -> None:
+        async with self._lock:
+            try:
+                await self._read()
+            except DRError as exc:
+                log.warning("state store cannot answer, routing from the last read: %s", exc)
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        rows = await loop.run_in_executor(None, self._store.placements)
+        routes = {p.client_id: p.server_id for p in rows}
+        for client, server in routes.items():
+            old = self._routes.get(client)
+            if old is not None and old != server:
+                log.info("route of %s changed: %s -> %s", client, old, server)
+        self._routes, self._read_at = routes, started
+
+
+class ServerEndpoints:
+    """Each server's public HTTP endpoint (``host:port``) from fleet.yaml.
+
+    The file is checked (one ``stat``) on every lookup, so a changed endpoint applies
+    to the next request; re-reading it runs in a worker thread, because validating a
+    1,000-client fleet takes seconds (tens of seconds on a loaded machine) and on the
+    event loop it stopped every request, ``/health`` included, for that long.
+    Lookups that find the file changed wait for that one re-read together.
+    """
+
+    def __init__(self, fleet: FleetWatch) -> None:
+        self._fleet = fleet
+        self._file = WatchedFile(fleet.path)
+        self._endpoints: dict[str, str] = {}
+        self._reload: asyncio.Future[None] | None = None
+
+    async def endpoint(self, server_id: str) -> str | None:
+        if self._file.changed():
+            self._reload = asyncio.ensure_future(self._load())
+        reload = self._reload
+        if reload is not None:
+            await asyncio.shield(reload)
+            if self._reload is reload:
+                self._reload = None
+        return self._endpoints.get(server_id)
+
+    async def _load(self) -> None:
+        fleet = await asyncio.get_running_loop().run_in_executor(None, self._fleet.current)
+        if fleet is not None:
+            self._endpoints = {
+                s.id: f"{s.http.host}:{s.http.port}" for s in fleet.servers if s.http is not None
+            }
 
 
 class Frontdoor:
@@ -133,12 +216,12 @@ class Frontdoor:
     def __init__(
         self,
         placements: PlacementCache,
-        fleet: FleetWatch,
+        endpoints: ServerEndpoints,
         session: aiohttp.ClientSession,
         upstream_timeout: float = UPSTREAM_TIMEOUT_S,
     ) -> None:
         self.placements = placements
-        self.fleet = fleet
+        self.endpoints = endpoints
         self.session = session
         self.upstream_timeout = upstream_timeout
 
@@ -177,7 +260,7 @@ class Frontdoor:
             body = {"error": error, "client": client, "server": server_id}
             return web.json_response(body, status=status, headers={ROUTE_HEADER: route})
 
-        endpoint = self._endpoint(server_id)
+        endpoint = await self.endpoints.endpoint(server_id)
         if endpoint is None:
             return failure(502, f"server {server_id} has no HTTP endpoint in the fleet")
         # encoded=True: pass path and query on byte for byte (no re-quoting of %2F etc.)
@@ -200,16 +283,6 @@ class Frontdoor:
             return await self._stream_back(request, upstream, route)
         finally:
             upstream.release()
-
-    def _endpoint(self, server_id: str) -> str | None:
-        fleet = self.fleet.current()
-        if fleet is None:
-            return None
-        try:
-            http = fleet.server(server_id).http
-        except KeyError:
-            return None
-        return None if http is None else f"{http.host}:{http.port}"
 
     async def _stream_back(
         self, request: web.Request, upstream: aiohttp.ClientResponse, route: str
@@ -257,13 +330,19 @@ async def serve(config: FrontdoorConfig, stop: asyncio.Event) -> None:
         skip_auto_headers=("User-Agent",),
     ) as session:
         door = Frontdoor(
-            PlacementCache(store), FleetWatch(config.fleet), session, config.upstream_timeout
+            PlacementCache(store),
+            ServerEndpoints(FleetWatch(config.fleet)),
+            session,
+            config.upstream_timeout,
         )
         runner = web.AppRunner(door.app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
         try:
             try:
-                await web.TCPSite(runner, config.bind, config.port, reuse_address=True).start()
+                shared = config.helper or config.processes > 1
+                await web.TCPSite(
+                    runner, config.bind, config.port, reuse_address=True, reuse_port=shared
+                ).start()
             except OSError as exc:
                 raise LabError(f"front door cannot listen on port {config.port}: {exc}") from exc
             log.info("front door ready on %s:%d, store %s", config.bind, config.port, store.url)
@@ -274,10 +353,58 @@ async def serve(config: FrontdoorConfig, stop: asyncio.Event) -> None:
             await asyncio.get_running_loop().run_in_executor(None, store.close)
 
 
+def _die_with_parent() -> None:
+    """In a helper, before exec: SIGTERM when the front door dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+async def start_helpers(
+    config_path: Path, config: FrontdoorConfig
+) -> list[asyncio.subprocess.Process]:
+    """Start ``processes - 1`` helpers on the same port, from a config beside *config_path*.
+
+    The kernel spreads connections over every process listening with ``SO_REUSEPORT``.
+    Each helper keeps its own placement table and fleet, refreshed as this one's are.
+    """
+    if config.helper or config.processes == 1:
+        return []
+    helper_config = config_path.with_name(f"{config_path.stem}.helper.json")
+    write_json_atomic(
+        helper_config, config.model_copy(update={"helper": True}).model_dump(mode="json")
+    )
+    argv = [sys.executable, "-m", "ppo_dr.lab.frontdoor", "--config", str(helper_config)]
+    helpers = []
+    for _ in range(config.processes - 1):
+        helpers.append(await asyncio.create_subprocess_exec(*argv, preexec_fn=_die_with_parent))
+    log.info("front door helpers: %s", ", ".join(str(h.pid) for h in helpers))
+    return helpers
+
+
+async def stop_helpers(helpers: Sequence[asyncio.subprocess.Process]) -> None:
+    """SIGTERM every helper, then SIGKILL the ones still there after the grace period."""
+    for helper in helpers:
+        if helper.returncode is None:
+            helper.terminate()
+    for helper in helpers:
+        try:
+            await asyncio.wait_for(helper.wait(), SHUTDOWN_GRACE_S + 2)
+        except TimeoutError:
+            helper.kill()
+            await helper.wait()
+
+
 async def main(config_path: Path) -> None:
     """Entry point body: read the config, keep alembic's schema check out of the log, serve."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    await serve(read_config(config_path, FrontdoorConfig), stop_event())
+    config = read_config(config_path, FrontdoorConfig)
+    stop = stop_event()
+    helpers = await start_helpers(config_path, config)
+    try:
+        await serve(config, stop)
+    finally:
+        await stop_helpers(helpers)
 
 
 if __name__ == "__main__":

@@ -112,10 +112,23 @@ def plan_servers(apps: int = DEFAULT_APP_SERVERS) -> tuple[ServerPlan, ...]:
 WORKLOAD_WRITES_PER_S = 50.0
 
 
+FRONTDOOR_CLIENTS_PER_PROCESS = 250
+FRONTDOOR_MAX_PROCESSES = 4
+
+
 def workload_interval(clients: int) -> float:
     """Seconds between two writes to one client: 1 s up to 50 clients, then longer, so
     that a 1,000-client lab asks 50 writes/s of one 2-core machine, not 1,000."""
     return max(1.0, round(clients / WORKLOAD_WRITES_PER_S, 1))
+
+
+def frontdoor_processes(clients: int) -> int:
+    """Front door processes sharing its port: one per 250 clients, two to four past 250.
+
+    At 1,000 clients one process, starved of CPU among the lab's ~60 others, let most of
+    the probe's checks time out (bench/frontdoor_load.py).
+    """
+    return max(1, min(FRONTDOOR_MAX_PROCESSES, -(-clients // FRONTDOOR_CLIENTS_PER_PROCESS)))
 
 
 def parse_scale(text: str) -> tuple[int, int]:

@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -137,7 +138,7 @@ def door_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
         )
     )
     proc = lab.procs.start("frontdoor", config)
-    wait_for_port(port, proc, lab.procs.logs / "frontdoor.log")
+    wait_for_port(port, proc, lab.procs.logs / "frontdoor.log", timeout=45)  # slow when loaded
     try:
         yield Door(lab, port, store)
     finally:
@@ -241,3 +242,38 @@ def test_a_server_that_hangs_is_a_504_after_five_seconds(door: Door) -> None:
     assert 4.5 < elapsed < 15  # the 5 s upstream timeout, not an early or a missing one
     assert headers["X-PPO-Route"] == "acme -> app-jhb1-1"
     assert json.loads(body)["server"] == "app-jhb1-1"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def test_two_processes_share_the_port_and_the_helper_dies_with_the_door(
+    door_service: Door,
+) -> None:
+    lab = door_service.lab
+    port = free_port()
+    config = lab.dir / "frontdoor2.json"
+    settings = json.loads((lab.dir / "frontdoor.json").read_text())
+    config.write_text(json.dumps({**settings, "port": port, "processes": 2}))
+    proc = lab.procs.start("frontdoor", config, name="frontdoor2")
+    wait_for_port(port, proc, lab.procs.logs / "frontdoor2.log", timeout=45)
+    deadline = time.monotonic() + 30
+    while not (helpers := _children(proc.pid)):
+        assert time.monotonic() < deadline, "no helper started"
+        time.sleep(0.1)
+    other = Door(lab, port, door_service.store)
+    for _ in range(20):  # new connections each: the kernel spreads them over both
+        status, headers, _b = other.get("/c/acme/page")
+        assert (status, headers["X-PPO-Route"]) == (200, "acme -> app-jhb1-1")
+    proc.kill()  # SIGKILL: no chance to stop the helper itself
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while any(Path(f"/proc/{pid}").exists() for pid in helpers):
+        assert time.monotonic() < deadline, "the helper outlived the front door"
+        time.sleep(0.1)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
