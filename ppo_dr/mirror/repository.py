@@ -40,9 +40,9 @@ from ppo_dr.errors import RemotePathError
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.mirror.codec import Codec, key_check
 from ppo_dr.mirror.errors import DamagedDataError, RepositoryError
-from ppo_dr.mirror.manifest import Entry, Manifest, check_snapshot_id
+from ppo_dr.mirror.manifest import Manifest, check_snapshot_id
 from ppo_dr.mirror.repo_config import REPO_VERSION, RepoConfig, codec_for
-from ppo_dr.mirror.trees import TreeSet, build_trees, expand_trees
+from ppo_dr.mirror.trees import Expanded, TreeSet, build_trees, expand_trees
 from ppo_dr.transport.base import EntryType, Remote, is_temp_name
 
 TREE_CACHE_BYTES = 64 * 1024 * 1024  # tree plaintexts kept per Repository (prune, verify)
@@ -63,8 +63,8 @@ SEALED_SUFFIX = ".enc"  # appended when the repository is encrypted (AES-256-GCM
 # Ranged reads (restore, a client's verify): a pack is read by ranges only when at most
 # this share of it is needed, and blobs closer than RANGE_GAP share one request (a
 # request's latency costs more than reading the gap). Figures: docs/repository.md.
-# Entries and tree ids of snapshots already read, by root tree id (shared by mirrors).
-ExpandedTrees = dict[str, tuple[list[Entry], tuple[str, ...]]]
+# Snapshots' trees already read, by root tree id (shared by mirrors).
+ExpandedTrees = dict[str, Expanded]
 RANGED_MAX_SHARE = 0.5
 RANGE_GAP = 256 * 1024
 CHUNKER: dict[str, Any] = {
@@ -530,13 +530,16 @@ class Repository:
             known = {b: loc.raw_length for b, loc in self.load_index().blobs.items()}
         if trees is None:
             trees = build_trees(manifest.entries, self.codec.blob_id)
+        lacking = [t for t in trees.all_ids if t not in known and t not in trees.objects]
+        if lacking:  # reused from another mirror's previous snapshot: never name it here
+            raise RepositoryError(f"{self.where}: tree {lacking[0]} is neither built nor stored")
         builder = PackBuilder()
         for tree_id, data in trees.objects.items():
             if tree_id not in known:
                 stored, compressed = self.codec.encode_blob(data)
                 builder.add(tree_id, stored, len(data), compressed)
                 known[tree_id] = len(data)
-        manifest.tree, manifest.tree_ids = trees.root, tuple(trees.objects)
+        manifest.tree, manifest.tree_ids = trees.root, trees.all_ids
         if not builder.rows:
             return 0, 0
         pack = builder.finish(self.codec)

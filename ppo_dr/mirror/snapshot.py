@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,33 +45,26 @@ from pyfastcdc import FastCDC
 from ppo_dr.errors import DRError, RemotePathError, UnsafeInputError
 from ppo_dr.ids import absolute_path_problem, check_id
 from ppo_dr.mirror.codec import Codec
-from ppo_dr.mirror.errors import RepositoryError
 from ppo_dr.mirror.hard_links import hard_link_groups, mark_hard_links
-from ppo_dr.mirror.lock import RepositoryLock
 from ppo_dr.mirror.manifest import Entry, Manifest, snapshot_id_for
 from ppo_dr.mirror.repository import (
     CDC_AVG,
     CDC_MAX,
     CDC_MIN,
-    PACK_TARGET_BYTES,
     REWRITE_AVG,
     REWRITE_MAX,
     REWRITE_MIN,
     SMALL_FILE_LIMIT,
     ExpandedTrees,
-    FinishedPack,
-    PackBuilder,
-    Repository,
 )
 from ppo_dr.mirror.results import ClientSnapshotResult, ClientSource, MirrorOutcome, MirrorTarget
-from ppo_dr.mirror.trees import TreeSet, build_trees, canonical_order
-from ppo_dr.mirror.uploader import UploadProcess
+from ppo_dr.mirror.sink import MirrorSink, describe, open_sink
+from ppo_dr.mirror.trees import TreeSet, canonical_order
 from ppo_dr.transport.base import EntryType, Remote, RemoteReader, RemoteStat
 
 log = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 3  # the first read and up to 2 re-reads of a file that changed under us
-UPLOAD_QUEUE_PACKS = 2  # finished packs waiting per mirror (memory bound ~3 x 16 MiB)
 
 
 def reuse_plan(
@@ -131,147 +122,6 @@ class _Prepended:
             out, self._head = self._head[:n], self._head[n:]
             return bytes(out)
         return self._reader.read(n)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-class MirrorSink:
-    """One mirror's side of a run: the blobs it has, the pack being filled, an uploader."""
-
-    def __init__(self, target: MirrorTarget, repo: Repository, lock: RepositoryLock) -> None:
-        self.target = target
-        self.repo = repo
-        self.lock = lock
-        # blob id -> plaintext length: what this mirror stores, and where the previous
-        # version of a file was cut (see reuse_plan)
-        self.known: dict[str, int] = {
-            b: loc.raw_length for b, loc in repo.load_index().blobs.items()
-        }
-        self.error: str | None = None
-        self.previous: dict[str, Entry] = {}
-        self.bytes_sent = 0
-        self.new_chunks = 0
-        self._builder = PackBuilder()
-        self._child = (
-            UploadProcess(target.connect, target.repo_path, target.mirror_id, repo.codec.key)
-            if target.connect is not None
-            else None
-        )
-        self._queue: queue.Queue[PackBuilder | None] = queue.Queue(UPLOAD_QUEUE_PACKS)
-        self._thread = threading.Thread(
-            target=self._upload_loop, daemon=True, name=f"upload-{target.mirror_id}"
-        )
-        self._thread.start()
-
-    @property
-    def codec(self) -> Codec:
-        return self.repo.codec
-
-    def fail(self, exc: BaseException) -> None:
-        if self.error is None:
-            self.error = _describe(exc)
-            log.error("mirror %s failed: %s", self.target.mirror_id, self.error)
-
-    def begin_client(self, client_id: str, expanded: ExpandedTrees) -> None:
-        """Reset the per-client counters and load the client's newest manifest (its
-        trees read once for all mirrors that share them: *expanded*)."""
-        self.bytes_sent = 0
-        self.new_chunks = 0
-        self.previous = {}
-        if self.error is not None:
-            return
-        try:
-            ids = self.repo.list_snapshot_ids(client_id)
-            if ids:
-                manifest = self.repo.read_manifest(client_id, ids[-1], expanded)
-                self.previous = {e.path: e for e in manifest.entries}
-        except RepositoryError as exc:  # damaged or foreign manifest: read everything
-            log.warning("mirror %s: previous manifest unusable: %s", self.target.mirror_id, exc)
-        except DRError as exc:
-            self.fail(exc)
-
-    def unchanged(self, st: RemoteStat) -> tuple[str, ...] | None:
-        """The stored chunk list if *st* passes the quick check here, else None."""
-        prev = self.previous.get(st.path)
-        if (
-            prev is None
-            or prev.type is not EntryType.FILE
-            or prev.size != st.size
-            or prev.mtime != st.mtime
-            or not all(c in self.known for c in prev.chunks)
-        ):
-            return None
-        return prev.chunks
-
-    def layout(self, path: str) -> tuple[list[tuple[str, int]], int] | None:
-        """The previous version of *path* as (chunk id, length) pairs and its size, if
-        this mirror has it whole; None otherwise."""
-        prev = self.previous.get(path)
-        if prev is None or prev.type is not EntryType.FILE:
-            return None
-        lengths = [self.known.get(c) for c in prev.chunks]
-        if any(n is None for n in lengths) or sum(n or 0 for n in lengths) != prev.size:
-            return None
-        return [(c, n or 0) for c, n in zip(prev.chunks, lengths, strict=True)], prev.size
-
-    def add(self, blob_id: str, stored: bytes, raw_length: int, compressed: bool) -> None:
-        """Queue a blob for this mirror (the caller checked it is not known here)."""
-        self.known[blob_id] = raw_length
-        self.new_chunks += 1
-        self._builder.add(blob_id, stored, raw_length, compressed)
-        if self._builder.size >= PACK_TARGET_BYTES:
-            self._ship()
-
-    def _ship(self) -> None:
-        builder, self._builder = self._builder, PackBuilder()
-        if self.error is None:
-            self._queue.put(builder)
-
-    def flush(self) -> None:
-        """Ship the partial pack and wait until every pack is stored and indexed."""
-        if self._builder.rows:
-            self._ship()
-        self._queue.join()
-
-    def _upload_loop(self) -> None:
-        while True:
-            builder = self._queue.get()
-            try:
-                if builder is None:
-                    return
-                if self.error is None and self._child is not None:
-                    self.bytes_sent += self._child.upload(builder)
-                elif self.error is None:
-                    pack: FinishedPack = builder.finish(self.codec)
-                    self.bytes_sent += self.repo.write_pack(pack)
-                    self.bytes_sent += self.repo.write_index([pack])[1]
-            except Exception as exc:  # any failure drops this mirror, never the run
-                self.fail(exc)
-            finally:
-                self._queue.task_done()
-
-    def write_manifest(self, manifest: Manifest, trees: dict[bytes | None, TreeSet]) -> bool:
-        """Trees the mirror lacks, then the manifest; *trees*: built once per key."""
-        if self.error is not None:
-            return False
-        try:
-            key = self.codec.key
-            if key not in trees:
-                trees[key] = build_trees(manifest.entries, self.codec.blob_id)
-            self.bytes_sent += self.repo.write_manifest(manifest, self.known, trees[key])
-            return True
-        except DRError as exc:
-            self.fail(exc)
-            return False
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=600)
-        if self._child is not None:
-            self._child.close()
-        self.lock.release()
 
 
 @dataclass
@@ -453,7 +303,7 @@ def snapshot_client(
             hook(client.client_id)
         except Exception as exc:  # a failed pre-snapshot command skips this client only
             for sink in live:
-                errors[sink.target.mirror_id] = f"pre-snapshot hook failed: {_describe(exc)}"
+                errors[sink.target.mirror_id] = f"pre-snapshot hook failed: {describe(exc)}"
             live = []
     expanded: ExpandedTrees = {}
     for sink in live:
@@ -495,7 +345,7 @@ def snapshot_client(
             entries = mark_hard_links(canonical_order(entries), groups)
     except DRError as exc:  # the app server failed us: no manifest for this client
         for sink in live:
-            errors[sink.target.mirror_id] = f"reading {source.label}: {_describe(exc)}"
+            errors[sink.target.mirror_id] = f"reading {source.label}: {describe(exc)}"
         live = []
     for sink in sinks:
         if sink.error is None:
@@ -537,23 +387,6 @@ def snapshot_client(
         duration_s=time.monotonic() - started,
         changed_during_read=changed_during_read,
     )
-
-
-def open_sink(target: MirrorTarget, app_server: str, key: bytes | None) -> MirrorSink | str:
-    """A locked, index-loaded sink for *target*, or the error text if it cannot be."""
-    try:
-        repo = Repository.open_or_init(
-            target.remote, target.repo_path, target.mirror_id, app_server=app_server, key=key
-        )
-        lock = RepositoryLock(target.remote, target.repo_path, "snapshot", owner=app_server)
-        lock.acquire()
-    except DRError as exc:
-        return _describe(exc)
-    try:
-        return MirrorSink(target, repo, lock)
-    except DRError as exc:
-        lock.release()
-        return _describe(exc)
 
 
 def snapshot_server(

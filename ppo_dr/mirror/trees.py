@@ -20,9 +20,9 @@ import json
 import posixpath
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from ppo_dr.mirror.errors import RepositoryError
 from ppo_dr.mirror.manifest import Entry
@@ -34,10 +34,30 @@ MAX_DEPTH = 4096  # deeper than any file system allows a path to go
 
 @dataclass(frozen=True)
 class TreeSet:
-    """The trees of one snapshot: the root's id and every tree's id -> bytes."""
+    """The trees of one snapshot: the root's id, the bytes of every tree built (id ->
+    bytes) and every tree id it uses, those reused from the previous snapshot too."""
 
     root: str
     objects: dict[str, bytes]
+    ids: tuple[str, ...] = field(default=())
+
+    @property
+    def all_ids(self) -> tuple[str, ...]:
+        return self.ids or tuple(self.objects)
+
+
+# A previous snapshot's directories: path ("" = the top) -> (its tree's id, its
+# entries in stored order). What lets an unchanged directory keep its id unbuilt.
+DirTrees = Mapping[str, tuple[str, Sequence[Entry]]]
+
+
+class Expanded(NamedTuple):
+    """A snapshot's trees read back: its entries in canonical order, every tree id it
+    uses, and each directory's tree (for :func:`build_trees`' reuse)."""
+
+    entries: list[Entry]
+    tree_ids: tuple[str, ...]
+    dirs: dict[str, tuple[str, list[Entry]]]
 
 
 def canonical_order(entries: Iterable[Entry]) -> list[Entry]:
@@ -51,8 +71,23 @@ def _tree_bytes(children: list[dict[str, Any]]) -> bytes:
     return json.dumps({"entries": children}, ensure_ascii=True, separators=(",", ":")).encode()
 
 
-def build_trees(entries: Iterable[Entry], blob_id: Callable[[bytes], str]) -> TreeSet:
-    """Cut *entries* (a client's tree, paths relative to its top) into tree objects."""
+def _name_of(entry: Entry) -> str:
+    return entry.path.rpartition("/")[2]
+
+
+def build_trees(
+    entries: Iterable[Entry],
+    blob_id: Callable[[bytes], str],
+    previous: DirTrees | None = None,
+    stored: Container[str] = (),
+) -> TreeSet:
+    """Cut *entries* (a client's tree, paths relative to its top) into tree objects.
+
+    *previous*: the last snapshot's directories; a directory whose entries (and whose
+    subdirectories' ids) are all as they were there keeps its old id without being
+    serialised or hashed again, if that id is in *stored* (the mirror has it). Such an
+    id is in :attr:`TreeSet.ids`, not in :attr:`TreeSet.objects`.
+    """
     by_parent: dict[str, list[Entry]] = defaultdict(list)
     dirs: set[str] = {""}
     for entry in entries:
@@ -61,9 +96,15 @@ def build_trees(entries: Iterable[Entry], blob_id: Callable[[bytes], str]) -> Tr
             dirs.add(entry.path)
     objects: dict[str, bytes] = {}
     ids: dict[str, str] = {}
-    for directory in sorted(dirs, key=lambda d: -d.count("/") - (d != "")):  # deepest first
+    # deepest first, then by path: the same entries always give the same TreeSet
+    for directory in sorted(dirs, key=lambda d: (-d.count("/") - (d != ""), d)):
+        listed = by_parent.get(directory, [])
+        old = previous.get(directory) if previous is not None else None
+        if old is not None and old[0] in stored and _unchanged(listed, old[1], ids, previous):
+            ids[directory] = old[0]
+            continue
         children: list[dict[str, Any]] = []
-        for entry in by_parent.get(directory, []):
+        for entry in listed:
             raw = entry.to_json()
             del raw["path"]
             raw = {"name": posixpath.basename(entry.path), **raw}
@@ -73,7 +114,24 @@ def build_trees(entries: Iterable[Entry], blob_id: Callable[[bytes], str]) -> Tr
         data = _tree_bytes(children)
         ids[directory] = tree_id = blob_id(data)
         objects[tree_id] = data
-    return TreeSet(ids[""], objects)
+    return TreeSet(ids[""], objects, tuple(dict.fromkeys(ids.values())))
+
+
+def _unchanged(
+    listed: list[Entry], old: Sequence[Entry], ids: dict[str, str], previous: DirTrees | None
+) -> bool:
+    """Whether a directory's entries now (*listed*) are those of its old tree (*old*,
+    sorted by name), each subdirectory's tree id included."""
+    if len(listed) != len(old) or previous is None:
+        return False
+    if sorted(listed, key=_name_of) != list(old):
+        return False
+    for entry in listed:
+        if entry.type is EntryType.DIR:
+            was = previous.get(entry.path)
+            if was is None or ids[entry.path] != was[0]:
+                return False
+    return True
 
 
 def _name_problem(name: object) -> str | None:
@@ -84,10 +142,9 @@ def _name_problem(name: object) -> str | None:
     return None
 
 
-def expand_trees(
-    root: str, fetch: Callable[[list[str]], dict[str, bytes]], what: str
-) -> tuple[list[Entry], tuple[str, ...]]:
-    """The entries below tree *root* in canonical order, and every tree id visited.
+def expand_trees(root: str, fetch: Callable[[list[str]], dict[str, bytes]], what: str) -> Expanded:
+    """The entries below tree *root* in canonical order, every tree id visited, and
+    each directory's tree id and entries.
 
     *fetch* returns the verified plaintext of the tree blobs asked for; it is called
     once per level of the tree, so a repository can batch the reads by pack.
@@ -116,6 +173,7 @@ def expand_trees(
     # order, with every directory right before its contents.
     entries: list[Entry] = []
     visited: list[str] = [root]
+    dirs: dict[str, tuple[str, list[Entry]]] = {"": (root, [])}
     stack: list[tuple[Iterator[dict[str, Any]], str, str]] = [(iter(parsed[root]), "", root)]
     while stack:
         children, prefix, tree_id = stack[-1]
@@ -125,11 +183,13 @@ def expand_trees(
             continue
         entry = _entry(raw, prefix, what, tree_id)
         entries.append(entry)
+        dirs[prefix][1].append(entry)
         if entry.type is EntryType.DIR:
             subtree = str(raw["tree"])
             visited.append(subtree)
+            dirs[entry.path] = (subtree, [])
             stack.append((iter(parsed[subtree]), entry.path, subtree))
-    return entries, tuple(dict.fromkeys(visited))
+    return Expanded(entries, tuple(dict.fromkeys(visited)), dirs)
 
 
 def _subtree(raw: dict[str, Any], what: str, tree_id: str) -> str:

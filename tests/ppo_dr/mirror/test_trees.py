@@ -4,6 +4,7 @@ tree a hostile mirror wrote is refused, not followed."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ import random
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ppo_dr.mirror.errors import RepositoryError
@@ -75,7 +76,7 @@ def test_trees_give_back_the_entries_whatever_order_they_came_in(
     rnd.shuffle(shuffled)
     assert build_trees(shuffled, _sha) == trees  # bytes do not depend on listing order
     _, fetch = _fetch(trees)
-    back, visited = expand_trees(trees.root, fetch, "test")
+    back, visited, _ = expand_trees(trees.root, fetch, "test")
     assert back == canonical_order(entries)
     assert set(visited) == set(trees.objects)
 
@@ -91,11 +92,60 @@ def test_an_unchanged_directory_keeps_its_tree_and_a_change_costs_the_path_up() 
     assert len(set(after.objects) & set(before.objects)) == 1
 
 
+def _changed(entries: list[Entry], rnd: random.Random) -> list[Entry]:
+    """*entries* after a random hour of use: some touched, some gone, some new."""
+    out: list[Entry] = []
+    for e in entries:
+        roll = rnd.random()
+        if roll < 0.1 and e.type is not DIR:
+            continue  # deleted (a directory stays: its contents would be orphaned)
+        if roll < 0.3:
+            e = dataclasses.replace(e, mtime=e.mtime + 1)  # touched, or written
+        out.append(e)
+    dirs = [""] + [e.path for e in out if e.type is DIR]
+    for i in range(rnd.randint(0, 3)):
+        parent = rnd.choice(dirs)
+        out.append(Entry(f"{parent}/new{i}" if parent else f"new{i}", FILE, 0o644, 5))
+    return [e for e in out if e.link is None or any(o.path == e.link for o in out)]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(client_trees(), st.randoms())
+def test_reusing_the_previous_trees_gives_the_ids_a_full_build_gives(
+    entries: list[Entry], rnd: random.Random
+) -> None:
+    before = build_trees(entries, _sha)
+    _, fetch = _fetch(before)
+    previous = expand_trees(before.root, fetch, "test").dirs
+    after = _changed(entries, rnd)
+    full = build_trees(after, _sha)
+    reused = build_trees(after, _sha, previous, set(before.objects))
+    assert (reused.root, set(reused.all_ids)) == (full.root, set(full.all_ids))
+    # every tree that is new is built, and no tree the snapshot does not use
+    assert set(full.objects) - set(before.objects) <= set(reused.objects) <= set(full.objects)
+    unchanged = build_trees(entries, _sha, previous, set(before.objects))
+    assert (unchanged.root, unchanged.objects) == (before.root, {})  # nothing built
+
+
+def test_an_unchanged_tree_is_not_built_again_unless_the_mirror_lacks_it() -> None:
+    entries = [Entry("a", DIR, 0o755, 1), Entry("a/f", FILE, 0o644, 1, 1, None, (_sha(b"f"),))]
+    before = build_trees(entries, _sha)
+    previous = expand_trees(before.root, _fetch(before)[1], "test").dirs
+    same = build_trees(list(reversed(entries)), _sha, previous, set(before.objects))
+    assert (same.root, same.objects, set(same.ids)) == (before.root, {}, set(before.objects))
+    lacking = build_trees(entries, _sha, previous, {before.root})  # a's tree is not stored
+    assert lacking.root == before.root
+    assert set(lacking.objects) == set(before.objects) - {before.root}  # a's tree, built
+    moved = [Entry("b", DIR, 0o755, 1), Entry("b/f", FILE, 0o644, 1, 1, None, (_sha(b"f"),))]
+    renamed = build_trees(moved, _sha, previous, set(before.objects))
+    assert renamed == build_trees(moved, _sha) and renamed.root != before.root
+
+
 def test_one_fetch_per_level_and_a_shared_tree_is_read_once() -> None:
     entries = [Entry("a", DIR, 0o755, 1), Entry("b", DIR, 0o755, 1), Entry("a/c", DIR, 0o755, 1)]
     trees = build_trees(entries, _sha)
     calls, fetch = _fetch(trees)
-    back, _ = expand_trees(trees.root, fetch, "test")
+    back, _, _ = expand_trees(trees.root, fetch, "test")
     assert [len(c) for c in calls] == [1, 2]  # root; a and b (a/c is empty, like b)
     assert [e.path for e in back] == ["a", "a/c", "b"]
 

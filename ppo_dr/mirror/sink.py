@@ -1,0 +1,202 @@
+"""One mirror's side of a snapshot run: what it stores, the pack being filled, and the
+uploader that writes finished packs while the reader goes on.
+
+Why a sink per mirror: blob ids do not depend on the mirror, so the reader
+(``ppo_dr.mirror.snapshot``) reads and encodes each blob once and hands it to every
+sink lacking it; each sink keeps its own index view, previous snapshot (for the quick
+check and for reusing unchanged directories' trees) and failure, so one mirror failing
+never stops the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from ppo_dr.errors import DRError
+from ppo_dr.mirror.codec import Codec
+from ppo_dr.mirror.errors import RepositoryError
+from ppo_dr.mirror.lock import RepositoryLock
+from ppo_dr.mirror.manifest import Entry, Manifest
+from ppo_dr.mirror.repository import (
+    PACK_TARGET_BYTES,
+    ExpandedTrees,
+    FinishedPack,
+    PackBuilder,
+    Repository,
+)
+from ppo_dr.mirror.results import MirrorTarget
+from ppo_dr.mirror.trees import DirTrees, TreeSet, build_trees
+from ppo_dr.mirror.uploader import UploadProcess
+from ppo_dr.transport.base import EntryType, RemoteStat
+
+log = logging.getLogger(__name__)
+
+UPLOAD_QUEUE_PACKS = 2  # finished packs waiting per mirror (memory bound ~3 x 16 MiB)
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class MirrorSink:
+    """One mirror's side of a run: the blobs it has, the pack being filled, an uploader."""
+
+    def __init__(self, target: MirrorTarget, repo: Repository, lock: RepositoryLock) -> None:
+        self.target = target
+        self.repo = repo
+        self.lock = lock
+        # blob id -> plaintext length: what this mirror stores, and where the previous
+        # version of a file was cut (see reuse_plan)
+        self.known: dict[str, int] = {
+            b: loc.raw_length for b, loc in repo.load_index().blobs.items()
+        }
+        self.error: str | None = None
+        self.previous: dict[str, Entry] = {}
+        self.previous_dirs: DirTrees = {}  # its trees, whose ids unchanged directories keep
+        self.bytes_sent = 0
+        self.new_chunks = 0
+        self._builder = PackBuilder()
+        self._child = (
+            UploadProcess(target.connect, target.repo_path, target.mirror_id, repo.codec.key)
+            if target.connect is not None
+            else None
+        )
+        self._queue: queue.Queue[PackBuilder | None] = queue.Queue(UPLOAD_QUEUE_PACKS)
+        self._thread = threading.Thread(
+            target=self._upload_loop, daemon=True, name=f"upload-{target.mirror_id}"
+        )
+        self._thread.start()
+
+    @property
+    def codec(self) -> Codec:
+        return self.repo.codec
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = describe(exc)
+            log.error("mirror %s failed: %s", self.target.mirror_id, self.error)
+
+    def begin_client(self, client_id: str, expanded: ExpandedTrees) -> None:
+        """Reset the per-client counters and load the client's newest manifest (its
+        trees read once for all mirrors that share them: *expanded*)."""
+        self.bytes_sent = 0
+        self.new_chunks = 0
+        self.previous, self.previous_dirs = {}, {}
+        if self.error is not None:
+            return
+        try:
+            ids = self.repo.list_snapshot_ids(client_id)
+            if ids:
+                manifest = self.repo.read_manifest(client_id, ids[-1], expanded)
+                self.previous = {e.path: e for e in manifest.entries}
+                if manifest.tree in expanded:
+                    self.previous_dirs = expanded[manifest.tree].dirs
+        except RepositoryError as exc:  # damaged or foreign manifest: read everything
+            log.warning("mirror %s: previous manifest unusable: %s", self.target.mirror_id, exc)
+        except DRError as exc:
+            self.fail(exc)
+
+    def unchanged(self, st: RemoteStat) -> tuple[str, ...] | None:
+        """The stored chunk list if *st* passes the quick check here, else None."""
+        prev = self.previous.get(st.path)
+        if (
+            prev is None
+            or prev.type is not EntryType.FILE
+            or prev.size != st.size
+            or prev.mtime != st.mtime
+            or not all(c in self.known for c in prev.chunks)
+        ):
+            return None
+        return prev.chunks
+
+    def layout(self, path: str) -> tuple[list[tuple[str, int]], int] | None:
+        """The previous version of *path* as (chunk id, length) pairs and its size, if
+        this mirror has it whole; None otherwise."""
+        prev = self.previous.get(path)
+        if prev is None or prev.type is not EntryType.FILE:
+            return None
+        lengths = [self.known.get(c) for c in prev.chunks]
+        if any(n is None for n in lengths) or sum(n or 0 for n in lengths) != prev.size:
+            return None
+        return [(c, n or 0) for c, n in zip(prev.chunks, lengths, strict=True)], prev.size
+
+    def add(self, blob_id: str, stored: bytes, raw_length: int, compressed: bool) -> None:
+        """Queue a blob for this mirror (the caller checked it is not known here)."""
+        self.known[blob_id] = raw_length
+        self.new_chunks += 1
+        self._builder.add(blob_id, stored, raw_length, compressed)
+        if self._builder.size >= PACK_TARGET_BYTES:
+            self._ship()
+
+    def _ship(self) -> None:
+        builder, self._builder = self._builder, PackBuilder()
+        if self.error is None:
+            self._queue.put(builder)
+
+    def flush(self) -> None:
+        """Ship the partial pack and wait until every pack is stored and indexed."""
+        if self._builder.rows:
+            self._ship()
+        self._queue.join()
+
+    def _upload_loop(self) -> None:
+        while True:
+            builder = self._queue.get()
+            try:
+                if builder is None:
+                    return
+                if self.error is None and self._child is not None:
+                    self.bytes_sent += self._child.upload(builder)
+                elif self.error is None:
+                    pack: FinishedPack = builder.finish(self.codec)
+                    self.bytes_sent += self.repo.write_pack(pack)
+                    self.bytes_sent += self.repo.write_index([pack])[1]
+            except Exception as exc:  # any failure drops this mirror, never the run
+                self.fail(exc)
+            finally:
+                self._queue.task_done()
+
+    def write_manifest(self, manifest: Manifest, trees: dict[bytes | None, TreeSet]) -> bool:
+        """Trees the mirror lacks, then the manifest; *trees*: built once per key, again
+        for a mirror lacking a tree another mirror's previous snapshot let it reuse."""
+        if self.error is not None:
+            return False
+        try:
+            key, built = self.codec.key, trees.get(self.codec.key)
+            if built is None or any(
+                t not in self.known and t not in built.objects for t in built.all_ids
+            ):
+                built = trees[key] = build_trees(
+                    manifest.entries, self.codec.blob_id, self.previous_dirs, self.known
+                )
+            self.bytes_sent += self.repo.write_manifest(manifest, self.known, built)
+            return True
+        except DRError as exc:
+            self.fail(exc)
+            return False
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=600)
+        if self._child is not None:
+            self._child.close()
+        self.lock.release()
+
+
+def open_sink(target: MirrorTarget, app_server: str, key: bytes | None) -> MirrorSink | str:
+    """A locked, index-loaded sink for *target*, or the error text if it cannot be."""
+    try:
+        repo = Repository.open_or_init(
+            target.remote, target.repo_path, target.mirror_id, app_server=app_server, key=key
+        )
+        lock = RepositoryLock(target.remote, target.repo_path, "snapshot", owner=app_server)
+        lock.acquire()
+    except DRError as exc:
+        return describe(exc)
+    try:
+        return MirrorSink(target, repo, lock)
+    except DRError as exc:
+        lock.release()
+        return describe(exc)
