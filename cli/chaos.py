@@ -179,6 +179,15 @@ class PrefectOperator:
             run = client.read_flow_run(UUID(run_id))
         return run.state.type.value if run.state is not None else "UNKNOWN"
 
+    def rerun(self, run_id: str) -> None:
+        from prefect.states import AwaitingRetry
+
+        from deployments.demo.session import prefect_api
+
+        note = "rerun after a crash (chaos run, as the deploy automation does)"
+        with prefect_api(self.api_url) as client:
+            client.set_flow_run_state(UUID(run_id), AwaitingRetry(message=note), force=True)
+
 
 @contextlib.contextmanager
 def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
