@@ -31,6 +31,9 @@ from ppo_dr.errors import LabError, PermanentError
 if TYPE_CHECKING:
     from ppo_dr.lab.chaos.fleets import LoopbackFleet
 
+#: The lab's Prefect server may take this long to be healthy (serve's default, 60 s, was
+#: missed twice in a row at a load of 50-60: a cold start then took longer).
+SERVER_HEALTHY_S = 180.0
 #: Limits for serve to come up and go down (a cold Prefect server on a loaded box).
 SERVE_START_S = 240.0
 SERVE_STOP_S = 90.0
@@ -211,6 +214,7 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
             # serve claims its port by binding it: a serve started beside it gets another
             command = [sys.executable, "-m", "cli.main", "serve"]
             command += ["--fleet", str(fleet.fleet_file)]
+            command += ["--server-timeout", str(SERVER_HEALTHY_S)]
             state_file.unlink(missing_ok=True)  # a stale one from a run that was killed
             with log_file.open("ab") as log:
                 offset = log.tell()

@@ -118,8 +118,9 @@ def _rerun(ctx: KillContext, obs: KillObservation, clients: list[str]) -> KillOb
     """Mirror runs to their end until every client has a snapshot taken after the kill.
 
     The killed run's concurrency slots stay taken until their lease runs out (60 s,
-    ``tasks.slots``): a rerun before then skips that server, as a scheduled run would. So reruns go on for at most
-    :data:`RERUN_WITHIN_S`; the row's note says how many it took.
+    ``tasks.slots``): a rerun before then skips that server, as a scheduled run would.
+    So reruns go on for at most :data:`RERUN_WITHIN_S`; the row's note says how many
+    it took.
     """
     assert obs.killed_at is not None
     ends = time.monotonic() + RERUN_WITHIN_S
