@@ -37,6 +37,17 @@ def serve_command(
             ),
         ),
     ] = False,
+    server_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--server-timeout",
+            min=10,
+            max=900,
+            help="Seconds the local Prefect server may take to become healthy "
+            "(a loaded machine needs more than the default: 60 s, or "
+            "PPO_DR_SERVER_START_S).",
+        ),
+    ] = None,
 ) -> None:
     """Serve every runbook on its schedule; Ctrl-C stops serving and the server.
 
@@ -45,6 +56,12 @@ def serve_command(
     """
     from deployments.serve import run_serve
 
-    code = run_serve(port=port, fleet=Path(fleet) if fleet else None, check=check, echo=typer.echo)
+    code = run_serve(
+        port=port,
+        fleet=Path(fleet) if fleet else None,
+        check=check,
+        echo=typer.echo,
+        server_timeout=server_timeout,
+    )
     if code:
         raise typer.Exit(code)

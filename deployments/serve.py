@@ -7,7 +7,8 @@ What it does, in order:
    127.0.0.1, with ``PREFECT_HOME=<ppo-dr home>/prefect`` (its SQLite database
    lives there) and its output in ``<ppo-dr home>/logs/prefect-server.log``.
    Schedules never fire on Prefect's ephemeral API, hence a real server.
-2. Waits until ``GET /api/health`` answers (60 s, else the log's tail is shown).
+2. Waits until ``GET /api/health`` answers (60 s or ``--server-timeout``, else the
+   log's tail is shown).
 3. Creates or updates the global concurrency limits of
    :data:`deployments.registry.CONCURRENCY_LIMITS` (a missing limit would run
    unthrottled, so this comes before any deployment is registered).
@@ -257,6 +258,7 @@ def run_serve(
     fleet: Path | None = None,
     check: bool = False,
     echo: Echo = print_flushed,
+    server_timeout: float | None = None,
 ) -> int:
     """``ppo-dr serve``; returns the exit code. See the module docstring."""
     home = config.home()
@@ -293,7 +295,7 @@ def run_serve(
                 )
                 api_url = server.api_url
                 deployments = build_deployments()  # while the server boots
-                took = server.wait_until_healthy(server_start_timeout())
+                took = server.wait_until_healthy(server_timeout or server_start_timeout())
                 echo(f"Prefect server: healthy after {took:.1f} s")
 
             # For this process and the runs serve starts: this API, and results (a

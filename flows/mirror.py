@@ -7,7 +7,9 @@
    its start and tagged ``dc:``, ``server:``, ``client:``;
 2. take the server's slot (``mirror-server-<id>``, 1 slot): if another run of this
    server holds it, this run is **skipped** (Cancelled, with the reason), not queued;
-   then a slot of its DC (``mirror-dc-<dc>``, 2 slots), which it waits for;
+   then a slot of its DC (``mirror-dc-<dc>``, 2 slots), which it waits for; both
+   on a 60 s lease renewed every 10 s (:mod:`tasks.slots`), so a SIGKILLed run's
+   slots free within about a minute and the next run is not skipped;
 3. snapshot every client to every reachable mirror (the pre-snapshot hook runs on the
    app server first); a mirror that cannot be reached is recorded missing and gets
    the data on the next run;
@@ -33,7 +35,6 @@ from typing import Any
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed, State
 
@@ -68,6 +69,7 @@ from tasks.mirror import (
     verify_snapshots,
 )
 from tasks.runs import run_stamp
+from tasks.slots import leased_slot
 
 #: Slots of each app server's limit: one mirror run per server at a time.
 MIRROR_SERVER_SLOTS = 1
@@ -219,28 +221,15 @@ def mirror_server(
         try:
             if slot_taken(server_limit(sid)):
                 raise TimeoutError(skipped)
-            slots.enter_context(
-                concurrency(
-                    server_limit(sid),
-                    timeout_seconds=SERVER_SLOT_WAIT_S,
-                    strict=True,
-                    # a lost lease must not cut a snapshot short: the repository lock
-                    # still keeps a second writer out
-                    raise_on_lease_renewal_failure=False,
-                )
-            )
+            # A short lease renewed often (tasks.slots): a killed run's slot frees in
+            # about a minute; a lost lease does not cut a snapshot short, the
+            # repository lock still keeps a second writer out.
+            slots.enter_context(leased_slot(server_limit(sid), timeout_s=SERVER_SLOT_WAIT_S))
         except TimeoutError:
             log.warning(skipped)
             emit_heartbeat(sid, {**heartbeat, "outcome": "skipped"})
             return Cancelled(message=skipped)
-        slots.enter_context(
-            concurrency(
-                dc_limit(app.dc),
-                timeout_seconds=DC_SLOT_WAIT_S,
-                strict=True,
-                raise_on_lease_renewal_failure=False,
-            )
-        )
+        slots.enter_context(leased_slot(dc_limit(app.dc), timeout_s=DC_SLOT_WAIT_S))
         try:
             with FleetAccess(
                 fleet, key_text=operator_key_text(fleet), secret_resolver=secret_from_block

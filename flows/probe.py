@@ -53,11 +53,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
 from ppo_dr import config
@@ -98,6 +100,24 @@ def stop_margin_s(period_s: float, interval_s: float) -> float:
     """How long before the period ends a run stops: room for its final flush and for
     the successor to start late, but well inside the state machine's gap."""
     return min(30.0, max(2.0 * interval_s, 0.05 * period_s), period_s / 2)
+
+
+def probing_time_s(period_s: float, interval_s: float, late_s: float) -> float:
+    """How long a run that started *late_s* after its scheduled time probes: until a
+    margin before its successor is due by the schedule (a late run that probed a whole
+    period from its own start would still run when the successor came, CANCEL_NEW would
+    cancel that one, and nothing would probe for the period after: seen at a load of
+    25, a 2 min hole); at least one interval."""
+    return max(interval_s, period_s - stop_margin_s(period_s, interval_s) - max(0.0, late_s))
+
+
+def _late_s() -> float:
+    """How late this run started against its schedule (0 for a run not scheduled)."""
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx is not None else None
+    if run is None or not run.auto_scheduled or run.expected_start_time is None:
+        return 0.0
+    return (datetime.now(UTC) - run.expected_start_time).total_seconds()
 
 
 def watchdog_interval_s(timing: Timing) -> float:
@@ -185,8 +205,7 @@ async def probe_fleet(
     period = float(period_s) if period_s else probe_period_s(timing)
     label_flow_run(tags=[f"fleet:{fleet.name}", "probe"])
     run_id = str(flow_run.id) if flow_run.id else None
-    started = time.monotonic()
-    deadline = started + period - stop_margin_s(period, interval)
+    deadline = time.monotonic() + probing_time_s(period, interval, _late_s())
     stats: dict[str, Any] = {
         "cycles": 0,
         "targets": 0,

@@ -12,8 +12,10 @@ import pytest
 from ppo_dr.lab.chaos.catalogue import BY_NAME
 from ppo_dr.lab.chaos.orchestrator import (
     KillObservation,
+    both_halves,
     flow_run_pids,
     judge_orchestrator_kill,
+    ledger_problems,
     lock_pid,
 )
 from ppo_dr.lab.chaos.verdict import RESULT_KEYS
@@ -115,3 +117,53 @@ def test_each_broken_rule_fails_the_fault_with_its_note(
     result = judge_orchestrator_kill(BY_NAME["orchestrator-kill"], replace(GOOD, **change))  # type: ignore[arg-type]
     assert not result.passed
     assert any(note in n for n in result.notes), result.notes
+
+
+# --------------------------------------------------------------------------- failover half
+
+#: acme's restore done before the kill, karoo's under way; versions 3 and 1 then.
+AT_KILL = [("acme", "restore", "done", 1), ("acme", "verify", "running", 1),
+           ("karoo", "restore", "running", 1)]  # fmt: skip
+AFTER = [("acme", "restore", "done", 1), ("acme", "verify", "done", 2),
+         ("karoo", "restore", "done", 2), ("karoo", "switch", "done", 1)]  # fmt: skip
+VERSIONS = {"acme": 3, "karoo": 1}
+
+
+def test_a_rerun_that_skips_the_done_restore_and_switches_each_client_once_holds() -> None:
+    # karoo's restore was cut short by the kill: beginning it again is not twice
+    assert ledger_problems(AT_KILL, AFTER, VERSIONS, {"acme": 4, "karoo": 2}) == []
+
+
+LEDGER_BROKEN = [
+    (AFTER[:2] + AFTER[3:], {"acme": 4, "karoo": 2}, "karoo: restore step missing"),
+    ([*AFTER[1:], ("acme", "restore", "done", 2)], {"acme": 4, "karoo": 2},
+     "acme: restored again by the rerun (attempts 2)"),
+    ([*AFTER[:2], ("karoo", "restore", "failed", 2)], {"acme": 4, "karoo": 2},
+     "karoo: restore step failed after the rerun"),
+    (AFTER, {"acme": 5, "karoo": 2}, "acme: placement version moved by 2"),
+    (AFTER, {"acme": 4, "karoo": 1}, "karoo: placement version moved by 0"),
+    (AFTER, {"acme": 4}, "karoo: placement version moved by -1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("after", "versions", "note"), LEDGER_BROKEN)
+def test_each_broken_ledger_rule_is_named(
+    after: list[tuple[str, str, str, int]], versions: dict[str, int], note: str
+) -> None:
+    problems = ledger_problems(AT_KILL, after, VERSIONS, versions)
+    assert any(note in p for p in problems), problems
+
+
+def test_the_row_passes_only_when_both_halves_held_and_names_each_halfs_notes() -> None:
+    mirror = judge_orchestrator_kill(BY_NAME["orchestrator-kill"], GOOD)
+    failover = replace(mirror, target="app-jhb1-1", rto_s=31.2, notes=["killed mid-restore"])
+    failover = replace(failover, pages_sent=12, incidents_opened=1)
+    row = both_halves(mirror, failover)
+    assert row.passed and row.target == "app-jhb1-1" and row.rto_s == 31.2
+    assert row.pages_sent == 12 and row.incidents_opened == 1
+    assert row.notes[0].startswith("mirror half: 3 process(es)")
+    assert row.notes[-1] == "failover half: killed mid-restore"
+    assert not both_halves(replace(mirror, passed=False), failover).passed
+    assert not both_halves(mirror, replace(failover, passed=False)).passed
+    assert not both_halves(mirror, replace(failover, snapshots_intact=False)).snapshots_intact
+    assert both_halves(replace(mirror, duplicate_notices=1), failover).duplicate_notices == 1

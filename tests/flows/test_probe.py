@@ -30,7 +30,7 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.exceptions import ObjectNotFound
 
 from deployments.local_server import free_port
-from flows.probe import probe_fleet, probe_watchdog
+from flows.probe import probe_fleet, probe_watchdog, probing_time_s, stop_margin_s
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.probe.checks import run_cycle
@@ -44,6 +44,18 @@ from ppo_dr.store import Incident, Store
 from tasks.probe import HEARTBEAT_EVENT
 
 pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.mark.parametrize("late_s", [-3.0, 0.0, 7.0, 60.0, 119.0, 400.0])
+def test_a_late_run_stops_before_its_successor_is_due(late_s: float) -> None:
+    """The lab's 2 min period at 2 s: whenever a scheduled run started, it ends a margin
+    before the next one is due by the schedule (a whole period after its own start, it
+    would make CANCEL_NEW cancel the next run), and probes at least one cycle."""
+    period, interval = 120.0, 2.0
+    probing = probing_time_s(period, interval, late_s)
+    assert probing >= interval
+    if late_s + interval <= period - stop_margin_s(period, interval):
+        assert max(0.0, late_s) + probing == period - stop_margin_s(period, interval)
 
 
 @pytest.fixture

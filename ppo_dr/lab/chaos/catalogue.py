@@ -88,9 +88,9 @@ CATALOGUE: Final[tuple[FaultSpec, ...]] = (
     ),
     FaultSpec(
         "orchestrator-kill",
-        "the processes running a mirror SIGKILLed (the failover's half: not built yet)",
-        "rerun completes; every client snapshotted after the kill; repositories pass "
-        "verify --read-data",
+        "the processes running a mirror, then those running a failover, SIGKILLed",
+        "rerun completes; every client snapshotted after the kill; no client restored "
+        "twice; repositories pass verify --read-data",
         "orchestrator-kill",
     ),
     FaultSpec(

@@ -29,3 +29,8 @@ class FlowRuns(Protocol):
     def run_state(self, run_id: str) -> str:
         """The run's state name now."""
         ...
+
+    def rerun(self, run_id: str) -> None:
+        """Schedule the ended run *run_id* again, the same run (what ``ppo-dr deploy``'s
+        "rerun a crashed failover" automation does: state Scheduled, AwaitingRetry)."""
+        ...

@@ -15,8 +15,8 @@ in :mod:`ppo_dr.lab.chaos.orchestrator_run`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ppo_dr.lab.chaos.catalogue import FaultSpec
@@ -121,4 +121,47 @@ def judge_orchestrator_kill(spec: FaultSpec, obs: KillObservation) -> ChaosResul
         detected_after_s=None,
         incidents_opened=obs.outage_incidents,
         events=events,
+    )
+
+
+#: One ledger row as the verdict needs it: (client, step, state, attempts).
+LedgerRow = tuple[str, str, str, int]
+
+
+def ledger_problems(
+    at_kill: Iterable[LedgerRow],
+    after: Iterable[LedgerRow],
+    versions_before: Mapping[str, int],
+    versions_after: Mapping[str, int],
+) -> list[str]:
+    """The failover half's ledger rules, one sentence per broken one: every client of the
+    plan has its one restore step done; a restore done before the kill was not begun
+    again by the rerun (no client restored twice); every client's placement version grew
+    by exactly one (one switch, none repeated, none lost)."""
+    before = {(c, s): (state, n) for c, s, state, n in at_kill}
+    now = {(c, s): (state, n) for c, s, state, n in after}
+    notes = []
+    for client in sorted(versions_before):
+        state, attempts = now.get((client, "restore"), ("missing", 0))
+        if state != "done":
+            notes.append(f"{client}: restore step {state} after the rerun, not done")
+        done_then, attempts_then = before.get((client, "restore"), ("", 0))
+        if done_then == "done" and attempts != attempts_then:
+            notes.append(f"{client}: restored again by the rerun (attempts {attempts})")
+        grew = versions_after.get(client, 0) - versions_before[client]
+        if grew != 1:
+            notes.append(f"{client}: placement version moved by {grew}, not 1")
+    return notes
+
+
+def both_halves(mirror: ChaosResult, failover: ChaosResult) -> ChaosResult:
+    """The one ``orchestrator-kill`` row: the failover half's figures (its outage, pages,
+    RTO, writes lost), passed only if both halves held, each half's notes named."""
+    return replace(
+        failover,
+        passed=mirror.passed and failover.passed,
+        duplicate_notices=mirror.duplicate_notices + failover.duplicate_notices,
+        snapshots_intact=bool(mirror.snapshots_intact and failover.snapshots_intact),
+        notes=[f"mirror half: {n}" for n in mirror.notes]
+        + [f"failover half: {n}" for n in failover.notes],
     )

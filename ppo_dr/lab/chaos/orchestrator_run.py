@@ -46,8 +46,9 @@ WRITE_STARTS_S = 90.0
 RUN_STARTS_S = 150.0
 RUN_ENDS_S = 120.0
 #: Reruns until every client is snapshotted again: the killed run's concurrency slots
-#: stay taken until their lease (Prefect's default, 300 s) runs out, plus a run.
-RERUN_WITHIN_S = 420.0
+#: stay taken until their lease runs out (``tasks.slots``: 60 s after the kill at
+#: most, plus the repossessor's loop), plus a run.
+RERUN_WITHIN_S = 240.0
 RERUN_EVERY_S = 15.0
 
 
@@ -116,10 +117,10 @@ def _kill_a_mirror(
 def _rerun(ctx: KillContext, obs: KillObservation, clients: list[str]) -> KillObservation:
     """Mirror runs to their end until every client has a snapshot taken after the kill.
 
-    The killed run's concurrency slots stay taken until their lease runs out
-    (Prefect's 300 s: ``flows.mirror`` sets none): a rerun before then skips that
-    server, as a scheduled run would. So reruns go on for at most
-    :data:`RERUN_WITHIN_S`; the row's note says how many it took.
+    The killed run's concurrency slots stay taken until their lease runs out (60 s,
+    ``tasks.slots``): a rerun before then skips that server, as a scheduled run would.
+    So reruns go on for at most :data:`RERUN_WITHIN_S`; the row's note says how many
+    it took.
     """
     assert obs.killed_at is not None
     ends = time.monotonic() + RERUN_WITHIN_S

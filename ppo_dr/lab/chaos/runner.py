@@ -28,6 +28,12 @@ from ppo_dr.lab.chaos.catalogue import FaultSpec
 from ppo_dr.lab.chaos.fleets import ChaosFleet
 from ppo_dr.lab.chaos.flow_runs import FlowRuns
 from ppo_dr.lab.chaos.integrity_run import IntegrityContext, exercise_integrity
+from ppo_dr.lab.chaos.orchestrator import both_halves
+from ppo_dr.lab.chaos.orchestrator_failover import (
+    FAILOVER_ENDED,
+    FailoverKill,
+    kill_failover_midway,
+)
 from ppo_dr.lab.chaos.orchestrator_run import KillContext, exercise_orchestrator_kill
 from ppo_dr.lab.chaos.prefect_server_kill import PrefectKillFacts
 from ppo_dr.lab.chaos.sequence import pick_target
@@ -40,8 +46,6 @@ from ppo_dr.waiting import poll
 FLAP_DOWN_S = 5.0
 FLAP_UP_S = 5.0
 FLAP_FOR_S = 120.0
-#: The failover states that end a failover.
-_FINAL = ("done", "partial", "failed")
 
 
 class ChaosOperator(FlowRuns, Protocol):
@@ -162,9 +166,16 @@ class ChaosRun:
                 self.fleet, self.store, self.operator, self.rng, self.say, self._ready
             )
             return exercise_integrity(context, spec)
-        if spec.shape == "orchestrator-kill":
+        if spec.shape == "orchestrator-kill":  # a mirror run killed, then a failover run
             kill = KillContext(self.fleet, self.store, self.operator, self.say, self._ready)
-            return exercise_orchestrator_kill(kill, spec)
+            mirror_half = exercise_orchestrator_kill(kill, spec)
+            midway = FailoverKill(
+                self.store, self.operator, self.operator.approve, self.say, self.limits.failover
+            )
+            self.say(f"{spec.name}: now a failover's run, killed mid-restore")
+            failover_half = self._exercise_outage(replace(spec, lab_fault="power"), midway)
+            failover_half.notes[:0] = midway.said
+            return both_halves(mirror_half, failover_half)
         if spec.shape == "channel-errors":
             from ppo_dr.lab.chaos.channel_errors_run import exercise_channel_errors
 
@@ -173,6 +184,11 @@ class ChaosRun:
             from ppo_dr.lab.chaos.mirror_faults import exercise_mirror_fault
 
             return exercise_mirror_fault(self, spec)
+        return self._exercise_outage(spec)
+
+    def _exercise_outage(self, spec: FaultSpec, midway: FailoverKill | None = None) -> ChaosResult:
+        """A server (or DC) lost, or flapping: inject, follow, heal, judge. With *midway*,
+        the failover's run is killed mid-restore and rerun (``orchestrator-kill``)."""
         placements = {p.client_id: p.server_id for p in self.store.placements()}
         model = load_fleet(self.fleet.fleet_file)
         servers = [s.id for s in model.servers if s.role in ("app", "spare")]
@@ -199,18 +215,29 @@ class ChaosRun:
             if spec.shape == "flapping":
                 self._flap(fault)
             else:
-                self._outage(fault, model)
+                self._outage(fault, model, midway)
         except DRError as exc:
             fault.problems.append(f"{type(exc).__name__}: {exc}")
         finally:
             self._heal(fault)
+        healthy = self._since(fault, fault.healthy_at) if fault.healthy_at else "never"
+        self.say(f"  healed at +{self._since(fault, fault.healed_at)}; healthy at +{healthy}")
         self._await_recovery(fault)
+        self.say(f"  probe: every outage recovered at +{self._since(fault)}; settling")
         time.sleep(self.limits.settle)  # a late (second) incident shows up in this time
         if fault.store_outage is not None:
             return self._judge_store_restart(fault)
         if fault.api_kill is not None:
             return self._judge_prefect_server_kill(fault)
-        return judge(spec, self._observe(fault))
+        judged = spec if midway is None else replace(spec, shape="server-outage")
+        result = judge(judged, self._observe(fault))
+        self.say(f"  judged at +{self._since(fault)}")
+        return result
+
+    @staticmethod
+    def _since(fault: _Fault, at: datetime | None = None) -> str:
+        """Seconds from the injection to *at* (default now), for the progress lines."""
+        return f"{((at or _now()) - fault.injected_at).total_seconds():.0f} s"
 
     def _await_recovery(self, fault: _Fault) -> None:
         """Wait until the probe itself calls every outage of the fault recovered.
@@ -246,7 +273,7 @@ class ChaosRun:
         if not poll(ready, self.limits.ready, every=2.0):
             self.say("warning: not every client has a snapshot yet; injecting anyway")
 
-    def _outage(self, fault: _Fault, model: Fleet) -> None:
+    def _outage(self, fault: _Fault, model: Fleet, midway: FailoverKill | None) -> None:
         assert fault.spec.lab_fault is not None
         self.fleet.break_(fault.target, fault.spec.lab_fault)
         level = "dc" if fault.spec.shape == "dc-outage" else "server"
@@ -271,10 +298,12 @@ class ChaosRun:
             self._take_store_away(fault)
         if fault.spec.name == "prefect-server-kill":
             self._kill_prefect_server(fault, fault.incident.id, plan_id)
+        if midway is not None:
+            fault.problems += kill_failover_midway(midway, fault.incident.id, plan_id)
 
         def finished() -> str | None:
             record = self.store.failover(plan_id)
-            return record.state if record is not None and record.state in _FINAL else None
+            return record.state if record is not None and record.state in FAILOVER_ENDED else None
 
         state = poll(finished, self.limits.failover, every=2.0)
         self.say(f"  failover {plan_id[:12]}: {state or 'not finished in time'}")
