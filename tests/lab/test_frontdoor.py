@@ -137,7 +137,7 @@ def door_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
         )
     )
     proc = lab.procs.start("frontdoor", config)
-    wait_for_port(port, proc, lab.procs.logs / "frontdoor.log")
+    wait_for_port(port, proc, lab.procs.logs / "frontdoor.log", timeout=45)  # slow when loaded
     try:
         yield Door(lab, port, store)
     finally:
