@@ -1,6 +1,6 @@
 """One client's failover, a flow of its own: ``fail-over-client``.
 
-**fail_over_client(fleet_file, url, plan_id, move, mode, expected_version, declared_at,
+**fail_over_client(fleet_file, plan_id, move, mode, expected_version, declared_at,
 failover_run_id)** — the steps of one client of an approved plan, each a task run
 named after the step and the client (:mod:`tasks.failover_client`):
 [planned: freeze, final sync] → restore → verify → [planned: lift the freeze on the
@@ -40,6 +40,7 @@ from ppo_dr.failover import steps
 from ppo_dr.failover.plan import ClientMove
 from ppo_dr.failover.runs import client_deployment
 from ppo_dr.ids import is_valid_id
+from ppo_dr.mirror.runbook import store_url
 from tasks.failover import ClientOutcome
 from tasks.failover_client import (
     ClientLedger,
@@ -56,6 +57,7 @@ from tasks.failover_client import (
     unfreeze_target,
     verify_client,
 )
+from tasks.inventory import load_fleet_task
 
 #: Client runs restoring onto one target server at once.
 TARGET_SLOTS: Final = 2
@@ -119,7 +121,6 @@ def _steps(ledger: ClientLedger, move: ClientMove, planned: bool, expected_versi
 @flow(name="fail-over-client", flow_run_name=_client_run_name, timeout_seconds=6 * 3600)
 def fail_over_client(
     fleet_file: Path,
-    url: str,
     plan_id: str,
     move: ClientMove,
     mode: Literal["emergency", "planned"],
@@ -131,7 +132,9 @@ def fail_over_client(
 
     Args:
         fleet_file: the fleet file (read by each step: provisioning added servers).
-        url: the state store.
+            The run finds the state store from it (or ``$PPO_DR_DB_URL``) as every
+            runbook does: a store URL may carry a password, and a flow run's
+            parameters are kept in Prefect's database and shown in its UI.
         plan_id: the plan whose ledger the steps go through.
         move: the client's planned move (from, to, snapshot, mirrors).
         mode: emergency or planned (freeze and final sync first).
@@ -139,6 +142,7 @@ def fail_over_client(
         declared_at: the failover's declaration (RTO and RPO are counted from it).
         failover_run_id: the orchestrating failover run, recorded with every step.
     """
+    url = store_url(load_fleet_task(Path(fleet_file)))
     ledger = ClientLedger(Path(fleet_file), url, plan_id, move.client_id, failover_run_id)
     out = ClientOutcome(move.client_id, move.from_server, move.to_server, "failed")
     try:
@@ -186,7 +190,6 @@ def run_client(
             ledger = ClientLedger(Path(fleet_file), url, plan_id, move.client_id, failover_run_id)
             parameters = {
                 "fleet_file": str(fleet_file),
-                "url": url,
                 "plan_id": plan_id,
                 "move": move,
                 "mode": mode,
@@ -196,7 +199,7 @@ def run_client(
             }
             key = f"{plan_id}-{move.client_id}-{failover_run_id}"
             return client_run_on_pool(deployment, parameters, key, move, ledger)
-        state = fail_over_client(fleet_file, url, plan_id, move, mode, expected_version,
+        state = fail_over_client(fleet_file, plan_id, move, mode, expected_version,
                                  declared_at, failover_run_id, return_state=True)  # fmt: skip
         outcome = state.result(raise_on_failure=False)  # a Failed run carries its outcome
         if isinstance(outcome, ClientOutcome):

@@ -217,12 +217,7 @@ def test_no_canary_secret_is_kept_anywhere(
         for where, text in kept
         if (form.encode() if isinstance(text, bytes) else form) in text
     )
-    # Known, not yet mended: each fail-over-client run takes the store's URL as a flow
-    # parameter, so Prefect keeps it (a PostgreSQL URL with its password) in its database.
-    known = [x for x in leaks if x.startswith("CNRY_STORE_URL in ")]
-    assert not [x for x in leaks if x not in known], leaks
-    if known:
-        pytest.xfail(f"the store URL is a fail-over-client parameter: {known}")
+    assert not leaks, leaks
 
 
 def _rows(db: Path) -> list[tuple[object, ...]]:
