@@ -165,3 +165,21 @@ def test_prune_keeps_the_tree_objects_live_snapshots_reference(tmp_path: Path) -
     assert verify(target, read_data=True).ok
     expected = tree_state(src)
     assert _restored(target, "latest", tmp_path / "dest", None) == expected
+
+
+def test_a_mirror_that_joins_later_gets_every_tree_the_other_one_reuses(tmp_path: Path) -> None:
+    src = tmp_path / "src" / "c1"
+    _wide_tree(src, dirs=5, files=3)
+    first, late = local_target(tmp_path, "m1"), local_target(tmp_path, "m2")
+    client = [ClientSource("c1", str(src))]
+    snapshot_server(LocalRemote(), "app1", client, [first], taken_at=T0)
+    (src / "pkg001" / "sub" / "module_00.py").write_bytes(b"changed\n")
+    [run] = snapshot_server(
+        LocalRemote(), "app1", client, [first, late], taken_at=T0 + timedelta(hours=1)
+    )
+    # m1 reused its unchanged directories' trees; m2 has none of them and stored all.
+    assert run.per_mirror["m1"].bytes_sent < run.per_mirror["m2"].bytes_sent
+    report = verify(late, client_id="c1", read_data=True)
+    assert report.ok, report.problems
+    sid = run.snapshot_id
+    assert _restored(late, sid, tmp_path / "out", None) == tree_state(src)
