@@ -129,8 +129,8 @@ def upgrade_and_refill(demo: OutageDemo) -> None:
     demo.step(
         f"{server} is back from its upgrade: `server return`, then the rebalance plan",
         "return ends the drain and its maintenance window and prints the rebalance plan for\n"
-        "the fleet as it is now: the servers that took the drained clients are over 80 % of\n"
-        "their requests per minute, so the plan moves the cheapest clients back, approved",
+        "the fleet as it is now: the server that took the drained clients is over 80 % of\n"
+        "its requests per minute, so the plan moves the cheapest clients back, approved",
     )
     plan_file = demo.home / f"rebalance-{server}.json"
     returned = ppo(demo, "server", "return", server, "-o", str(plan_file))
