@@ -1,16 +1,15 @@
 """Benchmark: ``ppo-dr deploy``'s wall time, deployments one at a time against 8 at once.
 
 On a control plane of its own (:mod:`ppo_dr.lab.controlplane`: PostgreSQL, Redis, two
-API servers, services, HAProxy) and a generated fleet of ``--apps`` app servers (the
-lab's: 3 gives the normal lab's 20 deployments, 50 gives ``--scale 50x20``'s 61), each
-round deploys twice, alternating which goes first: one deployment at a time (the old,
-sequential deploy) and :data:`~deployments.deploy.APPLY_AT_ONCE` (8) at once. Before
+API servers, services, HAProxy) and the normal lab's generated fleet (``--scale 50x20``
+has 61 deployments), each round deploys twice, alternating which goes first: one at a
+time (the old, sequential deploy) and :data:`~deployments.deploy.APPLY_AT_ONCE` (8) at once. Before
 each deploy every deployment is deleted, so both register from scratch (a second deploy
 of the same declaration is an update, not a creation). Pools, limits and automations
 are created by a first deploy and then left: a few calls of the same cost either way.
 Medians with min and max, and the load average.
 
-    PYTHONPATH=. .venv/bin/python -m bench.deploy_time [--rounds 3] [--apps 3]
+    PYTHONPATH=. .venv/bin/python -m bench.deploy_time [--rounds 3]
 
 Not run by CI. About 1 minute plus 2 deploys a round.
 """
@@ -27,27 +26,8 @@ import time
 from pathlib import Path
 
 from deployments.deploy import APPLY_AT_ONCE, deploy
-from ppo_dr.lab import controlplane, keys, topology
-
-
-def write_fleet(directory: Path, apps: int) -> Path:
-    """A lab fleet file of *apps* app servers (one client each), nothing started."""
-    servers = topology.plan_servers(apps)
-    free = list(range(20000, 20000 + topology.ports_needed(servers)))
-    ports = {s.id: topology.allocate_server_ports(s, free) for s in servers}
-    lab_keys = keys.generate_lab_keys(directory / "keys", [s.id for s in servers])
-    document = topology.fleet_document(
-        lab_dir=directory,
-        servers=servers,
-        clients=topology.plan_clients(apps, servers),
-        ports=ports,
-        host_keys=lab_keys.host_public,
-        frontdoor_port=19999,
-        size_mb=1,
-    )
-    path = directory / "fleet.yaml"
-    topology.write_yaml(path, document, topology.FLEET_HEADER)
-    return path
+from ppo_dr.lab import controlplane
+from tests.lab.test_topology import make_fleet
 
 
 def delete_deployments(api_url: str) -> None:
@@ -73,7 +53,6 @@ def timed_deploy(api_url: str, fleet_file: Path, at_once: int) -> tuple[float, i
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--apps", type=int, default=3, help="app servers in the fleet")
     args = parser.parse_args()
 
     directory = Path(tempfile.mkdtemp(prefix="ppo-dr-bench-deploy-"))
@@ -81,7 +60,8 @@ def main() -> int:
     figures: dict[int, list[float]] = {1: [], APPLY_AT_ONCE: []}
     loads: list[float] = []
     try:
-        fleet_file = write_fleet(directory, args.apps)
+        make_fleet(directory, clients=3)  # the lab's generated fleet, nothing started
+        fleet_file = directory / "fleet.yaml"
         plane = controlplane.up(directory / "cp")
         deploy(plane.api_url, fleet_file, echo=lambda _: None)  # pools, limits, automations
         count = 0
