@@ -42,7 +42,7 @@ from ppo_dr.mirror.status import (
     stale_title,
 )
 from ppo_dr.store import Store
-from tasks import IO_RETRIES, secret_from_block
+from tasks import io_task, secret_from_block
 
 #: Event every mirror run emits, whatever its outcome; a Proactive automation on it
 #: notices a mirror job that silently stopped running.
@@ -54,7 +54,7 @@ def heartbeat_resource(name: str) -> str:
     return f"ppo-dr.mirror.{name}"
 
 
-@task(name="ensure-mirror-limits", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="ensure-mirror-limits", **io_task(60))
 def ensure_mirror_limits(limits: Mapping[str, int]) -> list[str]:
     """Create the mirror's global concurrency limits that do not exist yet.
 
@@ -85,7 +85,7 @@ def ensure_mirror_limits(limits: Mapping[str, int]) -> list[str]:
     return created
 
 
-@task(name="mirror-slot-taken", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="mirror-slot-taken", **io_task(60))
 def slot_taken(limit_name: str) -> bool:
     """True if every slot of global concurrency limit *limit_name* is taken right now."""
     with get_client(sync_client=True) as client:
@@ -93,7 +93,7 @@ def slot_taken(limit_name: str) -> bool:
     return bool(limit.active_slots >= limit.limit)
 
 
-@task(name="operator-key", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="operator-key", **io_task(60))
 def operator_key_text(fleet: Fleet) -> str | None:
     """The operator key from a Prefect Secret block, if the fleet names one (else None)."""
     ref = fleet.access.key_secret
@@ -105,7 +105,7 @@ def operator_key_text(fleet: Fleet) -> str | None:
         raise AuthError(f"access.key_secret: {exc}") from exc
 
 
-@task(name="current-placements", cache_policy=NO_CACHE, timeout_seconds=60, **IO_RETRIES)
+@task(name="current-placements", **io_task(60))
 def current_placements(store_url: str) -> dict[str, str]:
     """client -> server from the store's placements (the truth once a client moved)."""
     with Store.open(store_url) as store:
@@ -115,9 +115,7 @@ def current_placements(store_url: str) -> dict[str, str]:
 @task(
     name="snapshot-server",
     task_run_name="snapshot-{server_id}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=4 * 3600,
-    **IO_RETRIES,
+    **io_task(4 * 3600),
 )
 def take_snapshots(
     access: FleetAccess,
@@ -146,7 +144,7 @@ def take_snapshots(
     return run
 
 
-@task(name="record-snapshots", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
+@task(name="record-snapshots", **io_task(120))
 def record_snapshots(
     store_url: str, run: ServerSnapshot, flow_run_id: str | None
 ) -> dict[str, int]:
@@ -160,7 +158,7 @@ def record_snapshots(
     return counts
 
 
-@task(name="verify-snapshots", cache_policy=NO_CACHE, timeout_seconds=3600, **IO_RETRIES)
+@task(name="verify-snapshots", **io_task(3600))
 def verify_snapshots(
     access: FleetAccess, store_url: str, run: ServerSnapshot
 ) -> list[VerifyOutcome]:
@@ -176,7 +174,7 @@ def verify_snapshots(
     return outcomes
 
 
-@task(name="assess-rpo", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
+@task(name="assess-rpo", **io_task(120))
 def assess_rpo(
     store_url: str,
     fleet: Fleet,
@@ -198,7 +196,7 @@ def assess_rpo(
     )
 
 
-@task(name="stale-alerts", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
+@task(name="stale-alerts", **io_task(120))
 def update_stale_alerts(
     store_url: str,
     statuses: list[ClientStatus],
@@ -247,7 +245,7 @@ def update_stale_alerts(
     return opened
 
 
-@task(name="host-key-alert", cache_policy=NO_CACHE, timeout_seconds=120, **IO_RETRIES)
+@task(name="host-key-alert", **io_task(120))
 def open_host_key_alert(
     store_url: str, error: HostKeyError, server_id: str, dc: str, flow_run_id: str | None
 ) -> int:
