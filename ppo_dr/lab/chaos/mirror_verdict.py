@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from ppo_dr.lab.chaos.catalogue import FaultSpec
-from ppo_dr.lab.chaos.verdict import ChaosResult, duplicates
+from ppo_dr.lab.chaos.verdict import ChaosResult, FaultWindow, duplicates
 from ppo_dr.mirror.manifest import snapshot_id_for
 
 #: How far a snapshot's time may be from the fault's window (the run's own clock).
@@ -60,8 +60,8 @@ class Alert:
     text: str = ""  # title and scope, as one string to search
 
 
-@dataclass(frozen=True, slots=True)
-class MirrorObservation:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MirrorObservation(FaultWindow):
     """What the records say about one mirror-side fault.
 
     ``mirror`` is the mirror the fault hit (None when it hit the app server, as the
@@ -71,17 +71,12 @@ class MirrorObservation:
     clients' ``mirror-stale`` incidents still open when the runner stopped waiting.
     """
 
-    fault: str
-    target: str
     app_server: str
     mirror: str | None
     other: str | None
     clients: tuple[str, ...]
-    injected_at: datetime
     interval_s: float
     threshold_s: float
-    healed_at: datetime | None = None
-    healthy_at: datetime | None = None
     ended_at: datetime | None = None
     rows: tuple[SnapRow, ...] = ()
     rows_before: tuple[SnapRow, ...] = ()  # the hit mirror's rows before the fault
@@ -89,15 +84,10 @@ class MirrorObservation:
     alerts: tuple[Alert, ...] = ()
     stale_open_at_end: tuple[int, ...] = ()
     elsewhere: tuple[str, ...] = ()  # incidents about other servers and clients: not judged
-    pages: tuple[datetime, ...] = ()
-    notice_keys: tuple[str, ...] = ()
     pinned_fingerprint: str | None = None
     offered_fingerprint: str | None = None
     skew_seen_s: float | None = None
     in_flight: bool | None = None  # a run was writing to the mirror at the injection
-    lost_seqs: dict[str, tuple[tuple[int, datetime], ...]] | None = None
-    snapshots_intact: bool | None = None
-    problems: tuple[str, ...] = ()
 
 
 def _during(obs: MirrorObservation, row: SnapRow) -> bool:
@@ -359,7 +349,7 @@ def judge_mirror(spec: FaultSpec, obs: MirrorObservation) -> ChaosResult:
         snapshots_intact=obs.snapshots_intact,
         notes=notes,
         events=_events(obs),
-        lost={c: tuple(seq for seq, _ in seqs) for c, seqs in (obs.lost_seqs or {}).items()},
+        lost=obs.lost_by_client(),
     )
 
 

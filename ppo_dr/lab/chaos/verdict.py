@@ -35,17 +35,15 @@ RESULT_KEYS: Final = (
 
 
 @dataclass(frozen=True, slots=True)
-class Observation:
-    """What the records say happened between the injection and healthy-again.
+class FaultWindow:
+    """What every fault's verdict reads, whichever side it hit.
 
-    ``incidents`` are the outage incidents opened in that window (``(id, opened_at)``),
-    ``other_incidents`` the other kinds (stale mirrors, ...), by kind.
-    ``notice_keys`` are the outbox idempotency keys of those incidents, one per line
-    written (a key twice is a duplicate notice). ``lost_seqs`` are acknowledged writes
-    missing from the client's journal where it lives now, with the time each was sent
-    (its ack came within ``ack_window_s``, the workload's request timeout);
-    ``snapshot_at`` is when the restored (or, without a failover, the newest) snapshot
-    of that client was taken (a snapshot run's time is taken before it reads a byte).
+    One record for the fields both :class:`Observation` and the mirror verdict's
+    ``MirrorObservation`` judge, so a rule on them reads the same names in both.
+    ``notice_keys`` are the outbox idempotency keys of the fault's incidents, one per
+    line written (a key twice is a duplicate notice); ``lost_seqs`` are acknowledged
+    writes missing from a client's journal, with the time each was sent; ``problems``
+    what the runner could not do or see in time.
     """
 
     fault: str
@@ -53,23 +51,41 @@ class Observation:
     injected_at: datetime
     healed_at: datetime | None = None
     healthy_at: datetime | None = None
+    pages: tuple[datetime, ...] = ()
+    notice_keys: tuple[str, ...] = ()
+    lost_seqs: dict[str, tuple[tuple[int, datetime], ...]] | None = None
+    snapshots_intact: bool | None = None
+    problems: tuple[str, ...] = ()
+
+    def lost_by_client(self) -> dict[str, tuple[int, ...]]:
+        """The result row's ``lost``: client -> sequence numbers of the writes lost."""
+        return {c: tuple(seq for seq, _ in seqs) for c, seqs in (self.lost_seqs or {}).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Observation(FaultWindow):
+    """What the records say happened between the injection and healthy-again.
+
+    ``incidents`` are the outage incidents opened in that window (``(id, opened_at)``),
+    ``other_incidents`` the other kinds (stale mirrors, ...), by kind. ``lost_seqs``
+    (see :class:`FaultWindow`) count a write as acknowledged when its ack came within
+    ``ack_window_s``, the workload's request timeout; ``snapshot_at`` is when the
+    restored (or, without a failover, the newest) snapshot of that client was taken
+    (a snapshot run's time is taken before it reads a byte).
+    """
+
     first_failed_at: datetime | None = None
     incidents: tuple[tuple[int, datetime], ...] = ()
     other_incidents: tuple[str, ...] = ()
-    pages: tuple[datetime, ...] = ()
-    notice_keys: tuple[str, ...] = ()
     failover_state: str | None = None
     failover_steps: tuple[tuple[str, datetime], ...] = ()
     rto_s: float | None = None
     clients: tuple[str, ...] = ()
-    lost_seqs: dict[str, tuple[tuple[int, datetime], ...]] | None = None
     snapshot_at: dict[str, datetime] = field(default_factory=dict)
     ack_window_s: float = 2.0
     snapshots_before: int = 0
-    snapshots_intact: bool | None = None
     snapshots_taken_of_broken: int = 0
     misplaced: tuple[str, ...] = ()  # restores from the lost DC or outside a residency
-    problems: tuple[str, ...] = ()  # what the runner could not do or see in time
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +196,7 @@ def judge(spec: FaultSpec, obs: Observation) -> ChaosResult:
         snapshots_intact=obs.snapshots_intact,
         notes=notes,
         events=timeline_events(obs),
-        lost={c: tuple(seq for seq, _ in seqs) for c, seqs in (obs.lost_seqs or {}).items()},
+        lost=obs.lost_by_client(),
     )
 
 
