@@ -33,6 +33,7 @@ from ppo_dr.lab import keys as lab_keys
 from ppo_dr.lab.clock import CLOCK_FILE
 from ppo_dr.lab.netsim import SLOW_FILE, Impairment
 from ppo_dr.lab.processes import send_signal, wait_gone
+from ppo_dr.lab.seed import tree_bytes
 from ppo_dr.lab.topology import write_text_atomic
 
 if TYPE_CHECKING:
@@ -117,24 +118,13 @@ def _restart(lab: LabFaults, state: dict[str, Any], server_id: str) -> None:
 # --------------------------------------------------------------------------- small disk
 
 
-def tree_bytes(root: Path) -> int:
-    """What *root*'s files take on a tmpfs: each file rounded up to whole pages."""
-    total = 0
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(folder) / name
-            if not path.is_symlink():
-                total += -(-path.stat().st_size // _PAGE) * _PAGE
-    return total
-
-
 def _mount_small_disk(root: Path) -> dict[str, Any]:
     """Move *root*'s contents onto a tmpfs mounted at *root*, sized to leave almost no room."""
     if os.geteuid() != 0:
         raise LabError("the disk-full fault mounts a small tmpfs: run the lab as root")
     if not root.is_dir():
         raise LabError(f"its data root {root} is missing")
-    size = tree_bytes(root) + DISK_FULL_HEADROOM
+    size = tree_bytes(root, block=_PAGE) + DISK_FULL_HEADROOM  # what they take on a tmpfs
     aside = root.with_name(root.name + ".before-disk-full")
     root.rename(aside)
     root.mkdir()

@@ -260,12 +260,18 @@ def seed_clients(
     ]
 
 
-def tree_bytes(directory: Path) -> int:
-    """Total size of the regular files under *directory* (symlinks not followed)."""
+def tree_bytes(directory: Path, block: int = 1) -> int:
+    """Total size of the regular files under *directory* (symlinks not followed).
+
+    With *block* > 1 each file is rounded up to whole blocks: what the files take on
+    a file system that allocates in blocks of that size (a tmpfs, in pages).
+    """
+    if block < 1:
+        raise ValueError(f"block must be at least 1 byte, not {block}")
     total = 0
     for root, _dirs, files in os.walk(directory):
         for name in files:
             path = Path(root) / name
             if not path.is_symlink():
-                total += path.stat().st_size
+                total += -(-path.stat().st_size // block) * block
     return total

@@ -104,3 +104,15 @@ def test_content_generation_is_fast() -> None:
     assert total == 40 * MIB
     # A generous bound: it catches a per-byte Python loop (tens of seconds), not noise.
     assert elapsed < 10, f"40 MiB took {elapsed:.2f} s"
+
+
+def test_tree_bytes_rounds_each_file_up_to_whole_blocks_and_skips_links(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"x" * 4097)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b").write_bytes(b"y")
+    (tmp_path / "empty").touch()
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    assert tree_bytes(tmp_path) == 4098
+    assert tree_bytes(tmp_path, block=4096) == 3 * 4096
+    with pytest.raises(ValueError, match="at least 1 byte"):
+        tree_bytes(tmp_path, block=0)
