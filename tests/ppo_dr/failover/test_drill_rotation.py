@@ -11,6 +11,7 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import TypeAlias
 
 import pytest
 from hypothesis import given, settings
@@ -168,12 +169,12 @@ def test_histories_take_each_clients_latest_drill_and_map_mirror_kinds() -> None
 
 
 ids = st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True)
+#: What the rotation is given: the clients, their drill history, the daily quota.
+Situation: TypeAlias = tuple[list[str], dict[str, DrillHistory], int | None]
 
 
 @st.composite
-def situations(
-    draw: st.DrawFn,
-) -> tuple[list[str], dict[str, DrillHistory], int | None]:
+def situations(draw: st.DrawFn) -> Situation:
     """A set of 1-40 clients, any prior history (days before DAY0, or never), per_day."""
     clients = sorted(draw(st.sets(ids, min_size=1, max_size=40)))
     history: dict[str, DrillHistory] = {}
@@ -204,9 +205,7 @@ def simulate(
 
 @settings(max_examples=200, deadline=None)
 @given(situations())
-def test_every_client_is_drilled_in_any_seven_consecutive_days(
-    situation: tuple[list[str], dict[str, DrillHistory], int | None],
-) -> None:
+def test_every_client_is_drilled_in_any_seven_consecutive_days(situation: Situation) -> None:
     clients, history, per_day = situation
     days = 28
     drilled = simulate(clients, history, per_day, days)
@@ -223,9 +222,7 @@ def test_every_client_is_drilled_in_any_seven_consecutive_days(
 
 @settings(max_examples=200, deadline=None)
 @given(situations())
-def test_each_clients_mirror_alternates(
-    situation: tuple[list[str], dict[str, DrillHistory], int | None],
-) -> None:
+def test_each_clients_mirror_alternates(situation: Situation) -> None:
     clients, history, per_day = situation
     drilled = simulate(clients, history, per_day, 21)
     for client, runs in drilled.items():
@@ -240,9 +237,7 @@ def test_each_clients_mirror_alternates(
 
 @settings(max_examples=100, deadline=None)
 @given(situations(), st.randoms(use_true_random=False))
-def test_the_same_inputs_pick_the_same_canaries(
-    situation: tuple[list[str], dict[str, DrillHistory], int | None], rnd: random.Random
-) -> None:
+def test_the_same_inputs_pick_the_same_canaries(situation: Situation, rnd: random.Random) -> None:
     clients, history, per_day = situation
     first = pick_canaries(clients, history, DAY0, per_day)
     shuffled = clients * 2
