@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.support import FleetOption, fail, reports_errors
+from cli.support import ApproveOption, FleetOption, fail, reports_errors
 from ppo_dr.errors import PermanentError
 from ppo_dr.local_files import write_atomically
 
@@ -161,9 +161,7 @@ def failover_run(
     to_country: ToCountryOption = None,
     mode: ModeOption = "emergency",
     incident: Annotated[int | None, typer.Option("--incident", min=1)] = None,
-    approve: Annotated[
-        bool, typer.Option("--approve", help="Do not pause for approval: it is approved.")
-    ] = False,
+    approve: ApproveOption = False,
     fleet: FleetOption = None,
 ) -> None:
     """Start a failover run on the served deployment; print its name and id."""

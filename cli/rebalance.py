@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.failover import _ids, _require_api, write_plan
-from cli.support import FleetOption, fail, reports_errors
+from cli.support import ApproveOption, FleetOption, fail, reports_errors
 from ppo_dr.errors import PermanentError
 
 rebalance_app = typer.Typer(
@@ -127,9 +127,7 @@ def rebalance_run(
     target_util: TargetUtil = 0.8,
     max_moves: MaxMoves = None,
     dc: OnlyDc = None,
-    approve: Annotated[
-        bool, typer.Option("--approve", help="Do not pause for approval: it is approved.")
-    ] = False,
+    approve: ApproveOption = False,
     fleet: FleetOption = None,
 ) -> None:
     """Start a rebalance run on the served deployment; print its name and id."""

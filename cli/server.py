@@ -20,7 +20,7 @@ import typer
 
 from cli.failover import _ids, write_plan
 from cli.rebalance import TargetUtil, start_run
-from cli.support import FleetOption, fail, open_store, reports_errors
+from cli.support import ApproveOption, FleetOption, fail, open_store, reports_errors
 from ppo_dr.errors import PermanentError
 
 server_app = typer.Typer(
@@ -41,9 +41,7 @@ def server_drain(
     ] = None,
     by: Annotated[str, typer.Option("--by", help="Who drains it.")] = "operator",
     reason: Annotated[str, typer.Option("--reason", help="Why.")] = "hardware upgrade",
-    approve: Annotated[
-        bool, typer.Option("--approve", help="Do not pause for approval: it is approved.")
-    ] = False,
+    approve: ApproveOption = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan only; start nothing.")
     ] = False,

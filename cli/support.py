@@ -28,6 +28,10 @@ FleetOption = Annotated[
     Path | None,
     typer.Option("--fleet", "-f", help="Fleet file (default: $PPO_DR_FLEET or the lab's)."),
 ]
+#: For the commands that move clients (failover, drain, rebalance): skip the pause.
+ApproveOption = Annotated[
+    bool, typer.Option("--approve", help="Do not pause for approval: it is approved.")
+]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
