@@ -1,10 +1,27 @@
-"""Running one piece of work in several threads at once, for the tests of what must hold
-under concurrency (one pooled connection, whole outbox lines, one spare per claim)."""
+"""Threads in tests: one piece of work in several threads at once, for what must hold
+under concurrency (one pooled connection, whole outbox lines, one spare per claim), and
+a local server served from a thread for as long as a test needs it."""
 
 from __future__ import annotations
 
+import socketserver
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer, poll_s: float = 0.5) -> Iterator[None]:
+    """Serve *server* from a daemon thread until the block ends, then stop it and close
+    its socket, so no test leaves a port bound or a thread behind."""
+    thread = threading.Thread(target=server.serve_forever, args=(poll_s,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 def run_in_threads(work: Callable[[int], object], count: int, timeout: float = 60.0) -> None:

@@ -42,6 +42,7 @@ from ppo_dr.probe.runner import (
 from ppo_dr.probe.watchdog import SILENT_KIND
 from ppo_dr.store import Incident, Store
 from tasks.probe import HEARTBEAT_EVENT
+from tests.threads import serving
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -258,14 +259,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def forward_proxy() -> Iterator[_ForwardProxy]:
     proxy = _ForwardProxy()
-    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(proxy):
         yield proxy
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
-        thread.join(timeout=10)
 
 
 def test_one_vantage_failing_alone_never_declares(

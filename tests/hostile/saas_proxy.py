@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import socketserver
 import ssl
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.threads import serving
 
 SNS_HOST = "sns.af-south-1.amazonaws.com"  # examples/fleet.yaml's SMS region
 HOSTS = ("api.sendgrid.com", "api.twitter.com", "api.x.com", SNS_HOST)
@@ -145,8 +146,6 @@ def saas_proxy(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[See
     server.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # type: ignore[attr-defined]
     server.tls.load_cert_chain(cert, key)  # type: ignore[attr-defined]
     server.seen = seen = Seen()  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     proxy = f"http://127.0.0.1:{server.server_address[1]}"
     for name in ("HTTPS_PROXY", "https_proxy"):
         monkeypatch.setenv(name, proxy)
@@ -154,9 +153,5 @@ def saas_proxy(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[See
         monkeypatch.setenv(name, "127.0.0.1,localhost")
     for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE"):
         monkeypatch.setenv(name, str(ca))
-    try:
+    with serving(server):
         yield seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)

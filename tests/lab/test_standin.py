@@ -26,6 +26,7 @@ from ppo_dr.channels import (
 )
 from ppo_dr.lab.standin import RETRY_AFTER_S, StandIn, check_script, make_server, read_requests
 from tests.ppo_dr.channels.test_outbox_and_secrets import fleet_with
+from tests.threads import serving
 
 ADDRESS = {"sms": "+27821234567", "email": "anna@example.org", "x": "public"}
 VENDOR = {"sms": "sns", "email": "sendgrid", "x": "x"}
@@ -35,15 +36,11 @@ VENDOR = {"sms": "sns", "email": "sendgrid", "x": "x"}
 def standin(tmp_path: Path) -> Iterator[str]:
     stop = threading.Event()
     server = make_server(StandIn(tmp_path, hold_s=1.0), stop)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(server, 0.05):
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            stop.set()  # held requests let go before the server stops
 
 
 def _post(url: str, path: str, body: object) -> int:

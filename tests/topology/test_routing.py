@@ -8,7 +8,6 @@ import http.server
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab import controlplane
 from tests.lab.test_topology import make_fleet
 from tests.prefect_fixtures import isolated_env, using_api
+from tests.threads import serving
 from tests.topology.conftest import needs_binaries
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(900), needs_binaries]
@@ -173,12 +173,9 @@ class _OldPrefect(http.server.BaseHTTPRequestHandler):
 
 def test_deploy_refuses_another_prefect_version_and_writes_nothing(fleet_file: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OldPrefect)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/api"
-    try:
-        with pytest.raises(DeployError, match=rf"{url} runs 2\.20\.3, this ppo-dr uses 3\.9"):
-            deploy(url, fleet_file, echo=lambda _: None)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with (
+        serving(server),
+        pytest.raises(DeployError, match=rf"{url} runs 2\.20\.3, this ppo-dr uses 3\.9"),
+    ):
+        deploy(url, fleet_file, echo=lambda _: None)
