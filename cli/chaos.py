@@ -133,31 +133,33 @@ class PrefectOperator:
         self.home = home  # serve's PPO_DR_HOME: its server's database and log
         self.restarted: Any = None  # the server started again, stopped at the end
 
-    def kill_server(self) -> None:
-        """SIGKILL the Prefect server serve started (its process group)."""
-        assert self.home is not None
-        state = json.loads((self.home / "prefect" / "serve.json").read_text(encoding="utf-8"))
-        pid = self.restarted.pid if self.restarted is not None else state.get("server_pid")
-        if not isinstance(pid, int):
-            raise LabError("serve runs no Prefect server of its own to kill")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-
-    def start_server(self) -> None:
-        """The server again, on the same port and database, once it answers."""
+    def restart_server(self, down_s: float) -> None:
+        """SIGKILL the Prefect server serve runs (its process group), keep it down
+        *down_s* seconds, start it again on the same port and database, return once it
+        answers: the control plane's restart (:func:`crash_and_start`) with a Prefect
+        server's start."""
         from urllib.parse import urlsplit
 
         from deployments.local_server import LocalPrefectServer, ServeError
+        from ppo_dr.lab.controlplane_restart import crash_and_start
 
         assert self.home is not None
-        port = urlsplit(self.api_url).port
-        log = self.home / "logs" / "prefect-server.log"
-        self.restarted = LocalPrefectServer(self.home / "prefect", log, port)
-        try:
-            self.restarted.start()
-            self.restarted.wait_until_healthy(SERVE_START_S)
-        except ServeError as exc:
-            raise LabError(str(exc)) from exc
+        home = self.home
+        state = json.loads((home / "prefect" / "serve.json").read_text(encoding="utf-8"))
+        pid = self.restarted.pid if self.restarted is not None else state.get("server_pid")
+        if not isinstance(pid, int):
+            raise LabError("serve runs no Prefect server of its own to kill")
+
+        def start() -> None:
+            log = home / "logs" / "prefect-server.log"
+            self.restarted = LocalPrefectServer(home / "prefect", log, urlsplit(self.api_url).port)
+            try:
+                self.restarted.start()
+                self.restarted.wait_until_healthy(SERVE_START_S)
+            except ServeError as exc:
+                raise LabError(str(exc)) from exc
+
+        crash_and_start(pid, start, down_s=down_s)
 
     def stop_restarted(self) -> None:
         """Stop a server :meth:`start_server` started (serve stops only its own)."""
