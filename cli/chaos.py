@@ -1,10 +1,11 @@
 """``ppo-dr lab chaos``: break a running lab fault by fault and print the evidence.
 
 The runbooks act as they would in production: this command starts ``ppo-dr serve``
-for the lab (its own Prefect server under ``<lab>/chaos-serve``), makes sure the probe
-runs, and plays the on-call where the policy asks a person (approving the failover
-plan). Everything else is in :mod:`ppo_dr.lab.chaos`. Exit 0 only if every
-expectation of every fault held, 1 if one did not, 2 for an error before the run.
+for the lab (its own Prefect server under ``<lab>/chaos-serve``), starts a probe and
+a mirror run at once, and plays the on-call where the policy asks a person
+(approving the failover plan). Everything else is in :mod:`ppo_dr.lab.chaos`. Exit 0
+only if every expectation of every fault held, 1 if one did not, 2 for an error
+before the run.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ class PrefectOperator:
 
 @contextlib.contextmanager
 def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
-    """``ppo-dr serve`` for the lab while the block runs, with its probe running.
+    """``ppo-dr serve`` for the lab while the block runs, its probe and a mirror running.
 
     A cold Prefect server (fresh database, migrations) can take longer than serve's
     own start limit on a loaded machine; serve then exits, and the second start finds
@@ -270,7 +271,7 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
                     raise
                 typer.echo(f"{exc}; starting it once more (its database is migrated now)")
         typer.echo(f"ppo-dr serve is up (API {api_url}; log {log_file})")
-        _start_probe(api_url)
+        _start_now(api_url)
         operator = PrefectOperator(api_url, home)
         yield operator
     finally:
@@ -297,8 +298,14 @@ def _wait_serving(
     raise LabError(f"ppo-dr serve did not start within {SERVE_START_S:.0f} s; see {log_file}")
 
 
-def _start_probe(api_url: str) -> None:
-    """A probe-fleet run now, unless one runs: the schedule's next one may be far off."""
+#: Runs started at once when serve is up: the probe (its schedule's next run may be a
+#: period off) and the mirror (the faults wait for every client's first snapshot, and
+#: the next cron minute may be a minute off).
+START_AT_ONCE = ("probe-fleet", "mirror-fleet")
+
+
+def _start_now(api_url: str) -> None:
+    """A run of each of :data:`START_AT_ONCE` now, unless one is pending or running."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterState,
@@ -313,8 +320,9 @@ def _start_probe(api_url: str) -> None:
         type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
     )
     with prefect_api(api_url) as client:
-        if first_run_of(client, "probe-fleet", FlowRunFilter(state=live)) is None:
-            run_deployment("probe-fleet/probe-fleet", timeout=0)
+        for name in START_AT_ONCE:
+            if first_run_of(client, name, FlowRunFilter(state=live)) is None:
+                run_deployment(f"{name}/{name}", timeout=0)
 
 
 def _stop(serve: subprocess.Popen[bytes]) -> None:
