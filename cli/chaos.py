@@ -1,10 +1,11 @@
 """``ppo-dr lab chaos``: break a running lab fault by fault and print the evidence.
 
 The runbooks act as they would in production: this command starts ``ppo-dr serve``
-for the lab (its own Prefect server under ``<lab>/chaos-serve``), makes sure the probe
-runs, and plays the on-call where the policy asks a person (approving the failover
-plan). Everything else is in :mod:`ppo_dr.lab.chaos`. Exit 0 only if every
-expectation of every fault held, 1 if one did not, 2 for an error before the run.
+for the lab (its own Prefect server under ``<lab>/chaos-serve``), starts a probe and
+a mirror run at once, and plays the on-call where the policy asks a person
+(approving the failover plan). Everything else is in :mod:`ppo_dr.lab.chaos`. Exit 0
+only if every expectation of every fault held, 1 if one did not, 2 for an error
+before the run.
 """
 
 from __future__ import annotations
@@ -133,31 +134,33 @@ class PrefectOperator:
         self.home = home  # serve's PPO_DR_HOME: its server's database and log
         self.restarted: Any = None  # the server started again, stopped at the end
 
-    def kill_server(self) -> None:
-        """SIGKILL the Prefect server serve started (its process group)."""
-        assert self.home is not None
-        state = json.loads((self.home / "prefect" / "serve.json").read_text(encoding="utf-8"))
-        pid = self.restarted.pid if self.restarted is not None else state.get("server_pid")
-        if not isinstance(pid, int):
-            raise LabError("serve runs no Prefect server of its own to kill")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-
-    def start_server(self) -> None:
-        """The server again, on the same port and database, once it answers."""
+    def restart_server(self, down_s: float) -> None:
+        """SIGKILL the Prefect server serve runs (its process group), keep it down
+        *down_s* seconds, start it again on the same port and database, return once it
+        answers: the control plane's restart (:func:`crash_and_start`) with a Prefect
+        server's start."""
         from urllib.parse import urlsplit
 
         from deployments.local_server import LocalPrefectServer, ServeError
+        from ppo_dr.lab.controlplane_restart import crash_and_start
 
         assert self.home is not None
-        port = urlsplit(self.api_url).port
-        log = self.home / "logs" / "prefect-server.log"
-        self.restarted = LocalPrefectServer(self.home / "prefect", log, port)
-        try:
-            self.restarted.start()
-            self.restarted.wait_until_healthy(SERVE_START_S)
-        except ServeError as exc:
-            raise LabError(str(exc)) from exc
+        home = self.home
+        state = json.loads((home / "prefect" / "serve.json").read_text(encoding="utf-8"))
+        pid = self.restarted.pid if self.restarted is not None else state.get("server_pid")
+        if not isinstance(pid, int):
+            raise LabError("serve runs no Prefect server of its own to kill")
+
+        def start() -> None:
+            log = home / "logs" / "prefect-server.log"
+            self.restarted = LocalPrefectServer(home / "prefect", log, urlsplit(self.api_url).port)
+            try:
+                self.restarted.start()
+                self.restarted.wait_until_healthy(SERVE_START_S)
+            except ServeError as exc:
+                raise LabError(str(exc)) from exc
+
+        crash_and_start(pid, start, down_s=down_s)
 
     def stop_restarted(self) -> None:
         """Stop a server :meth:`start_server` started (serve stops only its own)."""
@@ -231,7 +234,7 @@ class PrefectOperator:
 
 @contextlib.contextmanager
 def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
-    """``ppo-dr serve`` for the lab while the block runs, with its probe running.
+    """``ppo-dr serve`` for the lab while the block runs, its probe and a mirror running.
 
     A cold Prefect server (fresh database, migrations) can take longer than serve's
     own start limit on a loaded machine; serve then exits, and the second start finds
@@ -268,7 +271,7 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
                     raise
                 typer.echo(f"{exc}; starting it once more (its database is migrated now)")
         typer.echo(f"ppo-dr serve is up (API {api_url}; log {log_file})")
-        _start_probe(api_url)
+        _start_now(api_url)
         operator = PrefectOperator(api_url, home)
         yield operator
     finally:
@@ -295,8 +298,14 @@ def _wait_serving(
     raise LabError(f"ppo-dr serve did not start within {SERVE_START_S:.0f} s; see {log_file}")
 
 
-def _start_probe(api_url: str) -> None:
-    """A probe-fleet run now, unless one runs: the schedule's next one may be far off."""
+#: Runs started at once when serve is up: the probe (its schedule's next run may be a
+#: period off) and the mirror (the faults wait for every client's first snapshot, and
+#: the next cron minute may be a minute off).
+START_AT_ONCE = ("probe-fleet", "mirror-fleet")
+
+
+def _start_now(api_url: str) -> None:
+    """A run of each of :data:`START_AT_ONCE` now, unless one is pending or running."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterState,
@@ -311,8 +320,9 @@ def _start_probe(api_url: str) -> None:
         type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
     )
     with prefect_api(api_url) as client:
-        if first_run_of(client, "probe-fleet", FlowRunFilter(state=live)) is None:
-            run_deployment("probe-fleet/probe-fleet", timeout=0)
+        for name in START_AT_ONCE:
+            if first_run_of(client, name, FlowRunFilter(state=live)) is None:
+                run_deployment(f"{name}/{name}", timeout=0)
 
 
 def _stop(serve: subprocess.Popen[bytes]) -> None:

@@ -14,7 +14,9 @@ What it does, in order:
    unthrottled, so this comes before any deployment is registered).
 4. Serves every deployment of :data:`deployments.registry.DEPLOYMENTS` with
    :func:`prefect.serve` — or, with ``check``, registers them, prints them, pauses
-   them (as serve does on shutdown) and returns.
+   them (as serve does on shutdown) and returns. With its own server, serve first marks
+   Crashed the runs of its deployments an earlier serve left Running or Pending
+   (:mod:`deployments.orphaned_runs`): they would hold a singleton's slot forever.
 5. Creates or updates the probe heartbeat automation of the fleet (a Proactive
    trigger that runs ``probe-watchdog`` when the probe's heartbeat events stop for
    two periods: :mod:`deployments.automations`), enabled while serving and
@@ -45,6 +47,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from deployments.automations import ensure_probe_automation, pause_probe_automation
 from deployments.console import Echo, print_flushed
@@ -58,6 +61,7 @@ from deployments.local_server import (
     stop_like_ctrl_c,
     ui_url_for,
 )
+from deployments.orphaned_runs import crash_orphaned_runs
 from ppo_dr import config
 
 if TYPE_CHECKING:
@@ -342,8 +346,13 @@ def run_serve(
             # runner has started, nobody would: pause them here too (idempotent).
             stack.callback(pause_deployments, deployments, echo)
             serving = True
+            deployment_ids: list[UUID] = []
             for deployment in deployments:  # registered (and resumed) before we say so
-                deployment.apply()
+                applied = deployment.apply()
+                assert isinstance(applied, UUID)  # the sync form, not a coroutine
+                deployment_ids.append(applied)
+            if server is not None:  # our own server, its lock held: no other runner
+                crash_orphaned_runs(deployment_ids, echo)
             if ensure_probe_automation(fleet_path, enabled=True, echo=echo) is not None:
                 stack.callback(pause_probe_automation, fleet_path, echo)
             echo(f"Prefect UI: {ui_url_for(api_url)}")

@@ -64,6 +64,30 @@ def _environment(plane: ControlPlane, name: str) -> dict[str, str]:
     return marked_env(Path(plane.directory))
 
 
+def crash_and_start(
+    pid: int,
+    start: Callable[[], None],
+    *,
+    down_s: float = 0.0,
+    crash: Callable[[], None] | None = None,
+) -> float:
+    """The crash-and-come-back every restart fault shares (a control-plane component
+    here, the chaos run's Prefect server in ``cli/chaos.py``): *crash* (by default
+    SIGKILL of *pid*'s process group), wait until *pid* is gone and reaped, stay down
+    *down_s* seconds, then *start*, which returns once the new one answers. The seconds
+    from the crash until then."""
+    crashed = time.monotonic()
+    if crash is None:
+        processes.signal_group(pid, signal.SIGKILL)
+    else:
+        crash()
+    processes.until_gone([pid], STOP_TIMEOUT)
+    processes.reap(pid)
+    time.sleep(down_s)
+    start()
+    return round(time.monotonic() - crashed, 1)
+
+
 def restart(directory: Path, name: str, *, down_s: float = 0.0) -> float:
     """Crash component *name* of the control plane in *directory*, keep it down
     *down_s* seconds, start it again and wait until it answers; the seconds from the
@@ -71,21 +95,23 @@ def restart(directory: Path, name: str, *, down_s: float = 0.0) -> float:
     directory = directory.resolve()
     plane = load(directory)
     old = plane.component(name)
-    crashed = time.monotonic()
-    if name == "postgres":
-        data = directory / "pg" / "data"
-        stop = [str(Path(plane.pg_bin) / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]
-        run(as_postgres(stop), marked_env(directory), "PostgreSQL stop")
-    elif old.is_running():
-        processes.signal_group(old.pid, signal.SIGKILL)
-    processes.until_gone([old.pid], STOP_TIMEOUT)
-    processes.reap(old.pid)
-    time.sleep(down_s)
-    if name == "postgres":
-        start_postgres_server(plane, marked_env(directory))
-        replace_component(plane, postgres_component(plane))
-        save(plane)
-    else:
-        new = spawn(plane, name, old.command, _environment(plane, name), old.port)
-        wait_until(_answers(plane, name, lambda: new.pid), name, plane, name)
-    return round(time.monotonic() - crashed, 1)
+
+    def crash() -> None:
+        if name == "postgres":
+            data = directory / "pg" / "data"
+            pg_ctl = str(Path(plane.pg_bin) / "pg_ctl")
+            stop = [pg_ctl, "-D", str(data), "-m", "immediate", "stop"]
+            run(as_postgres(stop), marked_env(directory), "PostgreSQL stop")
+        elif old.is_running():  # its pid, not one the system gave to another since
+            processes.signal_group(old.pid, signal.SIGKILL)
+
+    def start() -> None:
+        if name == "postgres":
+            start_postgres_server(plane, marked_env(directory))
+            replace_component(plane, postgres_component(plane))
+            save(plane)
+        else:
+            new = spawn(plane, name, old.command, _environment(plane, name), old.port)
+            wait_until(_answers(plane, name, lambda: new.pid), name, plane, name)
+
+    return crash_and_start(old.pid, start, down_s=down_s, crash=crash)

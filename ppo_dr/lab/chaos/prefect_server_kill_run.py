@@ -41,12 +41,9 @@ _ENDED = ("done", "partial", "failed")
 class PrefectServer(Protocol):
     """The served Prefect server, as a fault can kill and start it."""
 
-    def kill_server(self) -> None:
-        """SIGKILL the server (its process group)."""
-        ...
-
-    def start_server(self) -> None:
-        """Start it again on the same port and database; return once it answers."""
+    def restart_server(self, down_s: float) -> None:
+        """SIGKILL the server (its process group), keep it down *down_s* seconds, start
+        it again on the same port and database; return once it answers."""
         ...
 
 
@@ -78,12 +75,10 @@ def kill_api_mid_failover(
 
     if not poll(restoring, RESTORE_BEGINS_S, every=1.0):
         return replace(facts, problems=(f"no restore began within {RESTORE_BEGINS_S:.0f} s",))
-    server.kill_server()
     facts = replace(facts, killed_at=_now())
-    ctx.say(f"  Prefect server killed mid-restore; starting it again in {API_DOWN_S:.0f} s")
-    time.sleep(API_DOWN_S)
+    ctx.say(f"  killing the Prefect server mid-restore; starting it again {API_DOWN_S:.0f} s on")
     try:
-        server.start_server()
+        server.restart_server(API_DOWN_S)
     except LabError as exc:
         return replace(facts, problems=(f"the Prefect server did not start again: {exc}",))
     facts = replace(facts, back_at=_now())
