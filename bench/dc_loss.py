@@ -119,9 +119,10 @@ class RunResult:
     clients: int
     phases: dict[str, datetime]
     restores_begun: dict[str, int]
-    client_runs: dict[str, int]
+    runs: ClientRuns
     incidents: int
     failover_state: str
+    failover_detail: str
     median_rto_s: float | None
     load: tuple[float, float, float]
     kills: list[str] = field(default_factory=list)
@@ -134,7 +135,7 @@ class RunResult:
     @property
     def done_twice(self) -> list[str]:
         twice = [f"{c}: restore begun {n}x" for c, n in self.restores_begun.items() if n != 1]
-        twice += [f"{c}: {n} client runs" for c, n in self.client_runs.items() if n != 1]
+        twice += [f"{c}: {n} client runs" for c, n in self.runs.per_client.items() if n != 1]
         if self.incidents != 1:
             twice.append(f"{self.incidents} incidents of {self.dc}")
         return twice
@@ -193,11 +194,35 @@ def kill_mid_failover(lab: Lab, api_url: str, incident_id: int, plan_id: str) ->
     return [f"api-1 (pid {api_pid})", f"worker {worker}", f"failover run process {flow_pid}"]
 
 
-def client_runs_per_client(api_url: str, victims: list[str]) -> dict[str, int]:
-    """``fail-over-client`` runs per lost client, as the API lists them."""
+@dataclass
+class ClientRuns:
+    """The ``fail-over-client`` runs of the lost clients, as the API lists them."""
+
+    per_client: dict[str, int]
+    pickup_s: list[float]  # scheduled -> running: the worker's poll and the process start
+    running_s: list[float]  # running -> ended
+    most_at_once: int
+
+    def line(self) -> str:
+        def med(values: list[float]) -> str:
+            if not values:
+                return "-"
+            return f"{statistics.median(values):.1f} s ({min(values):.1f}-{max(values):.1f})"
+
+        return (
+            f"client runs: {sum(self.per_client.values())}; pick-up {med(self.pickup_s)}, "
+            f"running {med(self.running_s)}, at most {self.most_at_once} running at once"
+        )
+
+
+def client_runs(api_url: str, victims: list[str]) -> ClientRuns:
+    """Every ``fail-over-client`` run of *victims*: how many per client, and their times."""
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
     counts = dict.fromkeys(victims, 0)
+    pickup: list[float] = []
+    running: list[float] = []
+    edges: list[tuple[datetime, int]] = []
     with prefect_api(api_url) as client:
         offset = 0
         while True:
@@ -208,11 +233,22 @@ def client_runs_per_client(api_url: str, victims: list[str]) -> dict[str, int]:
             )
             for run in page:
                 moved = (run.parameters.get("move") or {}).get("client_id")
-                if moved in counts:
-                    counts[moved] += 1
+                if moved not in counts:
+                    continue
+                counts[moved] += 1
+                if run.start_time and run.expected_start_time:
+                    pickup.append((run.start_time - run.expected_start_time).total_seconds())
+                if run.start_time and run.end_time:
+                    running.append((run.end_time - run.start_time).total_seconds())
+                    edges += [(run.start_time, 1), (run.end_time, -1)]
             if len(page) < 200:
-                return counts
+                break
             offset += 200
+    now = most = 0
+    for _at, step in sorted(edges):
+        now += step
+        most = max(most, now)
+    return ClientRuns(counts, pickup, running, most)
 
 
 def phases_from_store(store: Store, incident_id: int, plan_id: str) -> dict[str, datetime]:
@@ -292,6 +328,14 @@ def one_run(
             for step in store.failover_steps(plan_id):
                 if step.step == "restore" and step.client_id in restores:
                     restores[step.client_id] = step.attempts
+            record = store.failover(plan_id)
+            ended_detail = f"{record.state}: {record.detail}" if record else "no record"
+            failed = [
+                f"{s.client_id} {s.step}: {s.detail}"
+                for s in store.failover_steps(plan_id)
+                if s.state not in ("done", "running")
+            ]
+            ended_detail += f"; steps not done: {failed[:5] or 'none'}"
             rtos = [r.rto_seconds for r in store.failover_results(plan_id) if r.rto_seconds]
             incidents = len(dc_loss.dc_incidents(store, dc))
         return RunResult(
@@ -299,9 +343,10 @@ def one_run(
             clients=len(victims),
             phases=phases,
             restores_begun=restores,
-            client_runs=client_runs_per_client(made.api_url, victims),
+            runs=client_runs(made.api_url, victims),
             incidents=incidents,
             failover_state=run.state.name,
+            failover_detail=f"{run.state.message or ''} | store: {ended_detail}",
             median_rto_s=statistics.median(rtos) if rtos else None,
             load=os.getloadavg(),
             kills=kills,
@@ -313,6 +358,8 @@ def one_run(
 def report(result: RunResult, kill: bool) -> None:
     """The phases, the ratio to the target, and anything done twice."""
     print(f"\n{result.dc} lost: {result.clients} clients; failover {result.failover_state}")
+    if result.failover_state != "Completed":
+        print(f"  why: {result.failover_detail[:1500]}")
     if result.kills:
         print(f"killed mid-failover: {', '.join(result.kills)}")
     for name, at in sorted(result.phases.items(), key=lambda item: item[1]):
@@ -326,6 +373,7 @@ def report(result: RunResult, kill: bool) -> None:
             f"declaration -> every client healthy: {healthy:.1f} s, "
             f"{healthy / target:.2f}x the {target:.0f} s target"
         )
+    print(result.runs.line())
     if result.median_rto_s is not None:
         print(f"median RTO the runbook recorded per client: {result.median_rto_s:.1f} s")
     twice = result.done_twice
