@@ -385,6 +385,13 @@ def _prefixed(prefix: str) -> Callable[[str], None]:
     return lambda message: print(f"{prefix}{message}", flush=True)
 
 
+def wait_longer_at_scale(seconds: float = SCALE_WAIT_S) -> None:
+    """The story's waits fit its four app servers; at scale the first mirror of 50 did
+    not complete one run in its 300 s (load ~40), so every wait gets *seconds*."""
+    for name in ("MIRROR_TIMEOUT_S", "PROBE_TIMEOUT_S", "DECLARE_TIMEOUT_S", "FAILOVER_TIMEOUT_S"):
+        setattr(dc_loss, name, seconds)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="28x25", help="APPSxCLIENTS (28x25: 250 in jhb1)")
@@ -396,6 +403,7 @@ def main() -> int:
         print(f"needs network namespaces: {reason}", file=sys.stderr)
         return 2
     apps, per = parse_scale(args.scale)
+    wait_longer_at_scale()
     results: list[RunResult] = []
     for n in range(1, args.runs + 1):
         base = Path(tempfile.mkdtemp(prefix="ppo-dr-bench-dcloss-"))

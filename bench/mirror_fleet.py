@@ -43,6 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.dc_loss import wait_longer_at_scale
 from deployments import distributed_lab
 from deployments.demo import dc_loss
 from deployments.demo.session import prefect_api
@@ -251,6 +252,7 @@ def main() -> int:
         print(f"needs network namespaces: {reason}", file=sys.stderr)
         return 2
     apps, per = parse_scale(args.scale)
+    wait_longer_at_scale(LAB_WAIT_S)
     base = Path(tempfile.mkdtemp(prefix="ppo-dr-bench-mirror-"))
     base.chmod(0o755)  # the control plane's PostgreSQL (user postgres) must reach it
     lab = Lab(base / "lab")
