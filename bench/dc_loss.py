@@ -392,22 +392,41 @@ def wait_longer_at_scale(seconds: float = SCALE_WAIT_S) -> None:
         setattr(dc_loss, name, seconds)
 
 
+def scale_options(parser: argparse.ArgumentParser, scale: str, size_mb: int) -> None:
+    """``--scale`` and ``--size``, as ``ppo-dr lab up`` takes them."""
+    parser.add_argument("--scale", default=scale, help="APPSxCLIENTS, as lab up --scale")
+    parser.add_argument("--size", type=int, default=size_mb, help="MiB of client data in all")
+
+
+def lab_scale(args: argparse.Namespace) -> tuple[int, int] | None:
+    """(app servers, clients each) from ``--scale``, the waits set for it; None (said
+    why) where network namespaces cannot be made."""
+    if (reason := netns.unavailable_reason()) is not None:
+        print(f"needs network namespaces: {reason}", file=sys.stderr)
+        return None
+    wait_longer_at_scale()
+    return parse_scale(args.scale)
+
+
+def reachable_dir(prefix: str) -> Path:
+    """A fresh directory the control plane's PostgreSQL (user postgres) can reach."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)
+    return base
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="28x25", help="APPSxCLIENTS (28x25: 250 in jhb1)")
-    parser.add_argument("--size", type=int, default=2800, help="MiB of client data in all")
+    scale_options(parser, "28x25", 2800)  # 250 clients, ~1 GB in jhb1
     parser.add_argument("--kill", action="store_true", help="kill api-1 and a control worker")
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
-    if (reason := netns.unavailable_reason()) is not None:
-        print(f"needs network namespaces: {reason}", file=sys.stderr)
+    if (scale := lab_scale(args)) is None:
         return 2
-    apps, per = parse_scale(args.scale)
-    wait_longer_at_scale()
+    apps, per = scale
     results: list[RunResult] = []
     for n in range(1, args.runs + 1):
-        base = Path(tempfile.mkdtemp(prefix="ppo-dr-bench-dcloss-"))
-        base.chmod(0o755)  # the control plane's PostgreSQL (user postgres) must reach it
+        base = reachable_dir("ppo-dr-bench-dcloss-")
         started = time.monotonic()
         try:
             result = one_run(

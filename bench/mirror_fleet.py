@@ -33,7 +33,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
@@ -43,15 +42,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.dc_loss import wait_longer_at_scale
+from bench.dc_loss import lab_scale, reachable_dir, scale_options
 from deployments import distributed_lab
 from deployments.demo import dc_loss
 from deployments.demo.session import prefect_api
 from deployments.deploy import ensure_work_pools
 from ppo_dr.inventory import Fleet, load_fleet
-from ppo_dr.lab import controlplane, netns
+from ppo_dr.lab import controlplane
 from ppo_dr.lab.supervisor import Lab
-from ppo_dr.lab.topology import parse_scale
 
 ONE_POOL = "bench-mirror-one"
 ONE_WORKER = "bench-one@cpt1"
@@ -244,17 +242,13 @@ def one_round(made: distributed_lab.DistributedLab, fleet: Fleet) -> list[Mode]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="50x20", help="APPSxCLIENTS")
-    parser.add_argument("--size", type=int, default=100, help="MiB of client data in all")
+    scale_options(parser, "50x20", 100)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if (reason := netns.unavailable_reason()) is not None:
-        print(f"needs network namespaces: {reason}", file=sys.stderr)
+    if (scale := lab_scale(args)) is None:
         return 2
-    apps, per = parse_scale(args.scale)
-    wait_longer_at_scale(LAB_WAIT_S)
-    base = Path(tempfile.mkdtemp(prefix="ppo-dr-bench-mirror-"))
-    base.chmod(0o755)  # the control plane's PostgreSQL (user postgres) must reach it
+    apps, per = scale
+    base = reachable_dir("ppo-dr-bench-mirror-")
     lab = Lab(base / "lab")
     try:
         began = time.monotonic()
