@@ -100,29 +100,31 @@ def start_prefect(lab: Lab, *, timeout: float = 60.0, echo: Echo = print) -> Dis
         deploy(plane.api_url, lab.fleet_file, echo=echo)
         names: list[str] = []
         for worker in placed_workers(load_fleet(lab.fleet_file)):
-            home = lab.directory / "prefect" / worker.name
-            home.mkdir(parents=True, exist_ok=True)
-            env = worker_env(plane.inner_api_url, base={})
-            env.update(
-                PPO_DR_FLEET=str(lab.fleet_file),
-                PPO_DR_HOME=str(lab.directory / "home"),
-                PPO_DR_DB_URL=lab.inner_store_url,
-                PREFECT_HOME=str(home),
-                PREFECT_WORKER_HEARTBEAT_SECONDS=WORKER_HEARTBEAT_S,
-            )
-            lab.start_program(
-                worker.name,
-                dc=worker.dc,
-                argv=worker_command(worker.pool, worker.name),
-                env=env,
-                timeout=timeout,
-            )
+            start_lab_worker(lab, plane, worker.pool, worker.name, worker.dc, timeout=timeout)
             names.append(worker.name)
             echo(f"worker {worker.name} started in {worker.dc}")
     except BaseException:
         down(lab.directory, echo=lambda _: None)
         raise
     return DistributedLab(lab, plane.api_url, plane.inner_api_url, names)
+
+
+def start_lab_worker(
+    lab: Lab, plane: controlplane.ControlPlane, pool: str, name: str, dc: str, *, timeout: float
+) -> None:
+    """A worker of *pool* named *name* as a component of data centre *dc* (inside its
+    namespace, so a power cut of *dc* kills it), with the lab's fleet, store and home."""
+    home = lab.directory / "prefect" / name
+    home.mkdir(parents=True, exist_ok=True)
+    env = worker_env(plane.inner_api_url, base={})
+    env.update(
+        PPO_DR_FLEET=str(lab.fleet_file),
+        PPO_DR_HOME=str(lab.directory / "home"),
+        PPO_DR_DB_URL=lab.inner_store_url,
+        PREFECT_HOME=str(home),
+        PREFECT_WORKER_HEARTBEAT_SECONDS=WORKER_HEARTBEAT_S,
+    )
+    lab.start_program(name, dc=dc, argv=worker_command(pool, name), env=env, timeout=timeout)
 
 
 def down(lab_dir: Path, *, echo: Echo = print) -> list[str]:
