@@ -58,11 +58,10 @@ class MirrorSink:
         self.bytes_sent = 0
         self.new_chunks = 0
         self._builder = PackBuilder()
-        self._child = (
-            UploadProcess(target.connect, target.repo_path, target.mirror_id, repo.codec.key)
-            if target.connect is not None
-            else None
-        )
+        # Started with the first blob this mirror lacks, so it connects while the reader
+        # goes on; a run that stores nothing (the 5-minute cadence's common case) then
+        # costs no process and no connection.
+        self._child: UploadProcess | None = None
         self._queue: queue.Queue[PackBuilder | None] = queue.Queue(UPLOAD_QUEUE_PACKS)
         self._thread = threading.Thread(
             target=self._upload_loop, daemon=True, name=f"upload-{target.mirror_id}"
@@ -124,6 +123,14 @@ class MirrorSink:
 
     def add(self, blob_id: str, stored: bytes, raw_length: int, compressed: bool) -> None:
         """Queue a blob for this mirror (the caller checked it is not known here)."""
+        if self._child is None and self.target.connect is not None and self.error is None:
+            try:
+                target = self.target
+                self._child = UploadProcess(
+                    target.connect, target.repo_path, target.mirror_id, self.codec.key
+                )
+            except Exception as exc:  # no uploader: this mirror fails, never the run
+                self.fail(exc)
         self.known[blob_id] = raw_length
         self.new_chunks += 1
         self._builder.add(blob_id, stored, raw_length, compressed)
