@@ -18,7 +18,7 @@ from ppo_dr.errors import DRError
 from ppo_dr.mirror.codec import Codec
 from ppo_dr.mirror.errors import RepositoryError
 from ppo_dr.mirror.lock import RepositoryLock
-from ppo_dr.mirror.manifest import Entry, Manifest
+from ppo_dr.mirror.manifest import Entry, Manifest, same_file_stat
 from ppo_dr.mirror.repository import (
     PACK_TARGET_BYTES,
     ExpandedTrees,
@@ -103,8 +103,7 @@ class MirrorSink:
         if (
             prev is None
             or prev.type is not EntryType.FILE
-            or prev.size != st.size
-            or prev.mtime != st.mtime
+            or not same_file_stat(prev, st)
             or not all(c in self.known for c in prev.chunks)
         ):
             return None
@@ -123,11 +122,11 @@ class MirrorSink:
 
     def add(self, blob_id: str, stored: bytes, raw_length: int, compressed: bool) -> None:
         """Queue a blob for this mirror (the caller checked it is not known here)."""
-        if self._child is None and self.target.connect is not None and self.error is None:
+        connect, target = self.target.connect, self.target
+        if self._child is None and connect is not None and self.error is None:
             try:
-                target = self.target
                 self._child = UploadProcess(
-                    target.connect, target.repo_path, target.mirror_id, self.codec.key
+                    connect, target.repo_path, target.mirror_id, self.codec.key
                 )
             except Exception as exc:  # no uploader: this mirror fails, never the run
                 self.fail(exc)
