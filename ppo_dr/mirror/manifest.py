@@ -47,6 +47,9 @@ def check_snapshot_id(value: object) -> str:
     return value
 
 
+_ENTRY_TYPES = {t.value: t for t in EntryType}  # a dict look-up, not Enum's slow call
+
+
 @dataclass(frozen=True)
 class Entry:
     """One path of a client's tree; *chunks* only for files."""
@@ -92,7 +95,7 @@ class Entry:
         given: the tree's path and the entry's ``name``)."""
         return cls(
             path=str(raw["path"]) if path is None else path,
-            type=EntryType(raw["type"]),
+            type=_ENTRY_TYPES[raw["type"]],
             mode=int(raw["mode"], 8),
             mtime=int(raw["mtime"]),
             size=int(raw.get("size", 0)),

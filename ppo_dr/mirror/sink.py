@@ -97,8 +97,9 @@ class MirrorSink:
         except DRError as exc:
             self.fail(exc)
 
-    def unchanged(self, st: RemoteStat) -> tuple[str, ...] | None:
-        """The stored chunk list if *st* passes the quick check here, else None."""
+    def unchanged(self, st: RemoteStat) -> Entry | None:
+        """The previous entry of *st*'s path if *st* passes the quick check here and
+        this mirror has all its chunks, else None."""
         prev = self.previous.get(st.path)
         if (
             prev is None
@@ -107,7 +108,7 @@ class MirrorSink:
             or not all(c in self.known for c in prev.chunks)
         ):
             return None
-        return prev.chunks
+        return prev
 
     def layout(self, path: str) -> tuple[list[tuple[str, int]], int] | None:
         """The previous version of *path* as (chunk id, length) pairs and its size, if

@@ -285,6 +285,21 @@ def _entry(st: RemoteStat, chunks: Sequence[str] = (), path: str | None = None) 
     )
 
 
+def _kept_entry(st: RemoteStat, previous: Entry | None) -> Entry:
+    """The entry of a file that passed the quick check: the previous one itself when
+    nothing it records changed (so comparing directories is an identity check and
+    nothing is built), else a new one with the previous chunks."""
+    assert previous is not None
+    if (
+        previous.link is None  # hard links are marked again on every run
+        and previous.mode == st.mode
+        and previous.mtime_ns == st.mtime_ns
+        and previous.inode == st.inode
+    ):
+        return previous
+    return _entry(st, previous.chunks)
+
+
 def snapshot_client(
     source: Remote,
     app_server: str,
@@ -326,8 +341,12 @@ def snapshot_client(
                 continue
             scanned += 1
             kept = [] if read_all else [s.unchanged(st) for s in live if s.error is None]
-            if kept and all(c is not None for c in kept) and len(set(kept)) == 1:
-                entries.append(_entry(st, kept[0] or ()))
+            if (
+                kept
+                and all(e is not None for e in kept)
+                and len({e.chunks for e in kept if e}) == 1
+            ):
+                entries.append(_kept_entry(st, kept[0]))
                 continue
             changed += 1
             layouts = (s.layout(st.path) for s in live if s.error is None)
