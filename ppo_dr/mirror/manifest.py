@@ -20,7 +20,7 @@ from typing import Any
 
 from ppo_dr.errors import UnsafeInputError
 from ppo_dr.mirror.errors import RepositoryError
-from ppo_dr.transport.base import EntryType
+from ppo_dr.transport.base import EntryType, RemoteStat
 
 MANIFEST_VERSION = 2  # 2: the entries live in tree objects; 1: listed in the manifest
 READABLE_MANIFEST_VERSIONS = (1, 2)
@@ -47,6 +47,9 @@ def check_snapshot_id(value: object) -> str:
     return value
 
 
+_ENTRY_TYPES = {t.value: t for t in EntryType}  # a dict look-up, not Enum's slow call
+
+
 @dataclass(frozen=True)
 class Entry:
     """One path of a client's tree; *chunks* only for files."""
@@ -61,6 +64,10 @@ class Entry:
     # A file only: the path of an earlier file of the manifest with the same inode
     # (a hard link); its chunks are kept, so a copy can be restored instead.
     link: str | None = None
+    # A file only, where the app server reports them (not over SFTP): the quick check's
+    # stricter keys (a rewrite within the same second, a file replaced by another).
+    mtime_ns: int | None = None
+    inode: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -76,6 +83,10 @@ class Entry:
             out["target"] = self.target
         if self.link is not None:
             out["link"] = self.link
+        if self.mtime_ns is not None:
+            out["mtime_ns"] = self.mtime_ns
+        if self.inode is not None:
+            out["inode"] = self.inode
         return out
 
     @classmethod
@@ -84,14 +95,35 @@ class Entry:
         given: the tree's path and the entry's ``name``)."""
         return cls(
             path=str(raw["path"]) if path is None else path,
-            type=EntryType(raw["type"]),
+            type=_ENTRY_TYPES[raw["type"]],
             mode=int(raw["mode"], 8),
             mtime=int(raw["mtime"]),
             size=int(raw.get("size", 0)),
             target=raw.get("target"),
             chunks=tuple(raw.get("chunks", ())),
             link=raw.get("link"),
+            mtime_ns=_optional_int(raw.get("mtime_ns")),
+            inode=_optional_int(raw.get("inode")),
         )
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+def same_file_stat(a: RemoteStat | Entry, b: RemoteStat | Entry) -> bool:
+    """The quick check: same size and mtime, and, where both sides know them, the
+    same mtime in nanoseconds and the same inode (so a rewrite within one second, or a
+    file replaced by another of the same size and time, is read again)."""
+    if a.size != b.size or a.mtime != b.mtime:
+        return False
+    if a.mtime_ns is not None and b.mtime_ns is not None and a.mtime_ns != b.mtime_ns:
+        return False
+    return a.inode is None or b.inode is None or a.inode == b.inode
 
 
 @dataclass

@@ -18,7 +18,7 @@ from ppo_dr.errors import DRError
 from ppo_dr.mirror.codec import Codec
 from ppo_dr.mirror.errors import RepositoryError
 from ppo_dr.mirror.lock import RepositoryLock
-from ppo_dr.mirror.manifest import Entry, Manifest
+from ppo_dr.mirror.manifest import Entry, Manifest, same_file_stat
 from ppo_dr.mirror.repository import (
     PACK_TARGET_BYTES,
     ExpandedTrees,
@@ -58,11 +58,10 @@ class MirrorSink:
         self.bytes_sent = 0
         self.new_chunks = 0
         self._builder = PackBuilder()
-        self._child = (
-            UploadProcess(target.connect, target.repo_path, target.mirror_id, repo.codec.key)
-            if target.connect is not None
-            else None
-        )
+        # Started with the first blob this mirror lacks, so it connects while the reader
+        # goes on; a run that stores nothing (the 5-minute cadence's common case) then
+        # costs no process and no connection.
+        self._child: UploadProcess | None = None
         self._queue: queue.Queue[PackBuilder | None] = queue.Queue(UPLOAD_QUEUE_PACKS)
         self._thread = threading.Thread(
             target=self._upload_loop, daemon=True, name=f"upload-{target.mirror_id}"
@@ -98,18 +97,18 @@ class MirrorSink:
         except DRError as exc:
             self.fail(exc)
 
-    def unchanged(self, st: RemoteStat) -> tuple[str, ...] | None:
-        """The stored chunk list if *st* passes the quick check here, else None."""
+    def unchanged(self, st: RemoteStat) -> Entry | None:
+        """The previous entry of *st*'s path if *st* passes the quick check here and
+        this mirror has all its chunks, else None."""
         prev = self.previous.get(st.path)
         if (
             prev is None
             or prev.type is not EntryType.FILE
-            or prev.size != st.size
-            or prev.mtime != st.mtime
+            or not same_file_stat(prev, st)
             or not all(c in self.known for c in prev.chunks)
         ):
             return None
-        return prev.chunks
+        return prev
 
     def layout(self, path: str) -> tuple[list[tuple[str, int]], int] | None:
         """The previous version of *path* as (chunk id, length) pairs and its size, if
@@ -124,6 +123,14 @@ class MirrorSink:
 
     def add(self, blob_id: str, stored: bytes, raw_length: int, compressed: bool) -> None:
         """Queue a blob for this mirror (the caller checked it is not known here)."""
+        connect, target = self.target.connect, self.target
+        if self._child is None and connect is not None and self.error is None:
+            try:
+                self._child = UploadProcess(
+                    connect, target.repo_path, target.mirror_id, self.codec.key
+                )
+            except Exception as exc:  # no uploader: this mirror fails, never the run
+                self.fail(exc)
         self.known[blob_id] = raw_length
         self.new_chunks += 1
         self._builder.add(blob_id, stored, raw_length, compressed)

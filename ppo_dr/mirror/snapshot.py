@@ -46,7 +46,7 @@ from ppo_dr.errors import DRError, RemotePathError, UnsafeInputError
 from ppo_dr.ids import absolute_path_problem, check_id
 from ppo_dr.mirror.codec import Codec
 from ppo_dr.mirror.hard_links import hard_link_groups, mark_hard_links
-from ppo_dr.mirror.manifest import Entry, Manifest, snapshot_id_for
+from ppo_dr.mirror.manifest import Entry, Manifest, same_file_stat, snapshot_id_for
 from ppo_dr.mirror.repository import (
     CDC_AVG,
     CDC_MAX,
@@ -258,7 +258,7 @@ class ClientReader:
                 return None
             if (
                 after.type is EntryType.FILE
-                and (after.size, after.mtime) == (st.size, st.mtime)
+                and same_file_stat(after, st)
                 and result.bytes_read == after.size
             ):
                 result.stat, result.bytes_read = after, total
@@ -271,15 +271,33 @@ class ClientReader:
 
 
 def _entry(st: RemoteStat, chunks: Sequence[str] = (), path: str | None = None) -> Entry:
+    is_file = st.type is EntryType.FILE
     return Entry(
         path=st.path if path is None else path,
         type=st.type,
         mode=st.mode,
         mtime=st.mtime,
-        size=st.size if st.type is EntryType.FILE else 0,
+        size=st.size if is_file else 0,
         target=st.link_target,
         chunks=tuple(chunks),
+        mtime_ns=st.mtime_ns if is_file else None,
+        inode=st.inode if is_file else None,
     )
+
+
+def _kept_entry(st: RemoteStat, previous: Entry | None) -> Entry:
+    """The entry of a file that passed the quick check: the previous one itself when
+    nothing it records changed (so comparing directories is an identity check and
+    nothing is built), else a new one with the previous chunks."""
+    assert previous is not None
+    if (
+        previous.link is None  # hard links are marked again on every run
+        and previous.mode == st.mode
+        and previous.mtime_ns == st.mtime_ns
+        and previous.inode == st.inode
+    ):
+        return previous
+    return _entry(st, previous.chunks)
 
 
 def snapshot_client(
@@ -290,8 +308,10 @@ def snapshot_client(
     snapshot_id: str,
     hook: Callable[[str], None] | None,
     progress: Callable[[str], None] | None,
+    read_all: bool = False,
 ) -> ClientSnapshotResult:
-    """One client to every live mirror; see the module docstring."""
+    """One client to every live mirror; see the module docstring. *read_all*: no
+    quick check, every file is read and hashed (its unchanged chunks still not sent)."""
     started = time.monotonic()
     errors: dict[str, str] = {}
     live = [s for s in sinks if s.error is None]
@@ -320,9 +340,13 @@ def snapshot_client(
                 entries.append(_entry(st))
                 continue
             scanned += 1
-            kept = [s.unchanged(st) for s in live if s.error is None]
-            if kept and all(c is not None for c in kept) and len(set(kept)) == 1:
-                entries.append(_entry(st, kept[0] or ()))
+            kept = [] if read_all else [s.unchanged(st) for s in live if s.error is None]
+            if (
+                kept
+                and all(e is not None for e in kept)
+                and len({e.chunks for e in kept if e}) == 1
+            ):
+                entries.append(_kept_entry(st, kept[0]))
                 continue
             changed += 1
             layouts = (s.layout(st.path) for s in live if s.error is None)
@@ -399,8 +423,11 @@ def snapshot_server(
     taken_at: datetime,
     hook: Callable[[str], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    read_all: bool = False,
 ) -> list[ClientSnapshotResult]:
-    """Snapshot every client of *app_server* to every target; see the module doc."""
+    """Snapshot every client of *app_server* to every target; see the module doc.
+    *read_all*: read and hash every file instead of trusting the quick check (rsync's
+    ``--checksum``; for a periodic full run)."""
     check_id(app_server, "app server id")
     for client in clients:
         check_id(client.client_id, "client id")
@@ -416,7 +443,9 @@ def snapshot_server(
     results: list[ClientSnapshotResult] = []
     try:
         for client in clients:
-            result = snapshot_client(source, app_server, client, sinks, snapshot_id, hook, progress)
+            result = snapshot_client(
+                source, app_server, client, sinks, snapshot_id, hook, progress, read_all
+            )
             for mid, error in down.items():
                 result.per_mirror[mid] = MirrorOutcome(False, error, 0, 0, False)
             results.append(result)

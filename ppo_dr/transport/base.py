@@ -81,7 +81,9 @@ class RemoteStat:
 
     ``path`` is the path as asked for (:meth:`Remote.stat`, :meth:`Remote.listdir`)
     or relative to the walk root (:meth:`Remote.walk`). ``mode`` holds the permission
-    bits only; ``mtime`` is whole seconds (SFTP v3 carries no more).
+    bits only; ``mtime`` is whole seconds (SFTP v3 carries no more). ``mtime_ns`` and
+    ``inode`` only where the server can tell (a local walk; None over SFTP): they make
+    the snapshot's quick check as strict as git's index.
     """
 
     path: str
@@ -90,6 +92,8 @@ class RemoteStat:
     mtime: int
     size: int
     link_target: str | None = None
+    mtime_ns: int | None = None
+    inode: int | None = None
 
     @property
     def name(self) -> str:

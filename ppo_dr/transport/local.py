@@ -174,6 +174,8 @@ class LocalRemote(RemoteBase):
             mtime=int(st.st_mtime),
             size=st.st_size,
             link_target=os.readlink(real) if kind is EntryType.SYMLINK else None,
+            mtime_ns=st.st_mtime_ns,
+            inode=st.st_ino,
         )
 
     # ----- metadata ----------------------------------------------------------------
