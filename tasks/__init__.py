@@ -6,7 +6,8 @@ Shared here, for every task module:
   :func:`ppo_dr.errors.is_retryable` calls transient (timeouts, resets, throttling);
   a :class:`~ppo_dr.errors.PermanentError` (bad inventory, auth, missing path) fails
   at once, so the page goes out now instead of after the back-off.
-- :data:`RETRY_DELAYS` and :data:`RETRY_JITTER` — the back-off for tasks that do I/O;
+- :data:`RETRY_DELAYS` and :data:`RETRY_JITTER` — the back-off for tasks that do I/O
+  (defined in :mod:`ppo_dr.retry_policy`, where the chaos verdict reads them too);
   :data:`IO_RETRIES` — both with the retry condition, as ``@task(**IO_RETRIES)`` takes them;
   :func:`io_task` — the whole option set of a task that does I/O (never cached, a time
   limit, those retries), so each task states only its name and its time limit.
@@ -28,6 +29,7 @@ from prefect.context import FlowRunContext
 from prefect.states import State
 
 from ppo_dr.errors import PermanentError, is_retryable
+from ppo_dr.retry_policy import RETRY_DELAYS, RETRY_JITTER
 
 __all__ = [
     "IO_RETRIES",
@@ -39,10 +41,6 @@ __all__ = [
     "secret_from_block",
 ]
 
-#: Back-off between attempts of a task that does I/O, in seconds (three retries).
-RETRY_DELAYS: list[float] = [1, 4, 15]
-#: Each delay varies by up to this factor, so retries from many runs do not align.
-RETRY_JITTER: float = 0.5
 
 _log = logging.getLogger(__name__)
 

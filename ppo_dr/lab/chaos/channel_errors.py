@@ -33,9 +33,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from ppo_dr.channels.email_sendgrid import SendGridSettings
+from ppo_dr.channels.sms_sns import SnsSettings
+from ppo_dr.channels.x_tweepy import XSettings
 from ppo_dr.lab.chaos.catalogue import FaultSpec
 from ppo_dr.lab.chaos.verdict import ChaosResult
 from ppo_dr.lab.standin import RETRY_AFTER_S, SeenRequest
+from ppo_dr.retry_policy import MAX_ATTEMPTS, MIN_BACKOFF_S
 
 #: Each provider's first answers; then it accepts. SMS fails all four attempts of the
 #: send task (three retries), so that notice falls back to e-mail.
@@ -50,12 +54,12 @@ CHANNEL_OF: Final = {"sns": "sms", "sendgrid": "email", "x": "x"}
 #: the stand-in takes any key; ``ppo-dr lab chaos`` gives serve this value).
 CREDENTIAL_ENV: Final = "LAB_STANDIN_CREDENTIAL"
 CREDENTIAL_VALUE: Final = "stand-in-credential"
-#: The shortest wait between two attempts: the first back-off (1 s) less its jitter (50 %).
-MIN_BACKOFF_S: Final = 0.5
-#: How long the channels wait for an answer (their default read time-out).
-CLIENT_TIMEOUT_S: Final = 10.0
-#: Attempts of one notice: the send task's first and its three retries.
-MAX_ATTEMPTS: Final = 4
+#: How long the channels wait for an answer: the longest of their default read time-outs.
+CLIENT_TIMEOUT_S: Final = max(
+    SendGridSettings.model_fields["timeout"].default,
+    SnsSettings.model_fields["read_timeout"].default,
+    XSettings.model_fields["timeout"].default,
+)
 #: Seconds to allow for clocks: the stand-in and the client time the same events.
 SLACK_S: Final = 0.05
 
