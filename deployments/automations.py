@@ -85,6 +85,19 @@ def probe_heartbeat_automation(
     )
 
 
+def definition(automation: Any) -> dict[str, Any]:
+    """What an automation does, comparable across a round trip through the API.
+
+    Python mode, not JSON: a trigger's ``expect`` and ``after`` are sets, and JSON
+    mode lists them in iteration order, which for equal sets built in a different
+    order can differ (a hash-seed-dependent "updated" on an unchanged automation).
+    """
+    fields = {"description", "enabled", "tags", "trigger", "actions"}
+    out: dict[str, Any] = automation.model_dump(include=fields)
+    out["trigger"].pop("id", None)  # minted per object, not part of the definition
+    return out
+
+
 def ensure_automation(automation: AutomationCore, *, keep_enabled: bool = False) -> str:
     """Create *automation*, or bring the one of the same name in line; what was done.
 
@@ -94,12 +107,6 @@ def ensure_automation(automation: AutomationCore, *, keep_enabled: bool = False)
     owns).
     """
     from prefect.client.orchestration import get_client
-
-    def view(a: Any) -> dict[str, Any]:
-        fields = {"description", "enabled", "tags", "trigger", "actions"}
-        out: dict[str, Any] = a.model_dump(mode="json", include=fields)
-        out["trigger"].pop("id", None)  # minted per object, not part of the definition
-        return out
 
     with get_client(sync_client=True) as client:
         existing = client.read_automations_by_name(automation.name)
@@ -111,7 +118,7 @@ def ensure_automation(automation: AutomationCore, *, keep_enabled: bool = False)
             client.delete_automation(duplicate.id)
         if keep_enabled:
             automation = automation.model_copy(update={"enabled": keep.enabled})
-        if view(keep) == view(automation) and not extra:
+        if definition(keep) == definition(automation) and not extra:
             return "unchanged"
         client.update_automation(keep.id, automation)
         return "updated"
