@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from ppo_dr.errors import PermanentError
 from ppo_dr.ids import check_id
-from ppo_dr.store.base import StoreBase, check_count, check_run_id, check_text, to_record, utc
+from ppo_dr.store.base import StoreBase, to_record
+from ppo_dr.store.checks import check_count, check_run_id, check_text, utc
 from ppo_dr.store.records import SNAPSHOT_STATUSES, Drill, Snapshot
 from ppo_dr.store.schema import DrillRow, SnapshotRow
 

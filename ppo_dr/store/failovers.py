@@ -20,14 +20,13 @@ from sqlalchemy import select, update
 
 from ppo_dr.errors import PermanentError
 from ppo_dr.ids import check_id
-from ppo_dr.store.base import (
-    StoreBase,
+from ppo_dr.store.base import StoreBase, to_record
+from ppo_dr.store.checks import (
     check_count,
     check_incident_id,
     check_json,
     check_run_id,
     check_text,
-    to_record,
     utc,
 )
 from ppo_dr.store.records import (

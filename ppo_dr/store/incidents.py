@@ -23,15 +23,8 @@ from sqlalchemy.orm import Session
 
 from ppo_dr.errors import PermanentError
 from ppo_dr.ids import check_id
-from ppo_dr.store.base import (
-    StoreBase,
-    check_incident_id,
-    check_json,
-    check_run_id,
-    check_text,
-    to_record,
-    utc,
-)
+from ppo_dr.store.base import StoreBase, to_record
+from ppo_dr.store.checks import check_incident_id, check_json, check_run_id, check_text, utc
 from ppo_dr.store.records import INCIDENT_STATES, Incident, TimelineEntry
 from ppo_dr.store.schema import KEY_LEN, TARGET_LEN, IncidentRow, TimelineRow
 

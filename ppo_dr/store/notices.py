@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ppo_dr.errors import PermanentError
-from ppo_dr.store.base import StoreBase, check_incident_id, check_text, to_record, utc
+from ppo_dr.store.base import StoreBase, to_record
+from ppo_dr.store.checks import check_incident_id, check_text, utc
 from ppo_dr.store.records import Notice
 from ppo_dr.store.schema import KEY_LEN, IncidentRow, NoticeRow
 

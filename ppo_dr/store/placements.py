@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from ppo_dr.errors import PermanentError, PlacementConflict
 from ppo_dr.ids import check_id
-from ppo_dr.store.base import StoreBase, check_run_id, check_text, to_record, utc
+from ppo_dr.store.base import StoreBase, to_record
+from ppo_dr.store.checks import check_run_id, check_text, utc
 from ppo_dr.store.records import Placement, PlacementMove
 from ppo_dr.store.schema import PlacementHistoryRow, PlacementRow
 

@@ -16,7 +16,8 @@ from sqlalchemy import Integer, String, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ppo_dr.ids import check_id
-from ppo_dr.store.base import StoreBase, check_count, utc
+from ppo_dr.store.base import StoreBase
+from ppo_dr.store.checks import check_count, utc
 from ppo_dr.store.schema import ID_LEN, Base
 
 
