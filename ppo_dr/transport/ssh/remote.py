@@ -30,16 +30,7 @@ from paramiko.sftp_attr import SFTPAttributes
 from paramiko.sftp_client import SFTPError
 
 from ppo_dr.errors import RemotePathError, TransientError
-from ppo_dr.transport.base import (
-    EntryType,
-    ExecResult,
-    Remote,
-    RemoteBase,
-    RemoteStat,
-    build_command,
-    check_range,
-    entry_type_of,
-)
+from ppo_dr.transport import base
 from ppo_dr.transport.openssh_client import SshEndpoint
 from ppo_dr.transport.ssh.connection import open_session
 from ppo_dr.transport.ssh.reader import SshReader
@@ -61,7 +52,7 @@ EXEC_GRACE_S = 2.0  # our deadline trails the server-side one by this much
 _CMSG_CHANNEL_REQUEST = bytes([98])  # SSH_MSG_CHANNEL_REQUEST
 
 
-class SshRemote(RemoteBase):
+class SshRemote(base.RemoteBase):
     """One authenticated SSH connection with one SFTP session; see the module doc.
 
     Safe to share between threads: SFTP calls are serialised by a lock, because
@@ -178,12 +169,14 @@ class SshRemote(RemoteBase):
 
     # ----- metadata ----------------------------------------------------------------
 
-    def _to_stat(self, path: str, attr: SFTPAttributes, report_as: str | None = None) -> RemoteStat:
-        kind = entry_type_of(attr.st_mode)
+    def _to_stat(
+        self, path: str, attr: SFTPAttributes, report_as: str | None = None
+    ) -> base.RemoteStat:
+        kind = base.entry_type_of(attr.st_mode)
         target = None
-        if kind is EntryType.SYMLINK:
+        if kind is base.EntryType.SYMLINK:
             target = path_from_wire(self._sftp.readlink(wire_path(path)) or b"")
-        return RemoteStat(
+        return base.RemoteStat(
             path=path if report_as is None else report_as,
             type=kind,
             mode=stat_mod.S_IMODE(attr.st_mode or 0),
@@ -192,7 +185,7 @@ class SshRemote(RemoteBase):
             link_target=target,
         )
 
-    def stat(self, path: str) -> RemoteStat | None:
+    def stat(self, path: str) -> base.RemoteStat | None:
         """lstat *path*; None if it does not exist."""
         with self._op("stat", path):
             try:
@@ -227,7 +220,7 @@ class SshRemote(RemoteBase):
         entries.sort(key=lambda e: wire_path(e[0]))
         return entries
 
-    def listdir(self, path: str) -> list[RemoteStat]:
+    def listdir(self, path: str) -> list[base.RemoteStat]:
         """Entries of *path*, sorted by (byte) name, each with its full path."""
         with self._op("list", path):
             return [
@@ -235,7 +228,7 @@ class SshRemote(RemoteBase):
                 for name, attr in self._read_dir(path)
             ]
 
-    def walk(self, root: str) -> Iterator[RemoteStat]:
+    def walk(self, root: str) -> Iterator[base.RemoteStat]:
         """Pre-order walk below *root*; paths relative to it; symlinks not followed."""
         pending = [""]
         while pending:
@@ -257,7 +250,7 @@ class SshRemote(RemoteBase):
                     for name, attr in entries
                 ]
             yield from stats
-            pending.extend(reversed([s.path for s in stats if s.type is EntryType.DIR]))
+            pending.extend(reversed([s.path for s in stats if s.type is base.EntryType.DIR]))
 
     # ----- content -----------------------------------------------------------------
 
@@ -283,7 +276,7 @@ class SshRemote(RemoteBase):
     def read_range(self, path: str, offset: int, length: int) -> bytes:
         """*length* bytes of *path* from *offset* (fewer at its end): the same pipelined
         reads as :meth:`open_read`, started at *offset* and never past its range."""
-        check_range(self.label, path, offset, length)
+        base.check_range(self.label, path, offset, length)
         if length == 0:
             return b""
         with self._op("open", path):
@@ -309,7 +302,7 @@ class SshRemote(RemoteBase):
         """Create *path* and missing parents; a directory already there is success."""
         existing = self.stat(path)
         if existing is not None:
-            if existing.type is not EntryType.DIR:
+            if existing.type is not base.EntryType.DIR:
                 raise RemotePathError(f"{self._label}: mkdir {path!r}: exists and is not a dir")
             return
         parent = posixpath.dirname(path.rstrip("/"))
@@ -320,7 +313,7 @@ class SshRemote(RemoteBase):
                 self._sftp.mkdir(wire_path(path), mode)
         except RemotePathError:
             now = self.stat(path)  # lost a race with another creator?
-            if now is None or now.type is not EntryType.DIR:
+            if now is None or now.type is not base.EntryType.DIR:
                 raise
 
     def remove(self, path: str) -> None:
@@ -368,7 +361,7 @@ class SshRemote(RemoteBase):
         max_output: int = MAX_EXEC_OUTPUT,
         enforce_on_server: bool = True,
         stdin: Iterable[bytes] | None = None,
-    ) -> ExecResult:
+    ) -> base.ExecResult:
         """Run argv *command* (quoted by shlex.join), fed *stdin* (pieces sent in order,
         then EOF; none by default).
 
@@ -382,12 +375,12 @@ class SshRemote(RemoteBase):
         stream is read and dropped: a chatty command cannot stall or fill our memory.
         """
         argv = list(command)
-        build_command(argv)  # validate what the caller gave, before any wrapping
+        base.build_command(argv)  # validate what the caller gave, before any wrapping
         grace = 0.0
         if enforce_on_server:
             argv = ["timeout", "--kill-after=5", f"{timeout:.3f}", *argv]
             grace = EXEC_GRACE_S
-        line = build_command(argv)
+        line = base.build_command(argv)
         what = f"exec {command[0]!r}"
         started = time.monotonic()
         with self._unlocked_op(what, ""):
@@ -412,7 +405,7 @@ class SshRemote(RemoteBase):
 
     def _collect(
         self, channel: paramiko.Channel, timeout: float, max_output: int, what: str
-    ) -> ExecResult:
+    ) -> base.ExecResult:
         deadline = time.monotonic() + timeout
         out, err = bytearray(), bytearray()
         channel.setblocking(False)
@@ -440,7 +433,7 @@ class SshRemote(RemoteBase):
             if not self._transport.is_active():
                 raise TransientError(f"{self._label}: {what}: connection lost")
             select.select([channel], [], [], min(left, 0.05))
-        return ExecResult(channel.recv_exit_status(), bytes(out), bytes(err))
+        return base.ExecResult(channel.recv_exit_status(), bytes(out), bytes(err))
 
 
 def _feed(channel: paramiko.Channel, pieces: Iterable[bytes]) -> None:
@@ -483,5 +476,5 @@ def _signal(channel: paramiko.Channel, name: str) -> None:
 
 if TYPE_CHECKING:  # mypy proves SshRemote satisfies the Remote protocol
 
-    def _is_a_remote(remote: SshRemote) -> Remote:
+    def _is_a_remote(remote: SshRemote) -> base.Remote:
         return remote
