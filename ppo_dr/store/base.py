@@ -29,6 +29,7 @@ from ppo_dr.store.engine import (
     make_engine,
     normalise_url,
 )
+from ppo_dr.store.schema import IncidentRow
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -225,6 +226,13 @@ class StoreBase(ClosesOnExit):
         session.add(row)
         session.flush()
         return row
+
+    @staticmethod
+    def _require_incident(session: Session, incident_id: int | None, missing: str) -> None:
+        """PermanentError *missing* unless *incident_id* is None or a stored incident's:
+        checked in the writer's transaction, so a row never points at no incident."""
+        if incident_id is not None and session.get(IncidentRow, incident_id) is None:
+            raise PermanentError(missing)
 
     @staticmethod
     def _locked_row(

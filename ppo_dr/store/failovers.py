@@ -37,7 +37,7 @@ from ppo_dr.store.records import (
     FailoverResult,
     FailoverStep,
 )
-from ppo_dr.store.schema import FailoverResultRow, FailoverRow, FailoverStepRow, IncidentRow
+from ppo_dr.store.schema import FailoverResultRow, FailoverRow, FailoverStepRow
 
 _PLAN_ID_LEN: Final = 64
 _STEP_LEN: Final = 32
@@ -118,8 +118,7 @@ class FailoverMixin(StoreBase):
         when = utc(at, "start time")
         declared = utc(declared_at, "declaration time") if declared_at is not None else when
         with self._tx(write=True) as session:
-            if incident is not None and session.get(IncidentRow, incident) is None:
-                raise PermanentError(f"no incident {incident}")
+            self._require_incident(session, incident, f"no incident {incident}")
             row, created = self._insert_or_find(
                 session,
                 FailoverRow,

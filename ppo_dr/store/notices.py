@@ -15,11 +15,10 @@ from typing import Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ppo_dr.errors import PermanentError
 from ppo_dr.store.base import StoreBase, to_record
 from ppo_dr.store.checks import check_incident_id, check_text, utc
 from ppo_dr.store.records import Notice
-from ppo_dr.store.schema import KEY_LEN, IncidentRow, NoticeRow
+from ppo_dr.store.schema import KEY_LEN, NoticeRow
 
 _BODY_LEN: Final = 100_000
 _ERROR_LEN: Final = 4000
@@ -52,29 +51,26 @@ class NoticesMixin(StoreBase):
         when = utc(at, "notice time")
         if incident_id is not None:
             check_incident_id(incident_id)
+        values = {
+            "idempotency_key": key,
+            "incident_id": incident_id,
+            "step": step,
+            "channel": channel,
+            "recipient": recipient,
+            "subject": subject,
+            "body": body,
+            "status": "pending",
+            "attempts": 0,
+            "receipt": None,
+            "error": None,
+            "created_at": when,
+            "sent_at": None,
+        }
         with self._tx(write=True) as session:
-            if incident_id is not None and session.get(IncidentRow, incident_id) is None:
-                raise PermanentError(f"notice {key!r}: no incident with id {incident_id}")
-            row, created = self._insert_or_find(
-                session,
-                NoticeRow,
-                {
-                    "idempotency_key": key,
-                    "incident_id": incident_id,
-                    "step": step,
-                    "channel": channel,
-                    "recipient": recipient,
-                    "subject": subject,
-                    "body": body,
-                    "status": "pending",
-                    "attempts": 0,
-                    "receipt": None,
-                    "error": None,
-                    "created_at": when,
-                    "sent_at": None,
-                },
-                ["idempotency_key"],
+            self._require_incident(
+                session, incident_id, f"notice {key!r}: no incident with id {incident_id}"
             )
+            row, created = self._insert_or_find(session, NoticeRow, values, ["idempotency_key"])
             assert row is not None  # notices are never deleted
             return to_record(Notice, row), created
 
