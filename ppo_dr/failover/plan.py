@@ -63,7 +63,7 @@ from ppo_dr.failover.plan_checks import (
     target_country,
 )
 from ppo_dr.failover.plan_json import Plan, digest, scope_data, target_data, with_id
-from ppo_dr.failover.sources import emergency_source, planned_source
+from ppo_dr.failover.sources import emergency_source, planned_source, with_target
 from ppo_dr.ids import check_id
 from ppo_dr.inventory import Client, DataCentre, Fleet
 from ppo_dr.placement import PlanError, known_dc, mirrors_for, server_or_none, template_capacity
@@ -337,19 +337,7 @@ def plan_failover(
             refusals.append(Refusal(client.id, why))
             continue
         pair = planner.place(client, slot, move.size_bytes)
-        moves.append(
-            ClientMove(
-                client_id=client.id,
-                from_server=source,
-                to_server=slot.server_id,
-                source_mirror=move.source_mirror,
-                snapshot_id=move.snapshot_id,
-                snapshot_at=move.snapshot_at,
-                fallback_mirrors=move.fallback_mirrors,
-                new_mirrors=pair,
-                size_bytes=move.size_bytes,
-            )
-        )
+        moves.append(with_target(move, slot.server_id, pair))
     provisions = tuple(
         ProvisionRequest(s.server_id, s.dc, PROVISION_TEMPLATE, s.pair or ())
         for s in sorted(planner.slots.values(), key=lambda s: s.server_id)

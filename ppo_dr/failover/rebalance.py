@@ -27,7 +27,7 @@ from fractions import Fraction
 from functools import partial
 
 from ppo_dr.failover.capacity import client_sizes
-from ppo_dr.failover.model import GB, ClientMove, FleetState, Scope, Target
+from ppo_dr.failover.model import GB, FleetState, Scope, Target
 from ppo_dr.failover.plan_checks import aware, known_server
 from ppo_dr.failover.plan_json import Plan, human_size, with_id
 from ppo_dr.failover.rebalance_model import (
@@ -40,7 +40,7 @@ from ppo_dr.failover.rebalance_model import (
     target_fraction,
 )
 from ppo_dr.failover.rebalance_solve import solve_rebalance
-from ppo_dr.failover.sources import planned_source
+from ppo_dr.failover.sources import planned_source, with_target
 from ppo_dr.ids import check_id
 from ppo_dr.inventory import Client, Fleet, Server
 from ppo_dr.placement import PlanError, known_dc, mirrors_for
@@ -290,19 +290,7 @@ def _result(
         new_pair = mirrors_for(
             fleet, m.to_server, down=down, countries=fleet.client(m.client_id).countries
         )
-        moves.append(
-            ClientMove(
-                client_id=m.client_id,
-                from_server=m.from_server,
-                to_server=m.to_server,
-                source_mirror=source.source_mirror,
-                snapshot_id=None,
-                snapshot_at=None,
-                fallback_mirrors=source.fallback_mirrors,
-                new_mirrors=new_pair,
-                size_bytes=m.size_bytes,
-            )
-        )
+        moves.append(with_target(source, m.to_server, new_pair))
     plan = None
     if moves:
         plan_scope = scope if scope != Scope() else Scope(clients=tuple(m.client_id for m in moves))

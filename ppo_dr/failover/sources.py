@@ -10,6 +10,7 @@ so the source is its current mirror pair and the snapshot fields stay None.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from ppo_dr.failover.model import ClientMove, SnapshotInfo
@@ -120,3 +121,8 @@ def partial_move(
 ) -> ClientMove:
     """A move with its restore fields set; the target fields are filled in later."""
     return ClientMove(client_id, source, "", mirror, snapshot_id, snapshot_at, fallbacks, (), size)
+
+
+def with_target(move: ClientMove, to_server: str, new_mirrors: tuple[str, ...]) -> ClientMove:
+    """*move* (from :func:`partial_move`) with the target the planner chose for it."""
+    return replace(move, to_server=to_server, new_mirrors=new_mirrors)
