@@ -30,7 +30,8 @@ from ppo_dr.errors import (
     PermanentError,
     TransientError,
 )
-from ppo_dr.failover.steps import MoveLike, source_targets
+from ppo_dr.failover.model import ClientMove
+from ppo_dr.failover.steps import source_targets
 from ppo_dr.fleet_access import FleetAccess, client_path
 from ppo_dr.ids import check_id
 from ppo_dr.mirror.manifest import Manifest, check_snapshot_id
@@ -76,7 +77,7 @@ class Verified:
 
 
 def _load_snapshot(
-    access: FleetAccess, move: MoveLike, snapshot_id: str, mirrors: Sequence[str] | None
+    access: FleetAccess, move: ClientMove, snapshot_id: str, mirrors: Sequence[str] | None
 ) -> tuple[Manifest, dict[str, int], Callable[[bytes], str]]:
     """The manifest, each chunk's plaintext length, and the blob-id function."""
     from ppo_dr.mirror.restore_sources import load_manifest, open_sources
@@ -92,7 +93,7 @@ def _load_snapshot(
 
 def verify_restored(
     access: FleetAccess,
-    move: MoveLike,
+    move: ClientMove,
     snapshot_id: str,
     *,
     mirrors: Sequence[str] | None = None,

@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from ppo_dr.errors import (
     DRError,
@@ -40,6 +40,7 @@ from ppo_dr.errors import (
     PlacementConflict,
     TransientError,
 )
+from ppo_dr.failover.model import ClientMove
 from ppo_dr.fleet_access import FleetAccess, client_path, mirror_plan, repo_path
 from ppo_dr.ids import check_id
 from ppo_dr.mirror.errors import DamagedDataError
@@ -59,25 +60,6 @@ log = logging.getLogger(__name__)
 STAGING_DIR: Final = ".ppo-staging"
 EXEC_TIMEOUT_S: Final = 30.0
 JOURNAL: Final = "journal/journal.log"
-
-
-class MoveLike(Protocol):
-    """What the steps need of a :class:`ppo_dr.failover.plan.ClientMove`."""
-
-    @property
-    def client_id(self) -> str: ...
-    @property
-    def from_server(self) -> str: ...
-    @property
-    def to_server(self) -> str: ...
-    @property
-    def source_mirror(self) -> str | None: ...
-    @property
-    def snapshot_id(self) -> str | None: ...
-    @property
-    def fallback_mirrors(self) -> tuple[str, ...]: ...
-    @property
-    def new_mirrors(self) -> tuple[str, ...]: ...
 
 
 def switch_reason(plan_id: str) -> str:
@@ -144,7 +126,7 @@ def remove_tree(remote: Remote, path: str) -> int:
 # --------------------------------------------------------------------------- sources
 
 
-def wanted_mirrors(fleet: Fleet, move: MoveLike, mirrors: Sequence[str] | None) -> list[str]:
+def wanted_mirrors(fleet: Fleet, move: ClientMove, mirrors: Sequence[str] | None) -> list[str]:
     """The mirrors to restore *move*'s client from, best first, reachable or not."""
     wanted = list(mirrors or [])
     if not wanted:
@@ -158,7 +140,7 @@ def wanted_mirrors(fleet: Fleet, move: MoveLike, mirrors: Sequence[str] | None) 
 
 
 def source_targets(
-    access: FleetAccess, move: MoveLike, mirrors: Sequence[str] | None = None
+    access: FleetAccess, move: ClientMove, mirrors: Sequence[str] | None = None
 ) -> list[MirrorTarget]:
     """The mirrors to restore *move*'s client from, best first: *mirrors* if given, else
     the planned source then its fallbacks (else every mirror of the old home). Each is
@@ -287,7 +269,7 @@ def _damaged_or_transient(why: str, damaged_everywhere: bool) -> DRError:
 
 def restore_client(
     access: FleetAccess,
-    move: MoveLike,
+    move: ClientMove,
     snapshot_id: str | None = None,
     *,
     mirrors: Sequence[str] | None = None,
@@ -375,7 +357,7 @@ def restore_client(
 
 def switch(
     store: Store,
-    move: MoveLike,
+    move: ClientMove,
     expected_version: int,
     *,
     plan_id: str,
@@ -414,7 +396,7 @@ def switch(
 def rollback(
     access: FleetAccess,
     store: Store,
-    move: MoveLike,
+    move: ClientMove,
     *,
     plan_id: str,
     planned: bool,
@@ -478,7 +460,7 @@ def rollback(
 
 def seed_new_home(
     access: FleetAccess,
-    move: MoveLike,
+    move: ClientMove,
     snapshot_id: str,
     *,
     source_mirrors: Sequence[str] | None = None,
@@ -542,7 +524,6 @@ def rpo_seconds(snapshot_id: str, declared_at: datetime) -> float:
 
 __all__ = [
     "STAGING_DIR",
-    "MoveLike",
     "Restored",
     "final_sync",
     "freeze",
