@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from functools import partial
 
 from ppo_dr.closing import LeavesOnExit
 from ppo_dr.transport.ssh.remote import IO_TIMEOUT_S, SshRemote
@@ -30,11 +31,14 @@ class SshPool(LeavesOnExit):
         io_timeout: float = IO_TIMEOUT_S,
         connect: Callable[..., SshRemote] = SshRemote.connect,
     ) -> None:
-        self._key_file = key_file
-        self._known_hosts = known_hosts
-        self._timeout = timeout
-        self._io_timeout = io_timeout
-        self._connect = connect
+        # What every connection is opened with; get() adds where to (host, port, user).
+        self._connect = partial(
+            connect,
+            key_file=key_file,
+            known_hosts=known_hosts,
+            timeout=timeout,
+            io_timeout=io_timeout,
+        )
         self._lock = threading.Lock()
         self._host_locks: dict[tuple[str, int, str], threading.Lock] = {}
         self._remotes: dict[tuple[str, int, str], SshRemote] = {}
@@ -58,15 +62,7 @@ class SshPool(LeavesOnExit):
             if remote is not None:
                 log.info("dropping dead connection to %s", remote.label)
                 remote.close()
-            remote = self._connect(
-                host,
-                port,
-                user,
-                self._key_file,
-                self._known_hosts,
-                timeout=self._timeout,
-                io_timeout=self._io_timeout,
-            )
+            remote = self._connect(host, port, user)
             with self._lock:
                 self._remotes[key] = remote
             return remote
