@@ -193,7 +193,10 @@ class ObservationsMixin(StoreBase):
             raise PermanentError(f"maintenance window id must be an int, got {window_id!r}")
         when = utc(at, "end time")
         with self._tx(write=True) as session:
-            row = self._window(session, window_id)
+            missing = f"no maintenance window with id {window_id}"
+            row = self._locked_row(
+                session, MaintenanceRow, MaintenanceRow.id == window_id, missing=missing
+            )
             if row.ends_at is None or row.ends_at > when:
                 row.ends_at = max(when, row.starts_at)
             return to_record(MaintenanceWindow, row)
@@ -212,15 +215,6 @@ class ObservationsMixin(StoreBase):
             .order_by(MaintenanceRow.starts_at, MaintenanceRow.id)
         )
         return self._records(MaintenanceWindow, stmt)
-
-    @staticmethod
-    def _window(session: Session, window_id: int) -> MaintenanceRow:
-        return StoreBase._locked_row(
-            session,
-            MaintenanceRow,
-            MaintenanceRow.id == window_id,
-            missing=f"no maintenance window with id {window_id}",
-        )
 
 
 #: ``(target, minute, checks, failures, latency_ms_max)``: one count for
