@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from cli.support import FleetOption, open_store, reports_errors
+from cli.support import FleetOption, command_group, open_store, reports_errors
 
-db_app = typer.Typer(
-    help="Manage the state store (placements, incidents, notices).", no_args_is_help=True
-)
+db_app = command_group("Manage the state store (placements, incidents, notices).")
 
 
 @db_app.command("upgrade")

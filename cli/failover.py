@@ -21,16 +21,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.support import ApproveOption, FleetOption, fail, reports_errors
+from cli.support import ApproveOption, FleetOption, command_group, fail, reports_errors
 from ppo_dr.errors import PermanentError
 from ppo_dr.local_files import write_atomically
 
 if TYPE_CHECKING:
     from ppo_dr.failover.plan import Mode, Plan
 
-failover_app = typer.Typer(
-    help="Failover and planned migration: plan (then approve and run).", no_args_is_help=True
-)
+failover_app = command_group("Failover and planned migration: plan (then approve and run).")
 
 #: The deployment ``ppo-dr serve`` registers for the failover flow.
 DEPLOYMENT = "failover/failover"

@@ -18,16 +18,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.support import FleetOption, open_store, reports_errors
+from cli.support import FleetOption, command_group, open_store, reports_errors
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
 
 if TYPE_CHECKING:
     from ppo_dr.inventory import Fleet
 
-incident_app = typer.Typer(
-    help="Incidents: list, show, acknowledge, resolve, annotate, report.", no_args_is_help=True
-)
+incident_app = command_group("Incidents: list, show, acknowledge, resolve, annotate, report.")
 
 IdArgument = Annotated[int, typer.Argument(min=1, help="The incident id (see `incident ls`).")]
 

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from cli.support import command_group
 from ppo_dr.errors import InventoryError
 
-inventory_app = typer.Typer(help="Check the fleet inventory (fleet.yaml).", no_args_is_help=True)
+inventory_app = command_group("Check the fleet inventory (fleet.yaml).")
 
 
 @inventory_app.command("check")

@@ -13,16 +13,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cli.chaos import chaos
-from cli.support import reports_errors
+from cli.support import command_group, reports_errors
 from ppo_dr import config
 
 if TYPE_CHECKING:
     from ppo_dr.lab.supervisor import ComponentStatus, Lab
 
-lab_app = typer.Typer(
-    help="The embedded lab fleet on 127.0.0.1: up, status, break, heal, down.",
-    no_args_is_help=True,
-)
+lab_app = command_group("The embedded lab fleet on 127.0.0.1: up, status, break, heal, down.")
 
 
 DirOption = Annotated[
@@ -206,9 +203,8 @@ def down(directory: DirOption = None) -> None:
         typer.echo(f"lab {lab.directory}: nothing running")
 
 
-control_plane_app = typer.Typer(
-    help="Prefect in its production shape: PostgreSQL, Redis, two API servers, HAProxy.",
-    no_args_is_help=True,
+control_plane_app = command_group(
+    "Prefect in its production shape: PostgreSQL, Redis, two API servers, HAProxy."
 )
 ControlPlaneDir = Annotated[
     Path | None,

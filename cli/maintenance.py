@@ -16,12 +16,11 @@ from typing import Annotated
 
 import typer
 
-from cli.support import FleetOption, fail, open_store, reports_errors
+from cli.support import FleetOption, command_group, fail, open_store, reports_errors
 from ppo_dr.errors import PermanentError
 
-maintenance_app = typer.Typer(
-    help="Maintenance windows (server, DC or client): the probe records, but does not page.",
-    no_args_is_help=True,
+maintenance_app = command_group(
+    "Maintenance windows (server, DC or client): the probe records, but does not page."
 )
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.support import FleetOption, reports_errors
+from cli.support import FleetOption, command_group, reports_errors
 from ppo_dr import config
 from ppo_dr.errors import DRError, PermanentError, UnsafeInputError
 from ppo_dr.ids import check_id, is_valid_id
@@ -35,9 +35,8 @@ if TYPE_CHECKING:
     from ppo_dr.mirror.api import MirrorTarget
     from ppo_dr.mirror.runbook import ServerSnapshot
 
-mirror_app = typer.Typer(
-    help="Point-in-time mirrors of the app servers: run, ls, verify, restore, prune.",
-    no_args_is_help=True,
+mirror_app = command_group(
+    "Point-in-time mirrors of the app servers: run, ls, verify, restore, prune."
 )
 
 ClientOption = Annotated[

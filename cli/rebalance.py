@@ -22,13 +22,12 @@ from typing import Annotated, Any
 import typer
 
 from cli.failover import _ids, _require_api, write_plan
-from cli.support import ApproveOption, FleetOption, fail, reports_errors
+from cli.support import ApproveOption, FleetOption, command_group, fail, reports_errors
 from ppo_dr.errors import PermanentError
 
-rebalance_app = typer.Typer(
-    help="Load distribution: plan, approve and run the planned migrations that bring "
-    "every app server under a target utilisation.",
-    no_args_is_help=True,
+rebalance_app = command_group(
+    "Load distribution: plan, approve and run the planned migrations that bring "
+    "every app server under a target utilisation."
 )
 
 #: The deployment ``ppo-dr serve`` registers for the rebalance flow.

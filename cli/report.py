@@ -12,11 +12,11 @@ from typing import Annotated
 
 import typer
 
-from cli.support import FleetOption, open_store, reports_errors
+from cli.support import FleetOption, command_group, open_store, reports_errors
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
 
-report_app = typer.Typer(help="Reports: the fleet and SLA report.", no_args_is_help=True)
+report_app = command_group("Reports: the fleet and SLA report.")
 
 
 def parse_when(text: str, option: str, *, end_of_day: bool = False) -> datetime:

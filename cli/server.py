@@ -20,13 +20,10 @@ import typer
 
 from cli.failover import _ids, write_plan
 from cli.rebalance import TargetUtil, start_run
-from cli.support import ApproveOption, FleetOption, fail, open_store, reports_errors
+from cli.support import ApproveOption, FleetOption, command_group, fail, open_store, reports_errors
 from ppo_dr.errors import PermanentError
 
-server_app = typer.Typer(
-    help="Hardware upgrades: drain a server (its clients move off), return it.",
-    no_args_is_help=True,
-)
+server_app = command_group("Hardware upgrades: drain a server (its clients move off), return it.")
 
 #: The deployment ``ppo-dr serve`` registers for the drain flow.
 DEPLOYMENT = "drain/drain"

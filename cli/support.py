@@ -34,6 +34,11 @@ ApproveOption = Annotated[
 ]
 
 
+def command_group(help: str) -> typer.Typer:
+    """A ``ppo-dr`` command group: called without a command, it shows its help."""
+    return typer.Typer(help=help, no_args_is_help=True)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print *message* to stderr and return the Exit to raise."""
     typer.echo(message, err=True)

@@ -9,9 +9,9 @@ check runs in a child process with a seed known to make the orders differ.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
+
+from tests.fresh_python import run_python
 
 CHECK = textwrap.dedent(
     """
@@ -35,9 +35,6 @@ CHECK = textwrap.dedent(
 
 def test_an_automation_read_back_in_another_set_order_is_unchanged() -> None:
     env = dict(os.environ, PYTHONHASHSEED="7")
-    done = subprocess.run(
-        [sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    printed = run_python(CHECK, env=env, timeout=120)
     # the seed still produces differing JSON orders: otherwise this test proves nothing
-    assert int(done.stdout.split()[-1]) > 0
+    assert int(printed.split()[-1]) > 0

@@ -24,13 +24,7 @@ from typing import IO
 
 import pytest
 
-from deployments.local_server import (
-    SERVER_START_TIMEOUT,
-    START_TIMEOUT_ENV,
-    api_is_healthy,
-    free_port,
-    server_start_timeout,
-)
+from deployments import local_server
 from ppo_dr.pids import alive
 from tests.cli.entry import PPO_DR
 from tests.prefect_fixtures import isolated_env, using_api
@@ -179,7 +173,7 @@ def test_check_registers_everything_and_leaves_no_server(serve_home: Path) -> No
     env = isolated_env(PPO_DR_HOME=str(serve_home))
     timings = []
     for attempt in ("cold", "warm"):
-        port = free_port()
+        port = local_server.free_port()
         started = time.monotonic()
         done = serve_check(
             "--fleet", str(EXAMPLE), "--port", str(port), env=env, cwd=ROOT, timeout=180
@@ -220,7 +214,7 @@ def test_check_registers_everything_and_leaves_no_server(serve_home: Path) -> No
 def test_a_stop_signal_stops_serving_and_the_server(
     serve_home: Path, served: list[Served], signum: int
 ) -> None:
-    port = free_port()
+    port = local_server.free_port()
     serve = Served("--port", str(port), env=isolated_env(PPO_DR_HOME=str(serve_home)))
     served.append(serve)
     serve.wait_for("serving; Ctrl-C stops")
@@ -231,7 +225,9 @@ def test_a_stop_signal_stops_serving_and_the_server(
     assert f'"api_url": "http://127.0.0.1:{port}/api"' in state.read_text()
 
     # A second serve on the same home would share the database: refused.
-    second = serve_check("--port", str(free_port()), env=isolated_env(PPO_DR_HOME=str(serve_home)))
+    second = serve_check(
+        "--port", str(local_server.free_port()), env=isolated_env(PPO_DR_HOME=str(serve_home))
+    )
     assert second.returncode == 2
     assert f"ppo-dr serve (pid {serve.process.pid}) already runs a Prefect server" in second.stderr
 
@@ -250,7 +246,7 @@ def test_a_stop_signal_stops_serving_and_the_server(
 
 
 def test_a_killed_serve_takes_its_server_with_it(serve_home: Path, served: list[Served]) -> None:
-    port = free_port()
+    port = local_server.free_port()
     serve = Served("--port", str(port), env=isolated_env(PPO_DR_HOME=str(serve_home)))
     served.append(serve)
     serve.wait_for("Prefect server: healthy")
@@ -287,7 +283,7 @@ def test_two_serves_started_together_get_a_server_each(
     assert pair[0].stop() == 0, pair[0].output
     assert not alive(pid)
     assert not listening(ports[0])
-    assert api_is_healthy(f"http://127.0.0.1:{ports[1]}/api")
+    assert local_server.api_is_healthy(f"http://127.0.0.1:{ports[1]}/api")
 
 
 def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> None:
@@ -295,7 +291,7 @@ def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> 
         PPO_DR_HOME=str(tmp_path),
         PREFECT_SERVER_DATABASE_CONNECTION_URL="postgresql+asyncpg://ppo@127.0.0.1:1/none",
     )
-    port = free_port()
+    port = local_server.free_port()
     done = serve_check("--port", str(port), env=env, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "error: the Prefect server exited with code" in done.stderr
@@ -382,7 +378,7 @@ def test_serve_on_a_given_api_runs_the_deployment_and_leaves_the_server(
         [automation] = client.read_automations_by_name(AUTOMATION)
         assert not automation.enabled, "nobody serves probe-watchdog: the automation is off"
 
-    assert api_is_healthy(prefect_server), "serve stopped a server it did not start"
+    assert local_server.api_is_healthy(prefect_server), "serve stopped a server it did not start"
     print(f"\nserved fleet-report run completed in {took:.1f} s (run_deployment)")
     assert os.environ.get("PREFECT_API_URL") != prefect_server  # nothing leaked into us
 
@@ -470,13 +466,18 @@ def test_probe_heartbeat_automation_is_idempotent_and_fires_when_heartbeats_stop
 
 @pytest.mark.parametrize(
     ("value", "limit"),
-    [(None, SERVER_START_TIMEOUT), ("240", 240.0), ("0", 1.0), ("soon", SERVER_START_TIMEOUT)],
+    [
+        (None, local_server.SERVER_START_TIMEOUT),
+        ("240", 240.0),
+        ("0", 1.0),
+        ("soon", local_server.SERVER_START_TIMEOUT),
+    ],
 )
 def test_the_server_start_limit_comes_from_the_environment_when_it_is_a_number(
     monkeypatch: pytest.MonkeyPatch, value: str | None, limit: float
 ) -> None:
     if value is None:
-        monkeypatch.delenv(START_TIMEOUT_ENV, raising=False)
+        monkeypatch.delenv(local_server.START_TIMEOUT_ENV, raising=False)
     else:
-        monkeypatch.setenv(START_TIMEOUT_ENV, value)
-    assert server_start_timeout() == limit
+        monkeypatch.setenv(local_server.START_TIMEOUT_ENV, value)
+    assert local_server.server_start_timeout() == limit

@@ -13,16 +13,10 @@ from deployments.demo.waiting import wait_for
 from ppo_dr.fleet_access import FleetAccess
 from ppo_dr.inventory import Fleet, load_fleet, summary
 from ppo_dr.lab.supervisor import Lab
+from ppo_dr.mirror import runbook
 from ppo_dr.mirror.api import verify
 from ppo_dr.mirror.fleet_targets import mirror_targets
-from ppo_dr.mirror.runbook import (
-    ServerSnapshot,
-    client_rows,
-    human_bytes,
-    mirror_every_home,
-    store_url,
-    total_sent,
-)
+from ppo_dr.mirror.runbook import human_bytes
 from ppo_dr.mirror.status import client_statuses, format_age, stale_after
 from ppo_dr.store import Store
 
@@ -73,7 +67,7 @@ def walk_through(lab: Lab, lab_dir: Path) -> int:
     return mirror_walk_through(lab, fleet)
 
 
-def mirror_table(runs: list[ServerSnapshot], store: Store, fleet: Fleet) -> None:
+def mirror_table(runs: list[runbook.ServerSnapshot], store: Store, fleet: Fleet) -> None:
     """Per client: bytes read, bytes sent to each mirror, time, RPO on each mirror."""
     threshold = stale_after(fleet.timing.mirror_cron)
     print(
@@ -88,7 +82,7 @@ def mirror_table(runs: list[ServerSnapshot], store: Store, fleet: Fleet) -> None
             now=datetime.now(UTC),
             threshold=threshold,
         )
-        for row, status in zip(client_rows(run), statuses, strict=True):
+        for row, status in zip(runbook.client_rows(run), statuses, strict=True):
             onsite, offsite = run.mirror_ids[0], run.mirror_ids[1]
             rpo = " / ".join(format_age(status.per_mirror[m].rpo) for m in (onsite, offsite))
             print(
@@ -104,15 +98,15 @@ def _sent(value: object) -> str:
 
 def mirror_and_report(
     access: FleetAccess, store: Store, only: list[str] | None = None
-) -> list[ServerSnapshot]:
+) -> list[runbook.ServerSnapshot]:
     """The hourly mirror of every server to mirror (or of the servers in *only*),
     recorded and verified, one line per server: clients, time, bytes sent, verify."""
     runs = []
-    for done in mirror_every_home(access, store, only):
+    for done in runbook.mirror_every_home(access, store, only):
         run = done.run
         print(
             f"  {run.server_id}: {len(run.clients)} client(s) in {run.duration_s:.1f} s; "
-            + ", ".join(f"{m} {human_bytes(b)}" for m, b in total_sent(run).items())
+            + ", ".join(f"{m} {human_bytes(b)}" for m, b in runbook.total_sent(run).items())
             + "; verified "
             + ", ".join(f"{c.mirror_id} {'ok' if c.ok else 'PROBLEMS'}" for c in done.checks)
         )
@@ -122,7 +116,7 @@ def mirror_and_report(
 
 def mirror_walk_through(lab: Lab, fleet: Fleet) -> int:
     """Steps 6-9: first mirror, workload writes, incremental mirror, verify a snapshot."""
-    with FleetAccess(fleet) as access, Store.open(store_url(fleet)) as store:
+    with FleetAccess(fleet) as access, Store.open(runbook.store_url(fleet)) as store:
         say(
             "6. First mirror of every app server",
             "each client to its on-site mirror (same DC) and its off-site mirror, over SSH\n"
@@ -131,7 +125,7 @@ def mirror_walk_through(lab: Lab, fleet: Fleet) -> int:
         started = time.monotonic()
         first = mirror_and_report(access, store)
         took_first = time.monotonic() - started
-        sent_first = sum(sum(total_sent(r).values()) for r in first)
+        sent_first = sum(sum(runbook.total_sent(r).values()) for r in first)
         print(f"first mirror: {took_first:.1f} s, {human_bytes(sent_first)} sent")
 
         say("7. Let the workload write", "it appends to every client's journal each second")
@@ -141,7 +135,7 @@ def mirror_walk_through(lab: Lab, fleet: Fleet) -> int:
         started = time.monotonic()
         second = mirror_and_report(access, store)
         took_second = time.monotonic() - started
-        sent_second = sum(sum(total_sent(r).values()) for r in second)
+        sent_second = sum(sum(runbook.total_sent(r).values()) for r in second)
         print(
             f"incremental mirror: {took_second:.1f} s, {human_bytes(sent_second)} sent "
             f"({100 * sent_second / max(sent_first, 1):.1f} % of the first)\n"

@@ -43,14 +43,7 @@ import aiohttp
 from pydantic import Field
 
 from ppo_dr.errors import DRError
-from ppo_dr.lab.procutil import (
-    FleetWatch,
-    LabConfig,
-    read_config,
-    run_component,
-    stop_event,
-    write_json_atomic,
-)
+from ppo_dr.lab import procutil
 from ppo_dr.lab.restricted_exec import parse_journal
 
 log = logging.getLogger("ppo_dr.lab.workload")
@@ -60,7 +53,7 @@ MAX_ERROR_CHARS: Final = 300
 DRAIN_GRACE_S: Final = 0.5  # on SIGTERM: a write still in flight after this is not acked
 
 
-class WorkloadConfig(LabConfig):
+class WorkloadConfig(procutil.LabConfig):
     """``workload.json``; ``status`` defaults to ``DIR/workload/status.json``."""
 
     lab_dir: Path
@@ -214,7 +207,7 @@ class Workload:
     def __init__(self, config: WorkloadConfig, session: aiohttp.ClientSession) -> None:
         self.config = config
         self.session = session
-        self.fleet = FleetWatch(config.fleet)
+        self.fleet = procutil.FleetWatch(config.fleet)
         self.writer = f"workload-{os.getpid()}"
         self.clients: dict[str, ClientWrites] = {}
         self._resume_from = _highest_seqs(config.acks, config.status_path)
@@ -290,7 +283,7 @@ class Workload:
             acks, self._new_acks = self._new_acks, []
             acks_file.write("".join(json.dumps(a, sort_keys=True) + "\n" for a in acks))
             acks_file.flush()
-        write_json_atomic(
+        procutil.write_json_atomic(
             self.config.status_path,
             {
                 "writer": self.writer,
@@ -353,8 +346,8 @@ async def run(config: WorkloadConfig, stop: asyncio.Event) -> None:
 
 
 async def main(config_path: Path) -> None:
-    await run(read_config(config_path, WorkloadConfig), stop_event())
+    await run(procutil.read_config(config_path, WorkloadConfig), procutil.stop_event())
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_component("workload", main))
+    raise SystemExit(procutil.run_component("workload", main))

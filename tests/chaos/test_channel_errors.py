@@ -22,6 +22,7 @@ from ppo_dr.lab.chaos.channel_errors import (
 )
 from ppo_dr.lab.chaos.verdict import RESULT_KEYS
 from ppo_dr.lab.standin import SeenRequest
+from tests.chaos.judging import assert_fails_saying
 from tests.chaos.test_verdict import T0
 from tests.ppo_dr.test_inventory import dump, example, parse_fleet
 
@@ -115,9 +116,7 @@ def test_a_clean_run_holds_and_its_row_has_exactly_the_issue_keys() -> None:
     ],
 )
 def test_each_broken_rule_fails_the_fault_with_its_note(obs: ChannelObservation, says: str) -> None:
-    result = judge_channel_errors(SPEC, obs)
-    assert not result.passed
-    assert any(says in note for note in result.notes), result.notes
+    assert_fails_saying(judge_channel_errors(SPEC, obs), says)
 
 
 def test_no_sms_given_up_means_the_fallback_was_not_exercised() -> None:

@@ -19,6 +19,7 @@ from ppo_dr.lab.chaos.integrity import (
     judge_integrity,
 )
 from ppo_dr.lab.chaos.verdict import RESULT_KEYS
+from tests.chaos.judging import assert_fails_saying
 from tests.chaos.test_verdict import T0, at
 
 LOCATIONS = {"b-small": ("p1", 0, 10), "b-big": ("p2", 40, 20), "b-big2": ("p2", 60, 20)}
@@ -142,6 +143,4 @@ BROKEN = [
 def test_each_broken_rule_fails_the_fault_with_its_note(
     change: dict[str, object], note: str
 ) -> None:
-    result = judge_integrity(BY_NAME["bitflip"], replace(GOOD, **change))  # type: ignore[arg-type]
-    assert not result.passed
-    assert any(note in n for n in result.notes), result.notes
+    assert_fails_saying(judge_integrity(BY_NAME["bitflip"], replace(GOOD, **change)), note)  # type: ignore[arg-type]

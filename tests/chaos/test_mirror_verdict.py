@@ -19,6 +19,7 @@ from ppo_dr.lab.chaos.mirror_verdict import (
 )
 from ppo_dr.lab.chaos.verdict import RESULT_KEYS
 from ppo_dr.mirror.manifest import snapshot_id_for
+from tests.chaos.judging import assert_fails_saying
 
 T0 = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
 CLIENTS = ("acme", "bees")
@@ -153,9 +154,7 @@ def test_detected_after_is_the_first_alert() -> None:
 def test_each_rule_breaks_the_fault_on_its_own(
     name: str, change: dict[str, object], says: str
 ) -> None:
-    result = judge_mirror(BY_NAME[name], replace(GOOD[name], **change))  # type: ignore[arg-type]
-    assert not result.passed
-    assert any(says in note for note in result.notes), result.notes
+    assert_fails_saying(judge_mirror(BY_NAME[name], replace(GOOD[name], **change)), says)  # type: ignore[arg-type]
 
 
 def _without(obs: MirrorObservation, mirror: str, taken: float) -> MirrorObservation:
@@ -218,9 +217,7 @@ def test_no_run_during_the_fault_tests_nothing() -> None:
     ],
 )
 def test_host_key_rules(change: dict[str, object], says: str) -> None:
-    result = judge_mirror(BY_NAME["host-key-change"], replace(HOST_KEY, **change))  # type: ignore[arg-type]
-    assert not result.passed
-    assert any(says in note for note in result.notes), result.notes
+    assert_fails_saying(judge_mirror(BY_NAME["host-key-change"], replace(HOST_KEY, **change)), says)  # type: ignore[arg-type]
 
 
 def test_a_host_key_incident_that_pages_fails() -> None:
@@ -273,9 +270,7 @@ def test_a_stale_alert_under_a_skewed_clock_is_reported_not_failed() -> None:
     ],
 )
 def test_clock_skew_rules(change: dict[str, object], says: str) -> None:
-    result = judge_mirror(BY_NAME["clock-skew"], replace(SKEW, **change))  # type: ignore[arg-type]
-    assert not result.passed
-    assert any(says in note for note in result.notes), result.notes
+    assert_fails_saying(judge_mirror(BY_NAME["clock-skew"], replace(SKEW, **change)), says)  # type: ignore[arg-type]
 
 
 def test_a_snapshot_named_or_dated_by_the_servers_clock_fails() -> None:

@@ -19,6 +19,7 @@ from ppo_dr.lab.chaos.orchestrator import (
     lock_pid,
 )
 from ppo_dr.lab.chaos.verdict import RESULT_KEYS
+from tests.chaos.judging import assert_fails_saying
 from tests.chaos.test_verdict import T0
 
 RUN = "0190a3c4-1111-7000-8000-000000000001"
@@ -115,8 +116,7 @@ def test_each_broken_rule_fails_the_fault_with_its_note(
     change: dict[str, object], note: str
 ) -> None:
     result = judge_orchestrator_kill(BY_NAME["orchestrator-kill"], replace(GOOD, **change))  # type: ignore[arg-type]
-    assert not result.passed
-    assert any(note in n for n in result.notes), result.notes
+    assert_fails_saying(result, note)
 
 
 # --------------------------------------------------------------------------- failover half

@@ -9,6 +9,7 @@ import pytest
 from ppo_dr.lab.chaos.catalogue import BY_NAME
 from ppo_dr.lab.chaos.prefect_server_kill import PrefectKillFacts, judge_prefect_server_kill
 from ppo_dr.lab.chaos.verdict import RESULT_KEYS, judge
+from tests.chaos.judging import assert_fails_saying
 from tests.chaos.test_verdict import GOOD_OUTAGE, T0, at
 
 SPEC = BY_NAME["prefect-server-kill"]
@@ -56,8 +57,7 @@ def test_a_clean_run_holds_ridden_out_or_resumed(facts: PrefectKillFacts, says: 
 )
 def test_each_broken_rule_fails_the_fault_with_its_note(facts: PrefectKillFacts, says: str) -> None:
     result = judge_prefect_server_kill(BASE, facts)
-    assert not result.passed
-    assert any(says in note for note in result.notes), result.notes
+    assert_fails_saying(result, says)
     assert not any("mid-failover;" in note for note in result.notes)  # no "held" sentence
 
 

@@ -19,6 +19,7 @@ from ppo_dr.lab.chaos.verdict import (
     timeline_events,
     unexplained_losses,
 )
+from tests.chaos.judging import assert_fails_saying
 
 T0 = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
 
@@ -112,9 +113,7 @@ def test_each_broken_rule_fails_the_fault_with_its_note(
     fault: str, change: dict[str, object], note: str
 ) -> None:
     good = GOOD_FLAP if fault == "flapping" else GOOD_OUTAGE
-    result = judge(BY_NAME[fault], replace(good, **change))  # type: ignore[arg-type]
-    assert not result.passed
-    assert any(note in n for n in result.notes), result.notes
+    assert_fails_saying(judge(BY_NAME[fault], replace(good, **change)), note)  # type: ignore[arg-type]
 
 
 def test_a_second_incident_when_a_hung_server_thaws_fails_hang() -> None:

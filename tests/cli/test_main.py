@@ -4,13 +4,12 @@ imports nothing heavy (Prefect, the store, SSH, the fleet model)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from typer.testing import CliRunner
 
 from cli.main import app
 from tests.cli.entry import ROOT, entry_point
+from tests.fresh_python import run_python
 
 GROUPS = ["inventory", "db", "lab", "mirror", "incident", "maintenance", "failover", "serve"]
 #: What only a running command may import: help must not pay for it.
@@ -67,13 +66,5 @@ for args in {HELP_OF!r}:
 heavy = tuple({HEAVY!r})
 print(json.dumps(sorted(m for m in sys.modules if m in heavy or m.startswith(heavy_dot))))
 """
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == []
+    printed = run_python(code, cwd=ROOT, timeout=120)
+    assert json.loads(printed.splitlines()[-1]) == []

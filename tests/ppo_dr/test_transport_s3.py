@@ -23,15 +23,7 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 
-from ppo_dr.errors import (
-    AuthError,
-    DRError,
-    PermanentError,
-    RemotePathError,
-    TransientError,
-    UnsafeInputError,
-    is_retryable,
-)
+from ppo_dr import errors
 from ppo_dr.transport import EntryType, LocalRemote
 from ppo_dr.transport.s3 import S3Remote
 from tests.s3 import S3_KEY_ID, S3_REGION, S3_SECRET, AwsErrors, RemoteFactory
@@ -122,7 +114,7 @@ def test_listdir_and_walk_see_prefixes_as_directories(s3: S3Remote, tmp_path: Pa
     assert s3.listdir("/r/empty/sub") == []
     assert s3.stat("/r/empty") is None
     assert list(s3.walk("/r/empty")) == []
-    with pytest.raises(RemotePathError, match="not a directory"):
+    with pytest.raises(errors.RemotePathError, match="not a directory"):
         s3.listdir("/r/a")
 
 
@@ -150,12 +142,12 @@ def test_open_write_commits_whole_or_not_at_all(s3: S3Remote) -> None:
 
 def test_exclusive_create_and_rename_never_clobber(s3: S3Remote) -> None:
     s3.write_bytes("/locks/lock", b"holder-1")
-    with pytest.raises(RemotePathError, match="exists"):
+    with pytest.raises(errors.RemotePathError, match="exists"):
         s3.write_bytes("/locks/lock", b"holder-2", exclusive=True)
     s3.write_bytes("/locks/other", b"fresh", exclusive=True)
 
     s3.write_bytes("/locks/.ppo-tmp-1.lock", b"holder-2")
-    with pytest.raises(RemotePathError, match="exists"):
+    with pytest.raises(errors.RemotePathError, match="exists"):
         s3.rename("/locks/.ppo-tmp-1.lock", "/locks/lock")
     assert s3.read_bytes("/locks/lock") == b"holder-1"
     assert s3.read_bytes("/locks/.ppo-tmp-1.lock") == b"holder-2"  # source kept
@@ -169,7 +161,7 @@ def test_exclusive_create_and_rename_never_clobber(s3: S3Remote) -> None:
     s3.rename_into_place("/locks/.ppo-tmp-2.x", "/locks/lock")  # replaces
     assert s3.read_bytes("/locks/lock") == b"replacement"
     assert s3.stat("/locks/.ppo-tmp-2.x") is None
-    with pytest.raises(RemotePathError, match="no such file"):
+    with pytest.raises(errors.RemotePathError, match="no such file"):
         s3.rename("/locks/missing", "/locks/elsewhere")
 
 
@@ -184,7 +176,7 @@ def test_of_racing_renames_onto_one_name_exactly_one_wins(s3: S3Remote) -> None:
         try:
             s3.rename(f"/l/.ppo-tmp-{i}.lock", "/l/lock")
             return True
-        except RemotePathError:
+        except errors.RemotePathError:
             return False
 
     with ThreadPoolExecutor(racers) as pool:
@@ -213,7 +205,7 @@ def test_ranged_reads_fetch_only_the_slice(s3: S3Remote) -> None:
         assert reader.read(7) + reader.read() == data
     assert s3.read_range("/packs/ab/pack", 5, 0) == b""
     assert ranges == ["bytes=1000-5999", "bytes=299990-300089", "bytes=250000-", None]
-    with pytest.raises(RemotePathError, match="range"):
+    with pytest.raises(errors.RemotePathError, match="range"):
         s3.read_range("/packs/ab/pack", 400_000, 10)
 
 
@@ -229,7 +221,10 @@ def test_a_large_object_goes_up_in_parts(make_s3_remote: RemoteFactory, s3_bucke
     assert s3.read_bytes("/big") == data
     assert s3.read_range("/big", 11 * mib, 16) == data[11 * mib : 11 * mib + 16]
     # An exclusive multipart upload loses cleanly against an existing key.
-    with pytest.raises(RemotePathError, match="exists"), s3.open_write("/big", exclusive=True) as w:
+    with (
+        pytest.raises(errors.RemotePathError, match="exists"),
+        s3.open_write("/big", exclusive=True) as w,
+    ):
         w.write(data)
     assert s3._client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
 
@@ -257,13 +252,13 @@ def test_listing_follows_pagination_past_1000_keys(s3: S3Remote) -> None:
 
 def test_remove_and_rmdir_keep_posix_refusals(s3: S3Remote) -> None:
     s3.write_bytes("/d/f", b"x")
-    with pytest.raises(RemotePathError, match="no such file"):
+    with pytest.raises(errors.RemotePathError, match="no such file"):
         s3.remove("/d/missing")
-    with pytest.raises(RemotePathError, match="is a directory"):
+    with pytest.raises(errors.RemotePathError, match="is a directory"):
         s3.remove("/d")
-    with pytest.raises(RemotePathError, match="not empty"):
+    with pytest.raises(errors.RemotePathError, match="not empty"):
         s3.rmdir("/d")
-    with pytest.raises(RemotePathError, match="not a directory"):
+    with pytest.raises(errors.RemotePathError, match="not a directory"):
         s3.rmdir("/d/f")
     s3.remove("/d/f")
     assert s3.stat("/d/f") is None
@@ -278,19 +273,19 @@ def test_what_object_storage_cannot_do_is_a_permanent_error(s3: S3Remote) -> Non
         lambda: s3.readlink("/f"),
         lambda: s3.exec(["pg_dump", "db"], timeout=5),
     ):
-        with pytest.raises(PermanentError) as caught:
+        with pytest.raises(errors.PermanentError) as caught:
             call()
-        assert not is_retryable(caught.value)
+        assert not errors.is_retryable(caught.value)
     s3.chmod("/f", 0o644)  # no-ops on what exists (objects have no mode or settable mtime)
     s3.utime("/f", 1_700_000_000)
-    with pytest.raises(RemotePathError):
+    with pytest.raises(errors.RemotePathError):
         s3.chmod("/missing", 0o644)
     s3.write_bytes("/../../escape", b"clamped")  # ".." stops at the prefix
     assert s3._client.get_object(Bucket=s3.bucket, Key="dr/offsite/escape")["Body"].read()
-    with pytest.raises(UnsafeInputError):
+    with pytest.raises(errors.UnsafeInputError):
         s3.write_bytes("/bad-\udcff-name", b"x")
     s3.close()
-    with pytest.raises(PermanentError, match="closed"):
+    with pytest.raises(errors.PermanentError, match="closed"):
         s3.stat("/f")
 
 
@@ -300,9 +295,9 @@ def test_what_object_storage_cannot_do_is_a_permanent_error(s3: S3Remote) -> Non
 def test_missing_key_and_missing_bucket_are_path_errors(
     s3: S3Remote, make_s3_remote: RemoteFactory
 ) -> None:
-    with pytest.raises(RemotePathError, match="no such file"):
+    with pytest.raises(errors.RemotePathError, match="no such file"):
         s3.read_bytes("/nope")
-    with pytest.raises(RemotePathError, match="no such file"):
+    with pytest.raises(errors.RemotePathError, match="no such file"):
         s3.open_read("/nope", offset=3, length=2)
     gone = make_s3_remote("no-such-bucket-here")
     for call in (
@@ -313,9 +308,9 @@ def test_missing_key_and_missing_bucket_are_path_errors(
         lambda: gone.write_bytes("/x", b"1"),
         lambda: list(gone.walk("/")),
     ):
-        with pytest.raises(RemotePathError, match="no such bucket") as caught:
+        with pytest.raises(errors.RemotePathError, match="no such bucket") as caught:
             call()
-        assert not is_retryable(caught.value)
+        assert not errors.is_retryable(caught.value)
 
 
 def stand_in(endpoint: AwsErrors, **overrides: Any) -> S3Remote:
@@ -353,9 +348,9 @@ def test_refused_credentials_are_auth_errors_without_the_key(
         lambda: remote.listdir("/"),
         lambda: remote.stat("/x"),  # a HEAD: a bare 403, no body
     ):
-        with pytest.raises(AuthError) as caught:
+        with pytest.raises(errors.AuthError) as caught:
             call()
-        assert not is_retryable(caught.value)
+        assert not errors.is_retryable(caught.value)
         assert caught.value.__cause__ is None
         assert_no_credentials(caught.value)
     assert S3_SECRET not in caplog.text
@@ -371,9 +366,9 @@ def test_throttling_and_server_errors_are_transient(
     s3_error_endpoint.status, s3_error_endpoint.code = status, code
     remote = stand_in(s3_error_endpoint)
     for call in (lambda: remote.read_bytes("/x"), lambda: remote.write_bytes("/x", b"d")):
-        with pytest.raises(TransientError, match=code) as caught:
+        with pytest.raises(errors.TransientError, match=code) as caught:
             call()
-        assert is_retryable(caught.value)
+        assert errors.is_retryable(caught.value)
         assert_no_credentials(caught.value)
 
 
@@ -381,7 +376,7 @@ def test_botocore_retries_a_slowdown_a_few_times_then_gives_up(
     s3_error_endpoint: AwsErrors,
 ) -> None:
     remote = stand_in(s3_error_endpoint, max_attempts=2)
-    with pytest.raises(TransientError):
+    with pytest.raises(errors.TransientError):
         remote.read_bytes("/x")
     assert len(s3_error_endpoint.requests) == 2
 
@@ -390,7 +385,7 @@ def test_a_hung_endpoint_times_out_as_transient(s3_error_endpoint: AwsErrors) ->
     s3_error_endpoint.hang = True
     remote = stand_in(s3_error_endpoint, read_timeout=0.5)
     started = time.monotonic()
-    with pytest.raises(TransientError, match="network error") as caught:
+    with pytest.raises(errors.TransientError, match="network error") as caught:
         remote.read_bytes("/x")
     assert time.monotonic() - started < 5
     assert_no_credentials(caught.value)
@@ -409,14 +404,14 @@ def test_a_refused_connection_is_transient(s3_loopback_only: list[str]) -> None:
             connect_timeout=0.5,
             max_attempts=1,
         )
-        with pytest.raises(TransientError) as caught:
+        with pytest.raises(errors.TransientError) as caught:
             remote.stat("/x")
-    assert isinstance(caught.value, DRError)
+    assert isinstance(caught.value, errors.DRError)
     assert_no_credentials(caught.value)
 
 
 def test_half_given_credentials_are_refused_up_front() -> None:
-    with pytest.raises(AuthError, match="neither"):
+    with pytest.raises(errors.AuthError, match="neither"):
         S3Remote("bucket", region=S3_REGION, access_key_id=S3_KEY_ID)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from ppo_dr.channels import MessageChannel, OutboundMessage
 from ppo_dr.store import Store
 from tests.netguard import loopback_guard
 from tests.s3 import reset_moto
@@ -35,6 +36,13 @@ SENTINELS = {
     "x_access_token": "sentinel-x-access-token-7Q2x9",
     "x_access_token_secret": "sentinel-x-token-secret-7Q2x9",
 }
+
+
+def page_to_alice(
+    channel: MessageChannel, recipient: str, body: str, subject: str = ""
+) -> OutboundMessage:
+    """Incident 1's level-1 page to alice on *channel*, keyed as the escalation keys it."""
+    return OutboundMessage(f"incident-1/level-1/alice/{channel}", channel, recipient, subject, body)
 
 
 def assert_no_secret(text: str) -> None:

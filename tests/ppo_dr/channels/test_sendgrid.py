@@ -18,12 +18,11 @@ from ppo_dr.channels import (
 )
 from ppo_dr.errors import is_retryable
 
-from .conftest import SENTINELS, SendGridStandIn, assert_no_secret
+from .conftest import SENTINELS, SendGridStandIn, assert_no_secret, page_to_alice
 
-MAIL = OutboundMessage(
-    key="incident-1/level-1/alice/email",
-    channel="email",
-    recipient="alice@example.org",
+MAIL = page_to_alice(
+    "email",
+    "alice@example.org",
     subject="[P1] app-jhb1-1 down",
     body="app-jhb1-1 has not answered for 3 minutes. Acknowledge: ppo-dr incident ack 1",
 )

@@ -24,15 +24,9 @@ from ppo_dr.errors import is_retryable
 from tests.s3 import AwsErrors
 from tests.standin import Request, serve
 
-from .conftest import SENTINELS, assert_no_secret
+from .conftest import SENTINELS, assert_no_secret, page_to_alice
 
-SMS = OutboundMessage(
-    key="incident-1/level-1/alice/sms",
-    channel="sms",
-    recipient="+27821234567",
-    subject="",
-    body="[P1] app-jhb1-1 down 3 min. Ack: ppo-dr incident ack 1",
-)
+SMS = page_to_alice("sms", "+27821234567", "[P1] app-jhb1-1 down 3 min. Ack: ppo-dr incident ack 1")
 
 
 def channel(endpoint: str, *, read_timeout: float = 2.0) -> SnsSms:

@@ -9,14 +9,7 @@ from pathlib import Path
 import pytest
 
 from ppo_dr.errors import UnsafeInputError
-from ppo_dr.mirror.api import (
-    ClientSource,
-    MirrorTarget,
-    ensure_repository,
-    restore,
-    snapshot_server,
-    verify,
-)
+from ppo_dr.mirror import api
 from ppo_dr.mirror.copy import copy_snapshot
 from ppo_dr.mirror.errors import DamagedDataError, WrongKeyError
 from ppo_dr.mirror.repository import Repository
@@ -35,16 +28,16 @@ def _tree(root: Path) -> None:
     os.utime(root / "big.bin", (1_700_000_000, 1_700_000_000))
 
 
-def _target(base: Path, mirror: str, server: str) -> MirrorTarget:
-    return MirrorTarget(mirror, LocalRemote(), str(base / mirror / "repos" / server))
+def _target(base: Path, mirror: str, server: str) -> api.MirrorTarget:
+    return api.MirrorTarget(mirror, LocalRemote(), str(base / mirror / "repos" / server))
 
 
-def _snapshot(src: Path, target: MirrorTarget, key: bytes | None, offset_s: int = 0) -> str:
-    ensure_repository(target, app_server="app-old", key=key)
-    results = snapshot_server(
+def _snapshot(src: Path, target: api.MirrorTarget, key: bytes | None, offset_s: int = 0) -> str:
+    api.ensure_repository(target, app_server="app-old", key=key)
+    results = api.snapshot_server(
         LocalRemote(),
         "app-old",
-        [ClientSource("c1", str(src))],
+        [api.ClientSource("c1", str(src))],
         [target],
         key=key,
         taken_at=T0 + timedelta(seconds=offset_s),
@@ -54,7 +47,7 @@ def _snapshot(src: Path, target: MirrorTarget, key: bytes | None, offset_s: int 
     return results[0].snapshot_id
 
 
-def _pack_bytes(target: MirrorTarget, key: bytes | None) -> int:
+def _pack_bytes(target: api.MirrorTarget, key: bytes | None) -> int:
     repo = Repository.open(target.remote, target.repo_path, target.mirror_id, key)
     return sum(repo.list_packs().values())
 
@@ -72,10 +65,10 @@ def test_copy_sends_only_missing_blobs_and_restores_identically(
     copied = copy_snapshot(old, new, "c1", first, dest_app_server="app-new", key=key)
     assert copied.manifest_written and copied.blobs_copied == copied.blobs_needed > 0
     assert copied.bytes_sent == _pack_bytes(new, key) > 1_000_000
-    report = verify(new, key=key, read_data=True)
+    report = api.verify(new, key=key, read_data=True)
     assert report.ok, report.problems
     out = tmp_path / "restored"
-    result = restore([new], "c1", first, LocalRemote(), str(out), key=key)
+    result = api.restore([new], "c1", first, LocalRemote(), str(out), key=key)
     assert result.refused == [] and tree_state(out) == tree_state(src_tree)
     config = Repository.open(new.remote, new.repo_path, "m-new", key).config
     assert config.app_server == "app-new"
@@ -91,7 +84,7 @@ def test_copy_sends_only_missing_blobs_and_restores_identically(
     assert delta.manifest_written and delta.blobs_copied == 1
     assert delta.bytes_sent < 10_000
     out2 = tmp_path / "restored2"
-    restore([new], "c1", second, LocalRemote(), str(out2), key=key)
+    api.restore([new], "c1", second, LocalRemote(), str(out2), key=key)
     assert tree_state(out2) == tree_state(src_tree)
 
 
@@ -121,7 +114,7 @@ def test_keys_and_ids_are_checked(tmp_path: Path) -> None:
     old = _target(tmp_path, "m-old", "app-old")
     sid = _snapshot(src_tree, old, KEY)
     new = _target(tmp_path, "m-new", "app-new")
-    ensure_repository(new, app_server="app-new", key=None)
+    api.ensure_repository(new, app_server="app-new", key=None)
     with pytest.raises(WrongKeyError):
         copy_snapshot(old, new, "c1", sid, dest_app_server="app-new", key=KEY)
     with pytest.raises(UnsafeInputError, match="client id"):
