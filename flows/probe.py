@@ -117,7 +117,8 @@ def _scheduled_start() -> datetime:
     run = ctx.flow_run if ctx is not None else None
     if run is None or run.expected_start_time is None:
         return datetime.now(UTC)
-    return run.expected_start_time.astimezone(UTC)
+    # A plain datetime: Prefect's own datetime type loses its zone on the way to SQLite.
+    return datetime.fromtimestamp(run.expected_start_time.timestamp(), tz=UTC)
 
 
 def watchdog_interval_s(timing: Timing) -> float:
