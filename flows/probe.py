@@ -221,6 +221,7 @@ async def _take_over(keeper: LeaseKeeper, interval: float) -> bool:
         await asyncio.sleep(min(LEASE_POLL_S, interval / 4))
         state = keeper.renew()
     if state is Handover.STAND_DOWN:
+        keeper.release()  # a newer run may be waiting for this one: it need not
         log.info("probe run %s holds the probe lease: standing down", keeper.successor)
         return False
     return True
