@@ -97,3 +97,17 @@ def test_bad_lease_changes_change_nothing(store: Store) -> None:  # noqa: F811
     with pytest.raises(PermanentError, match="lease holder"):
         store.change_probe_lease(LEASE_NAME, lambda lease: replace(before, holder="x" * 101))
     assert store.probe_lease(LEASE_NAME) == before
+
+
+def test_a_run_taken_over_while_it_waits_releases_its_waiter(store: Store) -> None:  # noqa: F811
+    """a probes; b takes over and waits; a stops; c takes over from b before b probed.
+    b stands down and releases (as the flow does), so c probes without waiting."""
+    a, b, c = (keeper(store, run, slot) for slot, run in enumerate(("run-a", "run-b", "run-c")))
+    assert a.claim(T0) is Handover.PROBE
+    assert b.claim(T0 + S) is Handover.WAIT
+    assert a.renew(T0 + 2 * S) is Handover.STAND_DOWN
+    a.release(T0 + 2 * S)
+    assert c.claim(T0 + 2 * S) is Handover.WAIT  # b might be about to record
+    assert b.renew(T0 + 3 * S) is Handover.STAND_DOWN
+    b.release(T0 + 3 * S)
+    assert c.renew(T0 + 3 * S) is Handover.PROBE
