@@ -156,9 +156,19 @@ def _mirror_limits() -> dict[str, int]:
     return mirror_limits(fleet) if fleet else {}
 
 
+#: The probe's runs overlap at each hand-over: the old run probes until its successor
+#: has started (however late) and taken the probe lease. Two at once, so the successor
+#: is never cancelled while the old run still probes; a third (a schedule that fell
+#: behind, a manual run) is cancelled, not queued.
+PROBE_HANDOVER = ConcurrencyLimitConfig(
+    limit=2, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+)
+
+
 def probe_fleet_deployment() -> RunnerDeployment:
     """The probe: one long-running run per period (10 min, or 2 min with fast timings),
-    started by an interval schedule; a run due while one still runs is cancelled."""
+    started by an interval schedule; each run probes until the next one takes over
+    (:data:`PROBE_HANDOVER`)."""
     period = _timing(probe_period_s, 600.0)
     return _deployment(
         probe_fleet,
@@ -166,9 +176,10 @@ def probe_fleet_deployment() -> RunnerDeployment:
         interval=period,
         parameters={"period_s": period},
         tags=["probe"],
-        concurrency_limit=ONE_AT_A_TIME,
+        concurrency_limit=PROBE_HANDOVER,
         description=(
-            "Check every app server and client every probe interval for one period; "
+            "Check every app server and client every probe interval until the next "
+            "period's run takes over; "
             "record transitions, declare outages, start their escalation."
         ),
     )

@@ -1,8 +1,9 @@
 """The off-site probe: ONE long-running flow run per period that loops over check cycles.
 
 **probe_fleet(period_s)** — started by its deployment's schedule every period (10 min
-with production timings, 2 min with the lab's ``--fast`` ones; at most one run at a
-time, a run due while one still runs is cancelled). Until the period is nearly over,
+with production timings, 2 min with the lab's ``--fast`` ones). A run does not stop
+when its period is over: it probes until the next period's run has taken over (see
+*Hand-over* below), or for at most three periods. While it holds the probe lease,
 every ``timing.probe_interval``:
 
 1. one check cycle over every app server's ``/health`` and every client's health page
@@ -33,10 +34,17 @@ cover: every vantage shares this probe process and its host's network, so the ho
 losing its own uplink fails all of them (that is what running the probe off-site, and
 the heartbeat watchdog, are for). Without ``vantages`` the probe checks directly.
 
-The run stops a margin before the next one is due, so CANCEL_NEW never cancels the
-successor; the next run resumes from the store (outages in progress, their incidents,
-escalations not yet started), so a restart never opens a second incident or starts a
-second escalation.
+**Hand-over** (:mod:`ppo_dr.probe.lease`): under load a flow run starts 45-90 s late,
+so a run that stopped at the end of its period left a hole nobody probed. Now runs
+overlap, and a lease row in the store names the one run that records. A new run
+claims the lease as it starts, waits until the old run has finished its cycle (it sees
+the lease gone at its next cycle, flushes its counts and releases), then resumes from
+the store (outages in progress, their incidents, escalations not yet started) and
+probes: the hole is one probe interval. A holder that died (no renewal for the lease's
+time-to-live) is taken over at once; a run older than the holder stands down without
+probing. The deployment therefore allows two runs at once (old and successor); a third
+is cancelled. A run nobody took over from stops after three periods, releasing the
+lease, so a stuck schedule ends in the watchdog's page, not in one run for ever.
 
 **probe_watchdog()** — if the store has no probe heartbeat for two probe periods, it
 opens the paging ``probe-silent`` incident and starts its escalation. Two paths run
@@ -56,6 +64,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+from uuid import uuid4
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
@@ -67,7 +76,9 @@ from ppo_dr.errors import DRError
 from ppo_dr.inventory import Fleet, Timing
 from ppo_dr.mirror.runbook import store_url
 from ppo_dr.probe.checks import Prober
-from ppo_dr.probe.runner import ESCALATION_STARTED, ProbeRunner
+from ppo_dr.probe.handover import LeaseKeeper
+from ppo_dr.probe.lease import Handover, lease_ttl, run_limit_s
+from ppo_dr.probe.runner import ESCALATION_STARTED, CycleResult, ProbeRunner
 from ppo_dr.store import Store
 from tasks import label_flow_run
 from tasks.inventory import load_fleet_task
@@ -79,7 +90,7 @@ from tasks.probe import (
 )
 from tasks.runs import run_stamp
 
-#: Longest and shortest probe period (one flow run each).
+#: Longest and shortest probe period (one scheduled flow run each).
 MAX_PERIOD_S: Final = 600.0
 MIN_PERIOD_S: Final = 60.0
 #: Failed cycles in a row (store errors) after which the run fails; the next run resumes.
@@ -88,6 +99,8 @@ MAX_CYCLE_ERRORS: Final = 10
 GRAPH_REFRESH_S: Final = 60.0
 #: How often the work pools' workers are read from the API, in seconds.
 POOL_CHECK_S: Final = 60.0
+#: How often a run waiting for the one it took over from looks at the lease, in seconds.
+LEASE_POLL_S: Final = 0.5
 
 
 def probe_period_s(timing: Timing) -> float:
@@ -96,28 +109,16 @@ def probe_period_s(timing: Timing) -> float:
     return max(MIN_PERIOD_S, min(MAX_PERIOD_S, 60.0 * float(timing.probe_interval)))
 
 
-def stop_margin_s(period_s: float, interval_s: float) -> float:
-    """How long before the period ends a run stops: room for its final flush and for
-    the successor to start late, but well inside the state machine's gap."""
-    return min(30.0, max(2.0 * interval_s, 0.05 * period_s), period_s / 2)
-
-
-def probing_time_s(period_s: float, interval_s: float, late_s: float) -> float:
-    """How long a run that started *late_s* after its scheduled time probes: until a
-    margin before its successor is due by the schedule (a late run that probed a whole
-    period from its own start would still run when the successor came, CANCEL_NEW would
-    cancel that one, and nothing would probe for the period after: seen at a load of
-    25, a 2 min hole); at least one interval."""
-    return max(interval_s, period_s - stop_margin_s(period_s, interval_s) - max(0.0, late_s))
-
-
-def _late_s() -> float:
-    """How late this run started against its schedule (0 for a run not scheduled)."""
+def _scheduled_start() -> datetime:
+    """This run's slot in the schedule (its expected start; now for a run without one):
+    the lease's rank, so a later slot takes over from an earlier one however late each
+    run actually started."""
     ctx = FlowRunContext.get()
     run = ctx.flow_run if ctx is not None else None
-    if run is None or not run.auto_scheduled or run.expected_start_time is None:
-        return 0.0
-    return (datetime.now(UTC) - run.expected_start_time).total_seconds()
+    if run is None or run.expected_start_time is None:
+        return datetime.now(UTC)
+    # A plain datetime: Prefect's own datetime type loses its zone on the way to SQLite.
+    return datetime.fromtimestamp(run.expected_start_time.timestamp(), tz=UTC)
 
 
 def watchdog_interval_s(timing: Timing) -> float:
@@ -167,6 +168,7 @@ def _summary_markdown(fleet: Fleet, stats: dict[str, Any]) -> str:
         f"{stats['cycles']} cycle(s) over {stats['targets']} target(s), every "
         f"{fleet.timing.probe_interval} s; slowest cycle {stats['slowest_cycle_s']:.2f} s.",
         f"Transitions recorded: {stats['transitions']}.",
+        f"Handed over to: {stats['handed_over_to'] or '(nobody: the run limit or an error)'}.",
         "",
     ]
     if stats["declared"]:
@@ -182,20 +184,67 @@ def _summary_markdown(fleet: Fleet, stats: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def _log_cycle(runner: ProbeRunner, result: CycleResult, stats: dict[str, Any]) -> None:
+    """Log one cycle's transitions, declarations and recoveries; start escalations."""
+    log = get_run_logger()
+    for t in result.transitions:
+        log.info("%s: %s -> %s (%s)", t.target_id, t.from_state, t.to_state, t.reason)
+    for d in result.declared:
+        note = f" (suppressed by maintenance window {d.window.id})" if d.window else ""
+        log.warning(
+            "incident #%s %s: %s%s",
+            d.incident.id,
+            "opened" if d.created else "found open",
+            d.incident.title,
+            note,
+        )
+        if d.created:
+            stats["declared"].append((d.incident.id, d.incident.title))
+        if d.escalate:
+            await _escalate(runner, d.incident.id)
+    for incident in result.recovered:
+        log.info("incident #%s recovered: %s", incident.id, incident.title)
+        stats["recovered"].append(incident.id)
+
+
+async def _take_over(keeper: LeaseKeeper, interval: float) -> bool:
+    """Claim the probe lease and wait while the run taken over from finishes its cycle;
+    False: a newer run holds the lease, this one must not probe."""
+    log = get_run_logger()
+    state = keeper.claim()
+    if state is Handover.WAIT and keeper.lease is not None:
+        log.info(
+            "took the probe lease over from run %s: waiting for its last cycle",
+            keeper.lease.previous,
+        )
+    while state is Handover.WAIT:
+        await asyncio.sleep(min(LEASE_POLL_S, interval / 4))
+        state = keeper.renew()
+    if state is Handover.STAND_DOWN:
+        keeper.release()  # a newer run may be waiting for this one: it need not
+        log.info("probe run %s holds the probe lease: standing down", keeper.successor)
+        return False
+    return True
+
+
 @flow(name="probe-fleet", flow_run_name=_probe_run_name, timeout_seconds=2 * 3600)
 async def probe_fleet(
     period_s: float | None = None,
     fleet_file: Path | None = None,
     front_door: str | None = None,
+    run_for_s: float | None = None,
 ) -> dict[str, Any]:
-    """Probe every app server and client every probe interval for one period.
+    """Probe every app server and client every probe interval until the next run takes
+    over (see *Hand-over* in the module).
 
     Args:
-        period_s: how long this run probes (default from the fleet's timing: 60 probe
-            intervals, 1-10 min); the deployment's schedule starts the next one.
+        period_s: the schedule's period (default from the fleet's timing: 60 probe
+            intervals, 1-10 min).
         fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
         front_door: check clients at ``<front_door>/c/<client>/health`` (the lab's
             front door) instead of ``<client url>/health``.
+        run_for_s: the longest this run probes if no run takes over (default three
+            periods); it releases the lease then.
     """
     log = get_run_logger()
     path = fleet_file or config.fleet_file()
@@ -205,7 +254,7 @@ async def probe_fleet(
     period = float(period_s) if period_s else probe_period_s(timing)
     label_flow_run(tags=[f"fleet:{fleet.name}", "probe"])
     run_id = str(flow_run.id) if flow_run.id else None
-    deadline = time.monotonic() + probing_time_s(period, interval, _late_s())
+    deadline = time.monotonic() + (float(run_for_s) if run_for_s else run_limit_s(period))
     stats: dict[str, Any] = {
         "cycles": 0,
         "targets": 0,
@@ -214,94 +263,108 @@ async def probe_fleet(
         "declared": [],
         "recovered": [],
         "open": [],
+        "first_cycle_at": None,
+        "last_cycle_at": None,
+        "handed_over_to": None,
     }
     with Store(store_url(fleet)) as store:
+        keeper = LeaseKeeper(
+            store,
+            run_id or f"probe-{uuid4()}",
+            _scheduled_start(),
+            lease_ttl(interval, float(timing.probe_timeout)),
+        )
+        if not await _take_over(keeper, interval):
+            stats["handed_over_to"] = keeper.successor
+            return stats
         runner = ProbeRunner(fleet, store, flow_run_id=run_id, front_door=front_door)
-        runner.seed()
-        if runner.open_outages:
-            log.info("resuming with open outage(s): %s", runner.open_outages)
-        for incident in runner.pending_escalations():
-            log.warning("incident %s has no escalation recorded yet: starting it", incident.id)
-            await _escalate(runner, incident.id)
-        checks = runner.checks()
-        refreshed = time.monotonic()
-        pools_checked = -POOL_CHECK_S
-        errors = 0
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                probers = [await stack.enter_async_context(p) for p in _probers(fleet)]
-                while True:
-                    cycle_start = time.monotonic()
-                    if cycle_start - refreshed >= GRAPH_REFRESH_S:
-                        runner.refresh_graph()
-                        checks = runner.checks()
-                        refreshed = cycle_start
-                    if cycle_start - pools_checked >= POOL_CHECK_S:
-                        await _check_pools(fleet, store_url(fleet), run_id)
-                        pools_checked = cycle_start
-                    batches = await asyncio.gather(*(p.run_cycle(checks) for p in probers))
-                    observations = [o for batch in batches for o in batch]
-                    try:
-                        result = runner.cycle(observations)
-                        errors = 0
-                    except DRError as exc:  # e.g. the store busy: the next cycle retries
-                        errors += 1
-                        log.error("cycle failed (%s in a row): %s", errors, exc)
-                        if errors >= MAX_CYCLE_ERRORS:
-                            raise
-                        await asyncio.sleep(interval)
-                        continue
-                    took = time.monotonic() - cycle_start
-                    stats["cycles"] += 1
-                    stats["targets"] = len(checks)
-                    stats["transitions"] += len(result.transitions)
-                    stats["slowest_cycle_s"] = max(stats["slowest_cycle_s"], took)
-                    for t in result.transitions:
-                        log.info(
-                            "%s: %s -> %s (%s)", t.target_id, t.from_state, t.to_state, t.reason
-                        )
-                    for d in result.declared:
-                        note = (
-                            f" (suppressed by maintenance window {d.window.id})" if d.window else ""
-                        )
-                        log.warning(
-                            "incident #%s %s: %s%s",
-                            d.incident.id,
-                            "opened" if d.created else "found open",
-                            d.incident.title,
-                            note,
-                        )
-                        if d.created:
-                            stats["declared"].append((d.incident.id, d.incident.title))
-                        if d.escalate:
-                            await _escalate(runner, d.incident.id)
-                    for incident in result.recovered:
-                        log.info("incident #%s recovered: %s", incident.id, incident.title)
-                        stats["recovered"].append(incident.id)
-                    runner.heartbeat()
-                    emit_probe_heartbeat(
-                        fleet.name,
-                        {
-                            "cycle": stats["cycles"],
-                            "targets": len(checks),
-                            "failing": len(result.down),
-                            "cycle_s": round(took, 3),
-                            "open_outages": len(runner.open_outages),
-                        },
-                    )
-                    next_at = cycle_start + interval
-                    if next_at >= deadline:
-                        break
-                    await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            runner.seed()
+            if runner.open_outages:
+                log.info("resuming with open outage(s): %s", runner.open_outages)
+            for incident in runner.pending_escalations():
+                log.warning("incident %s has no escalation recorded yet: starting it", incident.id)
+                await _escalate(runner, incident.id)
+            await _probe_until_handed_over(fleet, runner, keeper, deadline, stats)
         finally:
-            runner.flush_minutes()
+            try:
+                runner.flush_minutes()
+            finally:
+                keeper.release()  # after the flush: the successor seeds from what is stored
             stats["open"] = sorted(runner.open_outages.items())
+            stats["handed_over_to"] = keeper.successor
+    if stats["handed_over_to"]:
+        log.info("handed the probe over to run %s", stats["handed_over_to"])
     await acreate_markdown_artifact(
         key=f"probe-{fleet.name}",
         markdown=_summary_markdown(fleet, stats),
         description=f"Probe run of {fleet.name}: cycles, incidents declared and recovered",
     )
     return stats
+
+
+async def _probe_until_handed_over(
+    fleet: Fleet,
+    runner: ProbeRunner,
+    keeper: LeaseKeeper,
+    deadline: float,
+    stats: dict[str, Any],
+) -> None:
+    """Check cycles every probe interval while this run holds the lease, until *deadline*."""
+    log = get_run_logger()
+    interval = float(fleet.timing.probe_interval)
+    run_id = runner.flow_run_id
+    checks = runner.checks()
+    refreshed = time.monotonic()
+    pools_checked = -POOL_CHECK_S
+    errors = 0
+    async with contextlib.AsyncExitStack() as stack:
+        probers = [await stack.enter_async_context(p) for p in _probers(fleet)]
+        while True:
+            cycle_start = time.monotonic()
+            try:
+                if keeper.renew() is not Handover.PROBE:
+                    return  # the next run took over: it records from now on
+                if cycle_start - refreshed >= GRAPH_REFRESH_S:
+                    runner.refresh_graph()
+                    checks = runner.checks()
+                    refreshed = cycle_start
+                if cycle_start - pools_checked >= POOL_CHECK_S:
+                    await _check_pools(fleet, store_url(fleet), run_id)
+                    pools_checked = cycle_start
+                batches = await asyncio.gather(*(p.run_cycle(checks) for p in probers))
+                result = runner.cycle([o for batch in batches for o in batch])
+                errors = 0
+            except DRError as exc:  # e.g. the store busy: the next cycle retries
+                errors += 1
+                log.error("cycle failed (%s in a row): %s", errors, exc)
+                if errors >= MAX_CYCLE_ERRORS:
+                    raise
+                await asyncio.sleep(interval)
+                continue
+            took = time.monotonic() - cycle_start
+            stats["cycles"] += 1
+            stats["targets"] = len(checks)
+            stats["transitions"] += len(result.transitions)
+            stats["slowest_cycle_s"] = max(stats["slowest_cycle_s"], took)
+            stats["first_cycle_at"] = stats["first_cycle_at"] or result.at.isoformat()
+            stats["last_cycle_at"] = result.at.isoformat()
+            await _log_cycle(runner, result, stats)
+            runner.heartbeat()
+            emit_probe_heartbeat(
+                fleet.name,
+                {
+                    "cycle": stats["cycles"],
+                    "targets": len(checks),
+                    "failing": len(result.down),
+                    "cycle_s": round(took, 3),
+                    "open_outages": len(runner.open_outages),
+                },
+            )
+            next_at = cycle_start + interval
+            if next_at >= deadline:
+                return
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
 def _watchdog_run_name() -> str:

@@ -203,9 +203,10 @@ def test_check_registers_everything_and_leaves_no_server(serve_home: Path) -> No
         (f"mirror-server-app-{s}", 1, 1) for s in ("cpt1-1", "jhb1-1", "jhb1-2", "lon1-1")
     ]
     assert ours == sorted([("dr-drill", 1, 1), ("failover", 1, 1), ("reports", 2, 1), *mirror])
-    # One-at-a-time deployments: fleet-report, mirror-fleet, probe-fleet, probe-watchdog,
-    # dr-drill (these cancel a new run); failover takes the global "failover" after approval.
-    assert [r[1:] for r in limits if r not in ours] == [(1, 1)] * 5
+    # One-at-a-time deployments: fleet-report, mirror-fleet, probe-watchdog, dr-drill (these
+    # cancel a new run), probe-fleet two at a time (old run and successor at a hand-over);
+    # failover takes the global "failover" after approval.
+    assert sorted(r[1:] for r in limits if r not in ours) == [(1, 1)] * 4 + [(2, 1)]
     log = (serve_home / "logs" / "prefect-server.log").read_text()
     assert log.count("--- ppo-dr serve (pid") == 2
 

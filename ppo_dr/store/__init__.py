@@ -25,6 +25,7 @@ Tables, and why each exists:
                         what the last verification found (restore picks from here)
 ``drained_servers``     servers emptied for an upgrade: no plan targets them (:mod:`.drained`)
 ``request_minutes``     requests per client per minute (load, for the rebalance) (:mod:`.requests`)
+``probe_lease``         which probe flow run records now, and the hand-over (:mod:`.probe_lease`)
 ``drills``              DR drill results: restore time and snapshot age (RTO/RPO)
 ``failovers``           the failover ledger: one row per plan run (mode, incident, plan,
 ``failover_steps``      placement versions read at start), its steps per client (so a
@@ -44,6 +45,7 @@ from ppo_dr.store.incidents import IncidentsMixin
 from ppo_dr.store.notices import NoticesMixin
 from ppo_dr.store.observations import ObservationsMixin
 from ppo_dr.store.placements import PlacementsMixin
+from ppo_dr.store.probe_lease import ProbeLease, ProbeLeaseMixin
 from ppo_dr.store.records import (
     Drill,
     Failover,
@@ -71,6 +73,7 @@ class Store(
     FailoverMixin,
     DrainedMixin,
     RequestsMixin,
+    ProbeLeaseMixin,
 ):
     """The ppo-dr state store. ``Store.open()`` for the configured one; ``upgrade()`` first.
 
@@ -88,6 +91,7 @@ __all__ = [
     "Notice",
     "Placement",
     "PlacementMove",
+    "ProbeLease",
     "ProbeMinute",
     "ProbeTransition",
     "Snapshot",

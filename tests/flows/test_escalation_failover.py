@@ -490,7 +490,7 @@ def test_with_auto_failover_the_failover_runs_at_once_and_the_on_call_is_told(
     for target in [f"server:{lost.name}", *(f"client:{c}" for c in victims)]:
         env.store.record_probe_transition(target, "up", "pending", at=opened - PROBE_LEAD)
         env.store.record_probe_transition(target, "pending", "down", at=opened)
-    asyncio.run(probe_fleet(period_s=30.0, fleet_file=lab.fleet_file))
+    asyncio.run(probe_fleet(run_for_s=30.0, fleet_file=lab.fleet_file))
     # No "client down" for the moved clients: they are the server's incident, still open.
     outages = env.store.incidents(kind="outage")
     assert [(i.id, i.state) for i in outages] == [(incident_id, "open")], outages

@@ -70,7 +70,7 @@ RUN_PROBE = (
     "import asyncio, sys\n"
     "from pathlib import Path\n"
     "from flows.probe import probe_fleet\n"
-    "asyncio.run(probe_fleet(period_s=float(sys.argv[1]), fleet_file=Path(sys.argv[2])))\n"
+    "asyncio.run(probe_fleet(run_for_s=float(sys.argv[1]), fleet_file=Path(sys.argv[2])))\n"
 )
 
 
