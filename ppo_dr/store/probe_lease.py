@@ -21,7 +21,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ppo_dr.errors import PermanentError
 from ppo_dr.ids import check_id
-from ppo_dr.store.base import StoreBase, check_text, to_record, utc
+from ppo_dr.store.base import StoreBase, to_record
+from ppo_dr.store.checks import check_text, utc
 from ppo_dr.store.schema import ID_LEN, RUN_ID_LEN, Base
 
 
