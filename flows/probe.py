@@ -72,8 +72,9 @@ from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
 from ppo_dr import config
-from ppo_dr.errors import DRError
+from ppo_dr.errors import DRError, InventoryError
 from ppo_dr.inventory import Fleet, Timing
+from ppo_dr.inventory.watch import FleetFile
 from ppo_dr.mirror.runbook import store_url
 from ppo_dr.probe.checks import Prober
 from ppo_dr.probe.handover import LeaseKeeper
@@ -285,7 +286,8 @@ async def probe_fleet(
             for incident in runner.pending_escalations():
                 log.warning("incident %s has no escalation recorded yet: starting it", incident.id)
                 await _escalate(runner, incident.id)
-            await _probe_until_handed_over(fleet, runner, keeper, deadline, stats)
+            watched = FleetFile(path, fleet)
+            await _probe_until_handed_over(watched, runner, keeper, deadline, stats)
         finally:
             try:
                 runner.flush_minutes()
@@ -304,14 +306,20 @@ async def probe_fleet(
 
 
 async def _probe_until_handed_over(
-    fleet: Fleet,
+    watched: FleetFile,
     runner: ProbeRunner,
     keeper: LeaseKeeper,
     deadline: float,
     stats: dict[str, Any],
 ) -> None:
-    """Check cycles every probe interval while this run holds the lease, until *deadline*."""
+    """Check cycles every probe interval while this run holds the lease, until *deadline*.
+
+    The fleet file is looked at every cycle: servers provisioned or released since the
+    run began are probed or forgotten from the next cycle on (vantages and timing stay
+    the run's own until the next run).
+    """
     log = get_run_logger()
+    fleet = watched.fleet
     interval = float(fleet.timing.probe_interval)
     run_id = runner.flow_run_id
     checks = runner.checks()
@@ -325,6 +333,9 @@ async def _probe_until_handed_over(
             try:
                 if keeper.renew() is not Handover.PROBE:
                     return  # the next run took over: it records from now on
+                if _fleet_changed(watched, runner):
+                    checks = runner.checks()
+                    refreshed = cycle_start
                 if cycle_start - refreshed >= GRAPH_REFRESH_S:
                     runner.refresh_graph()
                     checks = runner.checks()
@@ -365,6 +376,27 @@ async def _probe_until_handed_over(
             if next_at >= deadline:
                 return
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+
+def _fleet_changed(watched: FleetFile, runner: ProbeRunner) -> bool:
+    """Hand the runner the fleet file's new version, if it changed; whether it did. An
+    invalid version is logged once and the run goes on with the last good fleet."""
+    log = get_run_logger()
+    try:
+        fleet = watched.reread()
+    except InventoryError as exc:
+        log.error("fleet file changed but is not valid; probing the last good one: %s", exc)
+        return False
+    if fleet is None:
+        return False
+    forgotten = runner.use_fleet(fleet)
+    log.info(
+        "fleet file changed: %d servers, %d clients now%s",
+        len(fleet.servers),
+        len(fleet.clients),
+        f"; no longer probed: {', '.join(forgotten)}" if forgotten else "",
+    )
+    return True
 
 
 def _watchdog_run_name() -> str:

@@ -173,6 +173,16 @@ class ProbeRunner:
     def checks(self) -> list[Check]:
         return probe_checks(self.fleet, self.placements(), self.front_door)
 
+    def use_fleet(self, fleet: Fleet) -> list[str]:
+        """Probe *fleet* from now on (a server was provisioned or released since the run
+        began) and forget the targets it no longer has, so a released server is never
+        declared down; the targets forgotten. The timing stays the run's: a new one
+        takes effect with the next run."""
+        self.fleet = fleet
+        self.refresh_graph()
+        kept = {c.target_id for c in self.checks()}
+        return self.tracker.forget(t for t in self.tracker.statuses if t not in kept)
+
     def seed(self, now: datetime | None = None) -> None:
         """Resume from the store: targets in outage, and the outage incidents still open.
 

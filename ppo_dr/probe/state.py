@@ -228,6 +228,14 @@ class OutageTracker:
     def status(self, target_id: str) -> TargetStatus:
         return self._statuses.get(target_id) or TargetStatus(target_id)
 
+    def forget(self, target_ids: Iterable[str]) -> list[str]:
+        """Drop the statuses of *target_ids* (targets no longer in the fleet: a released
+        scratch server is not "down"); the ones that were known, sorted."""
+        gone = sorted(t for t in set(target_ids) if t in self._statuses)
+        for target_id in gone:
+            del self._statuses[target_id]
+        return gone
+
     def feed(self, observations: Iterable[Observation]) -> list[Transition]:
         """Apply observations (any order within a cycle is fine: time decides)."""
         out: list[Transition] = []

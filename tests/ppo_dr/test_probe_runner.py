@@ -69,7 +69,7 @@ class Clock:
                 Observation(
                     t, t not in failing, 5.0, "connect: refused" if t in failing else "ok", self.now
                 )
-                for t in targets(FLEET)
+                for t in targets(self.runner.fleet)
             ]
             out.append(self.runner.cycle(obs, now=self.now))
             self.now += STEP
@@ -129,6 +129,27 @@ def test_server_kill_is_one_outage_naming_its_clients(store: Store) -> None:
     minutes = store.probe_minutes("server:app-jhb1-1")
     assert sum(m.checks for m in minutes) == len(clock_results := results) + 3
     assert len(minutes) <= 5 and len(clock_results) > 5
+
+
+def test_a_server_released_from_the_fleet_is_forgotten_not_declared(store: Store) -> None:
+    """A drill's scratch server is released mid-run: the run's fleet follows the file,
+    so the server, failing since before its release, is never declared down."""
+    r = runner(store)
+    clock = Clock(r)
+    gone = affected(["app-jhb1-2"])
+    clock.run(60, failing=gone)
+    assert r.tracker.status("server:app-jhb1-2").state.value == "pending"
+    smaller = FLEET.model_copy(
+        update={
+            "servers": tuple(s for s in FLEET.servers if s.id != "app-jhb1-2"),
+            "clients": tuple(c for c in FLEET.clients if c.server != "app-jhb1-2"),
+        }
+    )
+    assert r.use_fleet(smaller) == sorted(gone)
+    results = clock.run(FLEET.timing.outage_threshold + 60, failing=gone)
+    assert declared(results) == [] and store.incidents() == []
+    assert not gone & set(r.tracker.statuses)
+    assert "server:app-jhb1-2" not in {c.target_id for c in r.checks()}
 
 
 def test_whole_dc_is_one_outage(store: Store) -> None:
