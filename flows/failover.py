@@ -10,10 +10,11 @@ approve=False)** — as an operator would do it at 3 a.m.:
    (:class:`Approval`: approve yes/no, by, note) from the UI or
    ``ppo-dr failover approve``;
 4. provision the planned servers (provider of their DC; idempotent by server id);
-5. per client, mapped (task ``client-<client>``), a ``fail-over-client`` run
-   (:mod:`flows.failover_client`; here, or on the target DC's pool when
-   ``client_runs="target-pool"``), at most :data:`flows.failover_client.TARGET_SLOTS`
-   per target server, each step a task of its own (``restore-<client>``, ...):
+5. per target server, mapped (task ``clients-into-<server>``), one ``fail-over-clients``
+   run for the clients moving onto it (:mod:`flows.failover_client`; here, or on the
+   target DC's pool when ``client_runs="target-pool"``), its clients threads of that
+   run (task ``client-<client>``), at most :data:`flows.failover_client.TARGET_SLOTS`
+   at once, each step a task of its own (``restore-<client>``, ...):
    [planned: freeze, final sync] → restore → verify → [planned: lift the freeze on the
    target] → app health on the target → switch (placement compare-and-set) → route →
    health through the front door. A failing client is rolled back (routing back,
@@ -67,13 +68,13 @@ from prefect.states import Completed, Failed, State
 from pydantic import Field
 
 from flows.decision_fields import DeciderName, DecisionNote
-from flows.failover_client import run_client
+from flows.failover_client import run_batch
 from flows.mirror import mirror_server
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
 from ppo_dr.failover.plan import Plan, Scope, Target
 from ppo_dr.failover.plan_checks import checked_plan
-from ppo_dr.failover.runs import ClientRuns, failover_run_name, target_dcs
+from ppo_dr.failover.runs import ClientRuns, client_batches, failover_run_name
 from ppo_dr.ids import check_id
 from ppo_dr.mirror.runbook import human_bytes, store_url
 from tasks import label_flow_run
@@ -297,8 +298,8 @@ def failover(
             the scope, target and mode parameters are then ignored.
         approve: run without pausing for approval (the plan is already approved).
         fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
-        client_runs: where each client's ``fail-over-client`` run executes: in this
-            run's process, or on the target DC's pool (the distributed deployment's
+        client_runs: where each target server's ``fail-over-clients`` run executes: in
+            this run's process, or on the target DC's pool (the distributed deployment's
             default; :mod:`ppo_dr.failover.runs`).
     """
     log = get_run_logger()
@@ -411,25 +412,30 @@ def _carry_out(
                           f"{'provisioned' if made['created'] else 'found'} ({made['provider']})",
                           run_id, made)  # fmt: skip
     versions = record.placement_versions
-    futures = run_client.map(
+    batches = client_batches(plan, load_fleet_task(path))  # again: provisioning added servers
+    futures = run_batch.map(
         unmapped(path),
         unmapped(url),
         unmapped(plan.plan_id),
-        list(plan.moves),
-        target_dcs(plan, load_fleet_task(path)),  # read again: provisioning added servers
+        batches,
         unmapped(plan.mode),
-        [int(versions[m.client_id]) for m in plan.moves],
+        unmapped({m.client_id: int(versions[m.client_id]) for m in plan.moves}),
         unmapped(declared_at),
         unmapped(run_id),
         unmapped(client_runs),
     )
-    outcomes: list[ClientOutcome] = []
-    for move, future in zip(plan.moves, futures, strict=True):
+    by_client: dict[str, ClientOutcome] = {}
+    for batch, future in zip(batches, futures, strict=True):
         future.wait()
         if future.state.is_completed():
-            outcomes.append(future.result())
+            by_client.update((o.client_id, o) for o in future.result())
         else:
-            outcomes.append(ClientOutcome.not_moved(move, str(future.state.message)))
+            why = str(future.state.message)
+            by_client.update((m.client_id, ClientOutcome.not_moved(m, why)) for m in batch.moves)
+    outcomes = [
+        by_client.get(m.client_id) or ClientOutcome.not_moved(m, "its batch reported nothing")
+        for m in plan.moves
+    ]
     ok = [o for o in outcomes if o.outcome == "ok"]
 
     # Re-establish mirroring for each new home: seed, then a mirror run (incremental).
