@@ -42,6 +42,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from flows.failover_artifacts import batch_table
 from ppo_dr.errors import PermanentError
 from ppo_dr.failover import steps
 from ppo_dr.failover.plan import ClientMove
@@ -148,22 +149,6 @@ def move_client(
     return out
 
 
-def _batch_table(outcomes: list[ClientOutcome]) -> list[dict[str, Any]]:
-    """One row per client of the batch: from, to, RTO, RPO, result."""
-    return [
-        {
-            "client": o.client_id,
-            "from": o.from_server,
-            "to": o.to_server,
-            "rto_s": round(o.rto_seconds, 1) if o.rto_seconds is not None else "-",
-            "rpo_s": round(o.rpo_seconds, 1) if o.rpo_seconds is not None else "-",
-            "skipped": ", ".join(o.skipped_steps) or "-",
-            "result": o.outcome + (f": {o.detail}" if o.detail else ""),
-        }
-        for o in outcomes
-    ]
-
-
 @flow(
     name="fail-over-clients",
     flow_run_name=_batch_run_name,
@@ -223,7 +208,7 @@ def fail_over_clients(
             outcomes.append(ClientOutcome.not_moved(move, str(future.state.message)))
     create_table_artifact(
         key=f"failover-batch-{plan_id}-{to_server}",
-        table=_batch_table(outcomes),
+        table=batch_table(outcomes),
         description=f"failover {plan_id}: the clients moved onto {to_server}, per client",
     )
     failed = [o for o in outcomes if o.outcome != "ok"]
