@@ -736,3 +736,55 @@ def test_a_seed_waits_for_the_new_homes_repository_lock(prefect_api: str, own_la
         assert seed.done and seed.attempts >= 2, seed  # locked first, then seeded
         copies = seed.data["copies"]
         assert mirror_id in {c["mirror"] for c in copies}, copies
+
+
+@pytest.mark.lab
+def test_a_new_homes_mirror_skipped_by_its_scheduled_run_is_tried_again(
+    prefect_api: str, own_lab: Lab
+) -> None:
+    """A mirror run of the new home holds its slot when the failover mirrors it: the
+    failover's run is skipped (Cancelled), tried again, and the failover Completes (a
+    skip once ended a DC loss Failed with every client healthy)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    from flows.mirror import mirror_limits, server_limit
+    from tasks.mirror import ensure_mirror_limits
+    from tasks.slots import leased_slot
+
+    client = clients_on(own_lab, "app-jhb1-2")[0]
+    plan = make_plan(
+        own_lab, Scope(clients=(client,)), Target(server="spare-cpt1-1"), "emergency", ()
+    )
+    home = plan.moves[0].to_server
+    ensure_mirror_limits(mirror_limits(load_fleet(own_lab.fleet_file), [home]))
+    skipped = threading.Event()
+
+    def home_runs() -> list[Any]:
+        with get_client(sync_client=True) as api:
+            runs = api.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["mirror-server"]))
+            )
+        return [r for r in runs if r.parameters.get("server_id") == home]
+
+    def hold_the_slot_until_skipped() -> None:  # as the new home's scheduled run would
+        with leased_slot(server_limit(home), timeout_s=30):
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                if any(r.state is not None and r.state.is_cancelled() for r in home_runs()):
+                    skipped.set()
+                    return
+                time.sleep(0.5)
+
+    holder = threading.Thread(target=contextvars.copy_context().run,
+                              args=(hold_the_slot_until_skipped,))  # fmt: skip
+    holder.start()
+    try:
+        result = failover(plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file)
+    finally:
+        holder.join()
+    assert skipped.is_set(), "the failover's mirror run of the new home was never skipped"
+    assert isinstance(result, dict), result
+    assert result["mirrored"] == {home: "ok"}, result
+    states = sorted(r.state.type.value for r in home_runs() if r.state is not None)
+    assert "CANCELLED" in states and "COMPLETED" in states, states
