@@ -19,8 +19,9 @@ the plan.
 Printed per run: the phases from the store and the watcher, in seconds after the
 declaration (detected, declared, planned, the last client done of each failover step,
 healthy), the ratio of declaration -> healthy to the target (5 minutes; 6 with
-``--kill``), and whether anything was done twice (restores begun per client,
-``fail-over-client`` runs per client, incidents of the DC).
+``--kill``), the pick-up and running times of the ``fail-over-clients`` runs (one per
+target server, its clients threads of the run), and whether anything was done twice
+(restores begun per client, batch runs per client, incidents of the DC).
 
     PYTHONPATH=. .venv/bin/python -m bench.dc_loss --scale 28x25 --size 2800 [--kill]
 
@@ -119,7 +120,7 @@ class RunResult:
     clients: int
     phases: dict[str, datetime]
     restores_begun: dict[str, int]
-    runs: ClientRuns
+    runs: BatchRuns
     incidents: int
     failover_state: str
     failover_detail: str
@@ -135,7 +136,7 @@ class RunResult:
     @property
     def done_twice(self) -> list[str]:
         twice = [f"{c}: restore begun {n}x" for c, n in self.restores_begun.items() if n != 1]
-        twice += [f"{c}: {n} client runs" for c, n in self.runs.per_client.items() if n != 1]
+        twice += [f"{c}: in {n} batch runs" for c, n in self.runs.per_client.items() if n != 1]
         if self.incidents != 1:
             twice.append(f"{self.incidents} incidents of {self.dc}")
         return twice
@@ -195,10 +196,11 @@ def kill_mid_failover(lab: Lab, api_url: str, incident_id: int, plan_id: str) ->
 
 
 @dataclass
-class ClientRuns:
-    """The ``fail-over-client`` runs of the lost clients, as the API lists them."""
+class BatchRuns:
+    """The ``fail-over-clients`` runs moving the lost clients, as the API lists them."""
 
-    per_client: dict[str, int]
+    runs: int
+    per_client: dict[str, int]  # how many batch runs each lost client was in
     pickup_s: list[float]  # scheduled -> running: the worker's poll and the process start
     running_s: list[float]  # running -> ended
     most_at_once: int
@@ -210,16 +212,19 @@ class ClientRuns:
             return f"{statistics.median(values):.1f} s ({min(values):.1f}-{max(values):.1f})"
 
         return (
-            f"client runs: {sum(self.per_client.values())}; pick-up {med(self.pickup_s)}, "
-            f"running {med(self.running_s)}, at most {self.most_at_once} running at once"
+            f"batch runs: {self.runs} for {sum(self.per_client.values())} clients; "
+            f"pick-up {med(self.pickup_s)}, running {med(self.running_s)}, "
+            f"at most {self.most_at_once} running at once"
         )
 
 
-def client_runs(api_url: str, victims: list[str]) -> ClientRuns:
-    """Every ``fail-over-client`` run of *victims*: how many per client, and their times."""
+def batch_runs(api_url: str, victims: list[str]) -> BatchRuns:
+    """Every ``fail-over-clients`` run moving *victims*: how many runs each client was
+    in, and the runs' times."""
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
     counts = dict.fromkeys(victims, 0)
+    runs = 0
     pickup: list[float] = []
     running: list[float] = []
     edges: list[tuple[datetime, int]] = []
@@ -227,15 +232,18 @@ def client_runs(api_url: str, victims: list[str]) -> ClientRuns:
         offset = 0
         while True:
             page = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=["fail-over-client"])),
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["fail-over-clients"])),
                 limit=200,
                 offset=offset,
             )
             for run in page:
-                moved = (run.parameters.get("move") or {}).get("client_id")
-                if moved not in counts:
+                moved = [m.get("client_id") for m in run.parameters.get("moves") or []]
+                if not any(client in counts for client in moved):
                     continue
-                counts[moved] += 1
+                runs += 1
+                for client in moved:
+                    if client in counts:
+                        counts[client] += 1
                 if run.start_time and run.expected_start_time:
                     pickup.append((run.start_time - run.expected_start_time).total_seconds())
                 if run.start_time and run.end_time:
@@ -248,7 +256,7 @@ def client_runs(api_url: str, victims: list[str]) -> ClientRuns:
     for _at, step in sorted(edges):
         now += step
         most = max(most, now)
-    return ClientRuns(counts, pickup, running, most)
+    return BatchRuns(runs, counts, pickup, running, most)
 
 
 def phases_from_store(store: Store, incident_id: int, plan_id: str) -> dict[str, datetime]:
@@ -343,7 +351,7 @@ def one_run(
             clients=len(victims),
             phases=phases,
             restores_begun=restores,
-            runs=client_runs(made.api_url, victims),
+            runs=batch_runs(made.api_url, victims),
             incidents=incidents,
             failover_state=run.state.name,
             failover_detail=f"{run.state.message or ''} | store: {ended_detail}",

@@ -16,9 +16,9 @@ the same deployments on work pools, by :func:`distributed_deployments`: each app
 server's mirror on its data centre's pool (``dc-<id>``: it reads the server over the
 DC's LAN and pushes off-site), everything else (probe, watchdog, escalation, the
 failover's orchestration, drill, reports) on :data:`CONTROL_POOL`, off-site; and each
-client's move of a failover (the ``fail-over-client`` flow) on the pool of the DC it
-moves *into* (``fail-over-client/into-<dc>``), the ``failover`` deployment's
-``client_runs="target-pool"`` telling the orchestrator to start it there.
+batch of clients a failover moves onto one server (the ``fail-over-clients`` flow) on
+the pool of the DC it moves *into* (``fail-over-clients/into-<dc>``), the ``failover``
+deployment's ``client_runs="target-pool"`` telling the orchestrator to start it there.
 """
 
 from __future__ import annotations
@@ -326,19 +326,19 @@ def mirror_of_server_deployment(fleet: Fleet, server_id: str) -> RunnerDeploymen
     )
 
 
-def fail_over_client_deployment(dc_id: str) -> RunnerDeployment:
-    """One client's move into data centre *dc_id*, on its pool: the restore reads the
-    mirror and writes the new home from inside the DC that will serve the client. No
-    schedule: the failover's orchestration starts it and waits."""
-    from flows.failover_client import fail_over_client
+def fail_over_clients_deployment(dc_id: str) -> RunnerDeployment:
+    """A failover's batch of clients onto one server in data centre *dc_id*, on its
+    pool: the restores read the mirror and write the new home from inside the DC that
+    will serve the clients. No schedule: the failover's orchestration starts it and waits."""
+    from flows.failover_client import fail_over_clients
 
     return _deployment(
-        fail_over_client,
+        fail_over_clients,
         client_deployment_name(dc_id),
         tags=["failover", f"dc:{dc_id}"],
         work_pool_name=dc_pool(dc_id),
-        description=f"Restore, verify, switch and route one client of a failover into {dc_id} "
-        "(started by the failover run on the control pool).",
+        description=f"Restore, verify, switch and route a failover's clients onto one server "
+        f"in {dc_id} (started by the failover run on the control pool).",
     )
 
 
@@ -359,8 +359,8 @@ NOT_DISTRIBUTED = frozenset({"mirror-fleet", "mirror-server"})
 
 def distributed_deployments(fleet: Fleet) -> list[Routed]:
     """Every deployment of the distributed topology with its pool, in a stable order:
-    the control pool's, then one mirror per app server (by id), then one client move
-    per data centre (by id)."""
+    the control pool's, then one mirror per app server (by id), then one batch of client
+    moves per data centre (by id)."""
     routed: list[Routed] = []
     for build in DEPLOYMENTS:
         deployment = build()
@@ -374,7 +374,7 @@ def distributed_deployments(fleet: Fleet) -> list[Routed]:
         if server.role == "app":
             routed.append(Routed(mirror_of_server_deployment(fleet, server.id), dc_pool(server.dc)))
     for dc in sorted(fleet.data_centres, key=lambda d: d.id):
-        routed.append(Routed(fail_over_client_deployment(dc.id), dc_pool(dc.id)))
+        routed.append(Routed(fail_over_clients_deployment(dc.id), dc_pool(dc.id)))
     return routed
 
 

@@ -10,10 +10,11 @@ approve=False)** — as an operator would do it at 3 a.m.:
    (:class:`Approval`: approve yes/no, by, note) from the UI or
    ``ppo-dr failover approve``;
 4. provision the planned servers (provider of their DC; idempotent by server id);
-5. per client, mapped (task ``client-<client>``), a ``fail-over-client`` run
-   (:mod:`flows.failover_client`; here, or on the target DC's pool when
-   ``client_runs="target-pool"``), at most :data:`flows.failover_client.TARGET_SLOTS`
-   per target server, each step a task of its own (``restore-<client>``, ...):
+5. per target server, mapped (task ``clients-into-<server>``), one ``fail-over-clients``
+   run for the clients moving onto it (:mod:`flows.failover_client`; here, or on the
+   target DC's pool when ``client_runs="target-pool"``), its clients threads of that
+   run (task ``client-<client>``), at most :data:`flows.failover_client.TARGET_SLOTS`
+   at once, each step a task of its own (``restore-<client>``, ...):
    [planned: freeze, final sync] → restore → verify → [planned: lift the freeze on the
    target] → app health on the target → switch (placement compare-and-set) → route →
    health through the front door. A failing client is rolled back (routing back,
@@ -53,6 +54,7 @@ an entry on the incident's timeline and a page to the on-call (the flow's state 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -67,17 +69,19 @@ from prefect.states import Completed, Failed, State
 from pydantic import Field
 
 from flows.decision_fields import DeciderName, DecisionNote
-from flows.failover_client import run_client
+from flows.failover_artifacts import client_table, summary_markdown
+from flows.failover_client import run_batch
 from flows.mirror import mirror_server
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
 from ppo_dr.failover.plan import Plan, Scope, Target
 from ppo_dr.failover.plan_checks import checked_plan
-from ppo_dr.failover.runs import ClientRuns, failover_run_name, target_dcs
+from ppo_dr.failover.runs import ClientRuns, client_batches, failover_run_name
 from ppo_dr.ids import check_id
-from ppo_dr.mirror.runbook import human_bytes, store_url
+from ppo_dr.mirror.runbook import store_url
 from tasks import label_flow_run
 from tasks.failover import (
+    SEED_LOCK_WAITS_S,
     ClientOutcome,
     begin_failover,
     close_maintenance,
@@ -134,76 +138,6 @@ def _run_name() -> str:
     """One name for the whole run (:func:`ppo_dr.failover.runs.failover_run_name`)."""
     planned = flow_run.flow_name == "migrate"
     return failover_run_name(flow_run.parameters, flow_run.id, planned=planned)
-
-
-# --------------------------------------------------------------------------- artifacts
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def client_table(plan: Plan, outcomes: list[ClientOutcome]) -> list[dict[str, Any]]:
-    """One row per client of the plan: from, to, mirror, snapshot, bytes, times, result."""
-    by_client = {o.client_id: o for o in outcomes}
-    rows: list[dict[str, Any]] = []
-    for move in plan.moves:
-        o = by_client.get(move.client_id)
-        rows.append(
-            {
-                "client": move.client_id,
-                "from": move.from_server,
-                "to": move.to_server,
-                "mirror": (o.source_mirror if o else None) or move.source_mirror or "-",
-                "snapshot": (o.snapshot_id if o else None) or move.snapshot_id or "-",
-                "snapshot_age": _age(o.rpo_seconds if o else None),
-                "bytes": human_bytes(o.restored_bytes) if o and o.restored_bytes else "-",
-                "restore_s": round(o.restore_seconds, 1) if o and o.restore_seconds else "-",
-                "rto_s": round(o.rto_seconds, 1) if o and o.rto_seconds is not None else "-",
-                "rpo_s": round(o.rpo_seconds, 1) if o and o.rpo_seconds is not None else "-",
-                "result": (o.outcome if o else "not run")
-                + (f": {o.detail}" if o and o.detail else ""),
-            }
-        )
-    for refusal in plan.refusals:
-        rows.append({"client": refusal.client_id, "result": f"REFUSED: {refusal.reason}"})
-    return rows
-
-
-def summary_markdown(
-    plan: Plan,
-    outcomes: list[ClientOutcome],
-    released: list[str],
-    mirrored: dict[str, str],
-) -> str:
-    """The run's summary: what moved where, RTO/RPO, what failed and was rolled back."""
-    ok = [o for o in outcomes if o.outcome == "ok"]
-    failed = [o for o in outcomes if o.outcome != "ok"]
-    lines = [
-        f"# {'Migration' if plan.mode == 'planned' else 'Failover'} {plan.plan_id}",
-        "",
-        f"Scope: {plan.scope.describe()}; target: {plan.target.describe()}; mode {plan.mode}.",
-        f"**{len(ok)} of {len(plan.moves)} client(s) moved**"
-        + (f", {len(plan.refusals)} refused" if plan.refusals else "")
-        + (f", {len(failed)} failed and rolled back" if failed else "")
-        + ".",
-        "",
-    ]
-    if ok:
-        lines.append(f"Longest RTO {max(o.rto_seconds or 0.0 for o in ok):.1f} s.")
-    for o in failed:
-        undone = f"; rolled back: {', '.join(o.rolled_back)}" if o.rolled_back else ""
-        lines.append(f"- **{o.client_id}** failed: {o.detail}{undone}")
-    for refusal in plan.refusals:
-        lines.append(f"- **{refusal.client_id}** refused: {refusal.reason}")
-    if mirrored:
-        lines += ["", "Mirroring of the new homes:"]
-        lines += [f"- {server}: {outcome}" for server, outcome in mirrored.items()]
-    if released:
-        lines += ["", f"Released unused servers: {', '.join(released)}"]
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- approval
@@ -297,8 +231,8 @@ def failover(
             the scope, target and mode parameters are then ignored.
         approve: run without pausing for approval (the plan is already approved).
         fleet_file: the fleet file; default ``$PPO_DR_FLEET`` or the lab's.
-        client_runs: where each client's ``fail-over-client`` run executes: in this
-            run's process, or on the target DC's pool (the distributed deployment's
+        client_runs: where each target server's ``fail-over-clients`` run executes: in
+            this run's process, or on the target DC's pool (the distributed deployment's
             default; :mod:`ppo_dr.failover.runs`).
     """
     log = get_run_logger()
@@ -411,25 +345,30 @@ def _carry_out(
                           f"{'provisioned' if made['created'] else 'found'} ({made['provider']})",
                           run_id, made)  # fmt: skip
     versions = record.placement_versions
-    futures = run_client.map(
+    batches = client_batches(plan, load_fleet_task(path))  # again: provisioning added servers
+    futures = run_batch.map(
         unmapped(path),
         unmapped(url),
         unmapped(plan.plan_id),
-        list(plan.moves),
-        target_dcs(plan, load_fleet_task(path)),  # read again: provisioning added servers
+        batches,
         unmapped(plan.mode),
-        [int(versions[m.client_id]) for m in plan.moves],
+        unmapped({m.client_id: int(versions[m.client_id]) for m in plan.moves}),
         unmapped(declared_at),
         unmapped(run_id),
         unmapped(client_runs),
     )
-    outcomes: list[ClientOutcome] = []
-    for move, future in zip(plan.moves, futures, strict=True):
+    by_client: dict[str, ClientOutcome] = {}
+    for batch, future in zip(batches, futures, strict=True):
         future.wait()
         if future.state.is_completed():
-            outcomes.append(future.result())
+            by_client.update((o.client_id, o) for o in future.result())
         else:
-            outcomes.append(ClientOutcome.not_moved(move, str(future.state.message)))
+            why = str(future.state.message)
+            by_client.update((m.client_id, ClientOutcome.not_moved(m, why)) for m in batch.moves)
+    outcomes = [
+        by_client.get(m.client_id) or ClientOutcome.not_moved(m, "its batch reported nothing")
+        for m in plan.moves
+    ]
     ok = [o for o in outcomes if o.outcome == "ok"]
 
     # Re-establish mirroring for each new home: seed, then a mirror run (incremental).
@@ -443,8 +382,7 @@ def _carry_out(
             log.error("seed of %s failed: %s (its first mirror run is a full one)",
                       o.client_id, seed.message)  # fmt: skip
     for home in sorted({o.to_server for o in ok}):
-        run = mirror_server(home, fleet_file=path, return_state=True)
-        mirrored[home] = "ok" if run.is_completed() else f"{run.name}: {run.message}"
+        mirrored[home] = _mirror_new_home(home, path)
 
     released: list[str] = []
     used = {o.to_server for o in ok}
@@ -514,7 +452,7 @@ def _carry_out(
     short = [f"{len(failed)} failed"] if failed else []
     short += [f"{len(plan.refusals)} refused"] if plan.refusals else []
     short += [f"seed failed for {', '.join(sorted(unseeded))}"] if unseeded else []
-    short += [f"mirror of {h} failed" for h, o in mirrored.items() if o != "ok"]
+    short += [f"mirror of {h} failed ({o})" for h, o in mirrored.items() if o != "ok"]
     if short:
         return Failed(
             message=f"{kind} {plan.plan_id}: {len(ok)} of {len(plan.moves)} moved; "
@@ -522,6 +460,25 @@ def _carry_out(
             data=summary,
         )
     return summary
+
+
+def _mirror_new_home(home: str, path: Path) -> str:
+    """A ``mirror-server`` run of *home*: "ok", or the last run's name and message.
+
+    A mirror run finding another one of *home* running (its schedule, on the DC's pool)
+    is skipped (Cancelled), and that other run may have read the placements before the
+    clients switched; so a skipped run is tried again after a wait (about 3 minutes in
+    all), and only then reported. A skip once ended the failover Failed with every
+    client healthy (bench/dc_loss.py, 7x8: "mirror of app-cpt1-2 failed")."""
+    run = mirror_server(home, fleet_file=path, return_state=True)
+    for wait_s in SEED_LOCK_WAITS_S:
+        if not run.is_cancelled():
+            break
+        get_run_logger().info("mirror of %s skipped (%s); again in %.0f s",
+                              home, run.message, wait_s)  # fmt: skip
+        time.sleep(wait_s)
+        run = mirror_server(home, fleet_file=path, return_state=True)
+    return "ok" if run.is_completed() else f"{run.name}: {run.message}"
 
 
 def _maintenance_scopes(plan: Plan) -> list[tuple[str, str]]:

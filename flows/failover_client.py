@@ -1,50 +1,58 @@
-"""One client's failover, a flow of its own: ``fail-over-client``.
+"""A batch of clients' failover onto one target server, a flow of its own: ``fail-over-clients``.
 
-**fail_over_client(fleet_file, plan_id, move, mode, expected_version, declared_at,
-failover_run_id)** — the steps of one client of an approved plan, each a task run
-named after the step and the client (:mod:`tasks.failover_client`):
-[planned: freeze, final sync] → restore → verify → [planned: lift the freeze on the
-target] → app health on the target → switch (placement compare-and-set) → route →
-health through the front door. A step that fails rolls the client back (routing back,
-restored data removed, source unfrozen) and the run ends Failed; either way the
-client's result is in the ledger (``record-client-result``), where the orchestrator
-and the incident report read it.
+**fail_over_clients(fleet_file, plan_id, to_server, moves, mode, expected_versions,
+declared_at, failover_run_id)** — per client of the batch, a task run
+``client-<client>`` whose steps are task runs named after the step and the client
+(:mod:`tasks.failover_client`): [planned: freeze, final sync] → restore → verify →
+[planned: lift the freeze on the target] → app health on the target → switch
+(placement compare-and-set) → route → health through the front door. A step that fails
+rolls that client back (routing back, restored data removed, source unfrozen); the
+others go on. Either way each client's result is in the ledger
+(``record-client-result``), where the orchestrator and the incident report read it; a
+run in which any client did not move ends Failed, the per-client results in its
+artifact ``failover-batch-<plan>-<server>``.
 
-The orchestrating ``failover`` flow runs one per client through :func:`run_client`
-(task ``client-<client>``, mapped): in its own process (``client_runs="in-process"``,
-``ppo-dr serve``), or as a run of the deployment ``fail-over-client/into-<dc>`` on the
-*target* DC's pool, waited for (``"target-pool"``, the distributed topology; see
-:mod:`ppo_dr.failover.runs` for why a parameter decides).
+The clients of a batch are threads of its run, at most :data:`TARGET_SLOTS` at once
+(the run's task runner: the target's restore slots). One batch per target server, so
+a worker pays a pick-up and a process start per target, not per client
+(:mod:`ppo_dr.failover.runs`). The bound is the run's own and not a Prefect global
+concurrency limit, whose slots a killed run would hold until their leases run out,
+stalling the rerun that must finish the crashed plan; one failover acts at a time,
+and a plan has one batch per target server.
 
-Restores onto one target are limited to :data:`TARGET_SLOTS` client runs at a time by
-the orchestrator (:func:`target_slot`, a semaphore of its process: the clients of a
-failover are threads of its run, and one failover acts at a time), not a Prefect
-global concurrency limit, whose slots a killed run would hold until their leases run
-out, stalling the rerun that must finish the crashed plan.
+The orchestrating ``failover`` flow runs one per target server through
+:func:`run_batch` (task ``clients-into-<server>``, mapped): in its own process
+(``client_runs="in-process"``, ``ppo-dr serve``), or as a run of the deployment
+``fail-over-clients/into-<dc>`` on the *target* DC's pool, waited for
+(``"target-pool"``, the distributed topology; see :mod:`ppo_dr.failover.runs` for why
+a parameter decides).
 """
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from flows.failover_artifacts import batch_table
 from ppo_dr.errors import PermanentError
 from ppo_dr.failover import steps
 from ppo_dr.failover.plan import ClientMove
-from ppo_dr.failover.runs import client_deployment
-from ppo_dr.ids import is_valid_id
+from ppo_dr.failover.runs import ClientBatch, batch_key, batch_run_name, client_deployment
 from ppo_dr.mirror.runbook import store_url
 from tasks.failover import ClientOutcome
 from tasks.failover_client import (
     ClientLedger,
-    client_run_on_pool,
+    PoolRun,
+    batch_run_on_pool,
     final_sync,
     freeze_client,
     health_direct,
@@ -59,27 +67,23 @@ from tasks.failover_client import (
 )
 from tasks.inventory import load_fleet_task
 
-#: Client runs restoring onto one target server at once.
+#: Clients restoring onto one target server at once (the threads of its batch run).
 TARGET_SLOTS: Final = 2
-#: Longest a client waits for a slot of its target before it fails.
-TARGET_SLOT_WAIT_S: Final = 3600.0
-
-_target_slots: dict[str, threading.BoundedSemaphore] = {}
-_target_slots_guard = threading.Lock()
-
-
-def target_slot(server_id: str) -> threading.BoundedSemaphore:
-    """The slots of client runs onto *server_id* in this process (:data:`TARGET_SLOTS`)."""
-    with _target_slots_guard:
-        return _target_slots.setdefault(server_id, threading.BoundedSemaphore(TARGET_SLOTS))
+#: The batch run's task runner; the cast because Prefect's flow decorator types its
+#: task_runner invariantly, as a runner of the base future class.
+_CLIENT_THREADS = cast(
+    "TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_workers=TARGET_SLOTS)
+)
 
 
-def _client_run_name() -> str:
-    """``fail-over-<client>-<plan>``; a deployment's run has its move as JSON."""
-    move = flow_run.parameters.get("move")
-    client = move.get("client_id") if isinstance(move, dict) else getattr(move, "client_id", None)
-    plan = str(flow_run.parameters.get("plan_id") or "")[:8]
-    return f"fail-over-{client if is_valid_id(client) else 'client'}-{plan}"
+def _batch_run_name() -> str:
+    """``fail-over-<n>-into-<server>-<plan>`` (:func:`ppo_dr.failover.runs.batch_run_name`)."""
+    moves = flow_run.parameters.get("moves")
+    return batch_run_name(
+        str(flow_run.parameters.get("plan_id") or ""),
+        str(flow_run.parameters.get("to_server") or ""),
+        len(moves) if isinstance(moves, list) else 0,
+    )
 
 
 def _steps(ledger: ClientLedger, move: ClientMove, planned: bool, expected_version: int,
@@ -118,32 +122,16 @@ def _steps(ledger: ClientLedger, move: ClientMove, planned: bool, expected_versi
     out.rpo_seconds = steps.rpo_seconds(snapshot_id, declared_at)
 
 
-@flow(name="fail-over-client", flow_run_name=_client_run_name, timeout_seconds=6 * 3600)
-def fail_over_client(
-    fleet_file: Path,
-    plan_id: str,
+@task(name="fail-over-client", task_run_name="client-{move.client_id}", cache_policy=NO_CACHE)
+def move_client(
+    ledger: ClientLedger,
     move: ClientMove,
     mode: Literal["emergency", "planned"],
     expected_version: int,
     declared_at: datetime,
-    failover_run_id: str | None = None,
-) -> ClientOutcome | State[Any]:
-    """Move one client of an approved plan: restore, verify, switch, route, check.
-
-    Args:
-        fleet_file: the fleet file (read by each step: provisioning added servers).
-            The run finds the state store from it (or ``$PPO_DR_DB_URL``) as every
-            runbook does: a store URL may carry a password, and a flow run's
-            parameters are kept in Prefect's database and shown in its UI.
-        plan_id: the plan whose ledger the steps go through.
-        move: the client's planned move (from, to, snapshot, mirrors).
-        mode: emergency or planned (freeze and final sync first).
-        expected_version: the placement version the switch compares and sets.
-        declared_at: the failover's declaration (RTO and RPO are counted from it).
-        failover_run_id: the orchestrating failover run, recorded with every step.
-    """
-    url = store_url(load_fleet_task(Path(fleet_file)))
-    ledger = ClientLedger(Path(fleet_file), url, plan_id, move.client_id, failover_run_id)
+) -> ClientOutcome:
+    """One client of the batch: its steps, rolled back on the first failure; its result
+    recorded in the ledger either way (a failed client is an outcome, not an error)."""
     out = ClientOutcome(move.client_id, move.from_server, move.to_server, "failed")
     try:
         _steps(ledger, move, mode == "planned", expected_version, declared_at, out)
@@ -158,55 +146,119 @@ def fail_over_client(
             undone.result() if undone.is_completed() else [f"rollback failed: {undone.message}"]
         )
     record_client_result(ledger, out)
-    if out.outcome != "ok":
-        return Failed(message=f"{move.client_id} not moved to {move.to_server}: {out.detail}",
-                      data=out)  # fmt: skip
     return out
 
 
-@task(name="fail-over-client-run", task_run_name="client-{move.client_id}", cache_policy=NO_CACHE)
-def run_client(
+@flow(
+    name="fail-over-clients",
+    flow_run_name=_batch_run_name,
+    timeout_seconds=6 * 3600,
+    task_runner=_CLIENT_THREADS,
+)
+def fail_over_clients(
+    fleet_file: Path,
+    plan_id: str,
+    to_server: str,
+    moves: list[ClientMove],
+    mode: Literal["emergency", "planned"],
+    expected_versions: dict[str, int],
+    declared_at: datetime,
+    failover_run_id: str | None = None,
+) -> list[ClientOutcome] | State[Any]:
+    """Move a batch of clients of an approved plan onto *to_server*: per client restore,
+    verify, switch, route, check; at most :data:`TARGET_SLOTS` clients at once.
+
+    Args:
+        fleet_file: the fleet file (read by each step: provisioning added servers).
+            The run finds the state store from it (or ``$PPO_DR_DB_URL``) as every
+            runbook does: a store URL may carry a password, and a flow run's
+            parameters are kept in Prefect's database and shown in its UI.
+        plan_id: the plan whose ledger the steps go through.
+        to_server: the target server every move of the batch goes to.
+        moves: the clients' planned moves (from, to, snapshot, mirrors).
+        mode: emergency or planned (freeze and final sync first).
+        expected_versions: per client, the placement version the switch compares and sets.
+        declared_at: the failover's declaration (RTO and RPO are counted from it).
+        failover_run_id: the orchestrating failover run, recorded with every step.
+    """
+    strays = sorted(m.client_id for m in moves if m.to_server != to_server)
+    unversioned = sorted(m.client_id for m in moves if m.client_id not in expected_versions)
+    wrong = [f"moves to other servers: {', '.join(strays)}"] if strays else []
+    wrong += [f"no placement version for {', '.join(unversioned)}"] if unversioned else []
+    wrong += ["no moves"] if not moves else []
+    if wrong:
+        raise PermanentError(f"batch onto {to_server} of plan {plan_id}: {'; '.join(wrong)}")
+    url = store_url(load_fleet_task(Path(fleet_file)))
+    ledgers = [
+        ClientLedger(Path(fleet_file), url, plan_id, m.client_id, failover_run_id) for m in moves
+    ]
+    futures = move_client.map(
+        ledgers,
+        moves,
+        unmapped(mode),
+        [expected_versions[m.client_id] for m in moves],
+        unmapped(declared_at),
+    )
+    outcomes: list[ClientOutcome] = []
+    for move, future in zip(moves, futures, strict=True):
+        future.wait()
+        if future.state.is_completed():
+            outcomes.append(future.result())
+        else:  # its result could not be recorded either: say so here
+            outcomes.append(ClientOutcome.not_moved(move, str(future.state.message)))
+    create_table_artifact(
+        key=f"failover-batch-{plan_id}-{to_server}",
+        table=batch_table(outcomes),
+        description=f"failover {plan_id}: the clients moved onto {to_server}, per client",
+    )
+    failed = [o for o in outcomes if o.outcome != "ok"]
+    if failed:
+        return Failed(
+            message=f"{len(failed)} of {len(moves)} client(s) not moved to {to_server}: "
+            + "; ".join(f"{o.client_id}: {o.detail}" for o in failed),
+            data=outcomes,
+        )
+    return outcomes
+
+
+@task(name="fail-over-clients-run", task_run_name="clients-into-{batch.to_server}",
+      cache_policy=NO_CACHE)  # fmt: skip
+def run_batch(
     fleet_file: Path,
     url: str,
     plan_id: str,
-    move: ClientMove,
-    target_dc: str,
+    batch: ClientBatch,
     mode: Literal["emergency", "planned"],
-    expected_version: int,
+    expected_versions: dict[str, int],
     declared_at: datetime,
     failover_run_id: str | None,
     client_runs: str,
-) -> ClientOutcome:
-    """One client's ``fail-over-client`` run, here or on the target DC's pool, within
-    the target's slots; its outcome (a failed client is an outcome, not an error)."""
-    deployment = client_deployment(client_runs, target_dc)
-    slot = target_slot(move.to_server)
-    if not slot.acquire(timeout=TARGET_SLOT_WAIT_S):
-        return ClientOutcome.not_moved(
-            move, f"no slot on {move.to_server} within {TARGET_SLOT_WAIT_S} s"
-        )
-    try:
-        if deployment is not None:
-            ledger = ClientLedger(Path(fleet_file), url, plan_id, move.client_id, failover_run_id)
-            parameters = {
-                "fleet_file": str(fleet_file),
-                "plan_id": plan_id,
-                "move": move,
-                "mode": mode,
-                "expected_version": expected_version,
-                "declared_at": declared_at,
-                "failover_run_id": failover_run_id,
-            }
-            key = f"{plan_id}-{move.client_id}-{failover_run_id}"
-            return client_run_on_pool(deployment, parameters, key, move, ledger)
-        state = fail_over_client(fleet_file, plan_id, move, mode, expected_version,
-                                 declared_at, failover_run_id, return_state=True)  # fmt: skip
-        outcome = state.result(raise_on_failure=False)  # a Failed run carries its outcome
-        if isinstance(outcome, ClientOutcome):
-            return outcome
-        return ClientOutcome.not_moved(move, f"run {state.name}: {state.message}")
-    finally:
-        slot.release()
+) -> list[ClientOutcome]:
+    """The batch's ``fail-over-clients`` run, here or on the target DC's pool; each
+    client's outcome, in the batch's order (a failed client is an outcome, not an error)."""
+    moves = list(batch.moves)
+    versions = {m.client_id: expected_versions[m.client_id] for m in moves}
+    deployment = client_deployment(client_runs, batch.target_dc)
+    if deployment is not None:
+        parameters = {
+            "fleet_file": str(fleet_file),
+            "plan_id": plan_id,
+            "to_server": batch.to_server,
+            "moves": moves,
+            "mode": mode,
+            "expected_versions": versions,
+            "declared_at": declared_at,
+            "failover_run_id": failover_run_id,
+        }
+        key = batch_key(plan_id, failover_run_id, batch)
+        run = PoolRun(deployment, parameters, key)
+        return batch_run_on_pool(run, url, plan_id, failover_run_id, moves)
+    state = fail_over_clients(fleet_file, plan_id, batch.to_server, moves, mode, versions,
+                              declared_at, failover_run_id, return_state=True)  # fmt: skip
+    outcomes = state.result(raise_on_failure=False)  # a Failed run carries its outcomes
+    if isinstance(outcomes, list):
+        return outcomes
+    return [ClientOutcome.not_moved(m, f"run {state.name}: {state.message}") for m in moves]
 
 
-__all__ = ["TARGET_SLOTS", "fail_over_client", "run_client", "target_slot"]
+__all__ = ["TARGET_SLOTS", "fail_over_clients", "move_client", "run_batch"]

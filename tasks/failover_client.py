@@ -1,6 +1,7 @@
 """The steps of one client's failover, one task each (``<step>-<client>`` in the UI).
 
-The ``fail-over-client`` flow (:mod:`flows.failover_client`) calls them in order. Each
+The ``fail-over-clients`` flow (:mod:`flows.failover_client`) calls them in order, per
+client. Each
 takes the client's :class:`ClientLedger` (where its steps are recorded) and typed
 values, builds its action inside, and runs through the ledger
 (:func:`ppo_dr.failover.ledger.run_step`): a step done by an earlier run of the same
@@ -9,10 +10,10 @@ plan without restoring anyone twice. Networked steps retry transient errors only
 (:func:`tasks.retry_condition_fn`); a permanent one (a verify mismatch, a placement
 conflict, a refused host key) fails the client at once, which is then rolled back.
 
-:func:`client_run_on_pool` is the other way a client's move runs: the orchestrator
-starts it on the target DC's pool and waits; its result comes back through the store
-(the hand-over point between runs), not through Prefect's result storage, which a
-worker in another DC does not share.
+:func:`batch_run_on_pool` is the other way a batch of clients moves: the orchestrator
+starts its run on the target DC's pool and waits; the clients' results come back
+through the store (the hand-over point between runs), not through Prefect's result
+storage, which a worker in another DC does not share.
 """
 
 from __future__ import annotations
@@ -277,25 +278,35 @@ def record_client_result(ledger: ClientLedger, outcome: ClientOutcome) -> None:
 
 # --------------------------------------------------------------------------- on a pool
 
-#: How long a client run may wait for a worker of its target DC before it is cancelled.
+#: How long a batch's run may wait for a worker of its target DC before it is cancelled.
 CLIENT_START_WITHIN_S = 600.0
-#: How often the orchestrator reads the state of a client run it waits for.
+#: How often the orchestrator reads the state of a batch's run it waits for.
 CLIENT_POLL_S = 5.0
 
 
-def client_run_on_pool(
-    deployment: str,
-    parameters: dict[str, Any],
-    idempotency_key: str,
-    move: ClientMove,
-    ledger: ClientLedger,
+@dataclass(frozen=True)
+class PoolRun:
+    """A batch's run to start on a pool: the deployment, its parameters (the moves and
+    times as JSON, as the API stores them) and its idempotency key."""
+
+    deployment: str
+    parameters: dict[str, Any]
+    idempotency_key: str
+
+
+def batch_run_on_pool(
+    run: PoolRun,
+    url: str,
+    plan_id: str,
+    failover_run_id: str | None,
+    moves: list[ClientMove],
     *,
     start_within_s: float = CLIENT_START_WITHIN_S,
     poll_s: float = CLIENT_POLL_S,
-) -> ClientOutcome:
-    """Start the client's run on *deployment* (the target DC's pool), wait for it, and
-    read its result from the store. A run no worker took within *start_within_s* is
-    cancelled and the client fails, naming the deployment (no worker on that pool)."""
+) -> list[ClientOutcome]:
+    """Start the batch's run on its deployment (the target DC's pool), wait for it, and
+    read each client's result from the store. A run no worker took within
+    *start_within_s* is cancelled and its clients fail, naming the deployment."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
@@ -303,58 +314,68 @@ def client_run_on_pool(
     from pydantic_core import to_jsonable_python
 
     log = get_run_logger()
-    run = run_deployment(  # the move and times as JSON, as the API stores parameters
-        deployment,
-        parameters=to_jsonable_python(parameters),
+    started_run = run_deployment(
+        run.deployment,
+        parameters=to_jsonable_python(run.parameters),
         timeout=0,
-        idempotency_key=idempotency_key,
+        idempotency_key=run.idempotency_key,
     )
-    assert isinstance(run, FlowRun)  # the sync form, not a coroutine
-    log.info("%s: run %s on %s", move.client_id, run.name, deployment)
+    assert isinstance(started_run, FlowRun)  # the sync form, not a coroutine
+    flow_run = started_run
+    log.info("%d client(s): run %s on %s", len(moves), flow_run.name, run.deployment)
     started = time.monotonic()
     with get_client(sync_client=True) as client:
         while True:
-            run = client.read_flow_run(run.id)
-            kind = run.state.type.value if run.state else "SCHEDULED"
+            flow_run = client.read_flow_run(flow_run.id)
+            kind = flow_run.state.type.value if flow_run.state else "SCHEDULED"
             verdict = client_run_verdict(kind, time.monotonic() - started, start_within_s)
             if verdict == "finished":
                 break
             if verdict == "not-started":
                 client.set_flow_run_state(
-                    run.id, Cancelled(message="no worker took it"), force=True
+                    flow_run.id, Cancelled(message="no worker took it"), force=True
                 )
-                why = f"no worker of {deployment} took run {run.name} in {start_within_s:.0f} s"
-                return ClientOutcome.not_moved(move, why)
+                why = (
+                    f"no worker of {run.deployment} took run {flow_run.name} "
+                    f"in {start_within_s:.0f} s"
+                )
+                return [ClientOutcome.not_moved(move, why) for move in moves]
             time.sleep(poll_s)
-    outcome = client_outcome_from_store(ledger, move)
-    if outcome is None:  # the run died before it recorded anything
-        ended = f"{run.state.name}: {run.state.message}" if run.state else "?"
-        return ClientOutcome.not_moved(move, f"run {run.name} on {deployment} ended {ended}")
-    return outcome
+    ended = f"{flow_run.state.name}: {flow_run.state.message}" if flow_run.state else "?"
+    recorded = client_outcomes_from_store(url, plan_id, failover_run_id)
+    return [  # a client without a result: the run died before it recorded one
+        recorded.get(move.client_id)
+        or ClientOutcome.not_moved(move, f"run {flow_run.name} on {run.deployment} ended {ended}")
+        for move in moves
+    ]
 
 
-def client_outcome_from_store(ledger: ClientLedger, move: ClientMove) -> ClientOutcome | None:
-    """The client's result as this orchestrating run's client run recorded it in the
-    ledger, or None if it did not (a result of an earlier run of the plan is not it)."""
-    with Store.open(ledger.url) as store:
-        results = store.failover_results(ledger.plan_id)
-    result = next((r for r in results if r.client_id == move.client_id), None)
-    if result is None or result.flow_run_id != ledger.flow_run_id:
-        return None
-    return ClientOutcome(
-        result.client_id,
-        result.from_server,
-        result.to_server,
-        "ok" if result.outcome == "ok" else "failed",
-        detail=result.detail,
-        **{name: getattr(result, name) for name in MEASURES},
-    )
+def client_outcomes_from_store(
+    url: str, plan_id: str, failover_run_id: str | None
+) -> dict[str, ClientOutcome]:
+    """The clients' results as this orchestrating run's batch runs recorded them in the
+    ledger (a result of an earlier run of the plan is not one of them), by client."""
+    with Store.open(url) as store:
+        results = store.failover_results(plan_id)
+    return {
+        result.client_id: ClientOutcome(
+            result.client_id,
+            result.from_server,
+            result.to_server,
+            "ok" if result.outcome == "ok" else "failed",
+            detail=result.detail,
+            **{name: getattr(result, name) for name in MEASURES},
+        )
+        for result in results
+        if result.flow_run_id == failover_run_id
+    }
 
 
 __all__ = [
     "ClientLedger",
-    "client_outcome_from_store",
-    "client_run_on_pool",
+    "PoolRun",
+    "batch_run_on_pool",
+    "client_outcomes_from_store",
     "final_sync",
     "freeze_client",
     "health_direct",

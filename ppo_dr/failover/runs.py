@@ -1,15 +1,21 @@
 """Where a failover's runs run and what they are called (pure: no I/O, no Prefect).
 
-A failover run orchestrates; each client's move is a run of its own, the flow
-``fail-over-client``. Where that run executes is the run's ``client_runs`` parameter:
+A failover run orchestrates; the clients moving onto one target server are a *batch*
+(:func:`client_batches`), moved by one run of the flow ``fail-over-clients`` whose
+clients are threads of that run. One run per target server, not one per client: on
+a worker, each run pays a pick-up and a process start (about 30 s and 13 s per client
+run under load, docs/deploy.md), so a run per client made a DC loss grow by ~12 s
+per client. Where a batch's run executes is the run's ``client_runs`` parameter:
 
 - ``in-process`` (``ppo-dr serve``, ``make demo``, tests): the orchestrating run calls
-  the client flow itself, a subflow in its own process;
+  the batch flow itself, a subflow in its own process;
 - ``target-pool`` (the distributed topology, ``ppo-dr deploy``): the orchestrator, on
-  the ``control`` pool, starts the client's run on the deployment of the *target*
+  the ``control`` pool, starts the batch's run on the deployment of the *target*
   DC's pool (:func:`client_deployment`) and waits for it, so the restore reads the
-  mirror and writes the new home from inside the DC that will serve the client, and
-  nothing in the lost DC is needed.
+  mirror and writes the new home from inside the DC that will serve the clients, and
+  nothing in the lost DC is needed. Its idempotency key (:func:`batch_key`) holds the
+  orchestrating run's id, the target server and the batch's clients: the rerun of a
+  crashed orchestrator (same run id, same plan) gets the same batch runs back.
 
 The choice is a parameter set by the one deployment declaration
 (``deployments/registry.py`` gives the distributed ``failover`` deployment
@@ -19,10 +25,13 @@ the run's other parameters, and an operator or a test can start either kind by h
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final, Literal
 
 from ppo_dr.errors import PermanentError
+from ppo_dr.failover.model import ClientMove
 from ppo_dr.failover.plan_json import Plan
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.inventory import Fleet
@@ -30,8 +39,8 @@ from ppo_dr.inventory import Fleet
 ClientRuns = Literal["in-process", "target-pool"]
 CLIENT_RUNS: Final[tuple[ClientRuns, ...]] = ("in-process", "target-pool")
 
-#: The flow each client's move runs as (its deployments are ``fail-over-client/into-<dc>``).
-CLIENT_FLOW: Final = "fail-over-client"
+#: The flow a batch of clients moves as (its deployments are ``fail-over-clients/into-<dc>``).
+CLIENT_FLOW: Final = "fail-over-clients"
 
 #: What the orchestrator does next about a client run it started on a pool.
 Verdict = Literal["wait", "finished", "not-started"]
@@ -41,13 +50,52 @@ _NOT_STARTED: Final = frozenset({"SCHEDULED", "PENDING"})
 _FINAL: Final = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 
 
+@dataclass(frozen=True)
+class ClientBatch:
+    """The moves of a plan onto one target server, in the plan's order, and its DC."""
+
+    to_server: str
+    target_dc: str
+    moves: tuple[ClientMove, ...]
+
+    @property
+    def client_ids(self) -> list[str]:
+        """The batch's clients, sorted (what its idempotency key is made of)."""
+        return sorted(m.client_id for m in self.moves)
+
+
+def client_batches(plan: Plan, fleet: Fleet) -> list[ClientBatch]:
+    """One batch per target server of *plan*, in the order of its first move (the
+    planner orders the moves; that order is kept inside each batch)."""
+    grouped: dict[str, list[ClientMove]] = {}
+    dcs: dict[str, str] = {}
+    for move, dc in zip(plan.moves, target_dcs(plan, fleet), strict=True):
+        grouped.setdefault(move.to_server, []).append(move)
+        dcs[move.to_server] = dc
+    return [ClientBatch(server, dcs[server], tuple(moves)) for server, moves in grouped.items()]
+
+
+def batch_key(plan_id: str, failover_run_id: str | None, batch: ClientBatch) -> str:
+    """The idempotency key of *batch*'s run: the same plan, orchestrating run, target and
+    clients give the same key (a rerun after a crash gets the same run back); any other
+    set of clients, another key. The clients go in as a digest: a batch may hold many."""
+    clients = hashlib.sha256(",".join(batch.client_ids).encode()).hexdigest()[:16]
+    return f"{plan_id}-{batch.to_server}-{clients}-{failover_run_id}"
+
+
+def batch_run_name(plan_id: str, to_server: str, clients: int) -> str:
+    """``fail-over-<n>-into-<server>-<plan>``: what the batch's run moves, and where."""
+    server = to_server if is_valid_id(to_server) else "invalid"
+    return f"fail-over-{clients}-into-{server}-{plan_id[:8]}"
+
+
 def client_deployment_name(dc: str) -> str:
-    """The name of the client flow's deployment on DC *dc*'s pool: ``into-<dc>``."""
+    """The name of the batch flow's deployment on DC *dc*'s pool: ``into-<dc>``."""
     return f"into-{check_id(dc, 'data centre id')}"
 
 
 def client_deployment(client_runs: str, target_dc: str) -> str | None:
-    """The deployment (``flow/name``) a client's move into *target_dc* runs on, or None
+    """The deployment (``flow/name``) a batch's move into *target_dc* runs on, or None
     when the orchestrator runs it in its own process."""
     if client_runs not in CLIENT_RUNS:
         raise PermanentError(
@@ -76,9 +124,9 @@ def target_dcs(plan: Plan, fleet: Fleet) -> list[str]:
 
 
 def client_run_verdict(state_type: str, waited_s: float, start_within_s: float) -> Verdict:
-    """Whether a client run on a pool is done, still to wait for, or given up on: a run
+    """Whether a batch's run on a pool is done, still to wait for, or given up on: a run
     no worker of the target DC took within *start_within_s* is not waited for forever
-    (the caller cancels it and the client fails, naming the pool)."""
+    (the caller cancels it and its clients fail, naming the pool)."""
     kind = state_type.upper()
     if kind in _FINAL:
         return "finished"
@@ -117,8 +165,12 @@ def failover_run_name(
 __all__ = [
     "CLIENT_FLOW",
     "CLIENT_RUNS",
+    "ClientBatch",
     "ClientRuns",
     "Verdict",
+    "batch_key",
+    "batch_run_name",
+    "client_batches",
     "client_deployment",
     "client_deployment_name",
     "client_run_verdict",

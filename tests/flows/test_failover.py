@@ -65,6 +65,48 @@ def journal_on(lab: Lab, fleet: Fleet, client_id: str, server_id: str) -> list[b
     return (lab.server_dir(server_id) / "fs" / path / JOURNAL).read_bytes().splitlines()
 
 
+def batch_runs(plan_id: str) -> list[tuple[Any, set[str]]]:
+    """The plan's ``fail-over-clients`` runs, each with the names of its task runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["fail-over-clients"]))
+        )
+        mine = [r for r in runs if r.parameters.get("plan_id") == plan_id]
+        return [
+            (
+                run,
+                {
+                    t.name
+                    for t in client.read_task_runs(
+                        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+                    )
+                },
+            )
+            for run in mine
+        ]
+
+
+def batch_artifact(plan_id: str, server_id: str) -> str:
+    """The data of a batch run's per-client artifact (empty if there is none)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    key = f"failover-batch-{plan_id}-{server_id}"
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    return " ".join(str(a.data) for a in found)
+
+
 def clients_on(lab: Lab, server_id: str) -> list[str]:
     with Store.open(lab.store_url) as store:
         return [p.client_id for p in store.placements() if p.server_id == server_id]
@@ -124,6 +166,20 @@ def test_power_loss_of_an_app_server_fails_its_clients_over(prefect_api: str, ow
     assert all(e.flow_run_id for e in timeline if e.kind.startswith("failover"))
     assert kinds.count("failover-client") == len(victims)
     assert result["mirrored"] and all(v == "ok" for v in result["mirrored"].values())
+    # One batch run per target server, each client in exactly one, a task run per step
+    # and client inside it.
+    runs = batch_runs(result["plan_id"])
+    targets = [run.parameters["to_server"] for run, _ in runs]
+    assert sorted(targets) == sorted(set(result["moved"].values()))
+    for run, task_runs in runs:
+        assert run.state.is_completed(), run.state
+        for move in run.parameters["moves"]:
+            client = move["client_id"]
+            assert result["moved"][client] == run.parameters["to_server"]
+            for step in ("client", "restore", "verify", "switch", "route", "result"):
+                assert f"{step}-{client}" in task_runs, (step, client, task_runs)
+    batched = [m["client_id"] for run, _ in runs for m in run.parameters["moves"]]
+    assert sorted(batched) == sorted(victims)
 
 
 # --------------------------------------------------------------------------- planned
@@ -199,6 +255,11 @@ def test_a_target_that_fails_mid_restore_is_rolled_back(prefect_api: str, own_la
     finally:
         killer.join()
     assert state.is_failed()
+    ((run, task_runs),) = batch_runs(plan.plan_id)  # all onto one target: one run, Failed
+    assert run.state.is_failed() and f"not moved to {target}" in run.state.message
+    assert {f"rollback-{c}" for c in movers} <= task_runs
+    artifact = batch_artifact(plan.plan_id, target)  # its per-client results
+    assert all(f'"client": "{c}"' in artifact for c in movers), artifact
     fleet = load_fleet(own_lab.fleet_file)
     with Store.open(own_lab.store_url) as store:
         for client in movers:
@@ -675,3 +736,55 @@ def test_a_seed_waits_for_the_new_homes_repository_lock(prefect_api: str, own_la
         assert seed.done and seed.attempts >= 2, seed  # locked first, then seeded
         copies = seed.data["copies"]
         assert mirror_id in {c["mirror"] for c in copies}, copies
+
+
+@pytest.mark.lab
+def test_a_new_homes_mirror_skipped_by_its_scheduled_run_is_tried_again(
+    prefect_api: str, own_lab: Lab
+) -> None:
+    """A mirror run of the new home holds its slot when the failover mirrors it: the
+    failover's run is skipped (Cancelled), tried again, and the failover Completes (a
+    skip once ended a DC loss Failed with every client healthy)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    from flows.mirror import mirror_limits, server_limit
+    from tasks.mirror import ensure_mirror_limits
+    from tasks.slots import leased_slot
+
+    client = clients_on(own_lab, "app-jhb1-2")[0]
+    plan = make_plan(
+        own_lab, Scope(clients=(client,)), Target(server="spare-cpt1-1"), "emergency", ()
+    )
+    home = plan.moves[0].to_server
+    ensure_mirror_limits(mirror_limits(load_fleet(own_lab.fleet_file), [home]))
+    skipped = threading.Event()
+
+    def home_runs() -> list[Any]:
+        with get_client(sync_client=True) as api:
+            runs = api.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["mirror-server"]))
+            )
+        return [r for r in runs if r.parameters.get("server_id") == home]
+
+    def hold_the_slot_until_skipped() -> None:  # as the new home's scheduled run would
+        with leased_slot(server_limit(home), timeout_s=30):
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                if any(r.state is not None and r.state.is_cancelled() for r in home_runs()):
+                    skipped.set()
+                    return
+                time.sleep(0.5)
+
+    holder = threading.Thread(target=contextvars.copy_context().run,
+                              args=(hold_the_slot_until_skipped,))  # fmt: skip
+    holder.start()
+    try:
+        result = failover(plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file)
+    finally:
+        holder.join()
+    assert skipped.is_set(), "the failover's mirror run of the new home was never skipped"
+    assert isinstance(result, dict), result
+    assert result["mirrored"] == {home: "ok"}, result
+    states = sorted(r.state.type.value for r in home_runs() if r.state is not None)
+    assert "CANCELLED" in states and "COMPLETED" in states, states

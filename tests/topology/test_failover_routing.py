@@ -1,5 +1,5 @@
 """A failover on the HA control plane with ``client_runs="target-pool"``: jhb1 is lost
-(no jhb1 worker runs at all), each client's ``fail-over-client`` run lands on the cpt1
+(no jhb1 worker runs at all), each target server's ``fail-over-clients`` run lands on the cpt1
 worker (checked from the flow run's pool and worker in the API), and the failover
 completes with every client answering from cpt1 through the front door."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deployments.deploy import ensure_work_pools
-from deployments.registry import dc_pool, fail_over_client_deployment
+from deployments.registry import dc_pool, fail_over_clients_deployment
 from deployments.workers import start_worker
 from flows.failover import failover
 from ppo_dr.inventory import load_fleet
@@ -42,7 +42,7 @@ def cpt1_worker(
     """The cpt1 pool with its client deployment, and one worker on it (none on jhb1)."""
     with using_api(plane.api_url):
         ensure_work_pools([dc_pool("cpt1")])
-        fail_over_client_deployment("cpt1").apply()
+        fail_over_clients_deployment("cpt1").apply()
     env = isolated_env(PPO_DR_HOME=str(tmp_path / "worker-home"))
     proc = start_worker(
         dc_pool("cpt1"), name=WORKER, api_url=plane.api_url, base_env=env,
@@ -74,10 +74,12 @@ def test_each_client_of_a_failover_is_restored_by_a_worker_of_its_target_dc(
         assert result["state"] == "done", result
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=["fail-over-client"]))
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["fail-over-clients"]))
             )
     mine = [r for r in runs if r.parameters.get("plan_id") == result["plan_id"]]
-    assert {r.parameters["move"]["client_id"] for r in mine} == set(result["moved"])
+    moved = [m["client_id"] for r in mine for m in r.parameters["moves"]]
+    assert sorted(moved) == sorted(result["moved"])  # each client in one batch run
+    assert len(mine) == len({r.parameters["to_server"] for r in mine})  # one per target
     for run in mine:
         assert run.state is not None and run.state.is_completed(), run.state
         assert run.work_pool_name == "dc-cpt1"

@@ -8,7 +8,7 @@ PostgreSQL (an immediate stop, as after a power loss, restarted at once), Redis
 (SIGKILL; it comes back empty), or the control worker running the orchestrator
 together with the orchestrator's process (a host's power loss). Each time the run
 completes (by itself, or rerun by the automations ``ppo-dr deploy`` creates), every
-client is moved by exactly one ``fail-over-client`` run and switched exactly once,
+client is moved by exactly one ``fail-over-clients`` run and switched exactly once,
 and the incident is the one there was. The figures are printed (``-s``) for
 docs/deploy.md.
 """
@@ -193,7 +193,7 @@ def _start_failover(stack: Stack) -> Started:
 def _client_runs(api_url: str, started: Started) -> list[Any]:
     return [
         r
-        for r in _flow_runs(api_url, "fail-over-client")
+        for r in _flow_runs(api_url, "fail-over-clients")
         if r.parameters.get("failover_run_id") == str(started.run_id)
     ]
 
@@ -223,7 +223,8 @@ def _check_nothing_twice(stack: Stack, started: Started) -> None:
     runs = _client_runs(stack.plane.api_url, started)
     by_client: dict[str, list[Any]] = {}
     for run in runs:
-        by_client.setdefault(run.parameters["move"]["client_id"], []).append(run)
+        for move in run.parameters["moves"]:
+            by_client.setdefault(move["client_id"], []).append(run)
     assert sorted(by_client) == started.clients, by_client
     for client, mine in by_client.items():
         assert len(mine) == 1, (client, [r.name for r in mine])

@@ -140,7 +140,7 @@ def test_worker_pools_and_bad_dc(fleet_file: Path) -> None:
     for dc in ("jhb1", "cpt1", "lon1"):  # a client's move runs on its target DC's pool
         into = by_name[f"into-{dc}"]
         assert into.pool == into.deployment.work_pool_name == f"dc-{dc}"
-        assert into.deployment.flow_name == "fail-over-client"
+        assert into.deployment.flow_name == "fail-over-clients"
     assert by_name["failover"].pool == CONTROL_POOL
     assert by_name["failover"].deployment.parameters == {"client_runs": "target-pool"}
 

@@ -11,6 +11,10 @@ from ppo_dr.errors import PermanentError
 from ppo_dr.failover.model import ProvisionRequest
 from ppo_dr.failover.plan import FleetState, Plan, Scope, Target, plan_failover
 from ppo_dr.failover.runs import (
+    ClientBatch,
+    batch_key,
+    batch_run_name,
+    client_batches,
     client_deployment,
     client_deployment_name,
     client_run_verdict,
@@ -25,7 +29,7 @@ FINAL = ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]
 
 def test_in_process_runs_need_no_deployment_and_pools_are_named_after_the_target_dc() -> None:
     assert client_deployment("in-process", "cpt1") is None
-    assert client_deployment("target-pool", "cpt1") == "fail-over-client/into-cpt1"
+    assert client_deployment("target-pool", "cpt1") == "fail-over-clients/into-cpt1"
     assert client_deployment_name("lon1") == "into-lon1"
 
 
@@ -87,6 +91,53 @@ def test_target_dcs_follow_the_plans_moves_and_its_provisioned_servers() -> None
     unknown = replace(plan, moves=(replace(first, to_server="app-nowhere-1"), *rest))
     with pytest.raises(PermanentError, match="target app-nowhere-1 is neither in the fleet"):
         target_dcs(unknown, fleet)
+
+
+def test_one_batch_per_target_server_in_the_plans_order() -> None:
+    plan, fleet = _plan()
+    a, b, *rest = plan.moves
+    mixed = replace(
+        plan,
+        moves=(
+            replace(a, to_server="app-lon1-7"),
+            replace(b, to_server="app-cpt1-1"),
+            *(replace(m, to_server="app-cpt1-1") for m in rest),
+            replace(a, client_id="late", to_server="app-lon1-7"),
+        ),
+        provisions=(ProvisionRequest("app-lon1-7", "lon1"),),
+    )
+    batches = client_batches(mixed, fleet)
+    assert [(x.to_server, x.target_dc) for x in batches] == [
+        ("app-lon1-7", "lon1"),
+        ("app-cpt1-1", "cpt1"),
+    ]
+    assert [m.client_id for m in batches[0].moves] == [a.client_id, "late"]
+    assert [m.client_id for m in batches[1].moves] == [b.client_id, *(m.client_id for m in rest)]
+    every = [m for x in batches for m in x.moves]
+    assert sorted(m.client_id for m in every) == sorted(m.client_id for m in mixed.moves)
+    assert client_batches(replace(plan, moves=()), fleet) == []
+
+
+def test_a_batch_key_is_stable_across_a_rerun_and_differs_for_any_other_batch() -> None:
+    plan, _fleet = _plan()
+    first, second, *_ = plan.moves
+    batch = ClientBatch("app-cpt1-1", "cpt1", (first, second))
+    reordered = ClientBatch("app-cpt1-1", "cpt1", (second, first))
+    key = batch_key(plan.plan_id, RUN_ID, batch)
+    assert key == batch_key(plan.plan_id, RUN_ID, reordered)  # the rerun's plan, same key
+    assert key.startswith(f"{plan.plan_id}-app-cpt1-1-") and key.endswith(RUN_ID)
+    others = [
+        batch_key(plan.plan_id, "another-run", batch),
+        batch_key("0" * len(plan.plan_id), RUN_ID, batch),
+        batch_key(plan.plan_id, RUN_ID, ClientBatch("app-cpt1-2", "cpt1", (first, second))),
+        batch_key(plan.plan_id, RUN_ID, ClientBatch("app-cpt1-1", "cpt1", (first,))),
+    ]
+    assert len({key, *others}) == 5
+
+
+def test_batch_run_names_say_how_many_and_where() -> None:
+    assert batch_run_name("0123abcd99", "app-cpt1-1", 12) == "fail-over-12-into-app-cpt1-1-0123abcd"
+    assert batch_run_name("", "Bad Server!", 0) == "fail-over-0-into-invalid-"
 
 
 RUN_ID = "0123abcd-ffff-4444-8888-000000000000"
