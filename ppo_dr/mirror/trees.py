@@ -163,7 +163,7 @@ def expand_trees(root: str, fetch: Callable[[list[str]], dict[str, bytes]], what
         got = fetch(wanted)
         level = []
         for tree_id in wanted:
-            parsed[tree_id] = listed = _children(got[tree_id], what, tree_id)
+            parsed[tree_id] = listed = _children(got.get(tree_id), what, tree_id)
             level += [_subtree(c, what, tree_id) for c in listed if c.get("type") == "dir"]
     else:
         raise RepositoryError(f"{what}: trees nested deeper than {MAX_DEPTH}")
@@ -190,8 +190,10 @@ def expand_trees(root: str, fetch: Callable[[list[str]], dict[str, bytes]], what
     return Expanded(entries, tuple(dict.fromkeys(visited)), dirs)
 
 
-def _children(data: bytes, what: str, tree_id: str) -> list[dict[str, Any]]:
+def _children(data: bytes | None, what: str, tree_id: str) -> list[dict[str, Any]]:
     try:
+        if data is None:
+            raise KeyError(tree_id)  # not fetched
         children = json.loads(data)["entries"]
         if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
             raise TypeError("entries is not a list of objects")
