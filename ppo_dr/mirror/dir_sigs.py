@@ -131,7 +131,7 @@ def listings(stats: Iterable[RemoteStat]) -> dict[str, list[RemoteStat]]:
     listing, an empty one if it is empty."""
     out: dict[str, list[RemoteStat]] = {"": []}
     for st in stats:
-        out.setdefault(posixpath.dirname(st.path), []).append(st)
+        out.setdefault(st.path.rpartition("/")[0], []).append(st)  # posixpath.dirname
         if st.type is EntryType.DIR:
             out.setdefault(st.path, [])
     return out

@@ -59,7 +59,7 @@ from ppo_dr.mirror.repository import (
     ExpandedTrees,
 )
 from ppo_dr.mirror.results import ClientSnapshotResult, ClientSource, MirrorOutcome, MirrorTarget
-from ppo_dr.mirror.sink import MirrorSink, describe, open_sink
+from ppo_dr.mirror.sink import MirrorSink, Walked, describe, open_sink
 from ppo_dr.mirror.trees import TreeSet, canonical_order
 from ppo_dr.transport.base import EntryType, Remote, RemoteReader, RemoteStat
 
@@ -302,18 +302,19 @@ def _kept_entry(st: RemoteStat, previous: Entry | None) -> Entry:
 
 
 def _reused_unlisted(
-    stats: list[RemoteStat], sinks: list[MirrorSink], links: dict[str, str]
+    walked: Walked, sinks: list[MirrorSink], links: dict[str, str]
 ) -> dict[str, tuple[str, int, int]]:
     """The directories every live mirror keeps by signature (``dir_sigs``), whose
     entries are then neither listed nor checked; each mirror's own reusable ones are
     left in its ``kept``. Directories holding hard links are never reused."""
-    walked = listings(stats)
+    live = [s for s in sinks if s.error is None]
+    if not live or any(s.table is None for s in live):
+        return {}  # a mirror without a table lists every directory
     sigs = {d: signature(stat_row(st) for st in listed) for d, listed in walked.items()}
     never = {posixpath.dirname(p) for p in links}
-    live = [s for s in sinks if s.error is None]
     for sink in live:
         sink.reuse(walked, sigs, never)
-    common = set.intersection(*(set(s.kept) for s in live)) if live else set()
+    common = set.intersection(*(set(s.kept) for s in live))
     return unlisted_rows(walked, sigs, common)
 
 
@@ -352,16 +353,14 @@ def snapshot_client(
     unlisted: dict[str, tuple[str, int, int]] = {}
     scanned = changed = bytes_read = 0
     try:
-        stats = list(source.walk(client.path)) if live else []
+        walked = listings(source.walk(client.path) if live else ())
         groups = hard_link_groups(source, client.path) if live else {}
-        unlisted = {} if read_all else _reused_unlisted(stats, live, groups)
-        listed = set(listings(stats)) - set(unlisted)
+        unlisted = {} if read_all else _reused_unlisted(walked, live, groups)
+        listed = [d for d in walked if d not in unlisted]  # the others' trees are kept
         expanded: ExpandedTrees = {}
         for sink in live:
             sink.load_previous(listed, expanded)
-        for st in stats:
-            if posixpath.dirname(st.path) in unlisted:
-                continue  # its directory's tree is kept: nothing to check
+        for st in (st for d in listed for st in walked[d]):
             if st.type is not EntryType.FILE:
                 entries.append(_entry(st))
                 continue
