@@ -164,36 +164,40 @@ def reusable(
     return out
 
 
+# A directory's row before its tree id is known: signature (None: never reuse), files
+# and bytes directly in it. The same for every mirror; each adds its own tree ids.
+Listing = tuple[str | None, int, int]
+
+
 def unlisted_rows(
     walked: Mapping[str, list[RemoteStat]], sigs: Mapping[str, str], dirs: Iterable[str]
-) -> dict[str, tuple[str, int, int]]:
-    """Signature, files and bytes of directories reused unlisted (*dirs*), from the walk."""
-    out = {}
+) -> dict[str, Listing]:
+    """The rows of directories reused unlisted (*dirs*), from the walk."""
+    out: dict[str, Listing] = {}
     for directory in dirs:
         files = [st.size for st in walked[directory] if st.type is EntryType.FILE]
         out[directory] = (sigs[directory], len(files), sum(files))
     return out
 
 
-def table_for(
-    entries: Iterable[Entry],
-    tree_ids: Mapping[str, str],
-    unlisted: Mapping[str, tuple[str, int, int]],
-) -> DirTable:
-    """The table of a snapshot: *entries* (those of the directories listed, as
-    recorded), *tree_ids* (every directory's tree id) and *unlisted* (the
-    directories reused without their entries: :func:`unlisted_rows`)."""
-    by_dir: dict[str, list[Entry]] = {d: [] for d in tree_ids if d not in unlisted}
+def listed_rows(entries: Iterable[Entry], dirs: Iterable[str]) -> dict[str, Listing]:
+    """The rows of the directories listed this run (*dirs*), from *entries* as they
+    are recorded (a file unreadable or changing while read shows here, so the next
+    run lists its directory again)."""
+    by_dir: dict[str, list[Entry]] = {d: [] for d in dirs}
     for entry in entries:
         by_dir[posixpath.dirname(entry.path)].append(entry)
-    dirs = {d: DirRow(sig, tree_ids[d], n, size) for d, (sig, n, size) in unlisted.items()}
+    out: dict[str, Listing] = {}
     for directory, listed in by_dir.items():
         files = [e for e in listed if e.type is EntryType.FILE]
         linked = any(e.link is not None for e in files)
-        dirs[directory] = DirRow(
-            None if linked else signature(entry_row(e) for e in listed),
-            tree_ids[directory],
-            len(files),
-            sum(e.size for e in files),
-        )
+        sig = None if linked else signature(entry_row(e) for e in listed)
+        out[directory] = (sig, len(files), sum(e.size for e in files))
+    return out
+
+
+def table_for(rows: Mapping[str, Listing], tree_ids: Mapping[str, str]) -> DirTable:
+    """A mirror's table: every directory's row (:func:`unlisted_rows`,
+    :func:`listed_rows`) with its tree id there."""
+    dirs = {d: DirRow(sig, tree_ids[d], n, size) for d, (sig, n, size) in rows.items()}
     return DirTable(tree_ids[""], dirs)

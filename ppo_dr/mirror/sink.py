@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 
 from ppo_dr.errors import DRError
 from ppo_dr.mirror.codec import Codec
-from ppo_dr.mirror.dir_sigs import DirTable, reusable, table_for
+from ppo_dr.mirror.dir_sigs import DirTable, Listing, reusable, table_for
 from ppo_dr.mirror.errors import RepositoryError
 from ppo_dr.mirror.lock import RepositoryLock
 from ppo_dr.mirror.manifest import Entry, Manifest, same_file_stat
@@ -112,11 +112,16 @@ class MirrorSink:
         if self.table is not None and self.error is None:
             self.kept = reusable(walked, sigs, self.table, self.known, never)
 
-    def load_previous(self, listed: Collection[str], expanded: ExpandedTrees) -> None:
+    def load_previous(
+        self,
+        listed: Collection[str],
+        expanded: ExpandedTrees,
+        parsed: dict[tuple[str, str], list[Entry]],
+    ) -> None:
         """The previous entries of the directories *listed* this run (for the quick
         check and for reusing their trees): only their trees when the previous
-        snapshot has a table, else all its trees (*expanded*: read once for all
-        mirrors sharing them)."""
+        snapshot has a table (*parsed*: by tree id and directory, read once for all
+        mirrors sharing them), else all its trees (*expanded*: the same by root)."""
         head = self.head
         if head is None or self.error is not None:
             return
@@ -130,10 +135,14 @@ class MirrorSink:
                 return
             rows = self.table.dirs
             wanted = {d: rows[d].tree for d in listed if d in rows}
-            got = self.repo.read_trees(sorted(set(wanted.values())), where)
+            fetch = {t for d, t in wanted.items() if (t, d) not in parsed}
+            got = self.repo.read_trees(sorted(fetch), where) if fetch else {}
             dirs: dict[str, tuple[str, list[Entry]]] = {d: (r.tree, []) for d, r in rows.items()}
             for directory, tree_id in wanted.items():
-                entries = dir_entries(got[tree_id], directory, where, tree_id)
+                entries = parsed.get((tree_id, directory))
+                if entries is None:  # the same id is the same content: parsed once
+                    entries = dir_entries(got[tree_id], directory, where, tree_id)
+                    parsed[(tree_id, directory)] = entries
                 dirs[directory] = (tree_id, entries)
                 self.previous.update((e.path, e) for e in entries)
             self.previous_dirs = dirs
@@ -215,12 +224,11 @@ class MirrorSink:
         self,
         manifest: Manifest,
         trees: dict[bytes | None, TreeSet],
-        unlisted: Mapping[str, tuple[str, int, int]],
+        rows: Mapping[str, Listing],
     ) -> bool:
         """Trees the mirror lacks and the directory table, then the manifest; *trees*:
         built once per key, again for a mirror lacking a tree another mirror's previous
-        snapshot let it reuse. *unlisted*: directories reused without their entries
-        (``dir_sigs.unlisted_rows``), which every mirror keeps."""
+        snapshot let it reuse. *rows*: every directory's row of the table."""
         if self.error is not None:
             return False
         try:
@@ -231,7 +239,7 @@ class MirrorSink:
                 built = trees[key] = build_trees(
                     manifest.entries, self.codec.blob_id, self.previous_dirs, self.known, self.kept
                 )
-            table = table_for(manifest.entries, built.by_path, unlisted).to_bytes()
+            table = table_for(rows, built.by_path).to_bytes()
             self.bytes_sent += self.repo.write_manifest(manifest, self.known, built, table)
             return True
         except DRError as exc:

@@ -45,7 +45,14 @@ from pyfastcdc import FastCDC
 from ppo_dr.errors import DRError, RemotePathError, UnsafeInputError
 from ppo_dr.ids import absolute_path_problem, check_id
 from ppo_dr.mirror.codec import Codec
-from ppo_dr.mirror.dir_sigs import listings, signature, stat_row, unlisted_rows
+from ppo_dr.mirror.dir_sigs import (
+    Listing,
+    listed_rows,
+    listings,
+    signature,
+    stat_row,
+    unlisted_rows,
+)
 from ppo_dr.mirror.hard_links import hard_link_groups, mark_hard_links
 from ppo_dr.mirror.manifest import Entry, Manifest, same_file_stat, snapshot_id_for
 from ppo_dr.mirror.repository import (
@@ -303,7 +310,7 @@ def _kept_entry(st: RemoteStat, previous: Entry | None) -> Entry:
 
 def _reused_unlisted(
     walked: Walked, sinks: list[MirrorSink], links: dict[str, str]
-) -> dict[str, tuple[str, int, int]]:
+) -> dict[str, Listing]:
     """The directories every live mirror keeps by signature (``dir_sigs``), whose
     entries are then neither listed nor checked; each mirror's own reusable ones are
     left in its ``kept``. Directories holding hard links are never reused."""
@@ -350,7 +357,8 @@ def snapshot_client(
     entries: list[Entry] = []
     changed_during_read: list[str] = []
     unreadable: list[str] = []
-    unlisted: dict[str, tuple[str, int, int]] = {}
+    unlisted: dict[str, Listing] = {}
+    listed: list[str] = []
     scanned = changed = bytes_read = 0
     try:
         walked = listings(source.walk(client.path) if live else ())
@@ -358,8 +366,9 @@ def snapshot_client(
         unlisted = {} if read_all else _reused_unlisted(walked, live, groups)
         listed = [d for d in walked if d not in unlisted]  # the others' trees are kept
         expanded: ExpandedTrees = {}
+        parsed: dict[tuple[str, str], list[Entry]] = {}
         for sink in live:
-            sink.load_previous(listed, expanded)
+            sink.load_previous(listed, expanded, parsed)
         for st in (st for d in listed for st in walked[d]):
             if st.type is not EntryType.FILE:
                 entries.append(_entry(st))
@@ -419,11 +428,12 @@ def snapshot_client(
         None if top is None else _entry(top, path=""),
         unlisted=(kept_files, kept_bytes),
     )
+    rows = {**unlisted, **listed_rows(entries, listed)} if live else {}
     outcomes: dict[str, MirrorOutcome] = {}
     trees: dict[bytes | None, TreeSet] = {}
     for sink in sinks:
         mid = sink.target.mirror_id
-        if sink in live and sink.write_manifest(manifest, trees, unlisted):
+        if sink in live and sink.write_manifest(manifest, trees, rows):
             outcomes[mid] = MirrorOutcome(True, None, sink.bytes_sent, sink.new_chunks, True)
         else:
             error = errors.get(mid) or sink.error or "mirror failed"

@@ -15,6 +15,7 @@ from ppo_dr.mirror.dir_sigs import (
     DirRow,
     DirTable,
     entry_row,
+    listed_rows,
     listings,
     reusable,
     signature,
@@ -106,9 +107,11 @@ def test_the_table_reads_back_and_bad_input_is_refused() -> None:
 def test_a_directory_with_a_hard_link_is_never_given_a_signature() -> None:
     plain = Entry("f", EntryType.FILE, 0o644, 1, 5, chunks=(ID,))
     linked = Entry("d/g", EntryType.FILE, 0o644, 1, 5, chunks=(ID,), link="f")
-    dirs = table_for([plain, Entry("d", EntryType.DIR, 0o755, 1), linked], {"": ID, "d": ID}, {})
-    assert dirs.dirs["d"].sig is None and dirs.dirs[""].sig is not None
-    assert (dirs.dirs[""].files, dirs.dirs[""].bytes) == (1, 5)
+    rows = listed_rows([plain, Entry("d", EntryType.DIR, 0o755, 1), linked], ["", "d", "e"])
+    dirs = table_for(rows, {"": ID, "d": "cd" * 32, "e": ID}).dirs
+    assert dirs["d"].sig is None and dirs[""].sig is not None
+    assert (dirs[""].files, dirs[""].bytes, dirs["d"].tree) == (1, 5, "cd" * 32)
+    assert dirs["e"] == DirRow(signature([]), ID, 0, 0)  # an empty directory has a row
 
 
 def _latest(target: MirrorTarget, client: str = "c1") -> Manifest:
