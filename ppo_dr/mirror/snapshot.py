@@ -2,11 +2,14 @@
 
 The pipeline, and why:
 
-- One thread walks the client's directory on the app server, quick-checks each file
-  (type, size, mtime) against the previous manifest on every mirror, and reads the
-  files that changed, once, cutting large ones with FastCDC and hashing every chunk.
-  Blob ids do not depend on the mirror, so each blob is encoded (compressed,
-  encrypted) once and handed to every mirror that lacks it.
+- One thread walks the client's directory on the app server; a directory whose
+  listing's signature is the one the previous snapshot's table holds on every mirror,
+  as are its subdirectories', keeps its tree unread (``ppo_dr.mirror.dir_sigs``). In
+  the other directories it quick-checks each file (type, size, mtime) against the
+  previous snapshot on every mirror, and reads the files that changed, once,
+  cutting large ones with FastCDC and hashing every chunk. Blob ids do not depend
+  on the mirror, so each blob is encoded (compressed, encrypted) once and handed to
+  every mirror that lacks it.
 - A changed file is first cut where its previous version was cut (the old chunks'
   lengths), reusing every chunk whose hash still matches, because the commonest
   changes are appends and in-place writes: an append then costs the new bytes, not
