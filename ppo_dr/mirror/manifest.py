@@ -25,6 +25,7 @@ from ppo_dr.transport.base import EntryType, RemoteStat
 MANIFEST_VERSION = 2  # 2: the entries live in tree objects; 1: listed in the manifest
 READABLE_MANIFEST_VERSIONS = (1, 2)
 SNAPSHOT_ID_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
+BLOB_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 SNAPSHOT_ID_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$")
 
 
@@ -142,18 +143,24 @@ class Manifest:
     # fills *entries* and *tree_ids*, every tree blob the snapshot uses).
     tree: str | None = None
     tree_ids: tuple[str, ...] = ()
+    # Optional: the blob id of the snapshot's directory table (``dir_sigs``), which
+    # lets the next run reuse unchanged directories' trees unread. Set by the writer.
+    dirs: str | None = None
+    # The writer's files and bytes in directories reused unlisted (not in *entries*).
+    unlisted: tuple[int, int] = (0, 0)
 
     def blob_ids(self) -> set[str]:
-        """Every blob this snapshot needs: its files' chunks and its trees."""
-        return {c for e in self.entries for c in e.chunks} | set(self.tree_ids)
+        """Every blob this snapshot needs: its files' chunks, its trees, its table."""
+        table = {self.dirs} if self.dirs is not None else set()
+        return {c for e in self.entries for c in e.chunks} | set(self.tree_ids) | table
 
     @property
     def files(self) -> int:
-        return sum(1 for e in self.entries if e.type is EntryType.FILE)
+        return self.unlisted[0] + sum(1 for e in self.entries if e.type is EntryType.FILE)
 
     @property
     def total_bytes(self) -> int:
-        return sum(e.size for e in self.entries if e.type is EntryType.FILE)
+        return self.unlisted[1] + sum(e.size for e in self.entries if e.type is EntryType.FILE)
 
     def fields(self) -> dict[str, Any]:
         """What a manifest says of itself in either version (all but its entries)."""
@@ -174,6 +181,8 @@ class Manifest:
         if self.tree is None:
             raise ValueError("a manifest is written after its trees: tree is not set")
         doc = {"version": MANIFEST_VERSION, **self.fields(), "tree": self.tree}
+        if self.dirs is not None:
+            doc["dirs"] = self.dirs
         # surrogateescape'd names (non-UTF-8 on disk) survive as \udcXX escapes.
         return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
 
@@ -195,9 +204,16 @@ class Manifest:
                 stats=dict(doc.get("stats", {})),
                 top=_top_from_json(doc.get("top")),
                 tree=tree,
+                dirs=_blob_id_or_none(doc.get("dirs")) if version == 2 else None,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise RepositoryError(f"{what}: manifest unreadable ({exc})") from None
+
+
+def _blob_id_or_none(value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or not BLOB_ID_RE.fullmatch(value)):
+        raise ValueError(f"dirs {value!r} is not a blob id")
+    return value
 
 
 def _top_from_json(raw: dict[str, Any] | None) -> Entry | None:

@@ -459,18 +459,24 @@ class Repository:
         )
 
     def read_manifest(
-        self, client_id: str, snapshot_id: str, expanded: ExpandedTrees | None = None
+        self,
+        client_id: str,
+        snapshot_id: str,
+        expanded: ExpandedTrees | None = None,
+        *,
+        trees: bool = True,
     ) -> Manifest:
         """A snapshot's manifest with its entries, from the manifest itself (version 1)
         or from its trees (version 2, each tree re-hashed as it is read). *expanded*:
         trees already read by root id (another mirror's copy of the same snapshot: the
-        same id is the same content), filled in here."""
+        same id is the same content), filled in here. *trees* False: a version 2
+        manifest comes back with its root tree id and no entries."""
         path = self.manifest_path(client_id, snapshot_id)
         where = f"{self.where}: snapshot {client_id}/{snapshot_id}"
         stored = self.remote.read_bytes(path)
         manifest = Manifest.from_bytes(self.codec.open_document(stored, where), where)
         root = manifest.tree
-        if root is not None:
+        if root is not None and trees:
             known = expanded.get(root) if expanded is not None else None
             if known is None:
                 known = expand_trees(root, lambda ids: self.read_trees(ids, where), where)
@@ -521,11 +527,14 @@ class Repository:
         manifest: Manifest,
         known: dict[str, int] | None = None,
         trees: TreeSet | None = None,
+        table: bytes | None = None,
     ) -> tuple[int, int]:
         """Store the tree objects of *manifest* the mirror lacks (one pack, then its
         index file) and set its root; returns (pack bytes, index bytes). *known*: the
         blob ids the mirror has (id -> plaintext length), updated here; None reads the
-        index. *trees*: already built from the entries with this repository's key."""
+        index. *trees*: already built from the entries with this repository's key.
+        *table*: the snapshot's directory table (``dir_sigs``), stored with the trees
+        and named by the manifest; without it the manifest names none."""
         if known is None:
             known = {b: loc.raw_length for b, loc in self.load_index().blobs.items()}
         if trees is None:
@@ -534,7 +543,11 @@ class Repository:
         if lacking:  # reused from another mirror's previous snapshot: never name it here
             raise RepositoryError(f"{self.where}: tree {lacking[0]} is neither built nor stored")
         builder = PackBuilder()
-        for tree_id, data in trees.objects.items():
+        blobs, manifest.dirs = dict(trees.objects), None
+        if table is not None:
+            manifest.dirs = table_id = self.codec.blob_id(table)
+            blobs[table_id] = table
+        for tree_id, data in blobs.items():
             if tree_id not in known:
                 stored, compressed = self.codec.encode_blob(data)
                 builder.add(tree_id, stored, len(data), compressed)
@@ -550,10 +563,11 @@ class Repository:
         manifest: Manifest,
         known: dict[str, int] | None = None,
         trees: TreeSet | None = None,
+        table: bytes | None = None,
     ) -> int:
         """Store the snapshot's missing trees (:meth:`store_trees`), then the manifest
         last, atomically; returns every byte written."""
-        packed, indexed = self.store_trees(manifest, known, trees)
+        packed, indexed = self.store_trees(manifest, known, trees, table)
         self.upgrade_format()
         path = self.manifest_path(manifest.client_id, manifest.snapshot_id)
         self._ensure_dir(posixpath.dirname(path))

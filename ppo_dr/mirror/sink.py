@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Collection, Mapping
 
 from ppo_dr.errors import DRError
 from ppo_dr.mirror.codec import Codec
+from ppo_dr.mirror.dir_sigs import DirTable, Listing, reusable, table_for
 from ppo_dr.mirror.errors import RepositoryError
 from ppo_dr.mirror.lock import RepositoryLock
 from ppo_dr.mirror.manifest import Entry, Manifest, same_file_stat
@@ -27,9 +29,12 @@ from ppo_dr.mirror.repository import (
     Repository,
 )
 from ppo_dr.mirror.results import MirrorTarget
-from ppo_dr.mirror.trees import DirTrees, TreeSet, build_trees
+from ppo_dr.mirror.trees import DirTrees, TreeSet, build_trees, dir_entries
 from ppo_dr.mirror.uploader import UploadProcess
 from ppo_dr.transport.base import EntryType, RemoteStat
+
+# What a run learnt from its walk: each directory's listing and signature.
+Walked = Mapping[str, list[RemoteStat]]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,9 @@ class MirrorSink:
         self.error: str | None = None
         self.previous: dict[str, Entry] = {}
         self.previous_dirs: DirTrees = {}  # its trees, whose ids unchanged directories keep
+        self.head: Manifest | None = None  # the newest manifest, before its trees are read
+        self.table: DirTable | None = None  # its directory table, if it has one
+        self.kept: dict[str, str] = {}  # directories reused by signature -> their tree ids
         self.bytes_sent = 0
         self.new_chunks = 0
         self._builder = PackBuilder()
@@ -77,23 +85,70 @@ class MirrorSink:
             self.error = describe(exc)
             log.error("mirror %s failed: %s", self.target.mirror_id, self.error)
 
-    def begin_client(self, client_id: str, expanded: ExpandedTrees) -> None:
-        """Reset the per-client counters and load the client's newest manifest (its
-        trees read once for all mirrors that share them: *expanded*)."""
+    def begin_client(self, client_id: str) -> None:
+        """Reset the per-client counters and read the client's newest manifest (not
+        its trees) and its directory table."""
         self.bytes_sent = 0
         self.new_chunks = 0
-        self.previous, self.previous_dirs = {}, {}
+        self.previous, self.previous_dirs, self.head, self.table, self.kept = {}, {}, None, None, {}
         if self.error is not None:
             return
         try:
             ids = self.repo.list_snapshot_ids(client_id)
             if ids:
-                manifest = self.repo.read_manifest(client_id, ids[-1], expanded)
+                self.head = self.repo.read_manifest(client_id, ids[-1], trees=False)
+            if self.head is not None and self.head.dirs is not None:
+                where = f"{self.repo.where}: snapshot {client_id}/{ids[-1]}"
+                data = self.repo.read_trees([self.head.dirs], where)[self.head.dirs]
+                table = DirTable.from_bytes(data, where)
+                self.table = table if table.root == self.head.tree else None
+        except RepositoryError as exc:  # damaged or foreign: read every tree (or file)
+            log.warning("mirror %s: previous snapshot: %s", self.target.mirror_id, exc)
+        except DRError as exc:
+            self.fail(exc)
+
+    def reuse(self, walked: Walked, sigs: Mapping[str, str], never: Collection[str]) -> None:
+        """Find the directories whose trees this mirror can keep by signature."""
+        if self.table is not None and self.error is None:
+            self.kept = reusable(walked, sigs, self.table, self.known, never)
+
+    def load_previous(
+        self,
+        listed: Collection[str],
+        expanded: ExpandedTrees,
+        parsed: dict[tuple[str, str], list[Entry]],
+    ) -> None:
+        """The previous entries of the directories *listed* this run (for the quick
+        check and for reusing their trees): only their trees when the previous
+        snapshot has a table (*parsed*: by tree id and directory, read once for all
+        mirrors sharing them), else all its trees (*expanded*: the same by root)."""
+        head = self.head
+        if head is None or self.error is not None:
+            return
+        where = f"{self.repo.where}: snapshot {head.client_id}/{head.snapshot_id}"
+        try:
+            if self.table is None:
+                manifest = self.repo.read_manifest(head.client_id, head.snapshot_id, expanded)
                 self.previous = {e.path: e for e in manifest.entries}
                 if manifest.tree in expanded:
                     self.previous_dirs = expanded[manifest.tree].dirs
-        except RepositoryError as exc:  # damaged or foreign manifest: read everything
+                return
+            rows = self.table.dirs
+            wanted = {d: rows[d].tree for d in listed if d in rows}
+            fetch = {t for d, t in wanted.items() if (t, d) not in parsed}
+            got = self.repo.read_trees(sorted(fetch), where) if fetch else {}
+            dirs: dict[str, tuple[str, list[Entry]]] = {d: (r.tree, []) for d, r in rows.items()}
+            for directory, tree_id in wanted.items():
+                entries = parsed.get((tree_id, directory))
+                if entries is None:  # the same id is the same content: parsed once
+                    entries = dir_entries(got[tree_id], directory, where, tree_id)
+                    parsed[(tree_id, directory)] = entries
+                dirs[directory] = (tree_id, entries)
+                self.previous.update((e.path, e) for e in entries)
+            self.previous_dirs = dirs
+        except RepositoryError as exc:  # damaged: read everything listed
             log.warning("mirror %s: previous manifest unusable: %s", self.target.mirror_id, exc)
+            self.previous, self.previous_dirs = {}, {}
         except DRError as exc:
             self.fail(exc)
 
@@ -165,9 +220,15 @@ class MirrorSink:
             finally:
                 self._queue.task_done()
 
-    def write_manifest(self, manifest: Manifest, trees: dict[bytes | None, TreeSet]) -> bool:
-        """Trees the mirror lacks, then the manifest; *trees*: built once per key, again
-        for a mirror lacking a tree another mirror's previous snapshot let it reuse."""
+    def write_manifest(
+        self,
+        manifest: Manifest,
+        trees: dict[bytes | None, TreeSet],
+        rows: Mapping[str, Listing],
+    ) -> bool:
+        """Trees the mirror lacks and the directory table, then the manifest; *trees*:
+        built once per key, again for a mirror lacking a tree another mirror's previous
+        snapshot let it reuse. *rows*: every directory's row of the table."""
         if self.error is not None:
             return False
         try:
@@ -176,9 +237,10 @@ class MirrorSink:
                 t not in self.known and t not in built.objects for t in built.all_ids
             ):
                 built = trees[key] = build_trees(
-                    manifest.entries, self.codec.blob_id, self.previous_dirs, self.known
+                    manifest.entries, self.codec.blob_id, self.previous_dirs, self.known, self.kept
                 )
-            self.bytes_sent += self.repo.write_manifest(manifest, self.known, built)
+            table = table_for(rows, built.by_path).to_bytes()
+            self.bytes_sent += self.repo.write_manifest(manifest, self.known, built, table)
             return True
         except DRError as exc:
             self.fail(exc)

@@ -2,11 +2,14 @@
 
 The pipeline, and why:
 
-- One thread walks the client's directory on the app server, quick-checks each file
-  (type, size, mtime) against the previous manifest on every mirror, and reads the
-  files that changed, once, cutting large ones with FastCDC and hashing every chunk.
-  Blob ids do not depend on the mirror, so each blob is encoded (compressed,
-  encrypted) once and handed to every mirror that lacks it.
+- One thread walks the client's directory on the app server; a directory whose
+  listing's signature is the one the previous snapshot's table holds on every mirror,
+  as are its subdirectories', keeps its tree unread (``ppo_dr.mirror.dir_sigs``). In
+  the other directories it quick-checks each file (type, size, mtime) against the
+  previous snapshot on every mirror, and reads the files that changed, once,
+  cutting large ones with FastCDC and hashing every chunk. Blob ids do not depend
+  on the mirror, so each blob is encoded (compressed, encrypted) once and handed to
+  every mirror that lacks it.
 - A changed file is first cut where its previous version was cut (the old chunks'
   lengths), reusing every chunk whose hash still matches, because the commonest
   changes are appends and in-place writes: an append then costs the new bytes, not
@@ -45,6 +48,14 @@ from pyfastcdc import FastCDC
 from ppo_dr.errors import DRError, RemotePathError, UnsafeInputError
 from ppo_dr.ids import absolute_path_problem, check_id
 from ppo_dr.mirror.codec import Codec
+from ppo_dr.mirror.dir_sigs import (
+    Listing,
+    listed_rows,
+    listings,
+    signature,
+    stat_row,
+    unlisted_rows,
+)
 from ppo_dr.mirror.hard_links import hard_link_groups, mark_hard_links
 from ppo_dr.mirror.manifest import Entry, Manifest, same_file_stat, snapshot_id_for
 from ppo_dr.mirror.repository import (
@@ -58,7 +69,7 @@ from ppo_dr.mirror.repository import (
     ExpandedTrees,
 )
 from ppo_dr.mirror.results import ClientSnapshotResult, ClientSource, MirrorOutcome, MirrorTarget
-from ppo_dr.mirror.sink import MirrorSink, describe, open_sink
+from ppo_dr.mirror.sink import MirrorSink, Walked, describe, open_sink
 from ppo_dr.mirror.trees import TreeSet, canonical_order
 from ppo_dr.transport.base import EntryType, Remote, RemoteReader, RemoteStat
 
@@ -300,6 +311,23 @@ def _kept_entry(st: RemoteStat, previous: Entry | None) -> Entry:
     return _entry(st, previous.chunks)
 
 
+def _reused_unlisted(
+    walked: Walked, sinks: list[MirrorSink], links: dict[str, str]
+) -> dict[str, Listing]:
+    """The directories every live mirror keeps by signature (``dir_sigs``), whose
+    entries are then neither listed nor checked; each mirror's own reusable ones are
+    left in its ``kept``. Directories holding hard links are never reused."""
+    live = [s for s in sinks if s.error is None]
+    if not live or any(s.table is None for s in live):
+        return {}  # a mirror without a table lists every directory
+    sigs = {d: signature(stat_row(st) for st in listed) for d, listed in walked.items()}
+    never = {posixpath.dirname(p) for p in links}
+    for sink in live:
+        sink.reuse(walked, sigs, never)
+    common = set.intersection(*(set(s.kept) for s in live))
+    return unlisted_rows(walked, sigs, common)
+
+
 def snapshot_client(
     source: Remote,
     app_server: str,
@@ -325,17 +353,26 @@ def snapshot_client(
             for sink in live:
                 errors[sink.target.mirror_id] = f"pre-snapshot hook failed: {describe(exc)}"
             live = []
-    expanded: ExpandedTrees = {}
     for sink in live:
-        sink.begin_client(client.client_id, expanded)
+        sink.begin_client(client.client_id)
     reader = ClientReader(source, live)
     top: RemoteStat | None = None
     entries: list[Entry] = []
     changed_during_read: list[str] = []
     unreadable: list[str] = []
+    unlisted: dict[str, Listing] = {}
+    listed: list[str] = []
     scanned = changed = bytes_read = 0
     try:
-        for st in source.walk(client.path) if live else iter(()):
+        walked = listings(source.walk(client.path) if live else ())
+        groups = hard_link_groups(source, client.path) if live else {}
+        unlisted = {} if read_all else _reused_unlisted(walked, live, groups)
+        listed = [d for d in walked if d not in unlisted]  # the others' trees are kept
+        expanded: ExpandedTrees = {}
+        parsed: dict[tuple[str, str], list[Entry]] = {}
+        for sink in live:
+            sink.load_previous(listed, expanded, parsed)
+        for st in (st for d in listed for st in walked[d]):
             if st.type is not EntryType.FILE:
                 entries.append(_entry(st))
                 continue
@@ -364,7 +401,6 @@ def snapshot_client(
                 changed_during_read.append(st.path)
             entries.append(_entry(result.stat, result.chunks, path=st.path))
         top = source.stat(client.path) if live else None  # after the walk: its final mtime
-        groups = hard_link_groups(source, client.path) if live else {}
         if groups:  # in the order trees give back, so a link's "first name" is stable
             entries = mark_hard_links(canonical_order(entries), groups)
     except DRError as exc:  # the app server failed us: no manifest for this client
@@ -374,12 +410,16 @@ def snapshot_client(
     for sink in sinks:
         if sink.error is None:
             sink.flush()  # packs already read are stored either way; the next run reuses them
-    stats = {
+    kept_files = sum(n for _, n, _ in unlisted.values())
+    kept_bytes = sum(size for _, _, size in unlisted.values())
+    scanned += kept_files
+    run_stats = {
         "files_scanned": scanned,
         "files_changed": changed,
         "bytes_read": bytes_read,
         "changed_during_read": changed_during_read,
         "unreadable": unreadable,
+        "dirs_kept": len(unlisted),
         "duration_s": round(time.monotonic() - started, 3),
     }
     manifest = Manifest(
@@ -387,14 +427,16 @@ def snapshot_client(
         snapshot_id,
         app_server,
         entries,
-        stats,
+        run_stats,
         None if top is None else _entry(top, path=""),
+        unlisted=(kept_files, kept_bytes),
     )
+    rows = {**unlisted, **listed_rows(entries, listed)} if live else {}
     outcomes: dict[str, MirrorOutcome] = {}
     trees: dict[bytes | None, TreeSet] = {}
     for sink in sinks:
         mid = sink.target.mirror_id
-        if sink in live and sink.write_manifest(manifest, trees):
+        if sink in live and sink.write_manifest(manifest, trees, rows):
             outcomes[mid] = MirrorOutcome(True, None, sink.bytes_sent, sink.new_chunks, True)
         else:
             error = errors.get(mid) or sink.error or "mirror failed"

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 from collections import defaultdict
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ppo_dr.mirror.errors import RepositoryError
-from ppo_dr.mirror.manifest import Entry
+from ppo_dr.mirror.manifest import BLOB_ID_RE, Entry
 from ppo_dr.transport.base import EntryType
 
-BLOB_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_DEPTH = 4096  # deeper than any file system allows a path to go
 
 
@@ -40,6 +38,7 @@ class TreeSet:
     root: str
     objects: dict[str, bytes]
     ids: tuple[str, ...] = field(default=())
+    by_path: dict[str, str] = field(default_factory=dict)  # directory -> its tree's id
 
     @property
     def all_ids(self) -> tuple[str, ...]:
@@ -80,13 +79,16 @@ def build_trees(
     blob_id: Callable[[bytes], str],
     previous: DirTrees | None = None,
     stored: Container[str] = (),
+    kept: Mapping[str, str] | None = None,
 ) -> TreeSet:
     """Cut *entries* (a client's tree, paths relative to its top) into tree objects.
 
     *previous*: the last snapshot's directories; a directory whose entries (and whose
     subdirectories' ids) are all as they were there keeps its old id without being
     serialised or hashed again, if that id is in *stored* (the mirror has it). Such an
-    id is in :attr:`TreeSet.ids`, not in :attr:`TreeSet.objects`.
+    id is in :attr:`TreeSet.ids`, not in :attr:`TreeSet.objects`. *kept*: directories
+    known unchanged (``dir_sigs.reusable``) and their ids; their contents are not in
+    *entries*.
     """
     by_parent: dict[str, list[Entry]] = defaultdict(list)
     dirs: set[str] = {""}
@@ -95,9 +97,11 @@ def build_trees(
         if entry.type is EntryType.DIR:
             dirs.add(entry.path)
     objects: dict[str, bytes] = {}
-    ids: dict[str, str] = {}
+    ids: dict[str, str] = dict(kept or {})
     # deepest first, then by path: the same entries always give the same TreeSet
     for directory in sorted(dirs, key=lambda d: (-d.count("/") - (d != ""), d)):
+        if directory in ids:
+            continue
         listed = by_parent.get(directory, [])
         old = previous.get(directory) if previous is not None else None
         if old is not None and old[0] in stored and _unchanged(listed, old[1], ids, previous):
@@ -114,7 +118,7 @@ def build_trees(
         data = _tree_bytes(children)
         ids[directory] = tree_id = blob_id(data)
         objects[tree_id] = data
-    return TreeSet(ids[""], objects, tuple(dict.fromkeys(ids.values())))
+    return TreeSet(ids[""], objects, tuple(dict.fromkeys(ids.values())), ids)
 
 
 def _unchanged(
@@ -159,14 +163,8 @@ def expand_trees(root: str, fetch: Callable[[list[str]], dict[str, bytes]], what
         got = fetch(wanted)
         level = []
         for tree_id in wanted:
-            try:
-                children = json.loads(got[tree_id])["entries"]
-                if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
-                    raise TypeError("entries is not a list of objects")
-            except (ValueError, KeyError, TypeError) as exc:
-                raise RepositoryError(f"{what}: tree {tree_id} unreadable ({exc})") from None
-            parsed[tree_id] = children
-            level += [_subtree(c, what, tree_id) for c in children if c.get("type") == "dir"]
+            parsed[tree_id] = listed = _children(got.get(tree_id), what, tree_id)
+            level += [_subtree(c, what, tree_id) for c in listed if c.get("type") == "dir"]
     else:
         raise RepositoryError(f"{what}: trees nested deeper than {MAX_DEPTH}")
     # Depth first, each tree's entries in their stored (sorted) order: the canonical
@@ -190,6 +188,30 @@ def expand_trees(root: str, fetch: Callable[[list[str]], dict[str, bytes]], what
             dirs[entry.path] = (subtree, [])
             stack.append((iter(parsed[subtree]), entry.path, subtree))
     return Expanded(entries, tuple(dict.fromkeys(visited)), dirs)
+
+
+def _children(data: bytes | None, what: str, tree_id: str) -> list[dict[str, Any]]:
+    try:
+        if data is None:
+            raise KeyError(tree_id)  # not fetched
+        children = json.loads(data)["entries"]
+        if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
+            raise TypeError("entries is not a list of objects")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RepositoryError(f"{what}: tree {tree_id} unreadable ({exc})") from None
+    return children
+
+
+def dir_entries(data: bytes, directory: str, what: str, tree_id: str) -> list[Entry]:
+    """The direct entries of one tree (*data*, the tree of *directory*), in stored
+    order, without reading its subtrees; RepositoryError as :func:`expand_trees`."""
+    entries = []
+    for raw in _children(data, what, tree_id):
+        entry = _entry(raw, directory, what, tree_id)
+        if entry.type is EntryType.DIR:
+            _subtree(raw, what, tree_id)
+        entries.append(entry)
+    return entries
 
 
 def _subtree(raw: dict[str, Any], what: str, tree_id: str) -> str:

@@ -219,10 +219,9 @@ class LocalRemote(RemoteBase):
                     if not rel:
                         raise
                     continue  # deleted while we walked
-                stats = [
-                    self._to_stat(posixpath.join(rel, n) if rel else n, os.path.join(here, n), st)
-                    for n, st in entries
-                ]
+                # joined by hand: two joins per entry were a fifth of a 40,000-file walk
+                shown, real = f"{rel}/" if rel else "", os.path.join(here, "")
+                stats = [self._to_stat(shown + n, real + n, st) for n, st in entries]
             yield from stats
             pending.extend(reversed([s.path for s in stats if s.type is EntryType.DIR]))
 
