@@ -23,6 +23,7 @@ from deployments.deploy import DeployError, check_server, deploy, ensure_work_qu
 from deployments.registry import (
     CONTROL_POOL,
     MIRROR_QUEUE,
+    QueueLimit,
     dc_pool,
     distributed_deployments,
     mirror_queues,
@@ -263,6 +264,13 @@ def test_worker_pools_and_bad_dc(fleet_file: Path) -> None:
         assert into.deployment.flow_name == "fail-over-client"
     assert by_name["failover"].pool == CONTROL_POOL
     assert by_name["failover"].deployment.parameters == {"client_runs": "target-pool"}
+    # Mirrors wait in their DC pool's limited queue; restores go to the pool's default.
+    assert mirror_queues(fleet) == [
+        QueueLimit(f"dc-{dc}", MIRROR_QUEUE, 2) for dc in ("cpt1", "jhb1", "lon1")
+    ]
+    for item in routed:
+        queue = item.deployment.work_queue_name
+        assert queue == (MIRROR_QUEUE if item.deployment.flow_name == "mirror-server" else None)
 
 
 def test_deploy_refuses_unreachable_and_foreign_servers(
