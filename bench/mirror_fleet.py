@@ -12,16 +12,18 @@ snapshot, not timed), then in turns, ``--rounds`` times:
   threads of one process) on a pool of its own served by one worker in cpt1.
 
 Both are incremental runs over the same fleet, within the same limits (one mirror per
-server, two per DC at once). For each: the wall time (first run asked for -> last run
-ended), the flow runs' pick-up (scheduled -> running: the worker's poll and the
-process start), and the engine's overhead from the task runs' state timestamps: the
-time each ``mirror-server`` run spent outside any of its task runs (its body only calls
-tasks and the engine: labels, slots, artifacts, events; each task's wait from Pending to
-Running lies there too and is shown apart, not added again), per run and per task, less
-the wait for its DC's slot and the SSH connection before the snapshot (shown apart). The
-task's own measured work is the snapshot's duration as the mirror reports it in its
-heartbeat (``duration_s``), set against its ``take-snapshots`` task run. Target
-(issue 9): the engine's overhead <= 5 % of the run's wall time.
+server, two per DC at once): on the per-DC workers the DC pool's ``mirror`` work queue
+holds the runs beyond two as Scheduled (their wait is in the pick-up), in the one worker
+the flow's DC slot does (its wait is shown apart). For each: the wall time (first run
+asked for -> last run ended), the flow runs' pick-up (scheduled -> running: the worker's
+poll and the process start), and the engine's overhead from the task runs' state
+timestamps: the time each ``mirror-server`` run spent outside any of its task runs (its
+body only calls tasks and the engine: labels, slots, artifacts, events; each task's wait
+from Pending to Running lies there too and is shown apart, not added again), per run and
+per task, less the wait for its DC's slot and the SSH connection before the snapshot
+(shown apart). The task's own measured work is the snapshot's duration as the mirror
+reports it in its heartbeat (``duration_s``), set against its ``take-snapshots`` task
+run. Target (issue 9): the engine's overhead <= 5 % of the run's wall time.
 
     PYTHONPATH=. .venv/bin/python -m bench.mirror_fleet --scale 50x20 --size 100 [--rounds 3]
 
