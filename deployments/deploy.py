@@ -6,7 +6,9 @@ this order, idempotently (a second run changes nothing and says ``unchanged``):
 1. checks the server first: it must answer ``/api/health`` and report a Prefect
    version of the same minor series as ours, else :class:`DeployError` names the URL
    and both versions and nothing is written;
-2. the work pools (``control`` and ``dc-<id>`` per data centre, type ``process``);
+2. the work pools (``control`` and ``dc-<id>`` per data centre, type ``process``),
+   then the ``mirror`` work queue of each DC pool with its concurrency limit (before
+   the deployments that name it: applying one would create it without a limit);
 3. the global concurrency limits (before any deployment: a missing limit would run
    unthrottled);
 4. every deployment on its pool (schedules, parameters, deployment concurrency);
@@ -36,7 +38,7 @@ from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import load_fleet
 
 if TYPE_CHECKING:
-    from deployments.registry import Routed
+    from deployments.registry import QueueLimit, Routed
 
 CHECK_TIMEOUT = 10.0
 #: Deployments registered at once by :func:`apply_deployments`.
@@ -113,6 +115,36 @@ def ensure_work_pools(pools: list[str]) -> list[tuple[str, str]]:
     return done
 
 
+def ensure_work_queues(queues: Sequence[QueueLimit]) -> list[tuple[QueueLimit, str]]:
+    """Create each missing work queue in its (existing) pool with its concurrency limit,
+    or set the limit of one that has another or is paused; each with what was done.
+    A new queue takes the pool's next priority, after ``default``."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    done: list[tuple[QueueLimit, str]] = []
+    with get_client(sync_client=True) as client:
+        for want in queues:
+            try:
+                existing = client.read_work_queue_by_name(want.queue, work_pool_name=want.pool)
+            except ObjectNotFound:
+                try:
+                    client.create_work_queue(
+                        want.queue, concurrency_limit=want.limit, work_pool_name=want.pool
+                    )
+                    done.append((want, "created"))
+                    continue
+                except ObjectAlreadyExists:  # created by a concurrent deploy
+                    existing = client.read_work_queue_by_name(want.queue, work_pool_name=want.pool)
+            if existing.concurrency_limit == want.limit and not existing.is_paused:
+                done.append((want, "unchanged"))
+                continue
+            client.update_work_queue(existing.id, concurrency_limit=want.limit, is_paused=False)
+            was = f"{existing.concurrency_limit}{', paused' if existing.is_paused else ''}"
+            done.append((want, f"updated, was {was}"))
+    return done
+
+
 def apply_deployments(
     routed: Sequence[Routed], *, echo: Echo = print, at_once: int = APPLY_AT_ONCE
 ) -> None:
@@ -144,11 +176,16 @@ def apply_deployments(
 def deploy(
     api_url: str, fleet_file: Path, *, echo: Echo = print, at_once: int = APPLY_AT_ONCE
 ) -> int:
-    """Register pools, limits, deployments (*at_once* in flight) and the automations;
-    the deployment count."""
+    """Register pools, queues, limits, deployments (*at_once* in flight) and the
+    automations; the deployment count."""
     from deployments.automations import ensure_probe_automation, ensure_run_recovery_automations
     from deployments.prefect_api import use_api
-    from deployments.registry import CONCURRENCY_LIMITS, distributed_deployments, work_pools
+    from deployments.registry import (
+        CONCURRENCY_LIMITS,
+        distributed_deployments,
+        mirror_queues,
+        work_pools,
+    )
     from deployments.serve import ensure_concurrency_limits
 
     fleet_file = fleet_file.expanduser().resolve()
@@ -169,6 +206,8 @@ def deploy(
     with use_api(None), temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         for name, what in ensure_work_pools(work_pools(fleet)):
             echo(f"work pool {name}: {what}")
+        for queue, what in ensure_work_queues(mirror_queues(fleet)):
+            echo(f"work queue {queue.pool}/{queue.queue} ({queue.limit}): {what}")
         for name, slots, what in ensure_concurrency_limits(CONCURRENCY_LIMITS):
             echo(f"concurrency limit {name} ({slots}): {what}")
         apply_deployments(routed, echo=echo, at_once=at_once)

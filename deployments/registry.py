@@ -34,7 +34,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from flows.drill import DRILL_LIMIT, DRILL_SLOTS, dr_drill
 from flows.escalation import escalation
 from flows.failover import FAILOVER_LIMIT, FAILOVER_SLOTS
-from flows.mirror import mirror_fleet, mirror_limits, mirror_server
+from flows.mirror import MIRROR_DC_SLOTS, mirror_fleet, mirror_limits, mirror_server
 from flows.probe import probe_fleet, probe_period_s, probe_watchdog, watchdog_interval_s
 from flows.report import REPORTS_LIMIT, REPORTS_SLOTS, fleet_report
 from ppo_dr import config
@@ -309,9 +309,35 @@ def dc_pool(dc_id: str) -> str:
     return f"dc-{dc_id}"
 
 
+#: The work queue of every DC pool that holds the mirror runs. Its concurrency limit
+#: (:data:`flows.mirror.MIRROR_DC_SLOTS`) is one the worker respects *before* it starts
+#: a run's process: a fleet-wide mirror due at once waits in the queue as Scheduled
+#: runs, instead of every run starting a process that then waits inside the flow for
+#: its DC's slot (at 50x20 that was 50 processes and a load of ~43). The pool's
+#: ``default`` queue, where a failover's restores into the DC run, has no limit and
+#: the higher priority, so queued mirrors never hold up a restore.
+MIRROR_QUEUE = "mirror"
+
+
+@dataclass(frozen=True)
+class QueueLimit:
+    """A work queue of a pool and the runs of it that may be Pending or Running at once."""
+
+    pool: str
+    queue: str
+    limit: int
+
+
+def mirror_queues(fleet: Fleet) -> list[QueueLimit]:
+    """The mirror queue of each DC pool that has app servers, with its limit."""
+    dcs = sorted({s.dc for s in fleet.servers if s.role == "app"})
+    return [QueueLimit(dc_pool(dc), MIRROR_QUEUE, MIRROR_DC_SLOTS) for dc in dcs]
+
+
 def mirror_of_server_deployment(fleet: Fleet, server_id: str) -> RunnerDeployment:
-    """The scheduled mirror of one app server, on its data centre's pool (its name is
-    ``mirror-server/mirror-<server>``); a run due while one still runs is cancelled."""
+    """The scheduled mirror of one app server, on its data centre's pool, in the pool's
+    :data:`MIRROR_QUEUE` (its name is ``mirror-server/mirror-<server>``); a run due
+    while one still runs is cancelled."""
     server = fleet.server(server_id)
     return _deployment(
         mirror_server,
@@ -321,6 +347,7 @@ def mirror_of_server_deployment(fleet: Fleet, server_id: str) -> RunnerDeploymen
         tags=["mirror", f"dc:{server.dc}", f"server:{server.id}"],
         concurrency_limit=ONE_AT_A_TIME,
         work_pool_name=dc_pool(server.dc),
+        work_queue_name=MIRROR_QUEUE,
         description=f"Mirror {server.id} from inside {server.dc} to its on-site and off-site "
         "mirrors, verify, record the catalogue.",
     )

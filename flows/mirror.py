@@ -2,22 +2,29 @@
 
 **mirror_server(server_id, clients=None)** — one app server, as an operator would do it:
 
-1. read the fleet; check the server and client ids; the run is named
+1. read the fleet and the store's placements; check the server and client ids (one
+   task, ``mirror-scope``: a task run costs the engine more than these reads); the
+   run is named
    ``mirror-<server>-<start>-<short id>`` (unique: :func:`tasks.runs.run_stamp`) from
    its start and tagged ``dc:``, ``server:``, ``client:``;
 2. take the server's slot (``mirror-server-<id>``, 1 slot): if another run of this
    server holds it, this run is **skipped** (Cancelled, with the reason), not queued;
    then a slot of its DC (``mirror-dc-<dc>``, 2 slots), which it waits for; both
    on a 60 s lease renewed every 10 s (:mod:`tasks.slots`), so a SIGKILLed run's
-   slots free within about a minute and the next run is not skipped;
+   slots free within about a minute and the next run is not skipped. In the
+   distributed topology the DC pool's ``mirror`` work queue already holds the
+   scheduled runs to two per DC *before* a process starts
+   (:data:`deployments.registry.MIRROR_QUEUE`); the DC slot stays for the runs no
+   queue sees: the failover's re-mirror subflow (on ``control``), ``mirror_fleet``'s
+   subflows (``ppo-dr serve``), and a run started by hand;
 3. snapshot every client to every reachable mirror (the pre-snapshot hook runs on the
    app server first); a mirror that cannot be reached is recorded missing and gets
    the data on the next run;
 4. record each (client, mirror) snapshot in the store's catalogue and quick-verify
-   it; verified snapshots count for the RPO;
+   it (one task, one retry unit); verified snapshots count for the RPO;
 5. RPO of each client on each mirror; a client whose newest verified snapshot is older
    than twice the mirror interval opens a (non-paging) ``mirror-stale`` incident, and
-   a fresh one resolves the client's open one;
+   a fresh one resolves the client's open one (one task);
 6. artifacts: a table per client and a Markdown summary; a heartbeat event
    (``ppo-dr.mirror.<server>``) on every run, failed or skipped ones included.
 
@@ -40,7 +47,7 @@ from prefect.states import Cancelled, Failed, State
 
 from ppo_dr import config
 from ppo_dr.errors import HostKeyError, PermanentError
-from ppo_dr.fleet_access import FleetAccess, client_ids_on, home_server, mirror_plan
+from ppo_dr.fleet_access import FleetAccess, mirror_plan
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.inventory import Fleet
 from ppo_dr.mirror.runbook import (
@@ -57,16 +64,15 @@ from tasks import label_flow_run, secret_from_block
 from tasks.inventory import load_fleet_task
 from tasks.mirror import (
     assess_rpo,
+    create_missing_limits,
     current_placements,
     emit_heartbeat,
-    ensure_mirror_limits,
+    mirror_scope,
     open_host_key_alert,
     operator_key_text,
-    record_snapshots,
+    record_and_verify,
     slot_taken,
     take_snapshots,
-    update_stale_alerts,
-    verify_snapshots,
 )
 from tasks.runs import run_stamp
 from tasks.slots import leased_slot
@@ -200,17 +206,17 @@ def mirror_server(
     """
     log = get_run_logger()
     sid = check_id(server_id, "server id")
-    fleet = load_fleet_task(fleet_file or config.fleet_file())
-    url = store_url(fleet)
-    placed = current_placements(url)
-    app = home_server(fleet, sid, placed)
-    chosen = client_ids_on(fleet, sid, clients, placed)
+    scope = mirror_scope(fleet_file or config.fleet_file(), sid, clients)
+    fleet, url, placed, app, chosen = (
+        scope.fleet, scope.store_url, scope.placements, scope.app, scope.clients
+    )  # fmt: skip
     label_flow_run(
         tags=[f"fleet:{fleet.name}", f"dc:{app.dc}", f"server:{sid}"]
         + [f"client:{c}" for c in chosen],
     )
     run_id = str(flow_run.id) if flow_run.id else None
-    ensure_mirror_limits(mirror_limits(fleet, [sid]))
+    if created := create_missing_limits(mirror_limits(fleet, [sid])):
+        log.info("created concurrency limits: %s", ", ".join(created))
     heartbeat: dict[str, Any] = {"server": sid, "dc": app.dc, "clients": len(chosen)}
 
     run: ServerSnapshot | None = None
@@ -235,8 +241,7 @@ def mirror_server(
                 fleet, key_text=operator_key_text(fleet), secret_resolver=secret_from_block
             ) as access:
                 run = take_snapshots(access, sid, chosen, hook, placed)
-                record_snapshots(url, run, run_id)
-                checks = verify_snapshots(access, url, run)
+                checks = record_and_verify(access, url, run, run_id)
         except HostKeyError as exc:  # nothing sent anywhere; someone must look, not be paged
             failure = f"{type(exc).__name__}: {exc}"
             log.error("mirror of %s refused: %s", sid, failure)
@@ -245,8 +250,7 @@ def mirror_server(
             failure = f"{type(exc).__name__}: {exc}"
             log.error("mirror of %s failed: %s", sid, failure)
 
-    statuses = assess_rpo(url, fleet, sid, placements=placed)
-    update_stale_alerts(url, statuses, sid, app.dc, run_id)
+    statuses = assess_rpo(url, fleet, sid, app.dc, run_id, placements=placed)
     _publish(sid, run, summary_markdown(fleet, sid, run, checks, statuses, failure, placed))
     stale = [s.client_id for s in statuses if s.stale]
     missing = run.missing if run else [(c, "*") for c in chosen]
@@ -291,7 +295,8 @@ def mirror_fleet(fleet_file: Path | None = None, hook: bool = True) -> dict[str,
     fleet = load_fleet_task(path)
     label_flow_run(tags=[f"fleet:{fleet.name}"])
     servers = mirrored_servers(fleet, current_placements(store_url(fleet)))
-    ensure_mirror_limits(mirror_limits(fleet, servers))
+    if created := create_missing_limits(mirror_limits(fleet, servers)):
+        log.info("created concurrency limits: %s", ", ".join(created))
     futures = mirror_server_run.map(servers, unmapped(path), unmapped(hook))
     outcomes: dict[str, dict[str, Any]] = {}
     for server, future in zip(servers, futures, strict=True):

@@ -5,28 +5,36 @@ error is retried (the shared :func:`tasks.retry_condition_fn`): a changed host k
 a refused key or a hostile id fails at once. Every task is safe to rerun: a retried
 snapshot reuses the chunks the failed attempt stored, and re-recording a snapshot
 updates its catalogue row.
+
+A task run costs the engine some 0.4-0.6 s on a loaded 2-core machine
+(bench/mirror_fleet.py), so a task boundary here is a retry unit or a step an
+operator looks for: the scope, the server's slot, the key, the snapshot, the
+catalogue and its check, the RPO. Reads of the engine's own API (limits, the
+heartbeat event) are plain calls in the flow.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 
 from ppo_dr.errors import AuthError, HostKeyError, PermanentError
-from ppo_dr.fleet_access import FleetAccess, client_ids_on, mirror_plan
-from ppo_dr.inventory import Fleet
+from ppo_dr.fleet_access import FleetAccess, client_ids_on, home_server, mirror_plan
+from ppo_dr.inventory import Fleet, Server
 from ppo_dr.mirror.runbook import (
     ServerSnapshot,
     VerifyOutcome,
     human_bytes,
     record_in_catalogue,
     snapshot_app_server,
+    store_url,
     total_sent,
     verify_new_snapshots,
 )
@@ -43,6 +51,7 @@ from ppo_dr.mirror.status import (
 )
 from ppo_dr.store import Store
 from tasks import io_task, secret_from_block
+from tasks.inventory import load_fleet_task
 
 #: Event every mirror run emits, whatever its outcome; a Proactive automation on it
 #: notices a mirror job that silently stopped running.
@@ -54,13 +63,15 @@ def heartbeat_resource(name: str) -> str:
     return f"ppo-dr.mirror.{name}"
 
 
-@task(name="ensure-mirror-limits", **io_task(60))
-def ensure_mirror_limits(limits: Mapping[str, int]) -> list[str]:
-    """Create the mirror's global concurrency limits that do not exist yet.
+def create_missing_limits(limits: Mapping[str, int]) -> list[str]:
+    """Create the global concurrency limits of *limits* that do not exist yet; the names
+    created.
 
-    ``ppo-dr serve`` creates them at start-up for the fleet it knows; a fleet that
-    gained a server or DC since (or a run outside serve) gets them here, because our
-    flows take slots with ``strict=True``. Existing limits are never resized.
+    ``ppo-dr serve`` and ``ppo-dr deploy`` create them for the fleet they know; a fleet
+    that gained a server or DC since (or a run outside both) gets them here, because
+    our flows take slots with ``strict=True``. Existing limits are never resized. The
+    mirror calls this in its flow, not as a task: two reads of the engine's own API,
+    where a task run of their own cost more than the reads (bench/mirror_fleet.py).
     """
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -80,6 +91,13 @@ def ensure_mirror_limits(limits: Mapping[str, int]) -> list[str]:
                 created.append(name)
             except ObjectAlreadyExists:
                 pass  # another run created it between our read and create
+    return created
+
+
+@task(name="ensure-mirror-limits", **io_task(60))
+def ensure_mirror_limits(limits: Mapping[str, int]) -> list[str]:
+    """:func:`create_missing_limits` as a task (the failover's and the drill's step)."""
+    created = create_missing_limits(limits)
     if created:
         get_run_logger().info("created concurrency limits: %s", ", ".join(created))
     return created
@@ -105,11 +123,40 @@ def operator_key_text(fleet: Fleet) -> str | None:
         raise AuthError(f"access.key_secret: {exc}") from exc
 
 
-@task(name="current-placements", **io_task(60))
-def current_placements(store_url: str) -> dict[str, str]:
+def placements_in(store_url: str) -> dict[str, str]:
     """client -> server from the store's placements (the truth once a client moved)."""
     with Store.open(store_url) as store:
         return {p.client_id: p.server_id for p in store.placements()}
+
+
+@task(name="current-placements", **io_task(60))
+def current_placements(store_url: str) -> dict[str, str]:
+    """client -> server from the store's placements (the truth once a client moved)."""
+    return placements_in(store_url)
+
+
+@dataclass(frozen=True)
+class MirrorScope:
+    """What one mirror run acts on, as the fleet file and the store say now."""
+
+    fleet: Fleet
+    store_url: str
+    placements: dict[str, str]
+    app: Server
+    clients: list[str]
+
+
+@task(name="mirror-scope", task_run_name="mirror-scope-{server_id}", **io_task(120))
+def mirror_scope(path: Path, server_id: str, clients: list[str] | None) -> MirrorScope:
+    """The fleet, the store's placements, the app server and which of its clients to
+    mirror: one step (a bad fleet file or id fails it at once, unretried), where each
+    was a task run of its own that cost the engine more than the reads."""
+    fleet = load_fleet_task.fn(path)
+    url = store_url(fleet)
+    placed = placements_in(url)
+    app = home_server(fleet, server_id, placed)
+    chosen = client_ids_on(fleet, server_id, clients, placed)
+    return MirrorScope(fleet, url, placed, app, chosen)
 
 
 @task(
@@ -144,27 +191,20 @@ def take_snapshots(
     return run
 
 
-@task(name="record-snapshots", **io_task(120))
-def record_snapshots(
-    store_url: str, run: ServerSnapshot, flow_run_id: str | None
-) -> dict[str, int]:
-    """Record each (client, mirror) of the run in the catalogue: complete or missing."""
-    with Store.open(store_url) as store:
-        rows = record_in_catalogue(store, run, flow_run_id=flow_run_id)
-    counts = {"complete": 0, "missing": 0}
-    for row in rows:
-        counts[row.status] = counts.get(row.status, 0) + 1
-    get_run_logger().info("catalogue: %s", counts)
-    return counts
-
-
-@task(name="verify-snapshots", **io_task(3600))
-def verify_snapshots(
-    access: FleetAccess, store_url: str, run: ServerSnapshot
+@task(name="record-and-verify", **io_task(3600))
+def record_and_verify(
+    access: FleetAccess, store_url: str, run: ServerSnapshot, flow_run_id: str | None
 ) -> list[VerifyOutcome]:
-    """Quick-verify the mirrors that took snapshots; mark the snapshots verified."""
+    """Record each (client, mirror) of the run in the catalogue (complete or missing),
+    then quick-verify the mirrors that took snapshots and mark those verified. One
+    retry unit: recording again updates the same rows."""
     log = get_run_logger()
     with Store.open(store_url) as store:
+        rows = record_in_catalogue(store, run, flow_run_id=flow_run_id)
+        counts = {"complete": 0, "missing": 0}
+        for row in rows:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        log.info("catalogue: %s", counts)
         outcomes = verify_new_snapshots(access, store, run)
     for outcome in outcomes:
         if outcome.error:
@@ -179,26 +219,31 @@ def assess_rpo(
     store_url: str,
     fleet: Fleet,
     server_id: str,
-    now: datetime | None = None,
+    dc: str,
+    flow_run_id: str | None,
     placements: Mapping[str, str] | None = None,
 ) -> list[ClientStatus]:
-    """RPO of each client of the server on each of its mirrors, and who is stale."""
+    """RPO of each client of the server on each of its mirrors, and who is stale; the
+    stale clients' incidents opened and the fresh ones' resolved
+    (:func:`update_stale_alerts`, in the same step: both are reads and writes of the
+    store, safe to repeat)."""
     clients = client_ids_on(fleet, server_id, placements=placements)
     mirrors = [m.id for m, _ in mirror_plan(fleet, server_id, placements)]
     with Store.open(store_url) as store:
         snapshots = [s for c in clients for s in store.snapshots(client_id=c)]
-    return client_statuses(
-        snapshots,
-        clients,
-        mirrors,
-        now=now or datetime.now(UTC),
-        threshold=stale_after(fleet.timing.mirror_cron),
-    )
+        statuses = client_statuses(
+            snapshots,
+            clients,
+            mirrors,
+            now=datetime.now(UTC),
+            threshold=stale_after(fleet.timing.mirror_cron),
+        )
+        update_stale_alerts(store, statuses, server_id, dc, flow_run_id)
+    return statuses
 
 
-@task(name="stale-alerts", **io_task(120))
 def update_stale_alerts(
-    store_url: str,
+    store: Store,
     statuses: list[ClientStatus],
     server_id: str,
     dc: str,
@@ -210,38 +255,36 @@ def update_stale_alerts(
     or still open."""
     log = get_run_logger()
     opened: list[int] = []
-    with Store.open(store_url) as store:
-        still_open = {
-            i.dedupe_key: i
-            for i in store.incidents(states=("open", "acknowledged"), kind=STALE_KIND)
-        }
-        for status in statuses:
-            if not status.stale:
-                stale = still_open.get(stale_dedupe_key(status.client_id))
-                if stale is not None:
-                    store.resolve(stale.id, "mirror", fresh_note(status, server_id), flow_run_id)
-                    log.info("incident %s resolved: %s", stale.id, fresh_note(status, server_id))
-                continue
-            incident, created = store.open_incident(
-                STALE_KIND,
-                stale_dedupe_key(status.client_id),
-                stale_title(status),
-                {
-                    "client": status.client_id,
-                    "server": server_id,
-                    "dc": dc,
-                    "newest_verified": (
-                        status.newest_verified.isoformat() if status.newest_verified else None
-                    ),
-                    "threshold_s": int(status.threshold.total_seconds()),
-                },
-                severity="minor",
-                paging=False,
-                flow_run_id=flow_run_id,
-            )
-            if created:
-                log.warning("incident %s opened: %s", incident.id, incident.title)
-            opened.append(incident.id)
+    still_open = {
+        i.dedupe_key: i for i in store.incidents(states=("open", "acknowledged"), kind=STALE_KIND)
+    }
+    for status in statuses:
+        if not status.stale:
+            stale = still_open.get(stale_dedupe_key(status.client_id))
+            if stale is not None:
+                store.resolve(stale.id, "mirror", fresh_note(status, server_id), flow_run_id)
+                log.info("incident %s resolved: %s", stale.id, fresh_note(status, server_id))
+            continue
+        incident, created = store.open_incident(
+            STALE_KIND,
+            stale_dedupe_key(status.client_id),
+            stale_title(status),
+            {
+                "client": status.client_id,
+                "server": server_id,
+                "dc": dc,
+                "newest_verified": (
+                    status.newest_verified.isoformat() if status.newest_verified else None
+                ),
+                "threshold_s": int(status.threshold.total_seconds()),
+            },
+            severity="minor",
+            paging=False,
+            flow_run_id=flow_run_id,
+        )
+        if created:
+            log.warning("incident %s opened: %s", incident.id, incident.title)
+        opened.append(incident.id)
     return opened
 
 
@@ -273,9 +316,11 @@ def open_host_key_alert(
     return incident.id
 
 
-@task(name="mirror-heartbeat", cache_policy=NO_CACHE, timeout_seconds=30)
 def emit_heartbeat(name: str, payload: dict[str, Any]) -> None:
-    """Emit the heartbeat event of the mirror of *name* (a server id, or ``fleet``)."""
+    """Emit the heartbeat event of the mirror of *name* (a server id, or ``fleet``).
+
+    Not a task: the events client sends in the background, and an event emitted in a
+    flow run names that run already."""
     emit_event(
         HEARTBEAT_EVENT,
         resource={"prefect.resource.id": heartbeat_resource(name)},

@@ -1,6 +1,7 @@
 """Pool routing with real workers on the HA control plane: ``deploy`` registers the
 topology (twice: idempotent), a jhb1 server's mirror runs on the jhb1 worker, never
-on cpt1's; bad input changes nothing."""
+on cpt1's, and waits in its DC's mirror queue while the queue's limit is full; bad
+input changes nothing."""
 
 from __future__ import annotations
 
@@ -11,12 +12,22 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import pytest
+from prefect.client.schemas.objects import FlowRun
 
 from deployments.automations import FAILOVER_RERUN_AUTOMATION, ZOMBIE_AUTOMATION
-from deployments.deploy import DeployError, check_server, deploy
-from deployments.registry import CONTROL_POOL, dc_pool, distributed_deployments
+from deployments.deploy import DeployError, check_server, deploy, ensure_work_queues
+from deployments.registry import (
+    CONTROL_POOL,
+    MIRROR_QUEUE,
+    QueueLimit,
+    dc_pool,
+    distributed_deployments,
+    mirror_queues,
+)
 from deployments.workers import WorkerError, pool_for, start_worker
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab import controlplane
@@ -83,6 +94,13 @@ def test_deploy_registers_every_pool_and_deployment(
         f"work pool {p}: unchanged" for p in ("control", "dc-jhb1", "dc-cpt1", "dc-lon1")
     ]
     assert all("created" not in line for line in again if "concurrency limit" in line)
+    queues = [f"work queue dc-{dc}/mirror (2)" for dc in ("cpt1", "jhb1", "lon1")]
+    assert [line for line in deployed if line.startswith("work queue")] == [
+        f"{q}: created" for q in queues
+    ]
+    assert [line for line in again if line.startswith("work queue")] == [
+        f"{q}: unchanged" for q in queues
+    ]
     for name in (ZOMBIE_AUTOMATION, FAILOVER_RERUN_AUTOMATION):  # a SIGKILLed run's rerun
         assert f"automation: {name} (created)" in deployed
         assert f"automation: {name} (unchanged)" in again
@@ -103,13 +121,41 @@ def test_deploy_registers_every_pool_and_deployment(
     assert registered["into-cpt1"] == "dc-cpt1" and registered["into-lon1"] == "dc-lon1"
     (orchestrator,) = [d for d in deployments if d.name == "failover"]
     assert orchestrator.parameters["client_runs"] == "target-pool"
+    queue_of = {d.name: d.work_queue_name for d in deployments}
+    assert queue_of["mirror-app-jhb1-1"] == queue_of["mirror-app-lon1-1"] == MIRROR_QUEUE
+    assert queue_of["into-jhb1"] == "default"
+
+
+def test_mirror_queue_limit_is_restored_and_never_ahead_of_a_restore(
+    plane: controlplane.ControlPlane, fleet_file: Path, deployed: list[str]
+) -> None:
+    """A queue limit changed or paused by hand is set back; the restores' ``default``
+    queue stays unlimited and first in priority."""
+    from prefect.client.orchestration import get_client
+
+    wanted = mirror_queues(load_fleet(fleet_file))
+    with using_api(plane.api_url), get_client(sync_client=True) as client:
+        jhb1 = client.read_work_queue_by_name(MIRROR_QUEUE, work_pool_name="dc-jhb1")
+        client.update_work_queue(jhb1.id, concurrency_limit=5)
+        lon1 = client.read_work_queue_by_name(MIRROR_QUEUE, work_pool_name="dc-lon1")
+        client.update_work_queue(lon1.id, concurrency_limit=2, is_paused=True)
+        done = {f"{q.pool}/{q.queue}": what for q, what in ensure_work_queues(wanted)}
+        assert done == {
+            "dc-cpt1/mirror": "unchanged",
+            "dc-jhb1/mirror": "updated, was 5",
+            "dc-lon1/mirror": "updated, was 2, paused",
+        }
+        for pool in ("dc-jhb1", "dc-lon1"):
+            mirror = client.read_work_queue_by_name(MIRROR_QUEUE, work_pool_name=pool)
+            default = client.read_work_queue_by_name("default", work_pool_name=pool)
+            assert (mirror.concurrency_limit, mirror.is_paused) == (2, False)
+            assert default.concurrency_limit is None and default.priority < mirror.priority
 
 
 def test_mirror_of_a_jhb1_server_runs_on_a_jhb1_worker(
     plane: controlplane.ControlPlane, workers: dict[str, str]
 ) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     with using_api(plane.api_url):
@@ -124,6 +170,81 @@ def test_mirror_of_a_jhb1_server_runs_on_a_jhb1_worker(
                 time.sleep(1)
     assert run.work_pool_name == "dc-jhb1"
     assert run.labels["prefect.worker.name"] == workers["dc-jhb1"]
+
+
+def _active_in(client: Any, queue_id: UUID) -> list[FlowRun]:
+    """The Pending and Running flow runs of work queue *queue_id* (what its limit counts)."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        WorkQueueFilter,
+        WorkQueueFilterId,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    busy = FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])
+    return list(
+        client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=busy)),
+            work_queue_filter=WorkQueueFilter(id=WorkQueueFilterId(any_=[queue_id])),
+        )
+    )
+
+
+def test_a_mirror_run_waits_in_its_queue_while_the_dc_limit_is_full(
+    plane: controlplane.ControlPlane, fleet_file: Path, deployed: list[str], tmp_path: Path
+) -> None:
+    """The DC's two mirror slots held, a jhb1 worker polls the pool and leaves a new
+    mirror run Scheduled (no process started); it takes it once one slot frees."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelled, Completed, Pending
+
+    env = isolated_env(
+        PPO_DR_FLEET=str(fleet_file),
+        PPO_DR_HOME=str(tmp_path / "home"),
+        PREFECT_WORKER_QUERY_SECONDS="1",
+    )
+    with using_api(plane.api_url), get_client(sync_client=True) as client:
+        queue = client.read_work_queue_by_name(MIRROR_QUEUE, work_pool_name="dc-jhb1")
+        assert queue.concurrency_limit == 2
+        for stale in _active_in(client, queue.id):  # left by another test's worker
+            client.set_flow_run_state(stale.id, Cancelled(), force=True)
+        holder = client.read_deployment_by_name("mirror-server/mirror-app-jhb1-1")
+        held = [client.create_flow_run_from_deployment(holder.id) for _ in range(2)]
+        for run in held:  # forced: no process, no deployment slot, only the queue's
+            client.set_flow_run_state(run.id, Pending(), force=True)
+        waiting = run_deployment("mirror-server/mirror-app-jhb1-2", timeout=0)
+        assert isinstance(waiting, FlowRun)
+        asked = waiting.created
+        worker = start_worker(
+            "dc-jhb1", name="dc-jhb1@queue", api_url=plane.api_url, base_env=env,
+            log=tmp_path / "worker.log",
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            polled = None
+            while time.monotonic() < deadline:  # two polls after the run was asked for
+                polled = client.read_work_queue(queue.id).last_polled
+                if polled and asked and (polled - asked).total_seconds() > 3:
+                    break
+                time.sleep(1)
+            assert polled and asked and (polled - asked).total_seconds() > 3, polled
+            run = client.read_flow_run(waiting.id)
+            assert run.state and run.state.is_scheduled(), run.state
+            assert "prefect.worker.name" not in (run.labels or {})
+            client.set_flow_run_state(held[0].id, Completed(), force=True)
+            while time.monotonic() < deadline:
+                run = client.read_flow_run(waiting.id)
+                if "prefect.worker.name" in (run.labels or {}):
+                    break
+                time.sleep(1)
+            assert run.labels.get("prefect.worker.name") == "dc-jhb1@queue", run.state
+        finally:
+            for each in [*held, waiting]:
+                client.set_flow_run_state(each.id, Cancelled(), force=True)
+            _stop(worker)
 
 
 def test_worker_pools_and_bad_dc(fleet_file: Path) -> None:
@@ -143,6 +264,13 @@ def test_worker_pools_and_bad_dc(fleet_file: Path) -> None:
         assert into.deployment.flow_name == "fail-over-clients"
     assert by_name["failover"].pool == CONTROL_POOL
     assert by_name["failover"].deployment.parameters == {"client_runs": "target-pool"}
+    # Mirrors wait in their DC pool's limited queue; restores go to the pool's default.
+    assert mirror_queues(fleet) == [
+        QueueLimit(f"dc-{dc}", MIRROR_QUEUE, 2) for dc in ("cpt1", "jhb1", "lon1")
+    ]
+    for item in routed:
+        queue = item.deployment.work_queue_name
+        assert queue == (MIRROR_QUEUE if item.deployment.flow_name == "mirror-server" else None)
 
 
 def test_deploy_refuses_unreachable_and_foreign_servers(
