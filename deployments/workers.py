@@ -27,6 +27,11 @@ from ppo_dr.inventory import Fleet
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: How many ``control`` workers a fleet runs, each in another data centre.
 CONTROL_WORKERS = 2
+#: How often a worker asks the API for runs to start (the engine's default is 10 s).
+#: A run queued behind a full ``mirror`` queue, or a failover's restore batch, starts
+#: only at the next poll, so a 10 s poll adds 5 s on average to every hand-off; one
+#: poll is one small query, and a fleet runs a worker per DC plus two.
+WORKER_QUERY_S = 2
 
 
 class WorkerError(PermanentError):
@@ -113,6 +118,8 @@ def worker_env(api_url: str | None = None, base: dict[str, str] | None = None) -
     # The API answers 500 while PostgreSQL restarts; retried like 502/503 (2-32 s back-off,
     # about a minute in all), a run rides it out instead of failing (measured: it failed).
     env["PREFECT_CLIENT_RETRY_EXTRA_CODES"] = "500"
+    # An operator's own poll interval wins; ours otherwise (see WORKER_QUERY_S).
+    env.setdefault("PREFECT_WORKER_QUERY_SECONDS", str(WORKER_QUERY_S))
     return env
 
 

@@ -1,13 +1,23 @@
 """Where the distributed topology's workers go (pure): one per DC pool in its DC, two
-``control`` workers in two DCs, in two countries where the fleet has two."""
+``control`` workers in two DCs, in two countries where the fleet has two; and how
+often they ask the API for work."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from deployments.workers import PlacedWorker, placed_workers
+from deployments.workers import WORKER_QUERY_S, PlacedWorker, placed_workers, worker_env
 from ppo_dr.inventory import Fleet, load_fleet
+from tests.fresh_python import run_python
 from tests.lab.test_topology import make_fleet
+
+#: What the engine's worker reads as its poll interval, in a fresh interpreter.
+READ_POLL = (
+    "from prefect.settings import get_current_settings\n"
+    "print(get_current_settings().worker.query_seconds)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +66,16 @@ def test_control_workers_spread_over_countries_then_dcs(
     assert [w for w in workers if w.pool != "control"] == [
         PlacedWorker(f"dc-{dc}", dc) for dc, _country in dcs
     ]
+
+
+@pytest.mark.parametrize(("given", "polls"), [(None, float(WORKER_QUERY_S)), ("7", 7.0)])
+def test_workers_poll_every_few_seconds_unless_the_operator_says_otherwise(
+    given: str | None, polls: float
+) -> None:
+    """The engine itself reads our poll interval (a wrong variable name would be ignored
+    silently), and an operator's own setting is kept."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_WORKER_")}
+    if given is not None:
+        base["PREFECT_WORKER_QUERY_SECONDS"] = given
+    assert WORKER_QUERY_S < 10  # the engine's default, which this exists to shorten
+    assert float(run_python(READ_POLL, timeout=60, env=worker_env(base=base))) == polls
