@@ -22,8 +22,9 @@ import os
 import posixpath
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import asyncssh
 from asyncssh.channel import SSHChannel
@@ -52,6 +53,16 @@ LOGIN_TIMEOUT_S = 30
 SHUTDOWN_GRACE_S = 3.0
 EXEC_WORKERS = 4
 RECEIVER_WORKERS = 16  # restores streaming into this server at once (2 per client restore)
+#: ``asyncssh.listen`` options: key login only, no PTY, no forwarding, no Kerberos; a
+#: stale socket of a crashed run does not block the port; a silent client is cut off.
+_LOCKED_DOWN: Final[dict[str, Any]] = {
+    "allow_pty": False,
+    "agent_forwarding": False,
+    "x11_forwarding": False,
+    "gss_host": None,
+    "login_timeout": LOGIN_TIMEOUT_S,
+    "reuse_address": True,
+}
 
 
 class ServerConfig(LabConfig):
@@ -157,23 +168,17 @@ class _ExecOrSFTPSession(asyncssh.SSHServerProcess[Any]):
         return subsystem == "sftp" and super().subsystem_requested(subsystem)
 
 
+@dataclass(eq=False)
 class LabSSHServer(asyncssh.SSHServer):
-    """Per-connection policy: who may log in, and what a session may do."""
+    """Per-connection policy: who may log in, and what a session may do. The fields are
+    the server's, shared by all its connections; ``_conn`` is this connection."""
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        disk: ServerDisk,
-        live: set[Any],
-        workers: Executor,
-        receivers: Executor,
-    ) -> None:
-        self._config = config
-        self._disk = disk
-        self._live = live
-        self._workers = workers
-        self._receivers = receivers
-        self._conn: asyncssh.SSHServerConnection | None = None
+    _config: ServerConfig
+    _disk: ServerDisk
+    _live: set[Any]
+    _workers: Executor
+    _receivers: Executor
+    _conn: asyncssh.SSHServerConnection | None = field(default=None, init=False)
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -284,12 +289,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
             config.ssh_port,
             server_factory=lambda: LabSSHServer(config, disk, live, workers, receivers),
             server_host_keys=[host_key],
-            allow_pty=False,
-            agent_forwarding=False,
-            x11_forwarding=False,
-            gss_host=None,
-            login_timeout=LOGIN_TIMEOUT_S,
-            reuse_address=True,
+            **_LOCKED_DOWN,
         )
     except OSError as exc:
         workers.shutdown(wait=False)

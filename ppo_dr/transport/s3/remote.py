@@ -370,17 +370,11 @@ class S3Remote(RemoteBase):
                 )
                 return
 
-            def upload_parts(upload_id: str) -> list[dict[str, Any]]:
+            def upload_parts(upload: dict[str, str]) -> list[dict[str, Any]]:
                 parts = []
                 number = 1
                 while chunk := body.read(self._part_size):
-                    answer = self._client.upload_part(
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=chunk,
-                    )
+                    answer = self._client.upload_part(**upload, PartNumber=number, Body=chunk)
                     parts.append({"PartNumber": number, "ETag": answer["ETag"]})
                     number += 1
                 return parts
@@ -388,18 +382,22 @@ class S3Remote(RemoteBase):
             self._multipart(key, upload_parts, exclusive=exclusive)
 
     def _multipart(
-        self, key: str, upload_parts: Callable[[str], list[dict[str, Any]]], *, exclusive: bool
+        self,
+        key: str,
+        upload_parts: Callable[[dict[str, str]], list[dict[str, Any]]],
+        *,
+        exclusive: bool,
     ) -> None:
         """Create a multipart upload of *key*, send its parts with *upload_parts* (given
-        the upload id; returns the parts' numbers and ETags) and complete it, with
+        the upload's ``Bucket``, ``Key`` and ``UploadId``, the keywords every part call
+        takes; returns the parts' numbers and ETags) and complete it, with
         ``If-None-Match: *`` if *exclusive*; abort it on any failure."""
         upload_id = self._client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        upload = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id}
         try:
-            parts = upload_parts(upload_id)
+            parts = upload_parts(upload)
             self._client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
+                **upload,
                 MultipartUpload={"Parts": parts},
                 **({"IfNoneMatch": "*"} if exclusive else {}),
             )
@@ -432,7 +430,7 @@ class S3Remote(RemoteBase):
             self._client.copy_object(Bucket=self.bucket, Key=dst_key, CopySource=source)
             return
 
-        def copy_parts(upload_id: str) -> list[dict[str, Any]]:
+        def copy_parts(upload: dict[str, str]) -> list[dict[str, Any]]:
             parts = []
             starts = range(0, size, MAX_COPY_PART) if size else [0]
             for number, start in enumerate(starts, 1):
@@ -441,12 +439,7 @@ class S3Remote(RemoteBase):
                     end = min(size, start + MAX_COPY_PART) - 1
                     args["CopySourceRange"] = f"bytes={start}-{end}"
                 answer = self._client.upload_part_copy(
-                    Bucket=self.bucket,
-                    Key=dst_key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource=source,
-                    **args,
+                    **upload, PartNumber=number, CopySource=source, **args
                 )
                 parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
             return parts
