@@ -15,13 +15,21 @@ client (printed, with the reason to escalate), or the request is wrong (one line
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.support import ApproveOption, FleetOption, command_group, fail, reports_errors
+from cli.support import (
+    ApproveOption,
+    FleetOption,
+    command_group,
+    fail,
+    reports_errors,
+    takes_options,
+)
 from ppo_dr.errors import PermanentError
 from ppo_dr.local_files import write_atomically
 
@@ -62,6 +70,19 @@ ModeOption = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class MoveRequest:
+    """What ``plan`` and ``run`` are asked to move, where to and how, as typed."""
+
+    clients: ClientsOption = None
+    server: ServerOption = None
+    dc: DcOption = None
+    to_server: ToServerOption = None
+    to_dc: ToDcOption = None
+    to_country: ToCountryOption = None
+    mode: ModeOption = "emergency"
+
+
 def _ids(value: str | None, what: str) -> tuple[str, ...]:
     """A comma-separated list of ids ('a,b'); each is checked by the planner."""
     if value is None:
@@ -85,14 +106,9 @@ def write_plan(plan: Plan, path: Path) -> None:
 
 @failover_app.command("plan")
 @reports_errors
+@takes_options(MoveRequest, "request")
 def failover_plan(
-    clients: ClientsOption = None,
-    server: ServerOption = None,
-    dc: DcOption = None,
-    to_server: ToServerOption = None,
-    to_dc: ToDcOption = None,
-    to_country: ToCountryOption = None,
-    mode: ModeOption = "emergency",
+    request: MoveRequest,
     fleet: FleetOption = None,
     down: Annotated[
         str | None,
@@ -111,18 +127,20 @@ def failover_plan(
     from ppo_dr.failover.fleet_state import fleet_state
     from ppo_dr.failover.plan import MODES, PlanError, Scope, Target, plan_failover
 
-    if mode not in MODES:
-        raise PlanError(f"--mode {mode!r} unknown: use one of {', '.join(MODES)}")
-    named = [o for o, v in (("--clients", clients), ("--server", server), ("--dc", dc)) if v]
+    r = request
+    if r.mode not in MODES:
+        raise PlanError(f"--mode {r.mode!r} unknown: use one of {', '.join(MODES)}")
+    scopes = (("--clients", r.clients), ("--server", r.server), ("--dc", r.dc))
+    named = [o for o, v in scopes if v]
     if len(named) != 1:
         raise PlanError(
             "name exactly one scope: --clients, --server or --dc"
             + (f" (got {', '.join(named)})" if named else "")
         )
-    scope = Scope(clients=_ids(clients, "--clients"), server=server, dc=dc)
-    target = Target(server=to_server, dc=to_dc, country=to_country)
+    scope = Scope(clients=_ids(r.clients, "--clients"), server=r.server, dc=r.dc)
+    target = Target(server=r.to_server, dc=r.to_dc, country=r.to_country)
     state = fleet_state(fleet, _ids(down, "--down"), datetime.now(UTC))
-    plan = plan_failover(state, scope, target, _mode(mode))
+    plan = plan_failover(state, scope, target, _mode(r.mode))
     typer.echo(plan.render())
     if output is not None:
         write_plan(plan, output)
@@ -146,18 +164,13 @@ def _require_api() -> str:
 
 @failover_app.command("run")
 @reports_errors
+@takes_options(MoveRequest, "request")
 def failover_run(
     plan: Annotated[
         Path | None,
         typer.Option("--plan", "-p", help="Run this plan (from `failover plan -o`) as is."),
     ] = None,
-    clients: ClientsOption = None,
-    server: ServerOption = None,
-    dc: DcOption = None,
-    to_server: ToServerOption = None,
-    to_dc: ToDcOption = None,
-    to_country: ToCountryOption = None,
-    mode: ModeOption = "emergency",
+    request: MoveRequest = MoveRequest(),
     incident: Annotated[int | None, typer.Option("--incident", min=1)] = None,
     approve: ApproveOption = False,
     fleet: FleetOption = None,
@@ -170,9 +183,10 @@ def failover_run(
     from ppo_dr.failover.plan import MODES, Plan
     from ppo_dr.failover.runs import failover_run_name
 
-    if mode not in MODES:
-        raise PermanentError(f"--mode {mode!r} unknown: use one of {', '.join(MODES)}")
-    parameters: dict[str, Any] = {"mode": mode, "approve": approve}
+    r = request
+    if r.mode not in MODES:
+        raise PermanentError(f"--mode {r.mode!r} unknown: use one of {', '.join(MODES)}")
+    parameters: dict[str, Any] = {"mode": r.mode, "approve": approve}
     if plan is not None:
         try:
             text = plan.read_text(encoding="utf-8")
@@ -180,17 +194,11 @@ def failover_run(
             raise PermanentError(f"cannot read plan {plan}: {exc.strerror}") from None
         parameters["plan_json"] = Plan.from_json(text).to_json()  # refuse a bad one here
     else:
-        named = [v for v in (clients, server, dc) if v]
-        if len(named) != 1:
+        if len([v for v in (r.clients, r.server, r.dc) if v]) != 1:
             raise PermanentError("name exactly one scope (--clients, --server, --dc) or --plan")
-        parameters.update(
-            clients=list(_ids(clients, "--clients")) or None,
-            server=server,
-            dc=dc,
-            to_server=to_server,
-            to_dc=to_dc,
-            to_country=to_country,
-        )
+        # The flow's parameters are named as the options (mode is set above, the same).
+        parameters.update(asdict(r), clients=list(_ids(r.clients, "--clients")) or None)
+
     if incident is not None:
         parameters["incident_id"] = incident
     if fleet is not None:

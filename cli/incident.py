@@ -12,13 +12,14 @@ sends the resolved notices.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.support import FleetOption, command_group, open_store, reports_errors
+from cli.support import FleetOption, command_group, open_store, reports_errors, takes_options
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
 
@@ -197,24 +198,32 @@ def incident_resolve(
     typer.echo(f"incident {inc.id} resolved at {_when(inc.resolved_at)}")
 
 
-@incident_app.command("annotate")
-@reports_errors
-def incident_annotate(
-    incident_id: IdArgument,
-    cause: Annotated[str | None, typer.Option("--cause", help="What caused it.")] = None,
+@dataclass(frozen=True)
+class PostMortem:
+    """The parts of the post-mortem ``annotate`` records; at least one must be given."""
+
+    cause: Annotated[str | None, typer.Option("--cause", help="What caused it.")] = None
     measures: Annotated[
         str | None, typer.Option("--measures", help="What was done to restore service.")
-    ] = None,
+    ] = None
     prevention: Annotated[
         str | None, typer.Option("--prevention", help="What will keep it from happening again.")
-    ] = None,
+    ] = None
+
+
+@incident_app.command("annotate")
+@reports_errors
+@takes_options(PostMortem, "found")
+def incident_annotate(
+    incident_id: IdArgument,
+    found: PostMortem,
     fleet: FleetOption = None,
 ) -> None:
     """Record the post-mortem: cause, measures taken, prevention (any state)."""
-    if cause is None and measures is None and prevention is None:
+    if found == PostMortem():
         raise PermanentError("give at least one of --cause, --measures, --prevention")
     with open_store(fleet) as store:
-        store.annotate(incident_id, cause, measures, prevention)
+        store.annotate(incident_id, found.cause, found.measures, found.prevention)
     typer.echo(f"incident {incident_id} annotated")
 
 

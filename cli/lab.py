@@ -28,6 +28,8 @@ DirOption = Annotated[
         "--dir", "-d", help="Lab directory (default: $PPO_DR_HOME/lab).", show_default=False
     ),
 ]
+#: What ``break`` and ``heal`` act on.
+TargetArgument = Annotated[str, typer.Argument(help="A server id or a data centre id.")]
 
 
 def _lab(directory: Path | None) -> Lab:
@@ -160,7 +162,7 @@ def status(directory: DirOption = None) -> None:
 @lab_app.command("break")
 @reports_errors
 def break_(
-    target: Annotated[str, typer.Argument(help="A server id or a data centre id.")],
+    target: TargetArgument,
     fault: Annotated[
         str,
         typer.Option(
@@ -180,7 +182,7 @@ def break_(
 @lab_app.command("heal")
 @reports_errors
 def heal(
-    target: Annotated[str, typer.Argument(help="A server id or a data centre id.")],
+    target: TargetArgument,
     directory: DirOption = None,
 ) -> None:
     """Undo every fault on a server or a data centre and wait until it answers again."""

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.support import FleetOption, command_group, reports_errors
+from cli.support import FleetOption, command_group, reports_errors, takes_options
 from ppo_dr import config
 from ppo_dr.errors import DRError, PermanentError, UnsafeInputError
 from ppo_dr.ids import check_id, is_valid_id
@@ -49,6 +50,15 @@ MirrorOption = Annotated[
 ServerOption = Annotated[
     str | None, typer.Option("--server", "-s", help="Only this app server's repository.")
 ]
+
+
+@dataclass(frozen=True)
+class Repositories:
+    """Which repositories ``ls`` and ``verify`` read: a client's, a mirror's, a server's."""
+
+    client: ClientOption = None
+    mirror: MirrorOption = None
+    server: ServerOption = None
 
 
 def _fleet(path: Path | None) -> Fleet:
@@ -225,12 +235,8 @@ def run_command(
 
 @mirror_app.command("ls")
 @reports_errors
-def ls_command(
-    client: ClientOption = None,
-    mirror: MirrorOption = None,
-    server: ServerOption = None,
-    fleet: FleetOption = None,
-) -> None:
+@takes_options(Repositories, "only")
+def ls_command(only: Repositories, fleet: FleetOption = None) -> None:
     """List the snapshots the mirrors hold (read from the mirrors themselves)."""
     from ppo_dr.fleet_access import FleetAccess
     from ppo_dr.mirror.api import list_snapshots
@@ -238,10 +244,10 @@ def ls_command(
     from ppo_dr.store import Store
 
     flt = _fleet(fleet)
-    mid = _mirror_filter(flt, mirror)
+    mid = _mirror_filter(flt, only.mirror)
     placed = _placements(flt)
-    servers = _servers_for(flt, server, client, placed)
-    wanted = [check_id(c, "client id") for c in client] if client else None
+    servers = _servers_for(flt, only.server, only.client, placed)
+    wanted = [check_id(c, "client id") for c in only.client] if only.client else None
     each: list[str | None] = list(wanted) if wanted else [None]
     with Store.open(store_url(flt)) as store:
         verified = {
@@ -274,10 +280,9 @@ def ls_command(
 
 @mirror_app.command("verify")
 @reports_errors
+@takes_options(Repositories, "only")
 def verify_command(
-    mirror: MirrorOption = None,
-    client: ClientOption = None,
-    server: ServerOption = None,
+    only: Repositories,
     read_data: Annotated[
         bool, typer.Option("--read-data", help="Re-read and re-hash the packs (full check).")
     ] = False,
@@ -296,11 +301,13 @@ def verify_command(
     from ppo_dr.store import Store
 
     flt = _fleet(fleet)
-    mid = _mirror_filter(flt, mirror)
+    mid = _mirror_filter(flt, only.mirror)
     part = _subset(subset)
     placed = _placements(flt)
-    servers = _servers_for(flt, server, client, placed)
-    wanted: list[str | None] = [check_id(c, "client id") for c in client] if client else [None]
+    servers = _servers_for(flt, only.server, only.client, placed)
+    wanted: list[str | None] = (
+        [check_id(c, "client id") for c in only.client] if only.client else [None]
+    )
     bad = 0
     checked = 0
     with FleetAccess(flt) as access, Store.open(store_url(flt)) as store:

@@ -80,21 +80,16 @@ def rebalance_plan(
 def say_running_failovers(what: str) -> None:
     """Print the failover runs acting now: *what* waits for them (one at a time)."""
     from prefect import get_client
-    from prefect.client.schemas.filters import (
-        FlowFilter,
-        FlowFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
+    from prefect.client.schemas import filters
     from prefect.client.schemas.objects import StateType
 
+    running = filters.FlowRunFilterState(
+        type=filters.FlowRunFilterStateType(any_=[StateType.RUNNING])
+    )
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["failover"])),
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
-            ),
+            flow_filter=filters.FlowFilter(name=filters.FlowFilterName(any_=["failover"])),
+            flow_run_filter=filters.FlowRunFilter(state=running),
         )
     for run in runs:
         typer.echo(f"failover run {run.name} is running: {what} waits for it (one at a time)")

@@ -7,11 +7,13 @@ errors (:class:`~ppo_dr.errors.DRError`) become one line on stderr and exit code
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, get_type_hints
 
 import typer
 
@@ -56,6 +58,42 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise fail(f"error: {exc}") from None
 
     return wrapper
+
+
+def takes_options(group: type[Any], name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Give a command the options of the dataclass *group* as one argument *name*.
+
+    Typer reads a command's options from its signature, so commands that take the same
+    options would each list them, one parameter a line. The wrapper's signature lists
+    *group*'s fields (each annotated with its ``typer.Option``) in the place of *name*,
+    so ``--help`` and parsing are as if they were written out; the command gets them
+    as one *group* value.
+    """
+    keyword = inspect.Parameter.KEYWORD_ONLY  # Typer passes every option by name
+    hints = get_type_hints(group, include_extras=True)
+    options = [
+        inspect.Parameter(f.name, keyword, default=f.default, annotation=hints[f.name])
+        for f in dataclasses.fields(group)
+    ]
+
+    def decorate(command: Callable[..., R]) -> Callable[..., R]:
+        signature = inspect.signature(command, eval_str=True)
+        parameters = [
+            q
+            for p in signature.parameters.values()
+            for q in (options if p.name == name else [p.replace(kind=keyword)])
+        ]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> R:
+            values = {o.name: kwargs.pop(o.name) for o in options}
+            return command(**kwargs, **{name: group(**values)})
+
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper
+
+    return decorate
 
 
 def store_url_for(fleet_file: Path | None) -> str:

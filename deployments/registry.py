@@ -66,15 +66,24 @@ def _deployment(
     return deployment
 
 
+def _on_cron(
+    flow: Flow[..., Any], name: str, cron: str, tag: str, description: str
+) -> RunnerDeployment:
+    """*flow* on *cron*, one run at a time: a run due while one still runs is cancelled,
+    not queued, so a slow run never piles up a queue of stale ones behind it."""
+    return _deployment(
+        flow, name, cron=cron, tags=[tag], concurrency_limit=ONE_AT_A_TIME, description=description
+    )
+
+
 def fleet_report_deployment() -> RunnerDeployment:
     """Daily fleet report at 06:00 UTC, for the fleet file the run's environment names."""
-    return _deployment(
+    return _on_cron(
         fleet_report,
         "fleet-report",
-        cron="0 6 * * *",
-        tags=["report"],
-        concurrency_limit=ONE_AT_A_TIME,
-        description="Validate the fleet file; publish its summary, app-server table and the "
+        "0 6 * * *",
+        "report",
+        "Validate the fleet file; publish its summary, app-server table and the "
         "fleet/SLA report of the last 30 days (charts; HTML under <home>/reports).",
     )
 
@@ -105,13 +114,12 @@ def mirror_fleet_deployment() -> RunnerDeployment:
     """Every app server mirrored on ``fleet.timing.mirror_cron``; a run due while one
     still runs is cancelled, not queued."""
     cron = _timing(lambda t: t.mirror_cron, DEFAULT_MIRROR_CRON)
-    return _deployment(
+    return _on_cron(
         mirror_fleet,
         "mirror-fleet",
-        cron=cron,
-        tags=["mirror"],
-        concurrency_limit=ONE_AT_A_TIME,
-        description=(
+        cron,
+        "mirror",
+        (
             "Snapshot every app server's clients to its on-site and off-site mirrors, "
             "verify, record the catalogue, raise mirror-stale."
         ),
@@ -206,13 +214,12 @@ def dr_drill_deployment() -> RunnerDeployment:
     """The DR drill on ``fleet.timing.drill_cron`` (daily; every few minutes in the fast
     lab); a run due while one still runs is cancelled, not queued."""
     cron = _timing(lambda t: t.drill_cron, DEFAULT_DRILL_CRON)
-    return _deployment(
+    return _on_cron(
         dr_drill,
         "dr-drill",
-        cron=cron,
-        tags=["drill"],
-        concurrency_limit=ONE_AT_A_TIME,
-        description=(
+        cron,
+        "drill",
+        (
             "Restore today's canary clients from the on-site/off-site mirror (alternately) "
             "to a scratch server, verify bytes and app health, record RTO/RPO, tear down."
         ),

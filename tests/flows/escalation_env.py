@@ -56,6 +56,24 @@ class EscalationEnv:
 E = TypeVar("E", bound=EscalationEnv)
 
 
+def two_line_policy(
+    *, second_deadline: int, public_after: int, public_every: int, clients_after: int
+) -> dict[str, Any]:
+    """The example fleet's escalation as the tests write it: sipho and anna (15 s), then
+    james, one repeat, and the timings (seconds) that the test's story needs."""
+    return {
+        "levels": [
+            {"name": "first line", "notify": ["sipho", "anna"], "ack_deadline": 15},
+            {"name": "second line", "notify": ["james"], "ack_deadline": second_deadline},
+        ],
+        "repeat": 1,
+        "ack_timeout": 300,
+        "public_after": public_after,
+        "public_every": public_every,
+        "clients_after": clients_after,
+    }
+
+
 def escalation_env(fleet_file: Path, outbox: Path, url: str, kind: type[E]) -> Iterator[E]:
     """A *kind* of :class:`EscalationEnv` on a migrated store at *url*; at the end every
     incident left open is resolved so its runs end, and every run must have ended cleanly."""

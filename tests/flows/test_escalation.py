@@ -29,7 +29,13 @@ from typer.testing import CliRunner
 
 import flows.escalation as escalation_module
 from cli.main import app
-from tests.flows.escalation_env import EscalationEnv, escalation_env, example_fleet, wait_for
+from tests.flows.escalation_env import (
+    EscalationEnv,
+    escalation_env,
+    example_fleet,
+    two_line_policy,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,17 +56,7 @@ class Env(EscalationEnv):
         return incident.id
 
 
-POLICY = {
-    "levels": [
-        {"name": "first line", "notify": ["sipho", "anna"], "ack_deadline": 15},
-        {"name": "second line", "notify": ["james"], "ack_deadline": 15},
-    ],
-    "repeat": 1,
-    "ack_timeout": 300,
-    "public_after": 6,
-    "public_every": 60,
-    "clients_after": 7,
-}
+POLICY = two_line_policy(second_deadline=15, public_after=6, public_every=60, clients_after=7)
 
 
 @pytest.fixture

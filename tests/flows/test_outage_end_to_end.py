@@ -27,7 +27,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -43,6 +42,7 @@ from ppo_dr.lab.supervisor import Lab
 from ppo_dr.probe.runner import ESCALATION_STARTED
 from ppo_dr.store import Store
 from tests.cli.entry import PPO_DR
+from tests.flows.escalation_env import two_line_policy
 from tests.flows.serving import served
 from tests.prefect_fixtures import isolated_env, using_api
 
@@ -52,17 +52,7 @@ pytestmark = [pytest.mark.timeout(420), pytest.mark.lab, pytest.mark.prefect]
 #: Seconds, so the whole story fits in about a minute after the outage is declared.
 #: Level 1's deadline leaves room for the served run to start on a loaded machine,
 #: level 2's for the ``ppo-dr incident ack`` subprocess before round 2 (at 40 s).
-POLICY: dict[str, Any] = {
-    "levels": [
-        {"name": "first line", "notify": ["sipho", "anna"], "ack_deadline": 15},
-        {"name": "second line", "notify": ["james"], "ack_deadline": 25},
-    ],
-    "repeat": 1,
-    "ack_timeout": 300,
-    "public_after": 20,
-    "public_every": 10,
-    "clients_after": 25,
-}
+POLICY = two_line_policy(second_deadline=25, public_after=20, public_every=10, clients_after=25)
 
 #: One probe flow run, as its deployment would start it (a process of its own, so this
 #: test leaves no Prefect client or events worker behind in pytest's process).
