@@ -64,6 +64,9 @@ def _tenant_blocked(problem: Problem, placement: Mapping[str, str], tenant: Tena
             clauses.append(f"{other.server_id} {tenant.barred[other.server_id]}")
         elif other.closed is not None:
             clauses.append(f"{other.server_id} is {other.closed}")
+        elif other.server_id in problem.over_capacity:
+            dim = problem.over_capacity[other.server_id]
+            clauses.append(f"{other.server_id} is over its {dim} capacity already")
         else:
             clauses.append(f"{other.server_id} {_no_room(problem, placement, other, tenant)}")
     if not clauses:

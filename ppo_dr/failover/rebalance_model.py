@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cached_property
 from typing import Final
 
 from ppo_dr.failover.plan_json import human_size
@@ -99,11 +100,26 @@ class Problem:
     def current(self) -> dict[str, str]:
         return {t.client_id: t.server_id for t in self.tenants}
 
+    @cached_property
+    def over_capacity(self) -> Mapping[str, str]:
+        """server -> the first dimension it holds more than its capacity in now. Such a
+        server takes no client, not even one that weighs nothing in that dimension (a
+        client declared at 0 GB still grows on a disk that is already over-full)."""
+        current = self.current()
+        full: dict[str, str] = {}
+        for h in self.hosts:
+            over = [d for d in h.dimensions if self.load(current, h.server_id, d) > h.capacity[d]]
+            if over:
+                full[h.server_id] = over[0]
+        return full
+
     def may_go(self, tenant: Tenant, host: Host) -> bool:
-        """Whether *tenant* may be moved onto *host* (residency, open, not stuck)."""
+        """Whether *tenant* may be moved onto *host* (residency, open, under its
+        capacity, not stuck)."""
         return (
             host.server_id != tenant.server_id
             and host.closed is None
+            and host.server_id not in self.over_capacity
             and host.server_id not in tenant.barred
             and tenant.stuck is None
             and self.host(tenant.server_id).pinned is None

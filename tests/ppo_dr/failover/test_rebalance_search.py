@@ -76,10 +76,13 @@ def problems(draw: st.DrawFn) -> Problem:
 
 
 def allowed(problem: Problem, tenant: Tenant, host: Host) -> bool:
-    """The rules, restated: open host, residency, client and its server free to move."""
+    """The rules, restated: open host under its capacity in every dimension now,
+    residency, client and its server free to move."""
+    now = problem.current()
     return (
         host.server_id != tenant.server_id
         and host.closed is None
+        and all(load(problem, now, host, d) <= host.capacity[d] for d in host.dimensions)
         and host.server_id not in tenant.barred
         and tenant.stuck is None
         and problem.host(tenant.server_id).pinned is None
@@ -181,3 +184,21 @@ def test_a_host_without_rpm_is_not_limited_on_load_and_one_with_it_is() -> None:
     assert (over.server_id, over.dimension, over.load, over.limit) == ("s0", "rpm", 300, 200)
     assert "s1 has no room under target (rpm: 40 rpm at most)" in over.describe()
     assert over.describe().startswith("s0 stays over target in rpm: 120% (300 rpm of 250 rpm")
+
+
+def test_a_server_already_over_its_capacity_takes_no_client_even_one_of_0_bytes() -> None:
+    """The case the fleet-level property found: s1 holds 9 GB on a 5 GB disk; a 0 GB
+    client crowding s0 (one client slot, half as target) must not be moved onto s1."""
+    full = Host("s1", "d0", "ZA", {"clients": 4, "disk_gb": 5 * GB})
+    crowded = Host("s0", "d0", "ZA", {"clients": 1, "disk_gb": 5 * GB})
+    tenants = (
+        Tenant("empty", "s0", 0, ("ZA",)),
+        Tenant("big", "s1", 8 * GB, ("ZA",)),
+        Tenant("small", "s1", 1 * GB, ("ZA",)),
+    )
+    problem = Problem((crowded, full), tenants, Fraction(1, 2))
+    assert problem.over_capacity == {"s1": "disk_gb"}
+    solution = solve_rebalance(problem)
+    assert all(m.to_server != "s1" for m in solution.moves)
+    over = {(o.server_id, o.dimension): o for o in solution.overloads}
+    assert "s1 is over its disk_gb capacity already" in over[("s0", "clients")].describe()
