@@ -17,7 +17,11 @@ this order, idempotently (a second run changes nothing and says ``unchanged``):
    waiting on PostgreSQL; one after another, the 61 of ``--scale 50x20`` took 4-7
    minutes), reported in the declaration's order;
 5. the probe heartbeat automation, enabled (the control workers serve the watchdog);
-   the zombie-run and failover-rerun automations (:mod:`deployments.automations`).
+   the zombie-run and failover-rerun automations (:mod:`deployments.automations`);
+6. a ``probe-fleet`` run now, unless one is running or due (:func:`start_probe_now`):
+   the probe's interval schedule is anchored when it is registered, so its first run
+   comes a whole period (10 minutes) after a fresh deploy, and until then nothing
+   watches the fleet (seen in the 50x20 lab: no heartbeat for the first 9 minutes).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +45,9 @@ if TYPE_CHECKING:
     from deployments.registry import QueueLimit, Routed
 
 CHECK_TIMEOUT = 10.0
+PROBE_DEPLOYMENT = "probe-fleet/probe-fleet"
+#: A scheduled probe run this close (or late) counts as due: no extra run is started.
+PROBE_DUE_S = 60.0
 #: Deployments registered at once by :func:`apply_deployments`.
 APPLY_AT_ONCE = 8
 
@@ -173,11 +180,60 @@ def apply_deployments(
                 future.cancel()
 
 
+def start_probe_now(echo: Echo) -> str:
+    """Start a ``probe-fleet`` run now unless one is running, pending, or scheduled to
+    start within :data:`PROBE_DUE_S` (late ones included); the run's name. A run started
+    beside a live one is harmless: the two hand over as at every period's end
+    (``deployments.registry.PROBE_HANDOVER``)."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+
+    due = datetime.now(UTC) + timedelta(seconds=PROBE_DUE_S)
+    live = [StateType.RUNNING, StateType.PENDING]
+    with get_client(sync_client=True) as client:
+        probe_runs = DeploymentFilter(name=DeploymentFilterName(any_=["probe-fleet"]))
+        for states, expected in ((live, None), ([StateType.SCHEDULED], due)):
+            found = client.read_flow_runs(
+                deployment_filter=probe_runs,
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)),
+                    expected_start_time=FlowRunFilterExpectedStartTime(before_=expected)
+                    if expected
+                    else None,
+                ),
+                limit=1,
+            )
+            if found:
+                echo(f"probe: run {found[0].name} is {found[0].state_name}, none started")
+                return found[0].name
+    run = run_deployment(PROBE_DEPLOYMENT, timeout=0)
+    assert not isinstance(run, Coroutine)  # the sync form
+    echo(f"probe: run {run.name} started now (the schedule's first run is a period away)")
+    return run.name
+
+
 def deploy(
-    api_url: str, fleet_file: Path, *, echo: Echo = print, at_once: int = APPLY_AT_ONCE
+    api_url: str,
+    fleet_file: Path,
+    *,
+    echo: Echo = print,
+    at_once: int = APPLY_AT_ONCE,
+    start_probe: bool = True,
 ) -> int:
     """Register pools, queues, limits, deployments (*at_once* in flight) and the
-    automations; the deployment count."""
+    automations, and start the probe unless *start_probe* is off (a test with no
+    control worker to run it); the deployment count."""
     from deployments.automations import ensure_probe_automation, ensure_run_recovery_automations
     from deployments.prefect_api import use_api
     from deployments.registry import (
@@ -213,4 +269,6 @@ def deploy(
         apply_deployments(routed, echo=echo, at_once=at_once)
         ensure_probe_automation(fleet_file, enabled=True, echo=echo)
         ensure_run_recovery_automations(echo=echo)
+        if start_probe:
+            start_probe_now(echo)
     return len(routed)

@@ -101,6 +101,13 @@ def test_deploy_registers_every_pool_and_deployment(
     assert [line for line in again if line.startswith("work queue")] == [
         f"{q}: unchanged" for q in queues
     ]
+    # The probe's first scheduled run is a period away: deploy starts one now, once.
+    [started] = [line for line in deployed if line.startswith("probe: ")]
+    assert started.endswith("started now (the schedule's first run is a period away)")
+    probe_run = started.split()[2]
+    assert [line for line in again if line.startswith("probe: ")] == [
+        f"probe: run {probe_run} is Scheduled, none started"
+    ]
     for name in (ZOMBIE_AUTOMATION, FAILOVER_RERUN_AUTOMATION):  # a SIGKILLed run's rerun
         assert f"automation: {name} (created)" in deployed
         assert f"automation: {name} (unchanged)" in again
