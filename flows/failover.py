@@ -36,7 +36,9 @@ Every step goes through the store's ledger, keyed by the plan id: rerunning the 
 plan after a crash skips what was done (no client is restored twice, no placement flips
 back) and finishes the rest.
 
-**migrate(...)** — the same in planned mode, inside a maintenance window on the scope.
+``failover(mode="planned")`` is the planned migration: the same runbook inside a
+maintenance window on the scope, frozen and finally synced first (no loss). There is no
+separate ``migrate`` flow: its signature was this one's copied, and it was never deployed.
 
 One failover at a time is the global concurrency limit :data:`FAILOVER_LIMIT` (one
 slot), taken only around the acting part, after approval: a run waiting for approval
@@ -136,8 +138,7 @@ class Approval(RunInput):
 
 def _run_name() -> str:
     """One name for the whole run (:func:`ppo_dr.failover.runs.failover_run_name`)."""
-    planned = flow_run.flow_name == "migrate"
-    return failover_run_name(flow_run.parameters, flow_run.id, planned=planned)
+    return failover_run_name(flow_run.parameters, flow_run.id, planned=False)
 
 
 # --------------------------------------------------------------------------- approval
@@ -488,44 +489,11 @@ def _maintenance_scopes(plan: Plan) -> list[tuple[str, str]]:
     return [("server", s) for s in sorted({m.from_server for m in plan.moves})]
 
 
-@flow(name="migrate", flow_run_name=_run_name, timeout_seconds=6 * 3600)
-def migrate(
-    clients: list[str] | None = None,
-    server: str | None = None,
-    dc: str | None = None,
-    to_server: str | None = None,
-    to_dc: str | None = None,
-    to_country: str | None = None,
-    plan_json: str | None = None,
-    approve: bool = False,
-    fleet_file: Path | None = None,
-    client_runs: ClientRuns = "in-process",
-) -> dict[str, Any] | State[Any]:
-    """Planned migration: maintenance window, freeze, final sync, restore, switch; no loss.
-
-    The failover runbook in planned mode (see :func:`failover` for the parameters).
-    """
-    return failover(
-        clients=clients,
-        server=server,
-        dc=dc,
-        to_server=to_server,
-        to_dc=to_dc,
-        to_country=to_country,
-        mode="planned",
-        plan_json=plan_json,
-        approve=approve,
-        fleet_file=fleet_file,
-        client_runs=client_runs,
-    )
-
-
 __all__ = [
     "FAILOVER_LIMIT",
     "FAILOVER_SLOTS",
     "Approval",
     "client_table",
     "failover",
-    "migrate",
     "summary_markdown",
 ]

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flows.failover import failover, migrate
+from flows.failover import failover
 from ppo_dr.failover.fleet_state import fleet_state
 from ppo_dr.failover.plan import Plan, Scope, Target, plan_failover
 from ppo_dr.failover.steps import JOURNAL, switch_reason
@@ -192,7 +192,9 @@ def test_planned_migration_to_another_country_loses_no_acknowledged_write(
     source = "app-lon1-1"  # GB; its clients also allow ZA
     movers = clients_on(own_lab, source)
     assert movers
-    result = migrate(server=source, to_country="ZA", approve=True, fleet_file=own_lab.fleet_file)
+    result = failover(
+        server=source, to_country="ZA", mode="planned", approve=True, fleet_file=own_lab.fleet_file
+    )
     assert isinstance(result, dict), result
     assert result["state"] == "done", result
     fleet = load_fleet(own_lab.fleet_file)

@@ -26,7 +26,7 @@ import yaml
 from flows.drain import drain
 from flows.drill import dr_drill
 from flows.escalation import escalation
-from flows.failover import failover, migrate
+from flows.failover import failover
 from flows.mirror import mirror_server
 from flows.probe import probe_watchdog
 from flows.rebalance import rebalance
@@ -126,8 +126,8 @@ ID_PARAMETERS: list[tuple[Any, str, Callable[[str], dict[str, Any]]]] = [
     (failover, "dc", lambda v: {"dc": v}),
     (failover, "to_server", lambda v: {**SERVER, "to_server": v}),
     (failover, "to_dc", lambda v: {**SERVER, "to_dc": v}),
-    (migrate, "clients", lambda v: {"clients": [v]}),
-    (migrate, "server", lambda v: {"server": v}),
+    (failover, "clients", lambda v: {"clients": [v], "mode": "planned"}),
+    (failover, "server", lambda v: {"server": v, "mode": "planned"}),
     (drain, "server", lambda v: {"server": v}),
     (drain, "to_dc", lambda v: {**SERVER, "to_dc": v}),
     (drain, "to_server", lambda v: {**SERVER, "to_server": v}),
