@@ -53,16 +53,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, Protocol, TypeVar
 
-from ppo_dr.channels.base import (
-    MESSAGE_CHANNELS,
-    Channel,
-    ChannelPermanentError,
-    ChannelTransientError,
-    MessageChannel,
-    OutboundMessage,
-    Receipt,
-    clip,
-)
+from ppo_dr.channels import base
+from ppo_dr.channels.base import clip
 from ppo_dr.errors import DRError, PermanentError, TransientError
 from ppo_dr.inventory import Person
 from ppo_dr.secret_refs import REDACTOR
@@ -116,7 +108,7 @@ class DeliveryResult:
 
     notice: Notice
     sent_now: bool
-    receipt: Receipt | None = None
+    receipt: base.Receipt | None = None
     #: Notices given up on the way (by :func:`deliver_or_fall_back`), oldest first.
     failed: tuple[Notice, ...] = ()
 
@@ -145,7 +137,7 @@ def record_intent(
 def deliver(
     store: Store,
     intent: NoticeLike,
-    channels: Mapping[MessageChannel, Channel],
+    channels: Mapping[base.MessageChannel, base.Channel],
     *,
     incident_id: int | None,
     address: str | None = None,
@@ -158,11 +150,11 @@ def deliver(
         return DeliveryResult(notice, sent_now=False)
     if not created:
         _log.info("notice %s is %s; sending again", intent.key, notice.status)
-    kind = next((c for c in MESSAGE_CHANNELS if c == intent.channel), None)
+    kind = next((c for c in base.MESSAGE_CHANNELS if c == intent.channel), None)
     channel = channels.get(kind) if kind else None
     if kind is None or channel is None:
-        raise ChannelPermanentError("config", f"no {intent.channel} channel is configured")
-    message = OutboundMessage(
+        raise base.ChannelPermanentError("config", f"no {intent.channel} channel is configured")
+    message = base.OutboundMessage(
         intent.key, kind, address or intent.recipient, intent.subject, intent.body
     )
     try:
@@ -216,7 +208,7 @@ def error_text(error: BaseException | str) -> str:
 def retry_delay(error: BaseException, planned: float, cap: float = MAX_RETRY_AFTER) -> float | None:
     """Seconds to wait before the next attempt: the provider's Retry-After when it gave
     one and it is longer than planned; None if over *cap* (fall back, do not page late)."""
-    wait = error.retry_after if isinstance(error, ChannelTransientError) else None
+    wait = error.retry_after if isinstance(error, base.ChannelTransientError) else None
     if wait is None:
         return planned
     return None if wait > cap else max(wait, planned)
@@ -225,7 +217,7 @@ def retry_delay(error: BaseException, planned: float, cap: float = MAX_RETRY_AFT
 def deliver_or_fall_back(
     store: Store,
     intent: NoticeLike,
-    channels: Mapping[MessageChannel, Channel],
+    channels: Mapping[base.MessageChannel, base.Channel],
     *,
     incident_id: int | None,
     address: str | None = None,
