@@ -197,6 +197,17 @@ class PrefectOperator:
                 break
         return state
 
+    def start_run(self, deployment: str, parameters: dict[str, Any]) -> str:
+        from prefect.client.schemas.objects import FlowRun
+        from prefect.deployments import run_deployment
+
+        from deployments.demo.session import prefect_api
+
+        with prefect_api(self.api_url):
+            run = run_deployment(deployment, parameters=parameters, timeout=0)
+        assert isinstance(run, FlowRun)  # the sync form, not a coroutine
+        return str(run.id)
+
     def running_run(self, deployment: str) -> tuple[str, datetime] | None:
         from prefect.client.schemas.filters import (
             FlowRunFilter,

@@ -22,6 +22,10 @@ class FlowRuns(Protocol):
         one slot is taken, which cancels a new run); that state's name."""
         ...
 
+    def start_run(self, deployment: str, parameters: dict[str, Any]) -> str:
+        """Start a run of *deployment* now without waiting for it; its id."""
+        ...
+
     def running_run(self, deployment: str) -> tuple[str, datetime] | None:
         """(id, start time) of a run of *deployment* running now, if any."""
         ...

@@ -1,7 +1,9 @@
 """Killing the process that runs a mirror of the lab, then seeing a rerun finish it.
 
-The lab mirrors every minute (``mirror-fleet``). The runner waits for such a run and
-for one of its processes to hold a repository's lock (it is writing packs then),
+The lab mirrors every minute (``mirror-fleet``). The runner takes a run of it that is
+running, else starts one (waiting for the schedule cost up to a minute, and on a
+loaded machine pushed the CI tier past its limit), waits for one of its processes to
+hold a repository's lock (it is writing packs then),
 SIGKILLs every local process of that flow run (the flow's own and any upload
 workers), waits for Prefect to call it ended, starts a new
 run to its end, and checks the fleet: a complete snapshot of every client after the
@@ -42,7 +44,7 @@ from ppo_dr.waiting import poll
 MIRROR_DEPLOYMENT = "mirror-fleet/mirror-fleet"
 #: A mirror run must start writing a repository within this many seconds of starting.
 WRITE_STARTS_S = 90.0
-#: Waits: for the next scheduled mirror run (every minute), for Prefect to mark it.
+#: Waits: for the mirror run started (or found running) to run, for Prefect to mark it.
 RUN_STARTS_S = 150.0
 RUN_ENDS_S = 120.0
 #: Reruns until every client is snapshotted again: the killed run's concurrency slots
@@ -83,7 +85,11 @@ def _lock_holders(access: FleetAccess, repos: list[tuple[str, str, str]]) -> dic
 def _kill_a_mirror(
     ctx: KillContext, obs: KillObservation, access: FleetAccess, repos: list[tuple[str, str, str]]
 ) -> KillObservation:
-    """The next mirror run, killed while its process writes a repository; its end state."""
+    """A mirror run (one running now, else one started here), killed while its process
+    writes a repository; its end state. A run started beside a scheduled one that began
+    meanwhile is cancelled by the deployment's one slot; the scheduled one is taken."""
+    if ctx.operator.running_run(MIRROR_DEPLOYMENT) is None:
+        ctx.operator.start_run(MIRROR_DEPLOYMENT, {})
     found = poll(lambda: ctx.operator.running_run(MIRROR_DEPLOYMENT), RUN_STARTS_S, every=1.0)
     if found is None:
         raise DRError(f"no {MIRROR_DEPLOYMENT} run started within {RUN_STARTS_S:.0f} s")
@@ -147,7 +153,7 @@ def exercise_orchestrator_kill(ctx: KillContext, spec: FaultSpec) -> ChaosResult
     before = records.complete_snapshot_ids(store, clients)
     lost_before = records.lost_writes(model, ctx.fleet.acks_file, clients)
     obs = KillObservation(fault=spec.name, what=MIRROR_DEPLOYMENT, clients=tuple(clients))
-    ctx.say(f"{spec.name}: waiting for a {MIRROR_DEPLOYMENT} run to kill")
+    ctx.say(f"{spec.name}: a {MIRROR_DEPLOYMENT} run to kill (running, else started now)")
     repos = [
         (home, mirror.id, path)
         for home in sorted(set(placements.values()))
