@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from ppo_dr.errors import DRError
-from ppo_dr.fleet_access import FleetAccess, mirror_plan
+from ppo_dr.fleet_access import FleetAccess, client_path, mirror_plan
 from ppo_dr.inventory import load_fleet
 from ppo_dr.lab.chaos import records
 from ppo_dr.lab.chaos.catalogue import FaultSpec
@@ -52,6 +52,13 @@ RUN_ENDS_S = 120.0
 #: most, plus the repossessor's loop), plus a run.
 RERUN_WITHIN_S = 240.0
 RERUN_EVERY_S = 15.0
+#: New data written into one client before the mirror run to kill is looked for, so
+#: that the run holds its repository's lock for seconds: an incremental of the lab's
+#: small clients held it for less than one poll of every repository's lock ("held no
+#: repository lock within 90 s"). Random, so neither compression nor dedup shrinks it;
+#: removed once the reruns are done.
+BALLAST_BYTES = 32 * 2**20
+BALLAST_NAME = ".ppo-dr-chaos-ballast.bin"
 
 
 @dataclass(frozen=True)
@@ -160,9 +167,18 @@ def exercise_orchestrator_kill(ctx: KillContext, spec: FaultSpec) -> ChaosResult
         for mirror, path in mirror_plan(model, home, placements)
     ]
     try:
+        if not clients:
+            raise DRError("no client to mirror")
         with FleetAccess(model) as access:
-            obs = _kill_a_mirror(ctx, obs, access, repos)
-        obs = _rerun(ctx, obs, clients)
+            home = placements[clients[0]]
+            ballast = posixpath.join(client_path(model, clients[0], placements), BALLAST_NAME)
+            access.remote(home).write_bytes(ballast, os.urandom(BALLAST_BYTES))
+            try:
+                obs = _kill_a_mirror(ctx, obs, access, repos)
+                obs = _rerun(ctx, obs, clients)
+            finally:
+                with contextlib.suppress(DRError):
+                    access.remote(home).remove(ballast)
         ctx.say(f"  killed run ended {obs.killed_state}; {obs.reruns} rerun(s): {obs.rerun_state}")
     except DRError as exc:
         obs = replace(obs, problems=(f"{type(exc).__name__}: {exc}",))
