@@ -229,11 +229,9 @@ def deploy(
     *,
     echo: Echo = print,
     at_once: int = APPLY_AT_ONCE,
-    start_probe: bool = True,
 ) -> int:
     """Register pools, queues, limits, deployments (*at_once* in flight) and the
-    automations, and start the probe unless *start_probe* is off (a test with no
-    control worker to run it); the deployment count."""
+    automations, and start the probe (:func:`start_probe_now`); the deployment count."""
     from deployments.automations import ensure_probe_automation, ensure_run_recovery_automations
     from deployments.prefect_api import use_api
     from deployments.registry import (
@@ -269,6 +267,5 @@ def deploy(
         apply_deployments(routed, echo=echo, at_once=at_once)
         ensure_probe_automation(fleet_file, enabled=True, echo=echo)
         ensure_run_recovery_automations(echo=echo)
-        if start_probe:
-            start_probe_now(echo)
+        start_probe_now(echo)
     return len(routed)
