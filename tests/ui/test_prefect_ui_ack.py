@@ -23,7 +23,7 @@ from tests.ui.prefect_ui import resume_in_ui
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(480)
 
 #: Pages every 10 s until acknowledged (two levels, twice round); nothing else is sent.
 DEADLINE_S = 10
