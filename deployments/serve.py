@@ -22,6 +22,10 @@ What it does, in order:
    two periods: :mod:`deployments.automations`), enabled while serving and
    disabled again on the way out (nobody serves the watchdog then); ``check``
    creates it disabled and leaves an existing one as it is.
+6. Starts a ``probe-fleet`` run at once unless one is running or due within a minute
+   (:func:`deployments.deploy.start_probe_now`, as ``ppo-dr deploy`` does): the
+   probe's interval schedule counts from its registration, so its first run would
+   come a whole period (10 minutes) after serve started, with nobody watching.
 
 Ctrl-C, SIGTERM and SIGHUP stop serving (Prefect pauses the deployments) and then
 stop the server this process started, its whole process group, on every path out,
@@ -51,6 +55,7 @@ from uuid import UUID
 
 from deployments.automations import ensure_probe_automation, pause_probe_automation
 from deployments.console import Echo, print_flushed
+from deployments.deploy import start_probe_now
 from deployments.local_server import (
     HOST,
     LocalPrefectServer,
@@ -355,6 +360,9 @@ def run_serve(
                 crash_orphaned_runs(deployment_ids, echo)
             if ensure_probe_automation(fleet_path, enabled=True, echo=echo) is not None:
                 stack.callback(pause_probe_automation, fleet_path, echo)
+            # The probe's interval schedule counts from its registration: its first
+            # run would be a whole period away, and nothing would watch the fleet.
+            start_probe_now(echo)
             echo(f"Prefect UI: {ui_url_for(api_url)}")
             echo("serving; Ctrl-C stops" + (" serving and the server" if server else ""))
             serve(*deployments, print_starting_message=False)

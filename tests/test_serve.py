@@ -100,6 +100,24 @@ def deployments_in(home: Path) -> list[tuple[object, ...]]:
     )
 
 
+def loopback_example(tmp_path: Path) -> Path:
+    """The example fleet with every ``*.ppo.example`` host on a loopback address of its
+    own (127.0.1.x, where nothing listens): a probe run that serve starts checks those,
+    never a name the resolver would be asked for; its outage threshold an hour."""
+    hosts: dict[str, str] = {}
+
+    def loopback(match: re.Match[str]) -> str:
+        return hosts.setdefault(match.group(0), f"127.0.1.{len(hosts) + 1}")
+
+    # And no outage within the test: nothing is paged through the example's channels.
+    text = EXAMPLE.read_text(encoding="utf-8").replace(
+        "outage_threshold: 3m", "outage_threshold: 1h"
+    )
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(re.sub(r"[a-z0-9.-]+\.ppo\.example", loopback, text), encoding="utf-8")
+    return fleet
+
+
 class Served:
     """``ppo-dr serve`` as a subprocess whose output is collected line by line."""
 
@@ -334,7 +352,7 @@ def test_serve_on_a_given_api_runs_the_deployment_and_leaves_the_server(
         PREFECT_API_URL=prefect_server,
         PREFECT_RUNNER_POLL_FREQUENCY="2",  # default 10 s: how soon an ad-hoc run starts
     )
-    serve = Served("--fleet", str(EXAMPLE), env=env)
+    serve = Served("--fleet", str(loopback_example(tmp_path)), env=env)
     served.append(serve)
     serve.wait_for("serving; Ctrl-C stops")
     assert "Prefect server: starting" not in serve.output
@@ -345,6 +363,15 @@ def test_serve_on_a_given_api_runs_the_deployment_and_leaves_the_server(
         assert (limit.limit, limit.active) == (2, True)
         [automation] = client.read_automations_by_name(AUTOMATION)
         assert automation.enabled, serve.output
+
+        # The probe's schedule would first fire a period (10 minutes) after
+        # registration: serve starts a run at once (it probes 127.0.1.x: nothing there).
+        started_now = re.search(r"probe: run (\S+) started now", serve.output)
+        assert started_now, serve.output
+        probes = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["probe-fleet"]))
+        )
+        assert started_now.group(1) in {r.name for r in probes}
 
         # The served deployment runs for real, in a process the runner starts.
         started = time.monotonic()

@@ -187,9 +187,15 @@ def start_serve(demo: OutageDemo) -> None:
         print(f"paused for the story: {', '.join(sorted(paused)) or 'nothing'}")
         from prefect.deployments import run_deployment
 
-        with contextlib.suppress(Exception):  # a scheduled run may have started it already
-            run_deployment("probe-fleet/probe-fleet", timeout=0, parameters={"period_s": 900})
-        run = wait_for("a running probe-fleet run", lambda: running_probe_run(client), 120)
+        # One run for the whole story (15 minutes, no hand-over in the middle); it
+        # takes over from the run serve started at once (the two hand over).
+        ours = run_deployment("probe-fleet/probe-fleet", timeout=0, parameters={"period_s": 900})
+
+        def running() -> Any:
+            now = client.read_flow_run(ours.id)
+            return now if now.state and now.state.is_running() else None
+
+        run = wait_for("the story's probe-fleet run running", running, 120)
     print(
         f"the probe runs: flow run {run.name} checks every server and client every "
         f"{demo.fleet.timing.probe_interval} s"
