@@ -591,7 +591,10 @@ class Index:
     def add_pack(self, pack_id: str, size: int, blobs: dict[str, BlobLocation]) -> None:
         self.packs[pack_id] = size
         self.pack_blobs[pack_id] = blobs
-        for blob_id, loc in blobs.items():
+        if self.blobs.keys().isdisjoint(blobs):  # the rule: a blob is stored once
+            self.blobs.update(blobs)
+            return
+        for blob_id, loc in blobs.items():  # else the first pack named keeps it
             self.blobs.setdefault(blob_id, loc)
 
     def __contains__(self, blob_id: object) -> bool:
