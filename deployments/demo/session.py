@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -190,6 +190,7 @@ def start_serve(demo: OutageDemo) -> None:
         # One run for the whole story (15 minutes, no hand-over in the middle); it
         # takes over from the run serve started at once (the two hand over).
         ours = run_deployment("probe-fleet/probe-fleet", timeout=0, parameters={"period_s": 900})
+        assert not isinstance(ours, Coroutine)  # the sync form
 
         def running() -> Any:
             now = client.read_flow_run(ours.id)

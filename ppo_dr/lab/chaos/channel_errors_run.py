@@ -117,6 +117,7 @@ def _page_through_standin(
         {},
         severity="minor",
     )
+    run.side_incidents.add(incident.id)  # not a fault's beside it to judge or resolve
     obs = replace(obs, incident_id=incident.id, opened_at=incident.opened_at)
     run.say(f"  incident #{incident.id} opened; escalation through the stand-in")
     ended: list[str] = []
