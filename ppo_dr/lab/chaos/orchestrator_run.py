@@ -59,7 +59,8 @@ SLOT_FREES_S = 90.0
 #: that the run holds its repository's lock for seconds: an incremental of the lab's
 #: small clients held it for less than one poll of every repository's lock ("held no
 #: repository lock within 90 s"). Random, so neither compression nor dedup shrinks it;
-#: removed once the reruns are done.
+#: removed once the run is killed, so the reruns do not mirror it again (the killed
+#: run's packs of it stay behind unreferenced, which the rerun and verify must bear).
 BALLAST_BYTES = 32 * 2**20
 BALLAST_NAME = ".ppo-dr-chaos-ballast.bin"
 
@@ -185,10 +186,10 @@ def exercise_orchestrator_kill(ctx: KillContext, spec: FaultSpec) -> ChaosResult
             access.remote(home).write_bytes(ballast, os.urandom(BALLAST_BYTES))
             try:
                 obs = _kill_a_mirror(ctx, obs, access, repos)
-                obs = _rerun(ctx, obs, clients, sorted(set(placements.values())))
-            finally:
+            finally:  # its work is done once the run is caught writing it (or not)
                 with contextlib.suppress(DRError):
                     access.remote(home).remove(ballast)
+            obs = _rerun(ctx, obs, clients, sorted(set(placements.values())))
         ctx.say(f"  killed run ended {obs.killed_state}; {obs.reruns} rerun(s): {obs.rerun_state}")
     except DRError as exc:
         obs = replace(obs, problems=(f"{type(exc).__name__}: {exc}",))
