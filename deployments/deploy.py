@@ -18,7 +18,8 @@ this order, idempotently (a second run changes nothing and says ``unchanged``):
    minutes), reported in the declaration's order;
 5. the probe heartbeat automation, enabled (the control workers serve the watchdog);
    the zombie-run and failover-rerun automations (:mod:`deployments.automations`);
-6. a ``probe-fleet`` run now, unless one is running or due (:func:`start_probe_now`):
+6. a ``probe-fleet`` run now, unless one is running or due
+   (:func:`deployments.probe_start.start_probe_now`):
    the probe's interval schedule is anchored when it is registered, so its first run
    comes a whole period (10 minutes) after a fresh deploy, and until then nothing
    watches the fleet (seen in the 50x20 lab: no heartbeat for the first 9 minutes).
@@ -31,13 +32,14 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deployments.console import Echo
+from deployments.probe_start import start_probe_now
 from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import load_fleet
 
@@ -45,9 +47,6 @@ if TYPE_CHECKING:
     from deployments.registry import QueueLimit, Routed
 
 CHECK_TIMEOUT = 10.0
-PROBE_DEPLOYMENT = "probe-fleet/probe-fleet"
-#: A scheduled probe run this close (or late) counts as due: no extra run is started.
-PROBE_DUE_S = 60.0
 #: Deployments registered at once by :func:`apply_deployments`.
 APPLY_AT_ONCE = 8
 
@@ -180,49 +179,6 @@ def apply_deployments(
                 future.cancel()
 
 
-def start_probe_now(echo: Echo) -> str:
-    """Start a ``probe-fleet`` run now unless one is running, pending, or scheduled to
-    start within :data:`PROBE_DUE_S` (late ones included); the run's name. A run started
-    beside a live one is harmless: the two hand over as at every period's end
-    (``deployments.registry.PROBE_HANDOVER``)."""
-    from datetime import UTC, datetime, timedelta
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterName,
-        FlowRunFilter,
-        FlowRunFilterExpectedStartTime,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.deployments import run_deployment
-
-    due = datetime.now(UTC) + timedelta(seconds=PROBE_DUE_S)
-    live = [StateType.RUNNING, StateType.PENDING]
-    with get_client(sync_client=True) as client:
-        probe_runs = DeploymentFilter(name=DeploymentFilterName(any_=["probe-fleet"]))
-        for states, expected in ((live, None), ([StateType.SCHEDULED], due)):
-            found = client.read_flow_runs(
-                deployment_filter=probe_runs,
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)),
-                    expected_start_time=FlowRunFilterExpectedStartTime(before_=expected)
-                    if expected
-                    else None,
-                ),
-                limit=1,
-            )
-            if found:
-                echo(f"probe: run {found[0].name} is {found[0].state_name}, none started")
-                return found[0].name
-    run = run_deployment(PROBE_DEPLOYMENT, timeout=0)
-    assert not isinstance(run, Coroutine)  # the sync form
-    echo(f"probe: run {run.name} started now (the schedule's first run is a period away)")
-    return run.name
-
-
 def deploy(
     api_url: str,
     fleet_file: Path,
@@ -231,7 +187,8 @@ def deploy(
     at_once: int = APPLY_AT_ONCE,
 ) -> int:
     """Register pools, queues, limits, deployments (*at_once* in flight) and the
-    automations, and start the probe (:func:`start_probe_now`); the deployment count."""
+    automations, and start the probe (:func:`deployments.probe_start.start_probe_now`);
+    the deployment count."""
     from deployments.automations import ensure_probe_automation, ensure_run_recovery_automations
     from deployments.prefect_api import use_api
     from deployments.registry import (

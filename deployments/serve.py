@@ -23,7 +23,7 @@ What it does, in order:
    disabled again on the way out (nobody serves the watchdog then); ``check``
    creates it disabled and leaves an existing one as it is.
 6. Starts a ``probe-fleet`` run at once unless one is running or due within a minute
-   (:func:`deployments.deploy.start_probe_now`, as ``ppo-dr deploy`` does): the
+   (:func:`deployments.probe_start.start_probe_now`, as ``ppo-dr deploy`` does): the
    probe's interval schedule counts from its registration, so its first run would
    come a whole period (10 minutes) after serve started, with nobody watching.
 
@@ -55,7 +55,6 @@ from uuid import UUID
 
 from deployments.automations import ensure_probe_automation, pause_probe_automation
 from deployments.console import Echo, print_flushed
-from deployments.deploy import start_probe_now
 from deployments.local_server import (
     HOST,
     LocalPrefectServer,
@@ -67,6 +66,7 @@ from deployments.local_server import (
     ui_url_for,
 )
 from deployments.orphaned_runs import crash_orphaned_runs
+from deployments.probe_start import start_probe_now
 from ppo_dr import config
 
 if TYPE_CHECKING:
