@@ -233,18 +233,6 @@ class PrefectOperator:
             run = client.read_flow_run(UUID(run_id))
         return run.state.type.value if run.state is not None else "UNKNOWN"
 
-    def slot_free(self, limit: str) -> bool:
-        from prefect.exceptions import ObjectNotFound
-
-        from deployments.demo.session import prefect_api
-
-        with prefect_api(self.api_url) as client:
-            try:
-                found = client.read_global_concurrency_limit_by_name(limit)
-            except ObjectNotFound:
-                return True
-        return found.active_slots < found.limit
-
     def rerun(self, run_id: str) -> None:
         from prefect.states import AwaitingRetry
 

@@ -45,9 +45,9 @@ slot), taken only around the acting part, after approval: a run waiting for appr
 holds nothing, so it can wait its whole approval window (a deployment concurrency
 limit is released by Prefect when the run pauses, and the engine's next lease renewal
 then kills the run, 410 Gone). The slot's lease is short (:data:`FAILOVER_LEASE_S`)
-and renewed while the run acts; a SIGKILLed orchestrator stops renewing, and the
-server's repossessor frees the slot within a minute or two, so the rerun that finishes
-the crashed plan gets it.
+and renewed while the run acts, and recorded in the store (``tasks.slots``): the rerun
+that finishes a crashed plan (the same flow run, scheduled again) gives back its killed
+attempt's slot at once; a dead holder's slot nobody asks for frees a lease later.
 
 Any death of a run (failed, crashed, timed out, cancelled) of an incident's failover is
 an entry on the incident's timeline and a page to the on-call (the flow's state hooks,
@@ -63,7 +63,6 @@ from typing import Any, Final, Literal
 from prefect import Flow, flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.objects import FlowRun
-from prefect.concurrency.sync import concurrency
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
@@ -100,6 +99,7 @@ from tasks.failover import (
 )
 from tasks.inventory import load_fleet_task
 from tasks.mirror import ensure_mirror_limits
+from tasks.slots import leased_slot
 
 #: How long a run waits for an operator's approval before it gives up (nothing done).
 APPROVAL_TIMEOUT_S: Final = 3600
@@ -108,8 +108,8 @@ APPROVAL_POLL_S: Final = 2
 #: The global concurrency limit that lets one failover act at a time.
 FAILOVER_LIMIT: Final = "failover"
 FAILOVER_SLOTS: Final = 1
-#: The slot's lease (the server's minimum): a killed run's slot is freed this long
-#: after its last renewal, plus the repossessor's loop (15 s by default).
+#: The slot's lease (the server's minimum): a killed run's slot nobody gives back is
+#: freed this long after its last renewal, plus the repossessor's loop (15 s by default).
 FAILOVER_LEASE_S: Final = 60.0
 
 
@@ -309,14 +309,10 @@ def failover(
     log.info("plan %s waits for the failover slot (one failover acts at a time)", plan.plan_id)
     # A slot whose lease renewal fails (server restarted, lease reaped under load) must
     # not cancel a failover half done: the run goes on (the ledger and the placements'
-    # compare-and-set keep every client safe even if two runs overlapped) and Prefect
-    # logs the lost lease. strict=True still refuses to run without the limit.
-    with concurrency(
-        FAILOVER_LIMIT,
-        lease_duration=FAILOVER_LEASE_S,
-        strict=True,
-        raise_on_lease_renewal_failure=False,
-    ):
+    # compare-and-set keep every client safe even if two runs overlapped) and the lost
+    # lease is logged (tasks.slots). The limit must exist; the slot of this same run's
+    # killed attempt is given back at once (the lease recorded in the store).
+    with leased_slot(FAILOVER_LIMIT, timeout_s=None, lease_s=FAILOVER_LEASE_S, store_url=url):
         return _carry_out(path, url, plan, incident_id, run_id, kind, client_runs)
 
 

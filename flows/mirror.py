@@ -75,7 +75,7 @@ from tasks.mirror import (
     take_snapshots,
 )
 from tasks.runs import run_stamp
-from tasks.slots import leased_slot
+from tasks.slots import free_dead_holders, leased_slot
 
 #: Slots of each app server's limit: one mirror run per server at a time.
 MIRROR_SERVER_SLOTS = 1
@@ -225,17 +225,21 @@ def mirror_server(
     with contextlib.ExitStack() as slots:
         skipped = f"another mirror run of {sid} is still running: this run is skipped"
         try:
+            # A killed run's slot is given back as soon as Prefect calls it ended
+            # (tasks.slots: the lease recorded in the store), else it frees a short
+            # lease later; a lost lease does not cut a snapshot short, the repository
+            # lock still keeps a second writer out.
+            free_dead_holders(server_limit(sid), url)
             if slot_taken(server_limit(sid)):
                 raise TimeoutError(skipped)
-            # A short lease renewed often (tasks.slots): a killed run's slot frees in
-            # about a minute; a lost lease does not cut a snapshot short, the
-            # repository lock still keeps a second writer out.
-            slots.enter_context(leased_slot(server_limit(sid), timeout_s=SERVER_SLOT_WAIT_S))
+            slots.enter_context(
+                leased_slot(server_limit(sid), timeout_s=SERVER_SLOT_WAIT_S, store_url=url)
+            )
         except TimeoutError:
             log.warning(skipped)
             emit_heartbeat(sid, {**heartbeat, "outcome": "skipped"})
             return Cancelled(message=skipped)
-        slots.enter_context(leased_slot(dc_limit(app.dc), timeout_s=DC_SLOT_WAIT_S))
+        slots.enter_context(leased_slot(dc_limit(app.dc), timeout_s=DC_SLOT_WAIT_S, store_url=url))
         try:
             with FleetAccess(
                 fleet, key_text=operator_key_text(fleet), secret_resolver=secret_from_block

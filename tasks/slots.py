@@ -15,12 +15,22 @@ slot, while a killed run's slot is free one lease (plus the repossessor's 5 s lo
 after its last renewal. Acquisition and release are Prefect's own (its back-off on
 a full limit, ``strict``, the release of a lease a cancelled run could not give
 back); only the renewal is ours. Pinned to Prefect 3.9's ``prefect.concurrency``.
+
+Given the store (``store_url``), a dead holder's slot is not even waited for: the
+holder records its lease there, and a run that wants the slot first gives back the
+leases of holders that are gone (their flow run ended, or an earlier attempt of the
+asker's own rescheduled run; the rule is :mod:`ppo_dr.slot_holders`), then again every
+:data:`RECLAIM_EVERY_S` while it waits. A SIGKILLed mirror's or failover's slot is
+free for the rerun as soon as Prefect calls the killed run Crashed.
 """
 
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -28,17 +38,111 @@ from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 from prefect.concurrency._sync import (
     acquire_concurrency_slots_with_lease,
     release_concurrency_slots_with_lease,
 )
+from prefect.exceptions import ObjectNotFound
 from prefect.logging.loggers import get_logger
+from prefect.runtime import flow_run
+
+from ppo_dr.errors import DRError
+from ppo_dr.slot_holders import Holder, RecordedLease, dead_leases
+from ppo_dr.store import Store
 
 #: A slot's lease, in seconds: a killed holder's slot is free this long after its last
 #: renewal (60 s is the shortest the Prefect server accepts).
 SLOT_LEASE_S: Final = 60.0
 #: The lease is renewed every this much of it.
 RENEW_FRACTION: Final = 1 / 6
+#: While a slot is taken, dead holders are looked for this often (seconds).
+RECLAIM_EVERY_S: Final = 10.0
+#: This process, among reruns of the same flow run (``ppo_dr.slot_holders.Holder``).
+_PROCESS_TOKEN: Final = uuid.uuid4().hex
+
+
+def current_holder() -> Holder | None:
+    """This process as a slot holder: its flow run (the one the runner or worker started
+    it for, else the flow run in context) and its token; None outside any flow run."""
+    run_id = os.environ.get("PREFECT__FLOW_RUN_ID") or flow_run.get_id()
+    return Holder(str(run_id), _PROCESS_TOKEN) if run_id else None
+
+
+def _run_states(run_ids: set[str]) -> dict[str, str | None]:
+    """Each run's state type now (``CRASHED``...), None for a run Prefect does not know."""
+    states: dict[str, str | None] = {}
+    with get_client(sync_client=True) as client:
+        for run_id in run_ids:
+            try:
+                run = client.read_flow_run(UUID(run_id))
+            except (ValueError, ObjectNotFound):
+                states[run_id] = None
+                continue
+            states[run_id] = run.state_type.value if run.state_type else None
+    return states
+
+
+def free_dead_holders(name: str, store_url: str) -> list[str]:
+    """Give back every lease of limit *name* whose holder is gone (module docstring);
+    the holders' run ids. A failure to look is logged and frees nothing: the leases
+    then run out on their own."""
+    log = get_logger("ppo_dr.slots")
+    freed: list[str] = []
+    try:
+        with Store.open(store_url) as store:
+            leases = store.slot_leases(name)
+            if not leases:
+                return freed
+            states = _run_states({lease.holder.run_id for lease in leases})
+            with get_client(sync_client=True) as client:
+                for lease in dead_leases(leases, states, current_holder()):
+                    client.release_concurrency_slots_with_lease(UUID(lease.lease_id))
+                    store.forget_slot_lease(lease.lease_id)
+                    run = lease.holder.run_id
+                    why = states.get(run) or "an earlier attempt of this run"
+                    log.warning("slot %s: gave back the lease of run %s (%s)", name, run, why)
+                    freed.append(run)
+    except (DRError, httpx.HTTPError) as exc:
+        log.warning("slot %s: could not look for dead holders (%s)", name, exc)
+    return freed
+
+
+def _acquire(
+    name: str, timeout_s: float | None, lease_s: float, store_url: str | None
+) -> ConcurrencyLimitWithLeaseResponse:
+    """The slot, waiting at most *timeout_s* (None: for ever); with a store, dead
+    holders are freed before the first try and every :data:`RECLAIM_EVERY_S` after."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        wait = timeout_s
+        if store_url is not None:
+            free_dead_holders(name, store_url)
+            wait = RECLAIM_EVERY_S
+        if deadline is not None:
+            wait = max(0.1, min(wait or RECLAIM_EVERY_S, deadline - time.monotonic()))
+        try:
+            return acquire_concurrency_slots_with_lease(
+                [name], 1, timeout_seconds=wait, lease_duration=lease_s, strict=True
+            )
+        except TimeoutError:
+            if store_url is None or (deadline is not None and time.monotonic() >= deadline):
+                raise
+
+
+def _record(store_url: str | None, lease: RecordedLease | None, *, forget: bool) -> None:
+    """Record or forget *lease* in the store; a failure is logged (it costs only the
+    quick release of this lease if its holder dies)."""
+    if store_url is None or lease is None:
+        return
+    try:
+        with Store.open(store_url) as store:
+            if forget:
+                store.forget_slot_lease(lease.lease_id)
+            else:
+                store.record_slot_lease(lease)
+    except DRError as exc:
+        get_logger("ppo_dr.slots").warning("slot %s: lease record not kept (%s)", lease.limit, exc)
 
 
 def _renew_until(stop: threading.Event, lease_id: UUID, lease_s: float, name: str) -> None:
@@ -60,16 +164,25 @@ def _renew_until(stop: threading.Event, lease_id: UUID, lease_s: float, name: st
 
 
 @contextmanager
-def leased_slot(name: str, *, timeout_s: float, lease_s: float = SLOT_LEASE_S) -> Iterator[None]:
+def leased_slot(
+    name: str,
+    *,
+    timeout_s: float | None,
+    lease_s: float = SLOT_LEASE_S,
+    store_url: str | None = None,
+) -> Iterator[None]:
     """One slot of global concurrency limit *name* (which must exist), held while the
-    block runs and renewed often (module docstring).
+    block runs and renewed often; with *store_url*, recorded there and taken back from
+    dead holders (module docstring).
 
-    Raises TimeoutError when no slot frees within *timeout_s*. A lost lease does not
-    stop the block: what the slot guards must have its own lock (the repository's).
+    Raises TimeoutError when no slot frees within *timeout_s* (None: waits for ever). A
+    lost lease does not stop the block: what the slot guards must have its own lock
+    (the repository's, the failover ledger's).
     """
-    granted = acquire_concurrency_slots_with_lease(
-        [name], 1, timeout_seconds=timeout_s, lease_duration=lease_s, strict=True
-    )
+    granted = _acquire(name, timeout_s, lease_s, store_url)
+    holder = current_holder()
+    recorded = None if holder is None else RecordedLease(str(granted.lease_id), name, holder)
+    _record(store_url, recorded, forget=False)
     stop = threading.Event()
     renewer = threading.Thread(  # in this context: the same API settings, run logger
         target=contextvars.copy_context().run,
@@ -83,4 +196,7 @@ def leased_slot(name: str, *, timeout_s: float, lease_s: float = SLOT_LEASE_S) -
     finally:
         stop.set()
         renewer.join(timeout=5)
-        release_concurrency_slots_with_lease(granted.lease_id)
+        try:
+            release_concurrency_slots_with_lease(granted.lease_id)
+        finally:
+            _record(store_url, recorded, forget=True)

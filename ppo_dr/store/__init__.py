@@ -26,6 +26,8 @@ Tables, and why each exists:
 ``drained_servers``     servers emptied for an upgrade: no plan targets them (:mod:`.drained`)
 ``request_minutes``     requests per client per minute (load, for the rebalance) (:mod:`.requests`)
 ``probe_lease``         which probe flow run records now, and the hand-over (:mod:`.probe_lease`)
+``slot_leases``         concurrency-slot leases and their holders, so a dead holder's slot is
+                        given back at once (:mod:`.slot_leases`)
 ``drills``              DR drill results: restore time and snapshot age (RTO/RPO)
 ``failovers``           the failover ledger: one row per plan run (mode, incident, plan,
 ``failover_steps``      placement versions read at start), its steps per client (so a
@@ -62,6 +64,7 @@ from ppo_dr.store.records import (
     TimelineEntry,
 )
 from ppo_dr.store.requests import RequestsMixin
+from ppo_dr.store.slot_leases import SlotLeasesMixin
 
 
 class Store(
@@ -74,6 +77,7 @@ class Store(
     DrainedMixin,
     RequestsMixin,
     ProbeLeaseMixin,
+    SlotLeasesMixin,
 ):
     """The ppo-dr state store. ``Store.open()`` for the configured one; ``upgrade()`` first.
 

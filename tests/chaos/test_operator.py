@@ -36,22 +36,3 @@ def test_start_run_returns_at_once_with_a_scheduled_run_of_that_deployment(
     assert run.deployment_id == deployment_id and run.parameters == {"note": "x"}
     assert operator.run_state(run_id) == "SCHEDULED"
     assert operator.running_run("chaos-operator-check/start-run") is None
-
-
-def test_slot_free_reads_the_limit_and_a_missing_limit_holds_nothing(prefect_api: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import (
-        GlobalConcurrencyLimitCreate,
-        GlobalConcurrencyLimitUpdate,
-    )
-
-    operator = PrefectOperator(prefect_api)
-    name = "mirror-server-chaos-slot-check"
-    assert operator.slot_free(name)  # no such limit
-    with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-        assert operator.slot_free(name)
-        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=1))
-        assert not operator.slot_free(name)
-        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
-        assert operator.slot_free(name)

@@ -1,7 +1,9 @@
 """The mirror's slot lease (``tasks.slots``): held while its holder lives, freed about a
-minute after the holder is SIGKILLed. Real Prefect servers: the harness for holding
-and refusing, a real ``prefect server start`` (the harness runs no repossessor) for
-the lease running out."""
+minute after the holder is SIGKILLed, and given back at once by the next asker when the
+holder recorded it in the store and its run ended (or was an earlier attempt of the
+asker's own run). Real Prefect servers: the harness for holding, refusing and giving
+back (it runs no repossessor: a lease there never runs out, so only a give-back frees
+a killed holder's slot), a real ``prefect server start`` for the lease running out."""
 
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.states import Crashed, Running
 
+from ppo_dr.store import Store
 from tasks.slots import SLOT_LEASE_S, leased_slot
 from tests.prefect_fixtures import isolated_env, using_api
 
@@ -34,6 +39,93 @@ def _new_limit() -> str:
 def _taken(name: str) -> int:
     with get_client(sync_client=True) as client:
         return client.read_global_concurrency_limit_by_name(name).active_slots
+
+
+@flow(name="slot-holder-check")
+def _holder_flow() -> None:
+    """Only a name for the flow runs these tests create by hand."""
+
+
+def _running_run() -> str:
+    """A flow run in state Running, as the runner leaves it when it starts a process."""
+    with get_client(sync_client=True) as client:
+        return str(client.create_flow_run(_holder_flow, state=Running()).id)
+
+
+def _store(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    with Store(url) as store:
+        store.upgrade()
+    return url
+
+
+def _holder(name: str, run_id: str, url: str, api: str) -> subprocess.Popen[str]:
+    """A process of flow run *run_id* holding a slot of *name*, recorded in store *url*."""
+    code = (
+        "import sys, time\nfrom tasks.slots import leased_slot\n"
+        "with leased_slot(sys.argv[1], timeout_s=60, store_url=sys.argv[2]):\n"
+        "    print('held', flush=True)\n    time.sleep(600)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, name, url],
+        cwd=ROOT,
+        env=isolated_env(PREFECT_API_URL=api, PYTHONPATH=str(ROOT), PREFECT__FLOW_RUN_ID=run_id),
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def _kill(holder: subprocess.Popen[str]) -> None:
+    if holder.poll() is None:
+        os.killpg(holder.pid, signal.SIGKILL)
+    holder.wait()
+
+
+@pytest.mark.timeout(180)
+def test_a_killed_holders_slot_is_given_back_once_its_run_ended(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, url = _new_limit(), _store(tmp_path)
+    killed_run = _running_run()
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", _running_run())  # the asker's own run
+    holder = _holder(name, killed_run, url, prefect_api)
+    try:
+        with Store(url) as store:
+            assert [lease.holder.run_id for lease in store.slot_leases(name)] == [killed_run]
+        with pytest.raises(TimeoutError), leased_slot(name, timeout_s=3, store_url=url):
+            pytest.fail("a live holder's slot was taken")  # its run is Running: alive
+        _kill(holder)
+        with pytest.raises(TimeoutError), leased_slot(name, timeout_s=3, store_url=url):
+            pytest.fail("the slot was taken before the killed run was called ended")
+        with get_client(sync_client=True) as client:  # what the runner does on the death
+            client.set_flow_run_state(uuid.UUID(killed_run), Crashed(), force=True)
+        with leased_slot(name, timeout_s=30, store_url=url), Store(url) as store:
+            assert _taken(name) == 1  # the dead holder's given back, this one's taken
+            holders = [lease.holder.run_id for lease in store.slot_leases(name)]
+            assert holders == [os.environ["PREFECT__FLOW_RUN_ID"]]
+        with Store(url) as store:
+            assert _taken(name) == 0 and store.slot_leases(name) == []
+    finally:
+        _kill(holder)
+
+
+@pytest.mark.timeout(180)
+def test_a_rerun_of_the_same_run_takes_back_its_killed_attempts_slot(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failover rerun keeps its run id and is Running again: the killed attempt's
+    lease is its own, from another process."""
+    name, url = _new_limit(), _store(tmp_path)
+    run_id = _running_run()
+    holder = _holder(name, run_id, url, prefect_api)
+    _kill(holder)
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", run_id)
+    with leased_slot(name, timeout_s=30, store_url=url):
+        assert _taken(name) == 1
+    assert _taken(name) == 0
 
 
 def test_a_held_slot_refuses_a_second_holder_and_is_free_after(prefect_api: str) -> None:

@@ -34,11 +34,6 @@ class FlowRuns(Protocol):
         """The run's state name now."""
         ...
 
-    def slot_free(self, limit: str) -> bool:
-        """True if global concurrency limit *limit* has a slot free now (or no such
-        limit exists: nothing is held then)."""
-        ...
-
     def rerun(self, run_id: str) -> None:
         """Schedule the ended run *run_id* again, the same run (what ``ppo-dr deploy``'s
         "rerun a crashed failover" automation does: state Scheduled, AwaitingRetry)."""

@@ -47,14 +47,13 @@ WRITE_STARTS_S = 90.0
 #: Waits: for the mirror run started (or found running) to run, for Prefect to mark it.
 RUN_STARTS_S = 150.0
 RUN_ENDS_S = 120.0
-#: Reruns until every client is snapshotted again: the killed run's concurrency slots
-#: stay taken until their lease runs out (``tasks.slots``: 60 s after the last renewal
-#: at most, plus the repossessor's loop), plus a run. The first rerun waits for the
-#: killed server's slot (up to :data:`SLOT_FREES_S`): one before it would skip that
-#: server (four reruns in 119 s did, where one after the wait takes ~20 s).
+#: Reruns until every client is snapshotted again. The killed run's concurrency slots
+#: are given back by the first rerun once Prefect calls the killed run ended
+#: (``tasks.slots``: the leases are recorded in the store); were that to fail, they
+#: would free a lease (60 s) after their last renewal, and reruns before then skip
+#: the killed server: reruns go on that long.
 RERUN_WITHIN_S = 240.0
 RERUN_EVERY_S = 15.0
-SLOT_FREES_S = 90.0
 #: New data written into one client before the mirror run to kill is looked for, so
 #: that the run holds its repository's lock for seconds: an incremental of the lab's
 #: small clients held it for less than one poll of every repository's lock ("held no
@@ -131,23 +130,12 @@ def _kill_a_mirror(
     return replace(obs, killed_state=poll(ended, RUN_ENDS_S, every=2.0))
 
 
-def _rerun(
-    ctx: KillContext, obs: KillObservation, clients: list[str], homes: list[str]
-) -> KillObservation:
-    """Mirror runs to their end until every client has a snapshot taken after the kill.
-
-    The killed run's concurrency slots stay taken until their lease runs out (60 s,
-    ``tasks.slots``): a rerun before then skips that server, as a scheduled run would.
-    So the first rerun waits until every home's slot (``flows.mirror.server_limit``'s
-    name) is free, and reruns go on for at most :data:`RERUN_WITHIN_S`; the row's note
-    says how many it took.
-    """
+def _rerun(ctx: KillContext, obs: KillObservation, clients: list[str]) -> KillObservation:
+    """Mirror runs to their end until every client has a snapshot taken after the kill,
+    for at most :data:`RERUN_WITHIN_S`; the row's note says how many it took (one, when
+    the first gives back the killed run's slots)."""
     assert obs.killed_at is not None
     ends = time.monotonic() + RERUN_WITHIN_S
-    limits = [f"mirror-server-{home}" for home in homes]
-    waited = time.monotonic()
-    if poll(lambda: all(ctx.operator.slot_free(n) for n in limits), SLOT_FREES_S, every=2.0):
-        ctx.say(f"  every home's mirror slot free {time.monotonic() - waited:.0f} s later")
     reruns, state = 0, None
     while True:
         state = ctx.operator.run_to_end(MIRROR_DEPLOYMENT, {})
@@ -189,7 +177,7 @@ def exercise_orchestrator_kill(ctx: KillContext, spec: FaultSpec) -> ChaosResult
             finally:  # its work is done once the run is caught writing it (or not)
                 with contextlib.suppress(DRError):
                     access.remote(home).remove(ballast)
-            obs = _rerun(ctx, obs, clients, sorted(set(placements.values())))
+            obs = _rerun(ctx, obs, clients)
         ctx.say(f"  killed run ended {obs.killed_state}; {obs.reruns} rerun(s): {obs.rerun_state}")
     except DRError as exc:
         obs = replace(obs, problems=(f"{type(exc).__name__}: {exc}",))

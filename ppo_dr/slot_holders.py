@@ -1,0 +1,72 @@
+"""Which recorded concurrency-slot leases belong to holders that are gone.
+
+A global concurrency slot (one mirror of a server at a time, one failover at a time) is
+a lease on the Prefect server, renewed by its holder. A SIGKILLed holder stops renewing
+and the server frees the slot one lease (60 s at least) after the last renewal. Every
+run that wanted the slot meanwhile was skipped (a mirror) or waited (the failover rerun
+that finishes a crashed plan). Like restic's stale locks, a lease whose holder is known
+dead can be given back at once instead: each holder records its lease in the store
+(:mod:`ppo_dr.store.slot_leases`) with the flow run of its process and a token of the
+process, and the next run that wants the slot frees the dead ones first.
+
+This module is the rule, with no I/O: given the recorded leases, the state of each
+holder's flow run and who is asking, which leases are dead. A holder is dead when
+
+- its flow run ended (Prefect's final states: its process is gone), or
+- its flow run is the asker's own and the token differs: the run was scheduled again
+  after a crash (the failover rerun keeps its run id) and this is an earlier attempt's
+  lease; no run executes twice at once, so that attempt's process is gone.
+
+Anything else is left to the lease's expiry: a run still RUNNING (maybe alive, maybe
+not yet marked), a run Prefect does not know (another server's, or deleted), the
+asker's own process (another thread holding a slot of the same limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+#: Prefect's final state types: a run in one of them has no process left.
+ENDED_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds (or asks for) a slot: the flow run of the process, and a token unique
+    to the process (a rerun of the same flow run gets a new one)."""
+
+    run_id: str
+    token: str
+
+
+@dataclass(frozen=True)
+class RecordedLease:
+    """A lease as its holder recorded it."""
+
+    lease_id: str
+    limit: str
+    holder: Holder
+
+
+def dead_leases(
+    leases: Sequence[RecordedLease],
+    run_states: Mapping[str, str | None],
+    asker: Holder | None,
+) -> list[RecordedLease]:
+    """The leases of *leases* whose holder is gone (module docstring), in their order.
+
+    *run_states* maps a holder's run id to its state type (``CRASHED``, ``RUNNING``,
+    ...), None or absent where the run is unknown; *asker* is the process asking (None
+    if it is not a flow run's: then only ended runs count).
+    """
+    dead = []
+    for lease in leases:
+        holder = lease.holder
+        ended = run_states.get(holder.run_id) in ENDED_STATES
+        earlier_attempt = (
+            asker is not None and holder.run_id == asker.run_id and holder.token != asker.token
+        )
+        if ended or earlier_attempt:
+            dead.append(lease)
+    return dead
