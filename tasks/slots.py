@@ -48,7 +48,7 @@ from prefect.logging.loggers import get_logger
 from prefect.runtime import flow_run
 
 from ppo_dr.errors import DRError
-from ppo_dr.slot_holders import Holder, RecordedLease, dead_leases
+from ppo_dr.slot_holders import ENDED_STATES, Holder, RecordedLease, dead_leases
 from ppo_dr.store import Store
 
 #: A slot's lease, in seconds: a killed holder's slot is free this long after its last
@@ -100,7 +100,8 @@ def free_dead_holders(name: str, store_url: str) -> list[str]:
                     client.release_concurrency_slots_with_lease(UUID(lease.lease_id))
                     store.forget_slot_lease(lease.lease_id)
                     run = lease.holder.run_id
-                    why = states.get(run) or "an earlier attempt of this run"
+                    state = states.get(run)
+                    why = state if state in ENDED_STATES else "an earlier attempt of this run"
                     log.warning("slot %s: gave back the lease of run %s (%s)", name, run, why)
                     freed.append(run)
     except (DRError, httpx.HTTPError) as exc:
