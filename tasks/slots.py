@@ -20,7 +20,7 @@ Given the store (``store_url``), a dead holder's slot is not even waited for: th
 holder records its lease there, and a run that wants the slot first gives back the
 leases of holders that are gone (their flow run ended, or an earlier attempt of the
 asker's own rescheduled run; the rule is :mod:`ppo_dr.slot_holders`), then again every
-:data:`RECLAIM_EVERY_S` while it waits. A SIGKILLed mirror's or failover's slot is
+:data:`RECLAIM_EVERY_S` from a thread while it waits. A SIGKILLed mirror's or failover's slot is
 free for the rerun as soon as Prefect calls the killed run Crashed.
 """
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,26 +108,38 @@ def free_dead_holders(name: str, store_url: str) -> list[str]:
     return freed
 
 
+def _reclaim_until(stop: threading.Event, name: str, store_url: str) -> None:
+    """Free dead holders of *name* every :data:`RECLAIM_EVERY_S` until *stop*."""
+    while not stop.wait(RECLAIM_EVERY_S):
+        free_dead_holders(name, store_url)
+
+
 def _acquire(
     name: str, timeout_s: float | None, lease_s: float, store_url: str | None
 ) -> ConcurrencyLimitWithLeaseResponse:
     """The slot, waiting at most *timeout_s* (None: for ever); with a store, dead
-    holders are freed before the first try and every :data:`RECLAIM_EVERY_S` after."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        wait = timeout_s
-        if store_url is not None:
-            free_dead_holders(name, store_url)
-            wait = RECLAIM_EVERY_S
-        if deadline is not None:
-            wait = max(0.1, min(wait or RECLAIM_EVERY_S, deadline - time.monotonic()))
-        try:
-            return acquire_concurrency_slots_with_lease(
-                [name], 1, timeout_seconds=wait, lease_duration=lease_s, strict=True
-            )
-        except TimeoutError:
-            if store_url is None or (deadline is not None and time.monotonic() >= deadline):
-                raise
+    holders are freed before the one try and every :data:`RECLAIM_EVERY_S` beside it
+    (a thread: tries cut short every 10 s would each log an ERROR of Prefect's own)."""
+    if store_url is None:
+        return acquire_concurrency_slots_with_lease(
+            [name], 1, timeout_seconds=timeout_s, lease_duration=lease_s, strict=True
+        )
+    free_dead_holders(name, store_url)
+    stop = threading.Event()
+    reclaimer = threading.Thread(  # in this context: the same API settings, run logger
+        target=contextvars.copy_context().run,
+        args=(_reclaim_until, stop, name, store_url),
+        name=f"slot-reclaim-{name}",
+        daemon=True,
+    )
+    reclaimer.start()
+    try:
+        return acquire_concurrency_slots_with_lease(
+            [name], 1, timeout_seconds=timeout_s, lease_duration=lease_s, strict=True
+        )
+    finally:
+        stop.set()
+        reclaimer.join(timeout=5)
 
 
 def _record(store_url: str | None, lease: RecordedLease | None, *, forget: bool) -> None:

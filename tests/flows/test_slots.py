@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -100,9 +101,15 @@ def test_a_killed_holders_slot_is_given_back_once_its_run_ended(
         _kill(holder)
         with pytest.raises(TimeoutError), leased_slot(name, timeout_s=3, store_url=url):
             pytest.fail("the slot was taken before the killed run was called ended")
-        with get_client(sync_client=True) as client:  # what the runner does on the death
-            client.set_flow_run_state(uuid.UUID(killed_run), Crashed(), force=True)
-        with leased_slot(name, timeout_s=30, store_url=url), Store(url) as store:
+
+        def crash() -> None:  # what the runner does on the death, while the asker waits
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(uuid.UUID(killed_run), Crashed(), force=True)
+
+        timer = threading.Timer(3.0, crash)
+        timer.start()  # the asker is already waiting: only its look every 10 s frees it
+        with leased_slot(name, timeout_s=40, store_url=url), Store(url) as store:
+            timer.join()
             assert _taken(name) == 1  # the dead holder's given back, this one's taken
             holders = [lease.holder.run_id for lease in store.slot_leases(name)]
             assert holders == [os.environ["PREFECT__FLOW_RUN_ID"]]
