@@ -26,11 +26,12 @@ free for the rerun as soon as Prefect calls the killed run Crashed.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
 from uuid import UUID
@@ -114,32 +115,39 @@ def _reclaim_until(stop: threading.Event, name: str, store_url: str) -> None:
         free_dead_holders(name, store_url)
 
 
+@contextmanager
+def _beside(thread_name: str, loop: Callable[..., None], *args: object) -> Iterator[None]:
+    """Run ``loop(stop, *args)`` in a daemon thread while the block runs, in this
+    context (the same API settings, the run's logger); *stop* is set at the end."""
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(loop, stop, *args),
+        name=thread_name,
+        daemon=True,
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def _acquire(
     name: str, timeout_s: float | None, lease_s: float, store_url: str | None
 ) -> ConcurrencyLimitWithLeaseResponse:
     """The slot, waiting at most *timeout_s* (None: for ever); with a store, dead
     holders are freed before the one try and every :data:`RECLAIM_EVERY_S` beside it
     (a thread: tries cut short every 10 s would each log an ERROR of Prefect's own)."""
-    if store_url is None:
+    reclaiming: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if store_url is not None:
+        free_dead_holders(name, store_url)
+        reclaiming = _beside(f"slot-reclaim-{name}", _reclaim_until, name, store_url)
+    with reclaiming:
         return acquire_concurrency_slots_with_lease(
             [name], 1, timeout_seconds=timeout_s, lease_duration=lease_s, strict=True
         )
-    free_dead_holders(name, store_url)
-    stop = threading.Event()
-    reclaimer = threading.Thread(  # in this context: the same API settings, run logger
-        target=contextvars.copy_context().run,
-        args=(_reclaim_until, stop, name, store_url),
-        name=f"slot-reclaim-{name}",
-        daemon=True,
-    )
-    reclaimer.start()
-    try:
-        return acquire_concurrency_slots_with_lease(
-            [name], 1, timeout_seconds=timeout_s, lease_duration=lease_s, strict=True
-        )
-    finally:
-        stop.set()
-        reclaimer.join(timeout=5)
 
 
 def _record(store_url: str | None, lease: RecordedLease | None, *, forget: bool) -> None:
@@ -195,19 +203,10 @@ def leased_slot(
     holder = current_holder()
     recorded = None if holder is None else RecordedLease(str(granted.lease_id), name, holder)
     _record(store_url, recorded, forget=False)
-    stop = threading.Event()
-    renewer = threading.Thread(  # in this context: the same API settings, run logger
-        target=contextvars.copy_context().run,
-        args=(_renew_until, stop, granted.lease_id, lease_s, name),
-        name=f"slot-lease-{name}",
-        daemon=True,
-    )
-    renewer.start()
     try:
-        yield
+        with _beside(f"slot-lease-{name}", _renew_until, granted.lease_id, lease_s, name):
+            yield
     finally:
-        stop.set()
-        renewer.join(timeout=5)
         try:
             release_concurrency_slots_with_lease(granted.lease_id)
         finally:
