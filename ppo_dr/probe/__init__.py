@@ -13,7 +13,7 @@ together and persists transitions and per-minute counts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
 from ppo_dr.probe.checks import (
@@ -76,16 +76,18 @@ def fleet_checks(
     *,
     front_door: str | None = None,
     placements: Mapping[str, str] | None = None,
+    watched: Collection[str] = (),
 ) -> list[Check]:
     """One check per app server (``/health``) and per client, for a probe cycle.
 
     A client is checked through *front_door* (``<front_door>/c/<client>/health``, as the
     lab serves it) when given, else at its public URL: that is the path users take, so
     a routing fault is seen as an outage. *placements* add app servers that host
-    clients now even if fleet.yaml calls them spares.
+    clients now even if fleet.yaml calls them spares; *watched* adds servers whatever
+    they host (those of an outage still open, until they answer again).
     """
     budget = fleet.timing.latency_budget_ms
-    hosting = set((placements or {}).values())
+    hosting = set((placements or {}).values()) | set(watched)
     checks: list[Check] = []
     for server in fleet.servers:
         if server.http is None or (server.role != "app" and server.id not in hosting):

@@ -45,6 +45,12 @@ def server_target(server_id: str) -> str:
     return f"server:{server_id}"
 
 
+def target_server(target_id: str) -> str | None:
+    """The server id of a server's target id (:func:`server_target`), else None."""
+    kind, _, subject = target_id.partition(":")
+    return subject if kind == "server" and subject else None
+
+
 def outage_key(level: Level, subject_id: str) -> str:
     """The stable dedupe key of an outage: the same subject always gives the same key."""
     return f"outage:{level}:{subject_id}"

@@ -40,7 +40,7 @@ the per-minute counts of the pseudo-target :data:`HEARTBEAT_TARGET`;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -48,7 +48,14 @@ from typing import Any, Final
 from ppo_dr.inventory import Fleet
 from ppo_dr.probe import fleet_checks
 from ppo_dr.probe.checks import Check, HttpCheck
-from ppo_dr.probe.graph import FleetGraph, Outage, client_target, outages, server_target
+from ppo_dr.probe.graph import (
+    FleetGraph,
+    Outage,
+    client_target,
+    outages,
+    server_target,
+    target_server,
+)
 from ppo_dr.probe.state import (
     Observation,
     OutagePolicy,
@@ -83,11 +90,15 @@ def client_health_url(url: str) -> str:
 
 
 def probe_checks(
-    fleet: Fleet, placements: Mapping[str, str], front_door: str | None = None
+    fleet: Fleet,
+    placements: Mapping[str, str],
+    front_door: str | None = None,
+    watched: Collection[str] = (),
 ) -> list[Check]:
-    """Every app server's ``/health`` and every client's health page, through the
-    front door when given, else under the client's public URL."""
-    checks = fleet_checks(fleet, front_door=front_door, placements=placements)
+    """Every app server's ``/health`` (and those of the *watched* servers, whatever they
+    host) and every client's health page, through the front door when given, else
+    under the client's public URL."""
+    checks = fleet_checks(fleet, front_door=front_door, placements=placements, watched=watched)
     if front_door is not None:
         return checks
     urls = {client_target(c.id): client_health_url(c.url) for c in fleet.clients}
@@ -171,7 +182,25 @@ class ProbeRunner:
         self.graph = FleetGraph.from_fleet(self.fleet, self.placements())
 
     def checks(self) -> list[Check]:
-        return probe_checks(self.fleet, self.placements(), self.front_door)
+        """The checks of a cycle: the fleet's, and every server of an outage still open.
+
+        A spare is checked only while it hosts clients, and a failover moves them
+        away from a dead one. Its outage recovers only once it answers again, so it
+        stays checked until then; dropped, it would never be seen back and the
+        incident would stay open until the server left the fleet file.
+        """
+        return probe_checks(
+            self.fleet, self.placements(), self.front_door, watched=self.watched_servers()
+        )
+
+    def watched_servers(self) -> frozenset[str]:
+        """The servers of the outage incidents this runner watches until they are up."""
+        return frozenset(
+            server
+            for known in self._known.values()
+            for target in known.targets
+            if (server := target_server(target)) is not None
+        )
 
     def use_fleet(self, fleet: Fleet) -> list[str]:
         """Probe *fleet* from now on (a server was provisioned or released since the run

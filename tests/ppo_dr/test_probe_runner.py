@@ -495,3 +495,48 @@ def test_clients_moved_during_an_outage_are_not_new_client_outages(store: Store)
     results = clock2.run(120, failing={server_target("app-jhb1-1")})
     assert declared(results) == [], [d.incident.title for d in declared(results)]
     assert [i.dedupe_key for i in store.incidents()] == ["outage:server:app-jhb1-1"]
+
+
+def cycles_of_checks(
+    r: ProbeRunner, start: datetime, seconds: float, failing: set[str]
+) -> tuple[list[CycleResult], datetime]:
+    """Cycles over the runner's own checks (``runner.checks()``, as the flow runs them)."""
+    out, now = [], start
+    while now < start + timedelta(seconds=seconds):
+        obs = [
+            Observation(c.target_id, c.target_id not in failing, 5.0, "ok", now) for c in r.checks()
+        ]
+        out.append(r.cycle(obs, now=now))
+        now += STEP
+    return out, now
+
+
+def test_a_dead_spare_whose_clients_moved_away_is_watched_until_it_answers(store: Store) -> None:
+    """A spare hosting a client dies; the failover moves the client off it. The next
+    run still checks the spare (it hosts nothing now, so the fleet alone would not),
+    keeps the outage open while it is dead, and recovers it once it answers. Found in
+    the chaos tier: the outage stayed open until the healed spare left the fleet file."""
+    store.seed_placements({c.id: c.server for c in FLEET.clients} | {"acme-mining": "spare-jhb1-1"})
+    first = runner(store)
+    spare = server_target("spare-jhb1-1")
+    assert spare in {c.target_id for c in first.checks()}  # it hosts a client
+    dead = {spare, client_target("acme-mining")}
+    results, now = cycles_of_checks(first, T0, FLEET.timing.outage_threshold + 20, dead)
+    [found] = declared(results)
+    assert found.incident.scope["servers"] == ["spare-jhb1-1"]
+    first.flush_minutes()
+    place = store.placement("acme-mining")
+    assert place is not None
+    store.move_client("acme-mining", "app-jhb1-1", place.version, reason="failover")
+
+    second = runner(store)  # the next run: the spare hosts nothing now
+    assert second.watched_servers() == {"spare-jhb1-1"}
+    assert spare in {c.target_id for c in second.checks()}
+    results, now = cycles_of_checks(second, now, 60, {spare})
+    assert not [i for r_ in results for i in r_.recovered]  # still dead: still open
+    results, now = cycles_of_checks(second, now, 60, set())  # healed
+    assert [i.id for r_ in results for i in r_.recovered] == [found.incident.id]
+    after = store.incident(found.incident.id)
+    assert after is not None and after.state == "recovered"
+    assert second.watched_servers() == frozenset()
+    assert spare not in {c.target_id for c in second.checks()}  # a spare again: not checked
