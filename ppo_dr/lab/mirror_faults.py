@@ -4,9 +4,9 @@ Each is injected into one server and undone by ``ppo-dr lab heal`` like the othe
 (:mod:`ppo_dr.lab.faults` records them in ``lab.json``); what it does, and its undo:
 
     host-key    a new host key for the server, which restarts   heal: the pinned key back, restart
-    disk-full   its data root on a tmpfs just bigger than       heal: the contents copied back
-                what it holds (root only): the next writes            to disk, the tmpfs unmounted
-                fail with ENOSPC part-way
+    disk-full   its data root on a tmpfs with one page free     heal: the contents copied back
+                (root only): a lock file fits, the next               to disk, the tmpfs unmounted
+                snapshot's packs fail with ENOSPC
     latency     netsim delays every byte to and from it         heal: the entry removed
                 (300 ms round trip) and loses 2 % of chunks
                 (each lost one arrives a retransmission later)
@@ -44,9 +44,14 @@ SURROUNDING_FAULTS: Final = ("host-key", "disk-full", "latency", "clock-skew")
 LATENCY: Final = Impairment(rtt_ms=300.0, loss=0.02)
 #: Issue 10's skewed app server: 2 h ahead.
 CLOCK_SKEW_S: Final = 7200.0
-#: Free space left on the small disk: enough for a lock file, not for a snapshot's packs.
-DISK_FULL_HEADROOM: Final = 64 << 10
 _PAGE: Final = 4096
+#: Free space left on the small disk: one page, room for a repository's lock file and
+#: for nothing else, so no snapshot can be completed on it (one needs at least a pack,
+#: an index and the snapshot file, a page each on a tmpfs). With 64 KiB, a quiet
+#: client's incrementals fitted and were listed complete (the chaos matrix, 2026-12-05).
+DISK_FULL_HEADROOM: Final = _PAGE
+#: The file that takes up the small disk's room beyond the headroom (not copied back).
+FILLER_NAME: Final = ".ppo-dr-disk-full-filler"
 _STOP_S: Final = 10.0
 
 
@@ -131,6 +136,7 @@ def _mount_small_disk(root: Path) -> dict[str, Any]:
     try:
         _run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "ppo-disk-full", str(root)])
         shutil.copytree(aside, root, symlinks=True, dirs_exist_ok=True)
+        _fill(root, DISK_FULL_HEADROOM)
     except (OSError, LabError) as exc:
         if os.path.ismount(root):
             _run(["umount", "-l", str(root)])
@@ -140,12 +146,24 @@ def _mount_small_disk(root: Path) -> dict[str, Any]:
     return {"data_root": str(root), "aside": str(aside), "size": size}
 
 
+def _fill(root: Path, headroom: int) -> None:
+    """Take up the room of the disk at *root* beyond *headroom* bytes with one file (the
+    size estimate of the copied tree leaves more, by how much depends on the tree)."""
+    stat = os.statvfs(root)
+    extra = stat.f_bavail * stat.f_frsize - headroom
+    if extra > 0:
+        with (root / FILLER_NAME).open("wb") as filler:
+            filler.truncate(0)
+            for start in range(0, extra, 1 << 20):
+                filler.write(b"\0" * min(1 << 20, extra - start))  # written: tmpfs allocates
+
+
 def _unmount_small_disk(root: Path, aside: Path) -> None:
     """Copy what the small disk holds now back to a real directory, unmount, swap it in."""
     healed = root.with_name(root.name + ".after-disk-full")
     if os.path.ismount(root):
         shutil.rmtree(healed, ignore_errors=True)
-        shutil.copytree(root, healed, symlinks=True)
+        shutil.copytree(root, healed, symlinks=True, ignore=shutil.ignore_patterns(FILLER_NAME))
         _run(["umount", "-l", str(root)])
         root.rmdir()
         healed.rename(root)
