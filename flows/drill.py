@@ -39,7 +39,6 @@ from typing import Any, Final
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed, State
 
@@ -77,6 +76,7 @@ from tasks.drill import (
 from tasks.failover import release
 from tasks.inventory import load_fleet_task
 from tasks.mirror import ensure_mirror_limits, slot_taken
+from tasks.slots import free_slots, leased_slot
 
 #: The global concurrency limit every drill takes: one drill at a time.
 DRILL_LIMIT: Final = "dr-drill"
@@ -177,6 +177,7 @@ def dr_drill(
     label_flow_run(f"drill-{stamp:%Y-%m-%dT%H%M}", tags=[f"fleet:{fleet.name}", "drill", *where])
     ensure_mirror_limits({DRILL_LIMIT: DRILL_SLOTS})
     skipped = "another DR drill is still running: this run is skipped"
+    free_slots(DRILL_LIMIT, url)  # a killed drill's slot, or one a restart orphaned
     if slot_taken(DRILL_LIMIT):
         log.warning(skipped)
         return Cancelled(message=skipped)
@@ -184,9 +185,7 @@ def dr_drill(
     grace = timedelta(seconds=probe_period_s(fleet.timing) + float(fleet.timing.outage_threshold))
     with contextlib.ExitStack() as slot:
         try:
-            slot.enter_context(
-                concurrency(DRILL_LIMIT, timeout_seconds=DRILL_SLOT_WAIT_S, strict=True)
-            )
+            slot.enter_context(leased_slot(DRILL_LIMIT, timeout_s=DRILL_SLOT_WAIT_S, store_url=url))
         except TimeoutError:
             log.warning(skipped)
             return Cancelled(message=skipped)

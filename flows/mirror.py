@@ -75,7 +75,7 @@ from tasks.mirror import (
     take_snapshots,
 )
 from tasks.runs import run_stamp
-from tasks.slots import free_dead_holders, leased_slot
+from tasks.slots import free_slots, leased_slot
 
 #: Slots of each app server's limit: one mirror run per server at a time.
 MIRROR_SERVER_SLOTS = 1
@@ -227,9 +227,10 @@ def mirror_server(
         try:
             # A killed run's slot is given back as soon as Prefect calls it ended
             # (tasks.slots: the lease recorded in the store), else it frees a short
-            # lease later; a lost lease does not cut a snapshot short, the repository
-            # lock still keeps a second writer out.
-            free_dead_holders(server_limit(sid), url)
+            # lease later; a slot a restarted Prefect server forgot the lease of is
+            # given back 20 s after it is seen. A lost lease does not cut a snapshot
+            # short: the repository lock still keeps a second writer out.
+            free_slots(server_limit(sid), url)
             if slot_taken(server_limit(sid)):
                 raise TimeoutError(skipped)
             slots.enter_context(

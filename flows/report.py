@@ -21,7 +21,6 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
 from ppo_dr import config
@@ -30,6 +29,7 @@ from ppo_dr.mirror.runbook import store_url
 from tasks import label_flow_run
 from tasks.inventory import load_fleet_task, summarise_fleet, tabulate_app_servers
 from tasks.report import render_fleet_sla
+from tasks.slots import leased_slot
 
 #: The period the scheduled report covers, ending when the run starts.
 SLA_DAYS = 30
@@ -89,7 +89,7 @@ def fleet_report(
     fleet = load_fleet_task(path)
     label_flow_run(f"fleet-report-{fleet.name}-{run_stamp()}", tags=[f"fleet:{fleet.name}"])
 
-    with concurrency(REPORTS_LIMIT, strict=True, timeout_seconds=300):
+    with leased_slot(REPORTS_LIMIT, timeout_s=300, store_url=store_url(fleet)):
         text = summarise_fleet(fleet)
         rows = tabulate_app_servers(fleet)
         create_markdown_artifact(

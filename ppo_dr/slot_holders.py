@@ -20,12 +20,22 @@ holder's flow run and who is asking, which leases are dead. A holder is dead whe
 Anything else is left to the lease's expiry: a run still RUNNING (maybe alive, maybe
 not yet marked), a run Prefect does not know (another server's, or deleted), the
 asker's own process (another thread holding a slot of the same limit).
+
+An *orphan* is a slot counted taken with no lease behind it: a Prefect server that keeps
+its leases in memory (one ``prefect server start``, no Redis) forgets them when it
+restarts, while the limit's count of taken slots is in its database. No lease ever
+runs out for such a slot, and its holder's release finds no lease and gives nothing
+back: the slot is taken for good (seen in the chaos matrix: the next failover waited
+for ever). When every holder of a limit records its lease, the slots taken beyond the
+recorded leases are orphans; :class:`OrphanWatch` gives them back once they have been
+seen for a while (a holder records its lease just after the grant, so one look may
+catch a live one between the two).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Prefect's final state types: a run in one of them has no process left.
 ENDED_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
@@ -70,3 +80,45 @@ def dead_leases(
         if ended or earlier_attempt:
             dead.append(lease)
     return dead
+
+
+def orphaned_slots(active: int, limit: int, recorded: int) -> int:
+    """How many of a full limit's *active* slots no recorded lease holds (0 unless the
+    limit is full: an orphan costs nothing until it keeps somebody out)."""
+    if active < limit:
+        return 0
+    return max(0, active - recorded)
+
+
+@dataclass
+class OrphanWatch:
+    """Gives orphans back only once seen in every look for *seen_s* seconds.
+
+    Feed it :func:`orphaned_slots` at each look; it answers how many slots to give back
+    now: the fewest seen over the whole stretch (a live holder not yet recorded at one
+    look is recorded by the next). A look with none starts the stretch again; so does
+    a give-back.
+    """
+
+    seen_s: float
+    _since: float | None = field(default=None, init=False)
+    _fewest: int = field(default=0, init=False)
+
+    @property
+    def watching(self) -> bool:
+        """Whether orphans were seen and are being watched (a stretch is open)."""
+        return self._since is not None
+
+    def look(self, orphans: int, now: float) -> int:
+        """The slots to give back after a look at *now* (seconds, monotonic)."""
+        if orphans <= 0:
+            self._since = None
+            return 0
+        if self._since is None:
+            self._since, self._fewest = now, orphans
+            return 0
+        self._fewest = min(self._fewest, orphans)
+        if now - self._since < self.seen_s:
+            return 0
+        freed, self._since = self._fewest, None
+        return freed

@@ -22,14 +22,24 @@ leases of holders that are gone (their flow run ended, or an earlier attempt of 
 asker's own rescheduled run; the rule is :mod:`ppo_dr.slot_holders`), then again every
 :data:`RECLAIM_EVERY_S` from a thread while it waits. A SIGKILLed mirror's or failover's slot is
 free for the rerun as soon as Prefect calls the killed run Crashed.
+
+The same records find orphans: slots a full limit counts as taken beyond every recorded
+lease, left when a Prefect server that keeps leases in memory restarted (its holders'
+releases then find no lease and give nothing back). Seen in every look for
+:data:`ORPHAN_SEEN_S`, they are given back with a plain decrement. This relies on every
+holder of the limit recording its lease, which all of ours do (``mirror-server-*``,
+``mirror-dc-*``, ``failover``); a holder whose record failed records it again at its
+renewals, sooner than an orphan is given back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +47,7 @@ from typing import Final
 from uuid import UUID
 
 import httpx
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 from prefect.concurrency._sync import (
     acquire_concurrency_slots_with_lease,
@@ -48,7 +58,14 @@ from prefect.logging.loggers import get_logger
 from prefect.runtime import flow_run
 
 from ppo_dr.errors import DRError
-from ppo_dr.slot_holders import ENDED_STATES, Holder, RecordedLease, dead_leases
+from ppo_dr.slot_holders import (
+    ENDED_STATES,
+    Holder,
+    OrphanWatch,
+    RecordedLease,
+    dead_leases,
+    orphaned_slots,
+)
 from ppo_dr.store import Store
 
 #: A slot's lease, in seconds: a killed holder's slot is free this long after its last
@@ -58,6 +75,9 @@ SLOT_LEASE_S: Final = 60.0
 RENEW_FRACTION: Final = 1 / 6
 #: While a slot is taken, dead holders are looked for this often (seconds).
 RECLAIM_EVERY_S: Final = 10.0
+#: Orphaned slots are given back once seen this long (two looks apart by more than a
+#: renewal beat: a live holder whose record failed has recorded it again by then).
+ORPHAN_SEEN_S: Final = 2 * RECLAIM_EVERY_S
 #: This process, among reruns of the same flow run (``ppo_dr.slot_holders.Holder``).
 _PROCESS_TOKEN: Final = uuid.uuid4().hex
 
@@ -109,10 +129,61 @@ def free_dead_holders(name: str, store_url: str) -> list[str]:
     return freed
 
 
+def _orphans(name: str, store_url: str) -> int:
+    """The slots of *name* that no recorded lease holds now, if the limit is full (0 when
+    either side cannot be read: nothing is given back on a guess)."""
+    try:
+        with Store.open(store_url) as store:
+            recorded = len(store.slot_leases(name))
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name(name)
+    except (DRError, httpx.HTTPError, ObjectNotFound) as exc:
+        get_logger("ppo_dr.slots").warning("slot %s: could not count its holders (%s)", name, exc)
+        return 0
+    return orphaned_slots(limit.active_slots, limit.limit, recorded)
+
+
+def _give_back_orphans(name: str, watch: OrphanWatch, store_url: str) -> int:
+    """One look for orphans of *name*; gives back those *watch* says were seen long
+    enough; how many."""
+    count = watch.look(_orphans(name, store_url), time.monotonic())
+    if count:
+        try:
+            with get_client(sync_client=True) as client:
+                client.release_concurrency_slots([name], count, occupancy_seconds=ORPHAN_SEEN_S)
+        except httpx.HTTPError as exc:
+            get_logger("ppo_dr.slots").warning("slot %s: orphans not given back (%s)", name, exc)
+            return 0
+        get_logger("ppo_dr.slots").warning(
+            "slot %s: gave back %d slot(s) no recorded lease holds, seen for %.0f s "
+            "(a Prefect server restarted and forgot their leases)",
+            name,
+            count,
+            ORPHAN_SEEN_S,
+        )
+    return count
+
+
+def free_slots(name: str, store_url: str) -> None:
+    """Give back the slots of *name* held by nobody: the leases of dead holders at once,
+    and orphans after watching them for :data:`ORPHAN_SEEN_S` (only when there are
+    some: a slot its recorded holder has costs no wait). For an asker that does not
+    wait for a taken slot (the mirror skips its server)."""
+    free_dead_holders(name, store_url)
+    watch = OrphanWatch(ORPHAN_SEEN_S)
+    deadline = time.monotonic() + ORPHAN_SEEN_S + RECLAIM_EVERY_S
+    while _give_back_orphans(name, watch, store_url) == 0 and watch.watching:
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(RECLAIM_EVERY_S)
+
+
 def _reclaim_until(stop: threading.Event, name: str, store_url: str) -> None:
-    """Free dead holders of *name* every :data:`RECLAIM_EVERY_S` until *stop*."""
+    """Free dead holders and orphans of *name* every :data:`RECLAIM_EVERY_S` until *stop*."""
+    watch = OrphanWatch(ORPHAN_SEEN_S)
     while not stop.wait(RECLAIM_EVERY_S):
         free_dead_holders(name, store_url)
+        _give_back_orphans(name, watch, store_url)
 
 
 @contextmanager
@@ -150,11 +221,11 @@ def _acquire(
         )
 
 
-def _record(store_url: str | None, lease: RecordedLease | None, *, forget: bool) -> None:
-    """Record or forget *lease* in the store; a failure is logged (it costs only the
-    quick release of this lease if its holder dies)."""
+def _record(store_url: str | None, lease: RecordedLease | None, *, forget: bool) -> bool:
+    """Record or forget *lease* in the store; whether that was done. A failure is
+    logged (a record not kept is tried again at the renewals)."""
     if store_url is None or lease is None:
-        return
+        return True
     try:
         with Store.open(store_url) as store:
             if forget:
@@ -163,24 +234,42 @@ def _record(store_url: str | None, lease: RecordedLease | None, *, forget: bool)
                 store.record_slot_lease(lease)
     except DRError as exc:
         get_logger("ppo_dr.slots").warning("slot %s: lease record not kept (%s)", lease.limit, exc)
+        return False
+    return True
 
 
-def _renew_until(stop: threading.Event, lease_id: UUID, lease_s: float, name: str) -> None:
-    """Renew *lease_id* every ``lease_s * RENEW_FRACTION`` until *stop*; a failed renewal
-    is tried at the next beat, a lease the server no longer has (410) ends the loop."""
-    log = get_logger("ppo_dr.slots")
-    every = lease_s * RENEW_FRACTION
+def _renew_once(client: SyncPrefectClient, lease_id: UUID, lease_s: float, name: str) -> bool:
+    """Renew *lease_id* once; False when the server no longer has it (410: it ran out,
+    or a restart lost it), so there is nothing left to renew. A failure is logged."""
+    try:
+        client.renew_concurrency_lease(lease_id=lease_id, lease_duration=lease_s)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == httpx.codes.GONE:
+            get_logger("ppo_dr.slots").warning("slot %s: its lease ran out or was lost", name)
+            return False
+        get_logger("ppo_dr.slots").warning("slot %s: lease renewal failed (%s)", name, exc)
+    except httpx.HTTPError as exc:
+        get_logger("ppo_dr.slots").warning("slot %s: lease renewal failed (%s)", name, exc)
+    return True
+
+
+def _renew_until(
+    stop: threading.Event,
+    lease_id: UUID,
+    lease_s: float,
+    name: str,
+    record_again: Callable[[], bool] | None = None,
+) -> None:
+    """Renew *lease_id* every ``lease_s * RENEW_FRACTION`` until *stop* (a failed renewal
+    is tried at the next beat); *record_again* (the lease's record failed) is tried at
+    every beat until it is kept: an unrecorded live holder would look like an orphan."""
+    renewing = True
     with get_client(sync_client=True) as client:
-        while not stop.wait(every):
-            try:
-                client.renew_concurrency_lease(lease_id=lease_id, lease_duration=lease_s)
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code == httpx.codes.GONE:
-                    log.warning("slot %s: its lease ran out before a renewal landed", name)
-                    return
-                log.warning("slot %s: lease renewal failed (%s); next in %.0f s", name, exc, every)
-            except httpx.HTTPError as exc:
-                log.warning("slot %s: lease renewal failed (%s); next in %.0f s", name, exc, every)
+        while not stop.wait(lease_s * RENEW_FRACTION):
+            if record_again is not None and record_again():
+                record_again = None
+            if renewing:
+                renewing = _renew_once(client, lease_id, lease_s, name)
 
 
 @contextmanager
@@ -200,11 +289,14 @@ def leased_slot(
     (the repository's, the failover ledger's).
     """
     granted = _acquire(name, timeout_s, lease_s, store_url)
-    holder = current_holder()
-    recorded = None if holder is None else RecordedLease(str(granted.lease_id), name, holder)
-    _record(store_url, recorded, forget=False)
+    # Outside a flow run the process token stands for the run: Prefect never knows it,
+    # so it is never called dead, and its record keeps its slot from looking orphaned.
+    holder = current_holder() or Holder(_PROCESS_TOKEN, _PROCESS_TOKEN)
+    recorded = RecordedLease(str(granted.lease_id), name, holder)
+    kept = _record(store_url, recorded, forget=False)
+    again = None if kept else functools.partial(_record, store_url, recorded, forget=False)
     try:
-        with _beside(f"slot-lease-{name}", _renew_until, granted.lease_id, lease_s, name):
+        with _beside(f"slot-lease-{name}", _renew_until, granted.lease_id, lease_s, name, again):
             yield
     finally:
         try:

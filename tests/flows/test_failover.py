@@ -751,6 +751,7 @@ def test_a_new_homes_mirror_skipped_by_its_scheduled_run_is_tried_again(
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
     from flows.mirror import mirror_limits, server_limit
+    from ppo_dr.mirror.runbook import store_url
     from tasks.mirror import ensure_mirror_limits
     from tasks.slots import leased_slot
 
@@ -769,8 +770,10 @@ def test_a_new_homes_mirror_skipped_by_its_scheduled_run_is_tried_again(
             )
         return [r for r in runs if r.parameters.get("server_id") == home]
 
+    url = store_url(load_fleet(own_lab.fleet_file))
+
     def hold_the_slot_until_skipped() -> None:  # as the new home's scheduled run would
-        with leased_slot(server_limit(home), timeout_s=30):
+        with leased_slot(server_limit(home), timeout_s=30, store_url=url):
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 if any(r.state is not None and r.state.is_cancelled() for r in home_runs()):

@@ -22,8 +22,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.states import Crashed, Running
 
+from ppo_dr.slot_holders import Holder, RecordedLease
 from ppo_dr.store import Store
-from tasks.slots import SLOT_LEASE_S, leased_slot
+from tasks.slots import ORPHAN_SEEN_S, RECLAIM_EVERY_S, SLOT_LEASE_S, free_slots, leased_slot
 from tests.prefect_fixtures import isolated_env, using_api
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,3 +188,51 @@ def test_a_live_holder_keeps_its_slot_and_a_killed_ones_frees_in_a_minute(
     print(f"\nkilled holder's slot freed after {freed_after:.1f} s")
     # one lease after the last renewal, plus the repossessor's loop and a loaded box
     assert freed_after < SLOT_LEASE_S + 45
+
+
+def _orphan(name: str) -> None:
+    """A slot taken with no lease behind it: what a Prefect server that keeps leases in
+    memory leaves after a restart (the count is in its database, the lease was not)."""
+    with get_client(sync_client=True) as client:
+        client.increment_concurrency_slots([name], 1, mode="concurrency")
+    assert _taken(name) == 1
+
+
+@pytest.mark.timeout(180)
+def test_an_orphaned_slot_is_given_back_to_a_waiting_asker(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in the chaos matrix: after a restart of the Prefect server the failover slot
+    stayed taken and the next failover waited for ever."""
+    name, url = _new_limit(), _store(tmp_path)
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", _running_run())
+    _orphan(name)
+    started = time.monotonic()
+    with leased_slot(name, timeout_s=90, store_url=url), Store(url) as store:
+        waited = time.monotonic() - started
+        assert ORPHAN_SEEN_S <= waited < ORPHAN_SEEN_S + 3 * RECLAIM_EVERY_S
+        assert _taken(name) == 1  # the orphan given back, this holder's taken
+        assert [x.holder.run_id for x in store.slot_leases(name)] == [
+            os.environ["PREFECT__FLOW_RUN_ID"]
+        ]
+    assert _taken(name) == 0
+
+
+@pytest.mark.timeout(180)
+def test_a_slot_with_a_recorded_holder_is_no_orphan_and_costs_no_wait(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """The mirror's skip: a slot its live holder recorded is left at once; the same
+    slot once its holder is gone but its lease was lost is given back (free_slots)."""
+    name, url = _new_limit(), _store(tmp_path)
+    live = RecordedLease(str(uuid.uuid4()), name, Holder(_running_run(), "token"))
+    with Store(url) as store:
+        store.record_slot_lease(live)  # a holder whose lease the restart lost
+    _orphan(name)
+    started = time.monotonic()
+    free_slots(name, url)
+    assert time.monotonic() - started < RECLAIM_EVERY_S and _taken(name) == 1
+    with Store(url) as store:  # it finished: its release found no lease, its record went
+        store.forget_slot_lease(live.lease_id)
+    free_slots(name, url)
+    assert _taken(name) == 0

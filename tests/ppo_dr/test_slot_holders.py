@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from ppo_dr.slot_holders import ENDED_STATES, Holder, RecordedLease, dead_leases
+from ppo_dr.slot_holders import (
+    ENDED_STATES,
+    Holder,
+    OrphanWatch,
+    RecordedLease,
+    dead_leases,
+    orphaned_slots,
+)
 
 RUN, OTHER = "run-a", "run-b"
 ME = Holder(RUN, "token-now")
@@ -58,3 +65,51 @@ def test_only_the_dead_are_returned_in_their_order() -> None:
     states = {OTHER: "RUNNING", "run-c": "CRASHED", RUN: "RUNNING", "run-d": "COMPLETED"}
     assert [x.lease_id for x in dead_leases(leases, states, ME)] == ["l2", "l4", "l5"]
     assert dead_leases([], states, ME) == []
+
+
+@pytest.mark.parametrize(
+    ("active", "limit", "recorded", "orphans"),
+    [
+        (1, 1, 0, 1),  # the one slot taken, nobody recorded: an orphan
+        (1, 1, 1, 0),  # its holder recorded: alive or dead, not an orphan
+        (2, 2, 1, 1),  # a DC's two slots, one recorded
+        (2, 2, 0, 2),
+        (0, 1, 0, 0),  # free: nothing to do
+        (1, 2, 0, 0),  # not full: an orphan keeps nobody out yet
+        (1, 1, 2, 0),  # more records than slots (a lease ran out): never negative
+        (3, 2, 1, 2),  # over the limit (the limit was lowered): the excess counts
+    ],
+)
+def test_orphaned_slots_are_those_of_a_full_limit_beyond_the_records(
+    active: int, limit: int, recorded: int, orphans: int
+) -> None:
+    assert orphaned_slots(active, limit, recorded) == orphans
+
+
+def test_an_orphan_is_given_back_only_once_seen_for_the_whole_stretch() -> None:
+    watch = OrphanWatch(seen_s=20)
+    assert not watch.watching
+    assert watch.look(1, now=0) == 0  # first seen
+    assert watch.watching
+    assert watch.look(1, now=10) == 0
+    assert watch.look(1, now=20) == 1  # seen for 20 s: give it back
+    assert not watch.watching
+    assert watch.look(1, now=30) == 0  # a give-back starts the stretch again
+    assert watch.look(1, now=50) == 1
+
+
+def test_a_look_without_orphans_starts_the_stretch_again() -> None:
+    """A holder between its grant and its record is one look's orphan, not two's."""
+    watch = OrphanWatch(seen_s=20)
+    assert watch.look(1, now=0) == 0
+    assert watch.look(0, now=10) == 0  # recorded meanwhile
+    assert watch.look(1, now=20) == 0  # another one: a new stretch
+    assert watch.look(1, now=35) == 0
+    assert watch.look(1, now=40) == 1
+
+
+def test_the_fewest_seen_over_the_stretch_are_given_back() -> None:
+    watch = OrphanWatch(seen_s=20)
+    assert watch.look(2, now=0) == 0
+    assert watch.look(1, now=10) == 0  # one of the two was a live holder, recorded since
+    assert watch.look(2, now=20) == 1  # another live one unrecorded: still only one
