@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
+import httpx
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -43,11 +44,12 @@ from prefect.states import Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.failover_artifacts import batch_table
-from ppo_dr.errors import PermanentError
+from ppo_dr.errors import ApiUnreachable, PermanentError
 from ppo_dr.failover import steps
 from ppo_dr.failover.plan import ClientMove
 from ppo_dr.failover.runs import ClientBatch, batch_key, batch_run_name, client_deployment
 from ppo_dr.mirror.runbook import store_url
+from tasks import API_RETRIES
 from tasks.failover import ClientOutcome
 from tasks.failover_client import (
     ClientLedger,
@@ -222,7 +224,7 @@ def fail_over_clients(
 
 
 @task(name="fail-over-clients-run", task_run_name="clients-into-{batch.to_server}",
-      cache_policy=NO_CACHE)  # fmt: skip
+      cache_policy=NO_CACHE, **API_RETRIES)  # fmt: skip
 def run_batch(
     fleet_file: Path,
     url: str,
@@ -235,7 +237,45 @@ def run_batch(
     client_runs: str,
 ) -> list[ClientOutcome]:
     """The batch's ``fail-over-clients`` run, here or on the target DC's pool; each
-    client's outcome, in the batch's order (a failed client is an outcome, not an error)."""
+    client's outcome, in the batch's order (a failed client is an outcome, not an error).
+
+    Starting that run needs the Prefect API: when it does not answer (a server restart,
+    seen in the chaos suite's ``prefect-server-kill``) the batch is tried again
+    (``API_RETRIES``); the ledger skips every step an earlier try did.
+    """
+    try:
+        return _batch(fleet_file, url, plan_id, batch, mode, expected_versions, declared_at,
+                      failover_run_id, client_runs)  # fmt: skip
+    except Exception as exc:
+        cause = _transport_error(exc)
+        if cause is None:
+            raise
+        why = f"{type(cause).__name__}: {cause}"
+        raise ApiUnreachable(f"the Prefect API did not answer ({why}): trying again") from exc
+
+
+def _transport_error(exc: BaseException) -> httpx.TransportError | None:
+    """The httpx transport error behind *exc*, if any: Prefect raises it as it is from a
+    client in use, and as the cause of a RuntimeError from a new client's first call."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx.TransportError):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _batch(
+    fleet_file: Path,
+    url: str,
+    plan_id: str,
+    batch: ClientBatch,
+    mode: Literal["emergency", "planned"],
+    expected_versions: dict[str, int],
+    declared_at: datetime,
+    failover_run_id: str | None,
+    client_runs: str,
+) -> list[ClientOutcome]:
     moves = list(batch.moves)
     versions = {m.client_id: expected_versions[m.client_id] for m in moves}
     deployment = client_deployment(client_runs, batch.target_dc)

@@ -51,6 +51,11 @@ class PermanentError(DRError):
     """A failure that will repeat: retrying only delays the page."""
 
 
+class ApiUnreachable(TransientError):
+    """The Prefect API did not answer: it is restarting, or the way to it broke. Tried
+    again over a restart's length (``retry_policy.API_RETRY_DELAYS``), not a call's."""
+
+
 class UnsafeInputError(PermanentError):
     """An id or path that could escape its place (shell, filesystem) was refused."""
 

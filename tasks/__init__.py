@@ -28,13 +28,15 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.context import FlowRunContext
 from prefect.states import State
 
-from ppo_dr.errors import PermanentError, is_retryable
-from ppo_dr.retry_policy import RETRY_DELAYS, RETRY_JITTER
+from ppo_dr.errors import ApiUnreachable, PermanentError, is_retryable
+from ppo_dr.retry_policy import API_RETRY_DELAYS, RETRY_DELAYS, RETRY_JITTER
 
 __all__ = [
+    "API_RETRIES",
     "IO_RETRIES",
     "RETRY_DELAYS",
     "RETRY_JITTER",
+    "api_down_condition_fn",
     "io_task",
     "label_flow_run",
     "retry_condition_fn",
@@ -67,12 +69,33 @@ def retry_condition_fn(task: Task[Any, Any], task_run: TaskRun, state: State[Any
     return False
 
 
+def api_down_condition_fn(_task: Task[Any, Any], _task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry a failed task run only if the Prefect API did not answer (ApiUnreachable):
+    its other failures (a pool run that timed out, say) are not made longer."""
+    try:
+        state.result()
+    except ApiUnreachable:
+        return True
+    except Exception:
+        return False
+    return False
+
+
 #: ``@task`` keyword arguments of a task that does I/O: back-off, jitter, the condition.
 IO_RETRIES: dict[str, Any] = {
     "retries": len(RETRY_DELAYS),
     "retry_delay_seconds": RETRY_DELAYS,
     "retry_jitter_factor": RETRY_JITTER,
     "retry_condition_fn": retry_condition_fn,
+}
+
+#: ``@task`` keyword arguments of a task that needs the Prefect API to go on: tried again
+#: over a server restart when the API does not answer, and for nothing else.
+API_RETRIES: dict[str, Any] = {
+    "retries": len(API_RETRY_DELAYS),
+    "retry_delay_seconds": API_RETRY_DELAYS,
+    "retry_jitter_factor": RETRY_JITTER,
+    "retry_condition_fn": api_down_condition_fn,
 }
 
 
