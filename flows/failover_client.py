@@ -30,6 +30,8 @@ a parameter decides).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal, cast
@@ -223,6 +225,30 @@ def fail_over_clients(
     return outcomes
 
 
+@contextmanager
+def _api_unreachable_raised() -> Iterator[None]:
+    """Raise a failure to reach the Prefect API in the block as ApiUnreachable."""
+    try:
+        yield
+    except Exception as exc:
+        cause = _transport_error(exc)
+        if cause is None:
+            raise
+        why = f"{type(cause).__name__}: {cause}"
+        raise ApiUnreachable(f"the Prefect API did not answer ({why}): trying again") from exc
+
+
+def _transport_error(exc: BaseException) -> httpx.TransportError | None:
+    """The httpx transport error behind *exc*, if any: Prefect raises it as it is from a
+    client in use, and as the cause of a RuntimeError from a new client's first call."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx.TransportError):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
 @task(name="fail-over-clients-run", task_run_name="clients-into-{batch.to_server}",
       cache_policy=NO_CACHE, **API_RETRIES)  # fmt: skip
 def run_batch(
@@ -243,62 +269,30 @@ def run_batch(
     seen in the chaos suite's ``prefect-server-kill``) the batch is tried again
     (``API_RETRIES``); the ledger skips every step an earlier try did.
     """
-    try:
-        return _batch(fleet_file, url, plan_id, batch, mode, expected_versions, declared_at,
-                      failover_run_id, client_runs)  # fmt: skip
-    except Exception as exc:
-        cause = _transport_error(exc)
-        if cause is None:
-            raise
-        why = f"{type(cause).__name__}: {cause}"
-        raise ApiUnreachable(f"the Prefect API did not answer ({why}): trying again") from exc
-
-
-def _transport_error(exc: BaseException) -> httpx.TransportError | None:
-    """The httpx transport error behind *exc*, if any: Prefect raises it as it is from a
-    client in use, and as the cause of a RuntimeError from a new client's first call."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, httpx.TransportError):
-            return seen
-        seen = seen.__cause__
-    return None
-
-
-def _batch(
-    fleet_file: Path,
-    url: str,
-    plan_id: str,
-    batch: ClientBatch,
-    mode: Literal["emergency", "planned"],
-    expected_versions: dict[str, int],
-    declared_at: datetime,
-    failover_run_id: str | None,
-    client_runs: str,
-) -> list[ClientOutcome]:
-    moves = list(batch.moves)
-    versions = {m.client_id: expected_versions[m.client_id] for m in moves}
-    deployment = client_deployment(client_runs, batch.target_dc)
-    if deployment is not None:
-        parameters = {
-            "fleet_file": str(fleet_file),
-            "plan_id": plan_id,
-            "to_server": batch.to_server,
-            "moves": moves,
-            "mode": mode,
-            "expected_versions": versions,
-            "declared_at": declared_at,
-            "failover_run_id": failover_run_id,
-        }
-        key = batch_key(plan_id, failover_run_id, batch)
-        run = PoolRun(deployment, parameters, key)
-        return batch_run_on_pool(run, url, plan_id, failover_run_id, moves)
-    state = fail_over_clients(fleet_file, plan_id, batch.to_server, moves, mode, versions,
-                              declared_at, failover_run_id, return_state=True)  # fmt: skip
-    outcomes = state.result(raise_on_failure=False)  # a Failed run carries its outcomes
-    if isinstance(outcomes, list):
-        return outcomes
-    return [ClientOutcome.not_moved(m, f"run {state.name}: {state.message}") for m in moves]
+    with _api_unreachable_raised():
+        moves = list(batch.moves)
+        versions = {m.client_id: expected_versions[m.client_id] for m in moves}
+        deployment = client_deployment(client_runs, batch.target_dc)
+        if deployment is not None:
+            parameters = {
+                "fleet_file": str(fleet_file),
+                "plan_id": plan_id,
+                "to_server": batch.to_server,
+                "moves": moves,
+                "mode": mode,
+                "expected_versions": versions,
+                "declared_at": declared_at,
+                "failover_run_id": failover_run_id,
+            }
+            key = batch_key(plan_id, failover_run_id, batch)
+            run = PoolRun(deployment, parameters, key)
+            return batch_run_on_pool(run, url, plan_id, failover_run_id, moves)
+        state = fail_over_clients(fleet_file, plan_id, batch.to_server, moves, mode, versions,
+                                  declared_at, failover_run_id, return_state=True)  # fmt: skip
+        outcomes = state.result(raise_on_failure=False)  # a Failed run carries its outcomes
+        if isinstance(outcomes, list):
+            return outcomes
+        return [ClientOutcome.not_moved(m, f"run {state.name}: {state.message}") for m in moves]
 
 
 __all__ = ["TARGET_SLOTS", "fail_over_clients", "move_client", "run_batch"]
