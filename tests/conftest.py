@@ -16,6 +16,7 @@ ending it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +103,17 @@ def no_leaked_slots(request: pytest.FixtureRequest) -> None:
                 client.update_global_concurrency_limit(
                     limit.name, GlobalConcurrencyLimitUpdate(active_slots=0)
                 )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _index_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test session keeps its repositories' index files in a directory of its own
+    (``ppo_dr.mirror.index_cache``), not in the checkout's ``.ppo-dr``; subprocesses
+    that inherit the environment use it too."""
+    saved = os.environ.get("PPO_DR_INDEX_CACHE")
+    os.environ["PPO_DR_INDEX_CACHE"] = str(tmp_path_factory.mktemp("index-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("PPO_DR_INDEX_CACHE", None)
+    else:
+        os.environ["PPO_DR_INDEX_CACHE"] = saved

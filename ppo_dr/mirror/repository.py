@@ -40,6 +40,7 @@ from ppo_dr.errors import RemotePathError
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.mirror.codec import Codec, key_check
 from ppo_dr.mirror.errors import DamagedDataError, RepositoryError
+from ppo_dr.mirror.index_cache import IndexCache
 from ppo_dr.mirror.manifest import Manifest, check_snapshot_id
 from ppo_dr.mirror.repo_config import REPO_VERSION, RepoConfig, codec_for
 from ppo_dr.mirror.trees import Expanded, TreeSet, build_trees, expand_trees
@@ -196,6 +197,9 @@ class Repository:
         self.suffix = DOCUMENT_SUFFIX + (SEALED_SUFFIX if codec.encrypted else "")
         self._dirs: set[str] = set()
         self._index: Index | None = None  # the last index loaded: where trees are
+        self._cache = IndexCache.default()
+        self._cache_key = IndexCache.repo_key(mirror_id, self.path)
+        self._parsed: dict[str, dict[str, tuple[int, dict[str, BlobLocation]]]] = {}
         self._trees: dict[str, bytes] = {}  # tree plaintexts read (bounded)
         self._trees_size = 0
 
@@ -298,12 +302,22 @@ class Repository:
             and s.name.endswith(self.suffix)
         ]
 
-    def read_index_file(self, name: str) -> dict[str, tuple[int, dict[str, BlobLocation]]]:
-        """One index file: pack id -> (pack size, blobs)."""
+    def read_index_file(
+        self, name: str, *, cached: bool = True
+    ) -> dict[str, tuple[int, dict[str, BlobLocation]]]:
+        """One index file: pack id -> (pack size, blobs). With *cached*, a copy kept on
+        this machine serves (:mod:`ppo_dr.mirror.index_cache`); verify reads the mirror's."""
         where = f"{self.where}: index/{name}"
-        stored = self.remote.read_bytes(self._p("index", name))
-        if hashlib.sha256(stored).hexdigest() != name.removesuffix(self.suffix):
+        digest = name.removesuffix(self.suffix)
+        cache = self._cache if cached else None
+        stored = cache.get(self._cache_key, name, digest) if cache is not None else None
+        fresh = stored is None
+        if stored is None:
+            stored = self.remote.read_bytes(self._p("index", name))
+        if hashlib.sha256(stored).hexdigest() != digest:
             raise DamagedDataError(f"{where}: content does not match its name (damaged)")
+        if fresh and cache is not None:
+            cache.put(self._cache_key, name, stored)
         try:
             doc = json.loads(self.codec.open_document(stored, where))
             return {
@@ -314,12 +328,23 @@ class Repository:
             raise RepositoryError(f"{where}: unreadable ({exc})") from None
 
     def load_index(self) -> Index:
-        """Every index file merged: which blob is in which pack."""
+        """Every index file merged: which blob is in which pack. The listing is read
+        each time; a file parsed before by this object, or kept on this machine, is
+        not read again (each is named by its content's hash)."""
         index = Index()
-        for name in self.index_files():
-            for pack_id, (size, blobs) in self.read_index_file(name).items():
+        names = self.index_files()
+        parsed = {}
+        for name in names:
+            packs = self._parsed.get(name)
+            if packs is None:
+                packs = self.read_index_file(name)
+            parsed[name] = packs
+            for pack_id, (size, blobs) in packs.items():
                 index.add_pack(pack_id, size, blobs)
             index.files.append(name)
+        self._parsed = parsed  # files a prune removed are forgotten
+        if self._cache is not None:
+            self._cache.keep_only(self._cache_key, names)
         self._index = index
         return index
 
@@ -339,6 +364,11 @@ class Repository:
         stored = self.codec.seal_document(json.dumps(doc, separators=(",", ":")).encode())
         name = hashlib.sha256(stored).hexdigest() + self.suffix
         self.remote.write_bytes(self._p("index", name), stored, 0o600)
+        # Kept parsed and on this machine: neither this run's next load nor the next
+        # run's reads it back.
+        self._parsed[name] = dict(packs)
+        if self._cache is not None:
+            self._cache.put(self._cache_key, name, stored)
         return name, len(stored)
 
     def remove_index_file(self, name: str) -> None:

@@ -65,7 +65,7 @@ def verify(
     index = Index()
     for name in repo.index_files():
         try:
-            for pack_id, (size, blobs) in repo.read_index_file(name).items():
+            for pack_id, (size, blobs) in repo.read_index_file(name, cached=False).items():
                 index.add_pack(pack_id, size, blobs)
         except DRError as exc:
             problem("", "", "", str(exc))

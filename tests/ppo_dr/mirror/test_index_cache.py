@@ -1,0 +1,113 @@
+"""The local copy of a repository's index files (``ppo_dr.mirror.index_cache``): used
+while it hashes to its name, dropped when damaged or no longer listed, never used by
+verify (which checks what the mirror holds). Real repositories on a local disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ppo_dr.mirror.api import ClientSource, MirrorTarget, ensure_repository, snapshot_server, verify
+from ppo_dr.mirror.errors import DamagedDataError
+from ppo_dr.mirror.index_cache import IndexCache
+from ppo_dr.mirror.repository import Repository
+from ppo_dr.transport import LocalRemote
+from tests.ppo_dr.mirror.helpers import T0, local_target
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "cache"
+    monkeypatch.setenv("PPO_DR_INDEX_CACHE", str(path))
+    return path
+
+
+def _mirrored(tmp_path: Path) -> MirrorTarget:
+    src = tmp_path / "src" / "c1"
+    src.mkdir(parents=True)
+    for i in range(3):
+        (src / f"f{i}.bin").write_bytes(os.urandom(50_000))
+    target = local_target(tmp_path, "m1")
+    ensure_repository(target, app_server="app1", compression="none")
+    snapshot_server(LocalRemote(), "app1", [ClientSource("c1", str(src))], [target], taken_at=T0)
+    return target
+
+
+def _open(target: MirrorTarget) -> Repository:
+    return Repository.open(target.remote, target.repo_path, target.mirror_id, None)
+
+
+def _on_mirror(target: MirrorTarget) -> list[Path]:
+    return sorted(p for p in Path(target.repo_path, "index").iterdir() if p.is_file())
+
+
+def _kept(cache_dir: Path, target: MirrorTarget) -> Path:
+    return cache_dir / IndexCache.repo_key(target.mirror_id, target.repo_path)
+
+
+def test_a_kept_copy_serves_and_verify_still_reads_the_mirror(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    target = _mirrored(tmp_path)
+    first = _open(target).load_index()
+    files = _on_mirror(target)
+    assert files and sorted(p.name for p in _kept(cache_dir, target).iterdir()) == [
+        p.name for p in files
+    ]
+    for path in files:  # the mirror's copies damaged after they were kept
+        path.chmod(0o600)
+        path.write_bytes(b"damaged")
+    again = _open(target).load_index()  # a new run: served by the kept copies
+    assert again.blobs == first.blobs and again.packs == first.packs
+    report = verify(target)
+    assert not report.ok  # verify reads what the mirror holds
+    assert any("does not match its name" in p.detail for p in report.problems)
+
+
+def test_a_damaged_copy_is_read_again_from_the_mirror(tmp_path: Path, cache_dir: Path) -> None:
+    target = _mirrored(tmp_path)
+    first = _open(target).load_index()
+    for path in _kept(cache_dir, target).iterdir():
+        path.write_bytes(b"bit rot on this machine")
+    assert _open(target).load_index().blobs == first.blobs
+    for kept, mirrored in zip(
+        sorted(_kept(cache_dir, target).iterdir()), _on_mirror(target), strict=True
+    ):
+        assert kept.read_bytes() == mirrored.read_bytes()  # put back from the mirror
+
+
+def test_copies_of_files_the_mirror_no_longer_lists_are_dropped(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    target = _mirrored(tmp_path)
+    _open(target).load_index()
+    folder = _kept(cache_dir, target)
+    (folder / ("0" * 64 + ".json.zst")).write_bytes(b"merged away by a prune")
+    _open(target).load_index()
+    assert sorted(p.name for p in folder.iterdir()) == [p.name for p in _on_mirror(target)]
+
+
+def test_without_a_cache_every_load_reads_the_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PPO_DR_INDEX_CACHE", "off")
+    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
+    target = _mirrored(tmp_path)
+    _open(target).load_index()
+    for path in _on_mirror(target):
+        path.chmod(0o600)
+        path.write_bytes(b"damaged")
+    with pytest.raises(DamagedDataError):
+        _open(target).load_index()
+    assert not (tmp_path / "home" / "cache").exists()
+
+
+@pytest.mark.parametrize("name", ["", "../escape", "a/b", ".hidden", "x\0y"])
+def test_a_name_that_is_not_a_plain_file_name_is_never_kept(tmp_path: Path, name: str) -> None:
+    cache = IndexCache(tmp_path / "cache")
+    cache.put("repo", name, b"data")
+    assert cache.get("repo", name, "0" * 64) is None
+    assert not (tmp_path / "escape").exists()
+    assert not any((tmp_path / "cache").rglob("*data*"))
