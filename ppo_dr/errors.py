@@ -2,6 +2,7 @@
 
     DRError                        anything ppo-dr raises on purpose
     ├── TransientError             may succeed if tried again (timeouts, resets, throttling)
+    │   ├── ApiUnreachable         the Prefect API did not answer (retried over a restart)
     │   ├── ChannelTransientError    channels.base: a provider may take the message later
     │   └── RepositoryLocked         mirror.errors: another run holds the repository lock
     └── PermanentError             will fail again the same way: do not retry

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 from typer.testing import CliRunner
 
@@ -78,6 +79,9 @@ def test_export_then_verify_finds_every_change(env: dict[str, str], tmp_path: Pa
         )
     with tags(f"incident:{incident.id}"):
         assert runbook(env["PPO_DR_DB_URL"], incident.id, str(tmp_path)) is None
+    # Sent now, as the runbook's process sends them when it exits: Prefect ships logs in
+    # the background, and once the export began before the page's line had gone out.
+    APILogHandler().flush()
 
     out = tmp_path / "bundle"
     said = ppo_dr(env, "evidence", str(incident.id), "-o", str(out), "--wait", "30", "--zip")
