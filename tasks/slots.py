@@ -28,8 +28,8 @@ lease, left when a Prefect server that keeps leases in memory restarted (its hol
 releases then find no lease and give nothing back). Seen in every look for
 :data:`ORPHAN_SEEN_S`, they are given back with a plain decrement. This relies on every
 holder of the limit recording its lease, which all of ours do (``mirror-server-*``,
-``mirror-dc-*``, ``failover``); a holder whose record failed records it again at its
-renewals, sooner than an orphan is given back.
+``mirror-dc-*``, ``failover``, ``dr-drill``, ``reports``); a holder whose record failed
+records it again at its renewals, sooner than an orphan is given back.
 """
 
 from __future__ import annotations
