@@ -5,8 +5,9 @@ each hand-over (the next period's run starts while the old one still probes, so 
 late start leaves no hole); the row names the one run that records. What a run may do
 with the row is decided by the pure rules of :mod:`ppo_dr.probe.lease`; the store only
 reads the row locked, hands it to that decision and writes what comes back, in one
-transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: ``SELECT ... FOR UPDATE``), so
-two runs deciding at once are serialised.
+transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: ``SELECT ... FOR UPDATE``, and
+``INSERT ... ON CONFLICT DO NOTHING`` for the first claim, since no row is there to
+lock yet), so two runs deciding at once are serialised.
 """
 
 from __future__ import annotations
@@ -95,15 +96,25 @@ class ProbeLeaseMixin(StoreBase):
         key = check_id(name, "lease name")
         with self._tx(write=True) as session:
             row = session.get(ProbeLeaseRow, key, with_for_update=True)
-            current = None if row is None else to_record(ProbeLease, row)
+            if row is None:
+                wanted = change(None)
+                if wanted is None:
+                    return None
+                new = _checked(wanted, key)
+                insert = self._insert(session)(ProbeLeaseRow).values(**dataclasses.asdict(new))
+                made = insert.on_conflict_do_nothing().returning(ProbeLeaseRow.name)
+                if session.execute(made).scalar_one_or_none() is not None:
+                    return new
+                # Another run created it meanwhile: PostgreSQL locks no row that is not
+                # there yet. Decide again on the row it wrote, locked now.
+                row = session.get(ProbeLeaseRow, key, with_for_update=True, populate_existing=True)
+                if row is None:
+                    raise PermanentError(f"probe lease {key!r}: created and gone at once")
+            current = to_record(ProbeLease, row)
             wanted = change(current)
             if wanted is None or wanted == current:
                 return current
             new = _checked(wanted, key)
-            values = dataclasses.asdict(new)
-            if row is None:
-                session.add(ProbeLeaseRow(**values))
-            else:
-                for field_name, value in values.items():
-                    setattr(row, field_name, value)
+            for field_name, value in dataclasses.asdict(new).items():
+                setattr(row, field_name, value)
             return new
