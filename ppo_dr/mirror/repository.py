@@ -311,13 +311,12 @@ class Repository:
         digest = name.removesuffix(self.suffix)
         cache = self._cache if cached else None
         stored = cache.get(self._cache_key, name, digest) if cache is not None else None
-        fresh = stored is None
-        if stored is None:
+        if stored is None:  # a kept copy was checked against its name by the cache
             stored = self.remote.read_bytes(self._p("index", name))
-        if hashlib.sha256(stored).hexdigest() != digest:
-            raise DamagedDataError(f"{where}: content does not match its name (damaged)")
-        if fresh and cache is not None:
-            cache.put(self._cache_key, name, stored)
+            if hashlib.sha256(stored).hexdigest() != digest:
+                raise DamagedDataError(f"{where}: content does not match its name (damaged)")
+            if cache is not None:
+                cache.put(self._cache_key, name, stored)
         try:
             doc = json.loads(self.codec.open_document(stored, where))
             return {
