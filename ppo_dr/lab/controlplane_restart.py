@@ -75,13 +75,16 @@ def crash_and_start(
     here, the chaos run's Prefect server in ``cli/chaos.py``): *crash* (by default
     SIGKILL of *pid*'s process group), wait until *pid* is gone and reaped, stay down
     *down_s* seconds, then *start*, which returns once the new one answers. The seconds
-    from the crash until then."""
+    from the crash until then. Every member of *pid*'s group is waited for, not only
+    its leader: a child that outlives the leader may still hold the ports or files the
+    new one needs."""
+    members = {pid, *processes.group_members(pid)}
     crashed = time.monotonic()
     if crash is None:
         processes.signal_group(pid, signal.SIGKILL)
     else:
         crash()
-    processes.until_gone([pid], STOP_TIMEOUT)
+    processes.until_gone(sorted(members), STOP_TIMEOUT)
     processes.reap(pid)
     time.sleep(down_s)
     start()

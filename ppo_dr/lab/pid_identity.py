@@ -42,6 +42,20 @@ def signal_group(pid: int, signum: int) -> None:
             continue
 
 
+def group_members(pgid: int) -> list[int]:
+    """Every live process in process group *pgid* (``/proc/PID/stat`` field 5): the
+    children a group kill must also outlive before the group counts as gone."""
+    members = []
+    for pid, stat in proc_files("stat"):
+        try:
+            group = int(stat.rsplit(b") ", 1)[1].split()[2])
+        except (IndexError, ValueError):
+            continue
+        if group == pgid and alive(pid):
+            members.append(pid)
+    return members
+
+
 def reap(pid: int) -> None:
     """Collect *pid*'s exit status if it is our child (``up`` ran in this process) and
     has exited, so no zombie is left behind."""

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ppo_dr.lab.controlplane_restart import crash_and_start
+from ppo_dr.lab.pid_identity import group_members, until_gone
 from ppo_dr.pids import alive
 
 
@@ -56,3 +57,14 @@ def test_a_given_crash_replaces_the_sigkill_and_is_waited_for() -> None:
     crash_and_start(shell.pid, start, crash=crash)
 
     assert order == ["crash", "start, gone: True"]
+
+
+def test_the_group_members_are_the_leader_and_its_children() -> None:
+    shell, child = _group_with_a_child()
+    try:
+        assert set(group_members(shell.pid)) == {shell.pid, child}
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
+    assert until_gone([child], 10) == []
+    assert group_members(shell.pid) == []
