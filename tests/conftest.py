@@ -106,6 +106,26 @@ def no_leaked_slots(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _lab_ports(worker_id: str) -> Iterator[None]:
+    """Each xdist worker's labs pick ports from a slice of their own
+    (``PPO_DR_LAB_PORTS``): a port of a server one test powered off is free to bind,
+    and a lab started meanwhile by the other worker once took it (CI, stop 23)."""
+    from ppo_dr.lab import topology
+
+    low, high = topology.lab_port_range()
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker_id.removeprefix("gw")) if worker_id.startswith("gw") else 0
+    width = (high - low + 1) // max(workers, 1)
+    saved = os.environ.get(topology.PORTS_VARIABLE)
+    os.environ[topology.PORTS_VARIABLE] = f"{low + index * width}-{low + (index + 1) * width - 1}"
+    yield
+    if saved is None:
+        os.environ.pop(topology.PORTS_VARIABLE, None)
+    else:
+        os.environ[topology.PORTS_VARIABLE] = saved
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _index_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Each test session keeps its repositories' index files in a directory of its own
     (``ppo_dr.mirror.index_cache``), not in the checkout's ``.ppo-dr``; subprocesses

@@ -13,6 +13,7 @@ Everything here is pure except :func:`free_ports` (which asks the kernel) and
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from collections.abc import Iterable, Mapping, Sequence
@@ -284,23 +285,46 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+#: ``LOW-HIGH``: the ports labs on this machine pick from, when two sets of labs must
+#: never pick the same port (the test suite gives each of its workers a slice: a port
+#: of a powered-off server is free to anyone else until the power comes back).
+PORTS_VARIABLE = "PPO_DR_LAB_PORTS"
+
+
+def lab_port_range() -> tuple[int, int]:
+    """The ports a lab picks from: ``$PPO_DR_LAB_PORTS`` when set, else those below the
+    kernel's ephemeral range, so an outgoing connection can never take one of them
+    while its server is down. :class:`LabError` names a malformed setting."""
+    setting = os.environ.get(PORTS_VARIABLE, "").strip()
+    if setting:
+        low_text, _, high_text = setting.partition("-")
+        try:
+            low, high = int(low_text), int(high_text)
+        except ValueError:
+            low, high = 0, 0
+        if not 1024 <= low < high <= 65535:
+            raise LabError(
+                f"{PORTS_VARIABLE}={setting!r}: expected LOW-HIGH with 1024 <= LOW < HIGH <= 65535"
+            )
+        return low, high
+    low_ephemeral, high_ephemeral = _ephemeral_range()
+    if low_ephemeral > 20000:
+        return 15000, low_ephemeral - 1
+    return high_ephemeral + 1, 65535  # unusual kernel setting: above the ephemeral range
+
+
 def free_ports(
     count: int, *, exclude: Iterable[int] = (), rng: random.Random | None = None
 ) -> list[int]:
     """*count* distinct TCP ports on 127.0.0.1 that nothing is bound to right now.
 
-    The ports are picked below the kernel's ephemeral range, so an outgoing connection
-    can never take one of them while its server is down (a power fault restarts the
-    server on the same ports). Each candidate is test-bound, so ports in use by anyone
-    else are skipped; *exclude* names ports that are taken though nothing listens now
+    The ports come from :func:`lab_port_range` (a power fault restarts a server on the
+    same ports). Each candidate is test-bound, so ports in use by anyone else are
+    skipped; *exclude* names ports that are taken though nothing listens now
     (those of a server that is powered off).
     """
     rng = rng or random.SystemRandom()
-    low_ephemeral, high_ephemeral = _ephemeral_range()
-    if low_ephemeral > 20000:
-        low, high = 15000, low_ephemeral - 1
-    else:  # unusual kernel setting: fall back to above the ephemeral range
-        low, high = high_ephemeral + 1, 65535
+    low, high = lab_port_range()
     held: list[socket.socket] = []
     ports: list[int] = []
     taken = set(exclude)

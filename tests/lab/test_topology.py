@@ -110,7 +110,10 @@ def test_clients_are_unique_valid_and_spread_evenly() -> None:
         topology.plan_clients(-1)
 
 
-def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() -> None:
+def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(topology.PORTS_VARIABLE, raising=False)
     ports = topology.free_ports(40)
     assert len(set(ports)) == 40
     low, high = topology._ephemeral_range()
@@ -120,6 +123,18 @@ def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() -> N
             sock.bind(("127.0.0.1", port))
     # Ports of a powered-off server are free to bind but not free to give away.
     assert not set(topology.free_ports(200, exclude=ports)) & set(ports)
+
+
+def test_a_port_range_set_in_the_environment_bounds_every_pick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(topology.PORTS_VARIABLE, "21000-21099")
+    assert topology.lab_port_range() == (21000, 21099)
+    assert all(21000 <= port <= 21099 for port in topology.free_ports(60))
+    for bad in ("21000", "x-21099", "21099-21000", "80-2000", "21000-70000"):
+        monkeypatch.setenv(topology.PORTS_VARIABLE, bad)
+        with pytest.raises(LabError, match=topology.PORTS_VARIABLE):
+            topology.free_ports(1)
 
 
 def test_new_app_server_gets_an_onsite_and_a_same_country_offsite_mirror() -> None:
