@@ -14,9 +14,13 @@ T = TypeVar("T")
 
 #: The Resume modal, found by its heading.
 MODAL = "//*[contains(@class,'p-modal')][.//*[normalize-space()='Resume Flow Run']]"
+#: The UI's notices (a refused resume shows its reason in one).
+TOASTS = "//*[contains(concat(' ', normalize-space(@class), ' '), ' p-toast__card ')]"
 #: Seconds each step may take. The UI answers in seconds idle; on a 2-core machine
 #: running the suite on two workers its queries have taken more than 45 s.
 STEP_S = 120.0
+#: Seconds the Resume modal may stay open after Submit before Submit is pressed again.
+RESUBMIT_S = 20.0
 
 
 def click(browser: WebDriver, locator: tuple[str, str]) -> bool:
@@ -56,11 +60,18 @@ def _step(browser: WebDriver, what: str, condition: Callable[[WebDriver], T]) ->
     except TimeoutException:
         try:
             page = browser.find_element(By.TAG_NAME, "body").text
+            shown = [
+                f"{kind}: {element.text}"
+                for kind, xpath in (("modal", MODAL), ("toast", TOASTS))
+                for element in browser.find_elements(By.XPATH, xpath)
+                if element.text
+            ]
         except WebDriverException as error:
-            page = f"(unreadable: {error.msg})"
+            page, shown = f"(unreadable: {error.msg})", []
         raise AssertionError(
             f"the Prefect UI: no {what} within {STEP_S:.0f} s at {browser.current_url}; "
-            f"the page showed:\n{page[:1500]}"
+            + "".join(f"\n{line}" for line in shown)
+            + f"\nthe page showed:\n{page[:1500]}"
         ) from None
 
 
@@ -108,7 +119,6 @@ def resume_in_ui(
     turn on each switch titled in *switch_on*, press Submit, and wait for the modal to
     close. Returns the text the form showed (its description and field titles)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
 
     browser.get(run_url)
     fields = [(title, _field(title, "textarea")) for title in answers]
@@ -126,9 +136,35 @@ def resume_in_ui(
 
         _step(browser, f"switch {title!r} on", switched_on)
     shown = str(browser.find_element(By.XPATH, MODAL).text)
+    _submit(browser)
+    return shown
+
+
+def _submit(browser: WebDriver) -> None:
+    """Press Submit and wait for the modal to close, pressing again every
+    :data:`RESUBMIT_S` while it stays open: the form checks its values with the server
+    before it sends the resume, and a check or resume that failed (a toast the test
+    cannot see coming) leaves the form open with nothing more to wait for. Pressing
+    again is the operator's own remedy; a second resume of a run that is no longer
+    paused is refused by Prefect and changes nothing."""
+    import time
+
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
     submit = (By.XPATH, f"{MODAL}//button[normalize-space()='Submit']")
     _step(browser, "Submit button", lambda driver: click(driver, submit))
-    _step(
-        browser, "closed modal after Submit", ec.invisibility_of_element_located((By.XPATH, MODAL))
-    )
-    return shown
+    pressed = time.monotonic()
+
+    def closed(driver: WebDriver) -> bool:
+        nonlocal pressed
+        try:
+            if not any(m.is_displayed() for m in driver.find_elements(By.XPATH, MODAL)):
+                return True
+            if time.monotonic() - pressed >= RESUBMIT_S and click(driver, submit):
+                pressed = time.monotonic()
+        except WebDriverException:
+            return False
+        return False
+
+    _step(browser, "closed modal after Submit", closed)
