@@ -75,7 +75,7 @@ from tasks.drill import (
 )
 from tasks.failover import release
 from tasks.inventory import load_fleet_task
-from tasks.mirror import ensure_mirror_limits, slot_taken
+from tasks.mirror import ensure_mirror_limits
 from tasks.slots import free_slots, leased_slot
 
 #: The global concurrency limit every drill takes: one drill at a time.
@@ -177,15 +177,17 @@ def dr_drill(
     label_flow_run(f"drill-{stamp:%Y-%m-%dT%H%M}", tags=[f"fleet:{fleet.name}", "drill", *where])
     ensure_mirror_limits({DRILL_LIMIT: DRILL_SLOTS})
     skipped = "another DR drill is still running: this run is skipped"
-    free_slots(DRILL_LIMIT, url)  # a killed drill's slot, or one a restart orphaned
-    if slot_taken(DRILL_LIMIT):
+    # A killed drill's slot, or one a Prefect restart orphaned, is given back first.
+    if not free_slots(DRILL_LIMIT, url):
         log.warning(skipped)
         return Cancelled(message=skipped)
     # A probe period that began while the scratch server existed still lists it.
     grace = timedelta(seconds=probe_period_s(fleet.timing) + float(fleet.timing.outage_threshold))
     with contextlib.ExitStack() as slot:
         try:
-            slot.enter_context(leased_slot(DRILL_LIMIT, timeout_s=DRILL_SLOT_WAIT_S, store_url=url))
+            slot.enter_context(
+                leased_slot(DRILL_LIMIT, timeout_s=DRILL_SLOT_WAIT_S, store_url=url, freed=True)
+            )
         except TimeoutError:
             log.warning(skipped)
             return Cancelled(message=skipped)

@@ -71,7 +71,6 @@ from tasks.mirror import (
     open_host_key_alert,
     operator_key_text,
     record_and_verify,
-    slot_taken,
     take_snapshots,
 )
 from tasks.runs import run_stamp
@@ -230,11 +229,12 @@ def mirror_server(
             # lease later; a slot a restarted Prefect server forgot the lease of is
             # given back 20 s after it is seen. A lost lease does not cut a snapshot
             # short: the repository lock still keeps a second writer out.
-            free_slots(server_limit(sid), url)
-            if slot_taken(server_limit(sid)):
+            if not free_slots(server_limit(sid), url):
                 raise TimeoutError(skipped)
             slots.enter_context(
-                leased_slot(server_limit(sid), timeout_s=SERVER_SLOT_WAIT_S, store_url=url)
+                leased_slot(
+                    server_limit(sid), timeout_s=SERVER_SLOT_WAIT_S, store_url=url, freed=True
+                )
             )
         except TimeoutError:
             log.warning(skipped)

@@ -104,13 +104,6 @@ def ensure_mirror_limits(limits: Mapping[str, int]) -> list[str]:
 
 
 @task(name="mirror-slot-taken", **io_task(60))
-def slot_taken(limit_name: str) -> bool:
-    """True if every slot of global concurrency limit *limit_name* is taken right now."""
-    with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name(limit_name)
-    return bool(limit.active_slots >= limit.limit)
-
-
 @task(name="operator-key", **io_task(60))
 def operator_key_text(fleet: Fleet) -> str | None:
     """The operator key from a Prefect Secret block, if the fleet names one (else None)."""

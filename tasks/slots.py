@@ -164,18 +164,22 @@ def _give_back_orphans(name: str, watch: OrphanWatch, store_url: str) -> int:
     return count
 
 
-def free_slots(name: str, store_url: str) -> None:
+def free_slots(name: str, store_url: str) -> bool:
     """Give back the slots of *name* held by nobody: the leases of dead holders at once,
     and orphans after watching them for :data:`ORPHAN_SEEN_S` (only when there are
-    some: a slot its recorded holder has costs no wait). For an asker that does not
-    wait for a taken slot (the mirror skips its server)."""
+    some: a slot its recorded holder has costs no wait); whether a slot is free now.
+    For an asker that does not wait for a taken slot (the mirror skips its server),
+    which then takes it with ``leased_slot(..., freed=True)``."""
     free_dead_holders(name, store_url)
     watch = OrphanWatch(ORPHAN_SEEN_S)
     deadline = time.monotonic() + ORPHAN_SEEN_S + RECLAIM_EVERY_S
     while _give_back_orphans(name, watch, store_url) == 0 and watch.watching:
         if time.monotonic() >= deadline:
-            return
+            break
         time.sleep(RECLAIM_EVERY_S)
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(name)
+    return bool(limit.active_slots < limit.limit)
 
 
 def _reclaim_until(stop: threading.Event, name: str, store_url: str) -> None:
@@ -206,14 +210,16 @@ def _beside(thread_name: str, loop: Callable[..., None], *args: object) -> Itera
 
 
 def _acquire(
-    name: str, timeout_s: float | None, lease_s: float, store_url: str | None
+    name: str, timeout_s: float | None, lease_s: float, store_url: str | None, freed: bool
 ) -> ConcurrencyLimitWithLeaseResponse:
     """The slot, waiting at most *timeout_s* (None: for ever); with a store, dead
-    holders are freed before the one try and every :data:`RECLAIM_EVERY_S` beside it
-    (a thread: tries cut short every 10 s would each log an ERROR of Prefect's own)."""
+    holders are freed before the one try (unless the caller just did: *freed*) and
+    every :data:`RECLAIM_EVERY_S` beside it (a thread: tries cut short every 10 s would
+    each log an ERROR of Prefect's own)."""
     reclaiming: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if store_url is not None:
-        free_dead_holders(name, store_url)
+        if not freed:
+            free_dead_holders(name, store_url)
         reclaiming = _beside(f"slot-reclaim-{name}", _reclaim_until, name, store_url)
     with reclaiming:
         return acquire_concurrency_slots_with_lease(
@@ -279,16 +285,17 @@ def leased_slot(
     timeout_s: float | None,
     lease_s: float = SLOT_LEASE_S,
     store_url: str | None = None,
+    freed: bool = False,
 ) -> Iterator[None]:
     """One slot of global concurrency limit *name* (which must exist), held while the
     block runs and renewed often; with *store_url*, recorded there and taken back from
-    dead holders (module docstring).
+    dead holders (module docstring). *freed*: :func:`free_slots` has just run.
 
     Raises TimeoutError when no slot frees within *timeout_s* (None: waits for ever). A
     lost lease does not stop the block: what the slot guards must have its own lock
     (the repository's, the failover ledger's).
     """
-    granted = _acquire(name, timeout_s, lease_s, store_url)
+    granted = _acquire(name, timeout_s, lease_s, store_url, freed)
     # Outside a flow run the process token stands for the run: Prefect never knows it,
     # so it is never called dead, and its record keeps its slot from looking orphaned.
     holder = current_holder() or Holder(_PROCESS_TOKEN, _PROCESS_TOKEN)

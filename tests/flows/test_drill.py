@@ -28,7 +28,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.states import State
 
-from flows.drill import dr_drill
+from flows.drill import DRILL_LIMIT, DRILL_SLOTS, dr_drill
 from ppo_dr.failover.drill import DRILL_FAILED_KIND, failed_dedupe_key, is_scratch_server
 from ppo_dr.failover.plan import ProvisionRequest
 from ppo_dr.fleet_access import mirror_plan, repo_path
@@ -37,6 +37,8 @@ from ppo_dr.lab.supervisor import Lab
 from ppo_dr.lab.topology import write_yaml
 from ppo_dr.providers import provider_for
 from ppo_dr.store import Store
+from tasks.mirror import ensure_mirror_limits
+from tasks.slots import leased_slot
 from tests.labs import own_lab as own_lab_of
 from tests.ppo_dr.failover.fleets import lab_like_data
 
@@ -245,6 +247,25 @@ def test_hostile_client_ids_are_refused_before_any_server_is_provisioned(
     state = dr_drill(clients=["../../etc"], fleet_file=path, return_state=True)
     assert state.is_failed()
     assert "client id" in (state.message or "")
+    assert not [s.id for s in load_fleet(path).servers if is_scratch_server(s.id)]
+
+
+def test_a_drill_while_another_holds_the_drill_slot_is_skipped_without_provisioning(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
+    path = tmp_path / "fleet.yaml"
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    write_yaml(path, {**lab_like_data(), "store": {"url": url}})
+    ensure_mirror_limits({DRILL_LIMIT: DRILL_SLOTS})
+    # Held as a running drill holds it: recorded in the store, so never an orphan.
+    with leased_slot(DRILL_LIMIT, timeout_s=10, store_url=url):
+        started = time.monotonic()
+        state = dr_drill(fleet_file=path, return_state=True)
+        took = time.monotonic() - started
+    assert state.is_cancelled(), state
+    assert "another DR drill is still running" in (state.message or "")
+    assert took < 30  # a slot its holder recorded is not watched as an orphan
     assert not [s.id for s in load_fleet(path).servers if is_scratch_server(s.id)]
 
 
