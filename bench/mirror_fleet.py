@@ -256,7 +256,7 @@ def measure(name: str, api_url: str, since: datetime, wall_s: float) -> Mode:
                 continue
             # Between the slot check and the snapshot the run waits for its DC's slot
             # and opens SSH: a limit and the network, not the engine; counted apart.
-            checked = [t.end_time for t in tasks if t.name.startswith("mirror-slot-taken")]
+            checked = [t.end_time for t in tasks if t.name.startswith("mirror-slot-free")]
             opened = max([run.start_time, *checked])
             window = [(max(a, opened), min(b, snap[0].start_time)) for a, b in spans]
             wait = (snap[0].start_time - opened).total_seconds() - _busy_s(

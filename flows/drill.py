@@ -75,8 +75,8 @@ from tasks.drill import (
 )
 from tasks.failover import release
 from tasks.inventory import load_fleet_task
-from tasks.mirror import ensure_mirror_limits
-from tasks.slots import free_slots, leased_slot
+from tasks.mirror import ensure_mirror_limits, slot_free
+from tasks.slots import leased_slot
 
 #: The global concurrency limit every drill takes: one drill at a time.
 DRILL_LIMIT: Final = "dr-drill"
@@ -178,7 +178,7 @@ def dr_drill(
     ensure_mirror_limits({DRILL_LIMIT: DRILL_SLOTS})
     skipped = "another DR drill is still running: this run is skipped"
     # A killed drill's slot, or one a Prefect restart orphaned, is given back first.
-    if not free_slots(DRILL_LIMIT, url):
+    if not slot_free(DRILL_LIMIT, url):
         log.warning(skipped)
         return Cancelled(message=skipped)
     # A probe period that began while the scratch server existed still lists it.

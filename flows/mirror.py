@@ -71,10 +71,11 @@ from tasks.mirror import (
     open_host_key_alert,
     operator_key_text,
     record_and_verify,
+    slot_free,
     take_snapshots,
 )
 from tasks.runs import run_stamp
-from tasks.slots import free_slots, leased_slot
+from tasks.slots import leased_slot
 
 #: Slots of each app server's limit: one mirror run per server at a time.
 MIRROR_SERVER_SLOTS = 1
@@ -229,7 +230,7 @@ def mirror_server(
             # lease later; a slot a restarted Prefect server forgot the lease of is
             # given back 20 s after it is seen. A lost lease does not cut a snapshot
             # short: the repository lock still keeps a second writer out.
-            if not free_slots(server_limit(sid), url):
+            if not slot_free(server_limit(sid), url):
                 raise TimeoutError(skipped)
             slots.enter_context(
                 leased_slot(
