@@ -101,9 +101,8 @@ class ProbeLeaseMixin(StoreBase):
                 if wanted is None:
                     return None
                 new = _checked(wanted, key)
-                insert = self._insert(session)(ProbeLeaseRow).values(**dataclasses.asdict(new))
-                made = insert.on_conflict_do_nothing().returning(ProbeLeaseRow.name)
-                if session.execute(made).scalar_one_or_none() is not None:
+                values = dataclasses.asdict(new)
+                if self._insert_or_find(session, ProbeLeaseRow, values, ["name"])[1]:
                     return new
                 # Another run created it meanwhile: PostgreSQL locks no row that is not
                 # there yet. Decide again on the row it wrote, locked now.
