@@ -116,13 +116,10 @@ def _lab_ports(worker_id: str) -> Iterator[None]:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     index = int(worker_id.removeprefix("gw")) if worker_id.startswith("gw") else 0
     width = (high - low + 1) // max(workers, 1)
-    saved = os.environ.get(topology.PORTS_VARIABLE)
-    os.environ[topology.PORTS_VARIABLE] = f"{low + index * width}-{low + (index + 1) * width - 1}"
-    yield
-    if saved is None:
-        os.environ.pop(topology.PORTS_VARIABLE, None)
-    else:
-        os.environ[topology.PORTS_VARIABLE] = saved
+    first = low + index * width
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(topology.PORTS_VARIABLE, f"{first}-{first + width - 1}")
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -130,10 +127,6 @@ def _index_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Each test session keeps its repositories' index files in a directory of its own
     (``ppo_dr.mirror.index_cache``), not in the checkout's ``.ppo-dr``; subprocesses
     that inherit the environment use it too."""
-    saved = os.environ.get("PPO_DR_INDEX_CACHE")
-    os.environ["PPO_DR_INDEX_CACHE"] = str(tmp_path_factory.mktemp("index-cache"))
-    yield
-    if saved is None:
-        os.environ.pop("PPO_DR_INDEX_CACHE", None)
-    else:
-        os.environ["PPO_DR_INDEX_CACHE"] = saved
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PPO_DR_INDEX_CACHE", str(tmp_path_factory.mktemp("index-cache")))
+        yield
