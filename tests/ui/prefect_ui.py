@@ -3,6 +3,7 @@ acknowledgement or an approval), shared by the browser tests."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -147,8 +148,6 @@ def _submit(browser: WebDriver) -> None:
     cannot see coming) leaves the form open with nothing more to wait for. Pressing
     again is the operator's own remedy; a second resume of a run that is no longer
     paused is refused by Prefect and changes nothing."""
-    import time
-
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
