@@ -13,7 +13,6 @@ together and persists transitions and per-minute counts.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
 from ppo_dr.probe.checks import (
@@ -75,22 +74,20 @@ def fleet_checks(
     fleet: Fleet,
     *,
     front_door: str | None = None,
-    placements: Mapping[str, str] | None = None,
-    watched: Collection[str] = (),
 ) -> list[Check]:
-    """One check per app server (``/health``) and per client, for a probe cycle.
+    """One check per server with an HTTP endpoint (``/health``) and per client.
 
     A client is checked through *front_door* (``<front_door>/c/<client>/health``, as the
     lab serves it) when given, else at its public URL: that is the path users take, so
-    a routing fault is seen as an outage. *placements* add app servers that host
-    clients now even if fleet.yaml calls them spares; *watched* adds servers whatever
-    they host (those of an outage still open, until they answer again).
+    a routing fault is seen as an outage. Spares are checked whether they host clients
+    or not: an idle one is a witness of its data centre
+    (:class:`~ppo_dr.probe.graph.FleetGraph`), and one whose outage is still open must
+    be seen answering again for that outage to recover.
     """
     budget = fleet.timing.latency_budget_ms
-    hosting = set((placements or {}).values()) | set(watched)
     checks: list[Check] = []
     for server in fleet.servers:
-        if server.http is None or (server.role != "app" and server.id not in hosting):
+        if server.http is None:
             continue
         host = f"[{server.http.host}]" if ":" in server.http.host else server.http.host
         url = f"http://{host}:{server.http.port}/health"

@@ -3,9 +3,15 @@
 Targets form a graph: client → app server (its current placement) → data centre.
 When an app server's own check is in outage, its clients' failures are symptoms, not
 separate outages: the result is ONE server-level outage naming every client placed
-there. When every app server of a data centre (at least two of them) is in outage, it
-is ONE dc-level outage. Only a client failing on a healthy server is a client-level
+there. When every checked server of a data centre (at least two of them) is in outage,
+it is ONE dc-level outage. Only a client failing on a healthy server is a client-level
 outage. This is Alertmanager's inhibition, done as a pure function of the states.
+
+Witnesses: a spare that hosts no client is checked too, but only as a witness for its
+data centre. Its own outage opens nothing (no client is affected); it makes a DC with a
+single app server tell "the server died" from "the DC died", which two app servers
+alone could not. Without it such a DC's loss was a server outage, and whether the lab's
+London DC had a second server to count depended on which faults had run before.
 
 Keys are ``outage:<level>:<subject>`` -- derived from the subject only, never from
 times or ordering -- so a restarted probe re-derives the same key and the store's
@@ -45,12 +51,6 @@ def server_target(server_id: str) -> str:
     return f"server:{server_id}"
 
 
-def target_server(target_id: str) -> str | None:
-    """The server id of a server's target id (:func:`server_target`), else None."""
-    kind, _, subject = target_id.partition(":")
-    return subject if kind == "server" and subject else None
-
-
 def outage_key(level: Level, subject_id: str) -> str:
     """The stable dedupe key of an outage: the same subject always gives the same key."""
     return f"outage:{level}:{subject_id}"
@@ -63,23 +63,35 @@ class FleetGraph:
     client_server: Mapping[str, str]
     server_dc: Mapping[str, str]
     dc_servers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Servers checked only to tell a DC outage from a server outage (idle spares).
+    witnesses: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, client_server: Mapping[str, str], server_dc: Mapping[str, str]) -> FleetGraph:
-        """A graph from the two maps; app servers per DC follow from *server_dc*."""
+    def build(
+        cls,
+        client_server: Mapping[str, str],
+        server_dc: Mapping[str, str],
+        witnesses: Iterable[str] = (),
+    ) -> FleetGraph:
+        """A graph from the two maps; servers per DC follow from *server_dc*, which
+        names the *witnesses* too."""
         by_dc: dict[str, list[str]] = {}
         for server, dc in sorted(server_dc.items()):
             by_dc.setdefault(dc, []).append(server)
-        return cls(dict(client_server), dict(server_dc), {d: tuple(s) for d, s in by_dc.items()})
+        dc_servers = {d: tuple(s) for d, s in by_dc.items()}
+        return cls(dict(client_server), dict(server_dc), dc_servers, frozenset(witnesses))
 
     @classmethod
     def from_fleet(cls, fleet: Fleet, placements: Mapping[str, str] | None = None) -> FleetGraph:
-        """The fleet's app servers and clients; *placements* (client → server) override
-        the homes in fleet.yaml, since clients move on failover."""
+        """The fleet's app servers, clients and witnesses; *placements* (client →
+        server) override the homes in fleet.yaml, since clients move on failover."""
         homes = {c.id: c.server for c in fleet.clients}
         homes.update(placements or {})
-        server_dc = {s.id: s.dc for s in fleet.servers if s.role == "app" or s.id in homes.values()}
-        return cls.build(homes, server_dc)
+        hosting = set(homes.values())
+        server_dc = {s.id: s.dc for s in fleet.servers if s.http is not None or s.id in hosting}
+        idle = set(server_dc) - hosting
+        witnesses = {s.id for s in fleet.servers if s.id in idle and s.role != "app"}
+        return cls.build(homes, server_dc, witnesses)
 
     def clients_on(self, server_id: str) -> tuple[str, ...]:
         return tuple(sorted(c for c, s in self.client_server.items() if s == server_id))
@@ -129,12 +141,13 @@ def outages(
         s = status(target)
         return s is not None and s.state.in_outage
 
-    servers_out = {s for s in graph.server_dc if out(server_target(s))}
+    down = {s for s in graph.server_dc if out(server_target(s))}
+    servers_out = down - graph.witnesses
     found: list[Outage] = []
 
     dcs_out: set[str] = set()
     for dc, servers in graph.dc_servers.items():
-        if len(servers) >= 2 and all(s in servers_out for s in servers):
+        if len(servers) >= 2 and all(s in down for s in servers):
             dcs_out.add(dc)
             clients = tuple(sorted(c for s in servers for c in graph.clients_on(s)))
             since = _first(

@@ -40,7 +40,7 @@ the per-minute counts of the pseudo-target :data:`HEARTBEAT_TARGET`;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -54,7 +54,6 @@ from ppo_dr.probe.graph import (
     client_target,
     outages,
     server_target,
-    target_server,
 )
 from ppo_dr.probe.state import (
     Observation,
@@ -89,16 +88,10 @@ def client_health_url(url: str) -> str:
     return url.rstrip("/") + "/health"
 
 
-def probe_checks(
-    fleet: Fleet,
-    placements: Mapping[str, str],
-    front_door: str | None = None,
-    watched: Collection[str] = (),
-) -> list[Check]:
-    """Every app server's ``/health`` (and those of the *watched* servers, whatever they
-    host) and every client's health page, through the front door when given, else
-    under the client's public URL."""
-    checks = fleet_checks(fleet, front_door=front_door, placements=placements, watched=watched)
+def probe_checks(fleet: Fleet, front_door: str | None = None) -> list[Check]:
+    """Every server's ``/health`` and every client's health page, through the front
+    door when given, else under the client's public URL."""
+    checks = fleet_checks(fleet, front_door=front_door)
     if front_door is not None:
         return checks
     urls = {client_target(c.id): client_health_url(c.url) for c in fleet.clients}
@@ -182,25 +175,11 @@ class ProbeRunner:
         self.graph = FleetGraph.from_fleet(self.fleet, self.placements())
 
     def checks(self) -> list[Check]:
-        """The checks of a cycle: the fleet's, and every server of an outage still open.
-
-        A spare is checked only while it hosts clients, and a failover moves them
-        away from a dead one. Its outage recovers only once it answers again, so it
-        stays checked until then; dropped, it would never be seen back and the
-        incident would stay open until the server left the fleet file.
-        """
-        return probe_checks(
-            self.fleet, self.placements(), self.front_door, watched=self.watched_servers()
-        )
-
-    def watched_servers(self) -> frozenset[str]:
-        """The servers of the outage incidents this runner watches until they are up."""
-        return frozenset(
-            server
-            for known in self._known.values()
-            for target in known.targets
-            if (server := target_server(target)) is not None
-        )
+        """The checks of a cycle. Every spare is among them, hosting or not: a dead one
+        whose clients a failover moved away must still be seen answering again for its
+        outage to recover (found in the chaos tier, when spares were checked only while
+        they hosted clients: the outage stayed open until the spare left the fleet)."""
+        return probe_checks(self.fleet, self.front_door)
 
     def use_fleet(self, fleet: Fleet) -> list[str]:
         """Probe *fleet* from now on (a server was provisioned or released since the run

@@ -174,7 +174,8 @@ def test_whole_dc_is_one_incident(
     incidents = store.incidents()
     assert [i.dedupe_key for i in incidents] == [f"outage:dc:{dc}"], incidents
     assert incidents[0].scope["clients"] == clients
-    assert incidents[0].scope["servers"] == apps
+    checked = sorted(s.id for s in fleet.servers if s.dc == dc and s.http is not None)
+    assert incidents[0].scope["servers"] == checked  # its app servers and its idle spare
     assert scenario.fault_at is not None
     print(f"\ndetection latency (dc {dc}): {latency(incidents[0], scenario.fault_at, fleet):.1f} s")
     assert incidents[0].state == "recovered", store.timeline(incidents[0].id)
@@ -271,7 +272,7 @@ def test_one_vantage_failing_alone_never_declares(
     fleet_file.write_text(yaml.safe_dump(doc), encoding="utf-8")
     try:
         fleet = load_fleet(fleet_file)
-        checks = probe_checks(fleet, {})
+        checks = probe_checks(fleet)
         broken = asyncio.run(run_cycle(checks, timeout_s=1.0, vantage="broken", proxy=dead))
         assert broken and not any(o.ok for o in broken), broken  # the vantage really fails
         result = asyncio.run(probe_fleet(run_for_s=30, fleet_file=fleet_file))

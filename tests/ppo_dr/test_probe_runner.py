@@ -34,7 +34,7 @@ from ppo_dr.store import Store
 FLEET = load_fleet(Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml")
 T0 = datetime(2026, 11, 30, 6, 0, 0, tzinfo=UTC)
 STEP = timedelta(seconds=FLEET.timing.probe_interval)
-JHB1 = ("app-jhb1-1", "app-jhb1-2")
+JHB1 = ("app-jhb1-1", "app-jhb1-2", "spare-jhb1-1")  # every server the probe checks there
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def targets(fleet: Fleet) -> list[str]:
-    return [c.target_id for c in probe_checks(fleet, {})]
+    return [c.target_id for c in probe_checks(fleet)]
 
 
 def affected(servers: Iterable[str]) -> set[str]:
@@ -87,13 +87,13 @@ def declared(results: list[CycleResult]) -> list[Declared]:
 
 
 def test_checks_cover_servers_and_clients_health() -> None:
-    checks = probe_checks(FLEET, {})
+    checks = probe_checks(FLEET)
     ids = [c.target_id for c in checks]
     assert ids.count("server:app-jhb1-1") == 1
     assert len([i for i in ids if i.startswith("client:")]) == len(FLEET.clients)
     acme = next(c for c in checks if c.target_id == "client:acme-mining")
     assert isinstance(acme, HttpCheck) and acme.url == "https://acme-mining.ppo.example/health"
-    via_door = probe_checks(FLEET, {}, front_door="http://127.0.0.1:9/")
+    via_door = probe_checks(FLEET, front_door="http://127.0.0.1:9/")
     acme = next(c for c in via_door if c.target_id == "client:acme-mining")
     assert isinstance(acme, HttpCheck) and acme.url == "http://127.0.0.1:9/c/acme-mining/health"
 
@@ -513,9 +513,9 @@ def cycles_of_checks(
 
 def test_a_dead_spare_whose_clients_moved_away_is_watched_until_it_answers(store: Store) -> None:
     """A spare hosting a client dies; the failover moves the client off it. The next
-    run still checks the spare (it hosts nothing now, so the fleet alone would not),
-    keeps the outage open while it is dead, and recovers it once it answers. Found in
-    the chaos tier: the outage stayed open until the healed spare left the fleet file."""
+    run still checks the spare (an idle spare is a witness of its DC), keeps the outage
+    open while it is dead, and recovers it once it answers. Found in the chaos tier:
+    the outage stayed open until the healed spare left the fleet file."""
     store.seed_placements({c.id: c.server for c in FLEET.clients} | {"acme-mining": "spare-jhb1-1"})
     first = runner(store)
     spare = server_target("spare-jhb1-1")
@@ -530,13 +530,12 @@ def test_a_dead_spare_whose_clients_moved_away_is_watched_until_it_answers(store
     store.move_client("acme-mining", "app-jhb1-1", place.version, reason="failover")
 
     second = runner(store)  # the next run: the spare hosts nothing now
-    assert second.watched_servers() == {"spare-jhb1-1"}
+    assert "spare-jhb1-1" in second.graph.witnesses
     assert spare in {c.target_id for c in second.checks()}
     results, now = cycles_of_checks(second, now, 60, {spare})
     assert not [i for r_ in results for i in r_.recovered]  # still dead: still open
+    assert not declared(results)  # and an idle spare opens nothing of its own
     results, now = cycles_of_checks(second, now, 60, set())  # healed
     assert [i.id for r_ in results for i in r_.recovered] == [found.incident.id]
     after = store.incident(found.incident.id)
     assert after is not None and after.state == "recovered"
-    assert second.watched_servers() == frozenset()
-    assert spare not in {c.target_id for c in second.checks()}  # a spare again: not checked
