@@ -228,8 +228,9 @@ def mirror_server(
             # A killed run's slot is given back as soon as Prefect calls it ended
             # (tasks.slots: the lease recorded in the store), else it frees a short
             # lease later; a slot a restarted Prefect server forgot the lease of is
-            # given back 20 s after it is seen. A lost lease does not cut a snapshot
-            # short: the repository lock still keeps a second writer out.
+            # given back once seen longer than a lease (tasks.slots.ORPHAN_SEEN_S). A
+            # lost lease does not cut a snapshot short: the repository lock still keeps
+            # a second writer out.
             if not slot_free(server_limit(sid), url):
                 raise TimeoutError(skipped)
             slots.enter_context(

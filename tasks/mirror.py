@@ -52,7 +52,7 @@ from ppo_dr.mirror.status import (
 from ppo_dr.store import Store
 from tasks import io_task, secret_from_block
 from tasks.inventory import load_fleet_task
-from tasks.slots import free_slots
+from tasks.slots import ORPHAN_SEEN_S, RECLAIM_EVERY_S, free_slots
 
 #: Event every mirror run emits, whatever its outcome; a Proactive automation on it
 #: notices a mirror job that silently stopped running.
@@ -104,7 +104,7 @@ def ensure_mirror_limits(limits: Mapping[str, int]) -> list[str]:
     return created
 
 
-@task(name="mirror-slot-free", **io_task(60))
+@task(name="mirror-slot-free", **io_task(ORPHAN_SEEN_S + 3 * RECLAIM_EVERY_S))
 def slot_free(limit_name: str, store_url: str) -> bool:
     """The skip-if-taken check of the mirror and the drill, a task so the run shows it:
     whether a slot of *limit_name* is free once the slots nobody holds are given back

@@ -75,9 +75,15 @@ SLOT_LEASE_S: Final = 60.0
 RENEW_FRACTION: Final = 1 / 6
 #: While a slot is taken, dead holders are looked for this often (seconds).
 RECLAIM_EVERY_S: Final = 10.0
-#: Orphaned slots are given back once seen this long (two looks apart by more than a
-#: renewal beat: a live holder whose record failed has recorded it again by then).
-ORPHAN_SEEN_S: Final = 2 * RECLAIM_EVERY_S
+#: Prefect's lease repossessor loop (its default), in seconds.
+REPOSSESSOR_LOOP_S: Final = 5.0
+#: Orphaned slots are given back once seen longer than a lease and the repossessor's
+#: loop. A slot counted beyond the recorded leases may still have a live lease behind
+#: it: a holder killed between its grant and its record, or one whose record keeps
+#: failing on a busy store. Given back earlier, the repossessor would decrement it a
+#: second time when that lease ran out (seen in the chaos matrix). A live lease has run
+#: out or been recorded by then; a lease a restarted server forgot never runs out.
+ORPHAN_SEEN_S: Final = SLOT_LEASE_S + REPOSSESSOR_LOOP_S + RECLAIM_EVERY_S
 #: This process, among reruns of the same flow run (``ppo_dr.slot_holders.Holder``).
 _PROCESS_TOKEN: Final = uuid.uuid4().hex
 
