@@ -40,8 +40,9 @@ from typing import Any, Final
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
-from prefect.states import Cancelled, Failed, State
+from prefect.states import Cancelled, State
 
+from flows.outcome import failed_with
 from flows.probe import probe_period_s
 from ppo_dr import config
 from ppo_dr.failover.drill import (
@@ -255,7 +256,7 @@ def _drill(
     }
     if failed or problems:
         what = ", ".join(failed) or "; ".join(problems)
-        return Failed(message=f"DR drill failed: {what}", data=summary)
+        return failed_with(f"DR drill failed: {what}", summary)
     return summary
 
 

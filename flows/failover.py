@@ -73,6 +73,7 @@ from flows.decision_fields import DeciderName, DecisionNote
 from flows.failover_artifacts import client_table, summary_markdown
 from flows.failover_client import run_batch
 from flows.mirror import mirror_server
+from flows.outcome import failed_with
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
 from ppo_dr.failover.plan import Plan, Scope, Target
@@ -443,7 +444,7 @@ def _carry_out(
     }
     summary["unseeded"] = unseeded
     if not ok:
-        return Failed(message=f"{kind} {plan.plan_id} moved no client: {detail}", data=summary)
+        return failed_with(f"{kind} {plan.plan_id} moved no client: {detail}", summary)
     # One rule for every runbook: a run that did not do all it was asked ends Failed,
     # its per-client results in the artifacts and in the state's data.
     short = [f"{len(failed)} failed"] if failed else []
@@ -451,11 +452,8 @@ def _carry_out(
     short += [f"seed failed for {', '.join(sorted(unseeded))}"] if unseeded else []
     short += [f"mirror of {h} failed ({o})" for h, o in mirrored.items() if o != "ok"]
     if short:
-        return Failed(
-            message=f"{kind} {plan.plan_id}: {len(ok)} of {len(plan.moves)} moved; "
-            + "; ".join(short),
-            data=summary,
-        )
+        head = f"{kind} {plan.plan_id}: {len(ok)} of {len(plan.moves)} moved; "
+        return failed_with(head + "; ".join(short), summary)
     return summary
 
 

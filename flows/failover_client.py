@@ -42,10 +42,11 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.failover_artifacts import batch_table
+from flows.outcome import failed_with, run_result
 from ppo_dr.errors import ApiUnreachable, PermanentError
 from ppo_dr.failover import steps
 from ppo_dr.failover.plan import ClientMove
@@ -217,10 +218,10 @@ def fail_over_clients(
     )
     failed = [o for o in outcomes if o.outcome != "ok"]
     if failed:
-        return Failed(
-            message=f"{len(failed)} of {len(moves)} client(s) not moved to {to_server}: "
+        return failed_with(
+            f"{len(failed)} of {len(moves)} client(s) not moved to {to_server}: "
             + "; ".join(f"{o.client_id}: {o.detail}" for o in failed),
-            data=outcomes,
+            outcomes,
         )
     return outcomes
 
@@ -289,7 +290,7 @@ def run_batch(
             return batch_run_on_pool(run, url, plan_id, failover_run_id, moves)
         state = fail_over_clients(fleet_file, plan_id, batch.to_server, moves, mode, versions,
                                   declared_at, failover_run_id, return_state=True)  # fmt: skip
-        outcomes = state.result(raise_on_failure=False)  # a Failed run carries its outcomes
+        outcomes = run_result(state)  # a Failed run carries its outcomes
         if isinstance(outcomes, list):
             return outcomes
         return [ClientOutcome.not_moved(m, f"run {state.name}: {state.message}") for m in moves]

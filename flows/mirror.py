@@ -43,8 +43,9 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import Cancelled, Failed, State
+from prefect.states import Cancelled, State
 
+from flows.outcome import failed_with
 from ppo_dr import config
 from ppo_dr.errors import HostKeyError, PermanentError
 from ppo_dr.fleet_access import FleetAccess, mirror_plan
@@ -272,7 +273,7 @@ def mirror_server(
     }
     emit_heartbeat(sid, summary)
     if failure:
-        return Failed(message=f"mirror of {sid} failed: {failure}", data=summary)
+        return failed_with(f"mirror of {sid} failed: {failure}", summary)
     return summary
 
 

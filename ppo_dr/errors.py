@@ -25,6 +25,7 @@
         ├── PlanError                failover.model: a failover request cannot be planned
         ├── VerifyMismatch           failover.steps: a restored file differs from its snapshot
         ├── DrillPlanError           failover.drill: a drill cannot be planned as asked
+        ├── RunbookFailed          a run did not do all it was asked (carries its results)
         └── ServeError               deployments.local_server: ``serve`` cannot start
 
 The classes indented one step further are defined beside the code that raises them
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class DRError(Exception):
@@ -50,6 +52,24 @@ class TransientError(DRError):
 
 class PermanentError(DRError):
     """A failure that will repeat: retrying only delays the page."""
+
+
+class RunbookFailed(PermanentError):
+    """A runbook that did not do all it was asked, with the results it did get.
+
+    A Failed run's data must be an exception: when the run ends, Prefect turns that data
+    into the exception it raises, and a dict or a list there is "Unexpected result for
+    failed state" (a TypeError in the worker's log, the results lost to whoever reads
+    the run). The results (per client, per mirror) travel here instead, as ``result``.
+    """
+
+    def __init__(self, message: str, result: Any) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> tuple[type[RunbookFailed], tuple[str, Any]]:
+        """Pickled with its result (Prefect persists a run's data by pickling it)."""
+        return (type(self), (str(self), self.result))
 
 
 class ApiUnreachable(TransientError):

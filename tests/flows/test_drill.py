@@ -29,6 +29,7 @@ from prefect.client.schemas.filters import (
 from prefect.states import State
 
 from flows.drill import DRILL_LIMIT, DRILL_SLOTS, dr_drill
+from flows.outcome import run_result
 from ppo_dr.failover.drill import DRILL_FAILED_KIND, failed_dedupe_key, is_scratch_server
 from ppo_dr.failover.plan import ProvisionRequest
 from ppo_dr.fleet_access import mirror_plan, repo_path
@@ -211,7 +212,7 @@ def test_a_corrupted_mirror_fails_the_drill_loudly_and_still_tears_down(
         (failed_dedupe_key(canary), False, "open")
     ]
     assert onsite in incidents[0].title
-    result = state.result(raise_on_failure=False)
+    result = run_result(state)
     scratch = result["scratch"][0] if isinstance(result, dict) else None
     assert scratch is not None, result
     assert_torn_down(own_lab, scratch, processes_before)

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from flows.failover import failover
+from flows.outcome import run_result
 from ppo_dr.failover.fleet_state import fleet_state
 from ppo_dr.failover.plan import Plan, Scope, Target, plan_failover
 from ppo_dr.failover.steps import JOURNAL, switch_reason
@@ -577,7 +578,7 @@ def test_clients_whose_only_country_has_no_surviving_data_centre_are_refused(
     )
     # Not all it was asked: Failed, with the per-client results as its data.
     assert state.is_failed() and "1 of 1 moved; 1 refused" in (state.message or ""), state
-    result = state.result(raise_on_failure=False)
+    result = run_result(state)
     assert isinstance(result, dict), result
     assert result["state"] == "partial", result
     assert set(result["moved"]) == {londoner}
