@@ -29,7 +29,9 @@ back: the slot is taken for good (seen in the chaos matrix: the next failover wa
 for ever). When every holder of a limit records its lease, the slots taken beyond the
 recorded leases are orphans; :class:`OrphanWatch` gives them back once they have been
 seen for a while (a holder records its lease just after the grant, so one look may
-catch a live one between the two).
+catch a live one between the two). A live holder that finds its lease forgotten gives
+its slot back by count itself (:class:`LeaseClock`), so only the slots of holders that
+died as well are left for the watch.
 """
 
 from __future__ import annotations
@@ -122,3 +124,32 @@ class OrphanWatch:
             return 0
         freed, self._since = self._fewest, None
         return freed
+
+
+@dataclass
+class LeaseClock:
+    """Tells a lease the server forgot (it restarted) from one that ran out.
+
+    Both answer a renewal with "gone", and they need opposite give-backs: a lease that
+    ran out was freed by the server's repossessor (giving it back again would free a
+    slot someone else holds), while a forgotten lease's slot is still counted and only
+    its holder can give it back, by count, before it becomes an orphan that every
+    waiter must watch for :data:`tasks.slots.ORPHAN_SEEN_S`. A lease cannot have run
+    out less than a lease after the last renewal the server took, so "gone" within
+    *margin_s* of a lease since a renewal was *sent* means forgotten.
+    """
+
+    lease_s: float
+    renewed_at: float  # monotonic seconds when the last renewal (or the grant) was sent
+    margin_s: float
+    forgotten: bool = False
+
+    def renewed(self, sent_at: float) -> None:
+        """A renewal sent at *sent_at* was taken."""
+        self.renewed_at = max(self.renewed_at, sent_at)
+
+    def gone(self, answered_at: float) -> bool:
+        """The server answered "gone" at *answered_at*; whether the lease was forgotten."""
+        if answered_at - self.renewed_at < self.lease_s - self.margin_s:
+            self.forgotten = True
+        return self.forgotten

@@ -23,9 +23,13 @@ asker's own rescheduled run; the rule is :mod:`ppo_dr.slot_holders`), then again
 :data:`RECLAIM_EVERY_S` from a thread while it waits. A SIGKILLed mirror's or failover's slot is
 free for the rerun as soon as Prefect calls the killed run Crashed.
 
-The same records find orphans: slots a full limit counts as taken beyond every recorded
-lease, left when a Prefect server that keeps leases in memory restarted (its holders'
-releases then find no lease and give nothing back). Seen in every look for
+A Prefect server that keeps leases in memory forgets them when it restarts, while its
+database still counts the slots. A live holder sees that at its next renewal ("gone"
+less than a lease after its last one: :class:`~ppo_dr.slot_holders.LeaseClock`) or at
+the one it makes before its release, and gives its slot back by count itself.
+
+The records find the rest, orphans: slots a full limit counts as taken beyond every
+recorded lease (their holders forgotten and dead too). Seen in every look for
 :data:`ORPHAN_SEEN_S`, they are given back with a plain decrement. This relies on every
 holder of the limit recording its lease, which all of ours do (``mirror-server-*``,
 ``mirror-dc-*``, ``failover``, ``dr-drill``, ``reports``); a holder whose record failed
@@ -61,6 +65,7 @@ from ppo_dr.errors import DRError
 from ppo_dr.slot_holders import (
     ENDED_STATES,
     Holder,
+    LeaseClock,
     OrphanWatch,
     RecordedLease,
     dead_leases,
@@ -73,6 +78,9 @@ from ppo_dr.store import Store
 SLOT_LEASE_S: Final = 60.0
 #: The lease is renewed every this much of it.
 RENEW_FRACTION: Final = 1 / 6
+#: A lease answered "gone" less than a lease minus this since its last renewal was
+#: sent was forgotten by a restart, not run out (``ppo_dr.slot_holders.LeaseClock``).
+RENEW_MARGIN_S: Final = 10.0
 #: While a slot is taken, dead holders are looked for this often (seconds).
 RECLAIM_EVERY_S: Final = 10.0
 #: Prefect's lease repossessor loop (its default), in seconds.
@@ -250,25 +258,33 @@ def _record(store_url: str | None, lease: RecordedLease | None, *, forget: bool)
     return True
 
 
-def _renew_once(client: SyncPrefectClient, lease_id: UUID, lease_s: float, name: str) -> bool:
+def _renew_once(client: SyncPrefectClient, lease_id: UUID, clock: LeaseClock, name: str) -> bool:
     """Renew *lease_id* once; False when the server no longer has it (410: it ran out,
-    or a restart lost it), so there is nothing left to renew. A failure is logged."""
+    or a restart lost it, which *clock* tells apart), so there is nothing left to renew.
+    A failure is logged."""
+    log = get_logger("ppo_dr.slots")
+    sent = time.monotonic()
     try:
-        client.renew_concurrency_lease(lease_id=lease_id, lease_duration=lease_s)
+        client.renew_concurrency_lease(lease_id=lease_id, lease_duration=clock.lease_s)
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code == httpx.codes.GONE:
-            get_logger("ppo_dr.slots").warning("slot %s: its lease ran out or was lost", name)
+            if clock.gone(time.monotonic()):
+                log.warning("slot %s: its lease was forgotten (the Prefect server restarted)", name)
+            else:
+                log.warning("slot %s: its lease ran out", name)
             return False
-        get_logger("ppo_dr.slots").warning("slot %s: lease renewal failed (%s)", name, exc)
+        log.warning("slot %s: lease renewal failed (%s)", name, exc)
     except httpx.HTTPError as exc:
-        get_logger("ppo_dr.slots").warning("slot %s: lease renewal failed (%s)", name, exc)
+        log.warning("slot %s: lease renewal failed (%s)", name, exc)
+    else:
+        clock.renewed(sent)
     return True
 
 
 def _renew_until(
     stop: threading.Event,
     lease_id: UUID,
-    lease_s: float,
+    clock: LeaseClock,
     name: str,
     record_again: Callable[[], bool] | None = None,
 ) -> None:
@@ -277,11 +293,29 @@ def _renew_until(
     every beat until it is kept: an unrecorded live holder would look like an orphan."""
     renewing = True
     with get_client(sync_client=True) as client:
-        while not stop.wait(lease_s * RENEW_FRACTION):
+        while not stop.wait(clock.lease_s * RENEW_FRACTION):
             if record_again is not None and record_again():
                 record_again = None
             if renewing:
-                renewing = _renew_once(client, lease_id, lease_s, name)
+                renewing = _renew_once(client, lease_id, clock, name)
+
+
+def _give_back(lease_id: UUID, clock: LeaseClock, name: str, held_s: float) -> None:
+    """Give the slot back: with its lease, or by count when the server forgot the lease
+    (a release with a lease it does not know gives nothing back, and the slot would stay
+    taken until a waiter saw it orphaned for :data:`ORPHAN_SEEN_S`). One renewal first
+    tells whether it was forgotten since the last beat."""
+    if not clock.forgotten:
+        with get_client(sync_client=True) as client:
+            _renew_once(client, lease_id, clock, name)
+    if not clock.forgotten:
+        release_concurrency_slots_with_lease(lease_id)
+        return
+    with get_client(sync_client=True) as client:
+        client.release_concurrency_slots([name], 1, occupancy_seconds=held_s)
+    get_logger("ppo_dr.slots").warning(
+        "slot %s: given back by count (its lease was forgotten)", name
+    )
 
 
 @contextmanager
@@ -301,7 +335,12 @@ def leased_slot(
     lost lease does not stop the block: what the slot guards must have its own lock
     (the repository's, the failover ledger's).
     """
+    asked_at = time.monotonic()
     granted = _acquire(name, timeout_s, lease_s, store_url, freed)
+    # Granted after *asked_at*, so its lease runs out no sooner than a lease after it;
+    # a renewal's round trip is kept as a margin for a long wait's last try.
+    clock = LeaseClock(lease_s, max(asked_at, time.monotonic() - RENEW_MARGIN_S), RENEW_MARGIN_S)
+    held_from = time.monotonic()
     # Outside a flow run the process token stands for the run: Prefect never knows it,
     # so it is never called dead, and its record keeps its slot from looking orphaned.
     holder = current_holder() or Holder(_PROCESS_TOKEN, _PROCESS_TOKEN)
@@ -309,10 +348,10 @@ def leased_slot(
     kept = _record(store_url, recorded, forget=False)
     again = None if kept else functools.partial(_record, store_url, recorded, forget=False)
     try:
-        with _beside(f"slot-lease-{name}", _renew_until, granted.lease_id, lease_s, name, again):
+        with _beside(f"slot-lease-{name}", _renew_until, granted.lease_id, clock, name, again):
             yield
     finally:
         try:
-            release_concurrency_slots_with_lease(granted.lease_id)
+            _give_back(granted.lease_id, clock, name, time.monotonic() - held_from)
         finally:
             _record(store_url, recorded, forget=True)

@@ -22,6 +22,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.states import Crashed, Running
 
+from deployments.local_server import LocalPrefectServer
 from ppo_dr.slot_holders import Holder, RecordedLease
 from ppo_dr.store import Store
 from tasks.slots import ORPHAN_SEEN_S, RECLAIM_EVERY_S, SLOT_LEASE_S, free_slots, leased_slot
@@ -236,3 +237,34 @@ def test_a_slot_with_a_recorded_holder_is_no_orphan_and_costs_no_wait(
         store.forget_slot_lease(live.lease_id)
     assert free_slots(name, url) is True
     assert _taken(name) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_holder_whose_lease_a_restart_forgot_gives_its_slot_back_by_count(
+    tmp_path: Path,
+) -> None:
+    """Seen in the chaos matrix: a failover held the slot across a Prefect restart, its
+    release found no lease and gave nothing back, and the next failover (the `dc`
+    fault's) waited 75 s for the orphan. Its own server, restarted mid-hold: a server
+    on SQLite with no Redis keeps leases in memory and forgets them."""
+    env = isolated_env(PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    server = LocalPrefectServer(tmp_path / "home", tmp_path / "server.log", port=0, base_env=env)
+    server.start()
+    try:
+        server.wait_until_healthy(timeout=120)
+        with using_api(server.api_url):
+            name = _new_limit()
+            with leased_slot(name, timeout_s=30):
+                assert _taken(name) == 1
+                port = server.port
+                server.stop()
+                server = LocalPrefectServer(
+                    tmp_path / "home", tmp_path / "server.log", port=port, base_env=env
+                )
+                server.start()
+                server.wait_until_healthy(timeout=120)
+                assert _taken(name) == 1  # counted in the database, its lease forgotten
+            assert _taken(name) == 0  # given back by count, no orphan left behind
+    finally:
+        server.stop()

@@ -9,6 +9,7 @@ import pytest
 from ppo_dr.slot_holders import (
     ENDED_STATES,
     Holder,
+    LeaseClock,
     OrphanWatch,
     RecordedLease,
     dead_leases,
@@ -113,3 +114,32 @@ def test_the_fewest_seen_over_the_stretch_are_given_back() -> None:
     assert watch.look(2, now=0) == 0
     assert watch.look(1, now=10) == 0  # one of the two was a live holder, recorded since
     assert watch.look(2, now=20) == 1  # another live one unrecorded: still only one
+
+
+@pytest.mark.parametrize(
+    ("renewed", "answered", "forgotten"),
+    [
+        (0, 5, True),  # gone right after a renewal: a restart forgot it
+        (0, 49.9, True),
+        (0, 50, False),  # near a lease since: it may have run out; never give back twice
+        (0, 75, False),
+        (40, 75, True),  # a later renewal moves the clock
+    ],
+)
+def test_a_lease_gone_within_a_lease_of_its_renewal_was_forgotten(
+    renewed: float, answered: float, forgotten: bool
+) -> None:
+    clock = LeaseClock(lease_s=60, renewed_at=0, margin_s=10)
+    clock.renewed(renewed)
+    assert clock.gone(answered) is forgotten
+    assert clock.forgotten is forgotten
+
+
+def test_forgotten_stays_forgotten_and_renewals_never_go_back() -> None:
+    """A holder that found its lease forgotten keeps that verdict until it gives the
+    slot back, however long it still holds it; an old renewal's answer arriving late
+    does not move the clock back."""
+    clock = LeaseClock(lease_s=60, renewed_at=100, margin_s=10)
+    clock.renewed(90)
+    assert clock.renewed_at == 100
+    assert clock.gone(110) and clock.gone(1_000)
