@@ -21,6 +21,7 @@ from uuid import UUID
 
 import pytest
 import yaml
+from prefect import flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -30,7 +31,13 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.states import State
 
-from flows.mirror import mirror_fleet, mirror_limits, mirror_server, server_limit
+from flows.mirror import (
+    mirror_fleet,
+    mirror_limits,
+    mirror_server,
+    mirror_server_run,
+    server_limit,
+)
 from ppo_dr.inventory import Fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.store import Store
@@ -333,6 +340,22 @@ def ppo_dr(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+
+
+def test_a_server_that_left_the_fleet_since_the_fleets_run_began_is_skipped(
+    prefect_api: str, lab: Lab, store: Store
+) -> None:
+    """Seen in the chaos matrix: the fleet's run listed a drill's scratch server, the
+    drill released it, and its mirror failed the whole fleet's run."""
+
+    @flow(name="mirror-one-of-the-fleet")
+    def one_of_the_fleet(server_id: str) -> dict[str, Any]:
+        return mirror_server_run(server_id, lab.fleet_file, False)
+
+    out = one_of_the_fleet("drill-20261205-235500-1")
+    assert out["outcome"] == "skipped", out
+    assert "left the fleet during this run" in out["message"]
+    assert "no server 'drill-20261205-235500-1'" in out["message"]
 
 
 def test_cli_smoke(lab: Lab, fleet: Fleet, tmp_path: Path) -> None:
