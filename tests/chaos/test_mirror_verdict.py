@@ -199,6 +199,21 @@ def test_disk_full_needs_the_run_to_record_the_mirror_missing() -> None:
     assert any("no run recorded its snapshot missing" in n for n in result.notes)
 
 
+def test_disk_full_counts_the_run_in_flight_at_the_injection() -> None:
+    """The disk fills mid-run: the run begun 3 s before the injection recorded the
+    mirror missing, and the heal came before any other run (seen in the matrix)."""
+    only_in_flight = replace(
+        FULL,
+        healed_at=at(40),
+        rows=tuple(rows(-3, "mirror-off") + rows(-3, "mirror-on", "missing")),
+    )
+    result = judge_mirror(BY_NAME["mirror-disk-full"], only_in_flight)
+    assert not any("no run recorded its snapshot missing" in n for n in result.notes)
+    older = replace(only_in_flight, rows=tuple(rows(-90, "mirror-on", "missing")))
+    result = judge_mirror(BY_NAME["mirror-disk-full"], older)  # a run before the fault
+    assert any("no run recorded its snapshot missing" in n for n in result.notes)
+
+
 def test_no_run_during_the_fault_tests_nothing() -> None:
     empty = replace(DIES, rows=tuple(rows(240, "mirror-on") + rows(240, "mirror-off")))
     result = judge_mirror(BY_NAME["mirror-dies"], empty)

@@ -310,7 +310,12 @@ def judge_mirror(spec: FaultSpec, obs: MirrorObservation) -> ChaosResult:
         out.notes += other_mirror_complete(obs) + nothing_listed_on_hit_mirror(obs)
         out.notes += stale_alerted(obs) + caught_up(obs)
     elif spec.name == "mirror-disk-full":
-        missing = [r for r in obs.rows if r.mirror == obs.mirror and _during(obs, r)]
+        # The disk fills mid-run: the run in flight at the injection (taken up to an
+        # interval before it) is the first that should record the mirror missing.
+        # Counting only runs begun after it failed the matrix once the heal came
+        # before the next run (2026-12-06).
+        in_flight = set(_runs_in_window(obs))
+        missing = [r for r in obs.rows if r.mirror == obs.mirror and r.snapshot_id in in_flight]
         if not any(r.status == "missing" for r in missing):
             out.notes.append(f"no run recorded its snapshot missing on the full {obs.mirror}")
         out.notes += other_mirror_complete(obs) + nothing_listed_on_hit_mirror(obs)
