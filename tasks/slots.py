@@ -305,17 +305,15 @@ def _give_back(lease_id: UUID, clock: LeaseClock, name: str, held_s: float) -> N
     (a release with a lease it does not know gives nothing back, and the slot would stay
     taken until a waiter saw it orphaned for :data:`ORPHAN_SEEN_S`). One renewal first
     tells whether it was forgotten since the last beat."""
-    if not clock.forgotten:
-        with get_client(sync_client=True) as client:
-            _renew_once(client, lease_id, clock, name)
-    if not clock.forgotten:
-        release_concurrency_slots_with_lease(lease_id)
-        return
     with get_client(sync_client=True) as client:
-        client.release_concurrency_slots([name], 1, occupancy_seconds=held_s)
-    get_logger("ppo_dr.slots").warning(
-        "slot %s: given back by count (its lease was forgotten)", name
-    )
+        if not clock.forgotten:
+            _renew_once(client, lease_id, clock, name)
+        if clock.forgotten:
+            client.release_concurrency_slots([name], 1, occupancy_seconds=held_s)
+            log = get_logger("ppo_dr.slots")
+            log.warning("slot %s: given back by count (its lease was forgotten)", name)
+            return
+    release_concurrency_slots_with_lease(lease_id)
 
 
 @contextmanager
