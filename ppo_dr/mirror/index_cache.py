@@ -13,6 +13,9 @@ dropped and read again). The bytes are kept as stored (sealed when the repositor
 encrypted), so the cache shows nothing the mirror does not. Copies of files the
 mirror no longer lists (a prune merged them) are dropped at the next load.
 
+Beside the files, the index they make together is kept parsed (``.merged-index``,
+``ppo_dr.mirror.index.IndexColumns``), so a run parses only the files that are new.
+
 ``verify`` never reads through it: it checks what the mirror holds. Like restic's cache
 (``~/.cache/restic``), it is per machine: under ``$PPO_DR_HOME/cache/index``, or
 ``$PPO_DR_INDEX_CACHE`` (a directory, or ``off``).
@@ -33,6 +36,9 @@ from ppo_dr import config
 
 #: ``PPO_DR_INDEX_CACHE``: the cache's directory, or this to keep no cache.
 OFF: Final = "off"
+#: The parsed, merged index of a repository (``ppo_dr.mirror.index``), beside its
+#: index files; a dot name, which no index file has and :meth:`keep_only` keeps.
+MERGED_NAME: Final = ".merged-index"
 
 _log = logging.getLogger(__name__)
 
@@ -91,6 +97,31 @@ class IndexCache:
             _log.debug("index cache: %s not kept (%s)", name, exc)
             with contextlib.suppress(OSError):
                 temp.unlink()
+
+    def get_merged(self, repo: str) -> bytes | None:
+        """The merged cache file of *repo* (``ppo_dr.mirror.index``) as stored, or None;
+        the caller checks it (digest, seal) and ignores it when it does not check."""
+        try:
+            return (self.root / repo / MERGED_NAME).read_bytes()
+        except OSError:
+            return None
+
+    def put_merged(self, repo: str, stored: bytes) -> None:
+        """Keep *repo*'s merged cache file (atomically; a failure costs a rebuild)."""
+        path = self.root / repo / MERGED_NAME
+        temp = path.with_name(f"{MERGED_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            temp.write_bytes(stored)
+            temp.replace(path)
+        except OSError as exc:
+            _log.debug("index cache: merged index not kept (%s)", exc)
+            with contextlib.suppress(OSError):
+                temp.unlink()
+
+    def drop_merged(self, repo: str) -> None:
+        with contextlib.suppress(OSError):
+            (self.root / repo / MERGED_NAME).unlink()
 
     def keep_only(self, repo: str, names: Iterable[str]) -> None:
         """Drop the copies of *repo*'s files other than *names* (the mirror's listing)."""

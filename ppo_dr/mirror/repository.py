@@ -28,11 +28,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import posixpath
 import secrets
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,16 +40,51 @@ from ppo_dr.errors import RemotePathError
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.mirror.codec import Codec, key_check
 from ppo_dr.mirror.errors import DamagedDataError, RepositoryError
+from ppo_dr.mirror.index import (
+    INDEX_VERSION,
+    BlobLocation,
+    Index,
+    IndexColumns,
+    PackRows,
+    blob_row,
+    parse_index_document,
+    parse_rows,
+)
 from ppo_dr.mirror.index_cache import IndexCache
 from ppo_dr.mirror.manifest import Manifest, check_snapshot_id
+from ppo_dr.mirror.packs import (
+    RANGE_GAP,
+    RANGED_MAX_SHARE,
+    TRAILER_LEN,
+    FinishedPack,
+    PackBuilder,
+    PackSlices,
+    plan_ranges,
+    wants_ranges,
+)
 from ppo_dr.mirror.repo_config import REPO_VERSION, RepoConfig, codec_for
 from ppo_dr.mirror.trees import Expanded, TreeSet, build_trees, expand_trees
 from ppo_dr.transport.base import EntryType, Remote, is_temp_name
 
+__all__ = [  # defined in .index and .packs, imported from here by their users
+    "INDEX_VERSION",
+    "RANGED_MAX_SHARE",
+    "RANGE_GAP",
+    "BlobLocation",
+    "FinishedPack",
+    "Index",
+    "PackBuilder",
+    "PackSlices",
+    "Repository",
+    "blob_row",
+    "plan_ranges",
+    "wants_ranges",
+]
+
+log = logging.getLogger(__name__)
+
 TREE_CACHE_BYTES = 64 * 1024 * 1024  # tree plaintexts kept per Repository (prune, verify)
-INDEX_VERSION = 1
 PACK_TARGET_BYTES = 16 * 1024 * 1024
-TRAILER_LEN = struct.Struct(">I")  # the last 4 bytes of a pack: trailer length
 CDC_MIN = 64 * 1024
 CDC_AVG = 256 * 1024  # FastCDC's real mean is avg + min, ~320 KiB
 CDC_MAX = 2 * 1024 * 1024
@@ -61,13 +96,8 @@ REWRITE_AVG = 16 * 1024
 REWRITE_MAX = 64 * 1024
 DOCUMENT_SUFFIX = ".json.zst"  # index files and manifests: zstd-compressed JSON
 SEALED_SUFFIX = ".enc"  # appended when the repository is encrypted (AES-256-GCM)
-# Ranged reads (restore, a client's verify): a pack is read by ranges only when at most
-# this share of it is needed, and blobs closer than RANGE_GAP share one request (a
-# request's latency costs more than reading the gap). Figures: docs/repository.md.
 # Snapshots' trees already read, by root tree id (shared by mirrors).
 ExpandedTrees = dict[str, Expanded]
-RANGED_MAX_SHARE = 0.5
-RANGE_GAP = 256 * 1024
 CHUNKER: dict[str, Any] = {
     "algorithm": "fastcdc-2020 (pyfastcdc), normalized_chunking=1, seed=0",
     "min_size": CDC_MIN,
@@ -76,110 +106,6 @@ CHUNKER: dict[str, Any] = {
     "small_file_limit": SMALL_FILE_LIMIT,
     "rewritten_chunks": {"min_size": REWRITE_MIN, "avg_size": REWRITE_AVG, "max_size": REWRITE_MAX},
 }
-
-
-@dataclass(frozen=True, slots=True)
-class BlobLocation:
-    """Where a blob's stored bytes are, and how to turn them back into plaintext."""
-
-    pack_id: str
-    offset: int
-    length: int
-    raw_length: int
-    compressed: bool
-
-
-def _blob_row(blob_id: str, loc: BlobLocation) -> list[Any]:
-    return [blob_id, loc.offset, loc.length, loc.raw_length, "zstd" if loc.compressed else "none"]
-
-
-def _parse_rows(pack_id: str, rows: list[list[Any]]) -> dict[str, BlobLocation]:
-    return {
-        str(r[0]): BlobLocation(pack_id, int(r[1]), int(r[2]), int(r[3]), r[4] == "zstd")
-        for r in rows
-    }
-
-
-def plan_ranges(locs: Iterable[BlobLocation], gap: int = RANGE_GAP) -> list[tuple[int, int]]:
-    """(offset, length) byte ranges of one pack covering *locs*, in order, neighbours
-    less than *gap* apart merged into one range."""
-    ranges: list[list[int]] = []
-    for loc in sorted(locs, key=lambda x: x.offset):
-        end = loc.offset + loc.length
-        if ranges and loc.offset - ranges[-1][1] < gap:
-            ranges[-1][1] = max(ranges[-1][1], end)
-        else:
-            ranges.append([loc.offset, end])
-    return [(start, end - start) for start, end in ranges]
-
-
-def wants_ranges(pack_size: int, needed: Iterable[BlobLocation]) -> bool:
-    """True if reading only *needed* (by ranges) beats reading the whole pack."""
-    return sum(loc.length for loc in needed) <= pack_size * RANGED_MAX_SHARE
-
-
-@dataclass(frozen=True)
-class PackSlices:
-    """Ranges of one pack as a ranged read fetched them: (offset, asked, bytes); the
-    bytes are shorter than asked only where the pack ended early (damage)."""
-
-    pack_id: str
-    parts: tuple[tuple[int, int, bytes], ...]
-
-    @property
-    def size(self) -> int:
-        return sum(len(data) for _, _, data in self.parts)
-
-    def covers(self, loc: BlobLocation) -> bool:
-        return any(o <= loc.offset and loc.offset + loc.length <= o + n for o, n, _ in self.parts)
-
-    def stored(self, loc: BlobLocation) -> memoryview:
-        """The stored bytes of *loc* (cut short if the pack was); KeyError if no range
-        covers it."""
-        for offset, asked, data in self.parts:
-            if offset <= loc.offset and loc.offset + loc.length <= offset + asked:
-                start = loc.offset - offset
-                return memoryview(data)[start : start + loc.length]
-        raise KeyError(f"pack {self.pack_id}: bytes {loc.offset}+{loc.length} were not read")
-
-
-@dataclass
-class FinishedPack:
-    """A pack ready to upload: its id, its bytes (as parts, to avoid copying 16 MiB
-    around) and the blobs inside."""
-
-    pack_id: str
-    parts: list[bytes]
-    blobs: dict[str, BlobLocation]
-
-    @property
-    def size(self) -> int:
-        return sum(len(p) for p in self.parts)
-
-
-@dataclass
-class PackBuilder:
-    """Collects encoded blobs until the pack reaches its target size."""
-
-    parts: list[bytes] = field(default_factory=list)
-    rows: list[tuple[str, int, int, int, bool]] = field(default_factory=list)
-    size: int = 0
-
-    def add(self, blob_id: str, stored: bytes, raw_length: int, compressed: bool) -> None:
-        self.rows.append((blob_id, self.size, len(stored), raw_length, compressed))
-        self.parts.append(stored)
-        self.size += len(stored)
-
-    def finish(self, codec: Codec) -> FinishedPack:
-        """Append the trailer (so a pack describes itself) and name the pack."""
-        rows = [[b, o, n, r, "zstd" if c else "none"] for b, o, n, r, c in self.rows]
-        trailer = codec.seal(json.dumps({"version": 1, "blobs": rows}).encode())
-        parts = [*self.parts, trailer, TRAILER_LEN.pack(len(trailer))]
-        digest = hashlib.sha256()
-        for part in parts:
-            digest.update(part)
-        pack_id = digest.hexdigest()
-        return FinishedPack(pack_id, parts, _parse_rows(pack_id, rows))
 
 
 class Repository:
@@ -199,7 +125,9 @@ class Repository:
         self._index: Index | None = None  # the last index loaded: where trees are
         self._cache = IndexCache.default()
         self._cache_key = IndexCache.repo_key(mirror_id, self.path)
-        self._parsed: dict[str, dict[str, tuple[int, dict[str, BlobLocation]]]] = {}
+        self._parsed: dict[str, PackRows] = {}  # index files parsed (without columns)
+        self._columns: IndexColumns | None = None  # the last index loaded, in columns
+        self._pack_sizes: dict[str, int] | None = None
         self._trees: dict[str, bytes] = {}  # tree plaintexts read (bounded)
         self._trees_size = 0
 
@@ -302,9 +230,7 @@ class Repository:
             and s.name.endswith(self.suffix)
         ]
 
-    def read_index_file(
-        self, name: str, *, cached: bool = True
-    ) -> dict[str, tuple[int, dict[str, BlobLocation]]]:
+    def read_index_file(self, name: str, *, cached: bool = True) -> PackRows:
         """One index file: pack id -> (pack size, blobs). With *cached*, a copy kept on
         this machine serves (:mod:`ppo_dr.mirror.index_cache`); verify reads the mirror's."""
         where = f"{self.where}: index/{name}"
@@ -318,45 +244,104 @@ class Repository:
             if cache is not None:
                 cache.put(self._cache_key, name, stored)
         try:
-            doc = json.loads(self.codec.open_document(stored, where))
-            return {
-                str(p["id"]): (int(p["size"]), _parse_rows(str(p["id"]), p["blobs"]))
-                for p in doc["packs"]
-            }
+            return parse_index_document(self.codec.open_document(stored, where))
         except (ValueError, KeyError, TypeError) as exc:
             raise RepositoryError(f"{where}: unreadable ({exc})") from None
 
+    def _columns_for(self, names: list[str]) -> IndexColumns | None:
+        """The files *names* as columns, from the merged cache (``ppo_dr.mirror.index``)
+        plus the files it lacks, parsed; the cache is stored again when that changed
+        it. None when there is no cache (``PPO_DR_INDEX_CACHE=off``) or a file cannot
+        be held in columns (then the caller merges the files one by one)."""
+        cache = self._cache
+        if cache is None:
+            return None
+        base = self._columns
+        if base is None:
+            stored = cache.get_merged(self._cache_key)
+            if stored is not None:
+                try:
+                    base = IndexColumns.from_bytes(stored, self.codec)
+                except (ValueError, KeyError, TypeError, struct.error) as exc:
+                    log.info("%s: merged index cache ignored, rebuilt (%s)", self.where, exc)
+        base = base or IndexColumns()
+
+        def parse(name: str) -> PackRows:
+            packs = self._parsed.get(name)
+            return packs if packs is not None else self.read_index_file(name)
+
+        try:
+            columns = base.select(names, parse)
+        except ValueError as exc:  # an id that is not hex: never in a file we write
+            log.info("%s: index kept unmerged (%s)", self.where, exc)
+            cache.drop_merged(self._cache_key)
+            return None
+        if columns.files != base.files:
+            cache.put_merged(self._cache_key, columns.to_bytes(self.codec))
+        self._columns = columns
+        return columns
+
     def load_index(self) -> Index:
         """Every index file merged: which blob is in which pack. The listing is read
-        each time; a file parsed before by this object, or kept on this machine, is
-        not read again (each is named by its content's hash)."""
-        index = Index()
+        each time; a file parsed before by this object, or kept on this machine (as
+        a file, or merged with the others, parsed), is not read again (each is named
+        by its content's hash)."""
         names = self.index_files()
-        parsed = {}
-        for name in names:
-            packs = self._parsed.get(name)
-            if packs is None:
-                packs = self.read_index_file(name)
-            parsed[name] = packs
-            for pack_id, (size, blobs) in packs.items():
-                index.add_pack(pack_id, size, blobs)
-            index.files.append(name)
-        self._parsed = parsed  # files a prune removed are forgotten
+        columns = self._columns_for(names)
+        if columns is not None:
+            index = columns.to_index()
+        else:
+            index = Index()
+            parsed = {}
+            for name in names:
+                packs = self._parsed.get(name)
+                if packs is None:
+                    packs = self.read_index_file(name)
+                parsed[name] = packs
+                for pack_id, (size, blobs) in packs.items():
+                    index.add_pack(pack_id, size, blobs)
+                index.files.append(name)
+            self._parsed = parsed  # files a prune removed are forgotten
         if self._cache is not None:
             self._cache.keep_only(self._cache_key, names)
         self._index = index
         return index
 
-    def write_index(
-        self, packs: list[FinishedPack] | dict[str, tuple[int, dict[str, BlobLocation]]]
-    ) -> tuple[str, int]:
+    def load_known(self) -> dict[str, int]:
+        """blob id -> plaintext length of every blob the mirror stores: what a
+        snapshot needs of the index, served by the merged cache without building a
+        location per blob (:meth:`read_trees` still finds the trees it reads)."""
+        names = self.index_files()
+        columns = self._columns_for(names)
+        if columns is None:
+            return {b: loc.raw_length for b, loc in self.load_index().blobs.items()}
+        if self._cache is not None:
+            self._cache.keep_only(self._cache_key, names)
+        self._index = None  # located through the columns
+        return columns.known()
+
+    def _locate(self, blob_id: str) -> BlobLocation | None:
+        """Where the index last loaded puts *blob_id* (None: not in it, or none loaded)."""
+        if self._index is not None:
+            return self._index.blobs.get(blob_id)
+        return self._columns.location(blob_id) if self._columns is not None else None
+
+    def _pack_size(self, pack_id: str) -> int:
+        if self._index is not None:
+            return self._index.packs[pack_id]
+        assert self._columns is not None  # a blob was located: an index is loaded
+        if self._pack_sizes is None or pack_id not in self._pack_sizes:
+            self._pack_sizes = self._columns.pack_sizes_by_id()
+        return self._pack_sizes[pack_id]
+
+    def write_index(self, packs: list[FinishedPack] | PackRows) -> tuple[str, int]:
         """Write one index file describing *packs*; returns its name and size."""
         if isinstance(packs, list):
             packs = {p.pack_id: (p.size, p.blobs) for p in packs}
         doc = {
             "version": INDEX_VERSION,
             "packs": [
-                {"id": pid, "size": size, "blobs": [_blob_row(b, loc) for b, loc in blobs.items()]}
+                {"id": pid, "size": size, "blobs": [blob_row(b, loc) for b, loc in blobs.items()]}
                 for pid, (size, blobs) in packs.items()
             ],
         }
@@ -445,7 +430,7 @@ class Repository:
             (n,) = TRAILER_LEN.unpack(pack_data[-TRAILER_LEN.size :])
             raw = pack_data[-TRAILER_LEN.size - n : -TRAILER_LEN.size]
             doc = json.loads(self.codec.unseal(raw, what))
-            return _parse_rows(pack_id, doc["blobs"])
+            return parse_rows(pack_id, doc["blobs"])
         except (ValueError, KeyError, TypeError, struct.error) as exc:
             raise DamagedDataError(f"{what}: unreadable ({exc})", pack_id=pack_id) from None
 
@@ -519,20 +504,18 @@ class Repository:
         part of a pack is needed); RepositoryError naming the first one not indexed."""
         out = {t: self._trees[t] for t in tree_ids if t in self._trees}
         wanted = [t for t in tree_ids if t not in out]
-        index = self._index
-        if wanted and (index is None or any(t not in index for t in wanted)):
-            index = self.load_index()  # packs written since we last looked
+        if any(self._locate(t) is None for t in wanted):
+            self.load_index()  # packs written since we last looked
         by_pack: dict[str, dict[str, BlobLocation]] = {}
         for tree_id in wanted:
-            loc = index.blobs.get(tree_id) if index is not None else None
+            loc = self._locate(tree_id)
             if loc is None:
                 raise RepositoryError(f"{where}: tree {tree_id} is not in the index")
             by_pack.setdefault(loc.pack_id, {})[tree_id] = loc
         for pack_id, locs in by_pack.items():
-            assert index is not None  # by_pack is empty without one
             data: bytes | PackSlices = (
                 self.read_pack_ranges(pack_id, locs.values())
-                if wants_ranges(index.packs[pack_id], locs.values())
+                if wants_ranges(self._pack_size(pack_id), locs.values())
                 else self.read_pack(pack_id)
             )
             for tree_id, loc in locs.items():
@@ -606,25 +589,3 @@ class Repository:
 
     def remove_manifest(self, client_id: str, snapshot_id: str) -> None:
         self.remote.remove(self.manifest_path(client_id, snapshot_id))
-
-
-@dataclass
-class Index:
-    """The merged index of a repository (blob id -> location, pack id -> size)."""
-
-    blobs: dict[str, BlobLocation] = field(default_factory=dict)
-    packs: dict[str, int] = field(default_factory=dict)
-    pack_blobs: dict[str, dict[str, BlobLocation]] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-
-    def add_pack(self, pack_id: str, size: int, blobs: dict[str, BlobLocation]) -> None:
-        self.packs[pack_id] = size
-        self.pack_blobs[pack_id] = blobs
-        if self.blobs.keys().isdisjoint(blobs):  # the rule: a blob is stored once
-            self.blobs.update(blobs)
-            return
-        for blob_id, loc in blobs.items():  # else the first pack named keeps it
-            self.blobs.setdefault(blob_id, loc)
-
-    def __contains__(self, blob_id: object) -> bool:
-        return blob_id in self.blobs

@@ -54,9 +54,7 @@ class MirrorSink:
         self.lock = lock
         # blob id -> plaintext length: what this mirror stores, and where the previous
         # version of a file was cut (see reuse_plan)
-        self.known: dict[str, int] = {
-            b: loc.raw_length for b, loc in repo.load_index().blobs.items()
-        }
+        self.known: dict[str, int] = repo.load_known()
         self.error: str | None = None
         self.previous: dict[str, Entry] = {}
         self.previous_dirs: DirTrees = {}  # its trees, whose ids unchanged directories keep

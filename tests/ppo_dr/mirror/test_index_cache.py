@@ -47,15 +47,18 @@ def _kept(cache_dir: Path, target: MirrorTarget) -> Path:
     return cache_dir / IndexCache.repo_key(target.mirror_id, target.repo_path)
 
 
+def _kept_files(cache_dir: Path, target: MirrorTarget) -> list[Path]:
+    """The kept index files (not the merged index beside them: test_index_merged.py)."""
+    return sorted(p for p in _kept(cache_dir, target).iterdir() if not p.name.startswith("."))
+
+
 def test_a_kept_copy_serves_and_verify_still_reads_the_mirror(
     tmp_path: Path, cache_dir: Path
 ) -> None:
     target = _mirrored(tmp_path)
     first = _open(target).load_index()
     files = _on_mirror(target)
-    assert files and sorted(p.name for p in _kept(cache_dir, target).iterdir()) == [
-        p.name for p in files
-    ]
+    assert files and [p.name for p in _kept_files(cache_dir, target)] == [p.name for p in files]
     for path in files:  # the mirror's copies damaged after they were kept
         path.chmod(0o600)
         path.write_bytes(b"damaged")
@@ -72,9 +75,7 @@ def test_a_damaged_copy_is_read_again_from_the_mirror(tmp_path: Path, cache_dir:
     for path in _kept(cache_dir, target).iterdir():
         path.write_bytes(b"bit rot on this machine")
     assert _open(target).load_index().blobs == first.blobs
-    for kept, mirrored in zip(
-        sorted(_kept(cache_dir, target).iterdir()), _on_mirror(target), strict=True
-    ):
+    for kept, mirrored in zip(_kept_files(cache_dir, target), _on_mirror(target), strict=True):
         assert kept.read_bytes() == mirrored.read_bytes()  # put back from the mirror
 
 
@@ -86,7 +87,7 @@ def test_copies_of_files_the_mirror_no_longer_lists_are_dropped(
     folder = _kept(cache_dir, target)
     (folder / ("0" * 64 + ".json.zst")).write_bytes(b"merged away by a prune")
     _open(target).load_index()
-    assert sorted(p.name for p in folder.iterdir()) == [p.name for p in _on_mirror(target)]
+    assert [p.name for p in _kept_files(cache_dir, target)] == [p.name for p in _on_mirror(target)]
 
 
 def test_without_a_cache_every_load_reads_the_mirror(
