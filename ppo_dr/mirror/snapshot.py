@@ -38,10 +38,12 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from pyfastcdc import FastCDC
 
@@ -74,6 +76,8 @@ from ppo_dr.mirror.trees import TreeSet, canonical_order
 from ppo_dr.transport.base import EntryType, Remote, RemoteReader, RemoteStat
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 READ_ATTEMPTS = 3  # the first read and up to 2 re-reads of a file that changed under us
 
@@ -281,6 +285,30 @@ class ClientReader:
         return result
 
 
+def _in_background(fn: Callable[[], T]) -> Callable[[], T]:
+    """Start *fn* on a thread; the function returned waits for its result (or raises
+    its exception)."""
+    out: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:  # handed to the caller, who decides
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True, name="ppo-dr-background")
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        if failed:
+            raise failed[0]
+        return out[0]
+
+    return result
+
+
 def _entry(st: RemoteStat, chunks: Sequence[str] = (), path: str | None = None) -> Entry:
     is_file = st.type is EntryType.FILE
     return Entry(
@@ -364,8 +392,10 @@ def snapshot_client(
     listed: list[str] = []
     scanned = changed = bytes_read = 0
     try:
+        # find (hard links) runs on the app server while we walk: its time is hidden
+        finding = _in_background(lambda: hard_link_groups(source, client.path) if live else {})
         walked = listings(source.walk(client.path) if live else ())
-        groups = hard_link_groups(source, client.path) if live else {}
+        groups = finding()
         unlisted = {} if read_all else _reused_unlisted(walked, live, groups)
         listed = [d for d in walked if d not in unlisted]  # the others' trees are kept
         expanded: ExpandedTrees = {}
