@@ -24,7 +24,7 @@ import hashlib
 import json
 import posixpath
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,19 +126,40 @@ def _row(raw: Any) -> DirRow:
     )
 
 
-def listings(stats: Iterable[RemoteStat]) -> dict[str, list[RemoteStat]]:
-    """A walk's entries by directory ("" = the top); every directory walked has a
-    listing, an empty one if it is empty."""
-    out: dict[str, list[RemoteStat]] = {"": []}
+# A walk's entries by directory ("" = the top), as rows (:func:`stat_row`).
+Walked = Mapping[str, list[Row]]
+
+
+def listings(stats: Iterable[RemoteStat]) -> dict[str, list[Row]]:
+    """A walk's entries by directory ("" = the top), as rows; every directory walked
+    has a listing, an empty one if it is empty. (``LocalRemote.walk_rows`` gives the
+    same without a stat object per entry.)"""
+    out: dict[str, list[Row]] = {"": []}
     for st in stats:
-        out.setdefault(st.path.rpartition("/")[0], []).append(st)  # posixpath.dirname
+        out.setdefault(st.path.rpartition("/")[0], []).append(stat_row(st))  # dirname
         if st.type is EntryType.DIR:
             out.setdefault(st.path, [])
     return out
 
 
+_TYPES = {t.value: t for t in EntryType}
+
+
+def row_stat(directory: str, row: Row) -> RemoteStat:
+    """The walked entry a row of *directory* stands for (path relative to the top)."""
+    name, kind, mode, mtime, size, target, mtime_ns, inode = row
+    path = f"{directory}/{name}" if directory else name
+    return RemoteStat(path, _TYPES[kind], mode, mtime, size, target, mtime_ns, inode)
+
+
+def subdirs(directory: str, rows: Iterable[Row]) -> Iterator[str]:
+    """The paths of the directories listed in *rows* (those of *directory*)."""
+    prefix = f"{directory}/" if directory else ""
+    return (prefix + row[0] for row in rows if row[1] == "dir")
+
+
 def reusable(
-    walked: Mapping[str, list[RemoteStat]],
+    walked: Walked,
     sigs: Mapping[str, str],
     table: DirTable,
     stored: Collection[str],
@@ -158,8 +179,7 @@ def reusable(
             or directory in never
         ):
             continue
-        subdirs = (st.path for st in walked[directory] if st.type is EntryType.DIR)
-        if all(s in out for s in subdirs):
+        if all(s in out for s in subdirs(directory, walked[directory])):
             out[directory] = row.tree
     return out
 
@@ -170,12 +190,12 @@ Listing = tuple[str | None, int, int]
 
 
 def unlisted_rows(
-    walked: Mapping[str, list[RemoteStat]], sigs: Mapping[str, str], dirs: Iterable[str]
+    walked: Walked, sigs: Mapping[str, str], dirs: Iterable[str]
 ) -> dict[str, Listing]:
     """The rows of directories reused unlisted (*dirs*), from the walk."""
     out: dict[str, Listing] = {}
     for directory in dirs:
-        files = [st.size for st in walked[directory] if st.type is EntryType.FILE]
+        files = [row[4] for row in walked[directory] if row[1] == "file"]
         out[directory] = (sigs[directory], len(files), sum(files))
     return out
 

@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from ppo_dr.errors import DRError
 from ppo_dr.mirror.codec import Codec
-from ppo_dr.mirror.dir_sigs import DirRow, DirTable, Listing, reusable, table_for
+from ppo_dr.mirror.dir_sigs import DirRow, DirTable, Listing, Walked, reusable, table_for
 from ppo_dr.mirror.errors import RepositoryError
 from ppo_dr.mirror.lock import RepositoryLock
 from ppo_dr.mirror.manifest import Entry, Manifest, same_file_stat
@@ -32,9 +32,6 @@ from ppo_dr.mirror.results import MirrorTarget
 from ppo_dr.mirror.trees import DirTrees, TreeSet, build_trees, dir_entries
 from ppo_dr.mirror.uploader import UploadProcess
 from ppo_dr.transport.base import EntryType, RemoteStat
-
-# What a run learnt from its walk: each directory's listing and signature.
-Walked = Mapping[str, list[RemoteStat]]
 
 log = logging.getLogger(__name__)
 

@@ -52,10 +52,11 @@ from ppo_dr.ids import absolute_path_problem, check_id
 from ppo_dr.mirror.codec import Codec
 from ppo_dr.mirror.dir_sigs import (
     Listing,
+    Walked,
     listed_rows,
     listings,
+    row_stat,
     signature,
-    stat_row,
     unlisted_rows,
 )
 from ppo_dr.mirror.hard_links import hard_link_groups, mark_hard_links
@@ -71,9 +72,10 @@ from ppo_dr.mirror.repository import (
     ExpandedTrees,
 )
 from ppo_dr.mirror.results import ClientSnapshotResult, ClientSource, MirrorOutcome, MirrorTarget
-from ppo_dr.mirror.sink import MirrorSink, Walked, describe, open_sink
+from ppo_dr.mirror.sink import MirrorSink, describe, open_sink
 from ppo_dr.mirror.trees import TreeSet, canonical_order
 from ppo_dr.transport.base import EntryType, Remote, RemoteReader, RemoteStat
+from ppo_dr.transport.local import LocalRemote
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +287,15 @@ class ClientReader:
         return result
 
 
+def _walk(source: Remote, root: str) -> Walked:
+    """The client's entries by directory, as rows (``dir_sigs``): from the disk
+    without a stat object per entry when the source is local (the common case: the
+    worker on the app server), else from the source's walk."""
+    if isinstance(source, LocalRemote):
+        return source.walk_rows(root)
+    return listings(source.walk(root))
+
+
 def _in_background(fn: Callable[[], T]) -> Callable[[], T]:
     """Start *fn* on a thread; the function returned waits for its result (or raises
     its exception)."""
@@ -348,7 +359,7 @@ def _reused_unlisted(
     live = [s for s in sinks if s.error is None]
     if not live or any(s.table is None for s in live):
         return {}  # a mirror without a table lists every directory
-    sigs = {d: signature(stat_row(st) for st in listed) for d, listed in walked.items()}
+    sigs = {d: signature(rows) for d, rows in walked.items()}
     never = {posixpath.dirname(p) for p in links}
     for sink in live:
         sink.reuse(walked, sigs, never)
@@ -394,7 +405,7 @@ def snapshot_client(
     try:
         # find (hard links) runs on the app server while we walk: its time is hidden
         finding = _in_background(lambda: hard_link_groups(source, client.path) if live else {})
-        walked = listings(source.walk(client.path) if live else ())
+        walked = _walk(source, client.path) if live else listings(())
         groups = finding()
         unlisted = {} if read_all else _reused_unlisted(walked, live, groups)
         listed = [d for d in walked if d not in unlisted]  # the others' trees are kept
@@ -402,7 +413,7 @@ def snapshot_client(
         parsed: dict[tuple[str, str], list[Entry]] = {}
         for sink in live:
             sink.load_previous(listed, expanded, parsed)
-        for st in (st for d in listed for st in walked[d]):
+        for st in (row_stat(d, row) for d in listed for row in walked[d]):
             if st.type is not EntryType.FILE:
                 entries.append(_entry(st))
                 continue

@@ -48,6 +48,9 @@ from ppo_dr.transport.base import (
     temp_path_for,
 )
 
+# One entry of walk_rows: name, type, mode, mtime, size, link target, mtime_ns, inode.
+WalkRow = tuple[str, str, int, int, int, str | None, int | None, int | None]
+
 _PATH_ERRNOS = PATH_ERRNOS | {errno.EXDEV, errno.EROFS}  # local renames and mounts too
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 MAX_EXEC_OUTPUT = 16 * 1024 * 1024
@@ -224,6 +227,56 @@ class LocalRemote(RemoteBase):
                 stats = [self._to_stat(shown + n, real + n, st) for n, st in entries]
             yield from stats
             pending.extend(reversed([s.path for s in stats if s.type is EntryType.DIR]))
+
+    def walk_rows(self, root: str) -> dict[str, list[WalkRow]]:
+        """What :meth:`walk` reports, by directory ("" = *root*) and without a
+        :class:`RemoteStat` per entry: each entry as a row ``(name, type, mode,
+        mtime, size, link target, mtime_ns, inode)``, sorted by (byte) name, with
+        size, mtime_ns and inode for files only (0, None, None otherwise) and the
+        target for symlinks only. Every directory walked has its rows, an empty list
+        if it is empty or was deleted while we walked (``dir_sigs.listings`` of
+        :meth:`walk` gives the same, in the same order).
+
+        Why: a snapshot of a 42,000-file client only needs rows for most
+        directories (their signatures, ``ppo_dr.mirror.dir_sigs``); building a
+        stat object per entry was half of the walk's time."""
+        base = self._real(root)
+        out: dict[str, list[WalkRow]] = {"": []}
+        pending = [""]
+        fmt_of, imode = stat_mod.S_IFMT, stat_mod.S_IMODE
+        reg, dirs, link = stat_mod.S_IFREG, stat_mod.S_IFDIR, stat_mod.S_IFLNK
+        while pending:
+            rel = pending.pop()
+            here = os.path.join(base, rel) if rel else base
+            with self._op("list", posixpath.join(root, rel)):
+                try:
+                    entries = self._entries(here)
+                except (FileNotFoundError, NotADirectoryError):
+                    if not rel:
+                        raise
+                    continue  # deleted while we walked
+                real, prefix = os.path.join(here, ""), f"{rel}/" if rel else ""
+                rows: list[WalkRow] = []
+                subdirs: list[str] = []
+                for name, st in entries:
+                    mode = st.st_mode
+                    fmt = fmt_of(mode)
+                    if fmt == reg:
+                        size, ns, ino = st.st_size, st.st_mtime_ns, st.st_ino
+                        rows.append(
+                            (name, "file", imode(mode), int(st.st_mtime), size, None, ns, ino)
+                        )
+                        continue
+                    kind = "dir" if fmt == dirs else "symlink" if fmt == link else "other"
+                    target = os.readlink(real + name) if fmt == link else None
+                    rows.append((name, kind, imode(mode), int(st.st_mtime), 0, target, None, None))
+                    if fmt == dirs:
+                        subdirs.append(prefix + name)
+            out[rel] = rows
+            for path in subdirs:  # in the order a listing of the walk's entries has them
+                out[path] = []
+            pending.extend(reversed(subdirs))
+        return out
 
     # ----- content -----------------------------------------------------------------
 

@@ -14,10 +14,12 @@ from ppo_dr.mirror.api import ClientSource, restore, snapshot_server
 from ppo_dr.mirror.dir_sigs import (
     DirRow,
     DirTable,
+    Walked,
     entry_row,
     listed_rows,
     listings,
     reusable,
+    row_stat,
     signature,
     stat_row,
     table_for,
@@ -71,8 +73,8 @@ def test_a_walked_entry_and_its_recorded_entry_give_the_same_row() -> None:
     assert stat_row(_dir("d/e")) == entry_row(Entry("d/e", EntryType.DIR, 0o755, 1_700_000_000))
 
 
-def _table(walked: dict[str, list[RemoteStat]], **sigs: str | None) -> DirTable:
-    now = {d: signature(stat_row(s) for s in listed) for d, listed in walked.items()}
+def _table(walked: Walked, **sigs: str | None) -> DirTable:
+    now = {d: signature(rows) for d, rows in walked.items()}
     rows = {d: DirRow(sigs.get(d.replace("/", "_") or "top", now[d]), ID, 0, 0) for d in walked}
     return DirTable(ID, rows)
 
@@ -81,13 +83,43 @@ def test_a_directory_is_reused_only_with_all_its_subdirectories() -> None:
     stats = [_dir("a"), _dir("b"), _dir("a/x"), _file("a/x/f"), _file("b/g")]
     walked = listings(stats)
     assert set(walked) == {"", "a", "b", "a/x"}
-    sigs = {d: signature(stat_row(s) for s in listed) for d, listed in walked.items()}
+    sigs = {d: signature(rows) for d, rows in walked.items()}
     assert set(reusable(walked, sigs, _table(walked), {ID})) == {"", "a", "b", "a/x"}
     changed_leaf = _table(walked, a_x="0" * 32)
     assert set(reusable(walked, sigs, changed_leaf, {ID})) == {"b"}
     assert set(reusable(walked, sigs, _table(walked, b=None), {ID})) == {"a", "a/x"}
     assert set(reusable(walked, sigs, _table(walked), {ID}, never={"a"})) == {"b", "a/x"}
     assert reusable(walked, sigs, _table(walked), set()) == {}  # the mirror lacks the trees
+
+
+def test_the_local_walk_s_rows_are_the_walk_s_entries(tmp_path: Path) -> None:
+    """LocalRemote.walk_rows (no stat object per entry) says what walk says, as rows,
+    and the rows give back the walk's entries (a directory's size and inode are no
+    part of a tree, so they are the ones left out)."""
+    odd_tree(tmp_path / "t")
+    (tmp_path / "t" / "fifo").parent.mkdir(exist_ok=True)
+    os.mkfifo(tmp_path / "t" / "fifo")
+    remote = LocalRemote()
+    stats = list(remote.walk(str(tmp_path / "t")))
+    rows = remote.walk_rows(str(tmp_path / "t"))
+    assert rows == listings(stats)
+    assert list(rows) == list(listings(stats))  # the same directories in the same order
+    kinds = {row[1] for listed in rows.values() for row in listed}
+    assert kinds == {"file", "dir", "symlink", "other"}
+    back = {
+        st.path: st for st in (row_stat(d, row) for d, listed in rows.items() for row in listed)
+    }
+    assert set(back) == {st.path for st in stats}
+    for st in stats:
+        if st.type is EntryType.FILE:
+            assert back[st.path] == st
+        else:
+            assert (back[st.path].type, back[st.path].mode, back[st.path].mtime) == (
+                st.type,
+                st.mode,
+                st.mtime,
+            )
+            assert back[st.path].link_target == st.link_target
 
 
 def test_the_table_reads_back_and_bad_input_is_refused() -> None:
