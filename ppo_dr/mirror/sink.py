@@ -195,18 +195,24 @@ class MirrorSink:
 
     def add(self, blob_id: str, stored: bytes, raw_length: int, compressed: bool) -> None:
         """Queue a blob for this mirror (the caller checked it is not known here)."""
-        if self._starter is None and self.target.connect is not None and self.error is None:
-            # Started on a thread: starting a process from the forkserver blocked the
-            # reader ~0.1-0.3 s (the upload thread waits for it before the first pack).
-            self._starter = threading.Thread(
-                target=self._start_child, daemon=True, name=f"start-{self.target.mirror_id}"
-            )
-            self._starter.start()
+        self.expect_blobs()
         self.known[blob_id] = raw_length
         self.new_chunks += 1
         self._builder.add(blob_id, stored, raw_length, compressed)
         if self._builder.size >= PACK_TARGET_BYTES:
             self._ship()
+
+    def expect_blobs(self) -> None:
+        """Start the upload process (if the target has ``connect``), on a thread: it
+        connects while the reader goes on, and the upload thread waits for it before
+        the first pack. Called with the first blob this mirror lacks, or earlier when
+        the walk shows directories changed since the snapshot this mirror has
+        (``snapshot_client``); a run that changed nothing starts none."""
+        if self._starter is None and self.target.connect is not None and self.error is None:
+            self._starter = threading.Thread(
+                target=self._start_child, daemon=True, name=f"start-{self.target.mirror_id}"
+            )
+            self._starter.start()
 
     def _start_child(self) -> None:
         target, connect = self.target, self.target.connect
@@ -221,10 +227,14 @@ class MirrorSink:
         if self.error is None:
             self._queue.put(builder)
 
-    def flush(self) -> None:
-        """Ship the partial pack and wait until every pack is stored and indexed."""
+    def ship(self) -> None:
+        """Ship the partial pack (the uploads go on: :meth:`write_manifest` waits)."""
         if self._builder.rows:
             self._ship()
+
+    def flush(self) -> None:
+        """Ship the partial pack and wait until every pack is stored and indexed."""
+        self.ship()
         self._queue.join()
 
     def _upload_loop(self) -> None:
@@ -254,8 +264,13 @@ class MirrorSink:
     ) -> bool:
         """Trees the mirror lacks and the directory table, then the manifest; *trees*:
         built once per key, again for a mirror lacking a tree another mirror's previous
-        snapshot let it reuse. *rows*: every directory's row of the table."""
+        snapshot let it reuse. *rows*: every directory's row of the table.
+
+        The trees and the table are built while the last packs upload (a run's last
+        pack ships only when reading ends), then it waits for every pack and index
+        file: the manifest still goes last."""
         if self.error is not None:
+            self._queue.join()
             return False
         try:
             key, built = self.codec.key, trees.get(self.codec.key)
@@ -266,10 +281,14 @@ class MirrorSink:
                     manifest.entries, self.codec.blob_id, self.previous_dirs, self.known, self.kept
                 )
             table = table_for(rows, built.by_path).to_bytes()
+            self._queue.join()
+            if self.error is not None:  # an upload failed: no manifest here
+                return False
             self.bytes_sent += self.repo.write_manifest(manifest, self.known, built, table)
             return True
         except DRError as exc:
             self.fail(exc)
+            self._queue.join()
             return False
 
     def close(self) -> None:

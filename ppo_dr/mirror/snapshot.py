@@ -409,6 +409,9 @@ def snapshot_client(
         groups = finding()
         unlisted = {} if read_all else _reused_unlisted(walked, live, groups)
         listed = [d for d in walked if d not in unlisted]  # the others' trees are kept
+        for sink in live:  # changed since this mirror's snapshot: blobs likely to store
+            if sink.table is not None and any(d not in sink.kept for d in listed):
+                sink.expect_blobs()  # its uploader connects while we read
         expanded: ExpandedTrees = {}
         parsed: dict[tuple[str, str], list[Entry]] = {}
         for sink in live:
@@ -448,9 +451,11 @@ def snapshot_client(
         for sink in live:
             errors[sink.target.mirror_id] = f"reading {source.label}: {describe(exc)}"
         live = []
-    for sink in sinks:
-        if sink.error is None:
-            sink.flush()  # packs already read are stored either way; the next run reuses them
+    for sink in sinks:  # packs already read are stored either way; the next run reuses them
+        if sink.error is None and sink in live:
+            sink.ship()  # its write_manifest builds the trees, then waits for the uploads
+        elif sink.error is None:
+            sink.flush()
     kept_files = sum(n for _, n, _ in unlisted.values())
     kept_bytes = sum(size for _, _, size in unlisted.values())
     scanned += kept_files

@@ -7,15 +7,22 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from ppo_dr.errors import TransientError
+from ppo_dr.mirror import sink as sink_module
 from ppo_dr.mirror.api import ClientSource, MirrorTarget, restore, snapshot_server, verify
 from ppo_dr.mirror.restore import PROCESS_MIN_BYTES
 from ppo_dr.transport import LocalRemote, Remote
 from ppo_dr.transport.ssh import SshRemote
 from tests.ppo_dr.mirror.helpers import T0, tree_state
 from tests.sshd import SshdServer
+
+HOUR = timedelta(hours=1)
 
 
 def _target(base: Path, mirror_id: str, connect: object = LocalRemote) -> MirrorTarget:
@@ -139,4 +146,31 @@ def test_a_large_restore_to_a_server_over_ssh_runs_in_two_processes(
     workers = {p.name for p in notes.iterdir()}
     assert len(workers) == 2 and f"worker-{os.getpid()}" not in workers
     assert tree_state(dest_path) == tree_state(src)  # bytes, modes, mtimes, links, empty dir
+    assert multiprocessing.active_children() == []
+
+
+def test_only_a_run_that_changed_something_starts_upload_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A no-op starts no process (the 5-minute cadence's common case); a run whose walk
+    shows a changed directory starts one per mirror, early, and they all end."""
+    src = _tree(tmp_path)
+    targets = [_target(tmp_path, "m1"), _target(tmp_path, "m2")]
+    client = [ClientSource("c1", str(src))]
+    snapshot_server(LocalRemote(), "app1", client, targets, taken_at=T0)
+    started: list[str] = []
+    real = sink_module.UploadProcess
+
+    def counting(*args: Any) -> Any:
+        started.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(sink_module, "UploadProcess", counting)
+    [noop] = snapshot_server(LocalRemote(), "app1", client, targets, taken_at=T0 + HOUR)
+    assert noop.files_changed == 0 and started == []
+    (src / "d2" / "f5.txt").write_bytes(b"changed " * 5000)
+    [changed] = snapshot_server(LocalRemote(), "app1", client, targets, taken_at=T0 + 2 * HOUR)
+    assert changed.files_changed == 1 and sorted(started) == ["m1", "m2"]
+    assert all(o.ok and o.new_chunks >= 1 for o in changed.per_mirror.values())
+    assert all(verify(t).ok for t in targets)
     assert multiprocessing.active_children() == []
