@@ -47,7 +47,7 @@ from ppo_dr.mirror.index import (
     IndexColumns,
     PackRows,
     blob_row,
-    parse_index_document,
+    packs_of,
     parse_rows,
 )
 from ppo_dr.mirror.index_cache import IndexCache
@@ -233,6 +233,14 @@ class Repository:
     def read_index_file(self, name: str, *, cached: bool = True) -> PackRows:
         """One index file: pack id -> (pack size, blobs). With *cached*, a copy kept on
         this machine serves (:mod:`ppo_dr.mirror.index_cache`); verify reads the mirror's."""
+        try:
+            return packs_of(self._index_document(name, cached))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RepositoryError(f"{self.where}: index/{name}: unreadable ({exc})") from None
+
+    def _index_document(self, name: str, cached: bool = True) -> Any:
+        """An index file's JSON document, read (or its kept copy) and checked against
+        its name; RepositoryError if it is not JSON."""
         where = f"{self.where}: index/{name}"
         digest = name.removesuffix(self.suffix)
         cache = self._cache if cached else None
@@ -244,8 +252,8 @@ class Repository:
             if cache is not None:
                 cache.put(self._cache_key, name, stored)
         try:
-            return parse_index_document(self.codec.open_document(stored, where))
-        except (ValueError, KeyError, TypeError) as exc:
+            return json.loads(self.codec.open_document(stored, where))
+        except ValueError as exc:
             raise RepositoryError(f"{where}: unreadable ({exc})") from None
 
     def _columns_for(self, names: list[str]) -> IndexColumns | None:
@@ -266,12 +274,19 @@ class Repository:
                     log.info("%s: merged index cache ignored, rebuilt (%s)", self.where, exc)
         base = base or IndexColumns()
 
-        def parse(name: str) -> PackRows:
-            packs = self._parsed.get(name)
-            return packs if packs is not None else self.read_index_file(name)
+        def add(columns: IndexColumns, name: str) -> None:
+            packs = self._parsed.get(name)  # written by this object
+            if packs is not None:
+                columns.add_file(name, packs)
+                return
+            doc = self._index_document(name)
+            try:
+                columns.add_document(name, doc)
+            except (KeyError, TypeError) as exc:
+                raise RepositoryError(f"{self.where}: index/{name}: unreadable ({exc})") from None
 
         try:
-            columns = base.select(names, parse)
+            columns = base.select(names, add)
         except ValueError as exc:  # an id that is not hex: never in a file we write
             log.info("%s: index kept unmerged (%s)", self.where, exc)
             cache.drop_merged(self._cache_key)

@@ -12,7 +12,7 @@ import pytest
 
 from ppo_dr.mirror.api import ClientSource, MirrorTarget, ensure_repository, snapshot_server
 from ppo_dr.mirror.codec import Codec
-from ppo_dr.mirror.index import BlobLocation, Index, IndexColumns
+from ppo_dr.mirror.index import BlobLocation, Index, IndexColumns, packs_of
 from ppo_dr.mirror.index_cache import MERGED_NAME, IndexCache
 from ppo_dr.mirror.repository import Repository
 from ppo_dr.transport import LocalRemote
@@ -72,14 +72,15 @@ def _same(a: Index, b: Index) -> None:
 
 
 def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The index files read and parsed from now on (whichever way)."""
     parsed: list[str] = []
-    real = Repository.read_index_file
+    real = Repository._index_document
 
-    def counting(self: Repository, name: str, *, cached: bool = True) -> object:
+    def counting(self: Repository, name: str, cached: bool = True) -> object:
         parsed.append(name)
-        return real(self, name, cached=cached)
+        return real(self, name, cached)
 
-    monkeypatch.setattr(Repository, "read_index_file", counting)
+    monkeypatch.setattr(Repository, "_index_document", counting)
     return parsed
 
 
@@ -217,9 +218,70 @@ def test_a_blob_stored_twice_is_located_in_the_first_pack_named() -> None:
             assert got.pack_sizes_by_id() == index.packs
 
 
+def _document(packs: dict[str, tuple[int, list[list[object]]]]) -> dict[str, object]:
+    return {
+        "version": 1,
+        "packs": [{"id": p, "size": size, "blobs": rows} for p, (size, rows) in packs.items()],
+    }
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        None,
+        "a blob listed twice in a pack",
+        "an offset that is not an integer",
+        "a negative length",
+    ],
+)
+def test_a_document_adds_what_its_parsed_packs_add(odd: str | None) -> None:
+    """The fast path (columns straight from the JSON rows) and the slow one (through
+    a location object per blob) give the same columns; odd rows take the slow one."""
+    p1, p2 = "1" * 64, "2" * 64
+    rows1: list[list[object]] = [["a" * 64, 0, 10, 20, "zstd"], ["b" * 64, 10, 5, 5, "none"]]
+    rows2: list[list[object]] = [["c" * 64, 0, 7, 9, "none"]]
+    if odd == "a blob listed twice in a pack":
+        rows1.append(["a" * 64, 15, 3, 3, "none"])
+    elif odd == "an offset that is not an integer":
+        rows2[0][1] = 0.0
+    elif odd == "a negative length":
+        rows2[0][2] = -7
+    doc = _document({p1: (100, rows1), p2: (50, rows2)})
+    fast, slow = IndexColumns(), IndexColumns()
+    if odd == "a negative length":  # neither takes it: the index is then read unmerged
+        with pytest.raises(ValueError):
+            fast.add_document("f", doc)
+        with pytest.raises(ValueError):
+            slow.add_file("f", packs_of(doc))
+        return
+    fast.add_document("f", doc)
+    slow.add_file("f", packs_of(doc))
+    assert fast == slow
+    assert fast.to_index().blobs == {
+        b: loc for _, (_, blobs) in packs_of(doc).items() for b, loc in blobs.items()
+    }
+
+
 @pytest.mark.parametrize("bad", ["A" * 64, "a" * 63, "g" * 64, "a b" + "c" * 61])
 def test_an_id_that_is_not_lower_case_hex_is_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         IndexColumns().add_file("f", {bad: (1, {})})
     with pytest.raises(ValueError):
         IndexColumns().add_file("f", {"1" * 64: (1, {bad: _loc("1" * 64, 0)})})
+
+
+def test_an_index_file_columns_cannot_hold_is_read_unmerged(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index file no writer of ours makes (a negative offset) leaves the load as
+    it was without the merged cache, which is dropped rather than kept stale."""
+    target = _mirrored(tmp_path)
+    _open(target).load_index()
+    assert _merged(cache_dir, target).is_file()
+    odd = "e" * 64
+    _open(target).write_index({odd: (10, {"f" * 64: BlobLocation(odd, -1, 5, 5, False)})})
+    expected = _uncached(target, None, monkeypatch)
+    assert expected.blobs["f" * 64].offset == -1
+    _same(_open(target).load_index(), expected)
+    assert _open(target).load_known() == {b: loc.raw_length for b, loc in expected.blobs.items()}
+    assert not _merged(cache_dir, target).exists()
