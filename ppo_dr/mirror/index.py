@@ -30,7 +30,7 @@ import hashlib
 import json
 import struct
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,19 @@ def parse_rows(pack_id: str, rows: list[list[Any]]) -> dict[str, BlobLocation]:
         str(r[0]): BlobLocation(pack_id, int(r[1]), int(r[2]), int(r[3]), r[4] == "zstd")
         for r in rows
     }
+
+
+def index_document(packs: Mapping[str, tuple[int, Any]]) -> dict[str, Any]:
+    """The JSON document of an index file of *packs*: pack id -> (size, its blobs as
+    locations by id, or as the rows of the ``PackBuilder`` that filled it)."""
+    out = []
+    for pack_id, (size, blobs) in packs.items():
+        if isinstance(blobs, dict):
+            rows = [blob_row(b, loc) for b, loc in blobs.items()]
+        else:
+            rows = [[b, o, n, r, "zstd" if c else "none"] for b, o, n, r, c in blobs.rows]
+        out.append({"id": pack_id, "size": size, "blobs": rows})
+    return {"version": INDEX_VERSION, "packs": out}
 
 
 def packs_of(doc: Any) -> PackRows:

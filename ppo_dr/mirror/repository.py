@@ -26,7 +26,6 @@ unreferenced garbage at worst, never a reference to something missing.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import posixpath
@@ -44,13 +43,8 @@ from ppo_dr.mirror.index import (
     INDEX_VERSION,
     BlobLocation,
     Index,
-    IndexColumns,
-    PackRows,
-    blob_row,
-    packs_of,
     parse_rows,
 )
-from ppo_dr.mirror.index_cache import IndexCache
 from ppo_dr.mirror.manifest import Manifest, check_snapshot_id
 from ppo_dr.mirror.packs import (
     RANGE_GAP,
@@ -63,6 +57,7 @@ from ppo_dr.mirror.packs import (
     wants_ranges,
 )
 from ppo_dr.mirror.repo_config import REPO_VERSION, RepoConfig, codec_for
+from ppo_dr.mirror.repo_index import IndexFiles
 from ppo_dr.mirror.trees import Expanded, TreeSet, build_trees, expand_trees
 from ppo_dr.transport.base import EntryType, Remote, is_temp_name
 
@@ -76,7 +71,6 @@ __all__ = [  # defined in .index and .packs, imported from here by their users
     "PackBuilder",
     "PackSlices",
     "Repository",
-    "blob_row",
     "plan_ranges",
     "wants_ranges",
 ]
@@ -108,7 +102,7 @@ CHUNKER: dict[str, Any] = {
 }
 
 
-class Repository:
+class Repository(IndexFiles):
     """A repository on one mirror, opened with (or without) its key."""
 
     def __init__(
@@ -122,12 +116,7 @@ class Repository:
         self.where = f"mirror {mirror_id} ({remote.label}:{self.path})"
         self.suffix = DOCUMENT_SUFFIX + (SEALED_SUFFIX if codec.encrypted else "")
         self._dirs: set[str] = set()
-        self._index: Index | None = None  # the last index loaded: where trees are
-        self._cache = IndexCache.default()
-        self._cache_key = IndexCache.repo_key(mirror_id, self.path)
-        self._parsed: dict[str, PackRows] = {}  # index files parsed (without columns)
-        self._columns: IndexColumns | None = None  # the last index loaded, in columns
-        self._pack_sizes: dict[str, int] | None = None
+        self._init_index(mirror_id)
         self._trees: dict[str, bytes] = {}  # tree plaintexts read (bounded)
         self._trees_size = 0
 
@@ -202,9 +191,6 @@ class Repository:
 
     # ----- paths -----------------------------------------------------------------------
 
-    def _p(self, *parts: str) -> str:
-        return posixpath.join(self.path, *parts)
-
     def pack_path(self, pack_id: str) -> str:
         return self._p("packs", pack_id[:2], pack_id)
 
@@ -217,161 +203,6 @@ class Repository:
         if path not in self._dirs:
             self.remote.mkdir_p(path, 0o700)
             self._dirs.add(path)
-
-    # ----- index -----------------------------------------------------------------------
-
-    def index_files(self) -> list[str]:
-        """Names of the index files (temporary leftovers excluded)."""
-        return [
-            s.name
-            for s in self.remote.listdir(self._p("index"))
-            if s.type is EntryType.FILE
-            and not is_temp_name(s.name)
-            and s.name.endswith(self.suffix)
-        ]
-
-    def read_index_file(self, name: str, *, cached: bool = True) -> PackRows:
-        """One index file: pack id -> (pack size, blobs). With *cached*, a copy kept on
-        this machine serves (:mod:`ppo_dr.mirror.index_cache`); verify reads the mirror's."""
-        try:
-            return packs_of(self._index_document(name, cached))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RepositoryError(f"{self.where}: index/{name}: unreadable ({exc})") from None
-
-    def _index_document(self, name: str, cached: bool = True) -> Any:
-        """An index file's JSON document, read (or its kept copy) and checked against
-        its name; RepositoryError if it is not JSON."""
-        where = f"{self.where}: index/{name}"
-        digest = name.removesuffix(self.suffix)
-        cache = self._cache if cached else None
-        stored = cache.get(self._cache_key, name, digest) if cache is not None else None
-        if stored is None:  # a kept copy was checked against its name by the cache
-            stored = self.remote.read_bytes(self._p("index", name))
-            if hashlib.sha256(stored).hexdigest() != digest:
-                raise DamagedDataError(f"{where}: content does not match its name (damaged)")
-            if cache is not None:
-                cache.put(self._cache_key, name, stored)
-        try:
-            return json.loads(self.codec.open_document(stored, where))
-        except ValueError as exc:
-            raise RepositoryError(f"{where}: unreadable ({exc})") from None
-
-    def _columns_for(self, names: list[str]) -> IndexColumns | None:
-        """The files *names* as columns, from the merged cache (``ppo_dr.mirror.index``)
-        plus the files it lacks, parsed; the cache is stored again when that changed
-        it. None when there is no cache (``PPO_DR_INDEX_CACHE=off``) or a file cannot
-        be held in columns (then the caller merges the files one by one)."""
-        cache = self._cache
-        if cache is None:
-            return None
-        base = self._columns
-        if base is None:
-            stored = cache.get_merged(self._cache_key)
-            if stored is not None:
-                try:
-                    base = IndexColumns.from_bytes(stored, self.codec)
-                except (ValueError, KeyError, TypeError, struct.error) as exc:
-                    log.info("%s: merged index cache ignored, rebuilt (%s)", self.where, exc)
-        base = base or IndexColumns()
-
-        def add(columns: IndexColumns, name: str) -> None:
-            packs = self._parsed.get(name)  # written by this object
-            if packs is not None:
-                columns.add_file(name, packs)
-                return
-            doc = self._index_document(name)
-            try:
-                columns.add_document(name, doc)
-            except (KeyError, TypeError) as exc:
-                raise RepositoryError(f"{self.where}: index/{name}: unreadable ({exc})") from None
-
-        try:
-            columns = base.select(names, add)
-        except ValueError as exc:  # an id that is not hex: never in a file we write
-            log.info("%s: index kept unmerged (%s)", self.where, exc)
-            cache.drop_merged(self._cache_key)
-            return None
-        if columns.files != base.files:
-            cache.put_merged(self._cache_key, columns.to_bytes(self.codec))
-        self._columns = columns
-        return columns
-
-    def load_index(self) -> Index:
-        """Every index file merged: which blob is in which pack. The listing is read
-        each time; a file parsed before by this object, or kept on this machine (as
-        a file, or merged with the others, parsed), is not read again (each is named
-        by its content's hash)."""
-        names = self.index_files()
-        columns = self._columns_for(names)
-        if columns is not None:
-            index = columns.to_index()
-        else:
-            index = Index()
-            parsed = {}
-            for name in names:
-                packs = self._parsed.get(name)
-                if packs is None:
-                    packs = self.read_index_file(name)
-                parsed[name] = packs
-                for pack_id, (size, blobs) in packs.items():
-                    index.add_pack(pack_id, size, blobs)
-                index.files.append(name)
-            self._parsed = parsed  # files a prune removed are forgotten
-        if self._cache is not None:
-            self._cache.keep_only(self._cache_key, names)
-        self._index = index
-        return index
-
-    def load_known(self) -> dict[str, int]:
-        """blob id -> plaintext length of every blob the mirror stores: what a
-        snapshot needs of the index, served by the merged cache without building a
-        location per blob (:meth:`read_trees` still finds the trees it reads)."""
-        names = self.index_files()
-        columns = self._columns_for(names)
-        if columns is None:
-            return {b: loc.raw_length for b, loc in self.load_index().blobs.items()}
-        if self._cache is not None:
-            self._cache.keep_only(self._cache_key, names)
-        self._index = None  # located through the columns
-        return columns.known()
-
-    def _locate(self, blob_id: str) -> BlobLocation | None:
-        """Where the index last loaded puts *blob_id* (None: not in it, or none loaded)."""
-        if self._index is not None:
-            return self._index.blobs.get(blob_id)
-        return self._columns.location(blob_id) if self._columns is not None else None
-
-    def _pack_size(self, pack_id: str) -> int:
-        if self._index is not None:
-            return self._index.packs[pack_id]
-        assert self._columns is not None  # a blob was located: an index is loaded
-        if self._pack_sizes is None or pack_id not in self._pack_sizes:
-            self._pack_sizes = self._columns.pack_sizes_by_id()
-        return self._pack_sizes[pack_id]
-
-    def write_index(self, packs: list[FinishedPack] | PackRows) -> tuple[str, int]:
-        """Write one index file describing *packs*; returns its name and size."""
-        if isinstance(packs, list):
-            packs = {p.pack_id: (p.size, p.blobs) for p in packs}
-        doc = {
-            "version": INDEX_VERSION,
-            "packs": [
-                {"id": pid, "size": size, "blobs": [blob_row(b, loc) for b, loc in blobs.items()]}
-                for pid, (size, blobs) in packs.items()
-            ],
-        }
-        stored = self.codec.seal_document(json.dumps(doc, separators=(",", ":")).encode())
-        name = hashlib.sha256(stored).hexdigest() + self.suffix
-        self.remote.write_bytes(self._p("index", name), stored, 0o600)
-        # Kept parsed and on this machine: neither this run's next load nor the next
-        # run's reads it back.
-        self._parsed[name] = dict(packs)
-        if self._cache is not None:
-            self._cache.put(self._cache_key, name, stored)
-        return name, len(stored)
-
-    def remove_index_file(self, name: str) -> None:
-        self.remote.remove(self._p("index", name))
 
     # ----- packs -----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from ppo_dr.errors import DRError
 from ppo_dr.mirror.codec import Codec
 from ppo_dr.mirror.dir_sigs import DirRow, DirTable, Listing, Walked, reusable, table_for
 from ppo_dr.mirror.errors import RepositoryError
+from ppo_dr.mirror.index import index_document
 from ppo_dr.mirror.lock import RepositoryLock
 from ppo_dr.mirror.manifest import Entry, Manifest, same_file_stat
 from ppo_dr.mirror.repository import (
@@ -246,7 +247,9 @@ class MirrorSink:
                 if self._starter is not None:
                     self._starter.join()  # the child, once it has started (or failed to)
                 if self.error is None and self._child is not None:
-                    self.bytes_sent += self._child.upload(builder)
+                    sent, pack_id, size, name = self._child.upload(builder)
+                    self.bytes_sent += sent
+                    self.repo.note_index_file(name, index_document({pack_id: (size, builder)}))
                 elif self.error is None:
                     pack: FinishedPack = builder.finish(self.codec)
                     self.bytes_sent += self.repo.write_pack(pack)
@@ -296,6 +299,7 @@ class MirrorSink:
         self._thread.join(timeout=600)
         if self._starter is not None:
             self._starter.join()
+        self.repo.save_index_cache()  # with this run's index files: the next run parses none
         if self._child is not None:
             self._child.close()
         self.lock.release()

@@ -48,7 +48,8 @@ def _serve(
     key: bytes | None,
 ) -> None:
     """Child: open the repository on a fresh connection, then store packs until told
-    to stop. Answers ("ok", bytes) or ("error", text) to each pack."""
+    to stop. Answers ("ok", (bytes written, pack id, pack size, index file name)) or
+    ("error", text) to each pack."""
     remote: Remote | None = None
     failure: str | None = None
     try:
@@ -67,8 +68,8 @@ def _serve(
             try:
                 pack = builder.finish(repo.codec)
                 sent = repo.write_pack(pack)
-                sent += repo.write_index([pack])[1]
-                conn.send(("ok", sent))
+                name, size = repo.write_index([pack])
+                conn.send(("ok", (sent + size, pack.pack_id, pack.size, name)))
             except Exception as exc:
                 failure = f"{type(exc).__name__}: {exc}"
                 conn.send(("error", failure))
@@ -96,13 +97,15 @@ class UploadProcess:
         self._proc.start()
         child_end.close()
 
-    def upload(self, builder: PackBuilder) -> int:
-        """Store one pack (and its index file) through the child; bytes written."""
+    def upload(self, builder: PackBuilder) -> tuple[int, str, int, str]:
+        """Store one pack (and its index file) through the child: bytes written, the
+        pack's id and size, and the index file's name."""
         self._conn.send(builder)
         status, value = self._conn.recv()
         if status != "ok":
             raise RuntimeError(value)
-        return int(value)
+        sent, pack_id, size, name = value
+        return int(sent), str(pack_id), int(size), str(name)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -100,12 +100,29 @@ def test_it_serves_the_next_load_and_changes_nothing(
     assert known == {b: loc.raw_length for b, loc in expected.blobs.items()}
 
 
-def test_a_snapshot_parses_only_the_index_files_new_since_the_last_run(
+def test_a_snapshot_leaves_its_own_index_files_merged_for_the_next_run(
     tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = _mirrored(tmp_path)
-    before = _open(target).load_index().files  # the runs' sinks keep it up to date
-    _snapshot(tmp_path / "src" / "c1", target, None, 2)
+    before = _open(target).load_index().files
+    _snapshot(tmp_path / "src" / "c1", target, None, 2)  # thread path: no connect
+    parsed = _count_parses(monkeypatch)
+    index = _open(target).load_index()
+    assert [f for f in index.files if f not in before] and parsed == []
+    monkeypatch.undo()
+    _same(index, _uncached(target, None, monkeypatch))
+
+
+def test_only_index_files_new_to_the_merged_cache_are_parsed(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files another machine wrote (here: a writer without the cache) are read and
+    parsed, and only they."""
+    target = _mirrored(tmp_path)
+    before = _open(target).load_index().files
+    with monkeypatch.context() as patch:
+        patch.setenv("PPO_DR_INDEX_CACHE", "off")
+        _snapshot(tmp_path / "src" / "c1", target, None, 2)
     parsed = _count_parses(monkeypatch)
     index = _open(target).load_index()
     new = [f for f in index.files if f not in before]

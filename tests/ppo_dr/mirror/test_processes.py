@@ -16,6 +16,7 @@ import pytest
 from ppo_dr.errors import TransientError
 from ppo_dr.mirror import sink as sink_module
 from ppo_dr.mirror.api import ClientSource, MirrorTarget, restore, snapshot_server, verify
+from ppo_dr.mirror.repository import Repository
 from ppo_dr.mirror.restore import PROCESS_MIN_BYTES
 from ppo_dr.transport import LocalRemote, Remote
 from ppo_dr.transport.ssh import SshRemote
@@ -174,3 +175,29 @@ def test_only_a_run_that_changed_something_starts_upload_processes(
     assert all(o.ok and o.new_chunks >= 1 for o in changed.per_mirror.values())
     assert all(verify(t).ok for t in targets)
     assert multiprocessing.active_children() == []
+
+
+def test_index_files_the_upload_processes_wrote_are_merged_for_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PPO_DR_INDEX_CACHE", str(tmp_path / "cache"))
+    src = _tree(tmp_path)
+    targets = [_target(tmp_path, "m1"), _target(tmp_path, "m2")]
+    snapshot_server(LocalRemote(), "app1", [ClientSource("c1", str(src))], targets, taken_at=T0)
+    parsed: list[str] = []
+    real = Repository._index_document
+
+    def counting(self: Repository, name: str, cached: bool = True) -> object:
+        parsed.append(name)
+        return real(self, name, cached)
+
+    monkeypatch.setattr(Repository, "_index_document", counting)
+    for target in targets:
+        repo = Repository.open(target.remote, target.repo_path, target.mirror_id, None)
+        index = repo.load_index()
+        assert len(index.files) >= 2 and parsed == []  # packs (by the child) and trees
+        monkeypatch.setenv("PPO_DR_INDEX_CACHE", "off")
+        off = Repository.open(target.remote, target.repo_path, target.mirror_id, None)
+        assert off.load_index() == index
+        monkeypatch.setenv("PPO_DR_INDEX_CACHE", str(tmp_path / "cache"))
+        parsed.clear()
