@@ -103,9 +103,10 @@ class MirrorSink:
             self.error = describe(exc)
             log.error("mirror %s failed: %s", self.target.mirror_id, self.error)
 
-    def begin_client(self, client_id: str) -> None:
+    def begin_client(self, client_id: str, tables: dict[str, DirTable] | None = None) -> None:
         """Reset the per-client counters and read the client's newest manifest (not
-        its trees) and its directory table."""
+        its trees) and its directory table (*tables*: those already read, by blob id:
+        the same id is the same table, so another mirror's is not parsed again)."""
         self.bytes_sent = 0
         self.new_chunks = 0
         self.previous, self.previous_dirs, self.head, self.table, self.kept = {}, {}, None, None, {}
@@ -117,8 +118,13 @@ class MirrorSink:
                 self.head = self.repo.read_manifest(client_id, ids[-1], trees=False)
             if self.head is not None and self.head.dirs is not None:
                 where = f"{self.repo.where}: snapshot {client_id}/{ids[-1]}"
-                data = self.repo.read_trees([self.head.dirs], where)[self.head.dirs]
-                table = DirTable.from_bytes(data, where)
+                table_id = self.head.dirs
+                table = tables.get(table_id) if tables is not None else None
+                if table is None or table_id not in self.known:
+                    data = self.repo.read_trees([table_id], where)[table_id]
+                    table = DirTable.from_bytes(data, where)
+                    if tables is not None:
+                        tables[table_id] = table
                 self.table = table if table.root == self.head.tree else None
         except RepositoryError as exc:  # damaged or foreign: read every tree (or file)
             log.warning("mirror %s: previous snapshot: %s", self.target.mirror_id, exc)

@@ -51,6 +51,7 @@ from ppo_dr.errors import DRError, RemotePathError, UnsafeInputError
 from ppo_dr.ids import absolute_path_problem, check_id
 from ppo_dr.mirror.codec import Codec
 from ppo_dr.mirror.dir_sigs import (
+    DirTable,
     Listing,
     Walked,
     listed_rows,
@@ -392,8 +393,9 @@ def snapshot_client(
             for sink in live:
                 errors[sink.target.mirror_id] = f"pre-snapshot hook failed: {describe(exc)}"
             live = []
+    tables: dict[str, DirTable] = {}  # directory tables read, by blob id
     for sink in live:
-        sink.begin_client(client.client_id)
+        sink.begin_client(client.client_id, tables)
     reader = ClientReader(source, live)
     top: RemoteStat | None = None
     entries: list[Entry] = []
