@@ -180,14 +180,12 @@ class MirrorSink:
         """The previous entry of *st*'s path if *st* passes the quick check here and
         this mirror has all its chunks, else None."""
         prev = self.previous.get(st.path)
-        if (
-            prev is None
-            or prev.type is not EntryType.FILE
-            or not same_file_stat(prev, st)
-            or not all(c in self.known for c in prev.chunks)
-        ):
+        if prev is None or prev.type is not EntryType.FILE or not same_file_stat(prev, st):
             return None
-        return prev
+        known, chunks = self.known, prev.chunks
+        if len(chunks) == 1:  # most files: one chunk (no generator for them)
+            return prev if chunks[0] in known else None
+        return prev if all(c in known for c in chunks) else None
 
     def layout(self, path: str) -> tuple[list[tuple[str, int]], int] | None:
         """The previous version of *path* as (chunk id, length) pairs and its size, if

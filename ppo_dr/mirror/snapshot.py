@@ -40,7 +40,7 @@ import logging
 import posixpath
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -58,6 +58,7 @@ from ppo_dr.mirror.dir_sigs import (
     listings,
     row_stat,
     signature,
+    stat_row,
     unlisted_rows,
 )
 from ppo_dr.mirror.hard_links import hard_link_groups, mark_hard_links
@@ -351,8 +352,30 @@ def _kept_entry(st: RemoteStat, previous: Entry | None) -> Entry:
     return _entry(st, previous.chunks)
 
 
+def _table_rows(
+    walked: Walked,
+    sigs: Mapping[str, str],
+    unlisted: dict[str, Listing],
+    listed: list[str],
+    entries: list[Entry],
+    deviated: set[str],
+    links: dict[str, str],
+) -> dict[str, Listing]:
+    """Every directory's row of the new table (``dir_sigs``): the reused ones' and
+    the listed ones' whose entries are recorded as walked, from the walk; the others
+    (*deviated*, or holding a hard link: never reused) from their recorded entries."""
+    redo = deviated | {posixpath.dirname(p) for p in links}
+    same = [d for d in listed if d not in redo]
+    rows = {**unlisted, **unlisted_rows(walked, sigs, same)}
+    redo &= set(listed)
+    if redo:
+        mine = [e for e in entries if posixpath.dirname(e.path) in redo]
+        rows.update(listed_rows(mine, redo))
+    return rows
+
+
 def _reused_unlisted(
-    walked: Walked, sinks: list[MirrorSink], links: dict[str, str]
+    walked: Walked, sigs: Mapping[str, str], sinks: list[MirrorSink], links: dict[str, str]
 ) -> dict[str, Listing]:
     """The directories every live mirror keeps by signature (``dir_sigs``), whose
     entries are then neither listed nor checked; each mirror's own reusable ones are
@@ -360,7 +383,6 @@ def _reused_unlisted(
     live = [s for s in sinks if s.error is None]
     if not live or any(s.table is None for s in live):
         return {}  # a mirror without a table lists every directory
-    sigs = {d: signature(rows) for d, rows in walked.items()}
     never = {posixpath.dirname(p) for p in links}
     for sink in live:
         sink.reuse(walked, sigs, never)
@@ -403,13 +425,21 @@ def snapshot_client(
     unreadable: list[str] = []
     unlisted: dict[str, Listing] = {}
     listed: list[str] = []
+    # Listed directories whose entries are not recorded as walked (a file unreadable,
+    # gone, or changed by the time it was read): their table rows come from the
+    # entries; the others' from the walk (the same rows, already hashed).
+    deviated: set[str] = set()
+    walked: Walked = {}
+    sigs: dict[str, str] = {}
+    groups: dict[str, str] = {}
     scanned = changed = bytes_read = 0
     try:
         # find (hard links) runs on the app server while we walk: its time is hidden
         finding = _in_background(lambda: hard_link_groups(source, client.path) if live else {})
         walked = _walk(source, client.path) if live else listings(())
         groups = finding()
-        unlisted = {} if read_all else _reused_unlisted(walked, live, groups)
+        sigs = {d: signature(rows) for d, rows in walked.items()}  # each listing's
+        unlisted = {} if read_all else _reused_unlisted(walked, sigs, live, groups)
         listed = [d for d in walked if d not in unlisted]  # the others' trees are kept
         for sink in live:  # changed since this mirror's snapshot: blobs likely to store
             if sink.table is not None and any(d not in sink.kept for d in listed):
@@ -418,7 +448,8 @@ def snapshot_client(
         parsed: dict[tuple[str, str], list[Entry]] = {}
         for sink in live:
             sink.load_previous(listed, expanded, parsed)
-        for st in (row_stat(d, row) for d in listed for row in walked[d]):
+        for directory, row in ((d, row) for d in listed for row in walked[d]):
+            st = row_stat(directory, row)
             if st.type is not EntryType.FILE:
                 entries.append(_entry(st))
                 continue
@@ -439,9 +470,13 @@ def snapshot_client(
             except RemotePathError as exc:
                 log.warning("%s: %s unreadable: %s", client.client_id, st.path, exc)
                 unreadable.append(st.path)
+                deviated.add(directory)
                 continue
             if result is None or result.stat is None:
+                deviated.add(directory)  # gone since the walk
                 continue
+            if stat_row(result.stat)[1:] != row[1:]:  # recorded as it was after the read
+                deviated.add(directory)
             bytes_read += result.bytes_read
             if not result.stable:
                 changed_during_read.append(st.path)
@@ -479,7 +514,7 @@ def snapshot_client(
         None if top is None else _entry(top, path=""),
         unlisted=(kept_files, kept_bytes),
     )
-    rows = {**unlisted, **listed_rows(entries, listed)} if live else {}
+    rows = _table_rows(walked, sigs, unlisted, listed, entries, deviated, groups) if live else {}
     outcomes: dict[str, MirrorOutcome] = {}
     trees: dict[bytes | None, TreeSet] = {}
     for sink in sinks:
