@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ppo_dr.errors import RemotePathError
 from ppo_dr.mirror.api import ClientSource, restore, snapshot_server
 from ppo_dr.mirror.dir_sigs import (
     DirRow,
@@ -28,6 +30,7 @@ from ppo_dr.mirror.errors import RepositoryError
 from ppo_dr.mirror.manifest import Entry, Manifest
 from ppo_dr.mirror.repository import Repository
 from ppo_dr.mirror.results import MirrorTarget
+from ppo_dr.mirror.snapshot import ClientReader
 from ppo_dr.transport import LocalRemote
 from ppo_dr.transport.base import EntryType, RemoteStat
 from tests.ppo_dr.mirror.helpers import T0, local_target, odd_tree, tree_state
@@ -206,6 +209,35 @@ def test_changes_in_kept_and_missed_directories_are_all_seen(tmp_path: Path) -> 
     assert _restored(tmp_path, m1, "out1") == want
     assert _restored(tmp_path, m2, "out2") == want
     assert _run(src, [m1, m2], 4, read_all=True) == _latest(m1).files
+
+
+def test_a_file_unreadable_in_one_run_is_read_in_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its directory's table row is taken from what was recorded (the file missing),
+    not from the walk, so the next run lists that directory and reads the file,
+    although the file's stat did not change in between."""
+    src = tmp_path / "src"
+    for d in ("a", "b"):
+        (src / d).mkdir(parents=True)
+        for i in range(3):
+            (src / d / f"f{i}").write_bytes(f"{d}{i}".encode() * 500)
+    m1 = local_target(tmp_path, "m1")
+    _run(src, [m1], 0)
+    (src / "a" / "f1").write_bytes(b"new content " * 100)
+    real = ClientReader.read
+
+    def refusing(self: ClientReader, path: str, *args: Any, **kwargs: Any) -> Any:
+        if path.endswith("/a/f1"):
+            raise RemotePathError(f"{path}: permission denied")
+        return real(self, path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClientReader, "read", refusing)
+        _run(src, [m1], 1)
+    assert _latest(m1).stats["unreadable"] == ["a/f1"]
+    assert _run(src, [m1], 2) == 1  # read now: its directory was not taken as unchanged
+    assert _restored(tmp_path, m1, "out") == tree_state(src)
 
 
 def test_a_damaged_table_or_one_from_before_falls_back_to_the_trees(tmp_path: Path) -> None:
