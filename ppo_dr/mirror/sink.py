@@ -88,6 +88,7 @@ class MirrorSink:
         # costs no process and no connection.
         self._child: UploadProcess | None = None
         self._starter: threading.Thread | None = None  # starts the child
+        self._tables: dict[str, bytes] = {}
         self._queue: queue.Queue[PackBuilder | None] = queue.Queue(UPLOAD_QUEUE_PACKS)
         self._thread = threading.Thread(
             target=self._upload_loop, daemon=True, name=f"upload-{target.mirror_id}"
@@ -268,10 +269,12 @@ class MirrorSink:
         manifest: Manifest,
         trees: dict[bytes | None, TreeSet],
         rows: Mapping[str, Listing],
+        tables: dict[str, bytes] | None = None,
     ) -> bool:
         """Trees the mirror lacks and the directory table, then the manifest; *trees*:
         built once per key, again for a mirror lacking a tree another mirror's previous
-        snapshot let it reuse. *rows*: every directory's row of the table.
+        snapshot let it reuse. *rows*: every directory's row of the table; *tables*:
+        the table's bytes already made, by the root tree id they were made for.
 
         The trees and the table are built while the last packs upload (a run's last
         pack ships only when reading ends), then it waits for every pack and index
@@ -279,6 +282,7 @@ class MirrorSink:
         if self.error is not None:
             self._queue.join()
             return False
+        self._tables = tables if tables is not None else {}
         try:
             key, built = self.codec.key, trees.get(self.codec.key)
             if built is None or any(
@@ -287,7 +291,10 @@ class MirrorSink:
                 built = trees[key] = build_trees(
                     manifest.entries, self.codec.blob_id, self.previous_dirs, self.known, self.kept
                 )
-            table = table_for(rows, built.by_path).to_bytes()
+            # the same root (a Merkle tree) is the same tree ids, hence the same table
+            table = self._tables.get(built.root)
+            if table is None:
+                table = self._tables[built.root] = table_for(rows, built.by_path).to_bytes()
             self._queue.join()
             if self.error is not None:  # an upload failed: no manifest here
                 return False

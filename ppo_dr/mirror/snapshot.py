@@ -517,9 +517,10 @@ def snapshot_client(
     rows = _table_rows(walked, sigs, unlisted, listed, entries, deviated, groups) if live else {}
     outcomes: dict[str, MirrorOutcome] = {}
     trees: dict[bytes | None, TreeSet] = {}
+    table_bytes: dict[str, bytes] = {}  # the new table by root tree id, made once
     for sink in sinks:
         mid = sink.target.mirror_id
-        if sink in live and sink.write_manifest(manifest, trees, rows):
+        if sink in live and sink.write_manifest(manifest, trees, rows, table_bytes):
             outcomes[mid] = MirrorOutcome(True, None, sink.bytes_sent, sink.new_chunks, True)
         else:
             error = errors.get(mid) or sink.error or "mirror failed"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import operator
 import os
 import posixpath
 import signal
@@ -64,6 +65,9 @@ def _translate(exc: OSError, where: str, what: str) -> DRError:
     if exc.errno in _FULL_ERRNOS:
         return PermanentError(f"{where}: {what}: {reason}")
     return TransientError(f"{where}: {what}: {reason}")
+
+
+_first = operator.itemgetter(0)
 
 
 def _fsname(name: str) -> bytes:
@@ -196,7 +200,10 @@ class LocalRemote(RemoteBase):
     def _entries(self, real: str) -> list[tuple[str, os.stat_result]]:
         with os.scandir(real) as it:
             entries = [(e.name, e.stat(follow_symlinks=False)) for e in it]
-        entries.sort(key=lambda e: _fsname(e[0]))
+        if "".join(name for name, _ in entries).isascii():  # then str order is byte order
+            entries.sort(key=_first)
+        else:
+            entries.sort(key=lambda e: _fsname(e[0]))
         return entries
 
     def listdir(self, path: str) -> list[RemoteStat]:
