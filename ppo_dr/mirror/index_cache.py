@@ -86,17 +86,8 @@ class IndexCache:
     def put(self, repo: str, name: str, stored: bytes) -> None:
         """Keep *stored* as *name*; a failure only costs reading it again next time."""
         path = self._file(repo, name)
-        if path is None:
-            return
-        temp = path.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            temp.write_bytes(stored)
-            temp.replace(path)
-        except OSError as exc:
-            _log.debug("index cache: %s not kept (%s)", name, exc)
-            with contextlib.suppress(OSError):
-                temp.unlink()
+        if path is not None:
+            _keep(path, stored)
 
     def get_merged(self, repo: str) -> bytes | None:
         """The merged cache file of *repo* (``ppo_dr.mirror.index``) as stored, or None;
@@ -108,16 +99,7 @@ class IndexCache:
 
     def put_merged(self, repo: str, stored: bytes) -> None:
         """Keep *repo*'s merged cache file (atomically; a failure costs a rebuild)."""
-        path = self.root / repo / MERGED_NAME
-        temp = path.with_name(f"{MERGED_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            temp.write_bytes(stored)
-            temp.replace(path)
-        except OSError as exc:
-            _log.debug("index cache: merged index not kept (%s)", exc)
-            with contextlib.suppress(OSError):
-                temp.unlink()
+        _keep(self.root / repo / MERGED_NAME, stored)
 
     def drop_merged(self, repo: str) -> None:
         with contextlib.suppress(OSError):
@@ -135,3 +117,17 @@ class IndexCache:
             if not path.name.startswith("."):  # another process's file being written
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+
+def _keep(path: Path, stored: bytes) -> None:
+    """Write *path* atomically (a dot-named temporary file, then rename); a failure
+    is only logged: it costs reading the mirror again next time."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp.write_bytes(stored)
+        temp.replace(path)
+    except OSError as exc:
+        _log.debug("index cache: %s not kept (%s)", path.name, exc)
+        with contextlib.suppress(OSError):
+            temp.unlink()

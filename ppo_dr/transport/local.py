@@ -23,7 +23,7 @@ import posixpath
 import signal
 import stat as stat_mod
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO
 
@@ -215,8 +215,14 @@ class LocalRemote(RemoteBase):
                 for n, st in self._entries(real)
             ]
 
-    def walk(self, root: str) -> Iterator[RemoteStat]:
-        """Pre-order walk below *root*; paths relative to it; symlinks not followed."""
+    def _walk_dirs(
+        self, root: str, visit: Callable[[str, str, list[tuple[str, os.stat_result]]], list[str]]
+    ) -> Iterator[str]:
+        """Pre-order over the directories below *root*: each one's entries (sorted)
+        go to *visit* (its path relative to *root*, its real path ending in "/", the
+        entries), which returns its subdirectories' relative paths, in order; OS
+        errors in either are translated. Yields each directory's relative path once
+        visited. A subdirectory deleted while we walk is skipped."""
         pending = [""]
         base = self._real(root)
         while pending:
@@ -229,11 +235,22 @@ class LocalRemote(RemoteBase):
                     if not rel:
                         raise
                     continue  # deleted while we walked
-                # joined by hand: two joins per entry were a fifth of a 40,000-file walk
-                shown, real = f"{rel}/" if rel else "", os.path.join(here, "")
-                stats = [self._to_stat(shown + n, real + n, st) for n, st in entries]
-            yield from stats
-            pending.extend(reversed([s.path for s in stats if s.type is EntryType.DIR]))
+                subdirs = visit(rel, os.path.join(here, ""), entries)
+            yield rel
+            pending.extend(reversed(subdirs))
+
+    def walk(self, root: str) -> Iterator[RemoteStat]:
+        """Pre-order walk below *root*; paths relative to it; symlinks not followed."""
+        stats: list[RemoteStat] = []
+
+        def visit(rel: str, real: str, entries: list[tuple[str, os.stat_result]]) -> list[str]:
+            # joined by hand: two joins per entry were a fifth of a 40,000-file walk
+            shown = f"{rel}/" if rel else ""
+            stats[:] = [self._to_stat(shown + n, real + n, st) for n, st in entries]
+            return [s.path for s in stats if s.type is EntryType.DIR]
+
+        for _ in self._walk_dirs(root, visit):
+            yield from list(stats)
 
     def walk_rows(self, root: str) -> dict[str, list[WalkRow]]:
         """What :meth:`walk` reports, by directory ("" = *root*) and without a
@@ -247,42 +264,33 @@ class LocalRemote(RemoteBase):
         Why: a snapshot of a 42,000-file client only needs rows for most
         directories (their signatures, ``ppo_dr.mirror.dir_sigs``); building a
         stat object per entry was half of the walk's time."""
-        base = self._real(root)
         out: dict[str, list[WalkRow]] = {"": []}
-        pending = [""]
         fmt_of, imode = stat_mod.S_IFMT, stat_mod.S_IMODE
         reg, dirs, link = stat_mod.S_IFREG, stat_mod.S_IFDIR, stat_mod.S_IFLNK
-        while pending:
-            rel = pending.pop()
-            here = os.path.join(base, rel) if rel else base
-            with self._op("list", posixpath.join(root, rel)):
-                try:
-                    entries = self._entries(here)
-                except (FileNotFoundError, NotADirectoryError):
-                    if not rel:
-                        raise
-                    continue  # deleted while we walked
-                real, prefix = os.path.join(here, ""), f"{rel}/" if rel else ""
-                rows: list[WalkRow] = []
-                subdirs: list[str] = []
-                for name, st in entries:
-                    mode = st.st_mode
-                    fmt = fmt_of(mode)
-                    if fmt == reg:
-                        size, ns, ino = st.st_size, st.st_mtime_ns, st.st_ino
-                        rows.append(
-                            (name, "file", imode(mode), int(st.st_mtime), size, None, ns, ino)
-                        )
-                        continue
-                    kind = "dir" if fmt == dirs else "symlink" if fmt == link else "other"
-                    target = os.readlink(real + name) if fmt == link else None
-                    rows.append((name, kind, imode(mode), int(st.st_mtime), 0, target, None, None))
-                    if fmt == dirs:
-                        subdirs.append(prefix + name)
+
+        def visit(rel: str, real: str, entries: list[tuple[str, os.stat_result]]) -> list[str]:
+            prefix = f"{rel}/" if rel else ""
+            rows: list[WalkRow] = []
+            subdirs: list[str] = []
+            for name, st in entries:
+                mode = st.st_mode
+                fmt = fmt_of(mode)
+                if fmt == reg:
+                    mtime, size, ns, ino = int(st.st_mtime), st.st_size, st.st_mtime_ns, st.st_ino
+                    rows.append((name, "file", imode(mode), mtime, size, None, ns, ino))
+                    continue
+                kind = "dir" if fmt == dirs else "symlink" if fmt == link else "other"
+                target = os.readlink(real + name) if fmt == link else None
+                rows.append((name, kind, imode(mode), int(st.st_mtime), 0, target, None, None))
+                if fmt == dirs:
+                    subdirs.append(prefix + name)
             out[rel] = rows
             for path in subdirs:  # in the order a listing of the walk's entries has them
                 out[path] = []
-            pending.extend(reversed(subdirs))
+            return subdirs
+
+        for _ in self._walk_dirs(root, visit):
+            pass
         return out
 
     # ----- content -----------------------------------------------------------------

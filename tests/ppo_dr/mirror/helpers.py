@@ -10,6 +10,8 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from ppo_dr.mirror.api import MirrorTarget
 from ppo_dr.mirror.manifest import Manifest
 from ppo_dr.mirror.repository import Repository
@@ -128,3 +130,17 @@ def write_v1_manifest(repo: Repository, manifest: Manifest) -> None:
     path = repo.manifest_path(manifest.client_id, manifest.snapshot_id)
     repo.remote.mkdir_p(posixpath.dirname(path), 0o700)
     repo.remote.write_bytes(path, repo.codec.seal_document(v1_manifest_bytes(manifest)), 0o600)
+
+
+def count_index_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the index files read and parsed from now on (whichever way:
+    one by one or into the merged cache's columns)."""
+    read: list[str] = []
+    real = Repository._index_document
+
+    def counting(self: Repository, name: str, cached: bool = True) -> object:
+        read.append(name)
+        return real(self, name, cached)
+
+    monkeypatch.setattr(Repository, "_index_document", counting)
+    return read

@@ -16,7 +16,7 @@ from ppo_dr.mirror.index import BlobLocation, Index, IndexColumns, packs_of
 from ppo_dr.mirror.index_cache import MERGED_NAME, IndexCache
 from ppo_dr.mirror.repository import Repository
 from ppo_dr.transport import LocalRemote
-from tests.ppo_dr.mirror.helpers import T0, local_target
+from tests.ppo_dr.mirror.helpers import T0, count_index_reads, local_target
 
 KEY = b"k" * 32
 _HOUR = 3600
@@ -71,19 +71,6 @@ def _same(a: Index, b: Index) -> None:
     assert a.files == b.files
 
 
-def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The index files read and parsed from now on (whichever way)."""
-    parsed: list[str] = []
-    real = Repository._index_document
-
-    def counting(self: Repository, name: str, cached: bool = True) -> object:
-        parsed.append(name)
-        return real(self, name, cached)
-
-    monkeypatch.setattr(Repository, "_index_document", counting)
-    return parsed
-
-
 @pytest.mark.parametrize("key", [None, KEY], ids=["plain", "encrypted"])
 def test_it_serves_the_next_load_and_changes_nothing(
     tmp_path: Path, cache_dir: Path, key: bytes | None, monkeypatch: pytest.MonkeyPatch
@@ -93,7 +80,7 @@ def test_it_serves_the_next_load_and_changes_nothing(
     assert len(expected.files) >= 2
     _same(_open(target, key).load_index(), expected)  # this load (re)builds it
     assert _merged(cache_dir, target).is_file()
-    parsed = _count_parses(monkeypatch)
+    parsed = count_index_reads(monkeypatch)
     _same(_open(target, key).load_index(), expected)
     known = _open(target, key).load_known()
     assert parsed == []  # no index file read or parsed: all came from the merged cache
@@ -106,7 +93,7 @@ def test_a_snapshot_leaves_its_own_index_files_merged_for_the_next_run(
     target = _mirrored(tmp_path)
     before = _open(target).load_index().files
     _snapshot(tmp_path / "src" / "c1", target, None, 2)  # thread path: no connect
-    parsed = _count_parses(monkeypatch)
+    parsed = count_index_reads(monkeypatch)
     index = _open(target).load_index()
     assert [f for f in index.files if f not in before] and parsed == []
     monkeypatch.undo()
@@ -123,7 +110,7 @@ def test_only_index_files_new_to_the_merged_cache_are_parsed(
     with monkeypatch.context() as patch:
         patch.setenv("PPO_DR_INDEX_CACHE", "off")
         _snapshot(tmp_path / "src" / "c1", target, None, 2)
-    parsed = _count_parses(monkeypatch)
+    parsed = count_index_reads(monkeypatch)
     index = _open(target).load_index()
     new = [f for f in index.files if f not in before]
     assert new and sorted(parsed) == sorted(new)

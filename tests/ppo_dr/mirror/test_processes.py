@@ -20,7 +20,7 @@ from ppo_dr.mirror.repository import Repository
 from ppo_dr.mirror.restore import PROCESS_MIN_BYTES
 from ppo_dr.transport import LocalRemote, Remote
 from ppo_dr.transport.ssh import SshRemote
-from tests.ppo_dr.mirror.helpers import T0, tree_state
+from tests.ppo_dr.mirror.helpers import T0, count_index_reads, tree_state
 from tests.sshd import SshdServer
 
 HOUR = timedelta(hours=1)
@@ -184,14 +184,7 @@ def test_index_files_the_upload_processes_wrote_are_merged_for_the_next_run(
     src = _tree(tmp_path)
     targets = [_target(tmp_path, "m1"), _target(tmp_path, "m2")]
     snapshot_server(LocalRemote(), "app1", [ClientSource("c1", str(src))], targets, taken_at=T0)
-    parsed: list[str] = []
-    real = Repository._index_document
-
-    def counting(self: Repository, name: str, cached: bool = True) -> object:
-        parsed.append(name)
-        return real(self, name, cached)
-
-    monkeypatch.setattr(Repository, "_index_document", counting)
+    parsed = count_index_reads(monkeypatch)
     for target in targets:
         repo = Repository.open(target.remote, target.repo_path, target.mirror_id, None)
         index = repo.load_index()
