@@ -21,8 +21,16 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.failover import _ids, _require_api, write_plan
-from cli.support import ApproveOption, FleetOption, command_group, fail, reports_errors
+from cli.support import (
+    ApproveOption,
+    FleetOption,
+    command_group,
+    fail,
+    id_list,
+    reports_errors,
+    require_api,
+    write_plan,
+)
 from ppo_dr.errors import PermanentError
 
 rebalance_app = command_group(
@@ -63,7 +71,7 @@ def rebalance_plan(
     from ppo_dr.failover.rebalance import plan_rebalance
     from ppo_dr.failover.rebalance_facts import rebalance_inputs
 
-    state, closures = rebalance_inputs(fleet, _ids(down, "--down"), datetime.now(UTC))
+    state, closures = rebalance_inputs(fleet, id_list(down, "--down"), datetime.now(UTC))
     result = plan_rebalance(
         state, target_util=target_util, max_moves=max_moves, dc=dc, closures=closures
     )
@@ -102,7 +110,7 @@ def start_run(deployment: str, parameters: dict[str, Any], what: str) -> None:
 
     from deployments.prefect_api import use_api
 
-    with use_api(_require_api()):
+    with use_api(require_api()):
         say_running_failovers(f"this {what}")
         run = run_deployment(deployment, parameters=parameters, timeout=0)
     assert isinstance(run, FlowRun)  # the sync form, not a coroutine

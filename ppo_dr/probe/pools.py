@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from ppo_dr.probe.runner import open_or_relapse, utc_stamp
+from ppo_dr.probe.incidents import open_or_relapse, utc_stamp
 from ppo_dr.store import Incident, Store
 
 #: Incident kind of a pool without an online worker.

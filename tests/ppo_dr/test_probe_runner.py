@@ -18,9 +18,9 @@ from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import Fleet, Vantage, load_fleet
 from ppo_dr.probe.checks import HttpCheck
 from ppo_dr.probe.graph import client_target, server_target
+from ppo_dr.probe.minutes import HEARTBEAT_TARGET
 from ppo_dr.probe.runner import (
     ESCALATION_STARTED,
-    HEARTBEAT_TARGET,
     OUTAGE_KIND,
     CycleResult,
     Declared,
