@@ -142,6 +142,7 @@ def up(
             topology=topology,
             app_servers=app_servers,
         )
+        typer.echo(f"State store: {lab.store_url}")
     else:
         from deployments import distributed_lab
 
