@@ -58,6 +58,7 @@ from ppo_dr.probe.graph import (
 )
 from ppo_dr.probe.incidents import open_or_relapse, utc_stamp
 from ppo_dr.probe.minutes import MinuteCounts, last_heartbeat, minute_of
+from ppo_dr.probe.spares import record_spares, spares_down
 from ppo_dr.probe.state import (
     Observation,
     OutagePolicy,
@@ -119,6 +120,8 @@ class CycleResult:
     declared: list[Declared]
     recovered: list[Incident]
     down: list[str]
+    #: Non-paging ``spare-down`` incidents opened (:mod:`ppo_dr.probe.spares`).
+    spares_down: list[Incident] = field(default_factory=list)
 
     @property
     def failures(self) -> int:
@@ -148,6 +151,9 @@ class ProbeRunner:
     minutes: MinuteCounts = field(init=False, default_factory=MinuteCounts)
     _known: dict[str, _Known] = field(init=False, default_factory=dict)
     _latest: dict[str, dict[str, Observation]] = field(init=False, default_factory=dict)
+    #: The idle spares last recorded down (None: not looked yet, so the first cycle
+    #: reconciles the store's open ``spare-down`` incidents with what it sees).
+    _spares_down: list[str] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.policy = OutagePolicy.from_timing(self.fleet.timing)
@@ -287,13 +293,32 @@ class ProbeRunner:
             )
         self._count(observations, at)
         statuses = self.tracker.statuses
-        declared = [self._declare(o, at) for o in self._new_outages(statuses)]
-        recovered = self._recoveries(statuses, at)
-        down = sorted(o.target_id for o in observations if not o.ok)
-        return CycleResult(at, transitions, [d for d in declared if d], recovered, down)
-
-    def _new_outages(self, statuses: Mapping[str, TargetStatus]) -> list[Outage]:
         found = outages(statuses, self.graph, hold_window=self.hold_window)
+        declared = [self._declare(o, at) for o in self._new_outages(found)]
+        recovered = self._recoveries(statuses, at)
+        spares, spares_back = self._spares(statuses, found, at)
+        down = sorted(o.target_id for o in observations if not o.ok)
+        return CycleResult(
+            at, transitions, [d for d in declared if d], recovered + spares_back, down, spares
+        )
+
+    def _spares(
+        self, statuses: Mapping[str, TargetStatus], found: Sequence[Outage], at: datetime
+    ) -> tuple[list[Incident], list[Incident]]:
+        """The ``spare-down`` incidents opened and recovered this cycle; the store is
+        asked only when the set of idle spares down changed. A spare an outage incident
+        still names (it hosted clients when it died) is that incident's."""
+        named = {t for known in self._known.values() for t in known.targets}
+        down = [
+            s for s in spares_down(statuses, self.graph, found) if server_target(s) not in named
+        ]
+        if down == self._spares_down:
+            return [], []
+        changes = record_spares(self.store, down, self.graph, at, flow_run_id=self.flow_run_id)
+        self._spares_down = down
+        return changes
+
+    def _new_outages(self, found: Sequence[Outage]) -> list[Outage]:
         new: list[Outage] = []
         for outage in found:
             if outage.key in self._known:
