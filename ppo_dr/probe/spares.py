@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from ppo_dr.probe.graph import FleetGraph, Outage, server_target
-from ppo_dr.probe.incidents import open_or_relapse, utc_stamp
+from ppo_dr.probe.incidents import keep_open_for, utc_stamp
 from ppo_dr.probe.state import TargetStatus
 from ppo_dr.store import Incident, Store
 
@@ -41,10 +41,6 @@ def spares_down(
     )
 
 
-def dedupe_key(spare: str) -> str:
-    return f"{SPARE_DOWN_KIND}:{spare}"
-
-
 def record_spares(
     store: Store,
     down: Iterable[str],
@@ -55,41 +51,26 @@ def record_spares(
 ) -> tuple[list[Incident], list[Incident]]:
     """Open (idempotently) a non-paging incident per spare in *down*; mark recovered
     those of spares no longer down. Returns (opened now, recovered now)."""
-    down = sorted(down)
-    opened: list[Incident] = []
-    for spare in down:
+
+    def wanted(spare: str) -> tuple[str, dict[str, Any]]:
         dc = graph.server_dc.get(spare, "?")
+        title = f"spare {spare} in {dc} down: a failover has one spare fewer there"
+        return title, {"level": "spare", "servers": [spare], "dcs": [dc]}
 
-        def open_(spare: str = spare, dc: str = dc) -> tuple[Incident, bool]:
-            return store.open_incident(
-                SPARE_DOWN_KIND,
-                dedupe_key(spare),
-                f"spare {spare} in {dc} down: a failover has one spare fewer there",
-                {"level": "spare", "subject": spare, "servers": [spare], "dcs": [dc]},
-                severity="minor",
-                paging=False,
-                flow_run_id=flow_run_id,
-                at=at,
-            )
-
-        incident, created, _ = open_or_relapse(
-            store, open_, by="probe", note="down again", flow_run_id=flow_run_id, at=at
-        )
-        if created:
-            opened.append(incident)
-    recovered: list[Incident] = []
-    for incident in store.incidents(states=("open", "acknowledged"), kind=SPARE_DOWN_KIND):
-        spare = str(incident.scope.get("subject", ""))
-        if spare in down:
-            continue
-        recovered.append(store.mark_recovered(incident.id, at=at, flow_run_id=flow_run_id))
+    def back(spare: str) -> str:
         if spare not in graph.server_dc:
-            why = "left the fleet"
-        elif spare in graph.witnesses:
-            why = f"answers again at {utc_stamp(at)}"
-        else:
-            why = "hosts clients now: their own checks speak for it"
-        store.add_timeline(
-            incident.id, "spare-back", f"spare {spare} {why}", flow_run_id=flow_run_id, at=at
-        )
-    return opened, recovered
+            return f"spare {spare} left the fleet"
+        if spare in graph.witnesses:
+            return f"spare {spare} answers again at {utc_stamp(at)}"
+        return f"spare {spare} hosts clients now: their own checks speak for it"
+
+    return keep_open_for(
+        store,
+        SPARE_DOWN_KIND,
+        {spare: wanted(spare) for spare in sorted(down)},
+        back,
+        step="spare-back",
+        relapse_note="down again",
+        flow_run_id=flow_run_id,
+        at=at,
+    )
