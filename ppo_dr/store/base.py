@@ -43,6 +43,26 @@ C = TypeVar("C")  # what a connection checkout returns
 _log = logging.getLogger(__name__)
 #: Longest pause between two tries to connect to a database that refuses connections.
 _MAX_CONNECT_PAUSE_S = 5.0
+#: SQLSTATE classes of a refusal no wait will change: the role or its password (28),
+#: a database that does not exist (3D).
+_FOR_GOOD = ("28", "3D")
+#: The same refusals as libpq words them while connecting (psycopg gives no SQLSTATE
+#: for a failed connection attempt, only the server's FATAL message).
+_FOR_GOOD_WORDS = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",  # the role, or the database
+    "permission denied",
+)
+
+
+def _refused_for_good(exc: OperationalError) -> bool:
+    """Whether PostgreSQL said no for a reason a restart does not change: the role, its
+    password, its access or the database. A refused or cut connection, "starting up"
+    and "shutting down" are waited for."""
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    message = str(exc.orig)
+    return state.startswith(_FOR_GOOD) or any(words in message for words in _FOR_GOOD_WORDS)
 
 
 class StoreBase(ClosesOnExit):
@@ -185,9 +205,9 @@ class StoreBase(ClosesOnExit):
         while True:
             try:
                 return checkout()
-            except OperationalError:
+            except OperationalError as exc:
                 remaining = deadline - time.monotonic()
-                if self.dialect != "postgresql" or remaining <= 0:
+                if self.dialect != "postgresql" or remaining <= 0 or _refused_for_good(exc):
                     raise
                 pause = min(pause, remaining)
                 _log.warning(
