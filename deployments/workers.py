@@ -33,11 +33,6 @@ CONTROL_WORKERS = 2
 #: only at the next poll, so a 10 s poll adds 5 s on average to every hand-off; one
 #: poll is one small query, and a fleet runs a worker per DC plus two.
 WORKER_QUERY_S = 2
-#: How long a runbook's store call waits for a PostgreSQL that refuses connections
-#: (``$PPO_DR_STORE_PATIENCE_S``): a restart or a failover of the database takes seconds
-#: to a minute, which a step rides out instead of failing (the chaos suite's
-#: ``store-restart`` keeps it away 30 s). Operators' commands keep failing at once.
-STORE_PATIENCE_S = 60
 
 
 class WorkerError(PermanentError):
@@ -126,7 +121,7 @@ def worker_env(api_url: str | None = None, base: dict[str, str] | None = None) -
     env["PREFECT_CLIENT_RETRY_EXTRA_CODES"] = "500"
     # An operator's own poll interval wins; ours otherwise (see WORKER_QUERY_S).
     env.setdefault("PREFECT_WORKER_QUERY_SECONDS", str(WORKER_QUERY_S))
-    env.setdefault(config.STORE_PATIENCE_ENV, str(STORE_PATIENCE_S))
+    env.setdefault(config.STORE_PATIENCE_ENV, str(config.RUNBOOK_STORE_PATIENCE_S))
     return env
 
 

@@ -17,6 +17,11 @@ from pathlib import Path
 from ppo_dr.errors import PermanentError
 
 STORE_PATIENCE_ENV = "PPO_DR_STORE_PATIENCE_S"
+#: What ``ppo-dr serve`` and ``ppo-dr worker`` give the runs they start, unless the
+#: operator set it: a restart or a failover of the database takes seconds to a minute,
+#: which a step rides out instead of failing (the chaos suite's ``store-restart`` keeps
+#: it away 30 s). Operators' commands keep the default, 0, and fail at once.
+RUNBOOK_STORE_PATIENCE_S = 60
 
 
 def home() -> Path:
