@@ -64,10 +64,10 @@ from ppo_dr.lab.lost_writes import record_lost_writes
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.mirror.restore import restore
 from ppo_dr.mirror.results import MirrorTarget
-from ppo_dr.mirror.runbook import mirror_every_home
 from ppo_dr.store import Store
 from ppo_dr.transport import LocalRemote
 from ppo_dr.transport.ssh import SshRemote
+from tests.labs import mirror_all
 from tests.sshd import SshdServer, running_sshd
 
 CIPHER = "aes128-gcm@openssh.com"
@@ -104,13 +104,6 @@ def lab_of_its_own(work: Path, clients: int, size_mb: int) -> Iterator[Lab]:
         yield lab
     finally:
         lab.down()
-
-
-def mirror_all(lab: Lab) -> None:
-    """One mirror run of every server to mirror, recorded and verified (the hourly mirror)."""
-    fleet = load_fleet(lab.fleet_file)
-    with FleetAccess(fleet) as access, Store.open(lab.store_url) as store:
-        mirror_every_home(access, store)
 
 
 def healthy_from(fleet: Fleet, client_id: str, lost: str) -> bool:

@@ -27,14 +27,16 @@ from cli.support import (
     FleetOption,
     command_group,
     fail,
+    id_list,
     reports_errors,
+    require_api,
     takes_options,
+    write_plan,
 )
 from ppo_dr.errors import PermanentError
-from ppo_dr.local_files import write_atomically
 
 if TYPE_CHECKING:
-    from ppo_dr.failover.plan import Mode, Plan
+    from ppo_dr.failover.plan import Mode
 
 failover_app = command_group("Failover and planned migration: plan (then approve and run).")
 
@@ -83,27 +85,6 @@ class MoveRequest:
     mode: ModeOption = "emergency"
 
 
-def _ids(value: str | None, what: str) -> tuple[str, ...]:
-    """A comma-separated list of ids ('a,b'); each is checked by the planner."""
-    if value is None:
-        return ()
-    ids = tuple(part.strip() for part in value.split(","))
-    if not all(ids):
-        raise PermanentError(f"{what} {value!r}: empty item in the comma-separated list")
-    return ids
-
-
-def write_plan(plan: Plan, path: Path) -> None:
-    """Write the plan's JSON to *path* atomically (a reader never sees half a plan)."""
-    path = Path(path)
-    if path.is_dir():
-        raise PermanentError(f"cannot write the plan to {path}: it is a directory")
-    try:
-        write_atomically(path, plan.to_json().encode("utf-8"), mode=0o600)
-    except OSError as exc:
-        raise PermanentError(f"cannot write the plan to {path}: {exc.strerror}") from None
-
-
 @failover_app.command("plan")
 @reports_errors
 @takes_options(MoveRequest, "request")
@@ -137,9 +118,9 @@ def failover_plan(
             "name exactly one scope: --clients, --server or --dc"
             + (f" (got {', '.join(named)})" if named else "")
         )
-    scope = Scope(clients=_ids(r.clients, "--clients"), server=r.server, dc=r.dc)
+    scope = Scope(clients=id_list(r.clients, "--clients"), server=r.server, dc=r.dc)
     target = Target(server=r.to_server, dc=r.to_dc, country=r.to_country)
-    state = fleet_state(fleet, _ids(down, "--down"), datetime.now(UTC))
+    state = fleet_state(fleet, id_list(down, "--down"), datetime.now(UTC))
     plan = plan_failover(state, scope, target, _mode(r.mode))
     typer.echo(plan.render())
     if output is not None:
@@ -149,17 +130,6 @@ def failover_plan(
         raise fail(
             f"{len(plan.refusals)} client(s) refused: see above; escalate or change the target"
         )
-
-
-def _require_api() -> str:
-    from deployments.prefect_api import api_url
-
-    url = api_url()
-    if url is None:
-        raise PermanentError(
-            "no Prefect API known: set PREFECT_API_URL or start `ppo-dr serve` first"
-        )
-    return url
 
 
 @failover_app.command("run")
@@ -197,13 +167,13 @@ def failover_run(
         if len([v for v in (r.clients, r.server, r.dc) if v]) != 1:
             raise PermanentError("name exactly one scope (--clients, --server, --dc) or --plan")
         # The flow's parameters are named as the options (mode is set above, the same).
-        parameters.update(asdict(r), clients=list(_ids(r.clients, "--clients")) or None)
+        parameters.update(asdict(r), clients=list(id_list(r.clients, "--clients")) or None)
 
     if incident is not None:
         parameters["incident_id"] = incident
     if fleet is not None:
         parameters["fleet_file"] = str(fleet)
-    with use_api(_require_api()):
+    with use_api(require_api()):
         run = run_deployment(DEPLOYMENT, parameters=parameters, timeout=0)
     assert isinstance(run, FlowRun)  # the sync form, not a coroutine
     # The run is created with a random name and renamed when it starts; print the name
@@ -229,7 +199,7 @@ def failover_approve(
     from ppo_dr.store.failovers import check_plan_id
 
     check_plan_id(plan_id)
-    with use_api(_require_api()):
+    with use_api(require_api()):
         answer = {"approve": not refuse, "by": by, "note": note}
         # Says which state the plan's run ended in when none is waiting any more.
         outcomes = approve_plan(plan_id, answer, wait_s=PAUSE_WAIT_S)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli.chaos import chaos
 from cli.support import command_group, reports_errors
 from ppo_dr import config
+from ppo_dr.errors import LabError
 
 if TYPE_CHECKING:
     from ppo_dr.lab.supervisor import ComponentStatus, Lab
@@ -97,6 +98,16 @@ def up(
             "each (overrides --clients; default: the classic 4 app servers).",
         ),
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Where the loopback lab keeps its state store: sqlite (a file in the lab) "
+            "or postgres (a private PostgreSQL cluster of the lab's own, which the "
+            "store-restart fault restarts; default sqlite). The distributed lab's is its "
+            "control plane's PostgreSQL.",
+        ),
+    ] = None,
 ) -> None:
     """Start the lab fleet in the background and wait until it is healthy."""
     from ppo_dr.lab import topology as lab_topology  # here: it loads YAML, slow for --help
@@ -113,17 +124,25 @@ def up(
     def say(message: str) -> None:
         typer.echo(f"  {message}")
 
+    if distributed and store is not None:
+        raise LabError(
+            "--store is the loopback lab's: the distributed lab's store is its "
+            "control plane's PostgreSQL"
+        )
     if not distributed:
-        lab.up(
+        _loopback_up(
+            lab,
+            store or "sqlite",
             clients=clients,
             size_mb=size,
             fast=fast,
             seed=seed,
             timeout=timeout,
             progress=say,
-            topology=topology,  # type: ignore[arg-type]  # refused by Lab.up if unknown
+            topology=topology,
             app_servers=app_servers,
         )
+        typer.echo(f"State store: {lab.store_url}")
     else:
         from deployments import distributed_lab
 
@@ -145,6 +164,33 @@ def up(
         f"lab up in {time.monotonic() - started:.1f} s; fleet {lab.fleet_file}, "
         f"known_hosts {lab.known_hosts}, operator key {lab.operator_key}"
     )
+
+
+def _loopback_up(lab: Lab, store: str, **options: Any) -> None:
+    """``lab.up`` with the store in a cluster of the lab's own when *store* says so; that
+    cluster goes down again if the lab does not come up."""
+    from ppo_dr.lab import store_database
+    from ppo_dr.lab.store_network import StoreUrls
+
+    if store not in store_database.STORE_KINDS:
+        raise LabError(f"--store {store!r}: one of {', '.join(store_database.STORE_KINDS)}")
+    if store == "sqlite":
+        lab.up(**options)
+        return
+    say = options["progress"]
+    started: list[bool] = []
+
+    def start_store(_net: object) -> StoreUrls:
+        urls = store_database.start(lab.directory, say)
+        started.append(True)
+        return urls
+
+    try:
+        lab.up(store=start_store, **options)
+    except BaseException:
+        if started:  # ours to stop; a refused `up` leaves a running lab's store alone
+            store_database.stop(lab.directory)
+        raise
 
 
 @lab_app.command("status")

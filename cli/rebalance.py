@@ -21,8 +21,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.failover import _ids, _require_api, write_plan
-from cli.support import ApproveOption, FleetOption, command_group, fail, reports_errors
+from cli import support
+from cli.support import ApproveOption, FleetOption, command_group, reports_errors
 from ppo_dr.errors import PermanentError
 
 rebalance_app = command_group(
@@ -63,18 +63,18 @@ def rebalance_plan(
     from ppo_dr.failover.rebalance import plan_rebalance
     from ppo_dr.failover.rebalance_facts import rebalance_inputs
 
-    state, closures = rebalance_inputs(fleet, _ids(down, "--down"), datetime.now(UTC))
+    state, closures = rebalance_inputs(fleet, support.id_list(down, "--down"), datetime.now(UTC))
     result = plan_rebalance(
         state, target_util=target_util, max_moves=max_moves, dc=dc, closures=closures
     )
     typer.echo(result.render())
     if output is not None and result.plan is not None:
-        write_plan(result.plan, output)
+        support.write_plan(result.plan, output)
         typer.echo(f"\nplan written to {output}")
     elif output is not None:
         typer.echo(f"\nnothing to move: no plan written to {output}")
     if result.overloads:
-        raise fail(f"target not reachable for {len(result.overloads)} server capacity(ies)")
+        raise support.fail(f"target not reachable for {len(result.overloads)} server capacity(ies)")
 
 
 def say_running_failovers(what: str) -> None:
@@ -102,7 +102,7 @@ def start_run(deployment: str, parameters: dict[str, Any], what: str) -> None:
 
     from deployments.prefect_api import use_api
 
-    with use_api(_require_api()):
+    with use_api(support.require_api()):
         say_running_failovers(f"this {what}")
         run = run_deployment(deployment, parameters=parameters, timeout=0)
     assert isinstance(run, FlowRun)  # the sync form, not a coroutine

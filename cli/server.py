@@ -18,9 +18,17 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.failover import _ids, write_plan
 from cli.rebalance import TargetUtil, start_run
-from cli.support import ApproveOption, FleetOption, command_group, fail, open_store, reports_errors
+from cli.support import (
+    ApproveOption,
+    FleetOption,
+    command_group,
+    fail,
+    id_list,
+    open_store,
+    reports_errors,
+    write_plan,
+)
 from ppo_dr.errors import PermanentError
 
 server_app = command_group("Hardware upgrades: drain a server (its clients move off), return it.")
@@ -52,7 +60,7 @@ def server_drain(
     from ppo_dr.failover.rebalance_facts import rebalance_inputs
     from ppo_dr.ids import check_id
 
-    state, closures = rebalance_inputs(fleet, _ids(down, "--down"), datetime.now(UTC))
+    state, closures = rebalance_inputs(fleet, id_list(down, "--down"), datetime.now(UTC))
     to_dc = to_server = None
     if to is not None:
         to = check_id(to, "--to")

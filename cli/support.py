@@ -1,5 +1,6 @@
-"""What every ``ppo-dr`` command group shares: the error contract, common options and
-where the state store is.
+"""What the ``ppo-dr`` command groups share: the error contract, common options, where
+the state store and the Prefect API are, and the parsing and writing that several groups
+do alike (a list of ids, a plan file).
 
 An operator at 3 a.m. never sees a traceback for something we anticipated: our own
 errors (:class:`~ppo_dr.errors.DRError`) become one line on stderr and exit code 2.
@@ -18,9 +19,11 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, get_type_h
 import typer
 
 from ppo_dr import config
-from ppo_dr.errors import DRError
+from ppo_dr.errors import DRError, PermanentError
+from ppo_dr.local_files import write_atomically
 
 if TYPE_CHECKING:
+    from ppo_dr.failover.plan import Plan
     from ppo_dr.store import Store
 
 P = ParamSpec("P")
@@ -116,3 +119,37 @@ def open_store(fleet_file: Path | None) -> Store:
     from ppo_dr.store import Store
 
     return Store.open(store_url_for(fleet_file))
+
+
+def require_api() -> str:
+    """The Prefect API's URL, or a one-line error saying how to get one."""
+    from deployments.prefect_api import api_url
+
+    url = api_url()
+    if url is None:
+        raise PermanentError(
+            "no Prefect API known: set PREFECT_API_URL or start `ppo-dr serve` first"
+        )
+    return url
+
+
+def id_list(value: str | None, what: str) -> tuple[str, ...]:
+    """A comma-separated list of ids ('a,b') given as option *what*; each is checked by
+    whoever uses it (the planner)."""
+    if value is None:
+        return ()
+    ids = tuple(part.strip() for part in value.split(","))
+    if not all(ids):
+        raise PermanentError(f"{what} {value!r}: empty item in the comma-separated list")
+    return ids
+
+
+def write_plan(plan: Plan, path: Path) -> None:
+    """Write the plan's JSON to *path* atomically (a reader never sees half a plan)."""
+    path = Path(path)
+    if path.is_dir():
+        raise PermanentError(f"cannot write the plan to {path}: it is a directory")
+    try:
+        write_atomically(path, plan.to_json().encode("utf-8"), mode=0o600)
+    except OSError as exc:
+        raise PermanentError(f"cannot write the plan to {path}: {exc.strerror}") from None

@@ -273,6 +273,7 @@ def run_serve(
     home = config.home()
     # Runs started by the runner inherit these, whatever directory they start in.
     os.environ["PPO_DR_HOME"] = str(home)
+    os.environ.setdefault(config.STORE_PATIENCE_ENV, str(config.RUNBOOK_STORE_PATIENCE_S))
     fleet_path = _use_fleet(fleet, echo)
 
     # SIGINT keeps Python's own handler (asyncio turns it into a clean cancel while

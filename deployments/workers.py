@@ -20,6 +20,7 @@ from pathlib import Path
 
 from deployments.automations import FLOW_HEARTBEAT_S
 from deployments.registry import CONTROL_POOL, dc_pool
+from ppo_dr import config
 from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import Fleet
 
@@ -120,6 +121,7 @@ def worker_env(api_url: str | None = None, base: dict[str, str] | None = None) -
     env["PREFECT_CLIENT_RETRY_EXTRA_CODES"] = "500"
     # An operator's own poll interval wins; ours otherwise (see WORKER_QUERY_S).
     env.setdefault("PREFECT_WORKER_QUERY_SECONDS", str(WORKER_QUERY_S))
+    env.setdefault(config.STORE_PATIENCE_ENV, str(config.RUNBOOK_STORE_PATIENCE_S))
     return env
 
 

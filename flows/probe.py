@@ -203,6 +203,9 @@ async def _log_cycle(runner: ProbeRunner, result: CycleResult, stats: dict[str, 
             stats["declared"].append((d.incident.id, d.incident.title))
         if d.escalate:
             await _escalate(runner, d.incident.id)
+    for incident in result.spares_down:
+        log.warning("incident #%s opened (not paging): %s", incident.id, incident.title)
+        stats["declared"].append((incident.id, incident.title))
     for incident in result.recovered:
         log.info("incident #%s recovered: %s", incident.id, incident.title)
         stats["recovered"].append(incident.id)

@@ -4,7 +4,9 @@
     ├── TransientError             may succeed if tried again (timeouts, resets, throttling)
     │   ├── ApiUnreachable         the Prefect API did not answer (retried over a restart)
     │   ├── ChannelTransientError    channels.base: a provider may take the message later
-    │   └── RepositoryLocked         mirror.errors: another run holds the repository lock
+    │   ├── RepositoryLocked         mirror.errors: another run holds the repository lock
+    │   └── WaitTimedOut             deployments.demo.waiting: what the demo waited for did not
+    │                                happen in time (also a ``TimeoutError``)
     └── PermanentError             will fail again the same way: do not retry
         ├── InventoryError         fleet.yaml breaks a rule (carries every violation)
         │   └── _Refused             inventory.load: a YAML feature a fleet file may not use
@@ -22,11 +24,15 @@
         │   └── DamagedDataError     stored data failed verification (names pack and blob)
         ├── ChannelPermanentError    channels.base: a provider will refuse this message again
         ├── ProviderError            providers.base: provisioning/routing refused or misconfigured
-        ├── PlanError                failover.model: a failover request cannot be planned
-        ├── VerifyMismatch           failover.steps: a restored file differs from its snapshot
+        ├── PlanError                placement: a failover request cannot be planned
+        ├── VerifyMismatch           failover.checks: a restored file differs from its snapshot
         ├── DrillPlanError           failover.drill: a drill cannot be planned as asked
         ├── RunbookFailed          a run did not do all it was asked (carries its results)
-        └── ServeError               deployments.local_server: ``serve`` cannot start
+        ├── ServeError               deployments.local_server: ``serve`` cannot start
+        ├── WorkerError              deployments.workers: a worker cannot start as asked (DC, pool)
+        ├── DeployError              deployments.deploy: the server cannot take the deployments
+        └── StoryFailed              deployments.demo.dc_loss: a demo story's run ended
+                                     otherwise than the runbooks promise
 
 The classes indented one step further are defined beside the code that raises them
 (module named first); every error class in the project derives from this tree, so

@@ -15,11 +15,24 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def poll(check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T | None:
-    """*check*'s first true answer within *timeout* seconds (asked every *every*), else None."""
+def poll(
+    check: Callable[[], T | None],
+    timeout: float,
+    every: float = 0.5,
+    *,
+    riding: tuple[type[Exception], ...] = (),
+) -> T | None:
+    """*check*'s first true answer within *timeout* seconds (asked every *every*), else None.
+
+    An error of a type in *riding* counts as no answer yet: an observer asking a store
+    that is restarting waits for it, as the runbooks' retries do.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        value = check()
+        try:
+            value = check()
+        except riding:
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:

@@ -61,16 +61,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.logging.loggers import get_logger
 from prefect.runtime import flow_run
 
+from ppo_dr import slot_holders
 from ppo_dr.errors import DRError
-from ppo_dr.slot_holders import (
-    ENDED_STATES,
-    Holder,
-    LeaseClock,
-    OrphanWatch,
-    RecordedLease,
-    dead_leases,
-    orphaned_slots,
-)
+from ppo_dr.slot_holders import Holder, LeaseClock, OrphanWatch, RecordedLease
 from ppo_dr.store import Store
 
 #: A slot's lease, in seconds: a killed holder's slot is free this long after its last
@@ -130,12 +123,13 @@ def free_dead_holders(name: str, store_url: str) -> list[str]:
                 return freed
             states = _run_states({lease.holder.run_id for lease in leases})
             with get_client(sync_client=True) as client:
-                for lease in dead_leases(leases, states, current_holder()):
+                for lease in slot_holders.dead_leases(leases, states, current_holder()):
                     client.release_concurrency_slots_with_lease(UUID(lease.lease_id))
                     store.forget_slot_lease(lease.lease_id)
                     run = lease.holder.run_id
                     state = states.get(run)
-                    why = state if state in ENDED_STATES else "an earlier attempt of this run"
+                    ended = state in slot_holders.ENDED_STATES
+                    why = state if ended else "an earlier attempt of this run"
                     log.warning("slot %s: gave back the lease of run %s (%s)", name, run, why)
                     freed.append(run)
     except (DRError, httpx.HTTPError) as exc:
@@ -154,7 +148,7 @@ def _orphans(name: str, store_url: str) -> int:
     except (DRError, httpx.HTTPError, ObjectNotFound) as exc:
         get_logger("ppo_dr.slots").warning("slot %s: could not count its holders (%s)", name, exc)
         return 0
-    return orphaned_slots(limit.active_slots, limit.limit, recorded)
+    return slot_holders.orphaned_slots(limit.active_slots, limit.limit, recorded)
 
 
 def _give_back_orphans(name: str, watch: OrphanWatch, store_url: str) -> int:

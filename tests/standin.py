@@ -85,6 +85,14 @@ V = TypeVar("V", bound=StandIn)
 @contextlib.contextmanager
 def serve(vendor: V) -> Iterator[V]:
     """Serve *vendor* on 127.0.0.1 and a free port until the block ends; sets its url."""
+    with http_server(vendor):
+        yield vendor
+
+
+@contextlib.contextmanager
+def http_server(vendor: StandIn) -> Iterator[ThreadingHTTPServer]:
+    """:func:`serve`, yielding the running server: a caller with connections of its own
+    (a TLS tunnel: :mod:`tests.hostile.saas_proxy`) hands each to ``finish_request``."""
     released = threading.Event()
     lock = threading.Lock()
 
@@ -120,7 +128,7 @@ def serve(vendor: V) -> Iterator[V]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield vendor
+        yield server
     finally:
         released.set()
         server.shutdown()

@@ -18,6 +18,7 @@ from typing import Any
 from deployments.demo.narrator import get
 from deployments.demo.session import first_run_of, prefect_api, running_probe_run
 from deployments.demo.waiting import wait_for
+from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import Fleet
 from ppo_dr.lab import netns
 from ppo_dr.lab.lost_writes import record_lost_writes
@@ -38,7 +39,7 @@ UNATTENDED_TIMEOUT_S = 300.0
 WORKER_LABEL = "prefect.worker.name"
 
 
-class StoryFailed(RuntimeError):
+class StoryFailed(PermanentError):
     """A run of the story ended otherwise than the runbooks promise."""
 
 

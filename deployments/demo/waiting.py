@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from ppo_dr.errors import TransientError
 from ppo_dr.waiting import poll
 
 T = TypeVar("T")
 
 
-class WaitTimedOut(TimeoutError):
-    """What was waited for did not happen in time."""
+class WaitTimedOut(TransientError, TimeoutError):
+    """What was waited for did not happen in time (a ``TimeoutError`` too, so whoever
+    catches the builtin still does)."""
 
 
 def wait_for(what: str, check: Callable[[], T], timeout: float = 90.0, every: float = 0.5) -> T:

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, get_args
 
 from ppo_dr.errors import LabError
-from ppo_dr.lab import netns
+from ppo_dr.lab import netns, store_database
 from ppo_dr.lab import seed as lab_seed
 from ppo_dr.lab import topology as lab_topology
 from ppo_dr.lab.configs import Progress
@@ -245,9 +245,11 @@ class Lab(LabProvisioning, LabFaults):
         """Stop every process of this lab and delete its namespaces; keep its files.
 
         Safe to repeat. The namespaces are found by the lab's prefix, so even a lab
-        whose ``lab.json`` is lost leaves none behind.
+        whose ``lab.json`` is lost leaves none behind. The store's own PostgreSQL
+        (``--store postgres``) stops after the processes that use it.
         """
         stopped = self.stop_processes()
+        stopped += store_database.stop(self.directory)
         if self.directory.exists() and netns.unavailable_reason() is None:
             prefix = netns.prefix_for(self.directory)
             stopped += [f"netns {name}" for name in netns.destroy(prefix)]

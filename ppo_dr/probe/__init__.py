@@ -8,7 +8,9 @@
   with a stable dedupe key.
 
 :func:`fleet_checks` says what to check for a fleet; the probe flow wires the three
-together and persists transitions and per-minute counts.
+together through :class:`~ppo_dr.probe.runner.ProbeRunner`, which persists transitions
+(per-minute counts and the heartbeat in :mod:`ppo_dr.probe.minutes`) and opens
+incidents (idempotently, a relapse anew: :mod:`ppo_dr.probe.incidents`).
 """
 
 from __future__ import annotations

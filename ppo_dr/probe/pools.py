@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from ppo_dr.probe.runner import open_or_relapse, utc_stamp
+from ppo_dr.probe.incidents import keep_open_for, subject_key, utc_stamp
 from ppo_dr.store import Incident, Store
 
 #: Incident kind of a pool without an online worker.
@@ -78,7 +78,7 @@ def unattended_pools(
 
 
 def dedupe_key(pool: str) -> str:
-    return f"{UNATTENDED_KIND}:{pool}"
+    return subject_key(UNATTENDED_KIND, pool)
 
 
 def record_pool_attendance(
@@ -91,38 +91,19 @@ def record_pool_attendance(
 ) -> tuple[list[Incident], list[Incident]]:
     """Open (idempotently) a non-paging incident per unattended pool; mark recovered
     those whose pool is served again. Returns (opened now, recovered now)."""
-    unattended = {u.pool: u for u in unattended_pools(pools, now, threshold)}
-    opened: list[Incident] = []
-    for u in unattended.values():
-
-        def open_(u: Unattended = u) -> tuple[Incident, bool]:
-            return store.open_incident(
-                UNATTENDED_KIND,
-                dedupe_key(u.pool),
-                u.title,
-                {"level": "pool", "subject": u.pool, "since": utc_stamp(u.since)},
-                severity="minor",
-                paging=False,
-                flow_run_id=flow_run_id,
-                at=now,
-            )
-
-        incident, created, _ = open_or_relapse(
-            store, open_, by="probe", note="unattended again", flow_run_id=flow_run_id, at=now
-        )
-        if created:
-            opened.append(incident)
-    recovered: list[Incident] = []
+    unattended = unattended_pools(pools, now, threshold)
     known = {p.pool for p in pools}
-    for incident in store.incidents(states=("open", "acknowledged"), kind=UNATTENDED_KIND):
-        pool = str(incident.scope.get("subject", ""))
-        if pool in known and pool not in unattended:
-            recovered.append(store.mark_recovered(incident.id, at=now, flow_run_id=flow_run_id))
-            store.add_timeline(
-                incident.id,
-                "pool-served",
-                f"pool {pool} has an online worker again",
-                flow_run_id=flow_run_id,
-                at=now,
-            )
-    return opened, recovered
+
+    def back(pool: str) -> str | None:
+        return f"pool {pool} has an online worker again" if pool in known else None
+
+    return keep_open_for(
+        store,
+        UNATTENDED_KIND,
+        {u.pool: (u.title, {"level": "pool", "since": utc_stamp(u.since)}) for u in unattended},
+        back,
+        step="pool-served",
+        relapse_note="unattended again",
+        flow_run_id=flow_run_id,
+        at=now,
+    )

@@ -33,14 +33,15 @@ paging: the incident is still opened (``paging=False``) with a timeline entry sa
 which window, and no escalation is asked for.
 
 The probe's own liveness: :meth:`ProbeRunner.heartbeat` adds one check per cycle to
-the per-minute counts of the pseudo-target :data:`HEARTBEAT_TARGET`;
+the per-minute counts (:mod:`ppo_dr.probe.minutes`) of the pseudo-target
+:data:`~ppo_dr.probe.minutes.HEARTBEAT_TARGET`;
 :func:`~ppo_dr.probe.watchdog.check_probe_silence` (the watchdog flow) opens a paging
 ``probe-silent`` incident when that target has had no check for the silence threshold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -55,6 +56,9 @@ from ppo_dr.probe.graph import (
     outages,
     server_target,
 )
+from ppo_dr.probe.incidents import open_or_relapse, utc_stamp
+from ppo_dr.probe.minutes import MinuteCounts, last_heartbeat, minute_of
+from ppo_dr.probe.spares import record_spares, spares_down
 from ppo_dr.probe.state import (
     Observation,
     OutagePolicy,
@@ -68,18 +72,11 @@ from ppo_dr.store import Incident, MaintenanceWindow, ProbeTransition, Store
 
 #: Incident kind of an outage the probe declared.
 OUTAGE_KIND: Final = "outage"
-#: Pseudo-target whose per-minute counts are the probe's heartbeat.
-HEARTBEAT_TARGET: Final = "probe:heartbeat"
 #: Timeline kinds the runner writes.
 ESCALATION_STARTED: Final = "escalation-started"
 ESCALATION_MISSING: Final = "escalation-unavailable"
 #: How far back a restarted probe looks for the transitions of an outage in progress.
 SEED_LOOKBACK: Final = timedelta(days=14)
-
-
-def utc_stamp(at: datetime) -> str:
-    """*at* in UTC as ``2026-11-30T05:00:00Z`` (timeline wording)."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def client_health_url(url: str) -> str:
@@ -123,17 +120,12 @@ class CycleResult:
     declared: list[Declared]
     recovered: list[Incident]
     down: list[str]
+    #: Non-paging ``spare-down`` incidents opened (:mod:`ppo_dr.probe.spares`).
+    spares_down: list[Incident] = field(default_factory=list)
 
     @property
     def failures(self) -> int:
         return len(self.down)
-
-
-@dataclass
-class _Minute:
-    checks: int = 0
-    failures: int = 0
-    latency_ms_max: float | None = None
 
 
 @dataclass
@@ -156,9 +148,12 @@ class ProbeRunner:
     policy: OutagePolicy = field(init=False)
     graph: FleetGraph = field(init=False)
     tracker: OutageTracker = field(init=False)
-    _minutes: dict[tuple[str, datetime], _Minute] = field(init=False, default_factory=dict)
+    minutes: MinuteCounts = field(init=False, default_factory=MinuteCounts)
     _known: dict[str, _Known] = field(init=False, default_factory=dict)
     _latest: dict[str, dict[str, Observation]] = field(init=False, default_factory=dict)
+    #: The idle spares last recorded down (None: not looked yet, so the first cycle
+    #: reconciles the store's open ``spare-down`` incidents with what it sees).
+    _spares_down: list[str] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.policy = OutagePolicy.from_timing(self.fleet.timing)
@@ -298,13 +293,32 @@ class ProbeRunner:
             )
         self._count(observations, at)
         statuses = self.tracker.statuses
-        declared = [self._declare(o, at) for o in self._new_outages(statuses)]
-        recovered = self._recoveries(statuses, at)
-        down = sorted(o.target_id for o in observations if not o.ok)
-        return CycleResult(at, transitions, [d for d in declared if d], recovered, down)
-
-    def _new_outages(self, statuses: Mapping[str, TargetStatus]) -> list[Outage]:
         found = outages(statuses, self.graph, hold_window=self.hold_window)
+        declared = [self._declare(o, at) for o in self._new_outages(found)]
+        recovered = self._recoveries(statuses, at)
+        spares, spares_back = self._spares(statuses, found, at)
+        down = sorted(o.target_id for o in observations if not o.ok)
+        return CycleResult(
+            at, transitions, [d for d in declared if d], recovered + spares_back, down, spares
+        )
+
+    def _spares(
+        self, statuses: Mapping[str, TargetStatus], found: Sequence[Outage], at: datetime
+    ) -> tuple[list[Incident], list[Incident]]:
+        """The ``spare-down`` incidents opened and recovered this cycle; the store is
+        asked only when the set of idle spares down changed. A spare an outage incident
+        still names (it hosted clients when it died) is that incident's."""
+        named = {t for known in self._known.values() for t in known.targets}
+        down = [
+            s for s in spares_down(statuses, self.graph, found) if server_target(s) not in named
+        ]
+        if down == self._spares_down:
+            return [], []
+        changes = record_spares(self.store, down, self.graph, at, flow_run_id=self.flow_run_id)
+        self._spares_down = down
+        return changes
+
+    def _new_outages(self, found: Sequence[Outage]) -> list[Outage]:
         new: list[Outage] = []
         for outage in found:
             if outage.key in self._known:
@@ -512,50 +526,27 @@ class ProbeRunner:
         )
 
     def _count(self, observations: Iterable[Observation], at: datetime) -> None:
-        for o in observations:
-            minute = o.at.astimezone(UTC).replace(second=0, microsecond=0)
-            m = self._minutes.setdefault((o.target_id, minute), _Minute())
-            m.checks += 1
-            m.failures += 0 if o.ok else 1
-            if m.latency_ms_max is None or o.latency_ms > m.latency_ms_max:
-                m.latency_ms_max = o.latency_ms
-        self.flush_minutes(before=at.astimezone(UTC).replace(second=0, microsecond=0))
+        self.minutes.add(observations)
+        self.flush_minutes(before=minute_of(at))
 
     def flush_minutes(self, before: datetime | None = None) -> int:
         """Write the counts of minutes before *before* (all of them if None), every
-        target's in one transaction; rows written.
+        target's in one transaction; rows written (:meth:`MinuteCounts.flush`).
 
         Called each cycle with the current minute, it writes once per minute, not once
         per cycle or per target; the flow calls it without *before* as the run ends.
-        Counts are dropped from memory only once written: a failed write (store busy)
-        is retried at the next flush.
         """
-        due = sorted(
-            (k for k in self._minutes if before is None or k[1] < before),
-            key=lambda k: (k[1], k[0]),
-        )
-        if not due:
-            return 0
-        rows = [
-            (target, minute, m.checks, m.failures, m.latency_ms_max)
-            for target, minute in due
-            for m in (self._minutes[(target, minute)],)
-        ]
-        written = self.store.record_probe_minutes(rows)
-        for key in due:
-            del self._minutes[key]
-        return written
+        return self.minutes.flush(self.store, before)
 
     def heartbeat(self, at: datetime | None = None) -> None:
-        """Count a completed cycle for the pseudo-target :data:`HEARTBEAT_TARGET`.
+        """Count a completed cycle for the pseudo-target
+        :data:`~ppo_dr.probe.minutes.HEARTBEAT_TARGET`.
 
         Written with the other per-minute counts (once the minute is over, or as the
         run ends): the watchdog reads heartbeats per minute anyway, with a minute of
         slack, so a write per cycle would buy nothing.
         """
-        when = at or datetime.now(UTC)
-        minute = when.astimezone(UTC).replace(second=0, microsecond=0)
-        self._minutes.setdefault((HEARTBEAT_TARGET, minute), _Minute()).checks += 1
+        self.minutes.heartbeat(at or datetime.now(UTC))
 
     @property
     def open_outages(self) -> dict[str, int]:
@@ -574,33 +565,3 @@ def _title(outage: Outage) -> str:
     clients = len(outage.clients)
     what = {"dc": "data centre", "server": "app server", "client": "client"}[outage.level]
     return f"{what} {outage.subject_id} down ({clients} client(s) affected)"
-
-
-def open_or_relapse(
-    store: Store,
-    open_incident: Callable[[], tuple[Incident, bool]],
-    *,
-    by: str,
-    note: str,
-    flow_run_id: str | None,
-    at: datetime,
-) -> tuple[Incident, bool, int | None]:
-    """Open an incident idempotently (*open_incident*), or continue a relapse.
-
-    Down again after recovery, before anyone resolved it: that incident is over
-    (resolving it, by *by* with *note*, ends its escalation) and a new one is opened,
-    paged anew. Returns (incident, created, the id of the incident it continues or None).
-    """
-    incident, created = open_incident()
-    if created or incident.state != "recovered":
-        return incident, created, None
-    store.resolve(incident.id, by=by, note=note, flow_run_id=flow_run_id, at=at)
-    again, created = open_incident()
-    return again, created, incident.id
-
-
-def last_heartbeat(store: Store, now: datetime, lookback: timedelta) -> datetime | None:
-    """The end of the newest minute the probe heartbeated in, within *lookback*."""
-    rows = store.probe_minutes(HEARTBEAT_TARGET, since=now - lookback)
-    rows = [r for r in rows if r.checks > 0]
-    return (max(r.minute for r in rows) + timedelta(minutes=1)) if rows else None

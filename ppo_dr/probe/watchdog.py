@@ -1,7 +1,7 @@
 """The probe's watchdog: a probe that stopped heartbeating pages someone.
 
 :meth:`~ppo_dr.probe.runner.ProbeRunner.heartbeat` counts one check per cycle for the
-pseudo-target :data:`~ppo_dr.probe.runner.HEARTBEAT_TARGET`; :func:`check_probe_silence`
+pseudo-target :data:`~ppo_dr.probe.minutes.HEARTBEAT_TARGET`; :func:`check_probe_silence`
 (run by the watchdog flow, not by the probe) opens a paging ``probe-silent`` incident
 when that target has had no check for the silence threshold, and marks it recovered
 when heartbeats come back.
@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from ppo_dr.probe.runner import last_heartbeat, open_or_relapse, utc_stamp
+from ppo_dr.probe.incidents import open_or_relapse, utc_stamp
+from ppo_dr.probe.minutes import last_heartbeat
 from ppo_dr.store import Incident, Store
 
 #: Incident kind (and dedupe key) of a probe that stopped heartbeating.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -17,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from ppo_dr.closing import ClosesOnExit
-from ppo_dr.config import default_store_url
+from ppo_dr.config import default_store_url, store_patience_s
 from ppo_dr.errors import DRError, PermanentError, TransientError
 from ppo_dr.store.engine import (
     UPGRADE_LOCK_KEY,
@@ -36,15 +38,43 @@ if TYPE_CHECKING:
 
 R = TypeVar("R", bound="DataclassInstance")
 T = TypeVar("T")  # an ORM row class
+C = TypeVar("C")  # what a connection checkout returns
+
+_log = logging.getLogger(__name__)
+#: Longest pause between two tries to connect to a database that refuses connections.
+_MAX_CONNECT_PAUSE_S = 5.0
+#: SQLSTATE classes of a refusal no wait will change: the role or its password (28),
+#: a database that does not exist (3D).
+_FOR_GOOD = ("28", "3D")
+#: The same refusals as libpq words them while connecting (psycopg gives no SQLSTATE
+#: for a failed connection attempt, only the server's FATAL message).
+_FOR_GOOD_WORDS = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",  # the role, or the database
+    "permission denied",
+)
+
+
+def _refused_for_good(exc: OperationalError) -> bool:
+    """Whether PostgreSQL said no for a reason a restart does not change: the role, its
+    password, its access or the database. A refused or cut connection, "starting up"
+    and "shutting down" are waited for."""
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    message = str(exc.orig)
+    return state.startswith(_FOR_GOOD) or any(words in message for words in _FOR_GOOD_WORDS)
 
 
 class StoreBase(ClosesOnExit):
     """Lifecycle and transactions; the record-specific methods live in the mixins."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, patience_s: float | None = None) -> None:
         self._url = normalise_url(url)
         self._engine = make_engine(self._url)
         self._schema_ok = False
+        #: How long a call waits for a PostgreSQL that refuses connections (default:
+        #: ``$PPO_DR_STORE_PATIENCE_S``; SQLite has its busy timeout instead).
+        self._patience_s = store_patience_s() if patience_s is None else patience_s
 
     @classmethod
     def open(cls, url: str | None = None) -> Self:
@@ -99,7 +129,10 @@ class StoreBase(ClosesOnExit):
 
     def current_revision(self) -> str | None:
         """The schema revision of the database, or None for an empty database."""
-        with self._translate("reading the schema revision of"), self._engine.connect() as conn:
+        with (
+            self._translate("reading the schema revision of"),
+            self._patiently(self._engine.connect) as conn,
+        ):
             context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
             return context.get_current_revision()
 
@@ -154,8 +187,34 @@ class StoreBase(ClosesOnExit):
             Session(self._engine, expire_on_commit=False, autoflush=True) as session,
             session.begin(),
         ):
-            session.connection(execution_options={WRITE_OPTION: write})
+            self._patiently(lambda: session.connection(execution_options={WRITE_OPTION: write}))
             yield session
+
+    def _patiently(self, checkout: Callable[[], C]) -> C:
+        """*checkout* (a connection for a transaction not begun on the server yet), tried
+        again while PostgreSQL refuses connections, for up to the store's patience.
+
+        A database restart or failover refuses connections for seconds to a minute;
+        a runbook step should ride that out rather than fail. Nothing of the
+        transaction has been sent when a checkout fails, so trying again is safe. A
+        connection lost later, mid-transaction, is not retried here: whether its
+        commit happened is unknown, and the task's own retry decides.
+        """
+        deadline = time.monotonic() + self._patience_s
+        pause = 0.5
+        while True:
+            try:
+                return checkout()
+            except OperationalError as exc:
+                remaining = deadline - time.monotonic()
+                if self.dialect != "postgresql" or remaining <= 0 or _refused_for_good(exc):
+                    raise
+                pause = min(pause, remaining)
+                _log.warning(
+                    "state store %s refuses connections; trying again in %.1f s", self.url, pause
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, _MAX_CONNECT_PAUSE_S)
 
     def _records(self, record_type: type[R], query: Select[Any]) -> list[R]:
         """The rows *query* selects, as records, in one read-only transaction."""

@@ -34,11 +34,8 @@ from flows.probe import probe_fleet, probe_watchdog
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.probe.checks import run_cycle
-from ppo_dr.probe.runner import (
-    ESCALATION_STARTED,
-    HEARTBEAT_TARGET,
-    probe_checks,
-)
+from ppo_dr.probe.minutes import HEARTBEAT_TARGET
+from ppo_dr.probe.runner import ESCALATION_STARTED, probe_checks
 from ppo_dr.probe.watchdog import SILENT_KIND
 from ppo_dr.store import Incident, Store
 from tasks.probe import HEARTBEAT_EVENT

@@ -19,7 +19,7 @@ from ppo_dr.inventory import Fleet
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.probe.graph import server_target
 from ppo_dr.probe.lease import LEASE_NAME
-from ppo_dr.probe.runner import HEARTBEAT_TARGET
+from ppo_dr.probe.minutes import HEARTBEAT_TARGET
 from ppo_dr.probe.state import OutagePolicy
 from ppo_dr.store import Store
 

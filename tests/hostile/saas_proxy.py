@@ -6,19 +6,19 @@ vendor's host signed by a CA of the test's own (trusted through ``SSL_CERT_FILE`
 
 So a runbook runs exactly as deployed (no endpoint argument, no seam in our code) and
 the test sees every request, headers included: the credentials really were used.
-No name is ever looked up: the proxy never connects anywhere.
+No name is ever looked up: the proxy never connects anywhere. Behind the TLS, the
+vendors are the project's one stand-in server (:mod:`tests.standin`), which records
+the requests and answers them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import socketserver
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.standin import Reply, Request, StandIn, http_server
 from tests.threads import serving
 
 SNS_HOST = "sns.af-south-1.amazonaws.com"  # examples/fleet.yaml's SMS region
@@ -40,17 +41,30 @@ SNS_REPLY = (
 
 
 @dataclass
-class Seen:
-    """Every request the vendors got: (host, method, path, headers, body)."""
+class Seen(StandIn):
+    """The vendors behind the tunnel (a :mod:`tests.standin` stand-in, told apart by the
+    ``Host`` header): every request they got, answered as each vendor would."""
 
-    requests: list[tuple[str, str, str, dict[str, str], bytes]] = field(default_factory=list)
+    def respond(self, request: Request) -> Reply:
+        host = _host(request)
+        if host == "api.sendgrid.com":
+            return Reply(202, headers={"Content-Type": "application/json"})
+        if host == SNS_HOST:
+            return Reply.xml(200, SNS_REPLY)
+        text = (request.json() or {}).get("text", "")
+        return Reply.json(201, {"data": {"id": "1790000000000000001", "text": text}})
 
     def hosts(self) -> set[str]:
-        return {r[0] for r in self.requests}
+        return {_host(r) for r in self.requests}
 
     def text(self) -> str:
         """Headers and bodies as one text, to check the credentials reached the vendor."""
-        return "\n".join(f"{r[3]}\n{r[4].decode(errors='replace')}" for r in self.requests)
+        return "\n".join(f"{r.headers}\n{r.body.decode(errors='replace')}" for r in self.requests)
+
+
+def _host(request: Request) -> str:
+    host = {k.lower(): v for k, v in request.headers.items()}.get("host", "")
+    return host.rsplit(":", 1)[0] if host.endswith(":443") else host
 
 
 def _certificates(directory: Path) -> tuple[Path, Path, Path]:
@@ -90,35 +104,6 @@ def _certificates(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-class _Vendor(BaseHTTPRequestHandler):
-    """One vendor API over the TLS tunnel; ``self.server`` carries host and record."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        host = self.server.vendor_host  # type: ignore[attr-defined]
-        self.server.seen.requests.append(  # type: ignore[attr-defined]
-            (host, "POST", self.path, dict(self.headers), body)
-        )
-        if host == "api.sendgrid.com":
-            status, kind, reply = 202, "application/json", b""
-        elif host == SNS_HOST:
-            status, kind, reply = 200, "text/xml", SNS_REPLY.encode()
-        else:
-            text = json.loads(body or b"{}").get("text", "")
-            status, kind = 201, "application/json"
-            reply = json.dumps({"data": {"id": "1790000000000000001", "text": text}}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-
 class _Tunnel(socketserver.StreamRequestHandler):
     """``CONNECT host:443``, then TLS as that host, then the vendor's HTTP."""
 
@@ -133,8 +118,8 @@ class _Tunnel(socketserver.StreamRequestHandler):
         self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         self.wfile.flush()
         tls = self.server.tls.wrap_socket(self.connection, server_side=True)  # type: ignore[attr-defined]
-        vendor = type("VendorServer", (), {"vendor_host": host, "seen": self.server.seen})()  # type: ignore[attr-defined]
-        _Vendor(tls, self.client_address, vendor)  # type: ignore[arg-type]
+        with tls:
+            self.server.vendors.finish_request(tls, self.client_address)  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -145,7 +130,6 @@ def saas_proxy(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[See
     server.daemon_threads = True
     server.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # type: ignore[attr-defined]
     server.tls.load_cert_chain(cert, key)  # type: ignore[attr-defined]
-    server.seen = seen = Seen()  # type: ignore[attr-defined]
     proxy = f"http://127.0.0.1:{server.server_address[1]}"
     for name in ("HTTPS_PROXY", "https_proxy"):
         monkeypatch.setenv(name, proxy)
@@ -153,5 +137,8 @@ def saas_proxy(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[See
         monkeypatch.setenv(name, "127.0.0.1,localhost")
     for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE"):
         monkeypatch.setenv(name, str(ca))
-    with serving(server):
-        yield seen
+    seen = Seen()
+    with http_server(seen) as vendors:
+        server.vendors = vendors  # type: ignore[attr-defined]
+        with serving(server):
+            yield seen

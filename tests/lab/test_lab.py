@@ -20,8 +20,12 @@ from typer.testing import CliRunner
 from cli.lab import lab_app
 from ppo_dr.errors import LabError
 from ppo_dr.inventory import load_fleet
+from ppo_dr.lab import controlplane_record, store_database
+from ppo_dr.lab.controlplane_postgres import PG_ROOT
 from ppo_dr.lab.supervisor import ComponentStatus, Lab
+from ppo_dr.store import Store
 from tests.cli.entry import PPO_DR
+from tests.topology.conftest import reachable_tempdir
 
 pytestmark = pytest.mark.lab
 
@@ -355,3 +359,36 @@ def test_a_directory_that_is_not_a_lab_is_left_alone(tmp_path: Path) -> None:
         Lab(tmp_path / "missing").break_("jhb1", "power")
     assert Lab(tmp_path / "missing").down() == []
     assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.skipif(not any(PG_ROOT.glob("*/bin/postgres")), reason="needs Debian's postgresql")
+def test_a_lab_with_its_store_in_postgres_comes_up_on_it_and_down_without_it() -> None:
+    directory = reachable_tempdir() / "lab"
+    runner = CliRunner()
+    try:
+        bad = runner.invoke(lab_app, ["up", "--dir", str(directory), "--store", "mysql"])
+        assert bad.exit_code == 2 and "--store 'mysql': one of sqlite, postgres" in bad.output
+        assert not store_database.recorded(directory)
+        up = runner.invoke(
+            lab_app,
+            ["up", "--dir", str(directory), "--store", "postgres", "--clients", "2",
+             "--size", "1", "--timeout", "60"],
+        )  # fmt: skip
+        assert up.exit_code == 0, up.output
+        url = Lab(directory).store_url
+        assert url.startswith("postgresql://ppo@127.0.0.1:") and "passfile=" in url
+        assert f"State store: {url}" in up.output
+        with Store.open(url) as store:  # the lab seeded its placements there
+            assert {p.client_id for p in store.placements()} == {
+                c.id for c in load_fleet(directory / "fleet.yaml").clients
+            }
+        again = runner.invoke(lab_app, ["up", "--dir", str(directory), "--store", "postgres"])
+        assert again.exit_code == 2 and "already up" in again.output
+        plane = controlplane_record.load(store_database.store_db_dir(directory))
+        assert plane.state == "up" and plane.component("postgres").is_running()  # left alone
+        down = runner.invoke(lab_app, ["down", "--dir", str(directory)])
+        assert down.exit_code == 0 and "store postgres" in down.output
+        assert not plane.component("postgres").is_running()
+    finally:
+        Lab(directory).down()
+        shutil.rmtree(directory.parent, ignore_errors=True)

@@ -18,9 +18,9 @@ from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import Fleet, Vantage, load_fleet
 from ppo_dr.probe.checks import HttpCheck
 from ppo_dr.probe.graph import client_target, server_target
+from ppo_dr.probe.minutes import HEARTBEAT_TARGET
 from ppo_dr.probe.runner import (
     ESCALATION_STARTED,
-    HEARTBEAT_TARGET,
     OUTAGE_KIND,
     CycleResult,
     Declared,
@@ -539,3 +539,37 @@ def test_a_dead_spare_whose_clients_moved_away_is_watched_until_it_answers(store
     assert [i.id for r_ in results for i in r_.recovered] == [found.incident.id]
     after = store.incident(found.incident.id)
     assert after is not None and after.state == "recovered"
+
+
+def test_an_idle_spare_down_opens_one_non_paging_incident_until_it_answers(store: Store) -> None:
+    """No client is affected, so nobody is paged; but the next failover has one spare
+    fewer in jhb1, and the operator is told so, once, across a restart of the probe."""
+    spare = server_target("spare-jhb1-1")
+    first = runner(store)
+    assert "spare-jhb1-1" in first.graph.witnesses
+    results, now = cycles_of_checks(first, T0, FLEET.timing.outage_threshold + 20, {spare})
+    assert not declared(results)
+    [opened] = [i for r_ in results for i in r_.spares_down]
+    assert (opened.kind, opened.severity, opened.paging) == ("spare-down", "minor", False)
+    assert opened.title == "spare spare-jhb1-1 in jhb1 down: a failover has one spare fewer there"
+    assert opened.scope["dcs"] == ["jhb1"]
+    first.flush_minutes()
+
+    second = runner(store)  # the next period's run: still down, nothing new
+    results, now = cycles_of_checks(second, now, 30, {spare})
+    assert not [i for r_ in results for i in [*r_.spares_down, *r_.recovered]]
+    results, now = cycles_of_checks(second, now, 60, set())  # it answers again
+    assert [i.id for r_ in results for i in r_.recovered] == [opened.id]
+    after = store.incident(opened.id)
+    assert after is not None and after.state == "recovered"
+    assert "spare spare-jhb1-1 answers again" in store.timeline(opened.id)[-1].message
+    assert store.incidents(kind="spare-down") == [after]
+
+
+def test_a_spare_of_a_dc_that_is_down_is_named_by_the_dc_outage_alone(store: Store) -> None:
+    r = runner(store)
+    results, _ = cycles_of_checks(
+        r, T0, FLEET.timing.outage_threshold + 20, affected(JHB1) | {server_target("spare-jhb1-1")}
+    )
+    assert [d.outage.key for d in declared(results)] == ["outage:dc:jhb1"]
+    assert not [i for r_ in results for i in r_.spares_down]

@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import multiprocessing
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -167,6 +168,44 @@ def test_unreachable_postgres_is_transient() -> None:
         assert is_retryable(info.value)
         assert "secret" not in str(info.value)
         assert "***" in store.url
+
+
+def test_patience_waits_for_a_refusing_postgres_then_fails_transiently(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PPO_DR_STORE_PATIENCE_S", "1.2")
+    with Store("postgresql://nobody@127.0.0.1:1/nothing") as store:
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="unavailable or busy"):
+            store.current_revision()
+        assert 1.0 <= time.monotonic() - started < 10  # tried again, then gave up
+    with Store("postgresql://nobody@127.0.0.1:1/nothing", patience_s=0) as store:
+        started = time.monotonic()
+        with pytest.raises(TransientError):
+            store.current_revision()
+        assert time.monotonic() - started < 1.0  # an operator's command fails at once
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(POSTGRES_URL is None, reason="set PPO_DR_TEST_POSTGRES_URL=postgresql://...")
+def test_patience_does_not_wait_for_a_refusal_no_restart_changes() -> None:
+    assert POSTGRES_URL is not None
+    good = make_url(POSTGRES_URL)
+    no_role = good.set(username="nobody-here", password="wrong")
+    no_database = good.set(database="no_such_database")
+    for url in (no_role, no_database):
+        with Store(url.render_as_string(hide_password=False), patience_s=30) as store:
+            started = time.monotonic()
+            with pytest.raises(TransientError):
+                store.current_revision()
+            assert time.monotonic() - started < 5  # said no for good: not waited on
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "7200"])
+def test_a_bad_patience_names_the_variable(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("PPO_DR_STORE_PATIENCE_S", value)
+    with pytest.raises(PermanentError, match=r"\$PPO_DR_STORE_PATIENCE_S=.*0 to 3600"):
+        Store("sqlite://")
 
 
 def test_url_normalisation() -> None:

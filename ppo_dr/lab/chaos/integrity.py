@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 from ppo_dr.errors import LabError
 from ppo_dr.lab.chaos.catalogue import FaultSpec
-from ppo_dr.lab.chaos.verdict import ChaosResult, quiet_result, quiet_rules
+from ppo_dr.lab.chaos.verdict import ChaosResult, quiet_result, quiet_rules, seconds_after
 
 Damage = Literal["bitflip", "truncate"]
 #: The catalogue's fault name -> how its pack is damaged.
@@ -128,10 +128,6 @@ class IntegrityObservation:
     events: tuple[tuple[str, datetime], ...] = field(default=())
 
 
-def _seconds(start: datetime, at: datetime | None) -> float | None:
-    return None if at is None else round((at - start).total_seconds(), 1)
-
-
 def _damage_rules(obs: IntegrityObservation, done: DamageDone) -> list[str]:
     notes = []
     chunk, bad, good = done.chunk, done.mirror_id, done.other_mirror_id
@@ -187,16 +183,15 @@ def judge_integrity(spec: FaultSpec, obs: IntegrityObservation) -> ChaosResult:
             f"{done.mirror_id}: verify named client {done.chunk.client_id}, file "
             f"{done.chunk.path}; the restore took it from {done.other_mirror_id}"
         )
-    events = [
-        (what, s) for what, at in obs.events if (s := _seconds(obs.injected_at, at)) is not None
-    ]
+    start = obs.injected_at
+    events = [(what, s) for what, at in obs.events if (s := seconds_after(start, at)) is not None]
     return quiet_result(
         spec,
         obs,
         target=done.mirror_id if done is not None else "-",
         notes=notes,
         passed=passed,
-        detected_after_s=_seconds(obs.injected_at, obs.verified_at),
+        detected_after_s=seconds_after(obs.injected_at, obs.verified_at),
         incidents_opened=len(obs.drill_incidents) + obs.outage_incidents,
         events=sorted(events, key=lambda e: e[1]),
     )

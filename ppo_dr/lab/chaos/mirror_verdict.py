@@ -15,7 +15,14 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from ppo_dr.lab.chaos.catalogue import FaultSpec
-from ppo_dr.lab.chaos.verdict import ChaosResult, FaultWindow, duplicates
+from ppo_dr.lab.chaos.verdict import (
+    ChaosResult,
+    FaultWindow,
+    duplicates,
+    events_after,
+    seconds_after,
+    window_result,
+)
 from ppo_dr.mirror.manifest import snapshot_id_for
 
 #: How far a snapshot's time may be from the fault's window (the run's own clock).
@@ -340,31 +347,22 @@ def judge_mirror(spec: FaultSpec, obs: MirrorObservation) -> ChaosResult:
     if obs.elsewhere:
         notes.append(f"elsewhere meanwhile (not judged): {'; '.join(obs.elsewhere)}")
     first_alert = min((a.opened_at for a in obs.alerts), default=None)
-    return ChaosResult(
-        fault=spec.name,
-        target=obs.target,
+    return window_result(
+        spec,
+        obs,
         passed=passed,
-        detected_after_s=_seconds(obs.injected_at, first_alert),
-        incidents_opened=len(obs.outages),
-        pages_sent=len(obs.pages),
-        duplicate_notices=dupes,
-        rto_s=None,
-        acked_writes_lost=lost,
-        lost_beyond_rpo=beyond,
-        snapshots_intact=obs.snapshots_intact,
         notes=notes,
+        detected_after_s=seconds_after(obs.injected_at, first_alert),
+        incidents_opened=len(obs.outages),
+        rto_s=None,
+        lost=lost,
+        beyond=beyond,
         events=_events(obs),
-        lost=obs.lost_by_client(),
     )
-
-
-def _seconds(start: datetime, at: datetime | None) -> float | None:
-    return None if at is None else round((at - start).total_seconds(), 1)
 
 
 def _events(obs: MirrorObservation) -> list[tuple[str, float]]:
     raw: list[tuple[str, datetime | None]] = [("fault injected", obs.injected_at)]
     raw += [(f"#{a.id} {a.kind}", a.opened_at) for a in obs.alerts]
     raw += [("healed", obs.healed_at), ("healthy again", obs.healthy_at)]
-    events = [(what, _seconds(obs.injected_at, at)) for what, at in raw]
-    return sorted(((w, s) for w, s in events if s is not None), key=lambda e: e[1])
+    return events_after(obs.injected_at, raw)

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
-from ppo_dr.errors import DRError
+from ppo_dr.errors import DRError, TransientError
 from ppo_dr.escalation import failover_view
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab.chaos import records
@@ -42,6 +42,8 @@ from ppo_dr.lab.chaos.store_restart_run import StoreOutage
 from ppo_dr.lab.chaos.verdict import ChaosResult, Observation, judge, judge_soak
 from ppo_dr.store import Incident, Store
 from ppo_dr.waiting import poll
+
+T = TypeVar("T")
 
 #: Issue 10's flapping: down 5 s, up 5 s, for 2 minutes.
 FLAP_DOWN_S = 5.0
@@ -262,6 +264,12 @@ class ChaosRun:
         return result
 
     @staticmethod
+    def _poll(check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T | None:
+        """:func:`poll` of the store, riding its transient errors: ``store-restart`` takes
+        it away for 30 s, and this runner observes; it must not fail with the store."""
+        return poll(check, timeout, every, riding=(TransientError,))
+
+    @staticmethod
     def _since(fault: _Fault, at: datetime | None = None) -> str:
         """Seconds from the injection to *at* (default now), for the progress lines."""
         return f"{((at or _now()) - fault.injected_at).total_seconds():.0f} s"
@@ -279,7 +287,7 @@ class ChaosRun:
             opened = records.incidents_since(self.store, fault.injected_at)
             return all(i.state in ("recovered", "resolved") for i in opened if i.kind == "outage")
 
-        if not poll(recovered, self.limits.recover, every=2.0):
+        if not self._poll(recovered, self.limits.recover, every=2.0):
             still = [
                 f"#{i.id} {i.state}"
                 for i in records.incidents_since(self.store, fault.injected_at)
@@ -297,7 +305,7 @@ class ChaosRun:
             have = records.newest_snapshots(self.store, clients)
             return not self.fleet.unhealthy() and all(c in have for c in clients)
 
-        if not poll(ready, self.limits.ready, every=2.0):
+        if not self._poll(ready, self.limits.ready, every=2.0):
             self.say("warning: not every client has a snapshot yet; injecting anyway")
 
     def _outage(self, fault: _Fault, model: Fleet, midway: FailoverKill | None) -> None:
@@ -310,7 +318,7 @@ class ChaosRun:
             found = records.incidents_since(self.store, fault.injected_at)
             return next((i for i in found if i.dedupe_key == key), None)
 
-        fault.incident = poll(declared, self.limits.declare)
+        fault.incident = self._poll(declared, self.limits.declare)
         if fault.incident is None:
             fault.problems.append(f"no incident {key} within {self.limits.declare:.0f} s")
             return
@@ -332,7 +340,7 @@ class ChaosRun:
             record = self.store.failover(plan_id)
             return record.state if record is not None and record.state in FAILOVER_ENDED else None
 
-        state = poll(finished, self.limits.failover, every=2.0)
+        state = self._poll(finished, self.limits.failover, every=2.0)
         self.say(f"  failover {plan_id[:12]}: {state or 'not finished in time'}")
 
     def _approve(self, incident_id: int, auto: bool) -> str | None:
@@ -347,7 +355,7 @@ class ChaosRun:
                 raise DRError(f"the failover plan moves no client: {why}")
             return view.plan_id
 
-        plan_id = poll(planned, self.limits.plan)
+        plan_id = self._poll(planned, self.limits.plan)
         if plan_id is not None and not auto:
             self.operator.approve(plan_id)
             self.say(f"  plan {plan_id[:12]} approved (the lab's policy asks a person)")
@@ -471,10 +479,12 @@ class ChaosRun:
     # ---- store-restart: a power cut, and the store taken away mid-failover
 
     def _take_store_away(self, fault: _Fault) -> None:
-        log = self.fleet.fleet_file.parent / "logs" / "chaos-serve.log"
-        fault.store_outage = StoreOutage(str(self.store.url), log)
+        lab_dir = self.fleet.fleet_file.parent
+        log = lab_dir / "logs" / "chaos-serve.log"
+        fault.store_outage = StoreOutage(str(self.store.url), log, lab_dir)
         fault.store_outage.start()
-        self.say(f"  the store taken away for {fault.store_outage.down_s:.0f} s mid-failover")
+        outage = fault.store_outage
+        self.say(f"  the store taken away for {outage.down_s:.0f} s mid-failover ({outage.how})")
 
     def _judge_store_restart(self, fault: _Fault) -> ChaosResult:
         from ppo_dr.lab.chaos.store_restart import judge_store_restart

@@ -8,8 +8,10 @@ acknowledged write lost beyond the RPO) with the state store taken away for
 
 - the store really was unavailable for the whole window, and the window began before
   the failover ended (mid-run);
-- retried: the runbooks met the unavailable store (store errors in serve's log during
-  or after the window) and the failover still ended ``done``;
+- retried: the runbooks met the unavailable store (in serve's log during or after the
+  window: store errors, which the tasks retry, or a call waiting for a PostgreSQL that
+  refuses connections, which the store itself rides out for ``ppo-dr serve``'s runs)
+  and the failover still ended ``done``;
 - no notice lost: none of the fault's notices ended ``failed``, and every outbox line
   of its incidents is a notice the store calls ``sent``;
 - no notice duplicated: each ``sent`` notice has exactly one outbox line (the outbox
@@ -34,8 +36,10 @@ from ppo_dr.lab.chaos.verdict import ChaosResult
 STORE_DOWN_S: Final = 30.0
 #: A window this much shorter than planned still counts (thread start, clock).
 _WINDOW_SLACK_S: Final = 1.0
-#: What the store says when a write meets it unavailable (``ppo_dr.store.base``).
+#: What the store logs when a call meets it unavailable (``ppo_dr.store.base``): an
+#: error, which a task retries, or a wait for a PostgreSQL that refuses connections.
 STORE_ERROR: Final = "unavailable or busy"
+STORE_WAIT: Final = "refuses connections"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +54,7 @@ class StoreRestartFacts:
     injected_at: datetime | None = None  # the power cut: the chart's zero
     down_at: datetime | None = None
     up_at: datetime | None = None
-    store_errors: int = 0  # store errors serve logged from the outage on
+    store_errors: int = 0  # store errors and waits serve logged from the outage on
     failover_ended_at: datetime | None = None
     notices: tuple[tuple[str, str], ...] = ()
     outbox_keys: tuple[str, ...] = ()
@@ -95,7 +99,8 @@ def judge_store_restart(base: ChaosResult, facts: StoreRestartFacts) -> ChaosRes
     )
     held = (
         f"store away {away:.1f} s mid-failover ({facts.how}); {facts.store_errors} "
-        f"store error(s) met and retried; {len(facts.notices)} notice(s), each sent once"
+        f"store error(s) or wait(s) met and ridden out; {len(facts.notices)} notice(s), "
+        "each sent once"
     )
     marks = (("store away", facts.down_at), ("store back", facts.up_at))
     return on_top_of_power(base, store_rules(facts), held, marks, facts.injected_at)

@@ -1,14 +1,20 @@
 """Taking the lab's state store away mid-failover, and reading what that did.
 
-What a database restart means depends on the store. In the loopback lab the store is
-a SQLite file in WAL mode, with no server to restart: here the restart is its write
-lock held by another process (this one) for
-:data:`~ppo_dr.lab.chaos.store_restart.STORE_DOWN_S`. Every write meanwhile waits out
-its busy timeout (10 s) and fails with "unavailable or busy", a transient error, as a
-write to a restarting PostgreSQL fails with a refused connection; reads go on, as WAL
-allows. A PostgreSQL store (the distributed lab) would be stopped ``-m immediate``
-and started again (:func:`ppo_dr.lab.controlplane_restart.restart`): that path needs
-the distributed lab's chaos fleet, not built yet, and is refused by name.
+What a database restart means depends on the store:
+
+- a PostgreSQL store (a loopback lab started with ``--store postgres``,
+  :mod:`ppo_dr.lab.store_database`): the cluster is stopped ``-m immediate`` (every
+  backend quits at once, pooled connections are cut), kept down for
+  :data:`~ppo_dr.lab.chaos.store_restart.STORE_DOWN_S` and started again on its port
+  (:func:`ppo_dr.lab.controlplane_restart.restart`). Reads and writes fail meanwhile
+  with a refused connection, a transient error.
+- a SQLite store (the default lab) has no server to restart: its write lock is held
+  by another process (this one) for the same window. Every write meanwhile waits out
+  its busy timeout (10 s) and fails with "unavailable or busy", the same transient
+  error; reads go on, as WAL allows.
+
+The distributed lab's store is its control plane's PostgreSQL; its chaos fleet is not
+built, so a PostgreSQL store without a cluster of the lab's own is refused by name.
 """
 
 from __future__ import annotations
@@ -21,8 +27,14 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from ppo_dr.errors import LabError
+from ppo_dr.lab import controlplane_restart, store_database
 from ppo_dr.lab.chaos import records
-from ppo_dr.lab.chaos.store_restart import STORE_DOWN_S, STORE_ERROR, StoreRestartFacts
+from ppo_dr.lab.chaos.store_restart import (
+    STORE_DOWN_S,
+    STORE_ERROR,
+    STORE_WAIT,
+    StoreRestartFacts,
+)
 from ppo_dr.store import Store
 
 #: How long taking the lock may wait for a write in progress.
@@ -34,25 +46,36 @@ def _now() -> datetime:
 
 
 class StoreOutage:
-    """The store's write lock held for *down_s* in a thread, from :meth:`start` on."""
+    """The store taken away for *down_s* in a thread, from :meth:`start` on: a PostgreSQL
+    store of the lab in *lab_dir* restarted, a SQLite store's write lock held."""
 
-    how = "SQLite write lock held by another process"
-
-    def __init__(self, store_url: str, serve_log: Path, down_s: float = STORE_DOWN_S) -> None:
+    def __init__(
+        self, store_url: str, serve_log: Path, lab_dir: Path, down_s: float = STORE_DOWN_S
+    ) -> None:
         url = make_url(store_url)
-        if url.get_backend_name() != "sqlite" or not url.database:
+        backend = url.get_backend_name()
+        self.path: Path | None = None
+        self.cluster: Path | None = None
+        if backend == "sqlite" and url.database:
+            self.path = Path(url.database)
+            self.how = "SQLite write lock held by another process"
+        elif backend == "postgresql" and store_database.recorded(lab_dir):
+            self.cluster = store_database.store_db_dir(lab_dir)
+            self.how = "PostgreSQL stopped -m immediate and started again"
+        else:
             raise LabError(
-                f"store-restart on {url.get_backend_name()} needs the distributed lab's "
-                "restart of its database (not built); the loopback lab's store is SQLite"
+                f"store-restart on a {backend} store needs the lab's own database: a SQLite "
+                "file, or PostgreSQL from `lab up --store postgres` (the distributed lab's "
+                "control plane is not a chaos target yet)"
             )
-        self.path = Path(url.database)
         self.serve_log = serve_log
         self.down_s = down_s
         self.down_at: datetime | None = None
         self.up_at: datetime | None = None
         self.error: str | None = None
         self._log_offset = 0
-        self._thread = threading.Thread(target=self._hold, daemon=True)
+        take = self._hold if self.path is not None else self._restart
+        self._thread = threading.Thread(target=take, daemon=True)
 
     def start(self) -> None:
         """Take the store away now (returns at once; :meth:`wait` for it to come back)."""
@@ -60,11 +83,21 @@ class StoreOutage:
         self._thread.start()
 
     def wait(self) -> None:
-        """Until the store is back (at most the window and the lock's wait)."""
+        """Until the store is back (at most the window and the lock's wait or the start)."""
         if self._thread.is_alive():
             self._thread.join(self.down_s + _LOCK_WAIT_S + 10.0)
 
+    def _restart(self) -> None:
+        assert self.cluster is not None
+        try:
+            self.down_at = _now()
+            controlplane_restart.restart(self.cluster, "postgres", down_s=self.down_s)
+            self.up_at = _now()
+        except (LabError, OSError) as exc:
+            self.error = f"the store's database could not be restarted: {exc}"
+
     def _hold(self) -> None:
+        assert self.path is not None
         try:
             connection = sqlite3.connect(self.path, timeout=_LOCK_WAIT_S, isolation_level=None)
             try:
@@ -79,12 +112,14 @@ class StoreOutage:
             self.error = f"the store's lock could not be held: {exc}"
 
     def store_errors(self) -> int:
-        """Store errors serve logged since :meth:`start` (the runbooks meeting the outage)."""
+        """Store errors and waits serve logged since :meth:`start` (the runbooks meeting
+        the outage)."""
         if not self.serve_log.exists():
             return 0
         with self.serve_log.open("rb") as log:
             log.seek(self._log_offset)
-            return log.read().decode("utf-8", errors="replace").count(STORE_ERROR)
+            text = log.read().decode("utf-8", errors="replace")
+        return text.count(STORE_ERROR) + text.count(STORE_WAIT)
 
     def facts(
         self, store: Store, outbox: Path, since: datetime, plan_id: str | None

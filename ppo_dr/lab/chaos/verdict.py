@@ -112,8 +112,52 @@ class ChaosResult:
         return {key: getattr(self, key) for key in RESULT_KEYS}
 
 
-def _after(start: datetime, at: datetime | None) -> float | None:
+def seconds_after(start: datetime, at: datetime | None) -> float | None:
+    """Seconds from *start* to *at*, to a tenth (None if *at* was not seen)."""
     return None if at is None else round((at - start).total_seconds(), 1)
+
+
+def events_after(
+    start: datetime, raw: Iterable[tuple[str, datetime | None]]
+) -> list[tuple[str, float]]:
+    """A timeline chart's events: (what, seconds after *start*), in time order; an event
+    not seen (``None``) is left out."""
+    events = [(what, seconds_after(start, at)) for what, at in raw]
+    return sorted(((w, s) for w, s in events if s is not None), key=lambda e: e[1])
+
+
+def window_result(
+    spec: FaultSpec,
+    obs: FaultWindow,
+    *,
+    passed: bool,
+    notes: list[str],
+    detected_after_s: float | None,
+    incidents_opened: int,
+    rto_s: float | None,
+    lost: int | None,
+    beyond: int | None,
+    events: list[tuple[str, float]],
+) -> ChaosResult:
+    """The result row of a fault judged on a :class:`FaultWindow`: what the window
+    itself says (target, pages, duplicate notices, snapshots intact, writes lost per
+    client) taken from *obs*, what the judge worked out given."""
+    return ChaosResult(
+        fault=spec.name,
+        target=obs.target,
+        passed=passed,
+        detected_after_s=detected_after_s,
+        incidents_opened=incidents_opened,
+        pages_sent=len(obs.pages),
+        duplicate_notices=duplicates(obs.notice_keys),
+        rto_s=rto_s,
+        acked_writes_lost=lost,
+        lost_beyond_rpo=beyond,
+        snapshots_intact=obs.snapshots_intact,
+        notes=notes,
+        events=events,
+        lost=obs.lost_by_client(),
+    )
 
 
 def duplicates(keys: Iterable[str]) -> int:
@@ -150,8 +194,7 @@ def timeline_events(obs: Observation) -> list[tuple[str, float]]:
     raw += [("page sent", at) for at in obs.pages]
     raw += [(f"failover: {step}", at) for step, at in obs.failover_steps]
     raw += [("healed", obs.healed_at), ("healthy again", obs.healthy_at)]
-    events = [(what, _after(obs.injected_at, at)) for what, at in raw]
-    return sorted(((w, s) for w, s in events if s is not None), key=lambda e: e[1])
+    return events_after(obs.injected_at, raw)
 
 
 def judge(spec: FaultSpec, obs: Observation) -> ChaosResult:
@@ -182,21 +225,17 @@ def judge(spec: FaultSpec, obs: Observation) -> ChaosResult:
     passed = not notes
     if obs.other_incidents:
         notes.append(f"also opened (not outages): {', '.join(obs.other_incidents)}")
-    return ChaosResult(
-        fault=spec.name,
-        target=obs.target,
+    return window_result(
+        spec,
+        obs,
         passed=passed,
-        detected_after_s=_after(obs.injected_at, obs.first_failed_at),
-        incidents_opened=opened,
-        pages_sent=len(obs.pages),
-        duplicate_notices=dupes,
-        rto_s=obs.rto_s if spec.expects_failover else None,
-        acked_writes_lost=lost,
-        lost_beyond_rpo=beyond,
-        snapshots_intact=obs.snapshots_intact,
         notes=notes,
+        detected_after_s=seconds_after(obs.injected_at, obs.first_failed_at),
+        incidents_opened=opened,
+        rto_s=obs.rto_s if spec.expects_failover else None,
+        lost=lost,
+        beyond=beyond,
         events=timeline_events(obs),
-        lost=obs.lost_by_client(),
     )
 
 
