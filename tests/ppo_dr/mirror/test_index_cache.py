@@ -17,13 +17,6 @@ from ppo_dr.transport import LocalRemote
 from tests.ppo_dr.mirror.helpers import T0, local_target
 
 
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "cache"
-    monkeypatch.setenv("PPO_DR_INDEX_CACHE", str(path))
-    return path
-
-
 def _mirrored(tmp_path: Path) -> MirrorTarget:
     src = tmp_path / "src" / "c1"
     src.mkdir(parents=True)
@@ -90,11 +83,8 @@ def test_copies_of_files_the_mirror_no_longer_lists_are_dropped(
     assert [p.name for p in _kept_files(cache_dir, target)] == [p.name for p in _on_mirror(target)]
 
 
-def test_without_a_cache_every_load_reads_the_mirror(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PPO_DR_INDEX_CACHE", "off")
-    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
+@pytest.mark.usefixtures("index_cache_off")
+def test_without_a_cache_every_load_reads_the_mirror(tmp_path: Path) -> None:
     target = _mirrored(tmp_path)
     _open(target).load_index()
     for path in _on_mirror(target):

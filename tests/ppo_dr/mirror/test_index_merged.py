@@ -22,13 +22,6 @@ KEY = b"k" * 32
 _HOUR = 3600
 
 
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "cache"
-    monkeypatch.setenv("PPO_DR_INDEX_CACHE", str(path))
-    return path
-
-
 def _mirrored(tmp_path: Path, key: bytes | None = None, runs: int = 2) -> MirrorTarget:
     """A repository of *runs* snapshots (one index file per pack, and per run's trees)."""
     src = tmp_path / "src" / "c1"
@@ -180,11 +173,8 @@ def test_the_encrypted_repository_s_merged_cache_shows_no_id(
         assert bytes.fromhex(blob_id) not in stored and blob_id.encode() not in stored
 
 
-def test_turned_off_no_merged_cache_is_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PPO_DR_INDEX_CACHE", "off")
-    monkeypatch.setenv("PPO_DR_HOME", str(tmp_path / "home"))
+@pytest.mark.usefixtures("index_cache_off")
+def test_turned_off_no_merged_cache_is_kept(tmp_path: Path) -> None:
     target = _mirrored(tmp_path)
     repo = _open(target)
     assert repo.load_known() == {b: loc.raw_length for b, loc in repo.load_index().blobs.items()}
