@@ -394,7 +394,7 @@ class Repository(IndexFiles):
         *table*: the snapshot's directory table (``dir_sigs``), stored with the trees
         and named by the manifest; without it the manifest names none."""
         if known is None:
-            known = {b: loc.raw_length for b, loc in self.load_index().blobs.items()}
+            known = self.load_known()
         if trees is None:
             trees = build_trees(manifest.entries, self.codec.blob_id)
         lacking = [t for t in trees.all_ids if t not in known and t not in trees.objects]
