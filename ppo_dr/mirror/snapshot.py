@@ -434,8 +434,15 @@ def snapshot_client(
     groups: dict[str, str] = {}
     scanned = changed = bytes_read = 0
     try:
-        # find (hard links) runs on the app server while we walk: its time is hidden
-        finding = _in_background(lambda: hard_link_groups(source, client.path) if live else {})
+
+        def find() -> dict[str, str]:
+            return hard_link_groups(source, client.path) if live else {}
+
+        # find (hard links) runs beside the walk only on a local source: over SSH an
+        # exec that fails retires the connection the walk reads through (seen: a
+        # listing cut with "Socket is closed"), so there it runs after the walk.
+        beside = isinstance(source, LocalRemote)
+        finding = _in_background(find) if beside else find
         walked = _walk(source, client.path) if live else listings(())
         groups = finding()
         sigs = {d: signature(rows) for d, rows in walked.items()}  # each listing's
