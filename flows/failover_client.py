@@ -50,6 +50,7 @@ from flows.outcome import failed_with, run_result
 from ppo_dr.errors import ApiUnreachable, PermanentError
 from ppo_dr.failover import steps
 from ppo_dr.failover.plan import ClientMove
+from ppo_dr.failover.plan_checks import identities
 from ppo_dr.failover.runs import ClientBatch, batch_key, batch_run_name, client_deployment
 from ppo_dr.mirror.runbook import store_url
 from tasks import API_RETRIES
@@ -193,10 +194,16 @@ def fail_over_clients(
     wrong += ["no moves"] if not moves else []
     if wrong:
         raise PermanentError(f"batch onto {to_server} of plan {plan_id}: {'; '.join(wrong)}")
-    url = store_url(load_fleet_task(Path(fleet_file)))
+    fleet = load_fleet_task(Path(fleet_file))
+    url = store_url(fleet)
+    planned = mode == "planned"
     ledgers = [
-        ClientLedger(Path(fleet_file), url, plan_id, m.client_id, failover_run_id) for m in moves
-    ]
+        ClientLedger(
+            Path(fleet_file), url, plan_id, m.client_id, failover_run_id,
+            identities(fleet, m.servers(planned=planned)),
+        )
+        for m in moves
+    ]  # fmt: skip
     futures = move_client.map(
         ledgers,
         moves,

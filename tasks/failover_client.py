@@ -32,6 +32,7 @@ from ppo_dr.errors import DRError
 from ppo_dr.failover import checks, steps
 from ppo_dr.failover.ledger import roll_back_steps, run_step
 from ppo_dr.failover.plan import ClientMove
+from ppo_dr.failover.plan_checks import still_in_fleet
 from ppo_dr.failover.runs import client_run_verdict
 from ppo_dr.fleet_access import FleetAccess
 from ppo_dr.inventory import Fleet, load_fleet
@@ -57,6 +58,19 @@ class ClientLedger:
     plan_id: str
     client_id: str
     flow_run_id: str | None
+    #: (id, identity) of the servers the client's steps reach, as the batch began
+    #: (:func:`ppo_dr.failover.plan_checks.identities`).
+    servers: tuple[tuple[str, str], ...] = ()
+
+    def fleet(self) -> Fleet:
+        """The fleet file read now, refused (permanently) if it lost or changed a server
+        the steps reach: it may only grow under a run."""
+        return still_in_fleet(
+            load_fleet(self.fleet_file),
+            self.servers,
+            self.fleet_file,
+            f"the move of {self.client_id}",
+        )
 
 
 Action = Callable[[Store], Mapping[str, Any] | None]
@@ -86,7 +100,7 @@ def _over_ssh(
     """*step* through the ledger, with the fleet read now and SSH access to it."""
 
     def run(_store: Store) -> Mapping[str, Any] | None:
-        fleet = load_fleet(ledger.fleet_file)
+        fleet = ledger.fleet()
         with open_fleet_access(fleet) as access:
             return action(fleet, access)
 
@@ -116,7 +130,7 @@ def final_sync(ledger: ClientLedger, move: ClientMove) -> dict[str, Any]:
     from ppo_dr.mirror.runbook import record_in_catalogue
 
     def sync(store: Store) -> dict[str, Any]:
-        fleet = load_fleet(ledger.fleet_file)
+        fleet = ledger.fleet()
         placements = {p.client_id: p.server_id for p in store.placements()}
         with open_fleet_access(fleet) as access:
             snapshot_id, mirrors, run = steps.final_sync(
@@ -171,7 +185,7 @@ def unfreeze_target(ledger: ClientLedger, server_id: str) -> dict[str, Any]:
 
 
 def _health(ledger: ClientLedger, server_id: str, *, front_door: bool) -> dict[str, Any]:
-    fleet = load_fleet(ledger.fleet_file)
+    fleet = ledger.fleet()
     return checks.app_health(fleet, ledger.client_id, server_id, front_door=front_door).evidence()
 
 
@@ -204,7 +218,7 @@ def route_client(ledger: ClientLedger, server_id: str) -> dict[str, Any]:
     from ppo_dr.providers import provider_for
 
     def route(_store: Store) -> dict[str, Any]:
-        fleet = load_fleet(ledger.fleet_file)
+        fleet = ledger.fleet()
         provider = provider_for(
             fleet, fleet.server(server_id).dc, fleet_file=ledger.fleet_file, store_url=ledger.url
         )
@@ -239,7 +253,7 @@ def roll_back_client(
     and mark its ledger steps rolled back; what was undone, or why it could not be."""
     with Store.open(ledger.url) as store:
         try:
-            with open_fleet_access(load_fleet(ledger.fleet_file)) as access:
+            with open_fleet_access(ledger.fleet()) as access:
                 undone = steps.rollback(
                     access,
                     store,

@@ -7,14 +7,15 @@ malformed id) naming what is wrong, so the planner itself only sees sound input.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from ppo_dr.failover.model import SNAPSHOT_ID_MAX_LEN, Scope, SnapshotInfo, Target
 from ppo_dr.failover.plan_json import Plan
 from ppo_dr.ids import check_id
-from ppo_dr.inventory import Client, Fleet
+from ppo_dr.inventory import Client, Fleet, Server
 from ppo_dr.placement import PlanError, country_code, known_dc, server_or_none
 
 
@@ -24,6 +25,50 @@ def known_server(fleet: Fleet, server_id: object, what: str) -> str:
     if server_or_none(fleet, sid) is None:
         raise PlanError(f"{what} {sid!r} is not a server of fleet {fleet.name}")
     return sid
+
+
+def server_identity(server: Server) -> str:
+    """A short digest of what makes *server* the same server (address, keys' place, DC,
+    role, data root, mirrors); its capacity is left out, since editing it is harmless."""
+    fields = server.model_dump_json(exclude={"capacity"}).encode()
+    return hashlib.blake2b(fields, digest_size=8).hexdigest()
+
+
+def identities(fleet: Fleet, servers: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """(id, :func:`server_identity`) of each of *servers* in *fleet*; ``-`` for one not in
+    it, which :func:`still_in_fleet` then reports lost."""
+    return tuple(
+        (s, server_identity(found) if (found := server_or_none(fleet, s)) else "-") for s in servers
+    )
+
+
+def still_in_fleet(
+    fleet: Fleet, expected: Iterable[tuple[str, str]], fleet_file: object, what: str
+) -> Fleet:
+    """*fleet* again, if every server of *expected* (from :func:`identities`) is still in
+    it unchanged; else :class:`PlanError` naming the servers lost or changed.
+
+    A failover re-reads the fleet file at each step, since provisioning adds servers to
+    it; the file may grow under a run but not lose or change a server the run uses
+    (*what* says which part), which would otherwise send one step to one host and the
+    next to another, or fail with an unknown-server error that says nothing of why.
+    """
+    gone: list[str] = []
+    changed: list[str] = []
+    for server_id, identity in expected:
+        now = server_or_none(fleet, server_id)
+        if now is None:
+            gone.append(server_id)
+        elif server_identity(now) != identity:
+            changed.append(server_id)
+    problems = [f"lost {', '.join(gone)}"] if gone else []
+    problems += [f"changed {', '.join(changed)}"] if changed else []
+    if problems:
+        raise PlanError(
+            f"fleet file {fleet_file} {' and '.join(problems)} during the run, which {what} "
+            "uses; a fleet file may only grow while a failover runs"
+        )
+    return fleet
 
 
 def aware(value: object, what: str) -> datetime:
