@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ppo_dr.errors import LabError
-from ppo_dr.lab import netns
+from ppo_dr.lab import netns, store_database
 from ppo_dr.lab.labdir import FAULTS
 from ppo_dr.lab.netns import NetPlan, public_host
 from ppo_dr.lab.processes import LabProcesses, State
@@ -35,7 +35,7 @@ class ComponentStatus:
     """One component of the lab as seen now, through its public ports."""
 
     name: str
-    kind: str  # server | netsim | frontdoor | workload
+    kind: str  # server | netsim | frontdoor | workload | store
     dc: str | None
     role: str | None
     pid: int | None
@@ -234,7 +234,35 @@ class LabStatus(LabProcesses):
                     faults=recorded,
                 )
             )
+        if (store := self._store_row(running)) is not None:
+            out.append(store)
         return out
+
+    def _store_row(self, running: bool) -> ComponentStatus | None:
+        """The store's own PostgreSQL, for a lab that has one (``up --store postgres``):
+        its postmaster, and whether it takes connections on its port."""
+        if not store_database.recorded(self.directory):
+            return None
+        pid, port, recorded = store_database.postmaster(self.directory)
+        state: State
+        if not running or recorded == "stopped":
+            state, pid, problem = "stopped", None, "lab is down"
+        elif pid is None:
+            state, problem = "dead", "postmaster not running (restarting?)"
+        else:
+            state, problem = "running", probe_tcp(port)
+        detail = "PostgreSQL holding the state store"
+        return ComponentStatus(
+            name="store-db",
+            kind="store",
+            dc=None,
+            role="store",
+            pid=pid,
+            port=port,
+            state=state,
+            healthy=state == "running" and problem is None,
+            detail=f"{detail}; {problem}" if problem else detail,
+        )
 
     def _workload_detail(self) -> str:
         """What the workload's status.json says: writes acknowledged, failing clients."""

@@ -62,6 +62,15 @@ def start(lab_dir: Path, echo: Echo = print) -> StoreUrls:
     return store_urls(plane)
 
 
+def postmaster(lab_dir: Path) -> tuple[int | None, int, str]:
+    """The store cluster's postmaster pid (None when it is not running), port and
+    recorded state (``up``, ``stopped``...), for ``lab status``. The record follows a
+    ``store-restart``: the restarted postmaster replaces the crashed one in it."""
+    plane = load(store_db_dir(lab_dir))
+    running = [c for c in plane.components if c.name == "postgres" and c.is_running()]
+    return (running[0].pid if running else None), plane.pg_port, plane.state
+
+
 def stop(lab_dir: Path) -> list[str]:
     """Stop the store's cluster of the lab in *lab_dir*, if it has one (safe to repeat);
     what was stopped, named for ``lab down``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -362,6 +363,11 @@ def test_a_directory_that_is_not_a_lab_is_left_alone(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not any(PG_ROOT.glob("*/bin/postgres")), reason="needs Debian's postgresql")
+def _store_row(lab: Lab) -> ComponentStatus:
+    (row,) = [r for r in lab.status() if r.kind == "store"]
+    return row
+
+
 def test_a_lab_with_its_store_in_postgres_comes_up_on_it_and_down_without_it() -> None:
     directory = reachable_tempdir() / "lab"
     runner = CliRunner()
@@ -386,9 +392,18 @@ def test_a_lab_with_its_store_in_postgres_comes_up_on_it_and_down_without_it() -
         assert again.exit_code == 2 and "already up" in again.output
         plane = controlplane_record.load(store_database.store_db_dir(directory))
         assert plane.state == "up" and plane.component("postgres").is_running()  # left alone
+        row = _store_row(Lab(directory))
+        assert (row.state, row.healthy) == ("running", True), row
+        assert (row.pid, row.port) == (plane.component("postgres").pid, plane.pg_port)
+        status = runner.invoke(lab_app, ["status", "--dir", str(directory)])
+        assert "store-db" in status.output
+        os.kill(plane.component("postgres").pid, signal.SIGKILL)  # the store's power cut
+        wait_until(lambda: _store_row(Lab(directory)).state == "dead", 10, "the store dead")
+        assert not _store_row(Lab(directory)).healthy
         down = runner.invoke(lab_app, ["down", "--dir", str(directory)])
-        assert down.exit_code == 0 and "store postgres" in down.output
+        assert down.exit_code == 0
         assert not plane.component("postgres").is_running()
+        assert _store_row(Lab(directory)).state == "stopped"
     finally:
         Lab(directory).down()
         shutil.rmtree(directory.parent, ignore_errors=True)
