@@ -108,8 +108,13 @@ class ClientMove:
     def servers(self, *, planned: bool) -> tuple[str, ...]:
         """The servers the move's steps reach: the target and the mirrors, and the source
         in planned mode (an emergency never touches the lost source); each once."""
-        named = (self.from_server if planned else None, self.to_server, self.source_mirror)
-        named += self.fallback_mirrors + self.new_mirrors
+        named: tuple[str | None, ...] = (
+            self.from_server if planned else None,
+            self.to_server,
+            self.source_mirror,
+            *self.fallback_mirrors,
+            *self.new_mirrors,
+        )
         return tuple(dict.fromkeys(s for s in named if s is not None))
 
 

@@ -245,6 +245,7 @@ class LabStatus(LabProcesses):
             return None
         pid, port, recorded = store_database.postmaster(self.directory)
         state: State
+        problem: str | None
         if not running or recorded == "stopped":
             state, pid, problem = "stopped", None, "lab is down"
         elif pid is None:
