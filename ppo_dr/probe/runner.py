@@ -41,6 +41,7 @@ the per-minute counts (:mod:`ppo_dr.probe.minutes`) of the pseudo-target
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -66,6 +67,7 @@ from ppo_dr.probe.state import (
     TargetState,
     TargetStatus,
     Transition,
+    cadence_gap,
     quorum_observation,
 )
 from ppo_dr.store import Incident, MaintenanceWindow, ProbeTransition, Store
@@ -154,6 +156,10 @@ class ProbeRunner:
     #: The idle spares last recorded down (None: not looked yet, so the first cycle
     #: reconciles the store's open ``spare-down`` incidents with what it sees).
     _spares_down: list[str] | None = field(init=False, default=None)
+    #: The newest cycles' periods (start to start) and the last cycle's time: the
+    #: cadence a gap in the observations is judged against (:func:`cadence_gap`).
+    _periods: deque[timedelta] = field(init=False, default_factory=lambda: deque(maxlen=5))
+    _last_cycle_at: datetime | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.policy = OutagePolicy.from_timing(self.fleet.timing)
@@ -286,7 +292,12 @@ class ProbeRunner:
         """
         observations = self.combine(observations)
         at = now or max((o.at for o in observations), default=datetime.now(UTC))
-        transitions = self.tracker.feed(observations)
+        transitions = self.tracker.feed(
+            observations, max_gap=cadence_gap(self.policy, self._periods)
+        )
+        if self._last_cycle_at is not None and at > self._last_cycle_at:
+            self._periods.append(at - self._last_cycle_at)
+        self._last_cycle_at = at
         for t in transitions:
             self.store.record_probe_transition(
                 t.target_id, t.from_state.value, t.to_state.value, at=t.at, detail=t.reason

@@ -17,7 +17,12 @@ outage is kept, so the incident and its timeline stay one.
 
 "Continuous" also means the probe was looking: if two observations are further apart
 than ``max_gap`` (the probe was stopped or starved), a failure after the gap starts a
-new failure run instead of being counted as failing all along.
+new failure run instead of being counted as failing all along. The gap is measured
+against the probe's own cadence (:func:`cadence_gap`): a probe on a loaded machine
+whose every cycle takes longer than its interval is still looking, and must not have
+its failure runs restarted each cycle (found at 40 clients under load 20-39: four
+server incidents first and the DC's 4 minutes later), while a probe that stalls makes
+one gap far longer than its recent cycles.
 
 Time comes only from the observations, so the same observations always give the same
 transitions, whether live or replayed in a test.
@@ -85,6 +90,24 @@ class OutagePolicy:
             recovery_successes=timing.recovery_successes,
             max_gap=timedelta(seconds=3 * timing.probe_interval),
         )
+
+
+#: Recent cycle periods a gap must exceed (their median) to mean "not looking".
+GAP_CYCLES = 3
+
+
+def cadence_gap(policy: OutagePolicy, recent_periods: Sequence[timedelta]) -> timedelta | None:
+    """The gap that breaks a failure run in the next cycle: the policy's (three probe
+    intervals), or :data:`GAP_CYCLES` times the median of the probe's recent cycle
+    periods (start to start), whichever is longer.
+
+    The median, not the newest: a stall makes the current period long, which is the gap
+    to catch; only a run of slow cycles (a loaded machine) stretches the allowance.
+    """
+    if policy.max_gap is None or not recent_periods:
+        return policy.max_gap
+    typical = sorted(recent_periods)[len(recent_periods) // 2]
+    return max(policy.max_gap, GAP_CYCLES * typical)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,13 +259,15 @@ class OutageTracker:
             del self._statuses[target_id]
         return gone
 
-    def feed(self, observations: Iterable[Observation]) -> list[Transition]:
-        """Apply observations (any order within a cycle is fine: time decides)."""
+    def feed(
+        self, observations: Iterable[Observation], *, max_gap: timedelta | None = None
+    ) -> list[Transition]:
+        """Apply observations (any order within a cycle is fine: time decides); with
+        *max_gap* (:func:`cadence_gap`) in place of the policy's for this cycle."""
+        policy = self.policy if max_gap is None else replace(self.policy, max_gap=max_gap)
         out: list[Transition] = []
         for obs in sorted(observations, key=lambda o: o.at):
-            status, moves = observe(
-                self.status(obs.target_id), obs.ok, obs.at, obs.reason, self.policy
-            )
+            status, moves = observe(self.status(obs.target_id), obs.ok, obs.at, obs.reason, policy)
             self._statuses[obs.target_id] = status
             out.extend(moves)
         return out

@@ -57,9 +57,10 @@ def affected(servers: Iterable[str]) -> set[str]:
 class Clock:
     """Runs cycles every probe interval; *failing* targets fail, the rest answer."""
 
-    def __init__(self, runner: ProbeRunner, start: datetime = T0) -> None:
+    def __init__(self, runner: ProbeRunner, start: datetime = T0, step: timedelta = STEP) -> None:
         self.runner = runner
         self.now = start
+        self.step = step
 
     def run(self, seconds: float, failing: set[str] = frozenset()) -> list[CycleResult]:  # type: ignore[assignment]
         out = []
@@ -72,7 +73,7 @@ class Clock:
                 for t in targets(self.runner.fleet)
             ]
             out.append(self.runner.cycle(obs, now=self.now))
-            self.now += STEP
+            self.now += self.step
         return out
 
 
@@ -573,3 +574,39 @@ def test_a_spare_of_a_dc_that_is_down_is_named_by_the_dc_outage_alone(store: Sto
     )
     assert [d.outage.key for d in declared(results)] == ["outage:dc:jhb1"]
     assert not [i for r_ in results for i in r_.spares_down]
+
+
+def test_a_probe_cycling_slower_than_its_interval_still_declares_the_dc_once(
+    store: Store,
+) -> None:
+    """Each cycle 4 intervals apart (a loaded machine), more than the policy's gap of 3:
+    the probe is still looking, so failure runs go on and the DC is one outage, within
+    the threshold and a cycle or two (the gap measured against the probe's own cadence)."""
+    slow = 4 * STEP
+    assert slow > (runner(store).policy.max_gap or timedelta(0))
+    clock = Clock(runner(store), step=slow)
+    clock.run(5 * slow.total_seconds())
+    cut = clock.now
+    results = clock.run(FLEET.timing.outage_threshold + 3 * slow.total_seconds(), affected(JHB1))
+    found = declared(results)
+    assert [d.incident.dedupe_key for d in found] == ["outage:dc:jhb1"]
+    assert (
+        found[0].incident.opened_at - cut
+        <= timedelta(seconds=FLEET.timing.outage_threshold) + 2 * slow
+    )
+    assert len(store.incidents()) == 1
+
+
+def test_a_probe_that_stalls_starts_the_failure_run_again(store: Store) -> None:
+    """A stall far longer than the recent cycles is the probe not looking: failures
+    before and after it are not one continuous run."""
+    clock = Clock(runner(store))
+    clock.run(60)
+    failing = affected(JHB1)
+    clock.run(100, failing)  # pending, not yet the 180 s threshold
+    clock.now += timedelta(seconds=60)  # no cycle for 60 s (> 3 cycles of 10 s)
+    resumed = clock.now
+    assert declared(clock.run(170, failing)) == []  # 100 + 60 + 170 > 180: a new run
+    found = declared(clock.run(30, failing))
+    assert [d.incident.dedupe_key for d in found] == ["outage:dc:jhb1"]
+    assert found[0].incident.opened_at - resumed >= timedelta(seconds=180)

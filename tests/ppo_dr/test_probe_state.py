@@ -17,6 +17,7 @@ from ppo_dr.probe import (
     OutageTracker,
     TargetState,
     TargetStatus,
+    cadence_gap,
     observe,
     quorum_observation,
     replay,
@@ -112,6 +113,29 @@ def test_gap_breaks_the_failure_run() -> None:
     assert status.state is PENDING and status.first_failure_at == T0 + s(100)
     status, moves = observe(status, False, T0 + s(130), "x", policy)
     assert status.state is DOWN and moves[0].first_failure_at == T0 + s(100)
+
+
+def test_the_gap_follows_the_probes_own_cadence_by_its_median() -> None:
+    policy = OutagePolicy(threshold=s(20), recovery_successes=3, max_gap=s(6))
+    assert cadence_gap(policy, []) == s(6)  # no cadence yet: the policy's
+    assert cadence_gap(policy, [s(2), s(2), s(2)]) == s(6)  # on time: the policy's
+    assert cadence_gap(policy, [s(8), s(9), s(7)]) == s(24)  # slow cycles: 3 of them
+    assert cadence_gap(policy, [s(2), s(2), s(60)]) == s(6)  # one stall does not stretch it
+    assert cadence_gap(OutagePolicy(s(20), 3, None), [s(9)]) is None
+
+
+def test_slow_cycles_within_the_cadence_gap_keep_the_run() -> None:
+    policy = OutagePolicy(threshold=s(20), recovery_successes=3, max_gap=s(6))
+    tracker = OutageTracker(policy)
+    gap = cadence_gap(policy, [s(8)] * 3)
+    for n in range(4):  # failing at 0, 8, 16, 24 s
+        tracker.feed([Observation("t", False, 1.0, "refused", T0 + s(8 * n))], max_gap=gap)
+    assert tracker.status("t").state is DOWN
+    assert tracker.status("t").first_failure_at == T0
+    plain = OutageTracker(policy)
+    for n in range(4):  # the same, judged by the policy's 6 s: the run restarts each time
+        plain.feed([Observation("t", False, 1.0, "refused", T0 + s(8 * n))])
+    assert plain.status("t").state is PENDING
 
 
 def test_policy_from_timing() -> None:
