@@ -49,15 +49,19 @@ test-slow: $(STAMP)
 	$(BIN)/pytest -n 3 --dist loadgroup -m slow $(PYTEST_ARGS)
 
 ## chaos: a fresh --fast lab, every implemented fault of issue 10 in turn, the evidence
-## in $(CHAOS_DIR)/chaos.json and chaos.html; the lab is taken down whatever happened
-CHAOS_DIR    ?= .ppo-dr/chaos-lab
-CHAOS_FAULTS ?= all
-CHAOS_LIMIT  ?= 7200
-CHAOS_LAB    ?= --clients 6 --size 12
+## in $(CHAOS_DIR)/chaos.json and chaos.html; the lab is taken down whatever happened.
+## CHAOS_TOPOLOGY=distributed: the same on the distributed lab (namespaces, HA control
+## plane, workers), as root
+CHAOS_DIR      ?= .ppo-dr/chaos-lab
+CHAOS_FAULTS   ?= all
+CHAOS_LIMIT    ?= 7200
+CHAOS_LAB      ?= --clients 6 --size 12
+CHAOS_TOPOLOGY ?= loopback
 chaos: $(STAMP)
 	@$(BIN)/ppo-dr lab down --dir $(CHAOS_DIR) >/dev/null 2>&1 || true
 	rm -rf $(CHAOS_DIR)
-	$(BIN)/ppo-dr lab up --dir $(CHAOS_DIR) --fast $(CHAOS_LAB) --timeout 60
+	$(BIN)/ppo-dr lab up --dir $(CHAOS_DIR) --fast $(CHAOS_LAB) --topology $(CHAOS_TOPOLOGY) \
+		--timeout 120
 	started=$$(date +%s); \
 	timeout -s INT -k 180 $(CHAOS_LIMIT) $(BIN)/ppo-dr lab chaos --dir $(CHAOS_DIR) --faults $(CHAOS_FAULTS) \
 		--json $(CHAOS_DIR)/chaos.json --report $(CHAOS_DIR)/chaos.html; rc=$$?; \

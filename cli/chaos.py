@@ -1,11 +1,13 @@
 """``ppo-dr lab chaos``: break a running lab fault by fault and print the evidence.
 
-The runbooks act as they would in production: this command starts ``ppo-dr serve``
-for the lab (its own Prefect server under ``<lab>/chaos-serve``), starts a probe and
-a mirror run at once, and plays the on-call where the policy asks a person
-(approving the failover plan). Everything else is in :mod:`ppo_dr.lab.chaos`. Exit 0
-only if every expectation of every fault held, 1 if one did not, 2 for an error
-before the run.
+The runbooks act as they would in production. On the loopback lab this command starts
+``ppo-dr serve`` for it (its own Prefect server under ``<lab>/chaos-serve``); on the
+distributed lab (``lab up --topology distributed``) the runbooks already run on the
+lab's workers against its HA control plane, and this command only talks to that API.
+Either way it starts a probe and each mirror run at once, and plays the on-call where
+the policy asks a person (approving the failover plan). Everything else is in
+:mod:`ppo_dr.lab.chaos`. Exit 0 only if every expectation of every fault held, 1 if one
+did not, 2 for an error before the run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ppo_dr import config
 from ppo_dr.errors import LabError, PermanentError
 
 if TYPE_CHECKING:
-    from ppo_dr.lab.chaos.fleets import LoopbackFleet
+    from ppo_dr.lab.chaos.fleets import DistributedFleet, LoopbackFleet
 
 #: The lab's Prefect server may take this long to be healthy (serve's default, 60 s, was
 #: missed twice in a row at a load of 50-60: a cold start then took longer).
@@ -77,7 +79,7 @@ def chaos(
 ) -> None:
     """Inject each fault into the running lab, let the runbooks act, check, heal, repeat."""
     from ppo_dr.lab.chaos.catalogue import select_faults
-    from ppo_dr.lab.chaos.fleets import LoopbackFleet
+    from ppo_dr.lab.chaos.fleets import DistributedFleet, open_fleet
     from ppo_dr.lab.chaos.report import report_html, results_json, results_table
     from ppo_dr.lab.chaos.runner import ChaosRun
     from ppo_dr.lab.chaos.verdict import ChaosResult
@@ -88,14 +90,15 @@ def chaos(
     for path in (json_file, report):
         if path is not None and not path.parent.is_dir():
             raise PermanentError(f"{path}: its directory does not exist")
-    fleet = LoopbackFleet(directory or config.lab_dir())
+    fleet = open_fleet(directory or config.lab_dir())
     in_force = fleet.faults_in_force()
     if in_force:
         raise LabError(
             f"faults already in force ({json.dumps(in_force)}): `ppo-dr lab heal` them first"
         )
     started = time.monotonic()
-    with _served(fleet) as operator, Store.open(fleet.lab.store_url) as store:
+    runbooks = _on_control_plane(fleet) if isinstance(fleet, DistributedFleet) else _served(fleet)
+    with runbooks as operator, Store.open(fleet.lab.store_url) as store:
         done: list[ChaosResult] = []
 
         def record(result: ChaosResult) -> None:
@@ -233,6 +236,13 @@ class PrefectOperator:
             run = client.read_flow_run(UUID(run_id))
         return run.state.type.value if run.state is not None else "UNKNOWN"
 
+    def run_history(self, run_id: str) -> list[tuple[str, datetime]]:
+        from deployments.demo.session import prefect_api
+
+        with prefect_api(self.api_url) as client:
+            states = client.read_flow_run_states(UUID(run_id))
+        return sorted((s.type.value, s.timestamp) for s in states if s.timestamp is not None)
+
     def rerun(self, run_id: str) -> None:
         from prefect.states import AwaitingRetry
 
@@ -241,6 +251,53 @@ class PrefectOperator:
         note = "rerun after a crash (chaos run, as the deploy automation does)"
         with prefect_api(self.api_url) as client:
             client.set_flow_run_state(UUID(run_id), AwaitingRetry(message=note), force=True)
+
+
+class ControlPlaneOperator(PrefectOperator):
+    """The on-call on the distributed lab's API; prefect-server-kill there is the whole
+    API lost: both API servers SIGKILLed at once and started again (HAProxy stays)."""
+
+    #: The control plane's API servers (``ppo_dr.lab.controlplane.API_SERVERS``).
+    API_SERVERS = ("api-1", "api-2")
+
+    def __init__(self, api_url: str, control_plane: Path) -> None:
+        super().__init__(api_url)
+        self.control_plane = control_plane
+
+    def restart_server(self, down_s: float) -> None:
+        from ppo_dr.lab.controlplane_restart import restart_together
+
+        restart_together(self.control_plane, list(self.API_SERVERS), down_s=down_s)
+
+    def stop_restarted(self) -> None:
+        """Nothing: the restarted servers are the control plane's, ``lab down`` stops them."""
+
+
+@contextlib.contextmanager
+def _on_control_plane(fleet: DistributedFleet) -> Iterator[PrefectOperator]:
+    """The distributed lab's own API, its probe and every mirror started now. In a
+    namespaced lab this process reaches the servers as the internet does, from the
+    ``wan`` namespace where their public addresses are (:mod:`ppo_dr.transport.dial`):
+    nothing it sends is routed out of the host."""
+    from ppo_dr.lab.controlplane import api_healthy
+    from ppo_dr.transport.dial import NETNS_ENV
+
+    api_url = fleet.api_url
+    if not api_healthy(api_url):
+        raise LabError(f"the distributed lab's Prefect API at {api_url} does not answer")
+    typer.echo(f"the lab's control plane answers (API {api_url}); its workers run the runbooks")
+    net = fleet.lab.network()
+    before = os.environ.get(NETNS_ENV)
+    if net is not None:
+        os.environ[NETNS_ENV] = net.wan
+    try:
+        _start_now(api_url, fleet)
+        yield ControlPlaneOperator(api_url, fleet.control_plane)
+    finally:
+        if before is None:
+            os.environ.pop(NETNS_ENV, None)
+        else:
+            os.environ[NETNS_ENV] = before
 
 
 @contextlib.contextmanager
@@ -282,7 +339,7 @@ def _served(fleet: LoopbackFleet) -> Iterator[PrefectOperator]:
                     raise
                 typer.echo(f"{exc}; starting it once more (its database is migrated now)")
         typer.echo(f"ppo-dr serve is up (API {api_url}; log {log_file})")
-        _start_now(api_url)
+        _start_now(api_url, fleet)
         operator = PrefectOperator(api_url, home)
         yield operator
     finally:
@@ -309,14 +366,15 @@ def _wait_serving(
     raise LabError(f"ppo-dr serve did not start within {SERVE_START_S:.0f} s; see {log_file}")
 
 
-#: Runs started at once when serve is up: the probe (its schedule's next run may be a
-#: period off) and the mirror (the faults wait for every client's first snapshot, and
-#: the next cron minute may be a minute off).
-START_AT_ONCE = ("probe-fleet", "mirror-fleet")
+#: Runs started at once when the runbooks are up: the probe (its schedule's next run
+#: may be a period off) and the mirrors (the faults wait for every client's first
+#: snapshot, and the next cron minute may be a minute off).
+PROBE_DEPLOYMENT = "probe-fleet/probe-fleet"
 
 
-def _start_now(api_url: str) -> None:
-    """A run of each of :data:`START_AT_ONCE` now, unless one is pending or running."""
+def _start_now(api_url: str, fleet: LoopbackFleet) -> None:
+    """A run of the probe and of each mirror deployment of *fleet* now, unless one is
+    pending or running."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterState,
@@ -331,9 +389,10 @@ def _start_now(api_url: str) -> None:
         type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
     )
     with prefect_api(api_url) as client:
-        for name in START_AT_ONCE:
+        for deployment in [PROBE_DEPLOYMENT, *fleet.mirror_deployments()]:
+            name = deployment.split("/", 1)[-1]
             if first_run_of(client, name, FlowRunFilter(state=live)) is None:
-                run_deployment(f"{name}/{name}", timeout=0)
+                run_deployment(deployment, timeout=0)
 
 
 def _stop(serve: subprocess.Popen[bytes]) -> None:

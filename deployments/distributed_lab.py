@@ -30,12 +30,13 @@ from deployments.deploy import deploy
 from deployments.workers import placed_workers, worker_command, worker_env
 from ppo_dr.errors import LabError
 from ppo_dr.inventory import load_fleet
-from ppo_dr.lab import controlplane, netns
+from ppo_dr.lab import controlplane, controlplane_record, netns
+from ppo_dr.lab.chaos.channel_errors import CREDENTIAL_ENV, CREDENTIAL_VALUE
 from ppo_dr.lab.store_network import StoreUrls, store_urls
 from ppo_dr.lab.supervisor import Lab
 
 Echo = Callable[[str], None]
-CONTROL_PLANE_DIR = "control-plane"
+CONTROL_PLANE_DIR = controlplane_record.LAB_SUBDIR
 #: Workers beat every 10 s, so the server sees a lost DC's worker offline sooner
 #: than with the engine's 30 s default (offline after 3 missed beats).
 WORKER_HEARTBEAT_S = "10"
@@ -118,6 +119,7 @@ def start_lab_worker(
     home.mkdir(parents=True, exist_ok=True)
     env = worker_env(plane.inner_api_url, base={})
     env.update(
+        {CREDENTIAL_ENV: CREDENTIAL_VALUE},  # the lab's stand-in APIs (chaos) take any key
         PPO_DR_FLEET=str(lab.fleet_file),
         PPO_DR_HOME=str(lab.directory / "home"),
         PPO_DR_DB_URL=lab.inner_store_url,

@@ -28,6 +28,8 @@ Echo = Callable[[str], None]
 
 HOST = "127.0.0.1"
 STATE_FILE = "controlplane.json"
+#: Where a distributed lab keeps its control plane: ``<lab>/control-plane``.
+LAB_SUBDIR = "control-plane"
 #: Environment marker of every process we start; ``down`` sweeps by it.
 MARKER_ENV = "PPO_DR_CONTROL_PLANE"
 START_TIMEOUT = 180.0

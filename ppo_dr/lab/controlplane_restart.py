@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ppo_dr.errors import LabError
 from ppo_dr.lab import pid_identity as processes
 from ppo_dr.lab.controlplane import api_healthy, prefect_env, redis_pong
 from ppo_dr.lab.controlplane_postgres import (
@@ -88,6 +89,42 @@ def crash_and_start(
     processes.reap(pid)
     time.sleep(down_s)
     start()
+    return round(time.monotonic() - crashed, 1)
+
+
+def restart_together(directory: Path, names: list[str], *, down_s: float = 0.0) -> float:
+    """Crash every component of *names* at once (SIGKILL of each process group, e.g.
+    both API servers: the whole API gone, not one server behind HAProxy), keep them
+    down *down_s* seconds, start each again and wait until each answers; the seconds
+    from the crash to the last answer. PostgreSQL has its own crash: use :func:`restart`."""
+    directory = directory.resolve()
+    plane = load(directory)
+    old = [plane.component(name) for name in names]  # unknown names refused first
+    if any(c.name == "postgres" for c in old):
+        raise LabError("restart_together kills processes: restart postgres on its own")
+    crashed = time.monotonic()
+    running = [c for c in old if c.is_running()]
+    members = {m for c in running for m in (c.pid, *processes.group_members(c.pid))}
+    for component in running:
+        processes.signal_group(component.pid, signal.SIGKILL)
+    processes.until_gone(sorted(members), STOP_TIMEOUT)
+    for component in running:
+        processes.reap(component.pid)
+    time.sleep(down_s)
+    for component in old:
+        new = spawn(
+            plane,
+            component.name,
+            component.command,
+            _environment(plane, component.name),
+            component.port,
+        )
+        wait_until(
+            _answers(plane, component.name, functools.partial(getattr, new, "pid")),
+            component.name,
+            plane,
+            component.name,
+        )
     return round(time.monotonic() - crashed, 1)
 
 

@@ -15,7 +15,8 @@ one per request, then ``ok`` for the rest:
 ``429``      throttled, with ``Retry-After`` (and X's ``x-rate-limit-reset``)
 ``timeout``  no answer for longer than any client waits, then the connection closed
 
-``python -m ppo_dr.lab.standin --dir DIR`` listens on 127.0.0.1 and a free port and
+``python -m ppo_dr.lab.standin --dir DIR [--host ADDRESS]`` listens on 127.0.0.1 (or,
+for the distributed lab, its ``wan`` address, run inside that namespace) and a free port and
 writes ``standin.json`` (port, pid) once it answers. Nothing it receives is logged
 except the recipient: bodies are what people were told.
 """
@@ -179,8 +180,11 @@ class StandIn:
             out.write(line + "\n")
 
 
-def make_server(vendors: StandIn, stop: threading.Event) -> ThreadingHTTPServer:
-    """An HTTP server on 127.0.0.1 and a free port answering as *vendors* scripts."""
+def make_server(
+    vendors: StandIn, stop: threading.Event, host: str = "127.0.0.1"
+) -> ThreadingHTTPServer:
+    """An HTTP server on *host* (loopback, or an address of a namespace the lab made) and
+    a free port, answering as *vendors* scripts."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as botocore and requests expect
@@ -227,7 +231,7 @@ def make_server(vendors: StandIn, stop: threading.Event) -> ThreadingHTTPServer:
         def do_GET(self) -> None:
             self.reply(Answer(200, b"stand-in for sendgrid, sns and x\n", {}))
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     server.daemon_threads = True
     return server
 
@@ -236,10 +240,12 @@ def main(argv: list[str] | None = None) -> None:
     """Serve until SIGTERM/SIGINT; ``standin.json`` says where."""
     parser = argparse.ArgumentParser(prog="python -m ppo_dr.lab.standin")
     parser.add_argument("--dir", type=Path, required=True)
-    directory = parser.parse_args(argv).dir
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    args = parser.parse_args(argv)
+    directory = args.dir
     directory.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    server = make_server(StandIn(directory), stop)
+    server = make_server(StandIn(directory), stop, args.host)
 
     def finish(_sig: int, _frame: Any) -> None:
         stop.set()

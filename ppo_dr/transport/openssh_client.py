@@ -39,6 +39,7 @@ from typing import IO, Final
 
 from ppo_dr.errors import AuthError, HostKeyError, TransientError
 from ppo_dr.transport.base import ExecResult, build_command
+from ppo_dr.transport.dial import NETNS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,13 @@ def stream_endpoint(endpoint: SshEndpoint | None) -> SshEndpoint | None:
     return endpoint
 
 
+def netns_prefix() -> list[str]:
+    """``ip netns exec NAME`` when :data:`~ppo_dr.transport.dial.NETNS_ENV` names one: the
+    client connects from there, as :func:`~ppo_dr.transport.dial.dial` does."""
+    namespace = os.environ.get(NETNS_ENV)
+    return ["ip", "netns", "exec", namespace] if namespace else []
+
+
 def client_argv(ssh: str, endpoint: SshEndpoint, remote_line: str) -> list[str]:
     """argv running *remote_line* on *endpoint* with nothing but the options below."""
     options = {
@@ -123,7 +131,7 @@ def client_argv(ssh: str, endpoint: SshEndpoint, remote_line: str) -> list[str]:
         "ServerAliveCountMax": str(KEEPALIVE_MISSES),
         "LogLevel": "ERROR",
     }
-    argv = [ssh, "-F", "none", "-T"]
+    argv = [*netns_prefix(), ssh, "-F", "none", "-T"]
     for name, value in options.items():
         argv += ["-o", f"{name}={value}"]
     return [*argv, "-p", str(endpoint.port), "-l", endpoint.user, "--", endpoint.host, remote_line]

@@ -87,7 +87,7 @@ def test_the_lab_outage_refuses_writes_transiently_then_lets_them_through(
     log.write_text("before\n", encoding="utf-8")
     with Store.open(url) as store:
         store.upgrade()
-        outage = StoreOutage(url, log, tmp_path, down_s=20.0)  # twice the 10 s busy timeout
+        outage = StoreOutage(url, [log], None, down_s=20.0)  # twice the 10 s busy timeout
         outage.start()
         while outage.down_at is None and outage.error is None:
             outage._thread.join(0.05)
@@ -105,7 +105,7 @@ def test_the_lab_outage_refuses_writes_transiently_then_lets_them_through(
 
 def test_a_postgres_store_the_lab_does_not_own_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="needs the lab's own database"):
-        StoreOutage("postgresql://ppo@127.0.0.1/ppo", tmp_path / "serve.log", tmp_path)
+        StoreOutage("postgresql://ppo@127.0.0.1/ppo", [tmp_path / "serve.log"], None)
 
 
 @pytest.mark.skipif(not any(PG_ROOT.glob("*/bin/postgres")), reason="needs Debian's postgresql")
@@ -122,7 +122,9 @@ def test_the_labs_postgres_store_is_restarted_and_writes_come_back() -> None:
         with Store.open(urls.url) as store:
             store.upgrade()
             store.open_incident("outage", "before", "t", {})
-            outage = StoreOutage(urls.url, log, directory, down_s=8.0)
+            outage = StoreOutage(
+                urls.url, [log], store_database.store_db_dir(directory), down_s=8.0
+            )
             assert outage.how == "PostgreSQL stopped -m immediate and started again"
             outage.start()
             refused = None

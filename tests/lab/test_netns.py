@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from ppo_dr.errors import LabError
+from ppo_dr.errors import LabError, PermanentError
 from ppo_dr.lab import netns
 from ppo_dr.lab.netns import NetPlan
 from ppo_dr.lab.supervisor import Lab
 from ppo_dr.pids import alive
+from ppo_dr.transport.dial import NETNS_ENV, dial
+from ppo_dr.transport.openssh_client import SshEndpoint, client_argv
 
 DCS = ("jhb1", "cpt1", "lon1")
 needs_root = pytest.mark.skipif(
@@ -221,3 +223,47 @@ def test_without_namespaces_a_distributed_lab_runs_on_loopback_and_a_dc_loss_kil
     finally:
         lab.down()
     assert lab.processes() == []
+
+
+# ---- dialling from a namespace (PPO_DR_NETNS), how the chaos run reaches the servers
+
+
+@needs_root
+def test_a_connection_dialled_with_ppo_dr_netns_starts_inside_that_namespace(
+    made: NetPlan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc, port = _listen_in(made, "cpt1")
+    address = made.dc("cpt1").address
+    try:
+        monkeypatch.setenv(NETNS_ENV, made.wan)
+        with dial(address, port, timeout=2.0) as sock:  # used here, made in the wan
+            assert sock.recv(16) == b"hello"
+        monkeypatch.setenv(NETNS_ENV, f"{made.prefix}-nowhere")
+        with pytest.raises(FileNotFoundError):
+            dial(address, port, timeout=2.0)
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", ".", ".."])
+def test_ppo_dr_netns_must_name_a_namespace(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(NETNS_ENV, name)
+    with pytest.raises(PermanentError, match="is not a network namespace's name"):
+        dial("127.0.0.1", 9, timeout=0.5)
+
+
+def test_without_ppo_dr_netns_dial_and_the_ssh_client_stay_where_they_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(NETNS_ENV, raising=False)
+    with (
+        socket.create_server(("127.0.0.1", 0)) as server,
+        dial("127.0.0.1", server.getsockname()[1], timeout=2.0) as sock,
+    ):
+        assert sock.getpeername() == server.getsockname()
+    endpoint = SshEndpoint("127.0.0.1", 22, "ppo", "/k", "/kh")
+    assert client_argv("/usr/bin/ssh", endpoint, "true")[0] == "/usr/bin/ssh"
+    monkeypatch.setenv(NETNS_ENV, "lab-wan")
+    argv = client_argv("/usr/bin/ssh", endpoint, "true")
+    assert argv[:5] == ["ip", "netns", "exec", "lab-wan", "/usr/bin/ssh"]

@@ -6,6 +6,7 @@ no namespace, no control-plane process, no worker (checked by name and pid)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 
@@ -15,8 +16,13 @@ from typer.testing import CliRunner
 from cli.main import app
 from deployments import distributed_lab
 from deployments.distributed_lab import DistributedLab
+from ppo_dr.errors import LabError
 from ppo_dr.inventory import load_fleet
 from ppo_dr.lab import controlplane, netns
+from ppo_dr.lab.chaos import records
+from ppo_dr.lab.chaos.fleets import DistributedFleet, open_fleet
+from ppo_dr.lab.controlplane import api_healthy
+from ppo_dr.lab.controlplane_restart import restart_together
 from ppo_dr.pids import alive
 from ppo_dr.store import Store
 from tests.prefect_fixtures import using_api
@@ -122,6 +128,43 @@ def test_the_store_is_the_control_planes_postgresql_from_the_first_placement(
         assert {p.client_id: p.server_id for p in store.placements()} == {
             c.id: c.server for c in fleet.clients
         }
+
+
+def test_the_chaos_run_sees_the_distributed_lab_as_its_own_fleet(made: DistributedLab) -> None:
+    """What ``lab chaos`` needs of this lab: its mirror deployments as deployed, the
+    control plane's cluster as the store's, the workers' logs, the front door from the
+    wan; and the whole API lost (both servers) and back, HAProxy answering again."""
+    from prefect.client.orchestration import get_client
+
+    lab = made.lab
+    fleet = open_fleet(lab.directory)
+    assert isinstance(fleet, DistributedFleet)
+    cp_dir = distributed_lab.control_plane_dir(lab.directory)
+    assert fleet.store_cluster() == cp_dir and fleet.api_url == made.api_url
+    assert [p.name for p in fleet.run_logs()] == sorted(f"{w}.log" for w in made.workers)
+    apps = sorted(s.id for s in load_fleet(lab.fleet_file).servers if s.role == "app")
+    with using_api(made.api_url), get_client(sync_client=True) as client:
+        deployed = {
+            f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()
+        }
+    assert fleet.mirror_deployments() == [f"mirror-server/mirror-{a}" for a in apps]
+    assert set(fleet.mirror_deployments()) <= deployed
+    client_id = load_fleet(lab.fleet_file).clients[0].id
+    assert records.journal_seqs(load_fleet(lab.fleet_file), client_id, door=fleet)
+    with pytest.raises(LabError, match="is not the lab's front door"):
+        records.journal_seqs(load_fleet(lab.fleet_file), client_id)  # not from the host
+
+    down_at: list[bool] = []
+    watcher = threading.Thread(
+        target=lambda: down_at.append(_wait_for(lambda: not api_healthy(made.api_url), 30) >= 0)
+    )
+    watcher.start()
+    took = restart_together(cp_dir, ["api-1", "api-2"], down_s=3.0)
+    watcher.join()
+    assert down_at == [True] and took >= 3.0
+    assert api_healthy(made.api_url)
+    with pytest.raises(LabError, match="restart postgres on its own"):
+        restart_together(cp_dir, ["api-1", "postgres"])
 
 
 def test_lab_down_leaves_nothing(made: DistributedLab) -> None:

@@ -38,6 +38,7 @@ from ppo_dr.lab.chaos.channel_errors import (
     judge_channel_errors,
     standin_fleet,
 )
+from ppo_dr.lab.chaos.fleets import ChaosFleet
 from ppo_dr.lab.chaos.verdict import ChaosResult
 from ppo_dr.lab.processes import spawn_detached
 from ppo_dr.lab.standin import STATE_NAME, read_requests
@@ -55,37 +56,42 @@ SETTLE_S = 300.0
 ENDS_S = 240.0
 
 
-def _start_standin(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """The stand-in process and its URL, once it answers; its old log cleared."""
+def _start_standin(directory: Path, fleet: ChaosFleet) -> tuple[subprocess.Popen[bytes], str]:
+    """The stand-in process and its URL, once it answers; its old log cleared. It listens
+    where the lab's public addresses are: the runbooks reach it as they would the
+    vendors' APIs (on the distributed lab, from the workers in the DCs)."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in (STATE_NAME, "requests.jsonl"):
         (directory / name).unlink(missing_ok=True)
     with (directory / "standin.log").open("ab") as log:
-        process = spawn_detached(
-            [sys.executable, "-m", "ppo_dr.lab.standin", "--dir", str(directory)],
-            dict(os.environ),
-            log,
-        )
+        host = fleet.front_door_host
+        argv = [sys.executable, "-m", "ppo_dr.lab.standin", "--dir", str(directory)]
+        process = spawn_detached(fleet.public_argv([*argv, "--host", host]), dict(os.environ), log)
     state = directory / STATE_NAME
     if not poll(state.exists, STANDIN_STARTS_S, every=0.2):
         process.kill()
         raise LabError(f"the stand-in did not start within {STANDIN_STARTS_S:.0f} s")
     port = int(json.loads(state.read_text(encoding="utf-8"))["port"])
-    return process, f"http://127.0.0.1:{port}"
+    return process, f"http://{host}:{port}"
 
 
-def _script(url: str) -> None:
+def _script(url: str, fleet: ChaosFleet) -> None:
     """Give the stand-in the fault's script (``POST /_script``)."""
-    connection = http.client.HTTPConnection(urlsplit(url).netloc, timeout=10)
+
+    def post() -> int:
+        connection = http.client.HTTPConnection(urlsplit(url).netloc, timeout=10)
+        try:
+            connection.request(
+                "POST", "/_script", json.dumps(SCRIPT), {"Content-Type": "application/json"}
+            )
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
     try:
-        connection.request(
-            "POST", "/_script", json.dumps(SCRIPT), {"Content-Type": "application/json"}
-        )
-        status = connection.getresponse().status
+        status = fleet.reach_front_door(post)
     except (OSError, http.client.HTTPException) as exc:
         raise LabError(f"the stand-in at {url} cannot be scripted: {exc}") from exc
-    finally:
-        connection.close()
     if status != 204:
         raise LabError(f"the stand-in refused the script ({status})")
 
@@ -150,8 +156,8 @@ def exercise_channel_errors(run: ChaosRun, spec: FaultSpec) -> ChaosResult:
     obs = ChannelObservation(fault=spec.name, incident_id=None, opened_at=None)
     standin = None
     try:
-        standin, url = _start_standin(directory)
-        _script(url)
+        standin, url = _start_standin(directory, run.fleet)
+        _script(url, run.fleet)
         document = yaml.safe_load(run.fleet.fleet_file.read_text(encoding="utf-8"))
         fleet_copy = lab / "chaos" / "fleet-standin.yaml"
         fleet_copy.write_text(yaml.safe_dump(standin_fleet(document, url)), encoding="utf-8")

@@ -34,6 +34,12 @@ class FlowRuns(Protocol):
         """The run's state name now."""
         ...
 
+    def run_history(self, run_id: str) -> list[tuple[str, datetime]]:
+        """Every state the run has been in, oldest first, with when it was entered (a
+        crash the deploy automation reschedules at once is seen here, not in
+        :meth:`run_state`)."""
+        ...
+
     def rerun(self, run_id: str) -> None:
         """Schedule the ended run *run_id* again, the same run (what ``ppo-dr deploy``'s
         "rerun a crashed failover" automation does: state Scheduled, AwaitingRetry)."""

@@ -100,7 +100,9 @@ def exercise_integrity(ctx: IntegrityContext, spec: FaultSpec) -> ChaosResult:
     client = ctx.rng.choice(sorted(c for c, s in placements.items() if s == home))
     ctx.ready([client])
     before = records.complete_snapshot_ids(store, [client])
-    lost_before = {s for s, _ in records.lost_writes(model, ctx.fleet.acks_file, [client])[client]}
+    lost_before = {
+        s for s, _ in records.lost_writes(model, ctx.fleet.acks_file, [client], ctx.fleet)[client]
+    }
     obs = IntegrityObservation(fault=spec.name, injected_at=_now())
     events: list[tuple[str, datetime]] = []
     with FleetAccess(model) as access:
@@ -152,7 +154,7 @@ def exercise_integrity(ctx: IntegrityContext, spec: FaultSpec) -> ChaosResult:
     opened = records.incidents_since(store, obs.injected_at)
     ids = [i.id for i in opened]
     try:
-        missing = records.lost_writes(model, ctx.fleet.acks_file, [client])[client]
+        missing = records.lost_writes(model, ctx.fleet.acks_file, [client], ctx.fleet)[client]
         lost: int | None = len([s for s, _ in missing if s not in lost_before])
     except DRError as exc:
         lost, obs = None, replace(obs, problems=(*obs.problems, str(exc)))

@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import json
 import logging
-import socket
 import statistics
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -45,6 +44,7 @@ from ppo_dr.lab.chaos.sequence import pick_target
 from ppo_dr.lab.chaos.verdict import ChaosResult
 from ppo_dr.mirror.status import STALE_KIND, cron_interval, stale_after
 from ppo_dr.store import Incident, Store
+from ppo_dr.transport.dial import dial
 from ppo_dr.waiting import poll
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def offered_fingerprint(host: str, port: int, timeout: float = 10.0) -> str | No
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with dial(host, port, timeout) as sock:
             transport = paramiko.Transport(sock)
             try:
                 transport.start_client(timeout=timeout)
@@ -258,7 +258,7 @@ def _observe(
     )
     try:
         lost: dict[str, tuple[tuple[int, datetime], ...]] | None = records.new_losses(
-            model, run.fleet.acks_file, clients, fault.lost_before
+            model, run.fleet.acks_file, clients, fault.lost_before, run.fleet
         )
     except DRError as exc:
         fault.problems.append(str(exc))

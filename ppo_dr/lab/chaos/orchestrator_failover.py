@@ -20,6 +20,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from ppo_dr.escalation import failover_view
 from ppo_dr.lab.chaos.flow_runs import FINAL_STATES, FlowRuns
@@ -72,6 +73,7 @@ def kill_failover_midway(kill: FailoverKill, incident_id: int, plan_id: str) -> 
     if poll(restoring, RESTORE_BEGINS_S, every=0.2) is None:
         return [f"no restore of plan {plan_id[:12]} began within {RESTORE_BEGINS_S:.0f} s"]
     pids = flow_run_pids(proc_files("environ"), run_id)
+    killed_at = datetime.now(UTC)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -82,14 +84,16 @@ def kill_failover_midway(kill: FailoverKill, incident_id: int, plan_id: str) -> 
     say(f"  failover run {run_id[:8]}: {len(pids)} process(es) SIGKILLed")
 
     def ended() -> str | None:
-        state = kill.operator.run_state(run_id)
-        return state if state in FINAL_STATES else None
+        since = [name for name, at in kill.operator.run_history(run_id) if at >= killed_at]
+        return next((name for name in since if name in FINAL_STATES), None)
 
     problems = []
     killed_state = poll(ended, RUN_ENDS_S, every=2.0)
     if killed_state not in KILLED_STATES:
         problems.append(f"the killed failover run ended {killed_state or 'not in time'}")
-    kill.operator.rerun(run_id)
+    by_automation = kill.operator.run_state(run_id) not in FINAL_STATES
+    if not by_automation:
+        kill.operator.rerun(run_id)
     asked_again: list[bool] = []
 
     def finished() -> str | None:
@@ -105,6 +109,7 @@ def kill_failover_midway(kill: FailoverKill, incident_id: int, plan_id: str) -> 
     kill.said.append(
         f"failover run killed ({len(pids)} process(es)) during the restore of "
         f"{', '.join(restoring_now)}; it ended {killed_state}; the same run rescheduled"
+        f"{' by the deploy automation' if by_automation else ''}"
         f"{', asked for approval again (approved)' if asked_again else ''}: "
         f"failover {state or 'not finished in time'}"
     )

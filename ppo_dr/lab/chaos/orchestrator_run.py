@@ -41,7 +41,6 @@ from ppo_dr.pids import proc_files
 from ppo_dr.store import Store
 from ppo_dr.waiting import poll
 
-MIRROR_DEPLOYMENT = "mirror-fleet/mirror-fleet"
 #: A mirror run must start writing a repository within this many seconds of starting.
 WRITE_STARTS_S = 90.0
 #: Mirror runs tried before the fault gives up catching one writing.
@@ -95,17 +94,17 @@ def _lock_holders(access: FleetAccess, repos: list[tuple[str, str, str]]) -> dic
 
 
 def _catch_writing(
-    ctx: KillContext, access: FleetAccess, repos: list[tuple[str, str, str]]
+    ctx: KillContext, deployment: str, access: FleetAccess, repos: list[tuple[str, str, str]]
 ) -> tuple[str, datetime, tuple[list[int], str] | None]:
     """A mirror run (running now, else started here) and, once caught writing, its
     processes and the repository they hold the lock of; None if it ended first (a
     scheduled run found running may be past the ballast's client already, and a short
     run can hold each lock between two looks)."""
-    if ctx.operator.running_run(MIRROR_DEPLOYMENT) is None:
-        ctx.operator.start_run(MIRROR_DEPLOYMENT, {})
-    found = poll(lambda: ctx.operator.running_run(MIRROR_DEPLOYMENT), RUN_STARTS_S, every=1.0)
+    if ctx.operator.running_run(deployment) is None:
+        ctx.operator.start_run(deployment, {})
+    found = poll(lambda: ctx.operator.running_run(deployment), RUN_STARTS_S, every=1.0)
     if found is None:
-        raise DRError(f"no {MIRROR_DEPLOYMENT} run started within {RUN_STARTS_S:.0f} s")
+        raise DRError(f"no {deployment} run started within {RUN_STARTS_S:.0f} s")
     run_id, started = found
 
     def writing() -> tuple[list[int], str] | bool | None:
@@ -132,7 +131,7 @@ def _kill_a_mirror(
     meanwhile is cancelled by the deployment's one slot; the scheduled one is taken."""
     for attempt in range(1, CATCH_TRIES + 1):
         fresh_ballast()
-        run_id, started, caught = _catch_writing(ctx, access, repos)
+        run_id, started, caught = _catch_writing(ctx, obs.what, access, repos)
         if caught is not None:
             break
         if attempt == CATCH_TRIES:
@@ -140,7 +139,7 @@ def _kill_a_mirror(
                 f"run {run_id[:8]} held no repository lock within {WRITE_STARTS_S:.0f} s"
                 f" ({CATCH_TRIES} runs tried)"
             )
-        ctx.say(f"  {MIRROR_DEPLOYMENT} run {run_id[:8]} ended before it was caught writing")
+        ctx.say(f"  {obs.what} run {run_id[:8]} ended before it was caught writing")
     assert caught is not None  # the loop ends caught, or raises
     pids, holding = caught
     running_s = (_now() - started).total_seconds()
@@ -150,7 +149,7 @@ def _kill_a_mirror(
     obs = replace(
         obs, killed_at=_now(), killed_pids=len(pids), running_s=running_s, holding=holding
     )
-    ctx.say(f"  {MIRROR_DEPLOYMENT} run {run_id[:8]}: {len(pids)} process(es) SIGKILLed")
+    ctx.say(f"  {obs.what} run {run_id[:8]}: {len(pids)} process(es) SIGKILLed")
 
     def ended() -> str | None:
         state = ctx.operator.run_state(run_id)
@@ -167,7 +166,7 @@ def _rerun(ctx: KillContext, obs: KillObservation, clients: list[str]) -> KillOb
     ends = time.monotonic() + RERUN_WITHIN_S
     reruns, state = 0, None
     while True:
-        state = ctx.operator.run_to_end(MIRROR_DEPLOYMENT, {})
+        state = ctx.operator.run_to_end(obs.what, {})
         reruns += 1
         newest = records.newest_snapshots(ctx.store, clients)
         if all(c in newest and newest[c] >= obs.killed_at for c in clients):
@@ -179,16 +178,24 @@ def _rerun(ctx: KillContext, obs: KillObservation, clients: list[str]) -> KillOb
 
 
 def exercise_orchestrator_kill(ctx: KillContext, spec: FaultSpec) -> ChaosResult:
-    """Kill a mirror run's processes, rerun it, check the repositories; judge."""
+    """Kill a mirror run's processes, rerun it, check the repositories; judge.
+
+    The run is the one that mirrors the first client's home: on the loopback lab the
+    fleet's mirror (every client), on the distributed lab that server's own mirror
+    deployment (its clients only: the others have mirror runs of their own)."""
     store = ctx.store
     model = load_fleet(ctx.fleet.fleet_file)
     placements = {p.client_id: p.server_id for p in store.placements()}
+    ctx.ready(sorted(placements))
+    deployment = ctx.fleet.mirror_deployment(placements[min(placements)]) if placements else ""
+    placements = {
+        c: home for c, home in placements.items() if ctx.fleet.mirror_deployment(home) == deployment
+    }
     clients = sorted(placements)
-    ctx.ready(clients)
     before = records.complete_snapshot_ids(store, clients)
-    lost_before = records.lost_writes(model, ctx.fleet.acks_file, clients)
-    obs = KillObservation(fault=spec.name, what=MIRROR_DEPLOYMENT, clients=tuple(clients))
-    ctx.say(f"{spec.name}: a {MIRROR_DEPLOYMENT} run to kill (running, else started now)")
+    lost_before = records.lost_writes(model, ctx.fleet.acks_file, clients, ctx.fleet)
+    obs = KillObservation(fault=spec.name, what=deployment, clients=tuple(clients))
+    ctx.say(f"{spec.name}: a {deployment} run to kill (running, else started now)")
     repos = [
         (home, mirror.id, path)
         for home in sorted(set(placements.values()))
@@ -220,7 +227,7 @@ def exercise_orchestrator_kill(ctx: KillContext, spec: FaultSpec) -> ChaosResult
     opened = records.incidents_since(store, since)
     ids = [i.id for i in opened]
     try:
-        now_missing = records.lost_writes(model, ctx.fleet.acks_file, clients)
+        now_missing = records.lost_writes(model, ctx.fleet.acks_file, clients, ctx.fleet)
         lost: int | None = sum(
             len({s for s, _ in seqs} - {s for s, _ in lost_before.get(c, ())})
             for c, seqs in now_missing.items()

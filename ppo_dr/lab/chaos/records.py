@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ppo_dr.channels import read_outbox
 from ppo_dr.errors import DRError, LabError
@@ -29,6 +29,27 @@ from ppo_dr.store import Incident, Store
 
 #: Probe states that mean a check failed.
 _FAILING = ("pending", "down")
+T = TypeVar("T")
+
+
+class FrontDoor(Protocol):
+    """Where the lab's front door answers: its host, and how to reach it from here (on
+    127.0.0.1 at once; a namespaced lab's from inside its ``wan`` namespace)."""
+
+    @property
+    def front_door_host(self) -> str: ...
+
+    def reach_front_door(self, work: Callable[[], T]) -> T: ...
+
+
+class _Loopback:
+    front_door_host = "127.0.0.1"
+
+    def reach_front_door(self, work: Callable[[], T]) -> T:
+        return work()
+
+
+LOOPBACK: FrontDoor = _Loopback()
 
 
 def incidents_since(store: Store, since: datetime) -> list[Incident]:
@@ -165,32 +186,43 @@ def verify_repositories(
     return found
 
 
-def journal_seqs(fleet: Fleet, client_id: str, timeout: float = 10.0) -> set[int]:
-    """The seqs in *client_id*'s journal, read through the front door (its home now)."""
+def journal_seqs(
+    fleet: Fleet, client_id: str, timeout: float = 10.0, door: FrontDoor = LOOPBACK
+) -> set[int]:
+    """The seqs in *client_id*'s journal, read through the lab's front door (its home
+    now); a URL anywhere else is refused, so no request leaves the lab."""
     url = fleet.client(client_id).url.rstrip("/") + "/journal?after=0"
-    if not url.startswith("http://127.0.0.1:"):
-        raise LabError(f"{client_id}: its URL {url} is not the loopback lab's front door")
+    if not url.startswith(f"http://{door.front_door_host}:"):
+        raise LabError(f"{client_id}: its URL {url} is not the lab's front door")
+
+    def read() -> Any:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - the lab's
+            return json.loads(answer.read())
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - loopback
-            records: Any = json.loads(answer.read())
+        records: Any = door.reach_front_door(read)
     except (OSError, ValueError) as exc:
         raise LabError(f"{client_id}: cannot read its journal at {url}: {exc}") from exc
     return {r["seq"] for r in records if isinstance(r, dict) and isinstance(r.get("seq"), int)}
 
 
 def new_losses(
-    fleet: Fleet, acks_file: Path, clients: Iterable[str], lost_before: Mapping[str, set[int]]
+    fleet: Fleet,
+    acks_file: Path,
+    clients: Iterable[str],
+    lost_before: Mapping[str, set[int]],
+    door: FrontDoor = LOOPBACK,
 ) -> dict[str, tuple[tuple[int, datetime], ...]]:
     """:func:`lost_writes`, less those already missing before the fault (*lost_before*):
     an earlier fault's losses are that fault's."""
     return {
         c: tuple(w for w in seqs if w[0] not in lost_before.get(c, set()))
-        for c, seqs in lost_writes(fleet, acks_file, clients).items()
+        for c, seqs in lost_writes(fleet, acks_file, clients, door).items()
     }
 
 
 def lost_writes(
-    fleet: Fleet, acks_file: Path, clients: Iterable[str]
+    fleet: Fleet, acks_file: Path, clients: Iterable[str], door: FrontDoor = LOOPBACK
 ) -> dict[str, tuple[tuple[int, datetime], ...]]:
     """Per client: acknowledged writes missing from its journal, with their ack times.
 
@@ -200,7 +232,7 @@ def lost_writes(
     acks = read_acks(acks_file)
     out = {}
     for client in clients:
-        present = journal_seqs(fleet, client)
+        present = journal_seqs(fleet, client, door=door)
         out[client] = tuple(
             (a["seq"], datetime.fromisoformat(a["ts"]))
             for a in acks

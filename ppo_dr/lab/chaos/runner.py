@@ -177,7 +177,7 @@ class ChaosRun:
         problems = records.verify_repositories(model, set(placements.values()), placements)
         missing: dict[str, list[int]] | None
         try:
-            lost = records.lost_writes(model, self.fleet.acks_file, sorted(placements))
+            lost = records.lost_writes(model, self.fleet.acks_file, sorted(placements), self.fleet)
             missing = {c: [seq for seq, _ in seqs] for c, seqs in lost.items()}
         except DRError as exc:
             problems.append(str(exc))
@@ -228,7 +228,7 @@ class ChaosRun:
             hit = [s.id for s in model.servers_in(target)]
         clients = sorted(c for c, s in placements.items() if s in hit)
         self._ready(clients)
-        already = records.lost_writes(model, self.fleet.acks_file, clients)
+        already = records.lost_writes(model, self.fleet.acks_file, clients, self.fleet)
         fault = _Fault(
             spec,
             target,
@@ -379,7 +379,7 @@ class ChaosRun:
         """The record of a fault about to be injected into *target*: the snapshots and
         the acknowledged writes already missing before it (for faults run elsewhere)."""
         model = load_fleet(self.fleet.fleet_file)
-        already = records.lost_writes(model, self.fleet.acks_file, clients)
+        already = records.lost_writes(model, self.fleet.acks_file, clients, self.fleet)
         return _Fault(
             spec,
             target,
@@ -447,7 +447,7 @@ class ChaosRun:
             obs = replace(obs, snapshot_at=records.newest_snapshots(store, fault.clients))
         try:
             lost: dict[str, tuple[tuple[int, datetime], ...]] | None = records.new_losses(
-                model, self.fleet.acks_file, fault.clients, fault.lost_before
+                model, self.fleet.acks_file, fault.clients, fault.lost_before, self.fleet
             )
         except DRError as exc:
             fault.problems.append(str(exc))
@@ -479,9 +479,8 @@ class ChaosRun:
     # ---- store-restart: a power cut, and the store taken away mid-failover
 
     def _take_store_away(self, fault: _Fault) -> None:
-        lab_dir = self.fleet.fleet_file.parent
-        log = lab_dir / "logs" / "chaos-serve.log"
-        fault.store_outage = StoreOutage(str(self.store.url), log, lab_dir)
+        cluster = self.fleet.store_cluster()
+        fault.store_outage = StoreOutage(str(self.store.url), self.fleet.run_logs(), cluster)
         fault.store_outage.start()
         outage = fault.store_outage
         self.say(f"  the store taken away for {outage.down_s:.0f} s mid-failover ({outage.how})")

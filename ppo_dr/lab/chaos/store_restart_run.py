@@ -3,7 +3,8 @@
 What a database restart means depends on the store:
 
 - a PostgreSQL store (a loopback lab started with ``--store postgres``,
-  :mod:`ppo_dr.lab.store_database`): the cluster is stopped ``-m immediate`` (every
+  :mod:`ppo_dr.lab.store_database`, or the distributed lab's control plane, whose
+  cluster also holds Prefect's database): the cluster is stopped ``-m immediate`` (every
   backend quits at once, pooled connections are cut), kept down for
   :data:`~ppo_dr.lab.chaos.store_restart.STORE_DOWN_S` and started again on its port
   (:func:`ppo_dr.lab.controlplane_restart.restart`). Reads and writes fail meanwhile
@@ -13,8 +14,9 @@ What a database restart means depends on the store:
   its busy timeout (10 s) and fails with "unavailable or busy", the same transient
   error; reads go on, as WAL allows.
 
-The distributed lab's store is its control plane's PostgreSQL; its chaos fleet is not
-built, so a PostgreSQL store without a cluster of the lab's own is refused by name.
+The cluster is the one the fleet names (:meth:`ChaosFleet.store_cluster`); a
+PostgreSQL store without a cluster of the lab's own is refused by name. The store errors
+the runbooks met are counted in the fleet's run logs (serve's, or each worker's).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from ppo_dr.errors import LabError
-from ppo_dr.lab import controlplane_restart, store_database
+from ppo_dr.lab import controlplane_restart
 from ppo_dr.lab.chaos import records
 from ppo_dr.lab.chaos.store_restart import (
     STORE_DOWN_S,
@@ -47,10 +49,15 @@ def _now() -> datetime:
 
 class StoreOutage:
     """The store taken away for *down_s* in a thread, from :meth:`start` on: a PostgreSQL
-    store of the lab in *lab_dir* restarted, a SQLite store's write lock held."""
+    store's *cluster* (a control-plane record directory) restarted, a SQLite store's
+    write lock held. *run_logs* are where the runbooks log the store errors they meet."""
 
     def __init__(
-        self, store_url: str, serve_log: Path, lab_dir: Path, down_s: float = STORE_DOWN_S
+        self,
+        store_url: str,
+        run_logs: list[Path],
+        cluster: Path | None,
+        down_s: float = STORE_DOWN_S,
     ) -> None:
         url = make_url(store_url)
         backend = url.get_backend_name()
@@ -59,27 +66,27 @@ class StoreOutage:
         if backend == "sqlite" and url.database:
             self.path = Path(url.database)
             self.how = "SQLite write lock held by another process"
-        elif backend == "postgresql" and store_database.recorded(lab_dir):
-            self.cluster = store_database.store_db_dir(lab_dir)
+        elif backend == "postgresql" and cluster is not None:
+            self.cluster = cluster
             self.how = "PostgreSQL stopped -m immediate and started again"
         else:
             raise LabError(
                 f"store-restart on a {backend} store needs the lab's own database: a SQLite "
-                "file, or PostgreSQL from `lab up --store postgres` (the distributed lab's "
-                "control plane is not a chaos target yet)"
+                "file, PostgreSQL from `lab up --store postgres`, or the distributed lab's "
+                "control plane"
             )
-        self.serve_log = serve_log
+        self.run_logs = run_logs
         self.down_s = down_s
         self.down_at: datetime | None = None
         self.up_at: datetime | None = None
         self.error: str | None = None
-        self._log_offset = 0
+        self._log_offsets: dict[Path, int] = {}
         take = self._hold if self.path is not None else self._restart
         self._thread = threading.Thread(target=take, daemon=True)
 
     def start(self) -> None:
         """Take the store away now (returns at once; :meth:`wait` for it to come back)."""
-        self._log_offset = self.serve_log.stat().st_size if self.serve_log.exists() else 0
+        self._log_offsets = {p: p.stat().st_size if p.exists() else 0 for p in self.run_logs}
         self._thread.start()
 
     def wait(self) -> None:
@@ -112,14 +119,17 @@ class StoreOutage:
             self.error = f"the store's lock could not be held: {exc}"
 
     def store_errors(self) -> int:
-        """Store errors and waits serve logged since :meth:`start` (the runbooks meeting
-        the outage)."""
-        if not self.serve_log.exists():
-            return 0
-        with self.serve_log.open("rb") as log:
-            log.seek(self._log_offset)
-            text = log.read().decode("utf-8", errors="replace")
-        return text.count(STORE_ERROR) + text.count(STORE_WAIT)
+        """Store errors and waits the runbooks logged since :meth:`start` (meeting the
+        outage), over every run log."""
+        met = 0
+        for path in self.run_logs:
+            if not path.exists():
+                continue
+            with path.open("rb") as log:
+                log.seek(self._log_offsets.get(path, 0))
+                text = log.read().decode("utf-8", errors="replace")
+            met += text.count(STORE_ERROR) + text.count(STORE_WAIT)
+        return met
 
     def facts(
         self, store: Store, outbox: Path, since: datetime, plan_id: str | None

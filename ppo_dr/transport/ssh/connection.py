@@ -14,6 +14,7 @@ from paramiko.sftp import CMD_EXTENDED
 from paramiko.sftp_client import SFTPError
 
 from ppo_dr.errors import AuthError, HostKeyError, TransientError
+from ppo_dr.transport.dial import dial
 from ppo_dr.transport.ssh.translate import error_boundary
 from ppo_dr.transport.ssh.wire import DEFAULT_REQUEST, SFTP_MAX_PACKET, SFTP_WINDOW
 
@@ -44,7 +45,7 @@ def open_session(
     try:
         # No SFTP session yet, so no OSError here can be a path refusal: alive=False.
         with error_boundary(where, "connect", lambda: False, lambda: None):
-            sock = socket.create_connection((host, port), timeout=timeout)
+            sock = dial(host, port, timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             transport = paramiko.Transport(sock)
