@@ -6,7 +6,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-distributed test test-slow lint unit venv clean chaos chaos-tier chaos-sweep
+.PHONY: demo demo-distributed test test-slow lint unit venv clean chaos chaos-tier chaos-sweep \
+	chaos-tier-distributed
 
 venv: $(STAMP)
 
@@ -85,6 +86,13 @@ CHAOS_TIER ?= power,hang,bitflip,channel-errors,flapping,orchestrator-kill
 chaos-tier:
 	$(MAKE) chaos CHAOS_FAULTS=$(CHAOS_TIER) CHAOS_LIMIT=600 \
 		CHAOS_DIR=.ppo-dr/chaos-tier CHAOS_LAB="--clients 4 --size 4"
+
+## chaos-tier-distributed: the distributed lab's share of the CI tier: a power cut on a
+## 4-client distributed lab (namespaces, HA control plane, workers; as root), cut at 5 min
+CHAOS_TIER_DISTRIBUTED ?= power
+chaos-tier-distributed:
+	$(MAKE) chaos CHAOS_FAULTS=$(CHAOS_TIER_DISTRIBUTED) CHAOS_LIMIT=300 CHAOS_TOPOLOGY=distributed \
+		CHAOS_DIR=.ppo-dr/chaos-tier-distributed CHAOS_LAB="--clients 4 --size 4"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -13,7 +13,7 @@ served runs load the installed package whatever directory ``serve`` started in.
 
 The distributed topology (``ppo-dr deploy`` and workers, docs/deploy.md) registers
 the same deployments on work pools, by :func:`distributed_deployments`: each app
-server's mirror on its data centre's pool (``dc-<id>``: it reads the server over the
+server's and each spare's mirror on its data centre's pool (``dc-<id>``: it reads the server over the
 DC's LAN and pushes off-site), everything else (probe, watchdog, escalation, the
 failover's orchestration, drill, reports) on :data:`CONTROL_POOL`, off-site; and each
 batch of clients a failover moves onto one server (the ``fail-over-clients`` flow) on
@@ -335,9 +335,17 @@ class QueueLimit:
     limit: int
 
 
+#: Roles of the servers that hold clients, or will once a failover moves clients onto
+#: them: each gets a scheduled mirror deployment of its own. A spare's runs end at once
+#: ("nothing to mirror") until then, so clients moved onto a spare are mirrored on
+#: schedule from the failover on, as ``mirror-fleet`` does on one machine.
+HOME_ROLES = ("app", "spare")
+
+
 def mirror_queues(fleet: Fleet) -> list[QueueLimit]:
-    """The mirror queue of each DC pool that has app servers, with its limit."""
-    dcs = sorted({s.dc for s in fleet.servers if s.role == "app"})
+    """The mirror queue of each DC pool that has servers of :data:`HOME_ROLES`, with its
+    limit."""
+    dcs = sorted({s.dc for s in fleet.servers if s.role in HOME_ROLES})
     return [QueueLimit(dc_pool(dc), MIRROR_QUEUE, MIRROR_DC_SLOTS) for dc in dcs]
 
 
@@ -386,14 +394,15 @@ class Routed:
 
 #: Deployments of :data:`DEPLOYMENTS` replaced in the distributed topology: the
 #: fleet-wide mirror runs every server's mirror in one process, where the run is, and
-#: the on-demand one would run any server's mirror on one pool; each app server gets
-#: its own mirror deployment on its DC's pool instead (scheduled, and run on demand).
+#: the on-demand one would run any server's mirror on one pool; each app server and
+#: spare gets its own mirror deployment on its DC's pool instead (scheduled, and run on
+#: demand).
 NOT_DISTRIBUTED = frozenset({"mirror-fleet", "mirror-server"})
 
 
 def distributed_deployments(fleet: Fleet) -> list[Routed]:
     """Every deployment of the distributed topology with its pool, in a stable order:
-    the control pool's, then one mirror per app server (by id), then one batch of client
+    the control pool's, then one mirror per app server and spare (by id), then one batch of client
     moves per data centre (by id)."""
     routed: list[Routed] = []
     for build in DEPLOYMENTS:
@@ -405,7 +414,7 @@ def distributed_deployments(fleet: Fleet) -> list[Routed]:
             deployment.parameters = {**deployment.parameters, "client_runs": "target-pool"}
         routed.append(Routed(deployment, CONTROL_POOL))
     for server in sorted(fleet.servers, key=lambda s: s.id):
-        if server.role == "app":
+        if server.role in HOME_ROLES:
             routed.append(Routed(mirror_of_server_deployment(fleet, server.id), dc_pool(server.dc)))
     for dc in sorted(fleet.data_centres, key=lambda d: d.id):
         routed.append(Routed(fail_over_clients_deployment(dc.id), dc_pool(dc.id)))

@@ -43,12 +43,12 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import Cancelled, State
+from prefect.states import Cancelled, Completed, State
 
 from flows.outcome import failed_with
 from ppo_dr import config
 from ppo_dr.errors import HostKeyError, PermanentError
-from ppo_dr.fleet_access import FleetAccess, mirror_plan
+from ppo_dr.fleet_access import FleetAccess, IdleSpareError, mirror_plan
 from ppo_dr.ids import check_id, is_valid_id
 from ppo_dr.inventory import Fleet
 from ppo_dr.mirror.runbook import (
@@ -207,7 +207,11 @@ def mirror_server(
     """
     log = get_run_logger()
     sid = check_id(server_id, "server id")
-    scope = mirror_scope(fleet_file or config.fleet_file(), sid, clients)
+    try:
+        scope = mirror_scope(fleet_file or config.fleet_file(), sid, clients)
+    except IdleSpareError as exc:  # its schedule waits for a failover to give it clients
+        log.info("%s: nothing to mirror", exc)
+        return Completed(message=f"spare {sid} holds no client: nothing to mirror")
     fleet, url, placed, app, chosen = (
         scope.fleet, scope.store_url, scope.placements, scope.app, scope.clients
     )  # fmt: skip

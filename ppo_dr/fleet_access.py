@@ -95,6 +95,12 @@ def homes(fleet: Fleet, placements: Mapping[str, str] | None = None) -> dict[str
     return found
 
 
+class IdleSpareError(PermanentError):
+    """A spare no client is placed on: not a home (yet), so nothing to mirror. The
+    distributed topology's scheduled mirror of a spare meets this until a failover
+    moves clients onto it, and ends quietly; asked for by hand, it is refused."""
+
+
 def home_server(
     fleet: Fleet, server_id: str, placements: Mapping[str, str] | None = None
 ) -> Server:
@@ -109,10 +115,11 @@ def home_server(
         return server
     if server.role == "spare" and server.id in homes(fleet, placements).values():
         return server
-    raise PermanentError(
-        f"server {server.id!r} is {server.role!r}, not an app server"
-        + (" (and no client is placed on it)" if server.role == "spare" else "")
-    )
+    if server.role == "spare":
+        raise IdleSpareError(
+            f"server {server.id!r} is 'spare', not an app server (and no client is placed on it)"
+        )
+    raise PermanentError(f"server {server.id!r} is {server.role!r}, not an app server")
 
 
 def client_ids_on(

@@ -291,6 +291,22 @@ def test_a_run_of_a_server_that_is_already_mirroring_is_skipped(
     assert took < 30
 
 
+def test_a_spare_without_clients_has_nothing_to_mirror_and_its_run_ends_quietly(
+    prefect_api: str, lab: Lab, fleet: Fleet, store: Store
+) -> None:
+    """The distributed topology schedules a mirror of every spare, so that clients a
+    failover moves onto one are mirrored from then on; until then each run is a no-op."""
+    spare = fleet.servers_by_role("spare")[0].id
+    before = (store.snapshots(), store.incidents())
+    state, _took = run_server(lab, spare)
+    assert state.is_completed(), state.message
+    assert state.message == f"spare {spare} holds no client: nothing to mirror"
+    assert (store.snapshots(), store.incidents()) == before
+    mirror = fleet.servers_by_role("mirror")[0].id
+    refused, _took = run_server(lab, mirror)  # a mirror is never a home: refused
+    assert refused.is_failed() and "not an app server" in (refused.message or "")
+
+
 def test_mirror_fleet_mirrors_every_app_server(
     prefect_api: str, lab: Lab, fleet: Fleet, store: Store
 ) -> None:

@@ -12,6 +12,7 @@ import pytest
 from ppo_dr.errors import AuthError, HostKeyError, PermanentError, UnsafeInputError, is_retryable
 from ppo_dr.fleet_access import (
     FleetAccess,
+    IdleSpareError,
     client_ids_on,
     client_path,
     home_server,
@@ -172,10 +173,11 @@ def test_placements_decide_where_a_client_is_mirrored(example: Fleet) -> None:
 
 def test_a_spare_is_a_home_only_while_clients_are_placed_on_it(example: Fleet) -> None:
     spare = "spare-jhb1-1"
-    with pytest.raises(PermanentError, match="no client is placed on it"):
-        home_server(example, spare)
-    with pytest.raises(PermanentError, match="not an app server"):
+    with pytest.raises(IdleSpareError, match="no client is placed on it"):
+        home_server(example, spare)  # its scheduled mirror ends quietly on this one
+    with pytest.raises(PermanentError, match="not an app server") as mirror:
         home_server(example, example.servers_by_role("mirror")[0].id)
+    assert not isinstance(mirror.value, IdleSpareError)
     placed = {"acme-mining": spare}
     assert home_server(example, spare, placed).id == spare
     assert client_ids_on(example, spare, placements=placed) == ["acme-mining"]

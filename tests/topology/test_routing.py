@@ -271,6 +271,15 @@ def test_worker_pools_and_bad_dc(fleet_file: Path) -> None:
         assert into.deployment.flow_name == "fail-over-clients"
     assert by_name["failover"].pool == CONTROL_POOL
     assert by_name["failover"].deployment.parameters == {"client_runs": "target-pool"}
+    # Every server a client may live on is mirrored on schedule: a spare too (clients
+    # a failover moves there), a mirror never.
+    mirrored = {
+        r.deployment.parameters["server_id"]
+        for r in routed
+        if r.deployment.flow_name == "mirror-server"
+    }
+    assert mirrored == {s.id for s in fleet.servers if s.role in ("app", "spare")}
+    assert by_name["mirror-spare-jhb1-1"].pool == "dc-jhb1"
     # Mirrors wait in their DC pool's limited queue; restores go to the pool's default.
     assert mirror_queues(fleet) == [
         QueueLimit(f"dc-{dc}", MIRROR_QUEUE, 2) for dc in ("cpt1", "jhb1", "lon1")

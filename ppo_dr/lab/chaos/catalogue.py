@@ -1,12 +1,12 @@
 """The chaos suite's faults by name: what each injects, what must hold, which are built.
 
 Pure data and the parsing of ``--faults``: no I/O. The names and the must-hold text are
-issue 10's table. A fault is *implemented* when :mod:`ppo_dr.lab.chaos.injectors` can
-inject and heal it on the loopback lab and :mod:`ppo_dr.lab.chaos.verdict` can judge
-it; the others are listed so that asking for one is refused by name, not silently
-skipped. The distributed lab plugs in by implementing the
-:class:`~ppo_dr.lab.chaos.injectors.ChaosFleet` protocol: the catalogue and the verdict
-do not change.
+issue 10's table. A fault is *implemented* when :mod:`ppo_dr.lab.chaos.runner` can
+inject and heal it and :mod:`ppo_dr.lab.chaos.verdict` can judge it; the others are
+listed so that asking for one is refused by name, not silently skipped. Both labs (the
+loopback one and the distributed one) implement the
+:class:`~ppo_dr.lab.chaos.fleets.ChaosFleet` protocol: the catalogue and the verdict are
+the same for both.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ would when the policy wants a person); heal; wait until every component answers;
 wait one outage threshold more (a thawed server must not open a second incident);
 then read everything back (:mod:`ppo_dr.lab.chaos.records`), judge it
 (:func:`ppo_dr.lab.chaos.verdict.judge`) and resolve the incident, so the next fault
-starts from a quiet fleet. The runbooks themselves run in ``ppo-dr serve``; this
-module only breaks, heals, waits and reads.
+starts from a quiet fleet. The runbooks themselves run in ``ppo-dr serve`` (the
+loopback lab) or on the lab's own workers (the distributed lab); this module only
+breaks, heals, waits and reads.
 """
 
 from __future__ import annotations
