@@ -184,7 +184,6 @@ class PrefectOperator:
         deployment's one slot (the new run is then cancelled, e.g. a drill while a
         scheduled one runs)."""
         from prefect.client.schemas.objects import FlowRun
-        from prefect.deployments import run_deployment
 
         from deployments.demo.session import prefect_api
 
@@ -193,7 +192,7 @@ class PrefectOperator:
             if attempt:
                 time.sleep(RUN_RETRY_S)
             with prefect_api(self.api_url):
-                run = run_deployment(deployment, parameters=parameters, timeout=RUN_WAIT_S)
+                run = _run_of(deployment, parameters, RUN_WAIT_S)
             assert isinstance(run, FlowRun)  # the sync form, not a coroutine
             state = run.state.type.value if run.state is not None else "UNKNOWN"
             if state != "CANCELLED":
@@ -202,12 +201,11 @@ class PrefectOperator:
 
     def start_run(self, deployment: str, parameters: dict[str, Any]) -> str:
         from prefect.client.schemas.objects import FlowRun
-        from prefect.deployments import run_deployment
 
         from deployments.demo.session import prefect_api
 
         with prefect_api(self.api_url):
-            run = run_deployment(deployment, parameters=parameters, timeout=0)
+            run = _run_of(deployment, parameters, 0)
         assert isinstance(run, FlowRun)  # the sync form, not a coroutine
         return str(run.id)
 
@@ -271,6 +269,18 @@ class ControlPlaneOperator(PrefectOperator):
 
     def stop_restarted(self) -> None:
         """Nothing: the restarted servers are the control plane's, ``lab down`` stops them."""
+
+
+def _run_of(deployment: str, parameters: dict[str, Any], timeout: float) -> Any:
+    """``run_deployment`` (inside ``prefect_api``); a deployment the API does not have is
+    a :class:`LabError` naming it, which fails that fault's row, not the whole run."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return run_deployment(deployment, parameters=parameters, timeout=timeout)
+    except ObjectNotFound:
+        raise LabError(f"the Prefect API has no deployment {deployment}") from None
 
 
 @contextlib.contextmanager
@@ -381,7 +391,6 @@ def _start_now(api_url: str, fleet: LoopbackFleet) -> None:
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
-    from prefect.deployments import run_deployment
 
     from deployments.demo.session import first_run_of, prefect_api
 
@@ -392,7 +401,7 @@ def _start_now(api_url: str, fleet: LoopbackFleet) -> None:
         for deployment in [PROBE_DEPLOYMENT, *fleet.mirror_deployments()]:
             name = deployment.split("/", 1)[-1]
             if first_run_of(client, name, FlowRunFilter(state=live)) is None:
-                run_deployment(deployment, timeout=0)
+                _run_of(deployment, {}, 0)
 
 
 def _stop(serve: subprocess.Popen[bytes]) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
 from prefect import flow
 
 from cli.chaos import PrefectOperator
+from ppo_dr.errors import LabError
 
 pytestmark = pytest.mark.prefect
 
@@ -36,3 +38,15 @@ def test_start_run_returns_at_once_with_a_scheduled_run_of_that_deployment(
     assert run.deployment_id == deployment_id and run.parameters == {"note": "x"}
     assert operator.run_state(run_id) == "SCHEDULED"
     assert operator.running_run("chaos-operator-check/start-run") is None
+    # The run's state history, oldest first (how a crash the deploy automation
+    # rescheduled at once is still seen).
+    history = operator.run_history(run_id)
+    assert [name for name, _ in history] == ["SCHEDULED"]
+    assert history[0][1] <= datetime.now(UTC)
+
+
+def test_a_deployment_the_api_does_not_have_fails_the_fault_not_the_run(prefect_api: str) -> None:
+    operator = PrefectOperator(prefect_api)
+    for start in (operator.start_run, operator.run_to_end):
+        with pytest.raises(LabError, match="the Prefect API has no deployment mirror-server/nope"):
+            start("mirror-server/nope", {})
