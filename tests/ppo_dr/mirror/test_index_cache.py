@@ -5,6 +5,7 @@ verify (which checks what the mirror holds). Real repositories on a local disk."
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,32 @@ def test_a_name_that_is_not_a_plain_file_name_is_never_kept(tmp_path: Path, name
     assert cache.get("repo", name, "0" * 64) is None
     assert not (tmp_path / "escape").exists()
     assert not any((tmp_path / "cache").rglob("*data*"))
+
+
+def test_verify_beside_a_mirror_run_that_commits_meanwhile_finds_nothing_wrong(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verify takes no lock: a snapshot committed while it runs (here: just after it
+    read the index, when it lists the packs) must not read as blobs "not in the index".
+    The commit is a real second snapshot into the same repository."""
+    target = _mirrored(tmp_path)
+    src = tmp_path / "src" / "c1"
+    (src / "new.bin").write_bytes(os.urandom(80_000))
+    real = Repository.list_packs
+    committed: list[str] = []
+
+    def a_writer_commits_now(self: Repository) -> dict[str, int]:
+        if not committed:
+            committed.append("once")
+            later = T0 + timedelta(hours=1)
+            snapshot_server(
+                LocalRemote(), "app1", [ClientSource("c1", str(src))], [target], taken_at=later
+            )
+        return real(self)
+
+    monkeypatch.setattr(Repository, "list_packs", a_writer_commits_now)
+    report = verify(target)
+    assert committed and report.ok, report.problems
+    monkeypatch.undo()
+    again = verify(target)  # the next verify sees and checks the new snapshot
+    assert again.ok and len(_open(target).list_snapshot_ids("c1")) == 2
