@@ -60,9 +60,9 @@ def inject(lab: LabFaults, state: dict[str, Any], server_id: str, fault: str) ->
     if fault == "host-key":
         return _swap_host_key(lab, state, server_id)
     if fault == "disk-full":
-        return _mount_small_disk(
-            lab.data_root(server_id, state["components"][server_id]["data_root"])
-        )
+        comp = state["components"][server_id]
+        pid, _pstate = lab._pid_state(comp)
+        return _mount_small_disk(lab.data_root(server_id, comp["data_root"]), pid)
     if fault == "latency":
         _set_entry(lab.directory / "net" / SLOW_FILE, server_id, LATENCY.model_dump())
         return {"rtt_ms": LATENCY.rtt_ms, "loss": LATENCY.loss}
@@ -86,7 +86,7 @@ def undo(
             pinned.with_name(pinned.name + ".pub").replace(key.with_name(key.name + ".pub"))
         _restart(lab, state, server_id)
     elif fault == "disk-full":
-        _unmount_small_disk(Path(entry["data_root"]), Path(entry["aside"]))
+        _unmount_small_disk(Path(entry["data_root"]), Path(entry["aside"]), entry.get("ns_pid"))
     elif fault == "latency":
         _set_entry(lab.directory / "net" / SLOW_FILE, server_id, None)
     elif fault == "clock-skew":
@@ -123,27 +123,54 @@ def _restart(lab: LabFaults, state: dict[str, Any], server_id: str) -> None:
 # --------------------------------------------------------------------------- small disk
 
 
-def _mount_small_disk(root: Path) -> dict[str, Any]:
-    """Move *root*'s contents onto a tmpfs mounted at *root*, sized to leave almost no room."""
+def _mount_namespace(pid: int | None) -> int | None:
+    """*pid* when that process lives in a mount namespace other than ours (a server of
+    the namespaced lab: ``ip netns exec`` gives it a private one, where a mount made
+    here is not seen); None when it shares ours (the loopback lab) or is not running."""
+    if pid is None:
+        return None
+    try:
+        theirs = Path(f"/proc/{pid}/ns/mnt").readlink()
+    except OSError:
+        return None
+    return pid if theirs != Path("/proc/self/ns/mnt").readlink() else None
+
+
+def _in_view(root: Path, ns_pid: int | None) -> Path:
+    """*root* as the process *ns_pid* sees it (through ``/proc/PID/root``), or as is."""
+    return Path(f"/proc/{ns_pid}/root") / root.relative_to("/") if ns_pid else root
+
+
+def _mount_cmd(argv: list[str], ns_pid: int | None) -> list[str]:
+    return ["nsenter", f"--mount=/proc/{ns_pid}/ns/mnt", *argv] if ns_pid else argv
+
+
+def _mount_small_disk(root: Path, pid: int | None = None) -> dict[str, Any]:
+    """Move *root*'s contents onto a tmpfs mounted at *root*, sized to leave almost no
+    room; mounted where the server process *pid* sees it (its own mount namespace in
+    the namespaced lab)."""
     if os.geteuid() != 0:
         raise LabError("the disk-full fault mounts a small tmpfs: run the lab as root")
     if not root.is_dir():
         raise LabError(f"its data root {root} is missing")
+    ns_pid = _mount_namespace(pid)
     size = tree_bytes(root, block=_PAGE) + DISK_FULL_HEADROOM  # what they take on a tmpfs
     aside = root.with_name(root.name + ".before-disk-full")
     root.rename(aside)
     root.mkdir()
+    seen = _in_view(root, ns_pid)
     try:
-        _run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "ppo-disk-full", str(root)])
-        shutil.copytree(aside, root, symlinks=True, dirs_exist_ok=True)
-        _fill(root, DISK_FULL_HEADROOM)
+        mount = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "ppo-disk-full"]
+        _run(_mount_cmd([*mount, str(root)], ns_pid))
+        shutil.copytree(aside, seen, symlinks=True, dirs_exist_ok=True)
+        _fill(seen, DISK_FULL_HEADROOM)
     except (OSError, LabError) as exc:
-        if os.path.ismount(root):
-            _run(["umount", "-l", str(root)])
+        if os.path.ismount(seen):
+            _run(_mount_cmd(["umount", "-l", str(root)], ns_pid))
         root.rmdir()
         aside.rename(root)
         raise LabError(f"could not put {root} on a small disk: {exc}") from exc
-    return {"data_root": str(root), "aside": str(aside), "size": size}
+    return {"data_root": str(root), "aside": str(aside), "size": size, "ns_pid": ns_pid}
 
 
 def _fill(root: Path, headroom: int) -> None:
@@ -158,13 +185,20 @@ def _fill(root: Path, headroom: int) -> None:
                 filler.write(b"\0" * min(1 << 20, extra - start))  # written: tmpfs allocates
 
 
-def _unmount_small_disk(root: Path, aside: Path) -> None:
-    """Copy what the small disk holds now back to a real directory, unmount, swap it in."""
+def _unmount_small_disk(root: Path, aside: Path, ns_pid: int | None = None) -> None:
+    """Copy what the small disk holds now back to a real directory, unmount, swap it in.
+    A server whose mount namespace is gone (it died) took the small disk with it: the
+    copy from before the fault goes back."""
     healed = root.with_name(root.name + ".after-disk-full")
-    if os.path.ismount(root):
+    if ns_pid is not None and _mount_namespace(ns_pid) is None:
+        root.rmdir()  # the empty directory under the vanished mount
+        aside.rename(root)
+        return
+    seen = _in_view(root, ns_pid)
+    if os.path.ismount(seen):
         shutil.rmtree(healed, ignore_errors=True)
-        shutil.copytree(root, healed, symlinks=True, ignore=shutil.ignore_patterns(FILLER_NAME))
-        _run(["umount", "-l", str(root)])
+        shutil.copytree(seen, healed, symlinks=True, ignore=shutil.ignore_patterns(FILLER_NAME))
+        _run(_mount_cmd(["umount", "-l", str(root)], ns_pid))
         root.rmdir()
         healed.rename(root)
     shutil.rmtree(aside, ignore_errors=True)
