@@ -13,8 +13,8 @@ served runs load the installed package whatever directory ``serve`` started in.
 
 The distributed topology (``ppo-dr deploy`` and workers, docs/deploy.md) registers
 the same deployments on work pools, by :func:`distributed_deployments`: each app
-server's and each spare's mirror on its data centre's pool (``dc-<id>``: it reads the server over the
-DC's LAN and pushes off-site), everything else (probe, watchdog, escalation, the
+server's and each spare's mirror on its data centre's pool (``dc-<id>``: it reads the
+server over the DC's LAN and pushes off-site), everything else (probe, watchdog, escalation, the
 failover's orchestration, drill, reports) on :data:`CONTROL_POOL`, off-site; and each
 batch of clients a failover moves onto one server (the ``fail-over-clients`` flow) on
 the pool of the DC it moves *into* (``fail-over-clients/into-<dc>``), the ``failover``
