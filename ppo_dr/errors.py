@@ -25,6 +25,7 @@
         ├── ChannelPermanentError    channels.base: a provider will refuse this message again
         ├── ProviderError            providers.base: provisioning/routing refused or misconfigured
         ├── PlanError                placement: a failover request cannot be planned
+        ├── IdleSpareError           fleet_access: a spare no client is placed on (no mirror)
         ├── VerifyMismatch           failover.checks: a restored file differs from its snapshot
         ├── DrillPlanError           failover.drill: a drill cannot be planned as asked
         ├── RunbookFailed          a run did not do all it was asked (carries its results)
