@@ -255,17 +255,17 @@ class ControlPlaneOperator(PrefectOperator):
     """The on-call on the distributed lab's API; prefect-server-kill there is the whole
     API lost: both API servers SIGKILLed at once and started again (HAProxy stays)."""
 
-    #: The control plane's API servers (``ppo_dr.lab.controlplane.API_SERVERS``).
-    API_SERVERS = ("api-1", "api-2")
-
     def __init__(self, api_url: str, control_plane: Path) -> None:
         super().__init__(api_url)
         self.control_plane = control_plane
 
     def restart_server(self, down_s: float) -> None:
+        from ppo_dr.lab.controlplane_record import load
         from ppo_dr.lab.controlplane_restart import restart_together
 
-        restart_together(self.control_plane, list(self.API_SERVERS), down_s=down_s)
+        plane = load(self.control_plane)  # its API servers as recorded (api-1, api-2, ...)
+        servers = [c.name for c in plane.components if c.name.startswith("api-")]
+        restart_together(self.control_plane, servers, down_s=down_s)
 
     def stop_restarted(self) -> None:
         """Nothing: the restarted servers are the control plane's, ``lab down`` stops them."""

@@ -26,12 +26,12 @@ a test) opens a socket inside one.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
 import signal
 import subprocess
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ from typing import TypeVar
 from ppo_dr.errors import LabError
 from ppo_dr.lab import pid_identity
 from ppo_dr.pids import alive
+from ppo_dr.transport.dial import on_entered_thread
 
 T = TypeVar("T")
 
@@ -318,19 +319,4 @@ def call_in(namespace: str | None, work: Callable[[], T]) -> T:
     """
     if namespace is None:
         return work()
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            enter(namespace)
-            outcome.append(work())
-        except BaseException as exc:  # handed to the caller's thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name=f"netns-{namespace}", daemon=True)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    return on_entered_thread(functools.partial(enter, namespace), work, f"netns-{namespace}")

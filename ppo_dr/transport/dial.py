@@ -13,16 +13,20 @@ namespace needs root (``CAP_SYS_ADMIN``); without the variable nothing changes.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from ppo_dr.errors import PermanentError
 
 NETNS_ENV = "PPO_DR_NETNS"
 _NETNS_DIR = Path("/run/netns")
 _CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
 def _enter(namespace: str) -> None:
@@ -38,25 +42,37 @@ def _enter(namespace: str) -> None:
         os.close(fd)
 
 
+def on_entered_thread(enter: Callable[[], None], work: Callable[[], T], name: str) -> T:
+    """*work*'s result (or its error, raised here) from a short-lived thread that first
+    ran *enter*: a ``setns`` moves only the calling thread, and sockets made there
+    stay in that namespace wherever they are used. :func:`ppo_dr.lab.netns.call_in`
+    runs on this too."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            enter()
+            outcome.append(work())
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
 def dial(host: str, port: int, timeout: float) -> socket.socket:
     """A connected TCP socket to *host*:*port*, made in :data:`NETNS_ENV`'s namespace
     when the variable is set (its errors are the caller's ``OSError``, as here)."""
     namespace = os.environ.get(NETNS_ENV)
     if not namespace:
         return socket.create_connection((host, port), timeout=timeout)
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
-
-    def connect() -> None:
-        try:
-            _enter(namespace)
-            made.append(socket.create_connection((host, port), timeout=timeout))
-        except BaseException as exc:  # handed to the caller's thread
-            failed.append(exc)
-
-    thread = threading.Thread(target=connect, name=f"dial-{namespace}", daemon=True)
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    return on_entered_thread(
+        functools.partial(_enter, namespace),
+        functools.partial(socket.create_connection, (host, port), timeout=timeout),
+        f"dial-{namespace}",
+    )
