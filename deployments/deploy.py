@@ -40,11 +40,12 @@ from typing import TYPE_CHECKING
 
 from deployments.console import Echo
 from deployments.probe_start import start_probe_now
+from flows.mirror_schedule import ensure_work_queues
 from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import load_fleet
 
 if TYPE_CHECKING:
-    from deployments.registry import QueueLimit, Routed
+    from deployments.registry import Routed
 
 CHECK_TIMEOUT = 10.0
 #: Deployments registered at once by :func:`apply_deployments`.
@@ -118,36 +119,6 @@ def ensure_work_pools(pools: list[str]) -> list[tuple[str, str]]:
                     "not 'process'; remove it or rename ours"
                 )
             done.append((name, "unchanged"))
-    return done
-
-
-def ensure_work_queues(queues: Sequence[QueueLimit]) -> list[tuple[QueueLimit, str]]:
-    """Create each missing work queue in its (existing) pool with its concurrency limit,
-    or set the limit of one that has another or is paused; each with what was done.
-    A new queue takes the pool's next priority, after ``default``."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    done: list[tuple[QueueLimit, str]] = []
-    with get_client(sync_client=True) as client:
-        for want in queues:
-            try:
-                existing = client.read_work_queue_by_name(want.queue, work_pool_name=want.pool)
-            except ObjectNotFound:
-                try:
-                    client.create_work_queue(
-                        want.queue, concurrency_limit=want.limit, work_pool_name=want.pool
-                    )
-                    done.append((want, "created"))
-                    continue
-                except ObjectAlreadyExists:  # created by a concurrent deploy
-                    existing = client.read_work_queue_by_name(want.queue, work_pool_name=want.pool)
-            if existing.concurrency_limit == want.limit and not existing.is_paused:
-                done.append((want, "unchanged"))
-                continue
-            client.update_work_queue(existing.id, concurrency_limit=want.limit, is_paused=False)
-            was = f"{existing.concurrency_limit}{', paused' if existing.is_paused else ''}"
-            done.append((want, f"updated, was {was}"))
     return done
 
 

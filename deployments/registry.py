@@ -29,12 +29,20 @@ from typing import Any, TypeVar
 
 from prefect import Flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.deployments.runner import RunnerDeployment
 
 from flows.drill import DRILL_LIMIT, DRILL_SLOTS, dr_drill
 from flows.escalation import escalation
 from flows.failover import FAILOVER_LIMIT, FAILOVER_SLOTS
 from flows.mirror import MIRROR_DC_SLOTS, mirror_fleet, mirror_limits, mirror_server
+from flows.mirror_schedule import (
+    MIRROR_QUEUE,
+    ONE_AT_A_TIME,
+    QueueLimit,
+    dc_pool,
+    mirror_of_server_deployment,
+    tagged_deployment,
+)
 from flows.probe import probe_fleet, probe_period_s, probe_watchdog, watchdog_interval_s
 from flows.report import REPORTS_LIMIT, REPORTS_SLOTS, fleet_report
 from ppo_dr import config
@@ -44,34 +52,13 @@ from ppo_dr.inventory import Fleet, Timing, load_fleet
 
 T = TypeVar("T")
 
-#: Tag on every deployment (and so every run) of ppo-dr, for filtering in the UI.
-TAG = "ppo-dr"
-
-#: At most one run of a singleton runbook at a time; a run due while one is still
-#: going is cancelled (its evidence says why) instead of queueing up behind it.
-ONE_AT_A_TIME = ConcurrencyLimitConfig(
-    limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
-)
-
-
-def _deployment(
-    flow: Flow[..., Any], name: str, *, tags: list[str], **options: Any
-) -> RunnerDeployment:
-    """*flow* as deployment *name*, tagged ``ppo-dr`` and *tags*, its entry point a
-    module path (served runs load the installed package, wherever serve started)."""
-    deployment = flow.to_deployment(
-        name, tags=[TAG, *tags], entrypoint_type=EntrypointType.MODULE_PATH, **options
-    )
-    assert isinstance(deployment, RunnerDeployment)  # the sync form, not a coroutine
-    return deployment
-
 
 def _on_cron(
     flow: Flow[..., Any], name: str, cron: str, tag: str, description: str
 ) -> RunnerDeployment:
     """*flow* on *cron*, one run at a time: a run due while one still runs is cancelled,
     not queued, so a slow run never piles up a queue of stale ones behind it."""
-    return _deployment(
+    return tagged_deployment(
         flow, name, cron=cron, tags=[tag], concurrency_limit=ONE_AT_A_TIME, description=description
     )
 
@@ -132,7 +119,7 @@ def mirror_server_deployment() -> RunnerDeployment:
     No schedule. One run per server at a time: the flow takes the server's
     ``mirror-server-<id>`` slot and a run that finds it taken is cancelled (skipped).
     """
-    return _deployment(
+    return tagged_deployment(
         mirror_server,
         "mirror-server",
         tags=["mirror"],
@@ -145,7 +132,7 @@ def escalation_deployment() -> RunnerDeployment:
     ``incident_id``, idempotency key ``escalation-<id>``) or by hand from the UI with
     ``test=true`` for a test page (level 1 only). No schedule, no concurrency limit:
     incidents are escalated in parallel."""
-    return _deployment(
+    return tagged_deployment(
         escalation,
         "escalation",
         tags=["escalation"],
@@ -178,7 +165,7 @@ def probe_fleet_deployment() -> RunnerDeployment:
     started by an interval schedule; each run probes until the next one takes over
     (:data:`PROBE_HANDOVER`)."""
     period = _timing(probe_period_s, 600.0)
-    return _deployment(
+    return tagged_deployment(
         probe_fleet,
         "probe-fleet",
         interval=period,
@@ -196,7 +183,7 @@ def probe_fleet_deployment() -> RunnerDeployment:
 def probe_watchdog_deployment() -> RunnerDeployment:
     """Pages (probe-silent incident) when the probe has not heartbeated for two periods."""
     every = _timing(watchdog_interval_s, 120.0)
-    return _deployment(
+    return tagged_deployment(
         probe_watchdog,
         "probe-watchdog",
         interval=every,
@@ -234,7 +221,7 @@ def failover_deployment() -> RunnerDeployment:
     for approval, and the paused run then dies at its next lease renewal)."""
     from flows.failover import failover
 
-    return _deployment(
+    return tagged_deployment(
         failover,
         "failover",
         tags=["failover"],
@@ -256,7 +243,7 @@ def rebalance_deployment() -> RunnerDeployment:
     reason as the failover's: a paused run would lose its slot and be killed."""
     from flows.rebalance import rebalance
 
-    return _deployment(
+    return tagged_deployment(
         rebalance,
         "rebalance",
         cron=REBALANCE_CRON,
@@ -273,7 +260,7 @@ def drain_deployment() -> RunnerDeployment:
     server, to_dc or to_server, by, reason) or ``ppo-dr server drain``."""
     from flows.drain import drain
 
-    return _deployment(
+    return tagged_deployment(
         drain,
         "drain",
         tags=["drain"],
@@ -311,30 +298,6 @@ CONCURRENCY_LIMITS: dict[str, int] = {
 CONTROL_POOL = "control"
 
 
-def dc_pool(dc_id: str) -> str:
-    """The process work pool of data centre *dc_id*: its workers run its mirrors."""
-    return f"dc-{dc_id}"
-
-
-#: The work queue of every DC pool that holds the mirror runs. Its concurrency limit
-#: (:data:`flows.mirror.MIRROR_DC_SLOTS`) is one the worker respects *before* it starts
-#: a run's process: a fleet-wide mirror due at once waits in the queue as Scheduled
-#: runs, instead of every run starting a process that then waits inside the flow for
-#: its DC's slot (at 50x20 that was 50 processes and a load of ~43). The pool's
-#: ``default`` queue, where a failover's restores into the DC run, has no limit and
-#: the higher priority, so queued mirrors never hold up a restore.
-MIRROR_QUEUE = "mirror"
-
-
-@dataclass(frozen=True)
-class QueueLimit:
-    """A work queue of a pool and the runs of it that may be Pending or Running at once."""
-
-    pool: str
-    queue: str
-    limit: int
-
-
 #: Roles of the servers that hold clients, or will once a failover moves clients onto
 #: them: each gets a scheduled mirror deployment of its own. A spare's runs end at once
 #: ("nothing to mirror") until then, so clients moved onto a spare are mirrored on
@@ -349,32 +312,13 @@ def mirror_queues(fleet: Fleet) -> list[QueueLimit]:
     return [QueueLimit(dc_pool(dc), MIRROR_QUEUE, MIRROR_DC_SLOTS) for dc in dcs]
 
 
-def mirror_of_server_deployment(fleet: Fleet, server_id: str) -> RunnerDeployment:
-    """The scheduled mirror of one app server, on its data centre's pool, in the pool's
-    :data:`MIRROR_QUEUE` (its name is ``mirror-server/mirror-<server>``); a run due
-    while one still runs is cancelled."""
-    server = fleet.server(server_id)
-    return _deployment(
-        mirror_server,
-        f"mirror-{server.id}",
-        cron=fleet.timing.mirror_cron,
-        parameters={"server_id": server.id},
-        tags=["mirror", f"dc:{server.dc}", f"server:{server.id}"],
-        concurrency_limit=ONE_AT_A_TIME,
-        work_pool_name=dc_pool(server.dc),
-        work_queue_name=MIRROR_QUEUE,
-        description=f"Mirror {server.id} from inside {server.dc} to its on-site and off-site "
-        "mirrors, verify, record the catalogue.",
-    )
-
-
 def fail_over_clients_deployment(dc_id: str) -> RunnerDeployment:
     """A failover's batch of clients onto one server in data centre *dc_id*, on its
     pool: the restores read the mirror and write the new home from inside the DC that
     will serve the clients. No schedule: the failover's orchestration starts it and waits."""
     from flows.failover_client import fail_over_clients
 
-    return _deployment(
+    return tagged_deployment(
         fail_over_clients,
         client_deployment_name(dc_id),
         tags=["failover", f"dc:{dc_id}"],

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deployments.automations import FLOW_HEARTBEAT_S
-from deployments.registry import CONTROL_POOL, dc_pool
+from deployments.registry import CONTROL_POOL
+from flows.mirror_schedule import dc_pool
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
 from ppo_dr.inventory import Fleet

@@ -23,6 +23,10 @@ approve=False)** — as an operator would do it at 3 a.m.:
    reaching that server directly from writing to it;
 6. re-establish mirroring: each new home's repositories are seeded with the restored
    snapshot, then the new home is mirrored (the ``mirror-server`` flow, incremental);
+   where the fleet is deployed per server (``ppo-dr deploy``), a new home without a
+   scheduled mirror deployment (a server just provisioned) gets one on its DC's pool
+   (:func:`flows.mirror_schedule.schedule_mirrors`), so its clients are mirrored on
+   schedule from now on;
 7. provisioned servers no client ended up on are released;
 8. RTO/RPO per client in the ledger, the incident's timeline (with this run's id), a
    table and a Markdown summary as artifacts; the run ends Failed when any client was
@@ -73,6 +77,7 @@ from flows.decision_fields import DeciderName, DecisionNote
 from flows.failover_artifacts import client_table, summary_markdown
 from flows.failover_client import run_batch
 from flows.mirror import mirror_server
+from flows.mirror_schedule import schedule_mirrors
 from flows.outcome import failed_with
 from ppo_dr import config
 from ppo_dr.errors import PermanentError
@@ -381,6 +386,7 @@ def _carry_out(
                       o.client_id, seed.message)  # fmt: skip
     for home in sorted({o.to_server for o in ok}):
         mirrored[home] = _mirror_new_home(home, path)
+    scheduled = _schedule_new_homes(path, plan, ok)
 
     released: list[str] = []
     used = {o.to_server for o in ok}
@@ -391,12 +397,15 @@ def _carry_out(
                 released.append(request.server_id)
     for window in windows:
         close_maintenance(url, window)
+    created = sorted(h for h, done in scheduled.items() if done == "created")
     if incident_id and (mirrored or released):
         note_timeline(url, incident_id, f"{kind}-mirrored",
                       "mirroring of the new homes: "
                       + (", ".join(f"{h} {o}" for h, o in mirrored.items()) or "none")
+                      + (f"; scheduled mirror created for {', '.join(created)}" if created else "")
                       + (f"; released unused: {', '.join(released)}" if released else ""),
-                      run_id, {"mirrored": mirrored, "released": released})  # fmt: skip
+                      run_id, {"mirrored": mirrored, "released": released,
+                               "scheduled": scheduled})  # fmt: skip
 
     if incident_id:
         for o in outcomes:
@@ -443,6 +452,7 @@ def _carry_out(
         "mirrored": mirrored,
     }
     summary["unseeded"] = unseeded
+    summary["scheduled"] = scheduled
     if not ok:
         return failed_with(f"{kind} {plan.plan_id} moved no client: {detail}", summary)
     # One rule for every runbook: a run that did not do all it was asked ends Failed,
@@ -451,6 +461,7 @@ def _carry_out(
     short += [f"{len(plan.refusals)} refused"] if plan.refusals else []
     short += [f"seed failed for {', '.join(sorted(unseeded))}"] if unseeded else []
     short += [f"mirror of {h} failed ({o})" for h, o in mirrored.items() if o != "ok"]
+    short += [f"no scheduled mirror for {h} ({o})" for h, o in scheduled.items() if o == "failed"]
     if short:
         head = f"{kind} {plan.plan_id}: {len(ok)} of {len(plan.moves)} moved; "
         return failed_with(head + "; ".join(short), summary)
@@ -474,6 +485,22 @@ def _mirror_new_home(home: str, path: Path) -> str:
         time.sleep(wait_s)
         run = mirror_server(home, fleet_file=path, return_state=True)
     return "ok" if run.is_completed() else f"{run.name}: {run.message}"
+
+
+def _schedule_new_homes(path: Path, plan: Plan, ok: list[ClientOutcome]) -> dict[str, str]:
+    """Each new home's scheduled mirror (:func:`flows.mirror_schedule.schedule_mirrors`):
+    "created", "present", or "failed" for every home when it could not be done (the
+    run then ends Failed: those clients would go unmirrored, and nothing else alerts)."""
+    homes = sorted({o.to_server for o in ok})
+    if not homes:
+        return {}
+    left = sorted({m.from_server for m in plan.moves})
+    done = schedule_mirrors(path, homes, left, return_state=True)
+    if done.is_completed():
+        return dict(done.result())
+    log = get_run_logger()
+    log.error("scheduled mirrors of %s not checked: %s", ", ".join(homes), done.message)
+    return dict.fromkeys(homes, "failed")
 
 
 def _maintenance_scopes(plan: Plan) -> list[tuple[str, str]]:

@@ -14,7 +14,7 @@
    slots free within about a minute and the next run is not skipped. In the
    distributed topology the DC pool's ``mirror`` work queue already holds the
    scheduled runs to two per DC *before* a process starts
-   (:data:`deployments.registry.MIRROR_QUEUE`); the DC slot stays for the runs no
+   (:data:`flows.mirror_schedule.MIRROR_QUEUE`); the DC slot stays for the runs no
    queue sees: the failover's re-mirror subflow (on ``control``), ``mirror_fleet``'s
    subflows (``ppo-dr serve``), and a run started by hand;
 3. snapshot every client to every reachable mirror (the pre-snapshot hook runs on the

@@ -476,12 +476,70 @@ def test_a_client_moves_to_a_server_provisioned_for_the_plan(
     assert fleet.server(new).dc == "cpt1" and fleet.server(new).role == "app"
     assert front_door(fleet, client) == (200, new)
     assert result["mirrored"] == {new: "ok"}
+    assert result["scheduled"] == {}  # not deployed per server: mirror-fleet mirrors it
     # A rerun of the finished plan provisions nothing new and moves nobody again.
     again = failover(plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file)
     assert isinstance(again, dict) and again["moved"] == {client: new}
     with Store.open(own_lab.store_url) as store:
         history = store.placement_history(client)
     assert [h.to_server for h in history] == ["app-jhb1-2", new]
+
+
+def mirror_deployment(server_id: str) -> Any:
+    """``mirror-server/mirror-<server_id>`` as the API has it, or None."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_deployment_by_name(f"mirror-server/mirror-{server_id}")
+        except ObjectNotFound:
+            return None
+
+
+@pytest.mark.lab
+def test_a_provisioned_server_gets_a_scheduled_mirror_where_each_server_has_one(
+    prefect_api: str, own_lab: Lab
+) -> None:
+    """Deployed per server (as ``ppo-dr deploy`` does), the failover gives the server it
+    provisioned its own scheduled mirror on its DC's pool: before, that server was
+    mirrored once by the failover and then not again until the next deploy."""
+    from prefect.client.orchestration import get_client
+
+    from deployments.deploy import ensure_work_pools
+    from deployments.registry import work_pools
+    from flows.mirror import MIRROR_DC_SLOTS
+    from flows.mirror_schedule import MIRROR_QUEUE, mirror_of_server_deployment
+
+    client, plan, new = plan_onto_a_new_server(own_lab)
+    fleet = load_fleet(own_lab.fleet_file)
+    ensure_work_pools(work_pools(fleet))
+    source = mirror_of_server_deployment(fleet, "app-jhb1-2")
+    source.apply(work_pool_name="dc-jhb1")
+    try:
+        assert mirror_deployment(new) is None
+        result = failover(plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file)
+        assert isinstance(result, dict), result
+        assert result["moved"] == {client: new} and result["scheduled"] == {new: "created"}
+        made = mirror_deployment(new)
+        assert made is not None
+        assert (made.work_pool_name, made.work_queue_name) == ("dc-cpt1", MIRROR_QUEUE)
+        assert made.parameters == {"server_id": new}
+        assert [s.schedule.cron for s in made.schedules] == [fleet.timing.mirror_cron]
+        assert made.paused is False
+        with get_client(sync_client=True) as api:
+            queue = api.read_work_queue_by_name(MIRROR_QUEUE, work_pool_name="dc-cpt1")
+        assert queue.concurrency_limit == MIRROR_DC_SLOTS
+        # A rerun finds it there and leaves it as it is (an operator may have paused it).
+        again = failover(plan_json=plan.to_json(), approve=True, fleet_file=own_lab.fleet_file)
+        assert isinstance(again, dict) and again["scheduled"] == {new: "present"}
+        assert mirror_deployment(new).id == made.id
+    finally:  # the harness is shared: other tests expect no per-server deployment
+        with get_client(sync_client=True) as api:
+            for server_id in ("app-jhb1-2", new):
+                found = mirror_deployment(server_id)
+                if found is not None:
+                    api.delete_deployment(found.id)
 
 
 # --------------------------------------------------------------------------- a whole DC

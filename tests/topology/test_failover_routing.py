@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from deployments.deploy import ensure_work_pools
-from deployments.registry import dc_pool, fail_over_clients_deployment
+from deployments.registry import fail_over_clients_deployment
 from deployments.workers import start_worker
 from flows.failover import failover
+from flows.mirror_schedule import dc_pool
 from ppo_dr.inventory import load_fleet
 from ppo_dr.lab import controlplane
 from ppo_dr.lab.supervisor import Lab

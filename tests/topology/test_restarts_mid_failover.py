@@ -29,8 +29,9 @@ import pytest
 
 from deployments.automations import ensure_run_recovery_automations
 from deployments.deploy import ensure_work_pools
-from deployments.registry import CONTROL_POOL, dc_pool, distributed_deployments
+from deployments.registry import CONTROL_POOL, distributed_deployments
 from deployments.workers import start_worker
+from flows.mirror_schedule import dc_pool
 from ppo_dr.inventory import load_fleet
 from ppo_dr.lab import controlplane
 from ppo_dr.lab.controlplane_restart import restart

@@ -19,16 +19,10 @@ import pytest
 from prefect.client.schemas.objects import FlowRun
 
 from deployments.automations import FAILOVER_RERUN_AUTOMATION, ZOMBIE_AUTOMATION
-from deployments.deploy import DeployError, check_server, deploy, ensure_work_queues
-from deployments.registry import (
-    CONTROL_POOL,
-    MIRROR_QUEUE,
-    QueueLimit,
-    dc_pool,
-    distributed_deployments,
-    mirror_queues,
-)
+from deployments.deploy import DeployError, check_server, deploy
+from deployments.registry import CONTROL_POOL, distributed_deployments, mirror_queues
 from deployments.workers import WorkerError, pool_for, start_worker
+from flows.mirror_schedule import MIRROR_QUEUE, QueueLimit, dc_pool, ensure_work_queues
 from ppo_dr.inventory import Fleet, load_fleet
 from ppo_dr.lab import controlplane
 from tests.lab.test_topology import make_fleet
