@@ -78,7 +78,9 @@ def test_export_then_verify_finds_every_change(env: dict[str, str], tmp_path: Pa
             "outage", "outage:server:app-jhb1-1", "app-jhb1-1 down", {"clients": ["acme"]}
         )
     with tags(f"incident:{incident.id}"):
-        assert runbook(env["PPO_DR_DB_URL"], incident.id, str(tmp_path)) is None
+        state = runbook(env["PPO_DR_DB_URL"], incident.id, str(tmp_path), return_state=True)
+    assert state.is_completed(), state
+    ours = str(state.state_details.flow_run_id)
     # Sent now, as the runbook's process sends them when it exits: Prefect ships logs in
     # the background, and once the export began before the page's line had gone out.
     APILogHandler().flush()
@@ -89,13 +91,18 @@ def test_export_then_verify_finds_every_change(env: dict[str, str], tmp_path: Pa
     assert "task-run records complete after" in said
     assert (tmp_path / "bundle.zip").is_file()
 
-    (run,) = lines(out / "flow_runs.jsonl")
-    assert run["name"] and f"incident:{incident.id}" in run["tags"]
-    assert [s["type"] for s in run["states"]][-1] == "COMPLETED"
-    (page,) = [t for t in lines(out / "task_runs.jsonl") if t["name"].startswith("page_on_call")]
+    # The session's harness is shared: other tests' runs tagged with the same incident id
+    # (each test's store numbers from 1) are exported too, as they would be for one store.
+    runs = lines(out / "flow_runs.jsonl")
+    assert all(f"incident:{incident.id}" in r["tags"] for r in runs)
+    (run,) = [r for r in runs if r["id"] == ours]
+    assert run["name"] and [s["type"] for s in run["states"]][-1] == "COMPLETED"
+    task_runs = [t for t in lines(out / "task_runs.jsonl") if t["flow_run_id"] == ours]
+    (page,) = [t for t in task_runs if t["name"].startswith("page_on_call")]
     assert "Retrying" in [s["name"] for s in page["states"]]  # the failed attempt is there
     assert any(f"paged {tmp_path}" in entry["message"] for entry in lines(out / "logs.jsonl"))
-    assert [a["key"] for a in lines(out / "artifacts.jsonl")] == [f"evidence-test-{incident.id}"]
+    artifacts = [a for a in lines(out / "artifacts.jsonl") if a["flow_run_id"] == ours]
+    assert [a["key"] for a in artifacts] == [f"evidence-test-{incident.id}"]
     (fleet,) = lines(out / "fleet.jsonl")
     assert fleet["fleet"]["name"] == "ppo-prod"
 
