@@ -24,7 +24,7 @@ from ppo_dr.mirror.results import (
     VerifyReport,
 )
 from ppo_dr.mirror.snapshot import snapshot_server
-from ppo_dr.mirror.verify import verify
+from ppo_dr.mirror.verify import verify, verify_written
 
 __all__ = [
     "ClientSnapshotResult",
@@ -42,6 +42,7 @@ __all__ = [
     "restore",
     "snapshot_server",
     "verify",
+    "verify_written",
 ]
 
 

@@ -40,6 +40,10 @@ OFF: Final = "off"
 #: index files; a dot name, which no index file has and :meth:`keep_only` keeps.
 MERGED_NAME: Final = ".merged-index"
 
+#: When this machine last checked the whole repository without a problem (seconds
+#: since the epoch, as text; ``ppo_dr.mirror.runbook.verify_new_snapshots``).
+WHOLE_CHECK_NAME: Final = ".whole-check"
+
 _log = logging.getLogger(__name__)
 
 
@@ -100,6 +104,18 @@ class IndexCache:
     def put_merged(self, repo: str, stored: bytes) -> None:
         """Keep *repo*'s merged cache file (atomically; a failure costs a rebuild)."""
         _keep(self.root / repo / MERGED_NAME, stored)
+
+    def whole_check_at(self, repo: str) -> float | None:
+        """When *repo* was last checked whole from this machine (None: never, or unknown)."""
+        try:
+            return float((self.root / repo / WHOLE_CHECK_NAME).read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return None
+
+    def note_whole_check(self, repo: str, when: float) -> None:
+        """Record a whole check of *repo* that found nothing (a failure to write costs
+        checking it whole again next run)."""
+        _keep(self.root / repo / WHOLE_CHECK_NAME, f"{when:.3f}".encode("ascii"))
 
     def drop_merged(self, repo: str) -> None:
         with contextlib.suppress(OSError):

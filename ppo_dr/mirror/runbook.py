@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 HOOK_COMMAND = "snapshot-hook"
 HOOK_TIMEOUT_S = 300.0
 SNAPSHOT_ID_FORMAT = "%Y-%m-%dT%H-%M-%SZ"  # as the repository names them (docs/repository.md)
+#: A mirror run also checks the whole repository (``verify``) when this machine has not
+#: done so without a problem for this long (seconds), or cannot tell.
+WHOLE_CHECK_EVERY_S = 24 * 3600.0
 
 
 def store_url(fleet: Fleet | None) -> str:
@@ -309,13 +312,19 @@ def verify_new_snapshots(
 ) -> list[VerifyOutcome]:
     """Quick-verify each mirror that took snapshots in *run*; mark them in the store.
 
-    A snapshot is marked verified (complete) when the check named no problem in its
-    client, damaged when it did. A mirror that cannot be checked now is reported and
-    its snapshots stay unverified (they do not count for the RPO until a later check).
+    Each mirror's new snapshots are checked (``verify_written``: their manifests, their
+    blobs indexed, the packs holding them present at their size), and the whole
+    repository too (``verify``) when :func:`whole_check_due` says so. A snapshot is
+    marked verified (complete) when no check named a problem in its client or the
+    whole repository, damaged when one did. A mirror that cannot be checked now is
+    reported and its snapshots stay unverified (they do not count for the RPO until a
+    later check).
     """
-    from ppo_dr.mirror.api import verify
+    from ppo_dr.mirror.api import verify, verify_written
+    from ppo_dr.mirror.index_cache import IndexCache
 
     key = access.mirror_key
+    cache = IndexCache.default()
     outcomes: list[VerifyOutcome] = []
     for mirror_id in run.mirror_ids:
         written = [c for c in run.clients if run.outcome(c, mirror_id)[0] == "complete"]
@@ -328,11 +337,14 @@ def verify_new_snapshots(
             if not connected.targets:
                 raise TransientError(connected.unreachable.get(mirror_id, "unreachable"))
             target = connected.targets[0]
-            living = client_ids_on(access.fleet, run.server_id, placements=run.placements)
-            if set(written) == set(living):
-                reports = [verify(target, key=key)]
-            else:
-                reports = [verify(target, key=key, client_id=c) for c in written]
+            snapshots = {c: run.snapshot_id(c) for c in written}
+            reports = [verify_written(target, key=key, snapshots=snapshots)]
+            repo = IndexCache.repo_key(mirror_id, target.repo_path.rstrip("/") or "/")
+            started = time.time()
+            if whole_check_due(cache.whole_check_at(repo) if cache else None, started):
+                reports.append(verify(target, key=key))
+                if cache is not None and reports[-1].ok:
+                    cache.note_whole_check(repo, started)
         except DRError as exc:
             outcomes.append(VerifyOutcome(mirror_id, False, [], error=str(exc)))
             continue
@@ -354,6 +366,13 @@ def verify_new_snapshots(
             )
         )
     return outcomes
+
+
+def whole_check_due(last: float | None, now: float) -> bool:
+    """Whether a mirror run checks the whole repository: never checked whole (or not
+    known), last checked :data:`WHOLE_CHECK_EVERY_S` ago or more, or a clock that went
+    back."""
+    return last is None or not 0 <= now - last < WHOLE_CHECK_EVERY_S
 
 
 def _problem_text(problem: Any) -> str:

@@ -40,6 +40,7 @@ from flows.mirror import (
 )
 from ppo_dr.inventory import Fleet
 from ppo_dr.lab.supervisor import Lab
+from ppo_dr.mirror.runbook import WHOLE_CHECK_EVERY_S
 from ppo_dr.store import Store
 from tasks.mirror import HEARTBEAT_EVENT, ensure_mirror_limits
 from tasks.slots import leased_slot
@@ -79,6 +80,41 @@ def repo_dirs(lab: Lab, fleet: Fleet, server: str) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- tests
+
+
+def test_a_run_checks_the_whole_repository_first_then_once_a_day(
+    prefect_api: str,
+    lab: Lab,
+    fleet: Fleet,
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every run checks what it wrote; the whole repository (every pack folder, manifest
+    and index file: round trips that grow with its history) on a machine's first run
+    and then when its last clean whole check is a day old (``ppo_dr.mirror.runbook``)."""
+    cache = tmp_path / "cache"  # this test's own stamps, not the session's
+    monkeypatch.setenv("PPO_DR_INDEX_CACHE", str(cache))
+    server = "app-jhb1-1"
+    first, _ = run_server(lab, server)
+    assert first.is_completed(), first.message
+    stamps = sorted(cache.glob("*/.whole-check"))
+    assert len(stamps) == len(fleet.server(server).mirrors)
+
+    def checked() -> list[float]:
+        return [float(p.read_text()) for p in stamps]
+
+    before = checked()
+    second, _ = run_server(lab, server)
+    assert second.is_completed(), second.message
+    assert checked() == before  # only what it wrote
+    assert all(r.verified_at is not None for r in store.snapshots())
+    day_old = time.time() - WHOLE_CHECK_EVERY_S - 60
+    stamps[0].write_text(f"{day_old:.3f}")
+    third, _ = run_server(lab, server)
+    assert third.is_completed(), third.message
+    now = checked()
+    assert now[0] > day_old + WHOLE_CHECK_EVERY_S and now[1:] == before[1:]
 
 
 def test_first_run_then_an_incremental_one(
