@@ -210,6 +210,11 @@ class Remote(Protocol):
         """Metadata of *path* without following a symlink; None if it does not exist."""
         ...
 
+    def stat_many(self, paths: Sequence[str]) -> list[RemoteStat | None]:
+        """:meth:`stat` of each of *paths*, in order; a backend with round trips sends
+        them together (SFTP: many requests in flight) instead of one after another."""
+        ...
+
     def listdir(self, path: str) -> list[RemoteStat]:
         """The entries of directory *path* (not ``.``/``..``), sorted by name."""
         ...
@@ -300,10 +305,18 @@ class RemoteBase(ClosesOnExit):
     def open_write(self, path: str, mode: int = 0o644) -> AtomicWriter:
         """Start an atomic write of *path*."""
 
+    @abc.abstractmethod
+    def stat(self, path: str) -> RemoteStat | None:
+        """Metadata of *path* without following a symlink; None if it does not exist."""
+
     def read_bytes(self, path: str) -> bytes:
         """The whole of *path*."""
         with self.open_read(path) as reader:
             return reader.read()
+
+    def stat_many(self, paths: Sequence[str]) -> list[RemoteStat | None]:
+        """Each of *paths* stat-ed in turn (a backend with round trips pipelines them)."""
+        return [self.stat(path) for path in paths]
 
     def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
         """Write *data* to *path* atomically (temporary name, then rename into place)."""

@@ -33,6 +33,7 @@ from ppo_dr.errors import (
 from ppo_dr.transport import EntryType, build_command, is_temp_name, temp_path_for
 from ppo_dr.transport.ssh import SshPool, SshRemote, translate_error
 from ppo_dr.transport.ssh.connection import sftp_limits
+from ppo_dr.transport.ssh.remote import STATS_IN_FLIGHT
 from tests.sshd import SshdServer
 from tests.threads import run_in_threads
 
@@ -365,6 +366,30 @@ def test_stat_utime_chmod_round_trip(remote: SshRemote, root: Path) -> None:
     assert st.name == "f"
     assert (root / "f").stat().st_mtime == 1_000_000_000
     assert remote.stat(str(root / "absent")) is None
+
+
+def test_stat_many_answers_each_path_in_order_across_windows(remote: SshRemote, root: Path) -> None:
+    """More paths than one window of requests in flight, present and absent mixed, a
+    directory and a symlink among them: the same answers as one stat each."""
+    paths = []
+    for i in range(STATS_IN_FLIGHT * 2 + 5):
+        path = root / f"p{i:03d}"
+        if i % 3:
+            path.write_bytes(b"x" * i)
+        paths.append(str(path))
+    (root / "d").mkdir()
+    (root / "link").symlink_to("p001")
+    paths += [str(root / "d"), str(root / "link"), str(root / "no" / "such")]
+    many = remote.stat_many(paths)
+    assert many == [remote.stat(p) for p in paths]
+    assert [s is None for s in many[:6]] == [True, False, False, True, False, False]
+    assert many[5] is not None and many[5].size == 5
+    assert many[-3] is not None and many[-3].type is EntryType.DIR
+    assert many[-2] is not None and many[-2].type is EntryType.SYMLINK
+    assert many[-1] is None
+    assert remote.stat_many([]) == []
+    remote.write_bytes(str(root / "after"), b"ok")  # the session is in step afterwards
+    assert remote.read_bytes(str(root / "after")) == b"ok"
 
 
 def test_namespace_operations(remote: SshRemote, root: Path) -> None:

@@ -18,12 +18,15 @@ from typing import TYPE_CHECKING
 import paramiko
 from paramiko.message import Message
 from paramiko.sftp import (
+    CMD_ATTRS,
     CMD_CLOSE,
     CMD_FSTAT,
+    CMD_LSTAT,
     CMD_NAME,
     CMD_OPEN,
     CMD_OPENDIR,
     CMD_READDIR,
+    CMD_STATUS,
     SFTP_FLAG_READ,
 )
 from paramiko.sftp_attr import SFTPAttributes
@@ -48,6 +51,9 @@ log = logging.getLogger(__name__)
 KEEPALIVE_S = 15
 IO_TIMEOUT_S = 60.0
 MAX_EXEC_OUTPUT = 16 * 1024 * 1024
+#: :meth:`SshRemote.stat_many`'s requests in flight (each request and reply is about
+#: 100 bytes; replies are collected in whatever order they come).
+STATS_IN_FLIGHT = 64
 EXEC_GRACE_S = 2.0  # our deadline trails the server-side one by this much
 _CMSG_CHANNEL_REQUEST = bytes([98])  # SSH_MSG_CHANNEL_REQUEST
 
@@ -193,6 +199,29 @@ class SshRemote(base.RemoteBase):
             except FileNotFoundError:
                 return None
             return self._to_stat(path, attr)
+
+    def stat_many(self, paths: Sequence[str]) -> list[base.RemoteStat | None]:
+        """lstat each of *paths*, up to :data:`STATS_IN_FLIGHT` requests in flight (a
+        round trip per window of them, not per path); None for one that does not exist."""
+        sftp = self._sftp
+        found: list[base.RemoteStat | None] = []
+        for start in range(0, len(paths), STATS_IN_FLIGHT):
+            window = paths[start : start + STATS_IN_FLIGHT]
+            with self._op("stat", window[0]):
+                replies = Replies()
+                nums = [sftp._async_request(replies, CMD_LSTAT, wire_path(p)) for p in window]
+                for path, num in zip(window, nums, strict=True):
+                    t, msg = self._wait(replies, num)
+                    if t == CMD_STATUS:
+                        try:
+                            sftp._convert_status(msg)  # raises the error it reports
+                        except FileNotFoundError:
+                            found.append(None)
+                            continue
+                    if t != CMD_ATTRS:
+                        raise SFTPError(f"stat {path!r}: expected attributes, got reply {t}")
+                    found.append(self._to_stat(path, SFTPAttributes._from_msg(msg)))
+        return found
 
     def _read_dir(self, path: str) -> list[tuple[str, SFTPAttributes]]:
         """READDIR with names decoded losslessly (paramiko's listdir_attr decodes names
