@@ -259,8 +259,9 @@ def test_a_stop_signal_stops_serving_and_the_server(
     assert not listening(port)
     assert not state.exists()
     assert f"Prefect server: stopped (pid {pid})" in serve.output
-    # Prefect's runner paused the deployment before the server went away.
-    assert sorted(deployments_in(serve_home)) == SERVED
+    # Prefect's runner paused the deployment before the server went away. (CI once saw
+    # fleet-report left unpaused, with no output kept to say why: it is shown now.)
+    assert sorted(deployments_in(serve_home)) == SERVED, serve.output
     print(f"\nserve stopped by {signal.Signals(signum).name} in {took:.1f} s")
 
 
