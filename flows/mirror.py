@@ -21,7 +21,9 @@
    app server first); a mirror that cannot be reached is recorded missing and gets
    the data on the next run;
 4. record each (client, mirror) snapshot in the store's catalogue and quick-verify
-   it (one task, one retry unit); verified snapshots count for the RPO;
+   it (one task, one retry unit): what the run wrote every run, the whole repository
+   once a day per machine (docs/repository.md, "Verify"); verified snapshots count
+   for the RPO;
 5. RPO of each client on each mirror; a client whose newest verified snapshot is older
    than twice the mirror interval opens a (non-paging) ``mirror-stale`` incident, and
    a fresh one resolves the client's open one (one task);
