@@ -57,12 +57,8 @@ def verify(
     def problem(client: str, snap: str, path: str, detail: str) -> None:
         report.problems.append(Problem(mid, client, snap, path, detail))
 
-    try:
-        repo = Repository.open(target.remote, target.repo_path, mid, key)
-    except WrongKeyError:
-        raise
-    except DRError as exc:
-        problem("", "", "", str(exc))
+    repo = _opened(target, mid, key, problem)
+    if repo is None:
         report.ok = False
         return report
 
@@ -94,13 +90,7 @@ def verify(
     refs: dict[str, list[Ref]] = defaultdict(list)
     for client, snaps in snapshots.items():
         for snap in snaps:
-            try:
-                manifest = repo.read_manifest(client, snap)
-            except DRError as exc:
-                problem(client, snap, "", str(exc))
-                continue
-            named = [(e.path, c) for e in manifest.entries for c in e.chunks]
-            for path, blob_id in [*named, *(("(tree)", t) for t in manifest.tree_ids)]:
+            for path, blob_id in _named_blobs(repo, client, snap, problem):
                 if blob_id not in index:
                     problem(client, snap, path, f"blob {blob_id} is not in the index")
                 refs[blob_id].append((client, snap, path))
@@ -140,11 +130,12 @@ def verify_written(
     def problem(client: str, snap: str, path: str, detail: str) -> None:
         report.problems.append(Problem(mid, client, snap, path, detail))
 
+    repo = _opened(target, mid, key, problem)
+    if repo is None:
+        report.ok = False
+        return report
     try:
-        repo = Repository.open(target.remote, target.repo_path, mid, key)
         index = repo.load_index()
-    except WrongKeyError:
-        raise
     except DRError as exc:
         problem("", "", "", str(exc))
         report.ok = False
@@ -153,13 +144,7 @@ def verify_written(
     users: dict[str, set[tuple[str, str]]] = defaultdict(set)  # pack -> (client, snapshot)
     for client, snap in sorted(snapshots.items()):
         check_id(client, "client id")
-        try:
-            manifest = repo.read_manifest(client, snap)
-        except DRError as exc:
-            problem(client, snap, "", str(exc))
-            continue
-        named = [(e.path, c) for e in manifest.entries for c in e.chunks]
-        for path, blob_id in [*named, *(("(tree)", t) for t in manifest.tree_ids)]:
+        for path, blob_id in _named_blobs(repo, client, snap, problem):
             loc = index.blobs.get(blob_id)
             if loc is None:
                 problem(client, snap, path, f"blob {blob_id} is not in the index")
@@ -180,6 +165,33 @@ def verify_written(
             problem(client, snap, "", detail)
     report.ok = not report.problems
     return report
+
+
+def _opened(
+    target: MirrorTarget, mid: str, key: bytes | None, problem: Callable[[str, str, str, str], None]
+) -> Repository | None:
+    """*target*'s repository, or None with the reason reported (a wrong key is raised)."""
+    try:
+        return Repository.open(target.remote, target.repo_path, mid, key)
+    except WrongKeyError:
+        raise
+    except DRError as exc:
+        problem("", "", "", str(exc))
+        return None
+
+
+def _named_blobs(
+    repo: Repository, client: str, snap: str, problem: Callable[[str, str, str, str], None]
+) -> list[tuple[str, str]]:
+    """(path, blob id) of every blob a snapshot names, its trees as ``(tree)``; none,
+    with the reason reported, when its manifest (or a tree of it) cannot be read."""
+    try:
+        manifest = repo.read_manifest(client, snap)
+    except DRError as exc:
+        problem(client, snap, "", str(exc))
+        return []
+    named = [(e.path, c) for e in manifest.entries for c in e.chunks]
+    return [*named, *(("(tree)", t) for t in manifest.tree_ids)]
 
 
 def _check_pack(
