@@ -123,7 +123,7 @@ def verify_written(
     Why not :func:`verify`: its round trips grow with the repository's history. Over
     the chaos suite's 300 ms link a run's check took minutes once the repository had
     packs in most of its 256 folders, while this one costs a few round trips per new
-    snapshot and per folder of the packs it uses (``Repository.pack_sizes``)."""
+    snapshot and a few for all the packs it uses (``Repository.pack_sizes``)."""
     mid = check_id(target.mirror_id, "mirror id")
     report = VerifyReport(ok=True)
 
