@@ -49,17 +49,10 @@ def verify(
     subset: tuple[int, int] | None = None,
 ) -> VerifyReport:
     """Check *target*'s repository; see the module docstring."""
-    mid = check_id(target.mirror_id, "mirror id")
     if client_id is not None:
         check_id(client_id, "client id")
-    report = VerifyReport(ok=True)
-
-    def problem(client: str, snap: str, path: str, detail: str) -> None:
-        report.problems.append(Problem(mid, client, snap, path, detail))
-
-    repo = _opened(target, mid, key, problem)
+    report, problem, repo = _started(target, key)
     if repo is None:
-        report.ok = False
         return report
 
     # Snapshots are listed before the index is read: verify takes no lock, and a mirror
@@ -124,15 +117,8 @@ def verify_written(
     the chaos suite's 300 ms link a run's check took minutes once the repository had
     packs in most of its 256 folders, while this one costs a few round trips per new
     snapshot and a few for all the packs it uses (``Repository.pack_sizes``)."""
-    mid = check_id(target.mirror_id, "mirror id")
-    report = VerifyReport(ok=True)
-
-    def problem(client: str, snap: str, path: str, detail: str) -> None:
-        report.problems.append(Problem(mid, client, snap, path, detail))
-
-    repo = _opened(target, mid, key, problem)
+    report, problem, repo = _started(target, key)
     if repo is None:
-        report.ok = False
         return report
     try:
         index = repo.load_index()
@@ -167,21 +153,33 @@ def verify_written(
     return report
 
 
-def _opened(
-    target: MirrorTarget, mid: str, key: bytes | None, problem: Callable[[str, str, str, str], None]
-) -> Repository | None:
-    """*target*'s repository, or None with the reason reported (a wrong key is raised)."""
+AddProblem = Callable[[str, str, str, str], None]  # client, snapshot, path, detail
+
+
+def _started(
+    target: MirrorTarget, key: bytes | None
+) -> tuple[VerifyReport, AddProblem, Repository | None]:
+    """A check of *target* begun: its report, the function that adds a problem to it,
+    and the repository, or None when it cannot be opened (the report then says why and
+    is not ok; a wrong key is raised)."""
+    mid = check_id(target.mirror_id, "mirror id")
+    report = VerifyReport(ok=True)
+
+    def problem(client: str, snap: str, path: str, detail: str) -> None:
+        report.problems.append(Problem(mid, client, snap, path, detail))
+
     try:
-        return Repository.open(target.remote, target.repo_path, mid, key)
+        return report, problem, Repository.open(target.remote, target.repo_path, mid, key)
     except WrongKeyError:
         raise
     except DRError as exc:
         problem("", "", "", str(exc))
-        return None
+        report.ok = False
+        return report, problem, None
 
 
 def _named_blobs(
-    repo: Repository, client: str, snap: str, problem: Callable[[str, str, str, str], None]
+    repo: Repository, client: str, snap: str, problem: AddProblem
 ) -> list[tuple[str, str]]:
     """(path, blob id) of every blob a snapshot names, its trees as ``(tree)``; none,
     with the reason reported, when its manifest (or a tree of it) cannot be read."""
