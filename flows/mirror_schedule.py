@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import Flow, get_run_logger, task
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -24,6 +24,9 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from flows.mirror import MIRROR_DC_SLOTS, mirror_server
 from ppo_dr.inventory import Fleet, load_fleet
 from tasks import io_task
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 #: Tag on every deployment (and so every run) of ppo-dr, for filtering in the UI.
 TAG = "ppo-dr"
@@ -124,17 +127,14 @@ def ensure_work_queues(queues: Sequence[QueueLimit]) -> list[tuple[QueueLimit, s
     return done
 
 
-def _has_mirror_deployment(server_id: str) -> bool:
-    from prefect.client.orchestration import get_client
+def _mirror_deployed(client: SyncPrefectClient, server_id: str) -> bool:
+    """Whether *server_id* has its own ``mirror-server`` deployment."""
     from prefect.exceptions import ObjectNotFound
 
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_deployment_by_name(
-                f"{mirror_server.name}/{mirror_deployment_name(server_id)}"
-            )
-        except ObjectNotFound:
-            return False
+    try:
+        client.read_deployment_by_name(f"{mirror_server.name}/{mirror_deployment_name(server_id)}")
+    except ObjectNotFound:
+        return False
     return True
 
 
@@ -153,15 +153,16 @@ def schedule_mirrors(
     ``ppo-dr serve``, ``mirror-fleet`` already mirrors every server that holds clients.
     An existing deployment is left as it is (its schedule may be paused on purpose);
     ``ppo-dr deploy`` owns its shape."""
-    if not any(_has_mirror_deployment(s) for s in sorted(set(deployed_like))):
-        return {}
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        if not any(_mirror_deployed(client, s) for s in sorted(set(deployed_like))):
+            return {}
+        missing = [h for h in sorted(set(homes)) if not _mirror_deployed(client, h)]
     log = get_run_logger()
     fleet = load_fleet(fleet_file)  # as it is now: it lists the servers just provisioned
-    done: dict[str, Scheduled] = {}
-    for home in sorted(set(homes)):
-        if _has_mirror_deployment(home):
-            done[home] = "present"
-            continue
+    done: dict[str, Scheduled] = {h: "present" for h in set(homes) - set(missing)}
+    for home in missing:
         deployment = mirror_of_server_deployment(fleet, home)
         pool = dc_pool(fleet.server(home).dc)
         ensure_work_queues([QueueLimit(pool, MIRROR_QUEUE, MIRROR_DC_SLOTS)])
@@ -171,4 +172,4 @@ def schedule_mirrors(
             home, mirror_server.name, deployment.name, pool, fleet.timing.mirror_cron,
         )  # fmt: skip
         done[home] = "created"
-    return done
+    return dict(sorted(done.items()))
