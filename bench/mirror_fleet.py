@@ -1,9 +1,10 @@
 """Benchmark: the fleet-wide mirror on the per-DC workers vs on one worker, and the
 engine's overhead per task.
 
-On a distributed lab of its own (as root; ``--scale``, ``--size``; the fleet's own
-``mirror-fleet`` schedule paused, so that no scheduled mirror falls into a measured
-round, as one did at 50x20 where a round outlasts the hour), every app server is
+On a distributed lab of its own (as root; ``--scale``, ``--size``; every scheduled
+mirror deployment paused, the fleet's ``mirror-fleet`` and each server's
+``mirror-server/mirror-<id>``, so that no scheduled mirror falls into a measured round,
+as some did at 50x20 and at 20x10 on the hour), every app server is
 mirrored once (the full first snapshot, not timed), then in turns, ``--rounds`` times:
 
 - **per-DC workers**: each app server's ``mirror-server/mirror-<id>`` deployment, run
@@ -47,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.dc_loss import lab_scale, reachable_dir, scale_options
+from bench.dc_loss import lab_scale, mirror_schedules_paused, reachable_dir, scale_options
 from deployments import distributed_lab
 from deployments.demo import dc_loss
 from deployments.demo.session import prefect_api
@@ -128,22 +129,6 @@ def start_one_worker(made: distributed_lab.DistributedLab) -> None:
         deployment.apply(work_pool_name=ONE_POOL)
     plane = controlplane.load(distributed_lab.control_plane_dir(made.lab.directory))
     distributed_lab.start_lab_worker(made.lab, plane, ONE_POOL, ONE_WORKER, "cpt1", timeout=120)
-
-
-def pause_fleet_schedule(api_url: str) -> list[str]:
-    """Pause the fleet's scheduled ``mirror-fleet`` deployments (the server drops their
-    auto-scheduled runs on the update); returns their names."""
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-
-    paused = []
-    with prefect_api(api_url) as client:
-        for deployment in client.read_deployments(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["mirror-fleet"]))
-        ):
-            if deployment.name != ONE_DEPLOYMENT.split("/")[1] and not deployment.paused:
-                client.pause_deployment(deployment.id)
-                paused.append(deployment.name)
-    return paused
 
 
 def run_one_worker(api_url: str) -> None:
@@ -308,13 +293,14 @@ def main() -> int:
         )  # fmt: skip
         made = distributed_lab.start_prefect(lab, timeout=LAB_WAIT_S, echo=lambda _: None)
         start_one_worker(made)
-        print(f"paused for the bench: {', '.join(pause_fleet_schedule(made.api_url)) or 'none'}")
         fleet = load_fleet(lab.fleet_file)
         print(f"lab {args.scale} ({args.size} MiB) up in {time.monotonic() - began:.0f} s")
-        began = time.monotonic()
-        dc_loss.mirror_every_app_server(made.api_url, fleet, say=lambda _: None)
-        print(f"first (full) mirror on the per-DC workers: {time.monotonic() - began:.1f} s")
-        modes = [m for _ in range(args.rounds) for m in one_round(made, fleet)]
+        with mirror_schedules_paused(made.api_url) as paused:
+            print(f"schedules paused for the bench: {len(paused)} mirror deployments")
+            began = time.monotonic()
+            dc_loss.mirror_every_app_server(made.api_url, fleet, say=lambda _: None)
+            print(f"first (full) mirror on the per-DC workers: {time.monotonic() - began:.1f} s")
+            modes = [m for _ in range(args.rounds) for m in one_round(made, fleet)]
     finally:
         distributed_lab.down(lab.directory, echo=lambda _: None)
         shutil.rmtree(base, ignore_errors=True)
