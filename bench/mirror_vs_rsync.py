@@ -95,9 +95,11 @@ def make_dataset(root: Path, size_mb: int, seed: int = 7) -> None:
 
 
 def change_one_percent(root: Path, seed: int = 11) -> int:
-    """Edit ~1 % of files the ways an hour of use does; return bytes changed."""
+    """Edit ~1 % of files the ways an hour of use does; return bytes changed. Regular
+    files only: a symlink's target may be one of the files deleted here (a copy of
+    /usr/share has thousands of such links among its man pages)."""
     rng = random.Random(seed)
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
     changed = 0
     picked = rng.sample(files, max(4, len(files) // 100))
     for n, path in enumerate(picked):
