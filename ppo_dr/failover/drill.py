@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from ppo_dr.errors import PermanentError
+from ppo_dr.failover.scratch import SCRATCH_PREFIX, is_scratch_server
 from ppo_dr.ids import check_id
 from ppo_dr.mirror.status import SnapshotRef
 
@@ -47,8 +48,6 @@ TREND_DAYS: Final = 30
 NO_SNAPSHOT: Final = "none"
 #: Incident kind of a failed drill (non-paging: nobody is down, a backup is in doubt).
 DRILL_FAILED_KIND: Final = "drill-failed"
-#: Prefix of every scratch server id: ``drill-<YYYYMMDD>-<HHMMSS>-<n>``.
-SCRATCH_PREFIX: Final = "drill-"
 
 _SPARKS: Final = "▁▂▃▄▅▆▇█"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -325,19 +324,6 @@ def scratch_server_id(started: datetime, n: int) -> str:
         raise DrillPlanError(f"scratch server number must be a positive integer, got {n!r}")
     when = _utc(started, "drill start")
     return check_id(f"{SCRATCH_PREFIX}{when:%Y%m%d-%H%M%S}-{n}", "scratch server id")
-
-
-def is_scratch_server(server_id: str) -> bool:
-    """True for an id :func:`scratch_server_id` makes (what a stale-scratch sweep may release)."""
-    head, _, rest = server_id.partition(SCRATCH_PREFIX)
-    parts = rest.split("-")
-    return (
-        head == ""
-        and len(parts) == 3
-        and len(parts[0]) == 8
-        and len(parts[1]) == 6
-        and all(p.isdigit() and p.isascii() for p in parts)
-    )
 
 
 def failed_dedupe_key(client_id: str) -> str:

@@ -11,7 +11,8 @@ centre):
   mode the source server is up and a final sync makes the snapshot, so the source is
   its current mirror pair and the snapshot fields stay None.
 * **where to go**: an app server with room or a spare that serves HTTP, never the
-  client's current server nor a down one. Residency is absolute: the target *and* its
+  client's current server, a down one, nor a drill's scratch server (released minutes
+  later, :mod:`.scratch`). Residency is absolute: the target *and* its
   mirror pair must be in countries the client allows. Capacity (clients and disk) is
   never exceeded, counting what is placed now plus what this plan adds. Automatic
   targeting prefers the client's current country, then its current data centre when
@@ -63,6 +64,7 @@ from ppo_dr.failover.plan_checks import (
     target_country,
 )
 from ppo_dr.failover.plan_json import Plan, digest, scope_data, target_data, with_id
+from ppo_dr.failover.scratch import is_scratch_server
 from ppo_dr.failover.sources import emergency_source, planned_source, with_target
 from ppo_dr.ids import check_id
 from ppo_dr.inventory import Client, DataCentre, Fleet
@@ -120,7 +122,7 @@ class _Planner:
 
     def build_slots(self, load: Mapping[str, tuple[int, int]]) -> None:
         for server in self.fleet.servers:
-            if server.role == "mirror" or server.http is None:
+            if server.role == "mirror" or server.http is None or is_scratch_server(server.id):
                 continue
             clients, used = load.get(server.id, (0, 0))
             pair = None
@@ -187,6 +189,8 @@ class _Planner:
                 rejected.append(f"{server.id} is down")
             elif server.http is None:
                 rejected.append(f"{server.id} serves no HTTP")
+            elif is_scratch_server(server.id):
+                rejected.append(f"{server.id} is a drill's scratch server")
             else:
                 consider(self.slots[server.id], 0)
         if self.target.server is None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from ppo_dr.failover.model import SNAPSHOT_ID_MAX_LEN, Scope, SnapshotInfo, Target
 from ppo_dr.failover.plan_json import Plan
+from ppo_dr.failover.scratch import is_scratch_server
 from ppo_dr.ids import check_id
 from ppo_dr.inventory import Client, Fleet, Server
 from ppo_dr.placement import PlanError, country_code, known_dc, server_or_none
@@ -130,6 +131,10 @@ def checked_target(fleet: Fleet, target: Target, scope: Scope, down: frozenset[s
             raise PlanError(
                 f"target server {sid!r} is {'a mirror' if server.role == 'mirror' else 'a spare'}"
                 " server without HTTP: it cannot serve clients"
+            )
+        if is_scratch_server(sid):
+            raise PlanError(
+                f"target server {sid!r} is a drill's scratch server: the drill releases it"
             )
         if sid in down:
             raise PlanError(f"target server {sid!r} is down")

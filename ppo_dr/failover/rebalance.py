@@ -40,6 +40,7 @@ from ppo_dr.failover.rebalance_model import (
     target_fraction,
 )
 from ppo_dr.failover.rebalance_solve import solve_rebalance
+from ppo_dr.failover.scratch import is_scratch_server
 from ppo_dr.failover.sources import planned_source, with_target
 from ppo_dr.ids import check_id
 from ppo_dr.inventory import Client, Fleet, Server
@@ -118,7 +119,11 @@ def plan_rebalance(
     if max_moves is not None and (isinstance(max_moves, bool) or max_moves < 0):
         raise PlanError(f"max moves must be a non-negative integer, got {max_moves!r}")
     dc_id = None if dc is None else known_dc(fleet, check_id(dc, "data centre id")).id
-    servers = [s for s in fleet.servers if s.role == "app" and s.http and dc_id in (None, s.dc)]
+    servers = [
+        s
+        for s in fleet.servers
+        if s.role == "app" and s.http and dc_id in (None, s.dc) and not is_scratch_server(s.id)
+    ]
     problem = _problem(state, servers, target, max_moves, closures)
     title = f"rebalance to {float(target):.0%} of each capacity"
     return _result(state, problem, Scope(), Target(dc=dc_id), title)
@@ -142,12 +147,17 @@ def plan_drain(
         raise PlanError("drain to a data centre or to a server, not both")
     if to_server is not None:
         tid = known_server(fleet, to_server, "drain target")
-        if tid == sid or fleet.server(tid).role == "mirror" or fleet.server(tid).http is None:
+        taker = fleet.server(tid)
+        if tid == sid or taker.role == "mirror" or taker.http is None or is_scratch_server(tid):
             raise PlanError(f"drain target {tid} cannot take clients: name another server")
         targets = [fleet.server(tid)]
     else:
         where = None if to_dc is None else known_dc(fleet, check_id(to_dc, "data centre id")).id
-        targets = [s for s in fleet.servers if s.role == "app" and s.http and where in (None, s.dc)]
+        targets = [
+            s
+            for s in fleet.servers
+            if s.role == "app" and s.http and where in (None, s.dc) and not is_scratch_server(s.id)
+        ]
     if sid in state.down:  # judged after the target, so an unknown target is named first
         raise PlanError(f"{sid} is down: a drain needs it up for the final sync; use failover")
     servers = [source, *(t for t in targets if t.id != sid)]

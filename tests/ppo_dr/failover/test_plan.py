@@ -623,3 +623,39 @@ def test_the_lab_fleet_after_an_app_server_power_loss() -> None:
     assert plan.provisions == ()
     assert all(m.source_mirror == "mirror-jhb1-1" for m in plan.moves)
     assert all(m.fallback_mirrors == ("mirror-cpt1-1",) for m in plan.moves)
+
+
+# --------------------------------------------------------------------------- scratch servers
+
+SCRATCH = "drill-20261206-175500-1"
+WITH_SCRATCH = (
+    *LAB_SERVERS,
+    (SCRATCH, "cpt1", "app", ("mirror-cpt1-1", "mirror-jhb1-1"), 50, 1000),
+)
+
+
+def test_a_drills_scratch_server_is_never_a_target() -> None:
+    """Seen in CI: a failover planned a client onto a drill's scratch server (empty, the
+    least loaded), which the drill released before the failover acted."""
+    fleet = lab_like(servers=WITH_SCRATCH)
+    for scope in (Scope(server="app-jhb1-1"), Scope(dc="jhb1")):
+        down = frozenset({"app-jhb1-1"} if scope.server else JHB1)
+        plan = plan_failover(state(fleet, down=down), scope, Target())
+        assert plan.moves and SCRATCH not in {m.to_server for m in plan.moves}
+    only_cpt1 = plan_failover(
+        state(fleet, down=JHB1), Scope(dc="jhb1"), Target(dc="cpt1")
+    )  # the scratch server has the most room there, and is still not taken
+    assert SCRATCH not in {m.to_server for m in only_cpt1.moves}
+    with pytest.raises(PlanError, match="scratch server"):
+        plan_failover(state(fleet), Scope(server="app-jhb1-1"), Target(server=SCRATCH))
+
+
+def test_a_full_cpt1_refuses_rather_than_use_the_scratch_server() -> None:
+    servers = [
+        s if s[0] != "spare-cpt1-1" else (s[0], s[1], s[2], s[3], 0, 100) for s in WITH_SCRATCH
+    ]
+    servers = [s if s[0] != "app-cpt1-1" else (s[0], s[1], s[2], s[3], 1, 100) for s in servers]
+    fleet = lab_like(servers=servers)
+    plan = plan_failover(state(fleet, down=JHB1), Scope(dc="jhb1"), Target(dc="cpt1"))
+    assert not plan.moves and plan.refusals
+    assert f"{SCRATCH} is a drill's scratch server" in reason_of(plan, "acme-mining")

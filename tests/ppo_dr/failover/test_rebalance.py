@@ -24,6 +24,7 @@ from ppo_dr.failover.rebalance_model import Host, Problem, Tenant
 from ppo_dr.inventory import Fleet, parse_fleet
 from ppo_dr.placement import PlanError
 from tests.ppo_dr.failover.fleets import (
+    LAB_SERVERS,
     NOW,
     fleet_data,
     fleet_from,
@@ -283,3 +284,17 @@ def test_load_that_fits_nowhere_is_named_by_dimension() -> None:
 def test_a_bad_load_figure_is_refused(bad: object) -> None:
     with pytest.raises(PlanError, match="requests per minute of acme-mining"):
         plan_rebalance(rpm_state({}), closures=Closures(rpm={"acme-mining": bad}))  # type: ignore[dict-item]
+
+
+def test_neither_a_drain_nor_a_rebalance_moves_clients_onto_a_scratch_server() -> None:
+    scratch = "drill-20261206-175500-1"
+    servers = (*LAB_SERVERS, (scratch, "jhb1", "app", ("mirror-jhb1-1", "mirror-cpt1-1"), 50, 1000))
+    fleet = parse_fleet(yaml.safe_dump(lab_like_data(servers=servers)), "fleet.yaml")
+    state = FleetState(fleet, {}, mirrored(fleet, size=GB), NOW)
+    drained = plan_drain(state, "app-jhb1-1", to_dc="jhb1").plan
+    assert drained is not None and drained.moves
+    assert scratch not in {m.to_server for m in drained.moves}
+    with pytest.raises(PlanError, match="cannot take clients"):
+        plan_drain(state, "app-jhb1-1", to_server=scratch)
+    moved = plan_rebalance(state, target_util=0.05).plan
+    assert moved is None or scratch not in {m.to_server for m in moved.moves}
