@@ -119,14 +119,20 @@ def plan_rebalance(
     if max_moves is not None and (isinstance(max_moves, bool) or max_moves < 0):
         raise PlanError(f"max moves must be a non-negative integer, got {max_moves!r}")
     dc_id = None if dc is None else known_dc(fleet, check_id(dc, "data centre id")).id
-    servers = [
+    servers = _app_servers(fleet, dc_id)
+    problem = _problem(state, servers, target, max_moves, closures)
+    title = f"rebalance to {float(target):.0%} of each capacity"
+    return _result(state, problem, Scope(), Target(dc=dc_id), title)
+
+
+def _app_servers(fleet: Fleet, dc_id: str | None) -> list[Server]:
+    """The app servers serving HTTP (of *dc_id*, if named) that may hold clients: a
+    drill's scratch server is released with whatever is on it."""
+    return [
         s
         for s in fleet.servers
         if s.role == "app" and s.http and dc_id in (None, s.dc) and not is_scratch_server(s.id)
     ]
-    problem = _problem(state, servers, target, max_moves, closures)
-    title = f"rebalance to {float(target):.0%} of each capacity"
-    return _result(state, problem, Scope(), Target(dc=dc_id), title)
 
 
 def plan_drain(
@@ -150,14 +156,10 @@ def plan_drain(
         taker = fleet.server(tid)
         if tid == sid or taker.role == "mirror" or taker.http is None or is_scratch_server(tid):
             raise PlanError(f"drain target {tid} cannot take clients: name another server")
-        targets = [fleet.server(tid)]
+        targets = [taker]
     else:
         where = None if to_dc is None else known_dc(fleet, check_id(to_dc, "data centre id")).id
-        targets = [
-            s
-            for s in fleet.servers
-            if s.role == "app" and s.http and where in (None, s.dc) and not is_scratch_server(s.id)
-        ]
+        targets = _app_servers(fleet, where)
     if sid in state.down:  # judged after the target, so an unknown target is named first
         raise PlanError(f"{sid} is down: a drain needs it up for the final sync; use failover")
     servers = [source, *(t for t in targets if t.id != sid)]
